@@ -1,0 +1,136 @@
+//! The library's error type. Every error names the thing it is about (a path,
+//! a digest, a key, a ledger entry) and `Error::kind` classifies it in one
+//! place, so the CLI (and later the API) can map it to an exit code or status.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an error is; the CLI maps each to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's input (definition, arguments, build context) is wrong.
+    Invalid,
+    /// Something named does not exist.
+    NotFound,
+    /// Stored data does not match its digest or its hash chain.
+    Corrupt,
+    /// Another process holds what we need.
+    Busy,
+    /// The environment failed us (I/O, database).
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A definition file could not be read or is malformed.
+    #[error("{file}:{line}:{column}: {message}")]
+    Definition {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted key path (`layers[1].mode`) when one is known.
+        key: Option<String>,
+        message: String,
+    },
+
+    /// A build input (copy source, base image, argument) cannot be used.
+    #[error("{path}: {reason}", path = .path.display())]
+    Input { path: PathBuf, reason: String },
+
+    /// An argument given by the user is malformed.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{what} not found{hint}", hint = .hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NotFound { what: String, hint: Option<String> },
+
+    /// A blob's bytes do not hash to its name.
+    #[error("corrupt blob {digest} at {path}: content hashes to {actual}", path = .path.display())]
+    CorruptBlob {
+        digest: Digest,
+        path: PathBuf,
+        actual: String,
+    },
+
+    /// Stored metadata (index, manifest, cache record) does not parse or is inconsistent.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+
+    /// The ledger's hash chain is broken.
+    #[error("ledger entry {seq} is not valid: {reason}")]
+    LedgerTampered { seq: u64, reason: String },
+
+    #[error("{what} is busy: {reason}")]
+    Busy { what: String, reason: String },
+
+    #[error("{op} {path}: {source}", path = .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("state database {path}: {source}", path = .path.display())]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Definition { .. } | Error::Input { .. } | Error::Usage(_) => ErrorKind::Invalid,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::CorruptBlob { .. } | Error::Corrupt { .. } | Error::LedgerTampered { .. } => {
+                ErrorKind::Corrupt
+            }
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            Error::Io { .. } | Error::Database { .. } => ErrorKind::Internal,
+        }
+    }
+
+    pub fn input(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Input {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound {
+            what: what.into(),
+            hint: None,
+        }
+    }
+
+    pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Attach the operation and path to an `io::Error`.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

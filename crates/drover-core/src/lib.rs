@@ -1,0 +1,27 @@
+//! drover-core: all of drover's domain logic. The binary (`crates/drover`) is a
+//! thin shell over this crate.
+//!
+//! Module index (dependencies point down this list, never up):
+//!
+//! | module    | owns |
+//! |-----------|------|
+//! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, baselines |
+//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, `gc`, `verify` |
+//! | [`ledger`] | the append-only, hash-chained audit log |
+//! | [`state`]  | the SQLite database (tags, referrers, ledger) and its versioned migrations |
+//! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |
+//!
+//! Every mutation of the store writes its ledger entry here, inside the same
+//! database transaction as the change itself, so the CLI and any later daemon
+//! leave the same trail.
+
+pub mod build;
+pub mod clock;
+pub mod digest;
+pub mod error;
+pub mod ledger;
+pub mod state;
+pub mod store;
+
+pub use digest::Digest;
+pub use error::{Error, ErrorKind, Result};
