@@ -80,12 +80,26 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+
+    /// The state database was migrated by a newer drover than this one.
+    #[error(
+        "state database {path} has schema version {found}, but this drover only knows versions up to {supported}; use a drover at least as new as the one that last wrote it",
+        path = .path.display()
+    )]
+    DatabaseTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Definition { .. } | Error::Input { .. } | Error::Usage(_) => ErrorKind::Invalid,
+            Error::Definition { .. }
+            | Error::Input { .. }
+            | Error::Usage(_)
+            | Error::DatabaseTooNew { .. } => ErrorKind::Invalid,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::CorruptBlob { .. } | Error::Corrupt { .. } | Error::LedgerTampered { .. } => {
                 ErrorKind::Corrupt

@@ -1,1 +1,113 @@
-fn main() {}
+//! drover's command line: parse arguments, open the store, call the library,
+//! map errors to exit codes. Each subcommand lives in `cmd/`.
+
+mod cmd;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use drover_core::ErrorKind;
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Immutable infrastructure in one binary: build, store and audit reproducible OCI images"
+)]
+pub struct Cli {
+    /// drover's state directory: the OCI image store, database and caches.
+    /// Defaults to /var/lib/drover as root, else ~/.local/share/drover.
+    #[arg(long, global = true, env = "DROVER_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    /// Machine-readable JSON output (and no progress display).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a definition (drover.toml) and print its digest.
+    Build(cmd::build::Args),
+    /// List tagged images.
+    Images,
+    /// Show an image's manifest, config and attached artifacts.
+    Inspect(cmd::inspect::Args),
+    /// Point a new tag at an image.
+    Tag(cmd::tag::Args),
+    /// Remove tags (the blobs go at the next `gc`).
+    Rmi(cmd::rmi::Args),
+    /// Delete blobs no tag reaches.
+    Gc,
+    /// Re-hash every blob; name each corrupt or missing one and what uses it.
+    Verify,
+    /// Print an image's baseline (its file manifest).
+    Baseline(cmd::baseline::Args),
+    /// List or verify the audit ledger.
+    Audit(cmd::audit::Args),
+}
+
+impl Cli {
+    fn store_dir(&self) -> PathBuf {
+        if let Some(s) = &self.store {
+            return s.clone();
+        }
+        let is_root = std::fs::metadata("/proc/self")
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+        if is_root {
+            return PathBuf::from("/var/lib/drover");
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        data.join("drover")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = cmd::Ctx {
+        store_dir: cli.store_dir(),
+        json: cli.json,
+    };
+    let result = match &cli.command {
+        Command::Build(a) => cmd::build::run(&ctx, a),
+        Command::Images => cmd::images::run(&ctx),
+        Command::Inspect(a) => cmd::inspect::run(&ctx, a),
+        Command::Tag(a) => cmd::tag::run(&ctx, a),
+        Command::Rmi(a) => cmd::rmi::run(&ctx, a),
+        Command::Gc => cmd::gc::run(&ctx),
+        Command::Verify => cmd::verify::run(&ctx),
+        Command::Baseline(a) => cmd::baseline::run(&ctx, a),
+        Command::Audit(a) => cmd::audit::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drover: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 1 internal, 2 bad input, 3 corrupt data, 4 not found, 5 busy.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<drover_core::Error>())
+        .map(|e| e.kind())
+    {
+        Some(ErrorKind::Invalid) => 2,
+        Some(ErrorKind::Corrupt) => 3,
+        Some(ErrorKind::NotFound) => 4,
+        Some(ErrorKind::Busy) => 5,
+        Some(ErrorKind::Internal) | None => 1,
+    }
+}

@@ -1,1 +1,627 @@
-//! placeholder
+//! The image store: an OCI image layout in drover's state directory.
+//!
+//! ```text
+//! <state dir>/
+//!   oci-layout, index.json     the OCI image layout (readable by skopeo, umoci, buildah)
+//!   blobs/sha256/<hex>         immutable, content-addressed blobs (see `blob`)
+//!   drover.db                  tags, referrers and the ledger (see `state`, `ledger`)
+//!   cache/                     build caches; deleting it only costs speed
+//!   tmp/                       in-flight writes; never read
+//! ```
+//!
+//! The database is the source of truth for tags and referrers: a tag change
+//! and its ledger entry commit in one transaction, and `index.json` is then
+//! regenerated from the database (atomically, tagged with the generation it
+//! reflects). A process killed between the two leaves an index one generation
+//! behind, which the next `Store::open` rewrites — so tags and ledger never
+//! disagree.
+
+mod blob;
+mod gc;
+pub mod oci;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+pub(crate) use blob::write_atomic;
+pub use blob::{BlobWriter, VerifyingReader};
+pub use gc::GcReport;
+pub use oci::{Descriptor, ImageConfig, Index, Manifest};
+pub use verify::{BlobProblem, VerifyReport};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::ledger::{self, NewEntry};
+use crate::state::Db;
+
+/// Manifests and configs larger than this are refused: they are JSON
+/// documents of a few KiB, and reading one must never exhaust memory.
+const MAX_DOCUMENT: u64 = 16 << 20;
+const GENERATION_ANNOTATION: &str = "vnd.drover.store.generation";
+
+pub struct Store {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    db: Db,
+    exclusive: bool,
+    /// Held for the Store's lifetime: shared by ordinary commands, exclusive
+    /// by `gc`, so gc never deletes a blob that a running build has written
+    /// but not yet tagged.
+    _lock: File,
+}
+
+/// One tagged image, as `drover images` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagInfo {
+    pub name: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub created: String,
+}
+
+/// An artifact attached to an image (OCI 1.1 `subject`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub subject: Digest,
+    pub artifact_type: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+impl Store {
+    /// Open (creating if needed) the store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        Self::open_locked(root, false)
+    }
+
+    /// Open the store with no other drover process in it (for `gc`); waits
+    /// for running builds to finish.
+    pub fn open_exclusive(root: &Path) -> Result<Store> {
+        Self::open_locked(root, true)
+    }
+
+    fn open_locked(root: &Path, exclusive: bool) -> Result<Store> {
+        let blobs = root.join("blobs").join("sha256");
+        let tmp = root.join("tmp");
+        for dir in [&blobs, &tmp, &root.join("cache")] {
+            fs::create_dir_all(dir).ctx("create store directory", dir)?;
+        }
+        let lock_path = root.join("store.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open store lock", &lock_path)?;
+        if exclusive {
+            lock.lock().ctx("lock store", &lock_path)?;
+        } else {
+            lock.lock_shared().ctx("lock store", &lock_path)?;
+        }
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            blob::write_atomic(&tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let db = Db::open(&root.join("drover.db"))?;
+        let store = Store {
+            root: root.to_path_buf(),
+            blobs,
+            tmp,
+            db,
+            exclusive,
+            _lock: lock,
+        };
+        store.sync_index()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn db_mut(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Start streaming a new blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::create(&self.tmp, &self.blobs)
+    }
+
+    /// Store a small blob; a no-op when it is already present and intact.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if let Ok(existing) = fs::read(self.blob_path(&digest))
+            && Digest::of(&existing) == digest
+        {
+            return Ok(digest);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)?;
+        w.commit()?;
+        Ok(digest)
+    }
+
+    /// Store a JSON document and describe it.
+    pub fn put_json<T: Serialize>(&self, media_type: &str, value: &T) -> Result<Descriptor> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| Error::corrupt("document", e.to_string()))?;
+        let digest = self.put_blob(&bytes)?;
+        Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
+    }
+
+    /// Read a whole (small) blob, verifying its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let len = fs::metadata(&path)
+            .map_err(|_| Error::NotFound {
+                what: format!("blob {digest}"),
+                hint: Some(format!("expected at {}", path.display())),
+            })?
+            .len();
+        if len > MAX_DOCUMENT {
+            return Err(Error::corrupt(
+                format!("blob {digest}"),
+                format!("{len} bytes is too large for a JSON document"),
+            ));
+        }
+        let bytes = fs::read(&path).ctx("read blob", &path)?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(Error::CorruptBlob {
+                digest: *digest,
+                path,
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Open a blob for streaming; the reader fails at EOF if it is corrupt.
+    pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader> {
+        VerifyingReader::open_path(&self.blob_path(digest), *digest)
+    }
+
+    /// Re-hash one blob on disk.
+    pub fn check_blob(&self, digest: &Digest) -> Result<u64> {
+        blob::check_file(&self.blob_path(digest), digest)
+    }
+
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<T> {
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("{what} {digest}"), e.to_string()))
+    }
+
+    pub fn manifest(&self, digest: &Digest) -> Result<Manifest> {
+        self.read_json(digest, "manifest")
+    }
+
+    pub fn image_config(&self, manifest: &Manifest) -> Result<ImageConfig> {
+        self.read_json(&manifest.config.digest, "image config")
+    }
+
+    /// Resolve what a user typed to an image manifest descriptor:
+    /// `name:tag`, `name` (meaning `name:latest`), `name@sha256:…`,
+    /// `sha256:…`, or a unique prefix (≥ 6 hex digits) of a tagged digest.
+    pub fn resolve(&self, reference: &str) -> Result<Descriptor> {
+        let not_found = |hint: &str| Error::NotFound {
+            what: format!("image {reference:?}"),
+            hint: Some(hint.to_string()),
+        };
+        if let Some((_, digest)) = reference.split_once('@') {
+            return self.resolve(digest);
+        }
+        if reference.starts_with("sha256:") {
+            let digest: Digest = reference
+                .parse()
+                .map_err(|e: crate::digest::ParseDigestError| Error::Usage(e.to_string()))?;
+            return self.describe_manifest(&digest);
+        }
+        let tags = self.tags()?;
+        let name = normalize_tag(reference);
+        if let Some(t) = tags.iter().find(|t| t.name == name) {
+            return Ok(Descriptor::new(&t.media_type, t.digest, t.size));
+        }
+        if reference.len() >= 6 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut hits: Vec<&TagInfo> = tags
+                .iter()
+                .filter(|t| t.digest.hex().starts_with(reference))
+                .collect();
+            hits.dedup_by_key(|t| t.digest);
+            match hits.as_slice() {
+                [one] => return Ok(Descriptor::new(&one.media_type, one.digest, one.size)),
+                [] => {}
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "{reference:?} matches more than one image; give more digits"
+                    )));
+                }
+            }
+        }
+        Err(not_found("see `drover images`"))
+    }
+
+    fn describe_manifest(&self, digest: &Digest) -> Result<Descriptor> {
+        let bytes = self.read_blob(digest)?;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Probe {
+            media_type: Option<String>,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("manifest {digest}"), e.to_string()))?;
+        Ok(Descriptor::new(
+            probe.media_type.as_deref().unwrap_or(oci::MEDIA_MANIFEST),
+            *digest,
+            bytes.len() as u64,
+        ))
+    }
+
+    /// All tags, sorted by name.
+    pub fn tags(&self) -> Result<Vec<TagInfo>> {
+        let conn = self.db.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, digest, media_type, size, created FROM tags ORDER BY name")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get(4)?,
+                ))
+            })
+            .map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, digest, media_type, size, created) = row.map_err(|e| self.db_err(e))?;
+            out.push(TagInfo {
+                name,
+                digest: parse_stored_digest(&digest)?,
+                media_type,
+                size: size as u64,
+                created,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Artifacts whose subject is `subject`, optionally of one artifact type.
+    pub fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        Ok(self
+            .all_referrers()?
+            .into_iter()
+            .filter(|r| r.subject == *subject && artifact_type.is_none_or(|t| r.artifact_type == t))
+            .collect())
+    }
+
+    pub fn all_referrers(&self) -> Result<Vec<Referrer>> {
+        let conn = self.db.conn();
+        let mut stmt = conn
+            .prepare("SELECT digest, subject, artifact_type, media_type, size FROM referrers ORDER BY subject, artifact_type, digest")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (digest, subject, artifact_type, media_type, size) =
+                row.map_err(|e| self.db_err(e))?;
+            out.push(Referrer {
+                digest: parse_stored_digest(&digest)?,
+                subject: parse_stored_digest(&subject)?,
+                artifact_type,
+                media_type,
+                size: size as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Apply a change to tags/referrers and record it in the ledger, all in
+    /// one transaction; then bring `index.json` up to date.
+    pub fn mutate<T>(&mut self, f: impl FnOnce(&mut Mutation<'_>) -> Result<T>) -> Result<T> {
+        let path = self.db.path().to_path_buf();
+        let out = {
+            let tx = self.db.transaction()?;
+            let mut m = Mutation {
+                tx,
+                path: path.clone(),
+            };
+            let out = f(&mut m)?;
+            m.bump_generation()?;
+            m.tx.commit()
+                .map_err(|e| Error::Database { path, source: e })?;
+            out
+        };
+        self.sync_index()?;
+        Ok(out)
+    }
+
+    /// Point `name` at an image and record it.
+    pub fn tag(&mut self, reference: &str, name: &str) -> Result<Descriptor> {
+        let name = normalize_tag(name);
+        validate_tag_name(&name)?;
+        let desc = self.resolve(reference)?;
+        self.mutate(|m| {
+            let previous = m.set_tag(&name, &desc)?;
+            m.record(NewEntry::new(
+                "image.tag",
+                vec![desc.digest.to_string()],
+                serde_json::json!({ "tag": name, "previous": previous.map(|d| d.to_string()) }),
+            ))
+        })?;
+        Ok(desc)
+    }
+
+    /// Remove a tag (or every tag of a digest). Blobs go at the next `gc`.
+    pub fn untag(&mut self, reference: &str) -> Result<Vec<String>> {
+        let desc = self.resolve(reference)?;
+        let tags = self.tags()?;
+        let name = normalize_tag(reference);
+        let removed: Vec<String> = if tags.iter().any(|t| t.name == name) {
+            vec![name]
+        } else {
+            tags.iter()
+                .filter(|t| t.digest == desc.digest)
+                .map(|t| t.name.clone())
+                .collect()
+        };
+        self.mutate(|m| {
+            for n in &removed {
+                m.remove_tag(n)?;
+            }
+            m.record(NewEntry::new(
+                "image.untag",
+                vec![desc.digest.to_string()],
+                serde_json::json!({ "tags": removed }),
+            ))
+        })?;
+        Ok(removed)
+    }
+
+    pub fn verify(&self) -> Result<VerifyReport> {
+        verify::run(self)
+    }
+
+    fn db_err(&self, e: rusqlite::Error) -> Error {
+        Error::Database {
+            path: self.db.path().to_path_buf(),
+            source: e,
+        }
+    }
+
+    fn generation(&self) -> Result<u64> {
+        let v: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'generation'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Rewrite `index.json` from the database unless it already reflects the
+    /// current generation. Serialized by a file lock, so of two racing
+    /// writers the later one always writes the newer state.
+    fn sync_index(&self) -> Result<()> {
+        let lock_path = self.root.join("index.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open index lock", &lock_path)?;
+        lock.lock().ctx("lock index", &lock_path)?;
+        let generation = self.generation()?.to_string();
+        let index_path = self.root.join("index.json");
+        let current: Option<Index> = fs::read(&index_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if current
+            .as_ref()
+            .and_then(|i| i.annotations.get(GENERATION_ANNOTATION))
+            == Some(&generation)
+        {
+            return Ok(());
+        }
+        let mut manifests = Vec::new();
+        for t in self.tags()? {
+            let mut d = Descriptor::new(&t.media_type, t.digest, t.size);
+            d.annotations
+                .insert(oci::ANNOTATION_REF_NAME.into(), t.name);
+            manifests.push(d);
+        }
+        for r in self.all_referrers()? {
+            let mut d = Descriptor::new(&r.media_type, r.digest, r.size);
+            d.artifact_type = Some(r.artifact_type);
+            manifests.push(d);
+        }
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_INDEX.into()),
+            manifests,
+            annotations: BTreeMap::from([(GENERATION_ANNOTATION.to_string(), generation)]),
+        };
+        let bytes = serde_json::to_vec_pretty(&index)
+            .map_err(|e| Error::corrupt("index", e.to_string()))?;
+        blob::write_atomic(&self.tmp, &index_path, &bytes)
+    }
+}
+
+/// A change in progress inside `Store::mutate`.
+pub struct Mutation<'a> {
+    tx: Transaction<'a>,
+    path: PathBuf,
+}
+
+impl Mutation<'_> {
+    fn err(&self, e: rusqlite::Error) -> Error {
+        Error::Database {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
+    /// Point a tag at a manifest; returns the digest it pointed at before.
+    pub fn set_tag(&mut self, name: &str, desc: &Descriptor) -> Result<Option<Digest>> {
+        let previous: Option<String> = self
+            .tx
+            .query_row("SELECT digest FROM tags WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        self.tx
+            .execute(
+                "INSERT INTO tags(name, digest, media_type, size, created) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET digest = excluded.digest, media_type = excluded.media_type,
+                   size = excluded.size, created = CASE WHEN tags.digest = excluded.digest THEN tags.created ELSE excluded.created END",
+                params![name, desc.digest.to_string(), desc.media_type, desc.size as i64, crate::clock::now_rfc3339()],
+            )
+            .map_err(|e| self.err(e))?;
+        previous.map(|p| parse_stored_digest(&p)).transpose()
+    }
+
+    pub fn remove_tag(&mut self, name: &str) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM tags WHERE name = ?1", [name])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Attach an artifact manifest to its subject.
+    pub fn add_referrer(
+        &mut self,
+        artifact: &Descriptor,
+        subject: &Digest,
+        artifact_type: &str,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO referrers(digest, subject, artifact_type, media_type, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![artifact.digest.to_string(), subject.to_string(), artifact_type, artifact.media_type, artifact.size as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn remove_referrer(&mut self, digest: &Digest) -> Result<()> {
+        self.tx
+            .execute(
+                "DELETE FROM referrers WHERE digest = ?1",
+                [digest.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Append the ledger entry that describes this change.
+    pub fn record(&mut self, entry: NewEntry) -> Result<()> {
+        ledger::append(&self.tx, &self.path, entry)?;
+        Ok(())
+    }
+
+    fn bump_generation(&mut self) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO store_meta(key, value) VALUES ('generation', '1')
+                 ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// `name` means `name:latest`.
+pub fn normalize_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn validate_tag_name(name: &str) -> Result<()> {
+    let (repo, tag) = name.rsplit_once(':').unwrap_or((name, ""));
+    let repo_ok = !repo.is_empty()
+        && repo
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b))
+        && repo
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !tag.starts_with(['.', '-']);
+    if repo_ok && tag_ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{name:?} is not a valid tag (expected name:tag, name in [a-z0-9._/-], tag in [A-Za-z0-9._-])"
+        )))
+    }
+}
+
+fn parse_stored_digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(|e: crate::digest::ParseDigestError| {
+        Error::corrupt("state database", e.to_string())
+    })
+}

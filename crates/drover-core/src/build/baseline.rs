@@ -1,0 +1,279 @@
+//! The baseline: every file of an image (path, type, mode, owner, size,
+//! content hash, link target), stored as an OCI 1.1 artifact whose `subject`
+//! is the image manifest. Drift detection measures running instances
+//! against it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::scan::Entry;
+use super::tar::Kind;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::store::{Descriptor, Manifest, Store, oci};
+
+pub const ARTIFACT_TYPE: &str = "application/vnd.drover.baseline.v1+json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Absolute path inside the image.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    #[serde(serialize_with = "octal_ser", deserialize_with = "octal_de")]
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    /// Symlink target, or for a hard link the path it shares content with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl FileRecord {
+    pub fn from_entry(e: &Entry) -> FileRecord {
+        FileRecord {
+            path: format!("/{}", e.path),
+            kind: match e.kind {
+                Kind::File => FileKind::File,
+                Kind::Dir => FileKind::Dir,
+                Kind::Symlink => FileKind::Symlink,
+                Kind::Hardlink => FileKind::Hardlink,
+            },
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            sha256: e.sha256,
+            link: e.link.as_ref().map(|l| {
+                if e.kind == Kind::Hardlink {
+                    format!("/{l}")
+                } else {
+                    l.clone()
+                }
+            }),
+        }
+    }
+}
+
+fn octal_ser<S: Serializer>(mode: &u32, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
+}
+
+fn octal_de<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    u32::from_str_radix(&s, 8).map_err(serde::de::Error::custom)
+}
+
+/// The whole file manifest of an image, sorted by path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    pub schema_version: u32,
+    pub files: Vec<FileRecord>,
+}
+
+/// Applies layers in order, the way a container runtime stacks them.
+#[derive(Default)]
+pub struct Merger {
+    files: BTreeMap<String, FileRecord>,
+}
+
+impl Merger {
+    pub fn from_baseline(b: Baseline) -> Self {
+        Merger {
+            files: b.files.into_iter().map(|f| (f.path.clone(), f)).collect(),
+        }
+    }
+
+    pub fn put(&mut self, rec: FileRecord) {
+        // A non-directory replacing a directory hides everything under it.
+        if rec.kind != FileKind::Dir
+            && self
+                .files
+                .get(&rec.path)
+                .is_some_and(|f| f.kind == FileKind::Dir)
+        {
+            self.remove_tree(&rec.path, false);
+        }
+        // A hard link shares its target's content hash.
+        let mut rec = rec;
+        if rec.kind == FileKind::Hardlink
+            && let Some(t) = rec.link.as_ref().and_then(|l| self.files.get(l))
+        {
+            rec.sha256 = t.sha256;
+            rec.size = t.size;
+        }
+        self.files.insert(rec.path.clone(), rec);
+    }
+
+    /// Remove `path` and its subtree (a whiteout), or only the subtree (opaque).
+    pub fn remove_tree(&mut self, path: &str, keep_self: bool) {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        self.files
+            .retain(|p, _| !(p.starts_with(&prefix) || (!keep_self && p == path)));
+    }
+
+    pub fn finish(self) -> Baseline {
+        Baseline {
+            schema_version: 1,
+            files: self.files.into_values().collect(),
+        }
+    }
+}
+
+/// Read one layer blob (gzip, zstd or plain tar) and apply it to `m`.
+pub fn apply_layer(store: &Store, layer: &Descriptor, m: &mut Merger) -> Result<()> {
+    let mut reader = store.open_blob(&layer.digest)?;
+    let res = {
+        let decoded: Box<dyn Read + '_> = match layer.media_type.as_str() {
+            oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {
+                Box::new(flate2::read::MultiGzDecoder::new(&mut reader))
+            }
+            oci::MEDIA_LAYER_ZSTD => {
+                Box::new(zstd::stream::Decoder::new(&mut reader).map_err(|e| {
+                    Error::corrupt(format!("layer {}", layer.digest), e.to_string())
+                })?)
+            }
+            oci::MEDIA_LAYER_TAR => Box::new(&mut reader),
+            other => {
+                return Err(Error::corrupt(
+                    format!("layer {}", layer.digest),
+                    format!("unsupported media type {other}"),
+                ));
+            }
+        };
+        apply_tar(decoded, m)
+    };
+    // Drain so the verifying reader sees the whole blob and checks its
+    // digest; a corrupt blob is the root cause of any parse error too.
+    if let Err(io) = std::io::copy(&mut reader, &mut std::io::sink()) {
+        return Err(reader.map_err(io));
+    }
+    res
+}
+
+fn apply_tar(r: impl Read, m: &mut Merger) -> Result<()> {
+    let bad = |e: std::io::Error| Error::corrupt("layer tar", e.to_string());
+    let mut ar = tar::Archive::new(r);
+    for entry in ar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let path = format!(
+            "/{}",
+            raw.trim_start_matches("./")
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+        );
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+        if name == ".wh..wh..opq" {
+            m.remove_tree(if dir.is_empty() { "/" } else { dir }, true);
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            m.remove_tree(&format!("{dir}/{hidden}"), false);
+            continue;
+        }
+        if path == "/" {
+            continue;
+        }
+        let h = entry.header();
+        let kind = match h.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => FileKind::File,
+            tar::EntryType::Directory => FileKind::Dir,
+            tar::EntryType::Symlink => FileKind::Symlink,
+            tar::EntryType::Link => FileKind::Hardlink,
+            _ => continue,
+        };
+        let mode = h.mode().map_err(bad)? & 0o7777;
+        let uid = h.uid().map_err(bad)? as u32;
+        let gid = h.gid().map_err(bad)? as u32;
+        let link = entry.link_name().map_err(bad)?.map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            if kind == FileKind::Hardlink {
+                format!("/{}", l.trim_start_matches("./").trim_start_matches('/'))
+            } else {
+                l
+            }
+        });
+        let (size, sha256) = if kind == FileKind::File {
+            let mut h = Hasher::new();
+            std::io::copy(&mut entry, &mut h).map_err(bad)?;
+            (h.len(), Some(h.finish()))
+        } else {
+            (0, None)
+        };
+        m.put(FileRecord {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            size,
+            sha256,
+            link,
+        });
+    }
+    Ok(())
+}
+
+/// The baseline of an image: its attached artifact when there is one, else
+/// computed from its layers.
+pub fn of_image(store: &Store, manifest_digest: &Digest) -> Result<Baseline> {
+    if let Some(r) = store
+        .referrers(manifest_digest, Some(ARTIFACT_TYPE))?
+        .first()
+    {
+        let art: Manifest = store.manifest(&r.digest)?;
+        let layer = art.layers.first().ok_or_else(|| {
+            Error::corrupt(format!("baseline {}", r.digest), "artifact has no content")
+        })?;
+        return store.read_json(&layer.digest, "baseline");
+    }
+    let manifest = store.manifest(manifest_digest)?;
+    let mut m = Merger::default();
+    for layer in &manifest.layers {
+        apply_layer(store, layer, &mut m)?;
+    }
+    Ok(m.finish())
+}
+
+/// Store `baseline` as an artifact whose subject is `image`; returns the
+/// artifact manifest's descriptor (the caller records the referrer).
+pub fn store_artifact(
+    store: &Store,
+    image: &Descriptor,
+    baseline: &Baseline,
+) -> Result<Descriptor> {
+    let content = store.put_json(ARTIFACT_TYPE, baseline)?;
+    let empty = Descriptor::new(
+        oci::MEDIA_EMPTY,
+        store.put_blob(oci::EMPTY_JSON)?,
+        oci::EMPTY_JSON.len() as u64,
+    );
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.into()),
+        artifact_type: Some(ARTIFACT_TYPE.into()),
+        config: empty,
+        layers: vec![content],
+        subject: Some(Descriptor::new(&image.media_type, image.digest, image.size)),
+        annotations: Default::default(),
+    };
+    let mut d = store.put_json(oci::MEDIA_MANIFEST, &manifest)?;
+    d.artifact_type = Some(ARTIFACT_TYPE.into());
+    Ok(d)
+}

@@ -1,0 +1,592 @@
+//! Layers: from sorted entries to a compressed tar blob, as fast as two cores
+//! allow and byte-for-byte reproducible.
+//!
+//! The tar stream is cut into *chunks* at entry boundaries chosen from the
+//! entries' paths (and inside large files at fixed offsets), and each chunk is
+//! compressed on its own — a gzip chunk as a raw deflate run ended by a sync
+//! flush, a zstd chunk as a whole frame — then the results are concatenated
+//! into one valid gzip member or zstd stream. Three things follow:
+//!
+//! * the output does not depend on the number of threads (a chunk's bytes
+//!   depend only on its content), so builds are bit-identical anywhere;
+//! * chunks compress in parallel;
+//! * a chunk whose content did not change since the last build of this layer
+//!   is copied from the previous blob instead of being compressed again, so
+//!   changing one file recompresses one chunk.
+//!
+//! A chunk's identity is a digest over its header bytes and the content
+//! digests of its files (which `statcache` provides), so reuse is decided
+//! without compressing anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
+
+use flate2::{Compress, FlushCompress};
+use serde::{Deserialize, Serialize};
+
+use super::baseline::FileRecord;
+use super::def::Compression;
+use super::scan::{Entry, Source};
+use super::statcache::check_unchanged;
+use super::tar::{self, Kind};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::store::{Store, oci};
+
+/// A chunk is closed before an entry once it holds at least this much and the
+/// entry's path hash says "cut" (1 in 16); so boundaries follow the paths, not
+/// offsets, and an edit moves at most the boundaries next to it.
+const MIN_CHUNK: u64 = 256 << 10;
+/// ...or unconditionally once it holds this much.
+const MAX_CHUNK: u64 = 8 << 20;
+/// Large files are split at multiples of this offset.
+const FILE_PIECE: u64 = 4 << 20;
+/// Bump when the chunking or framing changes: old cache records then miss.
+const FORMAT: &str = "drover-layer-v1";
+
+pub const GZIP_LEVEL: u32 = 6;
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// What the cache remembers about a built layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub key: Digest,
+    pub media_type: String,
+    pub blob: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub chunks: Vec<ChunkRec>,
+    pub files: Vec<FileRecord>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ChunkRec {
+    pub id: Digest,
+    /// Offset and length of the chunk's compressed bytes in the blob.
+    pub coff: u64,
+    pub clen: u64,
+    pub ulen: u64,
+    pub crc: u32,
+}
+
+/// How much of a layer came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "cache", rename_all = "lowercase")]
+pub enum CacheUse {
+    /// The whole layer was reused.
+    Hit,
+    /// Built, reusing `reused` of `chunks` compressed chunks.
+    Built { reused: usize, chunks: usize },
+}
+
+enum Piece {
+    Bytes(Vec<u8>),
+    File { entry: usize, offset: u64, len: u64 },
+}
+
+struct ChunkPlan {
+    pieces: Vec<Piece>,
+    ulen: u64,
+    id: Digest,
+}
+
+pub fn media_type(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => oci::MEDIA_LAYER_GZIP,
+        Compression::Zstd => oci::MEDIA_LAYER_ZSTD,
+    }
+}
+
+/// Build (or reuse) the layer for `entries`, whose file digests are filled in.
+/// `slot` names this layer's place in its definition, so the previous build of
+/// the same place can lend its chunks.
+pub fn produce(
+    store: &Store,
+    entries: &[Entry],
+    mtime: u64,
+    compression: Compression,
+    slot: &str,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(LayerRecord, CacheUse)> {
+    let chunks = plan(entries, mtime);
+    let key = {
+        let mut h = Hasher::new();
+        h.update(FORMAT.as_bytes());
+        h.update(media_type(compression).as_bytes());
+        h.update(&level_of(compression).to_le_bytes());
+        for c in &chunks {
+            h.update(c.id.as_bytes());
+        }
+        h.finish()
+    };
+    let cache = store.cache_dir();
+    let record_path = cache.join("layers").join(format!("{}.json", key.hex()));
+    let slot_path = cache.join("slots").join(Digest::of(slot.as_bytes()).hex());
+    if let Some(rec) = load_record(&record_path)
+        && blob_present(store, &rec)
+    {
+        save_slot(store, &slot_path, &key)?;
+        return Ok((rec, CacheUse::Hit));
+    }
+    let previous = fs::read_to_string(&slot_path)
+        .ok()
+        .and_then(|k| load_record(&cache.join("layers").join(format!("{}.json", k.trim()))))
+        .filter(|r| r.media_type == media_type(compression) && blob_present(store, r));
+    let (blob, size, diff_id, recs, reused) = write_chunks(
+        store,
+        entries,
+        &chunks,
+        compression,
+        previous.as_ref(),
+        threads,
+        progress,
+    )?;
+    let rec = LayerRecord {
+        key,
+        media_type: media_type(compression).to_string(),
+        blob,
+        size,
+        diff_id,
+        chunks: recs,
+        files: entries.iter().map(FileRecord::from_entry).collect(),
+    };
+    fs::create_dir_all(record_path.parent().unwrap_or(&cache))
+        .ctx("create cache directory", &cache)?;
+    let bytes =
+        serde_json::to_vec(&rec).map_err(|e| Error::corrupt("layer record", e.to_string()))?;
+    crate::store::write_atomic(store.tmp_dir(), &record_path, &bytes)?;
+    save_slot(store, &slot_path, &key)?;
+    Ok((
+        rec,
+        CacheUse::Built {
+            reused,
+            chunks: chunks.len(),
+        },
+    ))
+}
+
+fn level_of(c: Compression) -> i32 {
+    match c {
+        Compression::Gzip => GZIP_LEVEL as i32,
+        Compression::Zstd => ZSTD_LEVEL,
+    }
+}
+
+fn load_record(path: &Path) -> Option<LayerRecord> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+fn blob_present(store: &Store, rec: &LayerRecord) -> bool {
+    fs::metadata(store.blob_path(&rec.blob)).is_ok_and(|m| m.len() == rec.size)
+}
+
+fn save_slot(store: &Store, slot_path: &Path, key: &Digest) -> Result<()> {
+    if fs::read_to_string(slot_path).is_ok_and(|k| k.trim() == key.hex()) {
+        return Ok(());
+    }
+    if let Some(dir) = slot_path.parent() {
+        fs::create_dir_all(dir).ctx("create cache directory", dir)?;
+    }
+    crate::store::write_atomic(store.tmp_dir(), slot_path, key.hex().as_bytes())
+}
+
+/// Cut the tar stream of `entries` into chunks. Pure: metadata in, plan out.
+fn plan(entries: &[Entry], mtime: u64) -> Vec<ChunkPlan> {
+    let mut chunks = Vec::new();
+    let mut cur: Vec<Piece> = Vec::new();
+    let mut cur_len = 0u64;
+    let close = |cur: &mut Vec<Piece>, cur_len: &mut u64, chunks: &mut Vec<ChunkPlan>| {
+        if !cur.is_empty() {
+            chunks.push(ChunkPlan {
+                pieces: std::mem::take(cur),
+                ulen: *cur_len,
+                id: Digest::of(b""),
+            });
+            *cur_len = 0;
+        }
+    };
+    for (i, e) in entries.iter().enumerate() {
+        if cur_len >= MAX_CHUNK || (cur_len >= MIN_CHUNK && fnv1a(e.path.as_bytes()).is_multiple_of(16)) {
+            close(&mut cur, &mut cur_len, &mut chunks);
+        }
+        let mut header = Vec::with_capacity(tar::BLOCK);
+        tar::write_header(
+            &mut header,
+            &tar::Header {
+                path: &e.path,
+                kind: e.kind,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                size: e.size,
+                mtime,
+                link: e.link.as_deref(),
+                xattrs: &e.xattrs,
+            },
+        );
+        cur_len += header.len() as u64;
+        cur.push(Piece::Bytes(header));
+        if e.kind != Kind::File {
+            continue;
+        }
+        match &e.source {
+            Some(Source::Inline(bytes)) => {
+                cur_len += bytes.len() as u64;
+                cur.push(Piece::Bytes(bytes.to_vec()));
+            }
+            Some(Source::Disk { .. }) => {
+                let mut offset = 0;
+                while offset < e.size {
+                    if offset > 0 {
+                        close(&mut cur, &mut cur_len, &mut chunks);
+                    }
+                    let len = FILE_PIECE.min(e.size - offset);
+                    cur.push(Piece::File {
+                        entry: i,
+                        offset,
+                        len,
+                    });
+                    cur_len += len;
+                    offset += len;
+                }
+            }
+            None => {}
+        }
+        let pad = tar::padding(e.size);
+        if pad > 0 {
+            cur_len += pad as u64;
+            cur.push(Piece::Bytes(vec![0; pad]));
+        }
+    }
+    // End of archive: two zero blocks.
+    cur_len += 2 * tar::BLOCK as u64;
+    cur.push(Piece::Bytes(vec![0; 2 * tar::BLOCK]));
+    close(&mut cur, &mut cur_len, &mut chunks);
+    for c in &mut chunks {
+        let mut h = Hasher::new();
+        for p in &c.pieces {
+            match p {
+                Piece::Bytes(b) => {
+                    h.update(b"B");
+                    h.update(&(b.len() as u64).to_le_bytes());
+                    h.update(b);
+                }
+                Piece::File { entry, offset, len } => {
+                    h.update(b"F");
+                    // Digests are filled in before planning; a missing one
+                    // would make the id ambiguous, so hash the path then.
+                    match entries[*entry].sha256 {
+                        Some(d) => h.update(d.as_bytes()),
+                        None => h.update(entries[*entry].path.as_bytes()),
+                    }
+                    h.update(&offset.to_le_bytes());
+                    h.update(&len.to_le_bytes());
+                }
+            }
+        }
+        c.id = h.finish();
+    }
+    chunks
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A chunk ready to be appended: its uncompressed bytes (for the diff id) and
+/// where its compressed bytes come from.
+struct Ready {
+    plain: Vec<u8>,
+    crc: u32,
+    packed: Packed,
+}
+
+enum Packed {
+    New(Vec<u8>),
+    Reuse(ChunkRec),
+}
+
+type Written = (Digest, u64, Digest, Vec<ChunkRec>, usize);
+
+fn write_chunks(
+    store: &Store,
+    entries: &[Entry],
+    chunks: &[ChunkPlan],
+    compression: Compression,
+    previous: Option<&LayerRecord>,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Written> {
+    let reusable: HashMap<Digest, ChunkRec> = previous
+        .map(|p| p.chunks.iter().map(|c| (c.id, *c)).collect())
+        .unwrap_or_default();
+    let old_blob = match previous {
+        Some(p) => Some(
+            File::open(store.blob_path(&p.blob))
+                .ctx("open previous layer", &store.blob_path(&p.blob))?,
+        ),
+        None => None,
+    };
+    let threads = threads.max(1);
+    let window = 2 * threads + 2;
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let done = (Mutex::new(0usize), Condvar::new());
+    let (tx, rx) = mpsc::sync_channel::<(usize, Result<Ready>)>(window);
+
+    std::thread::scope(|s| -> Result<Written> {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, abort, done, reusable) = (&next, &abort, &done, &reusable);
+            s.spawn(move || {
+                let mut zstd = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= chunks.len() || abort.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // Stay within `window` chunks of the writer to bound memory.
+                    {
+                        let mut written = done.0.lock().unwrap_or_else(|e| e.into_inner());
+                        while i >= *written + window && !abort.load(Ordering::Relaxed) {
+                            written = done.1.wait(written).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    let ready = assemble(entries, &chunks[i]).and_then(|plain| {
+                        let packed = match reusable.get(&chunks[i].id) {
+                            Some(rec) if rec.ulen == chunks[i].ulen => {
+                                return Ok(Ready {
+                                    plain,
+                                    crc: rec.crc,
+                                    packed: Packed::Reuse(*rec),
+                                });
+                            }
+                            _ => compress(&plain, compression, &mut zstd)?,
+                        };
+                        Ok(Ready {
+                            crc: crc32fast::hash(&plain),
+                            plain,
+                            packed: Packed::New(packed),
+                        })
+                    });
+                    if tx.send((i, ready)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+
+        // The diff id is the sha256 of the uncompressed stream; hash it on its
+        // own thread so it overlaps with writing the compressed blob.
+        let (plain_tx, plain_rx) = mpsc::sync_channel::<Vec<u8>>(window);
+        let diff = s.spawn(move || {
+            let mut h = Hasher::new();
+            for plain in plain_rx {
+                h.update(&plain);
+            }
+            h.finish()
+        });
+
+        let result = (|| -> Result<(Digest, u64, Vec<ChunkRec>, usize)> {
+            let mut w = store.blob_writer()?;
+            if compression == Compression::Gzip {
+                // Fixed header: no name, no mtime, OS "unknown", so no host data.
+                w.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+            }
+            let mut pending: BTreeMap<usize, Ready> = BTreeMap::new();
+            let mut recs = Vec::with_capacity(chunks.len());
+            let mut crc = crc32fast::Hasher::new();
+            let mut total = 0u64;
+            let mut reused = 0;
+            let mut want = 0;
+            for (i, ready) in &rx {
+                pending.insert(i, ready?);
+                while let Some(r) = pending.remove(&want) {
+                    let coff = w.len();
+                    let clen = match &r.packed {
+                        Packed::New(bytes) => {
+                            w.write_all(bytes)?;
+                            bytes.len() as u64
+                        }
+                        Packed::Reuse(rec) => {
+                            let mut buf = vec![0u8; rec.clen as usize];
+                            let old = old_blob.as_ref().expect("reuse implies a previous blob");
+                            old.read_exact_at(&mut buf, rec.coff).ctx(
+                                "read previous layer",
+                                &store.blob_path(&previous.expect("reuse implies previous").blob),
+                            )?;
+                            w.write_all(&buf)?;
+                            reused += 1;
+                            rec.clen
+                        }
+                    };
+                    let ulen = r.plain.len() as u64;
+                    crc.combine(&crc32fast::Hasher::new_with_initial_len(r.crc, ulen));
+                    total += ulen;
+                    recs.push(ChunkRec {
+                        id: chunks[want].id,
+                        coff,
+                        clen,
+                        ulen,
+                        crc: r.crc,
+                    });
+                    progress(ulen);
+                    if plain_tx.send(r.plain).is_err() {
+                        return Err(Error::corrupt("layer", "diff hasher stopped"));
+                    }
+                    want += 1;
+                    let mut written = done.0.lock().unwrap_or_else(|e| e.into_inner());
+                    *written = want;
+                    done.1.notify_all();
+                }
+            }
+            if want != chunks.len() {
+                return Err(Error::corrupt(
+                    "layer",
+                    "a compression worker stopped early",
+                ));
+            }
+            if compression == Compression::Gzip {
+                // Final empty fixed-Huffman block, then CRC-32 and length mod 2^32.
+                w.write_all(&[0x03, 0x00])?;
+                w.write_all(&crc.finalize().to_le_bytes())?;
+                w.write_all(&(total as u32).to_le_bytes())?;
+            }
+            let (digest, size) = w.commit()?;
+            Ok((digest, size, recs, reused))
+        })();
+        if result.is_err() {
+            abort.store(true, Ordering::Relaxed);
+            done.1.notify_all();
+        }
+        drop(plain_tx);
+        drop(rx);
+        let diff_id = diff
+            .join()
+            .map_err(|_| Error::corrupt("layer", "diff hasher panicked"))?;
+        let (blob, size, recs, reused) = result?;
+        Ok((blob, size, diff_id, recs, reused))
+    })
+}
+
+/// The uncompressed bytes of one chunk.
+fn assemble(entries: &[Entry], chunk: &ChunkPlan) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(chunk.ulen as usize);
+    for p in &chunk.pieces {
+        match p {
+            Piece::Bytes(b) => out.extend_from_slice(b),
+            Piece::File { entry, offset, len } => {
+                let Some(Source::Disk { path, stat }) = &entries[*entry].source else {
+                    return Err(Error::corrupt("layer plan", "file piece without a source"));
+                };
+                let f = File::open(path).ctx("open", path)?;
+                let start = out.len();
+                out.resize(start + *len as usize, 0);
+                f.read_exact_at(&mut out[start..], *offset).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::input(
+                            path,
+                            "file shrank while the build was reading it; build again",
+                        )
+                    } else {
+                        Error::Io {
+                            op: "read",
+                            path: path.clone(),
+                            source: e,
+                        }
+                    }
+                })?;
+                check_unchanged(&f, path, stat, stat.size)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn compress(
+    plain: &[u8],
+    c: Compression,
+    zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+) -> Result<Vec<u8>> {
+    match c {
+        Compression::Gzip => Ok(deflate_chunk(plain, GZIP_LEVEL)),
+        Compression::Zstd => {
+            if zstd.is_none() {
+                *zstd = Some(
+                    zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                        .map_err(|e| Error::corrupt("zstd", e.to_string()))?,
+                );
+            }
+            let z = zstd.as_mut().expect("just set");
+            z.compress(plain)
+                .map_err(|e| Error::corrupt("zstd", e.to_string()))
+        }
+    }
+}
+
+/// Raw deflate of one chunk, ended by a sync flush (an empty stored block),
+/// so chunks concatenate into one deflate stream with no final block yet.
+fn deflate_chunk(plain: &[u8], level: u32) -> Vec<u8> {
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::with_capacity(plain.len() / 2 + 4096);
+    let mut input = plain;
+    loop {
+        if out.capacity() - out.len() < 4096 {
+            out.reserve(out.capacity().max(64 << 10));
+        }
+        let before = c.total_in();
+        // Compressing into a Vec cannot fail for a valid stream we drive ourselves.
+        let _ = c.compress_vec(input, &mut out, FlushCompress::Sync);
+        input = &input[(c.total_in() - before) as usize..];
+        // The flush is complete when zlib returns with output space to spare.
+        if input.is_empty() && out.len() < out.capacity() {
+            return out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn chunked_deflate_is_one_valid_gzip_member() {
+        let parts: Vec<Vec<u8>> = (0..5)
+            .map(|i| format!("chunk {i} ").repeat(10_000 * (i + 1)).into_bytes())
+            .collect();
+        let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        let mut crc = crc32fast::Hasher::new();
+        let mut all = Vec::new();
+        for p in &parts {
+            gz.extend(deflate_chunk(p, 6));
+            crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                crc32fast::hash(p),
+                p.len() as u64,
+            ));
+            all.extend_from_slice(p);
+        }
+        gz.extend([3, 0]);
+        gz.extend(crc.finalize().to_le_bytes());
+        gz.extend((all.len() as u32).to_le_bytes());
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, all);
+    }
+
+    #[test]
+    fn empty_chunk_deflates_to_a_flush_only() {
+        let out = deflate_chunk(b"", 6);
+        assert!(!out.is_empty() && out.len() < 16);
+    }
+}

@@ -1,0 +1,370 @@
+//! Turning a layer definition into the sorted list of entries its tar holds.
+//!
+//! The walk never follows a symlink (a link is recorded as a link), refuses
+//! anything that resolves outside the build context, and refuses sockets,
+//! fifos and device nodes by path. Modes are normalized the way git does it —
+//! 0755 when any execute bit is set, else 0644; directories 0755 — so a
+//! checkout made under another umask builds the same image; `mode` and
+//! `dir_mode` override. Owners are 0:0 unless `owner` says otherwise.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use globset::{GlobSet, GlobSetBuilder};
+
+use super::def::{CopyLayer, FileLayer};
+use super::tar::Kind;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+
+/// The identity of a file's content as far as metadata can tell; see
+/// `statcache` for why these fields are enough to trust a cached hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl StatKey {
+    pub fn of(m: &fs::Metadata) -> Self {
+        StatKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+/// Where a regular file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Disk { path: PathBuf, stat: StatKey },
+    Inline(Arc<[u8]>),
+}
+
+/// One entry of a layer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Relative path inside the image, `/`-separated, no leading or trailing `/`.
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Symlink target, or the path of the entry a hard link points at.
+    pub link: Option<String>,
+    pub source: Option<Source>,
+    /// Content digest of a regular file (filled in before tarring).
+    pub sha256: Option<Digest>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Entries for a `copy` layer, sorted by path.
+pub fn copy_layer(context: &Path, layer: &CopyLayer) -> Result<Vec<Entry>> {
+    let src = resolve_in_context(context, &layer.src)?;
+    let meta = fs::symlink_metadata(&src).ctx("read copy source", &src)?;
+    let include = globs(&layer.include, &src)?;
+    let exclude = globs(&layer.exclude, &src)?;
+    let (uid, gid) = layer.owner.unwrap_or((0, 0));
+    let dest = layer.dest.trim_matches('/').to_string();
+    let mut entries = parents_of(&dest);
+    let mut walker = Walker {
+        layer,
+        // `**` (the default) keeps everything, including empty directories.
+        include: if layer.include.iter().all(|g| g == "**") {
+            None
+        } else {
+            Some(include)
+        },
+        exclude,
+        uid,
+        gid,
+        out: Vec::new(),
+    };
+    if meta.is_dir() {
+        if !dest.is_empty() {
+            walker.push(&src, dest.clone(), &meta)?;
+        }
+        walker.walk_dir(&src, "", &dest)?;
+    } else {
+        // A single file copied to `dest` (which names the file itself).
+        if dest.is_empty() {
+            return Err(Error::input(
+                &src,
+                "a single file cannot be copied to \"/\"; name the destination file",
+            ));
+        }
+        entries.pop(); // `dest` is the file, not a directory
+        walker.push(&src, dest.clone(), &meta)?;
+    }
+    let mut out = walker.out;
+    if walker.include.is_some() {
+        prune_empty_dirs(&mut out, &dest);
+    }
+    entries.append(&mut out);
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.dedup_by(|later, earlier| later.path == earlier.path);
+    assign_hardlinks(&mut entries);
+    Ok(entries)
+}
+
+/// Entries for an inline `file` layer.
+pub fn file_layer(layer: &FileLayer) -> Vec<Entry> {
+    let path = layer.dest.trim_matches('/').to_string();
+    let mut entries = parents_of(&path);
+    entries.pop();
+    let bytes: Arc<[u8]> = Arc::from(layer.content.as_bytes());
+    entries.push(Entry {
+        path,
+        kind: Kind::File,
+        mode: layer.mode,
+        uid: layer.owner.0,
+        gid: layer.owner.1,
+        size: bytes.len() as u64,
+        link: None,
+        sha256: Some(Digest::of(&bytes)),
+        source: Some(Source::Inline(bytes)),
+        xattrs: Vec::new(),
+    });
+    entries
+}
+
+/// `a/b/c` → directory entries `a`, `a/b`, `a/b/c` (root-owned, 0755), the
+/// parents an image needs for a destination to exist.
+fn parents_of(path: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut acc = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !acc.is_empty() {
+            acc.push('/');
+        }
+        acc.push_str(part);
+        out.push(Entry {
+            path: acc.clone(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link: None,
+            source: None,
+            sha256: None,
+            xattrs: Vec::new(),
+        });
+    }
+    out
+}
+
+/// Resolve `src` (relative, as written in the definition) inside `context`,
+/// refusing anything — `..`, an absolute path, a symlink on the way — that
+/// ends up outside it.
+pub fn resolve_in_context(context: &Path, src: &str) -> Result<PathBuf> {
+    let rel = Path::new(src);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(Error::input(
+            src,
+            "copy source must be a relative path inside the build context",
+        ));
+    }
+    let ctx = context
+        .canonicalize()
+        .ctx("resolve build context", context)?;
+    let joined = ctx.join(rel);
+    let real = joined.canonicalize().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::input(&joined, "copy source does not exist")
+        } else {
+            Error::Io {
+                op: "resolve copy source",
+                path: joined.clone(),
+                source: e,
+            }
+        }
+    })?;
+    if !real.starts_with(&ctx) {
+        return Err(Error::input(
+            &joined,
+            format!(
+                "copy source resolves to {}, outside the build context {}",
+                real.display(),
+                ctx.display()
+            ),
+        ));
+    }
+    Ok(real)
+}
+
+fn globs(patterns: &[String], src: &Path) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let g = super::def::compile_glob(p)
+            .map_err(|e| Error::input(src, format!("bad glob {p:?}: {e}")))?;
+        b.add(g);
+    }
+    b.build().map_err(|e| Error::input(src, e.to_string()))
+}
+
+struct Walker<'a> {
+    layer: &'a CopyLayer,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    uid: u32,
+    gid: u32,
+    out: Vec<Entry>,
+}
+
+impl Walker<'_> {
+    fn walk_dir(&mut self, dir: &Path, rel: &str, dest: &str) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .ctx("read directory", dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .ctx("read directory", dir)?;
+        // Directory read order depends on the filesystem; the image must not.
+        names.sort();
+        for name in names {
+            let Some(name_str) = name.to_str() else {
+                return Err(Error::input(
+                    dir.join(&name),
+                    "file name is not valid UTF-8",
+                ));
+            };
+            let path = dir.join(&name);
+            let child_rel = if rel.is_empty() {
+                name_str.to_string()
+            } else {
+                format!("{rel}/{name_str}")
+            };
+            if self.exclude.is_match(&child_rel) {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path).ctx("stat", &path)?;
+            let target = if dest.is_empty() {
+                child_rel.clone()
+            } else {
+                format!("{dest}/{child_rel}")
+            };
+            if meta.is_dir() {
+                self.push(&path, target, &meta)?;
+                self.walk_dir(&path, &child_rel, dest)?;
+            } else if self.include.as_ref().is_none_or(|g| g.is_match(&child_rel)) {
+                self.push(&path, target, &meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, path: &Path, target: String, meta: &fs::Metadata) -> Result<()> {
+        let ft = meta.file_type();
+        let perm = meta.mode() & 0o7777;
+        let (kind, mode, size, link, source) = if ft.is_dir() {
+            (
+                Kind::Dir,
+                self.layer.dir_mode.unwrap_or(0o755),
+                0,
+                None,
+                None,
+            )
+        } else if ft.is_file() {
+            let mode = self
+                .layer
+                .mode
+                .unwrap_or(if perm & 0o111 != 0 { 0o755 } else { 0o644 });
+            let src = Source::Disk {
+                path: path.to_path_buf(),
+                stat: StatKey::of(meta),
+            };
+            (Kind::File, mode, meta.size(), None, Some(src))
+        } else if ft.is_symlink() {
+            let t = fs::read_link(path).ctx("read symlink", path)?;
+            let Some(t) = t.to_str() else {
+                return Err(Error::input(path, "symlink target is not valid UTF-8"));
+            };
+            (Kind::Symlink, 0o777, 0, Some(t.to_string()), None)
+        } else {
+            let what = if ft.is_socket() {
+                "a socket"
+            } else if ft.is_fifo() {
+                "a fifo"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "a device node"
+            } else {
+                "not a regular file, directory or symlink"
+            };
+            return Err(Error::input(
+                path,
+                format!("{what} cannot be copied into an image; exclude it"),
+            ));
+        };
+        let xattrs = if self.layer.xattrs {
+            read_xattrs(path)?
+        } else {
+            Vec::new()
+        };
+        self.out.push(Entry {
+            path: target,
+            kind,
+            mode,
+            uid: self.uid,
+            gid: self.gid,
+            size,
+            link,
+            source,
+            sha256: None,
+            xattrs,
+        });
+        Ok(())
+    }
+}
+
+/// With an include filter, keep only directories that lead to something kept.
+fn prune_empty_dirs(entries: &mut Vec<Entry>, dest: &str) {
+    let keep: std::collections::HashSet<String> = entries
+        .iter()
+        .filter(|e| e.kind != Kind::Dir)
+        .flat_map(|e| {
+            let mut parents = Vec::new();
+            let mut p = e.path.as_str();
+            while let Some((head, _)) = p.rsplit_once('/') {
+                parents.push(head.to_string());
+                p = head;
+            }
+            parents
+        })
+        .collect();
+    entries.retain(|e| e.kind != Kind::Dir || e.path == dest || keep.contains(&e.path));
+}
+
+/// Files that share an inode become one file plus hard links to it; the
+/// first path in sorted order is the file, so the result is deterministic.
+fn assign_hardlinks(entries: &mut [Entry]) {
+    let mut first: HashMap<(u64, u64), String> = HashMap::new();
+    for e in entries.iter_mut() {
+        if let Some(Source::Disk { stat, .. }) = &e.source
+            && e.kind == Kind::File
+        {
+            let key = (stat.dev, stat.ino);
+            // Only files that had nlink > 1 can share an inode within one walk.
+            if let Some(target) = first.get(&key) {
+                e.kind = Kind::Hardlink;
+                e.link = Some(target.clone());
+                e.size = 0;
+            } else {
+                first.insert(key, e.path.clone());
+            }
+        }
+    }
+}
+
+fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    super::sys::xattrs(path).ctx("read extended attributes", path)
+}

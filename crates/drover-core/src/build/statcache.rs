@@ -1,0 +1,169 @@
+//! Remembered content hashes, so a no-op rebuild does not re-read the tree.
+//!
+//! Why a cached hash is safe to reuse: it is used only when the file's device,
+//! inode, size, mtime *and ctime* all equal what they were when the hash was
+//! taken. A same-size edit that restores the old mtime (`touch -d`) still
+//! moves ctime, which no unprivileged call can set back; replacing the file
+//! by rename changes the inode. One gap remains — a write landing in the same
+//! clock tick as the hashing, which timestamps cannot tell apart — so, like
+//! git's "racily clean" rule, a hash taken less than `RACY_NS` after the
+//! file's last change is not trusted and the file is hashed again next time.
+//! Where none of this holds (a filesystem without stable inodes or ctime),
+//! `--no-cache` hashes everything.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::scan::{Entry, Source, StatKey};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+
+/// Margin between a file's last change and the hashing before the hash is trusted.
+const RACY_NS: i128 = 2_000_000_000;
+
+/// (dev, ino, size, mtime_ns, ctime_ns, hashed_at_ns, sha256) of one file.
+type Remembered = (u64, u64, u64, i128, i128, i128, Digest);
+
+#[derive(Default, Serialize, Deserialize)]
+pub struct StatCache {
+    /// Absolute source path → (dev, ino, size, mtime_ns, ctime_ns, hashed_at_ns, sha256).
+    files: HashMap<String, Remembered>,
+    #[serde(skip)]
+    path: PathBuf,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl StatCache {
+    pub fn load(cache_dir: &Path, context: &Path) -> StatCache {
+        let key = Digest::of(context.as_os_str().as_encoded_bytes()).hex();
+        let path = cache_dir.join("stat").join(format!("{key}.json"));
+        // A missing or unreadable cache only costs speed.
+        let mut c: StatCache = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        c.path = path;
+        c
+    }
+
+    pub fn lookup(&self, path: &Path, stat: &StatKey) -> Option<Digest> {
+        let &(dev, ino, size, mtime, ctime, hashed_at, digest) = self.files.get(path.to_str()?)?;
+        let same = (dev, ino, size, mtime, ctime)
+            == (stat.dev, stat.ino, stat.size, stat.mtime_ns, stat.ctime_ns);
+        (same && ctime.max(mtime) + RACY_NS < hashed_at).then_some(digest)
+    }
+
+    fn insert(&mut self, path: &Path, stat: &StatKey, hashed_at: i128, digest: Digest) {
+        if let Some(p) = path.to_str() {
+            self.files.insert(
+                p.to_string(),
+                (
+                    stat.dev,
+                    stat.ino,
+                    stat.size,
+                    stat.mtime_ns,
+                    stat.ctime_ns,
+                    hashed_at,
+                    digest,
+                ),
+            );
+            self.dirty = true;
+        }
+    }
+
+    pub fn save(&self, tmp_dir: &Path) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).ctx("create cache directory", dir)?;
+        }
+        let bytes =
+            serde_json::to_vec(self).map_err(|e| Error::corrupt("stat cache", e.to_string()))?;
+        crate::store::write_atomic(tmp_dir, &self.path, &bytes)
+    }
+
+    /// Fill in `sha256` for every regular file: from the cache when its
+    /// metadata allows, else by reading it (in parallel). Returns the number
+    /// of bytes read.
+    pub fn hash_entries(
+        &mut self,
+        entries: &mut [Entry],
+        no_cache: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        let mut todo = Vec::new();
+        for (i, e) in entries.iter_mut().enumerate() {
+            if let Some(Source::Disk { path, stat }) = &e.source {
+                match self.lookup(path, stat).filter(|_| !no_cache) {
+                    Some(d) => e.sha256 = Some(d),
+                    None => todo.push(i),
+                }
+            }
+        }
+        let hashed: Vec<(usize, i128, Digest)> = todo
+            .par_iter()
+            .map(|&i| {
+                let Some(Source::Disk { path, stat }) = &entries[i].source else {
+                    unreachable!()
+                };
+                let hashed_at = now_ns();
+                let d = hash_file(path, stat)?;
+                progress(stat.size);
+                Ok((i, hashed_at, d))
+            })
+            .collect::<Result<_>>()?;
+        let mut bytes = 0;
+        for (i, hashed_at, d) in hashed {
+            if let Some(Source::Disk { path, stat }) = &entries[i].source {
+                bytes += stat.size;
+                self.insert(path, stat, hashed_at, d);
+            }
+            entries[i].sha256 = Some(d);
+        }
+        Ok(bytes)
+    }
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Hash a file and make sure it did not change while (or since) it was scanned.
+fn hash_file(path: &Path, stat: &StatKey) -> Result<Digest> {
+    let mut f = fs::File::open(path).ctx("open", path)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).ctx("read", path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    check_unchanged(&f, path, stat, h.len())?;
+    Ok(h.finish())
+}
+
+/// Refuse a file whose metadata moved since the scan: its bytes in the layer
+/// would not match what the baseline records.
+pub fn check_unchanged(f: &fs::File, path: &Path, stat: &StatKey, read: u64) -> Result<()> {
+    let now = StatKey::of(&f.metadata().ctx("stat", path)?);
+    if now != *stat || read != stat.size {
+        return Err(Error::input(
+            path,
+            "file changed while the build was reading it; build again",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The few system calls std does not wrap. Kept in one small module so the
+//! unsafe code is easy to audit.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Extended attributes of `path` (not following a final symlink), sorted by name.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let names = read_sized(|buf, len| {
+        // SAFETY: `cpath` is NUL-terminated; `buf` points at `len` writable bytes (or is null with len 0).
+        unsafe { libc::llistxattr(cpath.as_ptr(), buf.cast(), len) }
+    })?;
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).map_err(io::Error::other)?;
+        let value = read_sized(|buf, len| {
+            // SAFETY: as above; `cname` is NUL-terminated.
+            unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), buf.cast(), len) }
+        })?;
+        out.push((String::from_utf8_lossy(name).into_owned(), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Call a size-probing syscall twice: once for the size, once to fill.
+fn read_sized(mut call: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
+    loop {
+        let n = call(std::ptr::null_mut(), 0);
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::ENOTSUP) {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            };
+        }
+        let mut buf = vec![0u8; n as usize];
+        let m = call(buf.as_mut_ptr(), buf.len());
+        if m >= 0 {
+            buf.truncate(m as usize);
+            return Ok(buf);
+        }
+        // ERANGE: it grew between the calls; ask again.
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+            return Err(io::Error::last_os_error());
+        }
+    }
+}

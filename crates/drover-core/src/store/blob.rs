@@ -1,0 +1,204 @@
+//! Blob files: written atomically, verified when read.
+//!
+//! A blob is only ever visible under `blobs/sha256/<hex>` once all of its bytes
+//! are on disk and hash to that name: writers fill a temp file under `tmp/`,
+//! fsync it, then rename it into place and fsync the directory. A process
+//! killed at any moment therefore leaves at worst an orphan temp file (which
+//! `gc` removes), never a partial blob under a real digest.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+
+/// Streams bytes into a temp file while hashing them; `commit` moves the
+/// finished file to its content address.
+pub struct BlobWriter {
+    file: io::BufWriter<File>,
+    tmp: PathBuf,
+    blobs_dir: PathBuf,
+    hasher: Hasher,
+    committed: bool,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl BlobWriter {
+    pub(crate) fn create(tmp_dir: &Path, blobs_dir: &Path) -> Result<Self> {
+        let tmp = tmp_path(tmp_dir, "blob");
+        let file = File::create(&tmp).ctx("create temp blob", &tmp)?;
+        Ok(BlobWriter {
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            tmp,
+            blobs_dir: blobs_dir.to_path_buf(),
+            hasher: Hasher::new(),
+            committed: false,
+        })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).ctx("write temp blob", &self.tmp)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hasher.is_empty()
+    }
+
+    /// Flush, fsync and rename into place. Returns the digest and size.
+    pub fn commit(mut self) -> Result<(Digest, u64)> {
+        let size = self.hasher.len();
+        let digest = self.hasher.clone().finish();
+        self.file.flush().ctx("write temp blob", &self.tmp)?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .ctx("fsync temp blob", &self.tmp)?;
+        let dest = self.blobs_dir.join(digest.hex());
+        // An existing blob with this name already holds these bytes (or is
+        // corrupt, which `verify` reports); replacing it heals corruption.
+        fs::rename(&self.tmp, &dest).ctx("rename blob into place", &dest)?;
+        sync_dir(&self.blobs_dir)?;
+        self.committed = true;
+        Ok((digest, size))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A unique temp path in `dir`; unique across threads and processes.
+pub(crate) fn tmp_path(dir: &Path, what: &str) -> PathBuf {
+    let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{what}-{}-{n}.tmp", std::process::id()))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
+}
+
+/// Write `bytes` to `dest` atomically (temp file + fsync + rename + dir fsync).
+pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(tmp_dir, "file");
+    let result = (|| {
+        let mut f = File::create(&tmp).ctx("create temp file", &tmp)?;
+        f.write_all(bytes).ctx("write temp file", &tmp)?;
+        f.sync_all().ctx("fsync temp file", &tmp)?;
+        fs::rename(&tmp, dest).ctx("rename into place", dest)?;
+        sync_dir(dest.parent().unwrap_or(Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Hash the file at `path` and compare with `digest`.
+pub(crate) fn check_file(path: &Path, digest: &Digest) -> Result<u64> {
+    let mut r = VerifyingReader::open_path(path, *digest)?;
+    let n = io::copy(&mut r, &mut io::sink()).map_err(|e| r.map_err(e))?;
+    Ok(n)
+}
+
+/// Reads a blob and fails at end of file if the bytes do not hash to the
+/// expected digest, so streaming consumers never act on unverified data
+/// without learning of it.
+pub struct VerifyingReader {
+    inner: BufReader<File>,
+    path: PathBuf,
+    expected: Digest,
+    hasher: Hasher,
+    mismatch: Option<Digest>,
+    verified: bool,
+}
+
+impl VerifyingReader {
+    /// Open `path`, expecting its bytes to hash to `expected`.
+    pub fn open_path(path: &Path, expected: Digest) -> Result<Self> {
+        let file = File::open(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound {
+                    what: format!("blob {expected}"),
+                    hint: Some(format!("expected at {}", path.display())),
+                }
+            } else {
+                Error::Io {
+                    op: "open blob",
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+        Ok(VerifyingReader {
+            inner: BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            expected,
+            hasher: Hasher::new(),
+            mismatch: None,
+            verified: false,
+        })
+    }
+
+    /// Turn an `io::Error` from this reader back into the precise error.
+    pub fn map_err(&self, e: io::Error) -> Error {
+        match self.mismatch {
+            Some(actual) => Error::CorruptBlob {
+                digest: self.expected,
+                path: self.path.clone(),
+                actual: actual.to_string(),
+            },
+            None => Error::Io {
+                op: "read blob",
+                path: self.path.clone(),
+                source: e,
+            },
+        }
+    }
+}
+
+impl Read for VerifyingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.verified {
+            let actual = std::mem::take(&mut self.hasher).finish();
+            if actual != self.expected {
+                self.mismatch = Some(actual);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "blob {} at {} hashes to {actual}",
+                        self.expected,
+                        self.path.display()
+                    ),
+                ));
+            }
+            self.verified = true;
+        } else if self.verified && n > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} at {} grew while being read",
+                    self.expected,
+                    self.path.display()
+                ),
+            ));
+        } else {
+            self.hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}

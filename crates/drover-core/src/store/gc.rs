@@ -1,0 +1,187 @@
+//! Reachability and garbage collection.
+//!
+//! Roots are the tags (later also releases and instances); from a manifest
+//! its config and layers are reachable, from an index its manifests, and an
+//! artifact is reachable when its subject is. Everything else goes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+use serde::Serialize;
+
+use super::{Store, oci};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::ledger::NewEntry;
+
+/// What references a blob, for messages like "layer of image app:1.0".
+pub type Parents = BTreeMap<Digest, BTreeSet<String>>;
+
+/// Walk the graph from every tag and referrer.
+/// Returns the reachable set and, for each blob, who references it.
+/// `on_unreadable` decides what happens when a manifest cannot be read:
+/// gc must stop (it cannot see what that manifest protects), verify goes on.
+pub(crate) fn walk(
+    store: &Store,
+    mut on_unreadable: impl FnMut(&Digest, Error) -> Result<()>,
+) -> Result<(BTreeSet<Digest>, Parents)> {
+    let mut reachable = BTreeSet::new();
+    let mut parents: Parents = BTreeMap::new();
+    let mut queue: Vec<(Digest, String, String)> = Vec::new();
+    for t in store.tags()? {
+        queue.push((t.digest, t.media_type, format!("tag {}", t.name)));
+    }
+    let referrers = store.all_referrers()?;
+    loop {
+        while let Some((digest, media_type, parent)) = queue.pop() {
+            parents.entry(digest).or_default().insert(parent);
+            if !reachable.insert(digest) {
+                continue;
+            }
+            let is_index =
+                media_type == oci::MEDIA_INDEX || media_type.ends_with("manifest.list.v2+json");
+            if !(oci::is_manifest(&media_type) || is_index) {
+                continue;
+            }
+            let bytes = match store.read_blob(&digest) {
+                Ok(b) => b,
+                Err(e) => {
+                    on_unreadable(&digest, e)?;
+                    continue;
+                }
+            };
+            let doc: serde_json::Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    on_unreadable(
+                        &digest,
+                        Error::corrupt(format!("manifest {digest}"), e.to_string()),
+                    )?;
+                    continue;
+                }
+            };
+            let here = format!("manifest {}", digest.short());
+            let children = doc
+                .get("config")
+                .into_iter()
+                .chain(
+                    doc.get("layers")
+                        .and_then(|l| l.as_array())
+                        .into_iter()
+                        .flatten(),
+                )
+                .chain(
+                    doc.get("manifests")
+                        .and_then(|l| l.as_array())
+                        .into_iter()
+                        .flatten(),
+                );
+            for child in children {
+                let Ok(d) = serde_json::from_value::<oci::Descriptor>(child.clone()) else {
+                    on_unreadable(
+                        &digest,
+                        Error::corrupt(format!("manifest {digest}"), "malformed descriptor"),
+                    )?;
+                    continue;
+                };
+                queue.push((d.digest, d.media_type, here.clone()));
+            }
+        }
+        // Artifacts ride along with their subject; repeat until no new subject appears.
+        let mut added = false;
+        for r in &referrers {
+            if reachable.contains(&r.subject) && !reachable.contains(&r.digest) {
+                queue.push((
+                    r.digest,
+                    r.media_type.clone(),
+                    format!("{} of {}", r.artifact_type, r.subject.short()),
+                ));
+                added = true;
+            }
+        }
+        if !added {
+            break;
+        }
+    }
+    Ok((reachable, parents))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    pub removed_blobs: usize,
+    pub removed_bytes: u64,
+    pub removed_referrers: Vec<Digest>,
+    pub kept_blobs: usize,
+    pub removed_temp_files: usize,
+}
+
+impl Store {
+    /// Remove every blob no tag or referrer reaches. Needs the store opened
+    /// with `Store::open_exclusive`, so no build is writing meanwhile.
+    pub fn gc(&mut self) -> Result<GcReport> {
+        if !self.exclusive {
+            return Err(Error::Busy {
+                what: "store".into(),
+                reason: "gc needs the store opened exclusively (Store::open_exclusive)".into(),
+            });
+        }
+        let (reachable, _) = walk(self, |_, e| Err(e))?;
+        let stale_referrers: Vec<Digest> = self
+            .all_referrers()?
+            .into_iter()
+            .filter(|r| !reachable.contains(&r.subject))
+            .map(|r| r.digest)
+            .collect();
+        let mut removed_blobs = 0;
+        let mut removed_bytes = 0;
+        let mut kept_blobs = 0;
+        let mut doomed = Vec::new();
+        for entry in fs::read_dir(&self.blobs).ctx("list blobs", &self.blobs)? {
+            let entry = entry.ctx("list blobs", &self.blobs)?;
+            let name = entry.file_name();
+            let keep = name
+                .to_str()
+                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+                .is_some_and(|d| reachable.contains(&d));
+            if keep {
+                kept_blobs += 1;
+            } else {
+                doomed.push(entry.path());
+            }
+        }
+        // Record first: if we are killed while deleting, the ledger already
+        // says what was being removed, and a rerun finishes the job.
+        let removed_refs = stale_referrers.clone();
+        self.mutate(|m| {
+            for r in &removed_refs {
+                m.remove_referrer(r)?;
+            }
+            m.record(NewEntry::new(
+                "store.gc",
+                Vec::<String>::new(),
+                serde_json::json!({ "blobs": doomed.len(), "referrers": removed_refs.len() }),
+            ))
+        })?;
+        for path in doomed {
+            removed_bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).ctx("remove blob", &path)?;
+            removed_blobs += 1;
+        }
+        let mut removed_temp_files = 0;
+        for entry in fs::read_dir(&self.tmp)
+            .ctx("list temp files", &self.tmp)?
+            .flatten()
+        {
+            if fs::remove_file(entry.path()).is_ok() {
+                removed_temp_files += 1;
+            }
+        }
+        Ok(GcReport {
+            removed_blobs,
+            removed_bytes,
+            removed_referrers: stale_referrers,
+            kept_blobs,
+            removed_temp_files,
+        })
+    }
+}

@@ -1,0 +1,44 @@
+use std::process::ExitCode;
+
+use drover_core::build::baseline::{self, FileKind};
+
+use super::Ctx;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image: name:tag, a digest, or a unique digest prefix.
+    reference: String,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let desc = store.resolve(&a.reference)?;
+    let b = baseline::of_image(&store, &desc.digest)?;
+    if ctx.json {
+        output::json(&b)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &b.files {
+        let kind = match f.kind {
+            FileKind::File => '-',
+            FileKind::Dir => 'd',
+            FileKind::Symlink => 'l',
+            FileKind::Hardlink => 'h',
+        };
+        let hash = f
+            .sha256
+            .map(|d| d.hex()[..16].to_string())
+            .unwrap_or_else(|| "-".repeat(16));
+        let link = f
+            .link
+            .as_ref()
+            .map(|l| format!(" -> {l}"))
+            .unwrap_or_default();
+        println!(
+            "{kind} {:04o} {:>5}:{:<5} {:>10} {hash} {}{link}",
+            f.mode, f.uid, f.gid, f.size, f.path
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use drover_core::build::{self, BuildOptions, CacheUse, Compression};
+
+use super::Ctx;
+use crate::{output, progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image definition; its directory is the build context.
+    #[arg(short = 'f', long = "file", default_value = "drover.toml")]
+    file: PathBuf,
+    /// Layer compression (overrides the definition).
+    #[arg(long)]
+    compression: Option<Compression>,
+    /// Tag to give the image instead of the definition's name:tag.
+    #[arg(short, long)]
+    tag: Option<String>,
+    /// Re-hash every file and rebuild every layer.
+    #[arg(long)]
+    no_cache: bool,
+    /// Compression threads (the image is the same for any number).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timestamp of every file and history entry, in seconds since the epoch.
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
+    source_date_epoch: Option<u64>,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let def = build::def::load(&a.file)?;
+    let mut store = ctx.store()?;
+    let bar = progress::Bar::new(ctx.json);
+    let opts = BuildOptions {
+        compression: a.compression,
+        tag: a.tag.clone(),
+        source_date_epoch: a.source_date_epoch,
+        no_cache: a.no_cache,
+        threads: a.threads,
+    };
+    let out = build::build(&mut store, &def, &opts, &bar);
+    bar.finish();
+    let out = out?;
+    if ctx.json {
+        output::json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for l in &out.layers {
+        let how = match l.cache {
+            None => "base".to_string(),
+            Some(CacheUse::Hit) => "cached".to_string(),
+            Some(CacheUse::Built { reused, chunks }) if reused > 0 => {
+                format!("built, {reused}/{chunks} chunks reused")
+            }
+            Some(CacheUse::Built { .. }) => "built".to_string(),
+        };
+        eprintln!(
+            "layer {} {:>10}  {} ({how})",
+            l.digest.short(),
+            output::size(l.size),
+            l.source
+        );
+    }
+    eprintln!("built {} in {:.2}s", out.tag, out.seconds);
+    println!("{}", out.digest);
+    Ok(ExitCode::SUCCESS)
+}

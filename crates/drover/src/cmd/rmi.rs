@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tags to remove; a digest removes every tag of that image.
+    #[arg(required = true)]
+    references: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.store()?;
+    for r in &a.references {
+        for name in store.untag(r)? {
+            println!("untagged {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

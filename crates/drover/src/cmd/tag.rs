@@ -1,0 +1,18 @@
+use std::process::ExitCode;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image: name:tag, a digest, or a unique digest prefix.
+    reference: String,
+    /// The new name:tag.
+    name: String,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.store()?;
+    let desc = store.tag(&a.reference, &a.name)?;
+    println!("{}", desc.digest);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Install what building and testing drover need, idempotently.
+#
+#   scripts/setup.sh
+#
+# Quiet when everything is already there (a second run only asks dpkg, so it
+# takes well under a second); says what it installs; fails loudly.
+# Extra Debian packages can be added with SETUP_EXTRA_PACKAGES="pkg1 pkg2".
+set -euo pipefail
+
+# cargo lives in ~/.cargo/bin (rustup); non-login shells often lack it.
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Debian packages, and why:
+PACKAGES=(
+  build-essential gcc pkg-config # linking Rust crates with C parts
+  libseccomp-dev                 # libcontainer's "libseccomp" feature
+  ca-certificates                # TLS for crates.io and registries
+  busybox-static                 # rootfs of examples/hello and test images
+  skopeo umoci buildah           # interoperability tests and benchmark peers
+  hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
+)
+# shellcheck disable=SC2206  # word splitting of the extra list is intended
+PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
+
+die() { echo "setup.sh: $*" >&2; exit 1; }
+
+# --- Debian packages -------------------------------------------------------
+if command -v dpkg-query >/dev/null 2>&1; then
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    # "ii" = wanted and installed; anything else (absent, config-files only,
+    # half-installed) means apt has work to do.
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+    [[ $status == ii* ]] || missing+=("$p")
+  done
+
+  if ((${#missing[@]})); then
+    echo "setup.sh: installing ${missing[*]}"
+    SUDO=()
+    if ((EUID != 0)); then
+      command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${missing[*]}"
+      SUDO=(sudo -n)
+    fi
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    export DEBIAN_FRONTEND=noninteractive
+    # apt output goes to a log that is shown only on failure.
+    if ! "${SUDO[@]}" apt-get update -q >"$log" 2>&1; then
+      cat "$log" >&2
+      die "apt-get update failed"
+    fi
+    if ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+      cat "$log" >&2
+      die "apt-get install failed for: ${missing[*]}"
+    fi
+    echo "setup.sh: installed ${#missing[@]} package(s)"
+  fi
+else
+  echo "setup.sh: warning: not a Debian system (no dpkg-query); install these yourself: ${PACKAGES[*]}" >&2
+fi
+
+# --- Rust toolchain ---------------------------------------------------------
+# rustup cannot download toolchains on these machines, so a missing cargo is
+# an error to report, not something to fix here. Run them rather than just
+# look them up: a rustup proxy without a default toolchain exists but fails.
+if ! cargo --version >/dev/null 2>&1 || ! rustc --version >/dev/null 2>&1; then
+  die "no Rust toolchain: cargo/rustc not found in PATH or ~/.cargo/bin.
+Install Rust (rustup, https://rustup.rs) with components rustfmt and clippy, then rerun."
+fi
