@@ -1,0 +1,137 @@
+//! Shared helpers for the integration tests: run the real `drover` binary
+//! against a temp store and a generated build context.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
+
+/// A temp dir holding a store (`store/`) and a build context (`ctx/`).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn ctx(&self) -> PathBuf {
+        self.dir.path().join("ctx")
+    }
+
+    /// A `drover` command with `--store` set.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(DROVER);
+        c.arg("--store").arg(self.store()).env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    /// Run drover with `args`; panics with its output if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "drover {args:?} failed:\n{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run drover")
+    }
+
+    /// Build the definition at `ctx/drover.toml`; returns the digest.
+    pub fn build(&self, extra: &[&str]) -> String {
+        let def = self.ctx().join("drover.toml");
+        let mut args = vec!["build", "-f", def.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        last_line(&self.ok(&args))
+    }
+
+    pub fn write_def(&self, toml: &str) {
+        write(&self.ctx().join("drover.toml"), toml.as_bytes(), 0o644);
+    }
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn last_line(s: &str) -> String {
+    s.lines().last().unwrap_or_default().trim().to_string()
+}
+
+pub fn write(path: &Path, content: &[u8], mode: u32) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small but varied tree: nested dirs, text and binary files, an
+/// executable, a symlink, a hard link, an empty dir, a long path.
+pub fn sample_tree(root: &Path) {
+    write(&root.join("etc/motd"), b"welcome\n", 0o644);
+    write(&root.join("etc/app/config.toml"), b"port = 8080\n", 0o600);
+    write(&root.join("bin/tool"), b"#!/bin/sh\necho tool\n", 0o755);
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    write(&root.join("usr/share/data.bin"), &blob, 0o644);
+    let long = "very-long-directory-name-".repeat(5);
+    write(&root.join(format!("opt/{long}/{long}/file.txt")), b"deep\n", 0o644);
+    fs::create_dir_all(root.join("var/empty")).unwrap();
+    std::os::unix::fs::symlink("../etc/motd", root.join("bin/motd-link")).unwrap();
+    fs::hard_link(root.join("etc/motd"), root.join("etc/motd.hard")).unwrap();
+}
+
+pub const SIMPLE_DEF: &str = r#"
+[image]
+name = "sample"
+tag = "1.0"
+
+[[layer]]
+kind = "copy"
+src = "rootfs"
+dest = "/"
+
+[[layer]]
+kind = "file"
+dest = "/etc/greeting"
+content = "hello\n"
+
+[config]
+entrypoint = ["/bin/tool"]
+env = { PATH = "/bin" }
+ports = ["8080/tcp"]
+"#;
+
+/// A context with `SIMPLE_DEF` and `sample_tree` under `rootfs/`.
+pub fn sample_env() -> Env {
+    let env = Env::new();
+    sample_tree(&env.ctx().join("rootfs"));
+    env.write_def(SIMPLE_DEF);
+    env
+}
+
+/// `true` when an external tool is installed (tests that need it say so and skip otherwise only outside CI).
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+}
+
+/// Skip (outside CI) or fail (in CI) when a tool is missing.
+pub fn require(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI (scripts/setup.sh installs it)");
+    eprintln!("skipping: {tool} not installed (run scripts/setup.sh)");
+    false
+}
