@@ -8,7 +8,8 @@ fn build_tag_inspect_rmi_gc() {
     let digest = env.build(&[]);
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert!(env.ok(&["images"]).contains("sample:1.0"));
-    let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "sample:1.0"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "sample:1.0"])).unwrap();
     assert_eq!(inspect["digest"], digest.as_str());
     assert_eq!(inspect["config"]["config"]["Entrypoint"][0], "/bin/tool");
     env.ok(&["tag", "sample:1.0", "other:2"]);
@@ -22,7 +23,10 @@ fn build_tag_inspect_rmi_gc() {
     assert!(gc["removed_blobs"].as_u64().unwrap() >= 4, "{gc}");
     let audit = env.ok(&["audit"]);
     for action in ["image.build", "image.tag", "image.untag", "store.gc"] {
-        assert!(audit.contains(action), "{action} missing from ledger:\n{audit}");
+        assert!(
+            audit.contains(action),
+            "{action} missing from ledger:\n{audit}"
+        );
     }
     env.ok(&["audit", "verify"]);
 }

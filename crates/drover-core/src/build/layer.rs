@@ -48,7 +48,10 @@ const FILE_PIECE: u64 = 4 << 20;
 /// Bump when the chunking or framing changes: old cache records then miss.
 const FORMAT: &str = "drover-layer-v1";
 
-pub const GZIP_LEVEL: u32 = 6;
+/// zlib level 2 ("fast" deflate): measured on the benchmark tree it makes
+/// layers 3% larger than level 6 at 2.6× the speed; level 1 (zlib-rs's
+/// "quick" strategy) is faster still but 23% larger.
+pub const GZIP_LEVEL: u32 = 2;
 pub const ZSTD_LEVEL: i32 = 3;
 
 /// What the cache remembers about a built layer.
@@ -211,7 +214,9 @@ fn plan(entries: &[Entry], mtime: u64) -> Vec<ChunkPlan> {
         }
     };
     for (i, e) in entries.iter().enumerate() {
-        if cur_len >= MAX_CHUNK || (cur_len >= MIN_CHUNK && fnv1a(e.path.as_bytes()).is_multiple_of(16)) {
+        if cur_len >= MAX_CHUNK
+            || (cur_len >= MIN_CHUNK && fnv1a(e.path.as_bytes()).is_multiple_of(16))
+        {
             close(&mut cur, &mut cur_len, &mut chunks);
         }
         let mut header = Vec::with_capacity(tar::BLOCK);

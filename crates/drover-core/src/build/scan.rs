@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
 
 use super::def::{CopyLayer, FileLayer};
 use super::tar::Kind;
@@ -77,7 +78,7 @@ pub fn copy_layer(context: &Path, layer: &CopyLayer) -> Result<Vec<Entry>> {
     let (uid, gid) = layer.owner.unwrap_or((0, 0));
     let dest = layer.dest.trim_matches('/').to_string();
     let mut entries = parents_of(&dest);
-    let mut walker = Walker {
+    let walker = Walker {
         layer,
         // `**` (the default) keeps everything, including empty directories.
         include: if layer.include.iter().all(|g| g == "**") {
@@ -88,13 +89,13 @@ pub fn copy_layer(context: &Path, layer: &CopyLayer) -> Result<Vec<Entry>> {
         exclude,
         uid,
         gid,
-        out: Vec::new(),
     };
+    let mut out = Vec::new();
     if meta.is_dir() {
         if !dest.is_empty() {
-            walker.push(&src, dest.clone(), &meta)?;
+            out.push(walker.entry(&src, dest.clone(), &meta)?);
         }
-        walker.walk_dir(&src, "", &dest)?;
+        out.append(&mut walker.walk_dir(&src, "", &dest)?);
     } else {
         // A single file copied to `dest` (which names the file itself).
         if dest.is_empty() {
@@ -104,9 +105,8 @@ pub fn copy_layer(context: &Path, layer: &CopyLayer) -> Result<Vec<Entry>> {
             ));
         }
         entries.pop(); // `dest` is the file, not a directory
-        walker.push(&src, dest.clone(), &meta)?;
+        out.push(walker.entry(&src, dest.clone(), &meta)?);
     }
-    let mut out = walker.out;
     if walker.include.is_some() {
         prune_empty_dirs(&mut out, &dest);
     }
@@ -219,51 +219,54 @@ struct Walker<'a> {
     exclude: GlobSet,
     uid: u32,
     gid: u32,
-    out: Vec<Entry>,
 }
 
 impl Walker<'_> {
-    fn walk_dir(&mut self, dir: &Path, rel: &str, dest: &str) -> Result<()> {
-        let mut names: Vec<_> = fs::read_dir(dir)
+    /// Entries below `dir`, in no particular order (the caller sorts).
+    /// Directories are walked in parallel: a large tree is mostly `lstat`
+    /// calls, which overlap well.
+    fn walk_dir(&self, dir: &Path, rel: &str, dest: &str) -> Result<Vec<Entry>> {
+        let names: Vec<_> = fs::read_dir(dir)
             .ctx("read directory", dir)?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()
             .ctx("read directory", dir)?;
-        // Directory read order depends on the filesystem; the image must not.
-        names.sort();
-        for name in names {
-            let Some(name_str) = name.to_str() else {
-                return Err(Error::input(
-                    dir.join(&name),
-                    "file name is not valid UTF-8",
-                ));
-            };
-            let path = dir.join(&name);
-            let child_rel = if rel.is_empty() {
-                name_str.to_string()
-            } else {
-                format!("{rel}/{name_str}")
-            };
-            if self.exclude.is_match(&child_rel) {
-                continue;
-            }
-            let meta = fs::symlink_metadata(&path).ctx("stat", &path)?;
-            let target = if dest.is_empty() {
-                child_rel.clone()
-            } else {
-                format!("{dest}/{child_rel}")
-            };
-            if meta.is_dir() {
-                self.push(&path, target, &meta)?;
-                self.walk_dir(&path, &child_rel, dest)?;
-            } else if self.include.as_ref().is_none_or(|g| g.is_match(&child_rel)) {
-                self.push(&path, target, &meta)?;
-            }
-        }
-        Ok(())
+        let parts: Vec<Vec<Entry>> = names
+            .par_iter()
+            .map(|name| -> Result<Vec<Entry>> {
+                let Some(name_str) = name.to_str() else {
+                    return Err(Error::input(dir.join(name), "file name is not valid UTF-8"));
+                };
+                let path = dir.join(name);
+                let child_rel = if rel.is_empty() {
+                    name_str.to_string()
+                } else {
+                    format!("{rel}/{name_str}")
+                };
+                if self.exclude.is_match(&child_rel) {
+                    return Ok(Vec::new());
+                }
+                let meta = fs::symlink_metadata(&path).ctx("stat", &path)?;
+                let target = if dest.is_empty() {
+                    child_rel.clone()
+                } else {
+                    format!("{dest}/{child_rel}")
+                };
+                if meta.is_dir() {
+                    let mut out = vec![self.entry(&path, target, &meta)?];
+                    out.append(&mut self.walk_dir(&path, &child_rel, dest)?);
+                    Ok(out)
+                } else if self.include.as_ref().is_none_or(|g| g.is_match(&child_rel)) {
+                    Ok(vec![self.entry(&path, target, &meta)?])
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
-    fn push(&mut self, path: &Path, target: String, meta: &fs::Metadata) -> Result<()> {
+    fn entry(&self, path: &Path, target: String, meta: &fs::Metadata) -> Result<Entry> {
         let ft = meta.file_type();
         let perm = meta.mode() & 0o7777;
         let (kind, mode, size, link, source) = if ft.is_dir() {
@@ -310,7 +313,7 @@ impl Walker<'_> {
         } else {
             Vec::new()
         };
-        self.out.push(Entry {
+        Ok(Entry {
             path: target,
             kind,
             mode,
@@ -321,8 +324,7 @@ impl Walker<'_> {
             source,
             sha256: None,
             xattrs,
-        });
-        Ok(())
+        })
     }
 }
 

@@ -16,7 +16,9 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn store(&self) -> PathBuf {
@@ -30,14 +32,20 @@ impl Env {
     /// A `drover` command with `--store` set.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(DROVER);
-        c.arg("--store").arg(self.store()).env_remove("SOURCE_DATE_EPOCH");
+        c.arg("--store")
+            .arg(self.store())
+            .env_remove("SOURCE_DATE_EPOCH");
         c
     }
 
     /// Run drover with `args`; panics with its output if it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "drover {args:?} failed:\n{}", show(&out));
+        assert!(
+            out.status.success(),
+            "drover {args:?} failed:\n{}",
+            show(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -83,10 +91,16 @@ pub fn sample_tree(root: &Path) {
     write(&root.join("etc/motd"), b"welcome\n", 0o644);
     write(&root.join("etc/app/config.toml"), b"port = 8080\n", 0o600);
     write(&root.join("bin/tool"), b"#!/bin/sh\necho tool\n", 0o755);
-    let blob: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let blob: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     write(&root.join("usr/share/data.bin"), &blob, 0o644);
     let long = "very-long-directory-name-".repeat(5);
-    write(&root.join(format!("opt/{long}/{long}/file.txt")), b"deep\n", 0o644);
+    write(
+        &root.join(format!("opt/{long}/{long}/file.txt")),
+        b"deep\n",
+        0o644,
+    );
     fs::create_dir_all(root.join("var/empty")).unwrap();
     std::os::unix::fs::symlink("../etc/motd", root.join("bin/motd-link")).unwrap();
     fs::hard_link(root.join("etc/motd"), root.join("etc/motd.hard")).unwrap();
@@ -123,7 +137,11 @@ pub fn sample_env() -> Env {
 
 /// `true` when an external tool is installed (tests that need it say so and skip otherwise only outside CI).
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Skip (outside CI) or fail (in CI) when a tool is missing.
@@ -131,7 +149,10 @@ pub fn require(tool: &str) -> bool {
     if have(tool) {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "{tool} is required in CI (scripts/setup.sh installs it)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{tool} is required in CI (scripts/setup.sh installs it)"
+    );
     eprintln!("skipping: {tool} not installed (run scripts/setup.sh)");
     false
 }
