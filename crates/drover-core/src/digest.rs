@@ -90,11 +90,38 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-/// Incremental sha256 that also counts the bytes it saw.
-#[derive(Clone, Default)]
+/// Incremental sha256 that counts the bytes it saw and can be paused and
+/// resumed: `checkpoint` captures the exact state after any prefix, so a
+/// rebuild whose layer starts with the same bytes as last time continues the
+/// hash from there instead of re-reading the prefix.
+#[derive(Clone)]
 pub struct Hasher {
-    inner: Sha256,
+    state: [u32; 8],
     len: u64,
+    buf: [u8; 64],
+    buf_len: usize,
+}
+
+const H0: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher {
+            state: H0,
+            len: 0,
+            buf: [0; 64],
+            buf_len: 0,
+        }
+    }
 }
 
 impl Hasher {
@@ -102,9 +129,25 @@ impl Hasher {
         Self::default()
     }
 
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.inner.update(bytes);
+    pub fn update(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len() as u64;
+        if self.buf_len > 0 {
+            let take = (64 - self.buf_len).min(bytes.len());
+            self.buf[self.buf_len..self.buf_len + take].copy_from_slice(&bytes[..take]);
+            self.buf_len += take;
+            bytes = &bytes[take..];
+            if self.buf_len < 64 {
+                return;
+            }
+            let block = self.buf;
+            compress_blocks(&mut self.state, &block);
+            self.buf_len = 0;
+        }
+        let full = bytes.len() / 64 * 64;
+        compress_blocks(&mut self.state, &bytes[..full]);
+        let rest = &bytes[full..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.buf_len = rest.len();
     }
 
     pub fn len(&self) -> u64 {
@@ -115,9 +158,64 @@ impl Hasher {
         self.len == 0
     }
 
-    pub fn finish(self) -> Digest {
-        Digest(self.inner.finalize().into())
+    pub fn finish(mut self) -> Digest {
+        let bits = self.len.wrapping_mul(8);
+        let mut tail = [0u8; 128];
+        tail[..self.buf_len].copy_from_slice(&self.buf[..self.buf_len]);
+        tail[self.buf_len] = 0x80;
+        let total = if self.buf_len < 56 { 64 } else { 128 };
+        tail[total - 8..total].copy_from_slice(&bits.to_be_bytes());
+        compress_blocks(&mut self.state, &tail[..total]);
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        Digest(out)
     }
+
+    /// The state after everything hashed so far, as a hex string.
+    pub fn checkpoint(&self) -> String {
+        let mut raw = Vec::with_capacity(40 + self.buf_len);
+        for w in self.state {
+            raw.extend_from_slice(&w.to_be_bytes());
+        }
+        raw.extend_from_slice(&self.len.to_be_bytes());
+        raw.extend_from_slice(&self.buf[..self.buf_len]);
+        hex::encode(raw)
+    }
+
+    /// Continue from a `checkpoint`; `None` if it is malformed.
+    pub fn resume(checkpoint: &str) -> Option<Hasher> {
+        let raw = hex::decode(checkpoint).ok()?;
+        if raw.len() < 40 || raw.len() >= 40 + 64 {
+            return None;
+        }
+        let mut h = Hasher::new();
+        for (w, b) in h.state.iter_mut().zip(raw[..32].chunks_exact(4)) {
+            *w = u32::from_be_bytes(b.try_into().ok()?);
+        }
+        h.len = u64::from_be_bytes(raw[32..40].try_into().ok()?);
+        h.buf_len = raw.len() - 40;
+        h.buf[..h.buf_len].copy_from_slice(&raw[40..]);
+        (h.len % 64 == h.buf_len as u64).then_some(h)
+    }
+}
+
+/// Run the sha256 compression function over whole 64-byte blocks (sha2
+/// picks SHA-NI or AVX2 at run time).
+#[allow(unsafe_code)]
+fn compress_blocks(state: &mut [u32; 8], blocks: &[u8]) {
+    use sha2::digest::generic_array::{GenericArray, typenum::U64};
+    debug_assert_eq!(blocks.len() % 64, 0);
+    // SAFETY: GenericArray<u8, U64> is a transparent wrapper of [u8; 64]
+    // (size 64, alignment 1), and `blocks` holds exactly len/64 of them.
+    let blocks = unsafe {
+        std::slice::from_raw_parts(
+            blocks.as_ptr().cast::<GenericArray<u8, U64>>(),
+            blocks.len() / 64,
+        )
+    };
+    sha2::compress256(state, blocks);
 }
 
 impl std::io::Write for Hasher {
@@ -157,6 +255,27 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn hasher_matches_sha2_for_every_split_and_survives_checkpoints() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000] {
+            let want = Digest::of(&data[..len]);
+            for split in [0, 1, 30, 64, len / 2, len] {
+                let split = split.min(len);
+                let mut h = Hasher::new();
+                h.update(&data[..split]);
+                let mut h = Hasher::resume(&h.checkpoint()).expect("checkpoint parses");
+                h.update(&data[split..len]);
+                assert_eq!(h.finish(), want, "len {len} split {split}");
+            }
+        }
+        assert!(Hasher::resume("zz").is_none());
+        assert!(
+            Hasher::resume(&"00".repeat(41)).is_none(),
+            "tail length must match len % 64"
+        );
     }
 
     #[test]

@@ -66,14 +66,23 @@ pub struct LayerRecord {
     pub files: Vec<FileRecord>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkRec {
     pub id: Digest,
     /// Offset and length of the chunk's compressed bytes in the blob.
     pub coff: u64,
     pub clen: u64,
     pub ulen: u64,
+    /// CRC-32 of the uncompressed bytes (gzip's trailer needs it).
     pub crc: u32,
+    /// CRC-32 of the compressed bytes, checked whenever they are reused, so
+    /// a damaged old blob is never copied into a new one.
+    pub ccrc: u32,
+    /// Hash states (`Hasher::checkpoint`) of the uncompressed stream and of
+    /// the blob just before this chunk: a rebuild that keeps the chunks
+    /// before this one resumes both hashes here instead of re-reading.
+    pub plain_at: String,
+    pub packed_at: String,
 }
 
 /// How much of a layer came from the cache.
@@ -330,21 +339,60 @@ fn write_chunks(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Written> {
     let reusable: HashMap<Digest, ChunkRec> = previous
-        .map(|p| p.chunks.iter().map(|c| (c.id, *c)).collect())
+        .map(|p| p.chunks.iter().map(|c| (c.id, c.clone())).collect())
         .unwrap_or_default();
-    let old_blob = match previous {
-        Some(p) => Some(
-            File::open(store.blob_path(&p.blob))
-                .ctx("open previous layer", &store.blob_path(&p.blob))?,
-        ),
+    let old = match previous {
+        Some(p) => {
+            let path = store.blob_path(&p.blob);
+            Some((File::open(&path).ctx("open previous layer", &path)?, path))
+        }
         None => None,
     };
+    // Chunks that are the same, in the same place, as last time form a
+    // prefix whose hashes need not be recomputed (see `ChunkRec::plain_at`).
+    let prefix: &[ChunkRec] = match previous {
+        Some(p) => {
+            let same = chunks
+                .iter()
+                .zip(&p.chunks)
+                .take_while(|(c, r)| c.id == r.id && c.ulen == r.ulen)
+                .count();
+            match p.chunks.get(same) {
+                Some(r) if same > 0 && !r.plain_at.is_empty() => &p.chunks[..same],
+                _ => &[],
+            }
+        }
+        None => &[],
+    };
+    let resume_at = previous
+        .and_then(|p| p.chunks.get(prefix.len()))
+        .filter(|_| !prefix.is_empty());
+    let first = prefix.len();
     let threads = threads.max(1);
     let window = 2 * threads + 2;
-    let next = AtomicUsize::new(0);
+    let next = AtomicUsize::new(first);
     let abort = AtomicBool::new(false);
-    let done = (Mutex::new(0usize), Condvar::new());
+    let done = (Mutex::new(first), Condvar::new());
     let (tx, rx) = mpsc::sync_channel::<(usize, Result<Ready>)>(window);
+    let read_old = |rec: &ChunkRec| -> Result<Vec<u8>> {
+        let (file, path) = old
+            .as_ref()
+            .ok_or_else(|| Error::corrupt("layer", "chunk reuse without a previous blob"))?;
+        let mut buf = vec![0u8; rec.clen as usize];
+        file.read_exact_at(&mut buf, rec.coff)
+            .ctx("read previous layer", path)?;
+        if crc32fast::hash(&buf) != rec.ccrc {
+            return Err(Error::corrupt(
+                format!("previous layer {}", path.display()),
+                format!(
+                    "bytes {}..{} do not match their checksum; run `drover verify`, or build with --no-cache",
+                    rec.coff,
+                    rec.coff + rec.clen
+                ),
+            ));
+        }
+        Ok(buf)
+    };
 
     std::thread::scope(|s| -> Result<Written> {
         for _ in 0..threads {
@@ -365,21 +413,21 @@ fn write_chunks(
                         }
                     }
                     let ready = assemble(entries, &chunks[i]).and_then(|plain| {
-                        let packed = match reusable.get(&chunks[i].id) {
-                            Some(rec) if rec.ulen == chunks[i].ulen => {
-                                return Ok(Ready {
+                        match reusable.get(&chunks[i].id) {
+                            Some(rec) if rec.ulen == chunks[i].ulen => Ok(Ready {
+                                plain,
+                                crc: rec.crc,
+                                packed: Packed::Reuse(rec.clone()),
+                            }),
+                            _ => {
+                                let packed = compress(&plain, compression, &mut zstd)?;
+                                Ok(Ready {
+                                    crc: crc32fast::hash(&plain),
                                     plain,
-                                    crc: rec.crc,
-                                    packed: Packed::Reuse(*rec),
-                                });
+                                    packed: Packed::New(packed),
+                                })
                             }
-                            _ => compress(&plain, compression, &mut zstd)?,
-                        };
-                        Ok(Ready {
-                            crc: crc32fast::hash(&plain),
-                            plain,
-                            packed: Packed::New(packed),
-                        })
+                        }
                     });
                     if tx.send((i, ready)).is_err() {
                         break;
@@ -391,57 +439,74 @@ fn write_chunks(
 
         // The diff id is the sha256 of the uncompressed stream; hash it on its
         // own thread so it overlaps with writing the compressed blob.
+        let mut diff_hasher = match resume_at {
+            Some(r) => Hasher::resume(&r.plain_at)
+                .ok_or_else(|| Error::corrupt("layer cache record", "bad checkpoint"))?,
+            None => Hasher::new(),
+        };
         let (plain_tx, plain_rx) = mpsc::sync_channel::<Vec<u8>>(window);
         let diff = s.spawn(move || {
-            let mut h = Hasher::new();
+            let mut checkpoints = Vec::new();
             for plain in plain_rx {
-                h.update(&plain);
+                checkpoints.push(diff_hasher.checkpoint());
+                diff_hasher.update(&plain);
             }
-            h.finish()
+            (diff_hasher.finish(), checkpoints)
         });
 
         let result = (|| -> Result<(Digest, u64, Vec<ChunkRec>, usize)> {
             let mut w = store.blob_writer()?;
-            if compression == Compression::Gzip {
+            let mut recs: Vec<ChunkRec> = Vec::with_capacity(chunks.len());
+            let mut crc = crc32fast::Hasher::new();
+            let mut total = 0u64;
+            if let Some(at) = resume_at {
+                // The gzip header, then every prefix chunk, checked and copied.
+                let mut head = vec![0u8; prefix[0].coff as usize];
+                if let Some((file, path)) = &old {
+                    file.read_exact_at(&mut head, 0)
+                        .ctx("read previous layer", path)?;
+                }
+                w.write_prehashed(&head)?;
+                for rec in prefix {
+                    w.write_prehashed(&read_old(rec)?)?;
+                    crc.combine(&crc32fast::Hasher::new_with_initial_len(rec.crc, rec.ulen));
+                    total += rec.ulen;
+                    progress(rec.ulen);
+                }
+                w.adopt_checkpoint(&at.packed_at)?;
+                recs.extend_from_slice(prefix);
+            } else if compression == Compression::Gzip {
                 // Fixed header: no name, no mtime, OS "unknown", so no host data.
                 w.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
             }
             let mut pending: BTreeMap<usize, Ready> = BTreeMap::new();
-            let mut recs = Vec::with_capacity(chunks.len());
-            let mut crc = crc32fast::Hasher::new();
-            let mut total = 0u64;
-            let mut reused = 0;
-            let mut want = 0;
+            let mut reused = prefix.len();
+            let mut want = first;
             for (i, ready) in &rx {
                 pending.insert(i, ready?);
                 while let Some(r) = pending.remove(&want) {
                     let coff = w.len();
-                    let clen = match &r.packed {
-                        Packed::New(bytes) => {
-                            w.write_all(bytes)?;
-                            bytes.len() as u64
-                        }
+                    let packed_at = w.checkpoint();
+                    let bytes = match r.packed {
+                        Packed::New(bytes) => bytes,
                         Packed::Reuse(rec) => {
-                            let mut buf = vec![0u8; rec.clen as usize];
-                            let old = old_blob.as_ref().expect("reuse implies a previous blob");
-                            old.read_exact_at(&mut buf, rec.coff).ctx(
-                                "read previous layer",
-                                &store.blob_path(&previous.expect("reuse implies previous").blob),
-                            )?;
-                            w.write_all(&buf)?;
                             reused += 1;
-                            rec.clen
+                            read_old(&rec)?
                         }
                     };
+                    w.write_all(&bytes)?;
                     let ulen = r.plain.len() as u64;
                     crc.combine(&crc32fast::Hasher::new_with_initial_len(r.crc, ulen));
                     total += ulen;
                     recs.push(ChunkRec {
                         id: chunks[want].id,
                         coff,
-                        clen,
+                        clen: bytes.len() as u64,
                         ulen,
                         crc: r.crc,
+                        ccrc: crc32fast::hash(&bytes),
+                        plain_at: String::new(),
+                        packed_at,
                     });
                     progress(ulen);
                     if plain_tx.send(r.plain).is_err() {
@@ -474,10 +539,13 @@ fn write_chunks(
         }
         drop(plain_tx);
         drop(rx);
-        let diff_id = diff
+        let (diff_id, checkpoints) = diff
             .join()
             .map_err(|_| Error::corrupt("layer", "diff hasher panicked"))?;
-        let (blob, size, recs, reused) = result?;
+        let (blob, size, mut recs, reused) = result?;
+        for (rec, cp) in recs[first..].iter_mut().zip(checkpoints) {
+            rec.plain_at = cp;
+        }
         Ok((blob, size, diff_id, recs, reused))
     })
 }

@@ -21,6 +21,8 @@ pub struct BlobWriter {
     tmp: PathBuf,
     blobs_dir: PathBuf,
     hasher: Hasher,
+    /// Bytes written by `write_prehashed` and not yet covered by the hasher.
+    prehashed: u64,
     committed: bool,
 }
 
@@ -35,6 +37,7 @@ impl BlobWriter {
             tmp,
             blobs_dir: blobs_dir.to_path_buf(),
             hasher: Hasher::new(),
+            prehashed: 0,
             committed: false,
         })
     }
@@ -45,15 +48,49 @@ impl BlobWriter {
     }
 
     pub fn len(&self) -> u64 {
-        self.hasher.len()
+        self.hasher.len() + self.prehashed
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hasher.is_empty()
+        self.len() == 0
+    }
+
+    /// The hash state after the bytes written so far (see `Hasher::checkpoint`).
+    pub fn checkpoint(&self) -> String {
+        self.hasher.checkpoint()
+    }
+
+    /// Write bytes without hashing them, for a blob that starts with the
+    /// same bytes as an earlier one; `adopt_checkpoint` must follow.
+    pub fn write_prehashed(&mut self, bytes: &[u8]) -> Result<()> {
+        self.prehashed += bytes.len() as u64;
+        self.file.write_all(bytes).ctx("write temp blob", &self.tmp)
+    }
+
+    /// Continue the hash from the state an earlier blob had after the bytes
+    /// given to `write_prehashed` (see `Hasher::checkpoint`).
+    pub fn adopt_checkpoint(&mut self, checkpoint: &str) -> Result<()> {
+        let hasher = Hasher::resume(checkpoint)
+            .filter(|h| h.len() == self.prehashed && self.hasher.is_empty())
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "layer cache record",
+                    "hash checkpoint does not match the bytes it describes",
+                )
+            })?;
+        self.hasher = hasher;
+        self.prehashed = 0;
+        Ok(())
     }
 
     /// Flush, fsync and rename into place. Returns the digest and size.
     pub fn commit(mut self) -> Result<(Digest, u64)> {
+        if self.prehashed != 0 {
+            return Err(Error::corrupt(
+                "blob",
+                "bytes written without a hash checkpoint",
+            ));
+        }
         let size = self.hasher.len();
         let digest = self.hasher.clone().finish();
         self.file.flush().ctx("write temp blob", &self.tmp)?;
