@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,11 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let out = out?;
     if ctx.json {
         output::json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // For scripts (no terminal) the digest alone is the output.
+    if !std::io::stderr().is_terminal() {
+        println!("{}", out.digest);
         return Ok(ExitCode::SUCCESS);
     }
     for l in &out.layers {
