@@ -54,6 +54,19 @@ const FORMAT: &str = "drover-layer-v1";
 pub const GZIP_LEVEL: u32 = 2;
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// How to build a layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The mtime of every entry.
+    pub mtime: u64,
+    pub compression: Compression,
+    /// Compression threads; the output does not depend on it.
+    pub threads: usize,
+    /// Reuse earlier results (whole layers or chunks); off for `--no-cache`,
+    /// which also rewrites a damaged blob.
+    pub use_cache: bool,
+}
+
 /// What the cache remembers about a built layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerRecord {
@@ -119,12 +132,16 @@ pub fn media_type(c: Compression) -> &'static str {
 pub fn produce(
     store: &Store,
     entries: &[Entry],
-    mtime: u64,
-    compression: Compression,
+    settings: &Settings,
     slot: &str,
-    threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerRecord, CacheUse)> {
+    let Settings {
+        mtime,
+        compression,
+        threads,
+        use_cache,
+    } = *settings;
     let chunks = plan(entries, mtime);
     let key = {
         let mut h = Hasher::new();
@@ -139,7 +156,8 @@ pub fn produce(
     let cache = store.cache_dir();
     let record_path = cache.join("layers").join(format!("{}.json", key.hex()));
     let slot_path = cache.join("slots").join(Digest::of(slot.as_bytes()).hex());
-    if let Some(rec) = load_record(&record_path)
+    if use_cache
+        && let Some(rec) = load_record(&record_path)
         && blob_present(store, &rec)
     {
         save_slot(store, &slot_path, &key)?;
@@ -147,6 +165,7 @@ pub fn produce(
     }
     let previous = fs::read_to_string(&slot_path)
         .ok()
+        .filter(|_| use_cache)
         .and_then(|k| load_record(&cache.join("layers").join(format!("{}.json", k.trim()))))
         .filter(|r| r.media_type == media_type(compression) && blob_present(store, r));
     let (blob, size, diff_id, recs, reused) = write_chunks(

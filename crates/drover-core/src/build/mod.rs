@@ -159,30 +159,14 @@ pub fn build(
         let total: u64 = entries.iter().map(|e| e.size).sum();
         progress.phase("layer", entries.len() as u64, total);
         let slot = format!("{}#{i}", def_file.display());
-        let (rec, cache) = if opts.no_cache {
-            layer::produce(
-                store,
-                &entries,
-                epoch,
-                compression,
-                &format!("{slot}#nocache"),
-                threads,
-                &|n| progress.advance(n),
-            )
-            .map(|(r, _)| {
-                (
-                    r,
-                    CacheUse::Built {
-                        reused: 0,
-                        chunks: 0,
-                    },
-                )
-            })?
-        } else {
-            layer::produce(store, &entries, epoch, compression, &slot, threads, &|n| {
-                progress.advance(n)
-            })?
+        let settings = layer::Settings {
+            mtime: epoch,
+            compression,
+            threads,
+            use_cache: !opts.no_cache,
         };
+        let (rec, cache) =
+            layer::produce(store, &entries, &settings, &slot, &|n| progress.advance(n))?;
         for f in &rec.files {
             merger.put(f.clone());
         }

@@ -28,9 +28,28 @@ pub(crate) fn walk(
     let mut reachable = BTreeSet::new();
     let mut parents: Parents = BTreeMap::new();
     let mut queue: Vec<(Digest, String, String)> = Vec::new();
-    for t in store.tags()? {
-        queue.push((t.digest, t.media_type, format!("tag {}", t.name)));
+    // How to name a manifest to people: by its tags, or by what it is attached to.
+    let tags = store.tags()?;
+    let mut tag_names: BTreeMap<Digest, Vec<&str>> = BTreeMap::new();
+    for t in &tags {
+        tag_names.entry(t.digest).or_default().push(&t.name);
+        queue.push((t.digest, t.media_type.clone(), format!("tag {}", t.name)));
     }
+    let mut names: BTreeMap<Digest, String> = tag_names
+        .iter()
+        .map(|(d, n)| {
+            (
+                *d,
+                format!("image {} (manifest {})", n.join(", "), d.short()),
+            )
+        })
+        .collect();
+    let describe = |names: &BTreeMap<Digest, String>, d: &Digest| {
+        names
+            .get(d)
+            .cloned()
+            .unwrap_or_else(|| format!("manifest {}", d.short()))
+    };
     let referrers = store.all_referrers()?;
     loop {
         while let Some((digest, media_type, parent)) = queue.pop() {
@@ -60,23 +79,20 @@ pub(crate) fn walk(
                     continue;
                 }
             };
-            let here = format!("manifest {}", digest.short());
+            let here = describe(&names, &digest);
+            let list = |key: &str| {
+                doc.get(key)
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten()
+            };
             let children = doc
                 .get("config")
+                .map(|c| (c, "config"))
                 .into_iter()
-                .chain(
-                    doc.get("layers")
-                        .and_then(|l| l.as_array())
-                        .into_iter()
-                        .flatten(),
-                )
-                .chain(
-                    doc.get("manifests")
-                        .and_then(|l| l.as_array())
-                        .into_iter()
-                        .flatten(),
-                );
-            for child in children {
+                .chain(list("layers").map(|c| (c, "layer")))
+                .chain(list("manifests").map(|c| (c, "entry")));
+            for (child, role) in children {
                 let Ok(d) = serde_json::from_value::<oci::Descriptor>(child.clone()) else {
                     on_unreadable(
                         &digest,
@@ -84,18 +100,16 @@ pub(crate) fn walk(
                     )?;
                     continue;
                 };
-                queue.push((d.digest, d.media_type, here.clone()));
+                queue.push((d.digest, d.media_type, format!("{role} of {here}")));
             }
         }
         // Artifacts ride along with their subject; repeat until no new subject appears.
         let mut added = false;
         for r in &referrers {
             if reachable.contains(&r.subject) && !reachable.contains(&r.digest) {
-                queue.push((
-                    r.digest,
-                    r.media_type.clone(),
-                    format!("{} of {}", r.artifact_type, r.subject.short()),
-                ));
+                let name = format!("{} of {}", r.artifact_type, describe(&names, &r.subject));
+                names.insert(r.digest, name.clone());
+                queue.push((r.digest, r.media_type.clone(), name));
                 added = true;
             }
         }
