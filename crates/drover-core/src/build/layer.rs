@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::baseline::FileRecord;
 use super::def::Compression;
 use super::scan::{Entry, Source};
-use super::statcache::check_unchanged;
+use super::statcache::{self, check_unchanged};
 use super::tar::{self, Kind};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
@@ -116,8 +116,14 @@ enum Piece {
 struct ChunkPlan {
     pieces: Vec<Piece>,
     ulen: u64,
-    id: Digest,
+    /// Known up front when every file in the chunk has a known digest;
+    /// otherwise computed by the worker that reads the chunk.
+    id: Option<Digest>,
 }
+
+/// A file digest learned while writing a layer: (entry index, when the read
+/// began in ns since the epoch, digest), for the content-hash cache.
+pub type Learned = (usize, i128, Digest);
 
 pub fn media_type(c: Compression) -> &'static str {
     match c {
@@ -126,16 +132,23 @@ pub fn media_type(c: Compression) -> &'static str {
     }
 }
 
-/// Build (or reuse) the layer for `entries`, whose file digests are filled in.
-/// `slot` names this layer's place in its definition, so the previous build of
-/// the same place can lend its chunks.
+/// Files larger than this are hashed before the layer is written (they
+/// span chunks, and a chunk's identity needs its files' digests); smaller
+/// ones are hashed by the worker that reads them into their chunk.
+pub const HASH_AHEAD_ABOVE: u64 = FILE_PIECE;
+
+/// Build (or reuse) the layer for `entries`. Files without a digest yet are
+/// hashed from the same read that tars them; their digests are filled in and
+/// also returned, for the content-hash cache. `slot` names this layer's place
+/// in its definition, so the previous build of the same place can lend its
+/// chunks.
 pub fn produce(
     store: &Store,
-    entries: &[Entry],
+    entries: &mut [Entry],
     settings: &Settings,
     slot: &str,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(LayerRecord, CacheUse)> {
+) -> Result<(LayerRecord, CacheUse, Vec<Learned>)> {
     let Settings {
         mtime,
         compression,
@@ -143,32 +156,26 @@ pub fn produce(
         use_cache,
     } = *settings;
     let chunks = plan(entries, mtime);
-    let key = {
-        let mut h = Hasher::new();
-        h.update(FORMAT.as_bytes());
-        h.update(media_type(compression).as_bytes());
-        h.update(&level_of(compression).to_le_bytes());
-        for c in &chunks {
-            h.update(c.id.as_bytes());
-        }
-        h.finish()
-    };
     let cache = store.cache_dir();
-    let record_path = cache.join("layers").join(format!("{}.json", key.hex()));
+    let record_path = |key: &Digest| cache.join("layers").join(format!("{}.json", key.hex()));
     let slot_path = cache.join("slots").join(Digest::of(slot.as_bytes()).hex());
-    if use_cache
-        && let Some(rec) = load_record(&record_path)
-        && blob_present(store, &rec)
-    {
-        save_slot(store, &slot_path, &key)?;
-        return Ok((rec, CacheUse::Hit));
+    // With every digest known, the whole layer may already exist.
+    let ids: Option<Vec<Digest>> = chunks.iter().map(|c| c.id).collect();
+    if use_cache && let Some(ids) = ids {
+        let key = layer_key(compression, &ids);
+        if let Some(rec) = load_record(&record_path(&key))
+            && blob_present(store, &rec)
+        {
+            save_slot(store, &slot_path, &key)?;
+            return Ok((rec, CacheUse::Hit, Vec::new()));
+        }
     }
     let previous = fs::read_to_string(&slot_path)
         .ok()
         .filter(|_| use_cache)
         .and_then(|k| load_record(&cache.join("layers").join(format!("{}.json", k.trim()))))
         .filter(|r| r.media_type == media_type(compression) && blob_present(store, r));
-    let (blob, size, diff_id, recs, reused) = write_chunks(
+    let written = write_chunks(
         store,
         entries,
         &chunks,
@@ -177,28 +184,45 @@ pub fn produce(
         threads,
         progress,
     )?;
+    for &(i, _, d) in &written.learned {
+        entries[i].sha256 = Some(d);
+    }
+    let key = layer_key(
+        compression,
+        &written.recs.iter().map(|r| r.id).collect::<Vec<_>>(),
+    );
     let rec = LayerRecord {
         key,
         media_type: media_type(compression).to_string(),
-        blob,
-        size,
-        diff_id,
-        chunks: recs,
+        blob: written.blob,
+        size: written.size,
+        diff_id: written.diff_id,
+        chunks: written.recs,
         files: entries.iter().map(FileRecord::from_entry).collect(),
     };
-    fs::create_dir_all(record_path.parent().unwrap_or(&cache))
-        .ctx("create cache directory", &cache)?;
+    fs::create_dir_all(cache.join("layers")).ctx("create cache directory", &cache)?;
     let bytes =
         serde_json::to_vec(&rec).map_err(|e| Error::corrupt("layer record", e.to_string()))?;
-    crate::store::write_atomic(store.tmp_dir(), &record_path, &bytes)?;
+    crate::store::write_atomic(store.tmp_dir(), &record_path(&key), &bytes)?;
     save_slot(store, &slot_path, &key)?;
-    Ok((
-        rec,
-        CacheUse::Built {
-            reused,
-            chunks: chunks.len(),
-        },
-    ))
+    let cache_use = CacheUse::Built {
+        reused: written.reused,
+        chunks: chunks.len(),
+    };
+    Ok((rec, cache_use, written.learned))
+}
+
+/// A layer's cache key: its format, compression and every chunk's identity
+/// (which covers every header byte and every file digest).
+fn layer_key(compression: Compression, ids: &[Digest]) -> Digest {
+    let mut h = Hasher::new();
+    h.update(FORMAT.as_bytes());
+    h.update(media_type(compression).as_bytes());
+    h.update(&level_of(compression).to_le_bytes());
+    for id in ids {
+        h.update(id.as_bytes());
+    }
+    h.finish()
 }
 
 fn level_of(c: Compression) -> i32 {
@@ -236,7 +260,7 @@ fn plan(entries: &[Entry], mtime: u64) -> Vec<ChunkPlan> {
             chunks.push(ChunkPlan {
                 pieces: std::mem::take(cur),
                 ulen: *cur_len,
-                id: Digest::of(b""),
+                id: None,
             });
             *cur_len = 0;
         }
@@ -301,30 +325,37 @@ fn plan(entries: &[Entry], mtime: u64) -> Vec<ChunkPlan> {
     cur.push(Piece::Bytes(vec![0; 2 * tar::BLOCK]));
     close(&mut cur, &mut cur_len, &mut chunks);
     for c in &mut chunks {
-        let mut h = Hasher::new();
-        for p in &c.pieces {
-            match p {
-                Piece::Bytes(b) => {
-                    h.update(b"B");
-                    h.update(&(b.len() as u64).to_le_bytes());
-                    h.update(b);
-                }
-                Piece::File { entry, offset, len } => {
-                    h.update(b"F");
-                    // Digests are filled in before planning; a missing one
-                    // would make the id ambiguous, so hash the path then.
-                    match entries[*entry].sha256 {
-                        Some(d) => h.update(d.as_bytes()),
-                        None => h.update(entries[*entry].path.as_bytes()),
-                    }
-                    h.update(&offset.to_le_bytes());
-                    h.update(&len.to_le_bytes());
-                }
-            }
-        }
-        c.id = h.finish();
+        c.id = chunk_id(entries, &c.pieces, |i| entries[i].sha256);
     }
     chunks
+}
+
+/// A chunk's identity: a digest over its literal bytes and, for file
+/// content, the file's digest and the range taken. `None` while a file's
+/// digest is unknown.
+fn chunk_id(
+    entries: &[Entry],
+    pieces: &[Piece],
+    digest_of: impl Fn(usize) -> Option<Digest>,
+) -> Option<Digest> {
+    let mut h = Hasher::new();
+    for p in pieces {
+        match p {
+            Piece::Bytes(b) => {
+                h.update(b"B");
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+            Piece::File { entry, offset, len } => {
+                debug_assert!(entries[*entry].kind == Kind::File);
+                h.update(b"F");
+                h.update(digest_of(*entry)?.as_bytes());
+                h.update(&offset.to_le_bytes());
+                h.update(&len.to_le_bytes());
+            }
+        }
+    }
+    Some(h.finish())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -336,9 +367,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// A chunk ready to be appended: its uncompressed bytes (for the diff id) and
 /// where its compressed bytes come from.
 struct Ready {
+    id: Digest,
     plain: Vec<u8>,
     crc: u32,
     packed: Packed,
+    learned: Vec<Learned>,
 }
 
 enum Packed {
@@ -346,7 +379,15 @@ enum Packed {
     Reuse(ChunkRec),
 }
 
-type Written = (Digest, u64, Digest, Vec<ChunkRec>, usize);
+/// What `write_chunks` made.
+struct Written {
+    blob: Digest,
+    size: u64,
+    diff_id: Digest,
+    recs: Vec<ChunkRec>,
+    reused: usize,
+    learned: Vec<Learned>,
+}
 
 fn write_chunks(
     store: &Store,
@@ -374,7 +415,7 @@ fn write_chunks(
             let same = chunks
                 .iter()
                 .zip(&p.chunks)
-                .take_while(|(c, r)| c.id == r.id && c.ulen == r.ulen)
+                .take_while(|(c, r)| c.id == Some(r.id) && c.ulen == r.ulen)
                 .count();
             match p.chunks.get(same) {
                 Some(r) if same > 0 && !r.plain_at.is_empty() => &p.chunks[..same],
@@ -431,23 +472,7 @@ fn write_chunks(
                             written = done.1.wait(written).unwrap_or_else(|e| e.into_inner());
                         }
                     }
-                    let ready = assemble(entries, &chunks[i]).and_then(|plain| {
-                        match reusable.get(&chunks[i].id) {
-                            Some(rec) if rec.ulen == chunks[i].ulen => Ok(Ready {
-                                plain,
-                                crc: rec.crc,
-                                packed: Packed::Reuse(rec.clone()),
-                            }),
-                            _ => {
-                                let packed = compress(&plain, compression, &mut zstd)?;
-                                Ok(Ready {
-                                    crc: crc32fast::hash(&plain),
-                                    plain,
-                                    packed: Packed::New(packed),
-                                })
-                            }
-                        }
-                    });
+                    let ready = prepare(entries, &chunks[i], reusable, compression, &mut zstd);
                     if tx.send((i, ready)).is_err() {
                         break;
                     }
@@ -473,8 +498,9 @@ fn write_chunks(
             (diff_hasher.finish(), checkpoints)
         });
 
-        let result = (|| -> Result<(Digest, u64, Vec<ChunkRec>, usize)> {
+        let result = (|| -> Result<Written> {
             let mut w = store.blob_writer()?;
+            let mut learned = Vec::new();
             let mut recs: Vec<ChunkRec> = Vec::with_capacity(chunks.len());
             let mut crc = crc32fast::Hasher::new();
             let mut total = 0u64;
@@ -503,7 +529,7 @@ fn write_chunks(
             let mut want = first;
             for (i, ready) in &rx {
                 pending.insert(i, ready?);
-                while let Some(r) = pending.remove(&want) {
+                while let Some(mut r) = pending.remove(&want) {
                     let coff = w.len();
                     let packed_at = w.checkpoint();
                     let bytes = match r.packed {
@@ -517,8 +543,9 @@ fn write_chunks(
                     let ulen = r.plain.len() as u64;
                     crc.combine(&crc32fast::Hasher::new_with_initial_len(r.crc, ulen));
                     total += ulen;
+                    learned.append(&mut r.learned);
                     recs.push(ChunkRec {
-                        id: chunks[want].id,
+                        id: r.id,
                         coff,
                         clen: bytes.len() as u64,
                         ulen,
@@ -550,7 +577,14 @@ fn write_chunks(
                 w.write_all(&(total as u32).to_le_bytes())?;
             }
             let (digest, size) = w.commit()?;
-            Ok((digest, size, recs, reused))
+            Ok(Written {
+                blob: digest,
+                size,
+                diff_id: Digest::of(b""), // set below, once the diff hasher is done
+                recs,
+                reused,
+                learned,
+            })
         })();
         if result.is_err() {
             abort.store(true, Ordering::Relaxed);
@@ -561,12 +595,73 @@ fn write_chunks(
         let (diff_id, checkpoints) = diff
             .join()
             .map_err(|_| Error::corrupt("layer", "diff hasher panicked"))?;
-        let (blob, size, mut recs, reused) = result?;
+        let mut written = result?;
+        written.diff_id = diff_id;
+        let recs = &mut written.recs;
         for (rec, cp) in recs[first..].iter_mut().zip(checkpoints) {
             rec.plain_at = cp;
         }
-        Ok((blob, size, diff_id, recs, reused))
+        Ok(written)
     })
+}
+
+/// Read one chunk, learn the digests of its files that were not known, and
+/// either find its compressed bytes in the previous layer or compress it.
+fn prepare(
+    entries: &[Entry],
+    chunk: &ChunkPlan,
+    reusable: &HashMap<Digest, ChunkRec>,
+    compression: Compression,
+    zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+) -> Result<Ready> {
+    let read_at = statcache::now_ns();
+    let plain = assemble(entries, chunk)?;
+    let mut learned = Vec::new();
+    let id = match chunk.id {
+        Some(id) => id,
+        None => {
+            // Files here are whole (larger ones were hashed ahead), so the
+            // piece is the file's content.
+            let mut at = 0usize;
+            for p in &chunk.pieces {
+                let len = match p {
+                    Piece::Bytes(b) => b.len(),
+                    Piece::File { entry, len, .. } => {
+                        if entries[*entry].sha256.is_none() {
+                            let d = Digest::of(&plain[at..at + *len as usize]);
+                            learned.push((*entry, read_at, d));
+                        }
+                        *len as usize
+                    }
+                };
+                at += len;
+            }
+            let find = |i: usize| {
+                entries[i]
+                    .sha256
+                    .or_else(|| learned.iter().find(|l| l.0 == i).map(|l| l.2))
+            };
+            chunk_id(entries, &chunk.pieces, find).ok_or_else(|| {
+                Error::corrupt("layer plan", "a file spanning chunks was not hashed ahead")
+            })?
+        }
+    };
+    match reusable.get(&id) {
+        Some(rec) if rec.ulen == chunk.ulen => Ok(Ready {
+            id,
+            plain,
+            crc: rec.crc,
+            packed: Packed::Reuse(rec.clone()),
+            learned,
+        }),
+        _ => Ok(Ready {
+            id,
+            crc: crc32fast::hash(&plain),
+            packed: Packed::New(compress(&plain, compression, zstd)?),
+            plain,
+            learned,
+        }),
+    }
 }
 
 /// The uncompressed bytes of one chunk.

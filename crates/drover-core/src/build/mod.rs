@@ -148,14 +148,20 @@ pub fn build(
             ),
             LayerDef::File(f) => (scan::file_layer(f), format!("file {}", f.dest)),
         };
-        let unknown: u64 = entries
+        // Large files are hashed first (at most this much, less what the
+        // content-hash cache already knows); the rest as they are tarred.
+        let ahead: Vec<u64> = entries
             .iter()
-            .filter(|e| e.sha256.is_none())
+            .filter(|e| e.sha256.is_none() && e.size > layer::HASH_AHEAD_ABOVE)
             .map(|e| e.size)
-            .sum();
-        progress.phase("hash", entries.len() as u64, unknown);
-        hashed_bytes +=
-            stat_cache.hash_entries(&mut entries, opts.no_cache, &|n| progress.advance(n))?;
+            .collect();
+        progress.phase("hash", ahead.len() as u64, ahead.iter().sum());
+        hashed_bytes += stat_cache.hash_entries(
+            &mut entries,
+            opts.no_cache,
+            layer::HASH_AHEAD_ABOVE,
+            &|n| progress.advance(n),
+        )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         progress.phase("layer", entries.len() as u64, total);
         let slot = format!("{}#{i}", def_file.display());
@@ -165,8 +171,13 @@ pub fn build(
             threads,
             use_cache: !opts.no_cache,
         };
-        let (rec, cache) =
-            layer::produce(store, &entries, &settings, &slot, &|n| progress.advance(n))?;
+        let (rec, cache, learned) = layer::produce(store, &mut entries, &settings, &slot, &|n| {
+            progress.advance(n)
+        })?;
+        for (i, hashed_at, digest) in learned {
+            hashed_bytes += entries[i].size;
+            stat_cache.remember(&entries[i], hashed_at, digest);
+        }
         for f in &rec.files {
             merger.put(f.clone());
         }

@@ -90,21 +90,28 @@ impl StatCache {
         crate::store::write_atomic(tmp_dir, &self.path, &bytes)
     }
 
-    /// Fill in `sha256` for every regular file: from the cache when its
-    /// metadata allows, else by reading it (in parallel). Returns the number
-    /// of bytes read.
+    /// Fill in `sha256` for every regular file the cache can vouch for, and
+    /// hash now (in parallel) the unknown files larger than `hash_above`;
+    /// the rest are hashed while the layer is written, from the same read
+    /// that tars them. Returns the number of bytes hashed here.
     pub fn hash_entries(
         &mut self,
         entries: &mut [Entry],
         no_cache: bool,
+        hash_above: u64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let mut todo = Vec::new();
         for (i, e) in entries.iter_mut().enumerate() {
             if let Some(Source::Disk { path, stat }) = &e.source {
+                if stat.size == 0 {
+                    e.sha256 = Some(Digest::of(b""));
+                    continue;
+                }
                 match self.lookup(path, stat).filter(|_| !no_cache) {
                     Some(d) => e.sha256 = Some(d),
-                    None => todo.push(i),
+                    None if stat.size > hash_above => todo.push(i),
+                    None => {}
                 }
             }
         }
@@ -112,7 +119,7 @@ impl StatCache {
             .par_iter()
             .map(|&i| {
                 let Some(Source::Disk { path, stat }) = &entries[i].source else {
-                    unreachable!()
+                    unreachable!("only files with a disk source are queued")
                 };
                 let hashed_at = now_ns();
                 let d = hash_file(path, stat)?;
@@ -122,23 +129,29 @@ impl StatCache {
             .collect::<Result<_>>()?;
         let mut bytes = 0;
         for (i, hashed_at, d) in hashed {
-            if let Some(Source::Disk { path, stat }) = &entries[i].source {
-                bytes += stat.size;
-                self.insert(path, stat, hashed_at, d);
-            }
+            bytes += entries[i].size;
+            self.remember(&entries[i], hashed_at, d);
             entries[i].sha256 = Some(d);
         }
         Ok(bytes)
     }
+
+    /// Record the digest of an entry's file, hashed from a read that began
+    /// at `hashed_at` (ns since the epoch) and was checked against its stat.
+    pub fn remember(&mut self, entry: &Entry, hashed_at: i128, digest: Digest) {
+        if let Some(Source::Disk { path, stat }) = &entry.source {
+            self.insert(path, stat, hashed_at, digest);
+        }
+    }
 }
 
-fn now_ns() -> i128 {
+/// Now, in ns since the epoch, as recorded with a hash.
+pub fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0)
 }
-
 /// Hash a file and make sure it did not change while (or since) it was scanned.
 fn hash_file(path: &Path, stat: &StatKey) -> Result<Digest> {
     let mut f = fs::File::open(path).ctx("open", path)?;
