@@ -266,6 +266,17 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()
     }
 }
 
+/// Digests are stored as their `sha256:<hex>` text; a malformed one reads
+/// back as an error naming the column, never as a wrong digest.
+impl rusqlite::types::FromSql for crate::digest::Digest {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -292,33 +292,19 @@ impl Store {
 
     /// All tags, sorted by name.
     pub fn tags(&self) -> Result<Vec<TagInfo>> {
-        let conn = self.db.conn();
-        let mut stmt = conn
-            .prepare("SELECT name, digest, media_type, size, created FROM tags ORDER BY name")
-            .map_err(|e| self.db_err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get(4)?,
-                ))
-            })
-            .map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, digest, media_type, size, created) = row.map_err(|e| self.db_err(e))?;
-            out.push(TagInfo {
-                name,
-                digest: parse_stored_digest(&digest)?,
-                media_type,
-                size: size as u64,
-                created,
-            });
-        }
-        Ok(out)
+        self.query(
+            "SELECT name, digest, media_type, size, created FROM tags ORDER BY name",
+            [],
+            |r| {
+                Ok(TagInfo {
+                    name: r.get(0)?,
+                    digest: r.get(1)?,
+                    media_type: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    created: r.get(4)?,
+                })
+            },
+        )
     }
 
     /// Artifacts whose subject is `subject`, optionally of one artifact type.
@@ -328,41 +314,46 @@ impl Store {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         Ok(self
-            .all_referrers()?
+            .query_referrers("WHERE subject = ?1", [subject.to_string()])?
             .into_iter()
-            .filter(|r| r.subject == *subject && artifact_type.is_none_or(|t| r.artifact_type == t))
+            .filter(|r| artifact_type.is_none_or(|t| r.artifact_type == t))
             .collect())
     }
 
     pub fn all_referrers(&self) -> Result<Vec<Referrer>> {
-        let conn = self.db.conn();
-        let mut stmt = conn
-            .prepare("SELECT digest, subject, artifact_type, media_type, size FROM referrers ORDER BY subject, artifact_type, digest")
-            .map_err(|e| self.db_err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
+        self.query_referrers("", [])
+    }
+
+    fn query_referrers(
+        &self,
+        filter: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Referrer>> {
+        let sql = format!(
+            "SELECT digest, subject, artifact_type, media_type, size FROM referrers {filter} \
+             ORDER BY subject, artifact_type, digest"
+        );
+        self.query(&sql, params, |r| {
+            Ok(Referrer {
+                digest: r.get(0)?,
+                subject: r.get(1)?,
+                artifact_type: r.get(2)?,
+                media_type: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
             })
-            .map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (digest, subject, artifact_type, media_type, size) =
-                row.map_err(|e| self.db_err(e))?;
-            out.push(Referrer {
-                digest: parse_stored_digest(&digest)?,
-                subject: parse_stored_digest(&subject)?,
-                artifact_type,
-                media_type,
-                size: size as u64,
-            });
-        }
-        Ok(out)
+        })
+    }
+
+    fn query<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.db.conn().prepare(sql).map_err(|e| self.db_err(e))?;
+        let rows = stmt.query_map(params, row).map_err(|e| self.db_err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.db_err(e))
     }
 
     /// Apply a change to tags/referrers and record it in the ledger, all in
@@ -516,7 +507,7 @@ impl Mutation<'_> {
 
     /// Point a tag at a manifest; returns the digest it pointed at before.
     pub fn set_tag(&mut self, name: &str, desc: &Descriptor) -> Result<Option<Digest>> {
-        let previous: Option<String> = self
+        let previous: Option<Digest> = self
             .tx
             .query_row("SELECT digest FROM tags WHERE name = ?1", [name], |r| {
                 r.get(0)
@@ -531,7 +522,7 @@ impl Mutation<'_> {
                 params![name, desc.digest.to_string(), desc.media_type, desc.size as i64, crate::clock::now_rfc3339()],
             )
             .map_err(|e| self.err(e))?;
-        previous.map(|p| parse_stored_digest(&p)).transpose()
+        Ok(previous)
     }
 
     pub fn remove_tag(&mut self, name: &str) -> Result<()> {
@@ -618,10 +609,4 @@ fn validate_tag_name(name: &str) -> Result<()> {
             "{name:?} is not a valid tag (expected name:tag, name in [a-z0-9._/-], tag in [A-Za-z0-9._-])"
         )))
     }
-}
-
-fn parse_stored_digest(s: &str) -> Result<Digest> {
-    s.parse().map_err(|e: crate::digest::ParseDigestError| {
-        Error::corrupt("state database", e.to_string())
-    })
 }
