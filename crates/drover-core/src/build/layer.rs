@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
@@ -35,7 +35,7 @@ use super::statcache::{self, check_unchanged};
 use super::tar::{self, Kind};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
-use crate::store::{Store, oci};
+use crate::store::{Layout, Store, oci};
 
 /// A chunk is closed before an entry once it holds at least this much and the
 /// entry's path hash says "cut" (1 in 16); so boundaries follow the paths, not
@@ -147,6 +147,7 @@ pub fn produce(
     entries: &mut [Entry],
     settings: &Settings,
     slot: &str,
+    previous: Option<LayerRecord>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerRecord, CacheUse, Vec<Learned>)> {
     let Settings {
@@ -158,23 +159,22 @@ pub fn produce(
     let chunks = plan(entries, mtime);
     let cache = store.cache_dir();
     let record_path = |key: &Digest| cache.join("layers").join(format!("{}.json", key.hex()));
-    let slot_path = cache.join("slots").join(Digest::of(slot.as_bytes()).hex());
+    let slot_path = slot_path(store.layout(), slot);
     // With every digest known, the whole layer may already exist.
     let ids: Option<Vec<Digest>> = chunks.iter().map(|c| c.id).collect();
+    let previous = previous.filter(|_| use_cache);
     if use_cache && let Some(ids) = ids {
         let key = layer_key(compression, &ids);
-        if let Some(rec) = load_record(&record_path(&key))
-            && blob_present(store, &rec)
-        {
+        // Usually the previous build of this slot is the match (a no-op rebuild).
+        let hit = match previous {
+            Some(ref p) if p.key == key => previous.clone(),
+            _ => load_record(&record_path(&key)).filter(|r| blob_present(store.layout(), r)),
+        };
+        if let Some(rec) = hit {
             save_slot(store, &slot_path, &key)?;
             return Ok((rec, CacheUse::Hit, Vec::new()));
         }
     }
-    let previous = fs::read_to_string(&slot_path)
-        .ok()
-        .filter(|_| use_cache)
-        .and_then(|k| load_record(&cache.join("layers").join(format!("{}.json", k.trim()))))
-        .filter(|r| r.media_type == media_type(compression) && blob_present(store, r));
     let written = write_chunks(
         store,
         entries,
@@ -236,8 +236,28 @@ fn load_record(path: &Path) -> Option<LayerRecord> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
-fn blob_present(store: &Store, rec: &LayerRecord) -> bool {
-    fs::metadata(store.blob_path(&rec.blob)).is_ok_and(|m| m.len() == rec.size)
+fn blob_present(layout: &Layout, rec: &LayerRecord) -> bool {
+    fs::metadata(layout.blob_path(&rec.blob)).is_ok_and(|m| m.len() == rec.size)
+}
+
+fn slot_path(layout: &Layout, slot: &str) -> PathBuf {
+    layout
+        .cache_dir()
+        .join("slots")
+        .join(Digest::of(slot.as_bytes()).hex())
+}
+
+/// The record of the last build of `slot` whose blob is still in the store:
+/// it lends chunks to the next build, and is the usual whole-layer hit.
+/// Needs only paths, so it can load while the build context is scanned.
+pub fn previous(layout: &Layout, slot: &str, compression: Compression) -> Option<LayerRecord> {
+    let key = fs::read_to_string(slot_path(layout, slot)).ok()?;
+    let path = layout
+        .cache_dir()
+        .join("layers")
+        .join(format!("{}.json", key.trim()));
+    load_record(&path)
+        .filter(|r| r.media_type == media_type(compression) && blob_present(layout, r))
 }
 
 fn save_slot(store: &Store, slot_path: &Path, key: &Digest) -> Result<()> {

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 pub use def::{Base, Compression, HealthCheck, ImageDef, LayerDef, Probe, RuntimeConfig};
@@ -125,7 +126,31 @@ pub fn build(
         .canonicalize()
         .ctx("resolve build context", &def.context)?;
     let def_file = def.file.canonicalize().unwrap_or_else(|_| def.file.clone());
-    let mut stat_cache = statcache::StatCache::load(&store.cache_dir(), &context);
+    // Scan every layer's inputs, load the content-hash cache and each
+    // layer's previous record, all at once: on a no-op rebuild these reads
+    // are most of the work.
+    let layout = store.layout().clone();
+    let (stat_cache, scanned) = rayon::join(
+        || statcache::StatCache::load(&layout.cache_dir(), &context),
+        || {
+            def.layers
+                .par_iter()
+                .enumerate()
+                .map(|(i, layer_def)| {
+                    let slot = format!("{}#{i}", def_file.display());
+                    let (entries, previous) = rayon::join(
+                        || match layer_def {
+                            LayerDef::Copy(c) => scan::copy_layer(&context, c),
+                            LayerDef::File(f) => Ok(scan::file_layer(f)),
+                        },
+                        || layer::previous(&layout, &slot, compression),
+                    );
+                    Ok((entries?, previous, slot))
+                })
+                .collect::<Result<Vec<_>>>()
+        },
+    );
+    let mut stat_cache = stat_cache;
     let mut outcomes: Vec<LayerOutcome> = base_manifest
         .iter()
         .flat_map(|m| m.layers.iter().zip(&config.rootfs.diff_ids))
@@ -140,13 +165,10 @@ pub fn build(
         })
         .collect();
     let mut hashed_bytes = 0;
-    for (i, layer_def) in def.layers.iter().enumerate() {
-        let (mut entries, source) = match layer_def {
-            LayerDef::Copy(c) => (
-                scan::copy_layer(&context, c)?,
-                format!("copy {} -> {}", c.src, c.dest),
-            ),
-            LayerDef::File(f) => (scan::file_layer(f), format!("file {}", f.dest)),
+    for (layer_def, (mut entries, previous, slot)) in def.layers.iter().zip(scanned?) {
+        let source = match layer_def {
+            LayerDef::Copy(c) => format!("copy {} -> {}", c.src, c.dest),
+            LayerDef::File(f) => format!("file {}", f.dest),
         };
         // Large files are hashed first (at most this much, less what the
         // content-hash cache already knows); the rest as they are tarred.
@@ -164,16 +186,16 @@ pub fn build(
         )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         progress.phase("layer", entries.len() as u64, total);
-        let slot = format!("{}#{i}", def_file.display());
         let settings = layer::Settings {
             mtime: epoch,
             compression,
             threads,
             use_cache: !opts.no_cache,
         };
-        let (rec, cache, learned) = layer::produce(store, &mut entries, &settings, &slot, &|n| {
-            progress.advance(n)
-        })?;
+        let (rec, cache, learned) =
+            layer::produce(store, &mut entries, &settings, &slot, previous, &|n| {
+                progress.advance(n)
+            })?;
         for (i, hashed_at, digest) in learned {
             hashed_bytes += entries[i].size;
             stat_cache.remember(&entries[i], hashed_at, digest);

@@ -150,8 +150,8 @@ impl Store {
         let mut removed_bytes = 0;
         let mut kept_blobs = 0;
         let mut doomed = Vec::new();
-        for entry in fs::read_dir(&self.blobs).ctx("list blobs", &self.blobs)? {
-            let entry = entry.ctx("list blobs", &self.blobs)?;
+        for entry in fs::read_dir(&self.layout.blobs).ctx("list blobs", &self.layout.blobs)? {
+            let entry = entry.ctx("list blobs", &self.layout.blobs)?;
             let name = entry.file_name();
             let keep = name
                 .to_str()
@@ -182,8 +182,8 @@ impl Store {
             removed_blobs += 1;
         }
         let mut removed_temp_files = 0;
-        for entry in fs::read_dir(&self.tmp)
-            .ctx("list temp files", &self.tmp)?
+        for entry in fs::read_dir(&self.layout.tmp)
+            .ctx("list temp files", &self.layout.tmp)?
             .flatten()
         {
             if fs::remove_file(entry.path()).is_ok() {

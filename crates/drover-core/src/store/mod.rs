@@ -44,10 +44,35 @@ use crate::state::Db;
 const MAX_DOCUMENT: u64 = 16 << 20;
 const GENERATION_ANNOTATION: &str = "vnd.drover.store.generation";
 
-pub struct Store {
+/// Where a store keeps things: plain paths, shareable across threads
+/// (unlike the database handle).
+#[derive(Debug, Clone)]
+pub struct Layout {
     root: PathBuf,
     blobs: PathBuf,
     tmp: PathBuf,
+}
+
+impl Layout {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+}
+
+pub struct Store {
+    layout: Layout,
     db: Db,
     exclusive: bool,
     /// Held for the Store's lifetime: shared by ordinary commands, exclusive
@@ -112,9 +137,11 @@ impl Store {
         }
         let db = Db::open(&root.join("drover.db"))?;
         let store = Store {
-            root: root.to_path_buf(),
-            blobs,
-            tmp,
+            layout: Layout {
+                root: root.to_path_buf(),
+                blobs,
+                tmp,
+            },
             db,
             exclusive,
             _lock: lock,
@@ -124,7 +151,11 @@ impl Store {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.layout.root
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     pub fn db(&self) -> &Db {
@@ -136,15 +167,15 @@ impl Store {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
+        self.layout.cache_dir()
     }
 
     pub fn tmp_dir(&self) -> &Path {
-        &self.tmp
+        &self.layout.tmp
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.join(digest.hex())
+        self.layout.blob_path(digest)
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
@@ -153,7 +184,7 @@ impl Store {
 
     /// Start streaming a new blob.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        BlobWriter::create(&self.tmp, &self.blobs)
+        BlobWriter::create(&self.layout.tmp, &self.layout.blobs)
     }
 
     /// Store a small blob; a no-op when it is already present and intact.
@@ -447,7 +478,7 @@ impl Store {
     /// current generation. Serialized by a file lock, so of two racing
     /// writers the later one always writes the newer state.
     fn sync_index(&self) -> Result<()> {
-        let lock_path = self.root.join("index.lock");
+        let lock_path = self.layout.root.join("index.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -456,7 +487,7 @@ impl Store {
             .ctx("open index lock", &lock_path)?;
         lock.lock().ctx("lock index", &lock_path)?;
         let generation = self.generation()?.to_string();
-        let index_path = self.root.join("index.json");
+        let index_path = self.layout.root.join("index.json");
         let current: Option<Index> = fs::read(&index_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -487,7 +518,7 @@ impl Store {
         };
         let bytes = serde_json::to_vec_pretty(&index)
             .map_err(|e| Error::corrupt("index", e.to_string()))?;
-        blob::write_atomic(&self.tmp, &index_path, &bytes)
+        blob::write_atomic(&self.layout.tmp, &index_path, &bytes)
     }
 }
 

@@ -41,11 +41,11 @@ pub(crate) fn run(store: &Store) -> Result<VerifyReport> {
         unreadable.push((*d, e));
         Ok(())
     })?;
-    let names: Vec<String> = fs::read_dir(&store.blobs)
-        .ctx("list blobs", &store.blobs)?
+    let names: Vec<String> = fs::read_dir(&store.layout.blobs)
+        .ctx("list blobs", &store.layout.blobs)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    let blobs = &store.blobs;
+    let blobs = &store.layout.blobs;
     let checked: Vec<(String, Result<u64>)> = names
         .into_par_iter()
         .map(|name| {
@@ -70,7 +70,7 @@ pub(crate) fn run(store: &Store) -> Result<VerifyReport> {
     let mut present = std::collections::BTreeSet::new();
     let blobs_checked = checked.len();
     for (name, res) in checked {
-        let path = store.blobs.join(&name);
+        let path = store.layout.blobs.join(&name);
         let digest = format!("sha256:{name}").parse::<Digest>().ok();
         if let Some(d) = digest {
             present.insert(d);
