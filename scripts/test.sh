@@ -3,6 +3,7 @@
 #
 #   scripts/test.sh                      # everything
 #   scripts/test.sh -p drover-core       # one crate
+#   scripts/test.sh --test interop       # one integration test file
 #   scripts/test.sh -- --nocapture       # args after -- go to the test binaries
 #
 # Exit code is cargo's.
@@ -14,5 +15,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # they are already installed.
 bash scripts/setup.sh
 
+# All packages and all targets, unless the caller picked some: cargo would
+# otherwise let --workspace / --all-targets win silently over -p / --test.
+packages=(--workspace)
+targets=(--all-targets)
+for arg in "$@"; do
+  [[ $arg == -- ]] && break
+  case $arg in
+    -p | -p?* | --package | --package=*) packages=() ;;
+    --lib | --bin* | --test* | --bench* | --example* | --doc) targets=() ;;
+  esac
+done
+
 # exec: cargo's exit code becomes ours, and signals reach cargo directly.
-exec cargo test --workspace --all-targets "$@"
+exec cargo test "${packages[@]}" "${targets[@]}" "$@"

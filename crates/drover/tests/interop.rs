@@ -414,8 +414,8 @@ fn tree(
 /// `rootfs` (an unpacked image) holds exactly `src` (the build context's
 /// tree) plus `extra` files: same paths, contents and symlink targets, modes
 /// as drover normalizes them (scan.rs: directories 0755, files 0755 if any
-/// execute bit is set, else 0644), owned by root, the hard-link pair still
-/// one inode.
+/// execute bit is set, else 0644; the sample tree has no special bits),
+/// owned by root, the hard-link pair still one inode.
 fn assert_same_tree(rootfs: &Path, src: &Path, extra: &[(&str, &str)]) {
     let (got, inodes) = tree(rootfs, &|_, mode| mode);
     let (mut want, _) = tree(src, &|dir, mode| {

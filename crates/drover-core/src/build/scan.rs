@@ -2,10 +2,13 @@
 //!
 //! The walk never follows a symlink (a link is recorded as a link), refuses
 //! anything that resolves outside the build context, and refuses sockets,
-//! fifos and device nodes by path. Modes are normalized the way git does it —
-//! 0755 when any execute bit is set, else 0644; directories 0755 — so a
-//! checkout made under another umask builds the same image; `mode` and
-//! `dir_mode` override. Owners are 0:0 unless `owner` says otherwise.
+//! fifos and device nodes by path. Permission bits are normalized the way git
+//! does it — 0755 when any execute bit is set, else 0644; directories 0755 —
+//! so a checkout made under another umask builds the same image. The special
+//! bits (setuid, setgid, sticky), which no umask touches, are kept, and a
+//! sticky directory is made 1777: it is a shared scratch space like /tmp.
+//! `mode` and `dir_mode` override all of this. Owners are 0:0 unless `owner`
+//! says otherwise.
 
 use std::collections::HashMap;
 use std::fs;
@@ -272,16 +275,13 @@ impl Walker<'_> {
         let (kind, mode, size, link, source) = if ft.is_dir() {
             (
                 Kind::Dir,
-                self.layer.dir_mode.unwrap_or(0o755),
+                self.layer.dir_mode.unwrap_or(normalize_mode(perm, true)),
                 0,
                 None,
                 None,
             )
         } else if ft.is_file() {
-            let mode = self
-                .layer
-                .mode
-                .unwrap_or(if perm & 0o111 != 0 { 0o755 } else { 0o644 });
+            let mode = self.layer.mode.unwrap_or(normalize_mode(perm, false));
             let src = Source::Disk {
                 path: path.to_path_buf(),
                 stat: StatKey::of(meta),
@@ -328,6 +328,20 @@ impl Walker<'_> {
     }
 }
 
+/// The mode an image gets for a source file or directory with `perm`
+/// (see the module header).
+pub fn normalize_mode(perm: u32, dir: bool) -> u32 {
+    let special = perm & 0o7000;
+    let base = if dir && special & 0o1000 != 0 {
+        0o777
+    } else if dir || perm & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    };
+    base | special
+}
+
 /// With an include filter, keep only directories that lead to something kept.
 fn prune_empty_dirs(entries: &mut Vec<Entry>, dest: &str) {
     let keep: std::collections::HashSet<String> = entries
@@ -369,4 +383,27 @@ fn assign_hardlinks(entries: &mut [Entry]) {
 
 fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     super::sys::xattrs(path).ctx("read extended attributes", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_mode;
+
+    #[test]
+    fn umask_noise_is_normalized_and_special_bits_are_kept() {
+        for (perm, dir, want) in [
+            (0o600, false, 0o644),
+            (0o666, false, 0o644),
+            (0o700, false, 0o755),
+            (0o4755, false, 0o4755),
+            (0o4700, false, 0o4755),
+            (0o700, true, 0o755),
+            (0o777, true, 0o755),
+            (0o1777, true, 0o1777),
+            (0o1700, true, 0o1777),
+            (0o2775, true, 0o2755),
+        ] {
+            assert_eq!(normalize_mode(perm, dir), want, "{perm:o} dir={dir}");
+        }
+    }
 }
