@@ -481,6 +481,9 @@ const CHANGES: &[Edit] = &[
     ("file layer's content changed", |ctx| {
         edit_def(ctx, "content = \"hello\\n\"", "content = \"hallo\\n\"")
     }),
+    ("gzip level 6 instead of the default", |ctx| {
+        edit_def(ctx, "tag = \"1.0\"", "tag = \"1.0\"\ncompression_level = 6")
+    }),
 ];
 
 #[test]

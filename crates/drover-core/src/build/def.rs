@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! drover.toml:14:8: layer[1].mode: "0999" is not an octal mode (expected e.g. "0644", at most 0o7777)
-//! drover.toml:3:1: image.nmae: unknown key (expected one of: name, tag, compression, base)
+//! drover.toml:3:1: image.nmae: unknown key (expected one of: name, tag, compression, compression_level, base)
 //! ```
 //!
 //! Layers are numbered from 0 in key paths (`layer[0]` is the first
@@ -25,6 +25,7 @@
 //! name = "hello"            # required: an OCI repository name, e.g. "hello", "team/web"
 //! tag = "1.0"               # default "latest"; [A-Za-z0-9_][A-Za-z0-9._-]{0,127}
 //! compression = "zstd"      # "gzip" or "zstd"; unset means the builder's default (gzip)
+//! compression_level = 3     # gzip 1-9 (default 1), zstd 1-19 (default 3)
 //! base = "scratch"          # the default: start from nothing. Or one of:
 //! # base = { image = "sha256:<64 hex>" }   # an image in drover's store, by manifest digest
 //! # base = { layout = "../base-oci", digest = "sha256:<64 hex>" }
@@ -100,6 +101,9 @@ pub struct ImageDef {
     /// `None` when the definition does not say, so a command-line flag can
     /// choose; the builder's default is [`Compression::Gzip`].
     pub compression: Option<Compression>,
+    /// Compression level; unset means the default for the compression
+    /// (`Compression::default_level`).
+    pub compression_level: Option<u32>,
     pub base: Base,
     pub layers: Vec<LayerDef>,
     pub config: RuntimeConfig,
@@ -119,6 +123,25 @@ impl Compression {
         match self {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The levels this compression accepts.
+    pub fn levels(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            Compression::Gzip => 1..=9,
+            Compression::Zstd => 1..=19,
+        }
+    }
+
+    /// The level used when none is given. gzip 1 (zlib's fast "quick"
+    /// strategy) is 3-4x faster than level 6 and makes layers about a fifth
+    /// larger; level 2 is within 3% of level 6's size at 2.6x its speed.
+    /// zstd 3 is zstd's own default: smaller than gzip 6 and faster than gzip 1.
+    pub fn default_level(self) -> u32 {
+        match self {
+            Compression::Gzip => 1,
+            Compression::Zstd => 3,
         }
     }
 }
@@ -658,7 +681,7 @@ fn alternatives(options: &[&str]) -> String {
 // Validation.
 
 const TOP_KEYS: &[&str] = &["image", "layer", "config"];
-const IMAGE_KEYS: &[&str] = &["name", "tag", "compression", "base"];
+const IMAGE_KEYS: &[&str] = &["name", "tag", "compression", "compression_level", "base"];
 const BASE_KEYS: &[&str] = &["image", "layout", "digest"];
 const LAYER_KINDS: &[&str] = &["copy", "file"];
 const COPY_KEYS: &[&str] = &[
@@ -883,6 +906,30 @@ impl Checker<'_> {
             }
         };
 
+        let compression_level = match image.get("compression_level") {
+            None => None,
+            Some(node) => {
+                let key = "image.compression_level";
+                let Value::Integer(n) = node.value else {
+                    return Err(self.wrong_type(node, key, "an integer"));
+                };
+                let c: Compression = compression.unwrap_or_default();
+                let level = u32::try_from(n).ok().filter(|l| c.levels().contains(l));
+                Some(level.ok_or_else(|| {
+                    let r = c.levels();
+                    self.err(
+                        node.at(),
+                        key,
+                        format!(
+                            "{n} is not a {c} level (expected {} to {})",
+                            r.start(),
+                            r.end()
+                        ),
+                    )
+                })?)
+            }
+        };
+
         let base = match image.get("base") {
             None => Base::Scratch,
             Some(node) => self.base(node, &context)?,
@@ -911,6 +958,7 @@ impl Checker<'_> {
             name: name.to_string(),
             tag,
             compression,
+            compression_level,
             base,
             layers,
             config,
@@ -1749,6 +1797,7 @@ mod tests {
             name: "hello".into(),
             tag: "1.0".into(),
             compression: Some(Compression::Zstd),
+            compression_level: Some(3),
             base: Base::Scratch,
             layers: vec![
                 LayerDef::Copy(CopyLayer {
@@ -1991,7 +2040,7 @@ start_period = "500ms"
         );
         assert_eq!(
             m,
-            "image.nmae: unknown key (expected one of: name, tag, compression, base)"
+            "image.nmae: unknown key (expected one of: name, tag, compression, compression_level, base)"
         );
         fails(
             "[image]\nname = \"a\"\n[[layer]]\nkind = \"copy\"\nsrc = \".\"\ndest = \"/\"\n  perms = \"0644\"\n",
@@ -2334,6 +2383,27 @@ start_period = "500ms"
             Some("image.compression"),
             "\"lz4\" is not a compression (expected \"gzip\" or \"zstd\")",
         );
+        // A level is checked against the compression it goes with.
+        fails(
+            "[image]\nname = \"a\"\ncompression_level = 12\n",
+            3,
+            21,
+            Some("image.compression_level"),
+            "12 is not a gzip level (expected 1 to 9)",
+        );
+        fails(
+            "[image]\nname = \"a\"\ncompression = \"zstd\"\ncompression_level = \"high\"\n",
+            4,
+            21,
+            Some("image.compression_level"),
+            "an integer",
+        );
+        let def = parse(
+            "[image]\nname = \"a\"\ncompression = \"zstd\"\ncompression_level = 12\n",
+            Path::new("drover.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.compression_level, Some(12));
     }
 
     #[test]

@@ -48,18 +48,14 @@ const FILE_PIECE: u64 = 4 << 20;
 /// Bump when the chunking or framing changes: old cache records then miss.
 const FORMAT: &str = "drover-layer-v1";
 
-/// zlib level 2 ("fast" deflate): measured on the benchmark tree it makes
-/// layers 3% larger than level 6 at 2.6× the speed; level 1 (zlib-rs's
-/// "quick" strategy) is faster still but 23% larger.
-pub const GZIP_LEVEL: u32 = 2;
-pub const ZSTD_LEVEL: i32 = 3;
-
 /// How to build a layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// The mtime of every entry.
     pub mtime: u64,
     pub compression: Compression,
+    /// Compression level (see `Compression::levels`); part of the layer's identity.
+    pub level: u32,
     /// Compression threads; the output does not depend on it.
     pub threads: usize,
     /// Reuse earlier results (whole layers or chunks); off for `--no-cache`,
@@ -72,6 +68,8 @@ pub struct Settings {
 pub struct LayerRecord {
     pub key: Digest,
     pub media_type: String,
+    /// Chunks are only reused at the same level: their bytes depend on it.
+    pub level: u32,
     pub blob: Digest,
     pub size: u64,
     pub diff_id: Digest,
@@ -153,7 +151,8 @@ pub fn produce(
     let Settings {
         mtime,
         compression,
-        threads,
+        level,
+        threads: _,
         use_cache,
     } = *settings;
     let chunks = plan(entries, mtime);
@@ -164,7 +163,7 @@ pub fn produce(
     let ids: Option<Vec<Digest>> = chunks.iter().map(|c| c.id).collect();
     let previous = previous.filter(|_| use_cache);
     if use_cache && let Some(ids) = ids {
-        let key = layer_key(compression, &ids);
+        let key = layer_key(compression, level, &ids);
         // Usually the previous build of this slot is the match (a no-op rebuild).
         let hit = match previous {
             Some(ref p) if p.key == key => previous.clone(),
@@ -179,9 +178,8 @@ pub fn produce(
         store,
         entries,
         &chunks,
-        compression,
+        settings,
         previous.as_ref(),
-        threads,
         progress,
     )?;
     for &(i, _, d) in &written.learned {
@@ -189,11 +187,13 @@ pub fn produce(
     }
     let key = layer_key(
         compression,
+        level,
         &written.recs.iter().map(|r| r.id).collect::<Vec<_>>(),
     );
     let rec = LayerRecord {
         key,
         media_type: media_type(compression).to_string(),
+        level,
         blob: written.blob,
         size: written.size,
         diff_id: written.diff_id,
@@ -214,22 +214,15 @@ pub fn produce(
 
 /// A layer's cache key: its format, compression and every chunk's identity
 /// (which covers every header byte and every file digest).
-fn layer_key(compression: Compression, ids: &[Digest]) -> Digest {
+fn layer_key(compression: Compression, level: u32, ids: &[Digest]) -> Digest {
     let mut h = Hasher::new();
     h.update(FORMAT.as_bytes());
     h.update(media_type(compression).as_bytes());
-    h.update(&level_of(compression).to_le_bytes());
+    h.update(&level.to_le_bytes());
     for id in ids {
         h.update(id.as_bytes());
     }
     h.finish()
-}
-
-fn level_of(c: Compression) -> i32 {
-    match c {
-        Compression::Gzip => GZIP_LEVEL as i32,
-        Compression::Zstd => ZSTD_LEVEL,
-    }
 }
 
 fn load_record(path: &Path) -> Option<LayerRecord> {
@@ -250,14 +243,17 @@ fn slot_path(layout: &Layout, slot: &str) -> PathBuf {
 /// The record of the last build of `slot` whose blob is still in the store:
 /// it lends chunks to the next build, and is the usual whole-layer hit.
 /// Needs only paths, so it can load while the build context is scanned.
-pub fn previous(layout: &Layout, slot: &str, compression: Compression) -> Option<LayerRecord> {
+pub fn previous(layout: &Layout, slot: &str, settings: &Settings) -> Option<LayerRecord> {
     let key = fs::read_to_string(slot_path(layout, slot)).ok()?;
     let path = layout
         .cache_dir()
         .join("layers")
         .join(format!("{}.json", key.trim()));
-    load_record(&path)
-        .filter(|r| r.media_type == media_type(compression) && blob_present(layout, r))
+    load_record(&path).filter(|r| {
+        r.media_type == media_type(settings.compression)
+            && r.level == settings.level
+            && blob_present(layout, r)
+    })
 }
 
 fn save_slot(store: &Store, slot_path: &Path, key: &Digest) -> Result<()> {
@@ -413,11 +409,15 @@ fn write_chunks(
     store: &Store,
     entries: &[Entry],
     chunks: &[ChunkPlan],
-    compression: Compression,
+    settings: &Settings,
     previous: Option<&LayerRecord>,
-    threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Written> {
+    let Settings {
+        compression,
+        threads,
+        ..
+    } = *settings;
     let reusable: HashMap<Digest, ChunkRec> = previous
         .map(|p| p.chunks.iter().map(|c| (c.id, c.clone())).collect())
         .unwrap_or_default();
@@ -492,7 +492,7 @@ fn write_chunks(
                             written = done.1.wait(written).unwrap_or_else(|e| e.into_inner());
                         }
                     }
-                    let ready = prepare(entries, &chunks[i], reusable, compression, &mut zstd);
+                    let ready = prepare(entries, &chunks[i], reusable, settings, &mut zstd);
                     if tx.send((i, ready)).is_err() {
                         break;
                     }
@@ -631,7 +631,7 @@ fn prepare(
     entries: &[Entry],
     chunk: &ChunkPlan,
     reusable: &HashMap<Digest, ChunkRec>,
-    compression: Compression,
+    settings: &Settings,
     zstd: &mut Option<zstd::bulk::Compressor<'static>>,
 ) -> Result<Ready> {
     let read_at = statcache::now_ns();
@@ -677,7 +677,7 @@ fn prepare(
         _ => Ok(Ready {
             id,
             crc: crc32fast::hash(&plain),
-            packed: Packed::New(compress(&plain, compression, zstd)?),
+            packed: Packed::New(compress(&plain, settings, zstd)?),
             plain,
             learned,
         }),
@@ -720,15 +720,15 @@ fn assemble(entries: &[Entry], chunk: &ChunkPlan) -> Result<Vec<u8>> {
 
 fn compress(
     plain: &[u8],
-    c: Compression,
+    settings: &Settings,
     zstd: &mut Option<zstd::bulk::Compressor<'static>>,
 ) -> Result<Vec<u8>> {
-    match c {
-        Compression::Gzip => Ok(deflate_chunk(plain, GZIP_LEVEL)),
+    match settings.compression {
+        Compression::Gzip => Ok(deflate_chunk(plain, settings.level)),
         Compression::Zstd => {
             if zstd.is_none() {
                 *zstd = Some(
-                    zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                    zstd::bulk::Compressor::new(settings.level as i32)
                         .map_err(|e| Error::corrupt("zstd", e.to_string()))?,
                 );
             }

@@ -38,6 +38,8 @@ pub const HEALTH_LABEL: &str = "vnd.drover.health";
 pub struct BuildOptions {
     /// Overrides the definition's `image.compression`.
     pub compression: Option<Compression>,
+    /// Overrides the definition's `image.compression_level`.
+    pub compression_level: Option<u32>,
     /// Overrides the definition's `name:tag`.
     pub tag: Option<String>,
     /// Timestamp for every file and history entry (SOURCE_DATE_EPOCH); 0 when unset.
@@ -96,6 +98,23 @@ pub fn build(
         .compression
         .or(def.compression)
         .unwrap_or(Compression::Gzip);
+    // The definition's level belongs to the definition's compression; a
+    // different compression given on the command line starts from its own default.
+    let def_level = def
+        .compression_level
+        .filter(|_| def.compression.unwrap_or_default() == compression);
+    let level = opts
+        .compression_level
+        .or(def_level)
+        .unwrap_or(compression.default_level());
+    if !compression.levels().contains(&level) {
+        let r = compression.levels();
+        return Err(Error::Usage(format!(
+            "{level} is not a {compression} level (expected {} to {})",
+            r.start(),
+            r.end()
+        )));
+    }
     let tag = crate::store::normalize_tag(
         opts.tag
             .as_deref()
@@ -130,6 +149,13 @@ pub fn build(
     // layer's previous record, all at once: on a no-op rebuild these reads
     // are most of the work.
     let layout = store.layout().clone();
+    let settings = layer::Settings {
+        mtime: epoch,
+        compression,
+        level,
+        threads,
+        use_cache: !opts.no_cache,
+    };
     let (stat_cache, scanned) = rayon::join(
         || statcache::StatCache::load(&layout.cache_dir(), &context),
         || {
@@ -143,7 +169,7 @@ pub fn build(
                             LayerDef::Copy(c) => scan::copy_layer(&context, c),
                             LayerDef::File(f) => Ok(scan::file_layer(f)),
                         },
-                        || layer::previous(&layout, &slot, compression),
+                        || layer::previous(&layout, &slot, &settings),
                     );
                     Ok((entries?, previous, slot))
                 })
@@ -186,12 +212,6 @@ pub fn build(
         )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         progress.phase("layer", entries.len() as u64, total);
-        let settings = layer::Settings {
-            mtime: epoch,
-            compression,
-            threads,
-            use_cache: !opts.no_cache,
-        };
         let (rec, cache, learned) =
             layer::produce(store, &mut entries, &settings, &slot, previous, &|n| {
                 progress.advance(n)
@@ -244,6 +264,7 @@ pub fn build(
         "definition": def_file.display().to_string(),
         "definition_sha256": std::fs::read(&def.file).map(|b| Digest::of(&b).to_string()).ok(),
         "compression": compression.to_string(),
+        "compression_level": level,
         "source_date_epoch": epoch,
         "layers": outcomes.iter().map(|l| serde_json::json!({ "digest": l.digest, "source": l.source, "cache": l.cache })).collect::<Vec<_>>(),
     });

@@ -15,6 +15,9 @@ pub struct Args {
     /// Layer compression (overrides the definition).
     #[arg(long)]
     compression: Option<Compression>,
+    /// Compression level: gzip 1-9 (default 1), zstd 1-19 (default 3).
+    #[arg(long, value_name = "N")]
+    compression_level: Option<u32>,
     /// Tag to give the image instead of the definition's name:tag.
     #[arg(short, long)]
     tag: Option<String>,
@@ -35,6 +38,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let bar = progress::Bar::new(ctx.json);
     let opts = BuildOptions {
         compression: a.compression,
+        compression_level: a.compression_level,
         tag: a.tag.clone(),
         source_date_epoch: a.source_date_epoch,
         no_cache: a.no_cache,
