@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -694,23 +695,18 @@ fn assemble(entries: &[Entry], chunk: &ChunkPlan) -> Result<Vec<u8>> {
                 let Some(Source::Disk { path, stat }) = &entries[*entry].source else {
                     return Err(Error::corrupt("layer plan", "file piece without a source"));
                 };
-                let f = File::open(path).ctx("open", path)?;
-                let start = out.len();
-                out.resize(start + *len as usize, 0);
-                f.read_exact_at(&mut out[start..], *offset).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::input(
-                            path,
-                            "file shrank while the build was reading it; build again",
-                        )
-                    } else {
-                        Error::Io {
-                            op: "read",
-                            path: path.clone(),
-                            source: e,
-                        }
-                    }
-                })?;
+                let mut f = File::open(path).ctx("open", path)?;
+                if *offset > 0 {
+                    f.seek(SeekFrom::Start(*offset)).ctx("seek", path)?;
+                }
+                // read_to_end fills spare capacity without zeroing it first.
+                let got = (&f).take(*len).read_to_end(&mut out).ctx("read", path)?;
+                if got as u64 != *len {
+                    return Err(Error::input(
+                        path,
+                        "file shrank while the build was reading it; build again",
+                    ));
+                }
                 check_unchanged(&f, path, stat, stat.size)?;
             }
         }

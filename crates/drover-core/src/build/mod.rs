@@ -83,6 +83,8 @@ pub struct BuildOutcome {
     /// Bytes of file content read and hashed (0 on a fully cached rebuild).
     pub hashed_bytes: u64,
     pub seconds: f64,
+    /// Things that went wrong without spoiling the image.
+    pub warnings: Vec<String>,
 }
 
 /// Build `def` into `store`.
@@ -241,52 +243,72 @@ pub fn build(
             cache: Some(cache),
         });
     }
-    // Save even if a later step fails: the hashes are right either way.
-    stat_cache.save(store.tmp_dir())?;
+    // The content-hash cache (a few MB of JSON for a large tree) is saved
+    // while the image is assembled, and even if that fails: the hashes are
+    // right either way.
+    let tmp_dir = layout.tmp_dir().to_path_buf();
+    std::thread::scope(|s| {
+        let saved = s.spawn(|| stat_cache.save(&tmp_dir));
+        let built = (|| -> Result<BuildOutcome> {
+            apply_runtime_config(&mut config, &def.config)?;
+            config.created = Some(created);
+            let config_desc = store.put_json(oci::MEDIA_CONFIG, &config)?;
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: Some(oci::MEDIA_MANIFEST.into()),
+                artifact_type: None,
+                config: config_desc.clone(),
+                layers: manifest_layers,
+                subject: None,
+                annotations: BTreeMap::new(),
+            };
+            let image = store.put_json(oci::MEDIA_MANIFEST, &manifest)?;
+            let baseline_desc = baseline::store_artifact(store, &image, &merger.finish())?;
 
-    apply_runtime_config(&mut config, &def.config)?;
-    config.created = Some(created);
-    let config_desc = store.put_json(oci::MEDIA_CONFIG, &config)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::MEDIA_MANIFEST.into()),
-        artifact_type: None,
-        config: config_desc.clone(),
-        layers: manifest_layers,
-        subject: None,
-        annotations: BTreeMap::new(),
-    };
-    let image = store.put_json(oci::MEDIA_MANIFEST, &manifest)?;
-    let baseline_desc = baseline::store_artifact(store, &image, &merger.finish())?;
-
-    let details = serde_json::json!({
-        "tag": tag,
-        "definition": def_file.display().to_string(),
-        "definition_sha256": std::fs::read(&def.file).map(|b| Digest::of(&b).to_string()).ok(),
-        "compression": compression.to_string(),
-        "compression_level": level,
-        "source_date_epoch": epoch,
-        "layers": outcomes.iter().map(|l| serde_json::json!({ "digest": l.digest, "source": l.source, "cache": l.cache })).collect::<Vec<_>>(),
-    });
-    store.mutate(|m| {
-        let previous = m.set_tag(&tag, &image)?;
-        m.add_referrer(&baseline_desc, &image.digest, baseline::ARTIFACT_TYPE)?;
-        let mut details = details;
-        details["previous"] = serde_json::json!(previous);
-        m.record(NewEntry::new(
-            "image.build",
-            vec![image.digest.to_string(), baseline_desc.digest.to_string()],
-            details,
-        ))
-    })?;
-    Ok(BuildOutcome {
-        digest: image.digest,
-        tag,
-        config: config_desc.digest,
-        baseline: baseline_desc.digest,
-        layers: outcomes,
-        hashed_bytes,
-        seconds: started.elapsed().as_secs_f64(),
+            let details = serde_json::json!({
+                "tag": tag,
+                "definition": def_file.display().to_string(),
+                "definition_sha256": std::fs::read(&def.file).map(|b| Digest::of(&b).to_string()).ok(),
+                "compression": compression.to_string(),
+                "compression_level": level,
+                "source_date_epoch": epoch,
+                "layers": outcomes.iter().map(|l| serde_json::json!({ "digest": l.digest, "source": l.source, "cache": l.cache })).collect::<Vec<_>>(),
+            });
+            store.mutate(|m| {
+                let previous = m.set_tag(&tag, &image)?;
+                m.add_referrer(&baseline_desc, &image.digest, baseline::ARTIFACT_TYPE)?;
+                let mut details = details;
+                details["previous"] = serde_json::json!(previous);
+                m.record(NewEntry::new(
+                    "image.build",
+                    vec![image.digest.to_string(), baseline_desc.digest.to_string()],
+                    details,
+                ))
+            })?;
+            Ok(BuildOutcome {
+                digest: image.digest,
+                tag,
+                config: config_desc.digest,
+                baseline: baseline_desc.digest,
+                layers: outcomes,
+                hashed_bytes,
+                seconds: started.elapsed().as_secs_f64(),
+                warnings: Vec::new(),
+            })
+        })();
+        // The image is built and tagged by now; a cache that could not be
+        // saved only makes the next build slower, so it is a warning.
+        let saved = saved
+            .join()
+            .map_err(|_| Error::corrupt("content-hash cache", "saving it panicked"))
+            .and_then(|r| r);
+        built.map(|mut out| {
+            if let Err(e) = saved {
+                out.warnings
+                    .push(format!("content-hash cache not saved: {e}"));
+            }
+            out
+        })
     })
 }
 

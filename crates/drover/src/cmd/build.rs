@@ -47,6 +47,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let out = build::build(&mut store, &def, &opts, &bar);
     bar.finish();
     let out = out?;
+    for w in &out.warnings {
+        eprintln!("drover: warning: {w}");
+    }
     if ctx.json {
         output::json(&out)?;
         return Ok(ExitCode::SUCCESS);
