@@ -374,6 +374,8 @@ fn assign_hardlinks(entries: &mut [Entry]) {
                 e.kind = Kind::Hardlink;
                 e.link = Some(target.clone());
                 e.size = 0;
+                // The link shares its target's inode, xattrs included.
+                e.xattrs.clear();
             } else {
                 first.insert(key, e.path.clone());
             }
