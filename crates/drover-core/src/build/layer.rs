@@ -162,13 +162,13 @@ pub fn produce(
     let slot_path = slot_path(store.layout(), slot);
     // With every digest known, the whole layer may already exist.
     let ids: Option<Vec<Digest>> = chunks.iter().map(|c| c.id).collect();
-    let previous = previous.filter(|_| use_cache);
+    let mut previous = previous.filter(|_| use_cache);
     if use_cache && let Some(ids) = ids {
         let key = layer_key(compression, level, &ids);
         // Usually the previous build of this slot is the match (a no-op rebuild).
-        let hit = match previous {
-            Some(ref p) if p.key == key => previous.clone(),
-            _ => load_record(&record_path(&key)).filter(|r| blob_present(store.layout(), r)),
+        let hit = match previous.take_if(|p| p.key == key) {
+            Some(p) => Some(p),
+            None => load_record(&record_path(&key)).filter(|r| blob_present(store.layout(), r)),
         };
         if let Some(rec) = hit {
             save_slot(store, &slot_path, &key)?;
@@ -707,7 +707,7 @@ fn assemble(entries: &[Entry], chunk: &ChunkPlan) -> Result<Vec<u8>> {
                         "file shrank while the build was reading it; build again",
                     ));
                 }
-                check_unchanged(&f, path, stat, stat.size)?;
+                check_unchanged(&f, path, stat)?;
             }
         }
     }

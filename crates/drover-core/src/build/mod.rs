@@ -214,7 +214,7 @@ pub fn build(
         )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         progress.phase("layer", entries.len() as u64, total);
-        let (rec, cache, learned) =
+        let (mut rec, cache, learned) =
             layer::produce(store, &mut entries, &settings, &slot, previous, &|n| {
                 progress.advance(n)
             })?;
@@ -222,8 +222,8 @@ pub fn build(
             hashed_bytes += entries[i].size;
             stat_cache.remember(&entries[i], hashed_at, digest);
         }
-        for f in &rec.files {
-            merger.put(f.clone());
+        for f in std::mem::take(&mut rec.files) {
+            merger.put(f);
         }
         manifest_layers.push(Descriptor::new(&rec.media_type, rec.blob, rec.size));
         config.rootfs.diff_ids.push(rec.diff_id);

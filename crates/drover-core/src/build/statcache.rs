@@ -164,19 +164,25 @@ fn hash_file(path: &Path, stat: &StatKey) -> Result<Digest> {
         }
         h.update(&buf[..n]);
     }
-    check_unchanged(&f, path, stat, h.len())?;
+    if h.len() != stat.size {
+        return Err(changed(path));
+    }
+    check_unchanged(&f, path, stat)?;
     Ok(h.finish())
 }
 
 /// Refuse a file whose metadata moved since the scan: its bytes in the layer
 /// would not match what the baseline records.
-pub fn check_unchanged(f: &fs::File, path: &Path, stat: &StatKey, read: u64) -> Result<()> {
-    let now = StatKey::of(&f.metadata().ctx("stat", path)?);
-    if now != *stat || read != stat.size {
-        return Err(Error::input(
-            path,
-            "file changed while the build was reading it; build again",
-        ));
+pub fn check_unchanged(f: &fs::File, path: &Path, stat: &StatKey) -> Result<()> {
+    if StatKey::of(&f.metadata().ctx("stat", path)?) != *stat {
+        return Err(changed(path));
     }
     Ok(())
+}
+
+fn changed(path: &Path) -> Error {
+    Error::input(
+        path,
+        "file changed while the build was reading it; build again",
+    )
 }
