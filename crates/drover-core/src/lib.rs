@@ -5,8 +5,8 @@
 //!
 //! | module    | owns |
 //! |-----------|------|
-//! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, baselines |
-//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, `gc`, `verify` |
+//! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
+//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, `gc`, `verify` |
 //! | [`ledger`] | the append-only, hash-chained audit log |
 //! | [`state`]  | the SQLite database (tags, referrers, ledger) and its versioned migrations |
 //! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |

@@ -29,13 +29,13 @@ use std::sync::{Condvar, Mutex, mpsc};
 use flate2::{Compress, FlushCompress};
 use serde::{Deserialize, Serialize};
 
-use super::baseline::FileRecord;
 use super::def::Compression;
 use super::scan::{Entry, Source};
 use super::statcache::{self, check_unchanged};
 use super::tar::{self, Kind};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
+use crate::store::baseline::FileRecord;
 use crate::store::{Layout, Store, oci};
 
 /// A chunk is closed before an entry once it holds at least this much and the
@@ -199,7 +199,7 @@ pub fn produce(
         size: written.size,
         diff_id: written.diff_id,
         chunks: written.recs,
-        files: entries.iter().map(FileRecord::from_entry).collect(),
+        files: entries.iter().map(Entry::record).collect(),
     };
     fs::create_dir_all(cache.join("layers")).ctx("create cache directory", &cache)?;
     let bytes =

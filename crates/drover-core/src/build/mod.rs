@@ -8,7 +8,6 @@
 //! byte written is decided by the inputs, never by the host, the clock, the
 //! umask or the thread count.
 
-pub mod baseline;
 pub mod def;
 mod layer;
 mod scan;
@@ -29,6 +28,7 @@ pub use layer::CacheUse;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
+use crate::store::baseline;
 use crate::store::{Descriptor, ImageConfig, Manifest, Store, oci};
 
 /// The image label that carries the health check, as JSON.

@@ -23,6 +23,7 @@ use super::def::{CopyLayer, FileLayer};
 use super::tar::Kind;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::store::baseline::{FileKind, FileRecord};
 
 /// The identity of a file's content as far as metadata can tell; see
 /// `statcache` for why these fields are enough to trust a cached hash.
@@ -70,6 +71,33 @@ pub struct Entry {
     /// Content digest of a regular file (filled in before tarring).
     pub sha256: Option<Digest>,
     pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// This entry as a baseline record.
+    pub fn record(&self) -> FileRecord {
+        FileRecord {
+            path: format!("/{}", self.path),
+            kind: match self.kind {
+                Kind::File => FileKind::File,
+                Kind::Dir => FileKind::Dir,
+                Kind::Symlink => FileKind::Symlink,
+                Kind::Hardlink => FileKind::Hardlink,
+            },
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            sha256: self.sha256,
+            link: self.link.as_ref().map(|l| {
+                if self.kind == Kind::Hardlink {
+                    format!("/{l}")
+                } else {
+                    l.clone()
+                }
+            }),
+        }
+    }
 }
 
 /// Entries for a `copy` layer, sorted by path.

@@ -16,6 +16,7 @@
 //! behind, which the next `Store::open` rewrites — so tags and ledger never
 //! disagree.
 
+pub mod baseline;
 mod blob;
 mod gc;
 pub mod oci;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use drover_core::build::baseline::{self, FileKind};
+use drover_core::store::baseline::{self, FileKind};
 
 use super::Ctx;
 use crate::output;

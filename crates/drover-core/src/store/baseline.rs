@@ -8,11 +8,9 @@ use std::io::Read;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::scan::Entry;
-use super::tar::Kind;
+use super::{Descriptor, Manifest, Store, oci};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::store::{Descriptor, Manifest, Store, oci};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.drover.baseline.v1+json";
 
@@ -41,32 +39,6 @@ pub struct FileRecord {
     /// Symlink target, or for a hard link the path it shares content with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-}
-
-impl FileRecord {
-    pub fn from_entry(e: &Entry) -> FileRecord {
-        FileRecord {
-            path: format!("/{}", e.path),
-            kind: match e.kind {
-                Kind::File => FileKind::File,
-                Kind::Dir => FileKind::Dir,
-                Kind::Symlink => FileKind::Symlink,
-                Kind::Hardlink => FileKind::Hardlink,
-            },
-            mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            size: e.size,
-            sha256: e.sha256,
-            link: e.link.as_ref().map(|l| {
-                if e.kind == Kind::Hardlink {
-                    format!("/{l}")
-                } else {
-                    l.clone()
-                }
-            }),
-        }
-    }
 }
 
 fn octal_ser<S: Serializer>(mode: &u32, s: S) -> std::result::Result<S::Ok, S::Error> {
