@@ -17,6 +17,7 @@ PACKAGES=(
   libseccomp-dev                 # libcontainer's "libseccomp" feature
   ca-certificates                # TLS for crates.io and registries
   busybox-static                 # rootfs of examples/hello and test images
+  runc                           # the external runtime driver and its tests
   skopeo umoci buildah           # interoperability tests and benchmark peers
   hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
 )
