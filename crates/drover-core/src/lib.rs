@@ -22,6 +22,7 @@ pub mod error;
 pub mod ledger;
 pub mod state;
 pub mod store;
+mod sys;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};

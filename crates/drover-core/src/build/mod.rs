@@ -12,7 +12,6 @@ pub mod def;
 mod layer;
 mod scan;
 mod statcache;
-mod sys;
 mod tar;
 
 use std::collections::BTreeMap;

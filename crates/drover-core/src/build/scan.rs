@@ -412,7 +412,7 @@ fn assign_hardlinks(entries: &mut [Entry]) {
 }
 
 fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    super::sys::xattrs(path).ctx("read extended attributes", path)
+    crate::sys::xattrs(path).ctx("read extended attributes", path)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The few system calls std does not wrap. Kept in one small module so the
-//! unsafe code is easy to audit.
+//! The few system calls std does not wrap, shared by `build` and `store`.
+//! Kept in one small module so the unsafe code is easy to audit.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
