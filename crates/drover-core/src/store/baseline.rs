@@ -8,7 +8,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Descriptor, Manifest, Store, oci};
+use super::{Descriptor, Manifest, Store, VerifyingReader, oci};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
@@ -109,111 +109,154 @@ impl Merger {
 
 /// Read one layer blob (gzip, zstd or plain tar) and apply it to `m`.
 pub fn apply_layer(store: &Store, layer: &Descriptor, m: &mut Merger) -> Result<()> {
+    read_layer(store, layer, |r| apply_tar(r, m))
+}
+
+/// Stream one layer's tar, decompressed per its media type, through `f`;
+/// then drain the blob so the verifying reader sees all of it and checks
+/// its digest. A corrupt blob is the root cause of any other error too, so
+/// its error wins.
+pub(crate) fn read_layer<T>(
+    store: &Store,
+    layer: &Descriptor,
+    f: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
     let mut reader = store.open_blob(&layer.digest)?;
-    let res = {
-        let decoded: Box<dyn Read + '_> = match layer.media_type.as_str() {
-            oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {
-                Box::new(flate2::read::MultiGzDecoder::new(&mut reader))
-            }
-            oci::MEDIA_LAYER_ZSTD => {
-                Box::new(zstd::stream::Decoder::new(&mut reader).map_err(|e| {
-                    Error::corrupt(format!("layer {}", layer.digest), e.to_string())
-                })?)
-            }
-            oci::MEDIA_LAYER_TAR => Box::new(&mut reader),
-            other => {
-                return Err(Error::corrupt(
-                    format!("layer {}", layer.digest),
-                    format!("unsupported media type {other}"),
-                ));
-            }
-        };
-        apply_tar(decoded, m)
-    };
-    // Drain so the verifying reader sees the whole blob and checks its
-    // digest; a corrupt blob is the root cause of any parse error too.
+    let res = decoder(layer, &mut reader).and_then(|mut r| f(&mut r));
     if let Err(io) = std::io::copy(&mut reader, &mut std::io::sink()) {
         return Err(reader.map_err(io));
     }
     res
 }
 
-fn apply_tar(r: impl Read, m: &mut Merger) -> Result<()> {
-    let bad = |e: std::io::Error| Error::corrupt("layer tar", e.to_string());
+fn decoder<'a>(layer: &Descriptor, blob: &'a mut VerifyingReader) -> Result<Box<dyn Read + 'a>> {
+    let what = || format!("layer {}", layer.digest);
+    Ok(match layer.media_type.as_str() {
+        oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {
+            Box::new(flate2::read::MultiGzDecoder::new(blob))
+        }
+        oci::MEDIA_LAYER_ZSTD => Box::new(
+            zstd::stream::Decoder::new(blob).map_err(|e| Error::corrupt(what(), e.to_string()))?,
+        ),
+        oci::MEDIA_LAYER_TAR => Box::new(blob),
+        other => {
+            return Err(Error::corrupt(
+                what(),
+                format!("unsupported media type {other}"),
+            ));
+        }
+    })
+}
+
+fn bad(e: std::io::Error) -> Error {
+    Error::corrupt("layer tar", e.to_string())
+}
+
+fn apply_tar(r: &mut dyn Read, m: &mut Merger) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        let path = format!(
-            "/{}",
-            raw.trim_start_matches("./")
-                .trim_start_matches('/')
-                .trim_end_matches('/')
-        );
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
-        if name == ".wh..wh..opq" {
-            m.remove_tree(if dir.is_empty() { "/" } else { dir }, true);
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            m.remove_tree(&format!("{dir}/{hidden}"), false);
-            continue;
-        }
-        if path == "/" {
-            continue;
-        }
-        let h = entry.header();
-        let kind = match h.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => FileKind::File,
-            tar::EntryType::Directory => FileKind::Dir,
-            tar::EntryType::Symlink => FileKind::Symlink,
-            tar::EntryType::Link => FileKind::Hardlink,
-            _ => continue,
-        };
-        let mode = h.mode().map_err(bad)? & 0o7777;
-        let uid = h.uid().map_err(bad)? as u32;
-        let gid = h.gid().map_err(bad)? as u32;
-        let link = entry.link_name().map_err(bad)?.map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            if kind == FileKind::Hardlink {
-                format!("/{}", l.trim_start_matches("./").trim_start_matches('/'))
-            } else {
-                l
+        match change_of(&entry)? {
+            Change::Opaque(dir) => m.remove_tree(&dir, true),
+            Change::Whiteout(path) => m.remove_tree(&path, false),
+            Change::Put(mut rec) => {
+                if rec.kind == FileKind::File {
+                    let mut h = Hasher::new();
+                    std::io::copy(&mut entry, &mut h).map_err(bad)?;
+                    rec.size = h.len();
+                    rec.sha256 = Some(h.finish());
+                }
+                m.put(rec);
             }
-        });
-        let (size, sha256) = if kind == FileKind::File {
-            let mut h = Hasher::new();
-            std::io::copy(&mut entry, &mut h).map_err(bad)?;
-            (h.len(), Some(h.finish()))
-        } else {
-            (0, None)
-        };
-        m.put(FileRecord {
-            path,
-            kind,
-            mode,
-            uid,
-            gid,
-            size,
-            sha256,
-            link,
-        });
+            Change::Unrecorded => {}
+        }
     }
     Ok(())
+}
+
+/// What one layer entry does to an image's file tree. Shared by the
+/// baseline and the unpacker, so both read every entry the same way.
+pub(crate) enum Change {
+    /// `.wh..wh..opq`: empty this directory, keeping it.
+    Opaque(String),
+    /// `.wh.<name>`: remove this path and everything under it.
+    Whiteout(String),
+    /// Add or replace a path. A regular file's `size` and `sha256` are left
+    /// to whoever reads its content.
+    Put(FileRecord),
+    /// Not part of a baseline: the root itself, device nodes, FIFOs, other types.
+    Unrecorded,
+}
+
+pub(crate) fn change_of<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Change> {
+    let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+    let path = format!(
+        "/{}",
+        raw.trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+    );
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+    if name == ".wh..wh..opq" {
+        let dir = if dir.is_empty() { "/" } else { dir };
+        return Ok(Change::Opaque(dir.to_string()));
+    }
+    if let Some(hidden) = name.strip_prefix(".wh.") {
+        return Ok(Change::Whiteout(format!("{dir}/{hidden}")));
+    }
+    // `.` names the root as `./` does.
+    if path == "/" || path == "/." {
+        return Ok(Change::Unrecorded);
+    }
+    let h = entry.header();
+    let kind = match h.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => FileKind::File,
+        tar::EntryType::Directory => FileKind::Dir,
+        tar::EntryType::Symlink => FileKind::Symlink,
+        tar::EntryType::Link => FileKind::Hardlink,
+        _ => return Ok(Change::Unrecorded),
+    };
+    let link = entry.link_name().map_err(bad)?.map(|l| {
+        let l = l.to_string_lossy().into_owned();
+        if kind == FileKind::Hardlink {
+            format!("/{}", l.trim_start_matches("./").trim_start_matches('/'))
+        } else {
+            l
+        }
+    });
+    Ok(Change::Put(FileRecord {
+        path,
+        kind,
+        mode: h.mode().map_err(bad)? & 0o7777,
+        uid: h.uid().map_err(bad)? as u32,
+        gid: h.gid().map_err(bad)? as u32,
+        size: 0,
+        sha256: None,
+        link,
+    }))
+}
+
+/// The baseline artifact attached to an image, if it has one.
+pub fn stored(store: &Store, manifest_digest: &Digest) -> Result<Option<Baseline>> {
+    let Some(r) = store
+        .referrers(manifest_digest, Some(ARTIFACT_TYPE))?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let art: Manifest = store.manifest(&r.digest)?;
+    let layer = art.layers.first().ok_or_else(|| {
+        Error::corrupt(format!("baseline {}", r.digest), "artifact has no content")
+    })?;
+    store.read_json(&layer.digest, "baseline").map(Some)
 }
 
 /// The baseline of an image: its attached artifact when there is one, else
 /// computed from its layers.
 pub fn of_image(store: &Store, manifest_digest: &Digest) -> Result<Baseline> {
-    if let Some(r) = store
-        .referrers(manifest_digest, Some(ARTIFACT_TYPE))?
-        .first()
-    {
-        let art: Manifest = store.manifest(&r.digest)?;
-        let layer = art.layers.first().ok_or_else(|| {
-            Error::corrupt(format!("baseline {}", r.digest), "artifact has no content")
-        })?;
-        return store.read_json(&layer.digest, "baseline");
+    if let Some(b) = stored(store, manifest_digest)? {
+        return Ok(b);
     }
     let manifest = store.manifest(manifest_digest)?;
     let mut m = Merger::default();
