@@ -1,11 +1,43 @@
-//! The few system calls std does not wrap, shared by `build` and `store`.
-//! Kept in one small module so the unsafe code is easy to audit.
+//! The few system calls neither std nor nix wraps safely, shared by `build`
+//! and `store`. Kept in one small module so the unsafe code is easy to audit.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+/// openat(2) with an owned result (nix 0.29 hands back a bare `RawFd`).
+pub fn openat(dir: BorrowedFd<'_>, name: &str, flags: OFlag, mode: Mode) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, mode)?;
+    // SAFETY: openat just returned `fd`, so it is open and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Set one extended attribute of `path`, not following a final symlink.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let cname = CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: both strings are NUL-terminated; `value` is valid for reads of its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            cpath.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Extended attributes of `path` (not following a final symlink), sorted by name.
 pub fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {

@@ -20,6 +20,7 @@ pub mod baseline;
 mod blob;
 mod gc;
 pub mod oci;
+pub mod unpack;
 mod verify;
 
 use std::collections::BTreeMap;

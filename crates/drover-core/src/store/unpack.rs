@@ -1,0 +1,1273 @@
+//! Unpacked image roots: the directory trees containers run on, one per
+//! image, shared by every instance of it.
+//!
+//! ```text
+//! rootfs/<hex>/                 the root of image sha256:<hex>
+//! rootfs/<hex>.json             {image, added}; written last, so a root counts only with it
+//! rootfs/<hex>.lock             held while unpacking, so each image is unpacked once
+//! rootfs/.tmp-<hex>-<pid>-<n>   an unpack in progress, or the remains of one that died
+//! ```
+//!
+//! Layers are hostile until proven otherwise. Every path is walked one
+//! component at a time from a directory descriptor with `O_NOFOLLOW`, so no
+//! entry is ever written through a symlink or outside the root; hard links
+//! must point at a regular file already in the tree; device nodes need the
+//! image's consent. Each file is hashed on its way to disk and the result is
+//! compared with the image's baseline before the root is renamed into place.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstatat, makedev, mkdirat, mknodat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{self, Change, FileKind, FileRecord, Merger};
+use super::blob::{sync_dir, tmp_path, write_atomic};
+use super::{Layout, Store};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::sys;
+
+/// Image config label naming the device nodes (absolute paths,
+/// comma-separated) the image may contain.
+pub const DEVICES_LABEL: &str = "vnd.drover.devices";
+
+/// Directories the runtime mounts over; every root gets them.
+const MOUNTPOINTS: [&str; 5] = ["proc", "dev", "sys", "tmp", "run"];
+
+/// `<store root>/rootfs/<hex of manifest digest>`
+pub fn rootfs_path(layout: &Layout, image: &Digest) -> PathBuf {
+    rootfs_dir(layout).join(image.hex())
+}
+
+fn rootfs_dir(layout: &Layout) -> PathBuf {
+    layout.root().join("rootfs")
+}
+
+fn side_file(layout: &Layout, image: &Digest, ext: &str) -> PathBuf {
+    rootfs_dir(layout).join(format!("{}.{ext}", image.hex()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rootfs {
+    pub path: PathBuf,
+    pub image: Digest,
+    /// True when this call unpacked it.
+    pub unpacked: bool,
+    /// Mountpoint directories drover added (absolute paths like "/proc"), so
+    /// drift checks can ignore them.
+    pub added: Vec<String>,
+}
+
+/// `rootfs/<hex>.json`: its presence is what makes a root complete.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    image: Digest,
+    added: Vec<String>,
+}
+
+/// Return the verified unpacked root of `image` (a manifest digest in the
+/// store), unpacking it first if needed.
+pub fn materialize(store: &Store, image: &Digest) -> Result<Rootfs> {
+    let layout = store.layout();
+    if let Some(done) = complete(layout, image) {
+        return Ok(done);
+    }
+    // 0700: roots hold setuid binaries, which must not be runnable from here.
+    let dir = rootfs_dir(layout);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .ctx("create directory", &dir)?;
+    let _lock = lock(layout, image)?;
+    // Another process may have finished it while we waited.
+    if let Some(done) = complete(layout, image) {
+        return Ok(done);
+    }
+    clear(layout, image)?;
+    let tmp = tmp_path(&dir, &format!(".tmp-{}", image.hex()));
+    let added = match unpack(store, image, &tmp) {
+        Ok(added) => added,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    let path = rootfs_path(layout, image);
+    fs::rename(&tmp, &path).ctx("rename root into place", &path)?;
+    sync_dir(&dir)?;
+    let record = Record {
+        image: *image,
+        added,
+    };
+    let bytes =
+        serde_json::to_vec(&record).map_err(|e| Error::corrupt("rootfs record", e.to_string()))?;
+    write_atomic(layout.tmp_dir(), &side_file(layout, image, "json"), &bytes)?;
+    Ok(Rootfs {
+        path,
+        image: *image,
+        unpacked: true,
+        added: record.added,
+    })
+}
+
+/// Images with anything under `rootfs/`: a complete root, or what a failed
+/// or interrupted unpack left behind (so gc can remove that too).
+pub fn list(layout: &Layout) -> Result<Vec<Digest>> {
+    let dir = rootfs_dir(layout);
+    let entries = match fs::read_dir(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r.ctx("list directory", &dir)?,
+    };
+    let mut out = BTreeSet::new();
+    for entry in entries {
+        let name = entry.ctx("list directory", &dir)?.file_name();
+        let name = name.to_string_lossy();
+        let hex = name.strip_prefix(".tmp-").unwrap_or(&name);
+        if let Some(d) = hex
+            .get(..64)
+            .and_then(|h| format!("sha256:{h}").parse().ok())
+        {
+            out.insert(d);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Remove the root of `image` and anything an unpack of it left behind.
+pub fn remove(layout: &Layout, image: &Digest) -> Result<()> {
+    if !rootfs_dir(layout).exists() {
+        return Ok(());
+    }
+    let _lock = lock(layout, image)?;
+    clear(layout, image)?;
+    remove_if_present(&side_file(layout, image, "lock"))
+}
+
+/// The root of `image` if its record says it is complete.
+fn complete(layout: &Layout, image: &Digest) -> Option<Rootfs> {
+    let bytes = fs::read(side_file(layout, image, "json")).ok()?;
+    let record: Record = serde_json::from_slice(&bytes).ok()?;
+    let path = rootfs_path(layout, image);
+    (record.image == *image && path.is_dir()).then_some(Rootfs {
+        path,
+        image: *image,
+        unpacked: false,
+        added: record.added,
+    })
+}
+
+/// Hold the unpack lock of `image`. `remove` deletes lock files while
+/// holding them, so a lock taken on a file since unlinked is taken again.
+fn lock(layout: &Layout, image: &Digest) -> Result<File> {
+    let path = side_file(layout, image, "lock");
+    loop {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx("open lock", &path)?;
+        file.lock().ctx("lock", &path)?;
+        let held = file.metadata().ctx("stat lock", &path)?.ino();
+        if fs::metadata(&path).is_ok_and(|m| m.ino() == held) {
+            return Ok(file);
+        }
+    }
+}
+
+/// Remove everything of `image` under `rootfs/` but its lock, which the
+/// caller holds.
+fn clear(layout: &Layout, image: &Digest) -> Result<()> {
+    let dir = rootfs_dir(layout);
+    // The record first: without it nothing else counts as complete.
+    let record = side_file(layout, image, "json");
+    if record.exists() {
+        remove_if_present(&record)?;
+        sync_dir(&dir)?;
+    }
+    let hex = image.hex();
+    let tmp_prefix = format!(".tmp-{hex}-");
+    for entry in fs::read_dir(&dir).ctx("list directory", &dir)? {
+        let entry = entry.ctx("list directory", &dir)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if *name == hex || name.starts_with(&tmp_prefix) {
+            fs::remove_dir_all(entry.path()).ctx("remove unpacked root", &entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).ctx("remove", path),
+        _ => Ok(()),
+    }
+}
+
+/// Unpack every layer of `image` into a new directory `root`, check the
+/// result against the baseline, add the mountpoints and sync it all to
+/// disk. Returns the mountpoints added.
+fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<Vec<String>> {
+    let manifest = store.manifest(image)?;
+    let config = store.image_config(&manifest)?;
+    let devices = config
+        .config
+        .labels
+        .get(DEVICES_LABEL)
+        .map(|l| l.split(',').map(|p| p.trim().to_string()).collect())
+        .unwrap_or_default();
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(root)
+        .ctx("create directory", root)?;
+    let fd = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(root)
+        .ctx("open directory", root)?;
+    let mut u = Unpacker {
+        root: fd.into(),
+        root_path: root.to_path_buf(),
+        layer: *image,
+        entry: String::new(),
+        devices,
+        merger: Merger::default(),
+        buf: vec![0; 256 << 10],
+    };
+    // The umask must not decide the mode of "/".
+    u.chmod(u.root.as_fd(), ".", "/", 0o755)?;
+    for layer in &manifest.layers {
+        u.layer = layer.digest;
+        baseline::read_layer(store, layer, |r| u.apply(r))?;
+    }
+    let got = std::mem::take(&mut u.merger).finish();
+    // Without a stored baseline the layers, whose digests were just checked,
+    // are the only authority; computing one would read them all again.
+    if let Some(want) = baseline::stored(store, image)?
+        && let Some(diff) = first_difference(&got.files, &want.files)
+    {
+        return Err(Error::corrupt(
+            format!("image {image}"),
+            format!("its layers do not match its baseline at {diff}"),
+        ));
+    }
+    let mut added = Vec::new();
+    for name in MOUNTPOINTS {
+        match kind_at(u.root.as_fd(), name).ctx("inspect", &root.join(name))? {
+            Some(SFlag::S_IFDIR) => {}
+            None => {
+                let mode = if name == "tmp" { 0o1777 } else { 0o755 };
+                u.mkdir(u.root.as_fd(), name, &format!("/{name}"), mode)?;
+                added.push(format!("/{name}"));
+            }
+            Some(kind) => {
+                return Err(Error::corrupt(
+                    format!("image {image}"),
+                    format!(
+                        "/{name} is a {}; an image cannot redirect a runtime mount",
+                        kind_name(kind)
+                    ),
+                ));
+            }
+        }
+    }
+    // One syncfs instead of an fsync per file: the rename that follows must
+    // not become durable before the files it publishes.
+    nix::unistd::syncfs(u.root.as_raw_fd())
+        .map_err(io::Error::from)
+        .ctx("sync", root)?;
+    Ok(added)
+}
+
+/// Writes layers into a root, refusing anything that would reach outside it.
+struct Unpacker {
+    root: OwnedFd,
+    root_path: PathBuf,
+    /// The layer and entry being written, for messages.
+    layer: Digest,
+    entry: String,
+    /// Device nodes the image declares (`DEVICES_LABEL`).
+    devices: BTreeSet<String>,
+    /// What the layers say the tree is, as the baseline would record it.
+    merger: Merger,
+    buf: Vec<u8>,
+}
+
+impl Unpacker {
+    fn apply(&mut self, r: &mut dyn Read) -> Result<()> {
+        let mut ar = tar::Archive::new(r);
+        for entry in ar.entries().map_err(|e| self.bad(e))? {
+            let mut entry = entry.map_err(|e| self.bad(e))?;
+            self.entry = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            self.apply_entry(&mut entry)?;
+        }
+        Ok(())
+    }
+
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        if entry.header().entry_type().is_pax_global_extensions() {
+            return Ok(());
+        }
+        let path = normal(&entry.path_bytes()).map_err(|why| self.refuse(why))?;
+        if path == "/" {
+            return Ok(());
+        }
+        match baseline::change_of(entry)? {
+            Change::Opaque(dir) => {
+                self.empty_dir(&dir)?;
+                self.merger.remove_tree(&dir, true);
+            }
+            Change::Whiteout(hidden) => {
+                if matches!(hidden.rsplit('/').next(), Some("" | "." | "..")) {
+                    return Err(self.refuse("whiteout names no file"));
+                }
+                if let Some((dir, name)) = self.parent(&hidden, false)? {
+                    self.remove_at(dir.as_fd(), name, &hidden)?;
+                }
+                self.merger.remove_tree(&hidden, false);
+            }
+            Change::Put(rec) => {
+                let rec = self.put(entry, rec)?;
+                self.merger.put(rec);
+            }
+            Change::Unrecorded => self.special(entry, &path)?,
+        }
+        Ok(())
+    }
+
+    /// Write a file, directory, symlink or hard link; returns its record
+    /// completed with the content hash of a regular file.
+    fn put<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        mut rec: FileRecord,
+    ) -> Result<FileRecord> {
+        let target = match rec.kind {
+            FileKind::Hardlink => Some(self.link_target(entry)?),
+            _ => None,
+        };
+        let xattrs = self.xattrs(entry)?;
+        let (dir, name) = self.parent_or_create(&rec.path)?;
+        let dir = dir.as_fd();
+        let disk = self.disk(&rec.path);
+        // The baseline could not record the target faithfully (the build refuses these too).
+        if rec.kind == FileKind::Symlink
+            && std::str::from_utf8(&entry.link_name_bytes().unwrap_or_default()).is_err()
+        {
+            return Err(self.refuse("symlink target is not UTF-8"));
+        }
+        let kept = self.make_room(dir, name, &rec.path, rec.kind == FileKind::Dir)?;
+        match rec.kind {
+            FileKind::File => {
+                let (size, sha256) = self.write_file(entry, dir, name, &rec.path)?;
+                rec.size = size;
+                rec.sha256 = Some(sha256);
+            }
+            FileKind::Dir if !kept => mkdirat(Some(dir.as_raw_fd()), name, Mode::S_IRWXU)
+                .map_err(io::Error::from)
+                .ctx("create directory", &disk)?,
+            FileKind::Dir => {}
+            FileKind::Symlink => {
+                let link = rec.link.as_deref().unwrap_or_default();
+                symlinkat(link, Some(dir.as_raw_fd()), name)
+                    .map_err(io::Error::from)
+                    .ctx("create symlink", &disk)?;
+            }
+            FileKind::Hardlink => {
+                // The link shares its target's inode, owner and mode included.
+                let (tdir, tname) = target.expect("hard links have a target");
+                linkat(
+                    Some(tdir.as_raw_fd()),
+                    tname.as_str(),
+                    Some(dir.as_raw_fd()),
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(io::Error::from)
+                .ctx("create hard link", &disk)?;
+                return Ok(rec);
+            }
+        }
+        let meta = Meta {
+            uid: rec.uid,
+            gid: rec.gid,
+            mode: rec.mode,
+            xattrs,
+        };
+        self.set_meta(dir, name, &rec.path, rec.kind == FileKind::Symlink, &meta)?;
+        Ok(rec)
+    }
+
+    /// FIFOs, and device nodes the image declares; nothing else.
+    fn special<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<()> {
+        let xattrs = self.xattrs(entry)?;
+        let h = entry.header();
+        let kind = match h.entry_type() {
+            tar::EntryType::Fifo => SFlag::S_IFIFO,
+            tar::EntryType::Char => SFlag::S_IFCHR,
+            tar::EntryType::Block => SFlag::S_IFBLK,
+            other => return Err(self.refuse(format!("entries of type {other:?} are not allowed"))),
+        };
+        if kind != SFlag::S_IFIFO && !self.devices.contains(path) {
+            return Err(self.refuse(format!(
+                "device nodes must be listed in the image label {DEVICES_LABEL}"
+            )));
+        }
+        let bad = |e| self.bad(e);
+        let num = |n: io::Result<Option<u32>>| n.map(|n| u64::from(n.unwrap_or(0))).map_err(bad);
+        let dev = makedev(num(h.device_major())?, num(h.device_minor())?);
+        let meta = Meta {
+            uid: h.uid().map_err(bad)? as u32,
+            gid: h.gid().map_err(bad)? as u32,
+            mode: h.mode().map_err(bad)? & 0o7777,
+            xattrs,
+        };
+        let (dir, name) = self.parent_or_create(path)?;
+        self.make_room(dir.as_fd(), name, path, false)?;
+        mknodat(Some(dir.as_raw_fd()), name, kind, Mode::S_IRUSR, dev)
+            .map_err(io::Error::from)
+            .ctx("create node", &self.disk(path))?;
+        self.set_meta(dir.as_fd(), name, path, false, &meta)
+    }
+
+    /// Where a hard link's target is: a regular file already in the tree,
+    /// reached without a symlink.
+    fn link_target<R: Read>(&self, entry: &tar::Entry<'_, R>) -> Result<(OwnedFd, String)> {
+        let raw = entry.link_name_bytes().unwrap_or_default();
+        let target = normal(&raw).map_err(|why| self.refuse(format!("hard link target: {why}")))?;
+        let missing = || self.refuse(format!("hard link target {target} does not exist"));
+        let (dir, name) = self.parent(&target, false)?.ok_or_else(missing)?;
+        match kind_at(dir.as_fd(), name).ctx("inspect", &self.disk(&target))? {
+            Some(SFlag::S_IFREG) => Ok((dir, name.to_string())),
+            None => Err(missing()),
+            Some(kind) => Err(self.refuse(format!(
+                "hard link target {target} is a {}, not a regular file",
+                kind_name(kind)
+            ))),
+        }
+    }
+
+    /// Open the directory holding `path` ("/a/b/c": /a/b) and return it
+    /// with the last name; see `open_dir`.
+    fn parent<'p>(&self, path: &'p str, create: bool) -> Result<Option<(OwnedFd, &'p str)>> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        Ok(self.open_dir(dir, path, create)?.map(|fd| (fd, name)))
+    }
+
+    /// Open directory `dir` of the root, on the way to `path`. Missing
+    /// directories are created (0755) when `create`, else the answer is
+    /// None. Walking one component at a time with O_NOFOLLOW is what keeps
+    /// every entry inside the root: a symlink or a non-directory on the way
+    /// is refused, wherever it points.
+    fn open_dir(&self, dir: &str, path: &str, create: bool) -> Result<Option<OwnedFd>> {
+        let mut fd = self
+            .root
+            .try_clone()
+            .ctx("duplicate descriptor", &self.root_path)?;
+        let mut walked = String::new();
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        for c in dir.split('/').filter(|c| !c.is_empty()) {
+            walked = format!("{walked}/{c}");
+            fd = match sys::openat(fd.as_fd(), c, flags, Mode::empty()) {
+                Ok(next) => next,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                    self.mkdir(fd.as_fd(), c, &walked, 0o755)?;
+                    sys::openat(fd.as_fd(), c, flags, Mode::empty())
+                        .ctx("open directory", &self.disk(&walked))?
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    let kind = kind_at(fd.as_fd(), c)
+                        .ok()
+                        .flatten()
+                        .map_or("non-directory", kind_name);
+                    return Err(self.refuse(format!(
+                        "{walked} (on the way to {path}) is a {kind}; refusing to go through it"
+                    )));
+                }
+                Err(e) => return Err(e).ctx("open directory", &self.disk(&walked)),
+            };
+        }
+        Ok(Some(fd))
+    }
+
+    fn parent_or_create<'p>(&self, path: &'p str) -> Result<(OwnedFd, &'p str)> {
+        Ok(self
+            .parent(path, true)?
+            .expect("missing directories are created"))
+    }
+
+    /// Clear the way for a new entry: an existing directory stays when the
+    /// new entry is one too (with its contents, as the merger keeps them);
+    /// anything else goes, a directory with its tree. True if one stayed.
+    fn make_room(&self, dir: BorrowedFd<'_>, name: &str, path: &str, is_dir: bool) -> Result<bool> {
+        if is_dir && kind_at(dir, name).ctx("inspect", &self.disk(path))? == Some(SFlag::S_IFDIR) {
+            return Ok(true);
+        }
+        self.remove_at(dir, name, path)?;
+        Ok(false)
+    }
+
+    /// Remove `name` from `dir` if it is there, a directory with its tree;
+    /// never follows a symlink.
+    fn remove_at(&self, dir: BorrowedFd<'_>, name: &str, path: &str) -> Result<()> {
+        let disk = self.disk(path);
+        match kind_at(dir, name).ctx("inspect", &disk)? {
+            None => Ok(()),
+            Some(SFlag::S_IFDIR) => fs::remove_dir_all(via_proc(dir, name)).ctx("remove", &disk),
+            Some(_) => unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)
+                .map_err(io::Error::from)
+                .ctx("remove", &disk),
+        }
+    }
+
+    /// An opaque whiteout: remove everything in directory `path`.
+    fn empty_dir(&self, path: &str) -> Result<()> {
+        let Some(target) = self.open_dir(path, path, false)? else {
+            return Ok(());
+        };
+        let disk = self.disk(path);
+        for entry in fs::read_dir(via_proc(target.as_fd(), "")).ctx("list directory", &disk)? {
+            let name = entry.ctx("list directory", &disk)?.file_name();
+            let name = name.to_string_lossy();
+            self.remove_at(target.as_fd(), &name, &format!("{path}/{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Stream a regular file to disk, hashing it on the way.
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        path: &str,
+    ) -> Result<(u64, Digest)> {
+        let disk = self.disk(path);
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut file = File::from(
+            sys::openat(dir, name, flags, Mode::S_IRUSR | Mode::S_IWUSR)
+                .ctx("create file", &disk)?,
+        );
+        let mut h = Hasher::new();
+        loop {
+            let n = entry.read(&mut self.buf).map_err(|e| self.bad(e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&self.buf[..n]);
+            file.write_all(&self.buf[..n]).ctx("write", &disk)?;
+        }
+        let mtime = entry.header().mtime().map_err(|e| self.bad(e))?;
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
+            .ctx("set modification time", &disk)?;
+        Ok((h.len(), h.finish()))
+    }
+
+    /// Owner, then mode (chown clears setuid and setgid), then extended
+    /// attributes (writing content clears security.capability).
+    fn set_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        path: &str,
+        symlink: bool,
+        meta: &Meta,
+    ) -> Result<()> {
+        let disk = self.disk(path);
+        fchownat(
+            Some(dir.as_raw_fd()),
+            name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+        .ctx("set owner", &disk)?;
+        if !symlink {
+            self.chmod(dir, name, path, meta.mode)?;
+        }
+        for (key, value) in &meta.xattrs {
+            sys::set_xattr(&via_proc(dir, name), key, value)
+                .ctx("set extended attribute", &disk)?;
+        }
+        Ok(())
+    }
+
+    /// Set `name`'s mode; only for something just made here, never a symlink.
+    fn chmod(&self, dir: BorrowedFd<'_>, name: &str, path: &str, mode: u32) -> Result<()> {
+        fchmodat(
+            Some(dir.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(io::Error::from)
+        .ctx("set mode", &self.disk(path))
+    }
+
+    /// A directory with exactly `mode` (mkdir alone would apply the umask).
+    fn mkdir(&self, dir: BorrowedFd<'_>, name: &str, path: &str, mode: u32) -> Result<()> {
+        mkdirat(Some(dir.as_raw_fd()), name, Mode::S_IRWXU)
+            .map_err(io::Error::from)
+            .ctx("create directory", &self.disk(path))?;
+        self.chmod(dir, name, path, mode)
+    }
+
+    /// The entry's PAX `SCHILY.xattr.*` records.
+    fn xattrs<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if let Some(exts) = entry.pax_extensions().map_err(|e| self.bad(e))? {
+            for ext in exts {
+                let ext = ext.map_err(|e| self.bad(e))?;
+                if let Some(key) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                    out.push((key.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where `path` of the image is on disk, for messages.
+    fn disk(&self, path: &str) -> PathBuf {
+        self.root_path.join(path.trim_start_matches('/'))
+    }
+
+    fn bad(&self, e: io::Error) -> Error {
+        Error::corrupt(format!("layer {}", self.layer), e.to_string())
+    }
+
+    fn refuse(&self, why: impl std::fmt::Display) -> Error {
+        Error::corrupt(
+            format!("layer {}", self.layer),
+            format!("entry {:?}: {why}", self.entry),
+        )
+    }
+}
+
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// A layer entry's name as a path in the root ("./a/b/" → "/a/b"), or why it
+/// is refused. Only names the baseline records the same way pass: relative,
+/// UTF-8, and no empty, `.` or `..` components.
+fn normal(raw: &[u8]) -> std::result::Result<String, &'static str> {
+    if raw.is_empty() {
+        return Err("empty name");
+    }
+    if raw.contains(&0) {
+        return Err("name contains NUL");
+    }
+    let name = std::str::from_utf8(raw).map_err(|_| "name is not UTF-8")?;
+    if name.starts_with('/') {
+        return Err("path escapes the root (absolute name)");
+    }
+    let rel = name.trim_start_matches("./").trim_end_matches('/');
+    let mut path = String::new();
+    for c in rel.split('/').filter(|_| !matches!(rel, "" | ".")) {
+        match c {
+            ".." => return Err("path escapes the root"),
+            "" | "." => return Err("name has an empty or '.' component"),
+            c => {
+                path.push('/');
+                path.push_str(c);
+            }
+        }
+    }
+    Ok(if path.is_empty() { "/".into() } else { path })
+}
+
+/// The type of `name` in `dir`, not following a symlink; None if absent.
+fn kind_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<SFlag>> {
+    match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(SFlag::from_bits_truncate(
+            st.st_mode & SFlag::S_IFMT.bits(),
+        ))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn kind_name(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFLNK => "symlink",
+        SFlag::S_IFREG => "regular file",
+        SFlag::S_IFDIR => "directory",
+        _ => "special file",
+    }
+}
+
+/// `name` in `dir` as a path, for the calls that have no *at form
+/// (lsetxattr, remove_dir_all, read_dir). The kernel resolves
+/// /proc/self/fd/N to exactly that directory, so nothing above it is looked
+/// up again.
+fn via_proc(dir: BorrowedFd<'_>, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+/// The first path where two sorted file lists differ, and how.
+fn first_difference(got: &[FileRecord], want: &[FileRecord]) -> Option<String> {
+    let k = (0..=got.len().max(want.len())).find(|&k| got.get(k) != want.get(k))?;
+    let json = |r: &FileRecord| serde_json::to_string(r).unwrap_or_default();
+    Some(match (got.get(k), want.get(k)) {
+        (Some(g), Some(w)) if g.path == w.path => {
+            format!(
+                "{}: the layers give {} but the baseline has {}",
+                g.path,
+                json(g),
+                json(w)
+            )
+        }
+        (Some(g), Some(w)) if w.path < g.path => format!("{}: missing from the layers", w.path),
+        (Some(g), _) => format!("{}: missing from the baseline", g.path),
+        (None, w) => format!("{}: missing from the layers", w?.path),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::store::Descriptor;
+    use crate::store::baseline::{ARTIFACT_TYPE, Baseline};
+    use crate::store::oci::{self, ContainerConfig, ImageConfig, Manifest, RootFs};
+
+    const MTIME: u64 = 1_700_000_000;
+
+    /// A tar stream written header by header, so tests can write what the
+    /// tar crate refuses to (`..`, absolute names, device nodes).
+    #[derive(Default)]
+    struct Tar(Vec<u8>);
+
+    impl Tar {
+        #[allow(clippy::too_many_arguments)]
+        fn raw(
+            mut self,
+            name: &str,
+            flag: u8,
+            mode: u32,
+            owner: u32,
+            link: &str,
+            data: &[u8],
+            dev: (u32, u32),
+        ) -> Self {
+            let mut h = [0u8; 512];
+            let octal = |v: u64, width: usize| format!("{v:0w$o}\0", w = width - 1).into_bytes();
+            let put = |h: &mut [u8; 512], at: usize, bytes: &[u8]| {
+                h[at..at + bytes.len()].copy_from_slice(bytes)
+            };
+            put(&mut h, 0, name.as_bytes());
+            put(&mut h, 100, &octal(mode.into(), 8));
+            put(&mut h, 108, &octal(owner.into(), 8));
+            put(&mut h, 116, &octal(owner.into(), 8));
+            put(&mut h, 124, &octal(data.len() as u64, 12));
+            put(&mut h, 136, &octal(MTIME, 12));
+            put(&mut h, 148, b"        ");
+            h[156] = flag;
+            put(&mut h, 157, link.as_bytes());
+            put(&mut h, 257, b"ustar\x0000");
+            put(&mut h, 329, &octal(dev.0.into(), 8));
+            put(&mut h, 337, &octal(dev.1.into(), 8));
+            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+            put(&mut h, 148, &octal(sum.into(), 8));
+            self.0.extend_from_slice(&h);
+            self.0.extend_from_slice(data);
+            self.0.resize(self.0.len().next_multiple_of(512), 0);
+            self
+        }
+        fn entry(self, name: &str, flag: u8, mode: u32, owner: u32, data: &[u8]) -> Self {
+            self.raw(name, flag, mode, owner, "", data, (0, 0))
+        }
+        fn dir(self, name: &str) -> Self {
+            self.entry(name, b'5', 0o755, 0, b"")
+        }
+        fn file(self, name: &str, data: &[u8]) -> Self {
+            self.entry(name, b'0', 0o644, 0, data)
+        }
+        fn symlink(self, name: &str, target: &str) -> Self {
+            self.raw(name, b'2', 0o777, 0, target, b"", (0, 0))
+        }
+        fn hardlink(self, name: &str, target: &str) -> Self {
+            self.raw(name, b'1', 0o644, 0, target, b"", (0, 0))
+        }
+        fn device(self, name: &str, flag: u8, dev: (u32, u32)) -> Self {
+            self.raw(name, flag, 0o666, 0, "", b"", dev)
+        }
+        /// A PAX record for the next entry.
+        fn pax(self, key: &str, value: &str) -> Self {
+            let body = format!(" {key}={value}\n");
+            let len = (1..)
+                .find(|&l| l == body.len() + l.to_string().len())
+                .unwrap();
+            self.entry(
+                "PaxHeader",
+                b'x',
+                0o644,
+                0,
+                format!("{len}{body}").as_bytes(),
+            )
+        }
+        fn bytes(mut self) -> Vec<u8> {
+            self.0.extend([0; 1024]);
+            self.0
+        }
+    }
+
+    fn new_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    /// Store an image of `layers` (gzip, zstd, then plain tar) and attach
+    /// the baseline the layers give, after `edit`.
+    fn image_with(
+        store: &mut Store,
+        layers: &[Vec<u8>],
+        labels: &[(&str, &str)],
+        edit: impl FnOnce(&mut Baseline),
+    ) -> Digest {
+        let descs = layers
+            .iter()
+            .enumerate()
+            .map(|(i, tar)| {
+                let (media_type, blob) = match i {
+                    0 => {
+                        let mut gz =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                        gz.write_all(tar).unwrap();
+                        (oci::MEDIA_LAYER_GZIP, gz.finish().unwrap())
+                    }
+                    1 => (
+                        oci::MEDIA_LAYER_ZSTD,
+                        zstd::encode_all(&tar[..], 3).unwrap(),
+                    ),
+                    _ => (oci::MEDIA_LAYER_TAR, tar.clone()),
+                };
+                Descriptor::new(
+                    media_type,
+                    store.put_blob(&blob).unwrap(),
+                    blob.len() as u64,
+                )
+            })
+            .collect();
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            config: ContainerConfig {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            },
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: layers.iter().map(|t| Digest::of(t)).collect(),
+            },
+            ..Default::default()
+        };
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_MANIFEST.into()),
+            artifact_type: None,
+            config: store.put_json(oci::MEDIA_CONFIG, &config).unwrap(),
+            layers: descs,
+            subject: None,
+            annotations: Default::default(),
+        };
+        let image = store.put_json(oci::MEDIA_MANIFEST, &manifest).unwrap();
+        let mut b = baseline::of_image(store, &image.digest).unwrap();
+        edit(&mut b);
+        let artifact = baseline::store_artifact(store, &image, &b).unwrap();
+        store
+            .mutate(|m| m.add_referrer(&artifact, &image.digest, ARTIFACT_TYPE))
+            .unwrap();
+        image.digest
+    }
+
+    fn image(store: &mut Store, layers: &[Vec<u8>], labels: &[(&str, &str)]) -> Digest {
+        image_with(store, layers, labels, |_| {})
+    }
+
+    /// What is under rootfs/ besides lock files.
+    fn leftovers(layout: &Layout) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(rootfs_dir(layout)) else {
+            return Vec::new();
+        };
+        dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect()
+    }
+
+    /// Materialize an image of `layers`, expecting a refusal that leaves nothing behind.
+    fn refusal(layers: &[Vec<u8>], labels: &[(&str, &str)]) -> String {
+        let (_dir, mut store) = new_store();
+        let image = image(&mut store, layers, labels);
+        let err = materialize(&store, &image).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert_eq!(leftovers(store.layout()), Vec::<String>::new());
+        err.to_string()
+    }
+
+    fn assert_contains(haystack: &str, needle: &str) {
+        assert!(haystack.contains(needle), "{needle:?} not in {haystack:?}");
+    }
+
+    #[test]
+    fn layers_unpack_faithfully_and_only_once() {
+        let (_dir, mut store) = new_store();
+        let base = Tar::default()
+            .dir("etc/")
+            .file("etc/passwd", b"root:x:0:0\n")
+            .file("etc/gone", b"x")
+            .pax("SCHILY.xattr.user.drover", "yes")
+            .file("etc/tagged", b"t")
+            .entry("etc/initctl", b'6', 0o600, 0, b"")
+            .dir("bin/")
+            .entry("bin/busybox", b'0', 0o755, 0, b"busybox")
+            .symlink("bin/sh", "/bin/busybox")
+            .entry("bin/su", b'0', 0o4755, 0, b"su")
+            .entry("home/user/", b'5', 0o700, 1000, b"")
+            .entry("home/user/notes", b'0', 0o600, 1000, b"mine")
+            .dir("var/cache/")
+            .file("var/cache/old", b"old")
+            .dir("opt/app/")
+            .file("opt/app/x", b"x")
+            .entry("tmp/", b'5', 0o1777, 0, b"")
+            .bytes();
+        let top = Tar::default()
+            .file("etc/.wh.gone", b"")
+            .file("var/cache/.wh..wh..opq", b"")
+            .file("var/cache/new", b"new")
+            .hardlink("bin/busybox-hard", "bin/busybox")
+            .file("etc/passwd", b"root:x:0:0:root\n")
+            .file("opt/app", b"now a file")
+            .bytes();
+        let last = Tar::default().file("./etc/motd", b"hi").bytes();
+        let image = image(&mut store, &[base, top, last], &[]);
+
+        let r = materialize(&store, &image).unwrap();
+        assert!(r.unpacked);
+        assert_eq!(r.path, rootfs_path(store.layout(), &image));
+        assert_eq!(r.added, ["/proc", "/dev", "/sys", "/run"]);
+        let p = |rel: &str| r.path.join(rel);
+        let meta = |rel: &str| fs::symlink_metadata(p(rel)).unwrap();
+        let mode = |rel: &str| meta(rel).mode() & 0o7777;
+        assert_eq!(fs::read(p("etc/passwd")).unwrap(), b"root:x:0:0:root\n");
+        assert_eq!(fs::read(p("etc/motd")).unwrap(), b"hi");
+        assert!(fs::symlink_metadata(p("etc/gone")).is_err());
+        assert!(fs::symlink_metadata(p("var/cache/old")).is_err());
+        assert_eq!(fs::read(p("var/cache/new")).unwrap(), b"new");
+        assert_eq!(fs::read(p("opt/app")).unwrap(), b"now a file");
+        assert_eq!(
+            fs::read_link(p("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
+        assert_eq!(meta("bin/busybox-hard").ino(), meta("bin/busybox").ino());
+        assert!(meta("etc/initctl").file_type().is_fifo());
+        assert_eq!(mode("bin/su"), 0o4755);
+        let home = meta("home/user");
+        assert_eq!(
+            (home.uid(), home.gid(), mode("home/user")),
+            (1000, 1000, 0o700)
+        );
+        assert_eq!(
+            (meta("home/user/notes").uid(), mode("home/user/notes")),
+            (1000, 0o600)
+        );
+        assert_eq!(meta("etc/passwd").mtime(), MTIME as i64);
+        assert_eq!(
+            (mode(""), mode("home"), mode("proc"), mode("tmp")),
+            (0o755, 0o755, 0o755, 0o1777)
+        );
+        let user_xattrs: Vec<_> = crate::sys::xattrs(&p("etc/tagged"))
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("user."))
+            .collect();
+        assert_eq!(user_xattrs, [("user.drover".to_string(), b"yes".to_vec())]);
+
+        let again = materialize(&store, &image).unwrap();
+        assert!(!again.unpacked);
+        assert_eq!((&again.path, &again.added), (&r.path, &r.added));
+    }
+
+    #[test]
+    fn names_that_escape_the_root_are_refused() {
+        for (name, why) in [
+            (
+                "../etc/passwd",
+                r#"entry "../etc/passwd": path escapes the root"#,
+            ),
+            ("a/../../x", "path escapes the root"),
+            ("/etc/passwd", "path escapes the root (absolute name)"),
+            ("a//b", "empty or '.' component"),
+            ("", "empty name"),
+            // Would remove the directory holding it.
+            ("etc/.wh...", "whiteout names no file"),
+        ] {
+            let msg = refusal(&[Tar::default().dir("etc/").file(name, b"x").bytes()], &[]);
+            assert_contains(&msg, why);
+        }
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().to_str().unwrap();
+        let msg = refusal(
+            &[Tar::default()
+                .symlink("a", target)
+                .file("a/passwd", b"pwned")
+                .bytes()],
+            &[],
+        );
+        assert_contains(
+            &msg,
+            r#"entry "a/passwd": /a (on the way to /a/passwd) is a symlink"#,
+        );
+        assert!(!outside.path().join("passwd").exists());
+
+        let chain = Tar::default()
+            .symlink("a", "b")
+            .symlink("b", "../..")
+            .file("a/x", b"pwned");
+        assert_contains(
+            &refusal(&[chain.bytes()], &[]),
+            "/a (on the way to /a/x) is a symlink",
+        );
+        // Not even when the symlink arrives in an earlier layer.
+        let layers = [
+            Tar::default().symlink("etc", target).bytes(),
+            Tar::default().file("etc/x", b"pwned").bytes(),
+        ];
+        assert_contains(
+            &refusal(&layers, &[]),
+            "/etc (on the way to /etc/x) is a symlink",
+        );
+        let through_file = Tar::default().file("f", b"").file("f/x", b"");
+        assert_contains(
+            &refusal(&[through_file.bytes()], &[]),
+            "/f (on the way to /f/x) is a regular file",
+        );
+    }
+
+    #[test]
+    fn hard_links_must_name_a_regular_file_in_the_tree() {
+        for (tar, why) in [
+            (
+                Tar::default().file("x", b"").hardlink("h", "../x"),
+                "hard link target: path escapes the root",
+            ),
+            (
+                Tar::default().file("x", b"").hardlink("h", "/x"),
+                "hard link target: path escapes the root (absolute name)",
+            ),
+            (
+                Tar::default().hardlink("h", "later").file("later", b""),
+                "hard link target /later does not exist",
+            ),
+            (
+                Tar::default()
+                    .dir("real/")
+                    .file("real/f", b"")
+                    .symlink("d", "real")
+                    .hardlink("h", "d/f"),
+                "/d (on the way to /d/f) is a symlink",
+            ),
+            (
+                Tar::default()
+                    .symlink("s", "/etc/shadow")
+                    .hardlink("h", "s"),
+                "/s is a symlink, not a regular file",
+            ),
+            (
+                Tar::default().dir("d/").hardlink("h", "d"),
+                "/d is a directory, not a regular file",
+            ),
+        ] {
+            assert_contains(&refusal(&[tar.bytes()], &[]), why);
+        }
+    }
+
+    #[test]
+    fn device_nodes_need_the_image_label() {
+        let tar = || Tar::default().device("dev/zero", b'3', (1, 5)).bytes();
+        assert_contains(
+            &refusal(&[tar()], &[]),
+            r#"entry "dev/zero": device nodes must be listed in the image label vnd.drover.devices"#,
+        );
+        let block = Tar::default().device("dev/sda", b'4', (8, 0)).bytes();
+        assert_contains(
+            &refusal(&[block], &[(DEVICES_LABEL, "/dev/zero")]),
+            "device nodes must be listed",
+        );
+
+        let (_dir, mut store) = new_store();
+        let image = image(
+            &mut store,
+            &[tar()],
+            &[(DEVICES_LABEL, "/dev/null, /dev/zero")],
+        );
+        let r = materialize(&store, &image).unwrap();
+        let zero = fs::symlink_metadata(r.path.join("dev/zero")).unwrap();
+        assert!(zero.file_type().is_char_device());
+        assert_eq!(zero.rdev(), makedev(1, 5));
+        assert!(!r.added.contains(&"/dev".to_string()));
+    }
+
+    #[test]
+    fn a_tree_unlike_its_baseline_is_corrupt_and_leaves_nothing() {
+        let layer = || {
+            Tar::default()
+                .dir("etc/")
+                .file("etc/passwd", b"root:x:0:0\n")
+                .bytes()
+        };
+        for (wrong_hash, why) in [
+            (true, "at /etc/passwd: the layers give"),
+            (false, "at /etc/passwd: missing from the baseline"),
+        ] {
+            let (_dir, mut store) = new_store();
+            let image = image_with(&mut store, &[layer()], &[], |b| {
+                assert_eq!(b.files[1].path, "/etc/passwd");
+                if wrong_hash {
+                    b.files[1].sha256 = Some(Digest::of(b"other"));
+                } else {
+                    b.files.remove(1);
+                }
+            });
+            let err = materialize(&store, &image).unwrap_err().to_string();
+            assert_contains(&err, &format!("corrupt image {image}"));
+            assert_contains(&err, why);
+            assert_eq!(leftovers(store.layout()), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn a_corrupt_layer_blob_fails_and_leaves_nothing() {
+        let (_dir, mut store) = new_store();
+        let files = (0..50).fold(Tar::default(), |t, i| {
+            t.file(&format!("f{i}"), &[i as u8; 3000])
+        });
+        let image = image(&mut store, &[files.bytes()], &[]);
+        let blob = store.blob_path(&store.manifest(&image).unwrap().layers[0].digest);
+        let mut bytes = fs::read(&blob).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&blob, bytes).unwrap();
+        let err = materialize(&store, &image).unwrap_err();
+        assert!(matches!(err, Error::CorruptBlob { .. }), "{err}");
+        assert_eq!(leftovers(store.layout()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn concurrent_calls_share_one_unpack() {
+        let (dir, mut store) = new_store();
+        let files = (0..300).fold(Tar::default(), |t, i| {
+            t.file(&format!("f{i}"), &[i as u8; 4000])
+        });
+        let image = image(&mut store, &[files.bytes()], &[]);
+        let results: Vec<Rootfs> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| materialize(&Store::open(dir.path()).unwrap(), &image).unwrap())
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|r| r.unpacked).count(), 1);
+        assert_eq!(
+            (&results[0].path, &results[0].added),
+            (&results[1].path, &results[1].added)
+        );
+        assert_eq!(
+            fs::read(results[0].path.join("f299")).unwrap(),
+            [43u8; 4000]
+        );
+    }
+
+    #[test]
+    fn an_image_cannot_redirect_a_mountpoint() {
+        let tar = Tar::default()
+            .dir("var/tmp/")
+            .symlink("tmp", "/var/tmp")
+            .bytes();
+        assert_contains(
+            &refusal(&[tar], &[]),
+            "/tmp is a symlink; an image cannot redirect a runtime mount",
+        );
+    }
+
+    #[test]
+    fn list_and_remove() {
+        let (_dir, mut store) = new_store();
+        let a = image(&mut store, &[Tar::default().file("a", b"a").bytes()], &[]);
+        let b = image(&mut store, &[Tar::default().file("b", b"b").bytes()], &[]);
+        assert_eq!(list(store.layout()).unwrap(), []);
+        remove(store.layout(), &a).unwrap();
+        materialize(&store, &a).unwrap();
+        materialize(&store, &b).unwrap();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(list(store.layout()).unwrap(), both);
+        remove(store.layout(), &a).unwrap();
+        assert_eq!(list(store.layout()).unwrap(), [b]);
+        assert!(!rootfs_path(store.layout(), &a).exists());
+        assert!(materialize(&store, &a).unwrap().unpacked);
+    }
+
+    /// What `drover build` writes must pass the unpacker's checks.
+    #[test]
+    fn built_images_unpack() {
+        let (dir, mut store) = new_store();
+        let ctx = dir.path().join("ctx");
+        let root = ctx.join("rootfs");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("etc/motd"), b"welcome\n").unwrap();
+        fs::hard_link(root.join("etc/motd"), root.join("etc/motd.hard")).unwrap();
+        std::os::unix::fs::symlink("../etc/motd", root.join("bin/motd-link")).unwrap();
+        let def = ctx.join("drover.toml");
+        fs::write(
+            &def,
+            "[image]\nname = \"unpack\"\n\n[[layer]]\nkind = \"copy\"\nsrc = \"rootfs\"\ndest = \"/\"\nowner = \"1000:1000\"\n\n\
+             [[layer]]\nkind = \"file\"\ndest = \"/etc/greeting\"\ncontent = \"hello\\n\"\n",
+        )
+        .unwrap();
+        let def = crate::build::def::load(&def).unwrap();
+        let built = crate::build::build(
+            &mut store,
+            &def,
+            &Default::default(),
+            &crate::build::NoProgress,
+        )
+        .unwrap();
+        let r = materialize(&store, &built.digest).unwrap();
+        assert_eq!(fs::read(r.path.join("etc/greeting")).unwrap(), b"hello\n");
+        assert_eq!(
+            fs::symlink_metadata(r.path.join("etc/motd")).unwrap().uid(),
+            1000
+        );
+    }
+}
