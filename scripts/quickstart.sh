@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# First run: install prerequisites, build drover, build the example image.
+# First run: install prerequisites, build drover, build the example image and
+# run it as an instance (read-only root, no capabilities, seccomp).
 #
 #   scripts/quickstart.sh
 #
@@ -36,9 +37,23 @@ fi
 step "images in the store"
 "$DROVER" --store "$STORE" images
 
+PORT=${HELLO_PORT:-8080}
+step "running hello:1.0 as instance 'hello' on port $PORT"
+# A rerun replaces the previous instance: replace, don't repair.
+"$DROVER" --store "$STORE" rm --force hello >/dev/null 2>&1 || true
+"$DROVER" --store "$STORE" run --name hello --port "$PORT" hello:1.0
+for _ in $(seq 50); do
+  page=$(busybox wget -qO- "http://127.0.0.1:$PORT/" 2>/dev/null) && break
+  sleep 0.1
+done
+printf '%s\n' "${page:?hello did not answer on port $PORT}" | grep '<h1>'
+"$DROVER" --store "$STORE" ps
+
 cat <<MSG
 
-built hello:1.0 = $digest
-inspect it with:  $DROVER --store $STORE inspect hello:1.0
-          or:     skopeo inspect oci:$STORE:hello:1.0
+built hello:1.0 = $digest, running as instance 'hello' on http://127.0.0.1:$PORT/
+  inspect the image:  $DROVER --store $STORE inspect hello:1.0
+               or:    skopeo inspect oci:$STORE:hello:1.0
+  the instance:       $DROVER --store $STORE ps / logs hello / stop hello / rm hello
+  the audit trail:    $DROVER --store $STORE audit
 MSG

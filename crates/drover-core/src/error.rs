@@ -66,6 +66,19 @@ pub enum Error {
     #[error("{what} is busy: {reason}")]
     Busy { what: String, reason: String },
 
+    /// A container runtime failed to do something to an instance.
+    #[error("instance {id}: the {driver} runtime could not {op} it: {reason}")]
+    Runtime {
+        id: String,
+        driver: &'static str,
+        op: &'static str,
+        reason: String,
+    },
+
+    /// An operation failed for a reason another process reported as text.
+    #[error("{0}")]
+    Failed(String),
+
     #[error("{op} {path}: {source}", path = .path.display())]
     Io {
         op: &'static str,
@@ -108,7 +121,10 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
-            Error::Io { .. } | Error::Database { .. } => ErrorKind::Internal,
+            Error::Io { .. }
+            | Error::Database { .. }
+            | Error::Runtime { .. }
+            | Error::Failed(_) => ErrorKind::Internal,
         }
     }
 
@@ -123,6 +139,14 @@ impl Error {
         Error::NotFound {
             what: what.into(),
             hint: None,
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
         }
     }
 

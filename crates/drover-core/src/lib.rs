@@ -5,10 +5,12 @@
 //!
 //! | module    | owns |
 //! |-----------|------|
+//! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
+//! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, `gc`, `verify` |
 //! | [`ledger`] | the append-only, hash-chained audit log |
-//! | [`state`]  | the SQLite database (tags, referrers, ledger) and its versioned migrations |
+//! | [`state`]  | the SQLite database (tags, referrers, ledger, instances) and its versioned migrations |
 //! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |
 //!
 //! Every mutation of the store writes its ledger entry here, inside the same
@@ -19,7 +21,9 @@ pub mod build;
 pub mod clock;
 pub mod digest;
 pub mod error;
+pub mod instance;
 pub mod ledger;
+pub mod runtime;
 pub mod state;
 pub mod store;
 mod sys;

@@ -15,7 +15,7 @@ use drover_core::ErrorKind;
 #[command(
     name = "drover",
     version,
-    about = "Immutable infrastructure in one binary: build, store and audit reproducible OCI images"
+    about = "Immutable infrastructure in one binary: build reproducible OCI images, run them as read-only instances, audit everything"
 )]
 pub struct Cli {
     /// drover's state directory: the OCI image store, database and caches.
@@ -43,7 +43,7 @@ enum Command {
     Tag(cmd::tag::Args),
     /// Remove tags (the blobs go at the next `gc`).
     Rmi(cmd::rmi::Args),
-    /// Delete blobs no tag reaches.
+    /// Delete blobs (and unpacked roots) no tag or instance reaches.
     Gc,
     /// Re-hash every blob; name each corrupt or missing one and what uses it.
     Verify,
@@ -51,6 +51,19 @@ enum Command {
     Baseline(cmd::baseline::Args),
     /// List or verify the audit ledger.
     Audit(cmd::audit::Args),
+    /// Start an instance of an image (detached) and print its id.
+    Run(cmd::run::Args),
+    /// List instances: id, image digest, release, state, pid, port, uptime.
+    Ps(cmd::ps::Args),
+    /// Print an instance's output.
+    Logs(cmd::logs::Args),
+    /// Stop instances: their stop signal, then SIGKILL after a grace period.
+    Stop(cmd::stop::Args),
+    /// Remove stopped instances (their container, bundle and log).
+    Rm(cmd::rm::Args),
+    /// The monitor process of one instance (started by `run`).
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
 }
 
 impl Cli {
@@ -87,6 +100,14 @@ fn main() -> ExitCode {
         Command::Verify => cmd::verify::run(&ctx),
         Command::Baseline(a) => cmd::baseline::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
+        Command::Run(a) => cmd::run::run(&ctx, a),
+        Command::Ps(a) => cmd::ps::run(&ctx, a),
+        Command::Logs(a) => cmd::logs::run(&ctx, a),
+        Command::Stop(a) => cmd::stop::run(&ctx, a),
+        Command::Rm(a) => cmd::rm::run(&ctx, a),
+        Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,

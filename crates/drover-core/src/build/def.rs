@@ -64,7 +64,7 @@
 //!
 //! [config.health]
 //! kind = "http"             # "http" (port, path), "tcp" (port) or "exec" (command)
-//! port = 8080
+//! port = 8080              # default: the instance's port (PORT)
 //! path = "/healthz"         # default "/"
 //! interval = "5s"           # durations: "500ms", "5s", "1m", "1m30s", "1h"; default "10s"
 //! timeout = "2s"            # default "3s"; at most interval
@@ -258,10 +258,18 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Probe {
-    /// `GET http://<instance>:<port><path>` answers 2xx or 3xx.
-    Http { port: u16, path: String },
-    /// A TCP connection to the port succeeds.
-    Tcp { port: u16 },
+    /// `GET http://<instance>:<port><path>` answers 2xx or 3xx. Without a
+    /// port, the instance's own (`PORT`).
+    Http {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        path: String,
+    },
+    /// A TCP connection to the port (default: the instance's) succeeds.
+    Tcp {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
     /// The command, run inside the container, exits 0. Never empty.
     Exec { command: Vec<String> },
 }
@@ -1476,19 +1484,25 @@ impl Checker<'_> {
         })
     }
 
-    fn probe_port(&self, t: &Table<'_>) -> Result<u16> {
-        let node = self.required(t, "port", "the port to probe, e.g. port = 8080")?;
+    fn probe_port(&self, t: &Table<'_>) -> Result<Option<u16>> {
+        let Some(node) = t.get("port") else {
+            return Ok(None);
+        };
         let key = t.key("port");
         let Value::Integer(n) = node.value else {
             return Err(self.wrong_type(node, &key, "an integer port"));
         };
-        u16::try_from(n).ok().filter(|p| *p >= 1).ok_or_else(|| {
-            self.err(
-                node.at(),
-                &key,
-                format!("{n} is not a port (expected 1-65535)"),
-            )
-        })
+        u16::try_from(n)
+            .ok()
+            .filter(|p| *p >= 1)
+            .map(Some)
+            .ok_or_else(|| {
+                self.err(
+                    node.at(),
+                    &key,
+                    format!("{n} is not a port (expected 1-65535)"),
+                )
+            })
     }
 
     /// An optional duration and the node it came from.
@@ -1834,7 +1848,7 @@ mod tests {
                 stop_signal: Some("SIGTERM".into()),
                 health: Some(HealthCheck {
                     probe: Probe::Http {
-                        port: 8080,
+                        port: Some(8080),
                         path: "/healthz".into(),
                     },
                     interval_ms: 5_000,
@@ -1899,7 +1913,7 @@ port = 53
         assert_eq!(
             def.config.health,
             Some(HealthCheck {
-                probe: Probe::Tcp { port: 53 },
+                probe: Probe::Tcp { port: Some(53) },
                 interval_ms: 10_000,
                 timeout_ms: 3_000,
                 retries: 3,
@@ -1989,13 +2003,9 @@ start_period = "500ms"
             Some("image.name"),
             "missing required key",
         );
-        fails(
-            "[image]\nname = \"a\"\n[config.health]\nkind = \"tcp\"\n",
-            3,
-            1,
-            Some("config.health.port"),
-            "missing required key",
-        );
+        // No port: the instance's own.
+        let def = ok("[image]\nname = \"a\"\n[config.health]\nkind = \"tcp\"\n");
+        assert_eq!(def.config.health.unwrap().probe, Probe::Tcp { port: None });
     }
 
     // --- syntax -----------------------------------------------------------
@@ -2753,7 +2763,7 @@ start_period = "500ms"
     fn health_check_json_round_trips() {
         let check = HealthCheck {
             probe: Probe::Http {
-                port: 8080,
+                port: Some(8080),
                 path: "/healthz".into(),
             },
             interval_ms: 5_000,

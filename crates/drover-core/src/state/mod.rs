@@ -95,6 +95,32 @@ BEGIN
     SELECT RAISE(ABORT, 'the ledger is append-only: entries cannot be deleted');
 END;
 "#,
+    // 2: instances (see instance/mod.rs for the state machine).
+    r#"
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY,
+    name          TEXT,
+    image         TEXT NOT NULL,  -- manifest digest
+    image_ref     TEXT NOT NULL,  -- what the user asked for
+    release       INTEGER,
+    driver        TEXT NOT NULL,
+    state         TEXT NOT NULL,  -- created | running | stopping | exited | deleted
+    pid           INTEGER,
+    pid_start     INTEGER,        -- with pid, names one process despite pid reuse
+    monitor_pid   INTEGER,
+    monitor_start INTEGER,
+    port          INTEGER,
+    created       TEXT NOT NULL,
+    started       TEXT,
+    finished      TEXT,
+    exit_code     INTEGER,
+    exit_signal   INTEGER,
+    stop_signal   INTEGER NOT NULL,
+    launch        TEXT NOT NULL   -- JSON: everything the runtime config was made from
+);
+CREATE UNIQUE INDEX instances_live_name ON instances (name)
+    WHERE name IS NOT NULL AND state != 'deleted';
+"#,
 ];
 
 /// The schema version this binary creates and understands.
@@ -320,7 +346,14 @@ mod tests {
         );
         assert_eq!(
             tables(db.conn()),
-            ["ledger", "ledger_head", "referrers", "store_meta", "tags"]
+            [
+                "instances",
+                "ledger",
+                "ledger_head",
+                "referrers",
+                "store_meta",
+                "tags"
+            ]
         );
         let index: String = db
             .conn()
@@ -501,6 +534,7 @@ mod tests {
     fn shipped_migrations_are_unchanged() {
         let shipped = [
             "sha256:436ea427895b63acd005327c49e68c227f56c3c58b7113032832201941a152ec", // 1
+            "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

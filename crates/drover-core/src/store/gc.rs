@@ -1,6 +1,7 @@
 //! Reachability and garbage collection.
 //!
-//! Roots are the tags (later also releases and instances); from a manifest
+//! Roots are the tags and the images of instances not yet removed (later
+//! also releases); from a manifest
 //! its config and layers are reachable, from an index its manifests, and an
 //! artifact is reachable when its subject is. Everything else goes.
 
@@ -9,10 +10,11 @@ use std::fs;
 
 use serde::Serialize;
 
-use super::{Store, oci};
+use super::{Store, oci, unpack};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
+use crate::state::DbContext;
 
 /// What references a blob, for messages like "layer of image app:1.0".
 pub type Parents = BTreeMap<Digest, BTreeSet<String>>;
@@ -50,6 +52,9 @@ pub(crate) fn walk(
             .cloned()
             .unwrap_or_else(|| format!("manifest {}", d.short()))
     };
+    for (digest, id) in instance_images(store)? {
+        queue.push((digest, oci::MEDIA_MANIFEST.into(), format!("instance {id}")));
+    }
     let referrers = store.all_referrers()?;
     loop {
         while let Some((digest, media_type, parent)) = queue.pop() {
@@ -120,6 +125,21 @@ pub(crate) fn walk(
     Ok((reachable, parents))
 }
 
+/// `(image digest, instance id)` of every instance not removed: an image
+/// stays as long as something may still run from it. (The table belongs to
+/// `instance`; the store reads it here because gc must never miss a root.)
+fn instance_images(store: &Store) -> Result<Vec<(Digest, String)>> {
+    let db = store.db();
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT image, id FROM instances WHERE state != 'deleted' ORDER BY id")
+        .db_ctx(db.path())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db_ctx(db.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GcReport {
     pub removed_blobs: usize,
@@ -127,10 +147,13 @@ pub struct GcReport {
     pub removed_referrers: Vec<Digest>,
     pub kept_blobs: usize,
     pub removed_temp_files: usize,
+    /// Unpacked roots of images nothing reaches any more.
+    pub removed_roots: usize,
 }
 
 impl Store {
-    /// Remove every blob no tag or referrer reaches. Needs the store opened
+    /// Remove every blob no tag, instance or referrer reaches, and the
+    /// unpacked roots of images no longer reached. Needs the store opened
     /// with `Store::open_exclusive`, so no build is writing meanwhile.
     pub fn gc(&mut self) -> Result<GcReport> {
         if !self.exclusive {
@@ -190,7 +213,15 @@ impl Store {
                 removed_temp_files += 1;
             }
         }
+        let mut removed_roots = 0;
+        for image in unpack::list(&self.layout)? {
+            if !reachable.contains(&image) {
+                unpack::remove(&self.layout, &image)?;
+                removed_roots += 1;
+            }
+        }
         Ok(GcReport {
+            removed_roots,
             removed_blobs,
             removed_bytes,
             removed_referrers: stale_referrers,

@@ -14,10 +14,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         output::json(&report)?;
     } else {
         println!(
-            "removed {} blobs ({}), {} artifacts, {} temp files; kept {} blobs",
+            "removed {} blobs ({}), {} artifacts, {} unpacked roots, {} temp files; kept {} blobs",
             report.removed_blobs,
             output::size(report.removed_bytes),
             report.removed_referrers.len(),
+            report.removed_roots,
             report.removed_temp_files,
             report.kept_blobs
         );

@@ -6,7 +6,12 @@ pub mod build;
 pub mod gc;
 pub mod images;
 pub mod inspect;
+pub mod logs;
+pub mod ps;
+pub mod rm;
 pub mod rmi;
+pub mod run;
+pub mod stop;
 pub mod tag;
 pub mod verify;
 

@@ -1,0 +1,800 @@
+//! Instances: one container of one image, never modified — replaced.
+//!
+//! An instance's life is a small state machine ([`State`]), kept in the
+//! state database next to the ledger and changed only by [`transition`],
+//! which writes the ledger entry in the same transaction:
+//!
+//! ```text
+//! created ──start──▶ running ──stop──▶ stopping ──exit──▶ exited ──rm──▶ deleted
+//!                       └──────────────exit──────────────────┘
+//! ```
+//!
+//! Each running instance has a *monitor* ([`monitor`]): a small drover
+//! process, detached from the terminal, that creates the container through
+//! the driver, waits for its process and records how it exited. Instances
+//! therefore keep running after the CLI exits, and any later drover process
+//! finds them in the database. If the monitor itself is killed, the next
+//! [`refresh`] sees the process gone and records the exit as unknown — an
+//! instance whose process died is never shown as running.
+//!
+//! Files: `<store>/instances/<id>/` is the OCI bundle (`config.json`) and
+//! holds the log (`log`); volumes live in `<store>/volumes/<name>/` and
+//! outlive instances; runtimes keep their own state in `<store>/run/`.
+
+pub mod monitor;
+mod prepare;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
+use serde_json::json;
+
+pub use prepare::{RunOptions, VolumeSpec, parse_signal};
+
+use crate::clock;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::ledger::{self, NewEntry};
+use crate::runtime::{self, DriverKind, spec::Launch};
+use crate::state::{Db, DbContext};
+use crate::store::Store;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Recorded, container not yet running.
+    Created,
+    Running,
+    /// Asked to stop; its process has not exited yet.
+    Stopping,
+    /// Its process has exited (see [`Exit`]).
+    Exited,
+    /// Removed: container, bundle and log are gone; the row stays as history.
+    Deleted,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Deleted => "deleted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "created" => State::Created,
+            "running" => State::Running,
+            "stopping" => State::Stopping,
+            "exited" => State::Exited,
+            "deleted" => State::Deleted,
+            _ => return None,
+        })
+    }
+
+    /// Whether the instance's process may be alive.
+    pub fn is_live(self) -> bool {
+        matches!(self, State::Running | State::Stopping)
+    }
+
+    /// The one place that says which changes are allowed.
+    pub fn can_become(self, to: State) -> bool {
+        use State::*;
+        matches!(
+            (self, to),
+            (Created, Running)
+                | (Created, Exited)
+                | (Running, Stopping)
+                | (Running, Exited)
+                | (Stopping, Exited)
+                | (Created | Exited, Deleted)
+        )
+    }
+}
+
+/// How an instance's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Its monitor was gone too, so nobody saw the status.
+    Unknown,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// One instance as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub name: Option<String>,
+    /// The image's manifest digest: what runs, whatever tag was used.
+    pub image: Digest,
+    /// What the user asked to run (a tag or digest).
+    pub image_ref: String,
+    pub release: Option<i64>,
+    pub driver: DriverKind,
+    pub state: State,
+    pub pid: Option<u32>,
+    #[serde(skip)]
+    pub pid_start: Option<u64>,
+    #[serde(skip)]
+    pub monitor_pid: Option<u32>,
+    #[serde(skip)]
+    pub monitor_start: Option<u64>,
+    pub port: Option<u16>,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub exit: Option<Exit>,
+    pub stop_signal: i32,
+    pub launch: Launch,
+}
+
+impl Instance {
+    pub fn bundle(&self, store_root: &Path) -> PathBuf {
+        bundle_dir(store_root, &self.id)
+    }
+
+    /// Is the process this row names still the one running? (pid and start
+    /// time both match, so a reused pid does not count.)
+    fn process_alive(&self) -> bool {
+        match (self.pid, self.pid_start) {
+            (Some(pid), Some(start)) => {
+                runtime::alive(pid) && runtime::start_time(pid) == Some(start)
+            }
+            _ => false,
+        }
+    }
+
+    fn monitor_alive(&self) -> bool {
+        match (self.monitor_pid, self.monitor_start) {
+            (Some(pid), Some(start)) => {
+                runtime::alive(pid) && runtime::start_time(pid) == Some(start)
+            }
+            _ => false,
+        }
+    }
+}
+
+pub fn bundle_dir(store_root: &Path, id: &str) -> PathBuf {
+    store_root.join("instances").join(id)
+}
+
+/// Where runtimes keep their state.
+pub fn runtime_root(store_root: &Path) -> PathBuf {
+    store_root.join("run")
+}
+
+pub fn volume_dir(store_root: &Path, name: &str) -> PathBuf {
+    store_root.join("volumes").join(name)
+}
+
+const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
+     monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
+     stop_signal, launch";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
+    let bad = |i: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
+    let driver: String = row.get(5)?;
+    let state: String = row.get(6)?;
+    let launch: String = row.get(18)?;
+    let exit_code: Option<i32> = row.get(15)?;
+    let exit_signal: Option<i32> = row.get(16)?;
+    let state = State::parse(&state).ok_or_else(|| bad(6, format!("unknown state {state:?}")))?;
+    let exit = match (exit_code, exit_signal) {
+        (Some(c), _) => Some(Exit::Code(c)),
+        (None, Some(s)) => Some(Exit::Signal(s)),
+        (None, None) if matches!(state, State::Exited | State::Deleted) => Some(Exit::Unknown),
+        _ => None,
+    };
+    Ok(Instance {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        image: row.get(2)?,
+        image_ref: row.get(3)?,
+        release: row.get(4)?,
+        driver: DriverKind::parse(&driver).map_err(|e| bad(5, e.to_string()))?,
+        state,
+        pid: row.get(7)?,
+        pid_start: row.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        monitor_pid: row.get(9)?,
+        monitor_start: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        port: row.get(11)?,
+        created: row.get(12)?,
+        started: row.get(13)?,
+        finished: row.get(14)?,
+        exit,
+        stop_signal: row.get(17)?,
+        launch: serde_json::from_str(&launch).map_err(|e| bad(18, e.to_string()))?,
+    })
+}
+
+/// Every instance, oldest first; deleted ones only with `all`.
+pub fn list(db: &Db, all: bool) -> Result<Vec<Instance>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM instances {} ORDER BY created, id",
+        if all { "" } else { "WHERE state != 'deleted'" }
+    );
+    let mut stmt = db.conn().prepare(&sql).db_ctx(db.path())?;
+    let rows = stmt.query_map([], from_row).db_ctx(db.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+}
+
+fn get(conn: &rusqlite::Connection, path: &Path, id: &str) -> Result<Option<Instance>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+    .db_ctx(path)
+}
+
+/// The instance `key` names: its id, a unique prefix of it, or its name
+/// (deleted instances only by full id).
+pub fn find(db: &Db, key: &str) -> Result<Instance> {
+    if let Some(i) = get(db.conn(), db.path(), key)? {
+        return Ok(i);
+    }
+    let live = list(db, false)?;
+    if let Some(i) = live.iter().find(|i| i.name.as_deref() == Some(key)) {
+        return Ok(i.clone());
+    }
+    let matches: Vec<&Instance> = live.iter().filter(|i| i.id.starts_with(key)).collect();
+    match matches.as_slice() {
+        [one] if !key.is_empty() => Ok((*one).clone()),
+        [] | [_] => Err(Error::NotFound {
+            what: format!("instance {key:?}"),
+            hint: Some("`drover ps` lists instances".into()),
+        }),
+        many => Err(Error::Usage(format!(
+            "{key:?} matches {} instances ({}); give more of the id",
+            many.len(),
+            many.iter()
+                .map(|i| i.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A state change and what comes with it.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub pid: Option<(u32, Option<u64>)>,
+    pub monitor: Option<(u32, Option<u64>)>,
+    pub exit: Option<Exit>,
+}
+
+/// Move instance `id` to `to` and write the ledger entry `action` (if any),
+/// in one transaction. Returns `false` (and changes nothing) when the instance is
+/// not in a state that can become `to` — e.g. its exit was already recorded
+/// by someone else — so concurrent observers record an event exactly once.
+pub fn transition(
+    db: &mut Db,
+    id: &str,
+    to: State,
+    action: Option<&str>,
+    change: Change,
+) -> Result<bool> {
+    db.write(|tx, path| transition_in(tx, path, id, to, action, &change))
+}
+
+fn transition_in(
+    tx: &Transaction<'_>,
+    path: &Path,
+    id: &str,
+    to: State,
+    action: Option<&str>,
+    change: &Change,
+) -> Result<bool> {
+    let Some(inst) = get(tx, path, id)? else {
+        return Err(Error::not_found(format!("instance {id}")));
+    };
+    if !inst.state.can_become(to) {
+        return Ok(false);
+    }
+    let now = clock::now_rfc3339();
+    tx.execute(
+        "UPDATE instances SET state = ?2 WHERE id = ?1",
+        params![id, to.as_str()],
+    )
+    .db_ctx(path)?;
+    if let Some((pid, start)) = change.pid {
+        tx.execute(
+            "UPDATE instances SET pid = ?2, pid_start = ?3, started = ?4 WHERE id = ?1",
+            params![id, pid, start.map(|s| s as i64), now],
+        )
+        .db_ctx(path)?;
+    }
+    if let Some((pid, start)) = change.monitor {
+        tx.execute(
+            "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
+            params![id, pid, start.map(|s| s as i64)],
+        )
+        .db_ctx(path)?;
+    }
+    let mut details = json!({
+        "image": inst.image.to_string(),
+        "driver": inst.driver.as_str(),
+        "from": inst.state.as_str(),
+        "to": to.as_str(),
+    });
+    if let Some(name) = &inst.name {
+        details["name"] = json!(name);
+    }
+    if let Some(release) = inst.release {
+        details["release"] = json!(release);
+    }
+    if let Some((pid, _)) = change.pid {
+        details["pid"] = json!(pid);
+    }
+    if let Some(exit) = change.exit {
+        let (code, signal) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(s)),
+            Exit::Unknown => (None, None),
+        };
+        tx.execute(
+            "UPDATE instances SET finished = ?2, exit_code = ?3, exit_signal = ?4 WHERE id = ?1",
+            params![id, now, code, signal],
+        )
+        .db_ctx(path)?;
+        details["exit"] = json!(exit.to_string());
+    }
+    if let Some(action) = action {
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(action, [id.to_string(), inst.image.to_string()], details),
+        )?;
+    }
+    Ok(true)
+}
+
+/// Record that instance `id`'s process exited: `instance.stop` if a stop
+/// was asked for, else `instance.exit`. Returns `false` if its exit was
+/// already recorded.
+pub fn record_exit(db: &mut Db, id: &str, exit: Exit) -> Result<bool> {
+    db.write(|tx, path| {
+        let Some(inst) = get(tx, path, id)? else {
+            return Err(Error::not_found(format!("instance {id}")));
+        };
+        let change = Change {
+            exit: Some(exit),
+            ..Change::default()
+        };
+        transition_in(
+            tx,
+            path,
+            id,
+            State::Exited,
+            Some(exit_action(inst.state)),
+            &change,
+        )
+    })
+}
+
+/// Bring recorded states up to date with reality: an instance whose process
+/// is gone is recorded as exited (with its status if its monitor is about
+/// to record it, else as unknown). Returns the refreshed list.
+pub fn refresh(db: &mut Db, all: bool) -> Result<Vec<Instance>> {
+    let mut out = Vec::new();
+    for inst in list(db, all)? {
+        out.push(refresh_one(db, inst)?);
+    }
+    Ok(out)
+}
+
+fn refresh_one(db: &mut Db, inst: Instance) -> Result<Instance> {
+    if !inst.state.is_live() || inst.process_alive() {
+        return Ok(inst);
+    }
+    // The process is gone. A live monitor records its status within
+    // moments; give it that long before recording an unknown exit.
+    if inst.monitor_alive() {
+        let id = inst.id.clone();
+        let recorded = runtime::wait_until(Duration::from_secs(2), || {
+            Ok(get(db.conn(), db.path(), &id)?.is_some_and(|i| !i.state.is_live()))
+        })?;
+        if recorded {
+            return reload(db, &inst.id);
+        }
+    }
+    record_exit(db, &inst.id, Exit::Unknown)?;
+    reload(db, &inst.id)
+}
+
+/// The ledger action for an exit seen in state `from`: a stop the user
+/// asked for, or an exit nobody asked for.
+fn exit_action(from: State) -> &'static str {
+    if from == State::Stopping {
+        "instance.stop"
+    } else {
+        "instance.exit"
+    }
+}
+
+fn reload(db: &Db, id: &str) -> Result<Instance> {
+    get(db.conn(), db.path(), id)?.ok_or_else(|| Error::not_found(format!("instance {id}")))
+}
+
+/// Run an instance of `image_ref`, detached: returns once its process is
+/// running (or with the reason it could not start).
+pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
+    let inst = prepare::create(store, image_ref, opts)?;
+    match monitor::spawn(store.root(), &inst.id) {
+        Ok(()) => reload(store.db(), &inst.id),
+        Err(e) => {
+            discard(store, &inst);
+            Err(e)
+        }
+    }
+}
+
+/// Run an instance in the foreground: this process is its monitor. Returns
+/// when it has exited, with the instance as recorded then.
+pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
+    let inst = prepare::create(store, image_ref, opts)?;
+    let db_path = store.db().path().to_path_buf();
+    monitor::adopt_orphans()?;
+    match monitor::launch(store.root(), &db_path, &inst) {
+        Ok(pid) => {
+            monitor::watch(&db_path, &inst.id, pid)?;
+            reload(store.db(), &inst.id)
+        }
+        Err(e) => {
+            discard(store, &inst);
+            Err(e)
+        }
+    }
+}
+
+/// Undo a `create` whose instance never ran: nothing of it stays, and the
+/// ledger never mentioned it.
+fn discard(store: &mut Store, inst: &Instance) {
+    let _ = runtime::driver(inst.driver, &runtime_root(store.root())).delete(&inst.id);
+    let _ = fs::remove_dir_all(inst.bundle(store.root()));
+    let _ = store.db_mut().write(|tx, path| {
+        tx.execute("DELETE FROM instances WHERE id = ?1", [&inst.id])
+            .db_ctx(path)
+    });
+}
+
+/// Stop an instance: its stop signal, then SIGKILL after `grace`. Returns
+/// the instance as recorded afterwards.
+pub fn stop(store: &mut Store, key: &str, grace: Duration) -> Result<Instance> {
+    let found = find(store.db(), key)?;
+    let inst = refresh_one(store.db_mut(), found)?;
+    if !inst.state.is_live() {
+        return Ok(inst);
+    }
+    // Not a ledger entry of its own: the exit is recorded as `instance.stop`.
+    transition(
+        store.db_mut(),
+        &inst.id,
+        State::Stopping,
+        None,
+        Change::default(),
+    )?;
+    let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
+    driver.stop(&inst.id, inst.stop_signal, grace)?;
+    // The monitor records the exit status; wait for it, then refresh in
+    // case the monitor was gone.
+    let id = inst.id.clone();
+    let db = store.db_mut();
+    runtime::wait_until(Duration::from_secs(5), || {
+        Ok(get(db.conn(), db.path(), &id)?.is_some_and(|i| !i.state.is_live()))
+    })?;
+    let inst = reload(db, &id)?;
+    refresh_one(db, inst)
+}
+
+/// Remove an instance: its container, bundle and log. A live instance needs
+/// `force` (it is killed first).
+pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
+    let found = find(store.db(), key)?;
+    let inst = refresh_one(store.db_mut(), found)?;
+    if inst.state == State::Deleted {
+        return Ok(inst);
+    }
+    if inst.state.is_live() {
+        if !force {
+            return Err(Error::Usage(format!(
+                "instance {} is {}; stop it first or use --force",
+                inst.id,
+                inst.state.as_str()
+            )));
+        }
+        stop(store, &inst.id, Duration::ZERO)?;
+    }
+    let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
+    driver.delete(&inst.id)?;
+    let bundle = inst.bundle(store.root());
+    match fs::remove_dir_all(&bundle) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove instance directory", bundle, e)),
+    }
+    transition(
+        store.db_mut(),
+        &inst.id,
+        State::Deleted,
+        Some("instance.delete"),
+        Change::default(),
+    )?;
+    reload(store.db(), &inst.id)
+}
+
+/// Copy the instance's log to `out`; with `follow`, keep copying as it grows
+/// until the instance has exited.
+pub fn logs(
+    store: &mut Store,
+    key: &str,
+    follow: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let inst = find(store.db(), key)?;
+    if inst.state == State::Deleted {
+        return Err(Error::Usage(format!(
+            "instance {} was removed, and its log with it",
+            inst.id
+        )));
+    }
+    let path = runtime::log_path(&inst.bundle(store.root()));
+    let mut file = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
+        Err(e) => return Err(Error::io("open log", path, e)),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).ctx("read log", &path)?;
+        if n > 0 {
+            out.write_all(&buf[..n])
+                .ctx("write log", Path::new("<stdout>"))?;
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        out.flush().ctx("write log", Path::new("<stdout>"))?;
+        let found = find(store.db(), &inst.id)?;
+        let now = refresh_one(store.db_mut(), found)?;
+        if !now.state.is_live() {
+            // One last read: output written just before the exit.
+            std::io::copy(&mut file, out).ctx("read log", &path)?;
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{self, BuildOptions, NoProgress};
+    use crate::runtime::{Driver, Fake};
+
+    /// A store holding `app:1`, a one-file image whose stop signal is SIGQUIT.
+    fn store_with_image() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/bin/app\"\ncontent = \"x\"\nmode = \"0755\"\n\
+                    [config]\nentrypoint = [\"/bin/app\"]\nstop_signal = \"SIGQUIT\"\nuser = \"1000:1000\"\n";
+        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
+        build::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
+        (dir, store)
+    }
+
+    fn fake(store: &Store) -> Fake {
+        Fake::new(runtime_root(store.root()).join("fake"))
+    }
+
+    /// What `run` does, with the fake driver and no monitor process: the
+    /// test plays the monitor.
+    fn start(store: &mut Store, name: &str) -> Instance {
+        let opts = RunOptions {
+            name: Some(name.into()),
+            driver: DriverKind::Fake,
+            env: vec![("MODE".into(), "test".into())],
+            ..RunOptions::default()
+        };
+        let inst = prepare::create(store, "app:1", &opts).unwrap();
+        let db_path = store.db().path().to_path_buf();
+        monitor::launch(store.root(), &db_path, &inst).unwrap();
+        // The monitor recorded is this test process; forget it, as if the
+        // monitor had gone (the fake has no process for it to wait for).
+        store
+            .db()
+            .conn()
+            .execute(
+                "UPDATE instances SET monitor_pid = NULL WHERE id = ?1",
+                [&inst.id],
+            )
+            .unwrap();
+        reload(store.db(), &inst.id).unwrap()
+    }
+
+    fn actions(store: &Store, id: &str) -> Vec<String> {
+        ledger::list(
+            store.db().conn(),
+            store.db().path(),
+            &ledger::Filter::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subjects.iter().any(|s| s == id))
+        .map(|e| e.action)
+        .collect()
+    }
+
+    #[test]
+    fn run_records_a_running_instance_with_its_config() {
+        let (_dir, mut store) = store_with_image();
+        let inst = start(&mut store, "web");
+        assert_eq!(inst.state, State::Running);
+        assert_eq!(inst.name.as_deref(), Some("web"));
+        assert_eq!(inst.stop_signal, libc::SIGQUIT);
+        assert_eq!((inst.launch.uid, inst.launch.gid), (1000, 1000));
+        assert_eq!(inst.launch.args, ["/bin/app"]);
+        let port = inst.port.unwrap();
+        assert_eq!(
+            inst.launch.env,
+            ["MODE=test".to_string(), format!("PORT={port}")]
+        );
+        assert!(inst.bundle(store.root()).join("config.json").is_file());
+        assert_eq!(
+            fake(&store).inspect(&inst.id).unwrap().unwrap().status,
+            runtime::Status::Running
+        );
+        assert_eq!(actions(&store, &inst.id), ["instance.start"]);
+        // Found by id, unique prefix and name.
+        assert_eq!(find(store.db(), &inst.id).unwrap().id, inst.id);
+        assert_eq!(find(store.db(), &inst.id[..6]).unwrap().id, inst.id);
+        assert_eq!(find(store.db(), "web").unwrap().id, inst.id);
+        assert!(matches!(
+            find(store.db(), "nope"),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn an_exit_is_recorded_exactly_once() {
+        let (_dir, mut store) = store_with_image();
+        let inst = start(&mut store, "a");
+        assert!(record_exit(store.db_mut(), &inst.id, Exit::Code(3)).unwrap());
+        assert!(!record_exit(store.db_mut(), &inst.id, Exit::Unknown).unwrap());
+        let now = reload(store.db(), &inst.id).unwrap();
+        assert_eq!((now.state, now.exit), (State::Exited, Some(Exit::Code(3))));
+        assert_eq!(
+            actions(&store, &inst.id),
+            ["instance.start", "instance.exit"]
+        );
+    }
+
+    #[test]
+    fn a_process_gone_without_its_monitor_shows_as_exited_unknown() {
+        let (_dir, mut store) = store_with_image();
+        // The fake's pid is never alive, and no monitor ever recorded it:
+        // just what a host reboot or a killed monitor leaves.
+        let inst = start(&mut store, "a");
+        let listed = refresh(store.db_mut(), false).unwrap();
+        assert_eq!(listed[0].state, State::Exited);
+        assert_eq!(listed[0].exit, Some(Exit::Unknown));
+        assert_eq!(
+            actions(&store, &inst.id),
+            ["instance.start", "instance.exit"]
+        );
+    }
+
+    #[test]
+    fn stop_never_signals_a_process_that_is_gone_and_rm_cleans_up() {
+        let (_dir, mut store) = store_with_image();
+        let inst = start(&mut store, "a");
+        let stopped = stop(&mut store, "a", Duration::ZERO).unwrap();
+        assert_eq!(
+            (stopped.state, stopped.exit),
+            (State::Exited, Some(Exit::Unknown))
+        );
+        assert!(fake(&store).signals(&inst.id).is_empty());
+        let gone = remove(&mut store, "a", false).unwrap();
+        assert_eq!(gone.state, State::Deleted);
+        assert!(!gone.bundle(store.root()).exists());
+        assert!(fake(&store).inspect(&inst.id).unwrap().is_none());
+        assert_eq!(
+            actions(&store, &inst.id),
+            ["instance.start", "instance.exit", "instance.delete"]
+        );
+        // Removing twice is fine; the name is free again.
+        assert_eq!(
+            remove(&mut store, &inst.id, false).unwrap().state,
+            State::Deleted
+        );
+        start(&mut store, "a");
+    }
+
+    #[test]
+    fn the_fake_driver_follows_the_oci_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fake::new(dir.path().join("fake"));
+        let bundle = dir.path().join("b");
+        fs::create_dir_all(&bundle).unwrap();
+        assert!(
+            f.create("x", &bundle, &bundle.join("log")).is_err(),
+            "no config.json"
+        );
+        fs::write(bundle.join("config.json"), "{}").unwrap();
+        f.create("x", &bundle, &bundle.join("log")).unwrap();
+        assert!(
+            f.create("x", &bundle, &bundle.join("log")).is_err(),
+            "exists"
+        );
+        f.start("x").unwrap();
+        assert!(f.start("x").is_err(), "start twice");
+        f.stop("x", libc::SIGTERM, Duration::ZERO).unwrap();
+        assert_eq!(f.signals("x"), [libc::SIGTERM]);
+        assert_eq!(f.list().unwrap().len(), 1);
+        f.delete("x").unwrap();
+        f.delete("x").unwrap();
+        assert!(f.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_are_unique_among_live_instances() {
+        let (_dir, mut store) = store_with_image();
+        start(&mut store, "web");
+        let opts = RunOptions {
+            name: Some("web".into()),
+            driver: DriverKind::Fake,
+            ..RunOptions::default()
+        };
+        let err = prepare::create(&mut store, "app:1", &opts).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn only_the_lifecycle_transitions_are_allowed() {
+        use State::*;
+        let all = [Created, Running, Stopping, Exited, Deleted];
+        let allowed = [
+            (Created, Running),
+            (Created, Exited),
+            (Running, Stopping),
+            (Running, Exited),
+            (Stopping, Exited),
+            (Created, Deleted),
+            (Exited, Deleted),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+}

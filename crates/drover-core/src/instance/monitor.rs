@@ -1,0 +1,153 @@
+//! The monitor: the process that owns one running instance.
+//!
+//! `drover run` starts it as `drover __monitor <id>` in its own session (so
+//! the terminal's signals and the CLI's exit don't reach it). It creates and
+//! starts the container through the instance's driver, records it running,
+//! tells the CLI over a pipe ("ok" or the error), then waits for the
+//! container's init process and records how it exited. It is the init
+//! process's parent — directly for the embedded runtime, by adoption as a
+//! child subreaper when `runc create` exits — so it alone can learn the exit
+//! status. It holds no store lock, so `gc` never waits for instances.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::{Change, Exit, Instance, State, record_exit, runtime_root, transition};
+use crate::error::{Error, IoContext, Result};
+use crate::runtime;
+use crate::state::{self, Db};
+
+/// The hidden subcommand the binary routes to [`main`].
+pub const SUBCOMMAND: &str = "__monitor";
+
+/// Start the monitor of instance `id` and wait until it reports the
+/// instance running, or why it could not start.
+pub fn spawn(store_root: &Path, id: &str) -> Result<()> {
+    let exe = std::env::current_exe().ctx("find the drover binary", Path::new("/proc/self/exe"))?;
+    let mut child = Command::new(&exe)
+        .arg("--store")
+        .arg(store_root)
+        .arg(SUBCOMMAND)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ctx("start the instance monitor", &exe)?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .ctx("read the instance monitor's report", &exe)?;
+    // The monitor stays running; don't leave a zombie behind if this
+    // process lives on (a daemon or a test).
+    std::thread::spawn(move || child.wait());
+    match line.trim_end().strip_prefix("error: ") {
+        None if line.trim_end() == "ok" => Ok(()),
+        Some(message) => Err(Error::Failed(message.to_string())),
+        None => Err(Error::Failed(format!(
+            "instance {id}: its monitor exited before reporting (got {:?})",
+            line.trim_end()
+        ))),
+    }
+}
+
+/// The monitor process: see the module docs. Its stdout is the pipe to the
+/// CLI that spawned it.
+pub fn main(store_root: &Path, id: &str) -> Result<()> {
+    // Own session: no controlling terminal, no signals from the CLI's.
+    let _ = nix::unistd::setsid();
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::Failed(format!("instance {id}: cannot become a subreaper: {e}")))?;
+    let db_path = store_root.join(state::FILE_NAME);
+    let launched = Db::open(&db_path)
+        .and_then(|db| super::reload(&db, id))
+        .and_then(|inst| launch(store_root, &db_path, &inst));
+    let mut out = std::io::stdout();
+    let report = match &launched {
+        Ok(_) => "ok\n".to_string(),
+        Err(e) => format!("error: {}\n", e.to_string().replace('\n', " ")),
+    };
+    let _ = out.write_all(report.as_bytes()).and_then(|()| out.flush());
+    // Nobody reads our output any more.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
+    }
+    let pid = launched?;
+    watch(&db_path, id, pid)
+}
+
+/// Create and start the container of `inst` and record it running, with
+/// this process as its monitor. Returns the init pid. On failure nothing
+/// of the container is left.
+pub fn launch(store_root: &Path, db_path: &Path, inst: &Instance) -> Result<u32> {
+    let driver = runtime::driver(inst.driver, &runtime_root(store_root));
+    let bundle = inst.bundle(store_root);
+    let started = driver
+        .create(&inst.id, &bundle, &runtime::log_path(&bundle))
+        .and_then(|pid| driver.start(&inst.id).map(|()| pid));
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = driver.delete(&inst.id);
+            return Err(e);
+        }
+    };
+    let me = std::process::id();
+    let mut db = Db::open(db_path)?;
+    transition(
+        &mut db,
+        &inst.id,
+        State::Running,
+        Some("instance.start"),
+        Change {
+            pid: Some((pid, runtime::start_time(pid))),
+            monitor: Some((me, runtime::start_time(me))),
+            exit: None,
+        },
+    )?;
+    Ok(pid)
+}
+
+/// Wait for the instance's init process `pid` and record its exit.
+pub fn watch(db_path: &Path, id: &str, pid: u32) -> Result<()> {
+    let exit = wait_for(pid);
+    let mut db = Db::open(db_path)?;
+    record_exit(&mut db, id, exit).map(drop)
+}
+
+fn wait_for(pid: u32) -> Exit {
+    let target = Pid::from_raw(pid as i32);
+    loop {
+        // Any child: as a subreaper we also adopt the container's orphans
+        // until its init exits, and must reap them.
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, code)) if p == target => return Exit::Code(code),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == target => return Exit::Signal(sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => {
+                // Not our child after all (adoption failed): all we can do
+                // is watch it disappear.
+                while runtime::alive(pid) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                return Exit::Unknown;
+            }
+        }
+    }
+}
+
+/// Make this process a child subreaper, so a foreground `run` can wait for
+/// an init process that `runc create` leaves behind.
+pub fn adopt_orphans() -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::Failed(format!("cannot become a subreaper: {e}")))
+}

@@ -1,0 +1,519 @@
+//! From an image and the user's options to a recorded instance with its
+//! bundle on disk: the image's verified root, its runtime config (see
+//! `runtime::spec`), its volumes and its port.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use rusqlite::params;
+
+use super::{Instance, State, bundle_dir, reload, volume_dir};
+use crate::clock;
+use crate::error::{Error, IoContext, Result};
+use crate::runtime::DriverKind;
+use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, Launch, Limits};
+use crate::state::DbContext;
+use crate::store::{Store, unpack};
+
+/// What `drover run` was asked for, beyond the image.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub name: Option<String>,
+    /// Added to (and overriding) the image's environment.
+    pub env: Vec<(String, String)>,
+    pub volumes: Vec<VolumeSpec>,
+    /// The port given to the instance in `PORT`; a free one when `None`.
+    pub port: Option<u16>,
+    pub limits: Limits,
+    pub cap_add: Vec<String>,
+    /// Replaces the image's entrypoint and command.
+    pub command: Option<Vec<String>>,
+    pub driver: DriverKind,
+    pub release: Option<i64>,
+    pub tmpfs_bytes: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            name: None,
+            env: vec![],
+            volumes: vec![],
+            port: None,
+            limits: Limits::default(),
+            cap_add: vec![],
+            command: None,
+            driver: DriverKind::Embedded,
+            release: None,
+            tmpfs_bytes: DEFAULT_TMPFS_BYTES,
+        }
+    }
+}
+
+/// `name:/path` or `name:/path:ro`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl VolumeSpec {
+    pub fn parse(s: &str) -> Result<VolumeSpec> {
+        let bad = |why: &str| {
+            Error::Usage(format!(
+                "volume {s:?}: {why} (expected name:/path or name:/path:ro)"
+            ))
+        };
+        let mut parts = s.splitn(3, ':');
+        let name = parts.next().unwrap_or_default();
+        let target = parts.next().ok_or_else(|| bad("no target path"))?;
+        let read_only = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(_) => return Err(bad("the mode must be ro or rw")),
+        };
+        if !valid_name(name) {
+            return Err(bad(
+                "a volume name is letters, digits, '.', '_' and '-', starting with a letter or digit",
+            ));
+        }
+        if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
+            return Err(bad(
+                "the target must be an absolute path below / without '..'",
+            ));
+        }
+        Ok(VolumeSpec {
+            name: name.to_string(),
+            target: target.trim_end_matches('/').to_string(),
+            read_only,
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `SIGTERM`, `TERM`, `SIGRTMIN+3` or `15` → the signal number.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(off) = name.strip_prefix("RTMIN+") {
+        let n = libc::SIGRTMIN() + off.parse::<i32>().ok()?;
+        return (n <= libc::SIGRTMAX()).then_some(n);
+    }
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// Record a new instance of `image_ref` (state `created`) and write its
+/// bundle. Nothing runs yet.
+pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
+    let desc = store.resolve(image_ref)?;
+    let manifest = store.manifest(&desc.digest)?;
+    let config = store.image_config(&manifest)?.config;
+    let rootfs = unpack::materialize(store, &desc.digest)?;
+    let root = &rootfs.path;
+
+    if let Some(name) = &opts.name
+        && !valid_name(name)
+    {
+        return Err(Error::Usage(format!(
+            "instance name {name:?}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )));
+    }
+
+    let args = match &opts.command {
+        Some(c) if !c.is_empty() => c.clone(),
+        _ => {
+            let mut a = config.entrypoint.clone().unwrap_or_default();
+            a.extend(config.cmd.clone().unwrap_or_default());
+            a
+        }
+    };
+    if args.is_empty() {
+        return Err(Error::Usage(format!(
+            "image {image_ref} has no entrypoint or command; give one after --"
+        )));
+    }
+
+    let cwd = config
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/".into());
+    if !is_dir_in_root(root, &cwd) {
+        return Err(Error::Usage(format!(
+            "image {image_ref}: working directory {cwd} is not a directory in the image"
+        )));
+    }
+
+    let (uid, gid, additional_gids) = resolve_user(root, config.user.as_deref().unwrap_or(""))
+        .map_err(|why| Error::Usage(format!("image {image_ref}: user: {why}")))?;
+
+    let mut capabilities = Vec::new();
+    for c in &opts.cap_add {
+        let cap =
+            spec::capability(c).ok_or_else(|| Error::Usage(format!("unknown capability {c:?}")))?;
+        if !capabilities.iter().any(|x| x == cap) {
+            capabilities.push(cap.to_string());
+        }
+    }
+
+    let mut mounts = Vec::new();
+    for v in &opts.volumes {
+        if !is_dir_in_root(root, &v.target) {
+            return Err(Error::Usage(format!(
+                "volume {}: {} is not a directory in image {image_ref}; the image must provide \
+                 its mount points (the root is read-only and shared)",
+                v.name, v.target
+            )));
+        }
+        let dir = volume_dir(store.root(), &v.name);
+        if !dir.exists() {
+            // A new volume belongs to the instance's user: it holds the
+            // service's state, and the service runs without capabilities.
+            let parent = dir.parent().expect("volumes live in a directory");
+            fs::create_dir_all(parent).ctx("create volume", parent)?;
+            let tmp = parent.join(format!(".new-{}-{}", v.name, std::process::id()));
+            fs::create_dir(&tmp).ctx("create volume", &tmp)?;
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).ctx("create volume", &tmp)?;
+            match fs::rename(&tmp, &dir) {
+                Ok(()) => {}
+                // Another run created it meanwhile: theirs stands.
+                Err(_) if dir.is_dir() => fs::remove_dir(&tmp).ctx("create volume", &tmp)?,
+                Err(e) => return Err(Error::io("create volume", dir, e)),
+            }
+        }
+        mounts.push(BindMount {
+            source: dir,
+            target: v.target.clone(),
+            read_only: v.read_only,
+        });
+    }
+
+    let id = new_id()?;
+    let port = match opts.port {
+        Some(p) => p,
+        None => free_port(store)?,
+    };
+    let mut env: Vec<(String, String)> = config
+        .env
+        .iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    for (k, v) in opts
+        .env
+        .iter()
+        .chain([&("PORT".to_string(), port.to_string())])
+    {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let stop_signal = match &config.stop_signal {
+        Some(s) => parse_signal(s)
+            .ok_or_else(|| Error::Usage(format!("image {image_ref}: unknown stop signal {s:?}")))?,
+        None => libc::SIGTERM,
+    };
+
+    let launch = Launch {
+        id: id.clone(),
+        rootfs: root.clone(),
+        args,
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd,
+        uid,
+        gid,
+        additional_gids,
+        capabilities,
+        mounts,
+        limits: opts.limits.clone(),
+        tmpfs_bytes: opts.tmpfs_bytes,
+    };
+    let bundle = bundle_dir(store.root(), &id);
+    fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
+    let config_json =
+        serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
+    fs::write(bundle.join("config.json"), config_json).ctx("write runtime config", &bundle)?;
+
+    let launch_json = serde_json::to_string(&launch).expect("launch serializes");
+    let inserted = store.db_mut().write(|tx, path| {
+        if let Some(name) = &opts.name {
+            let taken: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM instances WHERE name = ?1 AND state != 'deleted'",
+                    [name],
+                    |r| r.get(0),
+                )
+                .db_ctx(path)?;
+            if taken > 0 {
+                return Ok(false);
+            }
+        }
+        tx.execute(
+            "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
+             created, stop_signal, launch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                id,
+                opts.name,
+                desc.digest.to_string(),
+                image_ref,
+                opts.release,
+                opts.driver.as_str(),
+                State::Created.as_str(),
+                port,
+                clock::now_rfc3339(),
+                stop_signal,
+                launch_json
+            ],
+        )
+        .db_ctx(path)?;
+        Ok(true)
+    })?;
+    if !inserted {
+        let _ = fs::remove_dir_all(&bundle);
+        return Err(Error::Usage(format!(
+            "an instance named {:?} already exists; remove it or pick another name",
+            opts.name.as_deref().unwrap_or_default()
+        )));
+    }
+    reload(store.db(), &id)
+}
+
+/// Twelve random hex digits.
+fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 6];
+    let path = Path::new("/dev/urandom");
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .ctx("read", path)?;
+    Ok(hex::encode(bytes))
+}
+
+/// A port nothing listens on now and no live instance was given.
+fn free_port(store: &Store) -> Result<u16> {
+    let taken: BTreeSet<u16> = super::list(store.db(), false)?
+        .iter()
+        .filter_map(|i| i.port)
+        .collect();
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 0))
+            .map_err(|e| Error::io("find a free port", "0.0.0.0:0", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::io("find a free port", "0.0.0.0:0", e))?
+            .port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::Busy {
+        what: "ports".into(),
+        reason: "no free port found in 64 tries".into(),
+    })
+}
+
+/// Is `path` (absolute, inside the image) a directory reached without
+/// following any symlink? Mount targets and the working directory must be:
+/// a symlink could point the runtime anywhere on the host.
+fn is_dir_in_root(root: &Path, path: &str) -> bool {
+    let mut at = root.to_path_buf();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return false;
+        }
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A regular file inside the image, read without following symlinks.
+fn read_in_root(root: &Path, path: &str) -> Option<String> {
+    let (dir, _) = path.rsplit_once('/')?;
+    if !is_dir_in_root(root, dir) {
+        return None;
+    }
+    let file = root.join(path.trim_start_matches('/'));
+    match fs::symlink_metadata(&file) {
+        Ok(m) if m.is_file() => fs::read_to_string(&file).ok(),
+        _ => None,
+    }
+}
+
+/// The image's `User` (`uid`, `uid:gid`, `name`, `name:group`, empty for
+/// root) as numbers, with the user's supplementary groups, read from the
+/// image's own `/etc/passwd` and `/etc/group`.
+fn resolve_user(root: &Path, user: &str) -> std::result::Result<(u32, u32, Vec<u32>), String> {
+    if user.is_empty() {
+        return Ok((0, 0, vec![]));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_in_root(root, "/etc/passwd").unwrap_or_default();
+    let group = read_in_root(root, "/etc/group").unwrap_or_default();
+    let fields = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect()
+    };
+    let users = fields(&passwd);
+    let groups = fields(&group);
+    let (uid, name, primary) = match u.parse::<u32>() {
+        Ok(uid) => {
+            let entry = users
+                .iter()
+                .find(|f| f.get(2).and_then(|s| s.parse().ok()) == Some(uid));
+            (
+                uid,
+                entry.and_then(|f| f.first().cloned()),
+                entry.and_then(|f| f.get(3)?.parse().ok()),
+            )
+        }
+        Err(_) => {
+            let f = users
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(u))
+                .ok_or_else(|| format!("no user {u:?} in the image's /etc/passwd"))?;
+            let uid = f
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .ok_or("bad /etc/passwd line")?;
+            (
+                uid,
+                Some(u.to_string()),
+                f.get(3).and_then(|s| s.parse().ok()),
+            )
+        }
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(g))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .ok_or_else(|| format!("no group {g:?} in the image's /etc/group"))?,
+        },
+        None => primary.unwrap_or(uid),
+    };
+    let mut extra: Vec<u32> = match &name {
+        Some(name) => groups
+            .iter()
+            .filter(|f| f.get(3).is_some_and(|m| m.split(',').any(|m| m == name)))
+            .filter_map(|f| f.get(2)?.parse().ok())
+            .filter(|g| *g != gid)
+            .collect(),
+        None => vec![],
+    };
+    extra.sort_unstable();
+    extra.dedup();
+    Ok((uid, gid, extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_specs_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            VolumeSpec::parse("data:/var/lib/app").unwrap(),
+            VolumeSpec {
+                name: "data".into(),
+                target: "/var/lib/app".into(),
+                read_only: false
+            }
+        );
+        assert!(VolumeSpec::parse("cfg:/etc/app:ro").unwrap().read_only);
+        for bad in [
+            "data",
+            "../x:/a",
+            "data:rel",
+            "data:/a/../b",
+            "data:/",
+            "d:/a:rx",
+            ":/a",
+        ] {
+            assert!(VolumeSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("quit"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGRTMIN+2"), Some(libc::SIGRTMIN() + 2));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
+
+    #[test]
+    fn users_resolve_from_the_images_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("etc")).unwrap();
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwww:x:33:app\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user(root, "").unwrap(), (0, 0, vec![]));
+        assert_eq!(resolve_user(root, "app").unwrap(), (1000, 1000, vec![33]));
+        assert_eq!(resolve_user(root, "1000").unwrap(), (1000, 1000, vec![33]));
+        assert_eq!(
+            resolve_user(root, "65534:65534").unwrap(),
+            (65534, 65534, vec![])
+        );
+        assert_eq!(resolve_user(root, "app:www").unwrap(), (1000, 33, vec![]));
+        assert!(resolve_user(root, "nobody").is_err());
+        assert!(resolve_user(root, "app:nogroup").is_err());
+    }
+
+    #[test]
+    fn mount_targets_must_be_real_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("var/data")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        fs::write(root.join("file"), "").unwrap();
+        assert!(is_dir_in_root(root, "/var/data"));
+        assert!(is_dir_in_root(root, "/"));
+        assert!(!is_dir_in_root(root, "/link"));
+        assert!(!is_dir_in_root(root, "/link/ssl"));
+        assert!(!is_dir_in_root(root, "/file"));
+        assert!(!is_dir_in_root(root, "/var/../etc"));
+        assert!(!is_dir_in_root(root, "/missing"));
+    }
+}

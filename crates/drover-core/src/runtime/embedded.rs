@@ -1,0 +1,136 @@
+//! The default driver: youki's libcontainer, linked into drover. No runtime
+//! binary to exec: the caller clones the container's init process itself,
+//! which is why it starts faster than `runc`.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::{ContainerState, Driver, DriverKind, Status};
+use crate::error::{Error, IoContext, Result};
+
+pub struct Embedded {
+    /// libcontainer's state directory: one subdirectory per container.
+    root: PathBuf,
+}
+
+impl Embedded {
+    pub fn new(root: PathBuf) -> Self {
+        Embedded { root }
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Container>> {
+        let dir = self.root.join(id);
+        if !dir.join("state.json").exists() {
+            return Ok(None);
+        }
+        Container::load(dir)
+            .map(Some)
+            .map_err(|e| failed(id, "load", e))
+    }
+}
+
+fn failed(id: &str, op: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Runtime {
+        id: id.to_string(),
+        driver: "embedded",
+        op,
+        reason: e.to_string(),
+    }
+}
+
+fn state(c: &Container) -> ContainerState {
+    ContainerState {
+        id: c.id().to_string(),
+        status: match c.status() {
+            ContainerStatus::Creating | ContainerStatus::Created => Status::Created,
+            ContainerStatus::Running | ContainerStatus::Paused => Status::Running,
+            ContainerStatus::Stopped => Status::Stopped,
+        },
+        pid: c.pid().map(|p| p.as_raw() as u32),
+        bundle: c.bundle().clone(),
+    }
+}
+
+impl Driver for Embedded {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Embedded
+    }
+
+    fn create(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32> {
+        fs::create_dir_all(&self.root).ctx("create runtime state directory", &self.root)?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .ctx("open log", log)?;
+        let err = out.try_clone().ctx("open log", log)?;
+        let null = File::open("/dev/null").ctx("open", Path::new("/dev/null"))?;
+        let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+            .with_root_path(&self.root)
+            .map_err(|e| failed(id, "create", e))?
+            .with_stdin(null)
+            .with_stdout(out)
+            .with_stderr(err)
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(|e| failed(id, "create", e))?;
+        container
+            .pid()
+            .map(|p| p.as_raw() as u32)
+            .ok_or_else(|| failed(id, "create", "no init process"))
+    }
+
+    fn start(&self, id: &str) -> Result<()> {
+        let mut c = self
+            .load(id)?
+            .ok_or_else(|| Error::not_found(format!("container {id}")))?;
+        c.start().map_err(|e| failed(id, "start", e))
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        let Some(mut c) = self.load(id)? else {
+            return Ok(());
+        };
+        if c.status() == ContainerStatus::Stopped {
+            return Ok(());
+        }
+        let signal = Signal::try_from(signal).map_err(|e| failed(id, "signal", e))?;
+        c.kill(signal, false).map_err(|e| failed(id, "signal", e))
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let Some(mut c) = self.load(id)? else {
+            return Ok(());
+        };
+        c.delete(true).map_err(|e| failed(id, "delete", e))
+    }
+
+    fn inspect(&self, id: &str) -> Result<Option<ContainerState>> {
+        Ok(self.load(id)?.as_ref().map(state))
+    }
+
+    fn list(&self) -> Result<Vec<ContainerState>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io("list runtime state", &self.root, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.ctx("list runtime state", &self.root)?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if let Some(c) = self.load(&id)? {
+                out.push(state(&c));
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}

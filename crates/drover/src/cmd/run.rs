@@ -1,0 +1,138 @@
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use drover_core::instance::{self, Exit, RunOptions, VolumeSpec};
+use drover_core::runtime::DriverKind;
+use drover_core::runtime::spec::{DEFAULT_TMPFS_BYTES, Limits};
+
+use super::Ctx;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image: name:tag, a digest, or a unique digest prefix.
+    image: String,
+    /// Replaces the image's entrypoint and command.
+    #[arg(last = true)]
+    command: Vec<String>,
+    /// A name, unique among instances that are not removed.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Mount a named volume read-write (repeatable): NAME:/path[:ro].
+    #[arg(short, long = "volume", value_name = "NAME:/PATH")]
+    volume: Vec<String>,
+    /// The port given to the instance in PORT (default: a free one).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Memory limit, e.g. 256m or 1g.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU limit in cores, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Limit on the number of processes.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Limit on open files.
+    #[arg(long)]
+    nofile: Option<u64>,
+    /// Size of the /tmp tmpfs (/run gets a quarter).
+    #[arg(long, value_name = "SIZE")]
+    tmp_size: Option<String>,
+    /// Keep a capability (all are dropped by default), e.g. NET_BIND_SERVICE.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// The runtime: embedded (libcontainer, built in) or runc.
+    #[arg(long, env = "DROVER_DRIVER", default_value = "embedded")]
+    driver: String,
+    /// Run in the foreground: wait for the instance to exit, print its
+    /// output, and exit with its exit code.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: remove the instance once it has exited.
+    #[arg(long, requires = "wait")]
+    rm: bool,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let mut env = Vec::new();
+    for kv in &a.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!(drover_core::Error::Usage(format!(
+                "--env {kv:?}: expected KEY=VALUE"
+            )));
+        };
+        env.push((k.to_string(), v.to_string()));
+    }
+    let volumes = a
+        .volume
+        .iter()
+        .map(|v| VolumeSpec::parse(v))
+        .collect::<Result<_, _>>()?;
+    let opts = RunOptions {
+        name: a.name.clone(),
+        env,
+        volumes,
+        port: a.port,
+        limits: Limits {
+            memory_bytes: a
+                .memory
+                .as_deref()
+                .map(|s| size("--memory", s))
+                .transpose()?,
+            pids: a.pids,
+            millicpus: a.cpus.map(|c| (c * 1000.0).round() as u64),
+            nofile: a.nofile,
+        },
+        cap_add: a.cap_add.clone(),
+        command: (!a.command.is_empty()).then(|| a.command.clone()),
+        driver: DriverKind::parse(&a.driver)?,
+        release: None,
+        tmpfs_bytes: match &a.tmp_size {
+            Some(s) => size("--tmp-size", s)?,
+            None => DEFAULT_TMPFS_BYTES,
+        },
+    };
+    let mut store = ctx.store()?;
+    if !a.wait {
+        let inst = instance::run(&mut store, &a.image, &opts)?;
+        if ctx.json {
+            output::json(&inst)?;
+        } else {
+            println!("{}", inst.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inst = instance::run_wait(&mut store, &a.image, &opts)?;
+    instance::logs(&mut store, &inst.id, false, &mut std::io::stdout().lock())?;
+    if a.rm {
+        instance::remove(&mut store, &inst.id, false)
+            .with_context(|| format!("removing instance {}", inst.id))?;
+    }
+    Ok(match inst.exit {
+        Some(Exit::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
+        Some(Exit::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// `512k`, `256m`, `1g`, `1048576` → bytes.
+fn size(flag: &str, s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n << shift),
+        _ => bail!(drover_core::Error::Usage(format!(
+            "{flag} {s:?}: expected a size such as 512k, 256m or 1g"
+        ))),
+    }
+}

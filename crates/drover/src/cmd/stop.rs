@@ -1,0 +1,34 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use drover_core::instance;
+
+use super::Ctx;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Instance ids (or unique prefixes) or names.
+    #[arg(required = true)]
+    instances: Vec<String>,
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.store()?;
+    let mut done = Vec::new();
+    for key in &a.instances {
+        let inst = instance::stop(&mut store, key, Duration::from_secs(a.time))?;
+        if !ctx.json {
+            let exit = inst.exit.map(|e| format!(" ({e})")).unwrap_or_default();
+            println!("{} {}{exit}", inst.id, inst.state.as_str());
+        }
+        done.push(inst);
+    }
+    if ctx.json {
+        output::json(&done)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
