@@ -83,3 +83,26 @@ fn read_sized(mut call: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u
         }
     }
 }
+
+/// Reset every ignored signal (real-time ones included) to its default
+/// action. Ignored dispositions survive fork and exec, and Rust ignores
+/// SIGPIPE at startup: without this, a container started from a drover
+/// process would inherit that.
+pub fn reset_ignored_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a zeroed sigaction is a valid out-parameter; the query
+        // changes nothing, and installing SIG_DFL runs no code of ours in
+        // signal context. Numbers the kernel rejects just return -1.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}

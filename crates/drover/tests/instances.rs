@@ -192,9 +192,16 @@ fn process_is_locked_down(driver: &str) {
         &env,
         driver,
         &[],
-        "grep -E '^(NoNewPrivs|CapEff|CapBnd|Seccomp):' /proc/self/status; \
+        "grep -E '^(NoNewPrivs|CapEff|CapBnd|Seccomp|SigIgn):' /proc/self/status; \
          unshare -U true 2>&1; echo unshare=$?; id -u",
     );
+    // Rust ignores SIGPIPE; a container must not inherit that from drover.
+    let ignored = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(ignored & (1 << (13 - 1)), 0, "SIGPIPE ignored: {out}");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");

@@ -89,6 +89,8 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
 /// this process as its monitor. Returns the init pid. On failure nothing
 /// of the container is left.
 pub fn launch(store_root: &Path, db_path: &Path, inst: &Instance) -> Result<u32> {
+    // The container's process inherits ignored signals from this one.
+    crate::sys::reset_ignored_signals();
     let driver = runtime::driver(inst.driver, &runtime_root(store_root));
     let bundle = inst.bundle(store_root);
     let started = driver
