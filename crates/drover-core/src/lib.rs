@@ -8,7 +8,7 @@
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
-//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, `gc`, `verify` |
+//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify` |
 //! | [`ledger`] | the append-only, hash-chained audit log |
 //! | [`state`]  | the SQLite database (tags, referrers, ledger, instances) and its versioned migrations |
 //! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |

@@ -6,6 +6,7 @@
 //!   blobs/sha256/<hex>         immutable, content-addressed blobs (see `blob`)
 //!   drover.db                  tags, referrers and the ledger (see `state`, `ledger`)
 //!   cache/                     build caches; deleting it only costs speed
+//!   rootfs/                    unpacked, verified image roots for containers (see `unpack`)
 //!   tmp/                       in-flight writes; never read
 //! ```
 //!

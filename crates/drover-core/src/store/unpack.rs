@@ -2,10 +2,10 @@
 //! image, shared by every instance of it.
 //!
 //! ```text
-//! rootfs/<hex>/                 the root of image sha256:<hex>
-//! rootfs/<hex>.json             {image, added}; written last, so a root counts only with it
-//! rootfs/<hex>.lock             held while unpacking, so each image is unpacked once
-//! rootfs/.tmp-<hex>-<pid>-<n>   an unpack in progress, or the remains of one that died
+//! rootfs/<hex>/                    the root of image sha256:<hex>
+//! rootfs/<hex>.json                {image, added}; written last, so a root counts only with it
+//! rootfs/<hex>.lock                held while unpacking, so each image is unpacked once
+//! rootfs/.tmp-<hex>-<pid>-<n>.tmp  an unpack in progress, or the remains of one that died
 //! ```
 //!
 //! Layers are hostile until proven otherwise. Every path is walked one
@@ -81,7 +81,7 @@ pub fn materialize(store: &Store, image: &Digest) -> Result<Rootfs> {
     if let Some(done) = complete(layout, image) {
         return Ok(done);
     }
-    // 0700: roots hold setuid binaries, which must not be runnable from here.
+    // 0700: roots hold setuid binaries that users of the host must not reach.
     let dir = rootfs_dir(layout);
     fs::DirBuilder::new()
         .recursive(true)
@@ -410,7 +410,7 @@ impl Unpacker {
     }
 
     /// FIFOs, and device nodes the image declares; nothing else.
-    fn special<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<()> {
+    fn special<R: Read>(&self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<()> {
         let xattrs = self.xattrs(entry)?;
         let h = entry.header();
         let kind = match h.entry_type() {
