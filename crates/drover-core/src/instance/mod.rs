@@ -156,21 +156,18 @@ impl Instance {
     /// Is the process this row names still the one running? (pid and start
     /// time both match, so a reused pid does not count.)
     fn process_alive(&self) -> bool {
-        match (self.pid, self.pid_start) {
-            (Some(pid), Some(start)) => {
-                runtime::alive(pid) && runtime::start_time(pid) == Some(start)
-            }
-            _ => false,
-        }
+        same_process_alive(self.pid, self.pid_start)
     }
 
     fn monitor_alive(&self) -> bool {
-        match (self.monitor_pid, self.monitor_start) {
-            (Some(pid), Some(start)) => {
-                runtime::alive(pid) && runtime::start_time(pid) == Some(start)
-            }
-            _ => false,
-        }
+        same_process_alive(self.monitor_pid, self.monitor_start)
+    }
+}
+
+fn same_process_alive(pid: Option<u32>, start: Option<u64>) -> bool {
+    match (pid, start) {
+        (Some(pid), Some(start)) => runtime::alive(pid) && runtime::start_time(pid) == Some(start),
+        _ => false,
     }
 }
 

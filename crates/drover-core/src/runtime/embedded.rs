@@ -2,7 +2,7 @@
 //! binary to exec: the caller clones the container's init process itself,
 //! which is why it starts faster than `runc`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -63,13 +63,7 @@ impl Driver for Embedded {
 
     fn create(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32> {
         fs::create_dir_all(&self.root).ctx("create runtime state directory", &self.root)?;
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .ctx("open log", log)?;
-        let err = out.try_clone().ctx("open log", log)?;
-        let null = File::open("/dev/null").ctx("open", Path::new("/dev/null"))?;
+        let (null, out, err) = super::stdio(log)?;
         let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(|e| failed(id, "create", e))?

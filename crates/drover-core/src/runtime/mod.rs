@@ -13,6 +13,7 @@ mod fake;
 mod runc;
 pub mod spec;
 
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ pub use embedded::Embedded;
 pub use fake::Fake;
 pub use runc::Runc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// Which driver runs an instance. Recorded per instance, so later commands
 /// talk to the runtime that made it.
@@ -134,6 +135,19 @@ pub trait Driver {
 /// Where an instance's output goes: next to its bundle's config.
 pub fn log_path(bundle: &Path) -> PathBuf {
     bundle.join("log")
+}
+
+/// A container's stdio: stdin from /dev/null, stdout and stderr appended to
+/// `log` (one file, so their order is kept).
+pub(crate) fn stdio(log: &Path) -> Result<(File, File, File)> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .ctx("open log", log)?;
+    let err = out.try_clone().ctx("open log", log)?;
+    let null = File::open("/dev/null").ctx("open", Path::new("/dev/null"))?;
+    Ok((null, out, err))
 }
 
 /// The driver of `kind`, keeping its runtime state under `state_root`.

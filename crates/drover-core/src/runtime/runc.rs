@@ -1,7 +1,7 @@
 //! The external driver: the `runc` binary (Debian's `runc` package), driven
 //! through its CLI with its own state directory. Chosen with `--driver runc`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -86,12 +86,7 @@ impl Driver for Runc {
         // Without a terminal, runc hands its own stdio to the container, so
         // runc's stdout and stderr are the log; runc's own messages go to a
         // separate file, read back on failure.
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .ctx("open log", log)?;
-        let err = out.try_clone().ctx("open log", log)?;
+        let (null, out, err) = super::stdio(log)?;
         let pid_file = bundle.join("runc.pid");
         let runc_log = bundle.join("runc.log");
         let status = self
@@ -103,7 +98,7 @@ impl Driver for Runc {
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
-            .stdin(File::open("/dev/null").ctx("open", Path::new("/dev/null"))?)
+            .stdin(null)
             .stdout(out)
             .stderr(err)
             .status()
