@@ -8,6 +8,8 @@
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
+//! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
+//! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify` |
 //! | [`ledger`] | the append-only, hash-chained audit log |
 //! | [`state`]  | the SQLite database (tags, referrers, ledger, instances) and its versioned migrations |
@@ -21,12 +23,14 @@ pub mod build;
 pub mod clock;
 pub mod digest;
 pub mod error;
+pub mod health;
 pub mod instance;
 pub mod ledger;
 pub mod runtime;
 pub mod state;
 pub mod store;
 mod sys;
+mod toml_doc;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};

@@ -3,10 +3,10 @@
 //!
 //! Everything the builder needs is checked here, before any file is read or
 //! any layer is built, so a mistake costs a second, not a build. Unknown keys
-//! and bad values are errors ([`Error::Definition`]) that name the file, the
-//! 1-based line and column of the offending key or value, its dotted key path
-//! (`image.name`, `layer[0].mode`, `config.health.interval`), what is wrong and
-//! what is allowed:
+//! and bad values are errors ([`Error::Definition`](crate::Error::Definition))
+//! that name the file, the 1-based line and column of the offending key or
+//! value, its dotted key path (`image.name`, `layer[0].mode`,
+//! `config.health.interval`), what is wrong and what is allowed:
 //!
 //! ```text
 //! drover.toml:14:8: layer[1].mode: "0999" is not an octal mode (expected e.g. "0644", at most 0o7777)
@@ -73,20 +73,29 @@
 //! # an exec probe instead: kind = "exec", command = ["/bin/check", "--quick"]
 //! ```
 //!
+//! The located TOML tree and the generic checks (unknown keys, wrong types,
+//! positions, durations) are `crate::toml_doc`'s; the `[config.health]` table
+//! is read by `crate::health`, which other formats share. This module holds
+//! what only `drover.toml` has.
+//!
 //! Glob syntax is [`globset`]'s with `*` not crossing `/` (use `**` for any
 //! depth); [`compile_glob`] is the one place that decides it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::ops::Range;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
+use crate::health::{self, Deadline};
+use crate::toml_doc::{self, Checker, Kinded, Node, Table, Value, index_key};
+
+pub use crate::health::{HealthCheck, Probe};
+pub use crate::toml_doc::parse_duration;
 
 /// A parsed and validated `drover.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,141 +250,26 @@ pub struct RuntimeConfig {
     pub health: Option<HealthCheck>,
 }
 
-/// How the deployer decides an instance is healthy. Stored as JSON in an image
-/// label and read back at deploy time, so its serde form is an interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    pub probe: Probe,
-    pub interval_ms: u64,
-    /// At most `interval_ms`.
-    pub timeout_ms: u64,
-    /// Consecutive failures before the instance counts as unhealthy; at least 1.
-    pub retries: u32,
-    /// Failures during this long after start do not count.
-    pub start_period_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Probe {
-    /// `GET http://<instance>:<port><path>` answers 2xx or 3xx. Without a
-    /// port, the instance's own (`PORT`).
-    Http {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        port: Option<u16>,
-        path: String,
-    },
-    /// A TCP connection to the port (default: the instance's) succeeds.
-    Tcp {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        port: Option<u16>,
-    },
-    /// The command, run inside the container, exits 0. Never empty.
-    Exec { command: Vec<String> },
-}
-
 const DEFAULT_TAG: &str = "latest";
 const DEFAULT_FILE_MODE: u32 = 0o644;
-const DEFAULT_INTERVAL_MS: u64 = 10_000;
-const DEFAULT_TIMEOUT_MS: u64 = 3_000;
-const DEFAULT_RETRIES: u32 = 3;
 
 /// Reads and parses the definition at `path`. An unreadable file is
-/// [`Error::Io`]; everything else wrong is [`Error::Definition`].
+/// [`Error::Io`](crate::Error::Io); everything else wrong is
+/// [`Error::Definition`](crate::Error::Definition).
 pub fn load(path: &Path) -> Result<ImageDef> {
-    let bytes = std::fs::read(path).ctx("read", path)?;
-    match String::from_utf8(bytes) {
-        Ok(text) => parse(&text, path),
-        Err(e) => {
-            let valid = e.utf8_error().valid_up_to();
-            let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
-            let src = Source {
-                text: prefix,
-                file: path,
-            };
-            Err(src.error(valid, None, "not UTF-8 text (a definition must be UTF-8)"))
-        }
-    }
+    let text = toml_doc::read(path, "a definition")?;
+    parse(&text, path)
 }
 
 /// Parses definition `text`; `file` is where it came from, for error messages
 /// and the build context. Reads nothing from disk.
 pub fn parse(text: &str, file: &Path) -> Result<ImageDef> {
-    let src = Source { text, file };
-    let root: Node = toml::from_str(text).map_err(|e| src.syntax_error(&e))?;
+    let (root, checker) = toml_doc::parse(text, file)?;
     let context = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Checker { src }.image_def(&root, file, context)
-}
-
-/// Parses a duration such as `"500ms"`, `"5s"`, `"1m30s"` or `"1h"` into
-/// milliseconds: whole numbers, each with a unit (`h`, `m`, `s`, `ms`), largest
-/// unit first, each unit at most once. `"0"` is also accepted.
-pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a duration (expected whole numbers with units h, m, s or ms, \
-             largest first, e.g. \"500ms\", \"5s\", \"1m30s\")"
-        )
-    };
-    let too_long = || format!("{s:?} is too long a duration");
-    if s == "0" {
-        return Ok(0);
-    }
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut previous_rank = u8::MAX;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
-        rest = &rest[digits..];
-        // Check "ms" before "m".
-        let (unit_ms, rank, unit_len) = if rest.starts_with("ms") {
-            (1, 0, 2)
-        } else if rest.starts_with('s') {
-            (1_000, 1, 1)
-        } else if rest.starts_with('m') {
-            (60_000, 2, 1)
-        } else if rest.starts_with('h') {
-            (3_600_000, 3, 1)
-        } else {
-            return Err(bad());
-        };
-        if rank >= previous_rank {
-            return Err(bad());
-        }
-        previous_rank = rank;
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(too_long)?;
-    }
-    Ok(total)
-}
-
-/// Formats milliseconds the way [`parse_duration`] reads them (`"1m30s"`).
-fn format_duration(ms: u64) -> String {
-    if ms == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    let mut rest = ms;
-    for (unit, name) in [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")] {
-        if rest >= unit {
-            out.push_str(&format!("{}{name}", rest / unit));
-            rest %= unit;
-        }
-    }
-    out
+    Def(checker).image_def(&root, file, context)
 }
 
 /// Compiles a copy layer's include or exclude pattern. The builder must use
@@ -385,304 +279,6 @@ pub fn compile_glob(pattern: &str) -> std::result::Result<globset::Glob, globset
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-}
-
-// ---------------------------------------------------------------------------
-// The TOML document with positions.
-//
-// `toml::Spanned<T>` fails on tables that have no position (implicit tables
-// such as `config` in a lone `[config.health]`, and dotted-key tables), so
-// `Node` asks for a span the same way `Spanned` does and accepts either
-// answer; a table without a span gets its key's.
-
-/// `serde_spanned`'s protocol, which `toml`'s deserializer recognizes (the
-/// same strings `toml::Spanned` uses; pinned by `toml` 0.8). If they ever
-/// change, every position test in this file fails.
-const SPANNED: &str = "$__serde_spanned_private_Spanned";
-const SPANNED_START: &str = "$__serde_spanned_private_start";
-const SPANNED_END: &str = "$__serde_spanned_private_end";
-const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
-const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
-/// How `toml` presents a date-time to `deserialize_any`.
-const DATETIME_FIELD: &str = "$__toml_private_datetime";
-
-#[derive(Debug)]
-struct Node {
-    span: Option<Range<usize>>,
-    value: Value,
-}
-
-#[derive(Debug)]
-enum Value {
-    String(String),
-    Integer(i64),
-    Float,
-    Boolean(bool),
-    Datetime,
-    Array(Vec<Node>),
-    Table(Vec<Entry>),
-}
-
-#[derive(Debug)]
-struct Entry {
-    key: String,
-    key_span: Option<Range<usize>>,
-    node: Node,
-}
-
-impl Node {
-    /// Byte offset of the value, for error positions.
-    fn at(&self) -> usize {
-        self.span.as_ref().map_or(0, |s| s.start)
-    }
-
-    fn type_name(&self) -> &'static str {
-        match self.value {
-            Value::String(_) => "a string",
-            Value::Integer(_) => "an integer",
-            Value::Float => "a float",
-            Value::Boolean(_) => "a boolean",
-            Value::Datetime => "a date-time",
-            Value::Array(_) => "an array",
-            Value::Table(_) => "a table",
-        }
-    }
-}
-
-impl Entry {
-    fn key_at(&self) -> usize {
-        self.key_span.as_ref().map_or(self.node.at(), |s| s.start)
-    }
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_struct(SPANNED, SPANNED_FIELDS, NodeVisitor)
-    }
-}
-
-/// The value inside a span wrapper: asking for a span again would loop.
-struct Unspanned;
-
-impl<'de> DeserializeSeed<'de> for Unspanned {
-    type Value = Node;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Node, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl NodeVisitor {
-    fn plain(value: Value) -> Node {
-        Node { span: None, value }
-    }
-}
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a TOML value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> std::result::Result<Node, E> {
-        Ok(Self::plain(Value::Boolean(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> std::result::Result<Node, E> {
-        Ok(Self::plain(Value::Integer(v)))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Node, E> {
-        let v = i64::try_from(v).map_err(|_| E::custom("integer out of range"))?;
-        Ok(Self::plain(Value::Integer(v)))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> std::result::Result<Node, E> {
-        Ok(Self::plain(Value::Float))
-    }
-
-    fn visit_str<E>(self, v: &str) -> std::result::Result<Node, E> {
-        Ok(Self::plain(Value::String(v.to_string())))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Node>()? {
-            items.push(item);
-        }
-        Ok(Self::plain(Value::Array(items)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Node, A::Error> {
-        let Some(first) = map.next_key_seed(KeySeed)? else {
-            return Ok(Self::plain(Value::Table(Vec::new())));
-        };
-        // Protocol keys come without a span; a document's keys always have one.
-        if first.span.is_none() && first.name == SPANNED_START {
-            let start: usize = map.next_value()?;
-            let mut end = start;
-            let mut node = None;
-            while let Some(key) = map.next_key::<String>()? {
-                match key.as_str() {
-                    SPANNED_END => end = map.next_value()?,
-                    SPANNED_VALUE => node = Some(map.next_value_seed(Unspanned)?),
-                    other => return Err(de::Error::unknown_field(other, SPANNED_FIELDS)),
-                }
-            }
-            let mut node = node.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;
-            node.span = Some(start..end);
-            return Ok(node);
-        }
-        if first.span.is_none() && first.name == DATETIME_FIELD {
-            map.next_value::<de::IgnoredAny>()?;
-            return Ok(Self::plain(Value::Datetime));
-        }
-        let mut entries = Vec::new();
-        let mut next = Some(first);
-        while let Some(key) = next {
-            let mut node: Node = map.next_value()?;
-            if node.span.is_none() {
-                node.span.clone_from(&key.span);
-            }
-            entries.push(Entry {
-                key: key.name,
-                key_span: key.span,
-                node,
-            });
-            next = map.next_key_seed(KeySeed)?;
-        }
-        Ok(Self::plain(Value::Table(entries)))
-    }
-}
-
-struct Key {
-    name: String,
-    span: Option<Range<usize>>,
-}
-
-/// A table key, with its span when the deserializer has one.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Key;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Key, D::Error> {
-        d.deserialize_struct(SPANNED, SPANNED_FIELDS, KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a TOML key")
-    }
-
-    fn visit_str<E>(self, v: &str) -> std::result::Result<Key, E> {
-        Ok(Key {
-            name: v.to_string(),
-            span: None,
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Key, A::Error> {
-        let (mut start, mut end, mut name) = (0, 0, None);
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                SPANNED_START => start = map.next_value()?,
-                SPANNED_END => end = map.next_value()?,
-                SPANNED_VALUE => name = Some(map.next_value::<String>()?),
-                other => return Err(de::Error::unknown_field(other, SPANNED_FIELDS)),
-            }
-        }
-        let name = name.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;
-        Ok(Key {
-            name,
-            span: Some(start..end),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Positions and messages.
-
-struct Source<'a> {
-    text: &'a str,
-    file: &'a Path,
-}
-
-impl Source<'_> {
-    /// An error at byte offset `at`; the message is prefixed with the key path.
-    fn error(&self, at: usize, key: Option<&str>, message: impl fmt::Display) -> Error {
-        let (line, column) = line_column(self.text, at);
-        let message = match key {
-            Some(key) => format!("{key}: {message}"),
-            None => message.to_string(),
-        };
-        Error::Definition {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            key: key.map(str::to_string),
-            message,
-        }
-    }
-
-    fn syntax_error(&self, e: &toml::de::Error) -> Error {
-        let at = e.span().map_or(0, |s| s.start);
-        let message = e.message().trim().replace('\n', "; ");
-        self.error(at, None, format!("invalid TOML: {message}"))
-    }
-}
-
-/// 1-based line and column (in characters) of byte offset `at`.
-fn line_column(text: &str, at: usize) -> (usize, usize) {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let before = &text[..at];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
-}
-
-/// `parent.key`, quoting keys that are not bare TOML keys.
-fn child_key(parent: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if bare {
-        key.to_string()
-    } else {
-        format!("{key:?}")
-    };
-    if parent.is_empty() {
-        key
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
-fn index_key(parent: &str, index: usize) -> String {
-    format!("{parent}[{index}]")
-}
-
-/// `"a", "b" or "c"`.
-fn alternatives(options: &[&str]) -> String {
-    let quoted: Vec<String> = options.iter().map(|o| format!("{o:?}")).collect();
-    match quoted.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => quoted.join(""),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -707,159 +303,20 @@ const CONFIG_KEYS: &[&str] = &[
     "stop_signal",
     "health",
 ];
-const PROBE_KINDS: &[&str] = &["http", "tcp", "exec"];
-const HTTP_KEYS: &[&str] = &[
-    "kind",
-    "port",
-    "path",
-    "interval",
-    "timeout",
-    "retries",
-    "start_period",
-];
-const TCP_KEYS: &[&str] = &[
-    "kind",
-    "port",
-    "interval",
-    "timeout",
-    "retries",
-    "start_period",
-];
-const EXEC_KEYS: &[&str] = &[
-    "kind",
-    "command",
-    "interval",
-    "timeout",
-    "retries",
-    "start_period",
-];
 
-/// A TOML table being validated.
-struct Table<'n> {
-    /// Dotted key path; empty for the document itself.
-    path: String,
-    /// Where the table starts (its header, `{`, or its key), for "missing" errors.
-    at: usize,
-    entries: &'n [Entry],
-}
+/// `drover.toml`'s rules, on top of the generic [`Checker`] (whose helpers
+/// its methods call as `self.string(..)`, `self.table(..)`).
+struct Def<'a>(Checker<'a>);
 
-impl<'n> Table<'n> {
-    fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|e| e.key == key).map(|e| &e.node)
-    }
+impl<'a> Deref for Def<'a> {
+    type Target = Checker<'a>;
 
-    fn key(&self, key: &str) -> String {
-        child_key(&self.path, key)
+    fn deref(&self) -> &Checker<'a> {
+        &self.0
     }
 }
 
-/// A kind-specific table (a layer, a probe): keys that belong to another kind
-/// get a message saying so rather than "unknown key".
-struct Kinded<'a> {
-    /// Every key any kind accepts.
-    all: &'a [&'a str],
-    /// `"file" layer`, `"tcp" health check`.
-    what: String,
-}
-
-struct Checker<'a> {
-    src: Source<'a>,
-}
-
-impl Checker<'_> {
-    fn err(&self, at: usize, key: &str, message: impl fmt::Display) -> Error {
-        self.src.error(at, Some(key), message)
-    }
-
-    fn wrong_type(&self, node: &Node, key: &str, expected: &str) -> Error {
-        self.err(
-            node.at(),
-            key,
-            format!("expected {expected}, found {}", node.type_name()),
-        )
-    }
-
-    fn table<'n>(&self, node: &'n Node, path: &str, allowed: &[&str]) -> Result<Table<'n>> {
-        let table = self.as_table(node, path)?;
-        self.check_keys(&table, allowed, None)?;
-        Ok(table)
-    }
-
-    /// `node` as a table, without checking its keys.
-    fn as_table<'n>(&self, node: &'n Node, path: &str) -> Result<Table<'n>> {
-        let Value::Table(entries) = &node.value else {
-            return Err(self.wrong_type(node, path, "a table"));
-        };
-        Ok(Table {
-            path: path.to_string(),
-            at: node.at(),
-            entries,
-        })
-    }
-
-    /// Refuses the first key (in document order) that is not `allowed`.
-    fn check_keys(
-        &self,
-        table: &Table<'_>,
-        allowed: &[&str],
-        kinded: Option<&Kinded<'_>>,
-    ) -> Result<()> {
-        let Some(entry) = table
-            .entries
-            .iter()
-            .find(|e| !allowed.contains(&e.key.as_str()))
-        else {
-            return Ok(());
-        };
-        let expected = allowed.join(", ");
-        let message = match kinded {
-            Some(k) if k.all.contains(&entry.key.as_str()) => {
-                format!("not used by a {} (expected one of: {expected})", k.what)
-            }
-            _ => format!("unknown key (expected one of: {expected})"),
-        };
-        Err(self.err(entry.key_at(), &table.key(&entry.key), message))
-    }
-
-    fn required<'n>(&self, table: &Table<'n>, key: &str, hint: &str) -> Result<&'n Node> {
-        table.get(key).ok_or_else(|| {
-            self.err(
-                table.at,
-                &table.key(key),
-                format!("missing required key ({hint})"),
-            )
-        })
-    }
-
-    fn string<'n>(&self, node: &'n Node, key: &str) -> Result<&'n str> {
-        match &node.value {
-            Value::String(s) => Ok(s),
-            _ => Err(self.wrong_type(node, key, "a string")),
-        }
-    }
-
-    fn array<'n>(&self, node: &'n Node, key: &str, of: &str) -> Result<&'n [Node]> {
-        match &node.value {
-            Value::Array(items) => Ok(items),
-            _ => Err(self.wrong_type(node, key, of)),
-        }
-    }
-
-    fn strings(&self, node: &Node, key: &str) -> Result<Vec<String>> {
-        self.array(node, key, "an array of strings")?
-            .iter()
-            .enumerate()
-            .map(|(i, item)| Ok(self.string(item, &index_key(key, i))?.to_string()))
-            .collect()
-    }
-
-    fn boolean(&self, node: &Node, key: &str) -> Result<bool> {
-        match node.value {
-            Value::Boolean(b) => Ok(b),
-            _ => Err(self.wrong_type(node, key, "a boolean (true or false)")),
-        }
-    }
-
+impl Def<'_> {
     fn image_def(&self, root: &Node, file: &Path, context: PathBuf) -> Result<ImageDef> {
         let top = self.table(root, "", TOP_KEYS)?;
         let Some(image) = top.get("image") else {
@@ -918,9 +375,7 @@ impl Checker<'_> {
             None => None,
             Some(node) => {
                 let key = "image.compression_level";
-                let Value::Integer(n) = node.value else {
-                    return Err(self.wrong_type(node, key, "an integer"));
-                };
+                let n = self.integer(node, key)?;
                 let c: Compression = compression.unwrap_or_default();
                 let level = u32::try_from(n).ok().filter(|l| c.levels().contains(l));
                 Some(level.ok_or_else(|| {
@@ -1038,21 +493,6 @@ impl Checker<'_> {
                 format!("expected image or layout in the table ({FORMS})"),
             )),
         }
-    }
-
-    /// The `kind` of a kind-specific table, before its other keys are checked.
-    fn kind(&self, table: &Table<'_>, kinds: &[&'static str], what: &str) -> Result<&'static str> {
-        let expected = alternatives(kinds);
-        let kind_node = self.required(table, "kind", &format!("expected {expected}"))?;
-        let key = table.key("kind");
-        let kind = self.string(kind_node, &key)?;
-        kinds.iter().find(|k| **k == kind).copied().ok_or_else(|| {
-            self.err(
-                kind_node.at(),
-                &key,
-                format!("{kind:?} is not a {what} kind (expected {expected})"),
-            )
-        })
     }
 
     fn layer(&self, node: &Node, path: &str) -> Result<LayerDef> {
@@ -1276,38 +716,14 @@ impl Checker<'_> {
             config.stop_signal = Some(self.signal(node, &t.key("stop_signal"))?);
         }
         if let Some(node) = t.get("health") {
-            config.health = Some(self.health(node, &t.key("health"))?);
+            config.health = Some(health::parse(
+                self,
+                node,
+                &t.key("health"),
+                Deadline::Refused,
+            )?);
         }
         Ok(config)
-    }
-
-    /// A table of strings whose keys pass `check_key`.
-    fn string_map(
-        &self,
-        node: &Node,
-        path: &str,
-        check_key: impl Fn(&str) -> std::result::Result<(), String>,
-    ) -> Result<BTreeMap<String, String>> {
-        let Value::Table(entries) = &node.value else {
-            return Err(self.wrong_type(node, path, "a table of strings"));
-        };
-        let mut map = BTreeMap::new();
-        for entry in entries {
-            let key = child_key(path, &entry.key);
-            check_key(&entry.key).map_err(|e| self.err(entry.key_at(), &key, e))?;
-            let Value::String(value) = &entry.node.value else {
-                let mut e = format!("expected a string, found {}", entry.node.type_name());
-                if matches!(
-                    entry.node.value,
-                    Value::Integer(_) | Value::Float | Value::Boolean(_)
-                ) {
-                    e.push_str(" (quote it)");
-                }
-                return Err(self.err(entry.node.at(), &key, e));
-            };
-            map.insert(entry.key.clone(), value.clone());
-        }
-        Ok(map)
     }
 
     fn ports(&self, node: &Node, path: &str) -> Result<Vec<String>> {
@@ -1368,162 +784,6 @@ impl Checker<'_> {
                 ),
             )
         })
-    }
-
-    fn health(&self, node: &Node, path: &str) -> Result<HealthCheck> {
-        let t = self.as_table(node, path)?;
-        let kind = self.kind(&t, PROBE_KINDS, "health check")?;
-        let all: Vec<&str> = HTTP_KEYS.iter().chain(EXEC_KEYS).copied().collect();
-        let kinded = Kinded {
-            all: &all,
-            what: format!("{kind:?} health check"),
-        };
-        let allowed = match kind {
-            "http" => HTTP_KEYS,
-            "tcp" => TCP_KEYS,
-            _ => EXEC_KEYS,
-        };
-        self.check_keys(&t, allowed, Some(&kinded))?;
-
-        let probe = match kind {
-            "http" | "tcp" => {
-                let port = self.probe_port(&t)?;
-                if kind == "tcp" {
-                    Probe::Tcp { port }
-                } else {
-                    let path = match t.get("path") {
-                        None => "/".to_string(),
-                        Some(node) => {
-                            let key = t.key("path");
-                            let p = self.string(node, &key)?;
-                            if !p.starts_with('/')
-                                || p.chars().any(|c| c.is_whitespace() || c.is_control())
-                            {
-                                return Err(self.err(
-                                    node.at(),
-                                    &key,
-                                    format!("{p:?} is not an HTTP path (expected a path starting with '/', without spaces, e.g. \"/healthz\")"),
-                                ));
-                            }
-                            p.to_string()
-                        }
-                    };
-                    Probe::Http { port, path }
-                }
-            }
-            _ => {
-                let node = self.required(
-                    &t,
-                    "command",
-                    "the command to run in the container, e.g. command = [\"/bin/check\"]",
-                )?;
-                let key = t.key("command");
-                let command = self.strings(node, &key)?;
-                if command.is_empty() {
-                    return Err(self.err(
-                        node.at(),
-                        &key,
-                        "empty (expected the program and its arguments, e.g. [\"/bin/check\"])",
-                    ));
-                }
-                Probe::Exec { command }
-            }
-        };
-
-        let interval = self.duration(&t, "interval")?;
-        let timeout = self.duration(&t, "timeout")?;
-        let start_period = self.duration(&t, "start_period")?;
-        for (name, d) in [("interval", &interval), ("timeout", &timeout)] {
-            if let Some((0, node)) = d {
-                return Err(self.err(node.at(), &t.key(name), "must be longer than 0s"));
-            }
-        }
-        let interval_ms = interval.map_or(DEFAULT_INTERVAL_MS, |(ms, _)| ms);
-        let timeout_ms = timeout.map_or(DEFAULT_TIMEOUT_MS, |(ms, _)| ms);
-        if timeout_ms > interval_ms {
-            let (interval_s, timeout_s) =
-                (format_duration(interval_ms), format_duration(timeout_ms));
-            return Err(match (timeout, interval) {
-                (Some((_, node)), _) => self.err(
-                    node.at(),
-                    &t.key("timeout"),
-                    format!("{timeout_s} is longer than the interval, {interval_s} (a probe must end before the next one starts)"),
-                ),
-                (None, Some((_, node))) => self.err(
-                    node.at(),
-                    &t.key("interval"),
-                    format!("{interval_s} is shorter than the default timeout, {timeout_s} (set timeout to at most {interval_s})"),
-                ),
-                (None, None) => unreachable!("the defaults are consistent"),
-            });
-        }
-
-        let retries = match t.get("retries") {
-            None => DEFAULT_RETRIES,
-            Some(node) => {
-                let key = t.key("retries");
-                let Value::Integer(n) = node.value else {
-                    return Err(self.wrong_type(node, &key, "an integer"));
-                };
-                u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    self.err(
-                        node.at(),
-                        &key,
-                        format!("{n} is not a retry count (expected at least 1)"),
-                    )
-                })?
-            }
-        };
-
-        Ok(HealthCheck {
-            probe,
-            interval_ms,
-            timeout_ms,
-            retries,
-            start_period_ms: start_period.map_or(0, |(ms, _)| ms),
-        })
-    }
-
-    fn probe_port(&self, t: &Table<'_>) -> Result<Option<u16>> {
-        let Some(node) = t.get("port") else {
-            return Ok(None);
-        };
-        let key = t.key("port");
-        let Value::Integer(n) = node.value else {
-            return Err(self.wrong_type(node, &key, "an integer port"));
-        };
-        u16::try_from(n)
-            .ok()
-            .filter(|p| *p >= 1)
-            .map(Some)
-            .ok_or_else(|| {
-                self.err(
-                    node.at(),
-                    &key,
-                    format!("{n} is not a port (expected 1-65535)"),
-                )
-            })
-    }
-
-    /// An optional duration and the node it came from.
-    fn duration<'n>(&self, t: &Table<'n>, name: &str) -> Result<Option<(u64, &'n Node)>> {
-        let Some(node) = t.get(name) else {
-            return Ok(None);
-        };
-        let key = t.key(name);
-        let s = match &node.value {
-            Value::String(s) => s,
-            Value::Integer(_) => {
-                return Err(self.err(
-                    node.at(),
-                    &key,
-                    "expected a duration string such as \"5s\", found an integer (add a unit)",
-                ));
-            }
-            _ => return Err(self.wrong_type(node, &key, "a duration string such as \"5s\"")),
-        };
-        let ms = parse_duration(s).map_err(|e| self.err(node.at(), &key, e))?;
-        Ok(Some((ms, node)))
     }
 }
 
@@ -1744,6 +1004,7 @@ fn components(path: &str) -> std::result::Result<Vec<&str>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     const FILE: &str = "drover.toml";
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -1855,6 +1116,7 @@ mod tests {
                     timeout_ms: 2_000,
                     retries: 3,
                     start_period_ms: 0,
+                    deadline_ms: None,
                 }),
             },
         };
@@ -1918,6 +1180,7 @@ port = 53
                 timeout_ms: 3_000,
                 retries: 3,
                 start_period_ms: 0,
+                deadline_ms: None,
             })
         );
     }
@@ -1984,6 +1247,7 @@ start_period = "500ms"
                 timeout_ms: 60_000,
                 retries: 10,
                 start_period_ms: 500,
+                deadline_ms: None,
             })
         );
     }
@@ -2655,42 +1919,9 @@ start_period = "500ms"
             Some("config.env.\"É\""),
             "not an environment variable name",
         );
-        assert_eq!(line_column("ab\ncd", 0), (1, 1));
-        assert_eq!(line_column("ab\ncd", 3), (2, 1));
-        assert_eq!(line_column("ab\ncd", 99), (2, 3));
     }
 
     // --- grammars ---------------------------------------------------------
-
-    #[test]
-    fn durations() {
-        for (text, ms) in [
-            ("0", 0),
-            ("0s", 0),
-            ("500ms", 500),
-            ("5s", 5_000),
-            ("1m", 60_000),
-            ("1m30s", 90_000),
-            ("1h2m3s4ms", 3_723_004),
-            ("90s", 90_000),
-        ] {
-            assert_eq!(parse_duration(text), Ok(ms), "{text}");
-            if ms > 0 {
-                assert_eq!(parse_duration(&format_duration(ms)), Ok(ms));
-            }
-        }
-        for bad in [
-            "", "5", "s", "1.5s", "-1s", "1s1m", "1s1s", "5 s", "1d", "+5s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
-        }
-        assert!(
-            parse_duration("99999999999999999999h")
-                .unwrap_err()
-                .contains("too long")
-        );
-        assert_eq!(format_duration(90_000), "1m30s");
-    }
 
     #[test]
     fn signals_normalize() {
@@ -2758,32 +1989,6 @@ start_period = "500ms"
     }
 
     // --- serialized forms -------------------------------------------------
-
-    #[test]
-    fn health_check_json_round_trips() {
-        let check = HealthCheck {
-            probe: Probe::Http {
-                port: Some(8080),
-                path: "/healthz".into(),
-            },
-            interval_ms: 5_000,
-            timeout_ms: 2_000,
-            retries: 3,
-            start_period_ms: 0,
-        };
-        let json = serde_json::to_string(&check).unwrap();
-        assert_eq!(
-            json,
-            r#"{"probe":{"kind":"http","port":8080,"path":"/healthz"},"interval_ms":5000,"timeout_ms":2000,"retries":3,"start_period_ms":0}"#
-        );
-        assert_eq!(serde_json::from_str::<HealthCheck>(&json).unwrap(), check);
-        let exec = Probe::Exec {
-            command: vec!["/bin/true".into()],
-        };
-        let json = serde_json::to_string(&exec).unwrap();
-        assert_eq!(json, r#"{"kind":"exec","command":["/bin/true"]}"#);
-        assert_eq!(serde_json::from_str::<Probe>(&json).unwrap(), exec);
-    }
 
     #[test]
     fn layers_serialize_canonically_for_the_cache_key() {
