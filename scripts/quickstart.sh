@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # First run: install prerequisites, build drover, build the example image and
-# run it as an instance (read-only root, no capabilities, seccomp).
+# deploy it as a service of three replicas (read-only roots, no capabilities,
+# seccomp), then show its status and how to roll a change out and back.
 #
 #   scripts/quickstart.sh
 #
@@ -37,23 +38,22 @@ fi
 step "images in the store"
 "$DROVER" --store "$STORE" images
 
-PORT=${HELLO_PORT:-8080}
-step "running hello:1.0 as instance 'hello' on port $PORT"
-# A rerun replaces the previous instance: replace, don't repair.
-"$DROVER" --store "$STORE" rm --force hello >/dev/null 2>&1 || true
-"$DROVER" --store "$STORE" run --name hello --port "$PORT" hello:1.0
-for _ in $(seq 50); do
-  page=$(busybox wget -qO- "http://127.0.0.1:$PORT/" 2>/dev/null) && break
-  sleep 0.1
-done
-printf '%s\n' "${page:?hello did not answer on port $PORT}" | grep '<h1>'
-"$DROVER" --store "$STORE" ps
+step "deploying hello as a service: 3 replicas, rolling, health-gated"
+"$DROVER" --store "$STORE" apply -f examples/hello/fleet.toml
+
+step "status"
+"$DROVER" --store "$STORE" status
+port=$("$DROVER" --store "$STORE" --json status | sed -n 's/.*"port": \([0-9]*\).*/\1/p' | head -n 1)
+printf 'one instance answers on :%s: ' "$port"
+busybox wget -qO- "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
 
 cat <<MSG
 
-built hello:1.0 = $digest, running as instance 'hello' on http://127.0.0.1:$PORT/
-  inspect the image:  $DROVER --store $STORE inspect hello:1.0
-               or:    skopeo inspect oci:$STORE:hello:1.0
-  the instance:       $DROVER --store $STORE ps / logs hello / stop hello / rm hello
+built hello:1.0 = $digest and deployed it as service 'hello' (3 replicas).
+  roll out a change:  edit examples/hello/fleet.toml (say, GREETING) or rebuild the image, then
+                      $DROVER --store $STORE apply -f examples/hello/fleet.toml
+  see it:             $DROVER --store $STORE status
+                      $DROVER --store $STORE releases hello
+  roll it back:       $DROVER --store $STORE rollback hello
   the audit trail:    $DROVER --store $STORE audit
 MSG

@@ -21,6 +21,7 @@
 
 pub mod build;
 pub mod clock;
+pub mod deploy;
 pub mod digest;
 pub mod error;
 pub mod health;

@@ -61,6 +61,17 @@ enum Command {
     Stop(cmd::stop::Args),
     /// Remove stopped instances (their container, bundle and log).
     Rm(cmd::rm::Args),
+    /// Show what `apply` would change: new releases and rollout steps.
+    Plan(cmd::plan::Args),
+    /// Deploy a fleet file: new releases for changed services, rolled out
+    /// health-gated by each service's strategy; automatic rollback on failure.
+    Apply(cmd::apply::Args),
+    /// Services: current release, ready / desired, instances and their digests.
+    Status,
+    /// A service's releases, newest last.
+    Releases(cmd::releases::Args),
+    /// Roll a service back: a new release with an earlier one's content.
+    Rollback(cmd::rollback::Args),
     /// The monitor process of one instance (started by `run`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -105,6 +116,11 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd::logs::run(&ctx, a),
         Command::Stop(a) => cmd::stop::run(&ctx, a),
         Command::Rm(a) => cmd::rm::run(&ctx, a),
+        Command::Plan(a) => cmd::plan::run(&ctx, a),
+        Command::Apply(a) => cmd::apply::run(&ctx, a),
+        Command::Status => cmd::status::run(&ctx),
+        Command::Releases(a) => cmd::releases::run(&ctx, a),
+        Command::Rollback(a) => cmd::rollback::run(&ctx, a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -129,6 +129,8 @@ pub struct Instance {
     pub image: Digest,
     /// What the user asked to run (a tag or digest).
     pub image_ref: String,
+    /// The service and release it was started for, by a deploy.
+    pub service: Option<String>,
     pub release: Option<i64>,
     pub driver: DriverKind,
     pub state: State,
@@ -186,7 +188,7 @@ pub fn volume_dir(store_root: &Path, name: &str) -> PathBuf {
 
 const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
      monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
-     stop_signal, launch";
+     stop_signal, launch, service";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
     let bad = |i: usize, what: String| {
@@ -223,6 +225,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
         exit,
         stop_signal: row.get(17)?,
         launch: serde_json::from_str(&launch).map_err(|e| bad(18, e.to_string()))?,
+        service: row.get(19)?,
     })
 }
 
@@ -339,6 +342,9 @@ fn transition_in(
     });
     if let Some(name) = &inst.name {
         details["name"] = json!(name);
+    }
+    if let Some(service) = &inst.service {
+        details["service"] = json!(service);
     }
     if let Some(release) = inst.release {
         details["release"] = json!(release);

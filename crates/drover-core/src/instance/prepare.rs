@@ -31,6 +31,8 @@ pub struct RunOptions {
     /// Replaces the image's entrypoint and command.
     pub command: Option<Vec<String>>,
     pub driver: DriverKind,
+    /// Set by deploys: the service and release this instance serves.
+    pub service: Option<String>,
     pub release: Option<i64>,
     pub tmpfs_bytes: u64,
 }
@@ -46,6 +48,7 @@ impl Default for RunOptions {
             cap_add: vec![],
             command: None,
             driver: DriverKind::Embedded,
+            service: None,
             release: None,
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
         }
@@ -271,7 +274,8 @@ pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> R
         }
         tx.execute(
             "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
-             created, stop_signal, launch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             created, stop_signal, launch, service) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 id,
                 opts.name,
@@ -283,7 +287,8 @@ pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> R
                 port,
                 clock::now_rfc3339(),
                 stop_signal,
-                launch_json
+                launch_json,
+                opts.service
             ],
         )
         .db_ctx(path)?;

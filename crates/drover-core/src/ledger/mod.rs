@@ -540,6 +540,12 @@ fn entry_from_row(row: &Row<'_>) -> std::result::Result<Entry, String> {
 
 /// `v` with every object's keys sorted (serde_json keeps insertion order in
 /// this workspace, and the hash must not depend on it).
+/// `v` as compact JSON with object keys sorted at every level: the form
+/// drover hashes (ledger entries, release configs).
+pub fn canonical_json(v: &Value) -> String {
+    canonical(v.clone()).to_string()
+}
+
 fn canonical(v: Value) -> Value {
     match v {
         Value::Object(map) => {

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +147,14 @@ impl Driver for Fake {
 
     fn inspect(&self, id: &str) -> Result<Option<ContainerState>> {
         Ok(self.load(id)?.map(|r| state(id, r)))
+    }
+
+    /// Succeeds (exit 0) while the container runs.
+    fn exec(&self, id: &str, _args: &[String], _timeout: Duration) -> Result<i32> {
+        match self.load(id)? {
+            Some(r) if r.status == "running" => Ok(0),
+            _ => Err(failed(id, "exec in", "not running")),
+        }
     }
 
     fn list(&self) -> Result<Vec<ContainerState>> {

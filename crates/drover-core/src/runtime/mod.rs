@@ -100,6 +100,11 @@ pub trait Driver {
     /// Every container this runtime knows.
     fn list(&self) -> Result<Vec<ContainerState>>;
 
+    /// Run `args` inside the running container `id` (same namespaces, user,
+    /// capabilities and seccomp as its process), output discarded; its exit
+    /// code, or an error if it takes longer than `timeout` (it is killed).
+    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<i32>;
+
     /// Ask nicely with `signal`, then SIGKILL after `grace`; returns once the
     /// runtime sees the container stopped.
     fn stop(&self, id: &str, signal: i32, grace: Duration) -> Result<()> {
@@ -156,6 +161,33 @@ pub fn driver(kind: DriverKind, state_root: &Path) -> Box<dyn Driver> {
         DriverKind::Embedded => Box::new(Embedded::new(state_root.join("embedded"))),
         DriverKind::Runc => Box::new(Runc::new(state_root.join("runc"))),
         DriverKind::Fake => Box::new(Fake::new(state_root.join("fake"))),
+    }
+}
+
+/// Wait up to `timeout` for child `pid` to exit and return its exit code
+/// (128 + n when killed by signal n); kill it when time runs out.
+pub(crate) fn wait_child(pid: i32, timeout: Duration, what: impl Fn() -> String) -> Result<i32> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Failed(format!("{}: wait: {e}", what()))),
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(Error::Failed(format!(
+                "{}: timed out after {} ms",
+                what(),
+                timeout.as_millis()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

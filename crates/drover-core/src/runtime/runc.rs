@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -151,6 +152,21 @@ impl Driver for Runc {
         let s: RuncState = serde_json::from_slice(&out)
             .map_err(|e| failed(id, "inspect", format!("unreadable `runc state`: {e}")))?;
         Ok(Some(s.into_state()))
+    }
+
+    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<i32> {
+        let child = self
+            .command()
+            .args(["exec", id])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed(id, "exec in", format!("cannot run {}: {e}", self.binary.display())))?;
+        super::wait_child(child.id() as i32, timeout, || {
+            format!("instance {id}: {}", args.join(" "))
+        })
     }
 
     fn list(&self) -> Result<Vec<ContainerState>> {

@@ -121,6 +121,81 @@ CREATE TABLE instances (
 CREATE UNIQUE INDEX instances_live_name ON instances (name)
     WHERE name IS NOT NULL AND state != 'deleted';
 "#,
+    // 3: services, releases, quarantine, deploy locks, instance transitions.
+    r#"
+-- Services: what should run, as last applied (see deploy/mod.rs).
+CREATE TABLE services (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,  -- JSON: replicas, strategy, the release content as written
+    spec_digest TEXT NOT NULL,  -- digest of the fleet entry as written: apply acts when it changes
+    desired     INTEGER,        -- the release that should run
+    created     TEXT NOT NULL,
+    updated     TEXT NOT NULL
+);
+
+-- Releases: numbered per service, immutable, append-only; only the outcome
+-- moves, once, from pending.
+CREATE TABLE releases (
+    service       TEXT NOT NULL REFERENCES services (name),
+    number        INTEGER NOT NULL,
+    image         TEXT NOT NULL,  -- manifest digest
+    image_ref     TEXT NOT NULL,  -- as written in the fleet file
+    config        TEXT NOT NULL,  -- JSON: env, volumes, limits, capabilities, health, driver
+    config_digest TEXT NOT NULL,
+    author        TEXT NOT NULL,
+    message       TEXT NOT NULL,
+    created       TEXT NOT NULL,
+    parent        INTEGER,        -- the release it replaced
+    rollback_of   INTEGER,        -- for a rollback: the release whose content it repeats
+    outcome       TEXT NOT NULL,  -- pending | healthy | failed
+    reason        TEXT,
+    PRIMARY KEY (service, number)
+);
+CREATE TRIGGER releases_no_delete BEFORE DELETE ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are append-only: they cannot be deleted');
+END;
+CREATE TRIGGER releases_immutable BEFORE UPDATE OF service, number, image, image_ref, config,
+    config_digest, author, message, created, parent, rollback_of ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable');
+END;
+CREATE TRIGGER releases_outcome_once BEFORE UPDATE OF outcome ON releases
+    WHEN OLD.outcome != 'pending'
+BEGIN
+    SELECT RAISE(ABORT, 'a release outcome is final');
+END;
+
+-- Digests that failed for a service; applying one again needs --force.
+CREATE TABLE quarantine (
+    service TEXT NOT NULL,
+    image   TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (service, image)
+);
+
+-- Leases with fencing tokens (deploy/lock.rs). Rows stay, so tokens only grow.
+CREATE TABLE locks (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    token   INTEGER NOT NULL,
+    expires INTEGER NOT NULL  -- unix milliseconds
+);
+
+-- Which service an instance belongs to, and every state change it made.
+ALTER TABLE instances ADD COLUMN service TEXT;
+CREATE INDEX instances_service ON instances (service);
+CREATE TABLE instance_transitions (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance TEXT NOT NULL,
+    time     TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL
+);
+CREATE INDEX instance_transitions_instance ON instance_transitions (instance);
+"#,
 ];
 
 /// The schema version this binary creates and understands.
@@ -347,10 +422,16 @@ mod tests {
         assert_eq!(
             tables(db.conn()),
             [
+                "instance_transitions",
                 "instances",
                 "ledger",
                 "ledger_head",
+                "locks",
+                "quarantine",
                 "referrers",
+                "releases",
+                "services",
+                "sqlite_sequence",
                 "store_meta",
                 "tags"
             ]
@@ -535,6 +616,7 @@ mod tests {
         let shipped = [
             "sha256:436ea427895b63acd005327c49e68c227f56c3c58b7113032832201941a152ec", // 1
             "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
+            "sha256:0a9e71cafec0efd432b8ef84f6f04f67cb13c3455996297b4535a3a98085a5bd", // 3
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

@@ -1,5 +1,6 @@
 //! One module per subcommand; each is a thin call into drover-core.
 
+pub mod apply;
 pub mod audit;
 pub mod baseline;
 pub mod build;
@@ -7,10 +8,14 @@ pub mod gc;
 pub mod images;
 pub mod inspect;
 pub mod logs;
+pub mod plan;
 pub mod ps;
+pub mod releases;
 pub mod rm;
 pub mod rmi;
+pub mod rollback;
 pub mod run;
+pub mod status;
 pub mod stop;
 pub mod tag;
 pub mod verify;

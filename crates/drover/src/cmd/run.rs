@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         cap_add: a.cap_add.clone(),
         command: (!a.command.is_empty()).then(|| a.command.clone()),
         driver: DriverKind::parse(&a.driver)?,
+        service: None,
         release: None,
         tmpfs_bytes: match &a.tmp_size {
             Some(s) => size("--tmp-size", s)?,
