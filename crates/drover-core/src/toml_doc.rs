@@ -98,13 +98,13 @@ pub(crate) struct Node {
     pub(crate) value: Value,
 }
 
-/// A TOML value's content. Floats and date-times are kept only as their
-/// type, for error messages: no format drover reads accepts them.
+/// A TOML value's content. Date-times are kept only as their type, for
+/// error messages: no format drover reads accepts them.
 #[derive(Debug)]
 pub(crate) enum Value {
     String(String),
     Integer(i64),
-    Float,
+    Float(f64),
     Boolean(bool),
     Datetime,
     Array(Vec<Node>),
@@ -130,7 +130,7 @@ impl Node {
         match self.value {
             Value::String(_) => "a string",
             Value::Integer(_) => "an integer",
-            Value::Float => "a float",
+            Value::Float(_) => "a float",
             Value::Boolean(_) => "a boolean",
             Value::Datetime => "a date-time",
             Value::Array(_) => "an array",
@@ -191,8 +191,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Self::plain(Value::Integer(v)))
     }
 
-    fn visit_f64<E>(self, _: f64) -> std::result::Result<Node, E> {
-        Ok(Self::plain(Value::Float))
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Node, E> {
+        Ok(Self::plain(Value::Float(v)))
     }
 
     fn visit_str<E>(self, v: &str) -> std::result::Result<Node, E> {
@@ -574,7 +574,7 @@ impl Checker<'_> {
                 let mut e = format!("expected a string, found {}", entry.node.type_name());
                 if matches!(
                     entry.node.value,
-                    Value::Integer(_) | Value::Float | Value::Boolean(_)
+                    Value::Integer(_) | Value::Float(_) | Value::Boolean(_)
                 ) {
                     e.push_str(" (quote it)");
                 }

@@ -164,6 +164,12 @@ impl Instance {
     fn monitor_alive(&self) -> bool {
         same_process_alive(self.monitor_pid, self.monitor_start)
     }
+
+    /// Created, and its monitor is at work creating the container: it will
+    /// be running (or gone) in a moment.
+    pub fn is_starting(&self) -> bool {
+        self.state == State::Created && self.monitor_alive()
+    }
 }
 
 fn same_process_alive(pid: Option<u32>, start: Option<u64>) -> bool {
@@ -314,6 +320,10 @@ fn transition_in(
     if !inst.state.can_become(to) {
         return Ok(false);
     }
+    // A monitor is creating its container: not abandoned, not removable.
+    if inst.is_starting() && to == State::Deleted {
+        return Ok(false);
+    }
     let now = clock::now_rfc3339();
     tx.execute(
         "UPDATE instances SET state = ?2 WHERE id = ?1",
@@ -459,11 +469,11 @@ pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Inst
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let inst = prepare::create(store, image_ref, opts)?;
-    let db_path = store.db().path().to_path_buf();
     monitor::adopt_orphans()?;
-    match monitor::launch(store.root(), &db_path, &inst) {
+    let root = store.root().to_path_buf();
+    match monitor::launch(&root, store.db_mut(), &inst) {
         Ok(pid) => {
-            monitor::watch(&db_path, &inst.id, pid)?;
+            monitor::watch(store.db_mut(), &inst.id, pid)?;
             reload(store.db(), &inst.id)
         }
         Err(e) => {
@@ -531,6 +541,16 @@ pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
         }
         stop(store, &inst.id, Duration::ZERO)?;
     }
+    // A created instance is marked deleted first: a monitor that has not
+    // claimed it yet then never will (see `claim`), and one at work keeps
+    // it (the transition is refused).
+    let created = inst.state == State::Created;
+    if created && !delete_row(store, &inst)? {
+        return Err(Error::Busy {
+            what: format!("instance {}", inst.id),
+            reason: "it is being started; try again in a moment".into(),
+        });
+    }
     let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
     driver.delete(&inst.id)?;
     let bundle = inst.bundle(store.root());
@@ -539,14 +559,34 @@ pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("remove instance directory", bundle, e)),
     }
+    if !created {
+        delete_row(store, &inst)?;
+    }
+    reload(store.db(), &inst.id)
+}
+
+fn delete_row(store: &mut Store, inst: &Instance) -> Result<bool> {
     transition(
         store.db_mut(),
         &inst.id,
         State::Deleted,
         Some("instance.delete"),
         Change::default(),
-    )?;
-    reload(store.db(), &inst.id)
+    )
+}
+
+/// A monitor takes charge of a created instance. `false` if it was removed
+/// meanwhile, or another monitor has it.
+pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Result<bool> {
+    db.write(|tx, path| {
+        tx.execute(
+            "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 \
+             WHERE id = ?1 AND state = 'created' AND monitor_pid IS NULL",
+            params![id, pid, start.map(|s| s as i64)],
+        )
+        .db_ctx(path)
+        .map(|n| n == 1)
+    })
 }
 
 /// Copy the instance's log to `out`; with `follow`, keep copying as it grows
@@ -625,8 +665,8 @@ mod tests {
             ..RunOptions::default()
         };
         let inst = prepare::create(store, "app:1", &opts).unwrap();
-        let db_path = store.db().path().to_path_buf();
-        monitor::launch(store.root(), &db_path, &inst).unwrap();
+        let root = store.root().to_path_buf();
+        monitor::launch(&root, store.db_mut(), &inst).unwrap();
         // The monitor recorded is this test process; forget it, as if the
         // monitor had gone (the fake has no process for it to wait for).
         store

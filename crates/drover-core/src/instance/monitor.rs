@@ -67,9 +67,11 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::Failed(format!("instance {id}: cannot become a subreaper: {e}")))?;
     let db_path = store_root.join(state::FILE_NAME);
-    let launched = Db::open(&db_path)
-        .and_then(|db| super::reload(&db, id))
-        .and_then(|inst| launch(store_root, &db_path, &inst));
+    let mut db = Db::open(&db_path);
+    let launched = match &mut db {
+        Ok(db) => super::reload(db, id).and_then(|inst| launch(store_root, db, &inst)),
+        Err(e) => Err(Error::Failed(e.to_string())),
+    };
     let mut out = std::io::stdout();
     let report = match &launched {
         Ok(_) => "ok\n".to_string(),
@@ -82,13 +84,20 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
         let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
     }
     let pid = launched?;
-    watch(&db_path, id, pid)
+    watch(&mut db?, id, pid)
 }
 
 /// Create and start the container of `inst` and record it running, with
 /// this process as its monitor. Returns the init pid. On failure nothing
 /// of the container is left.
-pub fn launch(store_root: &Path, db_path: &Path, inst: &Instance) -> Result<u32> {
+pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<u32> {
+    let me = std::process::id();
+    if !super::claim(db, &inst.id, me, runtime::start_time(me))? {
+        return Err(Error::Failed(format!(
+            "instance {}: removed before it could start",
+            inst.id
+        )));
+    }
     // The container's process inherits ignored signals from this one.
     crate::sys::reset_ignored_signals();
     let driver = runtime::driver(inst.driver, &runtime_root(store_root));
@@ -103,10 +112,8 @@ pub fn launch(store_root: &Path, db_path: &Path, inst: &Instance) -> Result<u32>
             return Err(e);
         }
     };
-    let me = std::process::id();
-    let mut db = Db::open(db_path)?;
     transition(
-        &mut db,
+        db,
         &inst.id,
         State::Running,
         Some("instance.start"),
@@ -120,10 +127,9 @@ pub fn launch(store_root: &Path, db_path: &Path, inst: &Instance) -> Result<u32>
 }
 
 /// Wait for the instance's init process `pid` and record its exit.
-pub fn watch(db_path: &Path, id: &str, pid: u32) -> Result<()> {
+pub fn watch(db: &mut Db, id: &str, pid: u32) -> Result<()> {
     let exit = wait_for(pid);
-    let mut db = Db::open(db_path)?;
-    record_exit(&mut db, id, exit).map(drop)
+    record_exit(db, id, exit).map(drop)
 }
 
 fn wait_for(pid: u32) -> Exit {

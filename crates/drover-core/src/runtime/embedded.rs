@@ -3,8 +3,8 @@
 //! which is why it starts faster than `runc`.
 
 use std::fs::{self, File};
-use std::time::Duration;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
@@ -29,9 +29,16 @@ impl Embedded {
         if !dir.join("state.json").exists() {
             return Ok(None);
         }
-        Container::load(dir)
-            .map(Some)
-            .map_err(|e| failed(id, "load", e))
+        // Loading reads /proc/<pid>/stat; a process exiting in between makes
+        // it fail once, after which it reads as stopped.
+        let mut tries = 0;
+        loop {
+            match Container::load(dir.clone()) {
+                Ok(c) => return Ok(Some(c)),
+                Err(_) if tries < 3 => tries += 1,
+                Err(e) => return Err(failed(id, "load", e)),
+            }
+        }
     }
 }
 

@@ -163,7 +163,13 @@ impl Driver for Runc {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| failed(id, "exec in", format!("cannot run {}: {e}", self.binary.display())))?;
+            .map_err(|e| {
+                failed(
+                    id,
+                    "exec in",
+                    format!("cannot run {}: {e}", self.binary.display()),
+                )
+            })?;
         super::wait_child(child.id() as i32, timeout, || {
             format!("instance {id}: {}", args.join(" "))
         })

@@ -1,0 +1,504 @@
+//! The fleet file (`fleet.toml`): the services that should run. Every error
+//! names the file, line, column and key (`service.web.replicas`), like
+//! `drover.toml`'s.
+//!
+//! ```toml
+//! [service.web]
+//! image = "web:1.0"            # a tag (pinned at apply time) or a digest
+//! replicas = 3                 # default 1
+//! strategy = "rolling"         # rolling (default) | recreate | blue-green
+//! max_surge = 1                # rolling only; default 1
+//! max_unavailable = 0          # rolling only; default 0; not both 0
+//! env = { MODE = "prod" }
+//! ports = [8080]
+//! volumes = ["data:/var/lib/web"]
+//! memory = "256m"              # also cpus = 0.5, pids = 100, nofile = 4096
+//! cap_add = ["NET_BIND_SERVICE"]
+//! driver = "embedded"          # or "runc"
+//!
+//! [service.web.health]         # overrides the image's check; see `health`
+//! kind = "http"
+//! path = "/healthz"
+//! deadline = "30s"             # how long a new instance has to become healthy
+//! ```
+
+use std::path::Path;
+
+use super::plan::Strategy;
+use super::spec::{DEFAULT_DEADLINE_MS, ServiceSpec};
+use crate::error::Result;
+use crate::health::{self, Deadline};
+use crate::instance::VolumeSpec;
+use crate::runtime::DriverKind;
+use crate::runtime::spec::{Limits, capability};
+use crate::toml_doc::{self, Checker, Node, Table, Value};
+
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "replicas",
+    "strategy",
+    "max_surge",
+    "max_unavailable",
+    "env",
+    "ports",
+    "volumes",
+    "memory",
+    "cpus",
+    "pids",
+    "nofile",
+    "cap_add",
+    "driver",
+    "health",
+];
+
+/// Read and check the fleet file at `path`.
+pub fn load(path: &Path) -> Result<Vec<ServiceSpec>> {
+    let text = toml_doc::read(path, "a fleet file")?;
+    parse(&text, path)
+}
+
+/// Check fleet `text` (from `file`, for messages). Services come sorted by name.
+pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
+    let (root, c) = toml_doc::parse(text, file)?;
+    let top = c.table(&root, "", &["service"])?;
+    let node = c.required(&top, "service", "at least one [service.<name>] table")?;
+    let services = c.as_table(node, "service")?;
+    let mut out = Vec::new();
+    for entry in services.entries {
+        let path = services.key(&entry.key);
+        if !valid_name(&entry.key) {
+            return Err(c.err(
+                entry.key_at(),
+                &path,
+                "a service name is letters, digits, '.', '_' and '-', starting with a letter or digit",
+            ));
+        }
+        out.push(service(&c, &entry.key, &entry.node, &path)?);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<ServiceSpec> {
+    let t = c.table(node, path, SERVICE_KEYS)?;
+    let image = c
+        .string(
+            c.required(&t, "image", "the image to run, e.g. image = \"web:1.0\"")?,
+            &t.key("image"),
+        )?
+        .to_string();
+    let replicas = count(c, &t, "replicas", 1, 0)?;
+    let strategy_name = match t.get("strategy") {
+        Some(n) => c.string(n, &t.key("strategy"))?,
+        None => "rolling",
+    };
+    let strategy = match strategy_name {
+        "rolling" => {
+            let max_surge = count(c, &t, "max_surge", 1, 0)?;
+            let max_unavailable = count(c, &t, "max_unavailable", 0, 0)?;
+            if max_surge == 0 && max_unavailable == 0 {
+                let at = t
+                    .get("max_surge")
+                    .or(t.get("max_unavailable"))
+                    .map_or(0, Node::at);
+                return Err(c.err(
+                    at,
+                    &t.key("max_surge"),
+                    "max_surge and max_unavailable are both 0: a rolling update could never start or stop anything",
+                ));
+            }
+            Strategy::Rolling {
+                max_surge,
+                max_unavailable,
+            }
+        }
+        "recreate" | "blue-green" => {
+            for key in ["max_surge", "max_unavailable"] {
+                if let Some(n) = t.get(key) {
+                    return Err(c.err(
+                        n.at(),
+                        &t.key(key),
+                        format!("only a \"rolling\" strategy takes {key}"),
+                    ));
+                }
+            }
+            if strategy_name == "recreate" {
+                Strategy::Recreate
+            } else {
+                Strategy::BlueGreen
+            }
+        }
+        other => {
+            return Err(c.err(
+                t.get("strategy").map_or(0, Node::at),
+                &t.key("strategy"),
+                format!("unknown strategy {other:?} (expected \"rolling\", \"recreate\" or \"blue-green\")"),
+            ));
+        }
+    };
+    let env = match t.get("env") {
+        Some(n) => c.string_map(n, &t.key("env"), |k| {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                Err("not an environment variable name".into())
+            } else if k == "PORT" {
+                Err("PORT is set by drover for each instance".into())
+            } else {
+                Ok(())
+            }
+        })?,
+        None => Default::default(),
+    };
+    let mut ports = Vec::new();
+    if let Some(n) = t.get("ports") {
+        let key = t.key("ports");
+        for (i, item) in c.array(n, &key, "an array of ports")?.iter().enumerate() {
+            let k = toml_doc::index_key(&key, i);
+            let Value::Integer(p) = item.value else {
+                return Err(c.wrong_type(item, &k, "a port number"));
+            };
+            let p = u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                c.err(
+                    item.at(),
+                    &k,
+                    format!("{p} is not a port (expected 1-65535)"),
+                )
+            })?;
+            ports.push(p);
+        }
+    }
+    let mut volumes = Vec::new();
+    if let Some(n) = t.get("volumes") {
+        let key = t.key("volumes");
+        for (i, item) in c
+            .array(n, &key, "an array of \"name:/path\"")?
+            .iter()
+            .enumerate()
+        {
+            let k = toml_doc::index_key(&key, i);
+            let s = c.string(item, &k)?;
+            volumes.push(VolumeSpec::parse(s).map_err(|e| c.err(item.at(), &k, e))?);
+        }
+    }
+    let mut cap_add = Vec::new();
+    if let Some(n) = t.get("cap_add") {
+        let key = t.key("cap_add");
+        for (i, item) in c
+            .array(n, &key, "an array of capability names")?
+            .iter()
+            .enumerate()
+        {
+            let k = toml_doc::index_key(&key, i);
+            let s = c.string(item, &k)?;
+            let cap = capability(s)
+                .ok_or_else(|| c.err(item.at(), &k, format!("unknown capability {s:?}")))?;
+            cap_add.push(cap.to_string());
+        }
+    }
+    let memory_bytes = match t.get("memory") {
+        Some(n) => {
+            let key = t.key("memory");
+            let s = c.string(n, &key)?;
+            Some(parse_size(s).ok_or_else(|| {
+                c.err(
+                    n.at(),
+                    &key,
+                    format!("{s:?} is not a size (expected e.g. \"512k\", \"256m\", \"1g\")"),
+                )
+            })?)
+        }
+        None => None,
+    };
+    let millicpus = match t.get("cpus") {
+        Some(n) => {
+            let key = t.key("cpus");
+            let v = match n.value {
+                Value::Float(f) => f,
+                Value::Integer(i) => i as f64,
+                _ => return Err(c.wrong_type(n, &key, "a number of cores such as 0.5")),
+            };
+            if !(v > 0.0 && v <= 1024.0) {
+                return Err(c.err(
+                    n.at(),
+                    &key,
+                    format!("{v} is not a CPU limit (expected more than 0)"),
+                ));
+            }
+            Some((v * 1000.0).round().max(1.0) as u64)
+        }
+        None => None,
+    };
+    let limits = Limits {
+        memory_bytes,
+        pids: opt_count(c, &t, "pids")?,
+        millicpus,
+        nofile: opt_count(c, &t, "nofile")?,
+    };
+    let driver = match t.get("driver") {
+        Some(n) => {
+            let key = t.key("driver");
+            match c.string(n, &key)? {
+                "embedded" => DriverKind::Embedded,
+                "runc" => DriverKind::Runc,
+                other => {
+                    return Err(c.err(
+                        n.at(),
+                        &key,
+                        format!("unknown driver {other:?} (expected \"embedded\" or \"runc\")"),
+                    ));
+                }
+            }
+        }
+        None => DriverKind::Embedded,
+    };
+    let health = t
+        .get("health")
+        .map(|n| health::parse(c, n, &t.key("health"), Deadline::Allowed))
+        .transpose()?;
+    let deadline_ms = health
+        .as_ref()
+        .and_then(|h| h.deadline_ms)
+        .unwrap_or(DEFAULT_DEADLINE_MS);
+    Ok(ServiceSpec {
+        name: name.to_string(),
+        image,
+        replicas,
+        strategy,
+        health,
+        deadline_ms,
+        env,
+        ports,
+        volumes,
+        limits,
+        cap_add,
+        driver,
+    })
+}
+
+/// A non-negative integer at `t[key]`, or `default`.
+fn count(c: &Checker<'_>, t: &Table<'_>, key: &str, default: u32, min: u32) -> Result<u32> {
+    let Some(n) = t.get(key) else {
+        return Ok(default);
+    };
+    let k = t.key(key);
+    let v = c.integer(n, &k)?;
+    u32::try_from(v)
+        .ok()
+        .filter(|v| *v >= min && *v <= 10_000)
+        .ok_or_else(|| {
+            c.err(
+                n.at(),
+                &k,
+                format!("{v} is out of range (expected {min} to 10000)"),
+            )
+        })
+}
+
+fn opt_count(c: &Checker<'_>, t: &Table<'_>, key: &str) -> Result<Option<u64>> {
+    match t.get(key) {
+        None => Ok(None),
+        Some(_) => count(c, t, key, 0, 1).map(|v| Some(u64::from(v))),
+    }
+}
+
+/// `512k`, `256m`, `1g`, `1048576` → bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 10),
+        'm' => (&t[..t.len() - 1], 20),
+        'g' => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_shl(shift))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn ok(text: &str) -> Vec<ServiceSpec> {
+        parse(text, Path::new("fleet.toml")).unwrap()
+    }
+
+    fn fails(text: &str, line: usize, key: &str, says: &str) {
+        match parse(text, Path::new("fleet.toml")) {
+            Err(Error::Definition {
+                file,
+                line: l,
+                key: k,
+                message,
+                ..
+            }) => {
+                assert_eq!(file, Path::new("fleet.toml"));
+                assert_eq!(l, line, "{message}");
+                assert_eq!(k.as_deref(), Some(key), "{message}");
+                assert!(message.contains(says), "{message:?} lacks {says:?}");
+            }
+            other => panic!("expected a definition error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_service_parses() {
+        let f = ok(r#"
+[service.web]
+image = "web:1.0"
+replicas = 3
+strategy = "rolling"
+max_surge = 2
+max_unavailable = 1
+env = { MODE = "prod" }
+ports = [8080]
+volumes = ["data:/var/lib/web", "cfg:/etc/web:ro"]
+memory = "256m"
+cpus = 0.5
+pids = 100
+cap_add = ["net_bind_service"]
+driver = "runc"
+
+[service.web.health]
+kind = "http"
+path = "/healthz"
+interval = "1s"
+timeout = "1s"
+deadline = "30s"
+
+[service.api]
+image = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+strategy = "blue-green"
+"#);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].name, "api");
+        assert_eq!((f[0].replicas, f[0].strategy), (1, Strategy::BlueGreen));
+        assert_eq!(f[0].deadline_ms, DEFAULT_DEADLINE_MS);
+        let w = &f[1];
+        assert_eq!(
+            w.strategy,
+            Strategy::Rolling {
+                max_surge: 2,
+                max_unavailable: 1
+            }
+        );
+        assert_eq!(w.env["MODE"], "prod");
+        assert_eq!(w.ports, [8080]);
+        assert!(w.volumes[1].read_only);
+        assert_eq!(w.limits.memory_bytes, Some(256 << 20));
+        assert_eq!(w.limits.millicpus, Some(500));
+        assert_eq!(w.limits.pids, Some(100));
+        assert_eq!(w.cap_add, ["CAP_NET_BIND_SERVICE"]);
+        assert_eq!(w.driver, DriverKind::Runc);
+        assert_eq!(w.deadline_ms, 30_000);
+        assert_eq!(w.health.as_ref().unwrap().interval_ms, 1000);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        fails(
+            "[service.web]\nimage = \"w\"\nreplicas = \"3\"\n",
+            3,
+            "service.web.replicas",
+            "expected an integer",
+        );
+        fails(
+            "[service.web]\nreplicas = 3\n",
+            1,
+            "service.web.image",
+            "missing",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nreplica = 3\n",
+            3,
+            "service.web.replica",
+            "unknown key",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nstrategy = \"canary\"\n",
+            3,
+            "service.web.strategy",
+            "unknown strategy",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nmax_surge = 0\nmax_unavailable = 0\n",
+            3,
+            "service.web.max_surge",
+            "both 0",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nstrategy = \"recreate\"\nmax_surge = 1\n",
+            4,
+            "service.web.max_surge",
+            "only a \"rolling\"",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nvolumes = [\"x\"]\n",
+            3,
+            "service.web.volumes[0]",
+            "no target",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\ncap_add = [\"FLY\"]\n",
+            3,
+            "service.web.cap_add[0]",
+            "unknown capability",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nenv = { PORT = \"1\" }\n",
+            3,
+            "service.web.env.PORT",
+            "set by drover",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\nmemory = \"lots\"\n",
+            3,
+            "service.web.memory",
+            "not a size",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\ncpus = 0\n",
+            3,
+            "service.web.cpus",
+            "not a CPU limit",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\ndriver = \"docker\"\n",
+            3,
+            "service.web.driver",
+            "unknown driver",
+        );
+        fails(
+            "[service.web]\nimage = \"w\"\n[service.web.health]\nkind = \"tcp\"\ndeadline = \"0s\"\n",
+            5,
+            "service.web.health.deadline",
+            "",
+        );
+        fails(
+            "[service.\"we b\"]\nimage = \"w\"\n",
+            1,
+            "service.\"we b\"",
+            "a service name",
+        );
+        fails(
+            "[services.web]\nimage = \"w\"\n",
+            1,
+            "services",
+            "unknown key",
+        );
+    }
+}

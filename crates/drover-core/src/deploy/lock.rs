@@ -1,0 +1,251 @@
+//! Per-service deploy locks: a lease with a fencing token, in the state
+//! database.
+//!
+//! A lock row names its holder (`user@host pid N`), a token that grows by
+//! one at every acquisition, and when the lease expires. The holder renews
+//! the lease as it works; every write a deploy makes checks, in the same
+//! transaction, that its token is still the current one ([`Lease::check`]),
+//! so a holder whose lease was taken over (it stalled past the expiry) can
+//! no longer change anything — it is fenced off, not trusted to notice.
+//!
+//! A lock never sticks: a lease left by a killed `apply` expires by itself,
+//! and one whose holder is a dead process on this host is taken over at once.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::error::{Error, Result};
+use crate::runtime;
+use crate::state::{Db, DbContext};
+
+/// How long a lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub token: i64,
+    pub holder: String,
+    expires_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Who we are, as a lock holder: `user@host pid N start T`.
+pub fn me() -> String {
+    let pid = std::process::id();
+    format!(
+        "{} pid {pid} start {}",
+        crate::ledger::actor(),
+        runtime::start_time(pid).unwrap_or(0)
+    )
+}
+
+fn host_of(holder: &str) -> &str {
+    holder
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.rsplit_once('@'))
+        .map_or("", |(_, h)| h)
+}
+
+/// Whether `holder` is a process on this host that no longer runs.
+fn holder_is_dead(holder: &str) -> bool {
+    let me = me();
+    if host_of(holder) != host_of(&me) {
+        return false;
+    }
+    let words: Vec<&str> = holder.split_whitespace().collect();
+    let field = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match (field("pid"), field("start")) {
+        (Some(pid), Some(start)) => {
+            !(runtime::alive(pid as u32) && runtime::start_time(pid as u32) == Some(start))
+        }
+        _ => false,
+    }
+}
+
+/// Take the lock `name`. With `wait`, wait for the holder to finish (or its
+/// lease to run out); without, fail at once naming the holder.
+pub fn acquire(db: &mut Db, name: &str, wait: bool) -> Result<Lease> {
+    let holder = me();
+    loop {
+        let got = db.write(|tx, path| try_acquire(tx, path, name, &holder))?;
+        match got {
+            Ok(lease) => return Ok(lease),
+            Err((other, expires_ms)) if !wait => {
+                let left = (expires_ms - now_ms()).max(0) / 1000;
+                return Err(Error::Busy {
+                    what: name.to_string(),
+                    reason: format!(
+                        "another deploy holds its lock: {other} (lease runs out in {left} s \
+                         unless renewed); wait for it, or leave out --no-wait to queue"
+                    ),
+                });
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+type Taken = std::result::Result<Lease, (String, i64)>;
+
+fn try_acquire(tx: &Transaction<'_>, path: &Path, name: &str, holder: &str) -> Result<Taken> {
+    let row: Option<(String, i64, i64)> = tx
+        .query_row(
+            "SELECT holder, token, expires FROM locks WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .db_ctx(path)?;
+    let now = now_ms();
+    let token = match &row {
+        Some((other, _, expires)) if *expires > now && !holder_is_dead(other) => {
+            return Ok(Err((other.clone(), *expires)));
+        }
+        Some((_, token, _)) => token + 1,
+        None => 1,
+    };
+    let expires_ms = now + LEASE.as_millis() as i64;
+    tx.execute(
+        "INSERT INTO locks (name, holder, token, expires) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET holder = ?2, token = ?3, expires = ?4",
+        params![name, holder, token, expires_ms],
+    )
+    .db_ctx(path)?;
+    Ok(Ok(Lease {
+        name: name.to_string(),
+        token,
+        holder: holder.to_string(),
+        expires_ms,
+    }))
+}
+
+impl Lease {
+    /// Fail unless this lease is still the lock's current one. Call inside
+    /// the transaction of every write made under the lock.
+    pub fn check(&self, tx: &Transaction<'_>, path: &Path) -> Result<()> {
+        let token: Option<i64> = tx
+            .query_row(
+                "SELECT token FROM locks WHERE name = ?1",
+                [&self.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .db_ctx(path)?;
+        if token == Some(self.token) {
+            Ok(())
+        } else {
+            Err(Error::Busy {
+                what: self.name.clone(),
+                reason: format!(
+                    "this deploy lost its lock (token {} is no longer current; another \
+                     deploy took over after the lease ran out); it stopped without changing more",
+                    self.token
+                ),
+            })
+        }
+    }
+
+    /// Extend the lease if a third of it has passed; fails if it was lost.
+    pub fn renew(&mut self, db: &mut Db) -> Result<()> {
+        let now = now_ms();
+        if self.expires_ms - now > (LEASE.as_millis() as i64) * 2 / 3 {
+            return Ok(());
+        }
+        let expires = now + LEASE.as_millis() as i64;
+        db.write(|tx, path| {
+            self.check(tx, path)?;
+            tx.execute(
+                "UPDATE locks SET expires = ?3 WHERE name = ?1 AND token = ?2",
+                params![self.name, self.token, expires],
+            )
+            .db_ctx(path)
+        })?;
+        self.expires_ms = expires;
+        Ok(())
+    }
+
+    /// Give the lock up (the token stays, so the next holder's is higher).
+    pub fn release(self, db: &mut Db) -> Result<()> {
+        db.write(|tx, path| {
+            tx.execute(
+                "UPDATE locks SET expires = 0 WHERE name = ?1 AND token = ?2",
+                params![self.name, self.token],
+            )
+            .db_ctx(path)
+            .map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("drover.db")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_holders_name_then_gets_a_higher_token() {
+        let (_d, mut db) = db();
+        let first = acquire(&mut db, "service web", false).unwrap();
+        assert_eq!(first.token, 1);
+        let err = acquire(&mut db, "service web", false).unwrap_err();
+        assert!(err.to_string().contains(&first.holder), "{err}");
+        // Other locks are independent.
+        assert_eq!(acquire(&mut db, "service api", false).unwrap().token, 1);
+        first.release(&mut db).unwrap();
+        let second = acquire(&mut db, "service web", false).unwrap();
+        assert_eq!(second.token, 2);
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off() {
+        let (_d, mut db) = db();
+        let mut stale = acquire(&mut db, "l", false).unwrap();
+        db.conn()
+            .execute(
+                "UPDATE locks SET expires = 1, holder = 'x@elsewhere pid 1 start 1'",
+                [],
+            )
+            .unwrap();
+        let fresh = acquire(&mut db, "l", false).unwrap();
+        assert_eq!(fresh.token, 2);
+        let path = db.path().to_path_buf();
+        let tx = db.transaction().unwrap();
+        assert!(stale.check(&tx, &path).is_err());
+        assert!(fresh.check(&tx, &path).is_ok());
+        drop(tx);
+        stale.expires_ms = 0;
+        assert!(stale.renew(&mut db).is_err());
+    }
+
+    #[test]
+    fn a_lock_held_by_a_dead_process_here_is_free_at_once() {
+        let (_d, mut db) = db();
+        acquire(&mut db, "l", false).unwrap();
+        let dead = format!("{} pid {} start 1", crate::ledger::actor(), u32::MAX / 2);
+        db.conn()
+            .execute("UPDATE locks SET holder = ?1", [&dead])
+            .unwrap();
+        assert_eq!(acquire(&mut db, "l", false).unwrap().token, 2);
+    }
+}

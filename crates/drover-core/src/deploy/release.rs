@@ -1,0 +1,347 @@
+//! Services, releases and quarantine in the state database. Reads take a
+//! connection; writes take the caller's transaction (in which the caller has
+//! checked its deploy lease) and append their ledger entry there.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::spec::{ReleaseConfig, Rollout};
+use crate::clock;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::ledger::{self, NewEntry};
+use crate::state::DbContext;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Being rolled out (or its rollout was interrupted).
+    Pending,
+    /// Its rollout finished with every instance healthy.
+    Healthy,
+    /// Its rollout failed and was rolled back.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Healthy => "healthy",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub service: String,
+    pub number: i64,
+    pub image: Digest,
+    pub image_ref: String,
+    pub config: ReleaseConfig,
+    pub config_digest: Digest,
+    pub author: String,
+    pub message: String,
+    pub created: String,
+    pub parent: Option<i64>,
+    pub rollback_of: Option<i64>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub rollout: Rollout,
+    /// Digest of what the fleet file last asked for (image digest and
+    /// config): `apply` makes a release only when this changes, so a manual
+    /// rollback stands until the fleet file asks for something new.
+    pub requested: Digest,
+    pub desired: Option<i64>,
+    pub created: String,
+    pub updated: String,
+}
+
+fn bad(i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
+}
+
+const SERVICE_COLUMNS: &str = "name, spec, spec_digest, desired, created, updated";
+
+fn service_row(r: &Row<'_>) -> rusqlite::Result<Service> {
+    let spec: String = r.get(1)?;
+    Ok(Service {
+        name: r.get(0)?,
+        rollout: serde_json::from_str(&spec).map_err(|e| bad(1, e))?,
+        requested: r.get(2)?,
+        desired: r.get(3)?,
+        created: r.get(4)?,
+        updated: r.get(5)?,
+    })
+}
+
+const RELEASE_COLUMNS: &str = "service, number, image, image_ref, config, config_digest, author, \
+     message, created, parent, rollback_of, outcome, reason";
+
+fn release_row(r: &Row<'_>) -> rusqlite::Result<Release> {
+    let config: String = r.get(4)?;
+    let outcome: String = r.get(11)?;
+    Ok(Release {
+        service: r.get(0)?,
+        number: r.get(1)?,
+        image: r.get(2)?,
+        image_ref: r.get(3)?,
+        config: serde_json::from_str(&config).map_err(|e| bad(4, e))?,
+        config_digest: r.get(5)?,
+        author: r.get(6)?,
+        message: r.get(7)?,
+        created: r.get(8)?,
+        parent: r.get(9)?,
+        rollback_of: r.get(10)?,
+        outcome: match outcome.as_str() {
+            "pending" => Outcome::Pending,
+            "healthy" => Outcome::Healthy,
+            "failed" => Outcome::Failed,
+            other => return Err(bad(11, format!("unknown outcome {other:?}"))),
+        },
+        reason: r.get(12)?,
+    })
+}
+
+pub fn service(conn: &Connection, path: &Path, name: &str) -> Result<Option<Service>> {
+    conn.query_row(
+        &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1"),
+        [name],
+        service_row,
+    )
+    .optional()
+    .db_ctx(path)
+}
+
+pub fn services(conn: &Connection, path: &Path) -> Result<Vec<Service>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services ORDER BY name"
+        ))
+        .db_ctx(path)?;
+    let rows = stmt.query_map([], service_row).db_ctx(path)?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(path)
+}
+
+pub fn release(conn: &Connection, path: &Path, service: &str, number: i64) -> Result<Release> {
+    conn.query_row(
+        &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE service = ?1 AND number = ?2"),
+        params![service, number],
+        release_row,
+    )
+    .optional()
+    .db_ctx(path)?
+    .ok_or_else(|| Error::NotFound {
+        what: format!("release {number} of service {service}"),
+        hint: Some(format!("`drover releases {service}` lists them")),
+    })
+}
+
+/// Every release of `service`, oldest first.
+pub fn releases(conn: &Connection, path: &Path, service: &str) -> Result<Vec<Release>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE service = ?1 ORDER BY number"
+        ))
+        .db_ctx(path)?;
+    let rows = stmt.query_map([service], release_row).db_ctx(path)?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(path)
+}
+
+/// Why `image` is quarantined for `service`, if it is: (release, reason).
+pub fn quarantined(
+    conn: &Connection,
+    path: &Path,
+    service: &str,
+    image: &Digest,
+) -> Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT release, reason FROM quarantine WHERE service = ?1 AND image = ?2",
+        params![service, image.to_string()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .db_ctx(path)
+}
+
+/// Record what the fleet asked for (and which release should run).
+pub fn save_service(
+    tx: &Transaction<'_>,
+    path: &Path,
+    name: &str,
+    rollout: &Rollout,
+    requested: &Digest,
+    desired: Option<i64>,
+) -> Result<()> {
+    let now = clock::now_rfc3339();
+    let spec = serde_json::to_string(rollout).expect("rollout serializes");
+    tx.execute(
+        "INSERT INTO services (name, spec, spec_digest, desired, created, updated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+         ON CONFLICT (name) DO UPDATE SET spec = ?2, spec_digest = ?3, desired = ?4, updated = ?5",
+        params![name, spec, requested.to_string(), desired, now],
+    )
+    .db_ctx(path)
+    .map(drop)
+}
+
+/// Point `service` at release `desired` (a rollback's target, say).
+pub fn set_desired(
+    tx: &Transaction<'_>,
+    path: &Path,
+    service: &str,
+    desired: Option<i64>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE services SET desired = ?2, updated = ?3 WHERE name = ?1",
+        params![service, desired, clock::now_rfc3339()],
+    )
+    .db_ctx(path)
+    .map(drop)
+}
+
+/// Forget what the fleet last asked for, so the next `apply` of the same
+/// file is judged afresh (after a failed release: it meets the quarantine).
+pub fn forget_request(tx: &Transaction<'_>, path: &Path, service: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE services SET spec_digest = ?2 WHERE name = ?1",
+        params![service, Digest::of(b"").to_string()],
+    )
+    .db_ctx(path)
+    .map(drop)
+}
+
+/// What a new release is made of.
+pub struct NewRelease<'a> {
+    pub service: &'a str,
+    pub image: Digest,
+    pub image_ref: &'a str,
+    pub config: &'a ReleaseConfig,
+    pub message: &'a str,
+    pub parent: Option<i64>,
+    pub rollback_of: Option<i64>,
+}
+
+/// Append the next release of a service (`release.create`, or
+/// `release.rollback` when it repeats an earlier one).
+pub fn create(tx: &Transaction<'_>, path: &Path, r: NewRelease<'_>) -> Result<Release> {
+    let number: i64 = tx
+        .query_row(
+            "SELECT coalesce(max(number), 0) + 1 FROM releases WHERE service = ?1",
+            [r.service],
+            |row| row.get(0),
+        )
+        .db_ctx(path)?;
+    let config = serde_json::to_string(r.config).expect("config serializes");
+    let config_digest = r.config.digest();
+    let author = ledger::actor();
+    tx.execute(
+        &format!("INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', NULL)"),
+        params![
+            r.service,
+            number,
+            r.image.to_string(),
+            r.image_ref,
+            config,
+            config_digest.to_string(),
+            author,
+            r.message,
+            clock::now_rfc3339(),
+            r.parent,
+            r.rollback_of
+        ],
+    )
+    .db_ctx(path)?;
+    let action = if r.rollback_of.is_some() {
+        "release.rollback"
+    } else {
+        "release.create"
+    };
+    ledger::append(
+        tx,
+        path,
+        NewEntry::new(
+            action,
+            [format!("{}#{number}", r.service), r.image.to_string()],
+            json!({
+                "service": r.service, "release": number, "image": r.image.to_string(),
+                "image_ref": r.image_ref, "config_digest": config_digest.to_string(),
+                "parent": r.parent, "rollback_of": r.rollback_of, "message": r.message,
+            }),
+        ),
+    )?;
+    release(tx, path, r.service, number)
+}
+
+/// Settle a pending release (`release.healthy` / `release.failed`).
+pub fn settle(
+    tx: &Transaction<'_>,
+    path: &Path,
+    service: &str,
+    number: i64,
+    outcome: Outcome,
+    reason: Option<&str>,
+) -> Result<()> {
+    let changed = tx
+        .execute(
+            "UPDATE releases SET outcome = ?3, reason = ?4
+             WHERE service = ?1 AND number = ?2 AND outcome = 'pending'",
+            params![service, number, outcome.as_str(), reason],
+        )
+        .db_ctx(path)?;
+    if changed == 1 {
+        let r = release(tx, path, service, number)?;
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                format!("release.{}", outcome.as_str()),
+                [format!("{service}#{number}"), r.image.to_string()],
+                json!({"service": service, "release": number, "reason": reason}),
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Keep `image` from being deployed to `service` again without `--force`.
+pub fn quarantine(
+    tx: &Transaction<'_>,
+    path: &Path,
+    service: &str,
+    image: &Digest,
+    number: i64,
+    reason: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO quarantine (service, image, release, reason, created)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            service,
+            image.to_string(),
+            number,
+            reason,
+            clock::now_rfc3339()
+        ],
+    )
+    .db_ctx(path)?;
+    ledger::append(
+        tx,
+        path,
+        NewEntry::new(
+            "release.quarantine",
+            [format!("{service}#{number}"), image.to_string()],
+            json!({"service": service, "release": number, "image": image.to_string(), "reason": reason}),
+        ),
+    )
+    .map(drop)
+}

@@ -1,0 +1,72 @@
+//! What a fleet file asks for, and what a release is made of.
+//!
+//! A [`ServiceSpec`] is one `[service.<name>]` table as written. Applying it
+//! resolves its image to a digest and splits it in two: the release content
+//! ([`ReleaseConfig`] plus the image digest — what runs, and what a rollback
+//! repeats) and the rollout settings (replicas, strategy — how many, and how
+//! to get there), which change without a new release.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Strategy;
+use crate::digest::Digest;
+use crate::health::HealthCheck;
+use crate::instance::VolumeSpec;
+use crate::runtime::DriverKind;
+use crate::runtime::spec::Limits;
+
+/// How long a new instance has to become healthy, unless the fleet says.
+pub const DEFAULT_DEADLINE_MS: u64 = 60_000;
+
+/// One service as the fleet file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// A tag (pinned to its digest at apply time) or a digest.
+    pub image: String,
+    pub replicas: u32,
+    pub strategy: Strategy,
+    /// Overrides the image's health check.
+    pub health: Option<HealthCheck>,
+    pub deadline_ms: u64,
+    pub env: BTreeMap<String, String>,
+    /// Ports the service is reached on (the traffic proxy's; each instance
+    /// gets its own `PORT`).
+    pub ports: Vec<u16>,
+    pub volumes: Vec<VolumeSpec>,
+    pub limits: Limits,
+    pub cap_add: Vec<String>,
+    pub driver: DriverKind,
+}
+
+/// Everything about how a release's instances run, besides the image.
+/// Its canonical JSON's digest is the release's config digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseConfig {
+    pub env: BTreeMap<String, String>,
+    /// `name:/path[:ro]`, as written.
+    pub volumes: Vec<String>,
+    pub limits: Limits,
+    pub cap_add: Vec<String>,
+    /// The effective check: the fleet's override, else the image's, else none.
+    pub health: Option<HealthCheck>,
+    pub deadline_ms: u64,
+    pub driver: DriverKind,
+}
+
+impl ReleaseConfig {
+    pub fn digest(&self) -> Digest {
+        let v = serde_json::to_value(self).expect("config serializes");
+        Digest::of(crate::ledger::canonical_json(&v).as_bytes())
+    }
+}
+
+/// The rollout settings of a service, as last applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub replicas: u32,
+    pub strategy: Strategy,
+    pub ports: Vec<u16>,
+}

@@ -1,0 +1,60 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use drover_core::deploy::{self, Options, fleet};
+
+use super::Ctx;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The fleet file.
+    #[arg(short, long, default_value = "fleet.toml")]
+    file: PathBuf,
+    /// Deploy a quarantined image anyway.
+    #[arg(long)]
+    force: bool,
+    /// Fail at once if another deploy holds a service's lock (default: wait).
+    #[arg(long)]
+    no_wait: bool,
+    /// Why: recorded with each new release.
+    #[arg(short, long)]
+    message: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let fleet = fleet::load(&a.file)?;
+    let mut store = ctx.store()?;
+    let opts = Options {
+        force: a.force,
+        no_wait: a.no_wait,
+        message: a.message.clone(),
+    };
+    let reports = deploy::apply(&mut store, &fleet, &opts)?;
+    if ctx.json {
+        output::json(&reports)?;
+    } else {
+        for r in &reports {
+            let release = r.release.map_or("-".into(), |n| format!("release {n}"));
+            let what = match (r.created, r.failed) {
+                (_, Some(f)) => format!("release {f} failed, rolled back; runs {release}"),
+                (None, None) if r.error.is_some() => "not deployed (see the error below)".into(),
+                (Some(n), None) => format!("rolled out release {n}"),
+                (None, None) => format!("unchanged, runs {release}"),
+            };
+            println!(
+                "{}: {what} ({} started, {} stopped, {:.1} s, of which {:.1} s waiting for health checks)",
+                r.service, r.started, r.stopped, r.seconds, r.health_wait_seconds
+            );
+        }
+    }
+    let failed: Vec<&str> = reports.iter().filter_map(|r| r.error.as_deref()).collect();
+    for e in &failed {
+        eprintln!("drover: error: {e}");
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,52 @@
+use std::process::ExitCode;
+
+use drover_core::deploy::release;
+
+use super::Ctx;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The service.
+    service: String,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let db = store.db();
+    let list = release::releases(db.conn(), db.path(), &a.service)?;
+    let current = release::service(db.conn(), db.path(), &a.service)?
+        .ok_or_else(|| drover_core::Error::NotFound {
+            what: format!("service {}", a.service),
+            hint: Some("`drover status` lists services".into()),
+        })?
+        .desired;
+    if ctx.json {
+        output::json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>3}  {:<8} {:<14} {:<14} {:<24} {:<18} MESSAGE",
+        "#", "OUTCOME", "IMAGE", "CONFIG", "CREATED", "AUTHOR"
+    );
+    for r in &list {
+        let mark = if Some(r.number) == current { "*" } else { " " };
+        let mut message = r.message.clone();
+        if let Some(n) = r.rollback_of {
+            message = format!("{message} (content of release {n})");
+        }
+        if let Some(why) = &r.reason {
+            message = format!("{message} — {why}");
+        }
+        println!(
+            "{:>3}{mark} {:<8} {:<14} {:<14} {:<24} {:<18} {message}",
+            r.number,
+            r.outcome.as_str(),
+            r.image.short(),
+            r.config_digest.short(),
+            r.created,
+            r.author
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,51 @@
+use std::process::ExitCode;
+
+use drover_core::deploy;
+
+use super::Ctx;
+use crate::output;
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.store()?;
+    let services = deploy::status(&mut store)?;
+    if ctx.json {
+        output::json(&services)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if services.is_empty() {
+        println!("no services (deploy some with `drover apply -f fleet.toml`)");
+    }
+    for s in &services {
+        let image = s.image.map_or("-".into(), |d| d.to_string());
+        let outcome = s.outcome.map_or("", |o| o.as_str());
+        println!(
+            "{}  release {} ({outcome})  {}/{} ready  {}  {image}",
+            s.name,
+            s.release.map_or("-".into(), |n| n.to_string()),
+            s.ready,
+            s.replicas,
+            s.strategy
+        );
+        for q in &s.quarantined {
+            println!("  quarantined: {q}");
+        }
+        for i in &s.instances {
+            let health = match i.healthy {
+                Some(true) => "healthy",
+                Some(false) => "unhealthy",
+                None => "-",
+            };
+            println!(
+                "  {}  release {:<3} {:<9} {:<9} pid {:<7} port {:<5} {}",
+                i.id,
+                i.release.map_or("-".into(), |n| n.to_string()),
+                i.state.as_str(),
+                health,
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.port.map_or("-".into(), |p| p.to_string()),
+                i.image
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

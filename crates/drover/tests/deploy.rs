@@ -1,0 +1,460 @@
+//! Deploys with real instances (embedded runtime) and real HTTP health
+//! checks against busybox httpd: rollouts, a second apply that does nothing,
+//! automatic rollback and quarantine, manual rollback, locks, and `apply`
+//! killed at many points. Needs root (CI runs as root).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Env, show, write};
+use serde_json::Value;
+
+/// An image serving `page` at / (and nothing at /missing), version `v`.
+fn image(env: &Env, tag: &str, page: &str) {
+    let root = env.ctx().join(format!("rootfs-{tag}"));
+    if !root.exists() {
+        let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
+        write(&root.join("bin/busybox"), &busybox, 0o755);
+        for applet in ["sh", "httpd", "sleep", "true", "false"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        write(
+            &root.join("etc/passwd"),
+            b"nobody:x:65534:65534::/:/bin/sh\n",
+            0o644,
+        );
+        write(&root.join("www/index.html"), page.as_bytes(), 0o644);
+    }
+    let def = format!(
+        r#"
+[image]
+name = "web"
+tag = "{tag}"
+
+[[layer]]
+kind = "copy"
+src = "rootfs-{tag}"
+dest = "/"
+
+[config]
+# A server that takes a moment to come up, as real ones do: it widens the
+# window in which the kill test interrupts a rollout.
+entrypoint = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 0.2; httpd -f -p \"$PORT\" -h /www & wait"]
+env = {{ PATH = "/bin" }}
+user = "65534:65534"
+
+[config.health]
+kind = "http"
+path = "/"
+interval = "5s"
+"#
+    );
+    write(
+        &env.ctx().join(format!("web-{tag}.toml")),
+        def.as_bytes(),
+        0o644,
+    );
+    env.ok(&[
+        "build",
+        "-f",
+        env.ctx().join(format!("web-{tag}.toml")).to_str().unwrap(),
+    ]);
+}
+
+fn fleet(env: &Env, tag: &str, extra: &str) -> String {
+    fleet_n(env, tag, 3, extra)
+}
+
+fn fleet_n(env: &Env, tag: &str, replicas: u32, extra: &str) -> String {
+    let text = format!(
+        r#"
+[service.web]
+image = "web:{tag}"
+replicas = {replicas}
+{extra}
+
+[service.web.health]
+kind = "http"
+path = "/"
+interval = "200ms"
+timeout = "200ms"
+retries = 2
+start_period = "1s"
+deadline = "10s"
+"#
+    );
+    let path = env.ctx().join("fleet.toml");
+    write(&path, text.as_bytes(), 0o644);
+    path.to_str().unwrap().to_string()
+}
+
+fn setup() -> Option<Env> {
+    if !common::require("busybox") {
+        return None;
+    }
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "deploy tests need root in CI"
+        );
+        eprintln!("skipping: deploy tests need root");
+        return None;
+    }
+    let env = Env::new();
+    image(&env, "1", "version one\n");
+    image(&env, "2", "version two\n");
+    Some(env)
+}
+
+fn status(env: &Env) -> Value {
+    let all: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    all.into_iter()
+        .find(|s| s["name"] == "web")
+        .expect("service web")
+}
+
+fn pages(s: &Value) -> Vec<String> {
+    s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| get(i["port"].as_u64().unwrap() as u16).unwrap_or_default())
+        .collect()
+}
+
+fn get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    r.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+fn ledger(env: &Env) -> Vec<Value> {
+    serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap()
+}
+
+/// Replays the ledger's instance entries of `service`: the fewest instances
+/// running at any moment after `from_seq`, and the most.
+fn running_bounds(env: &Env, from_seq: u64) -> (usize, usize) {
+    let mut running: BTreeMap<String, ()> = BTreeMap::new();
+    let (mut least, mut most) = (usize::MAX, 0);
+    for e in ledger(env) {
+        if e["details"]["service"] != "web" {
+            continue;
+        }
+        let id = e["subjects"][0].as_str().unwrap().to_string();
+        match e["action"].as_str().unwrap() {
+            "instance.start" => {
+                running.insert(id, ());
+            }
+            "instance.stop" | "instance.exit" => {
+                running.remove(&id);
+            }
+            _ => continue,
+        }
+        if e["seq"].as_u64().unwrap() > from_seq {
+            least = least.min(running.len());
+            most = most.max(running.len());
+        }
+    }
+    (least, most)
+}
+
+fn last_seq(env: &Env) -> u64 {
+    ledger(env).last().map_or(0, |e| e["seq"].as_u64().unwrap())
+}
+
+#[test]
+fn rolling_deploy_then_nothing_to_do_then_a_new_image_without_going_below_replicas() {
+    let Some(env) = setup() else { return };
+    let f = fleet(
+        &env,
+        "1",
+        "strategy = \"rolling\"\nmax_surge = 1\nmax_unavailable = 0",
+    );
+    let out = env.ok(&["apply", "-f", &f]);
+    assert!(out.contains("rolled out release 1"), "{out}");
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(1), Some(3)),
+        "{s}"
+    );
+    assert_eq!(pages(&s), vec!["version one\n"; 3]);
+    let ids: Vec<Value> = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+
+    // The same fleet again: nothing happens.
+    let out = env.ok(&["apply", "-f", &f]);
+    assert!(out.contains("unchanged"), "{out}");
+    let s = status(&env);
+    let again: Vec<Value> = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(ids, again, "a second apply replaced instances");
+
+    // A new image: release 2, rolled one at a time, never fewer than 3
+    // running, never more than 4.
+    let before = last_seq(&env);
+    let f = fleet(
+        &env,
+        "2",
+        "strategy = \"rolling\"\nmax_surge = 1\nmax_unavailable = 0",
+    );
+    let plan = env.ok(&["plan", "-f", &f]);
+    assert!(
+        plan.contains("new release 2") && plan.contains("image "),
+        "{plan}"
+    );
+    assert!(plan.contains("start 1 new instance"), "{plan}");
+    let out = env.ok(&["apply", "-f", &f, "-m", "ship v2"]);
+    assert!(out.contains("rolled out release 2"), "{out}");
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(2), Some(3)),
+        "{s}"
+    );
+    assert_eq!(pages(&s), vec!["version two\n"; 3]);
+    assert_eq!(running_bounds(&env, before), (3, 4));
+
+    let releases: Vec<Value> =
+        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    assert_eq!(releases.len(), 2);
+    assert_eq!(releases[1]["outcome"], "healthy");
+    assert_eq!(releases[1]["parent"], 1);
+    assert_eq!(releases[1]["message"], "ship v2");
+    let actions: Vec<String> = ledger(&env)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        actions.contains(&"release.create".into()) && actions.contains(&"release.healthy".into())
+    );
+    env.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn a_failing_health_check_rolls_back_and_quarantines_the_image() {
+    let Some(env) = setup() else { return };
+    env.ok(&["apply", "-f", &fleet(&env, "1", "")]);
+    let before = last_seq(&env);
+    // Release 2's check asks for a page that is not there.
+    let f = fleet(&env, "2", "");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("path = \"/\"", "path = \"/missing\"");
+    std::fs::write(&f, text).unwrap();
+    let f = std::path::PathBuf::from(f);
+    let out = env.run(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("release 2 failed") && err.contains("HTTP 404"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/missing") && err.contains("rolled back to release 1"),
+        "{err}"
+    );
+    assert!(err.contains("logs/web/release-2"), "{err}");
+    assert!(env.store().join("logs/web/release-2").is_dir());
+
+    // Release 1 kept serving throughout (rolling never went below 3) and serves now.
+    assert_eq!(running_bounds(&env, before).0, 3);
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(1), Some(3)),
+        "{s}"
+    );
+    assert_eq!(pages(&s), vec!["version one\n"; 3]);
+    assert_eq!(s["quarantined"].as_array().unwrap().len(), 1);
+    let releases: Vec<Value> =
+        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    assert_eq!(releases[1]["outcome"], "failed");
+
+    // Applying it again is refused without --force.
+    let out = env.run(&["apply", "-f", f.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("quarantined"),
+        "{}",
+        show(&out)
+    );
+    let actions: Vec<String> = ledger(&env)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    for a in ["release.failed", "release.quarantine", "service.rollback"] {
+        assert!(actions.contains(&a.to_string()), "{a} missing: {actions:?}");
+    }
+    env.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn manual_rollback_is_a_new_release_and_a_reapply_respects_it() {
+    let Some(env) = setup() else { return };
+    env.ok(&["apply", "-f", &fleet_n(&env, "1", 2, "")]);
+    let f2 = fleet_n(&env, "2", 2, "");
+    env.ok(&["apply", "-f", &f2]);
+    let out = env.ok(&["rollback", "web"]);
+    assert!(out.contains("runs release 3"), "{out}");
+    let s = status(&env);
+    assert_eq!(pages(&s), vec!["version one\n"; 2]);
+    let releases: Vec<Value> =
+        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    assert_eq!(releases[2]["rollback_of"], 1);
+    assert_eq!(releases[2]["image"], releases[0]["image"]);
+    // The fleet file still names version 2; applying it unchanged does not
+    // undo the rollback.
+    let out = env.ok(&["apply", "-f", &f2]);
+    assert!(out.contains("unchanged, runs release 3"), "{out}");
+    // Roll forward explicitly.
+    env.ok(&["rollback", "web", "--to", "2"]);
+    assert_eq!(pages(&status(&env)), vec!["version two\n"; 2]);
+}
+
+#[test]
+fn recreate_and_blue_green_order_their_steps() {
+    let Some(env) = setup() else { return };
+    env.ok(&["apply", "-f", &fleet(&env, "1", "strategy = \"recreate\"")]);
+    let before = last_seq(&env);
+    env.ok(&["apply", "-f", &fleet(&env, "2", "strategy = \"recreate\"")]);
+    assert_eq!(
+        running_bounds(&env, before),
+        (0, 3),
+        "recreate stops all first"
+    );
+    let before = last_seq(&env);
+    env.ok(&[
+        "apply",
+        "-f",
+        &fleet(&env, "1", "strategy = \"blue-green\""),
+    ]);
+    assert_eq!(
+        running_bounds(&env, before),
+        (3, 6),
+        "blue-green doubles, never dips"
+    );
+    assert_eq!(pages(&status(&env)), vec!["version one\n"; 3]);
+}
+
+#[test]
+fn a_second_apply_waits_or_fails_naming_the_holder() {
+    let Some(env) = setup() else { return };
+    // A slow rollout: the health check only passes after a start period.
+    let f = fleet(&env, "1", "");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("start_period = \"1s\"", "start_period = \"2s\"")
+        .replace("path = \"/\"", "path = \"/missing\"");
+    std::fs::write(&f, text).unwrap();
+    let path = std::path::PathBuf::from(f);
+    let mut first = env
+        .cmd()
+        .args(["apply", "-f", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = env.run(&["apply", "--no-wait", "-f", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another deploy holds its lock") && err.contains(" pid "),
+        "{err}"
+    );
+    first.wait().unwrap();
+}
+
+/// SIGKILL `apply` at many moments; the next `apply` must converge to
+/// exactly the desired replicas of the desired release, with no orphans.
+#[test]
+fn apply_killed_at_any_point_converges_on_the_next_run() {
+    let Some(env) = setup() else { return };
+    let f1 = fleet(&env, "1", "");
+    env.ok(&["apply", "-f", &f1]);
+    // A rollout of 3 here takes about a second; these land all over it.
+    let delays = [20u64, 60, 120, 200, 300, 450, 600, 800, 1000, 1300];
+    for (round, delay_ms) in delays.into_iter().enumerate() {
+        let tag = if round % 2 == 0 { "2" } else { "1" };
+        let f = fleet(&env, tag, "");
+        let mut child = env
+            .cmd()
+            .args(["apply", "-f", &f])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = env.run(&["apply", "-f", &f]);
+        assert!(
+            out.status.success(),
+            "round {round} (killed at {delay_ms} ms):\n{}",
+            show(&out)
+        );
+        let s = status(&env);
+        let want = if tag == "2" {
+            "version two\n"
+        } else {
+            "version one\n"
+        };
+        assert_eq!(s["ready"].as_u64(), Some(3), "round {round}: {s}");
+        let inst = s["instances"].as_array().unwrap();
+        assert_eq!(inst.len(), 3, "round {round}: exactly the replicas: {s}");
+        assert!(
+            inst.iter()
+                .all(|i| i["release"] == s["release"] && i["state"] == "running"),
+            "{s}"
+        );
+        assert_eq!(pages(&s), vec![want; 3], "round {round}");
+        // No instance drover does not know about, none left half-made.
+        let ps: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
+        assert_eq!(ps.len(), 3, "round {round}: {ps:?}");
+        let containers = std::fs::read_dir(env.store().join("run/embedded"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            containers, 3,
+            "round {round}: runtime state for other containers"
+        );
+    }
+    env.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn fleet_errors_name_file_line_and_key() {
+    let Some(env) = setup() else { return };
+    let path = env.ctx().join("fleet.toml");
+    std::fs::write(
+        &path,
+        "[service.web]\nimage = \"web:1\"\nreplicas = \"three\"\n",
+    )
+    .unwrap();
+    let out = env.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fleet.toml:3:") && err.contains("service.web.replicas"),
+        "{err}"
+    );
+    let _ = Command::new("true").status();
+}
