@@ -72,11 +72,7 @@ impl Gate {
     /// Probe if it is time, and say where the instance stands. `alive`:
     /// whether its process still runs; `exec` runs a command inside it and
     /// returns its exit code.
-    pub fn poll(
-        &mut self,
-        alive: bool,
-        exec: &mut Exec<'_>,
-    ) -> Verdict {
+    pub fn poll(&mut self, alive: bool, exec: &mut Exec<'_>) -> Verdict {
         let Some(check) = self.check.clone() else {
             return if alive {
                 Verdict::Healthy
