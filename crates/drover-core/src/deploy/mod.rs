@@ -12,7 +12,8 @@
 //! written before its process starts, so none is unknown).
 //!
 //! When a new instance fails its health gate ([`gate`]), the rollout stops:
-//! the release is marked failed, its image is quarantined for the service,
+//! the release is marked failed, its content (image and config) is
+//! quarantined for the service,
 //! the service is pointed back at the previous release and converges to it
 //! (rolling and blue-green never went below their floor, so the old
 //! instances kept serving), and `apply` fails naming the check and the log.
@@ -54,7 +55,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Deploy a quarantined image anyway.
+    /// Deploy a quarantined release content anyway.
     pub force: bool,
     /// Fail at once if another deploy holds a service's lock.
     pub no_wait: bool,
@@ -189,12 +190,12 @@ fn apply_service(
                 return Ok(None);
             }
         }
-        if let Some((n, why)) = release::quarantined(tx, path, name, &image)?
+        if let Some((n, why)) = release::quarantined(tx, path, name, &image, &config.digest())?
             && !opts.force
         {
             return Err(Error::Usage(format!(
-                "service {name}: image {image} is quarantined: release {n} with it failed ({why}); \
-                 fix the image, or deploy it anyway with --force"
+                "service {name}: image {image} with this config is quarantined: release {n} with \
+                 them failed ({why}); change the image or config, or deploy it anyway with --force"
             )));
         }
         if svc.is_none() {
@@ -235,9 +236,8 @@ pub fn rollback(
         ..Report::default()
     };
     let mut lease = lock::acquire(store.db_mut(), &lock_name(service), !opts.no_wait)?;
-    let result =
-        (|| {
-            report.created = Some(store.db_mut().write(|tx, path| {
+    let result = (|| {
+        report.created = Some(store.db_mut().write(|tx, path| {
             lease.check(tx, path)?;
             let svc = release::service(tx, path, service)?.ok_or_else(|| Error::NotFound {
                 what: format!("service {service}"),
@@ -266,12 +266,13 @@ pub fn rollback(
                     "service {service} already runs release {current}"
                 )));
             }
-            if let Some((n, why)) = release::quarantined(tx, path, service, &target.image)?
+            if let Some((n, why)) =
+                release::quarantined(tx, path, service, &target.image, &target.config_digest)?
                 && !opts.force
             {
                 return Err(Error::Usage(format!(
-                    "service {service}: release {}'s image {} is quarantined: release {n} with it \
-                     failed ({why}); roll back to it anyway with --force",
+                    "service {service}: release {}'s content (image {}) is quarantined: release {n} \
+                     with it failed ({why}); roll back to it anyway with --force",
                     target.number, target.image
                 )));
             }
@@ -295,8 +296,8 @@ pub fn rollback(
             release::set_desired(tx, path, service, Some(r.number))?;
             Ok(r.number)
         })?);
-            converge_or_roll_back(store, service, &mut lease, &mut report)
-        })();
+        converge_or_roll_back(store, service, &mut lease, &mut report)
+    })();
     let released = lease.release(store.db_mut());
     report.seconds = started.elapsed().as_secs_f64();
     result.and(released)?;
@@ -368,7 +369,7 @@ fn converge_or_roll_back(
                     Outcome::Failed,
                     Some(&reason),
                 )?;
-                release::quarantine(tx, path, service, &failed.image, failed.number, &reason)?;
+                release::quarantine(tx, path, &failed, &reason)?;
                 release::set_desired(tx, path, service, back_to)?;
                 release::forget_request(tx, path, service)?;
                 ledger::append(
@@ -412,8 +413,9 @@ fn converge_or_roll_back(
                 None => "no earlier release to roll back to; its instances were removed".into(),
             };
             Err(Error::Failed(format!(
-                "service {service}: release {} failed: {reason}. {back}. Image {} is quarantined \
-                 for {service} (apply it again with --force). Logs of its instances: {}",
+                "service {service}: release {} failed: {reason}. {back}. Its image {} with its \
+                 config is quarantined for {service} (applying it again needs --force). Logs of \
+                 its instances: {}",
                 failed.number,
                 failed.image,
                 logs.display()
@@ -525,15 +527,15 @@ fn converge(
             Step::Start { count } => {
                 let r = desired.expect("only a release is started");
                 let opts = run_options(service, r)?;
-                for _ in 0..count {
-                    let inst = instance::run(store, &r.image.to_string(), &opts)?;
+                for inst in instance::run_many(store, &r.image.to_string(), &opts, count)? {
+                    let inst = inst?;
                     report.started += 1;
                     gates.insert(inst.id.clone(), new_gate(r, &inst));
                 }
             }
             Step::Stop { ids } => {
+                instance::stop_many(store, &ids, STOP_GRACE)?;
                 for id in ids {
-                    instance::stop(store, &id, STOP_GRACE)?;
                     instance::remove(store, &id, true)?;
                     report.stopped += 1;
                 }
@@ -592,9 +594,9 @@ pub struct ServiceStatus {
     pub strategy: &'static str,
     pub ports: Vec<u16>,
     pub instances: Vec<InstanceStatus>,
-    /// Images that failed for this service and will not be redeployed
-    /// without --force.
-    pub quarantined: Vec<Digest>,
+    /// Release contents that failed for this service and will not be
+    /// redeployed without --force.
+    pub quarantined: Vec<release::Quarantined>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -654,17 +656,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 healthy,
             });
         }
-        let quarantined = {
-            let mut stmt = db
-                .conn()
-                .prepare("SELECT image FROM quarantine WHERE service = ?1 ORDER BY created")
-                .map_err(|e| crate::state::db_error(db.path(), e))?;
-            let rows = stmt
-                .query_map([&svc.name], |r| r.get(0))
-                .map_err(|e| crate::state::db_error(db.path(), e))?;
-            rows.collect::<rusqlite::Result<Vec<Digest>>>()
-                .map_err(|e| crate::state::db_error(db.path(), e))?
-        };
+        let quarantined = release::quarantine_list(db.conn(), db.path(), &svc.name)?;
         out.push(ServiceStatus {
             name: svc.name.clone(),
             release: svc.desired,
@@ -738,10 +730,11 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                 )
                 .map_err(|e| crate::state::db_error(db.path(), e))?;
             new_release = Some(next);
-            if let Some((n, why)) = release::quarantined(db.conn(), db.path(), &spec.name, &image)?
+            if let Some((n, why)) =
+                release::quarantined(db.conn(), db.path(), &spec.name, &image, &config.digest())?
             {
                 blocked = Some(format!(
-                    "image is quarantined: release {n} failed ({why}); needs --force"
+                    "this image and config are quarantined: release {n} failed ({why}); needs --force"
                 ));
             }
         }

@@ -146,6 +146,35 @@ pub fn release(conn: &Connection, path: &Path, service: &str, number: i64) -> Re
     })
 }
 
+/// A quarantined release content.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quarantined {
+    pub image: Digest,
+    pub config_digest: Digest,
+    pub release: i64,
+    pub reason: String,
+}
+
+/// Everything quarantined for `service`, oldest first.
+pub fn quarantine_list(conn: &Connection, path: &Path, service: &str) -> Result<Vec<Quarantined>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT image, config, release, reason FROM quarantine WHERE service = ?1 ORDER BY created",
+        )
+        .db_ctx(path)?;
+    let rows = stmt
+        .query_map([service], |r| {
+            Ok(Quarantined {
+                image: r.get(0)?,
+                config_digest: r.get(1)?,
+                release: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })
+        .db_ctx(path)?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(path)
+}
+
 /// Every release of `service`, oldest first.
 pub fn releases(conn: &Connection, path: &Path, service: &str) -> Result<Vec<Release>> {
     let mut stmt = conn
@@ -157,16 +186,18 @@ pub fn releases(conn: &Connection, path: &Path, service: &str) -> Result<Vec<Rel
     rows.collect::<rusqlite::Result<_>>().db_ctx(path)
 }
 
-/// Why `image` is quarantined for `service`, if it is: (release, reason).
+/// Why this release content (image and config) is quarantined for
+/// `service`, if it is: (the release that failed, why).
 pub fn quarantined(
     conn: &Connection,
     path: &Path,
     service: &str,
     image: &Digest,
+    config: &Digest,
 ) -> Result<Option<(i64, String)>> {
     conn.query_row(
-        "SELECT release, reason FROM quarantine WHERE service = ?1 AND image = ?2",
-        params![service, image.to_string()],
+        "SELECT release, reason FROM quarantine WHERE service = ?1 AND image = ?2 AND config = ?3",
+        params![service, image.to_string(), config.to_string()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
@@ -313,21 +344,17 @@ pub fn settle(
     Ok(())
 }
 
-/// Keep `image` from being deployed to `service` again without `--force`.
-pub fn quarantine(
-    tx: &Transaction<'_>,
-    path: &Path,
-    service: &str,
-    image: &Digest,
-    number: i64,
-    reason: &str,
-) -> Result<()> {
+/// Keep release `r`'s content (its image with its config) from being
+/// deployed to its service again without `--force`.
+pub fn quarantine(tx: &Transaction<'_>, path: &Path, r: &Release, reason: &str) -> Result<()> {
+    let (service, image, number) = (r.service.as_str(), &r.image, r.number);
     tx.execute(
-        "INSERT OR REPLACE INTO quarantine (service, image, release, reason, created)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR REPLACE INTO quarantine (service, image, config, release, reason, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             service,
             image.to_string(),
+            r.config_digest.to_string(),
             number,
             reason,
             clock::now_rfc3339()
@@ -340,7 +367,8 @@ pub fn quarantine(
         NewEntry::new(
             "release.quarantine",
             [format!("{service}#{number}"), image.to_string()],
-            json!({"service": service, "release": number, "image": image.to_string(), "reason": reason}),
+            json!({"service": service, "release": number, "image": image.to_string(),
+                   "config_digest": r.config_digest.to_string(), "reason": reason}),
         ),
     )
     .map(drop)

@@ -455,14 +455,37 @@ fn reload(db: &Db, id: &str) -> Result<Instance> {
 /// Run an instance of `image_ref`, detached: returns once its process is
 /// running (or with the reason it could not start).
 pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
-    let inst = prepare::create(store, image_ref, opts)?;
-    match monitor::spawn(store.root(), &inst.id) {
-        Ok(()) => reload(store.db(), &inst.id),
-        Err(e) => {
-            discard(store, &inst);
-            Err(e)
+    run_many(store, image_ref, opts, 1)?
+        .pop()
+        .expect("one instance asked for")
+}
+
+/// Run `count` instances of `image_ref` at once: their monitors create the
+/// containers in parallel. One result per instance; an instance that could
+/// not start leaves nothing behind.
+pub fn run_many(
+    store: &mut Store,
+    image_ref: &str,
+    opts: &RunOptions,
+    count: u32,
+) -> Result<Vec<Result<Instance>>> {
+    let mut started = Vec::new();
+    for _ in 0..count {
+        let inst = prepare::create(store, image_ref, opts)?;
+        let child = monitor::start(store.root(), &inst.id);
+        started.push((inst, child));
+    }
+    let mut out = Vec::new();
+    for (inst, child) in started {
+        match child.and_then(|c| monitor::report(c, &inst.id)) {
+            Ok(()) => out.push(reload(store.db(), &inst.id)),
+            Err(e) => {
+                discard(store, &inst);
+                out.push(Err(e));
+            }
         }
     }
+    Ok(out)
 }
 
 /// Run an instance in the foreground: this process is its monitor. Returns
@@ -498,29 +521,47 @@ fn discard(store: &mut Store, inst: &Instance) {
 /// the instance as recorded afterwards.
 pub fn stop(store: &mut Store, key: &str, grace: Duration) -> Result<Instance> {
     let found = find(store.db(), key)?;
-    let inst = refresh_one(store.db_mut(), found)?;
-    if !inst.state.is_live() {
-        return Ok(inst);
+    stop_many(store, &[found.id], grace).map(|mut v| v.pop().expect("one instance stopped"))
+}
+
+/// Stop several instances at once: every stop signal first, then wait for
+/// each (SIGKILL after `grace`). Returns them as recorded afterwards.
+pub fn stop_many(store: &mut Store, ids: &[String], grace: Duration) -> Result<Vec<Instance>> {
+    let mut signalled = Vec::new();
+    for id in ids {
+        let found = find(store.db(), id)?;
+        let inst = refresh_one(store.db_mut(), found)?;
+        if !inst.state.is_live() {
+            continue;
+        }
+        // Not a ledger entry of its own: the exit is recorded as `instance.stop`.
+        transition(
+            store.db_mut(),
+            &inst.id,
+            State::Stopping,
+            None,
+            Change::default(),
+        )?;
+        let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
+        driver.kill(&inst.id, inst.stop_signal)?;
+        signalled.push(inst);
     }
-    // Not a ledger entry of its own: the exit is recorded as `instance.stop`.
-    transition(
-        store.db_mut(),
-        &inst.id,
-        State::Stopping,
-        None,
-        Change::default(),
-    )?;
-    let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
-    driver.stop(&inst.id, inst.stop_signal, grace)?;
-    // The monitor records the exit status; wait for it, then refresh in
-    // case the monitor was gone.
-    let id = inst.id.clone();
-    let db = store.db_mut();
-    runtime::wait_until(Duration::from_secs(5), || {
-        Ok(get(db.conn(), db.path(), &id)?.is_some_and(|i| !i.state.is_live()))
-    })?;
-    let inst = reload(db, &id)?;
-    refresh_one(db, inst)
+    for inst in &signalled {
+        let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
+        driver.stop(&inst.id, inst.stop_signal, grace)?;
+        // The monitor records the exit status; wait for it (a refresh below
+        // covers a monitor that is gone).
+        let db = store.db_mut();
+        runtime::wait_until(Duration::from_secs(5), || {
+            Ok(get(db.conn(), db.path(), &inst.id)?.is_some_and(|i| !i.state.is_live()))
+        })?;
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let inst = reload(store.db(), id)?;
+        out.push(refresh_one(store.db_mut(), inst)?);
+    }
+    Ok(out)
 }
 
 /// Remove an instance: its container, bundle and log. A live instance needs

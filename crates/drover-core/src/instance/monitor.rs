@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -27,11 +27,10 @@ use crate::state::{self, Db};
 /// The hidden subcommand the binary routes to [`main`].
 pub const SUBCOMMAND: &str = "__monitor";
 
-/// Start the monitor of instance `id` and wait until it reports the
-/// instance running, or why it could not start.
-pub fn spawn(store_root: &Path, id: &str) -> Result<()> {
+/// Start the monitor of instance `id`; [`report`] then waits for its word.
+pub fn start(store_root: &Path, id: &str) -> Result<Child> {
     let exe = std::env::current_exe().ctx("find the drover binary", Path::new("/proc/self/exe"))?;
-    let mut child = Command::new(&exe)
+    Command::new(&exe)
         .arg("--store")
         .arg(store_root)
         .arg(SUBCOMMAND)
@@ -40,12 +39,18 @@ pub fn spawn(store_root: &Path, id: &str) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .ctx("start the instance monitor", &exe)?;
+        .ctx("start the instance monitor", &exe)
+}
+
+/// Wait until the monitor `child` of instance `id` reports the instance
+/// running, or why it could not start.
+pub fn report(mut child: Child, id: &str) -> Result<()> {
     let mut line = String::new();
     let stdout = child.stdout.take().expect("stdout is piped");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .ctx("read the instance monitor's report", &exe)?;
+    BufReader::new(stdout).read_line(&mut line).ctx(
+        "read the instance monitor's report",
+        Path::new("<monitor pipe>"),
+    )?;
     // The monitor stays running; don't leave a zombie behind if this
     // process lives on (a daemon or a test).
     std::thread::spawn(move || child.wait());

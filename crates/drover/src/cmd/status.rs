@@ -27,7 +27,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             s.strategy
         );
         for q in &s.quarantined {
-            println!("  quarantined: {q}");
+            println!(
+                "  quarantined: image {} with config {} (release {}: {})",
+                q.image.short(),
+                q.config_digest.short(),
+                q.release,
+                q.reason
+            );
         }
         for i in &s.instances {
             let health = match i.healthy {
