@@ -3,9 +3,9 @@
 //! TCP on loopback: instances use the host network) or inside it (exec,
 //! through the driver).
 //!
-//! Until its first success an instance is probed often (every 250 ms, or
-//! the interval if shorter), so a rollout never waits a whole interval for
-//! a server that is already up. It fails when its process exits, when it
+//! Until its first success an instance is probed often (after 10 ms, then
+//! backing off to every 250 ms, or the interval if shorter), so a rollout
+//! never waits a whole interval for a server that is already up. It fails when its process exits, when it
 //! has failed `retries` probes in a row spaced at least `interval` apart
 //! after its start period, or when its deadline passes.
 
@@ -36,6 +36,8 @@ pub struct Gate {
     port: u16,
     started: Instant,
     next_probe: Instant,
+    /// Pause before the next probe while not yet healthy.
+    pause: Duration,
     /// Failures counted at interval spacing after the start period.
     strikes: u32,
     last_strike: Option<Instant>,
@@ -62,6 +64,7 @@ impl Gate {
             port,
             started: now,
             next_probe: now,
+            pause: Duration::from_millis(10),
             strikes: 0,
             last_strike: None,
             last_error: "not probed yet".into(),
@@ -96,7 +99,8 @@ impl Gate {
         let result = probe(&check.probe, self.port, timeout, exec);
         self.probing += t.elapsed();
         let interval = Duration::from_millis(check.interval_ms);
-        self.next_probe = Instant::now() + interval.min(Duration::from_millis(250));
+        self.next_probe = Instant::now() + self.pause;
+        self.pause = (self.pause * 2).min(interval.min(Duration::from_millis(250)));
         match result {
             Ok(()) => return Verdict::Healthy,
             Err(e) => self.last_error = e,

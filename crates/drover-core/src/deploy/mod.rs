@@ -566,7 +566,7 @@ fn converge(
                         }
                     }
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
                 report.health_wait_seconds += t.elapsed().as_secs_f64();
             }
         }
