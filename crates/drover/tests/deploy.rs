@@ -14,8 +14,13 @@ use std::time::Duration;
 use common::{Env, show, write};
 use serde_json::Value;
 
-/// An image serving `page` at / (and nothing at /missing), version `v`.
+/// An image serving `page` at / (and nothing at /missing), version `v`,
+/// whose own health check asks for /.
 fn image(env: &Env, tag: &str, page: &str) {
+    image_checking(env, tag, page, "/");
+}
+
+fn image_checking(env: &Env, tag: &str, page: &str, health_path: &str) {
     let root = env.ctx().join(format!("rootfs-{tag}"));
     if !root.exists() {
         let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
@@ -50,8 +55,11 @@ user = "65534:65534"
 
 [config.health]
 kind = "http"
-path = "/"
-interval = "5s"
+path = "{health_path}"
+interval = "200ms"
+timeout = "200ms"
+retries = 2
+start_period = "1s"
 "#
     );
     write(
@@ -438,6 +446,71 @@ fn apply_killed_at_any_point_converges_on_the_next_run() {
         );
     }
     env.ok(&["audit", "verify"]);
+}
+
+/// The image's own health check (no override in the fleet) gates the
+/// rollout: an image whose check fails is rolled back.
+#[test]
+fn an_image_whose_own_health_check_fails_is_rolled_back() {
+    let Some(env) = setup() else { return };
+    image_checking(&env, "3", "version three\n", "/missing");
+    let plain = |tag: &str| {
+        let path = env.ctx().join("plain.toml");
+        let text = format!("[service.web]\nimage = \"web:{tag}\"\nreplicas = 2\n");
+        write(&path, text.as_bytes(), 0o644);
+        path.to_str().unwrap().to_string()
+    };
+    env.ok(&["apply", "-f", &plain("1")]);
+    let out = env.run(&["apply", "-f", &plain("3")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTP 404") && err.contains("rolled back to release 1"),
+        "{err}"
+    );
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(1), Some(2)),
+        "{s}"
+    );
+    assert_eq!(pages(&s), vec!["version one\n"; 2]);
+}
+
+/// An exec health check runs inside the instance, through either driver.
+#[test]
+fn exec_health_checks_run_inside_the_instance() {
+    let Some(env) = setup() else { return };
+    for (driver, check, ok) in [
+        ("embedded", "/bin/true", true),
+        ("embedded", "/bin/false", false),
+        ("runc", "/bin/true", true),
+    ] {
+        if driver == "runc" && !common::require("runc") {
+            continue;
+        }
+        let text = format!(
+            "[service.x{driver}{ok}]\nimage = \"web:1\"\nreplicas = 1\ndriver = \"{driver}\"\n\
+             [service.x{driver}{ok}.health]\nkind = \"exec\"\ncommand = [\"{check}\"]\n\
+             interval = \"200ms\"\ntimeout = \"200ms\"\nretries = 2\ndeadline = \"5s\"\n"
+        );
+        let path = env.ctx().join("exec.toml");
+        write(&path, text.as_bytes(), 0o644);
+        let out = env.run(&["apply", "-f", path.to_str().unwrap()]);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{driver} {check}:\n{}",
+            show(&out)
+        );
+        if !ok {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("exit code 1"),
+                "{}",
+                show(&out)
+            );
+        }
+    }
 }
 
 #[test]

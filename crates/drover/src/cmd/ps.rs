@@ -21,18 +21,22 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<12}  {:<16} {:<14} {:>7}  {:<22} {:>7} {:>5}  {:<8} UPTIME",
+        "{:<12}  {:<16} {:<14} {:>10}  {:<22} {:>7} {:>5}  {:<8} UPTIME",
         "ID", "NAME", "IMAGE", "RELEASE", "STATE", "PID", "PORT", "DRIVER"
     );
     for i in &list {
         let hex = i.image.to_string();
         let hex = hex.strip_prefix("sha256:").unwrap_or(&hex);
         println!(
-            "{:<12}  {:<16} {:<14} {:>7}  {:<22} {:>7} {:>5}  {:<8} {}",
+            "{:<12}  {:<16} {:<14} {:>10}  {:<22} {:>7} {:>5}  {:<8} {}",
             i.id,
             i.name.as_deref().unwrap_or("-"),
             &hex[..12],
-            i.release.map_or("-".into(), |r| r.to_string()),
+            match (&i.service, i.release) {
+                (Some(s), Some(r)) => format!("{s}#{r}"),
+                (_, Some(r)) => r.to_string(),
+                _ => "-".into(),
+            },
             state(i),
             i.pid
                 .filter(|_| i.state.is_live())
