@@ -468,3 +468,27 @@ fn gc_keeps_what_instances_use() {
     assert!(out.contains("1 unpacked roots"), "{out}");
     assert!(!root.exists());
 }
+
+/// Regression: with a relative `--store`, the runtime config named the root
+/// relative to the store's parent, and runtimes resolve it from the bundle.
+#[test]
+fn a_relative_store_path_works() {
+    let Some(env) = box_env() else { return };
+    let out = std::process::Command::new(common::DROVER)
+        .current_dir(env.dir.path())
+        .args([
+            "--store",
+            "store",
+            "run",
+            "--wait",
+            "--rm",
+            "box:1",
+            "--",
+            "/bin/echo",
+            "ok",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}

@@ -117,6 +117,9 @@ impl Store {
     }
 
     fn open_locked(root: &Path, exclusive: bool) -> Result<Store> {
+        // Absolute, because paths under it end up in runtime configs that
+        // other processes read from other directories.
+        let root = &std::path::absolute(root).ctx("resolve the store path", root)?;
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
         for dir in [&blobs, &tmp, &root.join("cache")] {

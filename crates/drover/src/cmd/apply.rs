@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             let release = r.release.map_or("-".into(), |n| format!("release {n}"));
             let what = match (r.created, r.failed) {
                 (_, Some(f)) => format!("release {f} failed, rolled back; runs {release}"),
-                (None, None) if r.error.is_some() => "not deployed (see the error below)".into(),
+                (_, None) if r.error.is_some() => "not deployed (see the error below)".into(),
                 (Some(n), None) => format!("rolled out release {n}"),
                 (None, None) => format!("unchanged, runs {release}"),
             };
