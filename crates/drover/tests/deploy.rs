@@ -477,6 +477,32 @@ fn an_image_whose_own_health_check_fails_is_rolled_back() {
     assert_eq!(pages(&s), vec!["version one\n"; 2]);
 }
 
+/// A release whose instances cannot start (here: a volume the image has no
+/// mount point for) fails like one that never gets healthy.
+#[test]
+fn a_release_that_cannot_start_is_rolled_back() {
+    let Some(env) = setup() else { return };
+    env.ok(&["apply", "-f", &fleet(&env, "1", "")]);
+    let out = env.run(&[
+        "apply",
+        "-f",
+        &fleet(&env, "1", "volumes = [\"data:/nope\"]"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not start") && err.contains("/nope"),
+        "{err}"
+    );
+    assert!(err.contains("rolled back to release 1"), "{err}");
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(1), Some(3)),
+        "{s}"
+    );
+}
+
 /// An exec health check runs inside the instance, through either driver.
 #[test]
 fn exec_health_checks_run_inside_the_instance() {

@@ -527,10 +527,23 @@ fn converge(
             Step::Start { count } => {
                 let r = desired.expect("only a release is started");
                 let opts = run_options(service, r)?;
+                let mut failed = None;
                 for inst in instance::run_many(store, &r.image.to_string(), &opts, count)? {
-                    let inst = inst?;
-                    report.started += 1;
-                    gates.insert(inst.id.clone(), new_gate(r, &inst));
+                    match inst {
+                        Ok(inst) => {
+                            report.started += 1;
+                            gates.insert(inst.id.clone(), new_gate(r, &inst));
+                        }
+                        // A release whose instances cannot even start has
+                        // failed as surely as one that never gets healthy.
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(Failure::Health {
+                        instance: "a new instance".into(),
+                        why: format!("it could not start: {e}"),
+                    });
                 }
             }
             Step::Stop { ids } => {

@@ -470,12 +470,16 @@ pub fn run_many(
     count: u32,
 ) -> Result<Vec<Result<Instance>>> {
     let mut started = Vec::new();
-    for _ in 0..count {
-        let inst = prepare::create(store, image_ref, opts)?;
-        let child = monitor::start(store.root(), &inst.id);
-        started.push((inst, child));
-    }
     let mut out = Vec::new();
+    for _ in 0..count {
+        match prepare::create(store, image_ref, opts) {
+            Ok(inst) => {
+                let child = monitor::start(store.root(), &inst.id);
+                started.push((inst, child));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
     for (inst, child) in started {
         match child.and_then(|c| monitor::report(c, &inst.id)) {
             Ok(()) => out.push(reload(store.db(), &inst.id)),

@@ -97,14 +97,25 @@ impl Driver for Embedded {
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {
-        let Some(mut c) = self.load(id)? else {
-            return Ok(());
-        };
-        if c.status() == ContainerStatus::Stopped {
-            return Ok(());
+        let signal = || Signal::try_from(signal).map_err(|e| failed(id, "signal", e));
+        signal()?;
+        // The process may exit between loading the state and signalling it
+        // (libcontainer then reports a stopped container, or a vanished
+        // /proc entry): look again, and a stopped container is done.
+        let mut tries = 0;
+        loop {
+            let Some(mut c) = self.load(id)? else {
+                return Ok(());
+            };
+            if c.status() == ContainerStatus::Stopped {
+                return Ok(());
+            }
+            match c.kill(signal()?, false) {
+                Ok(()) => return Ok(()),
+                Err(_) if tries < 3 => tries += 1,
+                Err(e) => return Err(failed(id, "signal", e)),
+            }
         }
-        let signal = Signal::try_from(signal).map_err(|e| failed(id, "signal", e))?;
-        c.kill(signal, false).map_err(|e| failed(id, "signal", e))
     }
 
     fn delete(&self, id: &str) -> Result<()> {
