@@ -43,7 +43,7 @@ enum Command {
     Tag(cmd::tag::Args),
     /// Remove tags (the blobs go at the next `gc`).
     Rmi(cmd::rmi::Args),
-    /// Delete blobs (and unpacked roots) no tag or instance reaches.
+    /// Delete blobs (and unpacked roots) no tag, instance or release reaches.
     Gc,
     /// Re-hash every blob; name each corrupt or missing one and what uses it.
     Verify,

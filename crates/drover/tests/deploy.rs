@@ -335,6 +335,12 @@ fn manual_rollback_is_a_new_release_and_a_reapply_respects_it() {
     // Roll forward explicitly.
     env.ok(&["rollback", "web", "--to", "2"]);
     assert_eq!(pages(&status(&env)), vec!["version two\n"; 2]);
+    // Releases keep their images through gc, tags or not: rolling back to
+    // release 1 still works after its tag is gone.
+    env.ok(&["rmi", "web:1"]);
+    env.ok(&["gc"]);
+    env.ok(&["rollback", "web", "--to", "1"]);
+    assert_eq!(pages(&status(&env)), vec!["version one\n"; 2]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Reachability and garbage collection.
 //!
-//! Roots are the tags and the images of instances not yet removed (later
-//! also releases); from a manifest
+//! Roots are the tags, the images of instances not yet removed, and the
+//! images of every release (so any release can be rolled back to); from a
+//! manifest
 //! its config and layers are reachable, from an index its manifests, and an
 //! artifact is reachable when its subject is. Everything else goes.
 
@@ -54,6 +55,13 @@ pub(crate) fn walk(
     };
     for (digest, id) in instance_images(store)? {
         queue.push((digest, oci::MEDIA_MANIFEST.into(), format!("instance {id}")));
+    }
+    for (digest, release) in release_images(store)? {
+        queue.push((
+            digest,
+            oci::MEDIA_MANIFEST.into(),
+            format!("release {release}"),
+        ));
     }
     let referrers = store.all_referrers()?;
     loop {
@@ -133,6 +141,19 @@ fn instance_images(store: &Store) -> Result<Vec<(Digest, String)>> {
     let mut stmt = db
         .conn()
         .prepare("SELECT image, id FROM instances WHERE state != 'deleted' ORDER BY id")
+        .db_ctx(db.path())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db_ctx(db.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+}
+
+/// `(image digest, "service#n")` of every release: a rollback may need any.
+fn release_images(store: &Store) -> Result<Vec<(Digest, String)>> {
+    let db = store.db();
+    let mut stmt = db
+        .conn()
+        .prepare("SELECT image, service || '#' || number FROM releases ORDER BY service, number")
         .db_ctx(db.path())?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
