@@ -225,8 +225,27 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).db_ctx(path)?;
-        configure(&conn).db_ctx(path)?;
-        migrate(&mut conn, path, MIGRATIONS)?;
+        // Two processes opening a new database at once can each hold a lock
+        // the other needs (switching to WAL, the first migration); SQLite
+        // then answers SQLITE_BUSY at once instead of waiting, to avoid a
+        // deadlock. Retrying from scratch is safe: both steps are idempotent.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let attempt = configure(&conn)
+                .db_ctx(path)
+                .and_then(|()| migrate(&mut conn, path, MIGRATIONS));
+            match attempt {
+                Err(Error::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         Ok(Db {
             conn,
             path: path.to_path_buf(),
@@ -608,6 +627,26 @@ mod tests {
             .execute("INSERT INTO ledger_head VALUES (2, 1, 'h')", [])
             .unwrap_err();
         assert!(err.to_string().contains("CHECK"), "{err}");
+    }
+
+    /// Regression: two processes opening a brand-new database at once got
+    /// an immediate SQLITE_BUSY (each held a lock the other needed) instead
+    /// of one waiting for the other.
+    #[test]
+    fn concurrent_first_opens_both_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("drover.db");
+            let threads: Vec<_> = (0..3)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || Db::open(&p).map(drop))
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 
     /// Guards the append-only rule where review might not: editing a shipped
