@@ -106,3 +106,12 @@ pub fn reset_ignored_signals() {
         }
     }
 }
+
+/// Ignore SIGPIPE again (as Rust does at startup), so a write to a pipe
+/// whose reader is gone fails with EPIPE instead of killing this process.
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}

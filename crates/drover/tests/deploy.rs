@@ -296,13 +296,22 @@ fn a_failing_health_check_rolls_back_and_quarantines_the_image() {
         serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
     assert_eq!(releases[1]["outcome"], "failed");
 
-    // Applying it again is refused without --force.
+    // Applying it again is refused without --force, but what runs is still
+    // brought back to the desired release (here: after losing an instance).
+    let victim = s["instances"][0]["id"].as_str().unwrap().to_string();
+    env.ok(&["rm", "--force", &victim]);
     let out = env.run(&["apply", "-f", f.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("quarantined"),
         "{}",
         show(&out)
+    );
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(1), Some(3)),
+        "{s}"
     );
     let actions: Vec<String> = ledger(&env)
         .iter()
@@ -513,17 +522,23 @@ fn a_release_that_cannot_start_is_rolled_back() {
 #[test]
 fn exec_health_checks_run_inside_the_instance() {
     let Some(env) = setup() else { return };
-    for (driver, check, ok) in [
-        ("embedded", "/bin/true", true),
-        ("embedded", "/bin/false", false),
-        ("runc", "/bin/true", true),
-    ] {
+    // The check runs as the image's user (65534), on both drivers.
+    let as_nobody = r#"["/bin/sh", "-c", "[ \"$(/bin/busybox id -u)\" = 65534 ]"]"#;
+    for (n, (driver, check, ok)) in [
+        ("embedded", r#"["/bin/true"]"#, true),
+        ("embedded", r#"["/bin/false"]"#, false),
+        ("embedded", as_nobody, true),
+        ("runc", as_nobody, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if driver == "runc" && !common::require("runc") {
             continue;
         }
         let text = format!(
-            "[service.x{driver}{ok}]\nimage = \"web:1\"\nreplicas = 1\ndriver = \"{driver}\"\n\
-             [service.x{driver}{ok}.health]\nkind = \"exec\"\ncommand = [\"{check}\"]\n\
+            "[service.x{n}]\nimage = \"web:1\"\nreplicas = 1\ndriver = \"{driver}\"\n\
+             [service.x{n}.health]\nkind = \"exec\"\ncommand = {check}\n\
              interval = \"200ms\"\ntimeout = \"200ms\"\nretries = 2\ndeadline = \"5s\"\n"
         );
         let path = env.ctx().join("exec.toml");

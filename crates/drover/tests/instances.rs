@@ -492,3 +492,23 @@ fn a_relative_store_path_works() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
+
+/// Stopping several instances that ignore their stop signal (a shell as
+/// PID 1 without a trap) takes one grace period, not one each.
+#[test]
+fn stopping_many_takes_one_grace_period() {
+    let Some(env) = box_env() else { return };
+    let ids: Vec<String> = (0..3)
+        .map(|_| common::last_line(&env.ok(&["run", "box:1", "--", "/bin/sh", "-c", "sleep 100"])))
+        .collect();
+    let started = Instant::now();
+    let mut args = vec!["stop", "--time", "1"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = env.ok(&args);
+    assert_eq!(out.matches("killed by signal 9").count(), 3, "{out}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+}

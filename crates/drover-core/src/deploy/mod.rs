@@ -80,6 +80,9 @@ pub struct Report {
     /// health checks; the rest is drover's (and the runtime's) own.
     pub health_wait_seconds: f64,
     pub error: Option<String>,
+    /// The error was another deploy holding the lock (exit code 5).
+    #[serde(skip)]
+    pub busy: bool,
 }
 
 /// The release content and image a service spec asks for.
@@ -143,11 +146,15 @@ pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result
             service: spec.name.clone(),
             ..Report::default()
         };
-        let mut lease = lock::acquire(store.db_mut(), &lock_name(&spec.name), !opts.no_wait)?;
-        let result = apply_service(store, spec, opts, &mut lease, &mut report);
-        let released = lease.release(store.db_mut());
+        let result = lock::acquire(store.db_mut(), &lock_name(&spec.name), !opts.no_wait).and_then(
+            |mut lease| {
+                let result = apply_service(store, spec, opts, &mut lease, &mut report);
+                result.and(lease.release(store.db_mut()))
+            },
+        );
         report.seconds = started.elapsed().as_secs_f64();
-        if let Err(e) = result.and(released) {
+        if let Err(e) = result {
+            report.busy = matches!(e, Error::Busy { .. });
             report.error = Some(e.to_string());
         }
         reports.push(report);
@@ -174,6 +181,7 @@ fn apply_service(
         .clone()
         .unwrap_or_else(|| format!("apply {}", spec.image));
     let name = spec.name.as_str();
+    let mut refused = None;
     report.created = store.db_mut().write(|tx, path| {
         lease.check(tx, path)?;
         let svc = release::service(tx, path, name)?;
@@ -193,10 +201,11 @@ fn apply_service(
         if let Some((n, why)) = release::quarantined(tx, path, name, &image, &config.digest())?
             && !opts.force
         {
-            return Err(Error::Usage(format!(
+            refused = Some(Error::Usage(format!(
                 "service {name}: image {image} with this config is quarantined: release {n} with \
                  them failed ({why}); change the image or config, or deploy it anyway with --force"
             )));
+            return Ok(None);
         }
         if svc.is_none() {
             // Releases refer to their service: record it first.
@@ -218,7 +227,17 @@ fn apply_service(
         release::save_service(tx, path, name, &rollout, &asked, Some(r.number))?;
         Ok(Some(r.number))
     })?;
-    converge_or_roll_back(store, name, lease, report)
+    // Even when the fleet's request is refused, what runs is brought back
+    // to the desired release (a crashed rollback leaves it half done).
+    let converged = if release::service(store.db().conn(), store.db().path(), name)?.is_some() {
+        converge_or_roll_back(store, name, lease, report)
+    } else {
+        Ok(())
+    };
+    match refused {
+        Some(e) => Err(e),
+        None => converged,
+    }
 }
 
 /// `drover rollback`: a new release with release `to`'s content (default:
@@ -306,10 +325,12 @@ pub fn rollback(
 
 /// Why a rollout stopped.
 enum Failure {
-    /// A new instance failed its health gate.
+    /// A new instance failed its health gate. `unready`: the new instances
+    /// that had not passed theirs (they serve nobody).
     Health {
         instance: String,
         why: String,
+        unready: BTreeSet<String>,
     },
     Other(Error),
 }
@@ -342,6 +363,7 @@ fn converge_or_roll_back(
         &svc.rollout,
         lease,
         report,
+        &BTreeSet::new(),
     ) {
         Ok(()) => {
             report.release = svc.desired;
@@ -354,7 +376,11 @@ fn converge_or_roll_back(
             Ok(())
         }
         Err(Failure::Other(e)) => Err(e),
-        Err(Failure::Health { instance, why }) => {
+        Err(Failure::Health {
+            instance,
+            why,
+            unready,
+        }) => {
             let failed = desired.expect("only a release's instances are gated");
             let logs = keep_logs(store, service, failed.number);
             let reason = format!("instance {instance}: {why}");
@@ -396,9 +422,10 @@ fn converge_or_roll_back(
                 &svc.rollout,
                 lease,
                 report,
+                &unready,
             ) {
                 Ok(()) => report.release = back_to,
-                Err(Failure::Health { instance, why }) => {
+                Err(Failure::Health { instance, why, .. }) => {
                     return Err(Error::Failed(format!(
                         "service {service}: release {} failed ({reason}), and rolling back to \
                          release {} failed too: instance {instance}: {why}",
@@ -466,7 +493,8 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
 }
 
 /// Move the service's instances to `desired` (none: no instances) with
-/// `rollout`, step by step; see the module docs.
+/// `rollout`, step by step; see the module docs. `unready`: instances known
+/// not to serve (a failed rollout's), removed before anything that does.
 fn converge(
     store: &mut Store,
     service: &str,
@@ -474,6 +502,7 @@ fn converge(
     rollout: &Rollout,
     lease: &mut Lease,
     report: &mut Report,
+    unready: &BTreeSet<String>,
 ) -> std::result::Result<(), Failure> {
     let target = desired.map(|r| r.number);
     let mut gates: BTreeMap<String, Gate> = BTreeMap::new();
@@ -498,6 +527,7 @@ fn converge(
                 return Err(Failure::Health {
                     instance: i.id.clone(),
                     why: format!("its process exited ({exit}) before passing its health check"),
+                    unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &ready),
                 });
             }
             instance::remove(store, &i.id, true)?;
@@ -511,7 +541,7 @@ fn converge(
                 ready: if i.release == target {
                     ready.contains(&i.id)
                 } else {
-                    i.state == State::Running
+                    i.state == State::Running && !unready.contains(&i.id)
                 },
             })
             .collect();
@@ -522,6 +552,10 @@ fn converge(
                 ids: seen.iter().map(|s| s.id.clone()).collect(),
             },
         };
+        if matches!(step, Step::Start { .. } | Step::Stop { .. }) {
+            // Fenced: a deploy whose lease was taken over changes nothing.
+            store.db_mut().write(|tx, path| lease.check(tx, path))?;
+        }
         match step {
             Step::Done => return Ok(()),
             Step::Start { count } => {
@@ -540,9 +574,15 @@ fn converge(
                     }
                 }
                 if let Some(e) = failed {
+                    let all = instance::list(store.db(), false)?;
+                    let mine: Vec<&Instance> = all
+                        .iter()
+                        .filter(|i| i.service.as_deref() == Some(service))
+                        .collect();
                     return Err(Failure::Health {
                         instance: "a new instance".into(),
                         why: format!("it could not start: {e}"),
+                        unready: unready_of(&mine, target, &ready),
                     });
                 }
             }
@@ -575,6 +615,7 @@ fn converge(
                             return Err(Failure::Health {
                                 instance: i.id.clone(),
                                 why,
+                                unready: unready_of(&live, target, &ready),
                             });
                         }
                     }
@@ -584,6 +625,18 @@ fn converge(
             }
         }
     }
+}
+
+/// The instances of release `target` that have not passed their gate.
+fn unready_of(
+    list: &[&Instance],
+    target: Option<i64>,
+    ready: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    list.iter()
+        .filter(|i| i.release == target && !ready.contains(&i.id))
+        .map(|i| i.id.clone())
+        .collect()
 }
 
 fn new_gate(r: &Release, i: &Instance) -> Gate {

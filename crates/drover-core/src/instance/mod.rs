@@ -550,9 +550,19 @@ pub fn stop_many(store: &mut Store, ids: &[String], grace: Duration) -> Result<V
         driver.kill(&inst.id, inst.stop_signal)?;
         signalled.push(inst);
     }
+    // One grace period for all of them, then SIGKILL for whoever is left.
+    let deadline = std::time::Instant::now() + grace;
     for inst in &signalled {
         let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
-        driver.stop(&inst.id, inst.stop_signal, grace)?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let stopped = runtime::wait_until(left, || {
+            Ok(driver
+                .inspect(&inst.id)?
+                .is_none_or(|s| s.status == runtime::Status::Stopped))
+        })?;
+        if !stopped {
+            driver.stop(&inst.id, libc::SIGKILL, Duration::ZERO)?;
+        }
         // The monitor records the exit status; wait for it (a refresh below
         // covers a monitor that is gone).
         let db = store.db_mut();

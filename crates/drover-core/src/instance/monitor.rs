@@ -77,6 +77,9 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
         Ok(db) => super::reload(db, id).and_then(|inst| launch(store_root, db, &inst)),
         Err(e) => Err(Error::Failed(e.to_string())),
     };
+    // `launch` reset SIGPIPE for the container's sake; if the CLI that
+    // started us is gone, the report must fail quietly, not kill us.
+    crate::sys::ignore_sigpipe();
     let mut out = std::io::stdout();
     let report = match &launched {
         Ok(_) => "ok\n".to_string(),
@@ -117,7 +120,7 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<u32> {
             return Err(e);
         }
     };
-    transition(
+    let recorded = transition(
         db,
         &inst.id,
         State::Running,
@@ -127,7 +130,15 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<u32> {
             monitor: Some((me, runtime::start_time(me))),
             exit: None,
         },
-    )?;
+    );
+    if !matches!(recorded, Ok(true)) {
+        // Removed meanwhile, or the database failed: nothing may run that
+        // the state does not show.
+        let _ = driver.delete(&inst.id);
+        return Err(recorded.err().unwrap_or_else(|| {
+            Error::Failed(format!("instance {}: removed while it started", inst.id))
+        }));
+    }
     Ok(pid)
 }
 

@@ -42,6 +42,31 @@ impl Embedded {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct ProcessUser {
+    uid: u32,
+    gid: u32,
+    #[serde(default, rename = "additionalGids")]
+    additional_gids: Vec<u32>,
+}
+
+impl Embedded {
+    /// The user the container's process runs as, from its bundle's config.
+    fn process_user(&self, id: &str) -> Result<ProcessUser> {
+        let c = self
+            .load(id)?
+            .ok_or_else(|| Error::not_found(format!("container {id}")))?;
+        let path = c.bundle().join("config.json");
+        let config: serde_json::Value = serde_json::from_slice(
+            &fs::read(&path).ctx("read runtime config", &path)?,
+        )
+        .map_err(|e| Error::corrupt(format!("runtime config {}", path.display()), e.to_string()))?;
+        serde_json::from_value(config["process"]["user"].clone()).map_err(|e| {
+            Error::corrupt(format!("runtime config {}", path.display()), e.to_string())
+        })
+    }
+}
+
 fn failed(id: &str, op: &'static str, e: impl std::fmt::Display) -> Error {
     Error::Runtime {
         id: id.to_string(),
@@ -133,6 +158,8 @@ impl Driver for Embedded {
         let null = || File::options().read(true).write(true).open("/dev/null");
         let (i, o, e) = (|| Ok::<_, std::io::Error>((null()?, null()?, null()?)))()
             .ctx("open", Path::new("/dev/null"))?;
+        // As the container's own user: libcontainer's tenant defaults to root.
+        let user = self.process_user(id)?;
         let pid = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(|e| failed(id, "exec in", e))?
@@ -141,6 +168,9 @@ impl Driver for Embedded {
             .with_stderr(e)
             .as_tenant()
             .with_container_args(args.to_vec())
+            .with_user(Some(user.uid))
+            .with_group(Some(user.gid))
+            .with_additional_gids(user.additional_gids)
             .with_detach(true)
             .build()
             .map_err(|e| failed(id, "exec in", e))?;

@@ -155,9 +155,19 @@ impl Driver for Runc {
     }
 
     fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<i32> {
+        // runc's pid file names the process inside, which a timeout must
+        // kill too: killing the `runc exec` client leaves it running.
+        let pid_file = std::env::temp_dir().join(format!(
+            "drover-exec-{id}-{}-{:?}.pid",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_file(&pid_file);
         let child = self
             .command()
-            .args(["exec", id])
+            .args(["exec", "--pid-file"])
+            .arg(&pid_file)
+            .arg(id)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -170,9 +180,21 @@ impl Driver for Runc {
                     format!("cannot run {}: {e}", self.binary.display()),
                 )
             })?;
-        super::wait_child(child.id() as i32, timeout, || {
+        let result = super::wait_child(child.id() as i32, timeout, || {
             format!("instance {id}: {}", args.join(" "))
-        })
+        });
+        if result.is_err()
+            && let Some(pid) = fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = fs::remove_file(&pid_file);
+        result
     }
 
     fn list(&self) -> Result<Vec<ContainerState>> {

@@ -113,6 +113,9 @@ pub const DENIED_SYSCALLS: &[&str] = &[
     // Attack surface with a long CVE history.
     "bpf",
     "perf_event_open",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
     "userfaultfd",
     "keyctl",
     "add_key",

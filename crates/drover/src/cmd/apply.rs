@@ -54,6 +54,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     }
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
+    } else if reports.iter().all(|r| r.error.is_none() || r.busy) {
+        // Only locks held by other deploys: "busy", as everywhere.
+        ExitCode::from(5)
     } else {
         ExitCode::FAILURE
     })

@@ -18,17 +18,20 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
-    let mut done = Vec::new();
-    for key in &a.instances {
-        let inst = instance::stop(&mut store, key, Duration::from_secs(a.time))?;
-        if !ctx.json {
+    let ids = a
+        .instances
+        .iter()
+        .map(|key| instance::find(store.db(), key).map(|i| i.id))
+        .collect::<Result<Vec<_>, _>>()?;
+    // All at once: one grace period for all of them.
+    let done = instance::stop_many(&mut store, &ids, Duration::from_secs(a.time))?;
+    if ctx.json {
+        output::json(&done)?;
+    } else {
+        for inst in &done {
             let exit = inst.exit.map(|e| format!(" ({e})")).unwrap_or_default();
             println!("{} {}{exit}", inst.id, inst.state.as_str());
         }
-        done.push(inst);
-    }
-    if ctx.json {
-        output::json(&done)?;
     }
     Ok(ExitCode::SUCCESS)
 }
