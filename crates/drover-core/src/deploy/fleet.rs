@@ -28,9 +28,9 @@ use super::plan::Strategy;
 use super::spec::{DEFAULT_DEADLINE_MS, ServiceSpec};
 use crate::error::Result;
 use crate::health::{self, Deadline};
-use crate::instance::VolumeSpec;
+use crate::instance::{VolumeSpec, valid_name};
 use crate::runtime::DriverKind;
-use crate::runtime::spec::{Limits, capability};
+use crate::runtime::spec::{Limits, capability, parse_size};
 use crate::toml_doc::{self, Checker, Node, Table, Value};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -77,17 +77,6 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
-}
-
-fn valid_name(name: &str) -> bool {
-    name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<ServiceSpec> {
@@ -309,23 +298,6 @@ fn opt_count(c: &Checker<'_>, t: &Table<'_>, key: &str) -> Result<Option<u64>> {
         None => Ok(None),
         Some(_) => count(c, t, key, 0, 1).map(|v| Some(u64::from(v))),
     }
-}
-
-/// `512k`, `256m`, `1g`, `1048576` → bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (digits, shift) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 10),
-        'm' => (&t[..t.len() - 1], 20),
-        'g' => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .and_then(|n| n.checked_shl(shift))
 }
 
 #[cfg(test)]

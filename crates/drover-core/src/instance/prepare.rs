@@ -96,7 +96,9 @@ impl VolumeSpec {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A name for an instance, volume or service: letters, digits, '.', '_'
+/// and '-', starting with a letter or digit, at most 128 characters.
+pub fn valid_name(name: &str) -> bool {
     name.len() <= 128
         && name
             .chars()

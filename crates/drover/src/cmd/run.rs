@@ -122,17 +122,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 
 /// `512k`, `256m`, `1g`, `1048576` → bytes.
 fn size(flag: &str, s: &str) -> anyhow::Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (digits, shift) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 10),
-        Some('m') => (&t[..t.len() - 1], 20),
-        Some('g') => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    match digits.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n << shift),
-        _ => bail!(drover_core::Error::Usage(format!(
+    match drover_core::runtime::spec::parse_size(s) {
+        Some(n) => Ok(n),
+        None => bail!(drover_core::Error::Usage(format!(
             "{flag} {s:?}: expected a size such as 512k, 256m or 1g"
         ))),
     }
