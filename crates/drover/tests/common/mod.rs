@@ -66,6 +66,28 @@ impl Env {
     }
 }
 
+/// Instances outlive the CLI by design; a test's must not outlive the test
+/// (their store is about to be deleted under them).
+impl Drop for Env {
+    fn drop(&mut self) {
+        let store = self.store();
+        if !store.join("drover.db").exists() {
+            return;
+        }
+        let Ok(out) = self.cmd().args(["--json", "ps"]).output() else {
+            return;
+        };
+        let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_string))
+            .collect();
+        if !ids.is_empty() {
+            let _ = self.cmd().args(["rm", "--force"]).args(&ids).output();
+        }
+    }
+}
+
 pub fn show(out: &Output) -> String {
     format!(
         "status: {}\nstdout:\n{}\nstderr:\n{}",
