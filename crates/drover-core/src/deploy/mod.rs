@@ -132,6 +132,22 @@ fn requested(image: &Digest, config: &ReleaseConfig) -> Digest {
     Digest::of(format!("{image}\n{}", config.digest()).as_bytes())
 }
 
+/// Whether applying `asked` (image and config) makes a new release: not when
+/// the fleet asks for what it asked for last time (so a manual rollback
+/// stands), nor when the running release already has that content.
+fn needs_release(
+    svc: Option<&release::Service>,
+    current: Option<&Release>,
+    asked: &Digest,
+    image: &Digest,
+    config: &ReleaseConfig,
+) -> bool {
+    let same_request = svc.is_some_and(|s| s.requested == *asked);
+    let same_content =
+        current.is_some_and(|r| r.image == *image && r.config_digest == config.digest());
+    !(same_request || same_content)
+}
+
 fn lock_name(service: &str) -> String {
     format!("service {service}")
 }
@@ -186,17 +202,13 @@ fn apply_service(
         lease.check(tx, path)?;
         let svc = release::service(tx, path, name)?;
         let desired = svc.as_ref().and_then(|s| s.desired);
-        // Nothing new asked for: keep what runs (a manual rollback stands).
-        if svc.as_ref().is_some_and(|s| s.requested == asked) {
+        let current = match desired {
+            Some(d) => Some(release::release(tx, path, name, d)?),
+            None => None,
+        };
+        if !needs_release(svc.as_ref(), current.as_ref(), &asked, &image, &config) {
             release::save_service(tx, path, name, &rollout, &asked, desired)?;
             return Ok(None);
-        }
-        if let Some(d) = desired {
-            let cur = release::release(tx, path, name, d)?;
-            if cur.image == image && cur.config_digest == config.digest() {
-                release::save_service(tx, path, name, &rollout, &asked, desired)?;
-                return Ok(None);
-            }
         }
         if let Some((n, why)) = release::quarantined(tx, path, name, &image, &config.digest())?
             && !opts.force
@@ -600,27 +612,35 @@ fn converge(
                     .iter()
                     .filter(|i| i.release == target && !ready.contains(&i.id))
                     .collect();
-                for i in waiting {
-                    let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
-                    let driver = runtime::driver(i.driver, &instance::runtime_root(store.root()));
-                    let mut exec = |args: &[String], timeout: Duration| {
-                        driver.exec(&i.id, args, timeout).map_err(|e| e.to_string())
-                    };
-                    match gate.poll(true, &mut exec) {
-                        Verdict::Healthy => {
-                            ready.insert(i.id.clone());
-                        }
-                        Verdict::Pending => {}
-                        Verdict::Failed(why) => {
-                            return Err(Failure::Health {
-                                instance: i.id.clone(),
-                                why,
-                                unready: unready_of(&live, target, &ready),
-                            });
+                // Probe until one passes (the planner then has a move) or
+                // 100 ms go by (then look at the processes again), rather
+                // than re-observing every instance between probes.
+                while t.elapsed() < Duration::from_millis(100) {
+                    let mut passed = false;
+                    for i in &waiting {
+                        let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
+                        let driver =
+                            runtime::driver(i.driver, &instance::runtime_root(store.root()));
+                        let mut exec = |args: &[String], timeout: Duration| {
+                            driver.exec(&i.id, args, timeout).map_err(|e| e.to_string())
+                        };
+                        match gate.poll(true, &mut exec) {
+                            Verdict::Healthy => passed |= ready.insert(i.id.clone()),
+                            Verdict::Pending => {}
+                            Verdict::Failed(why) => {
+                                return Err(Failure::Health {
+                                    instance: i.id.clone(),
+                                    why,
+                                    unready: unready_of(&live, target, &ready),
+                                });
+                            }
                         }
                     }
+                    if passed {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
                 report.health_wait_seconds += t.elapsed().as_secs_f64();
             }
         }
@@ -768,10 +788,7 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
             Some(n) => Some(release::release(db.conn(), db.path(), &spec.name, n)?),
             None => None,
         };
-        let unchanged = svc.as_ref().is_some_and(|s| s.requested == asked)
-            || current
-                .as_ref()
-                .is_some_and(|r| r.image == image && r.config_digest == config.digest());
+        let unchanged = !needs_release(svc.as_ref(), current.as_ref(), &asked, &image, &config);
         let mut changes = Vec::new();
         let mut new_release = None;
         let mut blocked = None;
@@ -787,15 +804,7 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                     }
                 }
             }
-            let next: i64 = db
-                .conn()
-                .query_row(
-                    "SELECT coalesce(max(number), 0) + 1 FROM releases WHERE service = ?1",
-                    [&spec.name],
-                    |r| r.get(0),
-                )
-                .map_err(|e| crate::state::db_error(db.path(), e))?;
-            new_release = Some(next);
+            new_release = Some(release::next_number(db.conn(), db.path(), &spec.name)?);
             if let Some((n, why)) =
                 release::quarantined(db.conn(), db.path(), &spec.name, &image, &config.digest())?
             {

@@ -262,16 +262,20 @@ pub struct NewRelease<'a> {
     pub rollback_of: Option<i64>,
 }
 
+/// The number the next release of `service` gets.
+pub fn next_number(conn: &Connection, path: &Path, service: &str) -> Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(max(number), 0) + 1 FROM releases WHERE service = ?1",
+        [service],
+        |row| row.get(0),
+    )
+    .db_ctx(path)
+}
+
 /// Append the next release of a service (`release.create`, or
 /// `release.rollback` when it repeats an earlier one).
 pub fn create(tx: &Transaction<'_>, path: &Path, r: NewRelease<'_>) -> Result<Release> {
-    let number: i64 = tx
-        .query_row(
-            "SELECT coalesce(max(number), 0) + 1 FROM releases WHERE service = ?1",
-            [r.service],
-            |row| row.get(0),
-        )
-        .db_ctx(path)?;
+    let number = next_number(tx, path, r.service)?;
     let config = serde_json::to_string(r.config).expect("config serializes");
     let config_digest = r.config.digest();
     let author = ledger::actor();

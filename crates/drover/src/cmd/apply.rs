@@ -11,7 +11,14 @@ pub struct Args {
     /// The fleet file.
     #[arg(short, long, default_value = "fleet.toml")]
     file: PathBuf,
-    /// Deploy a quarantined image anyway.
+    #[command(flatten)]
+    deploy: DeployFlags,
+}
+
+/// The flags every command that deploys takes (`apply`, `rollback`).
+#[derive(clap::Args)]
+pub struct DeployFlags {
+    /// Deploy a quarantined release content (image with config) anyway.
     #[arg(long)]
     force: bool,
     /// Fail at once if another deploy holds a service's lock (default: wait).
@@ -22,15 +29,20 @@ pub struct Args {
     message: Option<String>,
 }
 
+impl DeployFlags {
+    pub fn options(&self) -> Options {
+        Options {
+            force: self.force,
+            no_wait: self.no_wait,
+            message: self.message.clone(),
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let fleet = fleet::load(&a.file)?;
     let mut store = ctx.store()?;
-    let opts = Options {
-        force: a.force,
-        no_wait: a.no_wait,
-        message: a.message.clone(),
-    };
-    let reports = deploy::apply(&mut store, &fleet, &opts)?;
+    let reports = deploy::apply(&mut store, &fleet, &a.deploy.options())?;
     if ctx.json {
         output::json(&reports)?;
     } else {

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use drover_core::deploy::{self, Options};
+use drover_core::deploy;
 
 use super::Ctx;
 use crate::output;
@@ -13,25 +13,13 @@ pub struct Args {
     /// release before the current one).
     #[arg(long)]
     to: Option<i64>,
-    /// Roll back to a quarantined image anyway.
-    #[arg(long)]
-    force: bool,
-    /// Fail at once if another deploy holds the service's lock.
-    #[arg(long)]
-    no_wait: bool,
-    /// Why: recorded with the new release.
-    #[arg(short, long)]
-    message: Option<String>,
+    #[command(flatten)]
+    deploy: super::apply::DeployFlags,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
-    let opts = Options {
-        force: a.force,
-        no_wait: a.no_wait,
-        message: a.message.clone(),
-    };
-    let r = deploy::rollback(&mut store, &a.service, a.to, &opts)?;
+    let r = deploy::rollback(&mut store, &a.service, a.to, &a.deploy.options())?;
     if ctx.json {
         output::json(&r)?;
     } else {
