@@ -4,6 +4,7 @@
 mod cmd;
 mod output;
 mod progress;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ enum Command {
     /// The monitor process of one instance (started by `run`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+    /// The reverse proxy of `serve` alone, with fixed backends (benchmarks).
+    #[command(name = "__proxy", hide = true)]
+    Proxy(cmd::proxy::Args),
 }
 
 impl Cli {
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Proxy(a) => cmd::proxy::run(a),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ pub mod images;
 pub mod inspect;
 pub mod logs;
 pub mod plan;
+pub mod proxy;
 pub mod ps;
 pub mod releases;
 pub mod rm;
