@@ -5,6 +5,7 @@
 //!
 //! | module    | owns |
 //! |-----------|------|
+//! | [`drift`]  | drift detection: an image's unpacked root against its baseline (full content, within a CPU/IO budget) |
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
@@ -23,6 +24,7 @@ pub mod build;
 pub mod clock;
 pub mod deploy;
 pub mod digest;
+pub mod drift;
 pub mod error;
 pub mod health;
 pub mod instance;

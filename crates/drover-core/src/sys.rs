@@ -12,7 +12,12 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 /// openat(2) with an owned result (nix 0.29 hands back a bare `RawFd`).
-pub fn openat(dir: BorrowedFd<'_>, name: &str, flags: OFlag, mode: Mode) -> io::Result<OwnedFd> {
+pub fn openat<P: ?Sized + nix::NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    flags: OFlag,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
     let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), name, flags, mode)?;
     // SAFETY: openat just returned `fd`, so it is open and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -113,5 +118,41 @@ pub fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN runs no code of ours in signal context.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Lower the calling thread's CPU priority to nice 19, the lowest.
+/// (`setpriority(PRIO_PROCESS, tid)` acts on one thread on Linux.)
+pub fn nice_thread() -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // SAFETY: plain syscall with integer arguments; it touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Put the calling thread in the idle I/O class: its reads are served only
+/// when no other process wants the disk.
+pub fn idle_io_thread() -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_int = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: ioprio_set takes three integers and touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

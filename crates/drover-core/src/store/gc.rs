@@ -168,7 +168,8 @@ pub struct GcReport {
     pub removed_referrers: Vec<Digest>,
     pub kept_blobs: usize,
     pub removed_temp_files: usize,
-    /// Unpacked roots of images nothing reaches any more.
+    /// Unpacked roots of images nothing reaches any more, and tainted
+    /// roots (see `unpack::taint`) of images no instance uses.
     pub removed_roots: usize,
 }
 
@@ -239,6 +240,15 @@ impl Store {
             if !reachable.contains(&image) {
                 unpack::remove(&self.layout, &image)?;
                 removed_roots += 1;
+            }
+        }
+        // A tainted root (moved aside by drift detection) is only ever used
+        // by instances that started on it, so it goes once its image has
+        // no instance left, whether or not the image is still reachable.
+        let live: BTreeSet<Digest> = instance_images(self)?.into_iter().map(|(d, _)| d).collect();
+        for image in unpack::tainted_images(&self.layout)? {
+            if !live.contains(&image) {
+                removed_roots += unpack::remove_tainted(&self.layout, &image, None)?.len();
             }
         }
         Ok(GcReport {

@@ -6,6 +6,9 @@
 //! rootfs/<hex>.json                {image, added}; written last, so a root counts only with it
 //! rootfs/<hex>.lock                held while unpacking, so each image is unpacked once
 //! rootfs/.tmp-<hex>-<pid>-<n>.tmp  an unpack in progress, or the remains of one that died
+//! rootfs/.tainted/<hex>.<nanos>    a root moved aside by `taint` (drift found in it); instances
+//!                                  started before keep running on it until they are replaced
+//! rootfs/.tainted/<hex>.<nanos>.json  its record
 //! ```
 //!
 //! Layers are hostile until proven otherwise. Every path is walked one
@@ -15,13 +18,13 @@
 //! image's consent. Each file is hashed on its way to disk and the result is
 //! compared with the image's baseline before the root is renamed into place.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -65,6 +68,32 @@ pub struct Rootfs {
     /// Mountpoint directories drover added (absolute paths like "/proc"), so
     /// drift checks can ignore them.
     pub added: Vec<String>,
+    /// FIFOs and device nodes the layers made, which baselines do not
+    /// record, so drift checks know what to expect.
+    pub specials: Vec<Special>,
+}
+
+/// A FIFO or device node in a root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Special {
+    /// Absolute path inside the image.
+    pub path: String,
+    pub kind: SpecialKind,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number of a device node; 0:0 for a FIFO.
+    pub major: u64,
+    pub minor: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecialKind {
+    Fifo,
+    Char,
+    Block,
 }
 
 /// `rootfs/<hex>.json`: its presence is what makes a root complete.
@@ -72,6 +101,9 @@ pub struct Rootfs {
 struct Record {
     image: Digest,
     added: Vec<String>,
+    /// Absent in records written before drover tracked them.
+    #[serde(default)]
+    specials: Vec<Special>,
 }
 
 /// Return the verified unpacked root of `image` (a manifest digest in the
@@ -95,8 +127,8 @@ pub fn materialize(store: &Store, image: &Digest) -> Result<Rootfs> {
     }
     clear(layout, image)?;
     let tmp = tmp_path(&dir, &format!(".tmp-{}", image.hex()));
-    let added = match unpack(store, image, &tmp) {
-        Ok(added) => added,
+    let (added, specials) = match unpack(store, image, &tmp) {
+        Ok(done) => done,
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -108,6 +140,7 @@ pub fn materialize(store: &Store, image: &Digest) -> Result<Rootfs> {
     let record = Record {
         image: *image,
         added,
+        specials,
     };
     let bytes =
         serde_json::to_vec(&record).map_err(|e| Error::corrupt("rootfs record", e.to_string()))?;
@@ -117,6 +150,7 @@ pub fn materialize(store: &Store, image: &Digest) -> Result<Rootfs> {
         image: *image,
         unpacked: true,
         added: record.added,
+        specials: record.specials,
     })
 }
 
@@ -153,6 +187,135 @@ pub fn remove(layout: &Layout, image: &Digest) -> Result<()> {
     remove_if_present(&side_file(layout, image, "lock"))
 }
 
+/// Move the root of `image` aside, into `rootfs/.tainted/<hex>.<unix nanos>`
+/// (its record beside it, with `.json` appended), because drift was found in
+/// it: the next `materialize` unpacks a fresh, verified copy, while instances
+/// already running on the old one keep it (the kernel resolved their root
+/// when they started; a rename does not move them). Returns where it went,
+/// or None if there was no root. Delete the copy with `remove_tainted` once
+/// no instance started before the move is left.
+pub fn taint(layout: &Layout, image: &Digest) -> Result<Option<PathBuf>> {
+    let dir = rootfs_dir(layout);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let _lock = lock(layout, image)?;
+    let root = rootfs_path(layout, image);
+    let record = side_file(layout, image, "json");
+    if !root.is_dir() {
+        // A record without its root means nothing; materialize would clear it.
+        remove_if_present(&record)?;
+        return Ok(None);
+    }
+    let tainted = tainted_dir(layout);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&tainted)
+        .ctx("create directory", &tainted)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let to = tainted.join(format!("{}.{nanos}", image.hex()));
+    // The root first: once it is gone the record no longer counts (see
+    // `complete`), so a crash between the two renames costs only a fresh
+    // unpack. The other order could let `materialize` clear a root that
+    // instances still run on.
+    fs::rename(&root, &to).ctx("move tainted root aside", &root)?;
+    let mut to_record = to.clone().into_os_string();
+    to_record.push(".json");
+    match fs::rename(&record, &to_record) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(e).ctx("move record of tainted root", &record);
+        }
+        _ => {}
+    }
+    sync_dir(&tainted)?;
+    sync_dir(&dir)?;
+    Ok(Some(to))
+}
+
+/// The tainted copies of `image`'s root (see `taint`), oldest first, with
+/// when each was moved aside.
+pub fn tainted(layout: &Layout, image: &Digest) -> Result<Vec<(PathBuf, SystemTime)>> {
+    Ok(all_tainted(layout)?
+        .into_iter()
+        .filter(|(d, _, _)| d == image)
+        .map(|(_, path, at)| (path, at))
+        .collect())
+}
+
+/// Images with tainted copies of their root.
+pub fn tainted_images(layout: &Layout) -> Result<Vec<Digest>> {
+    let set: BTreeSet<Digest> = all_tainted(layout)?.into_iter().map(|(d, ..)| d).collect();
+    Ok(set.into_iter().collect())
+}
+
+/// Delete the tainted copies of `image`'s root moved aside before
+/// `before` (all of them with None) and their records; returns the copies
+/// deleted. Only safe for copies no instance runs on: one moved aside
+/// before the oldest live instance of the image started is unused.
+pub fn remove_tainted(
+    layout: &Layout,
+    image: &Digest,
+    before: Option<SystemTime>,
+) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for (path, at) in tainted(layout, image)? {
+        if before.is_some_and(|b| at >= b) {
+            continue;
+        }
+        let mut record = path.clone().into_os_string();
+        record.push(".json");
+        remove_if_present(Path::new(&record))?;
+        match fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).ctx("remove tainted root", &path);
+            }
+            _ => {}
+        }
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
+fn tainted_dir(layout: &Layout) -> PathBuf {
+    rootfs_dir(layout).join(".tainted")
+}
+
+/// Every tainted copy: (image, path, when it was moved aside), oldest first.
+fn all_tainted(layout: &Layout) -> Result<Vec<(Digest, PathBuf, SystemTime)>> {
+    let dir = tainted_dir(layout);
+    let entries = match fs::read_dir(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r.ctx("list directory", &dir)?,
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let name = entry.ctx("list directory", &dir)?.file_name();
+        let Some((hex, nanos)) = name.to_str().and_then(|n| n.split_once('.')) else {
+            continue;
+        };
+        // Records ("<hex>.<nanos>.json") go with their root.
+        let (Ok(image), Ok(nanos)) = (format!("sha256:{hex}").parse(), nanos.parse::<u64>()) else {
+            continue;
+        };
+        out.push((
+            image,
+            dir.join(&name),
+            UNIX_EPOCH + Duration::from_nanos(nanos),
+        ));
+    }
+    out.sort_by_key(|(_, _, at)| *at);
+    Ok(out)
+}
+
+/// The unpacked root of `image`, if there is a complete one; never unpacks.
+pub fn existing(layout: &Layout, image: &Digest) -> Option<Rootfs> {
+    complete(layout, image)
+}
+
 /// The root of `image` if its record says it is complete.
 fn complete(layout: &Layout, image: &Digest) -> Option<Rootfs> {
     let bytes = fs::read(side_file(layout, image, "json")).ok()?;
@@ -163,6 +326,7 @@ fn complete(layout: &Layout, image: &Digest) -> Option<Rootfs> {
         image: *image,
         unpacked: false,
         added: record.added,
+        specials: record.specials,
     })
 }
 
@@ -217,8 +381,8 @@ fn remove_if_present(path: &Path) -> Result<()> {
 
 /// Unpack every layer of `image` into a new directory `root`, check the
 /// result against the baseline, add the mountpoints and sync it all to
-/// disk. Returns the mountpoints added.
-fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<Vec<String>> {
+/// disk. Returns the mountpoints added and the special files made.
+fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<(Vec<String>, Vec<Special>)> {
     let manifest = store.manifest(image)?;
     let config = store.image_config(&manifest)?;
     let devices = config
@@ -243,6 +407,7 @@ fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<Vec<String>> {
         entry: String::new(),
         devices,
         merger: Merger::default(),
+        specials: Default::default(),
         buf: vec![0; 256 << 10],
     };
     // The umask must not decide the mode of "/".
@@ -287,7 +452,7 @@ fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<Vec<String>> {
     nix::unistd::syncfs(u.root.as_raw_fd())
         .map_err(io::Error::from)
         .ctx("sync", root)?;
-    Ok(added)
+    Ok((added, u.specials.into_values().collect()))
 }
 
 /// Writes layers into a root, refusing anything that would reach outside it.
@@ -301,6 +466,8 @@ struct Unpacker {
     devices: BTreeSet<String>,
     /// What the layers say the tree is, as the baseline would record it.
     merger: Merger,
+    /// The FIFOs and device nodes in the tree, which the baseline leaves out.
+    specials: BTreeMap<String, Special>,
     buf: Vec<u8>,
 }
 
@@ -327,6 +494,7 @@ impl Unpacker {
             Change::Opaque(dir) => {
                 self.empty_dir(&dir)?;
                 self.merger.remove_tree(&dir, true);
+                self.forget_specials(&dir, true);
             }
             Change::Whiteout(hidden) => {
                 if matches!(hidden.rsplit('/').next(), Some("" | "." | "..")) {
@@ -336,9 +504,11 @@ impl Unpacker {
                     self.remove_at(dir.as_fd(), name, &hidden)?;
                 }
                 self.merger.remove_tree(&hidden, false);
+                self.forget_specials(&hidden, true);
             }
             Change::Put(rec) => {
                 let rec = self.put(entry, rec)?;
+                self.forget_specials(&rec.path, rec.kind != FileKind::Dir);
                 self.merger.put(rec);
             }
             Change::Unrecorded => self.special(entry, &path)?,
@@ -410,7 +580,7 @@ impl Unpacker {
     }
 
     /// FIFOs, and device nodes the image declares; nothing else.
-    fn special<R: Read>(&self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<()> {
+    fn special<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &str) -> Result<()> {
         let xattrs = self.xattrs(entry)?;
         let h = entry.header();
         let kind = match h.entry_type() {
@@ -438,7 +608,38 @@ impl Unpacker {
         mknodat(Some(dir.as_raw_fd()), name, kind, Mode::S_IRUSR, dev)
             .map_err(io::Error::from)
             .ctx("create node", &self.disk(path))?;
-        self.set_meta(dir.as_fd(), name, path, false, &meta)
+        self.set_meta(dir.as_fd(), name, path, false, &meta)?;
+        self.forget_specials(path, true);
+        let kind = match kind {
+            SFlag::S_IFIFO => SpecialKind::Fifo,
+            SFlag::S_IFCHR => SpecialKind::Char,
+            _ => SpecialKind::Block,
+        };
+        let (major, minor) = match kind {
+            SpecialKind::Fifo => (0, 0),
+            _ => (nix::sys::stat::major(dev), nix::sys::stat::minor(dev)),
+        };
+        let special = Special {
+            path: path.to_string(),
+            kind,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            major,
+            minor,
+        };
+        self.specials.insert(special.path.clone(), special);
+        Ok(())
+    }
+
+    /// Drop the special files at `path` (and under it, with `subtree`):
+    /// something else replaced or removed them.
+    fn forget_specials(&mut self, path: &str, subtree: bool) {
+        self.specials.remove(path);
+        if subtree {
+            let prefix = format!("{}/", path.trim_end_matches('/'));
+            self.specials.retain(|p, _| !p.starts_with(&prefix));
+        }
     }
 
     /// Where a hard link's target is: a regular file already in the tree,
@@ -970,6 +1171,18 @@ mod tests {
         assert!(r.unpacked);
         assert_eq!(r.path, rootfs_path(store.layout(), &image));
         assert_eq!(r.added, ["/proc", "/dev", "/sys", "/run"]);
+        assert_eq!(
+            r.specials,
+            [Special {
+                path: "/etc/initctl".into(),
+                kind: SpecialKind::Fifo,
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                major: 0,
+                minor: 0,
+            }]
+        );
         let p = |rel: &str| r.path.join(rel);
         let meta = |rel: &str| fs::symlink_metadata(p(rel)).unwrap();
         let mode = |rel: &str| meta(rel).mode() & 0o7777;
@@ -1134,6 +1347,12 @@ mod tests {
         assert!(zero.file_type().is_char_device());
         assert_eq!(zero.rdev(), makedev(1, 5));
         assert!(!r.added.contains(&"/dev".to_string()));
+        let zero = &r.specials[0];
+        assert_eq!(
+            (r.specials.len(), zero.path.as_str(), zero.kind),
+            (1, "/dev/zero", SpecialKind::Char)
+        );
+        assert_eq!((zero.mode, zero.major, zero.minor), (0o666, 1, 5));
     }
 
     #[test]
@@ -1235,6 +1454,78 @@ mod tests {
         assert_eq!(list(store.layout()).unwrap(), [b]);
         assert!(!rootfs_path(store.layout(), &a).exists());
         assert!(materialize(&store, &a).unwrap().unpacked);
+    }
+
+    #[test]
+    fn special_files_are_recorded_as_the_layers_leave_them() {
+        let (_dir, mut store) = new_store();
+        let base = Tar::default()
+            .entry("a/p", b'6', 0o600, 0, b"")
+            .entry("a/q", b'6', 0o600, 0, b"")
+            .entry("b/p", b'6', 0o600, 0, b"")
+            .entry("c/p", b'6', 0o600, 0, b"")
+            .entry("d", b'6', 0o600, 0, b"")
+            .bytes();
+        let top = Tar::default()
+            .file("a/.wh.p", b"")
+            .file("b/.wh..wh..opq", b"")
+            .file("c", b"a file over the directory")
+            .dir("d/")
+            .entry("e", b'6', 0o640, 0, b"")
+            .bytes();
+        let image = image(&mut store, &[base, top], &[]);
+        let r = materialize(&store, &image).unwrap();
+        let paths: Vec<_> = r.specials.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["/a/q", "/e"]);
+        assert_eq!(r.specials[1].mode, 0o640);
+        // The record keeps them for later calls.
+        assert_eq!(
+            existing(store.layout(), &image).unwrap().specials,
+            r.specials
+        );
+    }
+
+    #[test]
+    fn a_tainted_root_is_moved_aside_and_unpacked_afresh() {
+        let (dir, mut store) = new_store();
+        let image = image(&mut store, &[Tar::default().file("f", b"f").bytes()], &[]);
+        assert_eq!(taint(store.layout(), &image).unwrap(), None);
+        let r = materialize(&store, &image).unwrap();
+        fs::write(r.path.join("f"), b"tampered").unwrap();
+        let before = SystemTime::now();
+        let moved = taint(store.layout(), &image).unwrap().unwrap();
+        assert!(moved.starts_with(rootfs_dir(store.layout()).join(".tainted")));
+        assert_eq!(fs::read(moved.join("f")).unwrap(), b"tampered");
+        assert!(Path::new(&format!("{}.json", moved.display())).exists());
+        assert!(!r.path.exists());
+        assert!(existing(store.layout(), &image).is_none());
+        let fresh = materialize(&store, &image).unwrap();
+        assert!(fresh.unpacked);
+        assert_eq!(fs::read(fresh.path.join("f")).unwrap(), b"f");
+        // `.tainted` is no image's root: list (and gc's sweep of roots) skips it.
+        assert_eq!(list(store.layout()).unwrap(), [image]);
+
+        let copies = tainted(store.layout(), &image).unwrap();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].0, moved);
+        assert!(copies[0].1 >= before);
+        assert_eq!(tainted_images(store.layout()).unwrap(), [image]);
+        // Copies moved aside after `before` are kept.
+        assert_eq!(
+            remove_tainted(store.layout(), &image, Some(before)).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+        assert!(moved.exists());
+        // gc removes the copies of images no instance runs, even tagged ones.
+        store.tag(&image.to_string(), "t:1").unwrap();
+        drop(store);
+        let mut store = Store::open_exclusive(dir.path()).unwrap();
+        let report = store.gc().unwrap();
+        assert_eq!(report.removed_roots, 1);
+        assert!(!moved.exists());
+        assert!(!Path::new(&format!("{}.json", moved.display())).exists());
+        assert!(existing(store.layout(), &image).is_some());
+        assert_eq!(tainted_images(store.layout()).unwrap(), []);
     }
 
     /// What `drover build` writes must pass the unpacker's checks.
