@@ -18,6 +18,14 @@ const EPOCH_SHIFT_DAYS: i64 = 719_468;
 /// Days in a 400-year Gregorian cycle (an "era").
 const DAYS_PER_ERA: i64 = 146_097;
 
+/// Milliseconds since the Unix epoch (0 for a clock set before it): the
+/// form deadlines and leases are kept in.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The current UTC time with millisecond precision, e.g.
 /// `2026-11-22T02:11:23.456Z`.
 pub fn now_rfc3339() -> String {

@@ -5,7 +5,9 @@
 //!
 //! | module    | owns |
 //! |-----------|------|
-//! | [`drift`]  | drift detection: an image's unpacked root against its baseline (full content, within a CPU/IO budget) |
+//! | [`reconcile`] | `drover serve`'s reconciler: the deploy pass, run forever, with back-off |
+//! | [`drift`]  | drift: instances against their releases — image, runtime config, process, and the root's every file against the baseline (budgeted); condemns drifted instances for replacement |
+//! | [`deploy`] | fleet files, releases, the rollout planner, health gates, traffic hand-over, rollback |
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
@@ -29,6 +31,7 @@ pub mod error;
 pub mod health;
 pub mod instance;
 pub mod ledger;
+pub mod reconcile;
 pub mod runtime;
 pub mod state;
 pub mod store;

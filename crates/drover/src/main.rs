@@ -73,6 +73,10 @@ enum Command {
     Releases(cmd::releases::Args),
     /// Roll a service back: a new release with an earlier one's content.
     Rollback(cmd::rollback::Args),
+    /// Keep services converged, forever: heal crashed instances, roll out
+    /// what `apply --detach` records, proxy traffic to healthy instances,
+    /// replace drifted ones. Stops on SIGTERM; instances keep running.
+    Serve(cmd::serve::Args),
     /// The monitor process of one instance (started by `run`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         Command::Status => cmd::status::run(&ctx),
         Command::Releases(a) => cmd::releases::run(&ctx, a),
         Command::Rollback(a) => cmd::rollback::run(&ctx, a),
+        Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

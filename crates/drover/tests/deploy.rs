@@ -21,57 +21,7 @@ fn image(env: &Env, tag: &str, page: &str) {
 }
 
 fn image_checking(env: &Env, tag: &str, page: &str, health_path: &str) {
-    let root = env.ctx().join(format!("rootfs-{tag}"));
-    if !root.exists() {
-        let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
-        write(&root.join("bin/busybox"), &busybox, 0o755);
-        for applet in ["sh", "httpd", "sleep", "true", "false"] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        write(
-            &root.join("etc/passwd"),
-            b"nobody:x:65534:65534::/:/bin/sh\n",
-            0o644,
-        );
-        write(&root.join("www/index.html"), page.as_bytes(), 0o644);
-    }
-    let def = format!(
-        r#"
-[image]
-name = "web"
-tag = "{tag}"
-
-[[layer]]
-kind = "copy"
-src = "rootfs-{tag}"
-dest = "/"
-
-[config]
-# A server that takes a moment to come up, as real ones do: it widens the
-# window in which the kill test interrupts a rollout.
-entrypoint = ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 0.2; httpd -f -p \"$PORT\" -h /www & wait"]
-env = {{ PATH = "/bin" }}
-user = "65534:65534"
-
-[config.health]
-kind = "http"
-path = "{health_path}"
-interval = "200ms"
-timeout = "200ms"
-retries = 2
-start_period = "1s"
-"#
-    );
-    write(
-        &env.ctx().join(format!("web-{tag}.toml")),
-        def.as_bytes(),
-        0o644,
-    );
-    env.ok(&[
-        "build",
-        "-f",
-        env.ctx().join(format!("web-{tag}.toml")).to_str().unwrap(),
-    ]);
+    common::web_image(env, tag, page, health_path, common::WEB_SERVER);
 }
 
 fn fleet(env: &Env, tag: &str, extra: &str) -> String {

@@ -10,7 +10,9 @@
 //! max_surge = 1                # rolling only; default 1
 //! max_unavailable = 0          # rolling only; default 0; not both 0
 //! env = { MODE = "prod" }
-//! ports = [8080]
+//! ports = [8080]              # `drover serve` proxies these to every instance's PORT
+//! proxy = "http"               # http (HTTP/1.1 and HTTP/2; default) | tcp
+//! drain = "10s"                # how long a stopping instance may finish its requests
 //! volumes = ["data:/var/lib/web"]
 //! memory = "256m"              # also cpus = 0.5, pids = 100, nofile = 4096
 //! cap_add = ["NET_BIND_SERVICE"]
@@ -25,7 +27,8 @@
 use std::path::Path;
 
 use super::plan::Strategy;
-use super::spec::{DEFAULT_DEADLINE_MS, ServiceSpec};
+use super::spec::{DEFAULT_DEADLINE_MS, ProxyMode, ServiceSpec};
+use super::traffic::DEFAULT_DRAIN_MS;
 use crate::error::Result;
 use crate::health::{self, Deadline};
 use crate::instance::{VolumeSpec, valid_name};
@@ -41,6 +44,8 @@ const SERVICE_KEYS: &[&str] = &[
     "max_unavailable",
     "env",
     "ports",
+    "proxy",
+    "drain",
     "volumes",
     "memory",
     "cpus",
@@ -76,6 +81,18 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
         out.push(service(&c, &entry.key, &entry.node, &path)?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut owner = std::collections::BTreeMap::new();
+    for svc in &out {
+        for p in &svc.ports {
+            if let Some(other) = owner.insert(*p, &svc.name) {
+                return Err(crate::Error::Usage(format!(
+                    "{}: port {p} is claimed by both service.{other} and service.{}",
+                    file.display(),
+                    svc.name
+                )));
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -166,6 +183,26 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
             ports.push(p);
         }
     }
+    let proxy = match t.get("proxy") {
+        Some(n) => {
+            let key = t.key("proxy");
+            match c.string(n, &key)? {
+                "http" => ProxyMode::Http,
+                "tcp" => ProxyMode::Tcp,
+                other => {
+                    return Err(c.err(
+                        n.at(),
+                        &key,
+                        format!("unknown proxy mode {other:?} (expected \"http\" or \"tcp\")"),
+                    ));
+                }
+            }
+        }
+        None => ProxyMode::Http,
+    };
+    let drain_ms = c
+        .duration(&t, "drain")?
+        .map_or(DEFAULT_DRAIN_MS, |(ms, _)| ms);
     let mut volumes = Vec::new();
     if let Some(n) = t.get("volumes") {
         let key = t.key("volumes");
@@ -267,6 +304,8 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         deadline_ms,
         env,
         ports,
+        proxy,
+        drain_ms,
         volumes,
         limits,
         cap_add,

@@ -12,10 +12,11 @@
 //! and one whose holder is a dead process on this host is taken over at once.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime;
 use crate::state::{Db, DbContext};
@@ -30,12 +31,6 @@ pub struct Lease {
     pub token: i64,
     pub holder: String,
     expires_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Who we are, as a lock holder: `user@host pid N start T`.

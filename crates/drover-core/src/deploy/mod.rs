@@ -21,22 +21,20 @@
 //! Each service is deployed under its own lock ([`lock`]): a lease with a
 //! fencing token that every write checks.
 
+pub mod converge;
 pub mod fleet;
 pub mod gate;
 pub mod lock;
 pub mod plan;
 pub mod release;
 pub mod spec;
+pub mod traffic;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
 
-use self::gate::{Gate, Verdict};
 use self::lock::Lease;
 use self::plan::{Seen, Step};
 use self::release::{NewRelease, Outcome, Release};
@@ -45,8 +43,7 @@ use crate::build::HEALTH_LABEL;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::health::HealthCheck;
-use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
-use crate::ledger::{self, NewEntry};
+use crate::instance::{self, State};
 use crate::runtime;
 use crate::store::Store;
 
@@ -61,6 +58,9 @@ pub struct Options {
     pub no_wait: bool,
     /// Recorded with new releases.
     pub message: Option<String>,
+    /// Only record what should run (new releases, rollout settings); leave
+    /// converging to `drover serve`.
+    pub detach: bool,
 }
 
 /// What one service's deploy did.
@@ -79,6 +79,13 @@ pub struct Report {
     /// Of `seconds`, the time spent waiting for new instances to pass their
     /// health checks; the rest is drover's (and the runtime's) own.
     pub health_wait_seconds: f64,
+    /// Of `seconds`, the time spent draining instances before stopping them.
+    pub drain_wait_seconds: f64,
+    /// Instances found dead and replaced.
+    pub healed: u32,
+    /// Of those, the ones that died within [`converge::MIN_UPTIME`] of starting.
+    #[serde(skip)]
+    pub crashed_young: u32,
     pub error: Option<String>,
     /// The error was another deploy holding the lock (exit code 5).
     #[serde(skip)]
@@ -190,6 +197,8 @@ fn apply_service(
         replicas: spec.replicas,
         strategy: spec.strategy,
         ports: spec.ports.clone(),
+        proxy: spec.proxy,
+        drain_ms: spec.drain_ms,
     };
     let asked = requested(&image, &config);
     let message = opts
@@ -241,8 +250,9 @@ fn apply_service(
     })?;
     // Even when the fleet's request is refused, what runs is brought back
     // to the desired release (a crashed rollback leaves it half done).
-    let converged = if release::service(store.db().conn(), store.db().path(), name)?.is_some() {
-        converge_or_roll_back(store, name, lease, report)
+    let recorded = release::service(store.db().conn(), store.db().path(), name)?.is_some();
+    let converged = if recorded && !opts.detach {
+        converge::converge_or_roll_back(store, name, lease, report)
     } else {
         Ok(())
     };
@@ -250,6 +260,27 @@ fn apply_service(
         Some(e) => Err(e),
         None => converged,
     }
+}
+
+/// One reconcile pass over `service` as it is recorded (no fleet file): what
+/// `drover serve` runs, forever. Fails with [`Error::Busy`] at once if a
+/// deploy holds the service's lock (it is converging the service already).
+pub fn reconcile(store: &mut Store, service: &str) -> Report {
+    let started = Instant::now();
+    let mut report = Report {
+        service: service.to_string(),
+        ..Report::default()
+    };
+    let result = lock::acquire(store.db_mut(), &lock_name(service), false).and_then(|mut lease| {
+        let result = converge::converge_or_roll_back(store, service, &mut lease, &mut report);
+        result.and(lease.release(store.db_mut()))
+    });
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Err(e) = result {
+        report.busy = matches!(e, Error::Busy { .. });
+        report.error = Some(e.to_string());
+    }
+    report
 }
 
 /// `drover rollback`: a new release with release `to`'s content (default:
@@ -327,344 +358,12 @@ pub fn rollback(
             release::set_desired(tx, path, service, Some(r.number))?;
             Ok(r.number)
         })?);
-        converge_or_roll_back(store, service, &mut lease, &mut report)
+        converge::converge_or_roll_back(store, service, &mut lease, &mut report)
     })();
     let released = lease.release(store.db_mut());
     report.seconds = started.elapsed().as_secs_f64();
     result.and(released)?;
     Ok(report)
-}
-
-/// Why a rollout stopped.
-enum Failure {
-    /// A new instance failed its health gate. `unready`: the new instances
-    /// that had not passed theirs (they serve nobody).
-    Health {
-        instance: String,
-        why: String,
-        unready: BTreeSet<String>,
-    },
-    Other(Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Other(e)
-    }
-}
-
-/// Converge the service to its desired release; if that fails its health
-/// gate, roll back to the previous one (see the module docs).
-fn converge_or_roll_back(
-    store: &mut Store,
-    service: &str,
-    lease: &mut Lease,
-    report: &mut Report,
-) -> Result<()> {
-    let db_path = store.db().path().to_path_buf();
-    let svc = release::service(store.db().conn(), &db_path, service)?
-        .ok_or_else(|| Error::not_found(format!("service {service}")))?;
-    let desired = match svc.desired {
-        Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
-        None => None,
-    };
-    match converge(
-        store,
-        service,
-        desired.as_ref(),
-        &svc.rollout,
-        lease,
-        report,
-        &BTreeSet::new(),
-    ) {
-        Ok(()) => {
-            report.release = svc.desired;
-            if let Some(r) = &desired {
-                store.db_mut().write(|tx, path| {
-                    lease.check(tx, path)?;
-                    release::settle(tx, path, service, r.number, Outcome::Healthy, None)
-                })?;
-            }
-            Ok(())
-        }
-        Err(Failure::Other(e)) => Err(e),
-        Err(Failure::Health {
-            instance,
-            why,
-            unready,
-        }) => {
-            let failed = desired.expect("only a release's instances are gated");
-            let logs = keep_logs(store, service, failed.number);
-            let reason = format!("instance {instance}: {why}");
-            let back_to = failed.parent;
-            store.db_mut().write(|tx, path| {
-                lease.check(tx, path)?;
-                release::settle(
-                    tx,
-                    path,
-                    service,
-                    failed.number,
-                    Outcome::Failed,
-                    Some(&reason),
-                )?;
-                release::quarantine(tx, path, &failed, &reason)?;
-                release::set_desired(tx, path, service, back_to)?;
-                release::forget_request(tx, path, service)?;
-                ledger::append(
-                    tx,
-                    path,
-                    NewEntry::new(
-                        "service.rollback",
-                        [format!("{service}#{}", failed.number)],
-                        json!({"service": service, "from": failed.number, "to": back_to,
-                               "automatic": true, "reason": reason}),
-                    ),
-                )
-                .map(drop)
-            })?;
-            report.failed = Some(failed.number);
-            let previous = match back_to {
-                Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
-                None => None,
-            };
-            match converge(
-                store,
-                service,
-                previous.as_ref(),
-                &svc.rollout,
-                lease,
-                report,
-                &unready,
-            ) {
-                Ok(()) => report.release = back_to,
-                Err(Failure::Health { instance, why, .. }) => {
-                    return Err(Error::Failed(format!(
-                        "service {service}: release {} failed ({reason}), and rolling back to \
-                         release {} failed too: instance {instance}: {why}",
-                        failed.number,
-                        back_to.unwrap_or_default()
-                    )));
-                }
-                Err(Failure::Other(e)) => return Err(e),
-            }
-            let back = match back_to {
-                Some(n) => format!("rolled back to release {n}"),
-                None => "no earlier release to roll back to; its instances were removed".into(),
-            };
-            Err(Error::Failed(format!(
-                "service {service}: release {} failed: {reason}. {back}. Its image {} with its \
-                 config is quarantined for {service} (applying it again needs --force). Logs of \
-                 its instances: {}",
-                failed.number,
-                failed.image,
-                logs.display()
-            )))
-        }
-    }
-}
-
-/// Copy the logs of a failed release's instances to
-/// `<store>/logs/<service>/release-<n>/` before they are removed.
-fn keep_logs(store: &Store, service: &str, number: i64) -> PathBuf {
-    let dir = store
-        .root()
-        .join("logs")
-        .join(service)
-        .join(format!("release-{number}"));
-    let _ = fs::create_dir_all(&dir);
-    if let Ok(all) = instance::list(store.db(), false) {
-        for i in all
-            .iter()
-            .filter(|i| i.service.as_deref() == Some(service) && i.release == Some(number))
-        {
-            let log = runtime::log_path(&i.bundle(store.root()));
-            let _ = fs::copy(&log, dir.join(format!("{}.log", i.id)));
-        }
-    }
-    dir
-}
-
-/// The options an instance of `r` runs with.
-fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
-    let volumes = r
-        .config
-        .volumes
-        .iter()
-        .map(|v| VolumeSpec::parse(v))
-        .collect::<Result<_>>()?;
-    Ok(RunOptions {
-        env: r.config.env.clone().into_iter().collect(),
-        volumes,
-        limits: r.config.limits.clone(),
-        cap_add: r.config.cap_add.clone(),
-        driver: r.config.driver,
-        service: Some(service.to_string()),
-        release: Some(r.number),
-        ..RunOptions::default()
-    })
-}
-
-/// Move the service's instances to `desired` (none: no instances) with
-/// `rollout`, step by step; see the module docs. `unready`: instances known
-/// not to serve (a failed rollout's), removed before anything that does.
-fn converge(
-    store: &mut Store,
-    service: &str,
-    desired: Option<&Release>,
-    rollout: &Rollout,
-    lease: &mut Lease,
-    report: &mut Report,
-    unready: &BTreeSet<String>,
-) -> std::result::Result<(), Failure> {
-    let target = desired.map(|r| r.number);
-    let mut gates: BTreeMap<String, Gate> = BTreeMap::new();
-    let mut ready: BTreeSet<String> = BTreeSet::new();
-    loop {
-        lease.renew(store.db_mut())?;
-        let mine: Vec<Instance> = instance::refresh(store.db_mut(), false)?
-            .into_iter()
-            .filter(|i| i.service.as_deref() == Some(service))
-            .collect();
-        // One being created (by the monitor of an `apply` that was killed)
-        // is running or gone in a moment: look again then.
-        if mine.iter().any(Instance::is_starting) {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        // Instances that are not running serve nobody: remove them. One of
-        // the desired release that died while gated failed its gate.
-        for i in mine.iter().filter(|i| !i.state.is_live()) {
-            if i.release == target && gates.contains_key(&i.id) && !ready.contains(&i.id) {
-                let exit = i.exit.map(|e| e.to_string()).unwrap_or_default();
-                return Err(Failure::Health {
-                    instance: i.id.clone(),
-                    why: format!("its process exited ({exit}) before passing its health check"),
-                    unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &ready),
-                });
-            }
-            instance::remove(store, &i.id, true)?;
-        }
-        let live: Vec<&Instance> = mine.iter().filter(|i| i.state.is_live()).collect();
-        let seen: Vec<Seen> = live
-            .iter()
-            .map(|i| Seen {
-                id: i.id.clone(),
-                release: i.release.unwrap_or(-1),
-                ready: if i.release == target {
-                    ready.contains(&i.id)
-                } else {
-                    i.state == State::Running && !unready.contains(&i.id)
-                },
-            })
-            .collect();
-        let step = match target {
-            Some(n) => plan::next_step(n, rollout.replicas, rollout.strategy, &seen),
-            None if seen.is_empty() => Step::Done,
-            None => Step::Stop {
-                ids: seen.iter().map(|s| s.id.clone()).collect(),
-            },
-        };
-        if matches!(step, Step::Start { .. } | Step::Stop { .. }) {
-            // Fenced: a deploy whose lease was taken over changes nothing.
-            store.db_mut().write(|tx, path| lease.check(tx, path))?;
-        }
-        match step {
-            Step::Done => return Ok(()),
-            Step::Start { count } => {
-                let r = desired.expect("only a release is started");
-                let opts = run_options(service, r)?;
-                let mut failed = None;
-                for inst in instance::run_many(store, &r.image.to_string(), &opts, count)? {
-                    match inst {
-                        Ok(inst) => {
-                            report.started += 1;
-                            gates.insert(inst.id.clone(), new_gate(r, &inst));
-                        }
-                        // A release whose instances cannot even start has
-                        // failed as surely as one that never gets healthy.
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                if let Some(e) = failed {
-                    let all = instance::list(store.db(), false)?;
-                    let mine: Vec<&Instance> = all
-                        .iter()
-                        .filter(|i| i.service.as_deref() == Some(service))
-                        .collect();
-                    return Err(Failure::Health {
-                        instance: "a new instance".into(),
-                        why: format!("it could not start: {e}"),
-                        unready: unready_of(&mine, target, &ready),
-                    });
-                }
-            }
-            Step::Stop { ids } => {
-                instance::stop_many(store, &ids, STOP_GRACE)?;
-                for id in ids {
-                    instance::remove(store, &id, true)?;
-                    report.stopped += 1;
-                }
-            }
-            Step::Wait => {
-                let t = Instant::now();
-                let r = desired.expect("only a release's instances are waited for");
-                let waiting: Vec<&&Instance> = live
-                    .iter()
-                    .filter(|i| i.release == target && !ready.contains(&i.id))
-                    .collect();
-                // Probe until one passes (the planner then has a move) or
-                // 100 ms go by (then look at the processes again), rather
-                // than re-observing every instance between probes.
-                while t.elapsed() < Duration::from_millis(100) {
-                    let mut passed = false;
-                    for i in &waiting {
-                        let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
-                        let driver =
-                            runtime::driver(i.driver, &instance::runtime_root(store.root()));
-                        let mut exec = |args: &[String], timeout: Duration| {
-                            driver.exec(&i.id, args, timeout).map_err(|e| e.to_string())
-                        };
-                        match gate.poll(true, &mut exec) {
-                            Verdict::Healthy => passed |= ready.insert(i.id.clone()),
-                            Verdict::Pending => {}
-                            Verdict::Failed(why) => {
-                                return Err(Failure::Health {
-                                    instance: i.id.clone(),
-                                    why,
-                                    unready: unready_of(&live, target, &ready),
-                                });
-                            }
-                        }
-                    }
-                    if passed {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                report.health_wait_seconds += t.elapsed().as_secs_f64();
-            }
-        }
-    }
-}
-
-/// The instances of release `target` that have not passed their gate.
-fn unready_of(
-    list: &[&Instance],
-    target: Option<i64>,
-    ready: &BTreeSet<String>,
-) -> BTreeSet<String> {
-    list.iter()
-        .filter(|i| i.release == target && !ready.contains(&i.id))
-        .map(|i| i.id.clone())
-        .collect()
-}
-
-fn new_gate(r: &Release, i: &Instance) -> Gate {
-    Gate::new(
-        r.config.health.clone(),
-        Duration::from_millis(r.config.deadline_ms),
-        i.port.unwrap_or(0),
-    )
 }
 
 /// One service as `drover status` shows it.
@@ -683,6 +382,8 @@ pub struct ServiceStatus {
     /// Release contents that failed for this service and will not be
     /// redeployed without --force.
     pub quarantined: Vec<release::Quarantined>,
+    /// Restarts and back-off, as `drover serve` recorded them.
+    pub health: release::ServiceHealth,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -696,6 +397,11 @@ pub struct InstanceStatus {
     /// `None` when the release has no health check, or the instance is of
     /// another release.
     pub healthy: Option<bool>,
+    /// Passed its health gate and takes traffic (unless draining).
+    pub ready: bool,
+    pub draining: bool,
+    /// Why it is being replaced.
+    pub condemned: Option<String>,
 }
 
 /// Every service: current release, ready / desired, its instances (each
@@ -740,6 +446,9 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 pid: i.pid,
                 port: i.port,
                 healthy,
+                ready: i.ready_at.is_some(),
+                draining: i.drain_at.is_some(),
+                condemned: i.condemned.clone(),
             });
         }
         let quarantined = release::quarantine_list(db.conn(), db.path(), &svc.name)?;
@@ -754,6 +463,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
             ports: svc.rollout.ports.clone(),
             instances: list,
             quarantined,
+            health: release::health(db.conn(), db.path(), &svc.name)?,
         });
     }
     Ok(out)

@@ -377,3 +377,36 @@ pub fn quarantine(tx: &Transaction<'_>, path: &Path, r: &Release, reason: &str) 
     )
     .map(drop)
 }
+
+/// The reconciler's record of one service, as `drover status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceHealth {
+    /// Instances found dead and replaced, ever.
+    pub restarts: i64,
+    /// Failed (or crash-looping) passes in a row.
+    pub failures: i64,
+    /// No pass before this (unix milliseconds).
+    pub backoff_until: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// The recorded health of `service` (all zero if it never had a pass).
+pub fn health(conn: &Connection, path: &Path, service: &str) -> Result<ServiceHealth> {
+    let row = conn
+        .query_row(
+            "SELECT restarts, failures, backoff_until, last_error FROM service_health \
+             WHERE service = ?1",
+            [service],
+            |r| {
+                Ok(ServiceHealth {
+                    restarts: r.get(0)?,
+                    failures: r.get(1)?,
+                    backoff_until: r.get(2)?,
+                    last_error: r.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .db_ctx(path)?;
+    Ok(row.unwrap_or_default())
+}

@@ -35,6 +35,10 @@ pub struct ServiceSpec {
     /// Ports the service is reached on (the traffic proxy's; each instance
     /// gets its own `PORT`).
     pub ports: Vec<u16>,
+    /// How `drover serve` proxies the ports.
+    pub proxy: ProxyMode,
+    /// How long a stopping instance may take to finish its requests.
+    pub drain_ms: u64,
     pub volumes: Vec<VolumeSpec>,
     pub limits: Limits,
     pub cap_add: Vec<String>,
@@ -63,10 +67,30 @@ impl ReleaseConfig {
     }
 }
 
-/// The rollout settings of a service, as last applied.
+/// How the proxy of `drover serve` carries a service's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// HTTP/1.1 and HTTP/2, request by request.
+    #[default]
+    Http,
+    /// Plain TCP, connection by connection.
+    Tcp,
+}
+
+/// The rollout and traffic settings of a service, as last applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     pub replicas: u32,
     pub strategy: Strategy,
+    /// The proxy's ports; each forwards to every instance's own `PORT`.
     pub ports: Vec<u16>,
+    #[serde(default)]
+    pub proxy: ProxyMode,
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+}
+
+fn default_drain_ms() -> u64 {
+    super::traffic::DEFAULT_DRAIN_MS
 }

@@ -22,9 +22,12 @@
 //! how many bytes per second and at which priority, so a daemon can scan
 //! continuously in the background while the CLI scans flat out.
 
+pub mod instance;
 mod scan;
+mod sweep;
 
 pub use scan::{Budget, Change, Finding, Kind, Report, scan};
+pub use sweep::{InstanceDrift, Remedy, RootScan, Sweep, Target, last, sweep};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};

@@ -148,6 +148,12 @@ pub struct Instance {
     pub exit: Option<Exit>,
     pub stop_signal: i32,
     pub launch: Launch,
+    /// When it passed its health check and began to take traffic (unix ms).
+    pub ready_at: Option<i64>,
+    /// When a deploy began to drain it: no new traffic from then (unix ms).
+    pub drain_at: Option<i64>,
+    /// Why it must be replaced (drift, a failing health check), if it must.
+    pub condemned: Option<String>,
 }
 
 impl Instance {
@@ -194,7 +200,7 @@ pub fn volume_dir(store_root: &Path, name: &str) -> PathBuf {
 
 const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
      monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
-     stop_signal, launch, service";
+     stop_signal, launch, service, ready_at, drain_at, condemned";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
     let bad = |i: usize, what: String| {
@@ -232,6 +238,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
         stop_signal: row.get(17)?,
         launch: serde_json::from_str(&launch).map_err(|e| bad(18, e.to_string()))?,
         service: row.get(19)?,
+        ready_at: row.get(20)?,
+        drain_at: row.get(21)?,
+        condemned: row.get(22)?,
     })
 }
 

@@ -198,6 +198,49 @@ CREATE TABLE instance_transitions (
 );
 CREATE INDEX instance_transitions_instance ON instance_transitions (instance);
 "#,
+    // 4: traffic, self-healing and drift (deploy/traffic.rs, reconcile.rs, drift/).
+    r#"
+-- Traffic: an instance takes requests once it passed its health check
+-- (ready_at) and until a deploy drains it (drain_at); a proxy that saw its
+-- last request finish says so (drained_at). Unix milliseconds.
+ALTER TABLE instances ADD COLUMN ready_at INTEGER;
+ALTER TABLE instances ADD COLUMN drain_at INTEGER;
+ALTER TABLE instances ADD COLUMN drained_at INTEGER;
+-- Why the instance must be replaced (drift, a failing health check).
+ALTER TABLE instances ADD COLUMN condemned TEXT;
+-- Service instances running before this migration passed their gates.
+UPDATE instances SET ready_at = 0 WHERE service IS NOT NULL AND state = 'running';
+
+-- Live proxies of `drover serve`, one row per service; a deploy that stops
+-- an instance waits for them to drain it while heartbeat is recent.
+CREATE TABLE proxies (
+    service   TEXT PRIMARY KEY,
+    holder    TEXT NOT NULL,   -- pid@host
+    heartbeat INTEGER NOT NULL -- unix milliseconds
+);
+
+-- The reconciler's view of each service: restarts of crashed instances and
+-- the back-off of a failing or crash-looping service.
+CREATE TABLE service_health (
+    service       TEXT PRIMARY KEY,
+    restarts      INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0, -- in a row; reset by a healthy pass
+    backoff_until INTEGER,                    -- unix milliseconds
+    last_error    TEXT,
+    updated       TEXT NOT NULL
+);
+
+-- Drift findings: what a scan found on an instance, and what was done.
+CREATE TABLE drift_findings (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    image    TEXT NOT NULL,
+    findings TEXT NOT NULL, -- JSON list of {path, change}
+    action   TEXT NOT NULL  -- replaced | reported
+);
+CREATE INDEX drift_findings_instance ON drift_findings (instance);
+"#,
 ];
 
 /// The schema version this binary creates and understands.
@@ -256,6 +299,14 @@ impl Db {
     /// obtained from [`Db::transaction`], which derefs to it).
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// A number that changes whenever another connection commits a change:
+    /// a cheap way to notice that someone else wrote.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))
+            .db_ctx(&self.path)
     }
 
     /// The database file, for error messages.
@@ -443,18 +494,21 @@ mod tests {
         assert_eq!(
             tables(db.conn()),
             [
+                "drift_findings",
                 "instance_transitions",
                 "instances",
                 "ledger",
                 "ledger_head",
                 "locks",
+                "proxies",
                 "quarantine",
                 "referrers",
                 "releases",
+                "service_health",
                 "services",
                 "sqlite_sequence",
                 "store_meta",
-                "tags"
+                "tags",
             ]
         );
         let index: String = db
@@ -658,6 +712,7 @@ mod tests {
             "sha256:436ea427895b63acd005327c49e68c227f56c3c58b7113032832201941a152ec", // 1
             "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
             "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
+            "sha256:ec43d90050db1271dc3b3e9e2495a1ce70d3bdac26fe4054f08e1b1cd95fe6e3", // 4
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

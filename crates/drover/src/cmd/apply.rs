@@ -13,6 +13,10 @@ pub struct Args {
     file: PathBuf,
     #[command(flatten)]
     deploy: DeployFlags,
+    /// Record the new releases and return; a running `drover serve` rolls
+    /// them out.
+    #[arg(long)]
+    detach: bool,
 }
 
 /// The flags every command that deploys takes (`apply`, `rollback`).
@@ -35,6 +39,7 @@ impl DeployFlags {
             force: self.force,
             no_wait: self.no_wait,
             message: self.message.clone(),
+            detach: false,
         }
     }
 }
@@ -42,13 +47,20 @@ impl DeployFlags {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let fleet = fleet::load(&a.file)?;
     let mut store = ctx.store()?;
-    let reports = deploy::apply(&mut store, &fleet, &a.deploy.options())?;
+    let opts = Options {
+        detach: a.detach,
+        ..a.deploy.options()
+    };
+    let reports = deploy::apply(&mut store, &fleet, &opts)?;
     if ctx.json {
         output::json(&reports)?;
     } else {
         for r in &reports {
             let release = r.release.map_or("-".into(), |n| format!("release {n}"));
             let what = match (r.created, r.failed) {
+                (Some(n), None) if a.detach => {
+                    format!("recorded release {n}; `drover serve` rolls it out")
+                }
                 (_, Some(f)) => format!("release {f} failed, rolled back; runs {release}"),
                 (_, None) if r.error.is_some() => "not deployed (see the error below)".into(),
                 (Some(n), None) => format!("rolled out release {n}"),

@@ -16,6 +16,7 @@ pub mod rm;
 pub mod rmi;
 pub mod rollback;
 pub mod run;
+pub mod serve;
 pub mod status;
 pub mod stop;
 pub mod tag;

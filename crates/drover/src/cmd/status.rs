@@ -26,6 +26,25 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             s.replicas,
             s.strategy
         );
+        let h = &s.health;
+        if let Some(until) = h
+            .backoff_until
+            .filter(|t| *t > drover_core::clock::now_ms())
+        {
+            println!(
+                "  backing off: next pass in {:.1} s after {} failure(s) in a row: {}",
+                (until - drover_core::clock::now_ms()) as f64 / 1000.0,
+                h.failures,
+                h.last_error.as_deref().unwrap_or("")
+            );
+        } else if let Some(e) = &h.last_error
+            && h.failures > 0
+        {
+            println!("  failing: {e}");
+        }
+        if h.restarts > 0 {
+            println!("  restarts: {} (crashed instances replaced)", h.restarts);
+        }
         for q in &s.quarantined {
             println!(
                 "  quarantined: image {} with config {} (release {}: {})",
@@ -41,16 +60,27 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 Some(false) => "unhealthy",
                 None => "-",
             };
+            let traffic = if i.draining {
+                "draining"
+            } else if i.ready {
+                "in traffic"
+            } else {
+                "-"
+            };
             println!(
-                "  {}  release {:<3} {:<9} {:<9} pid {:<7} port {:<5} {}",
+                "  {}  release {:<3} {:<9} {:<9} {:<10} pid {:<7} port {:<5} {}",
                 i.id,
                 i.release.map_or("-".into(), |n| n.to_string()),
                 i.state.as_str(),
                 health,
+                traffic,
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.port.map_or("-".into(), |p| p.to_string()),
                 i.image
             );
+            if let Some(why) = &i.condemned {
+                println!("    being replaced: {why}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -178,3 +178,56 @@ pub fn require(tool: &str) -> bool {
     eprintln!("skipping: {tool} not installed (run scripts/setup.sh)");
     false
 }
+
+/// The web image's server: it takes a moment to come up, as real ones do
+/// (which widens the window in which tests interrupt a rollout).
+pub const WEB_SERVER: &str = "sleep 0.2; httpd -f -p \\\"$PORT\\\" -h /www";
+
+/// Build `web:<tag>`: busybox httpd serving `page` at / as nobody, started
+/// by the shell command `server` (which runs in the background of a shell
+/// that exits on SIGTERM), with its own health check asking for
+/// `health_path`.
+pub fn web_image(env: &Env, tag: &str, page: &str, health_path: &str, server: &str) {
+    let root = env.ctx().join(format!("rootfs-{tag}"));
+    if !root.exists() {
+        let busybox = fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
+        write(&root.join("bin/busybox"), &busybox, 0o755);
+        for applet in ["sh", "httpd", "sleep", "true", "false"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        write(
+            &root.join("etc/passwd"),
+            b"nobody:x:65534:65534::/:/bin/sh\n",
+            0o644,
+        );
+        write(&root.join("www/index.html"), page.as_bytes(), 0o644);
+    }
+    let def = format!(
+        r#"
+[image]
+name = "web"
+tag = "{tag}"
+
+[[layer]]
+kind = "copy"
+src = "rootfs-{tag}"
+dest = "/"
+
+[config]
+entrypoint = ["/bin/sh", "-c", "trap 'exit 0' TERM; ({server}) & wait"]
+env = {{ PATH = "/bin" }}
+user = "65534:65534"
+
+[config.health]
+kind = "http"
+path = "{health_path}"
+interval = "200ms"
+timeout = "200ms"
+retries = 2
+start_period = "1s"
+"#
+    );
+    let file = env.ctx().join(format!("web-{tag}.toml"));
+    write(&file, def.as_bytes(), 0o644);
+    env.ok(&["build", "-f", file.to_str().unwrap()]);
+}

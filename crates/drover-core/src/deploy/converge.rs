@@ -1,0 +1,461 @@
+//! One reconcile pass for one service: converge what runs to the desired
+//! release, and roll back a rollout that fails its health gate. `apply`,
+//! `rollback` and `serve` all run exactly this.
+//!
+//! What a pass does, each time it looks:
+//! - instances whose process is gone are removed (a `service.heal` ledger
+//!   entry says so) and replaced by the planner's next start;
+//! - condemned instances (drift, a failing check) and drained ones count as
+//!   another release's, so the service's strategy replaces them with its
+//!   surge and availability bounds, exactly like a rollout;
+//! - an instance that passes its gate is marked ready, and only then takes
+//!   traffic; one that is to stop is drained first ([`super::traffic`]).
+//!
+//! A rollout that fails (the desired release has never been healthy) is
+//! rolled back; a release that *was* healthy is never rolled back by itself:
+//! its failing replacements are condemned, and the pass fails so the caller
+//! can back off (a crash loop, shown by `drover status`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::gate::{Gate, Verdict};
+use super::lock::Lease;
+use super::plan::{self, Seen, Step};
+use super::release::{self, Outcome, Release};
+use super::spec::Rollout;
+use super::{Report, STOP_GRACE, traffic};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
+use crate::ledger::{self, NewEntry};
+use crate::runtime;
+use crate::store::Store;
+
+/// An instance that dies sooner than this after starting counts towards a
+/// crash loop.
+pub const MIN_UPTIME: Duration = Duration::from_secs(10);
+
+/// Why a rollout stopped.
+enum Failure {
+    /// A new instance failed its health gate. `unready`: the new instances
+    /// that had not passed theirs (they serve nobody).
+    Health {
+        instance: String,
+        why: String,
+        unready: BTreeSet<String>,
+    },
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+/// Converge the service to its desired release; if that fails its health
+/// gate, roll back to the previous one (see the module docs).
+pub(super) fn converge_or_roll_back(
+    store: &mut Store,
+    service: &str,
+    lease: &mut Lease,
+    report: &mut Report,
+) -> Result<()> {
+    let db_path = store.db().path().to_path_buf();
+    let svc = release::service(store.db().conn(), &db_path, service)?
+        .ok_or_else(|| Error::not_found(format!("service {service}")))?;
+    let desired = match svc.desired {
+        Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
+        None => None,
+    };
+    match converge(
+        store,
+        service,
+        desired.as_ref(),
+        &svc.rollout,
+        lease,
+        report,
+        &BTreeSet::new(),
+    ) {
+        Ok(()) => {
+            report.release = svc.desired;
+            if let Some(r) = &desired {
+                store.db_mut().write(|tx, path| {
+                    lease.check(tx, path)?;
+                    release::settle(tx, path, service, r.number, Outcome::Healthy, None)
+                })?;
+            }
+            Ok(())
+        }
+        Err(Failure::Other(e)) => Err(e),
+        Err(Failure::Health {
+            instance,
+            why,
+            unready,
+        }) if desired
+            .as_ref()
+            .is_some_and(|r| r.outcome == Outcome::Healthy) =>
+        {
+            // A healthy release is not rolled back because a replacement
+            // failed: the failing instances are replaced later, after the
+            // caller's back-off.
+            let r = desired.expect("checked above");
+            for id in &unready {
+                traffic::condemn(
+                    store.db_mut(),
+                    id,
+                    &format!("failed its health check: {why}"),
+                )?;
+            }
+            let logs = keep_logs(store, service, r.number);
+            Err(Error::Failed(format!(
+                "service {service}: release {} (healthy before) did not get back to {} healthy \
+                 instances: instance {instance}: {why}. Logs: {}",
+                r.number,
+                svc.rollout.replicas,
+                logs.display()
+            )))
+        }
+        Err(Failure::Health {
+            instance,
+            why,
+            unready,
+        }) => {
+            let failed = desired.expect("only a release's instances are gated");
+            let logs = keep_logs(store, service, failed.number);
+            let reason = format!("instance {instance}: {why}");
+            let back_to = failed.parent;
+            store.db_mut().write(|tx, path| {
+                lease.check(tx, path)?;
+                release::settle(
+                    tx,
+                    path,
+                    service,
+                    failed.number,
+                    Outcome::Failed,
+                    Some(&reason),
+                )?;
+                release::quarantine(tx, path, &failed, &reason)?;
+                release::set_desired(tx, path, service, back_to)?;
+                release::forget_request(tx, path, service)?;
+                ledger::append(
+                    tx,
+                    path,
+                    NewEntry::new(
+                        "service.rollback",
+                        [format!("{service}#{}", failed.number)],
+                        json!({"service": service, "from": failed.number, "to": back_to,
+                               "automatic": true, "reason": reason}),
+                    ),
+                )
+                .map(drop)
+            })?;
+            report.failed = Some(failed.number);
+            let previous = match back_to {
+                Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
+                None => None,
+            };
+            match converge(
+                store,
+                service,
+                previous.as_ref(),
+                &svc.rollout,
+                lease,
+                report,
+                &unready,
+            ) {
+                Ok(()) => report.release = back_to,
+                Err(Failure::Health { instance, why, .. }) => {
+                    return Err(Error::Failed(format!(
+                        "service {service}: release {} failed ({reason}), and rolling back to \
+                         release {} failed too: instance {instance}: {why}",
+                        failed.number,
+                        back_to.unwrap_or_default()
+                    )));
+                }
+                Err(Failure::Other(e)) => return Err(e),
+            }
+            let back = match back_to {
+                Some(n) => format!("rolled back to release {n}"),
+                None => "no earlier release to roll back to; its instances were removed".into(),
+            };
+            Err(Error::Failed(format!(
+                "service {service}: release {} failed: {reason}. {back}. Its image {} with its \
+                 config is quarantined for {service} (applying it again needs --force). Logs of \
+                 its instances: {}",
+                failed.number,
+                failed.image,
+                logs.display()
+            )))
+        }
+    }
+}
+
+/// Copy the logs of a failed release's instances to
+/// `<store>/logs/<service>/release-<n>/` before they are removed.
+fn keep_logs(store: &Store, service: &str, number: i64) -> PathBuf {
+    let dir = store
+        .root()
+        .join("logs")
+        .join(service)
+        .join(format!("release-{number}"));
+    let _ = fs::create_dir_all(&dir);
+    if let Ok(all) = instance::list(store.db(), false) {
+        for i in all
+            .iter()
+            .filter(|i| i.service.as_deref() == Some(service) && i.release == Some(number))
+        {
+            let log = runtime::log_path(&i.bundle(store.root()));
+            let _ = fs::copy(&log, dir.join(format!("{}.log", i.id)));
+        }
+    }
+    dir
+}
+
+/// The options an instance of `r` runs with.
+fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
+    let volumes = r
+        .config
+        .volumes
+        .iter()
+        .map(|v| VolumeSpec::parse(v))
+        .collect::<Result<_>>()?;
+    Ok(RunOptions {
+        env: r.config.env.clone().into_iter().collect(),
+        volumes,
+        limits: r.config.limits.clone(),
+        cap_add: r.config.cap_add.clone(),
+        driver: r.config.driver,
+        service: Some(service.to_string()),
+        release: Some(r.number),
+        ..RunOptions::default()
+    })
+}
+
+/// The release an instance counts as for the planner: its own, unless it
+/// is condemned or drained — then it is in the way, like an old one.
+fn counts_as(i: &Instance) -> i64 {
+    if i.condemned.is_some() || i.drain_at.is_some() {
+        -1
+    } else {
+        i.release.unwrap_or(-1)
+    }
+}
+
+/// Remove an instance found dead, with a `service.heal` ledger entry; its
+/// replacement is the planner's next start. Returns how long it had run.
+fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Duration>> {
+    let lived = match (&i.started, &i.finished) {
+        (Some(a), Some(b)) => clock::parse_rfc3339_secs(a)
+            .zip(clock::parse_rfc3339_secs(b))
+            .map(|(a, b)| Duration::from_secs((b - a).max(0) as u64)),
+        _ => None,
+    };
+    let exit = i.exit.map(|e| e.to_string()).unwrap_or_default();
+    store.db_mut().write(|tx, path| {
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "service.heal",
+                [i.id.clone(), i.image.to_string()],
+                json!({"service": service, "release": i.release, "instance": i.id,
+                       "exit": exit, "seconds": lived.map(|d| d.as_secs())}),
+            ),
+        )
+        .map(drop)
+    })?;
+    instance::remove(store, &i.id, true)?;
+    Ok(lived)
+}
+
+/// Move the service's instances to `desired` (none: no instances) with
+/// `rollout`, step by step; see the module docs. `unready`: instances known
+/// not to serve (a failed rollout's), removed before anything that does.
+fn converge(
+    store: &mut Store,
+    service: &str,
+    desired: Option<&Release>,
+    rollout: &Rollout,
+    lease: &mut Lease,
+    report: &mut Report,
+    unready: &BTreeSet<String>,
+) -> std::result::Result<(), Failure> {
+    let target = desired.map(|r| r.number);
+    let mut gates: BTreeMap<String, Gate> = BTreeMap::new();
+    let mut ready: BTreeSet<String> = BTreeSet::new();
+    loop {
+        lease.renew(store.db_mut())?;
+        let mine: Vec<Instance> = instance::refresh(store.db_mut(), false)?
+            .into_iter()
+            .filter(|i| i.service.as_deref() == Some(service))
+            .collect();
+        // One being created (by the monitor of an `apply` that was killed)
+        // is running or gone in a moment: look again then.
+        if mine.iter().any(Instance::is_starting) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        // Passed its gate before (in this process or another): it serves.
+        for i in &mine {
+            if i.ready_at.is_some() && i.release == target && counts_as(i) != -1 {
+                ready.insert(i.id.clone());
+            }
+        }
+        // Instances that are not running serve nobody: remove them. One of
+        // the desired release that died while gated failed its gate.
+        for i in mine.iter().filter(|i| !i.state.is_live()) {
+            if i.release == target && gates.contains_key(&i.id) && !ready.contains(&i.id) {
+                let exit = i.exit.map(|e| e.to_string()).unwrap_or_default();
+                return Err(Failure::Health {
+                    instance: i.id.clone(),
+                    why: format!("its process exited ({exit}) before passing its health check"),
+                    unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &ready),
+                });
+            }
+            let lived = heal(store, service, i)?;
+            report.healed += 1;
+            if lived.is_none_or(|d| d < MIN_UPTIME) {
+                report.crashed_young += 1;
+            }
+        }
+        let live: Vec<&Instance> = mine.iter().filter(|i| i.state.is_live()).collect();
+        let seen: Vec<Seen> = live
+            .iter()
+            .map(|i| {
+                let release = counts_as(i);
+                Seen {
+                    id: i.id.clone(),
+                    release,
+                    ready: if release == -1 {
+                        i.state == State::Running && i.ready_at.is_some() && i.drain_at.is_none()
+                    } else if i.release == target {
+                        ready.contains(&i.id)
+                    } else {
+                        i.state == State::Running && !unready.contains(&i.id)
+                    },
+                }
+            })
+            .collect();
+        let step = match target {
+            Some(n) => plan::next_step(n, rollout.replicas, rollout.strategy, &seen),
+            None if seen.is_empty() => Step::Done,
+            None => Step::Stop {
+                ids: seen.iter().map(|s| s.id.clone()).collect(),
+            },
+        };
+        if matches!(step, Step::Start { .. } | Step::Stop { .. }) {
+            // Fenced: a deploy whose lease was taken over changes nothing.
+            store.db_mut().write(|tx, path| lease.check(tx, path))?;
+        }
+        match step {
+            Step::Done => return Ok(()),
+            Step::Start { count } => {
+                let r = desired.expect("only a release is started");
+                let opts = run_options(service, r)?;
+                let mut failed = None;
+                for inst in instance::run_many(store, &r.image.to_string(), &opts, count)? {
+                    match inst {
+                        Ok(inst) => {
+                            report.started += 1;
+                            gates.insert(inst.id.clone(), new_gate(r, &inst));
+                        }
+                        // A release whose instances cannot even start has
+                        // failed as surely as one that never gets healthy.
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if let Some(e) = failed {
+                    let all = instance::list(store.db(), false)?;
+                    let mine: Vec<&Instance> = all
+                        .iter()
+                        .filter(|i| i.service.as_deref() == Some(service))
+                        .collect();
+                    return Err(Failure::Health {
+                        instance: "a new instance".into(),
+                        why: format!("it could not start: {e}"),
+                        unready: unready_of(&mine, target, &ready),
+                    });
+                }
+            }
+            Step::Stop { ids } => {
+                let drain = Duration::from_millis(rollout.drain_ms);
+                report.drain_wait_seconds +=
+                    traffic::drain(store.db_mut(), service, &ids, drain)?.as_secs_f64();
+                instance::stop_many(store, &ids, STOP_GRACE)?;
+                for id in ids {
+                    instance::remove(store, &id, true)?;
+                    report.stopped += 1;
+                }
+            }
+            Step::Wait => {
+                let t = Instant::now();
+                let r = desired.expect("only a release's instances are waited for");
+                let waiting: Vec<&&Instance> = live
+                    .iter()
+                    .filter(|i| i.release == target && counts_as(i) != -1 && !ready.contains(&i.id))
+                    .collect();
+                // Probe until one passes (the planner then has a move) or
+                // 100 ms go by (then look at the processes again), rather
+                // than re-observing every instance between probes.
+                while t.elapsed() < Duration::from_millis(100) {
+                    let mut passed = false;
+                    for i in &waiting {
+                        let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
+                        let driver =
+                            runtime::driver(i.driver, &instance::runtime_root(store.root()));
+                        let mut exec = |args: &[String], timeout: Duration| {
+                            driver.exec(&i.id, args, timeout).map_err(|e| e.to_string())
+                        };
+                        match gate.poll(true, &mut exec) {
+                            Verdict::Healthy => {
+                                if ready.insert(i.id.clone()) {
+                                    traffic::mark_ready(store.db_mut(), &i.id)?;
+                                    passed = true;
+                                }
+                            }
+                            Verdict::Pending => {}
+                            Verdict::Failed(why) => {
+                                return Err(Failure::Health {
+                                    instance: i.id.clone(),
+                                    why,
+                                    unready: unready_of(&live, target, &ready),
+                                });
+                            }
+                        }
+                    }
+                    if passed {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                report.health_wait_seconds += t.elapsed().as_secs_f64();
+            }
+        }
+    }
+}
+
+/// The instances of release `target` that have not passed their gate.
+fn unready_of(
+    list: &[&Instance],
+    target: Option<i64>,
+    ready: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    list.iter()
+        .filter(|i| i.release == target && !ready.contains(&i.id))
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+fn new_gate(r: &Release, i: &Instance) -> Gate {
+    Gate::new(
+        r.config.health.clone(),
+        Duration::from_millis(r.config.deadline_ms),
+        i.port.unwrap_or(0),
+    )
+}

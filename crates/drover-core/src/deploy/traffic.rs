@@ -1,0 +1,264 @@
+//! Traffic hand-over between deploys and the proxies of `drover serve`.
+//!
+//! The database is the meeting point, so a deploy in any process (an
+//! `apply` from a shell, or `serve`'s own reconciler) and the proxy agree
+//! without talking to each other:
+//!
+//! ```text
+//! started ──health check passes──▶ ready_at set      the proxy routes to it
+//!         ──deploy wants it gone──▶ drain_at set      no new requests
+//!         ──proxy: none in flight─▶ drained_at set    the deploy stops it
+//! ```
+//!
+//! A deploy waits for `drained_at` only while a proxy of the service is
+//! alive (its heartbeat is recent), and never longer than the service's
+//! drain timeout; with no proxy nobody routes to the instance, so it stops
+//! at once.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+
+use crate::clock;
+use crate::error::Result;
+use crate::runtime;
+use crate::state::{Db, DbContext};
+
+/// A proxy whose heartbeat is older than this is taken for gone.
+pub const PROXY_FRESH: Duration = Duration::from_secs(3);
+
+/// How long an instance may take to drain, unless the fleet file says.
+pub const DEFAULT_DRAIN_MS: u64 = 10_000;
+
+/// One instance a proxy may send a service's traffic to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub service: String,
+    pub instance: String,
+    pub port: u16,
+}
+
+/// The instance passed its health check: it may take traffic.
+pub fn mark_ready(db: &mut Db, id: &str) -> Result<()> {
+    db.write(|tx, path| {
+        tx.execute(
+            "UPDATE instances SET ready_at = ?2 WHERE id = ?1 AND ready_at IS NULL",
+            params![id, clock::now_ms()],
+        )
+        .db_ctx(path)
+        .map(drop)
+    })
+}
+
+/// Take the instance out of traffic and record why it must be replaced.
+pub fn condemn(db: &mut Db, id: &str, why: &str) -> Result<()> {
+    db.write(|tx, path| {
+        tx.execute(
+            "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1",
+            params![id, why],
+        )
+        .db_ctx(path)
+        .map(drop)
+    })
+}
+
+/// Every routable instance: running, ready and not draining.
+pub fn routes(db: &Db) -> Result<Vec<Route>> {
+    let mut stmt = db
+        .conn()
+        .prepare_cached(
+            "SELECT service, id, port FROM instances WHERE state = 'running' AND service IS NOT \
+             NULL AND port IS NOT NULL AND ready_at IS NOT NULL AND drain_at IS NULL \
+             ORDER BY service, created, id",
+        )
+        .db_ctx(db.path())?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(Route {
+                service: r.get(0)?,
+                instance: r.get(1)?,
+                port: r.get(2)?,
+            })
+        })
+        .db_ctx(db.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+}
+
+/// Instances being drained that no proxy has reported drained yet.
+pub fn draining(db: &Db) -> Result<Vec<String>> {
+    let mut stmt = db
+        .conn()
+        .prepare_cached(
+            "SELECT id FROM instances WHERE drain_at IS NOT NULL AND drained_at IS NULL \
+             AND state != 'deleted'",
+        )
+        .db_ctx(db.path())?;
+    let rows = stmt.query_map([], |r| r.get(0)).db_ctx(db.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+}
+
+/// A proxy reports that nothing is in flight to `id` any more.
+pub fn ack_drained(db: &mut Db, id: &str) -> Result<()> {
+    db.write(|tx, path| {
+        tx.execute(
+            "UPDATE instances SET drained_at = ?2 WHERE id = ?1 AND drained_at IS NULL",
+            params![id, clock::now_ms()],
+        )
+        .db_ctx(path)
+        .map(drop)
+    })
+}
+
+/// A proxy says it is alive and routing `services`.
+pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
+    db.write(|tx, path| {
+        for s in services {
+            tx.execute(
+                "INSERT INTO proxies (service, holder, heartbeat) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (service) DO UPDATE SET holder = ?2, heartbeat = ?3",
+                params![s, holder, clock::now_ms()],
+            )
+            .db_ctx(path)?;
+        }
+        Ok(())
+    })
+}
+
+/// A proxy that stops routing says so, so no deploy waits for it.
+pub fn unregister(db: &mut Db, holder: &str) -> Result<()> {
+    db.write(|tx, path| {
+        tx.execute("DELETE FROM proxies WHERE holder = ?1", [holder])
+            .db_ctx(path)
+            .map(drop)
+    })
+}
+
+fn proxy_alive(db: &Db, service: &str) -> Result<bool> {
+    let since = clock::now_ms() - PROXY_FRESH.as_millis() as i64;
+    db.conn()
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM proxies WHERE service = ?1 AND heartbeat >= ?2)",
+            params![service, since],
+            |r| r.get(0),
+        )
+        .db_ctx(db.path())
+}
+
+/// Stop new traffic to `ids` and wait (at most `timeout`) until the
+/// service's proxy has seen their last requests finish. Returns how long
+/// it waited.
+pub fn drain(db: &mut Db, service: &str, ids: &[String], timeout: Duration) -> Result<Duration> {
+    let now = clock::now_ms();
+    db.write(|tx, path| {
+        for id in ids {
+            tx.execute(
+                "UPDATE instances SET drain_at = ?2 WHERE id = ?1 AND drain_at IS NULL",
+                params![id, now],
+            )
+            .db_ctx(path)?;
+        }
+        Ok(())
+    })?;
+    let t = Instant::now();
+    if !proxy_alive(db, service)? {
+        return Ok(Duration::ZERO);
+    }
+    runtime::wait_until(timeout, || {
+        let pending: i64 = db
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM instances WHERE drained_at IS NULL \
+                     AND state IN ('created', 'running') AND id IN ({})",
+                    ids.iter().map(|_| "?").collect::<Vec<_>>().join(", ")
+                ),
+                rusqlite::params_from_iter(ids),
+                |r| r.get(0),
+            )
+            .db_ctx(db.path())?;
+        Ok(pending == 0 || !proxy_alive(db, service)?)
+    })?;
+    Ok(t.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_with(ids: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("state.db")).unwrap();
+        db.write(|tx, path| {
+            for (n, (id, state)) in ids.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO instances (id, image, image_ref, driver, state, port, created, \
+                     stop_signal, launch, service) VALUES (?1, ?2, 'x', 'fake', ?3, ?4, ?5, 15, \
+                     '{}', 'web')",
+                    params![
+                        id,
+                        format!("sha256:{}", "a".repeat(64)),
+                        state,
+                        8000 + n as i64,
+                        format!("2026-01-01T00:00:0{n}Z")
+                    ],
+                )
+                .db_ctx(path)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn routes_follow_ready_and_drain() {
+        let (_d, mut db) = db_with(&[("a", "running"), ("b", "running"), ("c", "created")]);
+        assert!(routes(&db).unwrap().is_empty(), "nothing is ready yet");
+        for id in ["a", "b", "c"] {
+            mark_ready(&mut db, id).unwrap();
+        }
+        let ids = |db: &Db| {
+            routes(db)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.instance)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&db), ["a", "b"], "only running instances take traffic");
+        // No proxy: draining does not wait.
+        let waited = drain(&mut db, "web", &["a".into()], Duration::from_secs(5)).unwrap();
+        assert_eq!(waited, Duration::ZERO);
+        assert_eq!(ids(&db), ["b"]);
+        assert_eq!(draining(&db).unwrap(), ["a"]);
+        condemn(&mut db, "b", "drift").unwrap();
+        assert!(ids(&db).is_empty(), "a condemned instance leaves traffic");
+    }
+
+    #[test]
+    fn drain_waits_for_a_live_proxy_until_it_acks_or_times_out() {
+        let (dir, mut db) = db_with(&[("a", "running"), ("b", "running")]);
+        heartbeat(&mut db, &["web".into()], "me").unwrap();
+        let t = Instant::now();
+        drain(&mut db, "web", &["a".into()], Duration::from_millis(300)).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "no ack: waits it out"
+        );
+
+        let path = dir.path().join("state.db");
+        let acker = std::thread::spawn(move || {
+            let mut db = Db::open(&path).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            ack_drained(&mut db, "b").unwrap();
+        });
+        let waited = drain(&mut db, "web", &["b".into()], Duration::from_secs(10)).unwrap();
+        acker.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(5),
+            "the ack ends the wait: {waited:?}"
+        );
+
+        unregister(&mut db, "me").unwrap();
+        assert!(!proxy_alive(&db, "web").unwrap());
+    }
+}

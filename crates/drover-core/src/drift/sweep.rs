@@ -1,0 +1,263 @@
+//! A drift sweep: live instances checked against their releases, each
+//! image's root scanned once however many instances share it, findings
+//! recorded, and — for `serve` — drifted service instances condemned, so
+//! the reconciler replaces them (never patches them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Instant, SystemTime};
+
+use rusqlite::params;
+use serde::Serialize;
+use serde_json::json;
+
+use super::instance::{self as checks, Drift};
+use super::{Budget, Report, scan_image};
+use crate::clock;
+use crate::deploy::{release, traffic};
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::instance::{self, Instance, State};
+use crate::ledger::{self, NewEntry};
+use crate::state::DbContext;
+use crate::store::{Store, unpack};
+
+/// Which instances to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    /// The instances of one service.
+    Service(String),
+    /// One instance (id, prefix or name).
+    Instance(String),
+}
+
+/// What to do about drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Record and report it (`drover drift`).
+    Report,
+    /// Also condemn drifted service instances and move tainted roots aside,
+    /// so they are replaced (`drover serve`).
+    Replace,
+}
+
+/// One instance's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceDrift {
+    pub instance: String,
+    pub service: Option<String>,
+    pub release: Option<i64>,
+    pub image: Digest,
+    pub findings: Vec<Drift>,
+    /// none | reported | replaced
+    pub action: &'static str,
+}
+
+/// One root's scan.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootScan {
+    pub image: Digest,
+    pub files_checked: u64,
+    pub bytes_hashed: u64,
+    pub seconds: f64,
+    /// Why it could not be scanned (its root is missing, its baseline is).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sweep {
+    pub instances: Vec<InstanceDrift>,
+    pub roots: Vec<RootScan>,
+}
+
+impl Sweep {
+    pub fn drifted(&self) -> bool {
+        self.instances.iter().any(|i| !i.findings.is_empty())
+    }
+}
+
+/// The ledger keeps at most this many paths per finding entry (the
+/// `drift_findings` table keeps them all).
+const LEDGER_PATHS: usize = 100;
+
+/// Check `target`'s instances; see the module docs.
+pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy) -> Result<Sweep> {
+    let live = instance::refresh(store.db_mut(), false)?;
+    let chosen: Vec<Instance> = match target {
+        Target::All => live
+            .into_iter()
+            .filter(|i| i.state == State::Running)
+            .collect(),
+        Target::Service(s) => live
+            .into_iter()
+            .filter(|i| i.state == State::Running && i.service.as_deref() == Some(s.as_str()))
+            .collect(),
+        Target::Instance(key) => vec![instance::find(store.db(), key)?],
+    };
+    // Each root once.
+    let images: BTreeSet<Digest> = chosen.iter().map(|i| i.image).collect();
+    let mut roots: BTreeMap<Digest, std::result::Result<Report, String>> = BTreeMap::new();
+    let mut out = Sweep::default();
+    for image in images {
+        let t = Instant::now();
+        let r = scan_image(store, &image, budget).map_err(|e| e.to_string());
+        out.roots.push(RootScan {
+            image,
+            files_checked: r.as_ref().map_or(0, |r| r.files_checked),
+            bytes_hashed: r.as_ref().map_or(0, |r| r.bytes_hashed),
+            seconds: t.elapsed().as_secs_f64(),
+            error: r.as_ref().err().cloned(),
+        });
+        roots.insert(image, r);
+    }
+    let mut tainted: BTreeSet<Digest> = BTreeSet::new();
+    for inst in &chosen {
+        let mut findings = Vec::new();
+        if let (Some(svc), Some(n)) = (&inst.service, inst.release) {
+            let db = store.db();
+            let r = release::release(db.conn(), db.path(), svc, n)?;
+            if r.image != inst.image {
+                findings.push(Drift::Image {
+                    want: r.image.to_string(),
+                    got: inst.image.to_string(),
+                });
+            }
+        }
+        match &roots[&inst.image] {
+            Ok(report) => findings.extend(report.findings.iter().cloned().map(Drift::File)),
+            Err(e) => findings.push(Drift::Root { detail: e.clone() }),
+        }
+        findings.extend(checks::config(inst, &inst.bundle(store.root())));
+        findings.extend(checks::process(inst));
+        if inst.state == State::Running {
+            findings.extend(root_identity(inst));
+        }
+        let replace = remedy == Remedy::Replace && inst.service.is_some() && !findings.is_empty();
+        let action = match (findings.is_empty(), replace) {
+            (true, _) => "none",
+            (false, true) => "replaced",
+            (false, false) => "reported",
+        };
+        if replace
+            && findings.iter().any(|f| matches!(f, Drift::File(_)))
+            && tainted.insert(inst.image)
+        {
+            unpack::taint(store.layout(), &inst.image)?;
+        }
+        record(store, inst, &findings, action)?;
+        if replace && inst.condemned.is_none() {
+            let why = format!("drift: {} finding(s), e.g. {}", findings.len(), findings[0]);
+            traffic::condemn(store.db_mut(), &inst.id, &why)?;
+        }
+        out.instances.push(InstanceDrift {
+            instance: inst.id.clone(),
+            service: inst.service.clone(),
+            release: inst.release,
+            image: inst.image,
+            findings,
+            action,
+        });
+    }
+    remove_unused_tainted(store)?;
+    Ok(out)
+}
+
+/// The instance's process runs on the image's current root (not on a copy
+/// moved aside as tainted, nor on anything else).
+fn root_identity(inst: &Instance) -> Option<Drift> {
+    let pid = inst.pid?;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/root")).ok()?;
+    let detail = match std::fs::metadata(&inst.launch.rootfs) {
+        Ok(ours) if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) => return None,
+        Ok(_) => "it runs on another directory than its image's verified root (one found \
+                  tainted and moved aside?)"
+            .to_string(),
+        Err(e) => format!(
+            "its image's root {} is gone: {e}",
+            inst.launch.rootfs.display()
+        ),
+    };
+    Some(Drift::Process {
+        what: "root".into(),
+        detail,
+    })
+}
+
+/// Append the result to `drift_findings`, and a ledger entry if anything
+/// was found.
+fn record(store: &mut Store, inst: &Instance, findings: &[Drift], action: &str) -> Result<()> {
+    let all = serde_json::to_string(findings).expect("findings serialize");
+    store.db_mut().write(|tx, path| {
+        tx.execute(
+            "INSERT INTO drift_findings (time, instance, image, findings, action) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                clock::now_rfc3339(),
+                inst.id,
+                inst.image.to_string(),
+                all,
+                action
+            ],
+        )
+        .db_ctx(path)?;
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let paths: Vec<String> = findings
+            .iter()
+            .take(LEDGER_PATHS)
+            .map(Drift::path)
+            .collect();
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "instance.drift",
+                [inst.id.clone(), inst.image.to_string()],
+                json!({"service": inst.service, "release": inst.release,
+                       "findings": findings.len(), "paths": paths, "action": action}),
+            ),
+        )
+        .map(drop)
+    })
+}
+
+/// The last recorded drift result of an instance: when, what, and what was
+/// done (`None`: never scanned).
+pub fn last(store: &Store, id: &str) -> Result<Option<(String, Vec<serde_json::Value>, String)>> {
+    use rusqlite::OptionalExtension;
+    let db = store.db();
+    let row: Option<(String, String, String)> = db
+        .conn()
+        .query_row(
+            "SELECT time, findings, action FROM drift_findings WHERE instance = ?1 \
+             ORDER BY seq DESC LIMIT 1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .db_ctx(db.path())?;
+    Ok(row.map(|(t, f, a)| (t, serde_json::from_str(&f).unwrap_or_default(), a)))
+}
+
+/// Delete tainted copies of roots no live instance runs on any more: those
+/// moved aside before the oldest live instance of their image was created.
+fn remove_unused_tainted(store: &mut Store) -> Result<()> {
+    let live = instance::list(store.db(), false)?;
+    for image in unpack::tainted_images(store.layout())? {
+        let oldest = live
+            .iter()
+            .filter(|i| i.image == image)
+            .filter_map(|i| clock::parse_rfc3339_secs(&i.created))
+            .min()
+            .map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64));
+        let none_live = !live.iter().any(|i| i.image == image);
+        unpack::remove_tainted(
+            store.layout(),
+            &image,
+            if none_live { None } else { oldest },
+        )?;
+    }
+    Ok(())
+}

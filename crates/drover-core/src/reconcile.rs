@@ -1,0 +1,246 @@
+//! The reconciler of `drover serve`: the pass `apply` runs
+//! ([`deploy::reconcile`]), run forever.
+//!
+//! It is level-triggered: a pass looks at what is recorded and what runs,
+//! never at what happened, so it does not matter who changed what — an
+//! `apply` from another shell, an instance that crashed, a drift scan that
+//! condemned one, or a `serve` that restarted and adopts what runs. A pass
+//! runs for a service when the database changed (another process wrote:
+//! a monitor recorded an exit, `apply` made a release), and otherwise every
+//! `interval`.
+//!
+//! A pass that fails, or that had to replace instances which died young (a
+//! crash loop), backs the service off: 1 s, 2 s, 4 s … up to `max_backoff`,
+//! reset once the service stays clean for a while after its last back-off. The back-off and restart count live in the
+//! database (`service_health`), so `drover status` shows them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+use serde_json::json;
+
+use crate::clock;
+use crate::deploy::converge::MIN_UPTIME;
+use crate::deploy::release::{ServiceHealth, health};
+use crate::deploy::{self, Report, release};
+use crate::error::Result;
+use crate::ledger::{self, NewEntry};
+use crate::state::{Db, DbContext};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often a service gets a pass when nothing changed.
+    pub interval: Duration,
+    /// The longest back-off of a failing service.
+    pub max_backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The first back-off of a failing service; each failure in a row doubles it.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How soon to try again when a deploy holds the service's lock.
+const BUSY_RETRY: Duration = Duration::from_millis(200);
+
+/// The back-off after `failures` failures in a row.
+fn backoff(failures: i64, max: Duration) -> Duration {
+    let doublings = (failures - 1).clamp(0, 20) as u32;
+    (FIRST_BACKOFF * 2u32.pow(doublings)).min(max)
+}
+
+/// Record what a pass did in `service_health` (and a `service.backoff`
+/// ledger entry when it backs the service off).
+fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> {
+    let mut h = health(db.conn(), db.path(), &report.service)?;
+    h.restarts += i64::from(report.healed);
+    let failed = match &report.error {
+        // A rollout that failed and was rolled back left the service as it
+        // was: nothing to back off from.
+        Some(e) if report.failed.is_some() => {
+            h.last_error = Some(e.clone());
+            None
+        }
+        Some(e) => Some(e.clone()),
+        None if report.crashed_young > 0 => Some(format!(
+            "crash loop: {} instance(s) exited within {} s of starting",
+            report.crashed_young,
+            MIN_UPTIME.as_secs()
+        )),
+        None => None,
+    };
+    match &failed {
+        Some(why) => {
+            h.failures += 1;
+            h.backoff_until = Some(clock::now_ms() + backoff(h.failures, max).as_millis() as i64);
+            h.last_error = Some(why.clone());
+        }
+        // Clean: the count resets once the service has stayed clean for
+        // MIN_UPTIME past its last back-off (a crash loop has clean passes
+        // between its crashes).
+        None if h
+            .backoff_until
+            .is_none_or(|t| clock::now_ms() > t + MIN_UPTIME.as_millis() as i64) =>
+        {
+            h.failures = 0;
+            h.backoff_until = None;
+        }
+        None => {}
+    }
+    db.write(|tx, path| {
+        tx.execute(
+            "INSERT INTO service_health (service, restarts, failures, backoff_until, last_error, \
+             updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (service) DO UPDATE SET \
+             restarts = ?2, failures = ?3, backoff_until = ?4, last_error = ?5, updated = ?6",
+            params![
+                report.service,
+                h.restarts,
+                h.failures,
+                h.backoff_until,
+                h.last_error,
+                clock::now_rfc3339()
+            ],
+        )
+        .db_ctx(path)?;
+        if let (Some(why), Some(until)) = (&failed, h.backoff_until) {
+            ledger::append(
+                tx,
+                path,
+                NewEntry::new(
+                    "service.backoff",
+                    [report.service.clone()],
+                    json!({"service": report.service, "failures": h.failures,
+                           "seconds": (until - clock::now_ms()).max(0) as f64 / 1000.0,
+                           "reason": why}),
+                ),
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(h)
+}
+
+/// Runs passes when they are due; see the module docs.
+pub struct Reconciler {
+    opts: Options,
+    next: BTreeMap<String, Instant>,
+    seen_version: Option<i64>,
+}
+
+impl Reconciler {
+    pub fn new(opts: Options) -> Self {
+        Reconciler {
+            opts,
+            next: BTreeMap::new(),
+            seen_version: None,
+        }
+    }
+
+    /// Run every pass that is due now; returns their reports.
+    pub fn round(&mut self, store: &mut Store) -> Result<Vec<Report>> {
+        let version = store.db().data_version()?;
+        let changed = self.seen_version != Some(version);
+        self.seen_version = Some(version);
+        let services = {
+            let db = store.db();
+            release::services(db.conn(), db.path())?
+        };
+        let mut reports = Vec::new();
+        for svc in services {
+            let now = Instant::now();
+            let h = {
+                let db = store.db();
+                health(db.conn(), db.path(), &svc.name)?
+            };
+            if h.backoff_until.is_some_and(|t| t > clock::now_ms()) {
+                continue;
+            }
+            let due = changed || self.next.get(&svc.name).is_none_or(|t| *t <= now);
+            if !due {
+                continue;
+            }
+            let report = deploy::reconcile(store, &svc.name);
+            let again = if report.busy {
+                BUSY_RETRY
+            } else {
+                record(store.db_mut(), &report, self.opts.max_backoff)?;
+                self.opts.interval
+            };
+            self.next.insert(svc.name.clone(), Instant::now() + again);
+            reports.push(report);
+        }
+        // Our own writes do not move data_version; others' writes during
+        // the passes do, and are seen next round.
+        Ok(reports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_limit() {
+        let max = Duration::from_secs(60);
+        let got: Vec<u64> = (1..=9).map(|f| backoff(f, max).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(1000, max), max);
+    }
+
+    #[test]
+    fn failures_back_off_and_a_clean_pass_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("state.db")).unwrap();
+        let max = Duration::from_secs(60);
+        let young = Report {
+            service: "web".into(),
+            healed: 1,
+            crashed_young: 1,
+            ..Report::default()
+        };
+        let h = record(&mut db, &young, max).unwrap();
+        assert_eq!((h.restarts, h.failures), (1, 1));
+        assert!(h.last_error.as_deref().unwrap().contains("crash loop"));
+        let until = h.backoff_until.unwrap() - clock::now_ms();
+        assert!((500..=1000).contains(&until), "{until}");
+        let h = record(&mut db, &young, max).unwrap();
+        assert_eq!(h.failures, 2);
+        assert!(h.backoff_until.unwrap() - clock::now_ms() > 1500);
+        let clean = Report {
+            service: "web".into(),
+            ..Report::default()
+        };
+        let h = record(&mut db, &clean, max).unwrap();
+        assert_eq!(
+            h.failures, 2,
+            "a clean pass right after a crash is no recovery"
+        );
+        db.write(|tx, _| {
+            tx.execute("UPDATE service_health SET backoff_until = 0", [])
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let h = record(&mut db, &clean, max).unwrap();
+        assert_eq!((h.restarts, h.failures, h.backoff_until), (2, 0, None));
+        assert_eq!(health(db.conn(), db.path(), "web").unwrap(), h);
+        let entries: i64 = db
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM ledger WHERE action = 'service.backoff'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(entries, 2);
+    }
+}

@@ -1,0 +1,598 @@
+//! `drover serve` with real instances (embedded runtime), busybox httpd and
+//! real load (Debian's wrk): self-healing, adoption after a restart, a
+//! rollout recorded by `apply --detach` elsewhere, crash-loop back-off,
+//! zero failed requests through ten deploys and a rollback, HTTP/2 and TCP
+//! proxying, and drift made behind drover's back found and replaced.
+//! Needs root (CI runs as root).
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, show, write};
+use serde_json::Value;
+
+fn setup() -> Option<Env> {
+    if !common::require("busybox") {
+        return None;
+    }
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "serve tests need root in CI"
+        );
+        eprintln!("skipping: serve tests need root");
+        return None;
+    }
+    let env = Env::new();
+    image(&env, "1", "version one\n");
+    image(&env, "2", "version two\n");
+    Some(env)
+}
+
+fn image(env: &Env, tag: &str, page: &str) {
+    common::web_image(env, tag, page, "/", common::WEB_SERVER);
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Write the fleet file: service web, `replicas` of web:`tag`, proxied on
+/// `port`.
+fn fleet(env: &Env, tag: &str, replicas: u32, port: u16, extra: &str) -> String {
+    let text = format!(
+        r#"
+[service.web]
+image = "web:{tag}"
+replicas = {replicas}
+ports = [{port}]
+drain = "5s"
+{extra}
+
+[service.web.health]
+kind = "http"
+path = "/"
+interval = "500ms"
+timeout = "500ms"
+retries = 2
+start_period = "1s"
+deadline = "10s"
+"#
+    );
+    let path = env.ctx().join("fleet.toml");
+    write(&path, text.as_bytes(), 0o644);
+    path.to_str().unwrap().to_string()
+}
+
+/// A running `drover serve`, stopped (SIGTERM) when dropped.
+struct Serve {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(env: &Env, extra: &[&str]) -> Serve {
+        let log = env
+            .dir
+            .path()
+            .join(format!("serve-{}.log", Instant::now().elapsed().as_nanos()));
+        let child = env
+            .cmd()
+            .args(["serve", "--bind", "127.0.0.1", "--interval", "500ms"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start drover serve");
+        Serve { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        term(&self.child);
+        let status = wait_child(&mut self.child, Duration::from_secs(10));
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        term(&self.child);
+        wait_child(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+fn term(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(env: &Env) -> Value {
+    let all: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    all.into_iter()
+        .find(|s| s["name"] == "web")
+        .expect("service web")
+}
+
+/// Ids of the service's running instances.
+fn running(env: &Env) -> Vec<String> {
+    status(env)["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "running")
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Poll `f` every 50 ms until it holds or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// GET / on `port` (HTTP/1.1, one request); the body.
+fn get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    if !r.starts_with("HTTP/1.1 200") && !r.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    r.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+fn ledger(env: &Env) -> Vec<Value> {
+    serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap()
+}
+
+fn pid_of(env: &Env, id: &str) -> u32 {
+    status(env)["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .and_then(|i| i["pid"].as_u64())
+        .expect("a pid") as u32
+}
+
+#[test]
+fn serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart() {
+    let Some(env) = setup() else { return };
+    let port = free_port();
+    let f = fleet(&env, "1", 2, port, "");
+    env.ok(&["apply", "-f", &f]);
+    let before = running(&env);
+    assert_eq!(before.len(), 2);
+
+    let serve = Serve::start(&env, &["--drift-interval", "0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(port).as_deref()
+            == Some("version one\n")),
+        "the proxy serves the service:\n{}",
+        serve.log()
+    );
+
+    // kill -9 one instance's process: replaced within 2 s.
+    let victim = before[0].clone();
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &pid_of(&env, &victim).to_string()])
+        .status()
+        .unwrap();
+    let healed = eventually(Duration::from_secs(5), || {
+        let now = running(&env);
+        now.len() == 2 && !now.contains(&victim)
+    });
+    let took = killed.elapsed();
+    assert!(healed, "not replaced:\n{}", serve.log());
+    assert!(
+        took < Duration::from_secs(2) + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || status(&env)["ready"] == 2),
+        "{}",
+        status(&env)
+    );
+    let heal = ledger(&env)
+        .into_iter()
+        .find(|e| e["action"] == "service.heal")
+        .expect("a service.heal ledger entry");
+    assert_eq!(heal["details"]["instance"], victim.as_str());
+    assert!(
+        eventually(
+            Duration::from_secs(3),
+            || status(&env)["health"]["restarts"] == 1
+        ),
+        "{}",
+        status(&env)
+    );
+
+    // SIGTERM: serve stops cleanly, the instances keep running.
+    let ids = running(&env);
+    let code = serve.stop();
+    assert!(code.success(), "serve exited {code}");
+    assert_eq!(running(&env), ids, "instances outlive serve");
+
+    // A new serve adopts them: nothing is replaced, traffic flows.
+    let serve = Serve::start(&env, &["--drift-interval", "0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(port).as_deref()
+            == Some("version one\n")),
+        "{}",
+        serve.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(running(&env), ids, "a restarted serve replaced instances");
+    drop(serve);
+    env.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn serve_rolls_out_what_apply_recorded_from_another_process() {
+    let Some(env) = setup() else { return };
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
+    let serve = Serve::start(&env, &["--drift-interval", "0"]);
+    let out = env.ok(&["apply", "--detach", "-f", &fleet(&env, "2", 3, port, "")]);
+    assert!(out.contains("recorded release 2"), "{out}");
+    let done = eventually(Duration::from_secs(20), || {
+        let s = status(&env);
+        s["release"] == 2
+            && s["ready"] == 3
+            && s["outcome"] == "healthy"
+            && running(&env).len() == 3
+    });
+    assert!(done, "{}\n{}", status(&env), serve.log());
+    assert_eq!(get(port).as_deref(), Some("version two\n"));
+}
+
+#[test]
+fn a_crash_looping_release_backs_off_and_shows_in_status() {
+    let Some(env) = setup() else { return };
+    // Healthy long enough to be released, then it dies after 1.5 s.
+    common::web_image(
+        &env,
+        "crashy",
+        "crashy\n",
+        "/",
+        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 1.5; kill $!; exit 3",
+    );
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "crashy", 1, port, "")]);
+    let serve = Serve::start(&env, &["--drift-interval", "0", "--max-backoff", "4s"]);
+    let backing_off = eventually(Duration::from_secs(20), || {
+        let h = &status(&env)["health"];
+        h["failures"].as_i64().unwrap_or(0) >= 2 && h["backoff_until"].is_i64()
+    });
+    let s = status(&env);
+    assert!(backing_off, "{s}\n{}", serve.log());
+    assert!(
+        s["health"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("crash loop"),
+        "{s}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(text.contains("backing off"), "{text}");
+    assert!(
+        ledger(&env)
+            .iter()
+            .any(|e| e["action"] == "service.backoff"),
+        "a service.backoff ledger entry"
+    );
+    // It was not rolled back: the release stays, only its instances restart.
+    assert_eq!(s["release"], 1);
+}
+
+/// Run wrk against `port` until `stop` returns; the (requests, errors,
+/// non-2xx) it reports.
+fn wrk_during(port: u16, work: impl FnOnce()) -> (u64, u64, u64, String) {
+    let mut child = Command::new("wrk")
+        .args(["-t1", "-c8", "-d600s", "--timeout", "10s"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk");
+    std::thread::sleep(Duration::from_secs(1));
+    work();
+    std::thread::sleep(Duration::from_secs(1));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out: Output = {
+        wait_child(&mut child, Duration::from_secs(10));
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        Output {
+            status: child.wait().unwrap(),
+            stdout: stdout.into_bytes(),
+            stderr: vec![],
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0);
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Socket errors"))
+        .map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let non2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (requests, errors, non2xx, text)
+}
+
+#[test]
+fn ten_deploys_and_a_rollback_under_load_fail_no_request() {
+    let Some(env) = setup() else { return };
+    if !common::require("wrk") {
+        return;
+    }
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
+    let serve = Serve::start(&env, &["--drift-interval", "0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(port).is_some()),
+        "{}",
+        serve.log()
+    );
+    let (requests, errors, non2xx, text) = wrk_during(port, || {
+        for n in 0..10 {
+            let tag = if n % 2 == 0 { "2" } else { "1" };
+            let f = fleet(&env, tag, 2, port, "");
+            let out = env.run(&["apply", "-f", &f, "-m", &format!("deploy {n}")]);
+            assert!(out.status.success(), "deploy {n}: {}", show(&out));
+        }
+        let out = env.run(&["rollback", "web"]);
+        assert!(out.status.success(), "rollback: {}", show(&out));
+    });
+    eprintln!("{text}");
+    let releases: Vec<Value> =
+        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    assert_eq!(releases.len(), 12, "1 + 10 deploys + 1 rollback");
+    assert!(requests > 100, "wrk made only {requests} requests:\n{text}");
+    assert_eq!(
+        (errors, non2xx),
+        (0, 0),
+        "failed requests:\n{text}\n{}",
+        serve.log()
+    );
+}
+
+#[test]
+fn the_proxy_speaks_http2_and_plain_tcp() {
+    let Some(env) = setup() else { return };
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
+    let serve = Serve::start(&env, &["--drift-interval", "0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(port).is_some()),
+        "{}",
+        serve.log()
+    );
+    if common::require("curl") {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "-",
+                "-w",
+                "%{http_version}",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(text, "version one\n2", "HTTP/2 through the proxy");
+    }
+    // The same service as plain TCP.
+    let tcp = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 2, tcp, "proxy = \"tcp\"")]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(tcp).as_deref()
+            == Some("version one\n")),
+        "{}",
+        serve.log()
+    );
+    assert!(get(port).is_none(), "the old port closed");
+}
+
+/// Run `script` inside instance `pid`'s mount namespace, as host root.
+fn inside(pid: u32, script: &str) {
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-m",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", show(&out));
+}
+
+fn drift_json(env: &Env, target: &str) -> (i32, Value) {
+    let out = env.run(&["--json", "drift", target]);
+    let code = out.status.code().unwrap_or(-1);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+    (code, v)
+}
+
+fn paths_of(report: &Value, id: &str) -> Vec<String> {
+    report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance"] == id)
+        .map(|i| {
+            i["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    let field = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                    match f["area"].as_str().unwrap() {
+                        "file" => field("path"),
+                        "config" => format!("config:{}", field("path")),
+                        "process" => format!("process:{}", field("what")),
+                        other => other.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
+    let Some(env) = setup() else { return };
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
+    let (code, clean) = drift_json(&env, "web");
+    assert_eq!(code, 0, "a fresh service has no drift: {clean}");
+    let ids = running(&env);
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+
+    // Behind drover's back: remount a's root read-write from the host and
+    // edit a file, add one, chmod one; change b's runtime config.
+    inside(
+        pid_of(&env, &a),
+        "/bin/busybox mount -o remount,rw,bind / && echo hacked > /www/index.html && \
+         echo new > /www/added.html && /bin/busybox chmod 0777 /etc/passwd",
+    );
+    let bundle = env.store().join("instances").join(&b).join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    config["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push("INJECTED=1".into());
+    std::fs::write(&bundle, serde_json::to_vec(&config).unwrap()).unwrap();
+
+    let (code, report) = drift_json(&env, "web");
+    assert_eq!(code, 1, "drift found: exit 1");
+    let pa = paths_of(&report, &a);
+    for p in ["/www/index.html", "/www/added.html", "/etc/passwd"] {
+        assert!(pa.contains(&p.to_string()), "{p} not in {pa:?}");
+    }
+    assert!(
+        pa.contains(&"process:mount /".to_string()),
+        "a's root is no longer read-only: {pa:?}"
+    );
+    let pb = paths_of(&report, &b);
+    assert!(
+        pb.iter().any(|p| p == "/www/index.html"),
+        "b shares the root: {pb:?}"
+    );
+    assert!(
+        pb.contains(&"config:/process/env".to_string()),
+        "b's config change: {pb:?}"
+    );
+    let text = env.run(&["drift", &b]);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("INJECTED=1"),
+        "{}",
+        show(&text)
+    );
+
+    // serve replaces both with fresh instances on a freshly unpacked root.
+    let serve = Serve::start(&env, &["--drift-interval", "1s"]);
+    let replaced = eventually(Duration::from_secs(30), || {
+        let now = running(&env);
+        now.len() == 2 && !now.contains(&a) && !now.contains(&b) && status(&env)["ready"] == 2
+    });
+    assert!(replaced, "{}\n{}", status(&env), serve.log());
+    drop(serve);
+    assert_eq!(get(port), None, "serve is gone, and so is its proxy");
+    let (code, after) = drift_json(&env, "web");
+    assert_eq!(code, 0, "replacements run on a clean root: {after}");
+    let entries: Vec<Value> = ledger(&env)
+        .into_iter()
+        .filter(|e| e["action"] == "instance.drift" && e["details"]["action"] == "replaced")
+        .collect();
+    assert!(
+        entries.iter().any(|e| e["details"]["paths"]
+            .to_string()
+            .contains("/www/index.html")),
+        "{entries:?}"
+    );
+    let page = std::fs::read_to_string(
+        env.store()
+            .join("rootfs")
+            .join(
+                status(&env)["image"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:"),
+            )
+            .join("www/index.html"),
+    )
+    .unwrap();
+    assert_eq!(page, "version one\n", "the fresh root is the image's");
+    env.ok(&["audit", "verify"]);
+}
