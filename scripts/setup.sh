@@ -20,6 +20,7 @@ PACKAGES=(
   runc                           # the external runtime driver and its tests
   skopeo umoci buildah           # interoperability tests and benchmark peers
   hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
+  wrk                            # bench/proxy.sh (HTTP load generator)
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
