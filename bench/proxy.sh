@@ -26,7 +26,8 @@
 #   BENCH_ROUNDS   rounds; in each, the paths take turns        [3; quick: 1]
 #   BENCH_SECS     seconds of each wrk run                      [10; quick: 3]
 #   BACKENDS       backends to run                              ["nginx hello"; not root: nginx]
-#   PROXY_THREADS  worker threads of drover's proxy             [one per CPU]
+#   PROXY_THREADS  worker threads of drover's proxy (1: tokio's  [one per CPU]
+#                  current-thread scheduler)
 #   BENCH_KEEP=1   keep the work dir
 #   BENCH_STRICT=1 exit 1 if a target fails
 set -euo pipefail
@@ -208,8 +209,15 @@ cpu_busy() { # percent of all CPUs busy over 2 s, from /proc/stat
   echo "drover: $("$DROVER" --version) $DROVER ($DROVER_FROM, commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')); proxy threads: ${PROXY_THREADS:-one per CPU}"
   echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
   echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2); backend 1 worker, peer proxy $(nproc) workers"
-  echo "cpu busy in the 2 s before the first case: $(cpu_busy)%"
 } | tee "$RES/conditions.txt"
+# With two cores, anything else running inflates every figure, and not
+# evenly: the proxied paths need more CPU than the direct one.
+busy=$(cpu_busy)
+echo "cpu busy in the 2 s before the first case: $busy%" | tee -a "$RES/conditions.txt"
+if ((busy >= 10)); then
+  echo "warning: the machine is not idle ($busy% cpu busy); figures will be inflated" |
+    tee -a "$RES/conditions.txt" >&2
+fi
 
 # --- runs ----------------------------------------------------------------------
 TICK=$(getconf CLK_TCK)
