@@ -20,6 +20,7 @@ PACKAGES=(
   runc                           # the external runtime driver and its tests
   skopeo umoci buildah           # interoperability tests and benchmark peers
   hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
+  aide b3sum wrk                 # bench/drift.sh and serve tests
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
