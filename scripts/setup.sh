@@ -20,6 +20,9 @@ PACKAGES=(
   runc                           # the external runtime driver and its tests
   skopeo umoci buildah           # interoperability tests and benchmark peers
   hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
+  wrk                            # serve tests (load under deploys), bench/proxy.sh
+  aide b3sum                     # bench/drift.sh peers
+  curl                           # serve tests (HTTP/2 through the proxy)
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})

@@ -156,3 +156,33 @@ pub fn idle_io_thread() -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_thread_lowers_only_its_own_priorities() {
+        let nice = || {
+            // Field 19 of /proc/thread-self/stat; the name (field 2) may hold spaces.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(16).unwrap().parse::<i32>().unwrap()
+        };
+        let io_class = || {
+            let tid = nix::unistd::gettid().as_raw();
+            // SAFETY: ioprio_get takes two integers and touches no memory of ours.
+            let prio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, tid) };
+            assert!(prio >= 0, "{}", std::io::Error::last_os_error());
+            prio >> 13
+        };
+        let before = nice();
+        std::thread::spawn(move || {
+            super::nice_thread().unwrap();
+            super::idle_io_thread().unwrap();
+            assert_eq!(nice(), 19);
+            assert_eq!(io_class(), 3, "IOPRIO_CLASS_IDLE");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice(), before);
+    }
+}

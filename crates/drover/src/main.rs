@@ -52,6 +52,9 @@ enum Command {
     Baseline(cmd::baseline::Args),
     /// List or verify the audit ledger.
     Audit(cmd::audit::Args),
+    /// Check an image's unpacked root against its baseline, every file's
+    /// content included; exit 1 if anything differs.
+    Drift(cmd::drift::Args),
     /// Start an instance of an image (detached) and print its id.
     Run(cmd::run::Args),
     /// List instances: id, image digest, release, state, pid, port, uptime.
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         Command::Verify => cmd::verify::run(&ctx),
         Command::Baseline(a) => cmd::baseline::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
+        Command::Drift(a) => cmd::drift::run(&ctx, a),
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Ps(a) => cmd::ps::run(&ctx, a),
         Command::Logs(a) => cmd::logs::run(&ctx, a),

@@ -4,7 +4,8 @@
 //! images of every release (so any release can be rolled back to); from a
 //! manifest
 //! its config and layers are reachable, from an index its manifests, and an
-//! artifact is reachable when its subject is. Everything else goes.
+//! artifact is reachable when its subject is. Everything else goes, and so
+//! do tainted roots (`unpack::taint`) of images no instance is left on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

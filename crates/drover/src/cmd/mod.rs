@@ -4,6 +4,7 @@ pub mod apply;
 pub mod audit;
 pub mod baseline;
 pub mod build;
+pub mod drift;
 pub mod gc;
 pub mod images;
 pub mod inspect;

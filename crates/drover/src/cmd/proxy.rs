@@ -27,16 +27,23 @@ pub struct Args {
     /// Seconds in-flight work gets after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     grace: u64,
-    /// Worker threads (default: one per CPU).
+    /// Worker threads (default: one per CPU; 1 = tokio's current-thread
+    /// scheduler).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = a.threads {
-        rt.worker_threads(n.max(1));
-    }
+    // One thread: tokio's current-thread scheduler, cheaper per task switch.
+    let mut rt = match a.threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.worker_threads(n);
+            rt
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = rt
         .enable_all()
         .build()
