@@ -459,13 +459,15 @@ fn the_proxy_speaks_http2_and_plain_tcp() {
     assert!(get(port).is_none(), "the old port closed");
 }
 
-/// Run `script` inside instance `pid`'s mount namespace, as host root.
+/// Run `script` inside instance `pid`'s mount and pid namespaces, as host
+/// root (with every capability and no seccomp filter).
 fn inside(pid: u32, script: &str) {
     let out = Command::new("nsenter")
         .args([
             "-t",
             &pid.to_string(),
             "-m",
+            "-p",
             "/bin/busybox",
             "sh",
             "-c",

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use drover_core::drift::{self, Budget};
+use drover_core::drift::{self, Budget, Remedy, Target};
 use drover_core::store::unpack;
 
 use super::Ctx;
@@ -9,10 +9,15 @@ use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Scan this image's unpacked root (unpacking it first if needed)
+    /// A service or an instance (id, unique prefix or name); default: every
+    /// running instance.
+    #[arg(conflicts_with = "image")]
+    target: Option<String>,
+
+    /// Scan this image's unpacked root alone (unpacking it first if needed)
     /// against its baseline: name:tag, a digest, or a unique digest prefix.
     #[arg(long, value_name = "REF")]
-    image: String,
+    image: Option<String>,
 
     /// Scanning threads (default: one per CPU).
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
@@ -21,36 +26,84 @@ pub struct Args {
 
 /// Exit 0 when nothing drifted, 1 when something did.
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
-    let store = ctx.store()?;
-    let image = store.resolve(&a.image)?.digest;
-    unpack::materialize(&store, &image)?;
+    let mut store = ctx.store()?;
     let mut budget = Budget::unlimited();
     if let Some(n) = a.threads {
         budget.threads = n;
     }
     let start = Instant::now();
-    let report = drift::scan_image(&store, &image, &budget)?;
-    if ctx.json {
-        output::json(&report)?;
-    } else {
-        for f in &report.findings {
-            println!("{f}");
-        }
-        println!(
-            "checked {} files ({} hashed) of {} in {:.2} s: {}",
-            report.files_checked,
-            output::size(report.bytes_hashed),
-            report.root.display(),
-            start.elapsed().as_secs_f64(),
-            match report.findings.len() {
-                0 => "no drift".to_string(),
-                n => format!("{n} difference(s) from the baseline"),
+    let drifted = match &a.image {
+        Some(image) => {
+            let image = store.resolve(image)?.digest;
+            unpack::materialize(&store, &image)?;
+            let report = drift::scan_image(&store, &image, &budget)?;
+            if ctx.json {
+                output::json(&report)?;
+            } else {
+                for f in &report.findings {
+                    println!("{f}");
+                }
+                println!(
+                    "checked {} files ({} hashed) of {} in {:.2} s: {}",
+                    report.files_checked,
+                    output::size(report.bytes_hashed),
+                    report.root.display(),
+                    start.elapsed().as_secs_f64(),
+                    match report.findings.len() {
+                        0 => "no drift".to_string(),
+                        n => format!("{n} difference(s) from the baseline"),
+                    }
+                );
             }
-        );
-    }
-    Ok(if report.is_clean() {
-        ExitCode::SUCCESS
-    } else {
+            !report.is_clean()
+        }
+        None => {
+            let target = match &a.target {
+                None => Target::All,
+                Some(t) => {
+                    let db = store.db();
+                    let services = drover_core::deploy::release::services(db.conn(), db.path())?;
+                    if services.iter().any(|s| s.name == *t) {
+                        Target::Service(t.clone())
+                    } else {
+                        Target::Instance(t.clone())
+                    }
+                }
+            };
+            let sweep = drift::sweep(&mut store, &target, &budget, Remedy::Report)?;
+            if ctx.json {
+                output::json(&sweep)?;
+            } else {
+                for i in &sweep.instances {
+                    let who = match (&i.service, i.release) {
+                        (Some(s), Some(n)) => format!("{} ({s} release {n})", i.instance),
+                        _ => i.instance.clone(),
+                    };
+                    if i.findings.is_empty() {
+                        println!("{who}: no drift");
+                        continue;
+                    }
+                    println!("{who}: {} finding(s)", i.findings.len());
+                    for f in &i.findings {
+                        println!("  {f}");
+                    }
+                }
+                let files: u64 = sweep.roots.iter().map(|r| r.files_checked).sum();
+                let bytes: u64 = sweep.roots.iter().map(|r| r.bytes_hashed).sum();
+                println!(
+                    "checked {} instance(s), {} root(s), {files} files ({} hashed) in {:.2} s",
+                    sweep.instances.len(),
+                    sweep.roots.len(),
+                    output::size(bytes),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            sweep.drifted()
+        }
+    };
+    Ok(if drifted {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }

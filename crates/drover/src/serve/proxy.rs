@@ -250,7 +250,6 @@ impl Routes {
 
     /// Requests (HTTP) or connections (TCP) in flight to backend `id` right
     /// now; 0 if unknown.
-    #[allow(dead_code, reason = "for serve's reconciler, which drains backends")]
     pub fn in_flight(&self, id: &str) -> usize {
         let known = self.0.known.lock().unwrap_or_else(PoisonError::into_inner);
         known
@@ -353,7 +352,6 @@ impl Routes {
 /// Serve `listener` until `shutdown` turns true (or its sender goes away);
 /// then stop accepting and let in-flight requests and connections finish,
 /// for at most the default [`Config::shutdown_grace`].
-#[allow(dead_code, reason = "for drover serve; __proxy sets its own Config")]
 pub async fn serve(
     listener: TcpListener,
     mode: Mode,
