@@ -145,7 +145,16 @@ impl Driver for Embedded {
 
     fn delete(&self, id: &str) -> Result<()> {
         let Some(mut c) = self.load(id)? else {
-            return Ok(());
+            // A create or delete killed halfway leaves the directory without
+            // its state; nothing runs from it (callers never delete a
+            // container whose monitor is still creating it).
+            let dir = self.root.join(id);
+            return match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(crate::error::Error::io("remove runtime state", dir, e))
+                }
+                _ => Ok(()),
+            };
         };
         c.delete(true).map_err(|e| failed(id, "delete", e))
     }
