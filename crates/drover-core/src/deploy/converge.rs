@@ -289,6 +289,9 @@ fn converge(
     let target = desired.map(|r| r.number);
     let mut gates: BTreeMap<String, Gate> = BTreeMap::new();
     let mut ready: BTreeSet<String> = BTreeSet::new();
+    // Passed their gates, not yet marked ready in the database: written
+    // with the next step's fencing check, before anything is stopped.
+    let mut newly_ready: Vec<String> = Vec::new();
     loop {
         lease.renew(store.db_mut())?;
         let mine: Vec<Instance> = instance::refresh(store.db_mut(), false)?
@@ -349,9 +352,13 @@ fn converge(
                 ids: seen.iter().map(|s| s.id.clone()).collect(),
             },
         };
-        if matches!(step, Step::Start { .. } | Step::Stop { .. }) {
+        if matches!(step, Step::Start { .. } | Step::Stop { .. }) || !newly_ready.is_empty() {
             // Fenced: a deploy whose lease was taken over changes nothing.
-            store.db_mut().write(|tx, path| lease.check(tx, path))?;
+            store.db_mut().write(|tx, path| {
+                lease.check(tx, path)?;
+                traffic::mark_ready(tx, path, &newly_ready)
+            })?;
+            newly_ready.clear();
         }
         match step {
             Step::Done => return Ok(()),
@@ -415,7 +422,7 @@ fn converge(
                         match gate.poll(true, &mut exec) {
                             Verdict::Healthy => {
                                 if ready.insert(i.id.clone()) {
-                                    traffic::mark_ready(store.db_mut(), &i.id)?;
+                                    newly_ready.push(i.id.clone());
                                     passed = true;
                                 }
                             }

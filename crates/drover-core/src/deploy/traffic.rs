@@ -10,14 +10,16 @@
 //!         ──proxy: none in flight─▶ drained_at set    the deploy stops it
 //! ```
 //!
-//! A deploy waits for `drained_at` only while a proxy of the service is
-//! alive (its heartbeat is recent), and never longer than the service's
-//! drain timeout; with no proxy nobody routes to the instance, so it stops
-//! at once.
+//! A deploy drains only while a proxy of the service is alive (its
+//! heartbeat is recent), and waits never longer than the service's drain
+//! timeout; with no proxy nobody routes to the instance, so it stops at
+//! once.
 
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
+use std::path::Path;
+
+use rusqlite::{Transaction, params};
 
 use crate::clock;
 use crate::error::Result;
@@ -38,16 +40,17 @@ pub struct Route {
     pub port: u16,
 }
 
-/// The instance passed its health check: it may take traffic.
-pub fn mark_ready(db: &mut Db, id: &str) -> Result<()> {
-    db.write(|tx, path| {
+/// The instances passed their health checks: they may take traffic. Inside
+/// the caller's transaction (a deploy writes it with its next step's).
+pub fn mark_ready(tx: &Transaction<'_>, path: &Path, ids: &[String]) -> Result<()> {
+    for id in ids {
         tx.execute(
             "UPDATE instances SET ready_at = ?2 WHERE id = ?1 AND ready_at IS NULL",
             params![id, clock::now_ms()],
         )
-        .db_ctx(path)
-        .map(drop)
-    })
+        .db_ctx(path)?;
+    }
+    Ok(())
 }
 
 /// Take the instance out of traffic and record why it must be replaced.
@@ -148,6 +151,10 @@ fn proxy_alive(db: &Db, service: &str) -> Result<bool> {
 /// service's proxy has seen their last requests finish. Returns how long
 /// it waited.
 pub fn drain(db: &mut Db, service: &str, ids: &[String], timeout: Duration) -> Result<Duration> {
+    // Nobody routes to them: nothing to drain (and no write to wait for).
+    if !proxy_alive(db, service)? {
+        return Ok(Duration::ZERO);
+    }
     let now = clock::now_ms();
     db.write(|tx, path| {
         for id in ids {
@@ -160,9 +167,6 @@ pub fn drain(db: &mut Db, service: &str, ids: &[String], timeout: Duration) -> R
         Ok(())
     })?;
     let t = Instant::now();
-    if !proxy_alive(db, service)? {
-        return Ok(Duration::ZERO);
-    }
     runtime::wait_until(timeout, || {
         let pending: i64 = db
             .conn()
@@ -214,9 +218,8 @@ mod tests {
     fn routes_follow_ready_and_drain() {
         let (_d, mut db) = db_with(&[("a", "running"), ("b", "running"), ("c", "created")]);
         assert!(routes(&db).unwrap().is_empty(), "nothing is ready yet");
-        for id in ["a", "b", "c"] {
-            mark_ready(&mut db, id).unwrap();
-        }
+        let all = ["a".to_string(), "b".into(), "c".into()];
+        db.write(|tx, path| mark_ready(tx, path, &all)).unwrap();
         let ids = |db: &Db| {
             routes(db)
                 .unwrap()
@@ -225,9 +228,12 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(&db), ["a", "b"], "only running instances take traffic");
-        // No proxy: draining does not wait.
+        // No proxy: nothing to drain, nothing waits.
         let waited = drain(&mut db, "web", &["a".into()], Duration::from_secs(5)).unwrap();
         assert_eq!(waited, Duration::ZERO);
+        assert_eq!(ids(&db), ["a", "b"]);
+        heartbeat(&mut db, &["web".into()], "me").unwrap();
+        drain(&mut db, "web", &["a".into()], Duration::from_millis(50)).unwrap();
         assert_eq!(ids(&db), ["b"]);
         assert_eq!(draining(&db).unwrap(), ["a"]);
         condemn(&mut db, "b", "drift").unwrap();
