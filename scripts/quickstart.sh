@@ -47,6 +47,9 @@ port=$("$DROVER" --store "$STORE" --json status | sed -n 's/.*"port": \([0-9]*\)
 printf 'one instance answers on :%s: ' "$port"
 busybox wget -qO- "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
 
+step "drift check: every instance against its release (files, config, process)"
+"$DROVER" --store "$STORE" drift hello | tail -n 1
+
 cat <<MSG
 
 built hello:1.0 = $digest and deployed it as service 'hello' (3 replicas).
@@ -55,5 +58,6 @@ built hello:1.0 = $digest and deployed it as service 'hello' (3 replicas).
   see it:             $DROVER --store $STORE status
                       $DROVER --store $STORE releases hello
   roll it back:       $DROVER --store $STORE rollback hello
+  keep it converged:  $DROVER --store $STORE serve    (heals, proxies 127.0.0.1:8080, replaces drift)
   the audit trail:    $DROVER --store $STORE audit
 MSG
