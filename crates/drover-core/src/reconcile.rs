@@ -72,7 +72,7 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         }
         Some(e) => Some(e.clone()),
         None if report.crashed_young > 0 => Some(format!(
-            "crash loop: {} instance(s) exited within {} s of starting",
+            "{} instance(s) exited within {} s of starting",
             report.crashed_young,
             MIN_UPTIME.as_secs()
         )),
@@ -82,7 +82,11 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         Some(why) => {
             h.failures += 1;
             h.backoff_until = Some(clock::now_ms() + backoff(h.failures, max).as_millis() as i64);
-            h.last_error = Some(why.clone());
+            h.last_error = Some(if report.error.is_none() && h.failures > 1 {
+                format!("crash loop: {why}, {} times in a row", h.failures)
+            } else {
+                why.clone()
+            });
         }
         // Clean: the count resets once the service has stayed clean for
         // MIN_UPTIME past its last back-off (a crash loop has clean passes
@@ -209,11 +213,12 @@ mod tests {
         };
         let h = record(&mut db, &young, max).unwrap();
         assert_eq!((h.restarts, h.failures), (1, 1));
-        assert!(h.last_error.as_deref().unwrap().contains("crash loop"));
+        assert!(h.last_error.as_deref().unwrap().contains("exited within 10 s"));
         let until = h.backoff_until.unwrap() - clock::now_ms();
         assert!((500..=1000).contains(&until), "{until}");
         let h = record(&mut db, &young, max).unwrap();
         assert_eq!(h.failures, 2);
+        assert!(h.last_error.as_deref().unwrap().starts_with("crash loop"));
         assert!(h.backoff_until.unwrap() - clock::now_ms() > 1500);
         let clean = Report {
             service: "web".into(),

@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         } else if let Some(e) = &h.last_error
             && h.failures > 0
         {
-            println!("  failing: {e}");
+            println!("  last pass: {e}");
         }
         if h.restarts > 0 {
             println!("  restarts: {} (crashed instances replaced)", h.restarts);
