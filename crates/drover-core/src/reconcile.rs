@@ -213,7 +213,12 @@ mod tests {
         };
         let h = record(&mut db, &young, max).unwrap();
         assert_eq!((h.restarts, h.failures), (1, 1));
-        assert!(h.last_error.as_deref().unwrap().contains("exited within 10 s"));
+        assert!(
+            h.last_error
+                .as_deref()
+                .unwrap()
+                .contains("exited within 10 s")
+        );
         let until = h.backoff_until.unwrap() - clock::now_ms();
         assert!((500..=1000).contains(&until), "{until}");
         let h = record(&mut db, &young, max).unwrap();

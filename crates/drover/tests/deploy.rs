@@ -14,12 +14,7 @@ use std::time::Duration;
 use common::{Env, show, write};
 use serde_json::Value;
 
-/// An image serving `page` at / (and nothing at /missing), version `v`,
-/// whose own health check asks for /.
-fn image(env: &Env, tag: &str, page: &str) {
-    image_checking(env, tag, page, "/");
-}
-
+/// `web:<tag>` serving `page`, whose own health check asks for `health_path`.
 fn image_checking(env: &Env, tag: &str, page: &str, health_path: &str) {
     common::web_image(env, tag, page, health_path, common::WEB_SERVER);
 }
@@ -52,21 +47,7 @@ deadline = "10s"
 }
 
 fn setup() -> Option<Env> {
-    if !common::require("busybox") {
-        return None;
-    }
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "deploy tests need root in CI"
-        );
-        eprintln!("skipping: deploy tests need root");
-        return None;
-    }
-    let env = Env::new();
-    image(&env, "1", "version one\n");
-    image(&env, "2", "version two\n");
-    Some(env)
+    common::web_env()
 }
 
 fn status(env: &Env) -> Value {

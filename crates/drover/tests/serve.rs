@@ -18,25 +18,7 @@ use common::{Env, show, write};
 use serde_json::Value;
 
 fn setup() -> Option<Env> {
-    if !common::require("busybox") {
-        return None;
-    }
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "serve tests need root in CI"
-        );
-        eprintln!("skipping: serve tests need root");
-        return None;
-    }
-    let env = Env::new();
-    image(&env, "1", "version one\n");
-    image(&env, "2", "version two\n");
-    Some(env)
-}
-
-fn image(env: &Env, tag: &str, page: &str) {
-    common::web_image(env, tag, page, "/", common::WEB_SERVER);
+    common::web_env()
 }
 
 /// A port nothing listens on now.
@@ -109,6 +91,19 @@ impl Serve {
         std::mem::forget(self);
         status
     }
+}
+
+/// Start `serve` (drift scans off) and wait until its proxy on `port`
+/// serves `page`.
+fn serve_and_wait(env: &Env, port: u16, page: &str) -> Serve {
+    let serve = Serve::start(env, &["--drift-interval", "0"]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(port).as_deref()
+            == Some(page)),
+        "the proxy on :{port} does not serve {page:?}:\n{}",
+        serve.log()
+    );
+    serve
 }
 
 impl Drop for Serve {
@@ -205,12 +200,11 @@ fn serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart() {
     let before = running(&env);
     assert_eq!(before.len(), 2);
 
-    let serve = Serve::start(&env, &["--drift-interval", "0"]);
-    assert!(
-        eventually(Duration::from_secs(5), || get(port).as_deref()
-            == Some("version one\n")),
-        "the proxy serves the service:\n{}",
-        serve.log()
+    let serve = serve_and_wait(
+        &env,
+        port,
+        "version one
+",
     );
 
     // kill -9 one instance's process: replaced within 2 s.
@@ -256,12 +250,11 @@ fn serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart() {
     assert_eq!(running(&env), ids, "instances outlive serve");
 
     // A new serve adopts them: nothing is replaced, traffic flows.
-    let serve = Serve::start(&env, &["--drift-interval", "0"]);
-    assert!(
-        eventually(Duration::from_secs(5), || get(port).as_deref()
-            == Some("version one\n")),
-        "{}",
-        serve.log()
+    let serve = serve_and_wait(
+        &env,
+        port,
+        "version one
+",
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(running(&env), ids, "a restarted serve replaced instances");
@@ -390,11 +383,11 @@ fn ten_deploys_and_a_rollback_under_load_fail_no_request() {
     }
     let port = free_port();
     env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
-    let serve = Serve::start(&env, &["--drift-interval", "0"]);
-    assert!(
-        eventually(Duration::from_secs(5), || get(port).is_some()),
-        "{}",
-        serve.log()
+    let serve = serve_and_wait(
+        &env,
+        port,
+        "version one
+",
     );
     let (requests, errors, non2xx, text) = wrk_during(port, || {
         for n in 0..10 {
@@ -424,11 +417,11 @@ fn the_proxy_speaks_http2_and_plain_tcp() {
     let Some(env) = setup() else { return };
     let port = free_port();
     env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
-    let serve = Serve::start(&env, &["--drift-interval", "0"]);
-    assert!(
-        eventually(Duration::from_secs(5), || get(port).is_some()),
-        "{}",
-        serve.log()
+    let serve = serve_and_wait(
+        &env,
+        port,
+        "version one
+",
     );
     if common::require("curl") {
         let out = Command::new("curl")

@@ -231,3 +231,24 @@ start_period = "1s"
     write(&file, def.as_bytes(), 0o644);
     env.ok(&["build", "-f", file.to_str().unwrap()]);
 }
+
+/// A store with `web:1` and `web:2` (pages "version one" and "version two"),
+/// for the tests that run real instances: `None` (skip) without busybox or
+/// root outside CI; in CI both are required.
+pub fn web_env() -> Option<Env> {
+    if !require("busybox") {
+        return None;
+    }
+    if std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap()) != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tests with real instances need root in CI"
+        );
+        eprintln!("skipping: tests with real instances need root");
+        return None;
+    }
+    let env = Env::new();
+    web_image(&env, "1", "version one\n", "/", WEB_SERVER);
+    web_image(&env, "2", "version two\n", "/", WEB_SERVER);
+    Some(env)
+}
