@@ -136,16 +136,29 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
 /// Runs passes when they are due; see the module docs.
 pub struct Reconciler {
     opts: Options,
+    /// Only this service (a reconciler per service lets one service's long
+    /// rollout hold up nobody else).
+    only: Option<String>,
     next: BTreeMap<String, Instant>,
     seen_version: Option<i64>,
 }
 
 impl Reconciler {
+    /// A reconciler of every service.
     pub fn new(opts: Options) -> Self {
         Reconciler {
             opts,
+            only: None,
             next: BTreeMap::new(),
             seen_version: None,
+        }
+    }
+
+    /// A reconciler of one service.
+    pub fn for_service(opts: Options, service: &str) -> Self {
+        Reconciler {
+            only: Some(service.to_string()),
+            ..Reconciler::new(opts)
         }
     }
 
@@ -159,7 +172,10 @@ impl Reconciler {
             release::services(db.conn(), db.path())?
         };
         let mut reports = Vec::new();
-        for svc in services {
+        for svc in services
+            .into_iter()
+            .filter(|s| self.only.as_ref().is_none_or(|o| *o == s.name))
+        {
             let now = Instant::now();
             let h = {
                 let db = store.db();

@@ -157,6 +157,18 @@ pub fn idle_io_thread() -> io::Result<()> {
     }
 }
 
+/// Raise this process's soft limit on open files to its hard limit (a scan
+/// of a wide tree keeps a descriptor per directory it has yet to visit).
+/// Best effort: the limit stays as it was if that fails.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

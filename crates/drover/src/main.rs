@@ -52,8 +52,8 @@ enum Command {
     Baseline(cmd::baseline::Args),
     /// List or verify the audit ledger.
     Audit(cmd::audit::Args),
-    /// Check an image's unpacked root against its baseline, every file's
-    /// content included; exit 1 if anything differs.
+    /// Check instances against their releases (files, image, config,
+    /// process), or an image's root against its baseline; exit 3 on drift.
     Drift(cmd::drift::Args),
     /// Start an instance of an image (detached) and print its id.
     Run(cmd::run::Args),

@@ -14,7 +14,7 @@ fn drift_of_an_image_root() {
     write(&root.join("etc/motd"), b"WELCOME\n", 0o644);
     write(&root.join("etc/extra"), b"x", 0o644);
     let out = env.run(&["drift", "--image", "sample:1.0", "--threads", "1"]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "/etc/extra: added (file)", "{stdout}");
@@ -28,7 +28,7 @@ fn drift_of_an_image_root() {
     );
 
     let out = env.run(&["--json", "drift", "--image", &digest]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["findings"][1]["path"], "/etc/motd");
     assert_eq!(report["findings"][1]["change"], "content");

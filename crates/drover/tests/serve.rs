@@ -207,6 +207,15 @@ fn serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart() {
 ",
     );
 
+    // One serve per store.
+    let second = env.run(&["serve", "--bind", "127.0.0.1"]);
+    assert_eq!(second.status.code(), Some(5), "busy: {}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another `drover serve` runs"),
+        "{}",
+        show(&second)
+    );
+
     // kill -9 one instance's process: replaced within 2 s.
     let victim = before[0].clone();
     let killed = Instant::now();
@@ -529,7 +538,7 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
     std::fs::write(&bundle, serde_json::to_vec(&config).unwrap()).unwrap();
 
     let (code, report) = drift_json(&env, "web");
-    assert_eq!(code, 1, "drift found: exit 1");
+    assert_eq!(code, 3, "drift found: exit 3");
     let pa = paths_of(&report, &a);
     for p in ["/www/index.html", "/www/added.html", "/etc/passwd"] {
         assert!(pa.contains(&p.to_string()), "{p} not in {pa:?}");
@@ -548,7 +557,7 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
         "b's config change: {pb:?}"
     );
     let text = env.run(&["drift", &b]);
-    assert_eq!(text.status.code(), Some(1));
+    assert_eq!(text.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&text.stdout).contains("INJECTED=1"),
         "{}",

@@ -393,7 +393,8 @@ fn converge(
             Step::Stop { ids } => {
                 let drain = Duration::from_millis(rollout.drain_ms);
                 report.drain_wait_seconds +=
-                    traffic::drain(store.db_mut(), service, &ids, drain)?.as_secs_f64();
+                    traffic::drain(store.db_mut(), lease, service, &ids, drain)?.as_secs_f64();
+                lease.renew(store.db_mut())?;
                 instance::stop_many(store, &ids, STOP_GRACE)?;
                 for id in ids {
                     instance::remove(store, &id, true)?;

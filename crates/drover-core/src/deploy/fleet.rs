@@ -200,9 +200,13 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         }
         None => ProxyMode::Http,
     };
-    let drain_ms = c
-        .duration(&t, "drain")?
-        .map_or(DEFAULT_DRAIN_MS, |(ms, _)| ms);
+    let drain_ms = match c.duration(&t, "drain")? {
+        Some((ms, n)) if ms > 600_000 => {
+            return Err(c.err(n.at(), &t.key("drain"), "at most \"10m\""));
+        }
+        Some((ms, _)) => ms,
+        None => DEFAULT_DRAIN_MS,
+    };
     let mut volumes = Vec::new();
     if let Some(n) = t.get("volumes") {
         let key = t.key("volumes");

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use rusqlite::{Transaction, params};
 
+use super::lock::Lease;
 use crate::clock;
 use crate::error::Result;
 use crate::runtime;
@@ -53,11 +54,13 @@ pub fn mark_ready(tx: &Transaction<'_>, path: &Path, ids: &[String]) -> Result<(
     Ok(())
 }
 
-/// Take the instance out of traffic and record why it must be replaced.
+/// Record why the instance must be replaced. It keeps its traffic until its
+/// replacement is ready: the service's strategy replaces it like an old
+/// release's instance (surge first), and drains it before it stops.
 pub fn condemn(db: &mut Db, id: &str, why: &str) -> Result<()> {
     db.write(|tx, path| {
         tx.execute(
-            "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1",
+            "UPDATE instances SET condemned = ?2 WHERE id = ?1",
             params![id, why],
         )
         .db_ctx(path)
@@ -88,15 +91,18 @@ pub fn routes(db: &Db) -> Result<Vec<Route>> {
 }
 
 /// Instances being drained that no proxy has reported drained yet.
-pub fn draining(db: &Db) -> Result<Vec<String>> {
+/// (service, instance) pairs.
+pub fn draining(db: &Db) -> Result<Vec<(String, String)>> {
     let mut stmt = db
         .conn()
         .prepare_cached(
-            "SELECT id FROM instances WHERE drain_at IS NOT NULL AND drained_at IS NULL \
-             AND state != 'deleted'",
+            "SELECT service, id FROM instances WHERE drain_at IS NOT NULL AND drained_at IS NULL \
+             AND state != 'deleted' AND service IS NOT NULL",
         )
         .db_ctx(db.path())?;
-    let rows = stmt.query_map([], |r| r.get(0)).db_ctx(db.path())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db_ctx(db.path())?;
     rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
 }
 
@@ -148,9 +154,15 @@ fn proxy_alive(db: &Db, service: &str) -> Result<bool> {
 }
 
 /// Stop new traffic to `ids` and wait (at most `timeout`) until the
-/// service's proxy has seen their last requests finish. Returns how long
-/// it waited.
-pub fn drain(db: &mut Db, service: &str, ids: &[String], timeout: Duration) -> Result<Duration> {
+/// service's proxy has seen their last requests finish, renewing `lease`
+/// meanwhile. Returns how long it waited.
+pub fn drain(
+    db: &mut Db,
+    lease: &mut Lease,
+    service: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<Duration> {
     // Nobody routes to them: nothing to drain (and no write to wait for).
     if !proxy_alive(db, service)? {
         return Ok(Duration::ZERO);
@@ -168,6 +180,7 @@ pub fn drain(db: &mut Db, service: &str, ids: &[String], timeout: Duration) -> R
     })?;
     let t = Instant::now();
     runtime::wait_until(timeout, || {
+        lease.renew(db)?;
         let pending: i64 = db
             .conn()
             .query_row(
@@ -188,6 +201,7 @@ pub fn drain(db: &mut Db, service: &str, ids: &[String], timeout: Duration) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::lock;
 
     fn db_with(ids: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -217,6 +231,7 @@ mod tests {
     #[test]
     fn routes_follow_ready_and_drain() {
         let (_d, mut db) = db_with(&[("a", "running"), ("b", "running"), ("c", "created")]);
+        let mut lease = lock::acquire(&mut db, "service web", false).unwrap();
         assert!(routes(&db).unwrap().is_empty(), "nothing is ready yet");
         let all = ["a".to_string(), "b".into(), "c".into()];
         db.write(|tx, path| mark_ready(tx, path, &all)).unwrap();
@@ -229,23 +244,48 @@ mod tests {
         };
         assert_eq!(ids(&db), ["a", "b"], "only running instances take traffic");
         // No proxy: nothing to drain, nothing waits.
-        let waited = drain(&mut db, "web", &["a".into()], Duration::from_secs(5)).unwrap();
+        let waited = drain(
+            &mut db,
+            &mut lease,
+            "web",
+            &["a".into()],
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(waited, Duration::ZERO);
         assert_eq!(ids(&db), ["a", "b"]);
         heartbeat(&mut db, &["web".into()], "me").unwrap();
-        drain(&mut db, "web", &["a".into()], Duration::from_millis(50)).unwrap();
+        drain(
+            &mut db,
+            &mut lease,
+            "web",
+            &["a".into()],
+            Duration::from_millis(50),
+        )
+        .unwrap();
         assert_eq!(ids(&db), ["b"]);
-        assert_eq!(draining(&db).unwrap(), ["a"]);
+        assert_eq!(
+            draining(&db).unwrap(),
+            [("web".to_string(), "a".to_string())]
+        );
         condemn(&mut db, "b", "drift").unwrap();
-        assert!(ids(&db).is_empty(), "a condemned instance leaves traffic");
+        assert_eq!(ids(&db), ["b"], "condemned, it serves until it is replaced");
     }
 
     #[test]
     fn drain_waits_for_a_live_proxy_until_it_acks_or_times_out() {
         let (dir, mut db) = db_with(&[("a", "running"), ("b", "running")]);
+        let mut lease = lock::acquire(&mut db, "service web", false).unwrap();
         heartbeat(&mut db, &["web".into()], "me").unwrap();
         let t = Instant::now();
-        drain(&mut db, "web", &["a".into()], Duration::from_millis(300)).unwrap();
+        drain(
+            &mut db,
+            &mut lease,
+            "web",
+            &["a".into()],
+            Duration::from_millis(300),
+        )
+        .unwrap();
         assert!(
             t.elapsed() >= Duration::from_millis(300),
             "no ack: waits it out"
@@ -257,7 +297,14 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             ack_drained(&mut db, "b").unwrap();
         });
-        let waited = drain(&mut db, "web", &["b".into()], Duration::from_secs(10)).unwrap();
+        let waited = drain(
+            &mut db,
+            &mut lease,
+            "web",
+            &["b".into()],
+            Duration::from_secs(10),
+        )
+        .unwrap();
         acker.join().unwrap();
         assert!(
             waited < Duration::from_secs(5),

@@ -78,14 +78,14 @@ impl Drift {
     }
 }
 
-/// The bundle's config against the one generated from the launch.
+/// The bundle's config against the one it was created with: the file's
+/// digest decides (so a newer drover generating a different config for the
+/// same launch is no drift); a JSON diff against the config generated from
+/// the launch names what changed.
 pub fn config(inst: &Instance, bundle: &std::path::Path) -> Vec<Drift> {
     let file = bundle.join("config.json");
-    let got: Value = match fs::read(&file)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not valid JSON: {e}")))
-    {
-        Ok(v) => v,
+    let bytes = match fs::read(&file) {
+        Ok(b) => b,
         Err(e) => {
             return vec![Drift::Config {
                 path: "/".into(),
@@ -93,9 +93,27 @@ pub fn config(inst: &Instance, bundle: &std::path::Path) -> Vec<Drift> {
             }];
         }
     };
+    if inst.config_digest == Some(crate::Digest::of(&bytes)) {
+        return Vec::new();
+    }
+    let got: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Drift::Config {
+                path: "/".into(),
+                detail: format!("{}: not valid JSON: {e}", file.display()),
+            }];
+        }
+    };
     let want = spec::generate(&inst.launch);
     let mut out = Vec::new();
     diff(&want, &got, String::new(), 0, &mut out);
+    if out.is_empty() && inst.config_digest.is_some() {
+        out.push(Drift::Config {
+            path: "/".into(),
+            detail: format!("{} changed since the instance was created", file.display()),
+        });
+    }
     out
 }
 
@@ -263,10 +281,13 @@ fn status_findings(status: &str, l: &Launch) -> Vec<Drift> {
             })
             .unwrap_or_default()
     };
-    if ids("Uid").iter().any(|u| *u != l.uid) {
+    // A process given CAP_SETUID / CAP_SETGID may change its own ids
+    // (dropping privileges, as gosu and su-exec do).
+    let granted = |cap: &str| l.capabilities.iter().any(|c| c == cap);
+    if !granted("CAP_SETUID") && ids("Uid").iter().any(|u| *u != l.uid) {
         out.push(p("Uid", format!("{:?}, want {}", ids("Uid"), l.uid)));
     }
-    if ids("Gid").iter().any(|g| *g != l.gid) {
+    if !granted("CAP_SETGID") && ids("Gid").iter().any(|g| *g != l.gid) {
         out.push(p("Gid", format!("{:?}, want {}", ids("Gid"), l.gid)));
     }
     out
@@ -280,13 +301,13 @@ fn mount_findings(mountinfo: &str, l: &Launch) -> Vec<Drift> {
     let mut expected: BTreeSet<String> = ["/".to_string()].into();
     for m in config["mounts"].as_array().into_iter().flatten() {
         if let Some(d) = m["destination"].as_str() {
-            expected.insert(d.to_string());
+            expected.insert(normal(d));
         }
     }
     for key in ["maskedPaths", "readonlyPaths"] {
         for v in config["linux"][key].as_array().into_iter().flatten() {
             if let Some(d) = v.as_str() {
-                expected.insert(d.to_string());
+                expected.insert(normal(d));
             }
         }
     }
@@ -302,7 +323,7 @@ fn mount_findings(mountinfo: &str, l: &Launch) -> Vec<Drift> {
         let (Some(point), Some(opts)) = (f.get(4), f.get(5)) else {
             continue;
         };
-        let point = point.replace("\\040", " ");
+        let point = normal(&unescape(point));
         if point == "/" && !opts.split(',').any(|o| o == "ro") {
             out.push(Drift::Process {
                 what: "mount /".into(),
@@ -317,6 +338,39 @@ fn mount_findings(mountinfo: &str, l: &Launch) -> Vec<Drift> {
         }
     }
     out
+}
+
+/// A path with `.` and empty components dropped (`/var//lib/./x` →
+/// `/var/lib/x`), as the kernel shows mount points.
+fn normal(p: &str) -> String {
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, `\134` for `\`...).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -402,6 +456,33 @@ mod tests {
             + "6 1 8:1 /evil /usr/bin rw - ext4 /dev/sda1 rw\n";
         let what: Vec<String> = mount_findings(&bad, &l).iter().map(Drift::path).collect();
         assert_eq!(what, ["process:mount /", "process:mount /usr/bin"]);
+    }
+
+    #[test]
+    fn mount_points_are_unescaped_and_normalised() {
+        assert_eq!(unescape(r"/a\040b\134c"), r"/a b\c");
+        assert_eq!(unescape(r"/plain\0"), r"/plain\0");
+        assert_eq!(normal("/var//lib/./x/"), "/var/lib/x");
+        assert_eq!(normal("/"), "/");
+        let mut l = launch();
+        l.mounts.push(crate::runtime::spec::BindMount {
+            source: PathBuf::from("/v"),
+            target: "/srv//my data/.".into(),
+            read_only: false,
+        });
+        let mi =
+            "1 0 8:1 /x / ro - ext4 /dev/sda1 rw\n7 1 8:1 /v /srv/my\\040data rw - ext4 sda1 rw\n";
+        assert_eq!(mount_findings(mi, &l), []);
+    }
+
+    #[test]
+    fn a_process_given_setuid_may_change_its_ids() {
+        let mut l = launch();
+        let st =
+            "Uid:\t0\t0\t0\t0\nGid:\t65534\t65534\t65534\t65534\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+        assert_eq!(status_findings(st, &l).len(), 1);
+        l.capabilities.push("CAP_SETUID".into());
+        assert_eq!(status_findings(st, &l), []);
     }
 
     #[test]

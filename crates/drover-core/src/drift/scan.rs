@@ -269,6 +269,8 @@ thread_local! {
 /// An error means the scan could not start (the root is missing, threads
 /// could not be made); anything wrong inside the root is a finding.
 pub fn scan(rootfs: &Rootfs, baseline: &Baseline, budget: &Budget) -> Result<Report> {
+    // Each directory waiting for its turn holds a descriptor.
+    sys::raise_open_files_limit();
     let root_path = &rootfs.path;
     let root = File::options()
         .read(true)

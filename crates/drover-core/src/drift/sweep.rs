@@ -133,16 +133,29 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
         if inst.state == State::Running {
             findings.extend(root_identity(inst));
         }
-        let replace = remedy == Remedy::Replace && inst.service.is_some() && !findings.is_empty();
+        // What could not be checked (an unreadable file, a root that could
+        // not be scanned) is reported, but replaces nothing: a fresh
+        // instance would fail the same way, so it would only loop.
+        let decisive = findings.iter().any(|f| {
+            !matches!(
+                f,
+                Drift::Root { .. }
+                    | Drift::File(super::Finding {
+                        change: super::Change::Unreadable { .. },
+                        ..
+                    })
+            )
+        });
+        let replace = remedy == Remedy::Replace && inst.service.is_some() && decisive;
         let action = match (findings.is_empty(), replace) {
             (true, _) => "none",
             (false, true) => "replaced",
             (false, false) => "reported",
         };
-        if replace
-            && findings.iter().any(|f| matches!(f, Drift::File(_)))
-            && tainted.insert(inst.image)
-        {
+        let file_drift = findings.iter().any(|f| {
+            matches!(f, Drift::File(x) if !matches!(x.change, super::Change::Unreadable { .. }))
+        });
+        if replace && file_drift && tainted.insert(inst.image) {
             unpack::taint(store.layout(), &inst.image)?;
         }
         record(store, inst, &findings, action)?;

@@ -154,6 +154,9 @@ pub struct Instance {
     pub drain_at: Option<i64>,
     /// Why it must be replaced (drift, a failing health check), if it must.
     pub condemned: Option<String>,
+    /// Digest of the `config.json` it was created with.
+    #[serde(skip)]
+    pub config_digest: Option<Digest>,
 }
 
 impl Instance {
@@ -200,7 +203,7 @@ pub fn volume_dir(store_root: &Path, name: &str) -> PathBuf {
 
 const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
      monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
-     stop_signal, launch, service, ready_at, drain_at, condemned";
+     stop_signal, launch, service, ready_at, drain_at, condemned, config_digest";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
     let bad = |i: usize, what: String| {
@@ -241,6 +244,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
         ready_at: row.get(20)?,
         drain_at: row.get(21)?,
         condemned: row.get(22)?,
+        config_digest: row.get(23)?,
     })
 }
 

@@ -258,6 +258,7 @@ pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> R
     fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
+    let config_digest = crate::Digest::of(&config_json);
     fs::write(bundle.join("config.json"), config_json).ctx("write runtime config", &bundle)?;
 
     let launch_json = serde_json::to_string(&launch).expect("launch serializes");
@@ -276,8 +277,8 @@ pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> R
         }
         tx.execute(
             "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
-             created, stop_signal, launch, service) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             created, stop_signal, launch, service, config_digest) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 id,
                 opts.name,
@@ -290,7 +291,8 @@ pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> R
                 clock::now_rfc3339(),
                 stop_signal,
                 launch_json,
-                opts.service
+                opts.service,
+                config_digest.to_string()
             ],
         )
         .db_ctx(path)?;

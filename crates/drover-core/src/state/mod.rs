@@ -208,6 +208,8 @@ ALTER TABLE instances ADD COLUMN drain_at INTEGER;
 ALTER TABLE instances ADD COLUMN drained_at INTEGER;
 -- Why the instance must be replaced (drift, a failing health check).
 ALTER TABLE instances ADD COLUMN condemned TEXT;
+-- Digest of the config.json it was created with (drift compares the file).
+ALTER TABLE instances ADD COLUMN config_digest TEXT;
 -- Service instances running before this migration passed their gates.
 UPDATE instances SET ready_at = 0 WHERE service IS NOT NULL AND state = 'running';
 
@@ -215,7 +217,7 @@ UPDATE instances SET ready_at = 0 WHERE service IS NOT NULL AND state = 'running
 -- an instance waits for them to drain it while heartbeat is recent.
 CREATE TABLE proxies (
     service   TEXT PRIMARY KEY,
-    holder    TEXT NOT NULL,   -- pid@host
+    holder    TEXT NOT NULL,   -- user@host pid N start T (as deploy locks)
     heartbeat INTEGER NOT NULL -- unix milliseconds
 );
 
@@ -712,7 +714,7 @@ mod tests {
             "sha256:436ea427895b63acd005327c49e68c227f56c3c58b7113032832201941a152ec", // 1
             "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
             "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
-            "sha256:ec43d90050db1271dc3b3e9e2495a1ce70d3bdac26fe4054f08e1b1cd95fe6e3", // 4
+            "sha256:9a90265149bd5bc62ce4c46a412d7c4a5afcff9d99e5a3a0954c4715d11c0544", // 4
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

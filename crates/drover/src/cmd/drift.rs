@@ -24,7 +24,8 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-/// Exit 0 when nothing drifted, 1 when something did.
+/// Exit 0 when nothing drifted, 3 when something did (as `verify` on
+/// corrupt blobs), so it cannot be mistaken for an error (1).
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let mut budget = Budget::unlimited();
@@ -102,7 +103,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(if drifted {
-        ExitCode::from(1)
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })

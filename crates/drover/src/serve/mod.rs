@@ -2,9 +2,11 @@
 //! scanner, running until SIGTERM or SIGINT.
 //!
 //! ```text
-//!  reconcile thread   drover_core::reconcile: a deploy pass per service when
-//!                     the database changed or `interval` passed (self-healing,
-//!                     rollouts started by `apply` elsewhere, condemned instances)
+//!  reconcile threads  drover_core::reconcile, one per service: a deploy pass
+//!                     when the database changed or `interval` passed (self-
+//!                     healing, rollouts recorded by `apply --detach`,
+//!                     condemned instances); one service's long rollout holds
+//!                     up no other
 //!  traffic thread     every 50 ms: routable instances from the database →
 //!                     each service's proxy routes; drains acknowledged; one
 //!                     listener per service port, opened and closed as the
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use drover_core::deploy::spec::ProxyMode;
-use drover_core::deploy::{release, traffic};
+use drover_core::deploy::{lock, release, traffic};
 use drover_core::drift;
 use drover_core::reconcile::{self, Reconciler};
 use drover_core::store::Store;
@@ -43,6 +45,8 @@ use self::proxy::{Backend, Mode, Routes};
 const SYNC: Duration = Duration::from_millis(50);
 /// How often the proxy heartbeat is written.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The lock that makes `serve` one per store.
+const SERVE_LOCK: &str = "serve";
 /// How often the reconciler looks for changes made by others.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -67,9 +71,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // `stop`: the reconciler and drift scans end; `quiet`: then the proxies.
     let stop = Arc::new(AtomicBool::new(false));
-    // Fail early, in the foreground, if the store cannot be opened.
-    drop(Store::open(&cfg.store).with_context(|| format!("opening {}", cfg.store.display()))?);
+    let quiet = Arc::new(AtomicBool::new(false));
+    // One serve per store: two would scan, taint and proxy against each
+    // other. Fail early, in the foreground.
+    let mut store =
+        Store::open(&cfg.store).with_context(|| format!("opening {}", cfg.store.display()))?;
+    let lease = lock::acquire(store.db_mut(), SERVE_LOCK, false).map_err(|e| match e {
+        drover_core::Error::Busy { reason, .. } => drover_core::Error::Busy {
+            what: format!("store {}", cfg.store.display()),
+            reason: format!(
+                "another `drover serve` runs for it: {}",
+                reason
+                    .replace("another deploy holds its lock: ", "")
+                    .replace("; wait for it, or leave out --no-wait to queue", "")
+            ),
+        },
+        e => e,
+    })?;
+    drop(store);
     say(format_args!(
         "serve: store {}, proxies on {}, drift scans {}",
         cfg.store.display(),
@@ -85,11 +106,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .spawn(move || reconcile_loop(&store, opts, &stop))?
     };
     let traffic = {
-        let (stop, store, bind) = (stop.clone(), cfg.store.clone(), cfg.bind);
+        let (stop, quiet, store, bind) = (stop.clone(), quiet.clone(), cfg.store.clone(), cfg.bind);
         let handle = rt.handle().clone();
         thread::Builder::new()
             .name("traffic".into())
-            .spawn(move || traffic_loop(&store, bind, &handle, &stop))?
+            .spawn(move || traffic_loop(&store, bind, &handle, lease, &stop, &quiet))?
     };
     let drift = cfg.drift_interval.map(|every| {
         let (stop, store, budget) = (stop.clone(), cfg.store.clone(), cfg.drift_budget.clone());
@@ -102,17 +123,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let lost = async {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
         tokio::select! {
             _ = term.recv() => say("serve: SIGTERM, stopping (instances keep running)"),
             _ = int.recv() => say("serve: SIGINT, stopping (instances keep running)"),
+            _ = lost => {}
         }
         anyhow::Ok(())
     })?;
+    // First the work that stops instances, while the proxies still carry
+    // traffic and acknowledge drains: a pass in progress is safe to abandon
+    // (the next serve or apply carries on), but gets a moment to end.
     stop.store(true, Ordering::SeqCst);
-    // The traffic thread closes the listeners and lets requests finish.
-    let _ = traffic.join();
-    // A pass in progress is safe to abandon (the next serve or apply carries
-    // on), but give it a moment to end on its own.
     let deadline = Instant::now() + Duration::from_secs(2);
     while !reconciler.is_finished() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
@@ -122,6 +148,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     {
         let _ = d.join();
     }
+    // Then the proxies: they stop accepting and let requests finish.
+    quiet.store(true, Ordering::SeqCst);
+    let _ = traffic.join();
     rt.shutdown_timeout(Duration::from_secs(1));
     say("serve: stopped");
     Ok(())
@@ -134,14 +163,67 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     }
 }
 
-fn reconcile_loop(store: &std::path::Path, opts: reconcile::Options, stop: &AtomicBool) {
-    let mut store = match Store::open(store) {
+/// One reconciler thread per service, started as services appear; each
+/// ends when its service is gone or serve stops.
+fn reconcile_loop(store: &std::path::Path, opts: reconcile::Options, stop: &Arc<AtomicBool>) {
+    let db = match Store::open(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("reconcile: cannot open the store: {e}")),
     };
-    let mut r = Reconciler::new(opts);
+    let mut workers: BTreeMap<String, thread::JoinHandle<()>> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        match release::services(db.db().conn(), db.db().path()) {
+            Ok(services) => {
+                workers.retain(|_, w| !w.is_finished());
+                for svc in services {
+                    if workers.contains_key(&svc.name) {
+                        continue;
+                    }
+                    let (store, opts, stop, name) = (
+                        store.to_path_buf(),
+                        opts.clone(),
+                        stop.clone(),
+                        svc.name.clone(),
+                    );
+                    match thread::Builder::new()
+                        .name(format!("reconcile {name}"))
+                        .spawn(move || reconcile_service(&store, opts, &name, &stop))
+                    {
+                        Ok(w) => {
+                            workers.insert(svc.name, w);
+                        }
+                        Err(e) => say(format_args!("reconcile {}: no thread: {e}", svc.name)),
+                    }
+                }
+            }
+            Err(e) => say(format_args!("reconcile: {e}")),
+        }
+        sleep_unless(stop, POLL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while workers.values().any(|w| !w.is_finished()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn reconcile_service(
+    store: &std::path::Path,
+    opts: reconcile::Options,
+    service: &str,
+    stop: &AtomicBool,
+) {
+    let mut store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => {
+            return say(format_args!(
+                "reconcile {service}: cannot open the store: {e}"
+            ));
+        }
+    };
+    let mut r = Reconciler::for_service(opts, service);
     while !stop.load(Ordering::SeqCst) {
         match r.round(&mut store) {
+            Ok(reports) if reports.is_empty() && !service_exists(&store, service) => return,
             Ok(reports) => {
                 for rep in reports {
                     let did = rep.started + rep.stopped + rep.healed > 0;
@@ -164,12 +246,17 @@ fn reconcile_loop(store: &std::path::Path, opts: reconcile::Options, stop: &Atom
                 }
             }
             Err(e) => {
-                say(format_args!("reconcile: {e}"));
+                say(format_args!("reconcile {service}: {e}"));
                 sleep_unless(stop, Duration::from_secs(1));
             }
         }
         sleep_unless(stop, POLL);
     }
+}
+
+fn service_exists(store: &Store, service: &str) -> bool {
+    let db = store.db();
+    release::service(db.conn(), db.path(), service).is_ok_and(|s| s.is_some())
 }
 
 /// One service's proxying: its routes and its listeners.
@@ -183,46 +270,70 @@ fn traffic_loop(
     store: &std::path::Path,
     bind: IpAddr,
     rt: &tokio::runtime::Handle,
+    mut lease: lock::Lease,
     stop: &AtomicBool,
+    quiet: &AtomicBool,
 ) {
     let mut store = match Store::open(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("traffic: cannot open the store: {e}")),
     };
-    let holder = drover_core::deploy::lock::me();
+    let holder = lock::me();
     let mut proxied: BTreeMap<String, Proxied> = BTreeMap::new();
     let mut failed_binds: BTreeSet<(String, u16)> = BTreeSet::new();
     let mut last_beat = Instant::now() - HEARTBEAT;
-    while !stop.load(Ordering::SeqCst) {
+    let mut closing: Option<Instant> = None;
+    loop {
+        if let Err(e) = lease.renew(store.db_mut()) {
+            say(format_args!("serve: lost its lock ({e}); stopping"));
+            stop.store(true, Ordering::SeqCst);
+            quiet.store(true, Ordering::SeqCst);
+        }
+        if quiet.load(Ordering::SeqCst) && closing.is_none() {
+            // Stop accepting; keep syncing (drains are still acknowledged)
+            // until what is in flight is done, for at most 5 s.
+            for p in proxied.values() {
+                for tx in p.listeners.values() {
+                    let _ = tx.send(true);
+                }
+            }
+            closing = Some(Instant::now());
+        }
+        if let Some(t) = closing {
+            let busy = proxied
+                .values()
+                .any(|p| p.routes.stats().backends.iter().any(|b| b.in_flight > 0));
+            if !busy || t.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+        }
         if let Err(e) = sync(
             &mut store,
             bind,
             rt,
             &mut proxied,
             &mut failed_binds,
-            &holder,
-            &mut last_beat,
+            closing.is_none(),
         ) {
             say(format_args!("traffic: {e}"));
         }
+        // Deploys wait for the drains of services with a live proxy.
+        if last_beat.elapsed() >= HEARTBEAT {
+            let names: Vec<String> = proxied
+                .iter()
+                .filter(|(_, p)| !p.listeners.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect();
+            if let Err(e) = traffic::heartbeat(store.db_mut(), &names, &holder) {
+                say(format_args!("traffic: {e}"));
+            }
+            last_beat = Instant::now();
+        }
         thread::sleep(SYNC);
     }
-    // Stop taking traffic: deploys no longer wait for us, and the proxies
-    // finish what is in flight.
+    // Deploys no longer wait for this serve's drains.
     let _ = traffic::unregister(store.db_mut(), &holder);
-    for p in proxied.values() {
-        for tx in p.listeners.values() {
-            let _ = tx.send(true);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline
-        && proxied
-            .values()
-            .any(|p| p.routes.stats().backends.iter().any(|b| b.in_flight > 0))
-    {
-        thread::sleep(Duration::from_millis(20));
-    }
+    let _ = lease.release(store.db_mut());
 }
 
 fn sync(
@@ -231,14 +342,26 @@ fn sync(
     rt: &tokio::runtime::Handle,
     proxied: &mut BTreeMap<String, Proxied>,
     failed_binds: &mut BTreeSet<(String, u16)>,
-    holder: &str,
-    last_beat: &mut Instant,
+    listen: bool,
 ) -> anyhow::Result<()> {
     let services = {
         let db = store.db();
         release::services(db.conn(), db.path())?
     };
-    // Listeners follow the services' ports.
+    if listen {
+        listeners(&services, bind, rt, proxied, failed_binds);
+    }
+    route(store, proxied)
+}
+
+/// Open and close listeners as the services' ports and modes say.
+fn listeners(
+    services: &[release::Service],
+    bind: IpAddr,
+    rt: &tokio::runtime::Handle,
+    proxied: &mut BTreeMap<String, Proxied>,
+    failed_binds: &mut BTreeSet<(String, u16)>,
+) {
     let wanted: BTreeMap<String, (Vec<u16>, ProxyMode)> = services
         .iter()
         .filter(|s| !s.rollout.ports.is_empty())
@@ -278,10 +401,7 @@ fn sync(
             }) {
                 Ok(listener) => {
                     let (tx, rx) = watch::channel(false);
-                    let mode = match mode {
-                        ProxyMode::Http => Mode::Http,
-                        ProxyMode::Tcp => Mode::Tcp,
-                    };
+                    let mode = *mode;
                     let routes = p.routes.clone();
                     let label = format!("{name} {addr}");
                     rt.spawn(async move {
@@ -307,6 +427,11 @@ fn sync(
             }
         }
     }
+}
+
+/// Give each proxy the routable instances, as recorded, and acknowledge the
+/// drains that are done.
+fn route(store: &mut Store, proxied: &BTreeMap<String, Proxied>) -> anyhow::Result<()> {
     // Routes: the routable instances, as recorded.
     let mut by_service: BTreeMap<String, Vec<Backend>> = BTreeMap::new();
     for r in traffic::routes(store.db())? {
@@ -315,24 +440,24 @@ fn sync(
             addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), r.port),
         });
     }
+    let routed: BTreeSet<String> = by_service
+        .values()
+        .flatten()
+        .map(|b| b.id.clone())
+        .collect();
     for (name, p) in proxied.iter() {
         p.routes.set(by_service.remove(name).unwrap_or_default());
     }
-    // Drains: an instance out of the routes with nothing in flight is done.
-    for id in traffic::draining(store.db())? {
-        let quiet = proxied.values().all(|p| p.routes.in_flight(&id) == 0);
-        if quiet {
+    // Drains: an instance of a service this process proxies, out of the
+    // routes just installed (a drain that began after they were read waits
+    // for the next sync), with nothing in flight, is done.
+    for (service, id) in traffic::draining(store.db())? {
+        let Some(p) = proxied.get(&service).filter(|p| !p.listeners.is_empty()) else {
+            continue;
+        };
+        if !routed.contains(&id) && p.routes.in_flight(&id) == 0 {
             traffic::ack_drained(store.db_mut(), &id)?;
         }
-    }
-    if last_beat.elapsed() >= HEARTBEAT {
-        let names: Vec<String> = proxied
-            .iter()
-            .filter(|(_, p)| !p.listeners.is_empty())
-            .map(|(n, _)| n.clone())
-            .collect();
-        traffic::heartbeat(store.db_mut(), &names, holder)?;
-        *last_beat = Instant::now();
     }
     Ok(())
 }

@@ -67,12 +67,8 @@ pub const COOL_DOWN: Duration = Duration::from_secs(1);
 /// a request down one the backend is closing.
 const POOL_IDLE: Duration = Duration::from_secs(4);
 
-/// What a listener speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Http,
-    Tcp,
-}
+/// What a listener speaks: the service's `proxy` setting.
+pub use drover_core::deploy::spec::ProxyMode as Mode;
 
 /// One place traffic can go: an instance, by id, and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
