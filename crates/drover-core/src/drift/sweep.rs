@@ -135,16 +135,17 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
         }
         // What could not be checked (an unreadable file, a root that could
         // not be scanned) is reported, but replaces nothing: a fresh
-        // instance would fail the same way, so it would only loop.
-        let decisive = findings.iter().any(|f| {
-            !matches!(
-                f,
-                Drift::Root { .. }
-                    | Drift::File(super::Finding {
-                        change: super::Change::Unreadable { .. },
-                        ..
-                    })
-            )
+        // instance would fail the same way, so it would only loop. Nor does
+        // a hard link that no longer shares its inode (its content is still
+        // checked): a baseline can name a link target that a later layer
+        // replaced, which a fresh root would show again.
+        let decisive = findings.iter().any(|f| match f {
+            Drift::Root { .. } => false,
+            Drift::File(x) => !matches!(
+                x.change,
+                super::Change::Unreadable { .. } | super::Change::HardLink { .. }
+            ),
+            _ => true,
         });
         let replace = remedy == Remedy::Replace && inst.service.is_some() && decisive;
         let action = match (findings.is_empty(), replace) {
@@ -153,7 +154,10 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
             (false, false) => "reported",
         };
         let file_drift = findings.iter().any(|f| {
-            matches!(f, Drift::File(x) if !matches!(x.change, super::Change::Unreadable { .. }))
+            matches!(f, Drift::File(x) if !matches!(
+                x.change,
+                super::Change::Unreadable { .. } | super::Change::HardLink { .. }
+            ))
         });
         if replace && file_drift && tainted.insert(inst.image) {
             unpack::taint(store.layout(), &inst.image)?;
