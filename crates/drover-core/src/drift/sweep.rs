@@ -133,32 +133,13 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
         if inst.state == State::Running {
             findings.extend(root_identity(inst));
         }
-        // What could not be checked (an unreadable file, a root that could
-        // not be scanned) is reported, but replaces nothing: a fresh
-        // instance would fail the same way, so it would only loop. Nor does
-        // a hard link that no longer shares its inode (its content is still
-        // checked): a baseline can name a link target that a later layer
-        // replaced, which a fresh root would show again.
-        let decisive = findings.iter().any(|f| match f {
-            Drift::Root { .. } => false,
-            Drift::File(x) => !matches!(
-                x.change,
-                super::Change::Unreadable { .. } | super::Change::HardLink { .. }
-            ),
-            _ => true,
-        });
+        let (decisive, file_drift) = weigh(&findings);
         let replace = remedy == Remedy::Replace && inst.service.is_some() && decisive;
         let action = match (findings.is_empty(), replace) {
             (true, _) => "none",
             (false, true) => "replaced",
             (false, false) => "reported",
         };
-        let file_drift = findings.iter().any(|f| {
-            matches!(f, Drift::File(x) if !matches!(
-                x.change,
-                super::Change::Unreadable { .. } | super::Change::HardLink { .. }
-            ))
-        });
         if replace && file_drift && tainted.insert(inst.image) {
             unpack::taint(store.layout(), &inst.image)?;
         }
@@ -178,6 +159,32 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
     }
     remove_unused_tainted(store)?;
     Ok(out)
+}
+
+/// Whether findings call for a replacement, and whether the root's files
+/// drifted (then the root is moved aside too).
+///
+/// What could not be checked (an unreadable file, a root that could not be
+/// scanned) is reported but replaces nothing: a fresh instance would fail
+/// the same way, so it would only loop. Nor does a hard link that no longer
+/// shares its inode (its content is still checked): a baseline can name a
+/// link target that a later layer replaced, which a fresh root shows again.
+fn weigh(findings: &[Drift]) -> (bool, bool) {
+    let inconclusive = |c: &super::Change| {
+        matches!(
+            c,
+            super::Change::Unreadable { .. } | super::Change::HardLink { .. }
+        )
+    };
+    let decisive = findings.iter().any(|f| match f {
+        Drift::Root { .. } => false,
+        Drift::File(x) => !inconclusive(&x.change),
+        _ => true,
+    });
+    let files = findings
+        .iter()
+        .any(|f| matches!(f, Drift::File(x) if !inconclusive(&x.change)));
+    (decisive, files)
 }
 
 /// The instance's process runs on the image's current root (not on a copy
@@ -277,4 +284,42 @@ fn remove_unused_tainted(store: &mut Store) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Change, Finding};
+    use super::*;
+
+    fn file(change: Change) -> Drift {
+        Drift::File(Finding {
+            path: "/etc/motd".into(),
+            change,
+        })
+    }
+
+    #[test]
+    fn only_conclusive_findings_replace() {
+        assert_eq!(weigh(&[]), (false, false));
+        let unreadable = file(Change::Unreadable {
+            reason: "EMFILE".into(),
+        });
+        let link = file(Change::HardLink {
+            target: "/etc/a".into(),
+        });
+        let root = Drift::Root {
+            detail: "gone".into(),
+        };
+        assert_eq!(weigh(&[unreadable.clone(), link, root]), (false, false));
+        let mode = file(Change::Mode {
+            want: 0o644,
+            got: 0o666,
+        });
+        assert_eq!(weigh(&[unreadable.clone(), mode]), (true, true));
+        let config = Drift::Config {
+            path: "/process/env".into(),
+            detail: "added".into(),
+        };
+        assert_eq!(weigh(&[unreadable, config]), (true, false));
+    }
 }
