@@ -5,14 +5,15 @@
 //! never at what happened, so it does not matter who changed what — an
 //! `apply` from another shell, an instance that crashed, a drift scan that
 //! condemned one, or a `serve` that restarted and adopts what runs. A pass
-//! runs for a service when the database changed (another process wrote:
-//! a monitor recorded an exit, `apply` made a release), and otherwise every
-//! `interval`.
+//! runs for a service when something that matters changed (a monitor
+//! recorded an exit, `apply` made a release, a drift scan condemned an
+//! instance: see [`fingerprint`]), and otherwise every `interval`.
 //!
 //! A pass that fails, or that had to replace instances which died young (a
 //! crash loop), backs the service off: 1 s, 2 s, 4 s … up to `max_backoff`,
-//! reset once the service stays clean for a while after its last back-off. The back-off and restart count live in the
-//! database (`service_health`), so `drover status` shows them.
+//! reset once the service stays clean for a while after its last back-off.
+//! The back-off and restart count live in the database (`service_health`),
+//! so `drover status` shows them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -133,6 +134,23 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
     Ok(h)
 }
 
+/// What a change that calls for a pass moves: an instance's state (a
+/// monitor recorded an exit), a service or its releases (`apply`,
+/// `rollback`), a condemned instance (a drift scan). Heartbeats, leases and
+/// drains do not, so they cost no pass.
+fn fingerprint(db: &Db) -> Result<String> {
+    db.conn()
+        .query_row(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM instance_transitions) || '/' || \
+             (SELECT coalesce(max(updated), '') FROM services) || '/' || \
+             (SELECT count(*) FROM releases) || '/' || \
+             (SELECT count(*) FROM instances WHERE condemned IS NOT NULL AND state != 'deleted')",
+            [],
+            |r| r.get(0),
+        )
+        .db_ctx(db.path())
+}
+
 /// Runs passes when they are due; see the module docs.
 pub struct Reconciler {
     opts: Options,
@@ -140,7 +158,7 @@ pub struct Reconciler {
     /// rollout hold up nobody else).
     only: Option<String>,
     next: BTreeMap<String, Instant>,
-    seen_version: Option<i64>,
+    seen: Option<String>,
 }
 
 impl Reconciler {
@@ -150,7 +168,7 @@ impl Reconciler {
             opts,
             only: None,
             next: BTreeMap::new(),
-            seen_version: None,
+            seen: None,
         }
     }
 
@@ -164,9 +182,9 @@ impl Reconciler {
 
     /// Run every pass that is due now; returns their reports.
     pub fn round(&mut self, store: &mut Store) -> Result<Vec<Report>> {
-        let version = store.db().data_version()?;
-        let changed = self.seen_version != Some(version);
-        self.seen_version = Some(version);
+        let now = fingerprint(store.db())?;
+        let changed = self.seen.as_ref() != Some(&now);
+        self.seen = Some(now);
         let services = {
             let db = store.db();
             release::services(db.conn(), db.path())?
@@ -198,8 +216,8 @@ impl Reconciler {
             self.next.insert(svc.name.clone(), Instant::now() + again);
             reports.push(report);
         }
-        // Our own writes do not move data_version; others' writes during
-        // the passes do, and are seen next round.
+        // What the passes changed themselves shows as a change next round:
+        // one more pass, which finds nothing to do.
         Ok(reports)
     }
 }

@@ -21,6 +21,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use rusqlite::params;
 use serde_json::json;
 
 use super::gate::{Gate, Verdict};
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
 use crate::ledger::{self, NewEntry};
 use crate::runtime;
+use crate::state::DbContext;
 use crate::store::Store;
 
 /// An instance that dies sooner than this after starting counts towards a
@@ -247,9 +249,11 @@ fn counts_as(i: &Instance) -> i64 {
     }
 }
 
-/// Remove an instance found dead, with a `service.heal` ledger entry; its
-/// replacement is the planner's next start. Returns how long it had run.
-fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Duration>> {
+/// Remove an instance found dead, with a `service.heal` ledger entry (once,
+/// even if a pass dies between the entry and the removal); its replacement
+/// is the planner's next start. Returns how long it had run, if this call
+/// recorded it.
+fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Option<Duration>>> {
     let lived = match (&i.started, &i.finished) {
         (Some(a), Some(b)) => clock::parse_rfc3339_secs(a)
             .zip(clock::parse_rfc3339_secs(b))
@@ -257,7 +261,21 @@ fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Duratio
         _ => None,
     };
     let exit = i.exit.map(|e| e.to_string()).unwrap_or_default();
-    store.db_mut().write(|tx, path| {
+    let recorded = store.db_mut().write(|tx, path| {
+        // Already recorded, or not a crash at all: a stop someone asked for
+        // whose instance was not removed yet.
+        let skip: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM ledger WHERE action = 'service.heal' \
+                 AND subjects LIKE ?1) OR EXISTS (SELECT 1 FROM instance_transitions \
+                 WHERE instance = ?2 AND to_state = 'stopping')",
+                params![format!("%\"{}\"%", i.id), i.id],
+                |r| r.get(0),
+            )
+            .db_ctx(path)?;
+        if skip {
+            return Ok(false);
+        }
         ledger::append(
             tx,
             path,
@@ -268,10 +286,10 @@ fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Duratio
                        "exit": exit, "seconds": lived.map(|d| d.as_secs())}),
             ),
         )
-        .map(drop)
+        .map(|_| true)
     })?;
     instance::remove(store, &i.id, true)?;
-    Ok(lived)
+    Ok(recorded.then_some(lived))
 }
 
 /// Move the service's instances to `desired` (none: no instances) with
@@ -321,10 +339,11 @@ fn converge(
                     unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &ready),
                 });
             }
-            let lived = heal(store, service, i)?;
-            report.healed += 1;
-            if lived.is_none_or(|d| d < MIN_UPTIME) {
-                report.crashed_young += 1;
+            if let Some(lived) = heal(store, service, i)? {
+                report.healed += 1;
+                if lived.is_none_or(|d| d < MIN_UPTIME) {
+                    report.crashed_young += 1;
+                }
             }
         }
         let live: Vec<&Instance> = mine.iter().filter(|i| i.state.is_live()).collect();

@@ -343,6 +343,12 @@ fn transition_in(
         params![id, to.as_str()],
     )
     .db_ctx(path)?;
+    tx.execute(
+        "INSERT INTO instance_transitions (instance, time, from_state, to_state) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![id, now, inst.state.as_str(), to.as_str()],
+    )
+    .db_ctx(path)?;
     if let Some((pid, start)) = change.pid {
         tx.execute(
             "UPDATE instances SET pid = ?2, pid_start = ?3, started = ?4 WHERE id = ?1",
@@ -803,6 +809,21 @@ mod tests {
             actions(&store, &inst.id),
             ["instance.start", "instance.exit"]
         );
+        // Every state change has its row, in order.
+        let mut stmt = store
+            .db()
+            .conn()
+            .prepare(
+                "SELECT from_state || '>' || to_state FROM instance_transitions \
+                 WHERE instance = ?1 ORDER BY seq",
+            )
+            .unwrap();
+        let steps: Vec<String> = stmt
+            .query_map([&inst.id], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(steps, ["created>running", "running>exited"]);
     }
 
     #[test]

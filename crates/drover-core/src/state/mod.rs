@@ -303,14 +303,6 @@ impl Db {
         &self.conn
     }
 
-    /// A number that changes whenever another connection commits a change:
-    /// a cheap way to notice that someone else wrote.
-    pub fn data_version(&self) -> Result<i64> {
-        self.conn
-            .pragma_query_value(None, "data_version", |r| r.get(0))
-            .db_ctx(&self.path)
-    }
-
     /// The database file, for error messages.
     pub fn path(&self) -> &Path {
         &self.path
