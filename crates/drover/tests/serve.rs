@@ -571,6 +571,33 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
         now.len() == 2 && !now.contains(&a) && !now.contains(&b) && status(&env)["ready"] == 2
     });
     assert!(replaced, "{}\n{}", status(&env), serve.log());
+
+    // Again, under load: replacing drifted instances fails no request
+    // (the replacements start and pass their checks before the drifted
+    // ones are drained and stopped).
+    if common::require("wrk") {
+        let drifted = running(&env);
+        let (requests, errors, non2xx, text) = wrk_during(port, || {
+            inside(
+                pid_of(&env, &drifted[0]),
+                "echo x > /tmp/ok && /bin/busybox mount -o remount,rw,bind / && echo new > /www/again.html",
+            );
+            let again = eventually(Duration::from_secs(30), || {
+                let now = running(&env);
+                now.len() == 2
+                    && drifted.iter().all(|d| !now.contains(d))
+                    && status(&env)["ready"] == 2
+            });
+            assert!(again, "{}\n{}", status(&env), serve.log());
+        });
+        assert!(requests > 100, "wrk made only {requests} requests:\n{text}");
+        assert_eq!(
+            (errors, non2xx),
+            (0, 0),
+            "failed requests:\n{text}\n{}",
+            serve.log()
+        );
+    }
     drop(serve);
     assert_eq!(get(port), None, "serve is gone, and so is its proxy");
     let (code, after) = drift_json(&env, "web");
@@ -584,6 +611,17 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
             .to_string()
             .contains("/www/index.html")),
         "{entries:?}"
+    );
+    let paths = entries
+        .iter()
+        .map(|e| e["details"]["paths"].to_string())
+        .collect::<String>();
+    if common::have("wrk") {
+        assert!(paths.contains("/www/again.html"), "{paths}");
+    }
+    assert!(
+        !paths.contains("/tmp/ok"),
+        "the tmpfs is out of scope: {paths}"
     );
     let page = std::fs::read_to_string(
         env.store()
