@@ -9,6 +9,10 @@
 //! recorded an exit, `apply` made a release, a drift scan condemned an
 //! instance: see [`fingerprint`]), and otherwise every `interval`.
 //!
+//! Between passes, the instances in traffic are probed by their release's
+//! health check at its interval; one that fails `retries` times in a row
+//! leaves traffic at once and is replaced (`instance.unhealthy`).
+//!
 //! A pass that fails, or that had to replace instances which died young (a
 //! crash loop), backs the service off: 1 s, 2 s, 4 s … up to `max_backoff`,
 //! reset once the service stays clean for a while after its last back-off.
@@ -24,9 +28,11 @@ use serde_json::json;
 use crate::clock;
 use crate::deploy::converge::MIN_UPTIME;
 use crate::deploy::release::{ServiceHealth, health};
-use crate::deploy::{self, Report, release};
+use crate::deploy::{self, Report, gate, release, traffic};
 use crate::error::Result;
+use crate::instance::{self, Instance, State};
 use crate::ledger::{self, NewEntry};
+use crate::runtime;
 use crate::state::{Db, DbContext};
 use crate::store::Store;
 
@@ -159,6 +165,8 @@ pub struct Reconciler {
     only: Option<String>,
     next: BTreeMap<String, Instant>,
     seen: Option<String>,
+    /// Serving instances' health checks: failures in a row, next probe.
+    watch: BTreeMap<String, (u32, Instant)>,
 }
 
 impl Reconciler {
@@ -169,6 +177,7 @@ impl Reconciler {
             only: None,
             next: BTreeMap::new(),
             seen: None,
+            watch: BTreeMap::new(),
         }
     }
 
@@ -185,40 +194,106 @@ impl Reconciler {
         let now = fingerprint(store.db())?;
         let changed = self.seen.as_ref() != Some(&now);
         self.seen = Some(now);
-        let services = {
+        let services: Vec<String> = {
             let db = store.db();
             release::services(db.conn(), db.path())?
+                .into_iter()
+                .map(|s| s.name)
+                .filter(|name| self.only.as_ref().is_none_or(|o| o == name))
+                .collect()
         };
         let mut reports = Vec::new();
-        for svc in services
-            .into_iter()
-            .filter(|s| self.only.as_ref().is_none_or(|o| *o == s.name))
-        {
+        for name in &services {
             let now = Instant::now();
             let h = {
                 let db = store.db();
-                health(db.conn(), db.path(), &svc.name)?
+                health(db.conn(), db.path(), name)?
             };
             if h.backoff_until.is_some_and(|t| t > clock::now_ms()) {
                 continue;
             }
-            let due = changed || self.next.get(&svc.name).is_none_or(|t| *t <= now);
+            let due = changed || self.next.get(name).is_none_or(|t| *t <= now);
             if !due {
                 continue;
             }
-            let report = deploy::reconcile(store, &svc.name);
+            let report = deploy::reconcile(store, name);
             let again = if report.busy {
                 BUSY_RETRY
             } else {
                 record(store.db_mut(), &report, self.opts.max_backoff)?;
                 self.opts.interval
             };
-            self.next.insert(svc.name.clone(), Instant::now() + again);
+            self.next.insert(name.clone(), Instant::now() + again);
             reports.push(report);
+        }
+        for name in &services {
+            self.watch_health(store, name)?;
         }
         // What the passes changed themselves shows as a change next round:
         // one more pass, which finds nothing to do.
         Ok(reports)
+    }
+}
+
+impl Reconciler {
+    /// Probe the service's serving instances by its release's health check,
+    /// each at the check's interval; `retries` failures in a row take an
+    /// instance out of traffic and condemn it (the next pass replaces it).
+    fn watch_health(&mut self, store: &mut Store, service: &str) -> Result<()> {
+        let (check, serving) = {
+            let db = store.db();
+            let Some(svc) = release::service(db.conn(), db.path(), service)? else {
+                return Ok(());
+            };
+            let Some(n) = svc.desired else {
+                return Ok(());
+            };
+            let r = release::release(db.conn(), db.path(), service, n)?;
+            let Some(check) = r.config.health else {
+                return Ok(());
+            };
+            let serving: Vec<Instance> = instance::list(db, false)?
+                .into_iter()
+                .filter(|i| {
+                    i.service.as_deref() == Some(service)
+                        && i.state == State::Running
+                        && i.ready_at.is_some()
+                        && i.drain_at.is_none()
+                        && i.condemned.is_none()
+                })
+                .collect();
+            (check, serving)
+        };
+        let ids: Vec<&str> = serving.iter().map(|i| i.id.as_str()).collect();
+        self.watch.retain(|id, _| ids.contains(&id.as_str()));
+        let now = Instant::now();
+        for i in &serving {
+            let (failures, next) = self.watch.entry(i.id.clone()).or_insert((0, now));
+            if *next > now {
+                continue;
+            }
+            *next = now + Duration::from_millis(check.interval_ms.max(100));
+            let driver = runtime::driver(i.driver, &instance::runtime_root(store.root()));
+            let mut exec = |args: &[String], t: Duration| {
+                driver.exec(&i.id, args, t).map_err(|e| e.to_string())
+            };
+            let timeout = Duration::from_millis(check.timeout_ms.max(1));
+            match gate::probe(&check.probe, i.port.unwrap_or(0), timeout, &mut exec) {
+                Ok(()) => *failures = 0,
+                Err(e) => {
+                    *failures += 1;
+                    if *failures >= check.retries.max(1) {
+                        let why = format!(
+                            "{} failed {} time(s) in a row: {e}",
+                            gate::describe(&check, i.port.unwrap_or(0)),
+                            failures
+                        );
+                        traffic::fail(store.db_mut(), &i.id, service, &why)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

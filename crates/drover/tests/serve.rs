@@ -291,6 +291,47 @@ fn serve_rolls_out_what_apply_recorded_from_another_process() {
 }
 
 #[test]
+fn an_instance_that_stops_answering_its_health_check_is_replaced() {
+    let Some(env) = setup() else { return };
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 2, port, "")]);
+    let serve = serve_and_wait(&env, port, "version one\n");
+    let ids = running(&env);
+    let victim = ids[0].clone();
+    let victim_port = status(&env)["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == victim.as_str())
+        .unwrap()["port"]
+        .as_u64()
+        .unwrap();
+    // Freeze its web server: the process lives on, the check times out.
+    let out = Command::new("pkill")
+        .args(["-STOP", "-f", &format!("httpd -f -p {victim_port} ")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let replaced = eventually(Duration::from_secs(15), || {
+        let now = running(&env);
+        now.len() == 2 && !now.contains(&victim) && status(&env)["ready"] == 2
+    });
+    assert!(replaced, "{}\n{}", status(&env), serve.log());
+    let e = ledger(&env)
+        .into_iter()
+        .find(|e| e["action"] == "instance.unhealthy")
+        .expect("an instance.unhealthy ledger entry");
+    assert_eq!(e["subjects"][0], victim.as_str());
+    assert!(
+        e["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("http GET"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_crash_looping_release_backs_off_and_shows_in_status() {
     let Some(env) = setup() else { return };
     // Healthy long enough to be released, then it dies after 1.5 s.

@@ -68,6 +68,28 @@ pub fn condemn(db: &mut Db, id: &str, why: &str) -> Result<()> {
     })
 }
 
+/// The instance failed its health check while serving: out of traffic at
+/// once, and to be replaced. Records an `instance.unhealthy` ledger entry.
+pub fn fail(db: &mut Db, id: &str, service: &str, why: &str) -> Result<()> {
+    db.write(|tx, path| {
+        tx.execute(
+            "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1",
+            params![id, format!("unhealthy: {why}")],
+        )
+        .db_ctx(path)?;
+        crate::ledger::append(
+            tx,
+            path,
+            crate::ledger::NewEntry::new(
+                "instance.unhealthy",
+                [id.to_string()],
+                serde_json::json!({"service": service, "reason": why}),
+            ),
+        )
+        .map(drop)
+    })
+}
+
 /// Every routable instance: running, ready and not draining.
 pub fn routes(db: &Db) -> Result<Vec<Route>> {
     let mut stmt = db
