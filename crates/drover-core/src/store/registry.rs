@@ -78,6 +78,18 @@ impl Remote {
         if !repo_ok {
             return Err(bad("repository must be [a-z0-9._/-]"));
         }
+        let tag_ok = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 128
+                && !t.starts_with(['.', '-'])
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if tag.as_deref().is_some_and(|t| !tag_ok(t)) {
+            return Err(bad(
+                "a tag is 1-128 of [A-Za-z0-9._-], not starting with . or -",
+            ));
+        }
         Ok(Remote {
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -662,6 +674,8 @@ mod tests {
         assert!(Remote::parse("hello:1.0").is_err());
         assert!(Remote::parse("hello/world").is_err());
         assert!(Remote::parse("r.io/Hello").is_err());
+        assert!(Remote::parse("r.io/hello:-x").is_err());
+        assert!(Remote::parse("r.io/hello:a$b").is_err());
     }
 
     #[test]
