@@ -235,6 +235,42 @@ fn push_then_pull_keeps_digest_and_baseline() {
 }
 
 #[test]
+fn a_large_layer_streams_both_ways() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let nocreds = tempfile::tempdir().unwrap();
+    let src = sample_env();
+    // Incompressible, so the layer stays above the 16 MiB streaming threshold.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write(&src.ctx().join("rootfs/big.bin"), &big, 0o644);
+    let digest = src.build(&[]);
+    let remote = format!("{}/big:1", reg.addr);
+    let out = ok(
+        &src,
+        nocreds.path(),
+        &["--json", "push", "sample:1.0", &remote, "--insecure"],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        report["bytes_sent"].as_u64().unwrap() > 24 << 20,
+        "{report}"
+    );
+    let dst = Env::new();
+    let pulled = ok(&dst, nocreds.path(), &["pull", &remote, "--insecure"]);
+    assert_eq!(last_line(&pulled), digest);
+    ok(&dst, nocreds.path(), &["verify"]);
+}
+
+#[test]
 fn skopeo_reads_what_drover_pushed_and_drover_pulls_what_skopeo_pushed() {
     if !require("skopeo") {
         return;

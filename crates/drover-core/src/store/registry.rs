@@ -37,6 +37,10 @@ use crate::ledger::NewEntry;
 
 /// Blobs in flight at once, each way.
 const PARALLEL: usize = 4;
+/// Blobs larger than this are streamed from disk when pushed.
+const STREAM_ABOVE: u64 = 16 << 20;
+/// The size of each read of a streamed blob.
+const CHUNK: usize = 4 << 20;
 
 /// Where an image lives in a registry: `<registry>/<repository>[:tag|@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,8 +396,34 @@ async fn push_blob(
     {
         return Ok(None);
     }
-    // Read and verify before sending: a corrupt local blob must not leave.
     let mut r = super::VerifyingReader::open_path(&layout.blob_path(&d.digest), d.digest)?;
+    if d.size > STREAM_ABOVE {
+        // Large blobs stream from disk rather than sit in memory. The reader
+        // fails at EOF if the local blob is corrupt, which aborts the upload
+        // before it is committed (and the registry checks the digest too).
+        let chunks = stream::try_unfold(r, |mut r| async move {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            loop {
+                let n = r.read(&mut buf[filled..])?;
+                filled += n;
+                if n == 0 || filled == buf.len() {
+                    break;
+                }
+            }
+            if filled == 0 {
+                return Ok(None);
+            }
+            buf.truncate(filled);
+            Ok(Some((bytes::Bytes::from(buf), r)))
+        });
+        client
+            .push_blob_stream(image, chunks, &digest, Some(d.size))
+            .await
+            .map_err(|e| remote.err(format_args!("uploading blob {digest}"), e))?;
+        return Ok(Some(d.size));
+    }
+    // Read and verify before sending: a corrupt local blob must not leave.
     let mut data = Vec::with_capacity(d.size as usize);
     r.read_to_end(&mut data).map_err(|e| r.map_err(e))?;
     let n = data.len() as u64;
