@@ -255,6 +255,9 @@ fn session(remote: &Remote, opts: &Options) -> Result<Session> {
             remote.registry
         )));
     }
+    // reqwest is built without a crypto provider of its own (see Cargo.toml);
+    // installing one twice is harmless, so this just makes sure there is one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::new(ClientConfig {
         protocol: if opts.insecure {
             ClientProtocol::Http
