@@ -358,6 +358,25 @@ fn basic_auth_from_docker_config() {
     let dst = Env::new();
     let pulled = ok(&dst, creds.path(), &["pull", &remote, "--insecure"]);
     assert_eq!(last_line(&pulled), digest);
+    assert_eq!(artifacts(&dst.store()).len(), 1, "the baseline came along");
+
+    // Credentials from the environment, with no Docker config.
+    let from_env = Env::new();
+    let out = from_env
+        .cmd()
+        .env("DOCKER_CONFIG", nocreds.path())
+        .env("DROVER_REGISTRY_USER", "drover")
+        .env("DROVER_REGISTRY_PASSWORD", "s3cret")
+        .args(["pull", &remote, "--insecure"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(last_line(&String::from_utf8_lossy(&out.stdout)), digest);
+
+    // What is not there is "not found" (exit 4), not an internal error.
+    let missing = format!("{}/nothing:here", reg.addr);
+    let out = drover(&from_env, creds.path(), &["pull", &missing, "--insecure"]);
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
 }
 
 #[test]

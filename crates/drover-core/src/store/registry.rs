@@ -25,6 +25,7 @@ use std::path::PathBuf;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Serialize;
@@ -610,7 +611,18 @@ async fn fetch_manifest(
             &[oci::MEDIA_MANIFEST, oci::DOCKER_MANIFEST],
         )
         .await
-        .map_err(|e| remote.err(format_args!("fetching manifest {reference}"), e))?;
+        .map_err(|e| {
+            if matches!(&e, OciDistributionError::ImageManifestNotFoundError(_))
+                || e.to_string().contains("manifest unknown")
+            {
+                Error::NotFound {
+                    what: format!("{reference}"),
+                    hint: Some(format!("registry {} has no such image", remote.registry)),
+                }
+            } else {
+                remote.err(format_args!("fetching manifest {reference}"), e)
+            }
+        })?;
     let digest = Digest::of(&bytes);
     if let Some(want) = expected
         && want != digest
