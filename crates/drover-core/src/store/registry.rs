@@ -186,8 +186,16 @@ pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
     let Ok(bytes) = std::fs::read(&path) else {
         return Ok(None);
     };
-    let config: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corrupt(format!("docker config {}", path.display()), e.to_string()))?;
+    docker_config_auth(&bytes, registry)
+        .map_err(|reason| Error::corrupt(format!("docker config {}", path.display()), reason))
+}
+
+/// The basic-auth credentials `config.json` holds for `registry`, if any.
+fn docker_config_auth(
+    config: &[u8],
+    registry: &str,
+) -> std::result::Result<Option<(String, String)>, String> {
+    let config: serde_json::Value = serde_json::from_slice(config).map_err(|e| e.to_string())?;
     let auths = config.get("auths");
     let entry = [
         registry.to_string(),
@@ -202,21 +210,16 @@ pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
         return Ok(None);
     };
     use base64::Engine as _;
-    let decoded = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| {
             s.split_once(':')
                 .map(|(u, p)| (u.to_string(), p.to_string()))
-        });
-    match decoded {
-        Some(c) => Ok(Some(c)),
-        None => Err(Error::corrupt(
-            format!("docker config {}", path.display()),
-            format!("auths.{registry}.auth is not base64 of user:password"),
-        )),
-    }
+        })
+        .map(Some)
+        .ok_or_else(|| format!("auths.{registry}.auth is not base64 of user:password"))
 }
 
 /// What a push did.
@@ -353,8 +356,26 @@ pub fn push(
             None => image_ref.clone(),
         };
         push_manifest(&s.client, remote, &target, &bytes, &desc.media_type).await?;
+        // Write the referrers tag schema only for referrers the registry does
+        // not already list: through its referrers API if it has one (which
+        // lists a manifest as soon as it is pushed), or the tag, if an
+        // earlier push wrote it. oci-client asks the API and falls back to
+        // the tag on a 404.
         if !referrers.is_empty() {
-            update_referrers_tag(&s.client, remote, &desc.digest, &referrers).await?;
+            let listed: BTreeSet<String> = s
+                .client
+                .pull_referrers(&image_ref, None)
+                .await
+                .map(|i| i.manifests.into_iter().map(|m| m.digest).collect())
+                .unwrap_or_default();
+            let unlisted: Vec<_> = referrers
+                .iter()
+                .filter(|(r, _, _)| !listed.contains(&r.digest.to_string()))
+                .cloned()
+                .collect();
+            if !unlisted.is_empty() {
+                update_referrers_tag(&s.client, remote, &desc.digest, &unlisted).await?;
+            }
         }
         Ok::<_, Error>((sent, skipped, total))
     })?;
@@ -721,6 +742,19 @@ mod tests {
         assert!(Remote::parse("r.io/Hello").is_err());
         assert!(Remote::parse("r.io/hello:-x").is_err());
         assert!(Remote::parse("r.io/hello:a$b").is_err());
+    }
+
+    #[test]
+    fn reads_docker_config_auths() {
+        // base64("me:pa:ss") — the password may hold colons.
+        let config = br#"{"auths":{"r.io":{"auth":"bWU6cGE6c3M="},"https://s.io":{"auth":"bWU6cGE6c3M="},"bad.io":{"auth":"!!"}}}"#;
+        let me = Some(("me".to_string(), "pa:ss".to_string()));
+        assert_eq!(docker_config_auth(config, "r.io").unwrap(), me);
+        assert_eq!(docker_config_auth(config, "s.io").unwrap(), me);
+        assert_eq!(docker_config_auth(config, "t.io").unwrap(), None);
+        assert!(docker_config_auth(config, "bad.io").is_err());
+        assert!(docker_config_auth(b"{", "r.io").is_err());
+        assert_eq!(docker_config_auth(b"{}", "r.io").unwrap(), None);
     }
 
     #[test]
