@@ -23,6 +23,7 @@ PACKAGES=(
   wrk                            # serve tests (load under deploys), bench/proxy.sh
   aide b3sum                     # bench/drift.sh peers
   curl                           # serve tests (HTTP/2 through the proxy)
+  docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
@@ -59,6 +60,16 @@ if command -v dpkg-query >/dev/null 2>&1; then
       die "apt-get install failed for: ${missing[*]}"
     fi
     echo "setup.sh: installed ${#missing[@]} package(s)"
+  fi
+  # The docker-registry package enables a system-wide registry on :5000. The
+  # tests start their own on free loopback ports, so it is not needed; stop
+  # it so it holds no port and no storage (only where systemd runs).
+  if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+    echo "setup.sh: disabling the docker-registry system service (tests start their own)"
+    SUDO=()
+    ((EUID == 0)) || SUDO=(sudo -n)
+    "${SUDO[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 \
+      || echo "setup.sh: warning: could not disable docker-registry.service" >&2
   fi
 else
   echo "setup.sh: warning: not a Debian system (no dpkg-query); install these yourself: ${PACKAGES[*]}" >&2

@@ -79,6 +79,10 @@ pub enum Error {
     #[error("{0}")]
     Failed(String),
 
+    /// An OCI registry refused or failed a request.
+    #[error("registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+
     #[error("{op} {path}: {source}", path = .path.display())]
     Io {
         op: &'static str,
@@ -124,6 +128,7 @@ impl Error {
             Error::Io { .. }
             | Error::Database { .. }
             | Error::Runtime { .. }
+            | Error::Registry { .. }
             | Error::Failed(_) => ErrorKind::Internal,
         }
     }

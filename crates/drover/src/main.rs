@@ -44,6 +44,10 @@ enum Command {
     Tag(cmd::tag::Args),
     /// Remove tags (the blobs go at the next `gc`).
     Rmi(cmd::rmi::Args),
+    /// Send an image and its attached artifacts to an OCI registry; print its digest.
+    Push(cmd::push::Args),
+    /// Fetch an image and its attached artifacts from an OCI registry; print its digest.
+    Pull(cmd::pull::Args),
     /// Delete blobs (and unpacked roots) no tag, instance or release reaches.
     Gc,
     /// Re-hash every blob; name each corrupt or missing one and what uses it.
@@ -117,6 +121,8 @@ fn main() -> ExitCode {
         Command::Images => cmd::images::run(&ctx),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Tag(a) => cmd::tag::run(&ctx, a),
+        Command::Push(a) => cmd::push::run(&ctx, a),
+        Command::Pull(a) => cmd::pull::run(&ctx, a),
         Command::Rmi(a) => cmd::rmi::run(&ctx, a),
         Command::Gc => cmd::gc::run(&ctx),
         Command::Verify => cmd::verify::run(&ctx),

@@ -83,6 +83,20 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Like `commit`, but only if the bytes hash to `expected`; otherwise
+    /// the temp file is discarded and nothing appears in the store.
+    pub fn commit_expecting(self, expected: &Digest) -> Result<u64> {
+        let actual = self.hasher.clone().finish();
+        if self.prehashed != 0 || actual != *expected {
+            return Err(Error::CorruptBlob {
+                digest: *expected,
+                path: self.tmp.clone(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(self.commit()?.1)
+    }
+
     /// Flush, fsync and rename into place. Returns the digest and size.
     pub fn commit(mut self) -> Result<(Digest, u64)> {
         if self.prehashed != 0 {

@@ -21,6 +21,7 @@ pub mod baseline;
 mod blob;
 mod gc;
 pub mod oci;
+pub mod registry;
 pub mod unpack;
 mod verify;
 

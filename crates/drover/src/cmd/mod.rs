@@ -12,6 +12,8 @@ pub mod logs;
 pub mod plan;
 pub mod proxy;
 pub mod ps;
+pub mod pull;
+pub mod push;
 pub mod releases;
 pub mod rm;
 pub mod rmi;

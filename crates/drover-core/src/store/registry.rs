@@ -1,0 +1,774 @@
+//! Moving images, and the artifacts attached to them, between the store and
+//! OCI distribution registries.
+//!
+//! Push sends the exact manifest bytes the store holds, so an image's digest
+//! is the same on both sides. Blobs the registry already has are skipped (a
+//! HEAD each); the rest go up a few at a time. Referrers (artifacts whose
+//! `subject` is the image, such as its baseline) travel with it: they are
+//! pushed by digest and listed in the referrers tag schema
+//! (`sha256-<hex>` tagging an image index), which every registry can hold;
+//! pull asks the OCI 1.1 referrers API first and falls back to that tag.
+//!
+//! Pull checks the manifest bytes against the digest asked for (or records
+//! the digest a tag named) and writes each blob through the store's blob
+//! writer, which hashes while writing and refuses to name a blob whose bytes
+//! do not match: a tampered blob leaves nothing behind, and the tag is only
+//! set once everything has arrived.
+//!
+//! The HTTP client (`oci-client`) is async; it runs on a private
+//! current-thread runtime inside each call, so nothing async leaks out.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::Serialize;
+
+use super::oci::{self, Descriptor, Index, Manifest};
+use super::{Layout, Store, normalize_tag};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::ledger::NewEntry;
+
+/// Blobs in flight at once, each way.
+const PARALLEL: usize = 4;
+/// Blobs larger than this are streamed from disk when pushed.
+const STREAM_ABOVE: u64 = 16 << 20;
+/// The size of each read of a streamed blob.
+const CHUNK: usize = 4 << 20;
+
+/// Where an image lives in a registry: `<registry>/<repository>[:tag|@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl Remote {
+    pub fn parse(s: &str) -> Result<Remote> {
+        let bad = |why: &str| {
+            Error::Usage(format!(
+                "{s:?} is not a registry reference ({why}); expected <registry>/<repository>[:tag|@sha256:…], e.g. 127.0.0.1:5000/hello:1.0"
+            ))
+        };
+        let (registry, rest) = s.split_once('/').ok_or_else(|| bad("no registry"))?;
+        if registry.is_empty()
+            || !(registry.contains('.') || registry.contains(':') || registry == "localhost")
+        {
+            return Err(bad("the first component must be a registry host"));
+        }
+        let (rest, digest) = match rest.split_once('@') {
+            Some((r, d)) => (
+                r,
+                Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?),
+            ),
+            None => (rest, None),
+        };
+        let (repository, tag) = match rest.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
+            _ => (rest, None),
+        };
+        let repo_ok = !repository.is_empty()
+            && repository
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b));
+        if !repo_ok {
+            return Err(bad("repository must be [a-z0-9._/-]"));
+        }
+        let tag_ok = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 128
+                && !t.starts_with(['.', '-'])
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if tag.as_deref().is_some_and(|t| !tag_ok(t)) {
+            return Err(bad(
+                "a tag is 1-128 of [A-Za-z0-9._-], not starting with . or -",
+            ));
+        }
+        Ok(Remote {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            tag,
+            digest,
+        })
+    }
+
+    /// The host without its port.
+    fn host(&self) -> &str {
+        let r = self.registry.as_str();
+        if let Some(rest) = r.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        r.rsplit_once(':').map_or(r, |(h, _)| h)
+    }
+
+    fn is_loopback(&self) -> bool {
+        let host = self.host();
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    fn with_tag(&self, tag: &str) -> Reference {
+        Reference::with_tag(self.registry.clone(), self.repository.clone(), tag.into())
+    }
+
+    fn with_digest(&self, digest: &Digest) -> Reference {
+        Reference::with_digest(
+            self.registry.clone(),
+            self.repository.clone(),
+            digest.to_string(),
+        )
+    }
+
+    fn err(&self, what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+        let mut reason = format!("{what} in {}: {e}", self.repository);
+        let text = e.to_string();
+        if text.contains("401") || text.contains("nauthorized") || text.contains("UNAUTHORIZED") {
+            reason.push_str(
+                " (the registry wants credentials: set DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or log in so Docker's config.json has them)",
+            );
+        }
+        Error::Registry {
+            registry: self.registry.clone(),
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How to talk to a registry.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Plain HTTP; only allowed for loopback registries.
+    pub insecure: bool,
+    /// Basic-auth credentials; `None` means anonymous (see [`credentials`]).
+    pub credentials: Option<(String, String)>,
+}
+
+/// Credentials for `registry`: `DROVER_REGISTRY_USER` and
+/// `DROVER_REGISTRY_PASSWORD` if set, else the `auths` entry of Docker's
+/// `config.json` (`$DOCKER_CONFIG/config.json`, or `~/.docker/config.json`).
+pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
+    if let (Ok(user), Ok(pass)) = (
+        std::env::var("DROVER_REGISTRY_USER"),
+        std::env::var("DROVER_REGISTRY_PASSWORD"),
+    ) {
+        return Ok(Some((user, pass)));
+    }
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".docker/config.json"),
+            None => return Ok(None),
+        },
+    };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    docker_config_auth(&bytes, registry)
+        .map_err(|reason| Error::corrupt(format!("docker config {}", path.display()), reason))
+}
+
+/// The basic-auth credentials `config.json` holds for `registry`, if any.
+fn docker_config_auth(
+    config: &[u8],
+    registry: &str,
+) -> std::result::Result<Option<(String, String)>, String> {
+    let config: serde_json::Value = serde_json::from_slice(config).map_err(|e| e.to_string())?;
+    let auths = config.get("auths");
+    let entry = [
+        registry.to_string(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+    ]
+    .iter()
+    .find_map(|k| auths.and_then(|a| a.get(k)))
+    .and_then(|e| e.get("auth"))
+    .and_then(|a| a.as_str());
+    let Some(encoded) = entry else {
+        return Ok(None);
+    };
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        })
+        .map(Some)
+        .ok_or_else(|| format!("auths.{registry}.auth is not base64 of user:password"))
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    pub digest: Digest,
+    pub remote: String,
+    pub blobs_sent: usize,
+    pub blobs_skipped: usize,
+    pub bytes_sent: u64,
+    pub referrers: Vec<Digest>,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    pub digest: Digest,
+    pub remote: String,
+    /// The local tag set, if the remote reference had one.
+    pub tag: Option<String>,
+    pub blobs_fetched: usize,
+    pub blobs_present: usize,
+    pub bytes_fetched: u64,
+    pub referrers: Vec<Digest>,
+}
+
+struct Session {
+    client: Client,
+    auth: RegistryAuth,
+    rt: tokio::runtime::Runtime,
+}
+
+fn session(remote: &Remote, opts: &Options) -> Result<Session> {
+    if opts.insecure && !remote.is_loopback() {
+        return Err(Error::Usage(format!(
+            "--insecure (plain HTTP) is only allowed for loopback registries, not {}; use TLS",
+            remote.registry
+        )));
+    }
+    // reqwest is built without a crypto provider of its own (see Cargo.toml);
+    // installing one twice is harmless, so this just makes sure there is one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::new(ClientConfig {
+        protocol: if opts.insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        ..Default::default()
+    });
+    let auth = match &opts.credentials {
+        Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("start the registry client: {e}")))?;
+    Ok(Session { client, auth, rt })
+}
+
+/// The blobs a manifest needs: its config and layers.
+fn blobs_of(m: &Manifest) -> impl Iterator<Item = &Descriptor> {
+    std::iter::once(&m.config).chain(&m.layers)
+}
+
+/// Push `reference` (anything `Store::resolve` takes) and its referrers.
+pub fn push(
+    store: &mut Store,
+    reference: &str,
+    remote: &Remote,
+    opts: &Options,
+) -> Result<PushReport> {
+    if remote.digest.is_some() {
+        return Err(Error::Usage(format!(
+            "push to {remote}: give a tag, not a digest (the digest is the image's own)"
+        )));
+    }
+    let s = session(remote, opts)?;
+    let desc = store.resolve(reference)?;
+    let bytes = store.read_blob(&desc.digest)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(format!("manifest {}", desc.digest), e.to_string()))?;
+    let mut referrers = Vec::new();
+    for r in store.referrers(&desc.digest, None)? {
+        let rbytes = store.read_blob(&r.digest)?;
+        let rm: Manifest = serde_json::from_slice(&rbytes)
+            .map_err(|e| Error::corrupt(format!("manifest {}", r.digest), e.to_string()))?;
+        referrers.push((r, rbytes, rm));
+    }
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for d in blobs_of(&manifest).chain(referrers.iter().flat_map(|(_, _, m)| blobs_of(m))) {
+        if seen.insert(d.digest) {
+            blobs.push(d.clone());
+        }
+    }
+    let layout = store.layout().clone();
+    let image_ref = remote.with_digest(&desc.digest);
+
+    let (sent, skipped, bytes_sent) = s.rt.block_on(async {
+        s.client
+            .store_auth_if_needed(image_ref.resolve_registry(), &s.auth)
+            .await;
+        let results: Vec<Result<Option<u64>>> = stream::iter(blobs.iter())
+            .map(|d| push_blob(&s.client, remote, &image_ref, &layout, d))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let (mut sent, mut skipped, mut total) = (0, 0, 0);
+        for r in results {
+            match r? {
+                Some(n) => {
+                    sent += 1;
+                    total += n;
+                }
+                None => skipped += 1,
+            }
+        }
+        // Referrers first, then the image: a reader that finds the image
+        // by its tag finds its attachments too.
+        for (r, rbytes, _) in &referrers {
+            push_manifest(
+                &s.client,
+                remote,
+                &remote.with_digest(&r.digest),
+                rbytes,
+                &r.media_type,
+            )
+            .await?;
+        }
+        let target = match &remote.tag {
+            Some(t) => remote.with_tag(t),
+            None => image_ref.clone(),
+        };
+        push_manifest(&s.client, remote, &target, &bytes, &desc.media_type).await?;
+        // Write the referrers tag schema only for referrers the registry does
+        // not already list: through its referrers API if it has one (which
+        // lists a manifest as soon as it is pushed), or the tag, if an
+        // earlier push wrote it. oci-client asks the API and falls back to
+        // the tag on a 404.
+        if !referrers.is_empty() {
+            let listed: BTreeSet<String> = s
+                .client
+                .pull_referrers(&image_ref, None)
+                .await
+                .map(|i| i.manifests.into_iter().map(|m| m.digest).collect())
+                .unwrap_or_default();
+            let unlisted: Vec<_> = referrers
+                .iter()
+                .filter(|(r, _, _)| !listed.contains(&r.digest.to_string()))
+                .cloned()
+                .collect();
+            if !unlisted.is_empty() {
+                update_referrers_tag(&s.client, remote, &desc.digest, &unlisted).await?;
+            }
+        }
+        Ok::<_, Error>((sent, skipped, total))
+    })?;
+
+    let report = PushReport {
+        digest: desc.digest,
+        remote: remote.to_string(),
+        blobs_sent: sent,
+        blobs_skipped: skipped,
+        bytes_sent,
+        referrers: referrers.iter().map(|(r, _, _)| r.digest).collect(),
+    };
+    store.mutate(|m| {
+        m.record(NewEntry::new(
+            "image.push",
+            vec![desc.digest.to_string()],
+            serde_json::json!({
+                "remote": report.remote,
+                "repository": remote.repository,
+                "blobs_sent": report.blobs_sent,
+                "blobs_skipped": report.blobs_skipped,
+                "bytes_sent": report.bytes_sent,
+                "referrers": report.referrers.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            }),
+        ))
+    })?;
+    Ok(report)
+}
+
+/// Upload one blob unless the registry has it; `Some(bytes)` if sent.
+async fn push_blob(
+    client: &Client,
+    remote: &Remote,
+    image: &Reference,
+    layout: &Layout,
+    d: &Descriptor,
+) -> Result<Option<u64>> {
+    let digest = d.digest.to_string();
+    if client
+        .blob_exists(image, &digest)
+        .await
+        .map_err(|e| remote.err(format_args!("checking blob {digest}"), e))?
+    {
+        return Ok(None);
+    }
+    let mut r = super::VerifyingReader::open_path(&layout.blob_path(&d.digest), d.digest)?;
+    if d.size > STREAM_ABOVE {
+        // Large blobs stream from disk rather than sit in memory. The reader
+        // fails at EOF if the local blob is corrupt, which aborts the upload
+        // before it is committed (and the registry checks the digest too).
+        let chunks = stream::try_unfold(r, |mut r| async move {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            loop {
+                let n = r.read(&mut buf[filled..])?;
+                filled += n;
+                if n == 0 || filled == buf.len() {
+                    break;
+                }
+            }
+            if filled == 0 {
+                return Ok(None);
+            }
+            buf.truncate(filled);
+            Ok(Some((bytes::Bytes::from(buf), r)))
+        });
+        client
+            .push_blob_stream(image, chunks, &digest, Some(d.size))
+            .await
+            .map_err(|e| remote.err(format_args!("uploading blob {digest}"), e))?;
+        return Ok(Some(d.size));
+    }
+    // Read and verify before sending: a corrupt local blob must not leave.
+    let mut data = Vec::with_capacity(d.size as usize);
+    r.read_to_end(&mut data).map_err(|e| r.map_err(e))?;
+    let n = data.len() as u64;
+    client
+        .push_blob(image, data, &digest)
+        .await
+        .map_err(|e| remote.err(format_args!("uploading blob {digest}"), e))?;
+    Ok(Some(n))
+}
+
+async fn push_manifest(
+    client: &Client,
+    remote: &Remote,
+    target: &Reference,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<()> {
+    let content_type = http::HeaderValue::from_str(media_type)
+        .map_err(|e| Error::corrupt(format!("media type {media_type:?}"), e.to_string()))?;
+    client
+        .push_manifest_raw(target, bytes.to_vec(), content_type)
+        .await
+        .map_err(|e| remote.err(format_args!("pushing manifest {target}"), e))?;
+    Ok(())
+}
+
+/// The referrers tag schema: `sha256-<hex>` tags an index listing the
+/// subject's referrers. Merged with what is there, so referrers pushed by
+/// others stay listed.
+async fn update_referrers_tag(
+    client: &Client,
+    remote: &Remote,
+    subject: &Digest,
+    referrers: &[(super::Referrer, Vec<u8>, Manifest)],
+) -> Result<()> {
+    let tag_ref = remote.with_tag(&referrers_tag(subject));
+    let mut index = match client
+        .pull_manifest_raw(&tag_ref, &RegistryAuth::Anonymous, &[oci::MEDIA_INDEX])
+        .await
+    {
+        Ok((bytes, _)) => serde_json::from_slice::<Index>(&bytes)
+            .map_err(|e| Error::corrupt(format!("referrers index {tag_ref}"), e.to_string()))?,
+        Err(_) => Index {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_INDEX.into()),
+            manifests: Vec::new(),
+            annotations: Default::default(),
+        },
+    };
+    let before = index.manifests.len();
+    for (r, _, _) in referrers {
+        if !index.manifests.iter().any(|d| d.digest == r.digest) {
+            let mut d = Descriptor::new(&r.media_type, r.digest, r.size);
+            d.artifact_type = Some(r.artifact_type.clone());
+            index.manifests.push(d);
+        }
+    }
+    if index.manifests.len() == before {
+        return Ok(());
+    }
+    let bytes =
+        serde_json::to_vec(&index).map_err(|e| Error::corrupt("referrers index", e.to_string()))?;
+    push_manifest(client, remote, &tag_ref, &bytes, oci::MEDIA_INDEX).await
+}
+
+fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// Pull `remote` and its referrers into the store; tag it `<repository>:<tag>`
+/// if `remote` names a tag.
+pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullReport> {
+    let s = session(remote, opts)?;
+    let first = match (&remote.digest, &remote.tag) {
+        (Some(d), _) => remote.with_digest(d),
+        (None, Some(t)) => remote.with_tag(t),
+        (None, None) => remote.with_tag("latest"),
+    };
+    let store_ref: &Store = store;
+    let pulled = s.rt.block_on(async {
+        s.client
+            .store_auth_if_needed(first.resolve_registry(), &s.auth)
+            .await;
+        let (digest, bytes, manifest, media_type) =
+            fetch_manifest(&s.client, remote, &first, remote.digest).await?;
+        let mut counts = Counts::default();
+        fetch_blobs(&s.client, remote, &first, store_ref, &manifest, &mut counts).await?;
+        // The manifest goes in after its blobs, so it never names a missing one.
+        store_ref.put_blob(&bytes)?;
+        let size = bytes.len() as u64;
+        // Referrers: the OCI 1.1 API, or the tag schema where the registry
+        // lacks it (oci-client falls back on a 404).
+        let image_ref = remote.with_digest(&digest);
+        let index = s
+            .client
+            .pull_referrers(&image_ref, None)
+            .await
+            .map_err(|e| remote.err(format_args!("listing referrers of {digest}"), e))?;
+        let mut referrers = Vec::new();
+        for entry in index.manifests {
+            let Ok(rd) = entry.digest.parse::<Digest>() else {
+                continue;
+            };
+            let rref = remote.with_digest(&rd);
+            let (_, rbytes, rm, rmedia) =
+                fetch_manifest(&s.client, remote, &rref, Some(rd)).await?;
+            if rm.subject.as_ref().map(|d| d.digest) != Some(digest) {
+                continue;
+            }
+            fetch_blobs(&s.client, remote, &rref, store_ref, &rm, &mut counts).await?;
+            store_ref.put_blob(&rbytes)?;
+            let rsize = rbytes.len() as u64;
+            let artifact_type = rm
+                .artifact_type
+                .clone()
+                .unwrap_or_else(|| rm.config.media_type.clone());
+            referrers.push((Descriptor::new(&rmedia, rd, rsize), artifact_type));
+        }
+        Ok::<_, Error>((digest, media_type, size, counts, referrers))
+    })?;
+    let (digest, media_type, size, counts, referrers) = pulled;
+
+    let tag = remote
+        .tag
+        .as_ref()
+        .map(|t| normalize_tag(&format!("{}:{t}", remote.repository)));
+    let report = PullReport {
+        digest,
+        remote: remote.to_string(),
+        tag: tag.clone(),
+        blobs_fetched: counts.fetched,
+        blobs_present: counts.present,
+        bytes_fetched: counts.bytes,
+        referrers: referrers.iter().map(|(d, _)| d.digest).collect(),
+    };
+    let image = Descriptor::new(&media_type, digest, size);
+    store.mutate(|m| {
+        for (d, artifact_type) in &referrers {
+            m.add_referrer(d, &digest, artifact_type)?;
+        }
+        if let Some(t) = &tag {
+            m.set_tag(t, &image)?;
+        }
+        m.record(NewEntry::new(
+            "image.pull",
+            vec![digest.to_string()],
+            serde_json::json!({
+                "remote": report.remote,
+                "repository": remote.repository,
+                "tag": tag,
+                "blobs_fetched": report.blobs_fetched,
+                "blobs_present": report.blobs_present,
+                "bytes_fetched": report.bytes_fetched,
+                "referrers": report.referrers.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            }),
+        ))
+    })?;
+    Ok(report)
+}
+
+#[derive(Default)]
+struct Counts {
+    fetched: usize,
+    present: usize,
+    bytes: u64,
+}
+
+/// Fetch a manifest's bytes, check them against `expected` if given, and
+/// parse them. Returns (digest, bytes, manifest, media type); the caller
+/// stores the bytes once the blobs are in.
+async fn fetch_manifest(
+    client: &Client,
+    remote: &Remote,
+    reference: &Reference,
+    expected: Option<Digest>,
+) -> Result<(Digest, Vec<u8>, Manifest, String)> {
+    let (bytes, _) = client
+        .pull_manifest_raw(
+            reference,
+            &RegistryAuth::Anonymous,
+            &[oci::MEDIA_MANIFEST, oci::DOCKER_MANIFEST],
+        )
+        .await
+        .map_err(|e| {
+            if matches!(&e, OciDistributionError::ImageManifestNotFoundError(_))
+                || e.to_string().contains("manifest unknown")
+            {
+                Error::NotFound {
+                    what: format!("{reference}"),
+                    hint: Some(format!("registry {} has no such image", remote.registry)),
+                }
+            } else {
+                remote.err(format_args!("fetching manifest {reference}"), e)
+            }
+        })?;
+    let digest = Digest::of(&bytes);
+    if let Some(want) = expected
+        && want != digest
+    {
+        return Err(Error::corrupt(
+            format!("manifest {want} from {remote}"),
+            format!("its bytes hash to {digest}; refused"),
+        ));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(format!("manifest {digest} from {remote}"), e.to_string()))?;
+    let media_type = manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| oci::MEDIA_MANIFEST.into());
+    if !oci::is_manifest(&media_type) {
+        return Err(Error::Usage(format!(
+            "{remote} is a {media_type}, not an image manifest (multi-platform indexes are not supported yet)"
+        )));
+    }
+    Ok((digest, bytes.to_vec(), manifest, media_type))
+}
+
+/// Fetch the blobs of `manifest` the store lacks, verifying each as it is
+/// written; the caller stores the manifest itself afterwards.
+async fn fetch_blobs(
+    client: &Client,
+    remote: &Remote,
+    reference: &Reference,
+    store: &Store,
+    manifest: &Manifest,
+    counts: &mut Counts,
+) -> Result<()> {
+    let missing: Vec<&Descriptor> = blobs_of(manifest)
+        .filter(|d| !store.has_blob(&d.digest))
+        .collect();
+    counts.present += blobs_of(manifest).count() - missing.len();
+    let results: Vec<Result<u64>> = stream::iter(missing)
+        .map(|d| fetch_blob(client, remote, reference, store, d))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    for r in results {
+        counts.bytes += r?;
+        counts.fetched += 1;
+    }
+    Ok(())
+}
+
+async fn fetch_blob(
+    client: &Client,
+    remote: &Remote,
+    reference: &Reference,
+    store: &Store,
+    d: &Descriptor,
+) -> Result<u64> {
+    let digest = d.digest.to_string();
+    let fail = |e: &dyn std::fmt::Display| remote.err(format_args!("fetching blob {digest}"), e);
+    let mut body = client
+        .pull_blob_stream(reference, digest.as_str())
+        .await
+        .map_err(|e| fail(&e))?;
+    let mut w = store.blob_writer()?;
+    while let Some(chunk) = body.stream.try_next().await.map_err(|e| {
+        // oci-client checks the digest too, at the end of the stream.
+        Error::corrupt(
+            format!("blob {digest} from {remote}"),
+            format!("{e}; refused"),
+        )
+    })? {
+        w.write_all(&chunk)?;
+    }
+    w.commit_expecting(&d.digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_remotes() {
+        let r = Remote::parse("127.0.0.1:5000/team/hello:1.0").unwrap();
+        assert_eq!(r.registry, "127.0.0.1:5000");
+        assert_eq!(r.repository, "team/hello");
+        assert_eq!(r.tag.as_deref(), Some("1.0"));
+        assert!(r.is_loopback());
+        let d = Digest::of(b"x");
+        let r = Remote::parse(&format!("registry.example.com/hello@{d}")).unwrap();
+        assert_eq!(r.digest, Some(d));
+        assert_eq!(r.tag, None);
+        assert!(!r.is_loopback());
+        assert!(Remote::parse("[::1]:5000/a").unwrap().is_loopback());
+        assert!(Remote::parse("localhost/a").unwrap().is_loopback());
+        assert!(Remote::parse("hello:1.0").is_err());
+        assert!(Remote::parse("hello/world").is_err());
+        assert!(Remote::parse("r.io/Hello").is_err());
+        assert!(Remote::parse("r.io/hello:-x").is_err());
+        assert!(Remote::parse("r.io/hello:a$b").is_err());
+    }
+
+    #[test]
+    fn reads_docker_config_auths() {
+        // base64("me:pa:ss") — the password may hold colons.
+        let config = br#"{"auths":{"r.io":{"auth":"bWU6cGE6c3M="},"https://s.io":{"auth":"bWU6cGE6c3M="},"bad.io":{"auth":"!!"}}}"#;
+        let me = Some(("me".to_string(), "pa:ss".to_string()));
+        assert_eq!(docker_config_auth(config, "r.io").unwrap(), me);
+        assert_eq!(docker_config_auth(config, "s.io").unwrap(), me);
+        assert_eq!(docker_config_auth(config, "t.io").unwrap(), None);
+        assert!(docker_config_auth(config, "bad.io").is_err());
+        assert!(docker_config_auth(b"{", "r.io").is_err());
+        assert_eq!(docker_config_auth(b"{}", "r.io").unwrap(), None);
+    }
+
+    #[test]
+    fn insecure_is_refused_off_loopback() {
+        let r = Remote::parse("registry.example.com:5000/hello:1").unwrap();
+        let err = session(
+            &r,
+            &Options {
+                insecure: true,
+                credentials: None,
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+}
