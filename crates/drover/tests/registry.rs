@@ -246,6 +246,86 @@ fn push_then_pull_keeps_digest_and_baseline() {
     assert!(elapsed < Duration::from_secs(2), "re-push took {elapsed:?}");
 }
 
+/// A fleet names a registry image by digest: `plan` says it would pull it,
+/// `apply` pulls it (with its baseline) into a store that lacks it and runs
+/// it, and `gc` keeps it, untagged, while a release refers to it.
+#[test]
+fn apply_pulls_a_fleet_image_named_by_registry_digest() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let Some(src) = web_env() else {
+        return;
+    };
+    let nocreds = tempfile::tempdir().unwrap();
+    let pushed = ok(
+        &src,
+        nocreds.path(),
+        &[
+            "push",
+            "web:1",
+            &format!("{}/team/web:1", reg.addr),
+            "--insecure",
+        ],
+    );
+    let digest = last_line(&pushed);
+
+    let dst = Env::new();
+    let fleet = dst.dir.path().join("fleet.toml");
+    let write_fleet = |image: &str| {
+        let text =
+            format!("[service.web]\nimage = \"{image}\"\ninsecure_registry = true\nreplicas = 1\n");
+        write(&fleet, text.as_bytes(), 0o644);
+    };
+    let f = fleet.to_str().unwrap();
+    // A registry tag can move: fleet files pin by digest.
+    write_fleet(&format!("{}/team/web:1", reg.addr));
+    let out = drover(&dst, nocreds.path(), &["plan", "-f", f]);
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains("fleet.toml:2:9: service.web.image")
+            && show(&out).contains("pin registry images by digest"),
+        "{}",
+        show(&out)
+    );
+
+    write_fleet(&format!("{}/team/web@{digest}", reg.addr));
+    let plan = ok(&dst, nocreds.path(), &["plan", "-f", f]);
+    assert!(plan.contains("would pull"), "{plan}");
+    assert!(
+        !dst.store().join("blobs/sha256").join(&digest[7..]).exists(),
+        "plan pulled"
+    );
+
+    ok(&dst, nocreds.path(), &["apply", "-f", f]);
+    let status: Vec<Value> =
+        serde_json::from_str(&ok(&dst, nocreds.path(), &["--json", "status"])).unwrap();
+    let instances = status[0]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{status:?}");
+    assert_eq!(instances[0]["image"], digest.as_str());
+    assert_eq!(instances[0]["state"], "running");
+    let baseline = artifacts(&dst.store());
+    assert_eq!(baseline.len(), 1, "the baseline came along: {baseline:?}");
+    assert!(artifacts(&src.store()).contains(&baseline[0]));
+    let audit = ok(&dst, nocreds.path(), &["audit", "--action", "image.pull"]);
+    assert!(audit.contains(&digest[7..19]), "{audit}");
+
+    // Untagged, but a release refers to it: gc keeps it and its baseline.
+    ok(&dst, nocreds.path(), &["gc"]);
+    assert!(!manifest_layers(&dst.store(), &digest).is_empty());
+    assert_eq!(artifacts(&dst.store()).len(), 1, "gc took the baseline");
+    ok(&dst, nocreds.path(), &["verify"]);
+    // Re-applying pulls nothing more.
+    ok(&dst, nocreds.path(), &["apply", "-f", f]);
+    let audit = ok(
+        &dst,
+        nocreds.path(),
+        &["--json", "audit", "--action", "image.pull"],
+    );
+    let pulls: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+}
+
 #[test]
 fn a_large_layer_streams_both_ways() {
     let Some(reg) = Registry::start(None) else {

@@ -5,6 +5,10 @@
 //! ```toml
 //! [service.web]
 //! image = "web:1.0"            # a tag (pinned at apply time) or a digest
+//!                              # or a registry image by digest, pulled by
+//!                              # apply if the store lacks it:
+//!                              # "registry.example.com/team/web@sha256:…"
+//! insecure_registry = false    # plain HTTP to that registry; loopback only
 //! replicas = 3                 # default 1
 //! strategy = "rolling"         # rolling (default) | recreate | blue-green
 //! max_surge = 1                # rolling only; default 1
@@ -34,10 +38,12 @@ use crate::health::{self, Deadline};
 use crate::instance::{VolumeSpec, valid_name};
 use crate::runtime::DriverKind;
 use crate::runtime::spec::{Limits, capability, parse_size};
+use crate::store::registry::Remote;
 use crate::toml_doc::{self, Checker, Node, Table, Value};
 
 const SERVICE_KEYS: &[&str] = &[
     "image",
+    "insecure_registry",
     "replicas",
     "strategy",
     "max_surge",
@@ -104,6 +110,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
             &t.key("image"),
         )?
         .to_string();
+    let (registry, insecure_registry) = registry(c, &t, &image)?;
     let replicas = count(c, &t, "replicas", 1, 0)?;
     let strategy_name = match t.get("strategy") {
         Some(n) => c.string(n, &t.key("strategy"))?,
@@ -302,6 +309,8 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
     Ok(ServiceSpec {
         name: name.to_string(),
         image,
+        registry,
+        insecure_registry,
         replicas,
         strategy,
         health,
@@ -315,6 +324,59 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         cap_add,
         driver,
     })
+}
+
+/// The registry `image` names, if any, and whether to reach it over plain
+/// HTTP. A registry image must be pinned by digest: a deploy runs exactly
+/// what was reviewed, and a registry tag can move under it.
+fn registry(c: &Checker<'_>, t: &Table<'_>, image: &str) -> Result<(Option<Remote>, bool)> {
+    let image_at = t.get("image").map_or(0, Node::at);
+    let remote = if Remote::is_remote(image) {
+        let r =
+            Remote::parse(image).map_err(|e| c.err(image_at, &t.key("image"), e.to_string()))?;
+        if r.digest.is_none() {
+            return Err(c.err(
+                image_at,
+                &t.key("image"),
+                format!(
+                    "deploys pin registry images by digest: write {}/{}@sha256:… \
+                     (`drover pull {image}` prints the digest)",
+                    r.registry, r.repository
+                ),
+            ));
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let insecure = match t.get("insecure_registry") {
+        None => false,
+        Some(n) => {
+            let key = t.key("insecure_registry");
+            let b = c.boolean(n, &key)?;
+            match &remote {
+                None if b => {
+                    return Err(c.err(
+                        n.at(),
+                        &key,
+                        "only for a registry image (image = \"<registry>/<repository>@sha256:…\")",
+                    ));
+                }
+                Some(r) if b && !r.is_loopback() => {
+                    return Err(c.err(
+                        n.at(),
+                        &key,
+                        format!(
+                            "plain HTTP is only allowed for loopback registries, not {}; use TLS",
+                            r.registry
+                        ),
+                    ));
+                }
+                _ => b,
+            }
+        }
+    };
+    Ok((remote, insecure))
 }
 
 /// A non-negative integer at `t[key]`, or `default`.
@@ -421,6 +483,46 @@ strategy = "blue-green"
         assert_eq!(w.driver, DriverKind::Runc);
         assert_eq!(w.deadline_ms, 30_000);
         assert_eq!(w.health.as_ref().unwrap().interval_ms, 1000);
+    }
+
+    #[test]
+    fn registry_images_are_pinned_by_digest() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let f = ok(&format!(
+            "[service.web]\nimage = \"127.0.0.1:5000/team/web@{d}\"\ninsecure_registry = true\n"
+        ));
+        let r = f[0].registry.as_ref().unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("127.0.0.1:5000", "team/web")
+        );
+        assert_eq!(r.digest.unwrap().to_string(), d);
+        assert!(f[0].insecure_registry);
+        // A local tag with a slash is not a registry.
+        assert_eq!(
+            ok("[service.web]\nimage = \"team/web:1\"\n")[0].registry,
+            None
+        );
+        fails(
+            "[service.web]\nimage = \"r.example.com/web:1.0\"\n",
+            2,
+            "service.web.image",
+            "deploys pin registry images by digest",
+        );
+        fails(
+            &format!(
+                "[service.web]\nimage = \"r.example.com/web@{d}\"\ninsecure_registry = true\n"
+            ),
+            3,
+            "service.web.insecure_registry",
+            "loopback",
+        );
+        fails(
+            "[service.web]\nimage = \"web:1\"\ninsecure_registry = true\n",
+            3,
+            "service.web.insecure_registry",
+            "only for a registry image",
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! (rolling and blue-green never went below their floor, so the old
 //! instances kept serving), and `apply` fails naming the check and the log.
 //!
+//! A service whose image names a registry by digest has it pulled first
+//! (with its referrers, such as its baseline) if the store lacks it; `plan`
+//! only says it would.
+//!
 //! Each service is deployed under its own lock ([`lock`]): a lease with a
 //! fencing token that every write checks.
 
@@ -46,6 +50,7 @@ use crate::health::HealthCheck;
 use crate::instance::{self, State};
 use crate::runtime;
 use crate::store::Store;
+use crate::store::registry::{self, Remote};
 
 /// How long an old instance gets to stop after its stop signal.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -135,6 +140,26 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
     ))
 }
 
+/// The registry to pull `spec`'s image from, if the store lacks it.
+fn to_pull<'a>(store: &Store, spec: &'a ServiceSpec) -> Option<(&'a Remote, Digest)> {
+    let remote = spec.registry.as_ref()?;
+    let digest = remote.digest?;
+    (!store.has_blob(&digest)).then_some((remote, digest))
+}
+
+/// Pull `spec`'s registry image if the store lacks it.
+fn fetch(store: &mut Store, spec: &ServiceSpec) -> Result<()> {
+    let Some((remote, _)) = to_pull(store, spec) else {
+        return Ok(());
+    };
+    let opts = registry::Options {
+        insecure: spec.insecure_registry,
+        credentials: registry::credentials(&remote.registry)?,
+    };
+    registry::pull(store, remote, &opts)?;
+    Ok(())
+}
+
 fn requested(image: &Digest, config: &ReleaseConfig) -> Digest {
     Digest::of(format!("{image}\n{}", config.digest()).as_bytes())
 }
@@ -169,12 +194,14 @@ pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result
             service: spec.name.clone(),
             ..Report::default()
         };
-        let result = lock::acquire(store.db_mut(), &lock_name(&spec.name), !opts.no_wait).and_then(
-            |mut lease| {
+        // Pulled before the lock is taken: a slow download holds up no
+        // other deploy of the service.
+        let result = fetch(store, spec)
+            .and_then(|()| lock::acquire(store.db_mut(), &lock_name(&spec.name), !opts.no_wait))
+            .and_then(|mut lease| {
                 let result = apply_service(store, spec, opts, &mut lease, &mut report);
                 result.and(lease.release(store.db_mut()))
-            },
-        );
+            });
         report.seconds = started.elapsed().as_secs_f64();
         if let Err(e) = result {
             report.busy = matches!(e, Error::Busy { .. });
@@ -475,6 +502,8 @@ pub struct ServicePlan {
     pub service: String,
     pub image_ref: String,
     pub image: Digest,
+    /// The registry image `apply` would pull first (the store lacks it).
+    pub pull: Option<String>,
     /// The release `apply` would create, if any.
     pub new_release: Option<i64>,
     /// What differs from the running release.
@@ -491,14 +520,25 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
     let db = store.db();
     let mut out = Vec::new();
     for spec in fleet {
-        let (image, config) = resolve(store, spec)?;
-        let asked = requested(&image, &config);
+        // An image still to be pulled is new here: its config is not known
+        // yet, so neither are config changes or quarantine.
+        let pull = to_pull(store, spec);
+        let (image, config) = match pull {
+            Some((_, digest)) => (digest, None),
+            None => {
+                let (image, config) = resolve(store, spec)?;
+                (image, Some(config))
+            }
+        };
         let svc = release::service(db.conn(), db.path(), &spec.name)?;
         let current = match svc.as_ref().and_then(|s| s.desired) {
             Some(n) => Some(release::release(db.conn(), db.path(), &spec.name, n)?),
             None => None,
         };
-        let unchanged = !needs_release(svc.as_ref(), current.as_ref(), &asked, &image, &config);
+        let unchanged = config.as_ref().is_some_and(|config| {
+            let asked = requested(&image, config);
+            !needs_release(svc.as_ref(), current.as_ref(), &asked, &image, config)
+        });
         let mut changes = Vec::new();
         let mut new_release = None;
         let mut blocked = None;
@@ -509,14 +549,22 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                     if r.image != image {
                         changes.push(format!("image {} -> {}", r.image.short(), image.short()));
                     }
-                    if r.config_digest != config.digest() {
-                        changes.push(config_changes(&r.config, &config));
+                    if let Some(config) = &config
+                        && r.config_digest != config.digest()
+                    {
+                        changes.push(config_changes(&r.config, config));
                     }
                 }
             }
             new_release = Some(release::next_number(db.conn(), db.path(), &spec.name)?);
-            if let Some((n, why)) =
-                release::quarantined(db.conn(), db.path(), &spec.name, &image, &config.digest())?
+            if let Some(config) = &config
+                && let Some((n, why)) = release::quarantined(
+                    db.conn(),
+                    db.path(),
+                    &spec.name,
+                    &image,
+                    &config.digest(),
+                )?
             {
                 blocked = Some(format!(
                     "this image and config are quarantined: release {n} failed ({why}); needs --force"
@@ -541,6 +589,7 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
             service: spec.name.clone(),
             image_ref: spec.image.clone(),
             image,
+            pull: pull.map(|(r, _)| r.to_string()),
             new_release,
             changes,
             blocked,

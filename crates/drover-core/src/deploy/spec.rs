@@ -16,6 +16,7 @@ use crate::health::HealthCheck;
 use crate::instance::VolumeSpec;
 use crate::runtime::DriverKind;
 use crate::runtime::spec::Limits;
+use crate::store::registry::Remote;
 
 /// How long a new instance has to become healthy, unless the fleet says.
 pub const DEFAULT_DEADLINE_MS: u64 = 60_000;
@@ -24,8 +25,14 @@ pub const DEFAULT_DEADLINE_MS: u64 = 60_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
-    /// A tag (pinned to its digest at apply time) or a digest.
+    /// A tag (pinned to its digest at apply time) or a digest; or a
+    /// registry reference with a digest (see `registry`).
     pub image: String,
+    /// The registry `image` names, if it does: `apply` pulls it from there
+    /// when the store lacks it.
+    pub registry: Option<Remote>,
+    /// Reach `registry` over plain HTTP (loopback registries only).
+    pub insecure_registry: bool,
     pub replicas: u32,
     pub strategy: Strategy,
     /// Overrides the image's health check.

@@ -53,6 +53,15 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// Whether `s` names a registry rather than a local tag: its first
+    /// `/`-separated component is a host (has a `.` or a port, or is
+    /// `localhost`), as in Docker's references.
+    pub fn is_remote(s: &str) -> bool {
+        s.split_once('/').is_some_and(|(host, _)| {
+            host.contains('.') || host.contains(':') || host == "localhost"
+        })
+    }
+
     pub fn parse(s: &str) -> Result<Remote> {
         let bad = |why: &str| {
             Error::Usage(format!(
@@ -112,7 +121,8 @@ impl Remote {
         r.rsplit_once(':').map_or(r, |(h, _)| h)
     }
 
-    fn is_loopback(&self) -> bool {
+    /// Plain HTTP (`--insecure`) is only allowed for these.
+    pub fn is_loopback(&self) -> bool {
         let host = self.host();
         host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }

@@ -32,6 +32,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 p.changes.join("; ")
             ),
         }
+        if let Some(r) = &p.pull {
+            println!("  would pull {r} (the store lacks it)");
+        }
         if let Some(b) = &p.blocked {
             println!("  refused: {b}");
         }
