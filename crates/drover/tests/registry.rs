@@ -550,3 +550,151 @@ fn base64_encode(input: &[u8]) -> String {
     }
     out
 }
+
+/// Incompressible bytes, different for each `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A store with `layers:1`: four copy layers of 6 MiB of noise each.
+fn layered_env() -> (Env, String) {
+    let env = Env::new();
+    let mut def = String::from("[image]\nname = \"layers\"\ntag = \"1\"\n");
+    for i in 0..4u64 {
+        write(
+            &env.ctx().join(format!("l{i}/data.bin")),
+            &noise(0x9e37_79b9 + i, 6 << 20),
+            0o644,
+        );
+        def.push_str(&format!(
+            "\n[[layer]]\nkind = \"copy\"\nsrc = \"l{i}\"\ndest = \"/l{i}\"\n"
+        ));
+    }
+    env.write_def(&def);
+    let digest = env.build(&[]);
+    (env, digest)
+}
+
+/// Files directly in `dir`'s subdirectories named `name` (a registry's
+/// committed blobs) or, with `name` empty, files in `dir`.
+fn count_files(dir: &Path, name: &str) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if name.is_empty() {
+                usize::from(e.path().is_file())
+            } else {
+                fs::read_dir(e.path()).map_or(0, |sub| {
+                    sub.flatten()
+                        .filter(|b| b.path().join(name).exists())
+                        .count()
+                })
+            }
+        })
+        .sum()
+}
+
+/// Run drover `args` and SIGKILL it as soon as `arrived()` says a blob is in.
+/// Returns whether it was killed (rather than finishing first).
+fn kill_after_first_blob(
+    env: &Env,
+    docker_config: &Path,
+    args: &[&str],
+    arrived: impl Fn() -> bool,
+) -> bool {
+    let mut child = env
+        .cmd()
+        .env("DOCKER_CONFIG", docker_config)
+        .env_remove("DROVER_REGISTRY_USER")
+        .env_remove("DROVER_REGISTRY_PASSWORD")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if arrived() {
+            let finished = child.try_wait().unwrap().is_some();
+            let _ = child.kill();
+            let _ = child.wait();
+            return !finished;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("drover {args:?} ended ({status}) before any blob arrived");
+        }
+        assert!(Instant::now() < deadline, "no blob arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn an_interrupted_push_or_pull_resumes_without_resending() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let nocreds = tempfile::tempdir().unwrap();
+    let (src, digest) = layered_env();
+    let remote = format!("{}/layers:1", reg.addr);
+    let reg_blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    let killed = kill_after_first_blob(
+        &src,
+        nocreds.path(),
+        &["push", "layers:1", &remote, "--insecure"],
+        || count_files(&reg_blobs, "data") >= 1,
+    );
+    assert!(killed, "the push finished before it could be interrupted");
+    let out = ok(
+        &src,
+        nocreds.path(),
+        &["--json", "push", "layers:1", &remote, "--insecure"],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["digest"], digest.as_str());
+    assert!(report["blobs_skipped"].as_u64().unwrap() >= 1, "{report}");
+
+    let dst = Env::new();
+    let dst_blobs = dst.store().join("blobs/sha256");
+    let killed = kill_after_first_blob(
+        &dst,
+        nocreds.path(),
+        &["pull", &remote, "--insecure"],
+        || count_files(&dst_blobs, "") >= 1,
+    );
+    assert!(killed, "the pull finished before it could be interrupted");
+    // Whatever was cut off mid-blob is in tmp/, never under its digest.
+    ok(&dst, nocreds.path(), &["verify"]);
+    let out = ok(
+        &dst,
+        nocreds.path(),
+        &["--json", "pull", &remote, "--insecure"],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["digest"], digest.as_str());
+    let (fetched, present) = (
+        report["blobs_fetched"].as_u64().unwrap(),
+        report["blobs_present"].as_u64().unwrap(),
+    );
+    assert!(present >= 1, "{report}");
+    // The image's config and four layers, plus the baseline's blobs.
+    assert!(fetched + present >= 5, "{report}");
+    ok(&dst, nocreds.path(), &["verify"]);
+    ok(&dst, nocreds.path(), &["gc"]);
+    assert_eq!(
+        count_files(&dst.store().join("tmp"), ""),
+        0,
+        "gc left temp files"
+    );
+    ok(&dst, nocreds.path(), &["verify"]);
+}
