@@ -3,7 +3,7 @@
 # a loopback docker-registry (distribution 2.8), on the image of the large
 # synthetic tree (gzip). See bench/README.md.
 #
-#   bench/registry.sh                  # large tree (20k files, 600 MB), ~5 min
+#   bench/registry.sh                  # large tree (20k files, 600 MB), ~3 min
 #   BENCH_QUICK=1 bench/registry.sh    # small tree, 2 runs each: smoke test
 #   DROVER=/path/to/drover bench/registry.sh   # use an existing binary
 #
