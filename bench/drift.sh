@@ -43,6 +43,8 @@ W= # the work dir, once made
 
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "bench/drift.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # Read a tree so the timed run finds it in the page cache. (`tar cf /dev/null`
 # would not do: GNU tar notices /dev/null and skips reading file contents.)
@@ -69,16 +71,6 @@ trap 'exit 130' INT TERM # so that on_exit runs on Ctrl-C too
 
 # CPU use of the whole machine over 2 s, in percent (see bench/runtime.sh:
 # the load average of these VMs is no test of idleness).
-cpu_busy() {
-  local a b
-  a=$(head -n 1 /proc/stat)
-  sleep 2
-  b=$(head -n 1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    n = split(a, x); split(b, y)
-    for (i = 2; i <= n; i++) { d = y[i] - x[i]; t += d; if (i == 5 || i == 6) idle += d }
-    printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
-}
 
 # ---------------------------------------------------------------------------
 say "setup"
@@ -88,27 +80,8 @@ for t in hyperfine aide b3sum sha256sum python3 tar; do
   command -v "$t" >/dev/null || die "$t not found"
 done
 
-if [[ ! -d $TREE ]]; then
-  [[ -f $GEN_TREE ]] || die "gen_tree.sh not found at $GEN_TREE (set GEN_TREE=)"
-  echo "making the $VARIANT tree in $TREE (once)"
-  rm -rf "$TREE.partial"
-  bash "$GEN_TREE" "$VARIANT" "$TREE.partial"
-  mv "$TREE.partial" "$TREE"
-fi
-# gen_tree pins every mtime, so anything newer means the shared tree was edited.
-if changed=$(find "$TREE" -newermt @1700000000 -print -quit) && [[ -n $changed ]]; then
-  die "$changed was modified after gen_tree made $TREE; delete $TREE to have it regenerated"
-fi
-
-if [[ -z ${DROVER:-} ]]; then
-  say "building drover (release)"
-  (cd "$REPO" && cargo build --release -p drover)
-  DROVER=$REPO/target/release/drover
-  BUILT=yes
-else
-  BUILT=no
-fi
-[[ -x $DROVER ]] || die "drover binary $DROVER not found"
+ensure_tree
+build_drover
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 W=$BENCH_DIR/drift-work-$STAMP

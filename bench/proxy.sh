@@ -44,6 +44,8 @@ if [[ $(id -u) == 0 ]]; then BACKENDS=${BACKENDS:-nginx hello}; else BACKENDS=${
 
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "bench/proxy.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------------------
 say "setup"
@@ -191,16 +193,6 @@ for b in $BACKENDS; do
 done
 
 # --- conditions -------------------------------------------------------------
-cpu_busy() { # percent of all CPUs busy over 2 s, from /proc/stat
-  local a b
-  a=$(head -n 1 /proc/stat)
-  sleep 2
-  b=$(head -n 1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    n = split(a, x); split(b, y)
-    for (i = 2; i <= n; i++) { d = y[i] - x[i]; t += d; if (i == 5 || i == 6) idle += d }
-    printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
-}
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "runs: $ROUNDS round(s) of ${SECS} s per case; backends: $BACKENDS"

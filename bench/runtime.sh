@@ -51,6 +51,8 @@ W= # the work dir, once made
 
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "bench/runtime.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------------------
 # Helpers.
@@ -327,16 +329,6 @@ cp "$W/drover-config.json" "$RES/bundle-config.json"
 # With two cores, anything else running (a compile) inflates every figure.
 # The load average of these VMs hardly goes below 1 even when idle (kernel
 # threads waiting on I/O count), so look at CPU use over 2 s instead.
-cpu_busy() { # percent of all CPUs busy over 2 s, from /proc/stat
-  local a b
-  a=$(head -n 1 /proc/stat)
-  sleep 2
-  b=$(head -n 1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    n = split(a, x); split(b, y)
-    for (i = 2; i <= n; i++) { d = y[i] - x[i]; t += d; if (i == 5 || i == 6) idle += d }
-    printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
-}
 busy=$(cpu_busy)
 echo "cpu busy in the 2 s before the first case: $busy%" | tee -a "$RES/conditions.txt"
 if ((busy >= 10)); then
