@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Corrupt,
     /// Another process holds what we need.
     Busy,
+    /// The deploy policy refuses the image.
+    Refused,
     /// The environment failed us (I/O, database).
     Internal,
 }
@@ -62,6 +64,14 @@ pub enum Error {
     /// The ledger's hash chain is broken.
     #[error("ledger entry {seq} is not valid: {reason}")]
     LedgerTampered { seq: u64, reason: String },
+
+    /// The deploy policy (or a revocation) refuses an image.
+    #[error("policy refuses image {image}: rule {rule}: {reason}")]
+    Refused {
+        image: String,
+        rule: String,
+        reason: String,
+    },
 
     #[error("{what} is busy: {reason}")]
     Busy { what: String, reason: String },
@@ -122,6 +132,7 @@ impl Error {
                 ErrorKind::Corrupt
             }
             Error::Busy { .. } => ErrorKind::Busy,
+            Error::Refused { .. } => ErrorKind::Refused,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

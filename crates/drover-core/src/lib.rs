@@ -33,6 +33,7 @@ pub mod instance;
 pub mod ledger;
 pub mod reconcile;
 pub mod runtime;
+pub mod sign;
 pub mod state;
 pub mod store;
 mod sys;

@@ -50,8 +50,13 @@ enum Command {
     Pull(cmd::pull::Args),
     /// Delete blobs (and unpacked roots) no tag, instance or release reaches.
     Gc,
-    /// Re-hash every blob; name each corrupt or missing one and what uses it.
-    Verify,
+    /// Re-hash every blob and name each corrupt or missing one and what uses
+    /// it; or, given an image, check its signatures against trusted keys.
+    Verify(cmd::verify::Args),
+    /// Sign an image (attach a signature artifact) with a key, by default the host key.
+    Sign(cmd::sign::Args),
+    /// Generate and show Ed25519 signing keys.
+    Key(cmd::key::Args),
     /// Print an image's baseline (its file manifest).
     Baseline(cmd::baseline::Args),
     /// List or verify the audit ledger.
@@ -125,7 +130,9 @@ fn main() -> ExitCode {
         Command::Pull(a) => cmd::pull::run(&ctx, a),
         Command::Rmi(a) => cmd::rmi::run(&ctx, a),
         Command::Gc => cmd::gc::run(&ctx),
-        Command::Verify => cmd::verify::run(&ctx),
+        Command::Verify(a) => cmd::verify::run(&ctx, a),
+        Command::Sign(a) => cmd::sign::run(&ctx, a),
+        Command::Key(a) => cmd::key::run(&ctx, a),
         Command::Baseline(a) => cmd::baseline::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
         Command::Drift(a) => cmd::drift::run(&ctx, a),
@@ -154,7 +161,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 internal, 2 bad input, 3 corrupt data, 4 not found, 5 busy.
+/// 1 internal, 2 bad input, 3 corrupt data, 4 not found, 5 busy, 6 refused by policy.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e
         .chain()
@@ -165,6 +172,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ErrorKind::Corrupt) => 3,
         Some(ErrorKind::NotFound) => 4,
         Some(ErrorKind::Busy) => 5,
+        Some(ErrorKind::Refused) => 6,
         Some(ErrorKind::Internal) | None => 1,
     }
 }

@@ -243,6 +243,22 @@ CREATE TABLE drift_findings (
 );
 CREATE INDEX drift_findings_instance ON drift_findings (instance);
 "#,
+    // 5: the trust chain (sign/, signed ledger, revocation).
+    r#"
+-- Each ledger entry's Ed25519 signature of its hash by the host key
+-- (ledger/): the key id (hex) and the signature (base64). NULL for entries
+-- written before this migration.
+ALTER TABLE ledger ADD COLUMN keyid TEXT;
+ALTER TABLE ledger ADD COLUMN signature TEXT;
+
+-- Revoked images: never deployed, run or built FROM again.
+CREATE TABLE revocations (
+    digest TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    time   TEXT NOT NULL,
+    actor  TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary creates and understands.
@@ -707,6 +723,7 @@ mod tests {
             "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
             "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
             "sha256:9a90265149bd5bc62ce4c46a412d7c4a5afcff9d99e5a3a0954c4715d11c0544", // 4
+            "sha256:a7876ade1ebe28c67e3b513386dec432d53c4089d7630b060420202b959dd2d8", // 5
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

@@ -8,7 +8,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Descriptor, Manifest, Store, VerifyingReader, oci};
+use super::{Descriptor, Store, VerifyingReader, artifact, oci};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
@@ -238,18 +238,15 @@ pub(crate) fn change_of<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Change> {
 
 /// The baseline artifact attached to an image, if it has one.
 pub fn stored(store: &Store, manifest_digest: &Digest) -> Result<Option<Baseline>> {
-    let Some(r) = store
-        .referrers(manifest_digest, Some(ARTIFACT_TYPE))?
+    let Some((r, bytes)) = artifact::all(store, manifest_digest, ARTIFACT_TYPE)?
         .into_iter()
         .next()
     else {
         return Ok(None);
     };
-    let art: Manifest = store.manifest(&r.digest)?;
-    let layer = art.layers.first().ok_or_else(|| {
-        Error::corrupt(format!("baseline {}", r.digest), "artifact has no content")
-    })?;
-    store.read_json(&layer.digest, "baseline").map(Some)
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::corrupt(format!("baseline {}", r.digest), e.to_string()))
 }
 
 /// The baseline of an image: its attached artifact when there is one, else
@@ -273,22 +270,7 @@ pub fn store_artifact(
     image: &Descriptor,
     baseline: &Baseline,
 ) -> Result<Descriptor> {
-    let content = store.put_json(ARTIFACT_TYPE, baseline)?;
-    let empty = Descriptor::new(
-        oci::MEDIA_EMPTY,
-        store.put_blob(oci::EMPTY_JSON)?,
-        oci::EMPTY_JSON.len() as u64,
-    );
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::MEDIA_MANIFEST.into()),
-        artifact_type: Some(ARTIFACT_TYPE.into()),
-        config: empty,
-        layers: vec![content],
-        subject: Some(Descriptor::new(&image.media_type, image.digest, image.size)),
-        annotations: Default::default(),
-    };
-    let mut d = store.put_json(oci::MEDIA_MANIFEST, &manifest)?;
-    d.artifact_type = Some(ARTIFACT_TYPE.into());
-    Ok(d)
+    let bytes =
+        serde_json::to_vec(baseline).map_err(|e| Error::corrupt("baseline", e.to_string()))?;
+    artifact::put(store, image, ARTIFACT_TYPE, ARTIFACT_TYPE, &bytes)
 }

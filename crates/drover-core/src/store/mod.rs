@@ -17,6 +17,7 @@
 //! behind, which the next `Store::open` rewrites — so tags and ledger never
 //! disagree.
 
+pub mod artifact;
 pub mod baseline;
 mod blob;
 mod gc;

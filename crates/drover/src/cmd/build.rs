@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use drover_core::build::{self, BuildOptions, CacheUse, Compression};
+use drover_core::sign::signature;
 
 use super::Ctx;
 use crate::{output, progress};
@@ -30,11 +31,22 @@ pub struct Args {
     /// Timestamp of every file and history entry, in seconds since the epoch.
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+    /// Sign the image (with `--key`, else the store's host key).
+    #[arg(long)]
+    sign: bool,
+    /// Private key for `--sign`.
+    #[arg(long, value_name = "FILE", requires = "sign")]
+    key: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let def = build::def::load(&a.file)?;
     let mut store = ctx.store()?;
+    // Load the key first: a bad key should fail before a long build.
+    let key = a
+        .sign
+        .then(|| ctx.signing_key(a.key.as_deref()))
+        .transpose()?;
     let bar = progress::Bar::new(ctx.json);
     let opts = BuildOptions {
         compression: a.compression,
@@ -47,11 +59,16 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let out = build::build(&mut store, &def, &opts, &bar);
     bar.finish();
     let out = out?;
+    let signed = key
+        .map(|k| signature::sign(&mut store, &out.digest.to_string(), &k))
+        .transpose()?;
     for w in &out.warnings {
         eprintln!("drover: warning: {w}");
     }
     if ctx.json {
-        output::json(&out)?;
+        let mut v = serde_json::to_value(&out)?;
+        v["signature"] = serde_json::json!(signed);
+        output::json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
     // For scripts (no terminal) the digest alone is the output.
@@ -76,6 +93,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!("built {} in {:.2}s", out.tag, out.seconds);
+    if let Some(s) = &signed {
+        eprintln!("signed by key {}", &s.keyid[..12]);
+    }
     println!("{}", out.digest);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ pub mod drift;
 pub mod gc;
 pub mod images;
 pub mod inspect;
+pub mod key;
 pub mod logs;
 pub mod plan;
 pub mod proxy;
@@ -20,6 +21,7 @@ pub mod rmi;
 pub mod rollback;
 pub mod run;
 pub mod serve;
+pub mod sign;
 pub mod status;
 pub mod stop;
 pub mod tag;
@@ -40,5 +42,16 @@ impl Ctx {
     pub fn store(&self) -> anyhow::Result<Store> {
         Store::open(&self.store_dir)
             .with_context(|| format!("opening the store at {}", self.store_dir.display()))
+    }
+
+    /// The key to sign with: `file` when given, else the store's host key.
+    pub fn signing_key(
+        &self,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<std::sync::Arc<drover_core::sign::SigningKey>> {
+        Ok(match file {
+            Some(f) => std::sync::Arc::new(drover_core::sign::SigningKey::load(f)?),
+            None => drover_core::sign::host_key(&self.store_dir)?,
+        })
     }
 }

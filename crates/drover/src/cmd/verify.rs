@@ -1,9 +1,70 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use drover_core::sign::{self, PublicKey, signature};
 
 use super::Ctx;
 use crate::output;
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Check this image's signatures instead of re-hashing the store.
+    reference: Option<String>,
+    /// Public key(s) to trust (repeatable); the store's host key when omitted.
+    #[arg(long, value_name = "FILE", requires = "reference")]
+    key: Vec<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    match &a.reference {
+        Some(r) => image(ctx, r, &a.key),
+        None => store(ctx),
+    }
+}
+
+/// `drover verify REF --key PUB`: exit 0 when a trusted key signed the
+/// image and no signature by a trusted key was tampered with, else 3.
+fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let keys: Vec<PublicKey> = if keys.is_empty() {
+        vec![sign::host_key(&ctx.store_dir)?.public()]
+    } else {
+        keys.iter()
+            .map(|k| PublicKey::load(k))
+            .collect::<Result<_, _>>()?
+    };
+    let image = store.resolve(reference)?;
+    let check = signature::check(&store, &image.digest, &keys)?;
+    let problem = check.problem();
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "image": image.digest,
+            "verified": problem.is_none(),
+            "valid": check.valid.iter().map(|(d, k)| serde_json::json!({"signature": d, "keyid": k.keyid()})).collect::<Vec<_>>(),
+            "invalid": check.invalid.iter().map(|(d, f)| serde_json::json!({"signature": d, "problem": f.to_string()})).collect::<Vec<_>>(),
+            "other_signatures": check.other,
+            "problem": problem,
+        }))?;
+    } else {
+        for (d, k) in &check.valid {
+            println!("signature {} by key {}: valid", d.short(), &k.keyid()[..12]);
+        }
+        for (d, f) in &check.invalid {
+            println!("signature {}: NOT valid: {f}", d.short());
+        }
+        match &problem {
+            None => println!("{}: verified", image.digest),
+            Some(p) => println!("{}: NOT verified: {p}", image.digest),
+        }
+    }
+    Ok(if problem.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let report = store.verify()?;
     if ctx.json {

@@ -1,0 +1,19 @@
+//! The trust chain: who may vouch for an image, and how that is checked.
+//!
+//! | file | owns |
+//! |------|------|
+//! | [`key`] | Ed25519 keys: generation, PEM files (0600 enforced), key ids, the host key |
+//! | [`dsse`] | DSSE envelopes: the pre-authentication encoding, signing, verification |
+//! | [`attest`] | in-toto v1 statements about an image, signed and attached as artifacts |
+//! | [`signature`] | image signatures (`drover sign`, `build --sign`) and checking them |
+//!
+//! Everything signed is an in-toto statement in a DSSE envelope, attached to
+//! the image manifest as an OCI 1.1 artifact, so it moves with the image
+//! through registries and outside tools verify it without drover.
+
+pub mod attest;
+pub mod dsse;
+pub mod key;
+pub mod signature;
+
+pub use key::{PublicKey, SigningKey, host_key};
