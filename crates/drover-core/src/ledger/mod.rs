@@ -968,7 +968,7 @@ mod tests {
             &format!(
                 "UPDATE ledger SET seq = -seq WHERE seq >= 15;
                  UPDATE ledger SET seq = 1 - seq WHERE seq < 0;
-                 INSERT INTO ledger VALUES (15, '{}', '{}', '{}', '[\"app:backdoor\"]', '{{}}', '{}', '{}');
+                 INSERT INTO ledger VALUES (15, '{}', '{}', '{}', '[\"app:backdoor\"]', '{{}}', '{}', '{}', NULL, NULL);
                  UPDATE ledger_head SET seq = seq + 1;",
                 forged.time, forged.actor, forged.action, forged.prev_hash, forged.hash
             ),
@@ -1016,7 +1016,7 @@ mod tests {
             &db,
             "UPDATE ledger SET seq = -seq WHERE seq >= 15;
              UPDATE ledger SET seq = 1 - seq WHERE seq < 0;
-             INSERT INTO ledger VALUES (15, 't', 'a', 'x', '[]', '{}', 'sha256:00', 'sha256:11');",
+             INSERT INTO ledger VALUES (15, 't', 'a', 'x', '[]', '{}', 'sha256:00', 'sha256:11', NULL, NULL);",
         );
         assert_eq!(problem(&db).seq, 15);
     }
@@ -1031,7 +1031,7 @@ mod tests {
         tamper(
             &db,
             &format!(
-                "INSERT INTO ledger SELECT {}, time, actor, action, subjects, details, '{}', '{}' FROM ledger WHERE seq = {N}",
+                "INSERT INTO ledger SELECT {}, time, actor, action, subjects, details, '{}', '{}', NULL, NULL FROM ledger WHERE seq = {N}",
                 forged.seq, forged.prev_hash, forged.hash
             ),
         );

@@ -514,6 +514,7 @@ mod tests {
                 "quarantine",
                 "referrers",
                 "releases",
+                "revocations",
                 "service_health",
                 "services",
                 "sqlite_sequence",
@@ -679,7 +680,7 @@ mod tests {
         let db = Db::open(&path).unwrap();
         let c = db.conn();
         c.execute(
-            "INSERT INTO ledger VALUES (1, 't', 'a', 'x', '[]', '{}', 'p', 'h')",
+            "INSERT INTO ledger VALUES (1, 't', 'a', 'x', '[]', '{}', 'p', 'h', NULL, NULL)",
             [],
         )
         .unwrap();
