@@ -15,6 +15,18 @@ use crate::error::{Error, Result};
 use crate::store::{Descriptor, Store, artifact};
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+
+/// Artifact type of a build's provenance (written by `build`, checked by policy and `trace`).
+pub const PROVENANCE_ARTIFACT_TYPE: &str = "application/vnd.drover.provenance.v1+json";
+/// The SLSA v1 provenance predicate. Fields other parts rely on:
+/// `buildDefinition.resolvedDependencies[]` holds the base image as
+/// `{"name": "base-image", "uri": "oci:<reference as written>", "digest": {"sha256": <manifest hex>}}`
+/// (absent for `scratch`), and `runDetails.builder.id` is [`BUILDER_ID`].
+pub const SLSA_PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+/// The SLSA builder id of drover's builds.
+pub const BUILDER_ID: &str = "https://drover.dev/builder/v1";
+/// Artifact type of an image's SPDX 2.3 SBOM (JSON, unsigned; the signature covers the image).
+pub const SBOM_ARTIFACT_TYPE: &str = "application/spdx+json";
 /// The DSSE payload type of an in-toto statement.
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
