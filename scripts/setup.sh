@@ -24,6 +24,7 @@ PACKAGES=(
   aide b3sum                     # bench/drift.sh peers
   curl                           # serve tests (HTTP/2 through the proxy)
   docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
+  python3-venv openssl           # trust-chain tests: outside verifiers (in-toto, spdx-tools) in .test-venv; openssl reads our keys
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
@@ -73,6 +74,22 @@ if command -v dpkg-query >/dev/null 2>&1; then
   fi
 else
   echo "setup.sh: warning: not a Debian system (no dpkg-query); install these yourself: ${PACKAGES[*]}" >&2
+fi
+
+# --- Python verifiers for the trust-chain tests ----------------------------
+# Outside tools check what drover signs and writes: in-toto/securesystemslib
+# (DSSE, in-toto statements), spdx-tools (SPDX 2.3). Pinned, in a venv at
+# .test-venv (tests find it there); rebuilt when this list changes.
+PY_REQUIREMENTS="in-toto==3.1.0 securesystemslib[crypto]==1.6.0 spdx-tools==0.8.5 cryptography==50.0.2"
+venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.test-venv"
+if [[ "$(cat "$venv/.requirements" 2>/dev/null)" != "$PY_REQUIREMENTS" ]]; then
+  echo "setup.sh: installing Python verifiers into $venv ($PY_REQUIREMENTS)"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+  # shellcheck disable=SC2086  # the list is words on purpose
+  "$venv/bin/pip" install -q --disable-pip-version-check $PY_REQUIREMENTS \
+    || die "pip install failed for: $PY_REQUIREMENTS"
+  echo "$PY_REQUIREMENTS" >"$venv/.requirements"
 fi
 
 # --- Rust toolchain ---------------------------------------------------------
