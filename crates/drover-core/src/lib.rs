@@ -38,6 +38,7 @@ pub mod state;
 pub mod store;
 mod sys;
 mod toml_doc;
+pub mod trace;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};

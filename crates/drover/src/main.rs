@@ -55,6 +55,9 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Sign an image (attach a signature artifact) with a key, by default the host key.
     Sign(cmd::sign::Args),
+    /// Walk instance → release → image → signatures → provenance → SBOM →
+    /// baseline → drift, verifying each link; exit 3 if one does not hold.
+    Trace(cmd::trace::Args),
     /// Generate and show Ed25519 signing keys.
     Key(cmd::key::Args),
     /// Print an image's baseline (its file manifest).
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(&ctx, a),
         Command::Sign(a) => cmd::sign::run(&ctx, a),
         Command::Key(a) => cmd::key::run(&ctx, a),
+        Command::Trace(a) => cmd::trace::run(&ctx, a),
         Command::Baseline(a) => cmd::baseline::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
         Command::Drift(a) => cmd::drift::run(&ctx, a),

@@ -25,6 +25,7 @@ pub mod sign;
 pub mod status;
 pub mod stop;
 pub mod tag;
+pub mod trace;
 pub mod verify;
 
 use std::path::PathBuf;

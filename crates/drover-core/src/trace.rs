@@ -1,0 +1,374 @@
+//! `drover trace`: the answer to "which exact, approved image is this
+//! instance running, and who built it from what?", with every link checked.
+//!
+//! The chain is instance → release → image → signatures → provenance
+//! (definition, inputs, base image) → SBOM → baseline → last drift result.
+//! Each [`Link`] says what it found and whether it holds; a link that does
+//! not hold names why. Nothing here changes anything: a trace reads the
+//! store and the database and re-hashes the blobs it names.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::deploy::release::{self, Release};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::instance::{self, Instance};
+use crate::sign::attest::{
+    self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE,
+};
+use crate::sign::{PublicKey, signature};
+use crate::state::DbContext;
+use crate::store::{Store, artifact, baseline};
+
+/// One checked step of the chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    /// What this step is: `instance`, `release`, `image`, `signature`, ...
+    pub kind: &'static str,
+    /// The thing itself: an id, `service@N`, a digest.
+    pub name: String,
+    /// True when the step was checked and holds.
+    pub ok: bool,
+    /// Facts worth printing, in order.
+    pub facts: Vec<(String, String)>,
+    /// Why it does not hold (when `ok` is false).
+    pub problem: Option<String>,
+    /// Steps that hang off this one.
+    pub children: Vec<Link>,
+}
+
+impl Link {
+    fn new(kind: &'static str, name: impl Into<String>) -> Link {
+        Link {
+            kind,
+            name: name.into(),
+            ok: true,
+            facts: Vec::new(),
+            problem: None,
+            children: Vec::new(),
+        }
+    }
+
+    fn fact(mut self, k: &str, v: impl std::fmt::Display) -> Link {
+        self.facts.push((k.into(), v.to_string()));
+        self
+    }
+
+    fn fail(mut self, why: impl Into<String>) -> Link {
+        self.ok = false;
+        self.problem = Some(why.into());
+        self
+    }
+
+    /// True when this step and everything under it holds.
+    pub fn all_ok(&self) -> bool {
+        self.ok && self.children.iter().all(Link::all_ok)
+    }
+}
+
+/// Trace `target`: an instance (id, prefix or name), a release
+/// (`service@N`), or an image (tag, digest or digest prefix). `keys` are the
+/// keys whose signatures count as approval.
+pub fn trace(store: &Store, target: &str, keys: &[PublicKey]) -> Result<Link> {
+    if let Some((service, n)) = target.rsplit_once('@')
+        && let Ok(n) = n.parse::<i64>()
+    {
+        let db = store.db();
+        let r = release::release(db.conn(), db.path(), service, n)?;
+        return Ok(of_release(store, &r, None, keys));
+    }
+    match instance::find(store.db(), target) {
+        Ok(i) => return of_instance(store, &i, keys),
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let image = store.resolve(target).map_err(|e| match e {
+        Error::NotFound { .. } => Error::NotFound {
+            what: format!("{target:?} as an instance, a release (service@N) or an image"),
+            hint: Some(
+                "`drover ps`, `drover releases SERVICE` and `drover images` list them".into(),
+            ),
+        },
+        e => e,
+    })?;
+    Ok(of_image(store, &image.digest, keys))
+}
+
+fn of_instance(store: &Store, i: &Instance, keys: &[PublicKey]) -> Result<Link> {
+    let mut link = Link::new("instance", &i.id)
+        .fact("state", i.state.as_str())
+        .fact("image", i.image)
+        .fact("created", &i.created);
+    if let Some(c) = &i.condemned {
+        link = link.fact("condemned", c);
+    }
+    link.children.push(drift_link(store, &i.id)?);
+    let release = match (&i.service, i.release) {
+        (Some(s), Some(n)) => {
+            let db = store.db();
+            Some(release::release(db.conn(), db.path(), s, n)?)
+        }
+        _ => None,
+    };
+    match release {
+        Some(r) => {
+            let r_link = of_release(store, &r, Some(&i.image), keys);
+            link.children.push(r_link);
+        }
+        None => {
+            link = link.fact("started by", "drover run (no release)");
+            link.children.push(of_image(store, &i.image, keys));
+        }
+    }
+    Ok(link)
+}
+
+fn of_release(store: &Store, r: &Release, running: Option<&Digest>, keys: &[PublicKey]) -> Link {
+    let mut link = Link::new("release", format!("{}@{}", r.service, r.number))
+        .fact("image", r.image)
+        .fact("config", r.config_digest)
+        .fact("outcome", r.outcome.as_str())
+        .fact("by", &r.author)
+        .fact("at", &r.created);
+    if !r.message.is_empty() {
+        link = link.fact("message", &r.message);
+    }
+    if let Some(of) = r.rollback_of {
+        link = link.fact("rollback of", format!("{}@{of}", r.service));
+    }
+    if let Some(d) = running
+        && d != &r.image
+    {
+        link = link.fail(format!(
+            "the instance runs {d}, but its release names {}",
+            r.image
+        ));
+    }
+    link.children.push(of_image(store, &r.image, keys));
+    link
+}
+
+/// The image and everything attached to it.
+pub fn of_image(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
+    let mut link = Link::new("image", digest.to_string());
+    let tags: Vec<String> = store
+        .tags()
+        .map(|ts| {
+            ts.into_iter()
+                .filter(|t| t.digest == *digest)
+                .map(|t| t.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !tags.is_empty() {
+        link = link.fact("tags", tags.join(", "));
+    }
+    match revoked(store, digest) {
+        Ok(Some(reason)) => link = link.fail(format!("revoked: {reason}")),
+        Ok(None) => {}
+        Err(e) => link = link.fail(e.to_string()),
+    }
+    match blobs_intact(store, digest) {
+        Ok((n, bytes)) => {
+            link = link.fact("blobs", format!("{n} intact ({bytes} bytes re-hashed)"))
+        }
+        Err(e) => link = link.fail(e.to_string()),
+    }
+    link.children.push(signatures_link(store, digest, keys));
+    link.children.push(provenance_link(store, digest, keys));
+    link.children.push(sbom_link(store, digest));
+    link.children.push(baseline_link(store, digest));
+    link
+}
+
+/// Manifest, config and every layer, re-hashed.
+fn blobs_intact(store: &Store, digest: &Digest) -> Result<(usize, u64)> {
+    let manifest = store.manifest(digest)?;
+    let mut bytes = store.check_blob(digest)? + store.check_blob(&manifest.config.digest)?;
+    for l in &manifest.layers {
+        bytes += store.check_blob(&l.digest)?;
+    }
+    Ok((manifest.layers.len() + 2, bytes))
+}
+
+fn revoked(store: &Store, digest: &Digest) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    let db = store.db();
+    db.conn()
+        .query_row(
+            "SELECT reason FROM revocations WHERE digest = ?1",
+            [digest.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .db_ctx(db.path())
+}
+
+fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
+    let link = Link::new("signatures", format!("{} trusted key(s)", keys.len()));
+    let check = match signature::check(store, digest, keys) {
+        Ok(c) => c,
+        Err(e) => return link.fail(e.to_string()),
+    };
+    let mut link = link;
+    for (d, k) in &check.valid {
+        link.children
+            .push(Link::new("signature", d.to_string()).fact("key", k.keyid()));
+    }
+    for (d, f) in &check.invalid {
+        link.children
+            .push(Link::new("signature", d.to_string()).fail(f.to_string()));
+    }
+    if check.other > 0 {
+        link = link.fact("by other keys", check.other);
+    }
+    match check.problem() {
+        Some(p) => link.fail(p),
+        None => link,
+    }
+}
+
+fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
+    let link = Link::new("provenance", SLSA_PREDICATE_TYPE);
+    let list = match attest::list(store, digest, PROVENANCE_ARTIFACT_TYPE) {
+        Ok(l) => l,
+        Err(e) => return link.fail(e.to_string()),
+    };
+    if list.is_empty() {
+        return link.fail(
+            "the image has no provenance (it was not built here, or it was pulled without it)",
+        );
+    }
+    // The newest verified statement speaks for the image; every one that
+    // fails to verify is shown.
+    let mut link = link;
+    let mut verified = None;
+    for a in &list {
+        match a.verify(digest, SLSA_PREDICATE_TYPE, keys) {
+            Ok((key, st)) => verified = Some((a.artifact, key, st)),
+            Err(f) => link
+                .children
+                .push(Link::new("statement", a.artifact.to_string()).fail(f.to_string())),
+        }
+    }
+    let Some((artifact, key, st)) = verified else {
+        return link.fail("no provenance statement is signed by a trusted key");
+    };
+    let p = &st.predicate;
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let builder = s(&p["runDetails"]["builder"]["id"]);
+    let mut stmt = Link::new("statement", artifact.to_string())
+        .fact("signed by", key.keyid())
+        .fact("builder", &builder)
+        .fact(
+            "drover",
+            s(&p["runDetails"]["builder"]["version"]["drover"]),
+        )
+        .fact(
+            "built",
+            format!(
+                "{} .. {}",
+                s(&p["runDetails"]["metadata"]["startedOn"]),
+                s(&p["runDetails"]["metadata"]["finishedOn"])
+            ),
+        );
+    let ext = &p["buildDefinition"]["externalParameters"];
+    if let Some(def) = ext.get("definition") {
+        stmt = stmt.fact(
+            "definition",
+            format!("{} ({})", s(&def["path"]), s(&def["digest"]["sha256"])),
+        );
+    }
+    if builder != BUILDER_ID {
+        stmt = stmt.fail(format!("builder {builder} is not drover's ({BUILDER_ID})"));
+    }
+    let deps = p["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for d in &deps {
+        let name = d["name"].as_str().or(d["uri"].as_str()).unwrap_or("?");
+        let mut dep = Link::new("input", name);
+        if let Some(uri) = d["uri"].as_str() {
+            dep = dep.fact("uri", uri);
+        }
+        if let Some(h) = d["digest"]["sha256"].as_str() {
+            dep = dep.fact("sha256", h);
+        }
+        if name == "base-image" {
+            // The base is an image too: say whether this store has it and
+            // whether it was revoked.
+            if let Some(h) = d["digest"]["sha256"].as_str()
+                && let Ok(base) = format!("sha256:{h}").parse::<Digest>()
+            {
+                if let Ok(Some(reason)) = revoked(store, &base) {
+                    dep = dep.fail(format!("the base image is revoked: {reason}"));
+                }
+            }
+        }
+        stmt.children.push(dep);
+    }
+    stmt = stmt.fact("inputs", deps.len());
+    link.children.push(stmt);
+    link
+}
+
+fn sbom_link(store: &Store, digest: &Digest) -> Link {
+    let link = Link::new("sbom", "SPDX");
+    match artifact::all(store, digest, SBOM_ARTIFACT_TYPE) {
+        Err(e) => link.fail(e.to_string()),
+        Ok(v) if v.is_empty() => link.fail("the image has no SBOM"),
+        Ok(v) => {
+            let (r, bytes) = &v[v.len() - 1];
+            let doc: Value = match serde_json::from_slice(bytes) {
+                Ok(d) => d,
+                Err(e) => return link.fail(format!("SBOM {} does not parse: {e}", r.digest)),
+            };
+            let count = |k: &str| doc[k].as_array().map_or(0, Vec::len);
+            Link::new("sbom", r.digest.to_string())
+                .fact("spdx", doc["spdxVersion"].as_str().unwrap_or("?"))
+                .fact("files", count("files"))
+                .fact("packages", count("packages"))
+        }
+    }
+}
+
+fn baseline_link(store: &Store, digest: &Digest) -> Link {
+    let link = Link::new("baseline", "file manifest");
+    match store.referrers(digest, Some(baseline::ARTIFACT_TYPE)) {
+        Err(e) => link.fail(e.to_string()),
+        Ok(rs) if rs.is_empty() => {
+            link.fail("the image has no baseline; drift is measured against its layers")
+        }
+        Ok(rs) => match baseline::stored(store, digest) {
+            Ok(Some(b)) => {
+                Link::new("baseline", rs[0].digest.to_string()).fact("files", b.files.len())
+            }
+            Ok(None) => link.fail("the baseline vanished while reading it"),
+            Err(e) => link.fail(e.to_string()),
+        },
+    }
+}
+
+fn drift_link(store: &Store, id: &str) -> Result<Link> {
+    Ok(match crate::drift::last(store, id)? {
+        None => Link::new("drift", "last result").fact("scanned", "never"),
+        Some((time, findings, action)) if findings.is_empty() => Link::new("drift", "last result")
+            .fact("clean at", time)
+            .fact("action", action),
+        Some((time, findings, action)) => {
+            let paths: Vec<String> = findings
+                .iter()
+                .take(5)
+                .map(|f| f["path"].as_str().unwrap_or("?").to_string())
+                .collect();
+            Link::new("drift", "last result")
+                .fact("at", time)
+                .fact("findings", findings.len())
+                .fact("paths", paths.join(", "))
+                .fact("action", &action)
+                .fail(format!("drifted ({} finding(s)), {action}", findings.len()))
+        }
+    })
+}

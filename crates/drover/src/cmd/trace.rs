@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use drover_core::sign::{self, PublicKey};
+use drover_core::trace::{self, Link};
+
+use super::Ctx;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An instance (id, prefix or name), a release (`service@N`) or an image (tag or digest).
+    target: String,
+    /// Public key(s) whose signatures count (repeatable); the host key when omitted.
+    #[arg(long, value_name = "FILE")]
+    key: Vec<PathBuf>,
+}
+
+/// Print the chain as a tree; exit 0 when every link holds, else 3.
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let keys: Vec<PublicKey> = if a.key.is_empty() {
+        vec![sign::host_key(&ctx.store_dir)?.public()]
+    } else {
+        a.key
+            .iter()
+            .map(|k| PublicKey::load(k))
+            .collect::<Result<_, _>>()?
+    };
+    let root = trace::trace(&store, &a.target, &keys)?;
+    if ctx.json {
+        output::json(&root)?;
+    } else {
+        print_link(&root, "", "");
+        println!(
+            "{}",
+            if root.all_ok() {
+                "trace: every link verified"
+            } else {
+                "trace: NOT every link holds (see FAIL above)"
+            }
+        );
+    }
+    Ok(if root.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn print_link(l: &Link, first: &str, rest: &str) {
+    let mark = if l.ok { "ok" } else { "FAIL" };
+    println!("{first}{} {} [{mark}]", l.kind, l.name);
+    let bar = if l.children.is_empty() { "  " } else { "│ " };
+    for (k, v) in &l.facts {
+        println!("{rest}{bar}  {k}: {v}");
+    }
+    if let Some(p) = &l.problem {
+        println!("{rest}{bar}  problem: {p}");
+    }
+    for (i, c) in l.children.iter().enumerate() {
+        let last = i + 1 == l.children.len();
+        let (f, r) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        print_link(c, &format!("{rest}{f}"), &format!("{rest}{r}"));
+    }
+}
