@@ -301,10 +301,9 @@ fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
             // whether it was revoked.
             if let Some(h) = d["digest"]["sha256"].as_str()
                 && let Ok(base) = format!("sha256:{h}").parse::<Digest>()
+                && let Ok(Some(reason)) = revoked(store, &base)
             {
-                if let Ok(Some(reason)) = revoked(store, &base) {
-                    dep = dep.fail(format!("the base image is revoked: {reason}"));
-                }
+                dep = dep.fail(format!("the base image is revoked: {reason}"));
             }
         }
         stmt.children.push(dep);
