@@ -11,8 +11,14 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::Value;
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -31,16 +37,7 @@ impl Registry {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
+        let mut auth = String::new();
         if let Some((user, pass)) = htpasswd {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, pass])
@@ -49,11 +46,40 @@ impl Registry {
             assert!(out.status.success(), "{}", show(&out));
             let file = dir.path().join("htpasswd");
             fs::write(&file, &out.stdout).unwrap();
-            config.push_str(&format!(
+            auth = format!(
                 "auth:\n  htpasswd:\n    realm: drover-test\n    path: {}\n",
                 file.display()
-            ));
+            );
         }
+        Some(Registry::launch(dir, &auth))
+    }
+
+    /// A registry that wants bearer tokens from `tokens`.
+    fn start_with_tokens(tokens: &TokenServer) -> Option<Registry> {
+        if !require(REGISTRY_BIN) {
+            return None;
+        }
+        let auth = format!(
+            "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            tokens.addr,
+            tokens.cert.display()
+        );
+        Some(Registry::launch(tempfile::tempdir().unwrap(), &auth))
+    }
+
+    /// Serve from `dir` on a free loopback port, with `auth` (a YAML `auth:`
+    /// section, or nothing).
+    fn launch(dir: tempfile::TempDir, auth: &str) -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
+            dir.path().join("data").display()
+        );
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config).unwrap();
         let child = Command::new(REGISTRY_BIN)
@@ -65,7 +91,7 @@ impl Registry {
             .expect("start docker-registry");
         let reg = Registry { child, dir, addr };
         reg.wait_ready();
-        Some(reg)
+        reg
     }
 
     /// A plain `GET`; the whole response, headers included ("" if refused).
@@ -116,6 +142,288 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `service` and `issuer` a token-auth registry and its token service
+/// agree on.
+const SERVICE: &str = "drover-test-registry";
+const ISSUER: &str = "drover-test-issuer";
+
+/// One request to a [`TokenServer`].
+#[derive(Debug, Clone)]
+struct Asked {
+    /// The Basic user, or `-` for an anonymous request.
+    user: String,
+    scope: String,
+    granted: bool,
+}
+
+/// The token service of a registry with `auth: token` (distribution's
+/// bearer-token scheme), on a loopback port. It checks the Basic
+/// credentials of `GET /token?service=…&scope=…` and answers with a JWT that
+/// distribution verifies: ES256 over a P-256 key made by the `openssl` CLI,
+/// the self-signed certificate of that key in the header's `x5c` (and in the
+/// registry's `rootcertbundle`), claims `iss`, `sub`, `aud` (the service),
+/// `exp`, `nbf`, `iat`, `jti` and the `access` asked for. It records every
+/// request, so a test can tell the bearer flow really ran.
+struct TokenServer {
+    addr: String,
+    cert: PathBuf,
+    asked: Arc<Mutex<Vec<Asked>>>,
+    stop: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+/// Signs the token service's JWTs.
+struct Signer {
+    key: EcdsaKeyPair,
+    /// The certificate, DER, base64 as `x5c` wants it.
+    x5c: String,
+    rng: SystemRandom,
+    serial: AtomicU64,
+}
+
+impl Signer {
+    fn jwt(&self, subject: &str, access: Value) -> String {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [self.x5c]});
+        let claims = serde_json::json!({
+            "iss": ISSUER,
+            "sub": subject,
+            "aud": SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": format!("drover-test-{}", self.serial.fetch_add(1, Ordering::SeqCst)),
+            "access": access,
+        });
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        // FIXED signing: r||s, 64 bytes, as JWS ES256 wants (not ASN.1).
+        let sig = self.key.sign(&self.rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", show(&out));
+}
+
+impl TokenServer {
+    /// Grants every scope asked for to `user` with `password`; refuses
+    /// anyone else. `None` (after saying why) without `openssl`.
+    fn start(user: &'static str, password: &'static str) -> Option<TokenServer> {
+        if !require("openssl") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        let (ec, pkcs8, cert, der) = (
+            path("ec.pem"),
+            path("key.p8"),
+            path("cert.pem"),
+            path("cert.der"),
+        );
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &ec,
+        ]);
+        // ring reads PKCS#8, not OpenSSL's own EC key format.
+        openssl(&[
+            "pkcs8", "-topk8", "-nocrypt", "-in", &ec, "-outform", "DER", "-out", &pkcs8,
+        ]);
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &ec,
+            "-subj",
+            "/CN=drover test token service",
+            "-days",
+            "2",
+            "-out",
+            &cert,
+        ]);
+        openssl(&["x509", "-in", &cert, "-outform", "DER", "-out", &der]);
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &fs::read(&pkcs8).unwrap(),
+            &rng,
+        )
+        .expect("openssl's P-256 key as PKCS#8");
+        let signer = Signer {
+            key,
+            x5c: STANDARD.encode(fs::read(&der).unwrap()),
+            rng,
+            serial: AtomicU64::new(0),
+        };
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, halt) = (asked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(mut conn) = conn {
+                    let _ = serve_token(&mut conn, &signer, (user, password), &log);
+                }
+            }
+        });
+        Some(TokenServer {
+            addr,
+            cert: PathBuf::from(cert),
+            asked,
+            stop,
+            _dir: dir,
+        })
+    }
+
+    fn asked(&self) -> Vec<Asked> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// Answer one token request (HTTP/1.1, one request per connection).
+fn serve_token(
+    conn: &mut TcpStream,
+    signer: &Signer,
+    (user, password): (&str, &str),
+    log: &Mutex<Vec<Asked>>,
+) -> std::io::Result<()> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&req);
+    let mut lines = text.split("\r\n");
+    let target = lines
+        .next()
+        .and_then(|l| l.strip_prefix("GET "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let params: Vec<(&str, String)> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, percent_decode(v)))
+        .collect();
+    let param = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let credentials = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| v.trim().strip_prefix("Basic ").map(str::to_string))
+        .and_then(|b| STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        });
+    let scope = param("scope").unwrap_or_default();
+    let (status, body) = if path != "/token" || param("service").as_deref() != Some(SERVICE) {
+        (
+            "400 Bad Request",
+            format!("unknown path or service: {target}"),
+        )
+    } else {
+        match &credentials {
+            Some((u, p)) if u == user && p == password => {
+                // "repository:<name>:<action>,<action>"; all of it granted.
+                let access: Vec<Value> = scope
+                    .split(' ')
+                    .filter_map(|s| {
+                        let mut parts = s.splitn(3, ':');
+                        let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        Some(serde_json::json!({
+                            "type": kind,
+                            "name": name,
+                            "actions": actions.split(',').collect::<Vec<_>>(),
+                        }))
+                    })
+                    .collect();
+                let jwt = signer.jwt(u, Value::Array(access));
+                (
+                    "200 OK",
+                    serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300})
+                        .to_string(),
+                )
+            }
+            Some((u, _)) => (
+                "401 Unauthorized",
+                format!(r#"{{"details":"wrong password for {u}"}}"#),
+            ),
+            None => (
+                "401 Unauthorized",
+                r#"{"details":"credentials required"}"#.to_string(),
+            ),
+        }
+    };
+    log.lock().unwrap().push(Asked {
+        user: credentials.map_or_else(|| "-".to_string(), |(u, _)| u),
+        scope,
+        granted: status.starts_with("200"),
+    });
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// drover with no credentials from the environment or the user's Docker config.
@@ -435,7 +743,7 @@ fn basic_auth_from_docker_config() {
     );
 
     let creds = tempfile::tempdir().unwrap();
-    let auth = base64_encode(b"drover:s3cret");
+    let auth = STANDARD.encode(b"drover:s3cret");
     fs::write(
         creds.path().join("config.json"),
         format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
@@ -469,6 +777,237 @@ fn basic_auth_from_docker_config() {
     let missing = format!("{}/nothing:here", reg.addr);
     let out = drover(&from_env, creds.path(), &["pull", &missing, "--insecure"]);
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+}
+
+/// A registry with distribution's token auth: drover asks the token service
+/// for a bearer token with the credentials from Docker's config or the
+/// environment, and pushes and pulls with it; without credentials, or with a
+/// wrong password, it says authentication failed.
+#[test]
+fn bearer_token_auth_pushes_and_pulls() {
+    let Some(tokens) = TokenServer::start("drover", "s3cret") else {
+        return;
+    };
+    let Some(reg) = Registry::start_with_tokens(&tokens) else {
+        return;
+    };
+    // The registry refuses an anonymous request and names its token service.
+    let resp = reg.get("/v2/sample/tags/list");
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    let challenge = resp
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .unwrap_or_default();
+    assert!(
+        challenge.contains(&format!(r#"Bearer realm="http://{}/token""#, tokens.addr))
+            && challenge.contains(&format!(r#"service="{SERVICE}""#))
+            && challenge.contains("repository:sample:pull"),
+        "{resp}"
+    );
+    assert!(tokens.asked().is_empty());
+
+    let nocreds = tempfile::tempdir().unwrap();
+    let env = sample_env();
+    let digest = env.build(&[]);
+    let remote = format!("{}/sample:1.0", reg.addr);
+
+    let out = drover(
+        &env,
+        nocreds.path(),
+        &["push", "sample:1.0", &remote, "--insecure"],
+    );
+    assert!(!out.status.success(), "anonymous push was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&reg.addr) && err.contains("wants credentials"),
+        "{err}"
+    );
+    let asked = tokens.asked();
+    assert!(
+        asked.iter().any(|a| a.user == "-" && !a.granted),
+        "{asked:?}"
+    );
+
+    // Credentials from Docker's config.json.
+    let creds = tempfile::tempdir().unwrap();
+    let auth = STANDARD.encode(b"drover:s3cret");
+    fs::write(
+        creds.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let pushed = ok(
+        &env,
+        creds.path(),
+        &["push", "sample:1.0", &remote, "--insecure"],
+    );
+    assert_eq!(last_line(&pushed), digest);
+    let asked = tokens.asked();
+    assert!(
+        asked
+            .iter()
+            .any(|a| a.user == "drover" && a.granted && a.scope == "repository:sample:pull,push"),
+        "the push went through the token service: {asked:?}"
+    );
+    let seen = asked.len();
+    let dst = Env::new();
+    let pulled = ok(&dst, creds.path(), &["pull", &remote, "--insecure"]);
+    assert_eq!(last_line(&pulled), digest);
+    assert_eq!(artifacts(&dst.store()).len(), 1, "the baseline came along");
+    ok(&dst, creds.path(), &["verify"]);
+    let asked = tokens.asked();
+    assert!(
+        asked[seen..]
+            .iter()
+            .any(|a| a.user == "drover" && a.granted && a.scope == "repository:sample:pull"),
+        "the pull went through the token service: {asked:?}"
+    );
+
+    // Credentials from the environment, with no Docker config: push to
+    // another repository, and pull it back.
+    let with_env = |env: &Env, password: &str, args: &[&str]| {
+        env.cmd()
+            .env("DOCKER_CONFIG", nocreds.path())
+            .env("DROVER_REGISTRY_USER", "drover")
+            .env("DROVER_REGISTRY_PASSWORD", password)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let other = format!("{}/team/sample:env", reg.addr);
+    let out = with_env(
+        &env,
+        "s3cret",
+        &["push", "sample:1.0", &other, "--insecure"],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let from_env = Env::new();
+    let out = with_env(&from_env, "s3cret", &["pull", &other, "--insecure"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(last_line(&String::from_utf8_lossy(&out.stdout)), digest);
+    let asked = tokens.asked();
+    assert!(
+        asked
+            .iter()
+            .any(|a| a.granted && a.scope == "repository:team/sample:pull,push"),
+        "{asked:?}"
+    );
+
+    // A wrong password: the token service refuses, and drover says so,
+    // naming the registry and the user.
+    let seen = asked.len();
+    let wrong = Env::new();
+    let out = with_env(&wrong, "not-it", &["pull", &remote, "--insecure"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("registry {}", reg.addr))
+            && err.contains("authentication failed")
+            && err.contains(r#"user "drover""#)
+            && err.contains("wrong password for drover"),
+        "{err}"
+    );
+    let asked = tokens.asked();
+    assert!(
+        asked[seen..]
+            .iter()
+            .any(|a| a.user == "drover" && !a.granted),
+        "{asked:?}"
+    );
+    let images = ok(&wrong, nocreds.path(), &["images", "--json"]);
+    assert!(!images.contains("sample"), "{images}");
+}
+
+/// An image already in the store gets the referrers attached to it in the
+/// registry since it was pulled (here, a signature): `apply` lists them and
+/// fetches what is missing. A registry that is gone by then does not stop
+/// the deploy; the report says the refresh failed.
+#[test]
+fn apply_fetches_referrers_attached_after_the_pull() {
+    let Some(mut reg) = Registry::start(None) else {
+        return;
+    };
+    let Some(src) = web_env() else {
+        return;
+    };
+    let nocreds = tempfile::tempdir().unwrap();
+    let remote = format!("{}/team/web:1", reg.addr);
+    let digest = last_line(&ok(
+        &src,
+        nocreds.path(),
+        &["push", "web:1", &remote, "--insecure"],
+    ));
+    let dst = Env::new();
+    let pinned = format!("{}/team/web@{digest}", reg.addr);
+    ok(&dst, nocreds.path(), &["pull", &pinned, "--insecure"]);
+    assert_eq!(artifacts(&dst.store()).len(), 1, "the baseline");
+
+    // Signed after dst pulled it, and pushed again: the signature joins the
+    // baseline in the registry.
+    ok(&src, nocreds.path(), &["sign", "web:1"]);
+    let pushed: Value = serde_json::from_str(&ok(
+        &src,
+        nocreds.path(),
+        &["--json", "push", "web:1", &remote, "--insecure"],
+    ))
+    .unwrap();
+    assert_eq!(pushed["referrers"].as_array().unwrap().len(), 2, "{pushed}");
+
+    let fleet = dst.dir.path().join("fleet.toml");
+    write(
+        &fleet,
+        format!("[service.web]\nimage = \"{pinned}\"\ninsecure_registry = true\nreplicas = 1\n")
+            .as_bytes(),
+        0o644,
+    );
+    let f = fleet.to_str().unwrap();
+    let plan = ok(&dst, nocreds.path(), &["plan", "-f", f]);
+    assert!(!plan.contains("would pull"), "{plan}");
+    ok(&dst, nocreds.path(), &["apply", "-f", f]);
+    let mut want: Vec<&str> = pushed["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    want.sort();
+    let got = artifacts(&dst.store());
+    assert_eq!(
+        got.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(),
+        want,
+        "the signature came along"
+    );
+    assert!(got.iter().any(|(_, t)| t.contains("signature")), "{got:?}");
+    let pulls: Vec<Value> = serde_json::from_str(&ok(
+        &dst,
+        nocreds.path(),
+        &["--json", "audit", "--action", "image.pull"],
+    ))
+    .unwrap();
+    assert_eq!(pulls.len(), 2, "{pulls:?}");
+    ok(&dst, nocreds.path(), &["verify"]);
+
+    // Nothing new: one listing, nothing fetched, nothing recorded.
+    ok(&dst, nocreds.path(), &["apply", "-f", f]);
+    let pulls: Vec<Value> = serde_json::from_str(&ok(
+        &dst,
+        nocreds.path(),
+        &["--json", "audit", "--action", "image.pull"],
+    ))
+    .unwrap();
+    assert_eq!(pulls.len(), 2, "{pulls:?}");
+
+    // The registry gone: the image is here, so the deploy still happens.
+    let _ = reg.child.kill();
+    let _ = reg.child.wait();
+    let reports: Vec<Value> =
+        serde_json::from_str(&ok(&dst, nocreds.path(), &["--json", "apply", "-f", f])).unwrap();
+    assert!(reports[0]["error"].is_null(), "{reports:?}");
+    let warning = reports[0]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("referrers could not be refreshed") && warning.contains(&reg.addr),
+        "{reports:?}"
+    );
 }
 
 #[test]
@@ -528,27 +1067,6 @@ fn insecure_is_refused_for_a_remote_host() {
         err.contains("loopback") && err.contains("registry.example.com"),
         "{err}"
     );
-}
-
-fn base64_encode(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Incompressible bytes, different for each `seed`.

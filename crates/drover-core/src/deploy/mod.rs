@@ -92,6 +92,9 @@ pub struct Report {
     #[serde(skip)]
     pub crashed_young: u32,
     pub error: Option<String>,
+    /// What went wrong without stopping the deploy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The error was another deploy holding the lock (exit code 5).
     #[serde(skip)]
     pub busy: bool,
@@ -147,16 +150,33 @@ fn to_pull<'a>(store: &Store, spec: &'a ServiceSpec) -> Option<(&'a Remote, Dige
     (!store.has_blob(&digest)).then_some((remote, digest))
 }
 
-/// Pull `spec`'s registry image if the store lacks it.
-fn fetch(store: &mut Store, spec: &ServiceSpec) -> Result<()> {
-    let Some((remote, _)) = to_pull(store, spec) else {
+/// Pull `spec`'s registry image if the store lacks it. If the store has it,
+/// fetch the referrers (signatures, provenance, SBOM) the registry lists and
+/// the store lacks, such as those attached after an earlier pull: one
+/// referrers listing when there is nothing new. That refresh is best effort:
+/// the image itself is here and verified, so a registry that cannot be
+/// reached does not stop the deploy; the failure goes in `report.warnings`.
+fn fetch(store: &mut Store, spec: &ServiceSpec, report: &mut Report) -> Result<()> {
+    let Some(remote) = spec.registry.as_ref() else {
         return Ok(());
     };
-    let opts = registry::Options {
-        insecure: spec.insecure_registry,
-        credentials: registry::credentials(&remote.registry)?,
+    let Some(digest) = remote.digest else {
+        return Ok(());
     };
-    registry::pull(store, remote, &opts)?;
+    let opts = || -> Result<registry::Options> {
+        Ok(registry::Options {
+            insecure: spec.insecure_registry,
+            credentials: registry::credentials(&remote.registry)?,
+        })
+    };
+    if to_pull(store, spec).is_some() {
+        registry::pull(store, remote, &opts()?)?;
+    } else if let Err(e) = opts().and_then(|o| registry::pull_referrers(store, remote, &digest, &o))
+    {
+        report.warnings.push(format!(
+            "image {digest} is in the store, but its referrers could not be refreshed: {e}"
+        ));
+    }
     Ok(())
 }
 
@@ -196,7 +216,7 @@ pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result
         };
         // Pulled before the lock is taken: a slow download holds up no
         // other deploy of the service.
-        let result = fetch(store, spec)
+        let result = fetch(store, spec, &mut report)
             .and_then(|()| lock::acquire(store.db_mut(), &lock_name(&spec.name), !opts.no_wait))
             .and_then(|mut lease| {
                 let result = apply_service(store, spec, opts, &mut lease, &mut report);

@@ -15,6 +15,13 @@
 //! do not match: a tampered blob leaves nothing behind, and the tag is only
 //! set once everything has arrived.
 //!
+//! Credentials (see [`credentials`]) go as HTTP Basic auth, or to the
+//! registry's token service for a bearer token where the registry asks for
+//! one; each push or pull authenticates once up front (see
+//! `Session::authenticate`), so a refused password is reported as such.
+//! Failures are classified by oci-client's error variants and HTTP status
+//! (`classify`), never by their text.
+//!
 //! The HTTP client (`oci-client`) is async; it runs on a private
 //! current-thread runtime inside each call, so nothing async leaks out.
 
@@ -24,8 +31,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Serialize;
@@ -138,20 +146,6 @@ impl Remote {
             digest.to_string(),
         )
     }
-
-    fn err(&self, what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
-        let mut reason = format!("{what} in {}: {e}", self.repository);
-        let text = e.to_string();
-        if text.contains("401") || text.contains("nauthorized") || text.contains("UNAUTHORIZED") {
-            reason.push_str(
-                " (the registry wants credentials: set DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or log in so Docker's config.json has them)",
-            );
-        }
-        Error::Registry {
-            registry: self.registry.clone(),
-            reason,
-        }
-    }
 }
 
 impl std::fmt::Display for Remote {
@@ -256,10 +250,129 @@ pub struct PullReport {
     pub referrers: Vec<Digest>,
 }
 
+/// What went wrong with a registry request, as far as drover cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The token service of a bearer-token registry refused the credentials
+    /// (or their absence).
+    TokenRefused,
+    /// 401: credentials missing, wrong, or not enough for the request.
+    Unauthorized,
+    /// 403, or the registry's `DENIED` code.
+    Denied,
+    /// 404, or one of the registry's "unknown" codes.
+    NotFound,
+    Other,
+}
+
+/// Classify an oci-client error by its variant and HTTP status. oci-client
+/// keeps the status in every variant that comes from a response
+/// (`UnauthorizedError` for 401, `ServerError::code`, the registry's error
+/// envelope, or reqwest's status for `blob_exists`), so no error text needs
+/// reading; anything else (connection, I/O, parse errors) is `Other`.
+fn classify(e: &OciDistributionError) -> Failure {
+    use OciDistributionError as E;
+    let status = match e {
+        E::AuthenticationFailure(_) => return Failure::TokenRefused,
+        E::ImageManifestNotFoundError(_) => return Failure::NotFound,
+        E::UnauthorizedError { .. } => 401,
+        E::ServerError { code, .. } => *code,
+        E::RequestError(r) => match r.status() {
+            Some(s) => s.as_u16(),
+            None => return Failure::Other,
+        },
+        E::RegistryError { envelope, .. } => {
+            let codes = || envelope.errors.iter().map(|e| &e.code);
+            return if codes().any(|c| *c == OciErrorCode::Unauthorized) {
+                Failure::Unauthorized
+            } else if codes().any(|c| *c == OciErrorCode::Denied) {
+                Failure::Denied
+            } else if codes().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                Failure::NotFound
+            } else {
+                Failure::Other
+            };
+        }
+        _ => return Failure::Other,
+    };
+    match status {
+        401 => Failure::Unauthorized,
+        403 => Failure::Denied,
+        404 => Failure::NotFound,
+        _ => Failure::Other,
+    }
+}
+
+/// Where credentials come from, for the errors that want them.
+const CREDENTIALS_HINT: &str = "DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or else the auths entry of Docker's config.json";
+
+/// One push or pull: the client, who it authenticates as, and the runtime
+/// that drives it.
 struct Session {
     client: Client,
     auth: RegistryAuth,
     rt: tokio::runtime::Runtime,
+    remote: Remote,
+}
+
+impl Session {
+    /// A registry error about `what`, explained when it is about credentials.
+    fn err(&self, what: impl std::fmt::Display, e: &OciDistributionError) -> Error {
+        let remote = &self.remote;
+        let user = match &self.auth {
+            RegistryAuth::Basic(user, _) => Some(user),
+            _ => None,
+        };
+        let repo = &remote.repository;
+        let reason = match (classify(e), user) {
+            // Only `authenticate` meets this one, so `what` adds nothing.
+            (Failure::TokenRefused, Some(user)) => format!(
+                "authentication failed for user {user:?} in {repo}: the registry's token service refused the credentials: {e} (they come from {CREDENTIALS_HINT})"
+            ),
+            (Failure::TokenRefused, None) => format!(
+                "authentication failed in {repo}: the registry's token service refused an anonymous request: {e} (the registry wants credentials: set DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or log in so Docker's config.json has them)"
+            ),
+            (Failure::Unauthorized, Some(user)) => format!(
+                "authentication failed: {what} in {repo}: {e} (the registry refused the credentials of user {user:?}, or they do not allow this; they come from {CREDENTIALS_HINT})"
+            ),
+            (Failure::Unauthorized, None) => format!(
+                "{what} in {repo}: {e} (the registry wants credentials: set DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or log in so Docker's config.json has them)"
+            ),
+            (Failure::Denied, _) => {
+                format!("{what} in {repo}: {e} (access denied: these credentials may not do this)")
+            }
+            _ => format!("{what} in {repo}: {e}"),
+        };
+        Error::Registry {
+            registry: remote.registry.clone(),
+            reason,
+        }
+    }
+
+    /// Authenticate for `op` on `reference`'s repository before anything
+    /// else, and cache what the registry grants (a bearer token, or the
+    /// basic credentials) for the requests that follow.
+    ///
+    /// oci-client would do this lazily on each request, but it drops the
+    /// token service's refusal (`get_auth_token` turns the error into "no
+    /// token") and sends the request anonymously: a wrong password then shows
+    /// up as a bare 401 from the registry, with the token service asked again
+    /// for every request. Asking once here keeps its answer.
+    async fn authenticate(&self, reference: &Reference, op: RegistryOperation) -> Result<()> {
+        self.client
+            .auth(reference, &self.auth, op)
+            .await
+            .map(drop)
+            .map_err(|e| self.err("authenticating", &e))
+    }
 }
 
 fn session(remote: &Remote, opts: &Options) -> Result<Session> {
@@ -292,7 +405,12 @@ fn session(remote: &Remote, opts: &Options) -> Result<Session> {
         .enable_all()
         .build()
         .map_err(|e| Error::Failed(format!("start the registry client: {e}")))?;
-    Ok(Session { client, auth, rt })
+    Ok(Session {
+        client,
+        auth,
+        rt,
+        remote: remote.clone(),
+    })
 }
 
 /// The blobs a manifest needs: its config and layers.
@@ -335,11 +453,12 @@ pub fn push(
     let image_ref = remote.with_digest(&desc.digest);
 
     let (sent, skipped, bytes_sent) = s.rt.block_on(async {
-        s.client
-            .store_auth_if_needed(image_ref.resolve_registry(), &s.auth)
-            .await;
+        // Push needs both: checking which blobs the registry has is a pull.
+        // Asked here, before the parallel uploads would each ask at once.
+        s.authenticate(&image_ref, RegistryOperation::Pull).await?;
+        s.authenticate(&image_ref, RegistryOperation::Push).await?;
         let results: Vec<Result<Option<u64>>> = stream::iter(blobs.iter())
-            .map(|d| push_blob(&s.client, remote, &image_ref, &layout, d))
+            .map(|d| push_blob(&s, &image_ref, &layout, d))
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
@@ -356,20 +475,13 @@ pub fn push(
         // Referrers first, then the image: a reader that finds the image
         // by its tag finds its attachments too.
         for (r, rbytes, _) in &referrers {
-            push_manifest(
-                &s.client,
-                remote,
-                &remote.with_digest(&r.digest),
-                rbytes,
-                &r.media_type,
-            )
-            .await?;
+            push_manifest(&s, &remote.with_digest(&r.digest), rbytes, &r.media_type).await?;
         }
         let target = match &remote.tag {
             Some(t) => remote.with_tag(t),
             None => image_ref.clone(),
         };
-        push_manifest(&s.client, remote, &target, &bytes, &desc.media_type).await?;
+        push_manifest(&s, &target, &bytes, &desc.media_type).await?;
         // Write the referrers tag schema only for referrers the registry does
         // not already list: through its referrers API if it has one (which
         // lists a manifest as soon as it is pushed), or the tag, if an
@@ -388,7 +500,7 @@ pub fn push(
                 .cloned()
                 .collect();
             if !unlisted.is_empty() {
-                update_referrers_tag(&s.client, remote, &desc.digest, &unlisted).await?;
+                update_referrers_tag(&s, &desc.digest, &unlisted).await?;
             }
         }
         Ok::<_, Error>((sent, skipped, total))
@@ -421,17 +533,16 @@ pub fn push(
 
 /// Upload one blob unless the registry has it; `Some(bytes)` if sent.
 async fn push_blob(
-    client: &Client,
-    remote: &Remote,
+    s: &Session,
     image: &Reference,
     layout: &Layout,
     d: &Descriptor,
 ) -> Result<Option<u64>> {
     let digest = d.digest.to_string();
-    if client
+    if s.client
         .blob_exists(image, &digest)
         .await
-        .map_err(|e| remote.err(format_args!("checking blob {digest}"), e))?
+        .map_err(|e| s.err(format_args!("checking blob {digest}"), &e))?
     {
         return Ok(None);
     }
@@ -456,36 +567,35 @@ async fn push_blob(
             buf.truncate(filled);
             Ok(Some((bytes::Bytes::from(buf), r)))
         });
-        client
+        s.client
             .push_blob_stream(image, chunks, &digest, Some(d.size))
             .await
-            .map_err(|e| remote.err(format_args!("uploading blob {digest}"), e))?;
+            .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))?;
         return Ok(Some(d.size));
     }
     // Read and verify before sending: a corrupt local blob must not leave.
     let mut data = Vec::with_capacity(d.size as usize);
     r.read_to_end(&mut data).map_err(|e| r.map_err(e))?;
     let n = data.len() as u64;
-    client
+    s.client
         .push_blob(image, data, &digest)
         .await
-        .map_err(|e| remote.err(format_args!("uploading blob {digest}"), e))?;
+        .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))?;
     Ok(Some(n))
 }
 
 async fn push_manifest(
-    client: &Client,
-    remote: &Remote,
+    s: &Session,
     target: &Reference,
     bytes: &[u8],
     media_type: &str,
 ) -> Result<()> {
     let content_type = http::HeaderValue::from_str(media_type)
         .map_err(|e| Error::corrupt(format!("media type {media_type:?}"), e.to_string()))?;
-    client
+    s.client
         .push_manifest_raw(target, bytes.to_vec(), content_type)
         .await
-        .map_err(|e| remote.err(format_args!("pushing manifest {target}"), e))?;
+        .map_err(|e| s.err(format_args!("pushing manifest {target}"), &e))?;
     Ok(())
 }
 
@@ -493,18 +603,24 @@ async fn push_manifest(
 /// subject's referrers. Merged with what is there, so referrers pushed by
 /// others stay listed.
 async fn update_referrers_tag(
-    client: &Client,
-    remote: &Remote,
+    s: &Session,
     subject: &Digest,
     referrers: &[(super::Referrer, Vec<u8>, Manifest)],
 ) -> Result<()> {
-    let tag_ref = remote.with_tag(&referrers_tag(subject));
-    let mut index = match client
-        .pull_manifest_raw(&tag_ref, &RegistryAuth::Anonymous, &[oci::MEDIA_INDEX])
+    let tag_ref = s.remote.with_tag(&referrers_tag(subject));
+    let mut index = match s
+        .client
+        .pull_manifest_raw(&tag_ref, &s.auth, &[oci::MEDIA_INDEX])
         .await
     {
         Ok((bytes, _)) => serde_json::from_slice::<Index>(&bytes)
             .map_err(|e| Error::corrupt(format!("referrers index {tag_ref}"), e.to_string()))?,
+        // The first push of a referrer: no index yet. Any other failure
+        // (credentials, a server error) is not a reason to replace an index
+        // that may list others' referrers.
+        Err(e) if classify(&e) != Failure::NotFound => {
+            return Err(s.err(format_args!("fetching referrers index {tag_ref}"), &e));
+        }
         Err(_) => Index {
             schema_version: 2,
             media_type: Some(oci::MEDIA_INDEX.into()),
@@ -525,7 +641,7 @@ async fn update_referrers_tag(
     }
     let bytes =
         serde_json::to_vec(&index).map_err(|e| Error::corrupt("referrers index", e.to_string()))?;
-    push_manifest(client, remote, &tag_ref, &bytes, oci::MEDIA_INDEX).await
+    push_manifest(s, &tag_ref, &bytes, oci::MEDIA_INDEX).await
 }
 
 fn referrers_tag(subject: &Digest) -> String {
@@ -543,44 +659,16 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
     };
     let store_ref: &Store = store;
     let pulled = s.rt.block_on(async {
-        s.client
-            .store_auth_if_needed(first.resolve_registry(), &s.auth)
-            .await;
+        s.authenticate(&first, RegistryOperation::Pull).await?;
         let (digest, bytes, manifest, media_type) =
-            fetch_manifest(&s.client, remote, &first, remote.digest).await?;
+            fetch_manifest(&s, &first, remote.digest).await?;
         let mut counts = Counts::default();
-        fetch_blobs(&s.client, remote, &first, store_ref, &manifest, &mut counts).await?;
+        fetch_blobs(&s, &first, store_ref, &manifest, &mut counts).await?;
         // The manifest goes in after its blobs, so it never names a missing one.
         store_ref.put_blob(&bytes)?;
         let size = bytes.len() as u64;
-        // Referrers: the OCI 1.1 API, or the tag schema where the registry
-        // lacks it (oci-client falls back on a 404).
-        let image_ref = remote.with_digest(&digest);
-        let index = s
-            .client
-            .pull_referrers(&image_ref, None)
-            .await
-            .map_err(|e| remote.err(format_args!("listing referrers of {digest}"), e))?;
-        let mut referrers = Vec::new();
-        for entry in index.manifests {
-            let Ok(rd) = entry.digest.parse::<Digest>() else {
-                continue;
-            };
-            let rref = remote.with_digest(&rd);
-            let (_, rbytes, rm, rmedia) =
-                fetch_manifest(&s.client, remote, &rref, Some(rd)).await?;
-            if rm.subject.as_ref().map(|d| d.digest) != Some(digest) {
-                continue;
-            }
-            fetch_blobs(&s.client, remote, &rref, store_ref, &rm, &mut counts).await?;
-            store_ref.put_blob(&rbytes)?;
-            let rsize = rbytes.len() as u64;
-            let artifact_type = rm
-                .artifact_type
-                .clone()
-                .unwrap_or_else(|| rm.config.media_type.clone());
-            referrers.push((Descriptor::new(&rmedia, rd, rsize), artifact_type));
-        }
+        let referrers =
+            fetch_referrers(&s, store_ref, &digest, &BTreeSet::new(), &mut counts).await?;
         Ok::<_, Error>((digest, media_type, size, counts, referrers))
     })?;
     let (digest, media_type, size, counts, referrers) = pulled;
@@ -589,6 +677,60 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
         .tag
         .as_ref()
         .map(|t| normalize_tag(&format!("{}:{t}", remote.repository)));
+    let image = Descriptor::new(&media_type, digest, size);
+    record_pull(store, remote, &image, tag, counts, referrers)
+}
+
+/// Fetch the referrers of `digest`, an image the store already holds, that
+/// `remote`'s registry lists and the store lacks: signatures, provenance or
+/// an SBOM attached after the image was first pulled. One referrers listing
+/// when there is nothing new. Returns `None` then (and records nothing),
+/// else what was fetched.
+pub fn pull_referrers(
+    store: &mut Store,
+    remote: &Remote,
+    digest: &Digest,
+    opts: &Options,
+) -> Result<Option<PullReport>> {
+    let bytes = store.read_blob(digest)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(format!("manifest {digest}"), e.to_string()))?;
+    let media_type = manifest
+        .media_type
+        .as_deref()
+        .unwrap_or(oci::MEDIA_MANIFEST);
+    let image = Descriptor::new(media_type, *digest, bytes.len() as u64);
+    let have: BTreeSet<Digest> = store
+        .referrers(digest, None)?
+        .into_iter()
+        .map(|r| r.digest)
+        .collect();
+    let s = session(remote, opts)?;
+    let image_ref = remote.with_digest(digest);
+    let store_ref: &Store = store;
+    let (counts, referrers) = s.rt.block_on(async {
+        s.authenticate(&image_ref, RegistryOperation::Pull).await?;
+        let mut counts = Counts::default();
+        let referrers = fetch_referrers(&s, store_ref, digest, &have, &mut counts).await?;
+        Ok::<_, Error>((counts, referrers))
+    })?;
+    if referrers.is_empty() {
+        return Ok(None);
+    }
+    record_pull(store, remote, &image, None, counts, referrers).map(Some)
+}
+
+/// Register what a pull brought (referrers, the tag) and record it in the
+/// ledger.
+fn record_pull(
+    store: &mut Store,
+    remote: &Remote,
+    image: &Descriptor,
+    tag: Option<String>,
+    counts: Counts,
+    referrers: Vec<(Descriptor, String)>,
+) -> Result<PullReport> {
+    let digest = image.digest;
     let report = PullReport {
         digest,
         remote: remote.to_string(),
@@ -598,13 +740,12 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
         bytes_fetched: counts.bytes,
         referrers: referrers.iter().map(|(d, _)| d.digest).collect(),
     };
-    let image = Descriptor::new(&media_type, digest, size);
     store.mutate(|m| {
         for (d, artifact_type) in &referrers {
             m.add_referrer(d, &digest, artifact_type)?;
         }
         if let Some(t) = &tag {
-            m.set_tag(t, &image)?;
+            m.set_tag(t, image)?;
         }
         m.record(NewEntry::new(
             "image.pull",
@@ -623,6 +764,49 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
     Ok(report)
 }
 
+/// Fetch the referrers the registry lists for `digest`, except those in
+/// `skip`, with their blobs: through the OCI 1.1 referrers API, or the tag
+/// schema where the registry lacks it (oci-client falls back on a 404).
+/// Returns each one's descriptor and artifact type, for the caller to
+/// register once all have arrived.
+async fn fetch_referrers(
+    s: &Session,
+    store: &Store,
+    digest: &Digest,
+    skip: &BTreeSet<Digest>,
+    counts: &mut Counts,
+) -> Result<Vec<(Descriptor, String)>> {
+    let image_ref = s.remote.with_digest(digest);
+    let index = s
+        .client
+        .pull_referrers(&image_ref, None)
+        .await
+        .map_err(|e| s.err(format_args!("listing referrers of {digest}"), &e))?;
+    let mut referrers = Vec::new();
+    for entry in index.manifests {
+        let Ok(rd) = entry.digest.parse::<Digest>() else {
+            continue;
+        };
+        if skip.contains(&rd) {
+            continue;
+        }
+        let rref = s.remote.with_digest(&rd);
+        let (_, rbytes, rm, rmedia) = fetch_manifest(s, &rref, Some(rd)).await?;
+        if rm.subject.as_ref().map(|d| d.digest) != Some(*digest) {
+            continue;
+        }
+        fetch_blobs(s, &rref, store, &rm, counts).await?;
+        store.put_blob(&rbytes)?;
+        let rsize = rbytes.len() as u64;
+        let artifact_type = rm
+            .artifact_type
+            .clone()
+            .unwrap_or_else(|| rm.config.media_type.clone());
+        referrers.push((Descriptor::new(&rmedia, rd, rsize), artifact_type));
+    }
+    Ok(referrers)
+}
+
 #[derive(Default)]
 struct Counts {
     fetched: usize,
@@ -634,28 +818,27 @@ struct Counts {
 /// parse them. Returns (digest, bytes, manifest, media type); the caller
 /// stores the bytes once the blobs are in.
 async fn fetch_manifest(
-    client: &Client,
-    remote: &Remote,
+    s: &Session,
     reference: &Reference,
     expected: Option<Digest>,
 ) -> Result<(Digest, Vec<u8>, Manifest, String)> {
-    let (bytes, _) = client
+    let remote = &s.remote;
+    let (bytes, _) = s
+        .client
         .pull_manifest_raw(
             reference,
-            &RegistryAuth::Anonymous,
+            &s.auth,
             &[oci::MEDIA_MANIFEST, oci::DOCKER_MANIFEST],
         )
         .await
         .map_err(|e| {
-            if matches!(&e, OciDistributionError::ImageManifestNotFoundError(_))
-                || e.to_string().contains("manifest unknown")
-            {
+            if classify(&e) == Failure::NotFound {
                 Error::NotFound {
                     what: format!("{reference}"),
                     hint: Some(format!("registry {} has no such image", remote.registry)),
                 }
             } else {
-                remote.err(format_args!("fetching manifest {reference}"), e)
+                s.err(format_args!("fetching manifest {reference}"), &e)
             }
         })?;
     let digest = Digest::of(&bytes);
@@ -684,8 +867,7 @@ async fn fetch_manifest(
 /// Fetch the blobs of `manifest` the store lacks, verifying each as it is
 /// written; the caller stores the manifest itself afterwards.
 async fn fetch_blobs(
-    client: &Client,
-    remote: &Remote,
+    s: &Session,
     reference: &Reference,
     store: &Store,
     manifest: &Manifest,
@@ -696,7 +878,7 @@ async fn fetch_blobs(
         .collect();
     counts.present += blobs_of(manifest).count() - missing.len();
     let results: Vec<Result<u64>> = stream::iter(missing)
-        .map(|d| fetch_blob(client, remote, reference, store, d))
+        .map(|d| fetch_blob(s, reference, store, d))
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -708,18 +890,18 @@ async fn fetch_blobs(
 }
 
 async fn fetch_blob(
-    client: &Client,
-    remote: &Remote,
+    s: &Session,
     reference: &Reference,
     store: &Store,
     d: &Descriptor,
 ) -> Result<u64> {
     let digest = d.digest.to_string();
-    let fail = |e: &dyn std::fmt::Display| remote.err(format_args!("fetching blob {digest}"), e);
-    let mut body = client
+    let remote = &s.remote;
+    let mut body = s
+        .client
         .pull_blob_stream(reference, digest.as_str())
         .await
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| s.err(format_args!("fetching blob {digest}"), &e))?;
     let mut w = store.blob_writer()?;
     while let Some(chunk) = body.stream.try_next().await.map_err(|e| {
         // oci-client checks the digest too, at the end of the stream.
@@ -769,6 +951,80 @@ mod tests {
         assert!(docker_config_auth(config, "bad.io").is_err());
         assert!(docker_config_auth(b"{", "r.io").is_err());
         assert_eq!(docker_config_auth(b"{}", "r.io").unwrap(), None);
+    }
+
+    #[test]
+    fn classifies_errors_by_variant_and_status() {
+        use OciDistributionError as E;
+        use oci_client::errors::{OciEnvelope, OciError};
+        let url = || "http://r/v2/x".to_string();
+        let envelope = |code: OciErrorCode| E::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: String::new(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: url(),
+        };
+        let server = |code: u16| E::ServerError {
+            code,
+            url: url(),
+            message: String::new(),
+        };
+        let cases = [
+            (E::AuthenticationFailure("no".into()), Failure::TokenRefused),
+            (E::UnauthorizedError { url: url() }, Failure::Unauthorized),
+            (server(401), Failure::Unauthorized),
+            (server(403), Failure::Denied),
+            (server(404), Failure::NotFound),
+            (server(500), Failure::Other),
+            (E::ImageManifestNotFoundError("x".into()), Failure::NotFound),
+            (envelope(OciErrorCode::ManifestUnknown), Failure::NotFound),
+            (envelope(OciErrorCode::NameUnknown), Failure::NotFound),
+            (envelope(OciErrorCode::Unauthorized), Failure::Unauthorized),
+            (envelope(OciErrorCode::Denied), Failure::Denied),
+            (envelope(OciErrorCode::SizeInvalid), Failure::Other),
+            (E::GenericError(Some("401".into())), Failure::Other),
+        ];
+        for (e, want) in cases {
+            assert_eq!(classify(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn credential_errors_say_what_to_do() {
+        let r = Remote::parse("127.0.0.1:5000/hello:1").unwrap();
+        let anonymous = session(&r, &Options::default()).ok().unwrap();
+        let msg = anonymous
+            .err(
+                "fetching manifest",
+                &OciDistributionError::UnauthorizedError { url: "u".into() },
+            )
+            .to_string();
+        assert!(
+            msg.contains("127.0.0.1:5000") && msg.contains("DROVER_REGISTRY_USER"),
+            "{msg}"
+        );
+        let opts = Options {
+            insecure: false,
+            credentials: Some(("me".into(), "pw".into())),
+        };
+        let me = session(&r, &opts).ok().unwrap();
+        let msg = me
+            .err(
+                "authenticating",
+                &OciDistributionError::AuthenticationFailure("bad password".into()),
+            )
+            .to_string();
+        assert!(
+            msg.contains("authentication failed")
+                && msg.contains(r#"user "me""#)
+                && msg.contains("bad password"),
+            "{msg}"
+        );
+        assert!(!msg.contains("pw"), "the password stays out: {msg}");
     }
 
     #[test]
