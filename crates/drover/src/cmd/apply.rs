@@ -72,6 +72,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for w in reports.iter().flat_map(|r| &r.warnings) {
+        eprintln!("drover: warning: {w}");
+    }
     let failed: Vec<&str> = reports.iter().filter_map(|r| r.error.as_deref()).collect();
     for e in &failed {
         eprintln!("drover: error: {e}");
