@@ -474,3 +474,150 @@ fn check_entry_line(
         })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{NewEntry, append, state_dir};
+    use crate::sign::{self, host_key};
+    use crate::state::Db;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn ledger(n: u64) -> (tempfile::TempDir, Db, Arc<SigningKey>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("drover.db")).unwrap();
+        for i in 1..=n {
+            db.write(|tx, p| {
+                append(
+                    tx,
+                    p,
+                    NewEntry::new("tag.set", [format!("app:{i}")], json!({"i": i})),
+                )
+            })
+            .unwrap();
+        }
+        let key = host_key(state_dir(db.path())).unwrap();
+        (dir, db, key)
+    }
+
+    fn export(db: &Db, key: &SigningKey, since: Option<u64>) -> Result<String> {
+        let mut out = Vec::new();
+        write(
+            db.conn(),
+            db.path(),
+            key,
+            &[key.public()],
+            since,
+            &mut out,
+            Path::new("test"),
+        )?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn check(text: &str, key: &SigningKey) -> ExportReport {
+        verify(text.as_bytes(), &[key.public()], Path::new("test")).unwrap()
+    }
+
+    #[test]
+    fn whole_and_tail_exports_verify() {
+        let (_dir, db, key) = ledger(6);
+        let all = export(&db, &key, None).unwrap();
+        let r = check(&all, &key);
+        assert_eq!(r.problem, None);
+        assert_eq!((r.entries, r.signed, r.unsigned), (6, 6, 0));
+        let h = r.header.unwrap();
+        assert_eq!((h.first_seq, h.last_seq, h.signed_from), (1, 6, Some(1)));
+        assert_eq!(h.prev_hash, GENESIS_HASH);
+
+        let tail = export(&db, &key, Some(4)).unwrap();
+        let r = check(&tail, &key);
+        assert_eq!(r.problem, None);
+        assert_eq!(r.entries, 3);
+        // The tail's anchor is entry 3's hash, vouched for by the header.
+        let third: Entry = serde_json::from_str(all.lines().nth(3).unwrap()).unwrap();
+        assert_eq!(r.header.unwrap().prev_hash, third.hash);
+
+        // Just past the end: an empty export anchored at the head.
+        let r = check(&export(&db, &key, Some(7)).unwrap(), &key);
+        assert_eq!((r.problem, r.entries), (None, 0));
+        let err = export(&db, &key, Some(8)).unwrap_err();
+        assert!(
+            err.to_string().contains("past the end of the ledger"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_ledger_exports_and_verifies() {
+        let (_dir, db, key) = ledger(0);
+        let text = export(&db, &key, None).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let r = check(&text, &key);
+        assert_eq!(r.problem, None);
+        let h = r.header.unwrap();
+        assert_eq!((h.first_seq, h.last_seq, h.signed_from), (1, 0, None));
+    }
+
+    #[test]
+    fn a_tampered_ledger_is_not_exported() {
+        let (_dir, db, key) = ledger(3);
+        db.conn()
+            .execute_batch(
+                "DROP TRIGGER ledger_no_update; UPDATE ledger SET actor = 'x' WHERE seq = 2",
+            )
+            .unwrap();
+        let err = export(&db, &key, None).unwrap_err();
+        assert!(
+            matches!(err, Error::LedgerTampered { seq: 2, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let (_dir, db, key) = ledger(3);
+        let text = export(&db, &key, None).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let problem = |body: String| check(&body, &key).problem.expect("a problem").to_string();
+
+        assert_eq!(
+            problem(String::new()),
+            "line 1: the file is empty: no header line"
+        );
+        let p = problem(format!("{}\n\n{}\n", lines[0], lines[1..].join("\n")));
+        assert_eq!(p, "line 2: empty line");
+        let p = problem(format!("{}\n[]\n", lines[0]));
+        assert_eq!(p, "line 2: not a JSON object");
+        let extra = lines[2].replacen('{', r#"{"extra":1,"#, 1);
+        let p = problem([lines[0], lines[1], &extra, lines[3]].join("\n"));
+        assert_eq!(p, r#"line 3: unexpected field "extra""#);
+        let mut bytes = [lines[0], lines[1]].join("\n").into_bytes();
+        bytes.extend_from_slice(b"\n\xff\n");
+        let r = verify(&bytes[..], &[key.public()], Path::new("t")).unwrap();
+        assert_eq!(r.problem.unwrap().to_string(), "line 3: not UTF-8");
+        // An extra entry beyond what the header promises.
+        let p = problem(format!("{text}{}\n", lines[3]));
+        assert!(
+            p.starts_with("line 5 (entry 3): the header says the export ends at entry 3"),
+            "{p}"
+        );
+        // Another format.
+        let p = problem(lines[0].replace("drover-ledger-export", "other"));
+        assert!(p.starts_with("line 1: not a drover ledger export"), "{p}");
+    }
+
+    #[test]
+    fn only_the_keys_given_are_trusted() {
+        let (_dir, db, key) = ledger(2);
+        let text = export(&db, &key, None).unwrap();
+        let stranger = sign::SigningKey::generate().unwrap().public();
+        let r = verify(text.as_bytes(), &[stranger], Path::new("t")).unwrap();
+        let p = r.problem.unwrap();
+        assert_eq!(p.line, 1);
+        assert!(p.reason.contains("not a trusted key"), "{p}");
+        // With both, as after a rotation, it verifies.
+        let r = verify(text.as_bytes(), &[stranger, key.public()], Path::new("t")).unwrap();
+        assert!(r.is_ok(), "{:?}", r.problem);
+    }
+}
