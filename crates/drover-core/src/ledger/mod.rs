@@ -874,7 +874,7 @@ mod tests {
     }
 
     fn problem(db: &Db) -> Problem {
-        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(db)).unwrap();
         report.problem.expect("verify found nothing wrong")
     }
 
@@ -1160,6 +1160,45 @@ mod tests {
             e.compute_hash(),
             "sha256:3bcfa02986abca8f3bfee6d27f555c9225df66d4ad0ee54fbfc2c7457bca0449"
         );
+    }
+
+    /// The signature vector of docs/ledger-format.md: the entry above
+    /// (hash `sha256:3bcf…0449`) signed by the key whose Ed25519 seed is the
+    /// bytes 0, 1, …, 31, computed with Python's `cryptography`.
+    #[test]
+    fn the_signature_is_ed25519_of_the_hash_string() {
+        let public: [u8; 32] =
+            hex::decode("03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let public = PublicKey::from_raw(public);
+        assert_eq!(
+            public.keyid(),
+            "63d00ee3cf4f5c61ad94efa696c68f13b608fe56ecea13fb144a6fd18e9235b9"
+        );
+        let mut e = Entry {
+            seq: 42,
+            time: String::new(),
+            actor: String::new(),
+            action: String::new(),
+            subjects: vec![],
+            details: Value::Null,
+            prev_hash: String::new(),
+            // Only the hash string is signed.
+            hash: "sha256:3bcfa02986abca8f3bfee6d27f555c9225df66d4ad0ee54fbfc2c7457bca0449".into(),
+            keyid: Some(public.keyid()),
+            signature: Some(
+                "eNnU8s/Uj16WnX86dkDDKwQG2tSsb7xqgIaMlvzVAu4NxjexTvKbqLJn+PPUWYmuCU6g3jLCNWv1xOB4+KMAAA=="
+                    .into(),
+            ),
+        };
+        assert_eq!(
+            e.check_signature(&[public]),
+            Ok(Some(public.keyid().as_str()))
+        );
+        e.hash.replace_range(7..8, "4");
+        assert!(e.check_signature(&[public]).is_err());
     }
 
     #[test]
