@@ -218,8 +218,10 @@ def check_entry(line_no, text, header, expected, prev, trusted):
                                 "(the signature was altered, or the entry "
                                 "re-hashed after signing)")
     if not must_be_signed:
+        if signed_from is None:
+            raise Bad(line_no, seq, "signed, but the header says no entry is")
         raise Bad(line_no, seq, "signed, but the header says signing began "
-                                f"{'at entry %d' % signed_from if signed_from is not None else 'after it'}")
+                                f"at entry {signed_from}")
     return e["hash"], True
 
 

@@ -607,6 +607,42 @@ mod tests {
         assert!(p.starts_with("line 1: not a drover ledger export"), "{p}");
     }
 
+    /// Re-sign `text`'s header after `edit`, as the key holder could.
+    fn reheader(text: &str, key: &SigningKey, edit: impl FnOnce(&mut Header)) -> String {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut h: Header = serde_json::from_str(&lines[0]).unwrap();
+        edit(&mut h);
+        h.signature = B64.encode(key.sign(&h.signed_bytes()));
+        lines[0] = serde_json::to_string(&h).unwrap();
+        lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn signed_from_splits_unsigned_from_signed_entries() {
+        let (_dir, db, key) = ledger(4);
+        let text = export(&db, &key, None).unwrap();
+        // A header claiming signing began later than it did.
+        let later = reheader(&text, &key, |h| h.signed_from = Some(3));
+        let p = check(&later, &key).problem.unwrap();
+        assert_eq!(
+            p.to_string(),
+            "line 2 (entry 1): signed, but the header says signing began at entry 3"
+        );
+        let none = reheader(&text, &key, |h| h.signed_from = None);
+        let p = check(&none, &key).problem.unwrap();
+        assert_eq!(
+            p.to_string(),
+            "line 2 (entry 1): signed, but the header says no entry is"
+        );
+        // And a header claiming a different last hash.
+        let other = reheader(&text, &key, |h| h.last_hash = GENESIS_HASH.into());
+        let p = check(&other, &key).problem.unwrap();
+        assert_eq!(
+            p.to_string(),
+            "line 5 (entry 4): the header records a different hash for the last entry"
+        );
+    }
+
     #[test]
     fn only_the_keys_given_are_trusted() {
         let (_dir, db, key) = ledger(2);
