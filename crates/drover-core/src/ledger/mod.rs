@@ -233,14 +233,14 @@ fn append_as(
         (None, Some(last)) => {
             return Err(Error::LedgerTampered {
                 seq: u64::try_from(last).unwrap_or(0),
-                reason: "refusing to append: the ledger head record is missing; run `drover ledger verify`".into(),
+                reason: "refusing to append: the ledger head record is missing; run `drover audit verify`".into(),
             });
         }
         (Some((head_seq, _)), Some(last)) if last > head_seq => {
             return Err(Error::LedgerTampered {
                 seq: u64::try_from(head_seq).map_or(0, |s| s + 1),
                 reason: format!(
-                    "refusing to append: the ledger head records entry {head_seq} but entries run to {last}; run `drover ledger verify`"
+                    "refusing to append: the ledger head records entry {head_seq} but entries run to {last}; run `drover audit verify`"
                 ),
             });
         }
