@@ -42,6 +42,29 @@
 //! detectable too. What the chain cannot catch is someone who rewrites the
 //! whole tail *and* the head consistently; for that, record
 //! [`VerifyReport::head`] somewhere the database's writers cannot change.
+//!
+//! # Signatures
+//!
+//! [`append`] signs every new entry with the host key
+//! ([`crate::sign::host_key`] of the directory holding the database): the
+//! Ed25519 signature of the UTF-8 bytes of the entry's `hash` string (all 71
+//! of them, `sha256:` included), stored as `signature` (standard base64,
+//! padded) beside `keyid` (the signing key's id, see [`crate::sign::key`]).
+//! Neither is part of the hashed bytes, so the chain is exactly as above;
+//! signing the hash signs everything the hash covers, `seq` and `prev_hash`
+//! included.
+//!
+//! The chain shows that entries were not changed *after one another*; the
+//! signatures show who wrote them, so rewriting a tail and its head
+//! consistently now needs the host's private key too. Entries appended
+//! before signing existed have neither column; [`verify`] accepts them only
+//! as a prefix, before the first signed entry, and counts them.
+//!
+//! [`export`] writes the ledger as self-describing JSON Lines that anyone
+//! holding the public key can check without drover; `docs/ledger-format.md`
+//! specifies that format and the full verification algorithm.
+
+pub mod export;
 
 use std::fmt;
 use std::path::Path;
@@ -51,9 +74,13 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_f
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
 use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::sign::{self, PublicKey};
 use crate::state::DbContext;
 
 /// The `prev_hash` of entry 1.
@@ -80,6 +107,14 @@ pub struct Entry {
     pub prev_hash: String,
     /// See the module docs for exactly what this covers.
     pub hash: String,
+    /// The id of the key that signed `hash`; `None` for entries written
+    /// before the ledger was signed. Not covered by `hash`.
+    #[serde(default)]
+    pub keyid: Option<String>,
+    /// Ed25519 signature of the UTF-8 bytes of `hash`, standard base64;
+    /// `None` with `keyid`. Not covered by `hash`.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl Entry {
@@ -104,6 +139,46 @@ impl Entry {
     /// What `hash` should be for this entry's content.
     pub fn compute_hash(&self) -> String {
         Digest::of(&self.canonical_bytes()).to_string()
+    }
+
+    /// Set `keyid` and `signature`: `key`'s signature of [`Entry::hash`],
+    /// which must already be computed.
+    pub fn sign(&mut self, key: &sign::SigningKey) {
+        self.keyid = Some(key.keyid());
+        self.signature = Some(B64.encode(key.sign(self.hash.as_bytes())));
+    }
+
+    /// Check this entry's signature, if it has one, against `trusted`.
+    /// `Ok(None)` for an unsigned entry (both columns empty), `Ok(Some(keyid))`
+    /// for a good signature, `Err(reason)` otherwise. Only the signature is
+    /// checked here, not whether `hash` matches the content.
+    pub fn check_signature(
+        &self,
+        trusted: &[PublicKey],
+    ) -> std::result::Result<Option<&str>, String> {
+        let (keyid, signature) = match (&self.keyid, &self.signature) {
+            (None, None) => return Ok(None),
+            (Some(k), Some(s)) => (k, s),
+            (Some(_), None) => return Err("has a key id but no signature".into()),
+            (None, Some(_)) => return Err("has a signature but no key id".into()),
+        };
+        // The key id is not signed: look the key up by it, then require the
+        // signature to verify under exactly that key, so a changed key id is
+        // caught as well.
+        let key = trusted.iter().find(|k| k.keyid() == *keyid).ok_or_else(|| {
+            format!(
+                "signed by key {keyid}, which is not a trusted key (trust it with --key PUB if it is yours, e.g. the host key before a rotation)"
+            )
+        })?;
+        let raw = B64
+            .decode(signature)
+            .map_err(|_| "its signature is not base64".to_string())?;
+        if raw.len() != 64 || !key.verify(self.hash.as_bytes(), &raw) {
+            return Err(format!(
+                "signature does not match its hash under key {keyid} (the signature was altered, or the entry re-hashed after signing)"
+            ));
+        }
+        Ok(Some(keyid))
     }
 }
 
@@ -158,14 +233,14 @@ fn append_as(
         (None, Some(last)) => {
             return Err(Error::LedgerTampered {
                 seq: u64::try_from(last).unwrap_or(0),
-                reason: "refusing to append: the ledger head record is missing; run `drover ledger verify`".into(),
+                reason: "refusing to append: the ledger head record is missing; run `drover audit verify`".into(),
             });
         }
         (Some((head_seq, _)), Some(last)) if last > head_seq => {
             return Err(Error::LedgerTampered {
                 seq: u64::try_from(head_seq).map_or(0, |s| s + 1),
                 reason: format!(
-                    "refusing to append: the ledger head records entry {head_seq} but entries run to {last}; run `drover ledger verify`"
+                    "refusing to append: the ledger head records entry {head_seq} but entries run to {last}; run `drover audit verify`"
                 ),
             });
         }
@@ -178,6 +253,7 @@ fn append_as(
         }
     };
 
+    let key = sign::host_key(state_dir(db_path))?;
     let mut entry = Entry {
         seq: prev_seq + 1,
         time,
@@ -188,12 +264,15 @@ fn append_as(
         details: canonical(e.details),
         prev_hash,
         hash: String::new(),
+        keyid: None,
+        signature: None,
     };
     entry.hash = entry.compute_hash();
+    entry.sign(&key);
 
     tx.execute(
-        "INSERT INTO ledger (seq, time, actor, action, subjects, details, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO ledger (seq, time, actor, action, subjects, details, prev_hash, hash, keyid, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             entry.seq,
             entry.time,
@@ -203,6 +282,8 @@ fn append_as(
             entry.details.to_string(),
             entry.prev_hash,
             entry.hash,
+            entry.keyid,
+            entry.signature,
         ],
     )
     .db_ctx(db_path)?;
@@ -213,6 +294,15 @@ fn append_as(
     )
     .db_ctx(db_path)?;
     Ok(entry)
+}
+
+/// The directory whose host key signs the ledger in `db_path`: the one
+/// holding the database, i.e. the store root.
+pub fn state_dir(db_path: &Path) -> &Path {
+    match db_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// Which entries [`list`] returns. All conditions must hold; `None` matches
@@ -233,7 +323,8 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
-const COLUMNS: &str = "seq, time, actor, action, subjects, details, prev_hash, hash";
+const COLUMNS: &str =
+    "seq, time, actor, action, subjects, details, prev_hash, hash, keyid, signature";
 
 /// The entries matching `f`, in ascending `seq` order.
 ///
@@ -309,6 +400,16 @@ pub struct VerifyReport {
     /// The recorded head (last seq and its hash), if any. Keep a copy
     /// elsewhere to detect a consistent rewrite of the whole tail later.
     pub head: Option<(u64, String)>,
+    /// Entries whose signature by a trusted key checked out (up to the
+    /// first problem).
+    pub signed: u64,
+    /// Entries without a signature because they were written before the
+    /// ledger was signed: the prefix before [`VerifyReport::first_signed`].
+    pub unsigned: u64,
+    /// The first signed entry. Entries from here on must all be signed.
+    /// Keep a copy elsewhere too: someone able to strip every signature
+    /// would make the whole ledger look like it predates signing.
+    pub first_signed: Option<u64>,
     /// The first thing wrong, if anything is.
     pub problem: Option<Problem>,
 }
@@ -352,12 +453,14 @@ impl From<Problem> for Error {
 
 /// Walk the whole chain and report the first entry that is not as written:
 /// changed content, a missing entry, an inserted or moved one, a deleted
-/// tail, an edited head.
+/// tail, an edited head; or not signed as it must be: a signature that does
+/// not verify, one by a key not in `trusted`, or an unsigned entry after a
+/// signed one (entries from before signing are accepted as a prefix only).
 ///
 /// Streams rows, so memory stays flat however long the ledger is. Runs in
 /// one read snapshot (its own, or the caller's transaction), so appends
 /// committed meanwhile by other processes cannot look like damage.
-pub fn verify(conn: &Connection, db_path: &Path) -> Result<VerifyReport> {
+pub fn verify(conn: &Connection, db_path: &Path, trusted: &[PublicKey]) -> Result<VerifyReport> {
     let _snapshot = if conn.is_autocommit() {
         Some(conn.unchecked_transaction().db_ctx(db_path)?)
     } else {
@@ -372,6 +475,7 @@ pub fn verify(conn: &Connection, db_path: &Path) -> Result<VerifyReport> {
 
     let mut entries = 0u64;
     let mut problem = None;
+    let mut signing = Signing::default();
     // The last entry checked and found good: (seq, hash).
     let mut last: Option<(u64, String)> = None;
     while let Some(row) = rows.next().db_ctx(db_path)? {
@@ -380,8 +484,10 @@ pub fn verify(conn: &Connection, db_path: &Path) -> Result<VerifyReport> {
             continue; // still counting
         }
         let seq: i64 = row.get(0).db_ctx(db_path)?;
-        match check_entry(seq, row, last.as_ref()) {
-            Ok(good) => last = Some(good),
+        match check_entry(seq, row, last.as_ref())
+            .and_then(|entry| signing.check(&entry, trusted).map(|()| entry))
+        {
+            Ok(good) => last = Some((good.seq, good.hash)),
             Err(p) => problem = Some(p),
         }
     }
@@ -405,16 +511,52 @@ pub fn verify(conn: &Connection, db_path: &Path) -> Result<VerifyReport> {
     Ok(VerifyReport {
         entries,
         head,
+        signed: signing.signed,
+        unsigned: signing.unsigned,
+        first_signed: signing.first_signed,
         problem,
     })
 }
 
-/// Check one row against its predecessor; on success, return its (seq, hash).
+/// The signature rule of [`verify`], applied entry by entry in `seq` order.
+#[derive(Default)]
+struct Signing {
+    signed: u64,
+    unsigned: u64,
+    first_signed: Option<u64>,
+}
+
+impl Signing {
+    fn check(&mut self, e: &Entry, trusted: &[PublicKey]) -> std::result::Result<(), Problem> {
+        match e.check_signature(trusted) {
+            Ok(Some(_)) => {
+                self.signed += 1;
+                self.first_signed.get_or_insert(e.seq);
+                Ok(())
+            }
+            Ok(None) => match self.first_signed {
+                None => {
+                    self.unsigned += 1;
+                    Ok(())
+                }
+                Some(first) => Err(Problem {
+                    seq: e.seq,
+                    reason: format!(
+                        "unsigned, but entry {first} before it is signed (its signature was stripped, or it was added without the host key)"
+                    ),
+                }),
+            },
+            Err(reason) => Err(Problem { seq: e.seq, reason }),
+        }
+    }
+}
+
+/// Check one row against its predecessor; on success, return it decoded.
 fn check_entry(
     seq: i64,
     row: &Row<'_>,
     prev: Option<&(u64, String)>,
-) -> std::result::Result<(u64, String), Problem> {
+) -> std::result::Result<Entry, Problem> {
     let expected = prev.map_or(1, |(s, _)| s + 1);
     let seq = match u64::try_from(seq) {
         Ok(s) if s >= 1 => s,
@@ -445,7 +587,7 @@ fn check_entry(
         None => "the genesis hash".to_string(),
     };
     let reason = match (content_ok, chain_ok) {
-        (true, true) => return Ok((seq, entry.hash)),
+        (true, true) => return Ok(entry),
         (false, true) => "hash does not match its content (changed after it was written)".into(),
         (true, false) => {
             format!(
@@ -535,6 +677,12 @@ fn entry_from_row(row: &Row<'_>) -> std::result::Result<Entry, String> {
         details,
         prev_hash: text(6, "prev_hash")?,
         hash: text(7, "hash")?,
+        keyid: row
+            .get::<_, Option<String>>(8)
+            .map_err(|_| "its keyid column is not text".to_string())?,
+        signature: row
+            .get::<_, Option<String>>(9)
+            .map_err(|_| "its signature column is not text".to_string())?,
     })
 }
 
@@ -658,6 +806,7 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sign::SigningKey;
     use crate::state::Db;
     use serde_json::json;
 
@@ -695,6 +844,18 @@ mod tests {
         (dir, db, written)
     }
 
+    /// [`populated`], as if every entry had been written before ledger
+    /// signing existed: what the hash chain catches on its own.
+    fn populated_before_signing() -> (tempfile::TempDir, Db, Vec<Entry>) {
+        let (dir, db, mut written) = populated();
+        tamper(&db, "UPDATE ledger SET keyid = NULL, signature = NULL");
+        for e in &mut written {
+            e.keyid = None;
+            e.signature = None;
+        }
+        (dir, db, written)
+    }
+
     /// Run SQL as someone with write access to the file would: the
     /// append-only triggers are no obstacle to them.
     fn tamper(db: &Db, sql: &str) {
@@ -707,32 +868,236 @@ mod tests {
             .unwrap();
     }
 
+    /// The host key of the store `db` is in, the one `append` signs with.
+    fn trusted(db: &Db) -> Vec<PublicKey> {
+        vec![sign::host_key(state_dir(db.path())).unwrap().public()]
+    }
+
     fn problem(db: &Db) -> Problem {
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(db)).unwrap();
         report.problem.expect("verify found nothing wrong")
     }
 
     #[test]
     fn an_untouched_ledger_verifies() {
         let (_dir, db, written) = populated();
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(report.problem, None);
         assert!(report.is_ok());
         assert_eq!(report.entries, N);
         let last = written.last().unwrap();
         assert_eq!(report.head, Some((N, last.hash.clone())));
+        assert_eq!((report.signed, report.unsigned), (N, 0));
+        assert_eq!(report.first_signed, Some(1));
         report.into_result().unwrap();
+    }
+
+    #[test]
+    fn entries_are_signed_by_the_host_key_over_their_hash() {
+        let (dir, db, written) = populated();
+        let host = sign::host_key(dir.path()).unwrap().public();
+        let stored = list(db.conn(), db.path(), &Filter::default()).unwrap();
+        assert_eq!(stored, written, "keyid and signature read back as written");
+        for e in &written {
+            assert_eq!(e.keyid.as_deref(), Some(host.keyid().as_str()));
+            let sig = B64.decode(e.signature.as_deref().unwrap()).unwrap();
+            assert!(host.verify(e.hash.as_bytes(), &sig), "entry {}", e.seq);
+            assert_eq!(e.check_signature(&[host]), Ok(Some(host.keyid().as_str())));
+        }
+        // The signature is not part of what is hashed.
+        let mut unsigned = written[0].clone();
+        unsigned.keyid = None;
+        unsigned.signature = None;
+        assert_eq!(unsigned.compute_hash(), written[0].hash);
+    }
+
+    #[test]
+    fn a_tampered_signature_is_caught_at_its_entry() {
+        let (_dir, db, _) = populated();
+        // Entry 8's signature is valid, just not for entry 7.
+        tamper(
+            &db,
+            "UPDATE ledger SET signature = (SELECT signature FROM ledger WHERE seq = 8) WHERE seq = 7",
+        );
+        let p = problem(&db);
+        assert_eq!(p.seq, 7, "{p}");
+        assert!(
+            p.reason.starts_with("signature does not match its hash"),
+            "{p}"
+        );
+
+        let (_dir, db, _) = populated();
+        tamper(
+            &db,
+            "UPDATE ledger SET signature = 'not base64!' WHERE seq = 9",
+        );
+        let p = problem(&db);
+        assert_eq!(
+            (p.seq, p.reason.as_str()),
+            (9, "its signature is not base64")
+        );
+    }
+
+    #[test]
+    fn a_rehashed_entry_is_caught_by_its_signature() {
+        let (_dir, db, written) = populated();
+        // Content changed and the hash recomputed, so the chain holds at 15
+        // itself; only the signature (and 16's link) can tell.
+        let mut forged = written[14].clone();
+        forged.subjects = vec!["app:backdoor".into()];
+        forged.hash = forged.compute_hash();
+        tamper(
+            &db,
+            &format!(
+                r#"UPDATE ledger SET subjects = '["app:backdoor"]', hash = '{}' WHERE seq = 15"#,
+                forged.hash
+            ),
+        );
+        let p = problem(&db);
+        assert_eq!(p.seq, 15, "{p}");
+        assert!(p.reason.contains("re-hashed after signing"), "{p}");
+    }
+
+    #[test]
+    fn a_stripped_signature_after_signed_entries_is_caught() {
+        for (what, sql) in [
+            (
+                "both",
+                "UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq = 12",
+            ),
+            (
+                "the signature",
+                "UPDATE ledger SET signature = NULL WHERE seq = 12",
+            ),
+            (
+                "the key id",
+                "UPDATE ledger SET keyid = NULL WHERE seq = 12",
+            ),
+        ] {
+            let (_dir, db, _) = populated();
+            tamper(&db, sql);
+            let p = problem(&db);
+            assert_eq!(p.seq, 12, "{what}: {p}");
+            if what == "both" {
+                assert_eq!(
+                    p.reason,
+                    "unsigned, but entry 1 before it is signed (its signature was stripped, or it was added without the host key)"
+                );
+            }
+        }
+        // The last entry too: nothing after it to break a chain link.
+        let (_dir, db, _) = populated();
+        tamper(
+            &db,
+            &format!("UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq = {N}"),
+        );
+        assert_eq!(problem(&db).seq, N);
+    }
+
+    #[test]
+    fn a_key_that_is_not_trusted_is_caught_and_extra_keys_are_trusted() {
+        let (_dir, db, _) = populated();
+        let other = SigningKey::generate().unwrap().public();
+        let report = verify(db.conn(), db.path(), &[other]).unwrap();
+        let p = report.problem.unwrap();
+        assert_eq!(p.seq, 1, "{p}");
+        assert!(p.reason.contains("which is not a trusted key"), "{p}");
+        assert!(p.reason.contains(&trusted(&db)[0].keyid()), "{p}");
+
+        // After a rotation, both the old and the new key are passed.
+        let report = verify(db.conn(), db.path(), &[other, trusted(&db)[0]]).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problem);
+    }
+
+    #[test]
+    fn a_tail_rewritten_with_another_key_is_caught() {
+        let (_dir, db, written) = populated();
+        // Someone with write access but not the host key rewrites entry 20
+        // and signs it (and could re-chain everything after it) themselves.
+        let mallory = SigningKey::generate().unwrap();
+        let mut forged = written[19].clone();
+        forged.actor = "mallory@elsewhere".into();
+        forged.hash = forged.compute_hash();
+        forged.sign(&mallory);
+        tamper(
+            &db,
+            &format!(
+                "UPDATE ledger SET actor = '{}', hash = '{}', keyid = '{}', signature = '{}' WHERE seq = 20",
+                forged.actor,
+                forged.hash,
+                forged.keyid.unwrap(),
+                forged.signature.unwrap()
+            ),
+        );
+        let p = problem(&db);
+        assert_eq!(p.seq, 20, "{p}");
+        assert!(p.reason.contains("not a trusted key"), "{p}");
+
+        // Claiming the host's key id does not help: the signature must
+        // verify under the key the id names.
+        tamper(
+            &db,
+            &format!(
+                "UPDATE ledger SET keyid = '{}' WHERE seq = 20",
+                trusted(&db)[0].keyid()
+            ),
+        );
+        let p = problem(&db);
+        assert_eq!(p.seq, 20, "{p}");
+        assert!(p.reason.starts_with("signature does not match"), "{p}");
+    }
+
+    #[test]
+    fn an_unsigned_prefix_from_before_signing_is_accepted_and_counted() {
+        let (_dir, mut db, _) = populated();
+        tamper(
+            &db,
+            "UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq <= 5",
+        );
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
+        assert_eq!(report.problem, None);
+        assert_eq!(
+            (report.unsigned, report.signed, report.first_signed),
+            (5, N - 5, Some(6))
+        );
+
+        // A ledger entirely from before signing verifies too, and the next
+        // append starts the signed part.
+        let (_dir, mut legacy, _) = populated_before_signing();
+        let report = verify(legacy.conn(), legacy.path(), &trusted(&legacy)).unwrap();
+        assert_eq!(
+            (report.unsigned, report.signed, report.first_signed),
+            (N, 0, None)
+        );
+        assert!(report.is_ok());
+        legacy
+            .write(|tx, p| append(tx, p, NewEntry::new("tag.set", ["x"], json!({}))))
+            .unwrap();
+        let report = verify(legacy.conn(), legacy.path(), &trusted(&legacy)).unwrap();
+        assert_eq!(
+            (report.unsigned, report.signed, report.first_signed),
+            (N, 1, Some(N + 1))
+        );
+        assert!(report.is_ok());
+
+        // Appending to the first store keeps it valid as well.
+        db.write(|tx, p| append(tx, p, NewEntry::new("tag.set", ["y"], json!({}))))
+            .unwrap();
+        assert!(verify(db.conn(), db.path(), &trusted(&db)).unwrap().is_ok());
     }
 
     #[test]
     fn an_empty_ledger_verifies() {
         let (_dir, db) = fresh();
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(
             report,
             VerifyReport {
                 entries: 0,
                 head: None,
+                signed: 0,
+                unsigned: 0,
+                first_signed: None,
                 problem: None
             }
         );
@@ -777,6 +1142,9 @@ mod tests {
             }),
             prev_hash: GENESIS_HASH.into(),
             hash: "ignored".into(),
+            // Not hashed: the expected bytes below have neither.
+            keyid: Some("k".into()),
+            signature: Some("s".into()),
         };
         let expected = concat!(
             r#"{"action":"tag.set","actor":"alice(via root)@build-01","#,
@@ -792,6 +1160,45 @@ mod tests {
             e.compute_hash(),
             "sha256:3bcfa02986abca8f3bfee6d27f555c9225df66d4ad0ee54fbfc2c7457bca0449"
         );
+    }
+
+    /// The signature vector of docs/ledger-format.md: the entry above
+    /// (hash `sha256:3bcf…0449`) signed by the key whose Ed25519 seed is the
+    /// bytes 0, 1, …, 31, computed with Python's `cryptography`.
+    #[test]
+    fn the_signature_is_ed25519_of_the_hash_string() {
+        let public: [u8; 32] =
+            hex::decode("03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let public = PublicKey::from_raw(public);
+        assert_eq!(
+            public.keyid(),
+            "63d00ee3cf4f5c61ad94efa696c68f13b608fe56ecea13fb144a6fd18e9235b9"
+        );
+        let mut e = Entry {
+            seq: 42,
+            time: String::new(),
+            actor: String::new(),
+            action: String::new(),
+            subjects: vec![],
+            details: Value::Null,
+            prev_hash: String::new(),
+            // Only the hash string is signed.
+            hash: "sha256:3bcfa02986abca8f3bfee6d27f555c9225df66d4ad0ee54fbfc2c7457bca0449".into(),
+            keyid: Some(public.keyid()),
+            signature: Some(
+                "eNnU8s/Uj16WnX86dkDDKwQG2tSsb7xqgIaMlvzVAu4NxjexTvKbqLJn+PPUWYmuCU6g3jLCNWv1xOB4+KMAAA=="
+                    .into(),
+            ),
+        };
+        assert_eq!(
+            e.check_signature(&[public]),
+            Ok(Some(public.keyid().as_str()))
+        );
+        e.hash.replace_range(7..8, "4");
+        assert!(e.check_signature(&[public]).is_err());
     }
 
     #[test]
@@ -824,7 +1231,7 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, Error::Usage(_)));
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(report.entries, N);
         assert_eq!(report.head, Some((N, written.last().unwrap().hash.clone())));
         assert!(report.is_ok());
@@ -880,7 +1287,7 @@ mod tests {
             &db,
             r#"UPDATE ledger SET details = '{ "note": "x", "i": 7 }' WHERE seq = 7"#,
         );
-        assert!(verify(db.conn(), db.path()).unwrap().is_ok());
+        assert!(verify(db.conn(), db.path(), &trusted(&db)).unwrap().is_ok());
     }
 
     #[test]
@@ -952,7 +1359,9 @@ mod tests {
 
     #[test]
     fn an_inserted_entry_is_caught_where_the_chain_breaks() {
-        let (_dir, db, written) = populated();
+        // What the chain alone catches: on a signed ledger the unsigned
+        // forgery is caught at itself first (see the signature tests).
+        let (_dir, db, written) = populated_before_signing();
         // The strongest insertion: the forged entry has a correct hash and
         // chains to its predecessor; later entries are renumbered and the
         // head moved so the numbering stays contiguous.
@@ -973,7 +1382,7 @@ mod tests {
                 forged.time, forged.actor, forged.action, forged.prev_hash, forged.hash
             ),
         );
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(report.entries, N + 1);
         // Renumbering changed entry 16's seq, which its hash covers, so both
         // checks fail there.
@@ -989,7 +1398,8 @@ mod tests {
 
     #[test]
     fn a_replaced_entry_is_caught_by_its_successor() {
-        let (_dir, db, written) = populated();
+        // The chain alone; signed, the forgery fails its own signature.
+        let (_dir, db, written) = populated_before_signing();
         // A forged entry 15 that is internally consistent and chains to 14.
         let mut forged = written[14].clone();
         forged.subjects = vec!["app:backdoor".into()];
@@ -1023,7 +1433,7 @@ mod tests {
 
     #[test]
     fn an_entry_appended_behind_the_heads_back_is_caught() {
-        let (_dir, db, written) = populated();
+        let (_dir, db, written) = populated_before_signing();
         let mut forged = written[(N - 1) as usize].clone();
         forged.seq = N + 1;
         forged.prev_hash = forged.hash.clone();
@@ -1124,7 +1534,7 @@ mod tests {
              UPDATE ledger SET action = 'x' WHERE seq = 5;
              DELETE FROM ledger WHERE seq > 28;",
         );
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(report.entries, 28, "counting continues past the problem");
         assert_eq!(report.problem.unwrap().seq, 5);
     }
@@ -1133,7 +1543,7 @@ mod tests {
     fn tampering_becomes_a_corrupt_error() {
         let (_dir, db, _) = populated();
         tamper(&db, "UPDATE ledger SET actor = 'x' WHERE seq = 3");
-        let err = verify(db.conn(), db.path())
+        let err = verify(db.conn(), db.path(), &trusted(&db))
             .unwrap()
             .into_result()
             .unwrap_err();
@@ -1221,7 +1631,7 @@ mod tests {
         assert_eq!(seqs, (1..=2 * per_thread).collect::<Vec<_>>());
 
         let db = Db::open(&path).unwrap();
-        let report = verify(db.conn(), db.path()).unwrap();
+        let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(report.problem, None);
         assert_eq!(report.entries, 2 * per_thread);
     }
@@ -1232,15 +1642,15 @@ mod tests {
         // Hold a read snapshot open, append from another handle, and check
         // verify inside the snapshot neither sees half of it nor complains.
         let snapshot = db.conn().unchecked_transaction().unwrap();
-        let before = verify(&snapshot, db.path()).unwrap();
+        let before = verify(&snapshot, db.path(), &trusted(&db)).unwrap();
         let mut other = Db::open(&dir.path().join("drover.db")).unwrap();
         other
             .write(|tx, p| append(tx, p, NewEntry::new("tag.set", ["x"], json!({}))))
             .unwrap();
-        let during = verify(&snapshot, db.path()).unwrap();
+        let during = verify(&snapshot, db.path(), &trusted(&db)).unwrap();
         assert_eq!(during, before);
         drop(snapshot);
-        let after = verify(db.conn(), db.path()).unwrap();
+        let after = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(after.entries, N + 1);
         assert!(after.is_ok());
     }
@@ -1360,7 +1770,9 @@ mod tests {
                 "subjects",
                 "details",
                 "prev_hash",
-                "hash"
+                "hash",
+                "keyid",
+                "signature"
             ]
         );
         let back: Entry = serde_json::from_value(json).unwrap();

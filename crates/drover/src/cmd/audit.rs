@@ -1,6 +1,14 @@
+//! `drover audit`: list the ledger, verify it (in the store, or an export
+//! offline), and export it as signed JSON Lines.
+
+use std::fs;
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use drover_core::ledger::{self, Filter};
+use anyhow::Context;
+use drover_core::ledger::{self, Filter, export};
+use drover_core::sign::{self, PublicKey};
 
 use super::Ctx;
 use crate::output;
@@ -8,7 +16,7 @@ use crate::output;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    verify: Option<Sub>,
+    sub: Option<Sub>,
     /// Only entries with this action (`image.build`), or a prefix (`image.*`).
     #[arg(long)]
     action: Option<String>,
@@ -28,31 +36,189 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Check the hash chain; name the first entry that was changed, removed, inserted or reordered.
-    Verify,
+    /// Check the hash chain and every entry's signature; name the first entry
+    /// that was changed, removed, inserted, reordered or not signed by a
+    /// trusted key. Exit 3 when not valid.
+    Verify {
+        /// A public key to trust (repeatable): the store's host key when
+        /// omitted. Required with --export.
+        #[arg(long, value_name = "PUB")]
+        key: Vec<PathBuf>,
+        /// Verify this export (`drover audit export`, `-` for stdin) offline
+        /// instead of the store.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        export: Option<PathBuf>,
+    },
+    /// Write the ledger as JSON Lines (a signed header, then one entry per
+    /// line) that anyone can verify offline with the host's public key; see
+    /// docs/ledger-format.md.
+    Export {
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Start at this entry instead of the first.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// Another public key whose signatures the ledger may carry
+        /// (repeatable), e.g. the host key before a rotation.
+        #[arg(long, value_name = "PUB")]
+        key: Vec<PathBuf>,
+    },
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    match &a.sub {
+        Some(Sub::Verify {
+            key,
+            export: Some(file),
+        }) => verify_export(ctx, file, key),
+        Some(Sub::Verify { key, export: None }) => verify_store(ctx, key),
+        Some(Sub::Export { out, since, key }) => export(ctx, out.as_deref(), *since, key),
+        None => list(ctx, a),
+    }
+}
+
+fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let db = store.db();
-    if let Some(Sub::Verify) = a.verify {
-        let report = ledger::verify(db.conn(), db.path())?;
-        if ctx.json {
-            output::json(&report)?;
-        } else if let Some(p) = &report.problem {
-            println!("ledger NOT valid: {p}");
-        } else {
-            println!(
-                "ledger valid: {} entries, hash chain intact",
-                report.entries
+    let trusted = if keys.is_empty() {
+        host_public(ctx)?
+    } else {
+        load_keys(keys)?
+    };
+    let report = ledger::verify(db.conn(), db.path(), &trusted)?;
+    if ctx.json {
+        output::json(&report)?;
+    } else if let Some(p) = &report.problem {
+        println!("ledger NOT valid: {p}");
+    } else {
+        let mut line = format!(
+            "ledger valid: {} entries, hash chain intact, {} signed by trusted keys",
+            report.entries, report.signed
+        );
+        if report.unsigned > 0 {
+            line += &format!(
+                ", {} unsigned (written before ledger signing)",
+                report.unsigned
             );
         }
-        return Ok(if report.is_ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(3)
-        });
+        println!("{line}");
     }
+    Ok(exit(report.is_ok()))
+}
+
+fn verify_export(ctx: &Ctx, file: &Path, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let trusted = load_keys(keys)?;
+    let report = if file == Path::new("-") {
+        export::verify(io::stdin().lock(), &trusted, file)?
+    } else {
+        let f = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        export::verify(BufReader::new(f), &trusted, file)?
+    };
+    if ctx.json {
+        output::json(&report)?;
+    } else if let Some(p) = &report.problem {
+        println!("export NOT valid: {p}");
+    } else if let Some(h) = &report.header {
+        let mut line = format!(
+            "export valid: entries {}–{} of a ledger exported {} by key {}, {} signed by trusted keys",
+            h.first_seq,
+            h.last_seq,
+            h.exported_at,
+            &h.keyid[..12.min(h.keyid.len())],
+            report.signed
+        );
+        if report.unsigned > 0 {
+            line += &format!(
+                ", {} unsigned (written before ledger signing)",
+                report.unsigned
+            );
+        }
+        println!("{line}");
+    }
+    Ok(exit(report.is_ok()))
+}
+
+fn export(
+    ctx: &Ctx,
+    out: Option<&Path>,
+    since: Option<u64>,
+    keys: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let db = store.db();
+    let key = ctx.signing_key(None)?;
+    let mut trusted = vec![key.public()];
+    trusted.extend(load_keys(keys)?);
+    let summary = match out {
+        None => {
+            let mut stdout = io::stdout().lock();
+            export::write(
+                db.conn(),
+                db.path(),
+                &key,
+                &trusted,
+                since,
+                &mut stdout,
+                Path::new("stdout"),
+            )?
+        }
+        Some(path) => {
+            // Written beside the target and renamed, so a failed export
+            // never leaves a truncated file that looks complete.
+            let mut partial = path.as_os_str().to_owned();
+            partial.push(".partial");
+            let partial = PathBuf::from(partial);
+            let result = fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))
+                .and_then(|f| {
+                    let mut w = io::BufWriter::new(f);
+                    let s =
+                        export::write(db.conn(), db.path(), &key, &trusted, since, &mut w, path)?;
+                    w.into_inner()
+                        .map_err(|e| e.into_error())
+                        .and_then(|f| f.sync_all())
+                        .with_context(|| format!("writing {}", partial.display()))?;
+                    fs::rename(&partial, path).with_context(|| {
+                        format!("renaming {} to {}", partial.display(), path.display())
+                    })?;
+                    Ok(s)
+                });
+            if result.is_err() {
+                let _ = fs::remove_file(&partial);
+            }
+            result?
+        }
+    };
+    let pub_path = ctx.store_dir.join(sign::key::HOST_PUB);
+    let mut msg = format!(
+        "exported entries {}–{} ({} lines after the header",
+        summary.first_seq, summary.last_seq, summary.entries
+    );
+    if summary.unsigned > 0 {
+        msg += &format!(
+            ", {} unsigned: written before ledger signing",
+            summary.unsigned
+        );
+    }
+    msg += &format!(
+        "), signed by key {}\nverify with: drover audit verify --export {} --key {}",
+        summary.keyid,
+        out.map_or("FILE".into(), |p| p.display().to_string()),
+        pub_path.display()
+    );
+    if ctx.json && out.is_some() {
+        output::json(&summary)?;
+    } else {
+        io::stdout().flush()?;
+        eprintln!("{msg}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let db = store.db();
     let filter = Filter {
         action: a.action.clone(),
         subject: a.subject.clone(),
@@ -85,4 +251,31 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store's host public key, read from its public file so verifying
+/// needs no access to the private key; created with the key if neither
+/// exists yet. Only as trustworthy as the store directory: for tamper
+/// evidence against its writers, pass a copy kept elsewhere with --key.
+fn host_public(ctx: &Ctx) -> anyhow::Result<Vec<PublicKey>> {
+    let pub_path = ctx.store_dir.join(sign::key::HOST_PUB);
+    if pub_path.exists() {
+        return Ok(vec![PublicKey::load(&pub_path)?]);
+    }
+    Ok(vec![sign::host_key(&ctx.store_dir)?.public()])
+}
+
+fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
+    Ok(paths
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<Result<_, _>>()?)
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
 }
