@@ -195,20 +195,37 @@ impl SigningKey {
     }
 
     /// Write the key to `path` (created, never overwritten; mode 0600) and
-    /// its public half to `pub_path`.
+    /// its public half to `pub_path`. The key is written in full to a
+    /// temporary file and then linked into place, so a crash never leaves
+    /// an empty or partial key behind (which would stop every later
+    /// signature, and so every ledger append).
     pub fn write(&self, path: &Path, pub_path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).ctx("create key directory", dir)?;
-        }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .ctx("create private key", path)?;
-        f.write_all(self.to_pem().as_bytes())
-            .and_then(|()| f.sync_all())
-            .ctx("write private key", path)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).ctx("create key directory", dir)?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+            std::process::id()
+        ));
+        let written = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .ctx("create private key", &tmp)?;
+            f.write_all(self.to_pem().as_bytes())
+                .and_then(|()| f.sync_all())
+                .ctx("write private key", &tmp)?;
+            // link, unlike rename, fails when the key exists: never overwrite one.
+            fs::hard_link(&tmp, path).ctx("create private key", path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        written?;
         crate::store::write_atomic(
             pub_path.parent().unwrap_or(Path::new(".")),
             pub_path,

@@ -7,9 +7,11 @@
 //! | [`attest`] | in-toto v1 statements about an image, signed and attached as artifacts |
 //! | [`signature`] | image signatures (`drover sign`, `build --sign`) and checking them |
 //!
-//! Everything signed is an in-toto statement in a DSSE envelope, attached to
-//! the image manifest as an OCI 1.1 artifact, so it moves with the image
-//! through registries and outside tools verify it without drover.
+//! Everything signed about an image is an in-toto statement in a DSSE
+//! envelope, attached to the image manifest as an OCI 1.1 artifact, so it
+//! moves with the image through registries and outside tools verify it
+//! without drover. (Ledger entries are signed too, but plainly: each entry's
+//! hash, by the host key; see `ledger` and docs/ledger-format.md.)
 
 pub mod attest;
 pub mod dsse;
