@@ -311,7 +311,12 @@ impl Policy {
                 Ok(p) => match p.base {
                     None => passed.push(("allowed_base_images".into(), "no base (scratch)".into())),
                     Some(b) => match self.base_problem(store, &b)? {
-                        Some(why) => return refuse("allowed_base_images", why),
+                        Some(tags) => {
+                            return refuse(
+                                "allowed_base_images",
+                                format!("its base image {b}{tags} is not in allowed_base_images"),
+                            );
+                        }
                         None => passed.push(("allowed_base_images".into(), format!("base {b}"))),
                     },
                 },
@@ -320,22 +325,29 @@ impl Policy {
         Ok(Verdict::Allowed { passed })
     }
 
-    /// Why a base image `base` is refused at build time: revoked, or not
-    /// in `allowed_base_images`. The caller names the built image.
-    pub fn check_base(&self, store: &Store, base: &Digest) -> Result<Option<(&'static str, String)>> {
+    /// Why `base` may not be built on, if it may not: the rule and the
+    /// reason, about the base itself ("it was revoked (…)").
+    pub fn check_base(
+        &self,
+        store: &Store,
+        base: &Digest,
+    ) -> Result<Option<(&'static str, String)>> {
         let db = store.db();
         if let Some(r) = revoked(db.conn(), db.path(), base)? {
             return Ok(Some((
                 "revoked",
-                format!("its base image {base} was revoked ({})", r.reason),
+                format!("it was revoked ({}, by {})", r.reason, r.actor),
             )));
         }
         if self.allowed_base_images.is_empty() {
             return Ok(None);
         }
-        Ok(self
-            .base_problem(store, base)?
-            .map(|why| ("allowed_base_images", why)))
+        Ok(self.base_problem(store, base)?.map(|tags| {
+            (
+                "allowed_base_images",
+                format!("it{tags} is not in allowed_base_images"),
+            )
+        }))
     }
 
     /// Why `registry` may not be pulled from, if it may not.
@@ -354,6 +366,8 @@ impl Policy {
         }
     }
 
+    /// `None` when `base` is allowed; else how the store tags it (" (tagged
+    /// a, b)" or ""), for the message.
     fn base_problem(&self, store: &Store, base: &Digest) -> Result<Option<String>> {
         let digest = base.to_string();
         if self.allowed_base_images.iter().any(|a| *a == digest) {
@@ -373,14 +387,11 @@ impl Policy {
         if hit {
             return Ok(None);
         }
-        let known = if names.is_empty() {
+        Ok(Some(if names.is_empty() {
             String::new()
         } else {
-            format!(", tagged {}", names.join(", "))
-        };
-        Ok(Some(format!(
-            "its base image {base}{known} is not in allowed_base_images"
-        )))
+            format!(" (tagged {})", names.join(", "))
+        }))
     }
 
     /// The image's provenance by a trusted key and builder, or why there is none.
@@ -629,6 +640,24 @@ pub fn enforce(store: &mut Store, image: &Digest, origin: Origin<'_>, op: Operat
     match policy.evaluate(store, image, origin)? {
         Verdict::Allowed { .. } => Ok(()),
         Verdict::Refused(r) => Err(refuse(store, r, op)),
+    }
+}
+
+/// Refuse to build `building` (the tag being built) on `base` when the policy
+/// does not allow that base (recorded like any refusal, as `build`).
+pub fn enforce_base(store: &mut Store, base: &Digest, building: &str) -> Result<()> {
+    let policy = load(store.root())?;
+    match policy.check_base(store, base)? {
+        None => Ok(()),
+        Some((rule, why)) => Err(refuse(
+            store,
+            Refusal {
+                image: base.to_string(),
+                rule,
+                reason: format!("{why}; it is the base of {building}"),
+            },
+            Operation::Build,
+        )),
     }
 }
 

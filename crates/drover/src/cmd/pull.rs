@@ -22,6 +22,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         credentials: registry::credentials(&remote.registry)?,
     };
     let mut store = ctx.store()?;
+    drover_core::sign::policy::enforce_pull(&mut store, &a.remote, &remote.registry)?;
     let report = registry::pull(&mut store, &remote, &opts)?;
     if ctx.json {
         output::json(&report)?;
