@@ -60,7 +60,8 @@ enum Command {
     /// Show the deploy policy (policy.toml), or check an image against it.
     Policy(cmd::policy::Args),
     /// Revoke an image: refused from now on by run, apply, rollback and
-    /// build; `serve` moves services off it. `--list` lists revocations.
+    /// build; `serve` moves services off it. `--list` lists revocations,
+    /// `--lift` lifts one.
     Revoke(cmd::revoke::Args),
     /// Print an image's baseline (its file manifest).
     Baseline(cmd::baseline::Args),

@@ -83,6 +83,11 @@ fn unsigned_images_are_refused_by_run_and_apply() {
         err.contains("it is not signed") && err.contains("drover sign"),
         "{err}"
     );
+    let plan = env.ok(&["plan", "-f", &fleet(&env, "app:1")]);
+    assert!(
+        plan.contains("the policy refuses it: rule require_signature"),
+        "{plan}"
+    );
     let out = env.run(&["apply", "-f", &fleet(&env, "app:1")]);
     refused(&out, "require_signature", &digest);
     // Nothing was recorded but the refusals.
@@ -97,7 +102,11 @@ fn unsigned_images_are_refused_by_run_and_apply() {
         ]
     );
     // `policy check` evaluates without doing or recording anything.
-    refused(&env.run(&["policy", "check", "app:1"]), "require_signature", &digest);
+    refused(
+        &env.run(&["policy", "check", "app:1"]),
+        "require_signature",
+        &digest,
+    );
     env.ok(&["sign", "app:1"]);
     let out = env.ok(&["policy", "check", "app:1"]);
     assert!(
@@ -114,7 +123,12 @@ fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
     let (env, digest) = app_env();
     let key = env.dir.path().join("ci");
     env.ok(&["key", "generate", key.to_str().unwrap()]);
-    env.ok(&["sign", "app:1", "--key", key.with_extension("key").to_str().unwrap()]);
+    env.ok(&[
+        "sign",
+        "app:1",
+        "--key",
+        key.with_extension("key").to_str().unwrap(),
+    ]);
     let err = refused(&env.run(&["run", "app:1"]), "require_signature", &digest);
     assert!(err.contains("none by a trusted key"), "{err}");
 
@@ -124,7 +138,10 @@ fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
         key.with_extension("pub").to_str().unwrap()
     ));
     let shown = env.ok(&["policy", "show"]);
-    assert!(shown.contains("ci.pub") && shown.contains("policy.toml"), "{shown}");
+    assert!(
+        shown.contains("ci.pub") && shown.contains("policy.toml"),
+        "{shown}"
+    );
     env.ok(&["policy", "check", "app:1"]);
 }
 
@@ -148,7 +165,10 @@ fn a_tampered_signature_is_refused() {
             .digest;
         let bytes = artifact::content(&store, &sig, &image.digest).unwrap();
         let mut envelope: Value = serde_json::from_slice(&bytes).unwrap();
-        let s = envelope["signatures"][0]["sig"].as_str().unwrap().to_string();
+        let s = envelope["signatures"][0]["sig"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let flipped = if s.starts_with('A') { "B" } else { "A" };
         envelope["signatures"][0]["sig"] = Value::from(format!("{flipped}{}", &s[1..]));
         let tampered = serde_json::to_vec(&envelope).unwrap();
@@ -194,13 +214,37 @@ fn builds_on_a_base_that_is_revoked_or_not_allowed_are_refused() {
     env.ok(&["tag", &base, "busybox:1.36"]);
     assert!(build().status.success(), "{}", show(&build()));
 
-    env.ok(&["revoke", "busybox:1.36", "--reason", "CVE-2026-0001 in the base"]);
+    env.ok(&[
+        "revoke",
+        "busybox:1.36",
+        "--reason",
+        "CVE-2026-0001 in the base",
+    ]);
     let err = refused(&build(), "revoked", &base);
     assert!(err.contains("CVE-2026-0001"), "{err}");
     let ops: Vec<String> = refusals(&env).into_iter().map(|r| r.2).collect();
     assert_eq!(ops, vec!["build", "build"]);
     let list = env.ok(&["revoke", "--list"]);
-    assert!(list.contains(&base) && list.contains("CVE-2026-0001"), "{list}");
+    assert!(
+        list.contains(&base) && list.contains("CVE-2026-0001"),
+        "{list}"
+    );
+
+    // A mistaken revocation is lifted, with a reason, in the ledger.
+    env.ok(&[
+        "revoke",
+        &base,
+        "--lift",
+        "--reason",
+        "not affected after all",
+    ]);
+    assert!(build().status.success(), "{}", show(&build()));
+    assert!(env.ok(&["revoke", "--list"]).contains("no revoked images"));
+    let lifted = env.ok(&["--json", "audit", "--action", "image.unrevoke"]);
+    assert!(
+        lifted.contains("not affected after all") && lifted.contains("CVE-2026-0001"),
+        "{lifted}"
+    );
 }
 
 #[test]
@@ -217,7 +261,10 @@ fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
         "allowed_registries",
         remote,
     );
-    assert!(err.contains("registry 127.0.0.1:9 is not in allowed_registries"), "{err}");
+    assert!(
+        err.contains("registry 127.0.0.1:9 is not in allowed_registries"),
+        "{err}"
+    );
     let pinned = format!("127.0.0.1:9/team/web@sha256:{}", "a".repeat(64));
     refused(
         &env.run(&["policy", "check", &pinned]),
@@ -254,7 +301,10 @@ fn the_policy_file_is_shown_and_its_errors_located() {
     // What `show` prints is a policy file that means the same.
     env.set_policy(&shown);
     let again = env.ok(&["policy", "show"]);
-    assert_eq!(again.lines().skip(1).collect::<Vec<_>>(), shown.lines().skip(1).collect::<Vec<_>>());
+    assert_eq!(
+        again.lines().skip(1).collect::<Vec<_>>(),
+        shown.lines().skip(1).collect::<Vec<_>>()
+    );
 
     env.set_policy("require_signature = true\nallowed_registries = \"any\"\n");
     let out = env.run(&["policy", "show"]);
@@ -334,7 +384,10 @@ fn revoked_images_are_refused_flagged_and_served_around() {
     env.ok(&["apply", "-f", &web_fleet(&env, "1")]);
     env.ok(&["apply", "-f", &web_fleet(&env, "2")]);
     let s = status(&env);
-    assert_eq!((s["release"].as_i64(), s["image"].as_str()), (Some(2), Some(two.as_str())));
+    assert_eq!(
+        (s["release"].as_i64(), s["image"].as_str()),
+        (Some(2), Some(two.as_str()))
+    );
 
     // Revoke what runs: flagged, and refused everywhere.
     env.ok(&["revoke", "web:2", "--reason", "CVE-2026-0002"]);
@@ -344,13 +397,25 @@ fn revoked_images_are_refused_flagged_and_served_around() {
     let text = env.ok(&["status"]);
     assert!(text.contains("REVOKED: CVE-2026-0002"), "{text}");
     refused(&env.run(&["run", "web:2"]), "revoked", &two);
-    refused(&env.run(&["apply", "-f", &web_fleet(&env, "2")]), "revoked", &two);
+    refused(
+        &env.run(&["apply", "-f", &web_fleet(&env, "2")]),
+        "revoked",
+        &two,
+    );
 
     // `serve` rolls the service back to the last healthy release whose
     // image is not revoked, and replaces the revoked instance.
     let serve = Serve(
         env.cmd()
-            .args(["serve", "--bind", "127.0.0.1", "--interval", "300ms", "--drift-interval", "0"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--interval",
+                "300ms",
+                "--drift-interval",
+                "0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -363,7 +428,11 @@ fn revoked_images_are_refused_flagged_and_served_around() {
             && s["instances"].as_array().unwrap().len() == 1
             && s["instances"][0]["image"] == one.as_str()
     });
-    assert!(moved, "serve did not move off the revoked image: {}", status(&env));
+    assert!(
+        moved,
+        "serve did not move off the revoked image: {}",
+        status(&env)
+    );
     drop(serve);
     let s = status(&env);
     assert_eq!(s["release"], 3, "{s}");

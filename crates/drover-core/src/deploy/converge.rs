@@ -245,7 +245,10 @@ fn off_revoked(
     }
     let db = store.db();
     let mut good = None;
-    for r in release::releases(db.conn(), db.path(), service)?.into_iter().rev() {
+    for r in release::releases(db.conn(), db.path(), service)?
+        .into_iter()
+        .rev()
+    {
         if r.number != desired.number
             && r.outcome == Outcome::Healthy
             && r.image != desired.image

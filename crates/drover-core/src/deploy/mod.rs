@@ -402,7 +402,9 @@ fn rollback_target(
         hint: Some("`drover status` lists services".into()),
     })?;
     let current = svc.desired.ok_or_else(|| {
-        Error::Usage(format!("service {service} has no release to roll back from"))
+        Error::Usage(format!(
+            "service {service} has no release to roll back from"
+        ))
     })?;
     let target = match to {
         Some(n) => release::release(conn, path, service, n)?,
@@ -553,7 +555,7 @@ pub struct ServicePlan {
     pub new_release: Option<i64>,
     /// What differs from the running release.
     pub changes: Vec<String>,
-    /// Why `apply` would refuse (a quarantined image).
+    /// Why `apply` would refuse (a quarantined image, the deploy policy).
     pub blocked: Option<String>,
     pub strategy: &'static str,
     pub steps: Vec<Step>,
@@ -562,6 +564,7 @@ pub struct ServicePlan {
 /// What `apply` would do, without doing it (read-only; takes no lock).
 pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>> {
     let instances = instance::refresh(store.db_mut(), false)?;
+    let policy = policy::load(store.root())?;
     let db = store.db();
     let mut out = Vec::new();
     for spec in fleet {
@@ -615,6 +618,31 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                     "this image and config are quarantined: release {n} failed ({why}); needs --force"
                 ));
             }
+        }
+        // What `apply` would ask the policy (an image still to be pulled:
+        // only its registry, until it is here).
+        let origin = match &spec.registry {
+            Some(r) => Origin::Registry(&r.registry),
+            None => Origin::Local,
+        };
+        let verdict = match pull {
+            Some(_) => policy
+                .registry_problem(origin)
+                .map(|reason| policy::Refusal {
+                    image: spec.image.clone(),
+                    rule: "allowed_registries",
+                    reason,
+                }),
+            None => match policy.evaluate(store, &image, origin)? {
+                policy::Verdict::Refused(r) => Some(r),
+                policy::Verdict::Allowed { .. } => None,
+            },
+        };
+        if let Some(r) = verdict {
+            blocked = Some(format!(
+                "the policy refuses it: rule {}: {}",
+                r.rule, r.reason
+            ));
         }
         let target = new_release.or(current.as_ref().map(|r| r.number));
         let seen: Vec<Seen> = instances

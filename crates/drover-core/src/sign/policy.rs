@@ -169,7 +169,9 @@ impl From<Refusal> for Error {
 #[serde(tag = "verdict", rename_all = "lowercase")]
 pub enum Verdict {
     /// Every rule passed; `passed` says how, rule by rule.
-    Allowed { passed: Vec<(String, String)> },
+    Allowed {
+        passed: Vec<(String, String)>,
+    },
     Refused(Refusal),
 }
 
@@ -250,7 +252,10 @@ impl Policy {
         let db = store.db();
         let mut passed = Vec::new();
         if let Some(r) = revoked(db.conn(), db.path(), image)? {
-            return refuse("revoked", format!("it was revoked ({}, by {})", r.reason, r.actor));
+            return refuse(
+                "revoked",
+                format!("it was revoked ({}, by {})", r.reason, r.actor),
+            );
         }
         passed.push(("revoked".to_string(), "not revoked".to_string()));
         if let Some(reason) = self.registry_problem(origin) {
@@ -370,7 +375,7 @@ impl Policy {
     /// a, b)" or ""), for the message.
     fn base_problem(&self, store: &Store, base: &Digest) -> Result<Option<String>> {
         let digest = base.to_string();
-        if self.allowed_base_images.iter().any(|a| *a == digest) {
+        if self.allowed_base_images.contains(&digest) {
             return Ok(None);
         }
         let names: Vec<String> = store
@@ -428,13 +433,14 @@ impl Policy {
                     }));
                 }
                 Err(Failure::NoSignatureByKey) => {
-                    why.get_or_insert(
-                        "its provenance is not signed by a trusted key".to_string(),
-                    );
+                    why.get_or_insert("its provenance is not signed by a trusted key".to_string());
                 }
                 Err(f) => {
                     // A tampered statement by a trusted key outweighs any other.
-                    why = Some(format!("provenance {} is not valid: {f}", a.artifact.short()));
+                    why = Some(format!(
+                        "provenance {} is not valid: {f}",
+                        a.artifact.short()
+                    ));
                 }
             }
         }
@@ -506,7 +512,9 @@ pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
         Some(n) => trusted_keys(&c, n, state_dir)?,
     };
     if keys.is_empty() && (require_signature || require_provenance) {
-        let n = t.get("trusted_keys").expect("only an explicit list is empty");
+        let n = t
+            .get("trusted_keys")
+            .expect("only an explicit list is empty");
         return Err(c.err(
             n.at(),
             "trusted_keys",
@@ -519,7 +527,9 @@ pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
         Some(n) => non_empty_strings(&c, &t, n, "trusted_builders")?,
     };
     if trusted_builders.is_empty() && require_provenance {
-        let n = t.get("trusted_builders").expect("only an explicit list is empty");
+        let n = t
+            .get("trusted_builders")
+            .expect("only an explicit list is empty");
         return Err(c.err(
             n.at(),
             "trusted_builders",
@@ -563,8 +573,7 @@ pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
                 let k = toml_doc::index_key(&key, i);
                 let s = c.string(item, &k)?;
                 if s.starts_with("sha256:") {
-                    s.parse::<Digest>()
-                        .map_err(|e| c.err(item.at(), &k, e))?;
+                    s.parse::<Digest>().map_err(|e| c.err(item.at(), &k, e))?;
                 } else if s.is_empty() || !s.contains(':') {
                     return Err(c.err(
                         item.at(),
@@ -728,9 +737,11 @@ pub fn revocations(conn: &Connection, db_path: &Path) -> Result<Vec<Revocation>>
 fn revocation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Revocation> {
     let digest: String = r.get(0)?;
     Ok(Revocation {
-        digest: digest.parse().map_err(|e: crate::digest::ParseDigestError| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-        })?,
+        digest: digest
+            .parse()
+            .map_err(|e: crate::digest::ParseDigestError| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })?,
         reason: r.get(1)?,
         time: r.get(2)?,
         actor: r.get(3)?,
@@ -783,6 +794,43 @@ pub fn revoke(store: &mut Store, reference: &str, reason: &str) -> Result<(Revoc
     })
 }
 
+/// Lift the revocation of the image `reference` names (a mistaken one):
+/// the row goes, and an `image.unrevoke` ledger entry keeps both the
+/// revocation it lifts and `reason`. Returns the lifted revocation.
+pub fn unrevoke(store: &mut Store, reference: &str, reason: &str) -> Result<Revocation> {
+    if reason.trim().is_empty() {
+        return Err(Error::Usage(
+            "lifting a revocation needs a reason (--reason \"revoked the wrong digest\")".into(),
+        ));
+    }
+    let digest = match reference.parse::<Digest>() {
+        Ok(d) => d,
+        Err(_) => store.resolve(reference)?.digest,
+    };
+    store.db_mut().write(|tx, path| {
+        let r = revoked(tx, path, &digest)?.ok_or_else(|| Error::NotFound {
+            what: format!("a revocation of {digest}"),
+            hint: Some("`drover revoke --list` lists them".into()),
+        })?;
+        tx.execute(
+            "DELETE FROM revocations WHERE digest = ?1",
+            [digest.to_string()],
+        )
+        .db_ctx(path)?;
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "image.unrevoke",
+                [digest.to_string()],
+                json!({"reason": reason, "revoked": {"reason": r.reason, "time": r.time,
+                       "actor": r.actor}}),
+            ),
+        )?;
+        Ok(r)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -823,8 +871,20 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_column_and_key() {
-        fails("require_signatures = true\n", 1, 1, "require_signatures", "unknown key");
-        fails("require_signature = \"yes\"\n", 1, 21, "require_signature", "a boolean");
+        fails(
+            "require_signatures = true\n",
+            1,
+            1,
+            "require_signatures",
+            "unknown key",
+        );
+        fails(
+            "require_signature = \"yes\"\n",
+            1,
+            21,
+            "require_signature",
+            "a boolean",
+        );
         fails(
             "trusted_keys = [\"keys/nope.pub\"]\n",
             1,
@@ -832,7 +892,13 @@ mod tests {
             "trusted_keys[0]",
             "cannot use",
         );
-        fails("trusted_keys = []\n", 1, 16, "trusted_keys", "no key is trusted");
+        fails(
+            "trusted_keys = []\n",
+            1,
+            16,
+            "trusted_keys",
+            "no key is trusted",
+        );
         fails(
             "require_provenance = true\ntrusted_builders = []\n",
             2,
@@ -932,7 +998,13 @@ mod tests {
     }
 
     /// Attach provenance naming `builder` and `base`, signed by `key`.
-    fn provenance(store: &mut Store, image: &Digest, key: &SigningKey, builder: &str, base: Option<&Digest>) {
+    fn provenance(
+        store: &mut Store,
+        image: &Digest,
+        key: &SigningKey,
+        builder: &str,
+        base: Option<&Digest>,
+    ) {
         let deps: Vec<Json> = base
             .map(|b| json!({"name": "base-image", "uri": "oci:x", "digest": {"sha256": b.hex()}}))
             .into_iter()
@@ -975,23 +1047,44 @@ mod tests {
             "require_provenance"
         );
         // Provenance by the wrong builder, then by the wrong key, then right.
-        provenance(&mut store, &image, &host, "https://evil.example/builder", None);
+        provenance(
+            &mut store,
+            &image,
+            &host,
+            "https://evil.example/builder",
+            None,
+        );
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
-        assert!(matches!(&v, Verdict::Refused(r) if r.reason.contains("evil.example")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.reason.contains("evil.example")),
+            "{v:?}"
+        );
         provenance(&mut store, &image, &host, attest::BUILDER_ID, None);
-        assert_eq!(rule(p.evaluate(&store, &image, Origin::Local).unwrap()), "allowed");
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
 
         // Registries: only listed ones, when any are listed.
         p.allowed_registries = vec!["registry.example.com".into()];
         assert_eq!(
-            rule(p.evaluate(&store, &image, Origin::Registry("evil.example")).unwrap()),
+            rule(
+                p.evaluate(&store, &image, Origin::Registry("evil.example"))
+                    .unwrap()
+            ),
             "allowed_registries"
         );
         assert_eq!(
-            rule(p.evaluate(&store, &image, Origin::Registry("registry.example.com")).unwrap()),
+            rule(
+                p.evaluate(&store, &image, Origin::Registry("registry.example.com"))
+                    .unwrap()
+            ),
             "allowed"
         );
-        assert_eq!(rule(p.evaluate(&store, &image, Origin::Local).unwrap()), "allowed");
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
 
         // Revoked beats everything.
         revoke(&mut store, "app:1", "CVE-2026-0001").unwrap();
@@ -1009,7 +1102,10 @@ mod tests {
         let mut p = Policy::default_for(store.root()).unwrap();
         p.require_provenance = false;
         signature::sign(&mut store, "app:1", &host).unwrap();
-        assert_eq!(rule(p.evaluate(&store, &image, Origin::Local).unwrap()), "allowed");
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
         // Someone with write access to the store attaches a copy of the
         // signature whose statement was edited after signing.
         let sig = signature::check(&store, &image, p.keys()).unwrap().valid[0].0;
@@ -1046,7 +1142,10 @@ mod tests {
         signature::sign(&mut store, "app:1", &host).unwrap();
         let base: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
         provenance(&mut store, &image, &host, attest::BUILDER_ID, Some(&base));
-        assert_eq!(rule(p.evaluate(&store, &image, Origin::Local).unwrap()), "allowed");
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
         p.allowed_base_images = vec!["busybox:*".into()];
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
         assert!(
@@ -1054,9 +1153,15 @@ mod tests {
             "{v:?}"
         );
         p.allowed_base_images.push(base.to_string());
-        assert_eq!(rule(p.evaluate(&store, &image, Origin::Local).unwrap()), "allowed");
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
         // The image itself as a base, allowed by its tag.
-        assert_eq!(p.check_base(&store, &image).unwrap().map(|r| r.0), Some("allowed_base_images"));
+        assert_eq!(
+            p.check_base(&store, &image).unwrap().map(|r| r.0),
+            Some("allowed_base_images")
+        );
         p.allowed_base_images = vec!["app:*".into()];
         assert_eq!(p.check_base(&store, &image).unwrap(), None);
         revoke(&mut store, &base.to_string(), "bad base").unwrap();
@@ -1084,13 +1189,40 @@ mod tests {
         assert!(revoke(&mut store, "app:1", " ").is_err());
         let db = store.db();
         assert_eq!(revocations(db.conn(), db.path()).unwrap().len(), 1);
+        assert!(unrevoke(&mut store, "app:1", "").is_err());
+        assert_eq!(
+            unrevoke(&mut store, "app:1", "wrong digest")
+                .unwrap()
+                .reason,
+            "compromised"
+        );
+        assert!(matches!(
+            unrevoke(&mut store, "app:1", "again"),
+            Err(Error::NotFound { .. })
+        ));
+        let db = store.db();
+        assert!(revoked(db.conn(), db.path(), &image).unwrap().is_none());
+        assert_eq!(
+            ledger::list(db.conn(), db.path(), &ledger::Filter::default())
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == "image.unrevoke")
+                .count(),
+            1
+        );
         let entries = ledger::list(db.conn(), db.path(), &ledger::Filter::default()).unwrap();
-        let refuse = entries.iter().find(|e| e.action == "policy.refuse").unwrap();
+        let refuse = entries
+            .iter()
+            .find(|e| e.action == "policy.refuse")
+            .unwrap();
         assert_eq!(refuse.subjects, vec![image.to_string()]);
         assert_eq!(refuse.details["rule"], "require_signature");
         assert_eq!(refuse.details["operation"], "run");
         assert_eq!(
-            entries.iter().filter(|e| e.action == "image.revoke").count(),
+            entries
+                .iter()
+                .filter(|e| e.action == "image.revoke")
+                .count(),
             1
         );
     }

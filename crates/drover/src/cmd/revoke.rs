@@ -17,6 +17,10 @@ pub struct Args {
     /// List the revoked images instead.
     #[arg(long)]
     list: bool,
+    /// Lift the image's revocation instead (a mistaken one); ledgered with
+    /// the reason, like the revocation it lifts.
+    #[arg(long, requires = "reference")]
+    lift: bool,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
@@ -35,6 +39,19 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
+    if a.lift {
+        let r = policy::unrevoke(&mut store, reference, reason)?;
+        if ctx.json {
+            output::json(&r)?;
+        } else {
+            eprintln!(
+                "lifted the revocation of {} ({}: {})",
+                r.digest, r.time, r.reason
+            );
+            println!("{}", r.digest);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (r, new) = policy::revoke(&mut store, reference, reason)?;
     if ctx.json {
         output::json(&r)?;
@@ -46,7 +63,10 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 r.digest
             );
         } else {
-            eprintln!("{} was already revoked ({}): {}", r.digest, r.time, r.reason);
+            eprintln!(
+                "{} was already revoked ({}): {}",
+                r.digest, r.time, r.reason
+            );
         }
         println!("{}", r.digest);
     }

@@ -41,7 +41,11 @@ impl Env {
     /// Trust `other`'s host key too (images signed there run here).
     pub fn trust(&self, other: &Env) {
         let pub_key = other.store().join("keys/host.pub");
-        assert!(pub_key.exists(), "{} has no host key yet", other.store().display());
+        assert!(
+            pub_key.exists(),
+            "{} has no host key yet",
+            other.store().display()
+        );
         self.set_policy(&format!(
             "{TEST_POLICY}trusted_keys = [\"keys/host.pub\", {:?}]\n",
             pub_key.to_str().unwrap()
