@@ -283,7 +283,7 @@ fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
         &pinned,
     );
     let ops: Vec<String> = refusals(&env).into_iter().map(|r| r.2).collect();
-    assert_eq!(ops, vec!["pull", "pull"]);
+    assert_eq!(ops, vec!["pull", "apply"]);
 }
 
 #[test]
@@ -358,6 +358,30 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 struct Serve(Child);
 
+impl Serve {
+    fn start(env: &Env) -> Serve {
+        Serve(
+            env.cmd()
+                .args(["serve", "--bind", "127.0.0.1", "--interval", "300ms"])
+                .args(["--drift-interval", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start drover serve"),
+        )
+    }
+}
+
+/// `serve`'s last failed pass of the service says `what`, eventually.
+fn serve_says(env: &Env, what: &[&str]) {
+    let said = eventually(Duration::from_secs(20), || {
+        status(env)["health"]["last_error"]
+            .as_str()
+            .is_some_and(|e| what.iter().all(|w| e.contains(w)))
+    });
+    assert!(said, "serve did not say {what:?}: {}", status(env));
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill")
@@ -403,24 +427,18 @@ fn revoked_images_are_refused_flagged_and_served_around() {
         &two,
     );
 
-    // `serve` rolls the service back to the last healthy release whose
-    // image is not revoked, and replaces the revoked instance.
-    let serve = Serve(
-        env.cmd()
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--interval",
-                "300ms",
-                "--drift-interval",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Told not to replace revoked instances, `serve` leaves them be and
+    // says why.
+    env.set_policy(&format!("{}replace_revoked = false\n", common::TEST_POLICY));
+    let serve = Serve::start(&env);
+    serve_says(&env, &["rule revoked", "replace_revoked is off"]);
+    drop(serve);
+    assert_eq!(status(&env)["release"], 2);
+
+    // By default it rolls the service back to the last healthy release
+    // whose image is not revoked, and replaces the revoked instance.
+    env.set_policy(common::TEST_POLICY);
+    let serve = Serve::start(&env);
     let moved = eventually(Duration::from_secs(30), || {
         let s = status(&env);
         s["image"] == one.as_str()
@@ -449,6 +467,19 @@ fn revoked_images_are_refused_flagged_and_served_around() {
     refused(&out, "revoked", &one);
     let s = status(&env);
     assert_eq!(s["instances"][0]["revoked"], "CVE-2026-0003", "{s}");
+    let id = s["instances"][0]["id"].clone();
+    let serve = Serve::start(&env);
+    serve_says(&env, &["rule revoked", "no earlier healthy release"]);
+    drop(serve);
+    let s = status(&env);
+    assert_eq!(s["instances"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(
+        (&s["instances"][0]["id"], &s["instances"][0]["state"]),
+        (&id, &Value::from("running")),
+        "{s}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(text.contains("REVOKED: CVE-2026-0003"), "{text}");
     let ops: Vec<String> = refusals(&env).into_iter().map(|r| r.2).collect();
     assert_eq!(ops, vec!["run", "apply", "rollback", "rollback"]);
 }

@@ -163,7 +163,7 @@ fn fetch(store: &mut Store, spec: &ServiceSpec) -> Result<()> {
     let Some((remote, _)) = to_pull(store, spec) else {
         return Ok(());
     };
-    policy::enforce_pull(store, &spec.image, &remote.registry)?;
+    policy::enforce_pull(store, &spec.image, &remote.registry, Operation::Apply)?;
     let opts = registry::Options {
         insecure: spec.insecure_registry,
         credentials: registry::credentials(&remote.registry)?,

@@ -265,8 +265,8 @@ impl Policy {
             passed.push(("allowed_registries".into(), format!("{r} is allowed")));
         }
 
-        let check = signature::check(store, image, &self.keys)?;
         if self.require_signature {
+            let check = signature::check(store, image, &self.keys)?;
             if let Some(problem) = check.problem() {
                 return refuse(
                     "require_signature",
@@ -670,9 +670,15 @@ pub fn enforce_base(store: &mut Store, base: &Digest, building: &str) -> Result<
     }
 }
 
-/// Refuse a pull from `registry` of `reference` unless the policy allows
-/// that registry (recorded like any refusal).
-pub fn enforce_pull(store: &mut Store, reference: &str, registry: &str) -> Result<()> {
+/// Refuse a pull from `registry` of `reference` (for `op`: `pull`, or the
+/// `apply` that would pull) unless the policy allows that registry
+/// (recorded like any refusal).
+pub fn enforce_pull(
+    store: &mut Store,
+    reference: &str,
+    registry: &str,
+    op: Operation,
+) -> Result<()> {
     let policy = load(store.root())?;
     match policy.registry_problem(Origin::Registry(registry)) {
         None => Ok(()),
@@ -683,7 +689,7 @@ pub fn enforce_pull(store: &mut Store, reference: &str, registry: &str) -> Resul
                 rule: "allowed_registries",
                 reason,
             },
-            Operation::Pull,
+            op,
         )),
     }
 }
