@@ -411,7 +411,10 @@ impl Policy {
                 "it has no provenance (build it with `drover build`, which records it)".into(),
             ));
         }
+        // As with signatures: a statement by a trusted key that does not
+        // verify (someone changed it) refuses the image, good ones or not.
         let mut why = None;
+        let mut good = None;
         for a in &all {
             match a.verify(image, SLSA_PREDICATE_TYPE, &self.keys) {
                 Ok((_, st)) => {
@@ -419,32 +422,31 @@ impl Policy {
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
-                    if !self.trusted_builders.contains(&builder) {
+                    if self.trusted_builders.contains(&builder) {
+                        good.get_or_insert(Provenance {
+                            artifact: a.artifact,
+                            builder,
+                            base: base_of(&st.predicate),
+                        });
+                    } else {
                         why.get_or_insert(format!(
                             "provenance {} names builder {builder:?}, not one of trusted_builders",
                             a.artifact.short()
                         ));
-                        continue;
                     }
-                    return Ok(Ok(Provenance {
-                        artifact: a.artifact,
-                        builder,
-                        base: base_of(&st.predicate),
-                    }));
                 }
                 Err(Failure::NoSignatureByKey) => {
                     why.get_or_insert("its provenance is not signed by a trusted key".to_string());
                 }
                 Err(f) => {
-                    // A tampered statement by a trusted key outweighs any other.
-                    why = Some(format!(
+                    return Ok(Err(format!(
                         "provenance {} is not valid: {f}",
                         a.artifact.short()
-                    ));
+                    )));
                 }
             }
         }
-        Ok(Err(why.expect("at least one attestation")))
+        Ok(good.ok_or_else(|| why.expect("at least one attestation")))
     }
 }
 
@@ -1136,6 +1138,41 @@ mod tests {
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
         assert!(
             matches!(&v, Verdict::Refused(r) if r.rule == "require_signature" && r.reason.contains("does not verify")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_tampered_provenance_by_a_trusted_key_refuses_even_beside_a_good_one() {
+        let (_dir, mut store, image) = store();
+        let host = super::super::host_key(store.root()).unwrap();
+        let p = Policy::default_for(store.root()).unwrap();
+        signature::sign(&mut store, "app:1", &host).unwrap();
+        provenance(&mut store, &image, &host, attest::BUILDER_ID, None);
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        let good = attest::list(&store, &image, PROVENANCE_ARTIFACT_TYPE).unwrap()[0].artifact;
+        let mut env = Envelope::parse(&artifact::content(&store, &good, &image).unwrap()).unwrap();
+        let sig = &mut env.signatures[0].sig;
+        let first = if sig.starts_with('A') { "B" } else { "A" };
+        sig.replace_range(..1, first);
+        let desc = store.resolve("app:1").unwrap();
+        let art = artifact::put(
+            &store,
+            &desc,
+            PROVENANCE_ARTIFACT_TYPE,
+            super::super::dsse::MEDIA_TYPE,
+            &env.to_bytes(),
+        )
+        .unwrap();
+        store
+            .mutate(|m| m.add_referrer(&art, &image, PROVENANCE_ARTIFACT_TYPE))
+            .unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "require_provenance" && r.reason.contains("does not verify")),
             "{v:?}"
         );
     }
