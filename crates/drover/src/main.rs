@@ -60,6 +60,12 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Generate and show Ed25519 signing keys.
     Key(cmd::key::Args),
+    /// Show the deploy policy (policy.toml), or check an image against it.
+    Policy(cmd::policy::Args),
+    /// Revoke an image: refused from now on by run, apply, rollback and
+    /// build; `serve` moves services off it. `--list` lists revocations,
+    /// `--lift` lifts one.
+    Revoke(cmd::revoke::Args),
     /// Print an image's baseline (its file manifest).
     Baseline(cmd::baseline::Args),
     /// List or verify the audit ledger.
@@ -137,6 +143,8 @@ fn main() -> ExitCode {
         Command::Sign(a) => cmd::sign::run(&ctx, a),
         Command::Key(a) => cmd::key::run(&ctx, a),
         Command::Trace(a) => cmd::trace::run(&ctx, a),
+        Command::Policy(a) => cmd::policy::run(&ctx, a),
+        Command::Revoke(a) => cmd::revoke::run(&ctx, a),
         Command::Baseline(a) => cmd::baseline::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
         Command::Drift(a) => cmd::drift::run(&ctx, a),

@@ -579,6 +579,8 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
     let digest = last_line(&pushed);
 
     let dst = Env::new();
+    // web:1 is signed by src's host key: the deploy policy must trust it.
+    dst.trust(&src);
     let fleet = dst.dir.path().join("fleet.toml");
     let write_fleet = |image: &str| {
         let text =
@@ -612,16 +614,20 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
     assert_eq!(instances.len(), 1, "{status:?}");
     assert_eq!(instances[0]["image"], digest.as_str());
     assert_eq!(instances[0]["state"], "running");
-    let baseline = artifacts(&dst.store());
-    assert_eq!(baseline.len(), 1, "the baseline came along: {baseline:?}");
-    assert!(artifacts(&src.store()).contains(&baseline[0]));
+    let attached = artifacts(&dst.store());
+    assert_eq!(
+        attached.len(),
+        2,
+        "the baseline and signature came along: {attached:?}"
+    );
+    assert!(attached.iter().all(|a| artifacts(&src.store()).contains(a)));
     let audit = ok(&dst, nocreds.path(), &["audit", "--action", "image.pull"]);
     assert!(audit.contains(&digest[7..19]), "{audit}");
 
     // Untagged, but a release refers to it: gc keeps it and its baseline.
     ok(&dst, nocreds.path(), &["gc"]);
     assert!(!manifest_layers(&dst.store(), &digest).is_empty());
-    assert_eq!(artifacts(&dst.store()).len(), 1, "gc took the baseline");
+    assert_eq!(artifacts(&dst.store()), attached, "gc took an artifact");
     ok(&dst, nocreds.path(), &["verify"]);
     // Re-applying pulls nothing more.
     ok(&dst, nocreds.path(), &["apply", "-f", f]);

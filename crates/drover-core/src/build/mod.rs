@@ -125,6 +125,10 @@ pub fn build(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
 
+    // The deploy policy's word on the base: not revoked, and allowed.
+    if let Base::Store(base) | Base::Layout { digest: base, .. } = &def.base {
+        crate::sign::policy::enforce_base(store, base, &tag)?;
+    }
     let (base_manifest, base_config, mut merger) = resolve_base(store, def)?;
     let mut manifest_layers = base_manifest
         .as_ref()

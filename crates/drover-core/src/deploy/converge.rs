@@ -15,6 +15,20 @@
 //! rolled back; a release that *was* healthy is never rolled back by itself:
 //! its failing replacements are condemned, and the pass fails so the caller
 //! can back off (a crash loop, shown by `drover status`).
+//!
+//! A desired release whose image was revoked ([`off_revoked`]) is never
+//! scaled up or healed. With the policy's `replace_revoked` (the default),
+//! the pass first rolls the service back to its most recent healthy release
+//! whose image is not revoked (a new release, like any rollback), and the
+//! strategy then replaces the revoked instances. Without it, or with no
+//! such release, the pass changes nothing and fails with
+//! [`Error::Refused`] (rule `revoked`), so `serve` backs off and `status`
+//! shows why; the revoked instances keep running until an operator deploys
+//! another image — drover does not stop a service by itself, nor pick an
+//! image nobody reviewed.
+//!
+//! Only revocation is checked here, every pass (one indexed lookup): a
+//! release's image passed the whole policy when the release was made.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -35,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
 use crate::ledger::{self, NewEntry};
 use crate::runtime;
+use crate::sign::policy;
 use crate::state::DbContext;
 use crate::store::Store;
 
@@ -75,6 +90,10 @@ pub(super) fn converge_or_roll_back(
         Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
         None => None,
     };
+    let desired = match desired {
+        Some(r) => Some(off_revoked(store, service, r, lease)?),
+        None => None,
+    };
     match converge(
         store,
         service,
@@ -85,7 +104,7 @@ pub(super) fn converge_or_roll_back(
         &BTreeSet::new(),
     ) {
         Ok(()) => {
-            report.release = svc.desired;
+            report.release = desired.as_ref().map(|r| r.number);
             if let Some(r) = &desired {
                 store.db_mut().write(|tx, path| {
                     lease.check(tx, path)?;
@@ -196,6 +215,87 @@ pub(super) fn converge_or_roll_back(
             )))
         }
     }
+}
+
+/// `desired` itself when its image is not revoked; otherwise the release
+/// the service was rolled back to, or [`Error::Refused`] (see the module
+/// docs).
+fn off_revoked(
+    store: &mut Store,
+    service: &str,
+    desired: Release,
+    lease: &mut Lease,
+) -> Result<Release> {
+    let db = store.db();
+    let Some(rev) = policy::revoked(db.conn(), db.path(), &desired.image)? else {
+        return Ok(desired);
+    };
+    let refused = |why: String| Error::Refused {
+        image: desired.image.to_string(),
+        rule: "revoked".into(),
+        reason: format!(
+            "it was revoked ({}), and service {service} runs it (release {}): {why}; nothing of \
+             the service is started or healed until it runs another image (`drover apply` one, \
+             or `drover rollback {service} --to N`)",
+            rev.reason, desired.number
+        ),
+    };
+    if !policy::load(store.root())?.replace_revoked {
+        return Err(refused("replace_revoked is off".into()));
+    }
+    let db = store.db();
+    let mut good = None;
+    for r in release::releases(db.conn(), db.path(), service)?
+        .into_iter()
+        .rev()
+    {
+        if r.number != desired.number
+            && r.outcome == Outcome::Healthy
+            && r.image != desired.image
+            && policy::revoked(db.conn(), db.path(), &r.image)?.is_none()
+            && release::quarantined(db.conn(), db.path(), service, &r.image, &r.config_digest)?
+                .is_none()
+        {
+            good = Some(r);
+            break;
+        }
+    }
+    let Some(target) = good else {
+        return Err(refused(
+            "no earlier healthy release has an image that is not revoked".into(),
+        ));
+    };
+    let reason = format!("image {} was revoked: {}", desired.image, rev.reason);
+    store.db_mut().write(|tx, path| {
+        lease.check(tx, path)?;
+        let r = release::create(
+            tx,
+            path,
+            release::NewRelease {
+                service,
+                image: target.image,
+                image_ref: &target.image_ref,
+                config: &target.config,
+                message: &format!("automatic rollback to release {}: {reason}", target.number),
+                parent: Some(desired.number),
+                rollback_of: Some(target.number),
+            },
+        )?;
+        release::set_desired(tx, path, service, Some(r.number))?;
+        release::forget_request(tx, path, service)?;
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "service.rollback",
+                [format!("{service}#{}", desired.number)],
+                json!({"service": service, "from": desired.number, "to": r.number,
+                       "rollback_of": target.number, "automatic": true,
+                       "revoked": desired.image, "reason": reason}),
+            ),
+        )?;
+        Ok(r)
+    })
 }
 
 /// Copy the logs of a failed release's instances to

@@ -22,6 +22,13 @@
 //! (with its referrers, such as its baseline) if the store lacks it; `plan`
 //! only says it would.
 //!
+//! Every image is put to the store's deploy policy
+//! ([`crate::sign::policy`]) before a release of it is made: `apply` checks
+//! each service's image (and the registry it comes from), `rollback` its
+//! target's. A refusal fails that service with [`Error::Refused`] and a
+//! `policy.refuse` ledger entry. A release whose image is revoked later is
+//! handled by the converge pass (see [`converge`]).
+//!
 //! Each service is deployed under its own lock ([`lock`]): a lease with a
 //! fencing token that every write checks.
 
@@ -49,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::health::HealthCheck;
 use crate::instance::{self, State};
 use crate::runtime;
+use crate::sign::policy::{self, Operation, Origin};
 use crate::store::Store;
 use crate::store::registry::{self, Remote};
 
@@ -98,6 +106,9 @@ pub struct Report {
     /// The error was another deploy holding the lock (exit code 5).
     #[serde(skip)]
     pub busy: bool,
+    /// The error was the deploy policy refusing the image (exit code 6).
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 /// The release content and image a service spec asks for.
@@ -163,6 +174,8 @@ fn fetch(store: &mut Store, spec: &ServiceSpec, report: &mut Report) -> Result<(
     let Some(digest) = remote.digest else {
         return Ok(());
     };
+    // The allow-list covers any contact with a registry, a referrers refresh too.
+    policy::enforce_pull(store, &spec.image, &remote.registry, Operation::Apply)?;
     let opts = || -> Result<registry::Options> {
         Ok(registry::Options {
             insecure: spec.insecure_registry,
@@ -225,6 +238,7 @@ pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result
         report.seconds = started.elapsed().as_secs_f64();
         if let Err(e) = result {
             report.busy = matches!(e, Error::Busy { .. });
+            report.refused = matches!(e, Error::Refused { .. });
             report.error = Some(e.to_string());
         }
         reports.push(report);
@@ -240,6 +254,11 @@ fn apply_service(
     report: &mut Report,
 ) -> Result<()> {
     let (image, config) = resolve(store, spec)?;
+    let origin = match &spec.registry {
+        Some(r) => Origin::Registry(&r.registry),
+        None => Origin::Local,
+    };
+    policy::enforce(store, &image, origin, Operation::Apply)?;
     let rollout = Rollout {
         replicas: spec.replicas,
         strategy: spec.strategy,
@@ -346,35 +365,13 @@ pub fn rollback(
     };
     let mut lease = lock::acquire(store.db_mut(), &lock_name(service), !opts.no_wait)?;
     let result = (|| {
+        // The target was admitted once; the policy may have changed since
+        // (a revocation, a key no longer trusted): ask again.
+        let (_, target) = rollback_target(store.db().conn(), store.db().path(), service, to)?;
+        policy::enforce(store, &target.image, Origin::Local, Operation::Rollback)?;
         report.created = Some(store.db_mut().write(|tx, path| {
             lease.check(tx, path)?;
-            let svc = release::service(tx, path, service)?.ok_or_else(|| Error::NotFound {
-                what: format!("service {service}"),
-                hint: Some("`drover status` lists services".into()),
-            })?;
-            let current = svc.desired.ok_or_else(|| {
-                Error::Usage(format!("service {service} has no release to roll back from"))
-            })?;
-            let all = release::releases(tx, path, service)?;
-            let target = match to {
-                Some(n) => release::release(tx, path, service, n)?,
-                None => all
-                    .iter()
-                    .rev()
-                    .find(|r| r.number < current && r.outcome == Outcome::Healthy)
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::Usage(format!(
-                            "service {service}: no healthy release before release {current}; \
-                             name one with --to"
-                        ))
-                    })?,
-            };
-            if target.number == current {
-                return Err(Error::Usage(format!(
-                    "service {service} already runs release {current}"
-                )));
-            }
+            let (current, target) = rollback_target(tx, path, service, to)?;
             if let Some((n, why)) =
                 release::quarantined(tx, path, service, &target.image, &target.config_digest)?
                 && !opts.force
@@ -413,6 +410,44 @@ pub fn rollback(
     Ok(report)
 }
 
+/// The release a rollback of `service` goes back to (`to`, or the last
+/// healthy release before the current one), and the current release.
+fn rollback_target(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    service: &str,
+    to: Option<i64>,
+) -> Result<(i64, Release)> {
+    let svc = release::service(conn, path, service)?.ok_or_else(|| Error::NotFound {
+        what: format!("service {service}"),
+        hint: Some("`drover status` lists services".into()),
+    })?;
+    let current = svc.desired.ok_or_else(|| {
+        Error::Usage(format!(
+            "service {service} has no release to roll back from"
+        ))
+    })?;
+    let target = match to {
+        Some(n) => release::release(conn, path, service, n)?,
+        None => release::releases(conn, path, service)?
+            .into_iter()
+            .rev()
+            .find(|r| r.number < current && r.outcome == Outcome::Healthy)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "service {service}: no healthy release before release {current}; \
+                     name one with --to"
+                ))
+            })?,
+    };
+    if target.number == current {
+        return Err(Error::Usage(format!(
+            "service {service} already runs release {current}"
+        )));
+    }
+    Ok((current, target))
+}
+
 /// One service as `drover status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
@@ -431,6 +466,8 @@ pub struct ServiceStatus {
     pub quarantined: Vec<release::Quarantined>,
     /// Restarts and back-off, as `drover serve` recorded them.
     pub health: release::ServiceHealth,
+    /// Why the current release's image was revoked, if it was.
+    pub revoked: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -449,6 +486,8 @@ pub struct InstanceStatus {
     pub draining: bool,
     /// Why it is being replaced.
     pub condemned: Option<String>,
+    /// Why its image was revoked, if it was.
+    pub revoked: Option<String>,
 }
 
 /// Every service: current release, ready / desired, its instances (each
@@ -456,6 +495,11 @@ pub struct InstanceStatus {
 pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
     let instances = instance::refresh(store.db_mut(), false)?;
     let db = store.db();
+    let revoked: std::collections::BTreeMap<Digest, String> =
+        policy::revocations(db.conn(), db.path())?
+            .into_iter()
+            .map(|r| (r.digest, r.reason))
+            .collect();
     let mut out = Vec::new();
     for svc in release::services(db.conn(), db.path())? {
         let current = match svc.desired {
@@ -496,6 +540,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 ready: i.ready_at.is_some(),
                 draining: i.drain_at.is_some(),
                 condemned: i.condemned.clone(),
+                revoked: revoked.get(&i.image).cloned(),
             });
         }
         let quarantined = release::quarantine_list(db.conn(), db.path(), &svc.name)?;
@@ -511,6 +556,9 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
             instances: list,
             quarantined,
             health: release::health(db.conn(), db.path(), &svc.name)?,
+            revoked: current
+                .as_ref()
+                .and_then(|r| revoked.get(&r.image).cloned()),
         });
     }
     Ok(out)
@@ -528,7 +576,7 @@ pub struct ServicePlan {
     pub new_release: Option<i64>,
     /// What differs from the running release.
     pub changes: Vec<String>,
-    /// Why `apply` would refuse (a quarantined image).
+    /// Why `apply` would refuse (a quarantined image, the deploy policy).
     pub blocked: Option<String>,
     pub strategy: &'static str,
     pub steps: Vec<Step>,
@@ -537,6 +585,7 @@ pub struct ServicePlan {
 /// What `apply` would do, without doing it (read-only; takes no lock).
 pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>> {
     let instances = instance::refresh(store.db_mut(), false)?;
+    let policy = policy::load(store.root())?;
     let db = store.db();
     let mut out = Vec::new();
     for spec in fleet {
@@ -590,6 +639,31 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                     "this image and config are quarantined: release {n} failed ({why}); needs --force"
                 ));
             }
+        }
+        // What `apply` would ask the policy (an image still to be pulled:
+        // only its registry, until it is here).
+        let origin = match &spec.registry {
+            Some(r) => Origin::Registry(&r.registry),
+            None => Origin::Local,
+        };
+        let verdict = match pull {
+            Some(_) => policy
+                .registry_problem(origin)
+                .map(|reason| policy::Refusal {
+                    image: spec.image.clone(),
+                    rule: "allowed_registries",
+                    reason,
+                }),
+            None => match policy.evaluate(store, &image, origin)? {
+                policy::Verdict::Refused(r) => Some(r),
+                policy::Verdict::Allowed { .. } => None,
+            },
+        };
+        if let Some(r) = verdict {
+            blocked = Some(format!(
+                "the policy refuses it: rule {}: {}",
+                r.rule, r.reason
+            ));
         }
         let target = new_release.or(current.as_ref().map(|r| r.number));
         let seen: Vec<Seen> = instances

@@ -40,6 +40,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{self, NewEntry};
 use crate::runtime::{self, DriverKind, spec::Launch};
+use crate::sign::policy::{self, Operation, Origin};
 use crate::state::{Db, DbContext};
 use crate::store::Store;
 
@@ -472,22 +473,36 @@ fn reload(db: &Db, id: &str) -> Result<Instance> {
 }
 
 /// Run an instance of `image_ref`, detached: returns once its process is
-/// running (or with the reason it could not start).
+/// running (or with the reason it could not start). The deploy policy is
+/// checked first ([`admit`]).
 pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
+    admit(store, image_ref)?;
     run_many(store, image_ref, opts, 1)?
         .pop()
         .expect("one instance asked for")
 }
 
+/// What `drover run` must pass before anything is created: the store's
+/// whole deploy policy ([`policy::enforce`]), a refusal ledgered.
+fn admit(store: &mut Store, image_ref: &str) -> Result<()> {
+    let image = store.resolve(image_ref)?.digest;
+    policy::enforce(store, &image, Origin::Local, Operation::Run)
+}
+
 /// Run `count` instances of `image_ref` at once: their monitors create the
 /// containers in parallel. One result per instance; an instance that could
 /// not start leaves nothing behind.
+///
+/// This is how deploys start instances of a release, whose image the
+/// policy admitted when the release was made; so only revocation is checked
+/// here — a revoked image starts no instance, whoever asks.
 pub fn run_many(
     store: &mut Store,
     image_ref: &str,
     opts: &RunOptions,
     count: u32,
 ) -> Result<Vec<Result<Instance>>> {
+    refuse_revoked(store, image_ref)?;
     let mut started = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
@@ -514,6 +529,7 @@ pub fn run_many(
 /// Run an instance in the foreground: this process is its monitor. Returns
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
+    admit(store, image_ref)?;
     let inst = prepare::create(store, image_ref, opts)?;
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
@@ -526,6 +542,20 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
             discard(store, &inst);
             Err(e)
         }
+    }
+}
+
+/// [`Error::Refused`] (rule `revoked`) when `image_ref` names a revoked image.
+fn refuse_revoked(store: &Store, image_ref: &str) -> Result<()> {
+    let image = store.resolve(image_ref)?.digest;
+    let db = store.db();
+    match policy::revoked(db.conn(), db.path(), &image)? {
+        None => Ok(()),
+        Some(r) => Err(Error::Refused {
+            image: image.to_string(),
+            rule: "revoked".into(),
+            reason: format!("it was revoked ({}, by {})", r.reason, r.actor),
+        }),
     }
 }
 

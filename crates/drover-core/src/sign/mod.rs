@@ -6,6 +6,7 @@
 //! | [`dsse`] | DSSE envelopes: the pre-authentication encoding, signing, verification |
 //! | [`attest`] | in-toto v1 statements about an image, signed and attached as artifacts |
 //! | [`signature`] | image signatures (`drover sign`, `build --sign`) and checking them |
+//! | [`policy`] | the deploy policy (`policy.toml`), revocations, and the one place that refuses an image |
 //!
 //! Everything signed about an image is an in-toto statement in a DSSE
 //! envelope, attached to the image manifest as an OCI 1.1 artifact, so it
@@ -16,6 +17,7 @@
 pub mod attest;
 pub mod dsse;
 pub mod key;
+pub mod policy;
 pub mod signature;
 
 pub use key::{PublicKey, SigningKey, host_key};

@@ -84,6 +84,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     } else if reports.iter().all(|r| r.error.is_none() || r.busy) {
         // Only locks held by other deploys: "busy", as everywhere.
         ExitCode::from(5)
+    } else if reports.iter().all(|r| r.error.is_none() || r.refused) {
+        // Only images the deploy policy refused.
+        ExitCode::from(6)
     } else {
         ExitCode::FAILURE
     })

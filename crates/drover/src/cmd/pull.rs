@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use drover_core::sign::policy::{self, Operation};
 use drover_core::store::registry::{self, Remote};
 
 use super::Ctx;
@@ -22,6 +23,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         credentials: registry::credentials(&remote.registry)?,
     };
     let mut store = ctx.store()?;
+    policy::enforce_pull(&mut store, &a.remote, &remote.registry, Operation::Pull)?;
     let report = registry::pull(&mut store, &remote, &opts)?;
     if ctx.json {
         output::json(&report)?;

@@ -45,6 +45,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if h.restarts > 0 {
             println!("  restarts: {} (crashed instances replaced)", h.restarts);
         }
+        if let Some(why) = &s.revoked {
+            println!("  REVOKED: release image revoked: {why}");
+        }
         for q in &s.quarantined {
             println!(
                 "  quarantined: image {} with config {} (release {}: {})",
@@ -80,6 +83,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             );
             if let Some(why) = &i.condemned {
                 println!("    being replaced: {why}");
+            }
+            if let Some(why) = &i.revoked {
+                println!("    REVOKED: {why}");
             }
         }
     }

@@ -14,11 +14,44 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+/// The policy of test stores: the built-in default (trust the host key,
+/// require a signature and provenance) except for provenance.
+// TODO(merge): drop once build writes provenance (the default then applies).
+pub const TEST_POLICY: &str = "require_provenance = false\n";
+
 impl Env {
+    /// A temp dir whose store has [`TEST_POLICY`].
     pub fn new() -> Env {
-        Env {
+        let env = Env {
             dir: tempfile::tempdir().expect("tempdir"),
-        }
+        };
+        write(
+            &env.store().join("policy.toml"),
+            TEST_POLICY.as_bytes(),
+            0o644,
+        );
+        env
+    }
+
+    /// Replace the store's policy with `text`.
+    pub fn set_policy(&self, text: &str) {
+        write(&self.store().join("policy.toml"), text.as_bytes(), 0o644);
+    }
+
+    /// Trust `other`'s host key too (images signed there run here).
+    pub fn trust(&self, other: &Env) {
+        let pub_key = other.store().join("keys/host.pub");
+        assert!(
+            pub_key.exists(),
+            "{} has no host key yet",
+            other.store().display()
+        );
+        self.set_policy(&format!(
+            "{TEST_POLICY}trusted_keys = [\"keys/host.pub\", {:?}]\n",
+            pub_key.to_str().unwrap()
+        ));
+        // The host key of this store must exist for the policy to load.
+        self.ok(&["key", "show"]);
     }
 
     pub fn store(&self) -> PathBuf {
@@ -229,7 +262,7 @@ start_period = "1s"
     );
     let file = env.ctx().join(format!("web-{tag}.toml"));
     write(&file, def.as_bytes(), 0o644);
-    env.ok(&["build", "-f", file.to_str().unwrap()]);
+    env.ok(&["build", "--sign", "-f", file.to_str().unwrap()]);
 }
 
 /// A store with `web:1` and `web:2` (pages "version one" and "version two"),

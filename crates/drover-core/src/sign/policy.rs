@@ -1,0 +1,1272 @@
+//! Deploy policy and revocation: which images may be run, deployed, built
+//! on or pulled, and the one place that says no.
+//!
+//! The policy lives in `<store>/policy.toml`. When the file is absent the
+//! built-in default applies ([`Policy::default_for`]): only images built and
+//! signed on this host — a valid signature by the host key (`keys/host.pub`)
+//! and provenance signed by it naming drover's builder. The default is not
+//! written to disk: a store created by an older drover gets the same policy
+//! as a new one, and `drover policy show` prints the effective policy (as a
+//! file that can be saved as `policy.toml` and edited) and says where it
+//! came from. Keys a file leaves out keep their default.
+//!
+//! Rules, checked in this order; the first that fails refuses the image:
+//!
+//! | rule | refuses |
+//! |------|---------|
+//! | `revoked` (always on) | a revoked image, or one built on a revoked base |
+//! | `allowed_registries` | an image pulled, or to be pulled, from a registry not listed |
+//! | `require_signature` | an image without a valid signature by a `trusted_keys` key, or with a tampered one by such a key |
+//! | `require_provenance` | an image without provenance signed by a trusted key naming a `trusted_builders` builder |
+//! | `allowed_base_images` | an image whose base (from its provenance, or the definition at build time) is not listed |
+//!
+//! [`Policy::evaluate`] is the pure part (store in, verdict out);
+//! [`enforce`] loads the policy, evaluates it and, on refusal, commits a
+//! `policy.refuse` ledger entry in its own transaction (the refused
+//! operation fails, the record of the refusal stays) and returns
+//! [`Error::Refused`]. There is no switch to bypass it.
+//!
+//! Revocations (`drover revoke`) are rows of the `revocations` table, each
+//! with an `image.revoke` ledger entry; they are checked by every path that
+//! starts an instance, including `serve`'s reconciler (see
+//! [`crate::deploy::converge`]), which does not re-check signatures: an
+//! instance it starts belongs to a release whose image was admitted when the
+//! release was made, and only a revocation can withdraw that.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+
+use super::attest::{self, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE};
+use super::dsse::Failure;
+use super::key::{HOST_PUB, PublicKey};
+use super::signature;
+use crate::clock;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::ledger::{self, NewEntry};
+use crate::state::DbContext;
+use crate::store::Store;
+use crate::toml_doc::{self, Checker, Node, Table};
+
+/// The policy file's name in the state directory.
+pub const FILE: &str = "policy.toml";
+
+const KEYS: &[&str] = &[
+    "trusted_keys",
+    "require_signature",
+    "require_provenance",
+    "trusted_builders",
+    "allowed_registries",
+    "allowed_base_images",
+    "replace_revoked",
+];
+
+/// The effective policy of a store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    /// Public key files as written (relative paths are under the state dir).
+    pub trusted_keys: Vec<String>,
+    pub require_signature: bool,
+    pub require_provenance: bool,
+    /// SLSA builder ids whose provenance counts.
+    pub trusted_builders: Vec<String>,
+    /// Registry hosts (`host[:port]`) images may be pulled from; empty: any.
+    pub allowed_registries: Vec<String>,
+    /// Base images allowed, each a manifest digest or a tag pattern
+    /// (`busybox:*`, `*` matching any run of characters) matched against the
+    /// store's tags naming the base; empty: any. `scratch` is always allowed.
+    pub allowed_base_images: Vec<String>,
+    /// Whether `serve` moves a service off a revoked image by itself.
+    pub replace_revoked: bool,
+    /// Where this policy came from.
+    pub source: Source,
+    #[serde(skip)]
+    keys: Vec<PublicKey>,
+}
+
+/// Where a policy came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "lowercase")]
+pub enum Source {
+    /// Read from this file.
+    File(PathBuf),
+    /// The built-in default, because this file does not exist.
+    Default(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Default(p) => write!(
+                f,
+                "the built-in default ({} does not exist; write this there to change it)",
+                p.display()
+            ),
+        }
+    }
+}
+
+/// What is being done with the image, for messages and the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Run,
+    Apply,
+    Rollback,
+    Build,
+    Pull,
+    /// `drover policy check`: evaluated, nothing done.
+    Check,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Run => "run",
+            Operation::Apply => "apply",
+            Operation::Rollback => "rollback",
+            Operation::Build => "build",
+            Operation::Pull => "pull",
+            Operation::Check => "check",
+        }
+    }
+}
+
+/// Where an image comes from, for `allowed_registries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// The store: built here, imported, or pulled earlier (the pull was checked).
+    Local,
+    /// A registry host (`host[:port]`), as a fleet file or `pull` names it.
+    Registry(&'a str),
+}
+
+/// Why an image is refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refusal {
+    /// The image (a digest; a registry reference when nothing is pulled yet).
+    pub image: String,
+    pub rule: &'static str,
+    pub reason: String,
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        Error::Refused {
+            image: r.image,
+            rule: r.rule.to_string(),
+            reason: r.reason,
+        }
+    }
+}
+
+/// The outcome of evaluating an image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every rule passed; `passed` says how, rule by rule.
+    Allowed {
+        passed: Vec<(String, String)>,
+    },
+    Refused(Refusal),
+}
+
+/// A revoked image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Revocation {
+    pub digest: Digest,
+    pub reason: String,
+    pub time: String,
+    pub actor: String,
+}
+
+impl Policy {
+    /// The built-in default for `state_dir`: images built and signed by
+    /// this host. Creates the host key if it does not exist yet.
+    pub fn default_for(state_dir: &Path) -> Result<Policy> {
+        let host = super::host_key(state_dir)?.public();
+        Ok(Policy {
+            trusted_keys: vec![HOST_PUB.to_string()],
+            require_signature: true,
+            require_provenance: true,
+            trusted_builders: vec![attest::BUILDER_ID.to_string()],
+            allowed_registries: vec![],
+            allowed_base_images: vec![],
+            replace_revoked: true,
+            source: Source::Default(state_dir.join(FILE)),
+            keys: vec![host],
+        })
+    }
+
+    /// The keys signatures and provenance are checked against.
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// The policy as a `policy.toml` (what `drover policy show` prints).
+    pub fn to_toml(&self) -> String {
+        let list = |v: &[String]| {
+            let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let mut keys = String::new();
+        for (path, key) in self.trusted_keys.iter().zip(&self.keys) {
+            keys.push_str(&format!("  {path:?}, # key {}\n", &key.keyid()[..12]));
+        }
+        format!(
+            "# drover deploy policy; effective policy from {}\n\
+             trusted_keys = [\n{keys}]\n\
+             require_signature = {}\n\
+             require_provenance = {}\n\
+             trusted_builders = {}\n\
+             # registries images may be pulled from; [] allows any\n\
+             allowed_registries = {}\n\
+             # base images: digests or tag patterns (\"busybox:*\"); [] allows any\n\
+             allowed_base_images = {}\n\
+             # let `serve` roll a service back off a revoked image by itself\n\
+             replace_revoked = {}\n",
+            self.source,
+            self.require_signature,
+            self.require_provenance,
+            list(&self.trusted_builders),
+            list(&self.allowed_registries),
+            list(&self.allowed_base_images),
+            self.replace_revoked,
+        )
+    }
+
+    /// Evaluate `image` (in `store`) arriving from `origin` against this
+    /// policy: the first rule that fails, or how each passed.
+    pub fn evaluate(&self, store: &Store, image: &Digest, origin: Origin<'_>) -> Result<Verdict> {
+        let refuse = |rule: &'static str, reason: String| {
+            Ok(Verdict::Refused(Refusal {
+                image: image.to_string(),
+                rule,
+                reason,
+            }))
+        };
+        let db = store.db();
+        let mut passed = Vec::new();
+        if let Some(r) = revoked(db.conn(), db.path(), image)? {
+            return refuse(
+                "revoked",
+                format!("it was revoked ({}, by {})", r.reason, r.actor),
+            );
+        }
+        passed.push(("revoked".to_string(), "not revoked".to_string()));
+        if let Some(reason) = self.registry_problem(origin) {
+            return refuse("allowed_registries", reason);
+        }
+        if let Origin::Registry(r) = origin {
+            passed.push(("allowed_registries".into(), format!("{r} is allowed")));
+        }
+
+        if self.require_signature {
+            let check = signature::check(store, image, &self.keys)?;
+            if let Some(problem) = check.problem() {
+                return refuse(
+                    "require_signature",
+                    format!(
+                        "{problem} (sign it with `drover sign {}`, or trust its signer's key in {})",
+                        image.short(),
+                        FILE
+                    ),
+                );
+            }
+            let (sig, key) = &check.valid[0];
+            passed.push((
+                "require_signature".into(),
+                format!("signature {} by key {}", sig.short(), &key.keyid()[..12]),
+            ));
+        }
+
+        let provenance = self.provenance(store, image)?;
+        if self.require_provenance {
+            match &provenance {
+                Ok(p) => passed.push((
+                    "require_provenance".into(),
+                    format!("provenance {} by builder {}", p.artifact.short(), p.builder),
+                )),
+                Err(why) => return refuse("require_provenance", why.clone()),
+            }
+        }
+
+        // The base: revoked bases are refused whatever the policy says.
+        let base = provenance.as_ref().ok().and_then(|p| p.base);
+        if let Some(b) = base
+            && let Some(r) = revoked(db.conn(), db.path(), &b)?
+        {
+            return refuse(
+                "revoked",
+                format!("its base image {b} was revoked ({})", r.reason),
+            );
+        }
+        if !self.allowed_base_images.is_empty() {
+            match &provenance {
+                Err(why) => {
+                    return refuse(
+                        "allowed_base_images",
+                        format!("its base image is not known: {why}"),
+                    );
+                }
+                Ok(p) => match p.base {
+                    None => passed.push(("allowed_base_images".into(), "no base (scratch)".into())),
+                    Some(b) => match self.base_problem(store, &b)? {
+                        Some(tags) => {
+                            return refuse(
+                                "allowed_base_images",
+                                format!("its base image {b}{tags} is not in allowed_base_images"),
+                            );
+                        }
+                        None => passed.push(("allowed_base_images".into(), format!("base {b}"))),
+                    },
+                },
+            }
+        }
+        Ok(Verdict::Allowed { passed })
+    }
+
+    /// Why `base` may not be built on, if it may not: the rule and the
+    /// reason, about the base itself ("it was revoked (…)").
+    pub fn check_base(
+        &self,
+        store: &Store,
+        base: &Digest,
+    ) -> Result<Option<(&'static str, String)>> {
+        let db = store.db();
+        if let Some(r) = revoked(db.conn(), db.path(), base)? {
+            return Ok(Some((
+                "revoked",
+                format!("it was revoked ({}, by {})", r.reason, r.actor),
+            )));
+        }
+        if self.allowed_base_images.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.base_problem(store, base)?.map(|tags| {
+            (
+                "allowed_base_images",
+                format!("it{tags} is not in allowed_base_images"),
+            )
+        }))
+    }
+
+    /// Why `registry` may not be pulled from, if it may not.
+    pub fn registry_problem(&self, origin: Origin<'_>) -> Option<String> {
+        match origin {
+            Origin::Registry(r)
+                if !self.allowed_registries.is_empty()
+                    && !self.allowed_registries.iter().any(|a| a == r) =>
+            {
+                Some(format!(
+                    "registry {r} is not in allowed_registries ({})",
+                    self.allowed_registries.join(", ")
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// `None` when `base` is allowed; else how the store tags it (" (tagged
+    /// a, b)" or ""), for the message.
+    fn base_problem(&self, store: &Store, base: &Digest) -> Result<Option<String>> {
+        let digest = base.to_string();
+        if self.allowed_base_images.contains(&digest) {
+            return Ok(None);
+        }
+        let names: Vec<String> = store
+            .tags()?
+            .into_iter()
+            .filter(|t| t.digest == *base)
+            .map(|t| t.name)
+            .collect();
+        let hit = self
+            .allowed_base_images
+            .iter()
+            .filter(|a| !a.starts_with("sha256:"))
+            .any(|pattern| names.iter().any(|n| glob(pattern, n)));
+        if hit {
+            return Ok(None);
+        }
+        Ok(Some(if names.is_empty() {
+            String::new()
+        } else {
+            format!(" (tagged {})", names.join(", "))
+        }))
+    }
+
+    /// The image's provenance by a trusted key and builder, or why there is none.
+    fn provenance(
+        &self,
+        store: &Store,
+        image: &Digest,
+    ) -> Result<std::result::Result<Provenance, String>> {
+        let all = attest::list(store, image, PROVENANCE_ARTIFACT_TYPE)?;
+        if all.is_empty() {
+            return Ok(Err(
+                "it has no provenance (build it with `drover build`, which records it)".into(),
+            ));
+        }
+        // As with signatures: a statement by a trusted key that does not
+        // verify (someone changed it) refuses the image, good ones or not.
+        let mut why = None;
+        let mut good = None;
+        for a in &all {
+            match a.verify(image, SLSA_PREDICATE_TYPE, &self.keys) {
+                Ok((_, st)) => {
+                    let builder = st.predicate["runDetails"]["builder"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if self.trusted_builders.contains(&builder) {
+                        good.get_or_insert(Provenance {
+                            artifact: a.artifact,
+                            builder,
+                            base: base_of(&st.predicate),
+                        });
+                    } else {
+                        why.get_or_insert(format!(
+                            "provenance {} names builder {builder:?}, not one of trusted_builders",
+                            a.artifact.short()
+                        ));
+                    }
+                }
+                Err(Failure::NoSignatureByKey) => {
+                    why.get_or_insert("its provenance is not signed by a trusted key".to_string());
+                }
+                Err(f) => {
+                    return Ok(Err(format!(
+                        "provenance {} is not valid: {f}",
+                        a.artifact.short()
+                    )));
+                }
+            }
+        }
+        Ok(good.ok_or_else(|| why.expect("at least one attestation")))
+    }
+}
+
+/// Verified provenance, as far as policy cares.
+struct Provenance {
+    artifact: Digest,
+    builder: String,
+    base: Option<Digest>,
+}
+
+/// The base image digest in a SLSA predicate (see [`attest::SLSA_PREDICATE_TYPE`]).
+fn base_of(predicate: &Json) -> Option<Digest> {
+    predicate["buildDefinition"]["resolvedDependencies"]
+        .as_array()?
+        .iter()
+        .find(|d| d["name"] == "base-image")
+        .and_then(|d| d["digest"]["sha256"].as_str())
+        .and_then(|h| format!("sha256:{h}").parse().ok())
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// The policy of the store at `state_dir`: its `policy.toml`, or the
+/// built-in default when there is none.
+pub fn load(state_dir: &Path) -> Result<Policy> {
+    let path = state_dir.join(FILE);
+    if !path.exists() {
+        return Policy::default_for(state_dir);
+    }
+    let text = toml_doc::read(&path, "a policy file")?;
+    parse(&text, &path, state_dir)
+}
+
+/// Check policy `text` (from `file`, named in errors); key paths are
+/// relative to `state_dir`.
+pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
+    let (root, c) = toml_doc::parse(text, file)?;
+    let t = c.table(&root, "", KEYS)?;
+    let flag = |key: &str, default: bool| -> Result<bool> {
+        t.get(key)
+            .map_or(Ok(default), |n| c.boolean(n, &t.key(key)))
+    };
+    let require_signature = flag("require_signature", true)?;
+    let require_provenance = flag("require_provenance", true)?;
+    let replace_revoked = flag("replace_revoked", true)?;
+
+    let (trusted_keys, keys) = match t.get("trusted_keys") {
+        None => (
+            vec![HOST_PUB.to_string()],
+            vec![super::host_key(state_dir)?.public()],
+        ),
+        Some(n) => trusted_keys(&c, n, state_dir)?,
+    };
+    if keys.is_empty() && (require_signature || require_provenance) {
+        let n = t
+            .get("trusted_keys")
+            .expect("only an explicit list is empty");
+        return Err(c.err(
+            n.at(),
+            "trusted_keys",
+            "no key is trusted, so no image could pass require_signature or require_provenance; \
+             list a public key, e.g. [\"keys/host.pub\"]",
+        ));
+    }
+    let trusted_builders = match t.get("trusted_builders") {
+        None => vec![attest::BUILDER_ID.to_string()],
+        Some(n) => non_empty_strings(&c, &t, n, "trusted_builders")?,
+    };
+    if trusted_builders.is_empty() && require_provenance {
+        let n = t
+            .get("trusted_builders")
+            .expect("only an explicit list is empty");
+        return Err(c.err(
+            n.at(),
+            "trusted_builders",
+            format!(
+                "no builder is trusted, so no image could pass require_provenance; \
+                 drover's own is [{:?}]",
+                attest::BUILDER_ID
+            ),
+        ));
+    }
+    let allowed_registries = match t.get("allowed_registries") {
+        None => vec![],
+        Some(n) => {
+            let key = t.key("allowed_registries");
+            let list = c.array(n, &key, "an array of registry hosts")?;
+            let mut out = Vec::new();
+            for (i, item) in list.iter().enumerate() {
+                let k = toml_doc::index_key(&key, i);
+                let s = c.string(item, &k)?;
+                if s.is_empty() || s.contains('/') || s.contains("://") || s.contains('@') {
+                    return Err(c.err(
+                        item.at(),
+                        &k,
+                        format!(
+                            "{s:?} is not a registry host (expected host[:port], e.g. \"registry.example.com\")"
+                        ),
+                    ));
+                }
+                out.push(s.to_string());
+            }
+            out
+        }
+    };
+    let allowed_base_images = match t.get("allowed_base_images") {
+        None => vec![],
+        Some(n) => {
+            let key = t.key("allowed_base_images");
+            let list = c.array(n, &key, "an array of digests or tag patterns")?;
+            let mut out = Vec::new();
+            for (i, item) in list.iter().enumerate() {
+                let k = toml_doc::index_key(&key, i);
+                let s = c.string(item, &k)?;
+                if s.starts_with("sha256:") {
+                    s.parse::<Digest>().map_err(|e| c.err(item.at(), &k, e))?;
+                } else if s.is_empty() || !s.contains(':') {
+                    return Err(c.err(
+                        item.at(),
+                        &k,
+                        format!(
+                            "{s:?} is neither a digest (\"sha256:…\") nor a tag pattern \
+                             (\"name:tag\", `*` for any characters, e.g. \"busybox:*\")"
+                        ),
+                    ));
+                }
+                out.push(s.to_string());
+            }
+            out
+        }
+    };
+    Ok(Policy {
+        trusted_keys,
+        require_signature,
+        require_provenance,
+        trusted_builders,
+        allowed_registries,
+        allowed_base_images,
+        replace_revoked,
+        source: Source::File(file.to_path_buf()),
+        keys,
+    })
+}
+
+fn trusted_keys(
+    c: &Checker<'_>,
+    node: &Node,
+    state_dir: &Path,
+) -> Result<(Vec<String>, Vec<PublicKey>)> {
+    let key = "trusted_keys";
+    let list = c.array(node, key, "an array of public key files")?;
+    let (mut names, mut keys) = (Vec::new(), Vec::new());
+    for (i, item) in list.iter().enumerate() {
+        let k = toml_doc::index_key(key, i);
+        let s = c.string(item, &k)?;
+        let path = state_dir.join(s);
+        let public = PublicKey::load(&path).map_err(|e| {
+            c.err(
+                item.at(),
+                &k,
+                format!("cannot use {} as a public key: {e}", path.display()),
+            )
+        })?;
+        names.push(s.to_string());
+        keys.push(public);
+    }
+    Ok((names, keys))
+}
+
+fn non_empty_strings(c: &Checker<'_>, t: &Table<'_>, n: &Node, name: &str) -> Result<Vec<String>> {
+    let key = t.key(name);
+    let list = c.array(n, &key, "an array of strings")?;
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let k = toml_doc::index_key(&key, i);
+        let s = c.string(item, &k)?;
+        if s.is_empty() {
+            return Err(c.err(item.at(), &k, "must not be empty"));
+        }
+        out.push(s.to_string());
+    }
+    Ok(out)
+}
+
+/// Load the store's policy and evaluate `image` for `op`; on refusal commit
+/// a `policy.refuse` ledger entry and return [`Error::Refused`].
+pub fn enforce(store: &mut Store, image: &Digest, origin: Origin<'_>, op: Operation) -> Result<()> {
+    let policy = load(store.root())?;
+    match policy.evaluate(store, image, origin)? {
+        Verdict::Allowed { .. } => Ok(()),
+        Verdict::Refused(r) => Err(refuse(store, r, op)),
+    }
+}
+
+/// Refuse to build `building` (the tag being built) on `base` when the policy
+/// does not allow that base (recorded like any refusal, as `build`).
+pub fn enforce_base(store: &mut Store, base: &Digest, building: &str) -> Result<()> {
+    let policy = load(store.root())?;
+    match policy.check_base(store, base)? {
+        None => Ok(()),
+        Some((rule, why)) => Err(refuse(
+            store,
+            Refusal {
+                image: base.to_string(),
+                rule,
+                reason: format!("{why}; it is the base of {building}"),
+            },
+            Operation::Build,
+        )),
+    }
+}
+
+/// Refuse a pull from `registry` of `reference` (for `op`: `pull`, or the
+/// `apply` that would pull) unless the policy allows that registry
+/// (recorded like any refusal).
+pub fn enforce_pull(
+    store: &mut Store,
+    reference: &str,
+    registry: &str,
+    op: Operation,
+) -> Result<()> {
+    let policy = load(store.root())?;
+    match policy.registry_problem(Origin::Registry(registry)) {
+        None => Ok(()),
+        Some(reason) => Err(refuse(
+            store,
+            Refusal {
+                image: reference.to_string(),
+                rule: "allowed_registries",
+                reason,
+            },
+            op,
+        )),
+    }
+}
+
+/// Record `r` (`policy.refuse`) in its own transaction and turn it into the
+/// error to return. A failure to record is reported instead: a refusal the
+/// ledger does not show would be a hole in the trail.
+pub fn refuse(store: &mut Store, r: Refusal, op: Operation) -> Error {
+    let recorded = store.db_mut().write(|tx, path| {
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "policy.refuse",
+                [r.image.clone()],
+                json!({"rule": r.rule, "reason": r.reason, "operation": op.as_str()}),
+            ),
+        )
+        .map(drop)
+    });
+    match recorded {
+        Ok(()) => r.into(),
+        Err(e) => e,
+    }
+}
+
+/// The revocation of `digest`, if it is revoked.
+pub fn revoked(conn: &Connection, db_path: &Path, digest: &Digest) -> Result<Option<Revocation>> {
+    conn.query_row(
+        "SELECT digest, reason, time, actor FROM revocations WHERE digest = ?1",
+        [digest.to_string()],
+        revocation_row,
+    )
+    .optional()
+    .db_ctx(db_path)
+}
+
+/// Every revocation, oldest first.
+pub fn revocations(conn: &Connection, db_path: &Path) -> Result<Vec<Revocation>> {
+    let mut stmt = conn
+        .prepare("SELECT digest, reason, time, actor FROM revocations ORDER BY time, digest")
+        .db_ctx(db_path)?;
+    let rows = stmt
+        .query_map([], revocation_row)
+        .db_ctx(db_path)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db_ctx(db_path)?;
+    Ok(rows)
+}
+
+fn revocation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Revocation> {
+    let digest: String = r.get(0)?;
+    Ok(Revocation {
+        digest: digest
+            .parse()
+            .map_err(|e: crate::digest::ParseDigestError| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })?,
+        reason: r.get(1)?,
+        time: r.get(2)?,
+        actor: r.get(3)?,
+    })
+}
+
+/// Revoke the image `reference` names (a tag is resolved and its digest
+/// recorded; a full digest need not be in the store, so an image can be
+/// revoked before it ever arrives). Records `image.revoke`. Revoking a
+/// revoked image changes nothing and returns the first revocation.
+pub fn revoke(store: &mut Store, reference: &str, reason: &str) -> Result<(Revocation, bool)> {
+    if reason.trim().is_empty() {
+        return Err(Error::Usage(
+            "a revocation needs a reason (--reason \"CVE-2026-1234 in openssl\")".into(),
+        ));
+    }
+    let digest = match reference.parse::<Digest>() {
+        Ok(d) => d,
+        Err(_) => store.resolve(reference)?.digest,
+    };
+    let actor = ledger::actor();
+    store.db_mut().write(|tx, path| {
+        if let Some(r) = revoked(tx, path, &digest)? {
+            return Ok((r, false));
+        }
+        let time = clock::now_rfc3339();
+        tx.execute(
+            "INSERT INTO revocations (digest, reason, time, actor) VALUES (?1, ?2, ?3, ?4)",
+            params![digest.to_string(), reason, time, actor],
+        )
+        .db_ctx(path)?;
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "image.revoke",
+                [digest.to_string()],
+                json!({"reason": reason, "reference": reference}),
+            ),
+        )?;
+        Ok((
+            Revocation {
+                digest,
+                reason: reason.to_string(),
+                time,
+                actor: actor.clone(),
+            },
+            true,
+        ))
+    })
+}
+
+/// Lift the revocation of the image `reference` names (a mistaken one):
+/// the row goes, and an `image.unrevoke` ledger entry keeps both the
+/// revocation it lifts and `reason`. Returns the lifted revocation.
+pub fn unrevoke(store: &mut Store, reference: &str, reason: &str) -> Result<Revocation> {
+    if reason.trim().is_empty() {
+        return Err(Error::Usage(
+            "lifting a revocation needs a reason (--reason \"revoked the wrong digest\")".into(),
+        ));
+    }
+    let digest = match reference.parse::<Digest>() {
+        Ok(d) => d,
+        Err(_) => store.resolve(reference)?.digest,
+    };
+    store.db_mut().write(|tx, path| {
+        let r = revoked(tx, path, &digest)?.ok_or_else(|| Error::NotFound {
+            what: format!("a revocation of {digest}"),
+            hint: Some("`drover revoke --list` lists them".into()),
+        })?;
+        tx.execute(
+            "DELETE FROM revocations WHERE digest = ?1",
+            [digest.to_string()],
+        )
+        .db_ctx(path)?;
+        ledger::append(
+            tx,
+            path,
+            NewEntry::new(
+                "image.unrevoke",
+                [digest.to_string()],
+                json!({"reason": reason, "revoked": {"reason": r.reason, "time": r.time,
+                       "actor": r.actor}}),
+            ),
+        )?;
+        Ok(r)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{self, BuildOptions, NoProgress};
+    use crate::sign::{SigningKey, attest::Statement, dsse::Envelope};
+    use crate::store::artifact;
+
+    fn fails(text: &str, line: usize, column: usize, key: &str, says: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        match parse(text, Path::new("policy.toml"), dir.path()) {
+            Err(Error::Definition {
+                file,
+                line: l,
+                column: col,
+                key: k,
+                message,
+            }) => {
+                assert_eq!(file, Path::new("policy.toml"));
+                assert_eq!((l, col), (line, column), "{message}");
+                assert_eq!(k.as_deref(), Some(key), "{message}");
+                assert!(message.contains(says), "{message:?} lacks {says:?}");
+                let shown = Error::Definition {
+                    file,
+                    line: l,
+                    column: col,
+                    key: k,
+                    message,
+                }
+                .to_string();
+                assert!(
+                    shown.starts_with(&format!("policy.toml:{line}:{column}: {key}: ")),
+                    "{shown}"
+                );
+            }
+            other => panic!("expected a located error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_key() {
+        fails(
+            "require_signatures = true\n",
+            1,
+            1,
+            "require_signatures",
+            "unknown key",
+        );
+        fails(
+            "require_signature = \"yes\"\n",
+            1,
+            21,
+            "require_signature",
+            "a boolean",
+        );
+        fails(
+            "trusted_keys = [\"keys/nope.pub\"]\n",
+            1,
+            17,
+            "trusted_keys[0]",
+            "cannot use",
+        );
+        fails(
+            "trusted_keys = []\n",
+            1,
+            16,
+            "trusted_keys",
+            "no key is trusted",
+        );
+        fails(
+            "require_provenance = true\ntrusted_builders = []\n",
+            2,
+            20,
+            "trusted_builders",
+            "no builder is trusted",
+        );
+        fails(
+            "allowed_registries = [\"ok.example\", \"https://x/y\"]\n",
+            1,
+            37,
+            "allowed_registries[1]",
+            "not a registry host",
+        );
+        fails(
+            "allowed_base_images = [\"sha256:12\"]\n",
+            1,
+            24,
+            "allowed_base_images[0]",
+            "",
+        );
+        fails(
+            "allowed_base_images = [\"busybox\"]\n",
+            1,
+            24,
+            "allowed_base_images[0]",
+            "tag pattern",
+        );
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = SigningKey::generate().unwrap();
+        other
+            .write(&dir.path().join("ci.key"), &dir.path().join("ci.pub"))
+            .unwrap();
+        let p = parse(
+            "trusted_keys = [\"ci.pub\", \"keys/host.pub\"]\nreplace_revoked = false\n\
+             allowed_registries = [\"127.0.0.1:5000\"]\n",
+            Path::new("policy.toml"),
+            dir.path(),
+        )
+        .err()
+        .unwrap();
+        // keys/host.pub does not exist until the host key is made.
+        assert!(p.to_string().contains("trusted_keys[1]"), "{p}");
+        super::super::host_key(dir.path()).unwrap();
+        let p = parse(
+            "trusted_keys = [\"ci.pub\", \"keys/host.pub\"]\nreplace_revoked = false\n\
+             allowed_registries = [\"127.0.0.1:5000\"]\n",
+            Path::new("policy.toml"),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(p.keys().len(), 2);
+        assert_eq!(p.keys()[0], other.public());
+        assert!(p.require_signature && p.require_provenance && !p.replace_revoked);
+        assert_eq!(p.trusted_builders, vec![attest::BUILDER_ID.to_string()]);
+        // What `policy show` prints parses back to the same policy.
+        let again = parse(&p.to_toml(), Path::new("again.toml"), dir.path()).unwrap();
+        assert_eq!(again.trusted_keys, p.trusted_keys);
+        assert_eq!(again.allowed_registries, p.allowed_registries);
+        assert_eq!(again.replace_revoked, p.replace_revoked);
+        let d = Policy::default_for(dir.path()).unwrap();
+        let back = parse(&d.to_toml(), Path::new("d.toml"), dir.path()).unwrap();
+        assert_eq!(back.keys(), d.keys());
+        assert!(matches!(d.source, Source::Default(_)));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("busybox:*", "busybox:1.36"));
+        assert!(glob("*/base:1", "team/base:1"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("busybox:*", "busybox-evil:1"));
+        assert!(!glob("a*b", "ab c"));
+    }
+
+    /// A store with `app:1` (FROM scratch) and its host key.
+    fn store() -> (tempfile::TempDir, Store, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/app\"\ncontent = \"x\"\n";
+        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
+        let built = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
+        let digest = built.digest;
+        (dir, store, digest)
+    }
+
+    fn rule(v: Verdict) -> &'static str {
+        match v {
+            Verdict::Refused(r) => r.rule,
+            Verdict::Allowed { .. } => "allowed",
+        }
+    }
+
+    /// Attach provenance naming `builder` and `base`, signed by `key`.
+    fn provenance(
+        store: &mut Store,
+        image: &Digest,
+        key: &SigningKey,
+        builder: &str,
+        base: Option<&Digest>,
+    ) {
+        let deps: Vec<Json> = base
+            .map(|b| json!({"name": "base-image", "uri": "oci:x", "digest": {"sha256": b.hex()}}))
+            .into_iter()
+            .collect();
+        let st = Statement::about(
+            image,
+            "app:1",
+            SLSA_PREDICATE_TYPE,
+            json!({"buildDefinition": {"resolvedDependencies": deps},
+                   "runDetails": {"builder": {"id": builder}}}),
+        );
+        let desc = store.resolve(&image.to_string()).unwrap();
+        let art = attest::put(store, &desc, PROVENANCE_ARTIFACT_TYPE, &st, key).unwrap();
+        store
+            .mutate(|m| m.add_referrer(&art, image, PROVENANCE_ARTIFACT_TYPE))
+            .unwrap();
+    }
+
+    #[test]
+    fn evaluate_checks_each_rule_in_order() {
+        let (_dir, mut store, image) = store();
+        let host = super::super::host_key(store.root()).unwrap();
+        let mut p = Policy::default_for(store.root()).unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "require_signature" && r.reason.contains("not signed") && r.image == image.to_string()),
+            "{v:?}"
+        );
+        // Signed by another key: still not trusted.
+        let other = SigningKey::generate().unwrap();
+        signature::sign(&mut store, "app:1", &other).unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.reason.contains("none by a trusted key")),
+            "{v:?}"
+        );
+        signature::sign(&mut store, "app:1", &host).unwrap();
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "require_provenance"
+        );
+        // Provenance by the wrong builder, then by the wrong key, then right.
+        provenance(
+            &mut store,
+            &image,
+            &host,
+            "https://evil.example/builder",
+            None,
+        );
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.reason.contains("evil.example")),
+            "{v:?}"
+        );
+        provenance(&mut store, &image, &host, attest::BUILDER_ID, None);
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+
+        // Registries: only listed ones, when any are listed.
+        p.allowed_registries = vec!["registry.example.com".into()];
+        assert_eq!(
+            rule(
+                p.evaluate(&store, &image, Origin::Registry("evil.example"))
+                    .unwrap()
+            ),
+            "allowed_registries"
+        );
+        assert_eq!(
+            rule(
+                p.evaluate(&store, &image, Origin::Registry("registry.example.com"))
+                    .unwrap()
+            ),
+            "allowed"
+        );
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+
+        // Revoked beats everything.
+        revoke(&mut store, "app:1", "CVE-2026-0001").unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "revoked" && r.reason.contains("CVE-2026-0001")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_tampered_signature_by_a_trusted_key_refuses() {
+        let (_dir, mut store, image) = store();
+        let host = super::super::host_key(store.root()).unwrap();
+        let mut p = Policy::default_for(store.root()).unwrap();
+        p.require_provenance = false;
+        signature::sign(&mut store, "app:1", &host).unwrap();
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        // Someone with write access to the store attaches a copy of the
+        // signature whose statement was edited after signing.
+        let sig = signature::check(&store, &image, p.keys()).unwrap().valid[0].0;
+        let bytes = artifact::content(&store, &sig, &image).unwrap();
+        let mut env = Envelope::parse(&bytes).unwrap();
+        let payload = String::from_utf8(env.payload_bytes().unwrap())
+            .unwrap()
+            .replace("signedAt", "signedAT");
+        env.payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, payload);
+        let desc = store.resolve("app:1").unwrap();
+        let art = artifact::put(
+            &store,
+            &desc,
+            signature::ARTIFACT_TYPE,
+            super::super::dsse::MEDIA_TYPE,
+            &env.to_bytes(),
+        )
+        .unwrap();
+        store
+            .mutate(|m| m.add_referrer(&art, &image, signature::ARTIFACT_TYPE))
+            .unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "require_signature" && r.reason.contains("does not verify")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_tampered_provenance_by_a_trusted_key_refuses_even_beside_a_good_one() {
+        let (_dir, mut store, image) = store();
+        let host = super::super::host_key(store.root()).unwrap();
+        let p = Policy::default_for(store.root()).unwrap();
+        signature::sign(&mut store, "app:1", &host).unwrap();
+        provenance(&mut store, &image, &host, attest::BUILDER_ID, None);
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        let good = attest::list(&store, &image, PROVENANCE_ARTIFACT_TYPE).unwrap()[0].artifact;
+        let mut env = Envelope::parse(&artifact::content(&store, &good, &image).unwrap()).unwrap();
+        let sig = &mut env.signatures[0].sig;
+        let first = if sig.starts_with('A') { "B" } else { "A" };
+        sig.replace_range(..1, first);
+        let desc = store.resolve("app:1").unwrap();
+        let art = artifact::put(
+            &store,
+            &desc,
+            PROVENANCE_ARTIFACT_TYPE,
+            super::super::dsse::MEDIA_TYPE,
+            &env.to_bytes(),
+        )
+        .unwrap();
+        store
+            .mutate(|m| m.add_referrer(&art, &image, PROVENANCE_ARTIFACT_TYPE))
+            .unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "require_provenance" && r.reason.contains("does not verify")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn bases_are_checked_from_provenance() {
+        let (_dir, mut store, image) = store();
+        let host = super::super::host_key(store.root()).unwrap();
+        let mut p = Policy::default_for(store.root()).unwrap();
+        signature::sign(&mut store, "app:1", &host).unwrap();
+        let base: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        provenance(&mut store, &image, &host, attest::BUILDER_ID, Some(&base));
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        p.allowed_base_images = vec!["busybox:*".into()];
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "allowed_base_images" && r.reason.contains(&base.to_string())),
+            "{v:?}"
+        );
+        p.allowed_base_images.push(base.to_string());
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        // The image itself as a base, allowed by its tag.
+        assert_eq!(
+            p.check_base(&store, &image).unwrap().map(|r| r.0),
+            Some("allowed_base_images")
+        );
+        p.allowed_base_images = vec!["app:*".into()];
+        assert_eq!(p.check_base(&store, &image).unwrap(), None);
+        revoke(&mut store, &base.to_string(), "bad base").unwrap();
+        let v = p.evaluate(&store, &image, Origin::Local).unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.rule == "revoked" && r.reason.contains("base image")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn refusals_and_revocations_are_ledgered() {
+        let (_dir, mut store, image) = store();
+        let err = enforce(&mut store, &image, Origin::Local, Operation::Run).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "policy refuses image {image}: rule require_signature: it is not signed"
+            )),
+            "{err}"
+        );
+        let (r, new) = revoke(&mut store, "app:1", "compromised").unwrap();
+        assert!(new && r.digest == image);
+        assert!(!revoke(&mut store, &image.to_string(), "again").unwrap().1);
+        assert!(revoke(&mut store, "app:1", " ").is_err());
+        let db = store.db();
+        assert_eq!(revocations(db.conn(), db.path()).unwrap().len(), 1);
+        assert!(unrevoke(&mut store, "app:1", "").is_err());
+        assert_eq!(
+            unrevoke(&mut store, "app:1", "wrong digest")
+                .unwrap()
+                .reason,
+            "compromised"
+        );
+        assert!(matches!(
+            unrevoke(&mut store, "app:1", "again"),
+            Err(Error::NotFound { .. })
+        ));
+        let db = store.db();
+        assert!(revoked(db.conn(), db.path(), &image).unwrap().is_none());
+        assert_eq!(
+            ledger::list(db.conn(), db.path(), &ledger::Filter::default())
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == "image.unrevoke")
+                .count(),
+            1
+        );
+        let entries = ledger::list(db.conn(), db.path(), &ledger::Filter::default()).unwrap();
+        let refuse = entries
+            .iter()
+            .find(|e| e.action == "policy.refuse")
+            .unwrap();
+        assert_eq!(refuse.subjects, vec![image.to_string()]);
+        assert_eq!(refuse.details["rule"], "require_signature");
+        assert_eq!(refuse.details["operation"], "run");
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| e.action == "image.revoke")
+                .count(),
+            1
+        );
+    }
+}
