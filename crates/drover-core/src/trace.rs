@@ -18,7 +18,6 @@ use crate::sign::attest::{
     self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE,
 };
 use crate::sign::{PublicKey, signature};
-use crate::state::DbContext;
 use crate::store::{Store, artifact, baseline};
 
 /// One checked step of the chain.
@@ -193,16 +192,8 @@ fn blobs_intact(store: &Store, digest: &Digest) -> Result<(usize, u64)> {
 }
 
 fn revoked(store: &Store, digest: &Digest) -> Result<Option<String>> {
-    use rusqlite::OptionalExtension;
     let db = store.db();
-    db.conn()
-        .query_row(
-            "SELECT reason FROM revocations WHERE digest = ?1",
-            [digest.to_string()],
-            |r| r.get(0),
-        )
-        .optional()
-        .db_ctx(db.path())
+    Ok(crate::sign::policy::revoked(db.conn(), db.path(), digest)?.map(|r| r.reason))
 }
 
 fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {

@@ -47,6 +47,22 @@ impl Ctx {
             .with_context(|| format!("opening the store at {}", self.store_dir.display()))
     }
 
+    /// The public keys to trust: those named, else the policy's trusted keys.
+    pub fn trusted_keys(
+        &self,
+        files: &[std::path::PathBuf],
+    ) -> anyhow::Result<Vec<drover_core::sign::PublicKey>> {
+        if files.is_empty() {
+            return Ok(drover_core::sign::policy::load(&self.store_dir)?
+                .keys()
+                .to_vec());
+        }
+        Ok(files
+            .iter()
+            .map(|f| drover_core::sign::PublicKey::load(f))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// The key to sign with: `file` when given, else the store's host key.
     pub fn signing_key(
         &self,

@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use drover_core::sign::{self, PublicKey};
 use drover_core::trace::{self, Link};
 
 use super::Ctx;
@@ -11,7 +10,7 @@ use crate::output;
 pub struct Args {
     /// An instance (id, prefix or name), a release (`service@N`) or an image (tag or digest).
     target: String,
-    /// Public key(s) whose signatures count (repeatable); the host key when omitted.
+    /// Public key(s) whose signatures count (repeatable); the policy's trusted keys when omitted.
     #[arg(long, value_name = "FILE")]
     key: Vec<PathBuf>,
 }
@@ -19,14 +18,7 @@ pub struct Args {
 /// Print the chain as a tree; exit 0 when every link holds, else 3.
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
-    let keys: Vec<PublicKey> = if a.key.is_empty() {
-        vec![sign::host_key(&ctx.store_dir)?.public()]
-    } else {
-        a.key
-            .iter()
-            .map(|k| PublicKey::load(k))
-            .collect::<Result<_, _>>()?
-    };
+    let keys = ctx.trusted_keys(&a.key)?;
     let root = trace::trace(&store, &a.target, &keys)?;
     if ctx.json {
         output::json(&root)?;

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use drover_core::sign::{self, PublicKey, signature};
+use drover_core::sign::signature;
 
 use super::Ctx;
 use crate::output;
@@ -10,7 +10,7 @@ use crate::output;
 pub struct Args {
     /// Check this image's signatures instead of re-hashing the store.
     reference: Option<String>,
-    /// Public key(s) to trust (repeatable); the store's host key when omitted.
+    /// Public key(s) to trust (repeatable); the policy's trusted keys when omitted.
     #[arg(long, value_name = "FILE", requires = "reference")]
     key: Vec<PathBuf>,
 }
@@ -26,13 +26,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 /// image and no signature by a trusted key was tampered with, else 3.
 fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
-    let keys: Vec<PublicKey> = if keys.is_empty() {
-        vec![sign::host_key(&ctx.store_dir)?.public()]
-    } else {
-        keys.iter()
-            .map(|k| PublicKey::load(k))
-            .collect::<Result<_, _>>()?
-    };
+    let keys = ctx.trusted_keys(keys)?;
     let image = store.resolve(reference)?;
     let check = signature::check(&store, &image.digest, &keys)?;
     let problem = check.problem();
