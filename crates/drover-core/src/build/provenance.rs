@@ -30,9 +30,7 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::sign::PublicKey;
-use crate::sign::attest::{
-    self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
-};
+use crate::sign::attest::{self, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement};
 use crate::store::Store;
 
 /// The SLSA `buildType` of drover builds.
@@ -216,6 +214,7 @@ pub fn read(store: &Store, image: &Digest, keys: &[PublicKey]) -> Result<Option<
 mod tests {
     use super::*;
     use crate::sign::SigningKey;
+    use crate::sign::attest::BUILDER_ID;
     use crate::store::Descriptor;
     use serde_json::json;
 

@@ -23,7 +23,9 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use sha1::Digest as _;
 
 use super::scan::{Entry, Source, StatKey};
 use super::tar::Kind;
@@ -46,8 +48,7 @@ pub type Sha1 = [u8; 20];
 pub type Sha1s = HashMap<Digest, Sha1>;
 
 fn sha1_of(bytes: &[u8]) -> Sha1 {
-    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
-    d.as_ref().try_into().expect("SHA-1 is 20 bytes")
+    sha1::Sha1::digest(bytes).into()
 }
 
 /// An installed OS package, as its package database lists it.
@@ -99,7 +100,7 @@ fn pct(s: &str) -> String {
 
 /// Stanzas of an RFC 822-style database (dpkg status, apk installed):
 /// blocks separated by blank lines, each a list of (key, value) lines.
-fn stanzas<'a>(text: &'a str, sep: char) -> Vec<Vec<(&'a str, &'a str)>> {
+fn stanzas(text: &str, sep: char) -> Vec<Vec<(&str, &str)>> {
     let mut out = vec![Vec::new()];
     for line in text.lines() {
         if line.trim().is_empty() {
@@ -191,6 +192,97 @@ fn spdx_id(prefix: &str, text: &str, n: usize) -> String {
     format!("SPDXRef-{prefix}-{n}-{clean}")
 }
 
+/// An SPDX 2.3 document, as drover writes it (JSON field names per the
+/// SPDX 2.3 JSON schema).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    pub spdx_version: &'static str,
+    pub data_license: &'static str,
+    #[serde(rename = "SPDXID")]
+    pub spdx_id: &'static str,
+    pub name: String,
+    pub document_namespace: String,
+    pub creation_info: CreationInfo,
+    pub packages: Vec<SpdxPackage>,
+    pub files: Vec<SpdxFile>,
+    pub relationships: Vec<Relationship>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreationInfo {
+    pub creators: Vec<String>,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpdxPackage {
+    #[serde(rename = "SPDXID")]
+    pub spdx_id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_info: Option<String>,
+    pub download_location: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_package_purpose: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checksums: Vec<Checksum>,
+    pub files_analyzed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_verification_code: Option<VerificationCode>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_refs: Vec<ExternalRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationCode {
+    pub package_verification_code_value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRef {
+    pub reference_category: &'static str,
+    pub reference_type: &'static str,
+    pub reference_locator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpdxFile {
+    #[serde(rename = "SPDXID")]
+    pub spdx_id: String,
+    pub file_name: String,
+    pub checksums: [Checksum; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checksum {
+    pub algorithm: &'static str,
+    pub checksum_value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relationship {
+    pub spdx_element_id: String,
+    pub relationship_type: &'static str,
+    pub related_spdx_element: String,
+}
+
+const IMAGE_ID: &str = "SPDXRef-Image";
+
+fn contains(id: &str) -> Relationship {
+    Relationship {
+        spdx_element_id: IMAGE_ID.into(),
+        relationship_type: "CONTAINS",
+        related_spdx_element: id.into(),
+    }
+}
+
 /// The SPDX 2.3 document of the image `image`. Pure: `files` is the image's
 /// baseline, `sha1` must know every regular file's content.
 pub fn document(
@@ -199,14 +291,13 @@ pub fn document(
     files: &Baseline,
     sha1: &Sha1s,
     packages: &[Package],
-) -> Result<Value> {
-    let image_id = "SPDXRef-Image";
+) -> Result<Document> {
     let mut spdx_files = Vec::new();
-    let mut relationships = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": image_id,
-    })];
+    let mut relationships = vec![Relationship {
+        spdx_element_id: "SPDXRef-DOCUMENT".into(),
+        relationship_type: "DESCRIBES",
+        related_spdx_element: IMAGE_ID.into(),
+    }];
     let mut sha1_hexes = Vec::new();
     for (n, f) in files
         .files
@@ -215,6 +306,11 @@ pub fn document(
         .enumerate()
     {
         let Some(sha256) = f.sha256 else {
+            // A hard link whose target the layers never wrote has no
+            // content to describe; a regular file always has some.
+            if f.kind == FileKind::Hardlink {
+                continue;
+            }
             return Err(Error::corrupt(
                 format!("baseline of {image}"),
                 format!("{} has no content digest", f.path),
@@ -227,71 +323,76 @@ pub fn document(
             )
         })?;
         let id = format!("SPDXRef-File-{n}");
-        sha1_hexes.push(hex::encode(s1));
-        spdx_files.push(json!({
-            "SPDXID": id,
-            "fileName": format!(".{}", f.path),
-            "checksums": [
-                { "algorithm": "SHA1", "checksumValue": hex::encode(s1) },
-                { "algorithm": "SHA256", "checksumValue": sha256.hex() },
+        let s1 = hex::encode(s1);
+        relationships.push(contains(&id));
+        spdx_files.push(SpdxFile {
+            spdx_id: id,
+            file_name: format!(".{}", f.path),
+            checksums: [
+                Checksum {
+                    algorithm: "SHA1",
+                    checksum_value: s1.clone(),
+                },
+                Checksum {
+                    algorithm: "SHA256",
+                    checksum_value: sha256.hex(),
+                },
             ],
-        }));
-        relationships.push(json!({
-            "spdxElementId": image_id,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
-    }
-    let mut image_pkg = json!({
-        "SPDXID": image_id,
-        "name": image.to_string(),
-        "downloadLocation": "NOASSERTION",
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [{ "algorithm": "SHA256", "checksumValue": image.hex() }],
-        "filesAnalyzed": !spdx_files.is_empty(),
-    });
-    if !spdx_files.is_empty() {
-        // SPDX 2.3 §7.9: SHA-1 of the sorted, concatenated file SHA-1s.
-        sha1_hexes.sort_unstable();
-        image_pkg["packageVerificationCode"] = json!({
-            "packageVerificationCodeValue": hex::encode(sha1_of(sha1_hexes.concat().as_bytes())),
         });
+        sha1_hexes.push(s1);
     }
+    // SPDX 2.3 §7.9: SHA-1 of the sorted, concatenated file SHA-1s.
+    sha1_hexes.sort_unstable();
+    let image_pkg = SpdxPackage {
+        spdx_id: IMAGE_ID.into(),
+        name: image.to_string(),
+        version_info: None,
+        download_location: "NOASSERTION",
+        primary_package_purpose: Some("CONTAINER"),
+        checksums: vec![Checksum {
+            algorithm: "SHA256",
+            checksum_value: image.hex(),
+        }],
+        files_analyzed: !spdx_files.is_empty(),
+        package_verification_code: (!spdx_files.is_empty()).then(|| VerificationCode {
+            package_verification_code_value: hex::encode(sha1_of(sha1_hexes.concat().as_bytes())),
+        }),
+        external_refs: Vec::new(),
+    };
     let mut spdx_packages = vec![image_pkg];
     for (n, p) in packages.iter().enumerate() {
         let id = spdx_id("Package", &p.name, n);
-        spdx_packages.push(json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": p.purl(),
+        relationships.push(contains(&id));
+        spdx_packages.push(SpdxPackage {
+            spdx_id: id,
+            name: p.name.clone(),
+            version_info: Some(p.version.clone()),
+            download_location: "NOASSERTION",
+            primary_package_purpose: None,
+            checksums: Vec::new(),
+            files_analyzed: false,
+            package_verification_code: None,
+            external_refs: vec![ExternalRef {
+                reference_category: "PACKAGE-MANAGER",
+                reference_type: "purl",
+                reference_locator: p.purl(),
             }],
-        }));
-        relationships.push(json!({
-            "spdxElementId": image_id,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        });
     }
-    Ok(json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("drover image {image}"),
-        "documentNamespace": format!("https://drover.dev/spdx/{}", image.hex()),
-        "creationInfo": {
-            "creators": [format!("Tool: drover-{}", env!("CARGO_PKG_VERSION"))],
-            "created": spdx_time(created),
+    Ok(Document {
+        spdx_version: "SPDX-2.3",
+        data_license: "CC0-1.0",
+        spdx_id: "SPDXRef-DOCUMENT",
+        name: format!("drover image {image}"),
+        document_namespace: format!("https://drover.dev/spdx/{}", image.hex()),
+        creation_info: CreationInfo {
+            creators: vec![format!("Tool: drover-{}", env!("CARGO_PKG_VERSION"))],
+            created: spdx_time(created),
         },
-        "packages": spdx_packages,
-        "files": spdx_files,
-        "relationships": relationships,
-    }))
+        packages: spdx_packages,
+        files: spdx_files,
+        relationships,
+    })
 }
 
 /// One layer of the image being built, for the SBOM.
@@ -343,37 +444,40 @@ fn sha1s_from_entries(entries: &[Entry], known: &Sha1s) -> Option<Sha1s> {
     entries
         .par_iter()
         .filter(|e| e.kind == Kind::File)
-        .map(|e| {
-            let sha256 = e.sha256?;
-            if let Some(s) = known.get(&sha256) {
-                return Some((sha256, *s));
-            }
-            let s = match e.source.as_ref()? {
-                Source::Inline(bytes) => sha1_of(bytes),
-                Source::Disk { path, stat } => {
-                    let s = sha1_of_file(path)?;
-                    // The content-hash cache's rule: same stat, same content.
-                    let after = fs::symlink_metadata(path).ok()?;
-                    (StatKey::of(&after) == *stat).then_some(s)?
+        // One read buffer per worker, not one per file.
+        .map_init(
+            || vec![0u8; 256 << 10],
+            |buf, e| {
+                let sha256 = e.sha256?;
+                if let Some(s) = known.get(&sha256) {
+                    return Some((sha256, *s));
                 }
-            };
-            Some((sha256, s))
-        })
+                let s = match e.source.as_ref()? {
+                    Source::Inline(bytes) => sha1_of(bytes),
+                    Source::Disk { path, stat } => {
+                        let s = sha1_of_file(path, buf)?;
+                        // The content-hash cache's rule: same stat, same content.
+                        let after = fs::symlink_metadata(path).ok()?;
+                        (StatKey::of(&after) == *stat).then_some(s)?
+                    }
+                };
+                Some((sha256, s))
+            },
+        )
         .collect()
 }
 
-fn sha1_of_file(path: &std::path::Path) -> Option<Sha1> {
+fn sha1_of_file(path: &std::path::Path, buf: &mut [u8]) -> Option<Sha1> {
     let mut f = fs::File::open(path).ok()?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    let mut buf = vec![0u8; 256 << 10];
+    let mut ctx = sha1::Sha1::new();
     loop {
-        let n = f.read(&mut buf).ok()?;
+        let n = f.read(buf).ok()?;
         if n == 0 {
             break;
         }
         ctx.update(&buf[..n]);
     }
-    ctx.finish().as_ref().try_into().ok()
+    Some(ctx.finalize().into())
 }
 
 /// Read a layer blob: the SHA-1 of every regular file, and the content of
@@ -400,7 +504,7 @@ fn scan_blob(
             let keep = want.iter().any(|(p, _)| *p == rec.path);
             let mut content = Vec::new();
             let mut h = Hasher::new();
-            let mut s1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            let mut s1 = sha1::Sha1::new();
             loop {
                 let n = entry.read(&mut buf).map_err(bad)?;
                 if n == 0 {
@@ -413,7 +517,7 @@ fn scan_blob(
                 }
             }
             let sha256 = h.finish();
-            sha1s.insert(sha256, s1.finish().as_ref().try_into().expect("20 bytes"));
+            sha1s.insert(sha256, s1.finalize().into());
             if keep && want.contains(&(rec.path.clone(), sha256)) {
                 found.insert(sha256, content);
             }
@@ -619,7 +723,8 @@ mod tests {
         let sha1s = Sha1s::from([(da, sa), (db, sb)]);
         let pkgs = parse_dpkg(DPKG);
         let created = Some("2024-01-02T03:04:05.678Z");
-        let doc = document(&image, created, &files, &sha1s, &pkgs).unwrap();
+        let doc = serde_json::to_value(document(&image, created, &files, &sha1s, &pkgs).unwrap())
+            .unwrap();
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
         assert_eq!(doc["creationInfo"]["created"], "2024-01-02T03:04:05Z");
         assert_eq!(
@@ -646,11 +751,51 @@ mod tests {
             pk[0]["packageVerificationCode"]["packageVerificationCodeValue"],
             hex::encode(sha1_of(codes.concat().as_bytes()))
         );
-        let again = document(&image, created, &files, &sha1s, &pkgs).unwrap();
+        let again = serde_json::to_value(document(&image, created, &files, &sha1s, &pkgs).unwrap())
+            .unwrap();
         assert_eq!(
             serde_json::to_vec(&doc).unwrap(),
             serde_json::to_vec(&again).unwrap()
         );
+    }
+
+    #[test]
+    fn sha1s_come_from_sources_unless_a_file_changed_since_its_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"one").unwrap();
+        let entry = |content: &[u8]| Entry {
+            path: "f".into(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            link: None,
+            source: Some(Source::Disk {
+                path: path.clone(),
+                stat: StatKey::of(&fs::metadata(&path).unwrap()),
+            }),
+            sha256: Some(Digest::of(content)),
+            xattrs: Vec::new(),
+        };
+        let inline = Entry {
+            path: "g".into(),
+            source: Some(Source::Inline(b"two".as_slice().into())),
+            sha256: Some(Digest::of(b"two")),
+            ..entry(b"one")
+        };
+        let entries = [entry(b"one"), inline];
+        let got = sha1s_from_entries(&entries, &Sha1s::new()).unwrap();
+        assert_eq!(got[&Digest::of(b"one")], sha1_of(b"one"));
+        assert_eq!(got[&Digest::of(b"two")], sha1_of(b"two"));
+        // Known content is not read again: a wrong value proves it.
+        let known = Sha1s::from([(Digest::of(b"one"), [7u8; 20])]);
+        let got = sha1s_from_entries(&entries, &known).unwrap();
+        assert_eq!(got[&Digest::of(b"one")], [7u8; 20]);
+        // Rewritten after the scan: the sources no longer tell.
+        fs::write(&path, b"changed").unwrap();
+        assert_eq!(sha1s_from_entries(&entries, &Sha1s::new()), None);
     }
 
     #[test]
