@@ -29,7 +29,7 @@ fn python() -> Option<&'static str> {
 
 /// Run a python script with arguments; returns its stdout, panics with
 /// its output when it fails.
-fn py(python: &str, script: &str, args: &[&Path]) -> String {
+fn py(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(python)
         .arg("-c")
         .arg(script)
@@ -109,7 +109,11 @@ try:
 except VerificationError:
     pass
 
-print(json.dumps(json.loads(env.payload)))
+statement = json.loads(env.payload)
+assert statement["_type"] == "https://in-toto.io/Statement/v1", statement["_type"]
+assert statement["predicateType"] == "https://slsa.dev/provenance/v1", statement["predicateType"]
+assert [s["digest"]["sha256"] for s in statement["subject"]] == [sys.argv[3]], statement["subject"]
+print(json.dumps(statement))
 "#;
 
 const SPDX_CHECK: &str = r#"
@@ -148,6 +152,21 @@ fn sha1_hex(bytes: &[u8]) -> String {
         })
         .expect("python hashlib");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The in-toto statement of the DSSE envelope at `envelope`, after
+/// securesystemslib verified it with the store's host key (and refused it
+/// with one payload byte changed) and python checked that it is an in-toto
+/// v1 SLSA provenance statement about `image` alone.
+fn verified_statement(python: &str, env: &Env, envelope: &Path, image: &str) -> Value {
+    let public = env.store().join("keys/host.pub");
+    let hex = image.strip_prefix("sha256:").unwrap();
+    serde_json::from_str(&py(
+        python,
+        DSSE_CHECK,
+        &[public.as_os_str(), envelope.as_os_str(), hex.as_ref()],
+    ))
+    .unwrap()
 }
 
 /// A busybox image with a dpkg status file, and an app on top of it.
@@ -203,12 +222,7 @@ fn provenance_is_a_dsse_envelope_securesystemslib_verifies() {
     let env = Env::new();
     let (base, app) = images(&env);
     let (_, envelope) = artifact(&env, &app, "application/vnd.drover.provenance.v1+json");
-    let statement: Value = serde_json::from_str(&py(
-        python,
-        DSSE_CHECK,
-        &[&env.store().join("keys/host.pub"), &envelope],
-    ))
-    .unwrap();
+    let statement = verified_statement(python, &env, &envelope, &app);
 
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
@@ -278,12 +292,7 @@ fn provenance_is_a_dsse_envelope_securesystemslib_verifies() {
 
     // The base's provenance names its copy source, and no base image.
     let (_, envelope) = artifact(&env, &base, "application/vnd.drover.provenance.v1+json");
-    let statement: Value = serde_json::from_str(&py(
-        python,
-        DSSE_CHECK,
-        &[&env.store().join("keys/host.pub"), &envelope],
-    ))
-    .unwrap();
+    let statement = verified_statement(python, &env, &envelope, &base);
     let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
         .as_array()
         .unwrap()
@@ -313,7 +322,7 @@ fn sbom_is_valid_spdx_with_the_dpkg_packages_and_every_file() {
     // spdx-tools picks the parser by the file name.
     let file = env.dir.path().join("app.spdx.json");
     fs::copy(&sbom, &file).unwrap();
-    let doc: Value = serde_json::from_str(&py(python, SPDX_CHECK, &[&file])).unwrap();
+    let doc: Value = serde_json::from_str(&py(python, SPDX_CHECK, &[file.as_os_str()])).unwrap();
 
     assert_eq!(doc["version"], "SPDX-2.3");
     let packages = doc["packages"].as_array().unwrap();
