@@ -242,7 +242,12 @@ pub fn build(
             hashed_bytes += entries[i].size;
             stat_cache.remember(&entries[i], hashed_at, digest);
         }
-        inputs.push(layer_input(layer_def, &source, &rec)?);
+        inputs.push(provenance::layer_input(
+            layer_def,
+            &source,
+            &rec.files,
+            &rec.diff_id,
+        )?);
         for f in std::mem::take(&mut rec.files) {
             merger.put(f);
         }
@@ -302,55 +307,20 @@ pub fn build(
             drop(files);
 
             let def_digest = std::fs::read(&def.file).map(|b| Digest::of(&b)).ok();
-            let predicate = provenance::Predicate {
-                build_definition: provenance::BuildDefinition {
-                    build_type: provenance::BUILD_TYPE.into(),
-                    external_parameters: serde_json::json!({
-                        "definition": {
-                            "path": def.file.display().to_string(),
-                            "digest": def_digest.map(|d| serde_json::json!({ "sha256": d.hex() })),
-                        },
-                        "tag": tag,
-                        "compression": compression.to_string(),
-                        "compression_level": level,
-                        "source_date_epoch": epoch,
-                    }),
-                    internal_parameters: serde_json::json!({
-                        "threads": threads,
-                        "no_cache": opts.no_cache,
-                    }),
-                    resolved_dependencies: def_digest
-                        .map(|d| {
-                            provenance::Dependency::new(
-                                provenance::DEFINITION,
-                                Some(format!("file:{}", def.file.display())),
-                                &d,
-                            )
-                        })
-                        .into_iter()
-                        .chain(base_dependency(def))
-                        .chain(inputs)
-                        .collect(),
-                },
-                run_details: provenance::RunDetails {
-                    builder: provenance::Builder {
-                        id: attest::BUILDER_ID.into(),
-                        version: BTreeMap::from([(
-                            "drover".to_string(),
-                            env!("CARGO_PKG_VERSION").to_string(),
-                        )]),
-                    },
-                    metadata: provenance::Metadata {
-                        invocation_id: provenance::invocation_id(),
-                        started_on,
-                        finished_on: crate::clock::now_rfc3339(),
-                    },
-                    byproducts: vec![
-                        provenance::Dependency::new("baseline", None, &baseline_desc.digest),
-                        provenance::Dependency::new("sbom", None, &sbom_desc.digest),
-                    ],
-                },
-            };
+            let predicate = provenance::predicate(provenance::BuildFacts {
+                def,
+                definition: def_digest,
+                tag: &tag,
+                compression,
+                level,
+                epoch,
+                threads,
+                no_cache: opts.no_cache,
+                inputs,
+                started_on,
+                baseline: baseline_desc.digest,
+                sbom: sbom_desc.digest,
+            });
             let key = crate::sign::host_key(store.root())?;
             let statement = predicate.statement(&image.digest, &tag)?;
             let prov_desc = attest::put(store, &image, PROVENANCE_ARTIFACT_TYPE, &statement, &key)?;
@@ -423,51 +393,6 @@ pub fn build(
             out
         })
     })
-}
-
-/// The provenance dependency of one built layer: a copy layer's input tree
-/// (the sha256 of its file records as JSON; see `provenance`) or an inline
-/// file's content.
-fn layer_input(
-    layer_def: &LayerDef,
-    source: &str,
-    rec: &layer::LayerRecord,
-) -> Result<provenance::Dependency> {
-    Ok(match layer_def {
-        LayerDef::Copy(c) => {
-            let records = serde_json::to_vec(&rec.files)
-                .map_err(|e| Error::corrupt("layer file records", e.to_string()))?;
-            let mut d = provenance::Dependency::new(
-                source,
-                Some(format!("file:{}", c.src)),
-                &Digest::of(&records),
-            );
-            d.annotations
-                .insert("diffId".into(), serde_json::json!(rec.diff_id));
-            d
-        }
-        LayerDef::File(f) => {
-            provenance::Dependency::new(source, None, &Digest::of(f.content.as_bytes()))
-        }
-    })
-}
-
-/// The base image as the provenance names it (the contract in
-/// `sign::attest`); `None` for scratch.
-fn base_dependency(def: &ImageDef) -> Option<provenance::Dependency> {
-    let (uri, digest) = match &def.base {
-        Base::Scratch => return None,
-        Base::Store(d) => (format!("oci:{d}"), d),
-        Base::Layout { dir, digest } => {
-            let dir = dir.strip_prefix(&def.context).unwrap_or(dir);
-            (format!("oci:{}@{digest}", dir.display()), digest)
-        }
-    };
-    Some(provenance::Dependency::new(
-        provenance::BASE_IMAGE,
-        Some(uri),
-        digest,
-    ))
 }
 
 fn host_arch() -> &'static str {

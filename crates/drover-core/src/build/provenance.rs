@@ -25,13 +25,17 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use super::def::{Base, Compression, ImageDef, LayerDef};
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sign::PublicKey;
-use crate::sign::attest::{self, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement};
+use crate::sign::attest::{
+    self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
+};
 use crate::store::Store;
+use crate::store::baseline::FileRecord;
 
 /// The SLSA `buildType` of drover builds.
 pub const BUILD_TYPE: &str = "https://drover.dev/build/v1";
@@ -120,6 +124,110 @@ impl Predicate {
             .map_err(|e| crate::error::Error::corrupt("provenance", e.to_string()))?;
         Ok(Statement::about(image, tag, SLSA_PREDICATE_TYPE, value))
     }
+}
+
+/// What a build knows when it writes its provenance.
+pub(crate) struct BuildFacts<'a> {
+    pub def: &'a ImageDef,
+    /// sha256 of the definition file's bytes (`None` if it could not be read again).
+    pub definition: Option<Digest>,
+    pub tag: &'a str,
+    pub compression: Compression,
+    pub level: u32,
+    pub epoch: u64,
+    pub threads: usize,
+    pub no_cache: bool,
+    /// One per built layer ([`layer_input`]), in order.
+    pub inputs: Vec<Dependency>,
+    pub started_on: String,
+    pub baseline: Digest,
+    pub sbom: Digest,
+}
+
+/// The provenance predicate of a build that finishes now.
+pub(crate) fn predicate(f: BuildFacts<'_>) -> Predicate {
+    let def = f.def;
+    let definition = f
+        .definition
+        .map(|d| Dependency::new(DEFINITION, Some(format!("file:{}", def.file.display())), &d));
+    Predicate {
+        build_definition: BuildDefinition {
+            build_type: BUILD_TYPE.into(),
+            external_parameters: json!({
+                "definition": {
+                    "path": def.file.display().to_string(),
+                    "digest": f.definition.map(|d| json!({ "sha256": d.hex() })),
+                },
+                "tag": f.tag,
+                "compression": f.compression.to_string(),
+                "compression_level": f.level,
+                "source_date_epoch": f.epoch,
+            }),
+            internal_parameters: json!({
+                "threads": f.threads,
+                "no_cache": f.no_cache,
+            }),
+            resolved_dependencies: definition
+                .into_iter()
+                .chain(base_dependency(def))
+                .chain(f.inputs)
+                .collect(),
+        },
+        run_details: RunDetails {
+            builder: Builder {
+                id: BUILDER_ID.into(),
+                version: BTreeMap::from([(
+                    "drover".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )]),
+            },
+            metadata: Metadata {
+                invocation_id: invocation_id(),
+                started_on: f.started_on,
+                finished_on: crate::clock::now_rfc3339(),
+            },
+            byproducts: vec![
+                Dependency::new("baseline", None, &f.baseline),
+                Dependency::new("sbom", None, &f.sbom),
+            ],
+        },
+    }
+}
+
+/// The dependency of one built layer: a copy layer's input tree (the
+/// sha256 of its file records as JSON, see the module doc) or an inline
+/// file's content. `name` is the layer's source as the build prints it.
+pub(crate) fn layer_input(
+    layer: &LayerDef,
+    name: &str,
+    files: &[FileRecord],
+    diff_id: &Digest,
+) -> Result<Dependency> {
+    Ok(match layer {
+        LayerDef::Copy(c) => {
+            let records = serde_json::to_vec(files)
+                .map_err(|e| Error::corrupt("layer file records", e.to_string()))?;
+            let mut d =
+                Dependency::new(name, Some(format!("file:{}", c.src)), &Digest::of(&records));
+            d.annotations.insert("diffId".into(), json!(diff_id));
+            d
+        }
+        LayerDef::File(f) => Dependency::new(name, None, &Digest::of(f.content.as_bytes())),
+    })
+}
+
+/// The base image as the provenance names it (the contract in
+/// [`crate::sign::attest`]); `None` for scratch.
+fn base_dependency(def: &ImageDef) -> Option<Dependency> {
+    let (uri, digest) = match &def.base {
+        Base::Scratch => return None,
+        Base::Store(d) => (format!("oci:{d}"), d),
+        Base::Layout { dir, digest } => {
+            let dir = dir.strip_prefix(&def.context).unwrap_or(dir);
+            (format!("oci:{}@{digest}", dir.display()), digest)
+        }
+    };
+    Some(Dependency::new(BASE_IMAGE, Some(uri), digest))
 }
 
 /// A fresh invocation id: 128 random bits, as a UUID URN.
@@ -214,7 +322,6 @@ pub fn read(store: &Store, image: &Digest, keys: &[PublicKey]) -> Result<Option<
 mod tests {
     use super::*;
     use crate::sign::SigningKey;
-    use crate::sign::attest::BUILDER_ID;
     use crate::store::Descriptor;
     use serde_json::json;
 
@@ -273,6 +380,104 @@ mod tests {
             v["runDetails"]["metadata"]["finishedOn"],
             "2026-11-22T09:00:01.000Z"
         );
+    }
+
+    #[test]
+    fn a_build_names_its_definition_base_and_every_input() {
+        use crate::build::def::{CopyLayer, FileLayer};
+        use crate::store::baseline::FileKind;
+        let base = Digest::of(b"base manifest");
+        let copy = LayerDef::Copy(CopyLayer {
+            src: "rootfs".into(),
+            dest: "/".into(),
+            include: vec!["**".into()],
+            exclude: Vec::new(),
+            mode: None,
+            dir_mode: None,
+            owner: None,
+            xattrs: false,
+        });
+        let file = LayerDef::File(FileLayer {
+            dest: "/etc/x".into(),
+            content: "x\n".into(),
+            mode: 0o644,
+            owner: (0, 0),
+        });
+        let def = ImageDef {
+            file: "/ctx/drover.toml".into(),
+            context: "/ctx".into(),
+            name: "app".into(),
+            tag: "1".into(),
+            compression: None,
+            compression_level: None,
+            base: Base::Layout {
+                dir: "/ctx/base-oci".into(),
+                digest: base,
+            },
+            layers: vec![copy.clone(), file.clone()],
+            config: Default::default(),
+        };
+        let record = |content: &[u8]| FileRecord {
+            path: "/a".into(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            sha256: Some(Digest::of(content)),
+            link: None,
+        };
+        let diff_id = Digest::of(b"tar");
+        let input = |content: &[u8]| {
+            layer_input(&copy, "copy rootfs -> /", &[record(content)], &diff_id).unwrap()
+        };
+        let facts = BuildFacts {
+            def: &def,
+            definition: Some(Digest::of(b"toml")),
+            tag: "app:1",
+            compression: Compression::Zstd,
+            level: 3,
+            epoch: 7,
+            threads: 2,
+            no_cache: false,
+            inputs: vec![
+                input(b"one"),
+                layer_input(&file, "file /etc/x", &[], &diff_id).unwrap(),
+            ],
+            started_on: "2026-11-22T09:00:00.000Z".into(),
+            baseline: Digest::of(b"baseline"),
+            sbom: Digest::of(b"sbom"),
+        };
+        let p = super::predicate(facts);
+        let v = serde_json::to_value(&p).unwrap();
+        let ext = &v["buildDefinition"]["externalParameters"];
+        assert_eq!(
+            ext["definition"]["digest"]["sha256"],
+            Digest::of(b"toml").hex()
+        );
+        assert_eq!(ext["compression"], "zstd");
+        assert_eq!(ext["source_date_epoch"], 7);
+        let deps = &p.build_definition.resolved_dependencies;
+        let names: Vec<&str> = deps.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "definition",
+                "base-image",
+                "copy rootfs -> /",
+                "file /etc/x"
+            ]
+        );
+        assert_eq!(
+            deps[1].uri.as_deref(),
+            Some(format!("oci:base-oci@{base}").as_str())
+        );
+        assert_eq!(deps[1].sha256(), Some(base));
+        assert_eq!(deps[2].annotations["diffId"], json!(diff_id));
+        assert_eq!(deps[3].sha256(), Some(Digest::of(b"x\n")));
+        // The copy source's digest follows its files' content.
+        assert_ne!(input(b"one").digest, input(b"two").digest);
+        assert_eq!(input(b"one").digest, input(b"one").digest);
     }
 
     #[test]
