@@ -10,7 +10,7 @@
 //! | [`deploy`] | fleet files, releases, the rollout planner, health gates, traffic hand-over, rollback |
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
-//! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache |
+//! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, SLSA provenance, SPDX SBOMs |
 //! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify` |

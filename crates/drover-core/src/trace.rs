@@ -10,6 +10,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::build::provenance;
 use crate::deploy::release::{self, Release};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -222,84 +223,56 @@ fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
 
 fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
     let link = Link::new("provenance", SLSA_PREDICATE_TYPE);
-    let list = match attest::list(store, digest, PROVENANCE_ARTIFACT_TYPE) {
-        Ok(l) => l,
+    let (all, verified) = match attest::list(store, digest, PROVENANCE_ARTIFACT_TYPE)
+        .and_then(|all| Ok((all, provenance::verified(store, digest, keys)?)))
+    {
+        Ok(v) => v,
         Err(e) => return link.fail(e.to_string()),
     };
-    if list.is_empty() {
+    if all.is_empty() {
         return link.fail(
             "the image has no provenance (it was not built here, or it was pulled without it)",
         );
     }
-    // The newest verified statement speaks for the image; every one that
-    // fails to verify is shown.
     let mut link = link;
-    let mut verified = None;
-    for a in &list {
-        match a.verify(digest, SLSA_PREDICATE_TYPE, keys) {
-            Ok((key, st)) => verified = Some((a.artifact, key, st)),
-            Err(f) => link
-                .children
-                .push(Link::new("statement", a.artifact.to_string()).fail(f.to_string())),
+    // Statements that do not verify are shown with why; the newest one that
+    // does speaks for the image.
+    for a in &all {
+        if let Err(f) = a.verify(digest, SLSA_PREDICATE_TYPE, keys) {
+            link.children
+                .push(Link::new("statement", a.artifact.to_string()).fail(f.to_string()));
         }
     }
-    let Some((artifact, key, st)) = verified else {
+    let Some(p) = verified.into_iter().next() else {
         return link.fail("no provenance statement is signed by a trusted key");
     };
-    let p = &st.predicate;
-    let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
-    let builder = s(&p["runDetails"]["builder"]["id"]);
-    let mut stmt = Link::new("statement", artifact.to_string())
-        .fact("signed by", key.keyid())
-        .fact("builder", &builder)
-        .fact(
-            "drover",
-            s(&p["runDetails"]["builder"]["version"]["drover"]),
-        )
-        .fact(
-            "built",
-            format!(
-                "{} .. {}",
-                s(&p["runDetails"]["metadata"]["startedOn"]),
-                s(&p["runDetails"]["metadata"]["finishedOn"])
-            ),
-        );
-    let ext = &p["buildDefinition"]["externalParameters"];
-    if let Some(def) = ext.get("definition") {
-        stmt = stmt.fact(
-            "definition",
-            format!("{} ({})", s(&def["path"]), s(&def["digest"]["sha256"])),
-        );
+    let mut stmt = Link::new("statement", p.artifact.to_string())
+        .fact("signed by", &p.keyid)
+        .fact("builder", &p.builder_id)
+        .fact("built", format!("{} .. {}", p.started_on, p.finished_on))
+        .fact("invocation", &p.invocation_id)
+        .fact("inputs", p.dependencies.len());
+    if p.builder_id != BUILDER_ID {
+        stmt = stmt.fail(format!(
+            "builder {} is not drover's ({BUILDER_ID})",
+            p.builder_id
+        ));
     }
-    if builder != BUILDER_ID {
-        stmt = stmt.fail(format!("builder {builder} is not drover's ({BUILDER_ID})"));
-    }
-    let deps = p["buildDefinition"]["resolvedDependencies"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for d in &deps {
-        let name = d["name"].as_str().or(d["uri"].as_str()).unwrap_or("?");
-        let mut dep = Link::new("input", name);
-        if let Some(uri) = d["uri"].as_str() {
+    for d in &p.dependencies {
+        let mut dep = Link::new("input", &d.name);
+        if let Some(uri) = &d.uri {
             dep = dep.fact("uri", uri);
         }
-        if let Some(h) = d["digest"]["sha256"].as_str() {
+        if let Some(h) = d.digest.get("sha256") {
             dep = dep.fact("sha256", h);
-        }
-        if name == "base-image" {
-            // The base is an image too: say whether this store has it and
-            // whether it was revoked.
-            if let Some(h) = d["digest"]["sha256"].as_str()
-                && let Ok(base) = format!("sha256:{h}").parse::<Digest>()
-                && let Ok(Some(reason)) = revoked(store, &base)
-            {
-                dep = dep.fail(format!("the base image is revoked: {reason}"));
-            }
         }
         stmt.children.push(dep);
     }
-    stmt = stmt.fact("inputs", deps.len());
+    if let Some(base) = &p.base_image
+        && let Ok(Some(reason)) = revoked(store, base)
+    {
+        stmt = stmt.fail(format!("its base image {base} is revoked: {reason}"));
+    }
     link.children.push(stmt);
     link
 }

@@ -133,8 +133,7 @@ fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
     assert!(err.contains("none by a trusted key"), "{err}");
 
     env.set_policy(&format!(
-        "{}trusted_keys = [{:?}]\n",
-        common::TEST_POLICY,
+        "trusted_keys = [{:?}]\n",
         key.with_extension("pub").to_str().unwrap()
     ));
     let shown = env.ok(&["policy", "show"]);
@@ -201,10 +200,7 @@ fn builds_on_a_base_that_is_revoked_or_not_allowed_are_refused() {
     write(&def, child.as_bytes(), 0o644);
     let build = || env.run(&["build", "-f", def.to_str().unwrap()]);
 
-    env.set_policy(&format!(
-        "{}allowed_base_images = [\"busybox:*\"]\n",
-        common::TEST_POLICY
-    ));
+    env.set_policy("allowed_base_images = [\"busybox:*\"]\n");
     let err = refused(&build(), "allowed_base_images", &base);
     assert!(
         err.contains("(tagged app:1) is not in allowed_base_images")
@@ -250,10 +246,7 @@ fn builds_on_a_base_that_is_revoked_or_not_allowed_are_refused() {
 #[test]
 fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
     let env = Env::new();
-    env.set_policy(&format!(
-        "{}allowed_registries = [\"registry.example.com\"]\n",
-        common::TEST_POLICY
-    ));
+    env.set_policy("allowed_registries = [\"registry.example.com\"]\n");
     // Nothing listens on port 9: a request would fail otherwise.
     let remote = "127.0.0.1:9/team/web:1";
     let err = refused(
@@ -429,7 +422,7 @@ fn revoked_images_are_refused_flagged_and_served_around() {
 
     // Told not to replace revoked instances, `serve` leaves them be and
     // says why.
-    env.set_policy(&format!("{}replace_revoked = false\n", common::TEST_POLICY));
+    env.set_policy("replace_revoked = false\n");
     let serve = Serve::start(&env);
     serve_says(&env, &["rule revoked", "replace_revoked is off"]);
     drop(serve);
@@ -437,7 +430,7 @@ fn revoked_images_are_refused_flagged_and_served_around() {
 
     // By default it rolls the service back to the last healthy release
     // whose image is not revoked, and replaces the revoked instance.
-    env.set_policy(common::TEST_POLICY);
+    env.set_policy("");
     let serve = Serve::start(&env);
     let moved = eventually(Duration::from_secs(30), || {
         let s = status(&env);

@@ -499,8 +499,9 @@ fn push_then_pull_keeps_digest_and_baseline() {
     let audit = ok(&src, nocreds.path(), &["audit", "--action", "image.push"]);
     assert!(audit.contains("team/sample"), "{audit}");
     let source_artifacts = artifacts(&src.store());
-    assert_eq!(source_artifacts.len(), 1, "{source_artifacts:?}");
-    // distribution 2.8 has no referrers API: the baseline is listed by the
+    // The baseline, the SBOM and the provenance.
+    assert_eq!(source_artifacts.len(), 3, "{source_artifacts:?}");
+    // distribution 2.8 has no referrers API: the artifacts are listed by the
     // referrers tag schema.
     let tags = reg.get("/v2/team/sample/tags/list");
     let schema_tag = format!("sha256-{}", &digest[7..]);
@@ -512,7 +513,7 @@ fn push_then_pull_keeps_digest_and_baseline() {
     assert_eq!(
         artifacts(&dst.store()),
         source_artifacts,
-        "the baseline came along"
+        "the baseline, SBOM and provenance came along"
     );
     let images = ok(&dst, nocreds.path(), &["images"]);
     assert!(images.contains("team/sample:1.0"), "{images}");
@@ -617,10 +618,14 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
     let attached = artifacts(&dst.store());
     assert_eq!(
         attached.len(),
-        2,
-        "the baseline and signature came along: {attached:?}"
+        4,
+        "the baseline, signature, SBOM and provenance came along: {attached:?}"
     );
-    assert!(attached.iter().all(|a| artifacts(&src.store()).contains(a)));
+    let at_source = artifacts(&src.store());
+    assert!(
+        attached.iter().all(|a| at_source.contains(a)),
+        "{at_source:?}"
+    );
     let audit = ok(&dst, nocreds.path(), &["audit", "--action", "image.pull"]);
     assert!(audit.contains(&digest[7..19]), "{audit}");
 
@@ -764,7 +769,11 @@ fn basic_auth_from_docker_config() {
     let dst = Env::new();
     let pulled = ok(&dst, creds.path(), &["pull", &remote, "--insecure"]);
     assert_eq!(last_line(&pulled), digest);
-    assert_eq!(artifacts(&dst.store()).len(), 1, "the baseline came along");
+    assert_eq!(
+        artifacts(&dst.store()).len(),
+        3,
+        "the baseline, SBOM and provenance came along"
+    );
 
     // Credentials from the environment, with no Docker config.
     let from_env = Env::new();
@@ -1186,14 +1195,15 @@ fn an_interrupted_push_or_pull_resumes_without_resending() {
     );
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["digest"], digest.as_str());
-    // What arrived is skipped; all seven blobs (the image's config and four
-    // layers, the baseline's two) are accounted for.
+    // What arrived is skipped; all nine blobs (the image's config and four
+    // layers, the artifacts' shared empty config and the contents of the
+    // baseline, SBOM and provenance) are accounted for.
     let (sent, skipped) = (
         report["blobs_sent"].as_u64().unwrap(),
         report["blobs_skipped"].as_u64().unwrap(),
     );
     assert!(skipped >= 1, "{report}");
-    assert_eq!(sent + skipped, 7, "{report}");
+    assert_eq!(sent + skipped, 9, "{report}");
 
     let dst = Env::new();
     let dst_blobs = dst.store().join("blobs/sha256");
@@ -1218,7 +1228,8 @@ fn an_interrupted_push_or_pull_resumes_without_resending() {
         report["blobs_present"].as_u64().unwrap(),
     );
     assert!(present >= 1, "{report}");
-    assert_eq!(fetched + present, 7, "{report}");
+    // Pull counts each artifact's empty config (present after the first).
+    assert_eq!(fetched + present, 11, "{report}");
     ok(&dst, nocreds.path(), &["verify"]);
     ok(&dst, nocreds.path(), &["gc"]);
     assert_eq!(

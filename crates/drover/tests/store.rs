@@ -86,7 +86,14 @@ fn config_of(env: &Env, reference: &str) -> String {
 /// The digest of the baseline's content blob (the artifact's only layer).
 fn baseline_content(env: &Env, reference: &str) -> String {
     let i = inspect(env, reference);
-    let artifact = i["referrers"][0]["digest"].as_str().unwrap();
+    let artifact = i["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["artifact_type"] == "application/vnd.drover.baseline.v1+json")
+        .expect("a baseline referrer")["digest"]
+        .as_str()
+        .unwrap();
     blob_json(env, artifact)["layers"][0]["digest"]
         .as_str()
         .unwrap()
@@ -393,8 +400,9 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
     assert!(first.contains(&baseline_content(&env, "sample:1.0")));
     assert_eq!(
         first.len(),
-        7,
-        "manifest, config, 2 layers, artifact manifest, empty config, baseline: {first:?}"
+        11,
+        "manifest, config, 2 layers, empty config, and the manifest and content of \
+         3 artifacts (baseline, SBOM, provenance): {first:?}"
     );
     assert_eq!(blobs_on_disk(&env), first);
 
@@ -402,7 +410,7 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
     write(&env.store().join("tmp/blob-999-0.tmp"), b"partial", 0o644);
     let gc = json(&env.ok(&["--json", "gc"]));
     assert_eq!(gc["removed_blobs"], 0, "{gc}");
-    assert_eq!(gc["kept_blobs"], 7, "{gc}");
+    assert_eq!(gc["kept_blobs"], 11, "{gc}");
     assert_eq!(gc["removed_temp_files"], 1, "{gc}");
     assert_eq!(blobs_on_disk(&env), first);
     env.ok(&["verify"]);
@@ -425,7 +433,8 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
         Some(gone.len() as u64),
         "{gc}"
     );
-    assert_eq!(gc["removed_referrers"].as_array().unwrap().len(), 1, "{gc}");
+    // The baseline, the SBOM and the provenance of sample:1.0.
+    assert_eq!(gc["removed_referrers"].as_array().unwrap().len(), 3, "{gc}");
     assert_eq!(blobs_on_disk(&env), second);
     env.ok(&["verify"]);
     env.ok(&["baseline", "sample:2.0"]);

@@ -3,13 +3,16 @@
 //! Flow: parse the definition (`def`) → resolve the base → for each layer,
 //! list its entries (`scan`), learn every file's content digest (`statcache`),
 //! then reuse or write the layer (`layer`) → assemble config and manifest →
-//! attach the baseline (`baseline`) → tag it and record it in the ledger in
-//! one transaction. Same definition and inputs ⇒ same manifest digest: every
+//! attach the baseline (`baseline`), the SBOM (`sbom`) and the signed
+//! provenance (`provenance`) → tag it and record it in the ledger in one
+//! transaction. Same definition and inputs ⇒ same manifest digest: every
 //! byte written is decided by the inputs, never by the host, the clock, the
 //! umask or the thread count.
 
 pub mod def;
 mod layer;
+pub mod provenance;
+pub mod sbom;
 mod scan;
 mod statcache;
 mod tar;
@@ -27,6 +30,7 @@ pub use layer::CacheUse;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
+use crate::sign::attest::{self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE};
 use crate::store::baseline;
 use crate::store::{Descriptor, ImageConfig, Manifest, Store, oci};
 
@@ -78,6 +82,10 @@ pub struct BuildOutcome {
     pub tag: String,
     pub config: Digest,
     pub baseline: Digest,
+    /// The signed SLSA provenance artifact written by this build.
+    pub provenance: Digest,
+    /// The SPDX SBOM artifact (written once per image).
+    pub sbom: Digest,
     pub layers: Vec<LayerOutcome>,
     /// Bytes of file content read and hashed (0 on a fully cached rebuild).
     pub hashed_bytes: u64,
@@ -94,6 +102,7 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
+    let started_on = crate::clock::now_rfc3339();
     let epoch = opts.source_date_epoch.unwrap_or(0);
     let compression = opts
         .compression
@@ -195,6 +204,17 @@ pub fn build(
             cache: None,
         })
         .collect();
+    // What the SBOM and the provenance need of each layer.
+    let mut sbom_layers: Vec<sbom::LayerInput> = base_manifest
+        .iter()
+        .flat_map(|m| m.layers.iter().zip(&config.rootfs.diff_ids))
+        .map(|(l, diff_id)| sbom::LayerInput {
+            desc: l.clone(),
+            diff_id: *diff_id,
+            built: None,
+        })
+        .collect();
+    let mut inputs: Vec<provenance::Dependency> = Vec::new();
     let mut hashed_bytes = 0;
     for (layer_def, (mut entries, previous, slot)) in def.layers.iter().zip(scanned?) {
         let source = match layer_def {
@@ -217,6 +237,7 @@ pub fn build(
         )?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         progress.phase("layer", entries.len() as u64, total);
+        let previous_diff_id = previous.as_ref().map(|p| p.diff_id);
         let (mut rec, cache, learned) =
             layer::produce(store, &mut entries, &settings, &slot, previous, &|n| {
                 progress.advance(n)
@@ -225,10 +246,17 @@ pub fn build(
             hashed_bytes += entries[i].size;
             stat_cache.remember(&entries[i], hashed_at, digest);
         }
+        inputs.push(provenance::layer_input(
+            layer_def,
+            &source,
+            &rec.files,
+            &rec.diff_id,
+        )?);
         for f in std::mem::take(&mut rec.files) {
             merger.put(f);
         }
-        manifest_layers.push(Descriptor::new(&rec.media_type, rec.blob, rec.size));
+        let desc = Descriptor::new(&rec.media_type, rec.blob, rec.size);
+        manifest_layers.push(desc.clone());
         config.rootfs.diff_ids.push(rec.diff_id);
         config.history.push(oci::History {
             created: Some(created.clone()),
@@ -244,6 +272,11 @@ pub fn build(
             media_type: rec.media_type.clone(),
             files: entries.len(),
             cache: Some(cache),
+        });
+        sbom_layers.push(sbom::LayerInput {
+            desc,
+            diff_id: rec.diff_id,
+            built: Some((entries, previous_diff_id)),
         });
     }
     // The content-hash cache (a few MB of JSON for a large tree) is saved
@@ -266,12 +299,51 @@ pub fn build(
                 annotations: BTreeMap::new(),
             };
             let image = store.put_json(oci::MEDIA_MANIFEST, &manifest)?;
-            let baseline_desc = baseline::store_artifact(store, &image, &merger.finish())?;
+            let files = merger.finish();
+            let baseline_desc = baseline::store_artifact(store, &image, &files)?;
+            let (sbom_desc, _) = sbom::attach(
+                store,
+                &image,
+                config.created.as_deref(),
+                &files,
+                &sbom_layers,
+            )?;
+            drop(files);
+
+            let def_digest = std::fs::read(&def.file).map(|b| Digest::of(&b)).ok();
+            let predicate = provenance::predicate(provenance::BuildFacts {
+                def,
+                definition: def_digest,
+                tag: &tag,
+                compression,
+                level,
+                epoch,
+                threads,
+                no_cache: opts.no_cache,
+                inputs,
+                started_on,
+                baseline: baseline_desc.digest,
+                sbom: sbom_desc.digest,
+            });
+            let key = crate::sign::host_key(store.root())?;
+            let statement = predicate.statement(&image.digest, &tag)?;
+            let prov_desc = attest::put(store, &image, PROVENANCE_ARTIFACT_TYPE, &statement, &key)?;
+            // Replaced: this store's earlier provenance of the same image
+            // (see `provenance`); others' is kept.
+            let replaced: Vec<Digest> =
+                provenance::verified(store, &image.digest, &[key.public()])?
+                    .into_iter()
+                    .map(|p| p.artifact)
+                    .filter(|d| *d != prov_desc.digest)
+                    .collect();
 
             let details = serde_json::json!({
                 "tag": tag,
                 "definition": def_file.display().to_string(),
-                "definition_sha256": std::fs::read(&def.file).map(|b| Digest::of(&b).to_string()).ok(),
+                "definition_sha256": def_digest.map(|d| d.to_string()),
+                "provenance": prov_desc.digest,
+                "replaced_provenance": replaced,
+                "sbom": sbom_desc.digest,
                 "compression": compression.to_string(),
                 "compression_level": level,
                 "source_date_epoch": epoch,
@@ -280,11 +352,21 @@ pub fn build(
             store.mutate(|m| {
                 let previous = m.set_tag(&tag, &image)?;
                 m.add_referrer(&baseline_desc, &image.digest, baseline::ARTIFACT_TYPE)?;
+                m.add_referrer(&sbom_desc, &image.digest, SBOM_ARTIFACT_TYPE)?;
+                m.add_referrer(&prov_desc, &image.digest, PROVENANCE_ARTIFACT_TYPE)?;
+                for old in &replaced {
+                    m.remove_referrer(old)?;
+                }
                 let mut details = details;
                 details["previous"] = serde_json::json!(previous);
                 m.record(NewEntry::new(
                     "image.build",
-                    vec![image.digest.to_string(), baseline_desc.digest.to_string()],
+                    vec![
+                        image.digest.to_string(),
+                        baseline_desc.digest.to_string(),
+                        prov_desc.digest.to_string(),
+                        sbom_desc.digest.to_string(),
+                    ],
                     details,
                 ))
             })?;
@@ -293,6 +375,8 @@ pub fn build(
                 tag,
                 config: config_desc.digest,
                 baseline: baseline_desc.digest,
+                provenance: prov_desc.digest,
+                sbom: sbom_desc.digest,
                 layers: outcomes,
                 hashed_bytes,
                 seconds: started.elapsed().as_secs_f64(),

@@ -1,5 +1,8 @@
 use std::process::ExitCode;
 
+use drover_core::build::provenance;
+use drover_core::sign::{PublicKey, key::HOST_PUB};
+
 use super::Ctx;
 use crate::output;
 
@@ -21,12 +24,20 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         .map(|t| t.name)
         .collect();
     let referrers = store.referrers(&desc.digest, None)?;
+    // The newest provenance this store's host key signed (the SBOM and
+    // every other attachment are among the referrers).
+    let host_pub = ctx.store_dir.join(HOST_PUB);
+    let provenance = match host_pub.exists() {
+        true => provenance::read(&store, &desc.digest, &[PublicKey::load(&host_pub)?])?,
+        false => None,
+    };
     output::json(&serde_json::json!({
         "digest": desc.digest,
         "tags": tags,
         "manifest": manifest,
         "config": config,
         "referrers": referrers,
+        "provenance": provenance,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

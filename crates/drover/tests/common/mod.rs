@@ -14,23 +14,13 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
-/// The policy of test stores: the built-in default (trust the host key,
-/// require a signature and provenance) except for provenance.
-// TODO(merge): drop once build writes provenance (the default then applies).
-pub const TEST_POLICY: &str = "require_provenance = false\n";
-
 impl Env {
-    /// A temp dir whose store has [`TEST_POLICY`].
+    /// A temp dir; its store has the built-in default policy (images built
+    /// and signed by its host key).
     pub fn new() -> Env {
-        let env = Env {
+        Env {
             dir: tempfile::tempdir().expect("tempdir"),
-        };
-        write(
-            &env.store().join("policy.toml"),
-            TEST_POLICY.as_bytes(),
-            0o644,
-        );
-        env
+        }
     }
 
     /// Replace the store's policy with `text`.
@@ -47,7 +37,7 @@ impl Env {
             other.store().display()
         );
         self.set_policy(&format!(
-            "{TEST_POLICY}trusted_keys = [\"keys/host.pub\", {:?}]\n",
+            "trusted_keys = [\"keys/host.pub\", {:?}]\n",
             pub_key.to_str().unwrap()
         ));
         // The host key of this store must exist for the policy to load.

@@ -1,0 +1,533 @@
+//! SLSA v1 provenance: how an image was built, signed by the store's host
+//! key and attached to the image (artifact type
+//! [`PROVENANCE_ARTIFACT_TYPE`]), for policy, `drover trace` and outside
+//! in-toto / SLSA verifiers.
+//!
+//! The statement (in-toto v1, predicate `https://slsa.dev/provenance/v1`)
+//! has the image manifest as its subject, named by the tag. Its
+//! `buildDefinition` holds what decides the image: the definition file and
+//! the build parameters (`externalParameters`), the thread count and cache
+//! use that do not (`internalParameters`), and `resolvedDependencies`: the
+//! definition file, the base image (the contract of [`crate::sign::attest`]),
+//! one entry per copy layer and one per inline file. A copy layer's digest is
+//! the sha256 of its file records as the baseline lists them (path, type,
+//! mode, owner, size, content sha256, link target, as JSON): it changes when
+//! any input file's content, name, mode or owner changes, and not with the
+//! timestamp or compression (its `diffId` annotation is the layer tar's).
+//!
+//! A rebuild that yields an image that already has provenance signed by
+//! this store's key *replaces* it: the older one says nothing about the
+//! image the newer one does not (same inputs, same bytes), and CI loops
+//! would otherwise pile up a referrer per run. Every build event stays in
+//! the ledger (`image.build` names its provenance). Provenance from other
+//! keys (a pulled image) is kept.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::def::{Base, Compression, ImageDef, LayerDef};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::sign::PublicKey;
+use crate::sign::attest::{
+    self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
+};
+use crate::store::Store;
+use crate::store::baseline::FileRecord;
+
+/// The SLSA `buildType` of drover builds.
+pub const BUILD_TYPE: &str = "https://drover.dev/build/v1";
+/// The `name` of the base image dependency (see [`crate::sign::attest`]).
+pub const BASE_IMAGE: &str = "base-image";
+/// The `name` of the definition file dependency.
+pub const DEFINITION: &str = "definition";
+
+/// A SLSA resource descriptor (only the fields drover writes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    pub digest: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, Value>,
+}
+
+impl Dependency {
+    pub fn new(name: impl Into<String>, uri: Option<String>, sha256: &Digest) -> Self {
+        Dependency {
+            name: name.into(),
+            uri,
+            digest: BTreeMap::from([("sha256".to_string(), sha256.hex())]),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The sha256 digest, when it has one.
+    pub fn sha256(&self) -> Option<Digest> {
+        self.digest
+            .get("sha256")
+            .and_then(|h| format!("sha256:{h}").parse().ok())
+    }
+}
+
+/// The SLSA v1 provenance predicate (the subset drover writes and reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Predicate {
+    pub build_definition: BuildDefinition,
+    pub run_details: RunDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildDefinition {
+    pub build_type: String,
+    pub external_parameters: Value,
+    #[serde(default)]
+    pub internal_parameters: Value,
+    #[serde(default)]
+    pub resolved_dependencies: Vec<Dependency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDetails {
+    pub builder: Builder,
+    pub metadata: Metadata,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub byproducts: Vec<Dependency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Builder {
+    pub id: String,
+    #[serde(default)]
+    pub version: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub invocation_id: String,
+    /// RFC 3339.
+    pub started_on: String,
+    pub finished_on: String,
+}
+
+impl Predicate {
+    /// The statement about `image`, named `tag`.
+    pub fn statement(&self, image: &Digest, tag: &str) -> Result<Statement> {
+        let value = serde_json::to_value(self)
+            .map_err(|e| crate::error::Error::corrupt("provenance", e.to_string()))?;
+        Ok(Statement::about(image, tag, SLSA_PREDICATE_TYPE, value))
+    }
+}
+
+/// What a build knows when it writes its provenance.
+pub(crate) struct BuildFacts<'a> {
+    pub def: &'a ImageDef,
+    /// sha256 of the definition file's bytes (`None` if it could not be read again).
+    pub definition: Option<Digest>,
+    pub tag: &'a str,
+    pub compression: Compression,
+    pub level: u32,
+    pub epoch: u64,
+    pub threads: usize,
+    pub no_cache: bool,
+    /// One per built layer ([`layer_input`]), in order.
+    pub inputs: Vec<Dependency>,
+    pub started_on: String,
+    pub baseline: Digest,
+    pub sbom: Digest,
+}
+
+/// The provenance predicate of a build that finishes now.
+pub(crate) fn predicate(f: BuildFacts<'_>) -> Predicate {
+    let def = f.def;
+    let definition = f
+        .definition
+        .map(|d| Dependency::new(DEFINITION, Some(format!("file:{}", def.file.display())), &d));
+    Predicate {
+        build_definition: BuildDefinition {
+            build_type: BUILD_TYPE.into(),
+            external_parameters: json!({
+                "definition": {
+                    "path": def.file.display().to_string(),
+                    "digest": f.definition.map(|d| json!({ "sha256": d.hex() })),
+                },
+                "tag": f.tag,
+                "compression": f.compression.to_string(),
+                "compression_level": f.level,
+                "source_date_epoch": f.epoch,
+            }),
+            internal_parameters: json!({
+                "threads": f.threads,
+                "no_cache": f.no_cache,
+            }),
+            resolved_dependencies: definition
+                .into_iter()
+                .chain(base_dependency(def))
+                .chain(f.inputs)
+                .collect(),
+        },
+        run_details: RunDetails {
+            builder: Builder {
+                id: BUILDER_ID.into(),
+                version: BTreeMap::from([(
+                    "drover".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )]),
+            },
+            metadata: Metadata {
+                invocation_id: invocation_id(),
+                started_on: f.started_on,
+                finished_on: crate::clock::now_rfc3339(),
+            },
+            byproducts: vec![
+                Dependency::new("baseline", None, &f.baseline),
+                Dependency::new("sbom", None, &f.sbom),
+            ],
+        },
+    }
+}
+
+/// The dependency of one built layer: a copy layer's input tree (the
+/// sha256 of its file records as JSON, see the module doc) or an inline
+/// file's content. `name` is the layer's source as the build prints it.
+pub(crate) fn layer_input(
+    layer: &LayerDef,
+    name: &str,
+    files: &[FileRecord],
+    diff_id: &Digest,
+) -> Result<Dependency> {
+    Ok(match layer {
+        LayerDef::Copy(c) => {
+            let records = serde_json::to_vec(files)
+                .map_err(|e| Error::corrupt("layer file records", e.to_string()))?;
+            let mut d =
+                Dependency::new(name, Some(format!("file:{}", c.src)), &Digest::of(&records));
+            d.annotations.insert("diffId".into(), json!(diff_id));
+            d
+        }
+        LayerDef::File(f) => Dependency::new(name, None, &Digest::of(f.content.as_bytes())),
+    })
+}
+
+/// The base image as the provenance names it (the contract in
+/// [`crate::sign::attest`]); `None` for scratch.
+fn base_dependency(def: &ImageDef) -> Option<Dependency> {
+    let (uri, digest) = match &def.base {
+        Base::Scratch => return None,
+        Base::Store(d) => (format!("oci:{d}"), d),
+        Base::Layout { dir, digest } => {
+            let dir = dir.strip_prefix(&def.context).unwrap_or(dir);
+            (format!("oci:{}@{digest}", dir.display()), digest)
+        }
+    };
+    Some(Dependency::new(BASE_IMAGE, Some(uri), digest))
+}
+
+/// A fresh invocation id: 128 random bits, as a UUID URN.
+pub fn invocation_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    // The system RNG failing is not worth failing a build over; the time
+    // makes the id unique enough then.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&crate::clock::now_ms().to_be_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A verified provenance of an image, in the terms policy and `trace` use.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    /// The provenance artifact's manifest digest.
+    pub artifact: Digest,
+    /// The key id that signed it.
+    pub keyid: String,
+    pub builder_id: String,
+    pub build_type: String,
+    /// sha256 of the definition file's bytes.
+    pub definition: Option<Digest>,
+    /// The base image's manifest digest (`None` for `scratch`).
+    pub base_image: Option<Digest>,
+    /// Every resolved dependency, the definition and base included.
+    pub dependencies: Vec<Dependency>,
+    pub invocation_id: String,
+    pub started_on: String,
+    pub finished_on: String,
+}
+
+impl Provenance {
+    fn from_predicate(artifact: Digest, keyid: String, p: Predicate) -> Self {
+        let find = |name: &str| {
+            p.build_definition
+                .resolved_dependencies
+                .iter()
+                .find(|d| d.name == name)
+                .and_then(Dependency::sha256)
+        };
+        Provenance {
+            artifact,
+            keyid,
+            definition: find(DEFINITION),
+            base_image: find(BASE_IMAGE),
+            builder_id: p.run_details.builder.id,
+            build_type: p.build_definition.build_type,
+            dependencies: p.build_definition.resolved_dependencies,
+            invocation_id: p.run_details.metadata.invocation_id,
+            started_on: p.run_details.metadata.started_on,
+            finished_on: p.run_details.metadata.finished_on,
+        }
+    }
+}
+
+/// Every provenance of `image` that verifies with one of `keys`, newest
+/// (`finishedOn`) first. Ones that do not verify or do not parse as SLSA v1
+/// are left out; `attest::list` shows them with their failures.
+pub fn verified(store: &Store, image: &Digest, keys: &[PublicKey]) -> Result<Vec<Provenance>> {
+    let mut out: Vec<Provenance> = attest::list(store, image, PROVENANCE_ARTIFACT_TYPE)?
+        .into_iter()
+        .filter_map(|a| {
+            let (key, st) = a.verify(image, SLSA_PREDICATE_TYPE, keys).ok()?;
+            let p: Predicate = serde_json::from_value(st.predicate).ok()?;
+            Some(Provenance::from_predicate(a.artifact, key.keyid(), p))
+        })
+        .collect();
+    // RFC 3339 UTC times with the same precision sort as strings.
+    out.sort_by(|a, b| b.finished_on.cmp(&a.finished_on));
+    Ok(out)
+}
+
+/// The newest provenance of `image` that verifies with one of `keys`.
+pub fn read(store: &Store, image: &Digest, keys: &[PublicKey]) -> Result<Option<Provenance>> {
+    Ok(verified(store, image, keys)?.into_iter().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::SigningKey;
+    use crate::store::Descriptor;
+    use serde_json::json;
+
+    fn predicate(finished: &str, base: Option<&Digest>) -> Predicate {
+        let mut deps = vec![Dependency::new(
+            DEFINITION,
+            Some("file:drover.toml".into()),
+            &Digest::of(b"toml"),
+        )];
+        if let Some(b) = base {
+            deps.push(Dependency::new(BASE_IMAGE, Some(format!("oci:{b}")), b));
+        }
+        Predicate {
+            build_definition: BuildDefinition {
+                build_type: BUILD_TYPE.into(),
+                external_parameters: json!({ "tag": "app:1" }),
+                internal_parameters: json!({ "threads": 2 }),
+                resolved_dependencies: deps,
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: BUILDER_ID.into(),
+                    version: BTreeMap::from([("drover".into(), "0.1.0".into())]),
+                },
+                metadata: Metadata {
+                    invocation_id: invocation_id(),
+                    started_on: "2026-11-22T09:00:00.000Z".into(),
+                    finished_on: finished.into(),
+                },
+                byproducts: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_predicate_has_the_slsa_field_names() {
+        let base = Digest::of(b"base");
+        let v = serde_json::to_value(predicate("2026-11-22T09:00:01.000Z", Some(&base))).unwrap();
+        let bd = &v["buildDefinition"];
+        assert_eq!(bd["buildType"], BUILD_TYPE);
+        assert_eq!(bd["externalParameters"]["tag"], "app:1");
+        assert_eq!(bd["internalParameters"]["threads"], 2);
+        assert_eq!(
+            bd["resolvedDependencies"][1],
+            json!({ "name": "base-image", "uri": format!("oci:{base}"), "digest": { "sha256": base.hex() } })
+        );
+        assert_eq!(v["runDetails"]["builder"]["id"], BUILDER_ID);
+        assert_eq!(v["runDetails"]["builder"]["version"]["drover"], "0.1.0");
+        assert!(
+            v["runDetails"]["metadata"]["invocationId"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:uuid:")
+        );
+        assert_eq!(
+            v["runDetails"]["metadata"]["finishedOn"],
+            "2026-11-22T09:00:01.000Z"
+        );
+    }
+
+    #[test]
+    fn a_build_names_its_definition_base_and_every_input() {
+        use crate::build::def::{CopyLayer, FileLayer};
+        use crate::store::baseline::FileKind;
+        let base = Digest::of(b"base manifest");
+        let copy = LayerDef::Copy(CopyLayer {
+            src: "rootfs".into(),
+            dest: "/".into(),
+            include: vec!["**".into()],
+            exclude: Vec::new(),
+            mode: None,
+            dir_mode: None,
+            owner: None,
+            xattrs: false,
+        });
+        let file = LayerDef::File(FileLayer {
+            dest: "/etc/x".into(),
+            content: "x\n".into(),
+            mode: 0o644,
+            owner: (0, 0),
+        });
+        let def = ImageDef {
+            file: "/ctx/drover.toml".into(),
+            context: "/ctx".into(),
+            name: "app".into(),
+            tag: "1".into(),
+            compression: None,
+            compression_level: None,
+            base: Base::Layout {
+                dir: "/ctx/base-oci".into(),
+                digest: base,
+            },
+            layers: vec![copy.clone(), file.clone()],
+            config: Default::default(),
+        };
+        let record = |content: &[u8]| FileRecord {
+            path: "/a".into(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            sha256: Some(Digest::of(content)),
+            link: None,
+        };
+        let diff_id = Digest::of(b"tar");
+        let input = |content: &[u8]| {
+            layer_input(&copy, "copy rootfs -> /", &[record(content)], &diff_id).unwrap()
+        };
+        let facts = BuildFacts {
+            def: &def,
+            definition: Some(Digest::of(b"toml")),
+            tag: "app:1",
+            compression: Compression::Zstd,
+            level: 3,
+            epoch: 7,
+            threads: 2,
+            no_cache: false,
+            inputs: vec![
+                input(b"one"),
+                layer_input(&file, "file /etc/x", &[], &diff_id).unwrap(),
+            ],
+            started_on: "2026-11-22T09:00:00.000Z".into(),
+            baseline: Digest::of(b"baseline"),
+            sbom: Digest::of(b"sbom"),
+        };
+        let p = super::predicate(facts);
+        let v = serde_json::to_value(&p).unwrap();
+        let ext = &v["buildDefinition"]["externalParameters"];
+        assert_eq!(
+            ext["definition"]["digest"]["sha256"],
+            Digest::of(b"toml").hex()
+        );
+        assert_eq!(ext["compression"], "zstd");
+        assert_eq!(ext["source_date_epoch"], 7);
+        let deps = &p.build_definition.resolved_dependencies;
+        let names: Vec<&str> = deps.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "definition",
+                "base-image",
+                "copy rootfs -> /",
+                "file /etc/x"
+            ]
+        );
+        assert_eq!(
+            deps[1].uri.as_deref(),
+            Some(format!("oci:base-oci@{base}").as_str())
+        );
+        assert_eq!(deps[1].sha256(), Some(base));
+        assert_eq!(deps[2].annotations["diffId"], json!(diff_id));
+        assert_eq!(deps[3].sha256(), Some(Digest::of(b"x\n")));
+        // The copy source's digest follows its files' content.
+        assert_ne!(input(b"one").digest, input(b"two").digest);
+        assert_eq!(input(b"one").digest, input(b"one").digest);
+    }
+
+    #[test]
+    fn invocation_ids_differ() {
+        assert_ne!(invocation_id(), invocation_id());
+    }
+
+    #[test]
+    fn read_returns_the_newest_verified_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let image = store
+            .put_json(crate::store::oci::MEDIA_CONFIG, &json!({ "an": "image" }))
+            .unwrap();
+        let image = Descriptor::new(crate::store::oci::MEDIA_MANIFEST, image.digest, image.size);
+        let key = SigningKey::generate().unwrap();
+        let other = SigningKey::generate().unwrap();
+        let base = Digest::of(b"base");
+        let mut put = |finished: &str, k: &SigningKey| {
+            let st = predicate(finished, Some(&base))
+                .statement(&image.digest, "app:1")
+                .unwrap();
+            let d = attest::put(&store, &image, PROVENANCE_ARTIFACT_TYPE, &st, k).unwrap();
+            store
+                .mutate(|m| m.add_referrer(&d, &image.digest, PROVENANCE_ARTIFACT_TYPE))
+                .unwrap();
+            d
+        };
+        put("2026-11-22T09:00:01.000Z", &key);
+        let newest = put("2026-11-22T09:00:03.000Z", &key);
+        // Newer still, but signed by a key the reader does not trust.
+        put("2026-11-22T09:00:09.000Z", &other);
+        let p = read(&store, &image.digest, &[key.public()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.artifact, newest.digest);
+        assert_eq!(p.keyid, key.keyid());
+        assert_eq!(p.builder_id, BUILDER_ID);
+        assert_eq!(p.base_image, Some(base));
+        assert_eq!(p.definition, Some(Digest::of(b"toml")));
+        assert_eq!(p.finished_on, "2026-11-22T09:00:03.000Z");
+        assert_eq!(
+            verified(&store, &image.digest, &[key.public()])
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            read(&store, &Digest::of(b"nothing"), &[key.public()]).unwrap(),
+            None
+        );
+    }
+}

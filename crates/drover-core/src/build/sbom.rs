@@ -1,0 +1,811 @@
+//! SPDX 2.3 SBOMs: what an image holds, for outside tools (`pyspdxtools`,
+//! scanners) to read. Attached to every built image as an unsigned artifact
+//! of type [`SBOM_ARTIFACT_TYPE`]; the image's signature covers the image.
+//!
+//! The document lists the image as one package, every regular file with its
+//! SHA-1 and SHA-256 (SPDX requires SHA-1 for files), and the packages of a
+//! dpkg status file (`var/lib/dpkg/status`) or an apk database
+//! (`lib/apk/db/installed`) with their purls. It is a function of the image
+//! alone — no tag, no clock: `created` is the image config's `created` — so
+//! the same image always gets the same SBOM, and a rebuild of an image that
+//! already has one writes nothing.
+//!
+//! SHA-1 costs a read of the content, which the builder otherwise only does
+//! for files it has not seen. So SHA-1s are kept per layer in the store's
+//! cache (`cache/sbom/<diff_id>.sha1.json`, a map from content sha256 to
+//! SHA-1): a built layer reuses the map of the previous build of its slot
+//! and reads from disk only the files whose content is new; a base layer
+//! without a map (pulled, imported) is read once from its blob.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+use sha1::Digest as _;
+
+use super::scan::{Entry, Source, StatKey};
+use super::tar::Kind;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::store::baseline::{self, Baseline, Change, FileKind};
+use crate::store::{Descriptor, Layout, Store, artifact};
+
+pub use crate::sign::attest::SBOM_ARTIFACT_TYPE;
+
+/// The media type of the SBOM content.
+pub const CONTENT_MEDIA_TYPE: &str = "application/spdx+json";
+/// Where dpkg and apk keep their installed-package databases (image paths).
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+pub const APK_INSTALLED: &str = "/lib/apk/db/installed";
+
+/// A SHA-1 digest (raw).
+pub type Sha1 = [u8; 20];
+/// SHA-1 of file contents, by their sha256.
+pub type Sha1s = HashMap<Digest, Sha1>;
+
+fn sha1_of(bytes: &[u8]) -> Sha1 {
+    sha1::Sha1::digest(bytes).into()
+}
+
+/// An installed OS package, as its package database lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    pub manager: Manager,
+    pub name: String,
+    pub version: String,
+    pub arch: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    Deb,
+    Apk,
+}
+
+impl Package {
+    /// The package URL (purl spec), e.g. `pkg:deb/debian/libc6@2.36-9?arch=amd64`.
+    pub fn purl(&self) -> String {
+        let (ty, ns) = match self.manager {
+            Manager::Deb => ("deb", "debian"),
+            Manager::Apk => ("apk", "alpine"),
+        };
+        let mut p = format!(
+            "pkg:{ty}/{ns}/{}@{}",
+            pct(&self.name.to_lowercase()),
+            pct(&self.version)
+        );
+        if let Some(a) = &self.arch {
+            p.push_str(&format!("?arch={}", pct(a)));
+        }
+        p
+    }
+}
+
+/// Percent-encode a purl component: everything but unreserved characters.
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Stanzas of an RFC 822-style database (dpkg status, apk installed):
+/// blocks separated by blank lines, each a list of (key, value) lines.
+fn stanzas(text: &str, sep: char) -> Vec<Vec<(&str, &str)>> {
+    let mut out = vec![Vec::new()];
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !out.last().is_some_and(Vec::is_empty) {
+                out.push(Vec::new());
+            }
+            continue;
+        }
+        // Continuation lines (dpkg descriptions) start with whitespace.
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(sep) {
+            out.last_mut()
+                .expect("one stanza")
+                .push((k.trim(), v.trim()));
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn field<'a>(stanza: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
+    stanza
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| *v)
+        .filter(|v| !v.is_empty())
+}
+
+/// The installed packages of a dpkg status file: those whose `Status` ends
+/// in `installed` (not `config-files`, `half-installed`, ...).
+pub fn parse_dpkg(text: &str) -> Vec<Package> {
+    stanzas(text, ':')
+        .iter()
+        .filter(|s| {
+            field(s, "Status").is_some_and(|st| st.split_whitespace().last() == Some("installed"))
+        })
+        .filter_map(|s| {
+            Some(Package {
+                manager: Manager::Deb,
+                name: field(s, "Package")?.to_string(),
+                version: field(s, "Version")?.to_string(),
+                arch: field(s, "Architecture").map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// The packages of an apk installed database (`P:`, `V:`, `A:` lines).
+pub fn parse_apk(text: &str) -> Vec<Package> {
+    stanzas(text, ':')
+        .iter()
+        .filter_map(|s| {
+            Some(Package {
+                manager: Manager::Apk,
+                name: field(s, "P")?.to_string(),
+                version: field(s, "V")?.to_string(),
+                arch: field(s, "A").map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// SPDX wants `YYYY-MM-DDThh:mm:ssZ`; image configs may carry fractions.
+fn spdx_time(created: Option<&str>) -> String {
+    let secs = created
+        .and_then(crate::clock::parse_rfc3339_secs)
+        .unwrap_or(0);
+    let t = crate::clock::format_rfc3339(secs, 0);
+    match t.split_once('.') {
+        Some((whole, _)) => format!("{whole}Z"),
+        None => t,
+    }
+}
+
+/// An SPDX id from free text: letters, digits, `.` and `-` only.
+fn spdx_id(prefix: &str, text: &str, n: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("SPDXRef-{prefix}-{n}-{clean}")
+}
+
+/// An SPDX 2.3 document, as drover writes it (JSON field names per the
+/// SPDX 2.3 JSON schema).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    pub spdx_version: &'static str,
+    pub data_license: &'static str,
+    #[serde(rename = "SPDXID")]
+    pub spdx_id: &'static str,
+    pub name: String,
+    pub document_namespace: String,
+    pub creation_info: CreationInfo,
+    pub packages: Vec<SpdxPackage>,
+    pub files: Vec<SpdxFile>,
+    pub relationships: Vec<Relationship>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreationInfo {
+    pub creators: Vec<String>,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpdxPackage {
+    #[serde(rename = "SPDXID")]
+    pub spdx_id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_info: Option<String>,
+    pub download_location: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_package_purpose: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checksums: Vec<Checksum>,
+    pub files_analyzed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_verification_code: Option<VerificationCode>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_refs: Vec<ExternalRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationCode {
+    pub package_verification_code_value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRef {
+    pub reference_category: &'static str,
+    pub reference_type: &'static str,
+    pub reference_locator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpdxFile {
+    #[serde(rename = "SPDXID")]
+    pub spdx_id: String,
+    pub file_name: String,
+    pub checksums: [Checksum; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checksum {
+    pub algorithm: &'static str,
+    pub checksum_value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relationship {
+    pub spdx_element_id: String,
+    pub relationship_type: &'static str,
+    pub related_spdx_element: String,
+}
+
+const IMAGE_ID: &str = "SPDXRef-Image";
+
+fn contains(id: &str) -> Relationship {
+    Relationship {
+        spdx_element_id: IMAGE_ID.into(),
+        relationship_type: "CONTAINS",
+        related_spdx_element: id.into(),
+    }
+}
+
+/// The SPDX 2.3 document of the image `image`. Pure: `files` is the image's
+/// baseline, `sha1` must know every regular file's content.
+pub fn document(
+    image: &Digest,
+    created: Option<&str>,
+    files: &Baseline,
+    sha1: &Sha1s,
+    packages: &[Package],
+) -> Result<Document> {
+    let mut spdx_files = Vec::new();
+    let mut relationships = vec![Relationship {
+        spdx_element_id: "SPDXRef-DOCUMENT".into(),
+        relationship_type: "DESCRIBES",
+        related_spdx_element: IMAGE_ID.into(),
+    }];
+    let mut sha1_hexes = Vec::new();
+    for (n, f) in files
+        .files
+        .iter()
+        .filter(|f| matches!(f.kind, FileKind::File | FileKind::Hardlink))
+        .enumerate()
+    {
+        let Some(sha256) = f.sha256 else {
+            // A hard link whose target the layers never wrote has no
+            // content to describe; a regular file always has some.
+            if f.kind == FileKind::Hardlink {
+                continue;
+            }
+            return Err(Error::corrupt(
+                format!("baseline of {image}"),
+                format!("{} has no content digest", f.path),
+            ));
+        };
+        let s1 = sha1.get(&sha256).ok_or_else(|| {
+            Error::corrupt(
+                format!("SBOM of {image}"),
+                format!("no SHA-1 known for {} ({sha256})", f.path),
+            )
+        })?;
+        let id = format!("SPDXRef-File-{n}");
+        let s1 = hex::encode(s1);
+        relationships.push(contains(&id));
+        spdx_files.push(SpdxFile {
+            spdx_id: id,
+            file_name: format!(".{}", f.path),
+            checksums: [
+                Checksum {
+                    algorithm: "SHA1",
+                    checksum_value: s1.clone(),
+                },
+                Checksum {
+                    algorithm: "SHA256",
+                    checksum_value: sha256.hex(),
+                },
+            ],
+        });
+        sha1_hexes.push(s1);
+    }
+    // SPDX 2.3 §7.9: SHA-1 of the sorted, concatenated file SHA-1s.
+    sha1_hexes.sort_unstable();
+    let image_pkg = SpdxPackage {
+        spdx_id: IMAGE_ID.into(),
+        name: image.to_string(),
+        version_info: None,
+        download_location: "NOASSERTION",
+        primary_package_purpose: Some("CONTAINER"),
+        checksums: vec![Checksum {
+            algorithm: "SHA256",
+            checksum_value: image.hex(),
+        }],
+        files_analyzed: !spdx_files.is_empty(),
+        package_verification_code: (!spdx_files.is_empty()).then(|| VerificationCode {
+            package_verification_code_value: hex::encode(sha1_of(sha1_hexes.concat().as_bytes())),
+        }),
+        external_refs: Vec::new(),
+    };
+    let mut spdx_packages = vec![image_pkg];
+    for (n, p) in packages.iter().enumerate() {
+        let id = spdx_id("Package", &p.name, n);
+        relationships.push(contains(&id));
+        spdx_packages.push(SpdxPackage {
+            spdx_id: id,
+            name: p.name.clone(),
+            version_info: Some(p.version.clone()),
+            download_location: "NOASSERTION",
+            primary_package_purpose: None,
+            checksums: Vec::new(),
+            files_analyzed: false,
+            package_verification_code: None,
+            external_refs: vec![ExternalRef {
+                reference_category: "PACKAGE-MANAGER",
+                reference_type: "purl",
+                reference_locator: p.purl(),
+            }],
+        });
+    }
+    Ok(Document {
+        spdx_version: "SPDX-2.3",
+        data_license: "CC0-1.0",
+        spdx_id: "SPDXRef-DOCUMENT",
+        name: format!("drover image {image}"),
+        document_namespace: format!("https://drover.dev/spdx/{}", image.hex()),
+        creation_info: CreationInfo {
+            creators: vec![format!("Tool: drover-{}", env!("CARGO_PKG_VERSION"))],
+            created: spdx_time(created),
+        },
+        packages: spdx_packages,
+        files: spdx_files,
+        relationships,
+    })
+}
+
+/// One layer of the image being built, for the SBOM.
+pub(crate) struct LayerInput {
+    pub desc: Descriptor,
+    pub diff_id: Digest,
+    /// For a layer built now: its entries (digests filled in) and the
+    /// diff_id of the previous build of its slot, whose SHA-1s it may reuse.
+    pub built: Option<(Vec<Entry>, Option<Digest>)>,
+}
+
+fn sha1_cache_path(layout: &Layout, diff_id: &Digest) -> PathBuf {
+    layout
+        .cache_dir()
+        .join("sbom")
+        .join(format!("{}.sha1.json", diff_id.hex()))
+}
+
+/// A layer's cached SHA-1 map; `None` when absent or unreadable (it is
+/// then computed again).
+fn load_sha1s(layout: &Layout, diff_id: &Digest) -> Option<Sha1s> {
+    let raw: BTreeMap<String, String> =
+        serde_json::from_slice(&fs::read(sha1_cache_path(layout, diff_id)).ok()?).ok()?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let d: Digest = format!("sha256:{k}").parse().ok()?;
+            let s: Sha1 = hex::decode(v).ok()?.try_into().ok()?;
+            Some((d, s))
+        })
+        .collect()
+}
+
+fn save_sha1s(store: &Store, diff_id: &Digest, map: &Sha1s) -> Result<()> {
+    let path = sha1_cache_path(store.layout(), diff_id);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).ctx("create cache directory", dir)?;
+    }
+    let raw: BTreeMap<String, String> =
+        map.iter().map(|(k, v)| (k.hex(), hex::encode(v))).collect();
+    let bytes =
+        serde_json::to_vec(&raw).map_err(|e| Error::corrupt("SHA-1 cache", e.to_string()))?;
+    crate::store::write_atomic(store.tmp_dir(), &path, &bytes)
+}
+
+/// SHA-1s of a built layer's files from its sources, reusing `known` and
+/// reading only new content. `None` when a file changed since it was
+/// tarred (its stat differs): the caller then reads the layer blob.
+fn sha1s_from_entries(entries: &[Entry], known: &Sha1s) -> Option<Sha1s> {
+    entries
+        .par_iter()
+        .filter(|e| e.kind == Kind::File)
+        // One read buffer per worker, not one per file.
+        .map_init(
+            || vec![0u8; 256 << 10],
+            |buf, e| {
+                let sha256 = e.sha256?;
+                if let Some(s) = known.get(&sha256) {
+                    return Some((sha256, *s));
+                }
+                let s = match e.source.as_ref()? {
+                    Source::Inline(bytes) => sha1_of(bytes),
+                    Source::Disk { path, stat } => {
+                        let s = sha1_of_file(path, buf)?;
+                        // The content-hash cache's rule: same stat, same content.
+                        let after = fs::symlink_metadata(path).ok()?;
+                        (StatKey::of(&after) == *stat).then_some(s)?
+                    }
+                };
+                Some((sha256, s))
+            },
+        )
+        .collect()
+}
+
+fn sha1_of_file(path: &std::path::Path, buf: &mut [u8]) -> Option<Sha1> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut ctx = sha1::Sha1::new();
+    loop {
+        let n = f.read(buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Some(ctx.finalize().into())
+}
+
+/// Read a layer blob: the SHA-1 of every regular file, and the content of
+/// the files named in `want` (path and sha256).
+fn scan_blob(
+    store: &Store,
+    layer: &Descriptor,
+    want: &[(String, Digest)],
+) -> Result<(Sha1s, HashMap<Digest, Vec<u8>>)> {
+    let bad = |e: std::io::Error| Error::corrupt(format!("layer {}", layer.digest), e.to_string());
+    baseline::read_layer(store, layer, |r| {
+        let mut sha1s = Sha1s::new();
+        let mut found = HashMap::new();
+        let mut ar = tar::Archive::new(r);
+        let mut buf = vec![0u8; 256 << 10];
+        for entry in ar.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let Change::Put(rec) = baseline::change_of(&entry)? else {
+                continue;
+            };
+            if rec.kind != FileKind::File {
+                continue;
+            }
+            let keep = want.iter().any(|(p, _)| *p == rec.path);
+            let mut content = Vec::new();
+            let mut h = Hasher::new();
+            let mut s1 = sha1::Sha1::new();
+            loop {
+                let n = entry.read(&mut buf).map_err(bad)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                s1.update(&buf[..n]);
+                if keep {
+                    content.extend_from_slice(&buf[..n]);
+                }
+            }
+            let sha256 = h.finish();
+            sha1s.insert(sha256, s1.finalize().into());
+            if keep && want.contains(&(rec.path.clone(), sha256)) {
+                found.insert(sha256, content);
+            }
+        }
+        Ok((sha1s, found))
+    })
+}
+
+/// Write the SBOM of a just-built image (unless it has one) and return its
+/// artifact descriptor; the caller records the referrer. `Ok((desc, true))`
+/// when it was written now.
+pub(crate) fn attach(
+    store: &Store,
+    image: &Descriptor,
+    created: Option<&str>,
+    files: &Baseline,
+    layers: &[LayerInput],
+) -> Result<(Descriptor, bool)> {
+    if let Some(r) = store
+        .referrers(&image.digest, Some(SBOM_ARTIFACT_TYPE))?
+        .into_iter()
+        .next()
+    {
+        let mut d = Descriptor::new(&r.media_type, r.digest, r.size);
+        d.artifact_type = Some(r.artifact_type);
+        return Ok((d, false));
+    }
+    // The package databases the image ends up with (regular files only).
+    let want: Vec<(String, Digest)> = [DPKG_STATUS, APK_INSTALLED]
+        .iter()
+        .filter_map(|p| {
+            let f = files.files.iter().find(|f| f.path == *p)?;
+            (f.kind == FileKind::File).then_some((f.path.clone(), f.sha256?))
+        })
+        .collect();
+    let mut contents: HashMap<Digest, Vec<u8>> = HashMap::new();
+    let layout = store.layout();
+    let mut sha1s = Sha1s::new();
+    for l in layers {
+        let cached = load_sha1s(layout, &l.diff_id);
+        let from_sources = match (&cached, &l.built) {
+            (None, Some((entries, prev))) => {
+                let known = prev
+                    .and_then(|p| load_sha1s(layout, &p))
+                    .unwrap_or_default();
+                sha1s_from_entries(entries, &known)
+            }
+            _ => None,
+        };
+        let map = match (cached, from_sources) {
+            (Some(m), _) => m,
+            (None, Some(m)) => {
+                save_sha1s(store, &l.diff_id, &m)?;
+                m
+            }
+            (None, None) => {
+                let (m, found) = scan_blob(store, &l.desc, &want)?;
+                contents.extend(found);
+                save_sha1s(store, &l.diff_id, &m)?;
+                m
+            }
+        };
+        sha1s.extend(map);
+    }
+    let mut packages = Vec::new();
+    for (path, sha256) in &want {
+        let text = match contents.get(sha256) {
+            Some(c) => c.clone(),
+            None => db_content(store, layers, path, sha256)?,
+        };
+        let text = String::from_utf8_lossy(&text);
+        packages.extend(if path == DPKG_STATUS {
+            parse_dpkg(&text)
+        } else {
+            parse_apk(&text)
+        });
+    }
+    let doc = document(&image.digest, created, files, &sha1s, &packages)?;
+    let bytes = serde_json::to_vec(&doc).map_err(|e| Error::corrupt("SBOM", e.to_string()))?;
+    let desc = artifact::put(store, image, SBOM_ARTIFACT_TYPE, CONTENT_MEDIA_TYPE, &bytes)?;
+    Ok((desc, true))
+}
+
+/// The content of the package database at `path` (sha256 `sha256`): from
+/// the sources of the last built layer that has it, else from the last
+/// layer blob that wrote it.
+fn db_content(
+    store: &Store,
+    layers: &[LayerInput],
+    path: &str,
+    sha256: &Digest,
+) -> Result<Vec<u8>> {
+    for l in layers.iter().rev() {
+        if let Some((entries, _)) = &l.built
+            && let Some(e) = entries.iter().find(|e| format!("/{}", e.path) == path)
+        {
+            let bytes = match &e.source {
+                Some(Source::Inline(b)) => Some(b.to_vec()),
+                Some(Source::Disk { path, .. }) => fs::read(path).ok(),
+                None => None,
+            };
+            if let Some(b) = bytes.filter(|b| Digest::of(b) == *sha256) {
+                return Ok(b);
+            }
+        }
+    }
+    let want = [(path.to_string(), *sha256)];
+    for l in layers.iter().rev() {
+        if let Some(b) = scan_blob(store, &l.desc, &want)?.1.remove(sha256) {
+            return Ok(b);
+        }
+    }
+    Err(Error::corrupt(
+        format!("{path} ({sha256})"),
+        "the baseline lists it but no layer holds that content",
+    ))
+}
+
+/// The SBOM attached to `image`, parsed (no checks beyond JSON).
+pub fn stored(store: &Store, image: &Digest) -> Result<Option<Value>> {
+    let Some((r, bytes)) = artifact::all(store, image, SBOM_ARTIFACT_TYPE)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::corrupt(format!("SBOM {}", r.digest), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::baseline::FileRecord;
+
+    const DPKG: &str = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library\n more text: here\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n\nPackage: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 1:2024a-0\n";
+    const APK: &str = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nT:the musl c library\n\nP:busybox\nV:1.36.1-r15\nA:x86_64\n";
+
+    fn file(path: &str, content: &[u8]) -> (FileRecord, Digest, Sha1) {
+        let d = Digest::of(content);
+        let rec = FileRecord {
+            path: path.into(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            sha256: Some(d),
+            link: None,
+        };
+        (rec, d, sha1_of(content))
+    }
+
+    #[test]
+    fn dpkg_lists_installed_packages_only() {
+        let p = parse_dpkg(DPKG);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].name, "libc6");
+        assert_eq!(p[0].version, "2.36-9+deb12u4");
+        assert_eq!(
+            p[0].purl(),
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64"
+        );
+        assert_eq!(p[1].purl(), "pkg:deb/debian/tzdata@1%3A2024a-0?arch=all");
+    }
+
+    #[test]
+    fn apk_lists_packages() {
+        let p = parse_apk(APK);
+        assert_eq!(
+            p.iter().map(Package::purl).collect::<Vec<_>>(),
+            [
+                "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64",
+                "pkg:apk/alpine/busybox@1.36.1-r15?arch=x86_64"
+            ]
+        );
+    }
+
+    #[test]
+    fn sha1_is_sha1() {
+        // The FIPS 180 test vector.
+        assert_eq!(
+            hex::encode(sha1_of(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+
+    #[test]
+    fn document_lists_files_packages_and_is_deterministic() {
+        let image = Digest::of(b"manifest");
+        let (a, da, sa) = file("/bin/sh", b"shell");
+        let (b, db, sb) = file(DPKG_STATUS, DPKG.as_bytes());
+        let dir = FileRecord {
+            kind: FileKind::Dir,
+            sha256: None,
+            ..file("/bin", b"").0
+        };
+        let files = Baseline {
+            schema_version: 1,
+            files: vec![dir, a, b],
+        };
+        let sha1s = Sha1s::from([(da, sa), (db, sb)]);
+        let pkgs = parse_dpkg(DPKG);
+        let created = Some("2024-01-02T03:04:05.678Z");
+        let doc = serde_json::to_value(document(&image, created, &files, &sha1s, &pkgs).unwrap())
+            .unwrap();
+        assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+        assert_eq!(doc["creationInfo"]["created"], "2024-01-02T03:04:05Z");
+        assert_eq!(
+            doc["documentNamespace"],
+            format!("https://drover.dev/spdx/{}", image.hex())
+        );
+        let fs = doc["files"].as_array().unwrap();
+        assert_eq!(fs.len(), 2, "directories are not files");
+        assert_eq!(fs[0]["fileName"], "./bin/sh");
+        assert_eq!(fs[0]["checksums"][0]["checksumValue"], hex::encode(sa));
+        assert_eq!(fs[0]["checksums"][1]["checksumValue"], da.hex());
+        let pk = doc["packages"].as_array().unwrap();
+        assert_eq!(pk.len(), 3);
+        assert_eq!(pk[1]["name"], "libc6");
+        assert_eq!(
+            pk[1]["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64"
+        );
+        // DESCRIBES + 2 files + 2 packages.
+        assert_eq!(doc["relationships"].as_array().unwrap().len(), 5);
+        let mut codes = [hex::encode(sa), hex::encode(sb)];
+        codes.sort();
+        assert_eq!(
+            pk[0]["packageVerificationCode"]["packageVerificationCodeValue"],
+            hex::encode(sha1_of(codes.concat().as_bytes()))
+        );
+        let again = serde_json::to_value(document(&image, created, &files, &sha1s, &pkgs).unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::to_vec(&doc).unwrap(),
+            serde_json::to_vec(&again).unwrap()
+        );
+    }
+
+    #[test]
+    fn sha1s_come_from_sources_unless_a_file_changed_since_its_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"one").unwrap();
+        let entry = |content: &[u8]| Entry {
+            path: "f".into(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            link: None,
+            source: Some(Source::Disk {
+                path: path.clone(),
+                stat: StatKey::of(&fs::metadata(&path).unwrap()),
+            }),
+            sha256: Some(Digest::of(content)),
+            xattrs: Vec::new(),
+        };
+        let inline = Entry {
+            path: "g".into(),
+            source: Some(Source::Inline(b"two".as_slice().into())),
+            sha256: Some(Digest::of(b"two")),
+            ..entry(b"one")
+        };
+        let entries = [entry(b"one"), inline];
+        let got = sha1s_from_entries(&entries, &Sha1s::new()).unwrap();
+        assert_eq!(got[&Digest::of(b"one")], sha1_of(b"one"));
+        assert_eq!(got[&Digest::of(b"two")], sha1_of(b"two"));
+        // Known content is not read again: a wrong value proves it.
+        let known = Sha1s::from([(Digest::of(b"one"), [7u8; 20])]);
+        let got = sha1s_from_entries(&entries, &known).unwrap();
+        assert_eq!(got[&Digest::of(b"one")], [7u8; 20]);
+        // Rewritten after the scan: the sources no longer tell.
+        fs::write(&path, b"changed").unwrap();
+        assert_eq!(sha1s_from_entries(&entries, &Sha1s::new()), None);
+    }
+
+    #[test]
+    fn a_file_without_a_sha1_is_an_error_naming_it() {
+        let (a, _, _) = file("/etc/x", b"x");
+        let files = Baseline {
+            schema_version: 1,
+            files: vec![a],
+        };
+        let err = document(&Digest::of(b"m"), None, &files, &Sha1s::new(), &[]).unwrap_err();
+        assert!(err.to_string().contains("/etc/x"), "{err}");
+    }
+}
