@@ -132,8 +132,22 @@ fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
     let err = refused(&env.run(&["run", "app:1"]), "require_signature", &digest);
     assert!(err.contains("none by a trusted key"), "{err}");
 
+    // Trusting only the CI key: its signature counts, but the provenance
+    // is the host's, which is no longer trusted.
     env.set_policy(&format!(
         "trusted_keys = [{:?}]\n",
+        key.with_extension("pub").to_str().unwrap()
+    ));
+    let err = refused(
+        &env.run(&["policy", "check", "app:1"]),
+        "require_provenance",
+        &digest,
+    );
+    assert!(err.contains("not signed by a trusted key"), "{err}");
+
+    // Both: the CI key approves what this host built.
+    env.set_policy(&format!(
+        "trusted_keys = [{:?}, \"keys/host.pub\"]\n",
         key.with_extension("pub").to_str().unwrap()
     ));
     let shown = env.ok(&["policy", "show"]);
@@ -282,7 +296,6 @@ fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
 #[test]
 fn the_policy_file_is_shown_and_its_errors_located() {
     let env = Env::new();
-    std::fs::remove_file(env.store().join("policy.toml")).unwrap();
     let shown = env.ok(&["policy", "show"]);
     assert!(
         shown.contains("built-in default")

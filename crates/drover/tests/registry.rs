@@ -868,7 +868,11 @@ fn bearer_token_auth_pushes_and_pulls() {
     let dst = Env::new();
     let pulled = ok(&dst, creds.path(), &["pull", &remote, "--insecure"]);
     assert_eq!(last_line(&pulled), digest);
-    assert_eq!(artifacts(&dst.store()).len(), 1, "the baseline came along");
+    assert_eq!(
+        artifacts(&dst.store()).len(),
+        3,
+        "the baseline, SBOM and provenance came along"
+    );
     ok(&dst, creds.path(), &["verify"]);
     let asked = tokens.asked();
     assert!(
@@ -955,18 +959,34 @@ fn apply_fetches_referrers_attached_after_the_pull() {
     let dst = Env::new();
     let pinned = format!("{}/team/web@{digest}", reg.addr);
     ok(&dst, nocreds.path(), &["pull", &pinned, "--insecure"]);
-    assert_eq!(artifacts(&dst.store()).len(), 1, "the baseline");
+    assert_eq!(
+        artifacts(&dst.store()).len(),
+        4,
+        "baseline, signature, SBOM, provenance"
+    );
+    dst.trust(&src);
 
-    // Signed after dst pulled it, and pushed again: the signature joins the
-    // baseline in the registry.
-    ok(&src, nocreds.path(), &["sign", "web:1"]);
+    // Approved by a CI key after dst pulled it, and pushed again: a second
+    // signature joins the others in the registry.
+    let ci = src.dir.path().join("ci");
+    src.ok(&["key", "generate", ci.to_str().unwrap()]);
+    ok(
+        &src,
+        nocreds.path(),
+        &[
+            "sign",
+            "web:1",
+            "--key",
+            ci.with_extension("key").to_str().unwrap(),
+        ],
+    );
     let pushed: Value = serde_json::from_str(&ok(
         &src,
         nocreds.path(),
         &["--json", "push", "web:1", &remote, "--insecure"],
     ))
     .unwrap();
-    assert_eq!(pushed["referrers"].as_array().unwrap().len(), 2, "{pushed}");
+    assert_eq!(pushed["referrers"].as_array().unwrap().len(), 5, "{pushed}");
 
     let fleet = dst.dir.path().join("fleet.toml");
     write(

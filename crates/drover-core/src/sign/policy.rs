@@ -995,6 +995,17 @@ mod tests {
         let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
         let built = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
         let digest = built.digest;
+        // Without the build's own provenance: the tests attach their own.
+        let attached = store
+            .referrers(&digest, Some(PROVENANCE_ARTIFACT_TYPE))
+            .unwrap();
+        store
+            .mutate(|m| {
+                attached
+                    .iter()
+                    .try_for_each(|r| m.remove_referrer(&r.digest))
+            })
+            .unwrap();
         (dir, store, digest)
     }
 
