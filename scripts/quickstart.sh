@@ -50,6 +50,10 @@ busybox wget -qO- "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
 step "drift check: every instance against its release (files, config, process)"
 "$DROVER" --store "$STORE" drift hello | tail -n 1
 
+step "trace: which exact image one instance runs, and who built it from what (each link verified)"
+instance=$("$DROVER" --store "$STORE" --json status | sed -n 's/.*"id": *"\([0-9a-f]*\)".*/\1/p' | head -n 1)
+"$DROVER" --store "$STORE" trace "$instance" | grep -E '^[^ ]|\[(ok|FAIL)\]' | cut -c1-110
+
 cat <<MSG
 
 built hello:1.0 = $digest and deployed it as service 'hello' (3 replicas).
@@ -59,5 +63,6 @@ built hello:1.0 = $digest and deployed it as service 'hello' (3 replicas).
                       $DROVER --store $STORE releases hello
   roll it back:       $DROVER --store $STORE rollback hello
   keep it converged:  $DROVER --store $STORE serve    (heals, proxies 127.0.0.1:8080, replaces drift)
-  the audit trail:    $DROVER --store $STORE audit
+  the audit trail:    $DROVER --store $STORE audit    (and: audit verify, audit export)
+  the trust chain:    $DROVER --store $STORE trace <instance>    policy show    verify hello:1.0
 MSG
