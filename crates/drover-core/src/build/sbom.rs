@@ -638,15 +638,7 @@ fn db_content(
 
 /// The SBOM attached to `image`, parsed (no checks beyond JSON).
 pub fn stored(store: &Store, image: &Digest) -> Result<Option<Value>> {
-    let Some((r, bytes)) = artifact::all(store, image, SBOM_ARTIFACT_TYPE)?
-        .into_iter()
-        .next()
-    else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::corrupt(format!("SBOM {}", r.digest), e.to_string()))
+    artifact::first_json(store, image, SBOM_ARTIFACT_TYPE, "SBOM")
 }
 
 #[cfg(test)]

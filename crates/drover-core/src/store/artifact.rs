@@ -75,3 +75,19 @@ pub fn all(
         .map(|r| content(store, &r.digest, subject).map(|c| (r, c)))
         .collect()
 }
+
+/// The first artifact of `artifact_type` attached to `subject`, parsed as
+/// JSON; `what` names it in errors ("baseline", "SBOM").
+pub fn first_json<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    subject: &Digest,
+    artifact_type: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    let Some((r, bytes)) = all(store, subject, artifact_type)?.into_iter().next() else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::corrupt(format!("{what} {}", r.digest), e.to_string()))
+}

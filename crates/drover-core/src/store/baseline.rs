@@ -238,15 +238,7 @@ pub(crate) fn change_of<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Change> {
 
 /// The baseline artifact attached to an image, if it has one.
 pub fn stored(store: &Store, manifest_digest: &Digest) -> Result<Option<Baseline>> {
-    let Some((r, bytes)) = artifact::all(store, manifest_digest, ARTIFACT_TYPE)?
-        .into_iter()
-        .next()
-    else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::corrupt(format!("baseline {}", r.digest), e.to_string()))
+    artifact::first_json(store, manifest_digest, ARTIFACT_TYPE, "baseline")
 }
 
 /// The baseline of an image: its attached artifact when there is one, else
