@@ -142,15 +142,17 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
 
 /// What a change that calls for a pass moves: an instance's state (a
 /// monitor recorded an exit), a service or its releases (`apply`,
-/// `rollback`), a condemned instance (a drift scan). Heartbeats, leases and
-/// drains do not, so they cost no pass.
+/// `rollback`), a condemned instance (a drift scan), a revocation made or
+/// lifted (`drover revoke`). Heartbeats, leases and drains do not, so they
+/// cost no pass.
 fn fingerprint(db: &Db) -> Result<String> {
     db.conn()
         .query_row(
             "SELECT (SELECT coalesce(max(seq), 0) FROM instance_transitions) || '/' || \
              (SELECT coalesce(max(updated), '') FROM services) || '/' || \
              (SELECT count(*) FROM releases) || '/' || \
-             (SELECT count(*) FROM instances WHERE condemned IS NOT NULL AND state != 'deleted')",
+             (SELECT count(*) FROM instances WHERE condemned IS NOT NULL AND state != 'deleted') || '/' || \
+             (SELECT count(*) || ':' || coalesce(max(time), '') FROM revocations)",
             [],
             |r| r.get(0),
         )
