@@ -485,7 +485,8 @@ fn converge(
                 let r = desired.expect("only a release is started");
                 let opts = run_options(service, r)?;
                 let mut failed = None;
-                for inst in instance::run_many(store, &r.image.to_string(), &opts, count)? {
+                for inst in instance::run_many(store, &r.image, &r.image.to_string(), &opts, count)?
+                {
                     match inst {
                         Ok(inst) => {
                             report.started += 1;

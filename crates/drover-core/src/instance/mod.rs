@@ -476,17 +476,20 @@ fn reload(db: &Db, id: &str) -> Result<Instance> {
 /// running (or with the reason it could not start). The deploy policy is
 /// checked first ([`admit`]).
 pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
-    admit(store, image_ref)?;
-    run_many(store, image_ref, opts, 1)?
+    let image = admit(store, image_ref)?;
+    run_many(store, &image, image_ref, opts, 1)?
         .pop()
         .expect("one instance asked for")
 }
 
 /// What `drover run` must pass before anything is created: the store's
-/// whole deploy policy ([`policy::enforce`]), a refusal ledgered.
-fn admit(store: &mut Store, image_ref: &str) -> Result<()> {
+/// whole deploy policy ([`policy::enforce`]), a refusal ledgered. Returns
+/// the digest that was checked, which is then what runs: the reference is
+/// resolved once, so a tag moved after the check changes nothing.
+fn admit(store: &mut Store, image_ref: &str) -> Result<Digest> {
     let image = store.resolve(image_ref)?.digest;
-    policy::enforce(store, &image, Origin::Local, Operation::Run)
+    policy::enforce(store, &image, Origin::Local, Operation::Run)?;
+    Ok(image)
 }
 
 /// Run `count` instances of `image_ref` at once: their monitors create the
@@ -498,15 +501,16 @@ fn admit(store: &mut Store, image_ref: &str) -> Result<()> {
 /// here — a revoked image starts no instance, whoever asks.
 pub fn run_many(
     store: &mut Store,
+    image: &Digest,
     image_ref: &str,
     opts: &RunOptions,
     count: u32,
 ) -> Result<Vec<Result<Instance>>> {
-    refuse_revoked(store, image_ref)?;
+    refuse_revoked(store, image)?;
     let mut started = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
-        match prepare::create(store, image_ref, opts) {
+        match prepare::create(store, image, image_ref, opts) {
             Ok(inst) => {
                 let child = monitor::start(store.root(), &inst.id);
                 started.push((inst, child));
@@ -529,8 +533,8 @@ pub fn run_many(
 /// Run an instance in the foreground: this process is its monitor. Returns
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
-    admit(store, image_ref)?;
-    let inst = prepare::create(store, image_ref, opts)?;
+    let image = admit(store, image_ref)?;
+    let inst = prepare::create(store, &image, image_ref, opts)?;
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
     match monitor::launch(&root, store.db_mut(), &inst) {
@@ -545,11 +549,10 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
     }
 }
 
-/// [`Error::Refused`] (rule `revoked`) when `image_ref` names a revoked image.
-fn refuse_revoked(store: &Store, image_ref: &str) -> Result<()> {
-    let image = store.resolve(image_ref)?.digest;
+/// [`Error::Refused`] (rule `revoked`) when `image` is revoked.
+fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
     let db = store.db();
-    match policy::revoked(db.conn(), db.path(), &image)? {
+    match policy::revoked(db.conn(), db.path(), image)? {
         None => Ok(()),
         Some(r) => Err(Error::Refused {
             image: image.to_string(),
@@ -768,7 +771,10 @@ mod tests {
             env: vec![("MODE".into(), "test".into())],
             ..RunOptions::default()
         };
-        let inst = prepare::create(store, "app:1", &opts).unwrap();
+        let inst = {
+            let d = store.resolve("app:1").unwrap().digest;
+            prepare::create(store, &d, "app:1", &opts).unwrap()
+        };
         let root = store.root().to_path_buf();
         monitor::launch(&root, store.db_mut(), &inst).unwrap();
         // The monitor recorded is this test process; forget it, as if the
@@ -825,6 +831,30 @@ mod tests {
             find(store.db(), "nope"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// Regression (review of the trust chain): `run` resolved its reference
+    /// three times (policy check, revocation check, create), so a tag moved
+    /// in between started an image the policy never saw. What is created is
+    /// now the digest that was checked, whatever the tag says by then.
+    #[test]
+    fn a_tag_moved_after_the_check_does_not_change_what_runs() {
+        let (_dir, mut store) = store_with_image();
+        let checked = store.resolve("app:1").unwrap().digest;
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/bin/app\"\ncontent = \"other\"\nmode = \"0755\"\n\
+                    [config]\nentrypoint = [\"/bin/app\"]\n";
+        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
+        let moved = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
+            .unwrap()
+            .digest;
+        assert_ne!(moved, checked);
+        let opts = RunOptions {
+            driver: DriverKind::Fake,
+            ..RunOptions::default()
+        };
+        let inst = prepare::create(&mut store, &checked, "app:1", &opts).unwrap();
+        assert_eq!((inst.image, inst.image_ref.as_str()), (checked, "app:1"));
     }
 
     #[test]
@@ -932,7 +962,10 @@ mod tests {
             driver: DriverKind::Fake,
             ..RunOptions::default()
         };
-        let err = prepare::create(&mut store, "app:1", &opts).unwrap_err();
+        let err = {
+            let d = store.resolve("app:1").unwrap().digest;
+            prepare::create(&mut store, &d, "app:1", &opts).unwrap_err()
+        };
         assert!(err.to_string().contains("already exists"), "{err}");
     }
 

@@ -11,6 +11,7 @@ use rusqlite::params;
 
 use super::{Instance, State, bundle_dir, reload, volume_dir};
 use crate::clock;
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::DriverKind;
 use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, Launch, Limits};
@@ -127,13 +128,19 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         .map(|s| s as i32)
 }
 
-/// Record a new instance of `image_ref` (state `created`) and write its
-/// bundle. Nothing runs yet.
-pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
-    let desc = store.resolve(image_ref)?;
-    let manifest = store.manifest(&desc.digest)?;
+/// Record a new instance of the image `image` (state `created`) and write
+/// its bundle. Nothing runs yet. `image_ref` is what the user asked for,
+/// recorded and named in messages; it is never resolved again, so a tag
+/// moved meanwhile cannot change what runs.
+pub(super) fn create(
+    store: &mut Store,
+    image: &Digest,
+    image_ref: &str,
+    opts: &RunOptions,
+) -> Result<Instance> {
+    let manifest = store.manifest(image)?;
     let config = store.image_config(&manifest)?.config;
-    let rootfs = unpack::materialize(store, &desc.digest)?;
+    let rootfs = unpack::materialize(store, image)?;
     let root = &rootfs.path;
 
     if let Some(name) = &opts.name
@@ -282,7 +289,7 @@ pub(super) fn create(store: &mut Store, image_ref: &str, opts: &RunOptions) -> R
             params![
                 id,
                 opts.name,
-                desc.digest.to_string(),
+                image.to_string(),
                 image_ref,
                 opts.release,
                 opts.driver.as_str(),
