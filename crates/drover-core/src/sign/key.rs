@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -204,18 +204,27 @@ impl SigningKey {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).ctx("create key directory", dir)?;
+        if !dir.exists() {
+            // Owner only: whoever can write here can replace the key.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .ctx("create key directory", dir)?;
+        }
         let tmp = dir.join(format!(
             ".{}.{}.tmp",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
             std::process::id()
         ));
+        // A leftover of a crashed run with the same pid; never followed.
+        let _ = fs::remove_file(&tmp);
         let written = (|| {
             let mut f = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)
                 .ctx("create private key", &tmp)?;
             f.write_all(self.to_pem().as_bytes())
@@ -230,7 +239,11 @@ impl SigningKey {
             pub_path.parent().unwrap_or(Path::new(".")),
             pub_path,
             self.public().to_pem().as_bytes(),
-        )
+        )?;
+        // The key is durable before anything is signed with it.
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .ctx("fsync key directory", dir)
     }
 }
 
@@ -246,9 +259,32 @@ pub fn host_key(state_dir: &Path) -> Result<Arc<SigningKey>> {
     if let Some(k) = keys.get(&path) {
         return Ok(k.clone());
     }
+    let key = Arc::new(host_key_uncached(state_dir)?);
+    keys.insert(path, key.clone());
+    Ok(key)
+}
+
+fn host_key_uncached(state_dir: &Path) -> Result<SigningKey> {
+    let path = state_dir.join(HOST_KEY);
     let key = match SigningKey::load(&path) {
         Ok(k) => k,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            // A lost key is not replaced quietly: everything signed with it
+            // (images, the ledger) would stop verifying, and its public half
+            // would be overwritten.
+            let public = state_dir.join(HOST_PUB);
+            if public.exists() {
+                return Err(Error::input(
+                    &path,
+                    format!(
+                        "the host key is missing, but its public key {} exists: restore the key from a backup; \
+                         or, to start over with a new key, move {} aside (images and ledger entries signed \
+                         with the old key then verify only with it, given as --key)",
+                        public.display(),
+                        public.display()
+                    ),
+                ));
+            }
             let k = SigningKey::generate()?;
             match k.write(&path, &state_dir.join(HOST_PUB)) {
                 Ok(()) => k,
@@ -263,8 +299,6 @@ pub fn host_key(state_dir: &Path) -> Result<Arc<SigningKey>> {
         }
         Err(e) => return Err(e),
     };
-    let key = Arc::new(key);
-    keys.insert(path, key.clone());
     Ok(key)
 }
 
@@ -355,5 +389,26 @@ mod tests {
             PublicKey::load(&dir.path().join(HOST_PUB)).unwrap(),
             a.public()
         );
+        assert_eq!(
+            fs::metadata(dir.path().join("keys"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+    }
+
+    /// Regression (review): a deleted host key was silently replaced by a
+    /// new one, overwriting host.pub, so nothing signed before verified.
+    #[test]
+    fn a_lost_host_key_is_not_replaced_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = host_key(dir.path()).unwrap().public();
+        fs::remove_file(dir.path().join(HOST_KEY)).unwrap();
+        // A fresh process would not have it cached.
+        let e = host_key_uncached(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("restore the key"), "{e}");
+        assert_eq!(PublicKey::load(&dir.path().join(HOST_PUB)).unwrap(), first);
     }
 }
