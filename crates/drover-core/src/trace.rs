@@ -165,7 +165,7 @@ pub fn of_image(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
         link = link.fact("tags", tags.join(", "));
     }
     match revoked(store, digest) {
-        Ok(Some(reason)) => link = link.fail(format!("revoked: {reason}")),
+        Ok(Some(why)) => link = link.fail(format!("revoked: {why}")),
         Ok(None) => {}
         Err(e) => link = link.fail(e.to_string()),
     }
@@ -192,9 +192,9 @@ fn blobs_intact(store: &Store, digest: &Digest) -> Result<(usize, u64)> {
     Ok((manifest.layers.len() + 2, bytes))
 }
 
+/// Why `digest` is revoked (itself or an image it is built on), if it is.
 fn revoked(store: &Store, digest: &Digest) -> Result<Option<String>> {
-    let db = store.db();
-    Ok(crate::sign::policy::revoked(db.conn(), db.path(), digest)?.map(|r| r.reason))
+    Ok(crate::sign::policy::revocation_of(store, digest)?.map(|r| r.describe()))
 }
 
 fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
@@ -267,11 +267,6 @@ fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
             dep = dep.fact("sha256", h);
         }
         stmt.children.push(dep);
-    }
-    if let Some(base) = &p.base_image
-        && let Ok(Some(reason)) = revoked(store, base)
-    {
-        stmt = stmt.fail(format!("its base image {base} is revoked: {reason}"));
     }
     link.children.push(stmt);
     link

@@ -226,23 +226,26 @@ fn off_revoked(
     desired: Release,
     lease: &mut Lease,
 ) -> Result<Release> {
-    let db = store.db();
-    let Some(rev) = policy::revoked(db.conn(), db.path(), &desired.image)? else {
+    let Some(rev) = policy::revocation_of(store, &desired.image)? else {
         return Ok(desired);
     };
     let refused = |why: String| Error::Refused {
         image: desired.image.to_string(),
         rule: "revoked".into(),
         reason: format!(
-            "it was revoked ({}), and service {service} runs it (release {}): {why}; nothing of \
+            "{}, and service {service} runs it (release {}): {why}; nothing of \
              the service is started or healed until it runs another image (`drover apply` one, \
              or `drover rollback {service} --to N`)",
-            rev.reason, desired.number
+            rev.describe(),
+            desired.number
         ),
     };
-    if !policy::load(store.root())?.replace_revoked {
+    let policy = policy::load(store.root())?;
+    if !policy.replace_revoked {
         return Err(refused("replace_revoked is off".into()));
     }
+    // The target must pass today's whole policy, not only revocation: it
+    // is deployed without anyone asking for it.
     let db = store.db();
     let mut good = None;
     for r in release::releases(db.conn(), db.path(), service)?
@@ -252,9 +255,12 @@ fn off_revoked(
         if r.number != desired.number
             && r.outcome == Outcome::Healthy
             && r.image != desired.image
-            && policy::revoked(db.conn(), db.path(), &r.image)?.is_none()
             && release::quarantined(db.conn(), db.path(), service, &r.image, &r.config_digest)?
                 .is_none()
+            && matches!(
+                policy.evaluate(store, &r.image, policy::Origin::Local)?,
+                policy::Verdict::Allowed { .. }
+            )
         {
             good = Some(r);
             break;
@@ -262,10 +268,10 @@ fn off_revoked(
     }
     let Some(target) = good else {
         return Err(refused(
-            "no earlier healthy release has an image that is not revoked".into(),
+            "no earlier healthy release has an image the policy allows".into(),
         ));
     };
-    let reason = format!("image {} was revoked: {}", desired.image, rev.reason);
+    let reason = format!("image {} is revoked: {}", desired.image, rev.describe());
     store.db_mut().write(|tx, path| {
         lease.check(tx, path)?;
         let r = release::create(

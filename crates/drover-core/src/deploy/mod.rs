@@ -495,11 +495,23 @@ pub struct InstanceStatus {
 pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
     let instances = instance::refresh(store.db_mut(), false)?;
     let db = store.db();
-    let revoked: std::collections::BTreeMap<Digest, String> =
-        policy::revocations(db.conn(), db.path())?
-            .into_iter()
-            .map(|r| (r.digest, r.reason))
-            .collect();
+    // Revocation reaches images built on a revoked one too; each image is
+    // looked up once.
+    let mut revoked: std::collections::BTreeMap<Digest, Option<String>> = Default::default();
+    let mut revoked_of = |d: &Digest| -> Result<Option<String>> {
+        if let Some(r) = revoked.get(d) {
+            return Ok(r.clone());
+        }
+        let r = policy::revocation_of(store, d)?.map(|r| {
+            if r.via.is_empty() {
+                r.revocation.reason
+            } else {
+                format!("{} (its base {})", r.revocation.reason, r.revocation.digest)
+            }
+        });
+        revoked.insert(*d, r.clone());
+        Ok(r)
+    };
     let mut out = Vec::new();
     for svc in release::services(db.conn(), db.path())? {
         let current = match svc.desired {
@@ -540,7 +552,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 ready: i.ready_at.is_some(),
                 draining: i.drain_at.is_some(),
                 condemned: i.condemned.clone(),
-                revoked: revoked.get(&i.image).cloned(),
+                revoked: revoked_of(&i.image)?,
             });
         }
         let quarantined = release::quarantine_list(db.conn(), db.path(), &svc.name)?;
@@ -556,9 +568,10 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
             instances: list,
             quarantined,
             health: release::health(db.conn(), db.path(), &svc.name)?,
-            revoked: current
-                .as_ref()
-                .and_then(|r| revoked.get(&r.image).cloned()),
+            revoked: match &current {
+                Some(r) => revoked_of(&r.image)?,
+                None => None,
+            },
         });
     }
     Ok(out)

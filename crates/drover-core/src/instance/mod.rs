@@ -549,15 +549,15 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
     }
 }
 
-/// [`Error::Refused`] (rule `revoked`) when `image` is revoked.
+/// [`Error::Refused`] (rule `revoked`) when `image`, or an image it is
+/// built on, is revoked.
 fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
-    let db = store.db();
-    match policy::revoked(db.conn(), db.path(), image)? {
+    match policy::revocation_of(store, image)? {
         None => Ok(()),
         Some(r) => Err(Error::Refused {
             image: image.to_string(),
             rule: "revoked".into(),
-            reason: format!("it was revoked ({}, by {})", r.reason, r.actor),
+            reason: r.describe(),
         }),
     }
 }

@@ -249,15 +249,14 @@ impl Policy {
                 reason,
             }))
         };
-        let db = store.db();
         let mut passed = Vec::new();
-        if let Some(r) = revoked(db.conn(), db.path(), image)? {
-            return refuse(
-                "revoked",
-                format!("it was revoked ({}, by {})", r.reason, r.actor),
-            );
+        if let Some(r) = revocation_of(store, image)? {
+            return refuse("revoked", r.describe());
         }
-        passed.push(("revoked".to_string(), "not revoked".to_string()));
+        passed.push((
+            "revoked".to_string(),
+            "neither it nor an image it is built on is revoked".to_string(),
+        ));
         if let Some(reason) = self.registry_problem(origin) {
             return refuse("allowed_registries", reason);
         }
@@ -295,16 +294,6 @@ impl Policy {
             }
         }
 
-        // The base: revoked bases are refused whatever the policy says.
-        let base = provenance.as_ref().ok().and_then(|p| p.base);
-        if let Some(b) = base
-            && let Some(r) = revoked(db.conn(), db.path(), &b)?
-        {
-            return refuse(
-                "revoked",
-                format!("its base image {b} was revoked ({})", r.reason),
-            );
-        }
         if !self.allowed_base_images.is_empty() {
             match &provenance {
                 Err(why) => {
@@ -337,12 +326,8 @@ impl Policy {
         store: &Store,
         base: &Digest,
     ) -> Result<Option<(&'static str, String)>> {
-        let db = store.db();
-        if let Some(r) = revoked(db.conn(), db.path(), base)? {
-            return Ok(Some((
-                "revoked",
-                format!("it was revoked ({}, by {})", r.reason, r.actor),
-            )));
+        if let Some(r) = revocation_of(store, base)? {
+            return Ok(Some(("revoked", r.describe())));
         }
         if self.allowed_base_images.is_empty() {
             return Ok(None);
@@ -727,6 +712,82 @@ pub fn revoked(conn: &Connection, db_path: &Path, digest: &Digest) -> Result<Opt
     )
     .optional()
     .db_ctx(db_path)
+}
+
+/// A revocation that reaches an image: its own, or that of an image it was
+/// built on, at any depth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reached {
+    pub revocation: Revocation,
+    /// The images between: empty when the image itself is revoked, else the
+    /// bases walked through, nearest first, ending at the revoked one.
+    pub via: Vec<Digest>,
+}
+
+impl Reached {
+    /// "it was revoked (…)" or "it is built on … which was revoked (…)".
+    pub fn describe(&self) -> String {
+        let r = &self.revocation;
+        if self.via.is_empty() {
+            return format!("it was revoked ({}, by {})", r.reason, r.actor);
+        }
+        let through: Vec<String> = self.via[..self.via.len() - 1]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        format!(
+            "it is built on {}{}, which was revoked ({}, by {})",
+            r.digest,
+            if through.is_empty() {
+                String::new()
+            } else {
+                format!(" (through {})", through.join(", "))
+            },
+            r.reason,
+            r.actor
+        )
+    }
+}
+
+/// The revocation that reaches `image`, if one does: its own, or that of a
+/// base image its provenance names, and so on down (an image built on an
+/// image built on a revoked one contains the revoked one's layers).
+///
+/// Bases are read from every provenance statement attached, verified or
+/// not: this only ever refuses, so a forged statement can add a base (and
+/// get an image refused) but never hide one that a genuine statement names.
+pub fn revocation_of(store: &Store, image: &Digest) -> Result<Option<Reached>> {
+    let db = store.db();
+    let any: i64 = db
+        .conn()
+        .query_row("SELECT count(*) FROM revocations", [], |r| r.get(0))
+        .db_ctx(db.path())?;
+    if any == 0 {
+        return Ok(None);
+    }
+    // Breadth first, each image once; a chain is at most as long as the
+    // store has images, and a cycle (forged) ends at the visited set.
+    let mut queue = std::collections::VecDeque::from([(*image, Vec::new())]);
+    let mut seen = std::collections::BTreeSet::from([*image]);
+    while let Some((d, via)) = queue.pop_front() {
+        if let Some(r) = revoked(db.conn(), db.path(), &d)? {
+            return Ok(Some(Reached { revocation: r, via }));
+        }
+        for a in attest::list(store, &d, PROVENANCE_ARTIFACT_TYPE)? {
+            let Some(base) = a
+                .statement_unverified()
+                .and_then(|st| base_of(&st.predicate))
+            else {
+                continue;
+            };
+            if seen.insert(base) {
+                let mut v = via.clone();
+                v.push(base);
+                queue.push_back((base, v));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Every revocation, oldest first.
@@ -1221,9 +1282,41 @@ mod tests {
         revoke(&mut store, &base.to_string(), "bad base").unwrap();
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
         assert!(
-            matches!(&v, Verdict::Refused(r) if r.rule == "revoked" && r.reason.contains("base image")),
+            matches!(&v, Verdict::Refused(r) if r.rule == "revoked"
+                && r.reason.contains(&format!("built on {base}")) && r.reason.contains("bad base")),
             "{v:?}"
         );
+
+        // Regression (review): only the direct base was checked, and only
+        // through trusted provenance. An image built on `image` (provenance
+        // by a key nobody trusts) is refused too, two levels above `base`.
+        let text = "[image]\nname = \"top\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/top\"\ncontent = \"y\"\n";
+        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
+        let top = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
+            .unwrap()
+            .digest;
+        let stranger = SigningKey::generate().unwrap();
+        provenance(
+            &mut store,
+            &top,
+            &stranger,
+            attest::BUILDER_ID,
+            Some(&image),
+        );
+        let reached = revocation_of(&store, &top).unwrap().unwrap();
+        assert_eq!(reached.via, vec![image, base]);
+        assert_eq!(reached.revocation.digest, base);
+        assert!(
+            reached.describe().contains(&format!("through {image}")),
+            "{}",
+            reached.describe()
+        );
+        assert!(matches!(
+            p.check_base(&store, &top).unwrap(),
+            Some(("revoked", _))
+        ));
+        assert_eq!(revocation_of(&store, &base).unwrap().unwrap().via, vec![]);
     }
 
     #[test]
