@@ -345,7 +345,7 @@ fn a_tampered_database_is_caught_by_audit_verify() {
 
     // A stripped signature after signed entries.
     sqlite("UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq = 3");
-    verify_fails(3, "unsigned, but entry 1 before it is signed");
+    verify_fails(3, "unsigned, but every entry from 1 on is signed");
 
     // Verifying with a key other than the signer's.
     let orig3 = entry(&x.lines[3]);
@@ -378,10 +378,12 @@ fn entries_from_before_signing_are_counted_not_failed() {
         return;
     }
     let x = exported();
-    // As if entries 1 and 2 were written by a drover without ledger signing.
+    // As if entries 1 and 2 were written by a drover without ledger signing
+    // (migration 5 then records that signing began at entry 3).
     let out = Command::new("sqlite3")
         .arg(x.env.store().join("drover.db"))
-        .arg("DROP TRIGGER ledger_no_update; UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq <= 2;")
+        .arg("DROP TRIGGER ledger_no_update; UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq <= 2; \
+              UPDATE store_meta SET value = '3' WHERE key = 'ledger_signed_from';")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
@@ -397,4 +399,21 @@ fn entries_from_before_signing_are_counted_not_failed() {
         serde_json::from_str(fs::read_to_string(&file).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(header["signed_from"], 3);
     assert_valid(&x.env, &file, &[&x.key]);
+
+    // Regression (review): stripping every signature no longer passes the
+    // ledger off as older than signing.
+    let out = Command::new("sqlite3")
+        .arg(x.env.store().join("drover.db"))
+        .arg("UPDATE ledger SET keyid = NULL, signature = NULL;")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = x.env.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("entry 3: unsigned, but every entry from 3 on is signed"),
+        "{}",
+        show(&out)
+    );
 }

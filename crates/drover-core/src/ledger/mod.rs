@@ -407,9 +407,12 @@ pub struct VerifyReport {
     /// ledger was signed: the prefix before [`VerifyReport::first_signed`].
     pub unsigned: u64,
     /// The first signed entry. Entries from here on must all be signed.
-    /// Keep a copy elsewhere too: someone able to strip every signature
-    /// would make the whole ledger look like it predates signing.
     pub first_signed: Option<u64>,
+    /// Where signing began in this database (recorded when it was migrated
+    /// to signing, entry 1 for a new one): every entry from here on must be
+    /// signed, so stripping signatures is caught too — unless whoever did it
+    /// also edited this record; keep a copy of the head or an export elsewhere.
+    pub signing_required_from: Option<u64>,
     /// The first thing wrong, if anything is.
     pub problem: Option<Problem>,
 }
@@ -475,7 +478,12 @@ pub fn verify(conn: &Connection, db_path: &Path, trusted: &[PublicKey]) -> Resul
 
     let mut entries = 0u64;
     let mut problem = None;
-    let mut signing = Signing::default();
+    let required_from = signing_required_from(conn, db_path)?;
+    let mut signing = Signing {
+        // A missing record means it was removed: require signatures throughout.
+        required_from: Some(required_from.unwrap_or(1)),
+        ..Signing::default()
+    };
     // The last entry checked and found good: (seq, hash).
     let mut last: Option<(u64, String)> = None;
     while let Some(row) = rows.next().db_ctx(db_path)? {
@@ -514,8 +522,22 @@ pub fn verify(conn: &Connection, db_path: &Path, trusted: &[PublicKey]) -> Resul
         signed: signing.signed,
         unsigned: signing.unsigned,
         first_signed: signing.first_signed,
+        signing_required_from: required_from,
         problem,
     })
+}
+
+/// The seq from which every entry must be signed, as migration 5 recorded it.
+fn signing_required_from(conn: &Connection, db_path: &Path) -> Result<Option<u64>> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'ledger_signed_from'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .db_ctx(db_path)?;
+    Ok(v.and_then(|v| v.parse().ok()))
 }
 
 /// The signature rule of [`verify`], applied entry by entry in `seq` order.
@@ -524,6 +546,7 @@ struct Signing {
     signed: u64,
     unsigned: u64,
     first_signed: Option<u64>,
+    required_from: Option<u64>,
 }
 
 impl Signing {
@@ -534,6 +557,13 @@ impl Signing {
                 self.first_signed.get_or_insert(e.seq);
                 Ok(())
             }
+            Ok(None) if self.required_from.is_some_and(|f| e.seq >= f) => Err(Problem {
+                seq: e.seq,
+                reason: format!(
+                    "unsigned, but every entry from {} on is signed (signing began there; its signature was stripped, or it was added without the host key)",
+                    self.required_from.unwrap_or_default()
+                ),
+            }),
             Ok(None) => match self.first_signed {
                 None => {
                     self.unsigned += 1;
@@ -848,7 +878,14 @@ mod tests {
     /// signing existed: what the hash chain catches on its own.
     fn populated_before_signing() -> (tempfile::TempDir, Db, Vec<Entry>) {
         let (dir, db, mut written) = populated();
-        tamper(&db, "UPDATE ledger SET keyid = NULL, signature = NULL");
+        tamper(
+            &db,
+            &format!(
+                "UPDATE ledger SET keyid = NULL, signature = NULL;
+                 UPDATE store_meta SET value = '{}' WHERE key = 'ledger_signed_from';",
+                N + 1
+            ),
+        );
         for e in &mut written {
             e.keyid = None;
             e.signature = None;
@@ -981,7 +1018,7 @@ mod tests {
             if what == "both" {
                 assert_eq!(
                     p.reason,
-                    "unsigned, but entry 1 before it is signed (its signature was stripped, or it was added without the host key)"
+                    "unsigned, but every entry from 1 on is signed (signing began there; its signature was stripped, or it was added without the host key)"
                 );
             }
         }
@@ -1052,7 +1089,8 @@ mod tests {
         let (_dir, mut db, _) = populated();
         tamper(
             &db,
-            "UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq <= 5",
+            "UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq <= 5;
+             UPDATE store_meta SET value = '6' WHERE key = 'ledger_signed_from';",
         );
         let report = verify(db.conn(), db.path(), &trusted(&db)).unwrap();
         assert_eq!(report.problem, None);
@@ -1086,6 +1124,18 @@ mod tests {
         assert!(verify(db.conn(), db.path(), &trusted(&db)).unwrap().is_ok());
     }
 
+    /// Regression (review): with write access to the database but not the
+    /// key, stripping every signature made the whole ledger look older than
+    /// signing, and a rewritten history then verified.
+    #[test]
+    fn stripping_every_signature_is_caught() {
+        let (_dir, db, _) = populated();
+        tamper(&db, "UPDATE ledger SET keyid = NULL, signature = NULL");
+        let p = problem(&db);
+        assert_eq!(p.seq, 1, "{p}");
+        assert!(p.reason.contains("every entry from 1 on is signed"), "{p}");
+    }
+
     #[test]
     fn an_empty_ledger_verifies() {
         let (_dir, db) = fresh();
@@ -1098,6 +1148,7 @@ mod tests {
                 signed: 0,
                 unsigned: 0,
                 first_signed: None,
+                signing_required_from: Some(1),
                 problem: None
             }
         );
@@ -1447,7 +1498,13 @@ mod tests {
         );
         let p = problem(&db);
         assert_eq!(p.seq, N + 1, "{p}");
-        assert!(p.reason.contains("after the recorded ledger head"), "{p}");
+        // Caught twice over: beyond the head, and unsigned where signing
+        // had begun; the signature rule is checked first.
+        assert!(
+            p.reason.contains("after the recorded ledger head")
+                || p.reason.contains("every entry from"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -250,6 +250,10 @@ CREATE INDEX drift_findings_instance ON drift_findings (instance);
 -- written before this migration.
 ALTER TABLE ledger ADD COLUMN keyid TEXT;
 ALTER TABLE ledger ADD COLUMN signature TEXT;
+-- Where signing began: every entry from this seq on must be signed, so
+-- stripping signatures cannot pass the ledger off as older than signing.
+INSERT OR REPLACE INTO store_meta (key, value)
+    SELECT 'ledger_signed_from', CAST(coalesce(max(seq), 0) + 1 AS TEXT) FROM ledger;
 
 -- Revoked images: never deployed, run or built FROM again.
 CREATE TABLE revocations (
@@ -639,7 +643,7 @@ mod tests {
         assert!(matches!(err, Error::Usage(_)));
         let keys: Vec<String> = db
             .conn()
-            .prepare("SELECT key FROM store_meta")
+            .prepare("SELECT key FROM store_meta WHERE key != 'ledger_signed_from'")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
@@ -724,7 +728,7 @@ mod tests {
             "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
             "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
             "sha256:9a90265149bd5bc62ce4c46a412d7c4a5afcff9d99e5a3a0954c4715d11c0544", // 4
-            "sha256:a7876ade1ebe28c67e3b513386dec432d53c4089d7630b060420202b959dd2d8", // 5
+            "sha256:b12af37ce9dea250ca8762ca2db354c7c3fd927311a41e5f1903c9c9cfd97ac1", // 5
         ];
         assert_eq!(shipped.len(), MIGRATIONS.len());
         for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
