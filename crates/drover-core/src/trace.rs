@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::instance::{self, Instance};
 use crate::sign::attest::{
-    self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE,
+    self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE,
 };
 use crate::sign::{PublicKey, signature};
 use crate::store::{Store, artifact, baseline};
@@ -67,19 +67,27 @@ impl Link {
     }
 }
 
+/// Whose word counts: the keys whose signatures and provenance count, and
+/// the builders whose provenance does (the policy's, unless told others).
+#[derive(Debug, Clone)]
+pub struct Trust {
+    pub keys: Vec<PublicKey>,
+    pub builders: Vec<String>,
+}
+
 /// Trace `target`: an instance (id, prefix or name), a release
-/// (`service@N`), or an image (tag, digest or digest prefix). `keys` are the
-/// keys whose signatures count as approval.
-pub fn trace(store: &Store, target: &str, keys: &[PublicKey]) -> Result<Link> {
+/// (`service@N`), or an image (tag, digest or digest prefix), judged by
+/// `trust` the way the deploy policy judges.
+pub fn trace(store: &Store, target: &str, trust: &Trust) -> Result<Link> {
     if let Some((service, n)) = target.rsplit_once('@')
         && let Ok(n) = n.parse::<i64>()
     {
         let db = store.db();
         let r = release::release(db.conn(), db.path(), service, n)?;
-        return Ok(of_release(store, &r, None, keys));
+        return Ok(of_release(store, &r, None, trust));
     }
     match instance::find(store.db(), target) {
-        Ok(i) => return of_instance(store, &i, keys),
+        Ok(i) => return of_instance(store, &i, trust),
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
@@ -92,10 +100,10 @@ pub fn trace(store: &Store, target: &str, keys: &[PublicKey]) -> Result<Link> {
         },
         e => e,
     })?;
-    Ok(of_image(store, &image.digest, keys))
+    Ok(of_image(store, &image.digest, trust))
 }
 
-fn of_instance(store: &Store, i: &Instance, keys: &[PublicKey]) -> Result<Link> {
+fn of_instance(store: &Store, i: &Instance, trust: &Trust) -> Result<Link> {
     let mut link = Link::new("instance", &i.id)
         .fact("state", i.state.as_str())
         .fact("image", i.image)
@@ -113,18 +121,18 @@ fn of_instance(store: &Store, i: &Instance, keys: &[PublicKey]) -> Result<Link> 
     };
     match release {
         Some(r) => {
-            let r_link = of_release(store, &r, Some(&i.image), keys);
+            let r_link = of_release(store, &r, Some(&i.image), trust);
             link.children.push(r_link);
         }
         None => {
             link = link.fact("started by", "drover run (no release)");
-            link.children.push(of_image(store, &i.image, keys));
+            link.children.push(of_image(store, &i.image, trust));
         }
     }
     Ok(link)
 }
 
-fn of_release(store: &Store, r: &Release, running: Option<&Digest>, keys: &[PublicKey]) -> Link {
+fn of_release(store: &Store, r: &Release, running: Option<&Digest>, trust: &Trust) -> Link {
     let mut link = Link::new("release", format!("{}@{}", r.service, r.number))
         .fact("image", r.image)
         .fact("config", r.config_digest)
@@ -145,12 +153,12 @@ fn of_release(store: &Store, r: &Release, running: Option<&Digest>, keys: &[Publ
             r.image
         ));
     }
-    link.children.push(of_image(store, &r.image, keys));
+    link.children.push(of_image(store, &r.image, trust));
     link
 }
 
 /// The image and everything attached to it.
-pub fn of_image(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
+pub fn of_image(store: &Store, digest: &Digest, trust: &Trust) -> Link {
     let mut link = Link::new("image", digest.to_string());
     let tags: Vec<String> = store
         .tags()
@@ -175,8 +183,8 @@ pub fn of_image(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
         }
         Err(e) => link = link.fail(e.to_string()),
     }
-    link.children.push(signatures_link(store, digest, keys));
-    link.children.push(provenance_link(store, digest, keys));
+    link.children.push(signatures_link(store, digest, trust));
+    link.children.push(provenance_link(store, digest, trust));
     link.children.push(sbom_link(store, digest));
     link.children.push(baseline_link(store, digest));
     link
@@ -197,9 +205,9 @@ fn revoked(store: &Store, digest: &Digest) -> Result<Option<String>> {
     Ok(crate::sign::policy::revocation_of(store, digest)?.map(|r| r.describe()))
 }
 
-fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
-    let link = Link::new("signatures", format!("{} trusted key(s)", keys.len()));
-    let check = match signature::check(store, digest, keys) {
+fn signatures_link(store: &Store, digest: &Digest, trust: &Trust) -> Link {
+    let link = Link::new("signatures", format!("{} trusted key(s)", trust.keys.len()));
+    let check = match signature::check(store, digest, &trust.keys) {
         Ok(c) => c,
         Err(e) => return link.fail(e.to_string()),
     };
@@ -208,9 +216,15 @@ fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
         link.children
             .push(Link::new("signature", d.to_string()).fact("key", k.keyid()));
     }
+    // As the policy judges: one that fails to verify counts against the
+    // image only when there is no good one; it is shown either way.
     for (d, f) in &check.invalid {
-        link.children
-            .push(Link::new("signature", d.to_string()).fail(f.to_string()));
+        let bad = Link::new("signature", d.to_string());
+        link.children.push(if check.is_trusted() {
+            bad.fact("ignored, NOT valid", f)
+        } else {
+            bad.fail(f.to_string())
+        });
     }
     if check.other > 0 {
         link = link.fact("by other keys", check.other);
@@ -221,10 +235,10 @@ fn signatures_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
     }
 }
 
-fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
+fn provenance_link(store: &Store, digest: &Digest, trust: &Trust) -> Link {
     let link = Link::new("provenance", SLSA_PREDICATE_TYPE);
     let (all, verified) = match attest::list(store, digest, PROVENANCE_ARTIFACT_TYPE)
-        .and_then(|all| Ok((all, provenance::verified(store, digest, keys)?)))
+        .and_then(|all| Ok((all, provenance::verified(store, digest, &trust.keys)?)))
     {
         Ok(v) => v,
         Err(e) => return link.fail(e.to_string()),
@@ -234,17 +248,37 @@ fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
             "the image has no provenance (it was not built here, or it was pulled without it)",
         );
     }
+    // The newest statement by a trusted key and builder speaks for the
+    // image; others are shown, and count against it only when there is none.
+    let chosen = verified
+        .iter()
+        .find(|p| trust.builders.contains(&p.builder_id));
     let mut link = link;
-    // Statements that do not verify are shown with why; the newest one that
-    // does speaks for the image.
+    let mut skipped = Vec::new();
     for a in &all {
-        if let Err(f) = a.verify(digest, SLSA_PREDICATE_TYPE, keys) {
-            link.children
-                .push(Link::new("statement", a.artifact.to_string()).fail(f.to_string()));
+        match a.verify(digest, SLSA_PREDICATE_TYPE, &trust.keys) {
+            Ok(_) if chosen.is_some_and(|p| p.artifact == a.artifact) => {}
+            Ok(_) => skipped.push(("an older or untrusted builder's statement".to_string(), a)),
+            Err(f) => skipped.push((f.to_string(), a)),
         }
     }
-    let Some(p) = verified.into_iter().next() else {
-        return link.fail("no provenance statement is signed by a trusted key");
+    for (why, a) in &skipped {
+        let s = Link::new("statement", a.artifact.to_string());
+        link.children.push(if chosen.is_some() {
+            s.fact("ignored", why)
+        } else {
+            s.fail(why.clone())
+        });
+    }
+    let Some(p) = chosen else {
+        return link.fail(match verified.first() {
+            Some(p) => format!(
+                "its provenance names builder {}, not one of the trusted builders ({})",
+                p.builder_id,
+                trust.builders.join(", ")
+            ),
+            None => "no provenance statement is signed by a trusted key".into(),
+        });
     };
     let mut stmt = Link::new("statement", p.artifact.to_string())
         .fact("signed by", &p.keyid)
@@ -252,12 +286,6 @@ fn provenance_link(store: &Store, digest: &Digest, keys: &[PublicKey]) -> Link {
         .fact("built", format!("{} .. {}", p.started_on, p.finished_on))
         .fact("invocation", &p.invocation_id)
         .fact("inputs", p.dependencies.len());
-    if p.builder_id != BUILDER_ID {
-        stmt = stmt.fail(format!(
-            "builder {} is not drover's ({BUILDER_ID})",
-            p.builder_id
-        ));
-    }
     for d in &p.dependencies {
         let mut dep = Link::new("input", &d.name);
         if let Some(uri) = &d.uri {

@@ -197,6 +197,29 @@ fn a_tampered_signature_is_refused() {
             .mutate(|m| m.add_referrer(&art, &image.digest, signature::ARTIFACT_TYPE))
             .unwrap();
     }
+    // Beside the genuine signature, the tampered copy is reported by
+    // `verify` but refuses nothing: garbage attached to an image (here, or
+    // in a registry) must not block an approved image.
+    env.ok(&["policy", "check", "app:1"]);
+    let verify = env.ok(&["verify", "app:1"]);
+    assert!(
+        verify.contains("NOT valid") && verify.contains(": verified"),
+        "{verify}"
+    );
+    // Alone, it refuses the image.
+    {
+        let mut store = Store::open(&env.store()).unwrap();
+        let image = store.resolve("app:1").unwrap();
+        let genuine = signature::check(
+            &store,
+            &image.digest,
+            &[drover_core::sign::host_key(&env.store()).unwrap().public()],
+        )
+        .unwrap()
+        .valid[0]
+            .0;
+        store.mutate(|m| m.remove_referrer(&genuine)).unwrap();
+    }
     let err = refused(&env.run(&["run", "app:1"]), "require_signature", &digest);
     assert!(err.contains("does not verify"), "{err}");
     // `verify` agrees (exit 3: not verified).

@@ -16,7 +16,7 @@
 //! |------|---------|
 //! | `revoked` (always on) | a revoked image, or one built on a revoked base |
 //! | `allowed_registries` | an image pulled, or to be pulled, from a registry not listed |
-//! | `require_signature` | an image without a valid signature by a `trusted_keys` key, or with a tampered one by such a key |
+//! | `require_signature` | an image without a valid signature by a `trusted_keys` key (one that fails to verify is named as the reason, but a tampered copy beside a good one refuses nothing) |
 //! | `require_provenance` | an image without provenance signed by a trusted key naming a `trusted_builders` builder |
 //! | `allowed_base_images` | an image whose base (from its provenance, or the definition at build time) is not listed |
 //!
@@ -396,9 +396,10 @@ impl Policy {
                 "it has no provenance (build it with `drover build`, which records it)".into(),
             ));
         }
-        // As with signatures: a statement by a trusted key that does not
-        // verify (someone changed it) refuses the image, good ones or not.
+        // As with signatures: one good statement is enough; those that do
+        // not verify are only the reason given when there is none.
         let mut why = None;
+        let mut bad = None;
         let mut good = None;
         for a in &all {
             match a.verify(image, SLSA_PREDICATE_TYPE, &self.keys) {
@@ -424,14 +425,17 @@ impl Policy {
                     why.get_or_insert("its provenance is not signed by a trusted key".to_string());
                 }
                 Err(f) => {
-                    return Ok(Err(format!(
+                    bad.get_or_insert(format!(
                         "provenance {} is not valid: {f}",
                         a.artifact.short()
-                    )));
+                    ));
                 }
             }
         }
-        Ok(good.ok_or_else(|| why.expect("at least one attestation")))
+        Ok(good.ok_or_else(|| {
+            bad.or(why)
+                .expect("at least one attestation, and each gave a reason")
+        }))
     }
 }
 
@@ -1175,8 +1179,11 @@ mod tests {
         );
     }
 
+    /// A tampered copy beside the genuine signature changes nothing (review:
+    /// anyone able to attach an artifact could otherwise block an approved
+    /// image); a tampered signature alone refuses the image.
     #[test]
-    fn a_tampered_signature_by_a_trusted_key_refuses() {
+    fn a_tampered_signature_refuses_only_without_a_good_one() {
         let (_dir, mut store, image) = store();
         let host = super::super::host_key(store.root()).unwrap();
         let mut p = Policy::default_for(store.root()).unwrap();
@@ -1207,6 +1214,11 @@ mod tests {
         store
             .mutate(|m| m.add_referrer(&art, &image, signature::ARTIFACT_TYPE))
             .unwrap();
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        store.mutate(|m| m.remove_referrer(&sig)).unwrap();
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
         assert!(
             matches!(&v, Verdict::Refused(r) if r.rule == "require_signature" && r.reason.contains("does not verify")),
@@ -1214,8 +1226,10 @@ mod tests {
         );
     }
 
+    /// As with signatures: a tampered copy beside the genuine statement is
+    /// ignored; alone, it refuses the image.
     #[test]
-    fn a_tampered_provenance_by_a_trusted_key_refuses_even_beside_a_good_one() {
+    fn a_tampered_provenance_refuses_only_without_a_good_one() {
         let (_dir, mut store, image) = store();
         let host = super::super::host_key(store.root()).unwrap();
         let p = Policy::default_for(store.root()).unwrap();
@@ -1242,6 +1256,11 @@ mod tests {
         store
             .mutate(|m| m.add_referrer(&art, &image, PROVENANCE_ARTIFACT_TYPE))
             .unwrap();
+        assert_eq!(
+            rule(p.evaluate(&store, &image, Origin::Local).unwrap()),
+            "allowed"
+        );
+        store.mutate(|m| m.remove_referrer(&good)).unwrap();
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
         assert!(
             matches!(&v, Verdict::Refused(r) if r.rule == "require_provenance" && r.reason.contains("does not verify")),

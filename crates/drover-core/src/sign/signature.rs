@@ -76,24 +76,28 @@ pub struct Check {
 }
 
 impl Check {
-    /// Signed by one of the keys, and no signature by them was tampered with.
+    /// Signed by one of the keys. Signatures that fail to verify do not
+    /// take that away: anyone who can attach an artifact (to the store, or
+    /// to the image in a registry) could otherwise block an approved image
+    /// with garbage; they cannot make an unapproved one pass. They are
+    /// reported ([`Check::invalid`]) for someone to look into.
     pub fn is_trusted(&self) -> bool {
-        !self.valid.is_empty() && self.invalid.is_empty()
+        !self.valid.is_empty()
     }
 
     /// Why the image is not trusted, in words; `None` when it is.
     pub fn problem(&self) -> Option<String> {
+        if self.is_trusted() {
+            return None;
+        }
         if let Some((d, f)) = self.invalid.first() {
             return Some(format!("signature {} is not valid: {f}", d.short()));
         }
-        if self.valid.is_empty() {
-            return Some(if self.other > 0 {
-                format!("it has {} signature(s), none by a trusted key", self.other)
-            } else {
-                "it is not signed".into()
-            });
-        }
-        None
+        Some(if self.other > 0 {
+            format!("it has {} signature(s), none by a trusted key", self.other)
+        } else {
+            "it is not signed".into()
+        })
     }
 }
 

@@ -18,8 +18,11 @@ pub struct Args {
 /// Print the chain as a tree; exit 0 when every link holds, else 3.
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
-    let keys = ctx.trusted_keys(&a.key)?;
-    let root = trace::trace(&store, &a.target, &keys)?;
+    let trust = trace::Trust {
+        keys: ctx.trusted_keys(&a.key)?,
+        builders: drover_core::sign::policy::load(&ctx.store_dir)?.trusted_builders,
+    };
+    let root = trace::trace(&store, &a.target, &trust)?;
     if ctx.json {
         output::json(&root)?;
     } else {
