@@ -23,7 +23,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `drover verify REF --key PUB`: exit 0 when a trusted key signed the
-/// image and no signature by a trusted key was tampered with, else 3.
+/// image (signatures that fail to verify are listed, but only decide when
+/// there is no good one), else 3.
 fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let keys = ctx.trusted_keys(keys)?;
