@@ -130,7 +130,7 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
                     "service.backoff",
                     [report.service.clone()],
                     json!({"service": report.service, "failures": h.failures,
-                           "seconds": (until - clock::now_ms()).max(0) as f64 / 1000.0,
+                           "backoff_ms": (until - clock::now_ms()).max(0),
                            "reason": why}),
                 ),
             )?;
