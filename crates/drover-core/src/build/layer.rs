@@ -141,9 +141,8 @@ pub const HASH_AHEAD_ABOVE: u64 = FILE_PIECE;
 /// Build (or reuse) the layer for `entries`. Files without a digest yet are
 /// hashed from the same read that tars them; their digests (`sha256`, and
 /// `sha1` for the SBOM) are filled in and also returned, for the
-/// content-hash cache. `slot` names this layer's place
-/// in its definition, so the previous build of the same place can lend its
-/// chunks.
+/// content-hash cache. `slot` names this layer's place in its definition,
+/// so the previous build of the same place can lend its chunks.
 pub fn produce(
     store: &Store,
     entries: &mut [Entry],
