@@ -30,6 +30,7 @@ use flate2::{Compress, FlushCompress};
 use serde::{Deserialize, Serialize};
 
 use super::def::Compression;
+use super::sbom::{Sha1, sha1_of};
 use super::scan::{Entry, Source};
 use super::statcache::{self, check_unchanged};
 use super::tar::{self, Kind};
@@ -121,8 +122,9 @@ struct ChunkPlan {
 }
 
 /// A file digest learned while writing a layer: (entry index, when the read
-/// began in ns since the epoch, digest), for the content-hash cache.
-pub type Learned = (usize, i128, Digest);
+/// began in ns since the epoch, digest, SHA-1 of the same bytes), for the
+/// content-hash cache and the SBOM.
+pub type Learned = (usize, i128, Digest, Sha1);
 
 pub fn media_type(c: Compression) -> &'static str {
     match c {
@@ -137,10 +139,10 @@ pub fn media_type(c: Compression) -> &'static str {
 pub const HASH_AHEAD_ABOVE: u64 = FILE_PIECE;
 
 /// Build (or reuse) the layer for `entries`. Files without a digest yet are
-/// hashed from the same read that tars them; their digests are filled in and
-/// also returned, for the content-hash cache. `slot` names this layer's place
-/// in its definition, so the previous build of the same place can lend its
-/// chunks.
+/// hashed from the same read that tars them; their digests (`sha256`, and
+/// `sha1` for the SBOM) are filled in and also returned, for the
+/// content-hash cache. `slot` names this layer's place in its definition,
+/// so the previous build of the same place can lend its chunks.
 pub fn produce(
     store: &Store,
     entries: &mut [Entry],
@@ -183,8 +185,9 @@ pub fn produce(
         previous.as_ref(),
         progress,
     )?;
-    for &(i, _, d) in &written.learned {
+    for &(i, _, d, s1) in &written.learned {
         entries[i].sha256 = Some(d);
+        entries[i].sha1 = Some(s1);
     }
     let key = layer_key(
         compression,
@@ -649,8 +652,8 @@ fn prepare(
                     Piece::Bytes(b) => b.len(),
                     Piece::File { entry, len, .. } => {
                         if entries[*entry].sha256.is_none() {
-                            let d = Digest::of(&plain[at..at + *len as usize]);
-                            learned.push((*entry, read_at, d));
+                            let content = &plain[at..at + *len as usize];
+                            learned.push((*entry, read_at, Digest::of(content), sha1_of(content)));
                         }
                         *len as usize
                     }

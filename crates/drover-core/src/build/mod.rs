@@ -242,7 +242,7 @@ pub fn build(
             layer::produce(store, &mut entries, &settings, &slot, previous, &|n| {
                 progress.advance(n)
             })?;
-        for (i, hashed_at, digest) in learned {
+        for (i, hashed_at, digest, _) in learned {
             hashed_bytes += entries[i].size;
             stat_cache.remember(&entries[i], hashed_at, digest);
         }

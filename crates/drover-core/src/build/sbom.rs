@@ -10,11 +10,14 @@
 //! the same image always gets the same SBOM, and a rebuild of an image that
 //! already has one writes nothing.
 //!
-//! SHA-1 costs a read of the content, which the builder otherwise only does
-//! for files it has not seen. So SHA-1s are kept per layer in the store's
+//! SHA-1 needs the content, which the builder reads only for files it has
+//! not seen. Wherever it does read a file to take its sha256 (hashing a
+//! large file ahead, or tarring a small one), it takes the SHA-1 from the
+//! same bytes (`Entry::sha1`). The SHA-1s are kept per layer in the store's
 //! cache (`cache/sbom/<diff_id>.sha1.json`, a map from content sha256 to
-//! SHA-1): a built layer reuses the map of the previous build of its slot
-//! and reads from disk only the files whose content is new; a base layer
+//! SHA-1): a built layer takes its entries' SHA-1s, then the map of the
+//! previous build of its slot, and reads from disk only what neither knows
+//! (content whose sha256 came from the content-hash cache); a base layer
 //! without a map (pulled, imported) is read once from its blob.
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,7 +50,7 @@ pub type Sha1 = [u8; 20];
 /// SHA-1 of file contents, by their sha256.
 pub type Sha1s = HashMap<Digest, Sha1>;
 
-fn sha1_of(bytes: &[u8]) -> Sha1 {
+pub(crate) fn sha1_of(bytes: &[u8]) -> Sha1 {
     sha1::Sha1::digest(bytes).into()
 }
 
@@ -399,8 +402,9 @@ pub fn document(
 pub(crate) struct LayerInput {
     pub desc: Descriptor,
     pub diff_id: Digest,
-    /// For a layer built now: its entries (digests filled in) and the
-    /// diff_id of the previous build of its slot, whose SHA-1s it may reuse.
+    /// For a layer built now: its entries (digests filled in, and the
+    /// SHA-1s taken while writing it) and the diff_id of the previous build
+    /// of its slot, whose SHA-1s it may reuse.
     pub built: Option<(Vec<Entry>, Option<Digest>)>,
 }
 
@@ -437,9 +441,10 @@ fn save_sha1s(store: &Store, diff_id: &Digest, map: &Sha1s) -> Result<()> {
     crate::store::write_atomic(store.tmp_dir(), &path, &bytes)
 }
 
-/// SHA-1s of a built layer's files from its sources, reusing `known` and
-/// reading only new content. `None` when a file changed since it was
-/// tarred (its stat differs): the caller then reads the layer blob.
+/// SHA-1s of a built layer's files: those taken while the layer was
+/// written, then `known`, and only then read from the sources. `None` when
+/// a file read here changed since it was tarred (its stat differs): the
+/// caller then reads the layer blob.
 fn sha1s_from_entries(entries: &[Entry], known: &Sha1s) -> Option<Sha1s> {
     entries
         .par_iter()
@@ -449,8 +454,8 @@ fn sha1s_from_entries(entries: &[Entry], known: &Sha1s) -> Option<Sha1s> {
             || vec![0u8; 256 << 10],
             |buf, e| {
                 let sha256 = e.sha256?;
-                if let Some(s) = known.get(&sha256) {
-                    return Some((sha256, *s));
+                if let Some(s) = e.sha1.or_else(|| known.get(&sha256).copied()) {
+                    return Some((sha256, s));
                 }
                 let s = match e.source.as_ref()? {
                     Source::Inline(bytes) => sha1_of(bytes),
@@ -769,6 +774,7 @@ mod tests {
                 stat: StatKey::of(&fs::metadata(&path).unwrap()),
             }),
             sha256: Some(Digest::of(content)),
+            sha1: None,
             xattrs: Vec::new(),
         };
         let inline = Entry {
@@ -788,6 +794,119 @@ mod tests {
         // Rewritten after the scan: the sources no longer tell.
         fs::write(&path, b"changed").unwrap();
         assert_eq!(sha1s_from_entries(&entries, &Sha1s::new()), None);
+    }
+
+    /// The SHA-1s taken while the layer is written give the SBOM, byte for
+    /// byte, that reading the sources again or reading the blob gives.
+    #[test]
+    fn sha1s_taken_while_writing_give_the_same_sbom_as_a_reread() {
+        use super::super::layer::{self, HASH_AHEAD_ABOVE};
+        use super::super::{Compression, LayerDef, def, scan, statcache::StatCache};
+        use crate::store::oci;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        let root = ctx.join("root");
+        fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+        fs::write(root.join("var/lib/dpkg/status"), DPKG).unwrap();
+        fs::write(root.join("a"), b"same").unwrap();
+        fs::write(root.join("b"), b"same").unwrap();
+        fs::write(root.join("empty"), b"").unwrap();
+        // Hashed ahead of the layer, then tarred in pieces across chunks.
+        let big: Vec<u8> = (0..HASH_AHEAD_ABOVE + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        fs::write(root.join("big"), &big).unwrap();
+        let text =
+            "[image]\nname = \"t\"\n[[layer]]\nkind = \"copy\"\nsrc = \"root\"\ndest = \"/\"\n";
+        let def = def::parse(text, &ctx.join("drover.toml")).unwrap();
+        let LayerDef::Copy(copy) = &def.layers[0] else {
+            panic!("a copy layer")
+        };
+
+        // A cold build of the layer: empty store, empty content-hash cache.
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let mut entries = scan::copy_layer(&ctx, copy).unwrap();
+        let mut stat = StatCache::load(&store.cache_dir(), &ctx);
+        stat.hash_entries(&mut entries, false, HASH_AHEAD_ABOVE, &|_| {})
+            .unwrap();
+        let settings = layer::Settings {
+            mtime: 0,
+            compression: Compression::Gzip,
+            level: Compression::Gzip.default_level(),
+            threads: 2,
+            use_cache: true,
+        };
+        let (rec, _, _) =
+            layer::produce(&store, &mut entries, &settings, "slot", None, &|_| {}).unwrap();
+        for e in entries.iter().filter(|e| e.kind == Kind::File) {
+            assert!(e.sha1.is_some(), "{} was hashed without its SHA-1", e.path);
+        }
+        let mut merger = baseline::Merger::default();
+        for f in rec.files.clone() {
+            merger.put(f);
+        }
+        let files = merger.finish();
+        let image = store
+            .put_json(oci::MEDIA_CONFIG, &serde_json::json!({ "an": "image" }))
+            .unwrap();
+        let image = Descriptor::new(oci::MEDIA_MANIFEST, image.digest, image.size);
+        let blob = Descriptor::new(&rec.media_type, rec.blob, rec.size);
+        // The SBOM's bytes from one layer input, with no SHA-1 map cached.
+        let sbom = |built: Option<Vec<Entry>>| -> Vec<u8> {
+            let _ = fs::remove_dir_all(store.cache_dir().join("sbom"));
+            let layers = [LayerInput {
+                desc: blob.clone(),
+                diff_id: rec.diff_id,
+                built: built.map(|e| (e, None)),
+            }];
+            let (desc, written) = attach(
+                &store,
+                &image,
+                Some("2024-01-02T03:04:05Z"),
+                &files,
+                &layers,
+            )
+            .unwrap();
+            assert!(written);
+            let m = store.manifest(&desc.digest).unwrap();
+            store.read_blob(&m.layers[0].digest).unwrap()
+        };
+
+        let unread: Vec<Entry> = entries
+            .iter()
+            .cloned()
+            .map(|e| Entry { sha1: None, ..e })
+            .collect();
+        let reread = sbom(Some(unread));
+        let from_blob = sbom(None);
+        // Without the sources, nothing can be read again: the SHA-1s taken
+        // while writing are all the SBOM has.
+        fs::remove_dir_all(&ctx).unwrap();
+        assert!(sha1s_from_entries(&entries, &Sha1s::new()).is_some());
+        let fused = sbom(Some(entries));
+        assert_eq!(fused, reread, "fused and re-read SBOMs differ");
+        assert_eq!(fused, from_blob, "fused and blob SBOMs differ");
+
+        let doc: Value = serde_json::from_slice(&fused).unwrap();
+        let sha1_of_path = |name: &str| {
+            doc["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["fileName"] == name)
+                .map(|f| f["checksums"][0]["checksumValue"].clone())
+        };
+        assert_eq!(
+            sha1_of_path("./big"),
+            Some(hex::encode(sha1_of(&big)).into())
+        );
+        assert_eq!(
+            sha1_of_path("./empty"),
+            Some(hex::encode(sha1_of(b"")).into())
+        );
+        assert_eq!(doc["files"].as_array().unwrap().len(), 5);
+        assert_eq!(doc["packages"][1]["name"], "libc6");
     }
 
     #[test]

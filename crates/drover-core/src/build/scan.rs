@@ -20,6 +20,7 @@ use globset::{GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 use super::def::{CopyLayer, FileLayer};
+use super::sbom::{Sha1, sha1_of};
 use super::tar::Kind;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -70,6 +71,10 @@ pub struct Entry {
     pub source: Option<Source>,
     /// Content digest of a regular file (filled in before tarring).
     pub sha256: Option<Digest>,
+    /// SHA-1 of the content, for the SBOM: taken from the same bytes as
+    /// `sha256` whenever this build hashes the content (`None` when the
+    /// digest came from the content-hash cache instead).
+    pub sha1: Option<Sha1>,
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
@@ -163,6 +168,7 @@ pub fn file_layer(layer: &FileLayer) -> Vec<Entry> {
         size: bytes.len() as u64,
         link: None,
         sha256: Some(Digest::of(&bytes)),
+        sha1: Some(sha1_of(&bytes)),
         source: Some(Source::Inline(bytes)),
         xattrs: Vec::new(),
     });
@@ -189,6 +195,7 @@ fn parents_of(path: &str) -> Vec<Entry> {
             link: None,
             source: None,
             sha256: None,
+            sha1: None,
             xattrs: Vec::new(),
         });
     }
@@ -351,6 +358,7 @@ impl Walker<'_> {
             link,
             source,
             sha256: None,
+            sha1: None,
             xattrs,
         })
     }

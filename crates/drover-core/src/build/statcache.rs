@@ -19,7 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha1::Digest as _;
 
+use super::sbom::{Sha1, sha1_of};
 use super::scan::{Entry, Source, StatKey};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
@@ -91,9 +93,10 @@ impl StatCache {
     }
 
     /// Fill in `sha256` for every regular file the cache can vouch for, and
-    /// hash now (in parallel) the unknown files larger than `hash_above`;
-    /// the rest are hashed while the layer is written, from the same read
-    /// that tars them. Returns the number of bytes hashed here.
+    /// hash now (in parallel) the unknown files larger than `hash_above`,
+    /// taking their SHA-1 (`Entry::sha1`) from the same read; the rest are
+    /// hashed while the layer is written, from the same read that tars
+    /// them. Returns the number of bytes hashed here.
     pub fn hash_entries(
         &mut self,
         entries: &mut [Entry],
@@ -106,6 +109,7 @@ impl StatCache {
             if let Some(Source::Disk { path, stat }) = &e.source {
                 if stat.size == 0 {
                     e.sha256 = Some(Digest::of(b""));
+                    e.sha1 = Some(sha1_of(b""));
                     continue;
                 }
                 match self.lookup(path, stat).filter(|_| !no_cache) {
@@ -115,23 +119,24 @@ impl StatCache {
                 }
             }
         }
-        let hashed: Vec<(usize, i128, Digest)> = todo
+        let hashed: Vec<(usize, i128, Digest, Sha1)> = todo
             .par_iter()
             .map(|&i| {
                 let Some(Source::Disk { path, stat }) = &entries[i].source else {
                     unreachable!("only files with a disk source are queued")
                 };
                 let hashed_at = now_ns();
-                let d = hash_file(path, stat)?;
+                let (d, s1) = hash_file(path, stat)?;
                 progress(stat.size);
-                Ok((i, hashed_at, d))
+                Ok((i, hashed_at, d, s1))
             })
             .collect::<Result<_>>()?;
         let mut bytes = 0;
-        for (i, hashed_at, d) in hashed {
+        for (i, hashed_at, d, s1) in hashed {
             bytes += entries[i].size;
             self.remember(&entries[i], hashed_at, d);
             entries[i].sha256 = Some(d);
+            entries[i].sha1 = Some(s1);
         }
         Ok(bytes)
     }
@@ -152,10 +157,12 @@ pub fn now_ns() -> i128 {
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0)
 }
-/// Hash a file and make sure it did not change while (or since) it was scanned.
-fn hash_file(path: &Path, stat: &StatKey) -> Result<Digest> {
+/// Hash a file (sha256 and SHA-1, one read) and make sure it did not
+/// change while (or since) it was scanned.
+fn hash_file(path: &Path, stat: &StatKey) -> Result<(Digest, Sha1)> {
     let mut f = fs::File::open(path).ctx("open", path)?;
     let mut h = Hasher::new();
+    let mut s1 = sha1::Sha1::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf).ctx("read", path)?;
@@ -163,12 +170,13 @@ fn hash_file(path: &Path, stat: &StatKey) -> Result<Digest> {
             break;
         }
         h.update(&buf[..n]);
+        s1.update(&buf[..n]);
     }
     if h.len() != stat.size {
         return Err(changed(path));
     }
     check_unchanged(&f, path, stat)?;
-    Ok(h.finish())
+    Ok((h.finish(), s1.finalize().into()))
 }
 
 /// Refuse a file whose metadata moved since the scan: its bytes in the layer
