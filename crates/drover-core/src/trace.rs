@@ -237,9 +237,7 @@ fn signatures_link(store: &Store, digest: &Digest, trust: &Trust) -> Link {
 
 fn provenance_link(store: &Store, digest: &Digest, trust: &Trust) -> Link {
     let link = Link::new("provenance", SLSA_PREDICATE_TYPE);
-    let (all, verified) = match attest::list(store, digest, PROVENANCE_ARTIFACT_TYPE)
-        .and_then(|all| Ok((all, provenance::verified(store, digest, &trust.keys)?)))
-    {
+    let all = match attest::list(store, digest, PROVENANCE_ARTIFACT_TYPE) {
         Ok(v) => v,
         Err(e) => return link.fail(e.to_string()),
     };
@@ -248,22 +246,32 @@ fn provenance_link(store: &Store, digest: &Digest, trust: &Trust) -> Link {
             "the image has no provenance (it was not built here, or it was pulled without it)",
         );
     }
-    // The newest statement by a trusted key and builder speaks for the
-    // image; others are shown, and count against it only when there is none.
+    // Each statement verified once: the newest by a trusted key and builder
+    // speaks for the image; others are shown, and count against it only
+    // when there is none.
+    let mut verified = Vec::new();
+    let mut skipped = Vec::new();
+    for a in &all {
+        match provenance::check(a, digest, &trust.keys) {
+            Ok(p) => verified.push(p),
+            Err(f) => skipped.push((f.to_string(), a.artifact)),
+        }
+    }
+    provenance::newest_first(&mut verified);
     let chosen = verified
         .iter()
         .find(|p| trust.builders.contains(&p.builder_id));
-    let mut link = link;
-    let mut skipped = Vec::new();
-    for a in &all {
-        match a.verify(digest, SLSA_PREDICATE_TYPE, &trust.keys) {
-            Ok(_) if chosen.is_some_and(|p| p.artifact == a.artifact) => {}
-            Ok(_) => skipped.push(("an older or untrusted builder's statement".to_string(), a)),
-            Err(f) => skipped.push((f.to_string(), a)),
+    for p in &verified {
+        if chosen.is_none_or(|c| c.artifact != p.artifact) {
+            skipped.push((
+                "an older or untrusted builder's statement".into(),
+                p.artifact,
+            ));
         }
     }
-    for (why, a) in &skipped {
-        let s = Link::new("statement", a.artifact.to_string());
+    let mut link = link;
+    for (why, artifact) in &skipped {
+        let s = Link::new("statement", artifact.to_string());
         link.children.push(if chosen.is_some() {
             s.fact("ignored", why)
         } else {
@@ -306,7 +314,8 @@ fn sbom_link(store: &Store, digest: &Digest) -> Link {
         Err(e) => link.fail(e.to_string()),
         Ok(v) if v.is_empty() => link.fail("the image has no SBOM"),
         Ok(v) => {
-            let (r, bytes) = &v[v.len() - 1];
+            // The one `build::sbom::stored` reads.
+            let (r, bytes) = &v[0];
             let doc: Value = match serde_json::from_slice(bytes) {
                 Ok(d) => d,
                 Err(e) => return link.fail(format!("SBOM {} does not parse: {e}", r.digest)),

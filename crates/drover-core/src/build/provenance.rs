@@ -32,8 +32,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::sign::PublicKey;
 use crate::sign::attest::{
-    self, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
+    self, Attestation, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
 };
+use crate::sign::dsse::Failure;
 use crate::store::Store;
 use crate::store::baseline::FileRecord;
 
@@ -296,20 +297,30 @@ impl Provenance {
     }
 }
 
+/// One attached statement, verified against `keys` and read as SLSA v1
+/// provenance of `image`; or why it is not.
+pub fn check(a: &Attestation, image: &Digest, keys: &[PublicKey]) -> Result<Provenance, Failure> {
+    let (key, st) = a.verify(image, SLSA_PREDICATE_TYPE, keys)?;
+    let p: Predicate = serde_json::from_value(st.predicate)
+        .map_err(|e| Failure::Malformed(format!("not SLSA v1 provenance: {e}")))?;
+    Ok(Provenance::from_predicate(a.artifact, key.keyid(), p))
+}
+
+/// Newest (`finishedOn`) first. RFC 3339 UTC times with the same precision
+/// sort as strings.
+pub fn newest_first(all: &mut [Provenance]) {
+    all.sort_by(|a, b| b.finished_on.cmp(&a.finished_on));
+}
+
 /// Every provenance of `image` that verifies with one of `keys`, newest
 /// (`finishedOn`) first. Ones that do not verify or do not parse as SLSA v1
-/// are left out; `attest::list` shows them with their failures.
+/// are left out; [`check`] says why of each.
 pub fn verified(store: &Store, image: &Digest, keys: &[PublicKey]) -> Result<Vec<Provenance>> {
     let mut out: Vec<Provenance> = attest::list(store, image, PROVENANCE_ARTIFACT_TYPE)?
-        .into_iter()
-        .filter_map(|a| {
-            let (key, st) = a.verify(image, SLSA_PREDICATE_TYPE, keys).ok()?;
-            let p: Predicate = serde_json::from_value(st.predicate).ok()?;
-            Some(Provenance::from_predicate(a.artifact, key.keyid(), p))
-        })
+        .iter()
+        .filter_map(|a| check(a, image, keys).ok())
         .collect();
-    // RFC 3339 UTC times with the same precision sort as strings.
-    out.sort_by(|a, b| b.finished_on.cmp(&a.finished_on));
+    newest_first(&mut out);
     Ok(out)
 }
 
