@@ -10,11 +10,13 @@
 //! | [`deploy`] | fleet files, releases, the rollout planner, health gates, traffic hand-over, rollback |
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
-//! | [`build`]  | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, SLSA provenance, SPDX SBOMs |
+//! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, SLSA provenance, SPDX SBOMs |
 //! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify` |
+//! | [`trust`]  | signatures, attestations, the deploy policy and revocations |
 //! | [`ledger`] | the append-only, hash-chained audit log |
+//! | [`keys`]   | Ed25519 keys, the host key, DSSE envelopes (a leaf) |
 //! | [`state`]  | the SQLite database (tags, referrers, ledger, instances) and its versioned migrations |
 //! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |
 //!
@@ -22,23 +24,25 @@
 //! database transaction as the change itself, so the CLI and any later daemon
 //! leave the same trail.
 
-pub mod build;
+pub mod builder;
 pub mod clock;
 pub mod deploy;
 pub mod digest;
 pub mod drift;
+mod durable;
 pub mod error;
 pub mod health;
 pub mod instance;
+pub mod keys;
 pub mod ledger;
 pub mod reconcile;
 pub mod runtime;
-pub mod sign;
 pub mod state;
 pub mod store;
 mod sys;
 mod toml_doc;
 pub mod trace;
+pub mod trust;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};

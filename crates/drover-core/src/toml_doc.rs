@@ -7,7 +7,7 @@
 //! accepts: the located-value tree ([`Node`], [`Value`], [`Entry`]), TOML
 //! syntax errors, key paths, unknown and missing keys, wrong types, and value
 //! grammars more than one format shares (durations). Each format's own rules
-//! live with its types (`build::def` for `drover.toml`; health checks, which
+//! live with its types (`builder::def` for `drover.toml`; health checks, which
 //! several formats contain, in [`crate::health`]). A format's parser reads
 //! like this:
 //!
@@ -26,7 +26,7 @@
 //! ```
 //!
 //! A format with many rules wraps the checker in its own type that derefs to
-//! it (`build::def`'s `Def`), so its methods call the helpers as
+//! it (`builder::def`'s `Def`), so its methods call the helpers as
 //! `self.string(..)` and its own checks sit beside them.
 //!
 //! Errors point at the offending value, at the key for unknown keys, and at the
@@ -81,7 +81,7 @@ pub(crate) fn parse<'a>(text: &'a str, file: &'a Path) -> Result<(Node, Checker<
 
 /// `serde_spanned`'s protocol, which `toml`'s deserializer recognizes (the
 /// same strings `toml::Spanned` uses; pinned by `toml` 0.8). If they ever
-/// change, every position test (here and in `build::def`) fails.
+/// change, every position test (here and in `builder::def`) fails.
 const SPANNED: &str = "$__serde_spanned_private_Spanned";
 const SPANNED_START: &str = "$__serde_spanned_private_start";
 const SPANNED_END: &str = "$__serde_spanned_private_end";
@@ -619,7 +619,7 @@ impl Checker<'_> {
 /// milliseconds: whole numbers, each with a unit (`h`, `m`, `s`, `ms`), largest
 /// unit first, each unit at most once. `"0"` is also accepted.
 ///
-/// `pub` (not `pub(crate)`) only so `build::def` can re-export it as before.
+/// `pub` (not `pub(crate)`) only so `builder::def` can re-export it as before.
 pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
     let bad = || {
         format!(

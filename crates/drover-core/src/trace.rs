@@ -10,16 +10,17 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::build::provenance;
+use crate::builder::provenance;
 use crate::deploy::release::{self, Release};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::instance::{self, Instance};
-use crate::sign::attest::{
+use crate::keys::PublicKey;
+use crate::store::{Store, artifact, baseline};
+use crate::trust::attest::{
     self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE,
 };
-use crate::sign::{PublicKey, signature};
-use crate::store::{Store, artifact, baseline};
+use crate::trust::signature;
 
 /// One checked step of the chain.
 #[derive(Debug, Clone, Serialize)]
@@ -202,7 +203,7 @@ fn blobs_intact(store: &Store, digest: &Digest) -> Result<(usize, u64)> {
 
 /// Why `digest` is revoked (itself or an image it is built on), if it is.
 fn revoked(store: &Store, digest: &Digest) -> Result<Option<String>> {
-    Ok(crate::sign::policy::revocation_of(store, digest)?.map(|r| r.describe()))
+    Ok(crate::trust::policy::revocation_of(store, digest)?.map(|r| r.describe()))
 }
 
 fn signatures_link(store: &Store, digest: &Digest, trust: &Trust) -> Link {
@@ -314,7 +315,7 @@ fn sbom_link(store: &Store, digest: &Digest) -> Link {
         Err(e) => link.fail(e.to_string()),
         Ok(v) if v.is_empty() => link.fail("the image has no SBOM"),
         Ok(v) => {
-            // The one `build::sbom::stored` reads.
+            // The one `builder::sbom::stored` reads.
             let (r, bytes) = &v[0];
             let doc: Value = match serde_json::from_slice(bytes) {
                 Ok(d) => d,

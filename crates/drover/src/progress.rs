@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use drover_core::build::Progress;
+use drover_core::builder::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// One bar per build phase, on stderr, replaced when the phase changes.

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use drover_core::keys::SigningKey;
 use drover_core::ledger::Entry;
-use drover_core::sign::SigningKey;
 use serde_json::Value;
 
 const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.test-venv/bin/python");

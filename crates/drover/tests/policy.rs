@@ -163,8 +163,9 @@ fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
 /// key that does not verify refuses the image, valid one or not.
 #[test]
 fn a_tampered_signature_is_refused() {
-    use drover_core::sign::{dsse, signature};
+    use drover_core::keys::dsse;
     use drover_core::store::{Store, artifact};
+    use drover_core::trust::signature;
 
     let (env, digest) = app_env();
     env.ok(&["sign", "app:1"]);
@@ -213,7 +214,7 @@ fn a_tampered_signature_is_refused() {
         let genuine = signature::check(
             &store,
             &image.digest,
-            &[drover_core::sign::host_key(&env.store()).unwrap().public()],
+            &[drover_core::keys::host_key(&env.store()).unwrap().public()],
         )
         .unwrap()
         .valid[0]

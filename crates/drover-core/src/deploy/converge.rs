@@ -49,9 +49,9 @@ use crate::error::{Error, Result};
 use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
 use crate::ledger::{self, NewEntry};
 use crate::runtime;
-use crate::sign::policy;
 use crate::state::DbContext;
 use crate::store::Store;
+use crate::trust::policy;
 
 /// An instance that dies sooner than this after starting counts towards a
 /// crash loop.

@@ -23,7 +23,7 @@
 //! only says it would.
 //!
 //! Every image is put to the store's deploy policy
-//! ([`crate::sign::policy`]) before a release of it is made: `apply` checks
+//! ([`crate::trust::policy`]) before a release of it is made: `apply` checks
 //! each service's image (and the registry it comes from), `rollback` its
 //! target's. A refusal fails that service with [`Error::Refused`] and a
 //! `policy.refuse` ledger entry. A release whose image is revoked later is
@@ -50,15 +50,15 @@ use self::lock::Lease;
 use self::plan::{Seen, Step};
 use self::release::{NewRelease, Outcome, Release};
 use self::spec::{ReleaseConfig, Rollout, ServiceSpec};
-use crate::build::HEALTH_LABEL;
+use crate::builder::HEALTH_LABEL;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::health::HealthCheck;
 use crate::instance::{self, State};
 use crate::runtime;
-use crate::sign::policy::{self, Operation, Origin};
 use crate::store::Store;
 use crate::store::registry::{self, Remote};
+use crate::trust::policy::{self, Operation, Origin};
 
 /// How long an old instance gets to stop after its stop signal.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);

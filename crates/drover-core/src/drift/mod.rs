@@ -73,12 +73,12 @@ mod tests {
             "[image]\nname = \"drift\"\n\n[[layer]]\nkind = \"copy\"\nsrc = \"rootfs\"\ndest = \"/\"\n",
         )
         .unwrap();
-        let def = crate::build::def::load(&def).unwrap();
-        let image = crate::build::build(
+        let def = crate::builder::def::load(&def).unwrap();
+        let image = crate::builder::build(
             &mut store,
             &def,
             &Default::default(),
-            &crate::build::NoProgress,
+            &crate::builder::NoProgress,
         )
         .unwrap()
         .digest;

@@ -40,9 +40,9 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{self, NewEntry};
 use crate::runtime::{self, DriverKind, spec::Launch};
-use crate::sign::policy::{self, Operation, Origin};
 use crate::state::{Db, DbContext};
 use crate::store::Store;
+use crate::trust::policy::{self, Operation, Origin};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -743,7 +743,7 @@ pub fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::{self, BuildOptions, NoProgress};
+    use crate::builder::{self, BuildOptions, NoProgress};
     use crate::runtime::{Driver, Fake};
 
     /// A store holding `app:1`, a one-file image whose stop signal is SIGQUIT.
@@ -753,8 +753,8 @@ mod tests {
         let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
                     [[layer]]\nkind = \"file\"\ndest = \"/bin/app\"\ncontent = \"x\"\nmode = \"0755\"\n\
                     [config]\nentrypoint = [\"/bin/app\"]\nstop_signal = \"SIGQUIT\"\nuser = \"1000:1000\"\n";
-        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
-        build::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
         (dir, store)
     }
 
@@ -844,8 +844,8 @@ mod tests {
         let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
                     [[layer]]\nkind = \"file\"\ndest = \"/bin/app\"\ncontent = \"other\"\nmode = \"0755\"\n\
                     [config]\nentrypoint = [\"/bin/app\"]\n";
-        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
-        let moved = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        let moved = builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
             .unwrap()
             .digest;
         assert_ne!(moved, checked);

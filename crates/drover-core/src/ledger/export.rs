@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::{COLUMNS, Entry, GENESIS_HASH, canonical_json, entry_from_row};
 use crate::clock;
 use crate::error::{Error, IoContext, Result};
-use crate::sign::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, SigningKey};
 use crate::state::DbContext;
 
 /// The header's `format`.
@@ -478,8 +478,8 @@ fn check_entry_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{self, host_key};
     use crate::ledger::{NewEntry, append, state_dir};
-    use crate::sign::{self, host_key};
     use crate::state::Db;
     use serde_json::json;
     use std::sync::Arc;
@@ -497,7 +497,7 @@ mod tests {
             })
             .unwrap();
         }
-        let key = host_key(state_dir(db.path())).unwrap();
+        let key = Arc::new(host_key(state_dir(db.path())).unwrap());
         (dir, db, key)
     }
 
@@ -647,7 +647,7 @@ mod tests {
     fn only_the_keys_given_are_trusted() {
         let (_dir, db, key) = ledger(2);
         let text = export(&db, &key, None).unwrap();
-        let stranger = sign::SigningKey::generate().unwrap().public();
+        let stranger = keys::SigningKey::generate().unwrap().public();
         let r = verify(text.as_bytes(), &[stranger], Path::new("t")).unwrap();
         let p = r.problem.unwrap();
         assert_eq!(p.line, 1);

@@ -46,10 +46,10 @@
 //! # Signatures
 //!
 //! [`append`] signs every new entry with the host key
-//! ([`crate::sign::host_key`] of the directory holding the database): the
+//! ([`crate::keys::host_key`] of the directory holding the database): the
 //! Ed25519 signature of the UTF-8 bytes of the entry's `hash` string (all 71
 //! of them, `sha256:` included), stored as `signature` (standard base64,
-//! padded) beside `keyid` (the signing key's id, see [`crate::sign::key`]).
+//! padded) beside `keyid` (the signing key's id, see [`crate::keys`]).
 //! Neither is part of the hashed bytes, so the chain is exactly as above;
 //! signing the hash signs everything the hash covers, `seq` and `prev_hash`
 //! included.
@@ -80,7 +80,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::sign::{self, PublicKey};
+use crate::keys::{self, PublicKey};
 use crate::state::DbContext;
 
 /// The `prev_hash` of entry 1.
@@ -143,7 +143,7 @@ impl Entry {
 
     /// Set `keyid` and `signature`: `key`'s signature of [`Entry::hash`],
     /// which must already be computed.
-    pub fn sign(&mut self, key: &sign::SigningKey) {
+    pub fn sign(&mut self, key: &keys::SigningKey) {
         self.keyid = Some(key.keyid());
         self.signature = Some(B64.encode(key.sign(self.hash.as_bytes())));
     }
@@ -253,7 +253,7 @@ fn append_as(
         }
     };
 
-    let key = sign::host_key(state_dir(db_path))?;
+    let key = keys::host_key(state_dir(db_path))?;
     let mut entry = Entry {
         seq: prev_seq + 1,
         time,
@@ -836,7 +836,7 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::SigningKey;
+    use crate::keys::SigningKey;
     use crate::state::Db;
     use serde_json::json;
 
@@ -907,7 +907,7 @@ mod tests {
 
     /// The host key of the store `db` is in, the one `append` signs with.
     fn trusted(db: &Db) -> Vec<PublicKey> {
-        vec![sign::host_key(state_dir(db.path())).unwrap().public()]
+        vec![keys::host_key(state_dir(db.path())).unwrap().public()]
     }
 
     fn problem(db: &Db) -> Problem {
@@ -932,7 +932,7 @@ mod tests {
     #[test]
     fn entries_are_signed_by_the_host_key_over_their_hash() {
         let (dir, db, written) = populated();
-        let host = sign::host_key(dir.path()).unwrap().public();
+        let host = keys::host_key(dir.path()).unwrap().public();
         let stored = list(db.conn(), db.path(), &Filter::default()).unwrap();
         assert_eq!(stored, written, "keyid and signature read back as written");
         for e in &written {

@@ -9,9 +9,9 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::{Digest, Hasher};
+use crate::durable::{sync_dir, tmp_path};
 use crate::error::{Error, IoContext, Result};
 
 /// Streams bytes into a temp file while hashing them; `commit` moves the
@@ -25,8 +25,6 @@ pub struct BlobWriter {
     prehashed: u64,
     committed: bool,
 }
-
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl BlobWriter {
     pub(crate) fn create(tmp_dir: &Path, blobs_dir: &Path) -> Result<Self> {
@@ -128,34 +126,6 @@ impl Drop for BlobWriter {
             let _ = fs::remove_file(&self.tmp);
         }
     }
-}
-
-/// A unique temp path in `dir`; unique across threads and processes.
-pub(crate) fn tmp_path(dir: &Path, what: &str) -> PathBuf {
-    let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{what}-{}-{n}.tmp", std::process::id()))
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx("fsync directory", dir)
-}
-
-/// Write `bytes` to `dest` atomically (temp file + fsync + rename + dir fsync).
-pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(tmp_dir, "file");
-    let result = (|| {
-        let mut f = File::create(&tmp).ctx("create temp file", &tmp)?;
-        f.write_all(bytes).ctx("write temp file", &tmp)?;
-        f.sync_all().ctx("fsync temp file", &tmp)?;
-        fs::rename(&tmp, dest).ctx("rename into place", dest)?;
-        sync_dir(dest.parent().unwrap_or(Path::new(".")))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Hash the file at `path` and compare with `digest`.

@@ -33,7 +33,6 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-pub(crate) use blob::write_atomic;
 pub use blob::{BlobWriter, VerifyingReader};
 pub use gc::GcReport;
 pub use oci::{Descriptor, ImageConfig, Index, Manifest};
@@ -141,7 +140,7 @@ impl Store {
         }
         let layout = root.join("oci-layout");
         if !layout.exists() {
-            blob::write_atomic(&tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            crate::durable::write_atomic(&tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
         let db = Db::open(&root.join("drover.db"))?;
         let store = Store {
@@ -526,7 +525,7 @@ impl Store {
         };
         let bytes = serde_json::to_vec_pretty(&index)
             .map_err(|e| Error::corrupt("index", e.to_string()))?;
-        blob::write_atomic(&self.layout.tmp, &index_path, &bytes)
+        crate::durable::write_atomic(&self.layout.tmp, &index_path, &bytes)
     }
 }
 

@@ -33,9 +33,9 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat
 use serde::{Deserialize, Serialize};
 
 use super::baseline::{self, Change, FileKind, FileRecord, Merger};
-use super::blob::{sync_dir, tmp_path, write_atomic};
 use super::{Layout, Store};
 use crate::digest::{Digest, Hasher};
+use crate::durable::{sync_dir, tmp_path, write_atomic};
 use crate::error::{Error, IoContext, Result};
 use crate::sys;
 
@@ -1546,12 +1546,12 @@ mod tests {
              [[layer]]\nkind = \"file\"\ndest = \"/etc/greeting\"\ncontent = \"hello\\n\"\n",
         )
         .unwrap();
-        let def = crate::build::def::load(&def).unwrap();
-        let built = crate::build::build(
+        let def = crate::builder::def::load(&def).unwrap();
+        let built = crate::builder::build(
             &mut store,
             &def,
             &Default::default(),
-            &crate::build::NoProgress,
+            &crate::builder::NoProgress,
         )
         .unwrap();
         let r = materialize(&store, &built.digest).unwrap();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use drover_core::keys::{self, PublicKey};
 use drover_core::ledger::{self, Filter, export};
-use drover_core::sign::{self, PublicKey};
 
 use super::Ctx;
 use crate::output;
@@ -190,7 +190,7 @@ fn export(
             result?
         }
     };
-    let pub_path = ctx.store_dir.join(sign::key::HOST_PUB);
+    let pub_path = ctx.store_dir.join(keys::HOST_PUB);
     let mut msg = format!(
         "exported entries {}–{} ({} lines after the header",
         summary.first_seq, summary.last_seq, summary.entries
@@ -258,11 +258,11 @@ fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 /// exists yet. Only as trustworthy as the store directory: for tamper
 /// evidence against its writers, pass a copy kept elsewhere with --key.
 fn host_public(ctx: &Ctx) -> anyhow::Result<Vec<PublicKey>> {
-    let pub_path = ctx.store_dir.join(sign::key::HOST_PUB);
+    let pub_path = ctx.store_dir.join(keys::HOST_PUB);
     if pub_path.exists() {
         return Ok(vec![PublicKey::load(&pub_path)?]);
     }
-    Ok(vec![sign::host_key(&ctx.store_dir)?.public()])
+    Ok(vec![keys::host_key(&ctx.store_dir)?.public()])
 }
 
 fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {

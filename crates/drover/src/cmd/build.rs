@@ -2,8 +2,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use drover_core::build::{self, BuildOptions, CacheUse, Compression};
-use drover_core::sign::signature;
+use drover_core::builder::{self, BuildOptions, CacheUse, Compression};
+use drover_core::trust::signature;
 
 use super::Ctx;
 use crate::{output, progress};
@@ -40,7 +40,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
-    let def = build::def::load(&a.file)?;
+    let def = builder::def::load(&a.file)?;
     let mut store = ctx.store()?;
     // Load the key first: a bad key should fail before a long build.
     let key = a
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         no_cache: a.no_cache,
         threads: a.threads,
     };
-    let out = build::build(&mut store, &def, &opts, &bar);
+    let out = builder::build(&mut store, &def, &opts, &bar);
     bar.finish();
     let out = out?;
     let signed = key

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-use drover_core::build::provenance;
-use drover_core::sign::{PublicKey, key::HOST_PUB};
+use drover_core::builder::provenance;
+use drover_core::keys::{HOST_PUB, PublicKey};
 
 use super::Ctx;
 use crate::output;

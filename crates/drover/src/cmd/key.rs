@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use drover_core::sign::{self, PublicKey, SigningKey};
+use drover_core::keys::{self, PublicKey, SigningKey};
 
 use super::Ctx;
 use crate::output;
@@ -38,8 +38,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
         Sub::Show { file: Some(f) } => (PublicKey::load(f)?, f.clone()),
         Sub::Show { file: None } => (
-            sign::host_key(&ctx.store_dir)?.public(),
-            ctx.store_dir.join(sign::key::HOST_PUB),
+            keys::host_key(&ctx.store_dir)?.public(),
+            ctx.store_dir.join(keys::HOST_PUB),
         ),
     };
     if ctx.json {

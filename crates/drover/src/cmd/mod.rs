@@ -51,15 +51,15 @@ impl Ctx {
     pub fn trusted_keys(
         &self,
         files: &[std::path::PathBuf],
-    ) -> anyhow::Result<Vec<drover_core::sign::PublicKey>> {
+    ) -> anyhow::Result<Vec<drover_core::keys::PublicKey>> {
         if files.is_empty() {
-            return Ok(drover_core::sign::policy::load(&self.store_dir)?
+            return Ok(drover_core::trust::policy::load(&self.store_dir)?
                 .keys()
                 .to_vec());
         }
         Ok(files
             .iter()
-            .map(|f| drover_core::sign::PublicKey::load(f))
+            .map(|f| drover_core::keys::PublicKey::load(f))
             .collect::<Result<_, _>>()?)
     }
 
@@ -67,10 +67,10 @@ impl Ctx {
     pub fn signing_key(
         &self,
         file: Option<&std::path::Path>,
-    ) -> anyhow::Result<std::sync::Arc<drover_core::sign::SigningKey>> {
+    ) -> anyhow::Result<std::sync::Arc<drover_core::keys::SigningKey>> {
         Ok(match file {
-            Some(f) => std::sync::Arc::new(drover_core::sign::SigningKey::load(f)?),
-            None => drover_core::sign::host_key(&self.store_dir)?,
+            Some(f) => std::sync::Arc::new(drover_core::keys::SigningKey::load(f)?),
+            None => std::sync::Arc::new(drover_core::keys::host_key(&self.store_dir)?),
         })
     }
 }

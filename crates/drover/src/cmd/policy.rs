@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-use drover_core::sign::policy::{self, Origin, Verdict};
 use drover_core::store::registry::Remote;
+use drover_core::trust::policy::{self, Origin, Verdict};
 
 use super::Ctx;
 use crate::output;

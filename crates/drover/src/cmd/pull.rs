@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-use drover_core::sign::policy::{self, Operation};
 use drover_core::store::registry::{self, Remote};
+use drover_core::trust::policy::{self, Operation};
 
 use super::Ctx;
 use crate::output;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use drover_core::sign::policy;
+use drover_core::trust::policy;
 
 use super::Ctx;
 use crate::output;

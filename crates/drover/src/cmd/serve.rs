@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    drover_core::build::def::parse_duration(s).map(Duration::from_millis)
+    drover_core::builder::def::parse_duration(s).map(Duration::from_millis)
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use drover_core::sign::signature;
+use drover_core::trust::signature;
 
 use super::Ctx;
 use crate::output;

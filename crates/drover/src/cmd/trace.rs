@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let trust = trace::Trust {
         keys: ctx.trusted_keys(&a.key)?,
-        builders: drover_core::sign::policy::load(&ctx.store_dir)?.trusted_builders,
+        builders: drover_core::trust::policy::load(&ctx.store_dir)?.trusted_builders,
     };
     let root = trace::trace(&store, &a.target, &trust)?;
     if ctx.json {

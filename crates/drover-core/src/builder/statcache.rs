@@ -89,7 +89,7 @@ impl StatCache {
         }
         let bytes =
             serde_json::to_vec(self).map_err(|e| Error::corrupt("stat cache", e.to_string()))?;
-        crate::store::write_atomic(tmp_dir, &self.path, &bytes)
+        crate::durable::write_atomic(tmp_dir, &self.path, &bytes)
     }
 
     /// Fill in `sha256` for every regular file the cache can vouch for, and

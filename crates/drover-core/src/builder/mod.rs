@@ -30,9 +30,9 @@ pub use layer::CacheUse;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
-use crate::sign::attest::{self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE};
 use crate::store::baseline;
 use crate::store::{Descriptor, ImageConfig, Manifest, Store, oci};
+use crate::trust::attest::{self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE};
 
 /// The image label that carries the health check, as JSON.
 pub const HEALTH_LABEL: &str = "vnd.drover.health";
@@ -136,7 +136,7 @@ pub fn build(
 
     // The deploy policy's word on the base: not revoked, and allowed.
     if let Base::Store(base) | Base::Layout { digest: base, .. } = &def.base {
-        crate::sign::policy::enforce_base(store, base, &tag)?;
+        crate::trust::policy::enforce_base(store, base, &tag)?;
     }
     let (base_manifest, base_config, mut merger) = resolve_base(store, def)?;
     let mut manifest_layers = base_manifest
@@ -325,7 +325,7 @@ pub fn build(
                 baseline: baseline_desc.digest,
                 sbom: sbom_desc.digest,
             });
-            let key = crate::sign::host_key(store.root())?;
+            let key = crate::keys::host_key(store.root())?;
             let statement = predicate.statement(&image.digest, &tag)?;
             let prov_desc = attest::put(store, &image, PROVENANCE_ARTIFACT_TYPE, &statement, &key)?;
             // Replaced: this store's earlier provenance of the same image

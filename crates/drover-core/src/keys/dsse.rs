@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use super::key::{PublicKey, SigningKey};
+use super::{PublicKey, SigningKey};
 use crate::error::Error;
 
 /// The media type of an envelope stored as an artifact's content.

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::dsse::{self, Envelope, Failure};
-use super::key::{PublicKey, SigningKey};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::keys::dsse::{self, Envelope, Failure};
+use crate::keys::{PublicKey, SigningKey};
 use crate::store::{Descriptor, Store, artifact};
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";

@@ -1,4 +1,11 @@
-//! Ed25519 keys: generation, PEM files, key ids, and the host key.
+//! Ed25519 keys: generation, PEM files, key ids, and the host key; with
+//! [`dsse`], the envelopes everything signed about an image travels in.
+//!
+//! A leaf: it imports nothing of drover's but digests, errors and durable
+//! file writes, so the ledger (which signs every entry) and the trust chain
+//! (which signs images) both build on it without a loop. Nothing here caches
+//! a key: whoever opens the state loads the host key once
+//! ([`crate::state::Db::open`]) and hands it to what signs.
 //!
 //! Files are the standard PEM forms, so OpenSSL and Python's `cryptography`
 //! read them as they are: the private key is PKCS#8 (RFC 8410, `PRIVATE
@@ -12,12 +19,12 @@
 //! DSSE signatures carry it, so outside verifiers match signatures to keys
 //! without being told.
 
-use std::collections::HashMap;
+pub mod dsse;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -235,7 +242,7 @@ impl SigningKey {
         })();
         let _ = fs::remove_file(&tmp);
         written?;
-        crate::store::write_atomic(
+        crate::durable::write_atomic(
             pub_path.parent().unwrap_or(Path::new(".")),
             pub_path,
             self.public().to_pem().as_bytes(),
@@ -248,23 +255,9 @@ impl SigningKey {
 }
 
 /// The host key of the state directory `state_dir`, created (with its
-/// public half) the first time it is asked for. Loaded once per process.
-pub fn host_key(state_dir: &Path) -> Result<Arc<SigningKey>> {
-    static KEYS: OnceLock<Mutex<HashMap<PathBuf, Arc<SigningKey>>>> = OnceLock::new();
-    let path = state_dir.join(HOST_KEY);
-    let mut keys = KEYS
-        .get_or_init(Default::default)
-        .lock()
-        .expect("key cache");
-    if let Some(k) = keys.get(&path) {
-        return Ok(k.clone());
-    }
-    let key = Arc::new(host_key_uncached(state_dir)?);
-    keys.insert(path, key.clone());
-    Ok(key)
-}
-
-fn host_key_uncached(state_dir: &Path) -> Result<SigningKey> {
+/// public half) the first time it is asked for. Reads the file each call:
+/// callers that sign often hold on to the key (the state database does).
+pub fn host_key(state_dir: &Path) -> Result<SigningKey> {
     let path = state_dir.join(HOST_KEY);
     let key = match SigningKey::load(&path) {
         Ok(k) => k,
@@ -407,7 +400,7 @@ mod tests {
         let first = host_key(dir.path()).unwrap().public();
         fs::remove_file(dir.path().join(HOST_KEY)).unwrap();
         // A fresh process would not have it cached.
-        let e = host_key_uncached(dir.path()).err().unwrap().to_string();
+        let e = host_key(dir.path()).err().unwrap().to_string();
         assert!(e.contains("restore the key"), "{e}");
         assert_eq!(PublicKey::load(&dir.path().join(HOST_PUB)).unwrap(), first);
     }

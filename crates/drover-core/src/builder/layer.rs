@@ -207,7 +207,7 @@ pub fn produce(
     fs::create_dir_all(cache.join("layers")).ctx("create cache directory", &cache)?;
     let bytes =
         serde_json::to_vec(&rec).map_err(|e| Error::corrupt("layer record", e.to_string()))?;
-    crate::store::write_atomic(store.tmp_dir(), &record_path(&key), &bytes)?;
+    crate::durable::write_atomic(store.tmp_dir(), &record_path(&key), &bytes)?;
     save_slot(store, &slot_path, &key)?;
     let cache_use = CacheUse::Built {
         reused: written.reused,
@@ -267,7 +267,7 @@ fn save_slot(store: &Store, slot_path: &Path, key: &Digest) -> Result<()> {
     if let Some(dir) = slot_path.parent() {
         fs::create_dir_all(dir).ctx("create cache directory", dir)?;
     }
-    crate::store::write_atomic(store.tmp_dir(), slot_path, key.hex().as_bytes())
+    crate::durable::write_atomic(store.tmp_dir(), slot_path, key.hex().as_bytes())
 }
 
 /// Cut the tar stream of `entries` into chunks. Pure: metadata in, plan out.

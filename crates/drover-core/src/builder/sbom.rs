@@ -37,7 +37,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::store::baseline::{self, Baseline, Change, FileKind};
 use crate::store::{Descriptor, Layout, Store, artifact};
 
-pub use crate::sign::attest::SBOM_ARTIFACT_TYPE;
+pub use crate::trust::attest::SBOM_ARTIFACT_TYPE;
 
 /// The media type of the SBOM content.
 pub const CONTENT_MEDIA_TYPE: &str = "application/spdx+json";
@@ -438,7 +438,7 @@ fn save_sha1s(store: &Store, diff_id: &Digest, map: &Sha1s) -> Result<()> {
         map.iter().map(|(k, v)| (k.hex(), hex::encode(v))).collect();
     let bytes =
         serde_json::to_vec(&raw).map_err(|e| Error::corrupt("SHA-1 cache", e.to_string()))?;
-    crate::store::write_atomic(store.tmp_dir(), &path, &bytes)
+    crate::durable::write_atomic(store.tmp_dir(), &path, &bytes)
 }
 
 /// SHA-1s of a built layer's files: those taken while the layer was

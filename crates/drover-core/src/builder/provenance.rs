@@ -8,7 +8,7 @@
 //! `buildDefinition` holds what decides the image: the definition file and
 //! the build parameters (`externalParameters`), the thread count and cache
 //! use that do not (`internalParameters`), and `resolvedDependencies`: the
-//! definition file, the base image (the contract of [`crate::sign::attest`]),
+//! definition file, the base image (the contract of [`crate::trust::attest`]),
 //! one entry per copy layer and one per inline file. A copy layer's digest is
 //! the sha256 of its file records as the baseline lists them (path, type,
 //! mode, owner, size, content sha256, link target, as JSON): it changes when
@@ -30,17 +30,17 @@ use serde_json::{Value, json};
 use super::def::{Base, Compression, ImageDef, LayerDef};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::sign::PublicKey;
-use crate::sign::attest::{
-    self, Attestation, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
-};
-use crate::sign::dsse::Failure;
+use crate::keys::PublicKey;
+use crate::keys::dsse::Failure;
 use crate::store::Store;
 use crate::store::baseline::FileRecord;
+use crate::trust::attest::{
+    self, Attestation, BUILDER_ID, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE, Statement,
+};
 
 /// The SLSA `buildType` of drover builds.
 pub const BUILD_TYPE: &str = "https://drover.dev/build/v1";
-/// The `name` of the base image dependency (see [`crate::sign::attest`]).
+/// The `name` of the base image dependency (see [`crate::trust::attest`]).
 pub const BASE_IMAGE: &str = "base-image";
 /// The `name` of the definition file dependency.
 pub const DEFINITION: &str = "definition";
@@ -218,7 +218,7 @@ pub(crate) fn layer_input(
 }
 
 /// The base image as the provenance names it (the contract in
-/// [`crate::sign::attest`]); `None` for scratch.
+/// [`crate::trust::attest`]); `None` for scratch.
 fn base_dependency(def: &ImageDef) -> Option<Dependency> {
     let (uri, digest) = match &def.base {
         Base::Scratch => return None,
@@ -332,7 +332,7 @@ pub fn read(store: &Store, image: &Digest, keys: &[PublicKey]) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::SigningKey;
+    use crate::keys::SigningKey;
     use crate::store::Descriptor;
     use serde_json::json;
 
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_build_names_its_definition_base_and_every_input() {
-        use crate::build::def::{CopyLayer, FileLayer};
+        use crate::builder::def::{CopyLayer, FileLayer};
         use crate::store::baseline::FileKind;
         let base = Digest::of(b"base manifest");
         let copy = LayerDef::Copy(CopyLayer {

@@ -5,11 +5,11 @@
 use serde_json::json;
 
 use super::attest::{self, Attestation, Statement};
-use super::dsse::Failure;
-use super::key::{PublicKey, SigningKey};
 use crate::clock;
 use crate::digest::Digest;
 use crate::error::Result;
+use crate::keys::dsse::Failure;
+use crate::keys::{PublicKey, SigningKey};
 use crate::ledger::NewEntry;
 use crate::store::{Descriptor, Store};
 

@@ -1,9 +1,9 @@
 //! The trust chain: who may vouch for an image, and how that is checked.
+//! Sits above the store (statements are artifacts in it); the keys and the
+//! DSSE envelopes it signs with are the leaf module [`crate::keys`].
 //!
 //! | file | owns |
 //! |------|------|
-//! | [`key`] | Ed25519 keys: generation, PEM files (0600 enforced), key ids, the host key |
-//! | [`dsse`] | DSSE envelopes: the pre-authentication encoding, signing, verification |
 //! | [`attest`] | in-toto v1 statements about an image, signed and attached as artifacts |
 //! | [`signature`] | image signatures (`drover sign`, `build --sign`) and checking them |
 //! | [`policy`] | the deploy policy (`policy.toml`), revocations, and the one place that refuses an image |
@@ -15,9 +15,5 @@
 //! hash, by the host key; see `ledger` and docs/ledger-format.md.)
 
 pub mod attest;
-pub mod dsse;
-pub mod key;
 pub mod policy;
 pub mod signature;
-
-pub use key::{PublicKey, SigningKey, host_key};

@@ -41,12 +41,12 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use super::attest::{self, PROVENANCE_ARTIFACT_TYPE, SLSA_PREDICATE_TYPE};
-use super::dsse::Failure;
-use super::key::{HOST_PUB, PublicKey};
 use super::signature;
 use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::keys::dsse::Failure;
+use crate::keys::{HOST_PUB, PublicKey};
 use crate::ledger::{self, NewEntry};
 use crate::state::DbContext;
 use crate::store::Store;
@@ -188,7 +188,7 @@ impl Policy {
     /// The built-in default for `state_dir`: images built and signed by
     /// this host. Creates the host key if it does not exist yet.
     pub fn default_for(state_dir: &Path) -> Result<Policy> {
-        let host = super::host_key(state_dir)?.public();
+        let host = crate::keys::host_key(state_dir)?.public();
         Ok(Policy {
             trusted_keys: vec![HOST_PUB.to_string()],
             require_signature: true,
@@ -498,7 +498,7 @@ pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
     let (trusted_keys, keys) = match t.get("trusted_keys") {
         None => (
             vec![HOST_PUB.to_string()],
-            vec![super::host_key(state_dir)?.public()],
+            vec![crate::keys::host_key(state_dir)?.public()],
         ),
         Some(n) => trusted_keys(&c, n, state_dir)?,
     };
@@ -907,9 +907,10 @@ pub fn unrevoke(store: &mut Store, reference: &str, reason: &str) -> Result<Revo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::{self, BuildOptions, NoProgress};
-    use crate::sign::{SigningKey, attest::Statement, dsse::Envelope};
+    use crate::builder::{self, BuildOptions, NoProgress};
+    use crate::keys::{SigningKey, dsse::Envelope};
     use crate::store::artifact;
+    use crate::trust::attest::Statement;
 
     fn fails(text: &str, line: usize, column: usize, key: &str, says: &str) {
         let dir = tempfile::tempdir().unwrap();
@@ -1019,7 +1020,7 @@ mod tests {
         .unwrap();
         // keys/host.pub does not exist until the host key is made.
         assert!(p.to_string().contains("trusted_keys[1]"), "{p}");
-        super::super::host_key(dir.path()).unwrap();
+        crate::keys::host_key(dir.path()).unwrap();
         let p = parse(
             "trusted_keys = [\"ci.pub\", \"keys/host.pub\"]\nreplace_revoked = false\n\
              allowed_registries = [\"127.0.0.1:5000\"]\n",
@@ -1057,8 +1058,9 @@ mod tests {
         let mut store = Store::open(&dir.path().join("store")).unwrap();
         let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
                     [[layer]]\nkind = \"file\"\ndest = \"/app\"\ncontent = \"x\"\n";
-        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
-        let built = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        let built =
+            builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
         let digest = built.digest;
         // Without the build's own provenance: the tests attach their own.
         let attached = store
@@ -1110,7 +1112,7 @@ mod tests {
     #[test]
     fn evaluate_checks_each_rule_in_order() {
         let (_dir, mut store, image) = store();
-        let host = super::super::host_key(store.root()).unwrap();
+        let host = crate::keys::host_key(store.root()).unwrap();
         let mut p = Policy::default_for(store.root()).unwrap();
         let v = p.evaluate(&store, &image, Origin::Local).unwrap();
         assert!(
@@ -1185,7 +1187,7 @@ mod tests {
     #[test]
     fn a_tampered_signature_refuses_only_without_a_good_one() {
         let (_dir, mut store, image) = store();
-        let host = super::super::host_key(store.root()).unwrap();
+        let host = crate::keys::host_key(store.root()).unwrap();
         let mut p = Policy::default_for(store.root()).unwrap();
         p.require_provenance = false;
         signature::sign(&mut store, "app:1", &host).unwrap();
@@ -1207,7 +1209,7 @@ mod tests {
             &store,
             &desc,
             signature::ARTIFACT_TYPE,
-            super::super::dsse::MEDIA_TYPE,
+            crate::keys::dsse::MEDIA_TYPE,
             &env.to_bytes(),
         )
         .unwrap();
@@ -1231,7 +1233,7 @@ mod tests {
     #[test]
     fn a_tampered_provenance_refuses_only_without_a_good_one() {
         let (_dir, mut store, image) = store();
-        let host = super::super::host_key(store.root()).unwrap();
+        let host = crate::keys::host_key(store.root()).unwrap();
         let p = Policy::default_for(store.root()).unwrap();
         signature::sign(&mut store, "app:1", &host).unwrap();
         provenance(&mut store, &image, &host, attest::BUILDER_ID, None);
@@ -1249,7 +1251,7 @@ mod tests {
             &store,
             &desc,
             PROVENANCE_ARTIFACT_TYPE,
-            super::super::dsse::MEDIA_TYPE,
+            crate::keys::dsse::MEDIA_TYPE,
             &env.to_bytes(),
         )
         .unwrap();
@@ -1271,7 +1273,7 @@ mod tests {
     #[test]
     fn bases_are_checked_from_provenance() {
         let (_dir, mut store, image) = store();
-        let host = super::super::host_key(store.root()).unwrap();
+        let host = crate::keys::host_key(store.root()).unwrap();
         let mut p = Policy::default_for(store.root()).unwrap();
         signature::sign(&mut store, "app:1", &host).unwrap();
         let base: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
@@ -1311,8 +1313,8 @@ mod tests {
         // by a key nobody trusts) is refused too, two levels above `base`.
         let text = "[image]\nname = \"top\"\ntag = \"1\"\n\
                     [[layer]]\nkind = \"file\"\ndest = \"/top\"\ncontent = \"y\"\n";
-        let def = build::def::parse(text, Path::new("drover.toml")).unwrap();
-        let top = build::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        let top = builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
             .unwrap()
             .digest;
         let stranger = SigningKey::generate().unwrap();
