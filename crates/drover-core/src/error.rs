@@ -104,8 +104,9 @@ pub enum Error {
     #[error("state database {path}: {source}", path = .path.display())]
     Database {
         path: PathBuf,
+        /// What the backend said (its own error type stays inside `state`).
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The state database was migrated by a newer drover than this one.

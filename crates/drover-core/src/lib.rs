@@ -1,28 +1,32 @@
 //! drover-core: all of drover's domain logic. The binary (`crates/drover`) is a
 //! thin shell over this crate.
 //!
-//! Module index (dependencies point down this list, never up):
+//! Module index. Dependencies point down this list, never up: a module
+//! imports only modules below it (tests excepted, which may build an image
+//! with the builder to test the store, say).
 //!
 //! | module    | owns |
 //! |-----------|------|
+//! | [`trace`]  | `drover trace`: instance → release → image → signatures, provenance, SBOM, baseline, drift |
 //! | [`reconcile`] | `drover serve`'s reconciler: the deploy pass, run forever, with back-off |
 //! | [`drift`]  | drift: instances against their releases — image, runtime config, process, and the root's every file against the baseline (budgeted); condemns drifted instances for replacement |
 //! | [`deploy`] | fleet files, releases, the rollout planner, health gates, traffic hand-over, rollback |
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process |
-//! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, SLSA provenance, SPDX SBOMs |
+//! | [`trust`]  | signatures and attestations on images, the deploy policy, revocations: the one place that refuses an image |
+//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify`, registries |
+//! | [`state`]  | the transaction seam (`Db`, `Reader`, `Tx`): every mutation and its ledger entry in one transaction; SQLite, its migrations; what a second backend must provide |
+//! | [`ledger`] | the audit log's rules: entries, canonical form, the hash chain, signatures, verification, export |
+//! | [`keys`]   | Ed25519 keys, the host key, DSSE envelopes (a leaf: the ledger and the trust chain both sign with it) |
+//! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
-//! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify` |
-//! | [`trust`]  | signatures, attestations, the deploy policy and revocations |
-//! | [`ledger`] | the append-only, hash-chained audit log |
-//! | [`keys`]   | Ed25519 keys, the host key, DSSE envelopes (a leaf) |
-//! | [`state`]  | the SQLite database (tags, referrers, ledger, instances) and its versioned migrations |
-//! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |
+//! | `durable`, `sys` | atomic file writes (temp + fsync + rename); the few raw system calls |
+//! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type and its one classifier, timestamps |
 //!
-//! Every mutation of the store writes its ledger entry here, inside the same
-//! database transaction as the change itself, so the CLI and any later daemon
-//! leave the same trail.
+//! Every mutation writes its ledger entry through [`state::Tx::record`],
+//! inside the same database transaction as the change itself, so the CLI and
+//! the daemon leave the same trail.
 
 pub mod builder;
 pub mod clock;

@@ -31,7 +31,7 @@ use crate::deploy::release::{ServiceHealth, health};
 use crate::deploy::{self, Report, gate, release, traffic};
 use crate::error::Result;
 use crate::instance::{self, Instance, State};
-use crate::ledger::{self, NewEntry};
+use crate::ledger::NewEntry;
 use crate::runtime;
 use crate::state::{Db, DbContext};
 use crate::store::Store;
@@ -68,7 +68,7 @@ fn backoff(failures: i64, max: Duration) -> Duration {
 /// Record what a pass did in `service_health` (and a `service.backoff`
 /// ledger entry when it backs the service off).
 fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> {
-    let mut h = health(db.conn(), db.path(), &report.service)?;
+    let mut h = health(db.read(), &report.service)?;
     h.restarts += i64::from(report.healed);
     let failed = match &report.error {
         // A rollout that failed and was rolled back left the service as it
@@ -107,8 +107,8 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         }
         None => {}
     }
-    db.write(|tx, path| {
-        tx.execute(
+    db.write(|tx| {
+        tx.sql().execute(
             "INSERT INTO service_health (service, restarts, failures, backoff_until, last_error, \
              updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (service) DO UPDATE SET \
              restarts = ?2, failures = ?3, backoff_until = ?4, last_error = ?5, updated = ?6",
@@ -121,19 +121,15 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
                 clock::now_rfc3339()
             ],
         )
-        .db_ctx(path)?;
+        .db_ctx(tx.path())?;
         if let (Some(why), Some(until)) = (&failed, h.backoff_until) {
-            ledger::append(
-                tx,
-                path,
-                NewEntry::new(
-                    "service.backoff",
-                    [report.service.clone()],
-                    json!({"service": report.service, "failures": h.failures,
+            tx.record(NewEntry::new(
+                "service.backoff",
+                [report.service.clone()],
+                json!({"service": report.service, "failures": h.failures,
                            "backoff_ms": (until - clock::now_ms()).max(0),
                            "reason": why}),
-                ),
-            )?;
+            ))?;
         }
         Ok(())
     })?;
@@ -198,7 +194,7 @@ impl Reconciler {
         self.seen = Some(now);
         let services: Vec<String> = {
             let db = store.db();
-            release::services(db.conn(), db.path())?
+            release::services(db.read())?
                 .into_iter()
                 .map(|s| s.name)
                 .filter(|name| self.only.as_ref().is_none_or(|o| o == name))
@@ -209,7 +205,7 @@ impl Reconciler {
             let now = Instant::now();
             let h = {
                 let db = store.db();
-                health(db.conn(), db.path(), name)?
+                health(db.read(), name)?
             };
             if h.backoff_until.is_some_and(|t| t > clock::now_ms()) {
                 continue;
@@ -244,13 +240,13 @@ impl Reconciler {
     fn watch_health(&mut self, store: &mut Store, service: &str) -> Result<()> {
         let (check, serving) = {
             let db = store.db();
-            let Some(svc) = release::service(db.conn(), db.path(), service)? else {
+            let Some(svc) = release::service(db.read(), service)? else {
                 return Ok(());
             };
             let Some(n) = svc.desired else {
                 return Ok(());
             };
-            let r = release::release(db.conn(), db.path(), service, n)?;
+            let r = release::release(db.read(), service, n)?;
             let Some(check) = r.config.health else {
                 return Ok(());
             };
@@ -345,15 +341,16 @@ mod tests {
             h.failures, 2,
             "a clean pass right after a crash is no recovery"
         );
-        db.write(|tx, _| {
-            tx.execute("UPDATE service_health SET backoff_until = 0", [])
+        db.write(|tx| {
+            tx.sql()
+                .execute("UPDATE service_health SET backoff_until = 0", [])
                 .unwrap();
             Ok(())
         })
         .unwrap();
         let h = record(&mut db, &clean, max).unwrap();
         assert_eq!((h.restarts, h.failures, h.backoff_until), (2, 0, None));
-        assert_eq!(health(db.conn(), db.path(), "web").unwrap(), h);
+        assert_eq!(health(db.read(), "web").unwrap(), h);
         let entries: i64 = db
             .conn()
             .query_row(

@@ -84,7 +84,7 @@ pub fn trace(store: &Store, target: &str, trust: &Trust) -> Result<Link> {
         && let Ok(n) = n.parse::<i64>()
     {
         let db = store.db();
-        let r = release::release(db.conn(), db.path(), service, n)?;
+        let r = release::release(db.read(), service, n)?;
         return Ok(of_release(store, &r, None, trust));
     }
     match instance::find(store.db(), target) {
@@ -116,7 +116,7 @@ fn of_instance(store: &Store, i: &Instance, trust: &Trust) -> Result<Link> {
     let release = match (&i.service, i.release) {
         (Some(s), Some(n)) => {
             let db = store.db();
-            Some(release::release(db.conn(), db.path(), s, n)?)
+            Some(release::release(db.read(), s, n)?)
         }
         _ => None,
     };

@@ -47,7 +47,7 @@ use super::{Report, STOP_GRACE, traffic};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
-use crate::ledger::{self, NewEntry};
+use crate::ledger::NewEntry;
 use crate::runtime;
 use crate::state::DbContext;
 use crate::store::Store;
@@ -83,11 +83,11 @@ pub(super) fn converge_or_roll_back(
     lease: &mut Lease,
     report: &mut Report,
 ) -> Result<()> {
-    let db_path = store.db().path().to_path_buf();
-    let svc = release::service(store.db().conn(), &db_path, service)?
+    let _db_path = store.db().path().to_path_buf();
+    let svc = release::service(store.db().read(), service)?
         .ok_or_else(|| Error::not_found(format!("service {service}")))?;
     let desired = match svc.desired {
-        Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
+        Some(n) => Some(release::release(store.db().read(), service, n)?),
         None => None,
     };
     let desired = match desired {
@@ -106,9 +106,9 @@ pub(super) fn converge_or_roll_back(
         Ok(()) => {
             report.release = desired.as_ref().map(|r| r.number);
             if let Some(r) = &desired {
-                store.db_mut().write(|tx, path| {
-                    lease.check(tx, path)?;
-                    release::settle(tx, path, service, r.number, Outcome::Healthy, None)
+                store.db_mut().write(|tx| {
+                    lease.check(tx)?;
+                    release::settle(tx, service, r.number, Outcome::Healthy, None)
                 })?;
             }
             Ok(())
@@ -151,34 +151,23 @@ pub(super) fn converge_or_roll_back(
             let logs = keep_logs(store, service, failed.number);
             let reason = format!("instance {instance}: {why}");
             let back_to = failed.parent;
-            store.db_mut().write(|tx, path| {
-                lease.check(tx, path)?;
-                release::settle(
-                    tx,
-                    path,
-                    service,
-                    failed.number,
-                    Outcome::Failed,
-                    Some(&reason),
-                )?;
-                release::quarantine(tx, path, &failed, &reason)?;
-                release::set_desired(tx, path, service, back_to)?;
-                release::forget_request(tx, path, service)?;
-                ledger::append(
-                    tx,
-                    path,
-                    NewEntry::new(
-                        "service.rollback",
-                        [format!("{service}#{}", failed.number)],
-                        json!({"service": service, "from": failed.number, "to": back_to,
+            store.db_mut().write(|tx| {
+                lease.check(tx)?;
+                release::settle(tx, service, failed.number, Outcome::Failed, Some(&reason))?;
+                release::quarantine(tx, &failed, &reason)?;
+                release::set_desired(tx, service, back_to)?;
+                release::forget_request(tx, service)?;
+                tx.record(NewEntry::new(
+                    "service.rollback",
+                    [format!("{service}#{}", failed.number)],
+                    json!({"service": service, "from": failed.number, "to": back_to,
                                "automatic": true, "reason": reason}),
-                    ),
-                )
+                ))
                 .map(drop)
             })?;
             report.failed = Some(failed.number);
             let previous = match back_to {
-                Some(n) => Some(release::release(store.db().conn(), &db_path, service, n)?),
+                Some(n) => Some(release::release(store.db().read(), service, n)?),
                 None => None,
             };
             match converge(
@@ -248,15 +237,11 @@ fn off_revoked(
     // is deployed without anyone asking for it.
     let db = store.db();
     let mut good = None;
-    for r in release::releases(db.conn(), db.path(), service)?
-        .into_iter()
-        .rev()
-    {
+    for r in release::releases(db.read(), service)?.into_iter().rev() {
         if r.number != desired.number
             && r.outcome == Outcome::Healthy
             && r.image != desired.image
-            && release::quarantined(db.conn(), db.path(), service, &r.image, &r.config_digest)?
-                .is_none()
+            && release::quarantined(db.read(), service, &r.image, &r.config_digest)?.is_none()
             && matches!(
                 policy.evaluate(store, &r.image, policy::Origin::Local)?,
                 policy::Verdict::Allowed { .. }
@@ -272,11 +257,10 @@ fn off_revoked(
         ));
     };
     let reason = format!("image {} is revoked: {}", desired.image, rev.describe());
-    store.db_mut().write(|tx, path| {
-        lease.check(tx, path)?;
+    store.db_mut().write(|tx| {
+        lease.check(tx)?;
         let r = release::create(
             tx,
-            path,
             release::NewRelease {
                 service,
                 image: target.image,
@@ -287,19 +271,15 @@ fn off_revoked(
                 rollback_of: Some(target.number),
             },
         )?;
-        release::set_desired(tx, path, service, Some(r.number))?;
-        release::forget_request(tx, path, service)?;
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                "service.rollback",
-                [format!("{service}#{}", desired.number)],
-                json!({"service": service, "from": desired.number, "to": r.number,
+        release::set_desired(tx, service, Some(r.number))?;
+        release::forget_request(tx, service)?;
+        tx.record(NewEntry::new(
+            "service.rollback",
+            [format!("{service}#{}", desired.number)],
+            json!({"service": service, "from": desired.number, "to": r.number,
                        "rollback_of": target.number, "automatic": true,
                        "revoked": desired.image, "reason": reason}),
-            ),
-        )?;
+        ))?;
         Ok(r)
     })
 }
@@ -367,10 +347,11 @@ fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Option<
         _ => None,
     };
     let exit = i.exit.map(|e| e.to_string()).unwrap_or_default();
-    let recorded = store.db_mut().write(|tx, path| {
+    let recorded = store.db_mut().write(|tx| {
         // Already recorded, or not a crash at all: a stop someone asked for
         // whose instance was not removed yet.
         let skip: bool = tx
+            .sql()
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM ledger WHERE action = 'service.heal' \
                  AND subjects LIKE ?1) OR EXISTS (SELECT 1 FROM instance_transitions \
@@ -378,20 +359,16 @@ fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Option<
                 params![format!("%\"{}\"%", i.id), i.id],
                 |r| r.get(0),
             )
-            .db_ctx(path)?;
+            .db_ctx(tx.path())?;
         if skip {
             return Ok(false);
         }
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                "service.heal",
-                [i.id.clone(), i.image.to_string()],
-                json!({"service": service, "release": i.release, "instance": i.id,
+        tx.record(NewEntry::new(
+            "service.heal",
+            [i.id.clone(), i.image.to_string()],
+            json!({"service": service, "release": i.release, "instance": i.id,
                        "exit": exit, "seconds": lived.map(|d| d.as_secs())}),
-            ),
-        )
+        ))
         .map(|_| true)
     })?;
     instance::remove(store, &i.id, true)?;
@@ -479,9 +456,9 @@ fn converge(
         };
         if matches!(step, Step::Start { .. } | Step::Stop { .. }) || !newly_ready.is_empty() {
             // Fenced: a deploy whose lease was taken over changes nothing.
-            store.db_mut().write(|tx, path| {
-                lease.check(tx, path)?;
-                traffic::mark_ready(tx, path, &newly_ready)
+            store.db_mut().write(|tx| {
+                lease.check(tx)?;
+                traffic::mark_ready(tx, &newly_ready)
             })?;
             newly_ready.clear();
         }

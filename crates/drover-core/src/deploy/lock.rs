@@ -11,15 +11,14 @@
 //! A lock never sticks: a lease left by a killed `apply` expires by itself,
 //! and one whose holder is a dead process on this host is taken over at once.
 
-use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime;
-use crate::state::{Db, DbContext};
+use crate::state::{Db, DbContext, Tx};
 
 /// How long a lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -78,7 +77,7 @@ fn holder_is_dead(holder: &str) -> bool {
 pub fn acquire(db: &mut Db, name: &str, wait: bool) -> Result<Lease> {
     let holder = me();
     loop {
-        let got = db.write(|tx, path| try_acquire(tx, path, name, &holder))?;
+        let got = db.write(|tx| try_acquire(tx, name, &holder))?;
         match got {
             Ok(lease) => return Ok(lease),
             Err((other, expires_ms)) if !wait => {
@@ -98,15 +97,16 @@ pub fn acquire(db: &mut Db, name: &str, wait: bool) -> Result<Lease> {
 
 type Taken = std::result::Result<Lease, (String, i64)>;
 
-fn try_acquire(tx: &Transaction<'_>, path: &Path, name: &str, holder: &str) -> Result<Taken> {
+fn try_acquire(tx: &Tx<'_>, name: &str, holder: &str) -> Result<Taken> {
     let row: Option<(String, i64, i64)> = tx
+        .sql()
         .query_row(
             "SELECT holder, token, expires FROM locks WHERE name = ?1",
             [name],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
-        .db_ctx(path)?;
+        .db_ctx(tx.path())?;
     let now = now_ms();
     let token = match &row {
         Some((other, _, expires)) if *expires > now && !holder_is_dead(other) => {
@@ -116,12 +116,13 @@ fn try_acquire(tx: &Transaction<'_>, path: &Path, name: &str, holder: &str) -> R
         None => 1,
     };
     let expires_ms = now + LEASE.as_millis() as i64;
-    tx.execute(
-        "INSERT INTO locks (name, holder, token, expires) VALUES (?1, ?2, ?3, ?4)
+    tx.sql()
+        .execute(
+            "INSERT INTO locks (name, holder, token, expires) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET holder = ?2, token = ?3, expires = ?4",
-        params![name, holder, token, expires_ms],
-    )
-    .db_ctx(path)?;
+            params![name, holder, token, expires_ms],
+        )
+        .db_ctx(tx.path())?;
     Ok(Ok(Lease {
         name: name.to_string(),
         token,
@@ -133,15 +134,16 @@ fn try_acquire(tx: &Transaction<'_>, path: &Path, name: &str, holder: &str) -> R
 impl Lease {
     /// Fail unless this lease is still the lock's current one. Call inside
     /// the transaction of every write made under the lock.
-    pub fn check(&self, tx: &Transaction<'_>, path: &Path) -> Result<()> {
+    pub fn check(&self, tx: &Tx<'_>) -> Result<()> {
         let token: Option<i64> = tx
+            .sql()
             .query_row(
                 "SELECT token FROM locks WHERE name = ?1",
                 [&self.name],
                 |r| r.get(0),
             )
             .optional()
-            .db_ctx(path)?;
+            .db_ctx(tx.path())?;
         if token == Some(self.token) {
             Ok(())
         } else {
@@ -163,13 +165,14 @@ impl Lease {
             return Ok(());
         }
         let expires = now + LEASE.as_millis() as i64;
-        db.write(|tx, path| {
-            self.check(tx, path)?;
-            tx.execute(
-                "UPDATE locks SET expires = ?3 WHERE name = ?1 AND token = ?2",
-                params![self.name, self.token, expires],
-            )
-            .db_ctx(path)
+        db.write(|tx| {
+            self.check(tx)?;
+            tx.sql()
+                .execute(
+                    "UPDATE locks SET expires = ?3 WHERE name = ?1 AND token = ?2",
+                    params![self.name, self.token, expires],
+                )
+                .db_ctx(tx.path())
         })?;
         self.expires_ms = expires;
         Ok(())
@@ -177,13 +180,14 @@ impl Lease {
 
     /// Give the lock up (the token stays, so the next holder's is higher).
     pub fn release(self, db: &mut Db) -> Result<()> {
-        db.write(|tx, path| {
-            tx.execute(
-                "UPDATE locks SET expires = 0 WHERE name = ?1 AND token = ?2",
-                params![self.name, self.token],
-            )
-            .db_ctx(path)
-            .map(drop)
+        db.write(|tx| {
+            tx.sql()
+                .execute(
+                    "UPDATE locks SET expires = 0 WHERE name = ?1 AND token = ?2",
+                    params![self.name, self.token],
+                )
+                .db_ctx(tx.path())
+                .map(drop)
         })
     }
 }
@@ -224,10 +228,9 @@ mod tests {
             .unwrap();
         let fresh = acquire(&mut db, "l", false).unwrap();
         assert_eq!(fresh.token, 2);
-        let path = db.path().to_path_buf();
-        let tx = db.transaction().unwrap();
-        assert!(stale.check(&tx, &path).is_err());
-        assert!(fresh.check(&tx, &path).is_ok());
+        let tx = db.begin().unwrap();
+        assert!(stale.check(&tx).is_err());
+        assert!(fresh.check(&tx).is_ok());
         drop(tx);
         stale.expires_ms = 0;
         assert!(stale.renew(&mut db).is_err());

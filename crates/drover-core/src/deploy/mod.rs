@@ -56,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::health::HealthCheck;
 use crate::instance::{self, State};
 use crate::runtime;
+use crate::state::Reader;
 use crate::store::Store;
 use crate::store::registry::{self, Remote};
 use crate::trust::policy::{self, Operation, Origin};
@@ -273,19 +274,19 @@ fn apply_service(
         .unwrap_or_else(|| format!("apply {}", spec.image));
     let name = spec.name.as_str();
     let mut refused = None;
-    report.created = store.db_mut().write(|tx, path| {
-        lease.check(tx, path)?;
-        let svc = release::service(tx, path, name)?;
+    report.created = store.db_mut().write(|tx| {
+        lease.check(tx)?;
+        let svc = release::service(tx.read(), name)?;
         let desired = svc.as_ref().and_then(|s| s.desired);
         let current = match desired {
-            Some(d) => Some(release::release(tx, path, name, d)?),
+            Some(d) => Some(release::release(tx.read(), name, d)?),
             None => None,
         };
         if !needs_release(svc.as_ref(), current.as_ref(), &asked, &image, &config) {
-            release::save_service(tx, path, name, &rollout, &asked, desired)?;
+            release::save_service(tx, name, &rollout, &asked, desired)?;
             return Ok(None);
         }
-        if let Some((n, why)) = release::quarantined(tx, path, name, &image, &config.digest())?
+        if let Some((n, why)) = release::quarantined(tx.read(), name, &image, &config.digest())?
             && !opts.force
         {
             refused = Some(Error::Usage(format!(
@@ -296,11 +297,10 @@ fn apply_service(
         }
         if svc.is_none() {
             // Releases refer to their service: record it first.
-            release::save_service(tx, path, name, &rollout, &asked, None)?;
+            release::save_service(tx, name, &rollout, &asked, None)?;
         }
         let r = release::create(
             tx,
-            path,
             NewRelease {
                 service: name,
                 image,
@@ -311,12 +311,12 @@ fn apply_service(
                 rollback_of: None,
             },
         )?;
-        release::save_service(tx, path, name, &rollout, &asked, Some(r.number))?;
+        release::save_service(tx, name, &rollout, &asked, Some(r.number))?;
         Ok(Some(r.number))
     })?;
     // Even when the fleet's request is refused, what runs is brought back
     // to the desired release (a crashed rollback leaves it half done).
-    let recorded = release::service(store.db().conn(), store.db().path(), name)?.is_some();
+    let recorded = release::service(store.db().read(), name)?.is_some();
     let converged = if recorded && !opts.detach {
         converge::converge_or_roll_back(store, name, lease, report)
     } else {
@@ -367,13 +367,13 @@ pub fn rollback(
     let result = (|| {
         // The target was admitted once; the policy may have changed since
         // (a revocation, a key no longer trusted): ask again.
-        let (_, target) = rollback_target(store.db().conn(), store.db().path(), service, to)?;
+        let (_, target) = rollback_target(store.db().read(), service, to)?;
         policy::enforce(store, &target.image, Origin::Local, Operation::Rollback)?;
-        report.created = Some(store.db_mut().write(|tx, path| {
-            lease.check(tx, path)?;
-            let (current, target) = rollback_target(tx, path, service, to)?;
+        report.created = Some(store.db_mut().write(|tx| {
+            lease.check(tx)?;
+            let (current, target) = rollback_target(tx.read(), service, to)?;
             if let Some((n, why)) =
-                release::quarantined(tx, path, service, &target.image, &target.config_digest)?
+                release::quarantined(tx.read(), service, &target.image, &target.config_digest)?
                 && !opts.force
             {
                 return Err(Error::Usage(format!(
@@ -386,9 +386,7 @@ pub fn rollback(
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("rollback to release {}", target.number));
-            let r = release::create(
-                tx,
-                path,
+            let r = release::create(tx,
                 NewRelease {
                     service,
                     image: target.image,
@@ -399,7 +397,7 @@ pub fn rollback(
                     rollback_of: Some(target.number),
                 },
             )?;
-            release::set_desired(tx, path, service, Some(r.number))?;
+            release::set_desired(tx, service, Some(r.number))?;
             Ok(r.number)
         })?);
         converge::converge_or_roll_back(store, service, &mut lease, &mut report)
@@ -412,13 +410,8 @@ pub fn rollback(
 
 /// The release a rollback of `service` goes back to (`to`, or the last
 /// healthy release before the current one), and the current release.
-fn rollback_target(
-    conn: &rusqlite::Connection,
-    path: &std::path::Path,
-    service: &str,
-    to: Option<i64>,
-) -> Result<(i64, Release)> {
-    let svc = release::service(conn, path, service)?.ok_or_else(|| Error::NotFound {
+fn rollback_target(r: Reader<'_>, service: &str, to: Option<i64>) -> Result<(i64, Release)> {
+    let svc = release::service(r, service)?.ok_or_else(|| Error::NotFound {
         what: format!("service {service}"),
         hint: Some("`drover status` lists services".into()),
     })?;
@@ -428,8 +421,8 @@ fn rollback_target(
         ))
     })?;
     let target = match to {
-        Some(n) => release::release(conn, path, service, n)?,
-        None => release::releases(conn, path, service)?
+        Some(n) => release::release(r, service, n)?,
+        None => release::releases(r, service)?
             .into_iter()
             .rev()
             .find(|r| r.number < current && r.outcome == Outcome::Healthy)
@@ -513,9 +506,9 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
         Ok(r)
     };
     let mut out = Vec::new();
-    for svc in release::services(db.conn(), db.path())? {
+    for svc in release::services(db.read())? {
         let current = match svc.desired {
-            Some(n) => Some(release::release(db.conn(), db.path(), &svc.name, n)?),
+            Some(n) => Some(release::release(db.read(), &svc.name, n)?),
             None => None,
         };
         let mut list = Vec::new();
@@ -555,7 +548,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 revoked: revoked_of(&i.image)?,
             });
         }
-        let quarantined = release::quarantine_list(db.conn(), db.path(), &svc.name)?;
+        let quarantined = release::quarantine_list(db.read(), &svc.name)?;
         out.push(ServiceStatus {
             name: svc.name.clone(),
             release: svc.desired,
@@ -567,7 +560,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
             ports: svc.rollout.ports.clone(),
             instances: list,
             quarantined,
-            health: release::health(db.conn(), db.path(), &svc.name)?,
+            health: release::health(db.read(), &svc.name)?,
             revoked: match &current {
                 Some(r) => revoked_of(&r.image)?,
                 None => None,
@@ -612,9 +605,9 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                 (image, Some(config))
             }
         };
-        let svc = release::service(db.conn(), db.path(), &spec.name)?;
+        let svc = release::service(db.read(), &spec.name)?;
         let current = match svc.as_ref().and_then(|s| s.desired) {
-            Some(n) => Some(release::release(db.conn(), db.path(), &spec.name, n)?),
+            Some(n) => Some(release::release(db.read(), &spec.name, n)?),
             None => None,
         };
         let unchanged = config.as_ref().is_some_and(|config| {
@@ -638,15 +631,10 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                     }
                 }
             }
-            new_release = Some(release::next_number(db.conn(), db.path(), &spec.name)?);
+            new_release = Some(release::next_number(db.read(), &spec.name)?);
             if let Some(config) = &config
-                && let Some((n, why)) = release::quarantined(
-                    db.conn(),
-                    db.path(),
-                    &spec.name,
-                    &image,
-                    &config.digest(),
-                )?
+                && let Some((n, why)) =
+                    release::quarantined(db.read(), &spec.name, &image, &config.digest())?
             {
                 blocked = Some(format!(
                     "this image and config are quarantined: release {n} failed ({why}); needs --force"

@@ -2,9 +2,7 @@
 //! connection; writes take the caller's transaction (in which the caller has
 //! checked its deploy lease) and append their ledger entry there.
 
-use std::path::Path;
-
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::json;
 
@@ -13,7 +11,7 @@ use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::ledger::{self, NewEntry};
-use crate::state::DbContext;
+use crate::state::{DbContext, Reader, Tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,38 +110,41 @@ fn release_row(r: &Row<'_>) -> rusqlite::Result<Release> {
     })
 }
 
-pub fn service(conn: &Connection, path: &Path, name: &str) -> Result<Option<Service>> {
-    conn.query_row(
-        &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1"),
-        [name],
-        service_row,
-    )
-    .optional()
-    .db_ctx(path)
+pub fn service(r: Reader<'_>, name: &str) -> Result<Option<Service>> {
+    r.sql()
+        .query_row(
+            &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1"),
+            [name],
+            service_row,
+        )
+        .optional()
+        .db_ctx(r.path())
 }
 
-pub fn services(conn: &Connection, path: &Path) -> Result<Vec<Service>> {
-    let mut stmt = conn
+pub fn services(r: Reader<'_>) -> Result<Vec<Service>> {
+    let mut stmt = r
+        .sql()
         .prepare(&format!(
             "SELECT {SERVICE_COLUMNS} FROM services ORDER BY name"
         ))
-        .db_ctx(path)?;
-    let rows = stmt.query_map([], service_row).db_ctx(path)?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(path)
+        .db_ctx(r.path())?;
+    let rows = stmt.query_map([], service_row).db_ctx(r.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(r.path())
 }
 
-pub fn release(conn: &Connection, path: &Path, service: &str, number: i64) -> Result<Release> {
-    conn.query_row(
-        &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE service = ?1 AND number = ?2"),
-        params![service, number],
-        release_row,
-    )
-    .optional()
-    .db_ctx(path)?
-    .ok_or_else(|| Error::NotFound {
-        what: format!("release {number} of service {service}"),
-        hint: Some(format!("`drover releases {service}` lists them")),
-    })
+pub fn release(r: Reader<'_>, service: &str, number: i64) -> Result<Release> {
+    r.sql()
+        .query_row(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE service = ?1 AND number = ?2"),
+            params![service, number],
+            release_row,
+        )
+        .optional()
+        .db_ctx(r.path())?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("release {number} of service {service}"),
+            hint: Some(format!("`drover releases {service}` lists them")),
+        })
 }
 
 /// A quarantined release content.
@@ -156,12 +157,12 @@ pub struct Quarantined {
 }
 
 /// Everything quarantined for `service`, oldest first.
-pub fn quarantine_list(conn: &Connection, path: &Path, service: &str) -> Result<Vec<Quarantined>> {
-    let mut stmt = conn
-        .prepare(
+pub fn quarantine_list(r: Reader<'_>, service: &str) -> Result<Vec<Quarantined>> {
+    let mut stmt = r
+        .sql().prepare(
             "SELECT image, config, release, reason FROM quarantine WHERE service = ?1 ORDER BY created",
         )
-        .db_ctx(path)?;
+        .db_ctx(r.path())?;
     let rows = stmt
         .query_map([service], |r| {
             Ok(Quarantined {
@@ -171,43 +172,42 @@ pub fn quarantine_list(conn: &Connection, path: &Path, service: &str) -> Result<
                 reason: r.get(3)?,
             })
         })
-        .db_ctx(path)?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(path)
+        .db_ctx(r.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(r.path())
 }
 
 /// Every release of `service`, oldest first.
-pub fn releases(conn: &Connection, path: &Path, service: &str) -> Result<Vec<Release>> {
-    let mut stmt = conn
+pub fn releases(r: Reader<'_>, service: &str) -> Result<Vec<Release>> {
+    let mut stmt = r
+        .sql()
         .prepare(&format!(
             "SELECT {RELEASE_COLUMNS} FROM releases WHERE service = ?1 ORDER BY number"
         ))
-        .db_ctx(path)?;
-    let rows = stmt.query_map([service], release_row).db_ctx(path)?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(path)
+        .db_ctx(r.path())?;
+    let rows = stmt.query_map([service], release_row).db_ctx(r.path())?;
+    rows.collect::<rusqlite::Result<_>>().db_ctx(r.path())
 }
 
 /// Why this release content (image and config) is quarantined for
 /// `service`, if it is: (the release that failed, why).
 pub fn quarantined(
-    conn: &Connection,
-    path: &Path,
+    r: Reader<'_>,
     service: &str,
     image: &Digest,
     config: &Digest,
 ) -> Result<Option<(i64, String)>> {
-    conn.query_row(
+    r.sql().query_row(
         "SELECT release, reason FROM quarantine WHERE service = ?1 AND image = ?2 AND config = ?3",
         params![service, image.to_string(), config.to_string()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
-    .db_ctx(path)
+    .db_ctx(r.path())
 }
 
 /// Record what the fleet asked for (and which release should run).
 pub fn save_service(
-    tx: &Transaction<'_>,
-    path: &Path,
+    tx: &Tx<'_>,
     name: &str,
     rollout: &Rollout,
     requested: &Digest,
@@ -215,40 +215,38 @@ pub fn save_service(
 ) -> Result<()> {
     let now = clock::now_rfc3339();
     let spec = serde_json::to_string(rollout).expect("rollout serializes");
-    tx.execute(
-        "INSERT INTO services (name, spec, spec_digest, desired, created, updated)
+    tx.sql()
+        .execute(
+            "INSERT INTO services (name, spec, spec_digest, desired, created, updated)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5)
          ON CONFLICT (name) DO UPDATE SET spec = ?2, spec_digest = ?3, desired = ?4, updated = ?5",
-        params![name, spec, requested.to_string(), desired, now],
-    )
-    .db_ctx(path)
-    .map(drop)
+            params![name, spec, requested.to_string(), desired, now],
+        )
+        .db_ctx(tx.path())
+        .map(drop)
 }
 
 /// Point `service` at release `desired` (a rollback's target, say).
-pub fn set_desired(
-    tx: &Transaction<'_>,
-    path: &Path,
-    service: &str,
-    desired: Option<i64>,
-) -> Result<()> {
-    tx.execute(
-        "UPDATE services SET desired = ?2, updated = ?3 WHERE name = ?1",
-        params![service, desired, clock::now_rfc3339()],
-    )
-    .db_ctx(path)
-    .map(drop)
+pub fn set_desired(tx: &Tx<'_>, service: &str, desired: Option<i64>) -> Result<()> {
+    tx.sql()
+        .execute(
+            "UPDATE services SET desired = ?2, updated = ?3 WHERE name = ?1",
+            params![service, desired, clock::now_rfc3339()],
+        )
+        .db_ctx(tx.path())
+        .map(drop)
 }
 
 /// Forget what the fleet last asked for, so the next `apply` of the same
 /// file is judged afresh (after a failed release: it meets the quarantine).
-pub fn forget_request(tx: &Transaction<'_>, path: &Path, service: &str) -> Result<()> {
-    tx.execute(
-        "UPDATE services SET spec_digest = ?2 WHERE name = ?1",
-        params![service, Digest::of(b"").to_string()],
-    )
-    .db_ctx(path)
-    .map(drop)
+pub fn forget_request(tx: &Tx<'_>, service: &str) -> Result<()> {
+    tx.sql()
+        .execute(
+            "UPDATE services SET spec_digest = ?2 WHERE name = ?1",
+            params![service, Digest::of(b"").to_string()],
+        )
+        .db_ctx(tx.path())
+        .map(drop)
 }
 
 /// What a new release is made of.
@@ -263,23 +261,24 @@ pub struct NewRelease<'a> {
 }
 
 /// The number the next release of `service` gets.
-pub fn next_number(conn: &Connection, path: &Path, service: &str) -> Result<i64> {
-    conn.query_row(
-        "SELECT coalesce(max(number), 0) + 1 FROM releases WHERE service = ?1",
-        [service],
-        |row| row.get(0),
-    )
-    .db_ctx(path)
+pub fn next_number(r: Reader<'_>, service: &str) -> Result<i64> {
+    r.sql()
+        .query_row(
+            "SELECT coalesce(max(number), 0) + 1 FROM releases WHERE service = ?1",
+            [service],
+            |row| row.get(0),
+        )
+        .db_ctx(r.path())
 }
 
 /// Append the next release of a service (`release.create`, or
 /// `release.rollback` when it repeats an earlier one).
-pub fn create(tx: &Transaction<'_>, path: &Path, r: NewRelease<'_>) -> Result<Release> {
-    let number = next_number(tx, path, r.service)?;
+pub fn create(tx: &Tx<'_>, r: NewRelease<'_>) -> Result<Release> {
+    let number = next_number(tx.read(), r.service)?;
     let config = serde_json::to_string(r.config).expect("config serializes");
     let config_digest = r.config.digest();
     let author = ledger::actor();
-    tx.execute(
+    tx.sql().execute(
         &format!("INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', NULL)"),
         params![
             r.service,
@@ -295,86 +294,75 @@ pub fn create(tx: &Transaction<'_>, path: &Path, r: NewRelease<'_>) -> Result<Re
             r.rollback_of
         ],
     )
-    .db_ctx(path)?;
+    .db_ctx(tx.path())?;
     let action = if r.rollback_of.is_some() {
         "release.rollback"
     } else {
         "release.create"
     };
-    ledger::append(
-        tx,
-        path,
-        NewEntry::new(
-            action,
-            [format!("{}#{number}", r.service), r.image.to_string()],
-            json!({
-                "service": r.service, "release": number, "image": r.image.to_string(),
-                "image_ref": r.image_ref, "config_digest": config_digest.to_string(),
-                "parent": r.parent, "rollback_of": r.rollback_of, "message": r.message,
-            }),
-        ),
-    )?;
-    release(tx, path, r.service, number)
+    tx.record(NewEntry::new(
+        action,
+        [format!("{}#{number}", r.service), r.image.to_string()],
+        json!({
+            "service": r.service, "release": number, "image": r.image.to_string(),
+            "image_ref": r.image_ref, "config_digest": config_digest.to_string(),
+            "parent": r.parent, "rollback_of": r.rollback_of, "message": r.message,
+        }),
+    ))?;
+    release(tx.read(), r.service, number)
 }
 
 /// Settle a pending release (`release.healthy` / `release.failed`).
 pub fn settle(
-    tx: &Transaction<'_>,
-    path: &Path,
+    tx: &Tx<'_>,
     service: &str,
     number: i64,
     outcome: Outcome,
     reason: Option<&str>,
 ) -> Result<()> {
     let changed = tx
+        .sql()
         .execute(
             "UPDATE releases SET outcome = ?3, reason = ?4
              WHERE service = ?1 AND number = ?2 AND outcome = 'pending'",
             params![service, number, outcome.as_str(), reason],
         )
-        .db_ctx(path)?;
+        .db_ctx(tx.path())?;
     if changed == 1 {
-        let r = release(tx, path, service, number)?;
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                format!("release.{}", outcome.as_str()),
-                [format!("{service}#{number}"), r.image.to_string()],
-                json!({"service": service, "release": number, "reason": reason}),
-            ),
-        )?;
+        let r = release(tx.read(), service, number)?;
+        tx.record(NewEntry::new(
+            format!("release.{}", outcome.as_str()),
+            [format!("{service}#{number}"), r.image.to_string()],
+            json!({"service": service, "release": number, "reason": reason}),
+        ))?;
     }
     Ok(())
 }
 
 /// Keep release `r`'s content (its image with its config) from being
 /// deployed to its service again without `--force`.
-pub fn quarantine(tx: &Transaction<'_>, path: &Path, r: &Release, reason: &str) -> Result<()> {
+pub fn quarantine(tx: &Tx<'_>, r: &Release, reason: &str) -> Result<()> {
     let (service, image, number) = (r.service.as_str(), &r.image, r.number);
-    tx.execute(
-        "INSERT OR REPLACE INTO quarantine (service, image, config, release, reason, created)
+    tx.sql()
+        .execute(
+            "INSERT OR REPLACE INTO quarantine (service, image, config, release, reason, created)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            service,
-            image.to_string(),
-            r.config_digest.to_string(),
-            number,
-            reason,
-            clock::now_rfc3339()
-        ],
-    )
-    .db_ctx(path)?;
-    ledger::append(
-        tx,
-        path,
-        NewEntry::new(
-            "release.quarantine",
-            [format!("{service}#{number}"), image.to_string()],
-            json!({"service": service, "release": number, "image": image.to_string(),
+            params![
+                service,
+                image.to_string(),
+                r.config_digest.to_string(),
+                number,
+                reason,
+                clock::now_rfc3339()
+            ],
+        )
+        .db_ctx(tx.path())?;
+    tx.record(NewEntry::new(
+        "release.quarantine",
+        [format!("{service}#{number}"), image.to_string()],
+        json!({"service": service, "release": number, "image": image.to_string(),
                    "config_digest": r.config_digest.to_string(), "reason": reason}),
-        ),
-    )
+    ))
     .map(drop)
 }
 
@@ -391,8 +379,9 @@ pub struct ServiceHealth {
 }
 
 /// The recorded health of `service` (all zero if it never had a pass).
-pub fn health(conn: &Connection, path: &Path, service: &str) -> Result<ServiceHealth> {
-    let row = conn
+pub fn health(r: Reader<'_>, service: &str) -> Result<ServiceHealth> {
+    let row = r
+        .sql()
         .query_row(
             "SELECT restarts, failures, backoff_until, last_error FROM service_health \
              WHERE service = ?1",
@@ -407,6 +396,6 @@ pub fn health(conn: &Connection, path: &Path, service: &str) -> Result<ServiceHe
             },
         )
         .optional()
-        .db_ctx(path)?;
+        .db_ctx(r.path())?;
     Ok(row.unwrap_or_default())
 }

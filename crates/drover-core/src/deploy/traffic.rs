@@ -17,15 +17,13 @@
 
 use std::time::{Duration, Instant};
 
-use std::path::Path;
-
-use rusqlite::{Transaction, params};
+use rusqlite::params;
 
 use super::lock::Lease;
 use crate::clock;
 use crate::error::Result;
 use crate::runtime;
-use crate::state::{Db, DbContext};
+use crate::state::{Db, DbContext, Tx};
 
 /// A proxy whose heartbeat is older than this is taken for gone.
 pub const PROXY_FRESH: Duration = Duration::from_secs(3);
@@ -43,13 +41,14 @@ pub struct Route {
 
 /// The instances passed their health checks: they may take traffic. Inside
 /// the caller's transaction (a deploy writes it with its next step's).
-pub fn mark_ready(tx: &Transaction<'_>, path: &Path, ids: &[String]) -> Result<()> {
+pub fn mark_ready(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
     for id in ids {
-        tx.execute(
-            "UPDATE instances SET ready_at = ?2 WHERE id = ?1 AND ready_at IS NULL",
-            params![id, clock::now_ms()],
-        )
-        .db_ctx(path)?;
+        tx.sql()
+            .execute(
+                "UPDATE instances SET ready_at = ?2 WHERE id = ?1 AND ready_at IS NULL",
+                params![id, clock::now_ms()],
+            )
+            .db_ctx(tx.path())?;
     }
     Ok(())
 }
@@ -58,34 +57,32 @@ pub fn mark_ready(tx: &Transaction<'_>, path: &Path, ids: &[String]) -> Result<(
 /// replacement is ready: the service's strategy replaces it like an old
 /// release's instance (surge first), and drains it before it stops.
 pub fn condemn(db: &mut Db, id: &str, why: &str) -> Result<()> {
-    db.write(|tx, path| {
-        tx.execute(
-            "UPDATE instances SET condemned = ?2 WHERE id = ?1",
-            params![id, why],
-        )
-        .db_ctx(path)
-        .map(drop)
+    db.write(|tx| {
+        tx.sql()
+            .execute(
+                "UPDATE instances SET condemned = ?2 WHERE id = ?1",
+                params![id, why],
+            )
+            .db_ctx(tx.path())
+            .map(drop)
     })
 }
 
 /// The instance failed its health check while serving: out of traffic at
 /// once, and to be replaced. Records an `instance.unhealthy` ledger entry.
 pub fn fail(db: &mut Db, id: &str, service: &str, why: &str) -> Result<()> {
-    db.write(|tx, path| {
-        tx.execute(
-            "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1",
-            params![id, format!("unhealthy: {why}")],
-        )
-        .db_ctx(path)?;
-        crate::ledger::append(
-            tx,
-            path,
-            crate::ledger::NewEntry::new(
-                "instance.unhealthy",
-                [id.to_string()],
-                serde_json::json!({"service": service, "reason": why}),
-            ),
-        )
+    db.write(|tx| {
+        tx.sql()
+            .execute(
+                "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1",
+                params![id, format!("unhealthy: {why}")],
+            )
+            .db_ctx(tx.path())?;
+        tx.record(crate::ledger::NewEntry::new(
+            "instance.unhealthy",
+            [id.to_string()],
+            serde_json::json!({"service": service, "reason": why}),
+        ))
         .map(drop)
     })
 }
@@ -130,26 +127,28 @@ pub fn draining(db: &Db) -> Result<Vec<(String, String)>> {
 
 /// A proxy reports that nothing is in flight to `id` any more.
 pub fn ack_drained(db: &mut Db, id: &str) -> Result<()> {
-    db.write(|tx, path| {
-        tx.execute(
-            "UPDATE instances SET drained_at = ?2 WHERE id = ?1 AND drained_at IS NULL",
-            params![id, clock::now_ms()],
-        )
-        .db_ctx(path)
-        .map(drop)
+    db.write(|tx| {
+        tx.sql()
+            .execute(
+                "UPDATE instances SET drained_at = ?2 WHERE id = ?1 AND drained_at IS NULL",
+                params![id, clock::now_ms()],
+            )
+            .db_ctx(tx.path())
+            .map(drop)
     })
 }
 
 /// A proxy says it is alive and routing `services`.
 pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
-    db.write(|tx, path| {
+    db.write(|tx| {
         for s in services {
-            tx.execute(
-                "INSERT INTO proxies (service, holder, heartbeat) VALUES (?1, ?2, ?3) \
+            tx.sql()
+                .execute(
+                    "INSERT INTO proxies (service, holder, heartbeat) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (service) DO UPDATE SET holder = ?2, heartbeat = ?3",
-                params![s, holder, clock::now_ms()],
-            )
-            .db_ctx(path)?;
+                    params![s, holder, clock::now_ms()],
+                )
+                .db_ctx(tx.path())?;
         }
         Ok(())
     })
@@ -157,9 +156,10 @@ pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
 
 /// A proxy that stops routing says so, so no deploy waits for it.
 pub fn unregister(db: &mut Db, holder: &str) -> Result<()> {
-    db.write(|tx, path| {
-        tx.execute("DELETE FROM proxies WHERE holder = ?1", [holder])
-            .db_ctx(path)
+    db.write(|tx| {
+        tx.sql()
+            .execute("DELETE FROM proxies WHERE holder = ?1", [holder])
+            .db_ctx(tx.path())
             .map(drop)
     })
 }
@@ -190,13 +190,14 @@ pub fn drain(
         return Ok(Duration::ZERO);
     }
     let now = clock::now_ms();
-    db.write(|tx, path| {
+    db.write(|tx| {
         for id in ids {
-            tx.execute(
-                "UPDATE instances SET drain_at = ?2 WHERE id = ?1 AND drain_at IS NULL",
-                params![id, now],
-            )
-            .db_ctx(path)?;
+            tx.sql()
+                .execute(
+                    "UPDATE instances SET drain_at = ?2 WHERE id = ?1 AND drain_at IS NULL",
+                    params![id, now],
+                )
+                .db_ctx(tx.path())?;
         }
         Ok(())
     })?;
@@ -228,9 +229,9 @@ mod tests {
     fn db_with(ids: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("state.db")).unwrap();
-        db.write(|tx, path| {
+        db.write(|tx| {
             for (n, (id, state)) in ids.iter().enumerate() {
-                tx.execute(
+                tx.sql().execute(
                     "INSERT INTO instances (id, image, image_ref, driver, state, port, created, \
                      stop_signal, launch, service) VALUES (?1, ?2, 'x', 'fake', ?3, ?4, ?5, 15, \
                      '{}', 'web')",
@@ -242,7 +243,7 @@ mod tests {
                         format!("2026-01-01T00:00:0{n}Z")
                     ],
                 )
-                .db_ctx(path)?;
+                .db_ctx(tx.path())?;
             }
             Ok(())
         })
@@ -256,7 +257,7 @@ mod tests {
         let mut lease = lock::acquire(&mut db, "service web", false).unwrap();
         assert!(routes(&db).unwrap().is_empty(), "nothing is ready yet");
         let all = ["a".to_string(), "b".into(), "c".into()];
-        db.write(|tx, path| mark_ready(tx, path, &all)).unwrap();
+        db.write(|tx| mark_ready(tx, &all)).unwrap();
         let ids = |db: &Db| {
             routes(db)
                 .unwrap()

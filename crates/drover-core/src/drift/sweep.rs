@@ -18,7 +18,7 @@ use crate::deploy::{release, traffic};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::instance::{self, Instance, State};
-use crate::ledger::{self, NewEntry};
+use crate::ledger::NewEntry;
 use crate::state::DbContext;
 use crate::store::{Store, unpack};
 
@@ -116,7 +116,7 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
         let mut findings = Vec::new();
         if let (Some(svc), Some(n)) = (&inst.service, inst.release) {
             let db = store.db();
-            let r = release::release(db.conn(), db.path(), svc, n)?;
+            let r = release::release(db.read(), svc, n)?;
             if r.image != inst.image {
                 findings.push(Drift::Image {
                     want: r.image.to_string(),
@@ -212,19 +212,20 @@ fn root_identity(inst: &Instance) -> Option<Drift> {
 /// was found.
 fn record(store: &mut Store, inst: &Instance, findings: &[Drift], action: &str) -> Result<()> {
     let all = serde_json::to_string(findings).expect("findings serialize");
-    store.db_mut().write(|tx, path| {
-        tx.execute(
-            "INSERT INTO drift_findings (time, instance, image, findings, action) \
+    store.db_mut().write(|tx| {
+        tx.sql()
+            .execute(
+                "INSERT INTO drift_findings (time, instance, image, findings, action) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                clock::now_rfc3339(),
-                inst.id,
-                inst.image.to_string(),
-                all,
-                action
-            ],
-        )
-        .db_ctx(path)?;
+                params![
+                    clock::now_rfc3339(),
+                    inst.id,
+                    inst.image.to_string(),
+                    all,
+                    action
+                ],
+            )
+            .db_ctx(tx.path())?;
         if findings.is_empty() {
             return Ok(());
         }
@@ -233,16 +234,12 @@ fn record(store: &mut Store, inst: &Instance, findings: &[Drift], action: &str) 
             .take(LEDGER_PATHS)
             .map(Drift::path)
             .collect();
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                "instance.drift",
-                [inst.id.clone(), inst.image.to_string()],
-                json!({"service": inst.service, "release": inst.release,
+        tx.record(NewEntry::new(
+            "instance.drift",
+            [inst.id.clone(), inst.image.to_string()],
+            json!({"service": inst.service, "release": inst.release,
                        "findings": findings.len(), "paths": paths, "action": action}),
-            ),
-        )
+        ))
         .map(drop)
     })
 }

@@ -29,7 +29,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::json;
 
@@ -38,9 +38,9 @@ pub use prepare::{RunOptions, VolumeSpec, parse_signal, valid_name};
 use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::{self, NewEntry};
+use crate::ledger::NewEntry;
 use crate::runtime::{self, DriverKind, spec::Launch};
-use crate::state::{Db, DbContext};
+use crate::state::{Db, DbContext, Reader, Tx};
 use crate::store::Store;
 use crate::trust::policy::{self, Operation, Origin};
 
@@ -260,20 +260,21 @@ pub fn list(db: &Db, all: bool) -> Result<Vec<Instance>> {
     rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
 }
 
-fn get(conn: &rusqlite::Connection, path: &Path, id: &str) -> Result<Option<Instance>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"),
-        [id],
-        from_row,
-    )
-    .optional()
-    .db_ctx(path)
+fn get(r: Reader<'_>, id: &str) -> Result<Option<Instance>> {
+    r.sql()
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()
+        .db_ctx(r.path())
 }
 
 /// The instance `key` names: its id, a unique prefix of it, or its name
 /// (deleted instances only by full id).
 pub fn find(db: &Db, key: &str) -> Result<Instance> {
-    if let Some(i) = get(db.conn(), db.path(), key)? {
+    if let Some(i) = get(db.read(), key)? {
         return Ok(i);
     }
     let live = list(db, false)?;
@@ -317,18 +318,17 @@ pub fn transition(
     action: Option<&str>,
     change: Change,
 ) -> Result<bool> {
-    db.write(|tx, path| transition_in(tx, path, id, to, action, &change))
+    db.write(|tx| transition_in(tx, id, to, action, &change))
 }
 
 fn transition_in(
-    tx: &Transaction<'_>,
-    path: &Path,
+    tx: &Tx<'_>,
     id: &str,
     to: State,
     action: Option<&str>,
     change: &Change,
 ) -> Result<bool> {
-    let Some(inst) = get(tx, path, id)? else {
+    let Some(inst) = get(tx.read(), id)? else {
         return Err(Error::not_found(format!("instance {id}")));
     };
     if !inst.state.can_become(to) {
@@ -339,30 +339,34 @@ fn transition_in(
         return Ok(false);
     }
     let now = clock::now_rfc3339();
-    tx.execute(
-        "UPDATE instances SET state = ?2 WHERE id = ?1",
-        params![id, to.as_str()],
-    )
-    .db_ctx(path)?;
-    tx.execute(
-        "INSERT INTO instance_transitions (instance, time, from_state, to_state) \
-         VALUES (?1, ?2, ?3, ?4)",
-        params![id, now, inst.state.as_str(), to.as_str()],
-    )
-    .db_ctx(path)?;
-    if let Some((pid, start)) = change.pid {
-        tx.execute(
-            "UPDATE instances SET pid = ?2, pid_start = ?3, started = ?4 WHERE id = ?1",
-            params![id, pid, start.map(|s| s as i64), now],
+    tx.sql()
+        .execute(
+            "UPDATE instances SET state = ?2 WHERE id = ?1",
+            params![id, to.as_str()],
         )
-        .db_ctx(path)?;
+        .db_ctx(tx.path())?;
+    tx.sql()
+        .execute(
+            "INSERT INTO instance_transitions (instance, time, from_state, to_state) \
+         VALUES (?1, ?2, ?3, ?4)",
+            params![id, now, inst.state.as_str(), to.as_str()],
+        )
+        .db_ctx(tx.path())?;
+    if let Some((pid, start)) = change.pid {
+        tx.sql()
+            .execute(
+                "UPDATE instances SET pid = ?2, pid_start = ?3, started = ?4 WHERE id = ?1",
+                params![id, pid, start.map(|s| s as i64), now],
+            )
+            .db_ctx(tx.path())?;
     }
     if let Some((pid, start)) = change.monitor {
-        tx.execute(
-            "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
-            params![id, pid, start.map(|s| s as i64)],
-        )
-        .db_ctx(path)?;
+        tx.sql()
+            .execute(
+                "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
+                params![id, pid, start.map(|s| s as i64)],
+            )
+            .db_ctx(tx.path())?;
     }
     let mut details = json!({
         "image": inst.image.to_string(),
@@ -388,19 +392,19 @@ fn transition_in(
             Exit::Signal(s) => (None, Some(s)),
             Exit::Unknown => (None, None),
         };
-        tx.execute(
+        tx.sql().execute(
             "UPDATE instances SET finished = ?2, exit_code = ?3, exit_signal = ?4 WHERE id = ?1",
             params![id, now, code, signal],
         )
-        .db_ctx(path)?;
+        .db_ctx(tx.path())?;
         details["exit"] = json!(exit.to_string());
     }
     if let Some(action) = action {
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(action, [id.to_string(), inst.image.to_string()], details),
-        )?;
+        tx.record(NewEntry::new(
+            action,
+            [id.to_string(), inst.image.to_string()],
+            details,
+        ))?;
     }
     Ok(true)
 }
@@ -409,8 +413,8 @@ fn transition_in(
 /// was asked for, else `instance.exit`. Returns `false` if its exit was
 /// already recorded.
 pub fn record_exit(db: &mut Db, id: &str, exit: Exit) -> Result<bool> {
-    db.write(|tx, path| {
-        let Some(inst) = get(tx, path, id)? else {
+    db.write(|tx| {
+        let Some(inst) = get(tx.read(), id)? else {
             return Err(Error::not_found(format!("instance {id}")));
         };
         let change = Change {
@@ -419,7 +423,6 @@ pub fn record_exit(db: &mut Db, id: &str, exit: Exit) -> Result<bool> {
         };
         transition_in(
             tx,
-            path,
             id,
             State::Exited,
             Some(exit_action(inst.state)),
@@ -448,7 +451,7 @@ fn refresh_one(db: &mut Db, inst: Instance) -> Result<Instance> {
     if inst.monitor_alive() {
         let id = inst.id.clone();
         let recorded = runtime::wait_until(Duration::from_secs(2), || {
-            Ok(get(db.conn(), db.path(), &id)?.is_some_and(|i| !i.state.is_live()))
+            Ok(get(db.read(), &id)?.is_some_and(|i| !i.state.is_live()))
         })?;
         if recorded {
             return reload(db, &inst.id);
@@ -469,7 +472,7 @@ fn exit_action(from: State) -> &'static str {
 }
 
 fn reload(db: &Db, id: &str) -> Result<Instance> {
-    get(db.conn(), db.path(), id)?.ok_or_else(|| Error::not_found(format!("instance {id}")))
+    get(db.read(), id)?.ok_or_else(|| Error::not_found(format!("instance {id}")))
 }
 
 /// Run an instance of `image_ref`, detached: returns once its process is
@@ -567,9 +570,10 @@ fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
 fn discard(store: &mut Store, inst: &Instance) {
     let _ = runtime::driver(inst.driver, &runtime_root(store.root())).delete(&inst.id);
     let _ = fs::remove_dir_all(inst.bundle(store.root()));
-    let _ = store.db_mut().write(|tx, path| {
-        tx.execute("DELETE FROM instances WHERE id = ?1", [&inst.id])
-            .db_ctx(path)
+    let _ = store.db_mut().write(|tx| {
+        tx.sql()
+            .execute("DELETE FROM instances WHERE id = ?1", [&inst.id])
+            .db_ctx(tx.path())
     });
 }
 
@@ -619,7 +623,7 @@ pub fn stop_many(store: &mut Store, ids: &[String], grace: Duration) -> Result<V
         // covers a monitor that is gone).
         let db = store.db_mut();
         runtime::wait_until(Duration::from_secs(5), || {
-            Ok(get(db.conn(), db.path(), &inst.id)?.is_some_and(|i| !i.state.is_live()))
+            Ok(get(db.read(), &inst.id)?.is_some_and(|i| !i.state.is_live()))
         })?;
     }
     let mut out = Vec::new();
@@ -685,14 +689,15 @@ fn delete_row(store: &mut Store, inst: &Instance) -> Result<bool> {
 /// A monitor takes charge of a created instance. `false` if it was removed
 /// meanwhile, or another monitor has it.
 pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Result<bool> {
-    db.write(|tx, path| {
-        tx.execute(
-            "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 \
+    db.write(|tx| {
+        tx.sql()
+            .execute(
+                "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 \
              WHERE id = ?1 AND state = 'created' AND monitor_pid IS NULL",
-            params![id, pid, start.map(|s| s as i64)],
-        )
-        .db_ctx(path)
-        .map(|n| n == 1)
+                params![id, pid, start.map(|s| s as i64)],
+            )
+            .db_ctx(tx.path())
+            .map(|n| n == 1)
     })
 }
 
@@ -791,16 +796,15 @@ mod tests {
     }
 
     fn actions(store: &Store, id: &str) -> Vec<String> {
-        ledger::list(
-            store.db().conn(),
-            store.db().path(),
-            &ledger::Filter::default(),
-        )
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.subjects.iter().any(|s| s == id))
-        .map(|e| e.action)
-        .collect()
+        store
+            .db()
+            .read()
+            .ledger(&crate::ledger::Filter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.subjects.iter().any(|s| s == id))
+            .map(|e| e.action)
+            .collect()
     }
 
     #[test]

@@ -269,40 +269,42 @@ pub(super) fn create(
     fs::write(bundle.join("config.json"), config_json).ctx("write runtime config", &bundle)?;
 
     let launch_json = serde_json::to_string(&launch).expect("launch serializes");
-    let inserted = store.db_mut().write(|tx, path| {
+    let inserted = store.db_mut().write(|tx| {
         if let Some(name) = &opts.name {
             let taken: i64 = tx
+                .sql()
                 .query_row(
                     "SELECT count(*) FROM instances WHERE name = ?1 AND state != 'deleted'",
                     [name],
                     |r| r.get(0),
                 )
-                .db_ctx(path)?;
+                .db_ctx(tx.path())?;
             if taken > 0 {
                 return Ok(false);
             }
         }
-        tx.execute(
-            "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
+        tx.sql()
+            .execute(
+                "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
              created, stop_signal, launch, service, config_digest) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                id,
-                opts.name,
-                image.to_string(),
-                image_ref,
-                opts.release,
-                opts.driver.as_str(),
-                State::Created.as_str(),
-                port,
-                clock::now_rfc3339(),
-                stop_signal,
-                launch_json,
-                opts.service,
-                config_digest.to_string()
-            ],
-        )
-        .db_ctx(path)?;
+                params![
+                    id,
+                    opts.name,
+                    image.to_string(),
+                    image_ref,
+                    opts.release,
+                    opts.driver.as_str(),
+                    State::Created.as_str(),
+                    port,
+                    clock::now_rfc3339(),
+                    stop_signal,
+                    launch_json,
+                    opts.service,
+                    config_digest.to_string()
+                ],
+            )
+            .db_ctx(tx.path())?;
         Ok(true)
     })?;
     if !inserted {

@@ -18,15 +18,13 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{COLUMNS, Entry, GENESIS_HASH, canonical_json, entry_from_row};
+use super::{Entry, GENESIS_HASH, Source, canonical_json};
 use crate::clock;
 use crate::error::{Error, IoContext, Result};
 use crate::keys::{PublicKey, SigningKey};
-use crate::state::DbContext;
 
 /// The header's `format`.
 pub const FORMAT: &str = "drover-ledger-export";
@@ -129,20 +127,14 @@ pub struct Summary {
 /// Everything is read in one snapshot, so appends made meanwhile are simply
 /// not in the file.
 pub fn write(
-    conn: &Connection,
-    db_path: &Path,
+    source: &dyn Source,
     key: &SigningKey,
     trusted: &[PublicKey],
     since: Option<u64>,
     out: &mut dyn Write,
     out_name: &Path,
 ) -> Result<Summary> {
-    let _snapshot = if conn.is_autocommit() {
-        Some(conn.unchecked_transaction().db_ctx(db_path)?)
-    } else {
-        None
-    };
-    let report = super::verify(conn, db_path, trusted)?.into_result()?;
+    let report = super::verify(source, trusted)?.into_result()?;
     let (head_seq, head_hash) = report.head.clone().unwrap_or((0, GENESIS_HASH.to_string()));
     let first_seq = since.unwrap_or(1).max(1);
     if first_seq > head_seq + 1 {
@@ -153,12 +145,7 @@ pub fn write(
     let prev_hash = if first_seq == 1 {
         GENESIS_HASH.to_string()
     } else {
-        conn.query_row(
-            "SELECT hash FROM ledger WHERE seq = ?1",
-            [first_seq - 1],
-            |r| r.get(0),
-        )
-        .db_ctx(db_path)?
+        source.hash_of(first_seq - 1)?
     };
 
     let mut header = Header {
@@ -178,23 +165,17 @@ pub fn write(
     let mut put = |line: String| out.write_all(line.as_bytes()).ctx("write export", out_name);
     put(json_line(&header))?;
 
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {COLUMNS} FROM ledger WHERE seq >= ?1 ORDER BY seq"
-        ))
-        .db_ctx(db_path)?;
-    let mut rows = stmt.query([first_seq]).db_ctx(db_path)?;
     let (mut entries, mut unsigned) = (0, 0);
-    while let Some(row) = rows.next().db_ctx(db_path)? {
+    source.each(first_seq, &mut |_, decoded| {
         // Verified above in this snapshot, so every row decodes.
-        let entry = entry_from_row(row).map_err(|reason| Error::LedgerTampered {
+        let entry = decoded.map_err(|reason| Error::LedgerTampered {
             seq: first_seq + entries,
             reason,
         })?;
         entries += 1;
         unsigned += u64::from(entry.signature.is_none());
-        put(json_line(&entry))?;
-    }
+        put(json_line(&entry))
+    })?;
     out.flush().ctx("write export", out_name)?;
     Ok(Summary {
         first_seq,
@@ -479,8 +460,9 @@ fn check_entry_line(
 mod tests {
     use super::*;
     use crate::keys::{self, host_key};
-    use crate::ledger::{NewEntry, append, state_dir};
+    use crate::ledger::NewEntry;
     use crate::state::Db;
+    use crate::state::state_dir;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -488,12 +470,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("drover.db")).unwrap();
         for i in 1..=n {
-            db.write(|tx, p| {
-                append(
-                    tx,
-                    p,
-                    NewEntry::new("tag.set", [format!("app:{i}")], json!({"i": i})),
-                )
+            db.write(|tx| {
+                tx.record(NewEntry::new(
+                    "tag.set",
+                    [format!("app:{i}")],
+                    json!({"i": i}),
+                ))
             })
             .unwrap();
         }
@@ -503,15 +485,8 @@ mod tests {
 
     fn export(db: &Db, key: &SigningKey, since: Option<u64>) -> Result<String> {
         let mut out = Vec::new();
-        write(
-            db.conn(),
-            db.path(),
-            key,
-            &[key.public()],
-            since,
-            &mut out,
-            Path::new("test"),
-        )?;
+        db.read()
+            .export_ledger(key, &[key.public()], since, &mut out, Path::new("test"))?;
         Ok(String::from_utf8(out).unwrap())
     }
 

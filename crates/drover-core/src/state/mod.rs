@@ -1,24 +1,72 @@
-//! The state database, `<state dir>/drover.db`: opening it with the settings
-//! every drover process relies on, its versioned schema migrations, and the
-//! mapping from SQLite errors to [`Error`].
+//! The state seam: where services, releases, instances, tags, revocations and
+//! the ledger live, and the one way to change them.
 //!
-//! One SQLite file holds all mutable state that must change atomically with
-//! its audit trail: image tags and referrers (the store), the ledger, and later
-//! releases and instances. Content itself (blobs) lives on disk next to it;
-//! the database only names it.
+//! | type | what it is |
+//! |------|------------|
+//! | [`Db`] | an open state database; owns the host key that signs the ledger |
+//! | [`Reader`] | reads, at a consistent point ([`Db::read`], or [`Tx::read`] inside a change) |
+//! | [`Tx`] | one atomic change: every mutation and its ledger entry ([`Tx::record`], the only way to append) commit together or not at all |
 //!
-//! Concurrency model: any number of drover processes may open the file at
-//! once. Readers never block (WAL). Writers take the write lock up front
-//! ([`Db::transaction`] is `BEGIN IMMEDIATE`), so two writers serialize instead
-//! of one failing halfway through with `SQLITE_BUSY`, and each waits up to
-//! [`BUSY_TIMEOUT`] for the other.
+//! Queries are grouped by noun, one file each, all behind these types:
+//! `images` (tags, referrers, the store generation), `ledger` (append, list,
+//! the rows verification walks), `revocations`; the remaining nouns
+//! (services and releases, instances, leases, traffic, drift findings) still
+//! keep their statements beside their domain code, reached through
+//! [`Tx::sql`]/[`Reader::sql`], which only this crate can call. Nothing
+//! outside this crate sees a database type: the binary and its tests speak
+//! in domain values.
+//!
+//! # What a backend must provide
+//!
+//! Today the backend is SQLite (`<state dir>/drover.db`); PostgreSQL, for a
+//! fleet of hosts, is to be a second implementation of this seam, not a
+//! rewrite. A backend must give:
+//!
+//! - **Transactions**: serializable, all-or-nothing changes, begun with the
+//!   write intent up front (SQLite: `BEGIN IMMEDIATE`; PostgreSQL:
+//!   `SERIALIZABLE` or row locks), waiting a bounded time ([`BUSY_TIMEOUT`])
+//!   for other writers and then failing with [`Error::Busy`], never halfway.
+//! - **The append-only ledger**: rows that can be inserted but not updated or
+//!   deleted (SQLite: triggers; PostgreSQL: triggers or grants), plus the
+//!   head row written in the same transaction. Entries are chained and
+//!   signed by [`crate::ledger`], not by the backend, so any backend's
+//!   ledger verifies the same way and exports the same bytes.
+//! - **Leases with fencing**: named leases with a holder, an expiry and a
+//!   token that only grows, taken and checked inside the same transaction as
+//!   the change they guard (`deploy::lock`).
+//! - **Change notification**: a cheap way for a long-running process to learn
+//!   that another one committed (SQLite: `PRAGMA data_version` polled;
+//!   PostgreSQL: `LISTEN`/`NOTIFY`), so `serve` reacts without re-reading
+//!   everything.
+//! - **Versioned migrations**: a schema version that only grows, refused when
+//!   newer than the binary ([`Error::DatabaseTooNew`]).
+//!
+//! # SQLite specifics
+//!
+//! Any number of drover processes may open the file at once. Readers never
+//! block (WAL). Writers take the write lock up front, so two writers
+//! serialize instead of one failing halfway through with `SQLITE_BUSY`, and
+//! each waits up to [`BUSY_TIMEOUT`] for the other. Content itself (blobs)
+//! lives on disk beside the database; the database only names it.
 
+mod images;
+mod ledger;
+mod migrations;
+mod revocations;
+
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
+pub use images::{Referrer, Tag};
+pub use revocations::Revocation;
+
 use crate::error::{Error, IoContext, Result};
+use crate::keys::SigningKey;
+use crate::ledger::{Entry, NewEntry};
 
 /// The database's file name inside the state directory.
 pub const FILE_NAME: &str = "drover.db";
@@ -27,251 +75,17 @@ pub const FILE_NAME: &str = "drover.db";
 /// giving up with [`Error::Busy`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Schema migrations, in order. Migration `i` (0-based) takes the database
-/// from `PRAGMA user_version` `i` to `i + 1`, in one transaction together with
-/// the version bump, so a crash mid-migration leaves the previous version.
-///
-/// APPEND-ONLY. Never edit or reorder a migration that has shipped: databases
-/// in the field have already run it, and would silently differ from fresh
-/// ones. Fix mistakes with a new migration.
-const MIGRATIONS: &[&str] = &[
-    // 1: image tags, OCI referrers, store metadata, the ledger.
-    r#"
--- Image tags: `name:tag` -> manifest digest.
-CREATE TABLE tags (
-    name       TEXT PRIMARY KEY,
-    digest     TEXT NOT NULL,
-    media_type TEXT NOT NULL,
-    size       INTEGER NOT NULL,
-    created    TEXT NOT NULL
-);
-
--- OCI 1.1 artifacts (signatures, SBOMs, ...) attached to a subject manifest.
-CREATE TABLE referrers (
-    digest        TEXT PRIMARY KEY,
-    subject       TEXT NOT NULL,
-    artifact_type TEXT NOT NULL,
-    media_type    TEXT NOT NULL,
-    size          INTEGER NOT NULL
-);
-CREATE INDEX referrers_subject ON referrers (subject);
-
--- Small store-wide values, e.g. a generation counter.
-CREATE TABLE store_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-
--- The audit ledger (see ledger/mod.rs for the hash chain). `subjects` is a
--- JSON array of strings, `details` canonical JSON.
-CREATE TABLE ledger (
-    seq       INTEGER PRIMARY KEY,
-    time      TEXT NOT NULL,
-    actor     TEXT NOT NULL,
-    action    TEXT NOT NULL,
-    subjects  TEXT NOT NULL,
-    details   TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash      TEXT NOT NULL
-);
-
--- The seq and hash of the last entry, written in the same transaction as
--- the entry: deleting entries from the end leaves the head pointing past them.
-CREATE TABLE ledger_head (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
-    seq  INTEGER NOT NULL,
-    hash TEXT NOT NULL
-);
-
--- The ledger is append-only. These do not stop anyone who can drop them (the
--- hash chain is what detects that); they stop a drover bug or a careless
--- hand edit from rewriting history quietly.
-CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
-BEGIN
-    SELECT RAISE(ABORT, 'the ledger is append-only: entries cannot be changed');
-END;
-CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
-BEGIN
-    SELECT RAISE(ABORT, 'the ledger is append-only: entries cannot be deleted');
-END;
-"#,
-    // 2: instances (see instance/mod.rs for the state machine).
-    r#"
-CREATE TABLE instances (
-    id            TEXT PRIMARY KEY,
-    name          TEXT,
-    image         TEXT NOT NULL,  -- manifest digest
-    image_ref     TEXT NOT NULL,  -- what the user asked for
-    release       INTEGER,
-    driver        TEXT NOT NULL,
-    state         TEXT NOT NULL,  -- created | running | stopping | exited | deleted
-    pid           INTEGER,
-    pid_start     INTEGER,        -- with pid, names one process despite pid reuse
-    monitor_pid   INTEGER,
-    monitor_start INTEGER,
-    port          INTEGER,
-    created       TEXT NOT NULL,
-    started       TEXT,
-    finished      TEXT,
-    exit_code     INTEGER,
-    exit_signal   INTEGER,
-    stop_signal   INTEGER NOT NULL,
-    launch        TEXT NOT NULL   -- JSON: everything the runtime config was made from
-);
-CREATE UNIQUE INDEX instances_live_name ON instances (name)
-    WHERE name IS NOT NULL AND state != 'deleted';
-"#,
-    // 3: services, releases, quarantine, deploy locks, instance transitions.
-    r#"
--- Services: what should run, as last applied (see deploy/mod.rs).
-CREATE TABLE services (
-    name        TEXT PRIMARY KEY,
-    spec        TEXT NOT NULL,  -- JSON: replicas, strategy, the release content as written
-    spec_digest TEXT NOT NULL,  -- digest of the fleet entry as written: apply acts when it changes
-    desired     INTEGER,        -- the release that should run
-    created     TEXT NOT NULL,
-    updated     TEXT NOT NULL
-);
-
--- Releases: numbered per service, immutable, append-only; only the outcome
--- moves, once, from pending.
-CREATE TABLE releases (
-    service       TEXT NOT NULL REFERENCES services (name),
-    number        INTEGER NOT NULL,
-    image         TEXT NOT NULL,  -- manifest digest
-    image_ref     TEXT NOT NULL,  -- as written in the fleet file
-    config        TEXT NOT NULL,  -- JSON: env, volumes, limits, capabilities, health, driver
-    config_digest TEXT NOT NULL,
-    author        TEXT NOT NULL,
-    message       TEXT NOT NULL,
-    created       TEXT NOT NULL,
-    parent        INTEGER,        -- the release it replaced
-    rollback_of   INTEGER,        -- for a rollback: the release whose content it repeats
-    outcome       TEXT NOT NULL,  -- pending | healthy | failed
-    reason        TEXT,
-    PRIMARY KEY (service, number)
-);
-CREATE TRIGGER releases_no_delete BEFORE DELETE ON releases
-BEGIN
-    SELECT RAISE(ABORT, 'releases are append-only: they cannot be deleted');
-END;
-CREATE TRIGGER releases_immutable BEFORE UPDATE OF service, number, image, image_ref, config,
-    config_digest, author, message, created, parent, rollback_of ON releases
-BEGIN
-    SELECT RAISE(ABORT, 'releases are immutable');
-END;
-CREATE TRIGGER releases_outcome_once BEFORE UPDATE OF outcome ON releases
-    WHEN OLD.outcome != 'pending'
-BEGIN
-    SELECT RAISE(ABORT, 'a release outcome is final');
-END;
-
--- Release contents (image digest + config digest) that failed for a
--- service; applying one again needs --force.
-CREATE TABLE quarantine (
-    service TEXT NOT NULL,
-    image   TEXT NOT NULL,
-    config  TEXT NOT NULL,
-    release INTEGER NOT NULL,
-    reason  TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (service, image, config)
-);
-
--- Leases with fencing tokens (deploy/lock.rs). Rows stay, so tokens only grow.
-CREATE TABLE locks (
-    name    TEXT PRIMARY KEY,
-    holder  TEXT NOT NULL,
-    token   INTEGER NOT NULL,
-    expires INTEGER NOT NULL  -- unix milliseconds
-);
-
--- Which service an instance belongs to, and every state change it made.
-ALTER TABLE instances ADD COLUMN service TEXT;
-CREATE INDEX instances_service ON instances (service);
-CREATE TABLE instance_transitions (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    instance TEXT NOT NULL,
-    time     TEXT NOT NULL,
-    from_state TEXT NOT NULL,
-    to_state   TEXT NOT NULL
-);
-CREATE INDEX instance_transitions_instance ON instance_transitions (instance);
-"#,
-    // 4: traffic, self-healing and drift (deploy/traffic.rs, reconcile.rs, drift/).
-    r#"
--- Traffic: an instance takes requests once it passed its health check
--- (ready_at) and until a deploy drains it (drain_at); a proxy that saw its
--- last request finish says so (drained_at). Unix milliseconds.
-ALTER TABLE instances ADD COLUMN ready_at INTEGER;
-ALTER TABLE instances ADD COLUMN drain_at INTEGER;
-ALTER TABLE instances ADD COLUMN drained_at INTEGER;
--- Why the instance must be replaced (drift, a failing health check).
-ALTER TABLE instances ADD COLUMN condemned TEXT;
--- Digest of the config.json it was created with (drift compares the file).
-ALTER TABLE instances ADD COLUMN config_digest TEXT;
--- Service instances running before this migration passed their gates.
-UPDATE instances SET ready_at = 0 WHERE service IS NOT NULL AND state = 'running';
-
--- Live proxies of `drover serve`, one row per service; a deploy that stops
--- an instance waits for them to drain it while heartbeat is recent.
-CREATE TABLE proxies (
-    service   TEXT PRIMARY KEY,
-    holder    TEXT NOT NULL,   -- user@host pid N start T (as deploy locks)
-    heartbeat INTEGER NOT NULL -- unix milliseconds
-);
-
--- The reconciler's view of each service: restarts of crashed instances and
--- the back-off of a failing or crash-looping service.
-CREATE TABLE service_health (
-    service       TEXT PRIMARY KEY,
-    restarts      INTEGER NOT NULL DEFAULT 0,
-    failures      INTEGER NOT NULL DEFAULT 0, -- in a row; reset by a healthy pass
-    backoff_until INTEGER,                    -- unix milliseconds
-    last_error    TEXT,
-    updated       TEXT NOT NULL
-);
-
--- Drift findings: what a scan found on an instance, and what was done.
-CREATE TABLE drift_findings (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    time     TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    image    TEXT NOT NULL,
-    findings TEXT NOT NULL, -- JSON list of {path, change}
-    action   TEXT NOT NULL  -- replaced | reported
-);
-CREATE INDEX drift_findings_instance ON drift_findings (instance);
-"#,
-    // 5: the trust chain (sign/, signed ledger, revocation).
-    r#"
--- Each ledger entry's Ed25519 signature of its hash by the host key
--- (ledger/): the key id (hex) and the signature (base64). NULL for entries
--- written before this migration.
-ALTER TABLE ledger ADD COLUMN keyid TEXT;
-ALTER TABLE ledger ADD COLUMN signature TEXT;
--- Where signing began: every entry from this seq on must be signed, so
--- stripping signatures cannot pass the ledger off as older than signing.
-INSERT OR REPLACE INTO store_meta (key, value)
-    SELECT 'ledger_signed_from', CAST(coalesce(max(seq), 0) + 1 AS TEXT) FROM ledger;
-
--- Revoked images: never deployed, run or built FROM again.
-CREATE TABLE revocations (
-    digest TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    time   TEXT NOT NULL,
-    actor  TEXT NOT NULL
-);
-"#,
-];
-
 /// The schema version this binary creates and understands.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub const SCHEMA_VERSION: u32 = migrations::MIGRATIONS.len() as u32;
 
 /// An open state database.
 pub struct Db {
     conn: Connection,
     path: PathBuf,
+    /// The key every ledger entry is signed with: handed in by whoever
+    /// opened the database ([`Db::with_signer`]), or the host key of the
+    /// directory holding it, loaded at the first append.
+    signer: OnceCell<Arc<SigningKey>>,
 }
 
 impl Db {
@@ -299,7 +113,7 @@ impl Db {
         loop {
             let attempt = configure(&conn)
                 .db_ctx(path)
-                .and_then(|()| migrate(&mut conn, path, MIGRATIONS));
+                .and_then(|()| migrations::migrate(&mut conn, path, migrations::MIGRATIONS));
             match attempt {
                 Err(Error::Busy { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(pause);
@@ -314,13 +128,22 @@ impl Db {
         Ok(Db {
             conn,
             path: path.to_path_buf(),
+            signer: OnceCell::new(),
         })
     }
 
-    /// The connection, for reads (and for statements inside a transaction
-    /// obtained from [`Db::transaction`], which derefs to it).
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    /// Sign this database's ledger entries with `key` instead of the host
+    /// key of the directory holding it.
+    pub fn with_signer(self, key: Arc<SigningKey>) -> Db {
+        let signer = OnceCell::new();
+        let _ = signer.set(key);
+        Db { signer, ..self }
+    }
+
+    /// The key that signs this database's ledger entries (loading, or on
+    /// first use creating, the host key of the state directory).
+    pub fn signer(&self) -> Result<&Arc<SigningKey>> {
+        signer(&self.signer, &self.path)
     }
 
     /// The database file, for error messages.
@@ -328,30 +151,142 @@ impl Db {
         &self.path
     }
 
-    /// Begin a write transaction. It takes the write lock immediately
-    /// (`BEGIN IMMEDIATE`), waiting up to [`BUSY_TIMEOUT`] for other writers,
-    /// so everything read inside it stays true until commit. Dropping it
-    /// without `commit()` rolls back.
-    ///
-    /// The transaction borrows the `Db`; take a copy of [`Db::path`] first
-    /// if you need it for error context, or use [`Db::write`].
-    pub fn transaction(&mut self) -> Result<Transaction<'_>> {
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db_ctx(&self.path)
+    /// Read what is committed. Each statement sees a consistent state; for
+    /// several reads that must agree, read inside [`Db::write`].
+    pub fn read(&self) -> Reader<'_> {
+        Reader {
+            conn: &self.conn,
+            path: &self.path,
+        }
     }
 
-    /// Run `f` in a write transaction (see [`Db::transaction`]) and commit if
-    /// it succeeds; roll back if it fails. `f` also gets the database path,
-    /// which the transaction's borrow would otherwise make awkward to reach.
-    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>, &Path) -> Result<T>) -> Result<T> {
+    /// The raw connection, for this crate's queries and tests.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Begin a change. It takes the write lock immediately (`BEGIN
+    /// IMMEDIATE`), waiting up to [`BUSY_TIMEOUT`] for other writers, so
+    /// everything read inside it stays true until [`Tx::commit`]. Dropping it
+    /// uncommitted rolls back.
+    pub fn begin(&mut self) -> Result<Tx<'_>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .db_ctx(&self.path)?;
-        let out = f(&tx, &self.path)?;
-        tx.commit().db_ctx(&self.path)?;
+        Ok(Tx {
+            tx,
+            path: &self.path,
+            signer: &self.signer,
+        })
+    }
+
+    /// Run `f` in a change (see [`Db::begin`]) and commit if it succeeds;
+    /// roll back if it fails.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut tx = self.begin()?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
         Ok(out)
+    }
+}
+
+fn signer<'a>(cell: &'a OnceCell<Arc<SigningKey>>, db_path: &Path) -> Result<&'a Arc<SigningKey>> {
+    if cell.get().is_none() {
+        let key = crate::keys::host_key(state_dir(db_path))?;
+        let _ = cell.set(Arc::new(key));
+    }
+    Ok(cell.get().expect("just set"))
+}
+
+/// The directory whose host key signs the ledger in `db_path`: the one
+/// holding the database, i.e. the store root.
+pub fn state_dir(db_path: &Path) -> &Path {
+    match db_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Reads of committed state (or, from [`Tx::read`], of the change so far).
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    conn: &'a Connection,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads over `conn` as it is (a test's own snapshot, say).
+    #[cfg(test)]
+    pub(crate) fn over(conn: &'a Connection, path: &'a Path) -> Self {
+        Reader { conn, path }
+    }
+
+    /// The database file, for error messages.
+    pub fn path(&self) -> &'a Path {
+        self.path
+    }
+
+    /// The connection, for this crate's queries that have not moved into a
+    /// noun module here yet.
+    pub(crate) fn sql(&self) -> &'a Connection {
+        self.conn
+    }
+}
+
+/// One atomic change of the state, with its ledger entries.
+pub struct Tx<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+    signer: &'a OnceCell<Arc<SigningKey>>,
+}
+
+impl Tx<'_> {
+    /// The database file, for error messages.
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// Read inside this change: sees its own writes.
+    pub fn read(&self) -> Reader<'_> {
+        Reader {
+            conn: &self.tx,
+            path: self.path,
+        }
+    }
+
+    /// Append the ledger entry that describes this change, stamped with the
+    /// current time and [`crate::ledger::actor`], chained to the head and
+    /// signed. The only way anything is appended to the ledger: nothing is
+    /// visible until [`Tx::commit`], and a rollback removes the entry
+    /// together with the change it describes.
+    pub fn record(&self, e: NewEntry) -> Result<Entry> {
+        let key = signer(self.signer, self.path)?.clone();
+        ledger::append(
+            self,
+            e,
+            crate::ledger::actor(),
+            crate::clock::now_rfc3339(),
+            &key,
+        )
+    }
+
+    /// [`Tx::record`] with a chosen actor and time, for tests of filters.
+    #[cfg(test)]
+    pub(crate) fn record_as(&self, e: NewEntry, actor: String, time: String) -> Result<Entry> {
+        let key = signer(self.signer, self.path)?.clone();
+        ledger::append(self, e, actor, time, &key)
+    }
+
+    /// Make the change durable and visible.
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().db_ctx(self.path)
+    }
+
+    /// The transaction, for this crate's statements that have not moved
+    /// into a noun module here yet.
+    pub(crate) fn sql(&self) -> &Transaction<'_> {
+        &self.tx
     }
 }
 
@@ -362,7 +297,7 @@ impl std::fmt::Debug for Db {
 }
 
 /// Attach the database path to a rusqlite result; see [`db_error`].
-pub trait DbContext<T> {
+pub(crate) trait DbContext<T> {
     fn db_ctx(self, path: &Path) -> Result<T>;
 }
 
@@ -376,7 +311,7 @@ impl<T> DbContext<T> for rusqlite::Result<T> {
 ///
 /// Lock timeouts become [`Error::Busy`] rather than [`Error::Database`]: they
 /// are not a fault, and the caller (or the user) should simply retry.
-pub fn db_error(path: &Path, source: rusqlite::Error) -> Error {
+pub(crate) fn db_error(path: &Path, source: rusqlite::Error) -> Error {
     match source.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
             what: format!("state database {}", path.display()),
@@ -387,7 +322,7 @@ pub fn db_error(path: &Path, source: rusqlite::Error) -> Error {
         },
         _ => Error::Database {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         },
     }
 }
@@ -409,50 +344,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn user_version(conn: &Connection, path: &Path) -> Result<u32> {
-    let v: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .db_ctx(path)?;
-    u32::try_from(v).map_err(|_| {
-        Error::corrupt(
-            format!("state database {}", path.display()),
-            format!("schema version {v} is not one drover ever writes"),
-        )
-    })
-}
-
-/// Apply `migrations[user_version..]`, each in its own transaction.
-fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()> {
-    let supported = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
-    loop {
-        // Checked outside a transaction first: the common case (up to date)
-        // then never takes the write lock, so opening stays cheap under load.
-        let current = user_version(conn, path)?;
-        if current > supported {
-            return Err(Error::DatabaseTooNew {
-                path: path.to_path_buf(),
-                found: current,
-                supported,
-            });
-        }
-        let Some(&sql) = migrations.get(current as usize) else {
-            return Ok(());
-        };
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db_ctx(path)?;
-        // Another process may have migrated while we waited for the lock;
-        // if so, drop (roll back) and look again.
-        if user_version(&tx, path)? != current {
-            continue;
-        }
-        tx.execute_batch(sql).db_ctx(path)?;
-        tx.pragma_update(None, "user_version", current + 1)
-            .db_ctx(path)?;
-        tx.commit().db_ctx(path)?;
-    }
-}
-
 /// Digests are stored as their `sha256:<hex>` text; a malformed one reads
 /// back as an error naming the column, never as a wrong digest.
 impl rusqlite::types::FromSql for crate::digest::Digest {
@@ -466,6 +357,7 @@ impl rusqlite::types::FromSql for crate::digest::Digest {
 
 #[cfg(test)]
 mod tests {
+    use super::migrations::{MIGRATIONS, migrate, user_version};
     use super::*;
     use crate::error::ErrorKind;
 
@@ -541,12 +433,13 @@ mod tests {
     fn reopening_keeps_data_and_does_not_rerun_migrations() {
         let (_dir, path) = temp_db();
         let mut db = Db::open(&path).unwrap();
-        db.write(|tx, p| {
-            tx.execute(
-                "INSERT INTO store_meta (key, value) VALUES ('generation', '7')",
-                [],
-            )
-            .db_ctx(p)
+        db.write(|tx| {
+            tx.sql()
+                .execute(
+                    "INSERT INTO store_meta (key, value) VALUES ('generation', '7')",
+                    [],
+                )
+                .db_ctx(tx.path())
         })
         .unwrap();
         drop(db);
@@ -626,17 +519,18 @@ mod tests {
     fn write_commits_on_success_and_rolls_back_on_error() {
         let (_dir, path) = temp_db();
         let mut db = Db::open(&path).unwrap();
-        let insert = |tx: &Transaction<'_>, p: &Path, key: &str| {
-            tx.execute(
-                "INSERT INTO store_meta (key, value) VALUES (?1, 'v')",
-                [key],
-            )
-            .db_ctx(p)
+        let insert = |tx: &Tx<'_>, key: &str| {
+            tx.sql()
+                .execute(
+                    "INSERT INTO store_meta (key, value) VALUES (?1, 'v')",
+                    [key],
+                )
+                .db_ctx(tx.path())
         };
-        db.write(|tx, p| insert(tx, p, "kept")).unwrap();
+        db.write(|tx| insert(tx, "kept")).unwrap();
         let err = db
-            .write(|tx, p| {
-                insert(tx, p, "dropped")?;
+            .write(|tx| {
+                insert(tx, "dropped")?;
                 Err::<(), _>(Error::Usage("changed my mind".into()))
             })
             .unwrap_err();
@@ -662,8 +556,11 @@ mod tests {
             .busy_timeout(Duration::from_millis(50))
             .unwrap();
 
-        let tx = first.transaction().unwrap();
-        let err = second.transaction().unwrap_err();
+        let tx = first.begin().unwrap();
+        let err = second
+            .begin()
+            .err()
+            .expect("the second writer waits, then fails");
         assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
         assert!(err.to_string().contains(&path.display().to_string()));
 
@@ -675,7 +572,7 @@ mod tests {
         assert_eq!(n, 0);
 
         drop(tx);
-        second.transaction().unwrap();
+        second.begin().unwrap();
     }
 
     #[test]

@@ -16,7 +16,6 @@ use super::{Store, oci, unpack};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
-use crate::state::DbContext;
 
 /// What references a blob, for messages like "layer of image app:1.0".
 pub type Parents = BTreeMap<Digest, BTreeSet<String>>;
@@ -135,31 +134,14 @@ pub(crate) fn walk(
 }
 
 /// `(image digest, instance id)` of every instance not removed: an image
-/// stays as long as something may still run from it. (The table belongs to
-/// `instance`; the store reads it here because gc must never miss a root.)
+/// stays as long as something may still run from it.
 fn instance_images(store: &Store) -> Result<Vec<(Digest, String)>> {
-    let db = store.db();
-    let mut stmt = db
-        .conn()
-        .prepare("SELECT image, id FROM instances WHERE state != 'deleted' ORDER BY id")
-        .db_ctx(db.path())?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .db_ctx(db.path())?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+    store.db().read().live_instance_images()
 }
 
 /// `(image digest, "service#n")` of every release: a rollback may need any.
 fn release_images(store: &Store) -> Result<Vec<(Digest, String)>> {
-    let db = store.db();
-    let mut stmt = db
-        .conn()
-        .prepare("SELECT image, service || '#' || number FROM releases ORDER BY service, number")
-        .db_ctx(db.path())?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .db_ctx(db.path())?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+    store.db().read().release_images()
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 pub use blob::{BlobWriter, VerifyingReader};
@@ -40,8 +39,8 @@ pub use verify::{BlobProblem, VerifyReport};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::{self, NewEntry};
-use crate::state::Db;
+use crate::ledger::NewEntry;
+use crate::state::{Db, Tx};
 
 /// Manifests and configs larger than this are refused: they are JSON
 /// documents of a few KiB, and reading one must never exhaust memory.
@@ -85,25 +84,10 @@ pub struct Store {
     _lock: File,
 }
 
-/// One tagged image, as `drover images` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TagInfo {
-    pub name: String,
-    pub digest: Digest,
-    pub media_type: String,
-    pub size: u64,
-    pub created: String,
-}
-
 /// An artifact attached to an image (OCI 1.1 `subject`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Referrer {
-    pub digest: Digest,
-    pub subject: Digest,
-    pub artifact_type: String,
-    pub media_type: String,
-    pub size: u64,
-}
+pub use crate::state::Referrer;
+/// One tagged image, as `drover images` lists it.
+pub use crate::state::Tag as TagInfo;
 
 impl Store {
     /// Open (creating if needed) the store rooted at `root`.
@@ -330,19 +314,7 @@ impl Store {
 
     /// All tags, sorted by name.
     pub fn tags(&self) -> Result<Vec<TagInfo>> {
-        self.query(
-            "SELECT name, digest, media_type, size, created FROM tags ORDER BY name",
-            [],
-            |r| {
-                Ok(TagInfo {
-                    name: r.get(0)?,
-                    digest: r.get(1)?,
-                    media_type: r.get(2)?,
-                    size: r.get::<_, i64>(3)? as u64,
-                    created: r.get(4)?,
-                })
-            },
-        )
+        self.db.read().tags()
     }
 
     /// Artifacts whose subject is `subject`, optionally of one artifact type.
@@ -352,64 +324,27 @@ impl Store {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         Ok(self
-            .query_referrers("WHERE subject = ?1", [subject.to_string()])?
+            .db
+            .read()
+            .referrers(Some(subject))?
             .into_iter()
             .filter(|r| artifact_type.is_none_or(|t| r.artifact_type == t))
             .collect())
     }
 
     pub fn all_referrers(&self) -> Result<Vec<Referrer>> {
-        self.query_referrers("", [])
-    }
-
-    fn query_referrers(
-        &self,
-        filter: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<Referrer>> {
-        let sql = format!(
-            "SELECT digest, subject, artifact_type, media_type, size FROM referrers {filter} \
-             ORDER BY subject, artifact_type, digest"
-        );
-        self.query(&sql, params, |r| {
-            Ok(Referrer {
-                digest: r.get(0)?,
-                subject: r.get(1)?,
-                artifact_type: r.get(2)?,
-                media_type: r.get(3)?,
-                size: r.get::<_, i64>(4)? as u64,
-            })
-        })
-    }
-
-    fn query<T>(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
-        let mut stmt = self.db.conn().prepare(sql).map_err(|e| self.db_err(e))?;
-        let rows = stmt.query_map(params, row).map_err(|e| self.db_err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.db_err(e))
+        self.db.read().referrers(None)
     }
 
     /// Apply a change to tags/referrers and record it in the ledger, all in
     /// one transaction; then bring `index.json` up to date.
     pub fn mutate<T>(&mut self, f: impl FnOnce(&mut Mutation<'_>) -> Result<T>) -> Result<T> {
-        let path = self.db.path().to_path_buf();
-        let out = {
-            let tx = self.db.transaction()?;
-            let mut m = Mutation {
-                tx,
-                path: path.clone(),
-            };
+        let out = self.db.write(|tx| {
+            let mut m = Mutation { tx };
             let out = f(&mut m)?;
-            m.bump_generation()?;
-            m.tx.commit()
-                .map_err(|e| Error::Database { path, source: e })?;
-            out
-        };
+            m.tx.bump_generation()?;
+            Ok(out)
+        })?;
         self.sync_index()?;
         Ok(out)
     }
@@ -460,25 +395,8 @@ impl Store {
         verify::run(self)
     }
 
-    fn db_err(&self, e: rusqlite::Error) -> Error {
-        Error::Database {
-            path: self.db.path().to_path_buf(),
-            source: e,
-        }
-    }
-
     fn generation(&self) -> Result<u64> {
-        let v: Option<String> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT value FROM store_meta WHERE key = 'generation'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+        self.db.read().generation()
     }
 
     /// Rewrite `index.json` from the database unless it already reflects the
@@ -529,45 +447,21 @@ impl Store {
     }
 }
 
-/// A change in progress inside `Store::mutate`.
+/// A change in progress inside `Store::mutate`: names images and artifacts
+/// in the change's transaction, and records what it did.
 pub struct Mutation<'a> {
-    tx: Transaction<'a>,
-    path: PathBuf,
+    tx: &'a Tx<'a>,
 }
 
 impl Mutation<'_> {
-    fn err(&self, e: rusqlite::Error) -> Error {
-        Error::Database {
-            path: self.path.clone(),
-            source: e,
-        }
-    }
-
     /// Point a tag at a manifest; returns the digest it pointed at before.
     pub fn set_tag(&mut self, name: &str, desc: &Descriptor) -> Result<Option<Digest>> {
-        let previous: Option<Digest> = self
-            .tx
-            .query_row("SELECT digest FROM tags WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
         self.tx
-            .execute(
-                "INSERT INTO tags(name, digest, media_type, size, created) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(name) DO UPDATE SET digest = excluded.digest, media_type = excluded.media_type,
-                   size = excluded.size, created = CASE WHEN tags.digest = excluded.digest THEN tags.created ELSE excluded.created END",
-                params![name, desc.digest.to_string(), desc.media_type, desc.size as i64, crate::clock::now_rfc3339()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(previous)
+            .set_tag(name, &desc.digest, &desc.media_type, desc.size)
     }
 
     pub fn remove_tag(&mut self, name: &str) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM tags WHERE name = ?1", [name])
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.tx.remove_tag(name)
     }
 
     /// Attach an artifact manifest to its subject.
@@ -577,40 +471,22 @@ impl Mutation<'_> {
         subject: &Digest,
         artifact_type: &str,
     ) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT OR REPLACE INTO referrers(digest, subject, artifact_type, media_type, size) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![artifact.digest.to_string(), subject.to_string(), artifact_type, artifact.media_type, artifact.size as i64],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.tx.add_referrer(&Referrer {
+            digest: artifact.digest,
+            subject: *subject,
+            artifact_type: artifact_type.to_string(),
+            media_type: artifact.media_type.clone(),
+            size: artifact.size,
+        })
     }
 
     pub fn remove_referrer(&mut self, digest: &Digest) -> Result<()> {
-        self.tx
-            .execute(
-                "DELETE FROM referrers WHERE digest = ?1",
-                [digest.to_string()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.tx.remove_referrer(digest)
     }
 
     /// Append the ledger entry that describes this change.
     pub fn record(&mut self, entry: NewEntry) -> Result<()> {
-        ledger::append(&self.tx, &self.path, entry)?;
-        Ok(())
-    }
-
-    fn bump_generation(&mut self) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO store_meta(key, value) VALUES ('generation', '1')
-                 ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-                [],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.tx.record(entry).map(drop)
     }
 }
 

@@ -36,7 +36,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
@@ -48,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::keys::dsse::Failure;
 use crate::keys::{HOST_PUB, PublicKey};
 use crate::ledger::{self, NewEntry};
-use crate::state::DbContext;
+
 use crate::store::Store;
 use crate::toml_doc::{self, Checker, Node, Table};
 
@@ -175,14 +174,7 @@ pub enum Verdict {
     Refused(Refusal),
 }
 
-/// A revoked image.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Revocation {
-    pub digest: Digest,
-    pub reason: String,
-    pub time: String,
-    pub actor: String,
-}
+pub use crate::state::Revocation;
 
 impl Policy {
     /// The built-in default for `state_dir`: images built and signed by
@@ -689,33 +681,18 @@ pub fn enforce_pull(
 /// error to return. A failure to record is reported instead: a refusal the
 /// ledger does not show would be a hole in the trail.
 pub fn refuse(store: &mut Store, r: Refusal, op: Operation) -> Error {
-    let recorded = store.db_mut().write(|tx, path| {
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                "policy.refuse",
-                [r.image.clone()],
-                json!({"rule": r.rule, "reason": r.reason, "operation": op.as_str()}),
-            ),
-        )
+    let recorded = store.db_mut().write(|tx| {
+        tx.record(NewEntry::new(
+            "policy.refuse",
+            [r.image.clone()],
+            json!({"rule": r.rule, "reason": r.reason, "operation": op.as_str()}),
+        ))
         .map(drop)
     });
     match recorded {
         Ok(()) => r.into(),
         Err(e) => e,
     }
-}
-
-/// The revocation of `digest`, if it is revoked.
-pub fn revoked(conn: &Connection, db_path: &Path, digest: &Digest) -> Result<Option<Revocation>> {
-    conn.query_row(
-        "SELECT digest, reason, time, actor FROM revocations WHERE digest = ?1",
-        [digest.to_string()],
-        revocation_row,
-    )
-    .optional()
-    .db_ctx(db_path)
 }
 
 /// A revocation that reaches an image: its own, or that of an image it was
@@ -761,12 +738,8 @@ impl Reached {
 /// not: this only ever refuses, so a forged statement can add a base (and
 /// get an image refused) but never hide one that a genuine statement names.
 pub fn revocation_of(store: &Store, image: &Digest) -> Result<Option<Reached>> {
-    let db = store.db();
-    let any: i64 = db
-        .conn()
-        .query_row("SELECT count(*) FROM revocations", [], |r| r.get(0))
-        .db_ctx(db.path())?;
-    if any == 0 {
+    let db = store.db().read();
+    if db.revocation_count()? == 0 {
         return Ok(None);
     }
     // Breadth first, each image once; a chain is at most as long as the
@@ -774,7 +747,7 @@ pub fn revocation_of(store: &Store, image: &Digest) -> Result<Option<Reached>> {
     let mut queue = std::collections::VecDeque::from([(*image, Vec::new())]);
     let mut seen = std::collections::BTreeSet::from([*image]);
     while let Some((d, via)) = queue.pop_front() {
-        if let Some(r) = revoked(db.conn(), db.path(), &d)? {
+        if let Some(r) = db.revocation(&d)? {
             return Ok(Some(Reached { revocation: r, via }));
         }
         for a in attest::list(store, &d, PROVENANCE_ARTIFACT_TYPE)? {
@@ -794,33 +767,6 @@ pub fn revocation_of(store: &Store, image: &Digest) -> Result<Option<Reached>> {
     Ok(None)
 }
 
-/// Every revocation, oldest first.
-pub fn revocations(conn: &Connection, db_path: &Path) -> Result<Vec<Revocation>> {
-    let mut stmt = conn
-        .prepare("SELECT digest, reason, time, actor FROM revocations ORDER BY time, digest")
-        .db_ctx(db_path)?;
-    let rows = stmt
-        .query_map([], revocation_row)
-        .db_ctx(db_path)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .db_ctx(db_path)?;
-    Ok(rows)
-}
-
-fn revocation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Revocation> {
-    let digest: String = r.get(0)?;
-    Ok(Revocation {
-        digest: digest
-            .parse()
-            .map_err(|e: crate::digest::ParseDigestError| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-            })?,
-        reason: r.get(1)?,
-        time: r.get(2)?,
-        actor: r.get(3)?,
-    })
-}
-
 /// Revoke the image `reference` names (a tag is resolved and its digest
 /// recorded; a full digest need not be in the store, so an image can be
 /// revoked before it ever arrives). Records `image.revoke`. Revoking a
@@ -836,34 +782,23 @@ pub fn revoke(store: &mut Store, reference: &str, reason: &str) -> Result<(Revoc
         Err(_) => store.resolve(reference)?.digest,
     };
     let actor = ledger::actor();
-    store.db_mut().write(|tx, path| {
-        if let Some(r) = revoked(tx, path, &digest)? {
+    store.db_mut().write(|tx| {
+        if let Some(r) = tx.read().revocation(&digest)? {
             return Ok((r, false));
         }
-        let time = clock::now_rfc3339();
-        tx.execute(
-            "INSERT INTO revocations (digest, reason, time, actor) VALUES (?1, ?2, ?3, ?4)",
-            params![digest.to_string(), reason, time, actor],
-        )
-        .db_ctx(path)?;
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                "image.revoke",
-                [digest.to_string()],
-                json!({"reason": reason, "reference": reference}),
-            ),
-        )?;
-        Ok((
-            Revocation {
-                digest,
-                reason: reason.to_string(),
-                time,
-                actor: actor.clone(),
-            },
-            true,
-        ))
+        let r = Revocation {
+            digest,
+            reason: reason.to_string(),
+            time: clock::now_rfc3339(),
+            actor: actor.clone(),
+        };
+        tx.add_revocation(&r)?;
+        tx.record(NewEntry::new(
+            "image.revoke",
+            [digest.to_string()],
+            json!({"reason": reason, "reference": reference}),
+        ))?;
+        Ok((r, true))
     })
 }
 
@@ -880,26 +815,21 @@ pub fn unrevoke(store: &mut Store, reference: &str, reason: &str) -> Result<Revo
         Ok(d) => d,
         Err(_) => store.resolve(reference)?.digest,
     };
-    store.db_mut().write(|tx, path| {
-        let r = revoked(tx, path, &digest)?.ok_or_else(|| Error::NotFound {
-            what: format!("a revocation of {digest}"),
-            hint: Some("`drover revoke --list` lists them".into()),
-        })?;
-        tx.execute(
-            "DELETE FROM revocations WHERE digest = ?1",
+    store.db_mut().write(|tx| {
+        let r = tx
+            .read()
+            .revocation(&digest)?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("a revocation of {digest}"),
+                hint: Some("`drover revoke --list` lists them".into()),
+            })?;
+        tx.remove_revocation(&digest)?;
+        tx.record(NewEntry::new(
+            "image.unrevoke",
             [digest.to_string()],
-        )
-        .db_ctx(path)?;
-        ledger::append(
-            tx,
-            path,
-            NewEntry::new(
-                "image.unrevoke",
-                [digest.to_string()],
-                json!({"reason": reason, "revoked": {"reason": r.reason, "time": r.time,
+            json!({"reason": reason, "revoked": {"reason": r.reason, "time": r.time,
                        "actor": r.actor}}),
-            ),
-        )?;
+        ))?;
         Ok(r)
     })
 }
@@ -1356,7 +1286,7 @@ mod tests {
         assert!(!revoke(&mut store, &image.to_string(), "again").unwrap().1);
         assert!(revoke(&mut store, "app:1", " ").is_err());
         let db = store.db();
-        assert_eq!(revocations(db.conn(), db.path()).unwrap().len(), 1);
+        assert_eq!(db.read().revocations().unwrap().len(), 1);
         assert!(unrevoke(&mut store, "app:1", "").is_err());
         assert_eq!(
             unrevoke(&mut store, "app:1", "wrong digest")
@@ -1369,16 +1299,17 @@ mod tests {
             Err(Error::NotFound { .. })
         ));
         let db = store.db();
-        assert!(revoked(db.conn(), db.path(), &image).unwrap().is_none());
+        assert!(db.read().revocation(&image).unwrap().is_none());
         assert_eq!(
-            ledger::list(db.conn(), db.path(), &ledger::Filter::default())
+            db.read()
+                .ledger(&ledger::Filter::default())
                 .unwrap()
                 .iter()
                 .filter(|e| e.action == "image.unrevoke")
                 .count(),
             1
         );
-        let entries = ledger::list(db.conn(), db.path(), &ledger::Filter::default()).unwrap();
+        let entries = db.read().ledger(&ledger::Filter::default()).unwrap();
         let refuse = entries
             .iter()
             .find(|e| e.action == "policy.refuse")

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use drover_core::keys::{self, PublicKey};
-use drover_core::ledger::{self, Filter, export};
+use drover_core::ledger::{Filter, export};
 
 use super::Ctx;
 use crate::output;
@@ -86,7 +86,7 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         load_keys(keys)?
     };
-    let report = ledger::verify(db.conn(), db.path(), &trusted)?;
+    let report = db.read().verify_ledger(&trusted)?;
     if ctx.json {
         output::json(&report)?;
     } else if let Some(p) = &report.problem {
@@ -153,15 +153,8 @@ fn export(
     let summary = match out {
         None => {
             let mut stdout = io::stdout().lock();
-            export::write(
-                db.conn(),
-                db.path(),
-                &key,
-                &trusted,
-                since,
-                &mut stdout,
-                Path::new("stdout"),
-            )?
+            db.read()
+                .export_ledger(&key, &trusted, since, &mut stdout, Path::new("stdout"))?
         }
         Some(path) => {
             // Written beside the target and renamed, so a failed export
@@ -173,8 +166,9 @@ fn export(
                 .with_context(|| format!("creating {}", partial.display()))
                 .and_then(|f| {
                     let mut w = io::BufWriter::new(f);
-                    let s =
-                        export::write(db.conn(), db.path(), &key, &trusted, since, &mut w, path)?;
+                    let s = db
+                        .read()
+                        .export_ledger(&key, &trusted, since, &mut w, path)?;
                     w.into_inner()
                         .map_err(|e| e.into_error())
                         .and_then(|f| f.sync_all())
@@ -226,7 +220,7 @@ fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         since_seq: a.since,
         limit: a.limit,
     };
-    let entries = ledger::list(db.conn(), db.path(), &filter)?;
+    let entries = db.read().ledger(&filter)?;
     if ctx.json {
         output::json(&entries)?;
         return Ok(ExitCode::SUCCESS);

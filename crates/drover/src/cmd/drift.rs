@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 None => Target::All,
                 Some(t) => {
                     let db = store.db();
-                    let services = drover_core::deploy::release::services(db.conn(), db.path())?;
+                    let services = drover_core::deploy::release::services(db.read())?;
                     if services.iter().any(|s| s.name == *t) {
                         Target::Service(t.clone())
                     } else {

@@ -14,8 +14,8 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let db = store.db();
-    let list = release::releases(db.conn(), db.path(), &a.service)?;
-    let current = release::service(db.conn(), db.path(), &a.service)?
+    let list = release::releases(db.read(), &a.service)?;
+    let current = release::service(db.read(), &a.service)?
         .ok_or_else(|| drover_core::Error::NotFound {
             what: format!("service {}", a.service),
             hint: Some("`drover status` lists services".into()),

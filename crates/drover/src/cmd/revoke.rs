@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let (Some(reference), Some(reason)) = (&a.reference, &a.reason) else {
         let db = store.db();
-        let all = policy::revocations(db.conn(), db.path())?;
+        let all = db.read().revocations()?;
         if ctx.json {
             output::json(&all)?;
         } else if all.is_empty() {

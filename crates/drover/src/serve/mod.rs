@@ -172,7 +172,7 @@ fn reconcile_loop(store: &std::path::Path, opts: reconcile::Options, stop: &Arc<
     };
     let mut workers: BTreeMap<String, thread::JoinHandle<()>> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
-        match release::services(db.db().conn(), db.db().path()) {
+        match release::services(db.db().read()) {
             Ok(services) => {
                 workers.retain(|_, w| !w.is_finished());
                 for svc in services {
@@ -256,7 +256,7 @@ fn reconcile_service(
 
 fn service_exists(store: &Store, service: &str) -> bool {
     let db = store.db();
-    release::service(db.conn(), db.path(), service).is_ok_and(|s| s.is_some())
+    release::service(db.read(), service).is_ok_and(|s| s.is_some())
 }
 
 /// One service's proxying: its routes and its listeners.
@@ -346,7 +346,7 @@ fn sync(
 ) -> anyhow::Result<()> {
     let services = {
         let db = store.db();
-        release::services(db.conn(), db.path())?
+        release::services(db.read())?
     };
     if listen {
         listeners(&services, bind, rt, proxied, failed_binds);

@@ -1,0 +1,290 @@
+//! The schema and its versioned migrations (`PRAGMA user_version`).
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::DbContext;
+use crate::error::{Error, Result};
+
+/// Schema migrations, in order. Migration `i` (0-based) takes the database
+/// from `PRAGMA user_version` `i` to `i + 1`, in one transaction together with
+/// the version bump, so a crash mid-migration leaves the previous version.
+///
+/// APPEND-ONLY. Never edit or reorder a migration that has shipped: databases
+/// in the field have already run it, and would silently differ from fresh
+/// ones. Fix mistakes with a new migration.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: image tags, OCI referrers, store metadata, the ledger.
+    r#"
+-- Image tags: `name:tag` -> manifest digest.
+CREATE TABLE tags (
+    name       TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    created    TEXT NOT NULL
+);
+
+-- OCI 1.1 artifacts (signatures, SBOMs, ...) attached to a subject manifest.
+CREATE TABLE referrers (
+    digest        TEXT PRIMARY KEY,
+    subject       TEXT NOT NULL,
+    artifact_type TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    size          INTEGER NOT NULL
+);
+CREATE INDEX referrers_subject ON referrers (subject);
+
+-- Small store-wide values, e.g. a generation counter.
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- The audit ledger (see ledger/mod.rs for the hash chain). `subjects` is a
+-- JSON array of strings, `details` canonical JSON.
+CREATE TABLE ledger (
+    seq       INTEGER PRIMARY KEY,
+    time      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    subjects  TEXT NOT NULL,
+    details   TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+
+-- The seq and hash of the last entry, written in the same transaction as
+-- the entry: deleting entries from the end leaves the head pointing past them.
+CREATE TABLE ledger_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+
+-- The ledger is append-only. These do not stop anyone who can drop them (the
+-- hash chain is what detects that); they stop a drover bug or a careless
+-- hand edit from rewriting history quietly.
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: entries cannot be changed');
+END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only: entries cannot be deleted');
+END;
+"#,
+    // 2: instances (see instance/mod.rs for the state machine).
+    r#"
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY,
+    name          TEXT,
+    image         TEXT NOT NULL,  -- manifest digest
+    image_ref     TEXT NOT NULL,  -- what the user asked for
+    release       INTEGER,
+    driver        TEXT NOT NULL,
+    state         TEXT NOT NULL,  -- created | running | stopping | exited | deleted
+    pid           INTEGER,
+    pid_start     INTEGER,        -- with pid, names one process despite pid reuse
+    monitor_pid   INTEGER,
+    monitor_start INTEGER,
+    port          INTEGER,
+    created       TEXT NOT NULL,
+    started       TEXT,
+    finished      TEXT,
+    exit_code     INTEGER,
+    exit_signal   INTEGER,
+    stop_signal   INTEGER NOT NULL,
+    launch        TEXT NOT NULL   -- JSON: everything the runtime config was made from
+);
+CREATE UNIQUE INDEX instances_live_name ON instances (name)
+    WHERE name IS NOT NULL AND state != 'deleted';
+"#,
+    // 3: services, releases, quarantine, deploy locks, instance transitions.
+    r#"
+-- Services: what should run, as last applied (see deploy/mod.rs).
+CREATE TABLE services (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,  -- JSON: replicas, strategy, the release content as written
+    spec_digest TEXT NOT NULL,  -- digest of the fleet entry as written: apply acts when it changes
+    desired     INTEGER,        -- the release that should run
+    created     TEXT NOT NULL,
+    updated     TEXT NOT NULL
+);
+
+-- Releases: numbered per service, immutable, append-only; only the outcome
+-- moves, once, from pending.
+CREATE TABLE releases (
+    service       TEXT NOT NULL REFERENCES services (name),
+    number        INTEGER NOT NULL,
+    image         TEXT NOT NULL,  -- manifest digest
+    image_ref     TEXT NOT NULL,  -- as written in the fleet file
+    config        TEXT NOT NULL,  -- JSON: env, volumes, limits, capabilities, health, driver
+    config_digest TEXT NOT NULL,
+    author        TEXT NOT NULL,
+    message       TEXT NOT NULL,
+    created       TEXT NOT NULL,
+    parent        INTEGER,        -- the release it replaced
+    rollback_of   INTEGER,        -- for a rollback: the release whose content it repeats
+    outcome       TEXT NOT NULL,  -- pending | healthy | failed
+    reason        TEXT,
+    PRIMARY KEY (service, number)
+);
+CREATE TRIGGER releases_no_delete BEFORE DELETE ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are append-only: they cannot be deleted');
+END;
+CREATE TRIGGER releases_immutable BEFORE UPDATE OF service, number, image, image_ref, config,
+    config_digest, author, message, created, parent, rollback_of ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'releases are immutable');
+END;
+CREATE TRIGGER releases_outcome_once BEFORE UPDATE OF outcome ON releases
+    WHEN OLD.outcome != 'pending'
+BEGIN
+    SELECT RAISE(ABORT, 'a release outcome is final');
+END;
+
+-- Release contents (image digest + config digest) that failed for a
+-- service; applying one again needs --force.
+CREATE TABLE quarantine (
+    service TEXT NOT NULL,
+    image   TEXT NOT NULL,
+    config  TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (service, image, config)
+);
+
+-- Leases with fencing tokens (deploy/lock.rs). Rows stay, so tokens only grow.
+CREATE TABLE locks (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    token   INTEGER NOT NULL,
+    expires INTEGER NOT NULL  -- unix milliseconds
+);
+
+-- Which service an instance belongs to, and every state change it made.
+ALTER TABLE instances ADD COLUMN service TEXT;
+CREATE INDEX instances_service ON instances (service);
+CREATE TABLE instance_transitions (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance TEXT NOT NULL,
+    time     TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL
+);
+CREATE INDEX instance_transitions_instance ON instance_transitions (instance);
+"#,
+    // 4: traffic, self-healing and drift (deploy/traffic.rs, reconcile.rs, drift/).
+    r#"
+-- Traffic: an instance takes requests once it passed its health check
+-- (ready_at) and until a deploy drains it (drain_at); a proxy that saw its
+-- last request finish says so (drained_at). Unix milliseconds.
+ALTER TABLE instances ADD COLUMN ready_at INTEGER;
+ALTER TABLE instances ADD COLUMN drain_at INTEGER;
+ALTER TABLE instances ADD COLUMN drained_at INTEGER;
+-- Why the instance must be replaced (drift, a failing health check).
+ALTER TABLE instances ADD COLUMN condemned TEXT;
+-- Digest of the config.json it was created with (drift compares the file).
+ALTER TABLE instances ADD COLUMN config_digest TEXT;
+-- Service instances running before this migration passed their gates.
+UPDATE instances SET ready_at = 0 WHERE service IS NOT NULL AND state = 'running';
+
+-- Live proxies of `drover serve`, one row per service; a deploy that stops
+-- an instance waits for them to drain it while heartbeat is recent.
+CREATE TABLE proxies (
+    service   TEXT PRIMARY KEY,
+    holder    TEXT NOT NULL,   -- user@host pid N start T (as deploy locks)
+    heartbeat INTEGER NOT NULL -- unix milliseconds
+);
+
+-- The reconciler's view of each service: restarts of crashed instances and
+-- the back-off of a failing or crash-looping service.
+CREATE TABLE service_health (
+    service       TEXT PRIMARY KEY,
+    restarts      INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0, -- in a row; reset by a healthy pass
+    backoff_until INTEGER,                    -- unix milliseconds
+    last_error    TEXT,
+    updated       TEXT NOT NULL
+);
+
+-- Drift findings: what a scan found on an instance, and what was done.
+CREATE TABLE drift_findings (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    image    TEXT NOT NULL,
+    findings TEXT NOT NULL, -- JSON list of {path, change}
+    action   TEXT NOT NULL  -- replaced | reported
+);
+CREATE INDEX drift_findings_instance ON drift_findings (instance);
+"#,
+    // 5: the trust chain (sign/, signed ledger, revocation).
+    r#"
+-- Each ledger entry's Ed25519 signature of its hash by the host key
+-- (ledger/): the key id (hex) and the signature (base64). NULL for entries
+-- written before this migration.
+ALTER TABLE ledger ADD COLUMN keyid TEXT;
+ALTER TABLE ledger ADD COLUMN signature TEXT;
+-- Where signing began: every entry from this seq on must be signed, so
+-- stripping signatures cannot pass the ledger off as older than signing.
+INSERT OR REPLACE INTO store_meta (key, value)
+    SELECT 'ledger_signed_from', CAST(coalesce(max(seq), 0) + 1 AS TEXT) FROM ledger;
+
+-- Revoked images: never deployed, run or built FROM again.
+CREATE TABLE revocations (
+    digest TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    time   TEXT NOT NULL,
+    actor  TEXT NOT NULL
+);
+"#,
+];
+
+pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .db_ctx(path)?;
+    u32::try_from(v).map_err(|_| {
+        Error::corrupt(
+            format!("state database {}", path.display()),
+            format!("schema version {v} is not one drover ever writes"),
+        )
+    })
+}
+
+/// Apply `migrations[user_version..]`, each in its own transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()> {
+    let supported = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
+    loop {
+        // Checked outside a transaction first: the common case (up to date)
+        // then never takes the write lock, so opening stays cheap under load.
+        let current = user_version(conn, path)?;
+        if current > supported {
+            return Err(Error::DatabaseTooNew {
+                path: path.to_path_buf(),
+                found: current,
+                supported,
+            });
+        }
+        let Some(&sql) = migrations.get(current as usize) else {
+            return Ok(());
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db_ctx(path)?;
+        // Another process may have migrated while we waited for the lock;
+        // if so, drop (roll back) and look again.
+        if user_version(&tx, path)? != current {
+            continue;
+        }
+        tx.execute_batch(sql).db_ctx(path)?;
+        tx.pragma_update(None, "user_version", current + 1)
+            .db_ctx(path)?;
+        tx.commit().db_ctx(path)?;
+    }
+}
