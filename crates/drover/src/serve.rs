@@ -13,15 +13,13 @@
 //!                     fleet changes; a heartbeat so deploys wait for drains
 //!  drift thread       every `drift_interval`: scan instances (budgeted);
 //!                     condemn the drifted ones (the reconciler replaces them)
-//!  tokio runtime      the proxies (proxy.rs) and the signal handler
+//!  tokio runtime      the proxies (drover-proxy) and the signal handler
 //! ```
 //!
 //! Everything the threads share goes through the state database, so a
 //! restarted `serve` (or an `apply` from a shell meanwhile) picks up exactly
 //! where things are. Stopping `serve` stops nothing that runs: instances
 //! keep running, and the next `serve` adopts them.
-
-pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -39,7 +37,7 @@ use drover_core::reconcile::{self, Reconciler};
 use drover_core::store::Store;
 use tokio::sync::watch;
 
-use self::proxy::{Backend, Mode, Routes};
+use drover_proxy::{self as proxy, Backend, Mode, Routes};
 
 /// How often the traffic thread syncs routes with the database.
 const SYNC: Duration = Duration::from_millis(50);
@@ -401,7 +399,10 @@ fn listeners(
             }) {
                 Ok(listener) => {
                     let (tx, rx) = watch::channel(false);
-                    let mode = *mode;
+                    let mode = match mode {
+                        ProxyMode::Http => Mode::Http,
+                        ProxyMode::Tcp => Mode::Tcp,
+                    };
                     let routes = p.routes.clone();
                     let label = format!("{name} {addr}");
                     rt.spawn(async move {

@@ -1,3 +1,8 @@
+//! drover-proxy: the reverse proxy of `drover serve`, a library of its own
+//! because of its dependencies (hyper's server and client, h2, tokio), which
+//! drover's domain logic (drover-core) does without. It knows nothing of
+//! stores or releases: it is given backends as plain data.
+//!
 //! The reverse proxy in front of a service: one listener, a set of routable
 //! backends that the reconciler replaces whenever it likes ([`Routes::set`]),
 //! and exact in-flight counts per backend ([`Routes::in_flight`]) so that an
@@ -67,8 +72,15 @@ pub const COOL_DOWN: Duration = Duration::from_secs(1);
 /// a request down one the backend is closing.
 const POOL_IDLE: Duration = Duration::from_secs(4);
 
-/// What a listener speaks: the service's `proxy` setting.
-pub use drover_core::deploy::spec::ProxyMode as Mode;
+/// What a listener speaks (a service's `proxy` setting in its fleet file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP/1.1 and HTTP/2, request by request.
+    #[default]
+    Http,
+    /// Plain TCP, connection by connection.
+    Tcp,
+}
 
 /// One place traffic can go: an instance, by id, and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
