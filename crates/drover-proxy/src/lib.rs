@@ -3,6 +3,9 @@
 //! drover's domain logic (drover-core) does without. It knows nothing of
 //! stores or releases: it is given backends as plain data.
 //!
+//! [`serve`] runs one listener; [`Proxies`] keeps many services' listeners
+//! and routes on a runtime, for a caller on a plain thread.
+//!
 //! The reverse proxy in front of a service: one listener, a set of routable
 //! backends that the reconciler replaces whenever it likes ([`Routes::set`]),
 //! and exact in-flight counts per backend ([`Routes::in_flight`]) so that an
@@ -62,6 +65,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+
+mod proxies;
+
+pub use proxies::{Listen, Proxies, Say};
 
 /// How long a backend that refused a connection is passed over.
 pub const COOL_DOWN: Duration = Duration::from_secs(1);
