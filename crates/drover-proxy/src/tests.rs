@@ -560,3 +560,115 @@ fn pick_passes_over_a_cooling_backend_unless_it_is_the_last() {
     let (last, more) = routes.pick(&[Arc::clone(&b.0)]).unwrap();
     assert_eq!((last.0.id.as_str(), more), ("a", false));
 }
+
+/// From a plain thread: connect to 127.0.0.1:`port`, send `request`, and
+/// read until the other side closes; `None` if the connection was refused.
+fn exchange(port: u16, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.write_all(request.as_bytes()).unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    Some(resp)
+}
+
+/// An HTTP/1.1 GET of `/` on 127.0.0.1:`port`, as [`exchange`].
+fn get_blocking(port: u16) -> Option<String> {
+    exchange(
+        port,
+        "GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n",
+    )
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// How `drover serve`'s traffic thread uses [`Proxies`]: from a plain
+/// thread, with the wanted listeners and the routes as data.
+#[test]
+fn proxies_open_route_and_close_listeners_as_told() {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = rt.block_on(backend("a"));
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let say: Say = {
+        let said = Arc::clone(&said);
+        Arc::new(move |line| said.lock().unwrap().push(line.to_string()))
+    };
+    let mut proxies = Proxies::new(rt.handle().clone(), IpAddr::from([127, 0, 0, 1]), say);
+    let told = |what: &str| {
+        said.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let web = |ports: Vec<u16>, mode| BTreeMap::from([("web".to_string(), Listen { ports, mode })]);
+
+    let port = free_port();
+    proxies.listen(&web(vec![port], Mode::Http));
+    assert_eq!(proxies.listening(), ["web"]);
+    assert_eq!(
+        told(&format!(
+            "proxy web: listening on 127.0.0.1:{port} (http/1.1, h2c)"
+        )),
+        1
+    );
+    let resp = get_blocking(port).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 503"), "no routes yet: {resp}");
+
+    // Routes of a service without ports are no business of the proxies.
+    proxies.route(BTreeMap::from([
+        ("web".to_string(), vec![a.route()]),
+        ("batch".to_string(), vec![a.route()]),
+    ]));
+    let resp = get_blocking(port).unwrap();
+    assert!(resp.contains("x-backend: a"), "{resp}");
+    assert_eq!(proxies.in_flight("web", "a"), 0);
+    assert_eq!(proxies.in_flight("batch", "a"), 0);
+    assert!(!proxies.busy());
+
+    // A port someone else holds: told once, however often it is asked for.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = taken.local_addr().unwrap().port();
+    for _ in 0..3 {
+        proxies.listen(&web(vec![port, other], Mode::Http));
+    }
+    assert_eq!(told(&format!("cannot listen on 127.0.0.1:{other}")), 1);
+    assert_eq!(told("listening on"), 1, "{:?}", said.lock().unwrap());
+
+    // Another mode: new listeners, and new routes (none yet).
+    proxies.listen(&web(vec![port], Mode::Tcp));
+    let resp = (0..100)
+        .find_map(|_| {
+            if told(&format!("listening on 127.0.0.1:{port} (tcp)")) == 0 {
+                // The old listener had the port still: tried again next time.
+                std::thread::sleep(Duration::from_millis(10));
+                proxies.listen(&web(vec![port], Mode::Tcp));
+                return None;
+            }
+            // Nothing sent: closing a socket with unread bytes resets it.
+            exchange(port, "")
+        })
+        .expect("listening in tcp mode");
+    assert_eq!(resp, "", "no routes: the connection is closed");
+
+    // Gone from the wanted set: closed.
+    proxies.listen(&BTreeMap::new());
+    assert!(proxies.listening().is_empty());
+    let closed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        get_blocking(port).is_none()
+    });
+    assert!(closed, "still accepting on {port}");
+}
