@@ -453,3 +453,113 @@ fn drift_loop(store: &Path, every: Duration, budget: &drift::Budget, stop: &Atom
         sleep_unless(stop, every);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Proxies that only keep a diary, and are busy until told otherwise.
+    #[derive(Clone, Default)]
+    struct Fake {
+        diary: Arc<Mutex<Vec<String>>>,
+        busy: Arc<AtomicBool>,
+    }
+
+    impl Fake {
+        fn wrote(&self, what: &str) -> bool {
+            self.diary.lock().unwrap().iter().any(|l| l == what)
+        }
+    }
+
+    impl Proxies for Fake {
+        fn listen(&mut self, wanted: &BTreeMap<String, Listen>) {
+            let names: Vec<&String> = wanted.keys().collect();
+            self.diary.lock().unwrap().push(format!("listen {names:?}"));
+        }
+        fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>) {
+            let names: Vec<&String> = routes.keys().collect();
+            self.diary.lock().unwrap().push(format!("route {names:?}"));
+        }
+        fn listening(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn in_flight(&self, _: &str, _: &str) -> usize {
+            0
+        }
+        fn stop_accepting(&mut self) {
+            self.diary.lock().unwrap().push("stop accepting".into());
+        }
+        fn busy(&self) -> bool {
+            self.busy.load(Ordering::SeqCst)
+        }
+    }
+
+    fn options(dir: &Path) -> Options {
+        Options {
+            store: dir.to_path_buf(),
+            reconcile: reconcile::Options::default(),
+            drift_interval: None,
+            drift_budget: drift::Budget {
+                threads: 1,
+                bytes_per_sec: None,
+                low_priority: false,
+            },
+        }
+    }
+
+    #[test]
+    fn one_serve_per_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let _lease = lock(&mut store, dir.path()).unwrap();
+        let mut other = Store::open(dir.path()).unwrap();
+        let e = lock(&mut other, dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("another `drover serve` runs for it"),
+            "{e}"
+        );
+    }
+
+    /// The proxies are told to stop accepting only after the reconciler
+    /// stopped, and `stop` waits for what they have in flight; then the
+    /// store is free for the next serve.
+    #[test]
+    fn stop_lets_the_proxies_finish_then_frees_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let lease = lock(&mut store, dir.path()).unwrap();
+        let fake = Fake::default();
+        fake.busy.store(true, Ordering::SeqCst);
+        let said: Say = Arc::new(|_| {});
+        let running = start(options(dir.path()), lease, fake.clone(), said).unwrap();
+        let t0 = Instant::now();
+        while !fake.wrote("route []") && t0.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(fake.wrote("listen []"), "{:?}", fake.diary.lock().unwrap());
+        assert!(fake.wrote("route []"), "{:?}", fake.diary.lock().unwrap());
+        assert!(!running.stopping());
+
+        let stopping = thread::spawn(move || running.stop());
+        while !fake.wrote("stop accepting") {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never told to stop");
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(200));
+        assert!(!stopping.is_finished(), "stop did not wait for the proxies");
+        fake.busy.store(false, Ordering::SeqCst);
+        stopping.join().unwrap();
+        let diary = fake.diary.lock().unwrap();
+        let told = diary.iter().filter(|l| *l == "stop accepting").count();
+        assert_eq!(told, 1, "{diary:?}");
+        // While closing, routes are still synced but no listener opened.
+        let after = diary.iter().position(|l| l == "stop accepting").unwrap();
+        assert!(!diary[after..].iter().any(|l| l.starts_with("listen")));
+        assert!(diary[after..].iter().any(|l| l == "route []"), "{diary:?}");
+
+        let mut store = Store::open(dir.path()).unwrap();
+        lock(&mut store, dir.path()).expect("the lock was released");
+    }
+}
