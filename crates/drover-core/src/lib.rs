@@ -7,6 +7,7 @@
 //!
 //! | module    | owns |
 //! |-----------|------|
+//! | [`supervisor`] | what `drover serve` runs: a reconciler per service, the traffic thread that drives the proxies (a trait: they are async, in `drover-proxy`), the drift scanner |
 //! | [`trace`]  | `drover trace`: instance → release → image → signatures, provenance, SBOM, baseline, drift |
 //! | [`reconcile`] | `drover serve`'s reconciler: the deploy pass, run forever, with back-off |
 //! | [`drift`]  | drift: instances against their releases — image, runtime config, process, and the root's every file against the baseline (budgeted); condemns drifted instances for replacement |
@@ -43,6 +44,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 mod sys;
 mod toml_doc;
 pub mod trace;

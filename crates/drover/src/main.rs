@@ -4,7 +4,6 @@
 mod cmd;
 mod output;
 mod progress;
-mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::serve::proxy::{self, Backend, Config, Mode, Routes};
+use drover_proxy::{self as proxy, Backend, Config, Mode, Routes};
 
 #[derive(clap::Args)]
 pub struct Args {

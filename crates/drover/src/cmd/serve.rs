@@ -1,12 +1,24 @@
+//! `drover serve`: parse the arguments, take the store's serve lock, start
+//! drover-core's supervisor threads (reconcilers, traffic, drift) with the
+//! proxies of drover-proxy on a tokio runtime, and print what they say until
+//! SIGTERM or SIGINT. Stopping serve stops nothing that runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use drover_core::deploy::spec::ProxyMode;
 use drover_core::drift::Budget;
 use drover_core::reconcile;
+use drover_core::store::Store;
+use drover_core::supervisor::{self, Backend, Listen, Say};
+use drover_proxy::Mode;
 
 use super::Ctx;
-use crate::serve;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,9 +56,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("--drift-rate {s:?} is not a size like \"200m\""))?,
         ),
     };
-    serve::run(serve::Config {
+    let opts = supervisor::Options {
         store: ctx.store_dir.clone(),
-        bind: a.bind,
         reconcile: reconcile::Options {
             interval: a.interval,
             max_backoff: a.max_backoff,
@@ -57,6 +68,115 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             bytes_per_sec: rate,
             low_priority: true,
         },
-    })?;
+    };
+    serve(opts, a.bind)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print one line about what serve did, with a timestamp.
+fn say(what: fmt::Arguments<'_>) {
+    eprintln!("{} {what}", drover_core::clock::now_rfc3339());
+}
+
+fn serve(opts: supervisor::Options, bind: IpAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Fail early, in the foreground, if another serve runs for this store.
+    let mut store =
+        Store::open(&opts.store).with_context(|| format!("opening {}", opts.store.display()))?;
+    let lease = supervisor::lock(&mut store, &opts.store)?;
+    drop(store);
+    say(format_args!(
+        "serve: store {}, proxies on {}, drift scans {}",
+        opts.store.display(),
+        bind,
+        opts.drift_interval
+            .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64()))
+    ));
+
+    let said: Say = Arc::new(say);
+    let proxies = Proxies(drover_proxy::Proxies::new(
+        rt.handle().clone(),
+        bind,
+        said.clone(),
+    ));
+    let running = supervisor::start(opts, lease, proxies, said)?;
+
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let lost = async {
+            while !running.stopping() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => say(format_args!("serve: SIGTERM, stopping (instances keep running)")),
+            _ = int.recv() => say(format_args!("serve: SIGINT, stopping (instances keep running)")),
+            _ = lost => {}
+        }
+        anyhow::Ok(())
+    })?;
+    running.stop();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    say(format_args!("serve: stopped"));
+    Ok(())
+}
+
+/// drover-proxy's proxies, as the supervisor's traffic thread drives them:
+/// the same calls, drover-core's types mapped to the proxy's.
+struct Proxies(drover_proxy::Proxies);
+
+impl supervisor::Proxies for Proxies {
+    fn listen(&mut self, wanted: &BTreeMap<String, Listen>) {
+        let wanted = wanted
+            .iter()
+            .map(|(name, w)| {
+                let mode = match w.mode {
+                    ProxyMode::Http => Mode::Http,
+                    ProxyMode::Tcp => Mode::Tcp,
+                };
+                let ports = w.ports.clone();
+                (name.clone(), drover_proxy::Listen { ports, mode })
+            })
+            .collect();
+        self.0.listen(&wanted);
+    }
+
+    fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>) {
+        let routes = routes
+            .into_iter()
+            .map(|(name, backends)| {
+                let backends = backends
+                    .into_iter()
+                    .map(|b| drover_proxy::Backend {
+                        id: b.id,
+                        addr: b.addr,
+                    })
+                    .collect();
+                (name, backends)
+            })
+            .collect();
+        self.0.route(routes);
+    }
+
+    fn listening(&self) -> Vec<String> {
+        self.0.listening()
+    }
+
+    fn in_flight(&self, service: &str, id: &str) -> usize {
+        self.0.in_flight(service, id)
+    }
+
+    fn stop_accepting(&mut self) {
+        self.0.stop_accepting();
+    }
+
+    fn busy(&self) -> bool {
+        self.0.busy()
+    }
 }

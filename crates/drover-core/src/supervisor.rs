@@ -1,0 +1,565 @@
+//! What `drover serve` runs until it is told to stop: the reconcilers, the
+//! traffic thread that keeps the proxies in step with the database, and the
+//! drift scanner; each on a plain thread of its own.
+//!
+//! ```text
+//!  reconcile threads  reconcile::Reconciler, one per service: a deploy pass
+//!                     when the database changed or `interval` passed (self-
+//!                     healing, rollouts recorded by `apply --detach`,
+//!                     condemned instances); one service's long rollout holds
+//!                     up no other
+//!  traffic thread     every 50 ms: the services' ports → the proxies'
+//!                     listeners; routable instances → each service's
+//!                     routes; drains acknowledged; a heartbeat so deploys
+//!                     wait for drains; serve's lock renewed
+//!  drift thread       every `drift_interval`: scan instances (budgeted);
+//!                     condemn the drifted ones (the reconciler replaces them)
+//! ```
+//!
+//! Everything the threads share goes through the state database, so a
+//! restarted `serve` (or an `apply` from a shell meanwhile) picks up exactly
+//! where things are. Stopping `serve` stops nothing that runs: instances
+//! keep running, and the next `serve` adopts them.
+//!
+//! **The proxies are not here.** They are async (hyper, tokio) and live in
+//! the `drover-proxy` crate, which knows nothing of the database; this crate
+//! stays free of async. The traffic thread drives them through the
+//! [`Proxies`] trait, in plain data: which ports each service wants
+//! ([`Listen`]), which instances each may route to ([`Backend`]), and back
+//! how many requests an instance still has in flight. The binary implements
+//! the trait over `drover_proxy::Proxies`, and owns the runtime and the
+//! signal handling; a stop flag ([`Supervisor::stopping`],
+//! [`Supervisor::stop`]) is all that crosses the other way. What the threads
+//! do is told, a line at a time, to a [`Say`] the caller prints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::deploy::spec::ProxyMode;
+use crate::deploy::{lock, release, traffic};
+use crate::drift;
+use crate::error::{Error, Result};
+use crate::reconcile::{self, Reconciler};
+use crate::store::Store;
+
+/// How often the traffic thread syncs routes with the database.
+const SYNC: Duration = Duration::from_millis(50);
+/// How often the proxy heartbeat is written.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The lock that makes `serve` one per store.
+const SERVE_LOCK: &str = "serve";
+/// How often the reconciler looks for changes made by others.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Where the threads tell what they did, one line at a time (the binary
+/// prints each with a timestamp).
+pub type Say = Arc<dyn Fn(fmt::Arguments<'_>) + Send + Sync>;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The store directory; each thread opens the store itself.
+    pub store: PathBuf,
+    pub reconcile: reconcile::Options,
+    /// How often instances are scanned for drift (`None`: never).
+    pub drift_interval: Option<Duration>,
+    pub drift_budget: drift::Budget,
+}
+
+/// What one service wants of its proxy: its ports, and what they speak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub ports: Vec<u16>,
+    pub mode: ProxyMode,
+}
+
+/// One place a service's traffic may go: an instance, by id, and where it
+/// listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// The proxies the traffic thread drives. Every call returns at once.
+pub trait Proxies {
+    /// Open and close listeners as `wanted` says (service → ports). A
+    /// service missing from it, or whose mode changed, loses its listeners.
+    fn listen(&mut self, wanted: &BTreeMap<String, Listen>);
+    /// Replace each proxied service's routable backends; a service missing
+    /// from `routes` gets none. When this returns, no new request goes to a
+    /// backend left out.
+    fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>);
+    /// The services with listeners (still finishing requests after
+    /// [`Proxies::stop_accepting`] counts), by name.
+    fn listening(&self) -> Vec<String>;
+    /// Requests or connections of `service` in flight to instance `id`.
+    fn in_flight(&self, service: &str, id: &str) -> usize;
+    /// Stop accepting; let what is in flight finish.
+    fn stop_accepting(&mut self);
+    /// Whether anything is in flight anywhere.
+    fn busy(&self) -> bool;
+}
+
+/// Take the lock that makes `serve` one per store (`dir`, as the user
+/// named it): two would scan, taint and proxy against each other. Hand it
+/// to [`start`].
+pub fn lock(store: &mut Store, dir: &Path) -> Result<lock::Lease> {
+    lock::acquire(store.db_mut(), SERVE_LOCK, false).map_err(|e| match e {
+        Error::Busy { reason, .. } => Error::Busy {
+            what: format!("store {}", dir.display()),
+            reason: format!(
+                "another `drover serve` runs for it: {}",
+                reason
+                    .replace("another deploy holds its lock: ", "")
+                    .replace("; wait for it, or leave out --no-wait to queue", "")
+            ),
+        },
+        e => e,
+    })
+}
+
+/// The running threads.
+pub struct Supervisor {
+    /// The reconciler and drift scans end.
+    stop: Arc<AtomicBool>,
+    /// Then the proxies.
+    quiet: Arc<AtomicBool>,
+    reconciler: thread::JoinHandle<()>,
+    traffic: thread::JoinHandle<()>,
+    drift: Option<io::Result<thread::JoinHandle<()>>>,
+}
+
+/// Start the threads. `lease` is serve's lock ([`lock`]): the traffic
+/// thread renews it, and stops everything if it is lost.
+pub fn start(
+    opts: Options,
+    lease: lock::Lease,
+    proxies: impl Proxies + Send + 'static,
+    say: Say,
+) -> io::Result<Supervisor> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let quiet = Arc::new(AtomicBool::new(false));
+    let reconciler = {
+        let (stop, store, ropts, say) = (
+            stop.clone(),
+            opts.store.clone(),
+            opts.reconcile.clone(),
+            say.clone(),
+        );
+        thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || reconcile_loop(&store, ropts, &stop, &say))?
+    };
+    let traffic = {
+        let (stop, quiet, store, say) =
+            (stop.clone(), quiet.clone(), opts.store.clone(), say.clone());
+        thread::Builder::new()
+            .name("traffic".into())
+            .spawn(move || traffic_loop(&store, proxies, lease, &stop, &quiet, &say))?
+    };
+    let drift = opts.drift_interval.map(|every| {
+        let (stop, store, budget, say) = (
+            stop.clone(),
+            opts.store.clone(),
+            opts.drift_budget.clone(),
+            say.clone(),
+        );
+        thread::Builder::new()
+            .name("drift".into())
+            .spawn(move || drift_loop(&store, every, &budget, &stop, &say))
+    });
+    Ok(Supervisor {
+        stop,
+        quiet,
+        reconciler,
+        traffic,
+        drift,
+    })
+}
+
+impl Supervisor {
+    /// Whether the threads are stopping on their own (serve lost its lock).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stop, in order, and return when the proxies are done (within about
+    /// 7 s): first the work that stops instances, while the proxies still
+    /// carry traffic and acknowledge drains — a pass in progress is safe to
+    /// abandon (the next serve or apply carries on), but gets a moment to
+    /// end; then the proxies, which stop accepting and let requests finish.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.reconciler.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(Ok(d)) = self.drift
+            && d.is_finished()
+        {
+            let _ = d.join();
+        }
+        self.quiet.store(true, Ordering::SeqCst);
+        let _ = self.traffic.join();
+    }
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+        thread::sleep(d.min(Duration::from_millis(50)));
+    }
+}
+
+/// One reconciler thread per service, started as services appear; each
+/// ends when its service is gone or serve stops.
+fn reconcile_loop(store: &Path, opts: reconcile::Options, stop: &Arc<AtomicBool>, say: &Say) {
+    let db = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return say(format_args!("reconcile: cannot open the store: {e}")),
+    };
+    let mut workers: BTreeMap<String, thread::JoinHandle<()>> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        match release::services(db.db().read()) {
+            Ok(services) => {
+                workers.retain(|_, w| !w.is_finished());
+                for svc in services {
+                    if workers.contains_key(&svc.name) {
+                        continue;
+                    }
+                    let (store, opts, stop, name, say2) = (
+                        store.to_path_buf(),
+                        opts.clone(),
+                        stop.clone(),
+                        svc.name.clone(),
+                        say.clone(),
+                    );
+                    match thread::Builder::new()
+                        .name(format!("reconcile {name}"))
+                        .spawn(move || reconcile_service(&store, opts, &name, &stop, &say2))
+                    {
+                        Ok(w) => {
+                            workers.insert(svc.name, w);
+                        }
+                        Err(e) => say(format_args!("reconcile {}: no thread: {e}", svc.name)),
+                    }
+                }
+            }
+            Err(e) => say(format_args!("reconcile: {e}")),
+        }
+        sleep_unless(stop, POLL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while workers.values().any(|w| !w.is_finished()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn reconcile_service(
+    store: &Path,
+    opts: reconcile::Options,
+    service: &str,
+    stop: &AtomicBool,
+    say: &Say,
+) {
+    let mut store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => {
+            return say(format_args!(
+                "reconcile {service}: cannot open the store: {e}"
+            ));
+        }
+    };
+    let mut r = Reconciler::for_service(opts, service);
+    while !stop.load(Ordering::SeqCst) {
+        match r.round(&mut store) {
+            Ok(reports) if reports.is_empty() && !service_exists(&store, service) => return,
+            Ok(reports) => {
+                for rep in reports {
+                    let did = rep.started + rep.stopped + rep.healed > 0;
+                    if let Some(e) = &rep.error {
+                        if !rep.busy {
+                            say(format_args!("reconcile {}: {e}", rep.service));
+                        }
+                    } else if did {
+                        say(format_args!(
+                            "reconcile {}: release {} — started {}, stopped {}, replaced {} \
+                             dead ({:.2} s)",
+                            rep.service,
+                            rep.release.map_or("-".into(), |n| n.to_string()),
+                            rep.started,
+                            rep.stopped,
+                            rep.healed,
+                            rep.seconds
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                say(format_args!("reconcile {service}: {e}"));
+                sleep_unless(stop, Duration::from_secs(1));
+            }
+        }
+        sleep_unless(stop, POLL);
+    }
+}
+
+fn service_exists(store: &Store, service: &str) -> bool {
+    let db = store.db();
+    release::service(db.read(), service).is_ok_and(|s| s.is_some())
+}
+
+fn traffic_loop(
+    store: &Path,
+    mut proxies: impl Proxies,
+    mut lease: lock::Lease,
+    stop: &AtomicBool,
+    quiet: &AtomicBool,
+    say: &Say,
+) {
+    let mut store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return say(format_args!("traffic: cannot open the store: {e}")),
+    };
+    let holder = lock::me();
+    let mut last_beat = Instant::now() - HEARTBEAT;
+    let mut closing: Option<Instant> = None;
+    loop {
+        if let Err(e) = lease.renew(store.db_mut()) {
+            say(format_args!("serve: lost its lock ({e}); stopping"));
+            stop.store(true, Ordering::SeqCst);
+            quiet.store(true, Ordering::SeqCst);
+        }
+        if quiet.load(Ordering::SeqCst) && closing.is_none() {
+            // Stop accepting; keep syncing (drains are still acknowledged)
+            // until what is in flight is done, for at most 5 s.
+            proxies.stop_accepting();
+            closing = Some(Instant::now());
+        }
+        if let Some(t) = closing
+            && (!proxies.busy() || t.elapsed() > Duration::from_secs(5))
+        {
+            break;
+        }
+        if let Err(e) = sync(&mut store, &mut proxies, closing.is_none()) {
+            say(format_args!("traffic: {e}"));
+        }
+        // Deploys wait for the drains of services with a live proxy.
+        if last_beat.elapsed() >= HEARTBEAT {
+            let names: Vec<String> = proxies.listening();
+            if let Err(e) = traffic::heartbeat(store.db_mut(), &names, &holder) {
+                say(format_args!("traffic: {e}"));
+            }
+            last_beat = Instant::now();
+        }
+        thread::sleep(SYNC);
+    }
+    // Deploys no longer wait for this serve's drains.
+    let _ = traffic::unregister(store.db_mut(), &holder);
+    let _ = lease.release(store.db_mut());
+}
+
+fn sync(store: &mut Store, proxies: &mut impl Proxies, listen: bool) -> Result<()> {
+    let services = {
+        let db = store.db();
+        release::services(db.read())?
+    };
+    if listen {
+        proxies.listen(&wanted(&services));
+    }
+    route(store, proxies)
+}
+
+/// What the services' ports and modes ask of the proxies.
+fn wanted(services: &[release::Service]) -> BTreeMap<String, Listen> {
+    services
+        .iter()
+        .filter(|s| !s.rollout.ports.is_empty())
+        .map(|s| {
+            (
+                s.name.clone(),
+                Listen {
+                    ports: s.rollout.ports.clone(),
+                    mode: s.rollout.proxy,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Give each proxy the routable instances, as recorded, and acknowledge the
+/// drains that are done.
+fn route(store: &mut Store, proxies: &mut impl Proxies) -> Result<()> {
+    // Routes: the routable instances, as recorded.
+    let mut by_service: BTreeMap<String, Vec<Backend>> = BTreeMap::new();
+    for r in traffic::routes(store.db())? {
+        by_service.entry(r.service).or_default().push(Backend {
+            id: r.instance,
+            addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), r.port),
+        });
+    }
+    let routed: BTreeSet<String> = by_service
+        .values()
+        .flatten()
+        .map(|b| b.id.clone())
+        .collect();
+    proxies.route(by_service);
+    // Drains: an instance of a service this process proxies, out of the
+    // routes just installed (a drain that began after they were read waits
+    // for the next sync), with nothing in flight, is done.
+    let listening = proxies.listening();
+    for (service, id) in traffic::draining(store.db())? {
+        if !listening.contains(&service) {
+            continue;
+        }
+        if !routed.contains(&id) && proxies.in_flight(&service, &id) == 0 {
+            traffic::ack_drained(store.db_mut(), &id)?;
+        }
+    }
+    Ok(())
+}
+
+fn drift_loop(store: &Path, every: Duration, budget: &drift::Budget, stop: &AtomicBool, say: &Say) {
+    let mut store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return say(format_args!("drift: cannot open the store: {e}")),
+    };
+    while !stop.load(Ordering::SeqCst) {
+        match drift::sweep(
+            &mut store,
+            &drift::Target::All,
+            budget,
+            drift::Remedy::Replace,
+        ) {
+            Ok(found) => {
+                for d in found.instances.iter().filter(|d| !d.findings.is_empty()) {
+                    say(format_args!(
+                        "drift {}: {} finding(s), first {}; replacing it",
+                        d.instance,
+                        d.findings.len(),
+                        d.findings[0]
+                    ));
+                }
+            }
+            Err(e) => say(format_args!("drift: {e}")),
+        }
+        sleep_unless(stop, every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Proxies that only keep a diary, and are busy until told otherwise.
+    #[derive(Clone, Default)]
+    struct Fake {
+        diary: Arc<Mutex<Vec<String>>>,
+        busy: Arc<AtomicBool>,
+    }
+
+    impl Fake {
+        fn wrote(&self, what: &str) -> bool {
+            self.diary.lock().unwrap().iter().any(|l| l == what)
+        }
+    }
+
+    impl Proxies for Fake {
+        fn listen(&mut self, wanted: &BTreeMap<String, Listen>) {
+            let names: Vec<&String> = wanted.keys().collect();
+            self.diary.lock().unwrap().push(format!("listen {names:?}"));
+        }
+        fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>) {
+            let names: Vec<&String> = routes.keys().collect();
+            self.diary.lock().unwrap().push(format!("route {names:?}"));
+        }
+        fn listening(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn in_flight(&self, _: &str, _: &str) -> usize {
+            0
+        }
+        fn stop_accepting(&mut self) {
+            self.diary.lock().unwrap().push("stop accepting".into());
+        }
+        fn busy(&self) -> bool {
+            self.busy.load(Ordering::SeqCst)
+        }
+    }
+
+    fn options(dir: &Path) -> Options {
+        Options {
+            store: dir.to_path_buf(),
+            reconcile: reconcile::Options::default(),
+            drift_interval: None,
+            drift_budget: drift::Budget {
+                threads: 1,
+                bytes_per_sec: None,
+                low_priority: false,
+            },
+        }
+    }
+
+    #[test]
+    fn one_serve_per_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let _lease = lock(&mut store, dir.path()).unwrap();
+        let mut other = Store::open(dir.path()).unwrap();
+        let e = lock(&mut other, dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("another `drover serve` runs for it"),
+            "{e}"
+        );
+    }
+
+    /// The proxies are told to stop accepting only after the reconciler
+    /// stopped, and `stop` waits for what they have in flight; then the
+    /// store is free for the next serve.
+    #[test]
+    fn stop_lets_the_proxies_finish_then_frees_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let lease = lock(&mut store, dir.path()).unwrap();
+        let fake = Fake::default();
+        fake.busy.store(true, Ordering::SeqCst);
+        let said: Say = Arc::new(|_| {});
+        let running = start(options(dir.path()), lease, fake.clone(), said).unwrap();
+        let t0 = Instant::now();
+        while !fake.wrote("route []") && t0.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(fake.wrote("listen []"), "{:?}", fake.diary.lock().unwrap());
+        assert!(fake.wrote("route []"), "{:?}", fake.diary.lock().unwrap());
+        assert!(!running.stopping());
+
+        let stopping = thread::spawn(move || running.stop());
+        while !fake.wrote("stop accepting") {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never told to stop");
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(200));
+        assert!(!stopping.is_finished(), "stop did not wait for the proxies");
+        fake.busy.store(false, Ordering::SeqCst);
+        stopping.join().unwrap();
+        let diary = fake.diary.lock().unwrap();
+        let told = diary.iter().filter(|l| *l == "stop accepting").count();
+        assert_eq!(told, 1, "{diary:?}");
+        // While closing, routes are still synced but no listener opened.
+        let after = diary.iter().position(|l| l == "stop accepting").unwrap();
+        assert!(!diary[after..].iter().any(|l| l.starts_with("listen")));
+        assert!(diary[after..].iter().any(|l| l == "route []"), "{diary:?}");
+
+        let mut store = Store::open(dir.path()).unwrap();
+        lock(&mut store, dir.path()).expect("the lock was released");
+    }
+}

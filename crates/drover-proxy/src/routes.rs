@@ -1,0 +1,261 @@
+//! One listener's routing state ([`Routes`]): the routable backends,
+//! round-robin picks that pass over backends cooling down after a refused
+//! connection, exact in-flight counts per backend, and the counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use hyper::http::uri::Authority;
+
+/// How long a backend that refused a connection is passed over.
+pub const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// One place traffic can go: an instance, by id, and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// Counters of one listener since its [`Routes`] was made. For TCP, a
+/// "request" is a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests received.
+    pub requests: u64,
+    /// 502 and 504 the proxy produced (TCP: connections closed because no
+    /// backend could be reached).
+    pub failures: u64,
+    /// 503 because nothing was routable (TCP: connections closed for it).
+    pub unavailable: u64,
+    /// Connection attempts to backends that failed (the request or
+    /// connection then moved on to the next backend, if one was left).
+    pub connect_errors: u64,
+    /// The routable backends, then the removed ones still busy.
+    pub backends: Vec<BackendStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendStats {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub routable: bool,
+    pub in_flight: usize,
+    /// Responses (TCP: connections) this backend produced. A backend's
+    /// counters go once it is removed and idle.
+    pub served: u64,
+}
+
+/// Shared routing state for one listener; cheap to clone.
+#[derive(Clone)]
+pub struct Routes(Arc<Shared>);
+
+pub(crate) struct Shared {
+    /// The routable set. Read (briefly) by every request, written by `set`.
+    live: RwLock<Vec<Arc<Target>>>,
+    /// Every target a request may still be using: the live ones and the
+    /// removed ones with requests in flight. Only `set`, `in_flight` and
+    /// `stats` take this lock.
+    known: Mutex<Vec<Arc<Target>>>,
+    next: AtomicUsize,
+    epoch: Instant,
+    pub(crate) requests: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    connect_errors: AtomicU64,
+}
+
+pub(crate) struct Target {
+    pub(crate) id: String,
+    pub(crate) addr: SocketAddr,
+    /// `addr` as a URI authority, made once.
+    pub(crate) authority: Authority,
+    in_flight: AtomicUsize,
+    pub(crate) served: AtomicU64,
+    /// Pass this backend over until then (ms since `Shared::epoch`); 0 = no.
+    cool_until: AtomicU64,
+}
+
+impl Target {
+    fn new(b: Backend) -> Self {
+        let authority = Authority::try_from(b.addr.to_string())
+            .expect("a socket address is a valid URI authority");
+        Self {
+            id: b.id,
+            addr: b.addr,
+            authority,
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            cool_until: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One request (or TCP connection) in flight to a target; counted from
+/// creation to drop.
+pub(crate) struct InFlight(pub(crate) Arc<Target>);
+
+impl InFlight {
+    fn enter(t: &Arc<Target>) -> Self {
+        t.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(t))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self(Arc::new(Shared {
+            live: RwLock::new(Vec::new()),
+            known: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+        }))
+    }
+
+    /// Replace the routable set. Backends not in the new set get no new
+    /// requests or connections from the moment this returns; those in flight
+    /// finish. A backend keeps its counters as long as its id and address
+    /// stay the same. Duplicate ids: the first wins.
+    pub fn set(&self, backends: Vec<Backend>) {
+        let s = &self.0;
+        let mut known = s.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut live: Vec<Arc<Target>> = Vec::with_capacity(backends.len());
+        for b in backends {
+            if live.iter().any(|t| t.id == b.id) {
+                continue;
+            }
+            let t = known
+                .iter()
+                .find(|t| t.id == b.id && t.addr == b.addr)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Target::new(b)));
+            live.push(t);
+        }
+        // Once the write lock is ours, no pick is running on the old set:
+        // every request it let through is already counted in flight.
+        *s.live.write().unwrap_or_else(PoisonError::into_inner) = live.clone();
+        known.retain(|t| {
+            !live.iter().any(|l| Arc::ptr_eq(l, t)) && t.in_flight.load(Ordering::SeqCst) > 0
+        });
+        live.append(&mut known);
+        *known = live;
+    }
+
+    /// Requests (HTTP) or connections (TCP) in flight to backend `id` right
+    /// now; 0 if unknown.
+    pub fn in_flight(&self, id: &str) -> usize {
+        let known = self.0.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known
+            .iter()
+            .filter(|t| t.id == id)
+            .map(|t| t.in_flight.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = &self.0;
+        let known = s.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = s.live.read().unwrap_or_else(PoisonError::into_inner);
+        Stats {
+            requests: s.requests.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            unavailable: s.unavailable.load(Ordering::Relaxed),
+            connect_errors: s.connect_errors.load(Ordering::Relaxed),
+            backends: known
+                .iter()
+                .map(|t| BackendStats {
+                    id: t.id.clone(),
+                    addr: t.addr,
+                    routable: live.iter().any(|l| Arc::ptr_eq(l, t)),
+                    in_flight: t.in_flight.load(Ordering::SeqCst),
+                    served: t.served.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+
+    /// The next backend for a request that has already failed on `tried`,
+    /// counted in flight, and whether another untried one was left besides
+    /// it. Round-robin, passing over backends that are cooling down unless
+    /// nothing else is left.
+    pub(crate) fn pick(&self, tried: &[Arc<Target>]) -> Option<(InFlight, bool)> {
+        let s = &self.0;
+        let live = s.live.read().unwrap_or_else(PoisonError::into_inner);
+        let n = live.len();
+        if n == 0 {
+            return None;
+        }
+        let base = s.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut now = None;
+        let (mut chosen, mut fallback, mut candidates) = (None, None, 0);
+        for k in 0..n {
+            let t = &live[(base + k) % n];
+            if tried.iter().any(|x| Arc::ptr_eq(x, t)) {
+                continue;
+            }
+            candidates += 1;
+            if chosen.is_none() {
+                if self.cooling(t, &mut now) {
+                    fallback.get_or_insert(t);
+                } else {
+                    chosen = Some(t);
+                }
+            }
+            if chosen.is_some() && candidates > 1 {
+                break;
+            }
+        }
+        let t = chosen.or(fallback)?;
+        // Counted while the read lock is held: see `set`.
+        Some((InFlight::enter(t), candidates > 1))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn cooling(&self, t: &Target, now: &mut Option<u64>) -> bool {
+        let until = t.cool_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        let now = *now.get_or_insert_with(|| self.now_ms());
+        if now < until {
+            return true;
+        }
+        // Expired: clear it, so picks stop reading the clock for it.
+        let _ = t
+            .cool_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        false
+    }
+
+    /// `t` refused a connection: pass it over for a while.
+    pub(crate) fn cool_down(&self, t: &Target) {
+        let until = self.now_ms() + COOL_DOWN.as_millis() as u64;
+        t.cool_until.store(until, Ordering::Relaxed);
+        self.0.connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self, counter: fn(&Shared) -> &AtomicU64) {
+        counter(&self.0).fetch_add(1, Ordering::Relaxed);
+    }
+}
