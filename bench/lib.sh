@@ -14,19 +14,66 @@ cpu_busy() {
     printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
 }
 
-# Make the $VARIANT tree at $TREE with gen_tree.sh unless it is there, and
-# refuse a tree that was edited since (gen_tree pins every mtime).
+# The input trees: large and small come from gen_tree.sh; tiny (quick mode's
+# default) is derived from small: every folder and symlink of it, and every
+# 10th regular file in path order (~200 files, a few MB), so that even a
+# debug build of drover gets through quick mode in seconds. Every mtime is
+# gen_tree's 1700000000.
+make_tiny_tree() { # $1 = the small tree, $2 = the new tree (must not exist)
+  python3 - "$1" "$2" <<'PY'
+import os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+MTIME = 1700000000
+os.umask(0o022)
+os.mkdir(dst)
+nfile = 0
+dirs = [dst]
+for root, ds, fs in os.walk(src):
+    ds.sort()
+    rel = os.path.relpath(root, src)
+    out = os.path.normpath(os.path.join(dst, rel))
+    for name in ds + sorted(fs):
+        s, d = os.path.join(root, name), os.path.join(out, name)
+        if os.path.islink(s):
+            os.symlink(os.readlink(s), d)
+            os.utime(d, (MTIME, MTIME), follow_symlinks=False)
+        elif os.path.isdir(s):
+            os.mkdir(d)
+            dirs.append(d)
+        else:
+            if nfile % 10 == 0:
+                shutil.copyfile(s, d)
+                shutil.copymode(s, d)
+                os.utime(d, (MTIME, MTIME))
+            nfile += 1
+for d in reversed(dirs):
+    shutil.copymode(os.path.join(src, os.path.relpath(d, dst)), d)
+    os.utime(d, (MTIME, MTIME))
+PY
+}
+
+# Make the $VARIANT tree at $TREE unless it is there, and refuse a tree that
+# was edited since (every mtime is pinned).
 ensure_tree() {
   if [[ ! -d $TREE ]]; then
-    [[ -f $GEN_TREE ]] || die "gen_tree.sh not found at $GEN_TREE (set GEN_TREE=)"
     echo "making the $VARIANT tree in $TREE (once)"
     rm -rf "$TREE.partial"
-    bash "$GEN_TREE" "$VARIANT" "$TREE.partial"
+    case $VARIANT in
+      large | small)
+        [[ -f $GEN_TREE ]] || die "gen_tree.sh not found at $GEN_TREE (set GEN_TREE=)"
+        bash "$GEN_TREE" "$VARIANT" "$TREE.partial"
+        ;;
+      tiny)
+        (VARIANT=small TREE=$(dirname "$TREE")/small ensure_tree)
+        make_tiny_tree "$(dirname "$TREE")/small" "$TREE.partial"
+        ;;
+      *) die "no such tree: $VARIANT (BENCH_TREE= large, small or tiny)" ;;
+    esac
     mv "$TREE.partial" "$TREE"
   fi
   local changed
   if changed=$(find "$TREE" -newermt @1700000000 -print -quit) && [[ -n $changed ]]; then
-    die "$changed was modified after gen_tree made $TREE; delete $TREE to have it regenerated"
+    die "$changed was modified after $TREE was made; delete $TREE to have it regenerated"
   fi
 }
 
@@ -43,4 +90,70 @@ build_drover() {
     BUILT=no
   fi
   [[ -x $DROVER ]] || die "drover binary $DROVER not found"
+}
+
+# --- quick mode and failing loudly ------------------------------------------
+# BENCH_QUICK=1 is a smoke test (bench/quick.sh runs every script that way in
+# CI): small inputs, one run, targets reported but never enforced. Every
+# script still exits non-zero when a case fails or leaves no figure.
+
+quick() { [[ ${BENCH_QUICK:-0} == 1 ]]; }
+
+# Whether a missed target makes the script exit 1: BENCH_STRICT=1, and never
+# in quick mode.
+strict() { [[ ${BENCH_STRICT:-0} == 1 ]] && ! quick; }
+
+# Say what quick-mode figures are worth; call once $DROVER is known.
+quick_note() {
+  quick || return 0
+  echo "quick mode (BENCH_QUICK=1): a smoke test: small inputs, one run, targets reported but not enforced; its figures mean nothing"
+  case ${DROVER:-} in
+    */target/debug/*) echo "quick mode: $DROVER is a debug build: its figures mean even less than that" ;;
+  esac
+  if [[ ${BENCH_STRICT:-0} == 1 ]]; then echo "quick mode: BENCH_STRICT=1 is ignored"; fi
+  return 0
+}
+
+# Fail unless every named case left a figure: $1 = results dir, then the
+# case names; <dir>/<case>.json must be hyperfine's export with a positive,
+# finite median.
+require_figures() {
+  local res=$1
+  shift
+  python3 - "$res" "$@" <<'PY' || die "a case left no figure (see above); results so far: $res"
+import json, math, os, sys
+res, names = sys.argv[1], sys.argv[2:]
+missing = []
+for name in names:
+    try:
+        m = json.load(open(os.path.join(res, name + ".json")))["results"][0]["median"]
+        ok = isinstance(m, (int, float)) and math.isfinite(m) and m > 0
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        ok = False
+    if not ok:
+        missing.append(name)
+if missing:
+    print("no figure for: " + ", ".join(missing), file=sys.stderr)
+    sys.exit(1)
+PY
+}
+
+# The script's last line, which bench/quick.sh shows: figures, missed
+# targets and where the results are. $1 = results dir, $2 = how many
+# figures; reads <dir>/fails (missed targets) and fails if the summary
+# (<dir>/summary.md) is missing or empty.
+finish() {
+  local res=$1 figures=$2 fails
+  [[ -s $res/summary.md ]] || die "no summary in $res/summary.md"
+  [[ -s $res/fails ]] || die "no count of missed targets in $res/fails"
+  fails=$(<"$res/fails")
+  [[ $fails =~ ^[0-9]+$ ]] || die "$res/fails holds '$fails', not a count"
+  local mode=""
+  quick && mode=" (quick mode: not enforced)"
+  echo
+  echo "bench: ${0##*/}: ok: $figures figures, $fails target(s) missed$mode; results: $res"
+  if ((fails > 0)) && strict; then
+    echo "${0##*/}: BENCH_STRICT=1 and $fails target(s) missed" >&2
+    exit 1
+  fi
 }
