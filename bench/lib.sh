@@ -14,41 +14,55 @@ cpu_busy() {
     printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
 }
 
-# The input trees: large and small come from gen_tree.sh; tiny (quick mode's
-# default) is derived from small: every folder and symlink of it, and every
-# 10th regular file in path order (~200 files, a few MB), so that even a
-# debug build of drover gets through quick mode in seconds. Every mtime is
-# gen_tree's 1700000000.
-make_tiny_tree() { # $1 = the small tree, $2 = the new tree (must not exist)
-  python3 - "$1" "$2" <<'PY'
-import os, shutil, sys
-src, dst = sys.argv[1], sys.argv[2]
+# The input trees: large and small come from gen_tree.sh (in ../shared, which
+# a fresh clone may lack); tiny, quick mode's default, is made here, so that
+# quick mode needs nothing outside the repository: the same kinds of content
+# as gen_tree's (text, logs, binary-like, random), folders, executables,
+# symlinks (one dangling), every mtime 1700000000; 200 files, ~3 MB, so that
+# even a debug build of drover gets through quick mode in seconds.
+make_tiny_tree() { # $1 = the new tree (must not exist)
+  python3 - "$1" <<'PY'
+import os, random, sys
+out = sys.argv[1]
+rng = random.Random("tiny:42")
 MTIME = 1700000000
 os.umask(0o022)
-os.mkdir(dst)
-nfile = 0
-dirs = [dst]
-for root, ds, fs in os.walk(src):
-    ds.sort()
-    rel = os.path.relpath(root, src)
-    out = os.path.normpath(os.path.join(dst, rel))
-    for name in ds + sorted(fs):
-        s, d = os.path.join(root, name), os.path.join(out, name)
-        if os.path.islink(s):
-            os.symlink(os.readlink(s), d)
-            os.utime(d, (MTIME, MTIME), follow_symlinks=False)
-        elif os.path.isdir(s):
-            os.mkdir(d)
-            dirs.append(d)
-        else:
-            if nfile % 10 == 0:
-                shutil.copyfile(s, d)
-                shutil.copymode(s, d)
-                os.utime(d, (MTIME, MTIME))
-            nfile += 1
-for d in reversed(dirs):
-    shutil.copymode(os.path.join(src, os.path.relpath(d, dst)), d)
-    os.utime(d, (MTIME, MTIME))
+WORDS = ["alpha", "beta", "gamma", "delta", "init", "config", "server", "error",
+         "value", "return", "static", "struct", "import", "module", "request"]
+dirs = ["bin", "etc", "etc/app", "lib", "usr", "usr/bin", "usr/lib", "usr/share",
+        "usr/share/doc", "opt", "opt/app", "opt/app/lib", "opt/app/static", "var",
+        "var/log", "srv"]
+dirs += [f"usr/share/doc/pkg{i:02}" for i in range(14)]
+os.mkdir(out)
+for d in dirs:
+    os.mkdir(os.path.join(out, d))
+files = []
+for i in range(200):
+    kind = rng.choice(["text", "text", "log", "elf", "rand"])
+    size = min(int(rng.lognormvariate(8.3, 1.6)), 600_000)
+    if kind == "text":
+        data = " ".join(rng.choice(WORDS) for _ in range(size // 6 + 1)).encode()[:size]
+    elif kind == "log":
+        data = b"".join(b"2023-11-14 22:13:%02d INFO request %d served\n" % (j % 60, j)
+                        for j in range(size // 40 + 1))[:size]
+    elif kind == "elf":
+        data = bytes(size // 2) + rng.randbytes(size - size // 2)
+    else:
+        data = rng.randbytes(size)
+    d = rng.choice(dirs)
+    path = os.path.join(d, f"{kind}{i:03}" + (".sh" if d.endswith("bin") else ".dat"))
+    with open(os.path.join(out, path), "wb") as f:
+        f.write(data)
+    os.chmod(os.path.join(out, path), 0o755 if d.endswith("bin") else 0o644)
+    files.append(path)
+links = [(f"lib/libtiny.so.{i}", os.path.relpath(files[i * 7], "lib")) for i in range(8)]
+links += [("usr/lib/absolute", "/" + files[3]), ("opt/app/dangling", "missing/nowhere")]
+for path, target in links:
+    os.symlink(target, os.path.join(out, path))
+for root, ds, fs in os.walk(out, topdown=False):
+    for name in ds + fs:
+        os.utime(os.path.join(root, name), (MTIME, MTIME), follow_symlinks=False)
+os.utime(out, (MTIME, MTIME))
 PY
 }
 
@@ -63,10 +77,7 @@ ensure_tree() {
         [[ -f $GEN_TREE ]] || die "gen_tree.sh not found at $GEN_TREE (set GEN_TREE=)"
         bash "$GEN_TREE" "$VARIANT" "$TREE.partial"
         ;;
-      tiny)
-        (VARIANT=small TREE=$(dirname "$TREE")/small ensure_tree)
-        make_tiny_tree "$(dirname "$TREE")/small" "$TREE.partial"
-        ;;
+      tiny) make_tiny_tree "$TREE.partial" ;;
       *) die "no such tree: $VARIANT (BENCH_TREE= large, small or tiny)" ;;
     esac
     mv "$TREE.partial" "$TREE"
