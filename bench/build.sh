@@ -261,7 +261,8 @@ cp -a "$TREE/." "$U/bundle/rootfs/"
 # Seed the caches that the no-op and one-file cases rebuild against.
 buildah_build "$W/bh-inc"
 if [[ $SKIP_DROVER != 1 ]]; then
-  SEED_DIGEST=$("$DROVER" --store "$W/drover-inc/store" build -f "$DEF" --compression gzip | tail -n 1)
+  SEED_DIGEST=$("$DROVER" --store "$W/drover-inc/store" build -f "$DEF" --compression gzip | tail -n 1) ||
+    die "drover build of $DEF failed"
   [[ $SEED_DIGEST == sha256:* ]] || die "drover build printed '$SEED_DIGEST', not a digest"
 fi
 
@@ -285,7 +286,8 @@ fi
 bench() {
   say "$1"
   hyperfine -S bash --runs "$2" --warmup "$3" --prepare "$4" \
-    --command-name "$1" --export-json "$RES/$1.json" "$5"
+    --command-name "$1" --export-json "$RES/$1.json" "$5" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 
 # --- cold builds -------------------------------------------------------------

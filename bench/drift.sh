@@ -112,7 +112,7 @@ src = "$VARIANT"
 dest = "/"
 EOF
 IMAGE=bench:drift-$VARIANT
-DIGEST=$("$DROVER" --store "$S" build -f "$DEF" | tail -n 1)
+DIGEST=$("$DROVER" --store "$S" build -f "$DEF" | tail -n 1) || die "drover build of $DEF failed"
 [[ $DIGEST == sha256:* ]] || die "drover build printed '$DIGEST', not a digest"
 echo "image: $IMAGE = $DIGEST"
 # The first scan unpacks the root (verified against the baseline) and must
@@ -182,7 +182,8 @@ fi
 bench() {
   say "$1"
   hyperfine -S bash --runs "$2" --warmup "$WARMUP" --prepare 'warm "$ROOT"' \
-    --command-name "$1" --export-json "$RES/$1.json" "$3"
+    --command-name "$1" --export-json "$RES/$1.json" "$3" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 
 # ---------------------------------------------------------------------------

@@ -104,6 +104,12 @@ build_drover() {
 }
 
 # --- quick mode and failing loudly ------------------------------------------
+# Whatever stops a script under set -e at its top level says where and what,
+# so that no benchmark stops in silence. (Not inside functions: set -e stops
+# the script there before the call returns; functions die with a message.)
+on_err() { echo "bench/${0##*/}: stopped at line $1 (exit $2): $3" >&2; }
+trap 'on_err "$LINENO" "$?" "$BASH_COMMAND"' ERR
+
 # BENCH_QUICK=1 is a smoke test (bench/quick.sh runs every script that way in
 # CI): small inputs, one run, targets reported but never enforced. Every
 # script still exits non-zero when a case fails or leaves no figure.

@@ -177,7 +177,8 @@ src = "$VARIANT"
 dest = "/"
 EOF
 IMAGE=bench:$VARIANT
-DIGEST=$("$DROVER" --store "$S" build -f "$DEF" --compression gzip | tail -n 1)
+DIGEST=$("$DROVER" --store "$S" build -f "$DEF" --compression gzip | tail -n 1) ||
+  die "drover build of $DEF failed"
 [[ $DIGEST == sha256:* ]] || die "drover build printed '$DIGEST', not a digest"
 echo "image: $IMAGE = $DIGEST"
 # The same image as an OCI layout of its own for skopeo: skopeo copies the
@@ -248,7 +249,8 @@ fi
 bench() {
   say "$1"
   hyperfine -S bash --runs "$2" --warmup "$WARMUP" --prepare "$3" \
-    --command-name "$1" --export-json "$RES/$1.json" "$4"
+    --command-name "$1" --export-json "$RES/$1.json" "$4" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 
 # ---------------------------------------------------------------------------

@@ -348,7 +348,8 @@ fi
 bench() {
   say "$1 (block $2 of $BLOCKS)"
   hyperfine -S bash --runs "$PER_BLOCK" --warmup "$WARMUP" \
-    --command-name "$1" --export-json "$RES/blocks/$1.$2.json" "$3"
+    --command-name "$1" --export-json "$RES/blocks/$1.$2.json" "$3" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 # All blocks of a case in one hyperfine-style JSON: every time, and the
 # statistics recomputed over all of them.
