@@ -52,9 +52,9 @@ source "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------------------
 say "setup"
-# wrk is in scripts/setup.sh's list; nginx (the fast backend and the peer
-# proxy) only this benchmark needs.
-SETUP_EXTRA_PACKAGES="nginx ${SETUP_EXTRA_PACKAGES:-}" bash "$REPO/scripts/setup.sh"
+# wrk and nginx (the fast backend and the peer proxy) are in
+# scripts/setup.sh's list.
+bash "$REPO/scripts/setup.sh"
 for tool in wrk nginx python3 busybox; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
 done

@@ -21,6 +21,7 @@ PACKAGES=(
   skopeo umoci buildah           # interoperability tests and benchmark peers
   hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
   wrk                            # serve tests (load under deploys), bench/proxy.sh
+  nginx                          # bench/proxy.sh's fast backend and peer proxy (here, so no benchmark needs the network)
   aide b3sum                     # bench/drift.sh peers
   curl                           # serve tests (HTTP/2 through the proxy)
   docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
