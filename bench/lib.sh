@@ -1,5 +1,6 @@
 # Shared by the bench scripts: source it after setting REPO (and, for
 # ensure_tree, TREE, GEN_TREE and VARIANT), and after defining say and die.
+# Sourcing it sets an ERR trap (see on_err below).
 # shellcheck shell=bash
 
 # Percent of all CPUs busy over 2 s, from /proc/stat.
@@ -165,12 +166,12 @@ finish() {
   [[ -s $res/fails ]] || die "no count of missed targets in $res/fails"
   fails=$(<"$res/fails")
   [[ $fails =~ ^[0-9]+$ ]] || die "$res/fails holds '$fails', not a count"
-  local mode=""
-  quick && mode=" (quick mode: not enforced)"
   echo
-  echo "bench: ${0##*/}: ok: $figures figures, $fails target(s) missed$mode; results: $res"
   if ((fails > 0)) && strict; then
-    echo "${0##*/}: BENCH_STRICT=1 and $fails target(s) missed" >&2
+    echo "bench: ${0##*/}: FAILED: $figures figures, $fails target(s) missed and BENCH_STRICT=1; results: $res" >&2
     exit 1
   fi
+  local mode=""
+  if quick; then mode=" (quick mode: not enforced)"; fi
+  echo "bench: ${0##*/}: ok: $figures figures, $fails target(s) missed$mode; results: $res"
 }
