@@ -5,7 +5,7 @@
 # drover's targets. See bench/README.md.
 #
 #   bench/proxy.sh                  # 3 rounds of 10 s per case, ~7 min
-#   BENCH_QUICK=1 bench/proxy.sh    # smoke test: 1 round of 2 s per case, ~45 s
+#   BENCH_QUICK=1 bench/proxy.sh    # smoke test: 1 round of 2 s per case, ~40 s
 #   DROVER=/path/to/drover bench/proxy.sh   # use an existing binary
 #
 # Backends:

@@ -3,7 +3,7 @@
 # the very bundle drover generates. See bench/README.md.
 #
 #   bench/runtime.sh                  # the real run, ~1 min (+ cargo build)
-#   BENCH_QUICK=1 bench/runtime.sh    # smoke test: 3 runs, 1 fleet round of 10, ~30 s
+#   BENCH_QUICK=1 bench/runtime.sh    # smoke test: 3 runs, 1 fleet round of 10, ~20 s
 #   DROVER=/path/to/drover bench/runtime.sh   # use an existing binary
 #
 # Cases:
