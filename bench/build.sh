@@ -3,12 +3,14 @@
 # application rootfs (../shared/bench/gen_tree.sh). See bench/README.md.
 #
 #   bench/build.sh                  # large tree (20k files, 600 MB); ~25 min
-#   BENCH_QUICK=1 bench/build.sh    # small tree, 1 run each: smoke test
+#   BENCH_QUICK=1 bench/build.sh    # tiny tree, 1 run each: smoke test
 #   SKIP_DROVER=1 bench/build.sh    # peers only
+#   DROVER=/path/to/drover bench/build.sh   # use an existing binary
 #
 # Knobs (environment):
 #   BENCH_DIR     work dir; trees are made once and kept  [/var/tmp/drover-bench]
 #   GEN_TREE      tree generator          [<repo>/../shared/bench/gen_tree.sh]
+#   BENCH_TREE    input tree: large, small or tiny         [large; quick: tiny]
 #   DROVER        use this drover binary instead of building target/release/drover
 #   BENCH_RUNS    timed runs of the slow cases                 [3; quick: 1]
 #   BENCH_RUNS_FAST  timed runs of drover no-op / one-file     [10; quick: 1]
@@ -17,7 +19,7 @@
 #                 buildah runs (see settle below)              [65; quick: 0]
 #   BUILDAH_DRIVER  storage driver(s) to try, in order         ["overlay vfs"]
 #   BENCH_KEEP=1  keep the work dir (stores, buildah roots) for inspection
-#   BENCH_STRICT=1  exit 1 if a target fails
+#   BENCH_STRICT=1  exit 1 if a target fails (never in quick mode)
 #
 # All figures are warm-cache: every timed run is preceded by reading its input
 # tree, because this machine reclaims pages idle for ~30 s.
@@ -34,10 +36,10 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
 GEN_TREE=${GEN_TREE:-$REPO/../shared/bench/gen_tree.sh}
 SKIP_DROVER=${SKIP_DROVER:-0}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  VARIANT=small RUNS=${BENCH_RUNS:-1} RUNS_FAST=${BENCH_RUNS_FAST:-1}
+  VARIANT=${BENCH_TREE:-tiny} RUNS=${BENCH_RUNS:-1} RUNS_FAST=${BENCH_RUNS_FAST:-1}
   WARMUP=${BENCH_WARMUP:-0} SETTLE=${BENCH_SETTLE:-0}
 else
-  VARIANT=large RUNS=${BENCH_RUNS:-3} RUNS_FAST=${BENCH_RUNS_FAST:-10}
+  VARIANT=${BENCH_TREE:-large} RUNS=${BENCH_RUNS:-3} RUNS_FAST=${BENCH_RUNS_FAST:-10}
   WARMUP=${BENCH_WARMUP:-1} SETTLE=${BENCH_SETTLE:-65}
 fi
 mkdir -p "$BENCH_DIR"
@@ -47,6 +49,8 @@ W= # the work dir, once made
 
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "bench/build.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------------------
 # Helpers. They are exported because hyperfine runs its --prepare and timed
@@ -168,25 +172,17 @@ bash "$REPO/scripts/setup.sh"
 for t in hyperfine buildah umoci pigz zstd python3 /usr/bin/time; do
   command -v "$t" >/dev/null || die "$t not found"
 done
-[[ -f $GEN_TREE ]] || die "gen_tree.sh not found at $GEN_TREE (set GEN_TREE=)"
 DEF=$BENCH_DIR/bench-$VARIANT.toml
 CONTAINERFILE=$BENCH_DIR/Containerfile
 export DEF CONTAINERFILE
 
-# The input tree: deterministic, so made once and reused. Generated beside its
-# final name and renamed, so an interrupted run never leaves half a tree.
-if [[ ! -d $TREE ]]; then
-  echo "making the $VARIANT tree in $TREE (once)"
-  rm -rf "$TREE.partial"
-  bash "$GEN_TREE" "$VARIANT" "$TREE.partial"
-  mv "$TREE.partial" "$TREE"
-fi
-restore_victim
-# gen_tree pins every mtime to 1700000000, so anything newer means someone
-# edited the shared tree by hand; refuse rather than time a different input.
-if changed=$(find "$TREE" -newermt @1700000000 -print -quit) && [[ -n $changed ]]; then
-  die "$changed was modified after gen_tree made $TREE; delete $TREE to have it regenerated"
-fi
+# The input tree: deterministic, so made once and reused (lib.sh: generated
+# beside its final name and renamed, so an interrupted run never leaves half a
+# tree). Every mtime is pinned to 1700000000, so anything newer means someone
+# edited the shared tree by hand: ensure_tree refuses rather than time a
+# different input. First repair the file an interrupted run changed.
+if [[ -d $TREE ]]; then restore_victim; fi
+ensure_tree
 echo "tree: $TREE ($(find "$TREE" -type f | wc -l) files, $(du -sh "$TREE" | cut -f1))"
 
 # drover's definition lives beside the tree (its directory is the build
@@ -212,6 +208,7 @@ if [[ $SKIP_DROVER != 1 ]]; then
   fi
   [[ -x $DROVER ]] || die "drover binary $DROVER not found"
   export DROVER
+  quick_note
 fi
 
 # The file the one-file cases change: the middle one, in path order, of the
@@ -264,7 +261,9 @@ cp -a "$TREE/." "$U/bundle/rootfs/"
 # Seed the caches that the no-op and one-file cases rebuild against.
 buildah_build "$W/bh-inc"
 if [[ $SKIP_DROVER != 1 ]]; then
-  SEED_DIGEST=$("$DROVER" --store "$W/drover-inc/store" build -f "$DEF" --compression gzip | tail -n 1)
+  SEED_DIGEST=$("$DROVER" --store "$W/drover-inc/store" build -f "$DEF" --compression gzip | tail -n 1) ||
+    die "drover build of $DEF failed"
+  [[ $SEED_DIGEST == sha256:* ]] || die "drover build printed '$SEED_DIGEST', not a digest"
 fi
 
 # Conditions, recorded with the results.
@@ -287,7 +286,8 @@ fi
 bench() {
   say "$1"
   hyperfine -S bash --runs "$2" --warmup "$3" --prepare "$4" \
-    --command-name "$1" --export-json "$RES/$1.json" "$5"
+    --command-name "$1" --export-json "$RES/$1.json" "$5" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 
 # --- cold builds -------------------------------------------------------------
@@ -300,6 +300,8 @@ if [[ $SKIP_DROVER != 1 ]]; then
   warm "$TREE"
   RSS_DIGEST=$(/usr/bin/time -f '%M' -o "$RES/drover-rss.kb" \
     "$DROVER" --store "$W/drover-rss/store" build -f "$DEF" --compression gzip | tail -n 1)
+  [[ $(tail -n 1 "$RES/drover-rss.kb") =~ ^[0-9]+$ ]] ||
+    die "no peak RSS figure: $RES/drover-rss.kb holds '$(cat "$RES/drover-rss.kb")'"
   echo "peak RSS: $(<"$RES/drover-rss.kb") KiB"
   if [[ $RSS_DIGEST == "$SEED_DIGEST" ]]; then
     echo "reproducible: two cold builds in different stores gave $RSS_DIGEST" | tee -a "$RES/conditions.txt"
@@ -336,6 +338,14 @@ bench buildah-build-cold "$RUNS" 0 'settle; next_run; warm "$TREE"' \
   'buildah_build "$W/bh-build/$(run_no)"'
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RES/conditions.txt"
+
+# Every case must have left a figure.
+CASES=(tar-pigz tar-zstd umoci-repack buildah-commit-cold buildah-build-noop
+  buildah-build-onefile buildah-build-cold)
+if [[ $SKIP_DROVER != 1 ]]; then
+  CASES+=(drover-cold-gzip drover-cold-zstd drover-noop drover-onefile)
+fi
+require_figures "$RES" "${CASES[@]}"
 
 # ---------------------------------------------------------------------------
 say "results ($VARIANT tree, warm page cache, medians)"
@@ -386,8 +396,9 @@ print("| peer | median | min | max | runs | reference (large, shared README) |")
 print("|---|---|---|---|---|---|")
 for name, what, ref in PEERS:
     s = stats(name)
-    if s:
-        print(f"| {what} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} | {fmt(ref) if variant == 'large' else '—'} |")
+    if not s:
+        sys.exit(f"no figure for {name}")
+    print(f"| {what} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} | {fmt(ref) if variant == 'large' else '—'} |")
 
 fails = 0
 if not skip_drover:
@@ -397,23 +408,17 @@ if not skip_drover:
     for case, d_name, p_name, target, check in TARGETS:
         d, p = med(d_name), med(p_name)
         if d is None or p is None:
-            continue
+            sys.exit(f"no figure for {d_name} or {p_name}")
         ratio = f"{p / d:.1f}× faster" if p >= d else f"{p / d:.2f}× ({d / p:.1f}× slower)"
         result = "" if check is None else ("PASS" if check(d, p) else "FAIL")
         fails += result == "FAIL"
         print(f"| {case} | {fmt(d)} | {label[p_name]} | {fmt(p)} | {ratio} | {target} | {result} |")
-    kb_file = os.path.join(res, "drover-rss.kb")
-    if os.path.exists(kb_file):
-        mb = int(open(kb_file).read().split()[-1]) * 1024 / 1e6
-        result = "PASS" if mb < 200 else "FAIL"
-        fails += result == "FAIL"
-        print(f"| peak RSS, cold gzip build | {mb:.0f} MB | — | — | — | < 200 MB | {result} |")
+    mb = int(open(os.path.join(res, "drover-rss.kb")).read().split()[-1]) * 1024 / 1e6
+    result = "PASS" if mb < 200 else "FAIL"
+    fails += result == "FAIL"
+    print(f"| peak RSS, cold gzip build | {mb:.0f} MB | — | — | — | < 200 MB | {result} |")
     if variant != "large":
-        print("\n(small tree, smoke test: the targets are meant for the large tree)")
+        print(f"\n({variant} tree, smoke test: the targets are meant for the large tree)")
 open(os.path.join(res, "fails"), "w").write(str(fails))
 PY
-echo
-echo "results: $RES"
-if [[ ${BENCH_STRICT:-0} == 1 && $(<"$RES/fails") != 0 ]]; then
-  exit 1
-fi
+finish "$RES" $((${#CASES[@]} + (SKIP_DROVER != 1)))

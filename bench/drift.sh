@@ -4,19 +4,20 @@
 # the very same files. See bench/README.md.
 #
 #   bench/drift.sh                  # large tree (20k files, 600 MB), ~3 min
-#   BENCH_QUICK=1 bench/drift.sh    # small tree, 3 runs each: smoke test
+#   BENCH_QUICK=1 bench/drift.sh    # tiny tree, 1 run each: smoke test
 #   DROVER=/path/to/drover bench/drift.sh   # use an existing binary
 #
 # Knobs (environment):
 #   BENCH_DIR     trees, work dirs, results           [/var/tmp/drover-bench]
 #   GEN_TREE      tree generator          [<repo>/../shared/bench/gen_tree.sh]
-#   BENCH_QUICK=1 small tree, fewer runs
+#   BENCH_QUICK=1 tiny tree, 1 run each, targets not enforced
+#   BENCH_TREE    input tree: large, small or tiny         [large; quick: tiny]
 #   DROVER        drover binary to time     [builds target/release/drover]
-#   BENCH_RUNS    timed runs of the fast cases (drover, b3sum)  [10; quick: 3]
-#   BENCH_RUNS_SLOW  timed runs of AIDE and sha256sum           [5; quick: 3]
-#   BENCH_WARMUP  warm-up runs per case                          [1]
+#   BENCH_RUNS    timed runs of the fast cases (drover, b3sum)  [10; quick: 1]
+#   BENCH_RUNS_SLOW  timed runs of AIDE and sha256sum           [5; quick: 1]
+#   BENCH_WARMUP  warm-up runs per case                          [1; quick: 0]
 #   BENCH_KEEP=1  keep the work dir (store, unpacked root, AIDE database)
-#   BENCH_STRICT=1  exit 1 if a target fails
+#   BENCH_STRICT=1  exit 1 if a target fails (never in quick mode)
 #
 # Every timed run starts from a warm page cache: the root is read once
 # (tar | cat) right before it.
@@ -31,11 +32,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
 GEN_TREE=${GEN_TREE:-$REPO/../shared/bench/gen_tree.sh}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  VARIANT=small RUNS=${BENCH_RUNS:-3} RUNS_SLOW=${BENCH_RUNS_SLOW:-3}
+  VARIANT=${BENCH_TREE:-tiny} RUNS=${BENCH_RUNS:-1} RUNS_SLOW=${BENCH_RUNS_SLOW:-1} WARMUP=${BENCH_WARMUP:-0}
 else
-  VARIANT=large RUNS=${BENCH_RUNS:-10} RUNS_SLOW=${BENCH_RUNS_SLOW:-5}
+  VARIANT=${BENCH_TREE:-large} RUNS=${BENCH_RUNS:-10} RUNS_SLOW=${BENCH_RUNS_SLOW:-5} WARMUP=${BENCH_WARMUP:-1}
 fi
-WARMUP=${BENCH_WARMUP:-1}
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd) # absolute: hyperfine's shells use it too
 TREE=$BENCH_DIR/$VARIANT
@@ -82,6 +82,7 @@ done
 
 ensure_tree
 build_drover
+quick_note
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 W=$BENCH_DIR/drift-work-$STAMP
@@ -111,7 +112,8 @@ src = "$VARIANT"
 dest = "/"
 EOF
 IMAGE=bench:drift-$VARIANT
-DIGEST=$("$DROVER" --store "$S" build -f "$DEF" | tail -n 1)
+DIGEST=$("$DROVER" --store "$S" build -f "$DEF" | tail -n 1) || die "drover build of $DEF failed"
+[[ $DIGEST == sha256:* ]] || die "drover build printed '$DIGEST', not a digest"
 echo "image: $IMAGE = $DIGEST"
 # The first scan unpacks the root (verified against the baseline) and must
 # find no drift; its JSON report says what a scan covers.
@@ -180,7 +182,8 @@ fi
 bench() {
   say "$1"
   hyperfine -S bash --runs "$2" --warmup "$WARMUP" --prepare 'warm "$ROOT"' \
-    --command-name "$1" --export-json "$RES/$1.json" "$3"
+    --command-name "$1" --export-json "$RES/$1.json" "$3" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 
 # ---------------------------------------------------------------------------
@@ -194,6 +197,9 @@ bench b3sum-P2 "$RUNS" 'find "$ROOT" -type f -print0 | xargs -0 -P2 -n 1000 b3su
 bench b3sum "$RUNS" 'find "$ROOT" -type f -print0 | xargs -0 b3sum >/dev/null'
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RES/conditions.txt"
+
+CASES=(drover drover-1thread aide-2workers aide-1worker sha256sum-P2 sha256sum b3sum-P2 b3sum)
+require_figures "$RES" "${CASES[@]}"
 
 # ---------------------------------------------------------------------------
 say "results ($VARIANT tree, warm page cache, medians)"
@@ -226,7 +232,7 @@ print("|---|---|---|---|---|---|---|")
 for name, what in CASES:
     s = stats(name)
     if not s:
-        continue
+        sys.exit(f"no figure for {name}")
     m = s["median"]
     ratio = "—" if name == "drover" else (f"drover {m / d:.1f}× faster" if m >= d else f"drover {d / m:.1f}× slower")
     print(f"| {name} | {what} | {fmt(m)} | {fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} | {ratio} |")
@@ -243,11 +249,7 @@ for what, ok, got in checks:
     fails += not ok
     print(f"| {what} | {got} | {'PASS' if ok else 'FAIL'} |")
 if variant != "large":
-    print("\n(small tree, smoke test: the targets are meant for the large tree)")
+    print(f"\n({variant} tree, smoke test: the targets are meant for the large tree)")
 open(os.path.join(res, "fails"), "w").write(str(fails))
 PY
-echo
-echo "results: $RES"
-if [[ ${BENCH_STRICT:-0} == 1 && $(<"$RES/fails") != 0 ]]; then
-  exit 1
-fi
+finish "$RES" ${#CASES[@]}

@@ -4,19 +4,20 @@
 # synthetic tree (gzip). See bench/README.md.
 #
 #   bench/registry.sh                  # large tree (20k files, 600 MB), ~3 min
-#   BENCH_QUICK=1 bench/registry.sh    # small tree, 2 runs each: smoke test
+#   BENCH_QUICK=1 bench/registry.sh    # tiny tree, 1 run each: smoke test
 #   DROVER=/path/to/drover bench/registry.sh   # use an existing binary
 #
 # Knobs (environment):
 #   BENCH_DIR     trees, work dirs, results           [/var/tmp/drover-bench]
 #   GEN_TREE      tree generator          [<repo>/../shared/bench/gen_tree.sh]
-#   BENCH_QUICK=1 small tree, fewer runs
+#   BENCH_QUICK=1 tiny tree, 1 run each, targets not enforced
+#   BENCH_TREE    input tree: large, small or tiny         [large; quick: tiny]
 #   DROVER        drover binary to time     [builds target/release/drover]
-#   BENCH_RUNS    timed runs of push and pull, each tool   [5; quick: 2]
-#   BENCH_RUNS_FAST  timed runs of the no-change re-push    [10; quick: 3]
+#   BENCH_RUNS    timed runs of push and pull, each tool   [5; quick: 1]
+#   BENCH_RUNS_FAST  timed runs of the no-change re-push    [10; quick: 1]
 #   BENCH_WARMUP  warm-up runs per case                      [1; quick: 0]
 #   BENCH_KEEP=1  keep the work dir (store, layouts, registry storage, pulls)
-#   BENCH_STRICT=1  exit 1 if a target fails
+#   BENCH_STRICT=1  exit 1 if a target fails (never in quick mode)
 #
 # Every push is a cold push: the registry is restarted on empty storage
 # before each timed run, and each run pushes to a new repository. Every pull
@@ -33,9 +34,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
 GEN_TREE=${GEN_TREE:-$REPO/../shared/bench/gen_tree.sh}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  VARIANT=small RUNS=${BENCH_RUNS:-2} RUNS_FAST=${BENCH_RUNS_FAST:-3} WARMUP=${BENCH_WARMUP:-0}
+  VARIANT=${BENCH_TREE:-tiny} RUNS=${BENCH_RUNS:-1} RUNS_FAST=${BENCH_RUNS_FAST:-1} WARMUP=${BENCH_WARMUP:-0}
 else
-  VARIANT=large RUNS=${BENCH_RUNS:-5} RUNS_FAST=${BENCH_RUNS_FAST:-10} WARMUP=${BENCH_WARMUP:-1}
+  VARIANT=${BENCH_TREE:-large} RUNS=${BENCH_RUNS:-5} RUNS_FAST=${BENCH_RUNS_FAST:-10} WARMUP=${BENCH_WARMUP:-1}
 fi
 REGISTRY_BIN=${REGISTRY_BIN:-/usr/bin/docker-registry}
 mkdir -p "$BENCH_DIR"
@@ -147,6 +148,7 @@ done
 
 ensure_tree
 build_drover
+quick_note
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 W=$BENCH_DIR/registry-work-$STAMP
@@ -175,7 +177,9 @@ src = "$VARIANT"
 dest = "/"
 EOF
 IMAGE=bench:$VARIANT
-DIGEST=$("$DROVER" --store "$S" build -f "$DEF" --compression gzip | tail -n 1)
+DIGEST=$("$DROVER" --store "$S" build -f "$DEF" --compression gzip | tail -n 1) ||
+  die "drover build of $DEF failed"
+[[ $DIGEST == sha256:* ]] || die "drover build printed '$DIGEST', not a digest"
 echo "image: $IMAGE = $DIGEST"
 # The same image as an OCI layout of its own for skopeo: skopeo copies the
 # blobs as they are (gzip layers, no recompression), so both tools move the
@@ -245,7 +249,8 @@ fi
 bench() {
   say "$1"
   hyperfine -S bash --runs "$2" --warmup "$WARMUP" --prepare "$3" \
-    --command-name "$1" --export-json "$RES/$1.json" "$4"
+    --command-name "$1" --export-json "$RES/$1.json" "$4" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 
 # ---------------------------------------------------------------------------
@@ -272,6 +277,9 @@ reg_stop
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RES/conditions.txt"
 
+CASES=(drover-push skopeo-push drover-pull skopeo-pull drover-repush)
+require_figures "$RES" "${CASES[@]}"
+
 # ---------------------------------------------------------------------------
 say "results ($VARIANT tree, gzip image of $NBYTES bytes, loopback registry, medians)"
 python3 - "$RES" "$VARIANT" <<'PY' | tee "$RES/summary.md"
@@ -297,8 +305,9 @@ print("| case | what runs | median | min | max | runs |")
 print("|---|---|---|---|---|---|")
 for name, what in CASES:
     s = stats(name)
-    if s:
-        print(f"| {name} | {what} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} |")
+    if not s:
+        sys.exit(f"no figure for {name}")
+    print(f"| {name} | {what} | {fmt(s['median'])} | {fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} |")
 
 m = {n: stats(n)["median"] for n, _ in CASES}
 push, pull = m["skopeo-push"] / m["drover-push"], m["skopeo-pull"] / m["drover-pull"]
@@ -314,11 +323,7 @@ for what, ok, got in checks:
     fails += not ok
     print(f"| {what} | {got} | {'PASS' if ok else 'FAIL'} |")
 if variant != "large":
-    print("\n(small tree, smoke test: the targets are meant for the large tree)")
+    print(f"\n({variant} tree, smoke test: the targets are meant for the large tree)")
 open(os.path.join(res, "fails"), "w").write(str(fails))
 PY
-echo
-echo "results: $RES"
-if [[ ${BENCH_STRICT:-0} == 1 && $(<"$RES/fails") != 0 ]]; then
-  exit 1
-fi
+finish "$RES" ${#CASES[@]}

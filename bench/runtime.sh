@@ -3,7 +3,7 @@
 # the very bundle drover generates. See bench/README.md.
 #
 #   bench/runtime.sh                  # the real run, ~1 min (+ cargo build)
-#   BENCH_QUICK=1 bench/runtime.sh    # smoke test: 5 runs, 1 fleet round, ~30 s
+#   BENCH_QUICK=1 bench/runtime.sh    # smoke test: 3 runs, 1 fleet round of 10, ~20 s
 #   DROVER=/path/to/drover bench/runtime.sh   # use an existing binary
 #
 # Cases:
@@ -16,14 +16,17 @@
 # Knobs (environment):
 #   BENCH_DIR     work dir; results go to $BENCH_DIR/results/  [/var/tmp/drover-bench]
 #   DROVER        use this drover binary instead of building target/release/drover
-#   BENCH_RUNS    timed runs of each start->exit case          [30; quick: 5]
+#   BENCH_RUNS    timed runs of each start->exit case          [30; quick: 3]
 #   BENCH_BLOCKS  blocks the start->exit runs are split into; the cases
 #                 take turns block by block                    [3; quick: 1]
-#   BENCH_WARMUP  warm-up runs of each start->exit block       [3]
+#   BENCH_WARMUP  warm-up runs of each start->exit block       [3; quick: 1]
 #   BENCH_FLEET_ROUNDS  rounds of the fleet case               [3; quick: 1]
-#   BENCH_FLEET   instances per fleet round (targets assume 50)  [50]
+#   BENCH_FLEET   instances per fleet round (targets assume 50)  [50; quick: 10]
 #   BENCH_KEEP=1  keep the work dir (store, bundles, runc state) for inspection
-#   BENCH_STRICT=1  exit 1 if a target fails
+#   BENCH_STRICT=1  exit 1 if a target fails (never in quick mode)
+#
+# The image is built with --sign (the store's host key): the default deploy
+# policy runs only signed images with drover's provenance.
 #
 # Everything runs from a warm page cache: the rootfs is a 1 MB busybox tree,
 # and every case starts with warm-up runs of the same commands.
@@ -37,14 +40,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  RUNS=${BENCH_RUNS:-5} BLOCKS=${BENCH_BLOCKS:-1} ROUNDS=${BENCH_FLEET_ROUNDS:-1}
+  RUNS=${BENCH_RUNS:-3} BLOCKS=${BENCH_BLOCKS:-1} ROUNDS=${BENCH_FLEET_ROUNDS:-1}
+  WARMUP=${BENCH_WARMUP:-1} FLEET=${BENCH_FLEET:-10}
 else
   RUNS=${BENCH_RUNS:-30} BLOCKS=${BENCH_BLOCKS:-3} ROUNDS=${BENCH_FLEET_ROUNDS:-3}
+  WARMUP=${BENCH_WARMUP:-3} FLEET=${BENCH_FLEET:-50}
 fi
 PER_BLOCK=$(((RUNS + BLOCKS - 1) / BLOCKS))
 RUNS=$((PER_BLOCK * BLOCKS))
-WARMUP=${BENCH_WARMUP:-3}
-FLEET=${BENCH_FLEET:-50}
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd) # absolute: hyperfine's shells use it too
 W= # the work dir, once made
@@ -231,6 +234,7 @@ else
 fi
 [[ -x $DROVER ]] || die "drover binary $DROVER not found"
 DROVER=$(realpath "$DROVER")
+quick_note
 
 # Work dirs of interrupted runs (runtime-work-*; bench/build.sh's are work-*):
 # their instances may still be running.
@@ -272,8 +276,11 @@ dest = "/"
 entrypoint = ["/bin/true"]
 env = { PATH = "/bin" }
 EOF
-DIGEST=$(dr build -f "$W/image/drover.toml" | tail -n 1)
+# Signed with the store's host key: the default deploy policy runs only
+# images signed by a trusted key, with drover's provenance.
+DIGEST=$(dr build --sign -f "$W/image/drover.toml" | tail -n 1) || die "drover build --sign of box:1 failed"
 [[ $DIGEST == sha256:* ]] || die "drover build printed $DIGEST, not a digest"
+dr policy check box:1 >"$W/policy.txt" 2>&1 || die "the store's deploy policy refuses box:1: $(cat "$W/policy.txt")"
 ROOTFS=$S/rootfs/${DIGEST#sha256:}
 echo "image box:1 = $DIGEST"
 
@@ -341,7 +348,8 @@ fi
 bench() {
   say "$1 (block $2 of $BLOCKS)"
   hyperfine -S bash --runs "$PER_BLOCK" --warmup "$WARMUP" \
-    --command-name "$1" --export-json "$RES/blocks/$1.$2.json" "$3"
+    --command-name "$1" --export-json "$RES/blocks/$1.$2.json" "$3" ||
+    die "case $1 failed (hyperfine says how above)"
 }
 # All blocks of a case in one hyperfine-style JSON: every time, and the
 # statistics recomputed over all of them.
@@ -409,6 +417,7 @@ for f in "$RES"/drover.err "$RES"/runc.err; do
 done
 
 # ---------------------------------------------------------------------------
+require_figures "$RES" "${START_CASES[@]}"
 say "results (medians)"
 python3 - "$RES" "$FLEET" <<'PY' | tee "$RES/summary.md"
 import csv, json, os, statistics, sys
@@ -442,18 +451,20 @@ print("|---|---|---|---|---|---|---|---|")
 med = {}
 for name, what, ref in START:
     s = stats(name)
-    if s:
-        med[name] = s["median"]
-        print(f"| {what} | {fmt(s['median'])} | {fmt(s['mean'])} ± {fmt(s['stddev'])} | "
-              f"{fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} | "
-              f"{', '.join(fmt(m) for m in s.get('block_medians', []))} | {fmt(ref)} |")
+    if not s:
+        sys.exit(f"no figure for {name}")
+    med[name] = s["median"]
+    print(f"| {what} | {fmt(s['median'])} | {fmt(s['mean'])} ± {fmt(s['stddev'])} | "
+          f"{fmt(s['min'])} | {fmt(s['max'])} | {len(s['times'])} | "
+          f"{', '.join(fmt(m) for m in s.get('block_medians', []))} | {fmt(ref)} |")
 
 rows = list(csv.DictReader(open(os.path.join(res, "fleet.tsv")), delimiter="\t"))
 fl = {}
 for tool in ("drover", "runc"):
     rs = [r for r in rows if r["tool"] == tool]
-    if rs:
-        fl[tool] = {k: [float(r[k + "_s"]) for r in rs] for k in ("launch", "delete", "total")}
+    if not rs:
+        sys.exit(f"no fleet figure for {tool} in fleet.tsv")
+    fl[tool] = {k: [float(r[k + "_s"]) for r in rs] for k in ("launch", "delete", "total")}
 print(f"\n{fleet} detached instances (`/bin/sleep 1000`), launched then deleted:\n")
 print("| tool | launch median | delete median | total median | per launch | rounds (launch / delete) | reference launch (shared README) |")
 print("|---|---|---|---|---|---|---|")
@@ -487,14 +498,10 @@ fails = 0
 for case, d_name, p_name, target, check in TARGETS:
     d, p = med.get(d_name), med.get(p_name)
     if d is None or p is None:
-        continue
+        sys.exit(f"no figure for {d_name} or {p_name}")
     result = "" if check is None else ("PASS" if check(d, p) else "FAIL")
     fails += result == "FAIL"
     print(f"| {case} | {d_name} | {fmt(d)} | {p_name} | {fmt(p)} | {ratio(d, p)} | {target} | {result} |")
 open(os.path.join(res, "fails"), "w").write(str(fails))
 PY
-echo
-echo "results: $RES"
-if [[ ${BENCH_STRICT:-0} == 1 && $(<"$RES/fails") != 0 ]]; then
-  exit 1
-fi
+finish "$RES" $((${#START_CASES[@]} + 6))

@@ -21,6 +21,7 @@ PACKAGES=(
   skopeo umoci buildah           # interoperability tests and benchmark peers
   hyperfine pigz zstd time       # bench/build.sh (time = GNU /usr/bin/time)
   wrk                            # serve tests (load under deploys), bench/proxy.sh
+  nginx                          # bench/proxy.sh's fast backend and peer proxy (here, so no benchmark needs the network)
   aide b3sum                     # bench/drift.sh peers
   curl                           # serve tests (HTTP/2 through the proxy)
   docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
@@ -65,13 +66,16 @@ if command -v dpkg-query >/dev/null 2>&1; then
   # The docker-registry package enables a system-wide registry on :5000. The
   # tests start their own on free loopback ports, so it is not needed; stop
   # it so it holds no port and no storage (only where systemd runs).
-  if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
-    echo "setup.sh: disabling the docker-registry system service (tests start their own)"
-    SUDO=()
-    ((EUID == 0)) || SUDO=(sudo -n)
-    "${SUDO[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 \
-      || echo "setup.sh: warning: could not disable docker-registry.service" >&2
-  fi
+  # Likewise nginx's system service on :80 (bench/proxy.sh starts its own).
+  for service in docker-registry nginx; do
+    if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet "$service" 2>/dev/null; then
+      echo "setup.sh: disabling the $service system service (tests and benchmarks start their own)"
+      SUDO=()
+      ((EUID == 0)) || SUDO=(sudo -n)
+      "${SUDO[@]}" systemctl disable --now "$service" >/dev/null 2>&1 \
+        || echo "setup.sh: warning: could not disable $service.service" >&2
+    fi
+  done
 else
   echo "setup.sh: warning: not a Debian system (no dpkg-query); install these yourself: ${PACKAGES[*]}" >&2
 fi
