@@ -18,6 +18,7 @@
 //! | [`ledger`] | the append-only, hash-chained audit log |
 //! | [`keys`]   | Ed25519 keys, the host key, DSSE envelopes (a leaf) |
 //! | [`state`]  | the SQLite database (tags, referrers, ledger, instances) and its versioned migrations |
+//! | [`grammar`] | every small value grammar, written once: signals, durations, sizes, names, tags, modes, ports |
 //! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type, timestamps |
 //!
 //! Every mutation of the store writes its ledger entry here, inside the same
@@ -31,6 +32,7 @@ pub mod digest;
 pub mod drift;
 mod durable;
 pub mod error;
+pub mod grammar;
 pub mod health;
 pub mod instance;
 pub mod keys;

@@ -117,7 +117,7 @@ impl Gate {
                 return Verdict::Failed(format!(
                     "health check {what} failed {} times in a row, {} apart: {}",
                     self.strikes,
-                    crate::toml_doc::format_duration(check.interval_ms),
+                    crate::grammar::format_duration(check.interval_ms),
                     self.last_error
                 ));
             }
@@ -129,7 +129,7 @@ impl Gate {
         if now.duration_since(self.started) > self.deadline {
             Verdict::Failed(format!(
                 "not healthy within its deadline of {} ({what}; last result: {})",
-                crate::toml_doc::format_duration(self.deadline.as_millis() as u64),
+                crate::grammar::format_duration(self.deadline.as_millis() as u64),
                 self.last_error
             ))
         } else {
