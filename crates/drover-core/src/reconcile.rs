@@ -32,7 +32,6 @@ use crate::deploy::{self, Report, gate, release, traffic};
 use crate::error::Result;
 use crate::instance::{self, Instance, State};
 use crate::ledger::{self, NewEntry};
-use crate::runtime;
 use crate::state::{Db, DbContext};
 use crate::store::Store;
 
@@ -275,12 +274,8 @@ impl Reconciler {
                 continue;
             }
             *next = now + Duration::from_millis(check.interval_ms.max(100));
-            let driver = runtime::driver(i.driver, &instance::runtime_root(store.root()));
-            let mut exec = |args: &[String], t: Duration| {
-                driver.exec(&i.id, args, t).map_err(|e| e.to_string())
-            };
             let timeout = Duration::from_millis(check.timeout_ms.max(1));
-            match gate::probe(&check.probe, i.port.unwrap_or(0), timeout, &mut exec) {
+            match gate::probe_instance(store.root(), i, &check.probe, timeout) {
                 Ok(()) => *failures = 0,
                 Err(e) => {
                     *failures += 1;

@@ -55,7 +55,6 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::health::HealthCheck;
 use crate::instance::{self, State};
-use crate::runtime;
 use crate::store::Store;
 use crate::store::registry::{self, Remote};
 use crate::trust::policy::{self, Operation, Origin};
@@ -526,16 +525,10 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
         {
             let mine = current.as_ref().filter(|r| i.release == Some(r.number));
             let healthy = match mine {
-                Some(r) if i.state == State::Running => {
-                    let driver = runtime::driver(i.driver, &instance::runtime_root(store.root()));
-                    let mut exec = |args: &[String], t: Duration| {
-                        driver.exec(&i.id, args, t).map_err(|e| e.to_string())
-                    };
-                    r.config.health.as_ref().map(|h| {
-                        let timeout = Duration::from_millis(h.timeout_ms.min(1000));
-                        gate::probe(&h.probe, i.port.unwrap_or(0), timeout, &mut exec).is_ok()
-                    })
-                }
+                Some(r) if i.state == State::Running => r.config.health.as_ref().map(|h| {
+                    let timeout = Duration::from_millis(h.timeout_ms.min(1000));
+                    gate::probe_instance(store.root(), i, &h.probe, timeout).is_ok()
+                }),
                 _ => None,
             };
             if mine.is_some() && i.state == State::Running && healthy != Some(false) {
