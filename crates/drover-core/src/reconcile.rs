@@ -73,10 +73,10 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         // A rollout that failed and was rolled back left the service as it
         // was: nothing to back off from.
         Some(e) if report.failed.is_some() => {
-            h.last_error = Some(e.clone());
+            h.last_error = Some(e.to_string());
             None
         }
-        Some(e) => Some(e.clone()),
+        Some(e) => Some(e.to_string()),
         None if report.crashed_young > 0 => Some(format!(
             "{} instance(s) exited within {} s of starting",
             report.crashed_young,
@@ -218,7 +218,7 @@ impl Reconciler {
                 continue;
             }
             let report = deploy::reconcile(store, name);
-            let again = if report.busy {
+            let again = if report.busy() {
                 BUSY_RETRY
             } else {
                 record(store.db_mut(), &report, self.opts.max_backoff)?;

@@ -173,7 +173,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 internal, 2 bad input, 3 corrupt data, 4 not found, 5 busy, 6 refused by policy.
+/// The one place an exit code is decided (besides clap's 2 for arguments it
+/// rejects, and `run --wait` passing on its instance's): 1 internal, 2 bad
+/// input, 3 corrupt data or a failed check (drift, verification, trace), 4
+/// not found, 5 busy, 6 refused by policy.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e
         .chain()
@@ -181,7 +184,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .map(|e| e.kind())
     {
         Some(ErrorKind::Invalid) => 2,
-        Some(ErrorKind::Corrupt) => 3,
+        Some(ErrorKind::Corrupt | ErrorKind::CheckFailed) => 3,
         Some(ErrorKind::NotFound) => 4,
         Some(ErrorKind::Busy) => 5,
         Some(ErrorKind::Refused) => 6,

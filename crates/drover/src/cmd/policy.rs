@@ -72,13 +72,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Verdict::Refused(r) => {
-            if !ctx.json {
-                eprintln!(
-                    "drover: policy refuses image {}: rule {}: {}",
-                    r.image, r.rule, r.reason
-                );
+            return Err(drover_core::Error::Refused {
+                image: r.image,
+                rule: r.rule.to_string(),
+                reason: r.reason,
             }
-            ExitCode::from(6)
+            .into());
         }
     })
 }
