@@ -348,7 +348,7 @@ pub fn user(s: &str) -> Result<(), String> {
 
 /// Digits only: `u32::from_str` accepts a leading '+', which a mode, id or
 /// signal number never has.
-pub(crate) fn decimal_u32(s: &str) -> Option<u32> {
+fn decimal_u32(s: &str) -> Option<u32> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
