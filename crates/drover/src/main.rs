@@ -191,3 +191,41 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ErrorKind::Internal) | None => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use drover_core::Error;
+    use drover_core::ErrorKind::{Busy, Refused};
+
+    use super::exit_code;
+
+    /// The exit-code table users and scripts rely on, kind by kind (context
+    /// added on the way up does not change it).
+    #[test]
+    fn each_error_kind_has_its_exit_code() {
+        let code = |e: Error| exit_code(&anyhow::Error::from(e).context("while testing"));
+        assert_eq!(code(Error::Failed("x".into())), 1);
+        assert_eq!(code(Error::Usage("x".into())), 2);
+        assert_eq!(code(Error::corrupt("blob", "x")), 3);
+        assert_eq!(code(Error::Check("drift".into())), 3);
+        assert_eq!(code(Error::not_found("x")), 4);
+        let busy = Error::Busy {
+            what: "x".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(code(busy), 5);
+        let refused = Error::Refused {
+            image: "x".into(),
+            rule: "revoked".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(code(refused), 6);
+        let deploy = |kind| Error::Deploy {
+            kind,
+            messages: vec!["x".into()],
+        };
+        assert_eq!(code(deploy(Busy)), 5);
+        assert_eq!(code(deploy(Refused)), 6);
+        assert_eq!(exit_code(&anyhow::anyhow!("not ours")), 1);
+    }
+}
