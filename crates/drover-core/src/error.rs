@@ -1,6 +1,10 @@
 //! The library's error type. Every error names the thing it is about (a path,
 //! a digest, a key, a ledger entry) and `Error::kind` classifies it in one
 //! place, so the CLI (and later the API) can map it to an exit code or status.
+//! A command that finds a problem it was asked to look for (drift, a link of
+//! a trace that does not hold, a deploy that failed) ends with an error too,
+//! after printing its report: its exit code comes from the kind like any
+//! other's.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +25,10 @@ pub enum ErrorKind {
     Busy,
     /// The deploy policy refuses the image.
     Refused,
-    /// The environment failed us (I/O, database).
+    /// A check the user asked for found a problem (drift, a signature or a
+    /// link of a trace that does not verify); its report says what.
+    CheckFailed,
+    /// The environment failed us (I/O, database), or a deploy did.
     Internal,
 }
 
@@ -89,6 +96,18 @@ pub enum Error {
     #[error("{0}")]
     Failed(String),
 
+    /// A check the user asked for found problems (listed in its report).
+    #[error("{0}")]
+    Check(String),
+
+    /// Services failed to deploy; `kind` is what they failed of (see
+    /// `deploy::outcome`).
+    #[error("{}", .messages.join("; "))]
+    Deploy {
+        kind: ErrorKind,
+        messages: Vec<String>,
+    },
+
     /// An OCI registry refused or failed a request.
     #[error("registry {registry}: {reason}")]
     Registry { registry: String, reason: String },
@@ -134,6 +153,8 @@ impl Error {
             }
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Refused { .. } => ErrorKind::Refused,
+            Error::Check(_) => ErrorKind::CheckFailed,
+            Error::Deploy { kind, .. } => *kind,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

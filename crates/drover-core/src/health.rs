@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::toml_doc::{Checker, Kinded, Node, Table, Value, format_duration};
+use crate::grammar::format_duration;
+use crate::toml_doc::{Checker, Kinded, Node, Table, Value};
 
 /// How the deployer decides an instance is healthy. Stored as JSON in an image
 /// label and read back at deploy time, so its serde form is an interface.

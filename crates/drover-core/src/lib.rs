@@ -22,6 +22,7 @@
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
+//! | [`grammar`] | every small value grammar, written once: signals, durations, sizes, names, tags, modes, ports |
 //! | `durable`, `sys` | atomic file writes (temp + fsync + rename); the few raw system calls |
 //! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type and its one classifier, timestamps |
 //!
@@ -36,6 +37,7 @@ pub mod digest;
 pub mod drift;
 mod durable;
 pub mod error;
+pub mod grammar;
 pub mod health;
 pub mod instance;
 pub mod keys;

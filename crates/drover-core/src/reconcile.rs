@@ -32,7 +32,6 @@ use crate::deploy::{self, Report, gate, release, traffic};
 use crate::error::Result;
 use crate::instance::{self, Instance, State};
 use crate::ledger::NewEntry;
-use crate::runtime;
 use crate::state::{Db, DbContext};
 use crate::store::Store;
 
@@ -74,10 +73,10 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         // A rollout that failed and was rolled back left the service as it
         // was: nothing to back off from.
         Some(e) if report.failed.is_some() => {
-            h.last_error = Some(e.clone());
+            h.last_error = Some(e.to_string());
             None
         }
-        Some(e) => Some(e.clone()),
+        Some(e) => Some(e.to_string()),
         None if report.crashed_young > 0 => Some(format!(
             "{} instance(s) exited within {} s of starting",
             report.crashed_young,
@@ -215,7 +214,7 @@ impl Reconciler {
                 continue;
             }
             let report = deploy::reconcile(store, name);
-            let again = if report.busy {
+            let again = if report.busy() {
                 BUSY_RETRY
             } else {
                 record(store.db_mut(), &report, self.opts.max_backoff)?;
@@ -271,12 +270,8 @@ impl Reconciler {
                 continue;
             }
             *next = now + Duration::from_millis(check.interval_ms.max(100));
-            let driver = runtime::driver(i.driver, &instance::runtime_root(store.root()));
-            let mut exec = |args: &[String], t: Duration| {
-                driver.exec(&i.id, args, t).map_err(|e| e.to_string())
-            };
             let timeout = Duration::from_millis(check.timeout_ms.max(1));
-            match gate::probe(&check.probe, i.port.unwrap_or(0), timeout, &mut exec) {
+            match gate::probe_instance(store.root(), i, &check.probe, timeout) {
                 Ok(()) => *failures = 0,
                 Err(e) => {
                     *failures += 1;

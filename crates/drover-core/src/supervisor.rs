@@ -285,7 +285,7 @@ fn reconcile_service(
                 for rep in reports {
                     let did = rep.started + rep.stopped + rep.healed > 0;
                     if let Some(e) = &rep.error {
-                        if !rep.busy {
+                        if !rep.busy() {
                             say(format_args!("reconcile {}: {e}", rep.service));
                         }
                     } else if did {

@@ -5,8 +5,9 @@
 //!
 //! This module owns the format-independent part of reading a TOML file drover
 //! accepts: the located-value tree ([`Node`], [`Value`], [`Entry`]), TOML
-//! syntax errors, key paths, unknown and missing keys, wrong types, and value
-//! grammars more than one format shares (durations). Each format's own rules
+//! syntax errors, key paths, unknown and missing keys, wrong types, and
+//! locating errors of the value grammars in [`crate::grammar`] (durations
+//! among them). Each format's own rules
 //! live with its types (`builder::def` for `drover.toml`; health checks, which
 //! several formats contain, in [`crate::health`]). A format's parser reads
 //! like this:
@@ -41,6 +42,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Error, IoContext, Result};
+use crate::grammar;
 
 /// Reads the file at `path` as text. An unreadable file is [`Error::Io`];
 /// bytes that are not UTF-8 are [`Error::Definition`] at the first of them,
@@ -586,7 +588,7 @@ impl Checker<'_> {
     }
 
     /// The duration at `t[name]`, if present, in milliseconds (see
-    /// [`parse_duration`]), and the node it came from for later range errors.
+    /// [`grammar::duration_ms`]), and the node it came from for later range errors.
     pub(crate) fn duration<'n>(
         &self,
         t: &Table<'n>,
@@ -607,82 +609,9 @@ impl Checker<'_> {
             }
             _ => return Err(self.wrong_type(node, &key, "a duration string such as \"5s\"")),
         };
-        let ms = parse_duration(s).map_err(|e| self.err(node.at(), &key, e))?;
+        let ms = grammar::duration_ms(s).map_err(|e| self.err(node.at(), &key, e))?;
         Ok(Some((ms, node)))
     }
-}
-
-// ---------------------------------------------------------------------------
-// Shared value grammars.
-
-/// Parses a duration such as `"500ms"`, `"5s"`, `"1m30s"` or `"1h"` into
-/// milliseconds: whole numbers, each with a unit (`h`, `m`, `s`, `ms`), largest
-/// unit first, each unit at most once. `"0"` is also accepted.
-///
-/// `pub` (not `pub(crate)`) only so `builder::def` can re-export it as before.
-pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a duration (expected whole numbers with units h, m, s or ms, \
-             largest first, e.g. \"500ms\", \"5s\", \"1m30s\")"
-        )
-    };
-    let too_long = || format!("{s:?} is too long a duration");
-    if s == "0" {
-        return Ok(0);
-    }
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut previous_rank = u8::MAX;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
-        rest = &rest[digits..];
-        // Check "ms" before "m".
-        let (unit_ms, rank, unit_len) = if rest.starts_with("ms") {
-            (1, 0, 2)
-        } else if rest.starts_with('s') {
-            (1_000, 1, 1)
-        } else if rest.starts_with('m') {
-            (60_000, 2, 1)
-        } else if rest.starts_with('h') {
-            (3_600_000, 3, 1)
-        } else {
-            return Err(bad());
-        };
-        if rank >= previous_rank {
-            return Err(bad());
-        }
-        previous_rank = rank;
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(too_long)?;
-    }
-    Ok(total)
-}
-
-/// Formats milliseconds the way [`parse_duration`] reads them (`"1m30s"`).
-pub(crate) fn format_duration(ms: u64) -> String {
-    if ms == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    let mut rest = ms;
-    for (unit, name) in [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")] {
-        if rest >= unit {
-            out.push_str(&format!("{}{name}", rest / unit));
-            rest %= unit;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -834,35 +763,5 @@ mod tests {
         }
         std::fs::write(&path, "a = 1\n").unwrap();
         assert_eq!(read(&path, "a fleet file").unwrap(), "a = 1\n");
-    }
-
-    #[test]
-    fn durations() {
-        for (text, ms) in [
-            ("0", 0),
-            ("0s", 0),
-            ("500ms", 500),
-            ("5s", 5_000),
-            ("1m", 60_000),
-            ("1m30s", 90_000),
-            ("1h2m3s4ms", 3_723_004),
-            ("90s", 90_000),
-        ] {
-            assert_eq!(parse_duration(text), Ok(ms), "{text}");
-            if ms > 0 {
-                assert_eq!(parse_duration(&format_duration(ms)), Ok(ms));
-            }
-        }
-        for bad in [
-            "", "5", "s", "1.5s", "-1s", "1s1m", "1s1s", "5 s", "1d", "+5s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
-        }
-        assert!(
-            parse_duration("99999999999999999999h")
-                .unwrap_err()
-                .contains("too long")
-        );
-        assert_eq!(format_duration(90_000), "1m30s");
     }
 }

@@ -172,7 +172,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 internal, 2 bad input, 3 corrupt data, 4 not found, 5 busy, 6 refused by policy.
+/// The one place an exit code is decided (besides clap's 2 for arguments it
+/// rejects, and `run --wait` passing on its instance's): 1 internal, 2 bad
+/// input, 3 corrupt data or a failed check (drift, verification, trace), 4
+/// not found, 5 busy, 6 refused by policy.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e
         .chain()
@@ -180,10 +183,48 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .map(|e| e.kind())
     {
         Some(ErrorKind::Invalid) => 2,
-        Some(ErrorKind::Corrupt) => 3,
+        Some(ErrorKind::Corrupt | ErrorKind::CheckFailed) => 3,
         Some(ErrorKind::NotFound) => 4,
         Some(ErrorKind::Busy) => 5,
         Some(ErrorKind::Refused) => 6,
         Some(ErrorKind::Internal) | None => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_core::Error;
+    use drover_core::ErrorKind::{Busy, Refused};
+
+    use super::exit_code;
+
+    /// The exit-code table users and scripts rely on, kind by kind (context
+    /// added on the way up does not change it).
+    #[test]
+    fn each_error_kind_has_its_exit_code() {
+        let code = |e: Error| exit_code(&anyhow::Error::from(e).context("while testing"));
+        assert_eq!(code(Error::Failed("x".into())), 1);
+        assert_eq!(code(Error::Usage("x".into())), 2);
+        assert_eq!(code(Error::corrupt("blob", "x")), 3);
+        assert_eq!(code(Error::Check("drift".into())), 3);
+        assert_eq!(code(Error::not_found("x")), 4);
+        let busy = Error::Busy {
+            what: "x".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(code(busy), 5);
+        let refused = Error::Refused {
+            image: "x".into(),
+            rule: "revoked".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(code(refused), 6);
+        let deploy = |kind| Error::Deploy {
+            kind,
+            messages: vec!["x".into()],
+        };
+        assert_eq!(code(deploy(Busy)), 5);
+        assert_eq!(code(deploy(Refused)), 6);
+        assert_eq!(exit_code(&anyhow::anyhow!("not ours")), 1);
     }
 }

@@ -267,3 +267,28 @@ fn toml_syntax_error_names_file_and_line() {
     env.write_def(&copy_def("rootfs", "mode = \"0644"));
     refused(&env, 2, &["drover.toml:9:", "invalid TOML"]);
 }
+
+/// Regression (issue 15): `serve --drift-rate lots` exited 1, as if drover
+/// had failed, because the rate was parsed after the arguments, by a parser
+/// of its own. Every value drover's grammars read from a flag is a usage
+/// error (exit 2) naming the value, before anything runs.
+#[test]
+fn bad_flag_values_exit_2_and_name_the_value() {
+    let env = Env::new();
+    for args in [
+        &["serve", "--drift-rate", "lots"][..],
+        &["serve", "--drift-rate", "1.5g"],
+        &["serve", "--interval", "5"],
+        &["run", "--memory", "256q", "app:1"],
+        &["run", "--tmp-size", "0", "app:1"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{}", show(&out));
+        let bad = args[2];
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("{bad:?}")),
+            "{args:?} does not name {bad:?}:\n{}",
+            show(&out)
+        );
+    }
+}

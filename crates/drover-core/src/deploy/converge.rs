@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rusqlite::params;
 use serde_json::json;
 
-use super::gate::{Gate, Verdict};
+use super::gate::{self, Gate, Verdict};
 use super::lock::Lease;
 use super::plan::{self, Seen, Step};
 use super::release::{self, Outcome, Release};
@@ -518,12 +518,7 @@ fn converge(
                     let mut passed = false;
                     for i in &waiting {
                         let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
-                        let driver =
-                            runtime::driver(i.driver, &instance::runtime_root(store.root()));
-                        let mut exec = |args: &[String], timeout: Duration| {
-                            driver.exec(&i.id, args, timeout).map_err(|e| e.to_string())
-                        };
-                        match gate.poll(true, &mut exec) {
+                        match gate.poll(true, &mut gate::exec_in(store.root(), i)) {
                             Verdict::Healthy => {
                                 if ready.insert(i.id.clone()) {
                                     newly_ready.push(i.id.clone());

@@ -34,10 +34,11 @@ use super::plan::Strategy;
 use super::spec::{DEFAULT_DEADLINE_MS, ProxyMode, ServiceSpec};
 use super::traffic::DEFAULT_DRAIN_MS;
 use crate::error::Result;
+use crate::grammar;
 use crate::health::{self, Deadline};
-use crate::instance::{VolumeSpec, valid_name};
+use crate::instance::VolumeSpec;
 use crate::runtime::DriverKind;
-use crate::runtime::spec::{Limits, capability, parse_size};
+use crate::runtime::spec::{Limits, capability};
 use crate::store::registry::Remote;
 use crate::toml_doc::{self, Checker, Node, Table, Value};
 
@@ -77,12 +78,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
     let mut out = Vec::new();
     for entry in services.entries {
         let path = services.key(&entry.key);
-        if !valid_name(&entry.key) {
-            return Err(c.err(
-                entry.key_at(),
-                &path,
-                "a service name is letters, digits, '.', '_' and '-', starting with a letter or digit",
-            ));
+        if let Err(e) = grammar::name(&entry.key) {
+            return Err(c.err(entry.key_at(), &path, format!("a service name: {e}")));
         }
         out.push(service(&c, &entry.key, &entry.node, &path)?);
     }
@@ -246,13 +243,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         Some(n) => {
             let key = t.key("memory");
             let s = c.string(n, &key)?;
-            Some(parse_size(s).ok_or_else(|| {
-                c.err(
-                    n.at(),
-                    &key,
-                    format!("{s:?} is not a size (expected e.g. \"512k\", \"256m\", \"1g\")"),
-                )
-            })?)
+            Some(grammar::size(s).map_err(|e| c.err(n.at(), &key, e))?)
         }
         None => None,
     };

@@ -11,9 +11,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::health::{HealthCheck, Probe};
+use crate::instance::{self, Instance};
+use crate::runtime;
 
 /// Runs a command inside the instance: its exit code, or why it could not.
 pub type Exec<'a> = dyn FnMut(&[String], Duration) -> Result<i32, String> + 'a;
@@ -117,7 +120,7 @@ impl Gate {
                 return Verdict::Failed(format!(
                     "health check {what} failed {} times in a row, {} apart: {}",
                     self.strikes,
-                    crate::toml_doc::format_duration(check.interval_ms),
+                    crate::grammar::format_duration(check.interval_ms),
                     self.last_error
                 ));
             }
@@ -129,13 +132,37 @@ impl Gate {
         if now.duration_since(self.started) > self.deadline {
             Verdict::Failed(format!(
                 "not healthy within its deadline of {} ({what}; last result: {})",
-                crate::toml_doc::format_duration(self.deadline.as_millis() as u64),
+                crate::grammar::format_duration(self.deadline.as_millis() as u64),
                 self.last_error
             ))
         } else {
             Verdict::Pending
         }
     }
+}
+
+/// The [`Exec`] of instance `i` of the store at `store_root`: runs a
+/// command inside it through its own driver.
+pub fn exec_in(
+    store_root: &Path,
+    i: &Instance,
+) -> impl FnMut(&[String], Duration) -> Result<i32, String> + use<> {
+    let driver = runtime::driver(i.driver, &instance::runtime_root(store_root));
+    let id = i.id.clone();
+    move |args: &[String], timeout: Duration| {
+        driver.exec(&id, args, timeout).map_err(|e| e.to_string())
+    }
+}
+
+/// Probe instance `i` (of the store at `store_root`) once: `Ok` when
+/// healthy; else what was seen.
+pub fn probe_instance(
+    store_root: &Path,
+    i: &Instance,
+    p: &Probe,
+    timeout: Duration,
+) -> Result<(), String> {
+    probe(p, i.port.unwrap_or(0), timeout, &mut exec_in(store_root, i))
 }
 
 /// One probe. `Ok` when healthy; else what was seen.

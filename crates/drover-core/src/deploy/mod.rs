@@ -41,6 +41,7 @@ pub mod release;
 pub mod spec;
 pub mod traffic;
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -52,10 +53,9 @@ use self::release::{NewRelease, Outcome, Release};
 use self::spec::{ReleaseConfig, Rollout, ServiceSpec};
 use crate::builder::HEALTH_LABEL;
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::health::HealthCheck;
 use crate::instance::{self, State};
-use crate::runtime;
 use crate::state::Reader;
 use crate::store::Store;
 use crate::store::registry::{self, Remote};
@@ -100,16 +100,69 @@ pub struct Report {
     /// Of those, the ones that died within [`converge::MIN_UPTIME`] of starting.
     #[serde(skip)]
     pub crashed_young: u32,
-    pub error: Option<String>,
+    /// Why the deploy failed; in JSON, its message.
+    pub error: Option<Failure>,
     /// What went wrong without stopping the deploy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// The error was another deploy holding the lock (exit code 5).
-    #[serde(skip)]
-    pub busy: bool,
-    /// The error was the deploy policy refusing the image (exit code 6).
-    #[serde(skip)]
-    pub refused: bool,
+}
+
+impl Report {
+    /// Another deploy held the service's lock, so this one did nothing.
+    pub fn busy(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|f| f.kind == ErrorKind::Busy)
+    }
+}
+
+/// Why one service's deploy failed: the error's kind and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.message)
+    }
+}
+
+/// `Ok` when every service of `reports` deployed; else the error a deploy
+/// command ends with, naming every failure. Its kind is
+/// [`ErrorKind::Busy`] when each failure was another deploy holding a lock,
+/// [`ErrorKind::Refused`] when each was the deploy policy, and
+/// [`ErrorKind::Internal`] otherwise: a deploy that was tried and failed,
+/// whatever the cause.
+pub fn outcome(reports: &[Report]) -> Result<()> {
+    let failures: Vec<&Failure> = reports.iter().filter_map(|r| r.error.as_ref()).collect();
+    let Some(first) = failures.first() else {
+        return Ok(());
+    };
+    let kind = match first.kind {
+        k @ (ErrorKind::Busy | ErrorKind::Refused) if failures.iter().all(|f| f.kind == k) => k,
+        _ => ErrorKind::Internal,
+    };
+    Err(Error::Deploy {
+        kind,
+        messages: failures.iter().map(|f| f.message.clone()).collect(),
+    })
 }
 
 /// The release content and image a service spec asks for.
@@ -237,11 +290,7 @@ pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result
                 result.and(lease.release(store.db_mut()))
             });
         report.seconds = started.elapsed().as_secs_f64();
-        if let Err(e) = result {
-            report.busy = matches!(e, Error::Busy { .. });
-            report.refused = matches!(e, Error::Refused { .. });
-            report.error = Some(e.to_string());
-        }
+        report.error = result.err().map(Failure::from);
         reports.push(report);
     }
     Ok(reports)
@@ -342,10 +391,7 @@ pub fn reconcile(store: &mut Store, service: &str) -> Report {
         result.and(lease.release(store.db_mut()))
     });
     report.seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = result {
-        report.busy = matches!(e, Error::Busy { .. });
-        report.error = Some(e.to_string());
-    }
+    report.error = result.err().map(Failure::from);
     report
 }
 
@@ -519,16 +565,10 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
         {
             let mine = current.as_ref().filter(|r| i.release == Some(r.number));
             let healthy = match mine {
-                Some(r) if i.state == State::Running => {
-                    let driver = runtime::driver(i.driver, &instance::runtime_root(store.root()));
-                    let mut exec = |args: &[String], t: Duration| {
-                        driver.exec(&i.id, args, t).map_err(|e| e.to_string())
-                    };
-                    r.config.health.as_ref().map(|h| {
-                        let timeout = Duration::from_millis(h.timeout_ms.min(1000));
-                        gate::probe(&h.probe, i.port.unwrap_or(0), timeout, &mut exec).is_ok()
-                    })
-                }
+                Some(r) if i.state == State::Running => r.config.health.as_ref().map(|h| {
+                    let timeout = Duration::from_millis(h.timeout_ms.min(1000));
+                    gate::probe_instance(store.root(), i, &h.probe, timeout).is_ok()
+                }),
                 _ => None,
             };
             if mine.is_some() && i.state == State::Running && healthy != Some(false) {
@@ -711,4 +751,77 @@ fn config_changes(a: &ReleaseConfig, b: &ReleaseConfig) -> String {
     .filter(|k| a[k] != b[k])
     .collect();
     format!("config: {}", keys.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(service: &str, e: Error) -> Report {
+        Report {
+            service: service.into(),
+            error: Some(e.into()),
+            ..Report::default()
+        }
+    }
+
+    fn busy(service: &str) -> Report {
+        failed(
+            service,
+            Error::Busy {
+                what: format!("service {service}"),
+                reason: "another deploy holds its lock".into(),
+            },
+        )
+    }
+
+    fn refused(service: &str) -> Report {
+        failed(
+            service,
+            Error::Refused {
+                image: "sha256:x".into(),
+                rule: "revoked".into(),
+                reason: "bad".into(),
+            },
+        )
+    }
+
+    fn kind_of(reports: &[Report]) -> Option<ErrorKind> {
+        outcome(reports).err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn a_deploys_outcome_takes_its_kind_from_its_failures() {
+        let ok = Report::default();
+        assert_eq!(kind_of(&[]), None);
+        assert_eq!(kind_of(std::slice::from_ref(&ok)), None);
+        assert_eq!(
+            kind_of(&[ok.clone(), busy("a"), busy("b")]),
+            Some(ErrorKind::Busy)
+        );
+        assert_eq!(
+            kind_of(&[refused("a"), ok.clone()]),
+            Some(ErrorKind::Refused)
+        );
+        // Mixed causes, or any other cause, are a failed deploy.
+        assert_eq!(
+            kind_of(&[busy("a"), refused("b")]),
+            Some(ErrorKind::Internal)
+        );
+        let quarantined = failed("a", Error::Usage("quarantined".into()));
+        assert_eq!(kind_of(&[quarantined]), Some(ErrorKind::Internal));
+        // Every failure is named, and the JSON form of a report keeps its
+        // message as a string.
+        let e = outcome(&[busy("a"), refused("b")]).unwrap_err().to_string();
+        assert!(
+            e.contains("service a is busy") && e.contains("policy refuses"),
+            "{e}"
+        );
+        let json = serde_json::to_value(busy("a")).unwrap();
+        assert_eq!(
+            json["error"],
+            "service a is busy: another deploy holds its lock"
+        );
+        assert!(busy("a").busy() && !refused("a").busy());
+    }
 }

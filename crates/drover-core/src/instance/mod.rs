@@ -33,7 +33,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::json;
 
-pub use prepare::{RunOptions, VolumeSpec, parse_signal, valid_name};
+pub use prepare::{RunOptions, VolumeSpec};
 
 use crate::clock;
 use crate::digest::Digest;

@@ -13,6 +13,7 @@ use super::{Instance, State, bundle_dir, reload, volume_dir};
 use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::grammar;
 use crate::runtime::DriverKind;
 use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, Launch, Limits};
 use crate::state::DbContext;
@@ -79,11 +80,7 @@ impl VolumeSpec {
             Some("ro") => true,
             Some(_) => return Err(bad("the mode must be ro or rw")),
         };
-        if !valid_name(name) {
-            return Err(bad(
-                "a volume name is letters, digits, '.', '_' and '-', starting with a letter or digit",
-            ));
-        }
+        grammar::name(name).map_err(|e| bad(&format!("the volume name: {e}")))?;
         if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
             return Err(bad(
                 "the target must be an absolute path below / without '..'",
@@ -95,37 +92,6 @@ impl VolumeSpec {
             read_only,
         })
     }
-}
-
-/// A name for an instance, volume or service: letters, digits, '.', '_'
-/// and '-', starting with a letter or digit, at most 128 characters.
-pub fn valid_name(name: &str) -> bool {
-    name.len() <= 128
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// `SIGTERM`, `TERM`, `SIGRTMIN+3` or `15` → the signal number.
-pub fn parse_signal(s: &str) -> Option<i32> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    if let Some(off) = name.strip_prefix("RTMIN+") {
-        let n = libc::SIGRTMIN() + off.parse::<i32>().ok()?;
-        return (n <= libc::SIGRTMAX()).then_some(n);
-    }
-    format!("SIG{name}")
-        .parse::<nix::sys::signal::Signal>()
-        .ok()
-        .map(|s| s as i32)
 }
 
 /// Record a new instance of the image `image` (state `created`) and write
@@ -143,12 +109,8 @@ pub(super) fn create(
     let rootfs = unpack::materialize(store, image)?;
     let root = &rootfs.path;
 
-    if let Some(name) = &opts.name
-        && !valid_name(name)
-    {
-        return Err(Error::Usage(format!(
-            "instance name {name:?}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
-        )));
+    if let Some(name) = &opts.name {
+        grammar::name(name).map_err(|e| Error::Usage(format!("instance name: {e}")))?;
     }
 
     let args = match &opts.command {
@@ -241,11 +203,8 @@ pub(super) fn create(
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
-    let stop_signal = match &config.stop_signal {
-        Some(s) => parse_signal(s)
-            .ok_or_else(|| Error::Usage(format!("image {image_ref}: unknown stop signal {s:?}")))?,
-        None => libc::SIGTERM,
-    };
+    let stop_signal = stop_signal(config.stop_signal.as_deref())
+        .map_err(|e| Error::Usage(format!("image {image_ref}: stop signal: {e}")))?;
 
     let launch = Launch {
         id: id.clone(),
@@ -318,6 +277,15 @@ pub(super) fn create(
 }
 
 /// Twelve random hex digits.
+/// The signal number of an image's stop signal (default SIGTERM), read by
+/// the grammar the builder wrote it with.
+fn stop_signal(configured: Option<&str>) -> std::result::Result<i32, String> {
+    match configured {
+        Some(s) => grammar::signal(s).map(grammar::Signal::number),
+        None => Ok(libc::SIGTERM),
+    }
+}
+
 fn new_id() -> Result<String> {
     let mut bytes = [0u8; 6];
     let path = Path::new("/dev/urandom");
@@ -483,13 +451,36 @@ mod tests {
     }
 
     #[test]
-    fn signals_parse_by_name_and_number() {
-        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("quit"), Some(libc::SIGQUIT));
-        assert_eq!(parse_signal("9"), Some(9));
-        assert_eq!(parse_signal("SIGRTMIN+2"), Some(libc::SIGRTMIN() + 2));
-        assert_eq!(parse_signal("SIGNOPE"), None);
-        assert_eq!(parse_signal("0"), None);
+    fn stop_signals_are_read_by_the_one_grammar() {
+        assert_eq!(stop_signal(None), Ok(libc::SIGTERM));
+        assert_eq!(stop_signal(Some("quit")), Ok(libc::SIGQUIT));
+        assert_eq!(stop_signal(Some("9")), Ok(9));
+        assert_eq!(stop_signal(Some("SIGRTMIN+2")), Ok(libc::SIGRTMIN() + 2));
+        assert!(stop_signal(Some("SIGNOPE")).is_err());
+        assert!(stop_signal(Some("0")).is_err());
+    }
+
+    /// Regression (issue 15): the builder accepted `stop_signal = "SIGRTMAX"`
+    /// (its own grammar) and `run` then refused the image, "unknown stop
+    /// signal", because it parsed signals with another.
+    #[test]
+    fn an_image_with_stop_signal_sigrtmax_builds_and_runs() {
+        use crate::builder::{self, BuildOptions, NoProgress};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/bin/app\"\ncontent = \"x\"\nmode = \"0755\"\n\
+                    [config]\nentrypoint = [\"/bin/app\"]\nstop_signal = \"SIGRTMAX\"\n";
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        assert_eq!(def.config.stop_signal.as_deref(), Some("SIGRTMAX"));
+        builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
+        let image = store.resolve("app:1").unwrap().digest;
+        let opts = RunOptions {
+            driver: DriverKind::Fake,
+            ..RunOptions::default()
+        };
+        let inst = create(&mut store, &image, "app:1", &opts).unwrap();
+        assert_eq!(inst.stop_signal, 64);
     }
 
     #[test]

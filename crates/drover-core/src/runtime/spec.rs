@@ -191,23 +191,6 @@ pub fn capability(name: &str) -> Option<&'static str> {
     CAPABILITIES.iter().copied().find(|c| *c == full)
 }
 
-/// `512k`, `256m`, `1g`, `1048576` → bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (digits, shift) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 10),
-        'm' => (&t[..t.len() - 1], 20),
-        'g' => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .and_then(|n| n.checked_shl(shift))
-}
-
 /// The cgroup every instance gets, under one drover parent.
 pub fn cgroups_path(id: &str) -> String {
     format!("/drover/{id}")

@@ -501,26 +501,5 @@ pub fn normalize_tag(name: &str) -> String {
 }
 
 fn validate_tag_name(name: &str) -> Result<()> {
-    let (repo, tag) = name.rsplit_once(':').unwrap_or((name, ""));
-    let repo_ok = !repo.is_empty()
-        && repo
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b))
-        && repo
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !tag.starts_with(['.', '-']);
-    if repo_ok && tag_ok {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "{name:?} is not a valid tag (expected name:tag, name in [a-z0-9._/-], tag in [A-Za-z0-9._-])"
-        )))
-    }
+    crate::grammar::tagged_name(name).map_err(Error::Usage)
 }

@@ -42,6 +42,7 @@ use super::oci::{self, Descriptor, Index, Manifest};
 use super::{Layout, Store, normalize_tag};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::grammar;
 use crate::ledger::NewEntry;
 
 /// Blobs in flight at once, each way.
@@ -93,24 +94,9 @@ impl Remote {
             Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
             _ => (rest, None),
         };
-        let repo_ok = !repository.is_empty()
-            && repository
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b));
-        if !repo_ok {
-            return Err(bad("repository must be [a-z0-9._/-]"));
-        }
-        let tag_ok = |t: &str| {
-            !t.is_empty()
-                && t.len() <= 128
-                && !t.starts_with(['.', '-'])
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        };
-        if tag.as_deref().is_some_and(|t| !tag_ok(t)) {
-            return Err(bad(
-                "a tag is 1-128 of [A-Za-z0-9._-], not starting with . or -",
-            ));
+        grammar::repository(repository).map_err(|e| bad(&e))?;
+        if let Some(t) = &tag {
+            grammar::tag(t).map_err(|e| bad(&e))?;
         }
         Ok(Remote {
             registry: registry.to_string(),

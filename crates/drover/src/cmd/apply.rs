@@ -75,19 +75,6 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     for w in reports.iter().flat_map(|r| &r.warnings) {
         eprintln!("drover: warning: {w}");
     }
-    let failed: Vec<&str> = reports.iter().filter_map(|r| r.error.as_deref()).collect();
-    for e in &failed {
-        eprintln!("drover: error: {e}");
-    }
-    Ok(if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else if reports.iter().all(|r| r.error.is_none() || r.busy) {
-        // Only locks held by other deploys: "busy", as everywhere.
-        ExitCode::from(5)
-    } else if reports.iter().all(|r| r.error.is_none() || r.refused) {
-        // Only images the deploy policy refused.
-        ExitCode::from(6)
-    } else {
-        ExitCode::FAILURE
-    })
+    deploy::outcome(&reports)?;
+    Ok(ExitCode::SUCCESS)
 }

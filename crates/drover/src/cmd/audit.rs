@@ -104,7 +104,8 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
         println!("{line}");
     }
-    Ok(exit(report.is_ok()))
+    report.into_result()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify_export(ctx: &Ctx, file: &Path, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -136,7 +137,14 @@ fn verify_export(ctx: &Ctx, file: &Path, keys: &[PathBuf]) -> anyhow::Result<Exi
         }
         println!("{line}");
     }
-    Ok(exit(report.is_ok()))
+    match &report.problem {
+        None => Ok(ExitCode::SUCCESS),
+        Some(p) => Err(drover_core::Error::corrupt(
+            format!("ledger export {}", file.display()),
+            p.to_string(),
+        )
+        .into()),
+    }
 }
 
 fn export(
@@ -264,12 +272,4 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
         .iter()
         .map(|p| PublicKey::load(p))
         .collect::<Result<_, _>>()?)
-}
-
-fn exit(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    }
 }

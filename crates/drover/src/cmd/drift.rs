@@ -24,8 +24,9 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-/// Exit 0 when nothing drifted, 3 when something did (as `verify` on
-/// corrupt blobs), so it cannot be mistaken for an error (1).
+/// Succeeds when nothing drifted; fails with a check failure (exit 3, as
+/// `verify` on corrupt blobs) when something did, so drift cannot be
+/// mistaken for an error (1).
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let mut budget = Budget::unlimited();
@@ -56,7 +57,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            !report.is_clean()
+            (!report.is_clean()).then(|| {
+                format!(
+                    "{} drifted from its baseline: {} difference(s)",
+                    report.root.display(),
+                    report.findings.len()
+                )
+            })
         }
         None => {
             let target = match &a.target {
@@ -99,12 +106,18 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                     start.elapsed().as_secs_f64()
                 );
             }
-            sweep.drifted()
+            sweep.drifted().then(|| {
+                let drifted = sweep
+                    .instances
+                    .iter()
+                    .filter(|i| !i.findings.is_empty())
+                    .count();
+                format!("{drifted} instance(s) drifted from their release")
+            })
         }
     };
-    Ok(if drifted {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    match drifted {
+        Some(what) => Err(drover_core::Error::Check(what).into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

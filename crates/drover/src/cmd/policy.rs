@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if ctx.json {
         output::json(&verdict)?;
     }
-    Ok(match verdict {
+    match verdict {
         Verdict::Allowed { passed } => {
             if !ctx.json {
                 for (rule, how) in &passed {
@@ -69,16 +69,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 }
                 println!("allowed by {}", policy.source);
             }
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
-        Verdict::Refused(r) => {
-            if !ctx.json {
-                eprintln!(
-                    "drover: policy refuses image {}: rule {}: {}",
-                    r.image, r.rule, r.reason
-                );
-            }
-            ExitCode::from(6)
+        // Exit 6, from the error's kind, as for any refusal.
+        Verdict::Refused(r) => Err(drover_core::Error::Refused {
+            image: r.image,
+            rule: r.rule.to_string(),
+            reason: r.reason,
         }
-    })
+        .into()),
+    }
 }

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use drover_core::grammar;
 use drover_core::instance::{self, Exit, RunOptions, VolumeSpec};
 use drover_core::runtime::DriverKind;
 use drover_core::runtime::spec::{DEFAULT_TMPFS_BYTES, Limits};
@@ -28,8 +29,8 @@ pub struct Args {
     #[arg(short, long)]
     port: Option<u16>,
     /// Memory limit, e.g. 256m or 1g.
-    #[arg(long, value_name = "SIZE")]
-    memory: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = grammar::size)]
+    memory: Option<u64>,
     /// CPU limit in cores, e.g. 0.5.
     #[arg(long)]
     cpus: Option<f64>,
@@ -40,8 +41,8 @@ pub struct Args {
     #[arg(long)]
     nofile: Option<u64>,
     /// Size of the /tmp tmpfs (/run gets a quarter).
-    #[arg(long, value_name = "SIZE")]
-    tmp_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = grammar::size)]
+    tmp_size: Option<u64>,
     /// Keep a capability (all are dropped by default), e.g. NET_BIND_SERVICE.
     #[arg(long = "cap-add", value_name = "CAP")]
     cap_add: Vec<String>,
@@ -78,11 +79,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         volumes,
         port: a.port,
         limits: Limits {
-            memory_bytes: a
-                .memory
-                .as_deref()
-                .map(|s| size("--memory", s))
-                .transpose()?,
+            memory_bytes: a.memory,
             pids: a.pids,
             millicpus: a.cpus.map(|c| (c * 1000.0).round() as u64),
             nofile: a.nofile,
@@ -92,10 +89,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         driver: DriverKind::parse(&a.driver)?,
         service: None,
         release: None,
-        tmpfs_bytes: match &a.tmp_size {
-            Some(s) => size("--tmp-size", s)?,
-            None => DEFAULT_TMPFS_BYTES,
-        },
+        tmpfs_bytes: a.tmp_size.unwrap_or(DEFAULT_TMPFS_BYTES),
     };
     let mut store = ctx.store()?;
     if !a.wait {
@@ -118,14 +112,4 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         Some(Exit::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
         _ => ExitCode::FAILURE,
     })
-}
-
-/// `512k`, `256m`, `1g`, `1048576` → bytes.
-fn size(flag: &str, s: &str) -> anyhow::Result<u64> {
-    match drover_core::runtime::spec::parse_size(s) {
-        Some(n) => Ok(n),
-        None => bail!(drover_core::Error::Usage(format!(
-            "{flag} {s:?}: expected a size such as 512k, 256m or 1g"
-        ))),
-    }
 }

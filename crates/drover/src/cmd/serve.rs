@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use drover_core::deploy::spec::ProxyMode;
 use drover_core::drift::Budget;
+use drover_core::grammar;
 use drover_core::reconcile;
 use drover_core::store::Store;
 use drover_core::supervisor::{self, Backend, Listen, Say};
@@ -40,22 +41,23 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     drift_threads: usize,
     /// Bytes per second a drift scan may read, e.g. "200m" ("0": unlimited).
-    #[arg(long, default_value = "200m")]
-    drift_rate: String,
+    #[arg(long, default_value = "200m", value_name = "SIZE", value_parser = rate)]
+    drift_rate: u64,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    drover_core::builder::def::parse_duration(s).map(Duration::from_millis)
+    grammar::duration_ms(s).map(Duration::from_millis)
+}
+
+/// A size, or "0" for no limit.
+fn rate(s: &str) -> Result<u64, String> {
+    match s {
+        "0" => Ok(0),
+        s => grammar::size(s),
+    }
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
-    let rate = match a.drift_rate.as_str() {
-        "0" => None,
-        s => Some(
-            drover_core::runtime::spec::parse_size(s)
-                .ok_or_else(|| anyhow::anyhow!("--drift-rate {s:?} is not a size like \"200m\""))?,
-        ),
-    };
     let opts = supervisor::Options {
         store: ctx.store_dir.clone(),
         reconcile: reconcile::Options {
@@ -65,7 +67,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         drift_interval: (!a.drift_interval.is_zero()).then_some(a.drift_interval),
         drift_budget: Budget {
             threads: a.drift_threads.max(1),
-            bytes_per_sec: rate,
+            bytes_per_sec: (a.drift_rate > 0).then_some(a.drift_rate),
             low_priority: true,
         },
     };

@@ -15,7 +15,8 @@ pub struct Args {
     key: Vec<PathBuf>,
 }
 
-/// Print the chain as a tree; exit 0 when every link holds, else 3.
+/// Print the chain as a tree; fail with a check failure (exit 3) unless
+/// every link holds.
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let trust = trace::Trust {
@@ -36,11 +37,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    Ok(if root.all_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    if !root.all_ok() {
+        return Err(drover_core::Error::Check(format!(
+            "trace of {}: not every link holds",
+            a.target
+        ))
+        .into());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_link(l: &Link, first: &str, rest: &str) {

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use drover_core::Error;
 use drover_core::trust::signature;
 
 use super::Ctx;
@@ -22,9 +23,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `drover verify REF --key PUB`: exit 0 when a trusted key signed the
+/// `drover verify REF --key PUB`: succeed when a trusted key signed the
 /// image (signatures that fail to verify are listed, but only decide when
-/// there is no good one), else 3.
+/// there is no good one), else fail with a check failure (exit 3).
 fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let keys = ctx.trusted_keys(keys)?;
@@ -52,11 +53,10 @@ fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCod
             Some(p) => println!("{}: NOT verified: {p}", image.digest),
         }
     }
-    Ok(if problem.is_none() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    match problem {
+        None => Ok(ExitCode::SUCCESS),
+        Some(p) => Err(Error::Check(format!("image {} is not verified: {p}", image.digest)).into()),
+    }
 }
 
 fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -88,9 +88,12 @@ fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    if !report.ok() {
+        return Err(Error::corrupt(
+            "store",
+            format!("{} problem(s) among its blobs", report.problems.len()),
+        )
+        .into());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,526 @@
+//! `drover.toml`'s rules: every key and value of a definition checked into
+//! the types of the parent module, each error located (see its docs). The
+//! value grammars themselves are [`crate::grammar`]'s.
+
+use std::collections::HashSet;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use super::{
+    Base, Compression, CopyLayer, DEFAULT_FILE_MODE, DEFAULT_TAG, FileLayer, ImageDef, LayerDef,
+    RuntimeConfig, compile_glob,
+};
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::grammar;
+use crate::health::{self, Deadline};
+use crate::toml_doc::{Checker, Kinded, Node, Table, Value, index_key};
+
+const TOP_KEYS: &[&str] = &["image", "layer", "config"];
+const IMAGE_KEYS: &[&str] = &["name", "tag", "compression", "compression_level", "base"];
+const BASE_KEYS: &[&str] = &["image", "layout", "digest"];
+const LAYER_KINDS: &[&str] = &["copy", "file"];
+const COPY_KEYS: &[&str] = &[
+    "kind", "src", "dest", "include", "exclude", "mode", "dir_mode", "owner", "xattrs",
+];
+const FILE_KEYS: &[&str] = &["kind", "dest", "content", "mode", "owner"];
+const CONFIG_KEYS: &[&str] = &[
+    "entrypoint",
+    "cmd",
+    "env",
+    "workdir",
+    "user",
+    "ports",
+    "labels",
+    "stop_signal",
+    "health",
+];
+
+/// `drover.toml`'s rules, on top of the generic [`Checker`] (whose helpers
+/// its methods call as `self.string(..)`, `self.table(..)`).
+pub(super) struct Def<'a>(pub(super) Checker<'a>);
+
+impl<'a> Deref for Def<'a> {
+    type Target = Checker<'a>;
+
+    fn deref(&self) -> &Checker<'a> {
+        &self.0
+    }
+}
+
+impl Def<'_> {
+    pub(super) fn image_def(&self, root: &Node, file: &Path, context: PathBuf) -> Result<ImageDef> {
+        let top = self.table(root, "", TOP_KEYS)?;
+        let Some(image) = top.get("image") else {
+            return Err(self.err(
+                0,
+                "image",
+                "missing required table (a definition starts with [image] and name = \"...\")",
+            ));
+        };
+        let image = self.table(image, "image", IMAGE_KEYS)?;
+
+        let name_node =
+            self.required(&image, "name", "the repository name, e.g. name = \"hello\"")?;
+        let name = self.string(name_node, "image.name")?;
+        grammar::repository(name).map_err(|e| self.err(name_node.at(), "image.name", e))?;
+
+        let tag = match image.get("tag") {
+            None => DEFAULT_TAG.to_string(),
+            Some(node) => {
+                let tag = self.string(node, "image.tag")?;
+                grammar::tag(tag).map_err(|e| self.err(node.at(), "image.tag", e))?;
+                tag.to_string()
+            }
+        };
+
+        let compression = match image.get("compression") {
+            None => None,
+            Some(node) => {
+                let s = self.string(node, "image.compression")?;
+                Some(
+                    s.parse()
+                        .map_err(|e: String| self.err(node.at(), "image.compression", e))?,
+                )
+            }
+        };
+
+        let compression_level = match image.get("compression_level") {
+            None => None,
+            Some(node) => {
+                let key = "image.compression_level";
+                let n = self.integer(node, key)?;
+                let c: Compression = compression.unwrap_or_default();
+                let level = u32::try_from(n).ok().filter(|l| c.levels().contains(l));
+                Some(level.ok_or_else(|| {
+                    let r = c.levels();
+                    self.err(
+                        node.at(),
+                        key,
+                        format!(
+                            "{n} is not a {c} level (expected {} to {})",
+                            r.start(),
+                            r.end()
+                        ),
+                    )
+                })?)
+            }
+        };
+
+        let base = match image.get("base") {
+            None => Base::Scratch,
+            Some(node) => self.base(node, &context)?,
+        };
+
+        let layers = match top.get("layer") {
+            None => Vec::new(),
+            Some(node) => {
+                let items = self.array(node, "layer", "an array of tables ([[layer]])")?;
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.layer(item, &index_key("layer", i)))
+                    .collect::<Result<_>>()?
+            }
+        };
+
+        let config = match top.get("config") {
+            None => RuntimeConfig::default(),
+            Some(node) => self.config(node)?,
+        };
+
+        Ok(ImageDef {
+            file: file.to_path_buf(),
+            context,
+            name: name.to_string(),
+            tag,
+            compression,
+            compression_level,
+            base,
+            layers,
+            config,
+        })
+    }
+
+    fn base(&self, node: &Node, context: &Path) -> Result<Base> {
+        const KEY: &str = "image.base";
+        const FORMS: &str = "\"scratch\", { image = \"sha256:...\" } or \
+                             { layout = \"dir\", digest = \"sha256:...\" }";
+        if let Value::String(s) = &node.value {
+            if s == "scratch" {
+                return Ok(Base::Scratch);
+            }
+            return Err(self.err(
+                node.at(),
+                KEY,
+                format!("{s:?} is not a base (expected {FORMS})"),
+            ));
+        }
+        if !matches!(node.value, Value::Table(_)) {
+            return Err(self.wrong_type(node, KEY, &format!("one of {FORMS}")));
+        }
+        let table = self.table(node, KEY, BASE_KEYS)?;
+        let digest = |node: &Node, key: &str| -> Result<Digest> {
+            let path = table.key(key);
+            self.string(node, &path)?
+                .parse()
+                .map_err(|e| self.err(node.at(), &path, e))
+        };
+        match (table.get("image"), table.get("layout")) {
+            (Some(_), Some(layout)) => Err(self.err(
+                layout.at(),
+                &table.key("layout"),
+                "a base is either image = \"sha256:...\" or layout = \"dir\", not both",
+            )),
+            (Some(image), None) => {
+                if let Some(extra) = table.get("digest") {
+                    return Err(self.err(
+                        extra.at(),
+                        &table.key("digest"),
+                        "only used with layout (a store base is pinned by image = \"sha256:...\" itself)",
+                    ));
+                }
+                Ok(Base::Store(digest(image, "image")?))
+            }
+            (None, Some(layout)) => {
+                let dir = self.string(layout, &table.key("layout"))?;
+                if dir.is_empty() {
+                    return Err(self.err(
+                        layout.at(),
+                        &table.key("layout"),
+                        "empty (expected the OCI layout directory, relative to the definition's directory)",
+                    ));
+                }
+                let digest_node = self.required(
+                    &table,
+                    "digest",
+                    "a layout base also needs the manifest digest: digest = \"sha256:...\"",
+                )?;
+                Ok(Base::Layout {
+                    dir: context.join(dir),
+                    digest: digest(digest_node, "digest")?,
+                })
+            }
+            (None, None) => Err(self.err(
+                table.at,
+                KEY,
+                format!("expected image or layout in the table ({FORMS})"),
+            )),
+        }
+    }
+
+    fn layer(&self, node: &Node, path: &str) -> Result<LayerDef> {
+        let table = self.as_table(node, path)?;
+        let kind = self.kind(&table, LAYER_KINDS, "layer")?;
+        let all: Vec<&str> = COPY_KEYS.iter().chain(FILE_KEYS).copied().collect();
+        let kinded = Kinded {
+            all: &all,
+            what: format!("{kind:?} layer"),
+        };
+        let allowed = if kind == "copy" { COPY_KEYS } else { FILE_KEYS };
+        self.check_keys(&table, allowed, Some(&kinded))?;
+        if kind == "copy" {
+            self.copy_layer(&table).map(LayerDef::Copy)
+        } else {
+            self.file_layer(&table).map(LayerDef::File)
+        }
+    }
+
+    fn copy_layer(&self, t: &Table<'_>) -> Result<CopyLayer> {
+        let src_node = self.required(
+            t,
+            "src",
+            "the directory to copy, relative to the build context, e.g. src = \"rootfs\" or \".\"",
+        )?;
+        let src_key = t.key("src");
+        let src = normalize_relative(self.string(src_node, &src_key)?)
+            .map_err(|e| self.err(src_node.at(), &src_key, e))?;
+
+        let dest_node = self.required(
+            t,
+            "dest",
+            "the absolute path in the image, e.g. dest = \"/\"",
+        )?;
+        let dest_key = t.key("dest");
+        let dest = normalize_absolute(self.string(dest_node, &dest_key)?)
+            .map_err(|e| self.err(dest_node.at(), &dest_key, e))?;
+
+        let include = match t.get("include") {
+            None => vec!["**".to_string()],
+            Some(node) => {
+                let globs = self.globs(node, &t.key("include"))?;
+                if globs.is_empty() {
+                    return Err(self.err(
+                        node.at(),
+                        &t.key("include"),
+                        "empty, so nothing would be copied (omit include to copy everything)",
+                    ));
+                }
+                globs
+            }
+        };
+        let exclude = match t.get("exclude") {
+            None => Vec::new(),
+            Some(node) => self.globs(node, &t.key("exclude"))?,
+        };
+
+        Ok(CopyLayer {
+            src,
+            dest,
+            include,
+            exclude,
+            mode: self.opt_mode(t, "mode")?,
+            dir_mode: self.opt_mode(t, "dir_mode")?,
+            owner: self.opt_owner(t)?,
+            xattrs: match t.get("xattrs") {
+                None => false,
+                Some(node) => self.boolean(node, &t.key("xattrs"))?,
+            },
+        })
+    }
+
+    fn file_layer(&self, t: &Table<'_>) -> Result<FileLayer> {
+        let dest_node = self.required(
+            t,
+            "dest",
+            "the file's absolute path, e.g. dest = \"/etc/motd\"",
+        )?;
+        let dest_key = t.key("dest");
+        let raw = self.string(dest_node, &dest_key)?;
+        let dest = normalize_absolute(raw).map_err(|e| self.err(dest_node.at(), &dest_key, e))?;
+        if dest == "/" || raw.ends_with('/') {
+            return Err(self.err(
+                dest_node.at(),
+                &dest_key,
+                format!(
+                    "{raw:?} is a directory (a file layer's dest names a file, e.g. \"/etc/motd\")"
+                ),
+            ));
+        }
+        let content_node =
+            self.required(t, "content", "the file's text, e.g. content = \"hello\\n\"")?;
+        let content = self.string(content_node, &t.key("content"))?.to_string();
+        Ok(FileLayer {
+            dest,
+            content,
+            mode: self.opt_mode(t, "mode")?.unwrap_or(DEFAULT_FILE_MODE),
+            owner: self.opt_owner(t)?.unwrap_or((0, 0)),
+        })
+    }
+
+    fn globs(&self, node: &Node, key: &str) -> Result<Vec<String>> {
+        let items = self.array(node, key, "an array of glob strings")?;
+        let mut globs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let key = index_key(key, i);
+            let pattern = self.string(item, &key)?;
+            if pattern.starts_with('/') {
+                return Err(self.err(
+                    item.at(),
+                    &key,
+                    format!("{pattern:?} is absolute (globs match paths relative to src, e.g. \"etc/**\")"),
+                ));
+            }
+            if let Err(e) = compile_glob(pattern) {
+                return Err(self.err(
+                    item.at(),
+                    &key,
+                    format!("{pattern:?} is not a valid glob: {}", e.kind()),
+                ));
+            }
+            globs.push(pattern.to_string());
+        }
+        Ok(globs)
+    }
+
+    fn opt_mode(&self, t: &Table<'_>, name: &str) -> Result<Option<u32>> {
+        let Some(node) = t.get(name) else {
+            return Ok(None);
+        };
+        let key = t.key(name);
+        let s = match &node.value {
+            Value::String(s) => s,
+            Value::Integer(_) => {
+                return Err(self.err(
+                    node.at(),
+                    &key,
+                    "expected an octal string such as \"0644\", found an integer \
+                     (TOML integers are decimal; quote the mode)",
+                ));
+            }
+            _ => return Err(self.wrong_type(node, &key, "an octal string such as \"0644\"")),
+        };
+        grammar::mode(s)
+            .map(Some)
+            .map_err(|e| self.err(node.at(), &key, e))
+    }
+
+    fn opt_owner(&self, t: &Table<'_>) -> Result<Option<(u32, u32)>> {
+        let Some(node) = t.get("owner") else {
+            return Ok(None);
+        };
+        let key = t.key("owner");
+        let s = self.string(node, &key)?;
+        grammar::owner(s)
+            .map(Some)
+            .map_err(|e| self.err(node.at(), &key, e))
+    }
+
+    fn config(&self, node: &Node) -> Result<RuntimeConfig> {
+        let t = self.table(node, "config", CONFIG_KEYS)?;
+        let mut config = RuntimeConfig::default();
+        if let Some(node) = t.get("entrypoint") {
+            config.entrypoint = Some(self.strings(node, &t.key("entrypoint"))?);
+        }
+        if let Some(node) = t.get("cmd") {
+            config.cmd = Some(self.strings(node, &t.key("cmd"))?);
+        }
+        if let Some(node) = t.get("env") {
+            config.env = self.string_map(node, &t.key("env"), grammar::env_name)?;
+        }
+        if let Some(node) = t.get("workdir") {
+            let key = t.key("workdir");
+            let workdir = normalize_absolute(self.string(node, &key)?)
+                .map_err(|e| self.err(node.at(), &key, e))?;
+            config.workdir = Some(workdir);
+        }
+        if let Some(node) = t.get("user") {
+            let key = t.key("user");
+            let user = self.string(node, &key)?;
+            grammar::user(user).map_err(|e| self.err(node.at(), &key, e))?;
+            config.user = Some(user.to_string());
+        }
+        if let Some(node) = t.get("ports") {
+            config.ports = self.ports(node, &t.key("ports"))?;
+        }
+        if let Some(node) = t.get("labels") {
+            config.labels = self.string_map(node, &t.key("labels"), |name| {
+                if name.is_empty() {
+                    Err("a label key must not be empty".to_string())
+                } else {
+                    Ok(())
+                }
+            })?;
+        }
+        if let Some(node) = t.get("stop_signal") {
+            config.stop_signal = Some(self.signal(node, &t.key("stop_signal"))?);
+        }
+        if let Some(node) = t.get("health") {
+            config.health = Some(health::parse(
+                self,
+                node,
+                &t.key("health"),
+                Deadline::Refused,
+            )?);
+        }
+        Ok(config)
+    }
+
+    fn ports(&self, node: &Node, path: &str) -> Result<Vec<String>> {
+        let items = self.array(node, path, "an array of ports such as \"8080/tcp\" or 8080")?;
+        let mut ports = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = index_key(path, i);
+            let port = match &item.value {
+                Value::Integer(n) => grammar::exposed_port(&n.to_string()),
+                Value::String(s) => grammar::exposed_port(s),
+                _ => {
+                    return Err(self.wrong_type(item, &key, "a port such as \"8080/tcp\" or 8080"));
+                }
+            };
+            let Some(port) = port else {
+                let written = match &item.value {
+                    Value::String(s) => format!("{s:?}"),
+                    Value::Integer(n) => n.to_string(),
+                    _ => unreachable!("non-port types returned above"),
+                };
+                return Err(self.err(
+                    item.at(),
+                    &key,
+                    format!(
+                        "{written} is not a port (expected 1-65535, optionally with /tcp, /udp \
+                         or /sctp, e.g. \"8080/tcp\" or 8080)"
+                    ),
+                ));
+            };
+            if !seen.insert(port.clone()) {
+                return Err(self.err(item.at(), &key, format!("{port} is listed twice")));
+            }
+            ports.push(port);
+        }
+        Ok(ports)
+    }
+
+    fn signal(&self, node: &Node, key: &str) -> Result<String> {
+        let written = match &node.value {
+            Value::String(s) => s.clone(),
+            Value::Integer(n) => n.to_string(),
+            _ => {
+                return Err(self.wrong_type(
+                    node,
+                    key,
+                    "a signal name such as \"SIGTERM\" or a number",
+                ));
+            }
+        };
+        grammar::signal(&written)
+            .map(|s| s.to_string())
+            .map_err(|e| self.err(node.at(), key, e))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Paths.
+
+/// An absolute path in the image, without empty or `.` components or a
+/// trailing `/`; `..` is refused rather than resolved.
+pub(super) fn normalize_absolute(path: &str) -> std::result::Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{path:?} is not absolute (expected a path in the image starting with '/', e.g. \"/app\")"
+        ));
+    }
+    let parts = components(path)?;
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// A path relative to the build context, without empty or `.` components;
+/// `"."` for the context itself. Absolute paths and `..` are refused.
+pub(super) fn normalize_relative(path: &str) -> std::result::Result<String, String> {
+    if path.is_empty() {
+        return Err(
+            "empty (expected a path relative to the build context; \".\" is all of it)".into(),
+        );
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "{path:?} is absolute (expected a path relative to the build context, e.g. \"rootfs\" or \".\")"
+        ));
+    }
+    let parts = components(path)?;
+    Ok(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
+}
+
+fn components(path: &str) -> std::result::Result<Vec<&str>, String> {
+    if path.contains('\0') {
+        return Err(format!("{path:?} contains a NUL byte"));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "{path:?} contains \"..\" (paths may not climb out of their root)"
+                ));
+            }
+            part => parts.push(part),
+        }
+    }
+    Ok(parts)
+}

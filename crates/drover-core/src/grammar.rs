@@ -1,0 +1,572 @@
+//! Every small value grammar drover reads, each written once: signals,
+//! durations, sizes, names (instances, volumes, services, repositories,
+//! tags), and the few `drover.toml` values (users, environment names,
+//! modes, owners, ports).
+//!
+//! Every reader of such a value calls the function here — the definition
+//! parser, the fleet parser, `drover run`, `drover serve`'s flags, the
+//! instance launcher, the store's tag check and the registry reference
+//! parser — so a value one of them accepts is never refused by another.
+//! (That happened: the builder accepted `stop_signal = "SIGRTMAX"` and
+//! `drover run` then refused the image's stop signal as unknown.)
+//!
+//! Each parser returns a message that names the value and says what is
+//! expected; callers add where it came from (a key path and position, a
+//! flag). This module is a leaf: it depends on nothing else of drover.
+
+use std::fmt;
+
+// ---------------------------------------------------------------------------
+// Durations.
+
+/// Parses a duration such as `"500ms"`, `"5s"`, `"1m30s"` or `"1h"` into
+/// milliseconds: whole numbers, each with a unit (`h`, `m`, `s`, `ms`), largest
+/// unit first, each unit at most once. `"0"` is also accepted.
+pub fn duration_ms(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a duration (expected whole numbers with units h, m, s or ms, \
+             largest first, e.g. \"500ms\", \"5s\", \"1m30s\")"
+        )
+    };
+    let too_long = || format!("{s:?} is too long a duration");
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = s;
+    let mut total: u64 = 0;
+    let mut previous_rank = u8::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
+        rest = &rest[digits..];
+        // Check "ms" before "m".
+        let (unit_ms, rank, unit_len) = if rest.starts_with("ms") {
+            (1, 0, 2)
+        } else if rest.starts_with('s') {
+            (1_000, 1, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 2, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 3, 1)
+        } else {
+            return Err(bad());
+        };
+        if rank >= previous_rank {
+            return Err(bad());
+        }
+        previous_rank = rank;
+        rest = &rest[unit_len..];
+        total = n
+            .checked_mul(unit_ms)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(too_long)?;
+    }
+    Ok(total)
+}
+
+/// Formats milliseconds the way [`duration_ms`] reads them (`"1m30s"`).
+pub fn format_duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, name) in [(3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")] {
+        if rest >= unit {
+            out.push_str(&format!("{}{name}", rest / unit));
+            rest %= unit;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Sizes.
+
+/// `512k`, `256m`, `1g`, `1048576` (any case, an optional trailing `b`:
+/// `256MB`) → bytes; binary units (k = 1024). Zero is not a size.
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_shl(shift).filter(|b| b >> shift == n))
+        .ok_or_else(|| {
+            format!("{s:?} is not a size (expected a number of bytes with an optional k, m or g, e.g. \"512k\", \"256m\", \"1g\")")
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Signals.
+
+/// Linux signal names in number order (x86-64 and arm64 numbering), without
+/// the `SIG` prefix.
+const SIGNALS: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+];
+/// glibc's SIGRTMIN and SIGRTMAX (32 and 33 are reserved by the C library).
+/// Fixed rather than asked of the host's libc: an image names its signal
+/// once, and it must mean the same number wherever it runs.
+const SIGRTMIN: u8 = 34;
+const SIGRTMAX: u8 = 64;
+
+/// A signal an instance can be sent: 1–31 or a real-time signal 34–64.
+/// Displays as its canonical name: `SIGTERM`, `SIGRTMIN`, `SIGRTMIN+3`,
+/// `SIGRTMAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(u8);
+
+impl Signal {
+    pub fn number(self) -> i32 {
+        i32::from(self.0)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            n @ 1..=31 => write!(f, "SIG{}", SIGNALS[usize::from(n) - 1]),
+            SIGRTMIN => f.write_str("SIGRTMIN"),
+            SIGRTMAX => f.write_str("SIGRTMAX"),
+            n => write!(f, "SIGRTMIN+{}", n - SIGRTMIN),
+        }
+    }
+}
+
+/// A signal name (any case, with or without `SIG`: `SIGTERM`, `term`),
+/// `SIGRTMIN`, `SIGRTMAX`, `SIGRTMIN+n`, `SIGRTMAX-n`, or a number 1–31 or
+/// 34–64.
+pub fn signal(s: &str) -> Result<Signal, String> {
+    parse_signal(s).map(Signal).ok_or_else(|| {
+        format!(
+            "{s:?} is not a signal (expected a name such as \"SIGTERM\" or \"SIGINT\", \
+             \"SIGRTMIN+n\", \"SIGRTMAX-n\", or a number 1-31 or 34-64)"
+        )
+    })
+}
+
+fn parse_signal(s: &str) -> Option<u8> {
+    if let Some(n) = decimal_u32(s) {
+        return match n {
+            1..=31 => Some(n as u8),
+            n if (u32::from(SIGRTMIN)..=u32::from(SIGRTMAX)).contains(&n) => Some(n as u8),
+            _ => None,
+        };
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let name = match name {
+        "IOT" => "ABRT",
+        "POLL" => "IO",
+        "CLD" => "CHLD",
+        other => other,
+    };
+    if let Some(i) = SIGNALS.iter().position(|n| *n == name) {
+        return Some(i as u8 + 1);
+    }
+    let offset = |rest: &str| {
+        decimal_u32(rest)
+            .filter(|k| *k <= u32::from(SIGRTMAX - SIGRTMIN))
+            .map(|k| k as u8)
+    };
+    match name {
+        "RTMIN" => Some(SIGRTMIN),
+        "RTMAX" => Some(SIGRTMAX),
+        _ => {
+            if let Some(rest) = name.strip_prefix("RTMIN+") {
+                Some(SIGRTMIN + offset(rest)?)
+            } else if let Some(rest) = name.strip_prefix("RTMAX-") {
+                Some(SIGRTMAX - offset(rest)?)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Names.
+
+/// A name for an instance, volume or service: letters, digits, '.', '_'
+/// and '-', starting with a letter or digit, at most 128 characters.
+pub fn name(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 128
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a name (expected letters, digits, '.', '_' and '-', starting with a \
+             letter or digit, at most 128 characters)"
+        ))
+    }
+}
+
+/// The OCI distribution spec's repository name:
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
+pub fn repository(s: &str) -> Result<(), String> {
+    if is_repository(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a repository name (expected lowercase letters and digits, \
+             separated by '.', '_', '__' or '-' and joined by '/', e.g. \"hello\" or \"team/web\")"
+        ))
+    }
+}
+
+fn is_repository(name: &str) -> bool {
+    name.split('/').all(|component| {
+        let bytes = component.as_bytes();
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+            return false;
+        };
+        if !alnum(first) || !alnum(last) {
+            return false;
+        }
+        // Between alphanumeric runs: ".", "_", "__" or any number of "-".
+        let mut i = 0;
+        while i < bytes.len() {
+            if alnum(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && !alnum(bytes[i]) {
+                i += 1;
+            }
+            let sep = &component[start..i];
+            let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|b| b == b'-');
+            if !ok {
+                return false;
+            }
+        }
+        true
+    })
+}
+
+/// The OCI tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn tag(s: &str) -> Result<(), String> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-';
+    let bytes = s.as_bytes();
+    if (1..=128).contains(&bytes.len())
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes.iter().all(|b| ok(*b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a tag (expected 1 to 128 of A-Z a-z 0-9 _ . -, \
+             not starting with '.' or '-', e.g. \"1.0\")"
+        ))
+    }
+}
+
+/// `repository:tag`, as the store names an image (both parts required).
+pub fn tagged_name(s: &str) -> Result<(), String> {
+    let ok = s
+        .rsplit_once(':')
+        .is_some_and(|(r, t)| is_repository(r) && tag(t).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid tag (expected name:tag, e.g. \"team/web:1.0\": a repository \
+             name of lowercase letters and digits separated by '.', '_', '__' or '-' and joined \
+             by '/', and a tag of 1 to 128 of A-Z a-z 0-9 _ . -, not starting with '.' or '-')"
+        ))
+    }
+}
+
+/// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn env_name(s: &str) -> Result<(), String> {
+    let mut bytes = s.bytes();
+    let ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an environment variable name \
+             (expected letters, digits and '_', not starting with a digit)"
+        ))
+    }
+}
+
+/// `uid`, `uid:gid`, `name`, `name:group` (and mixes): numbers fit a u32,
+/// names are `[A-Za-z_][A-Za-z0-9_.-]*`, at most 32 characters.
+pub fn user(s: &str) -> Result<(), String> {
+    let part = |p: &str| {
+        if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            return p.parse::<u32>().is_ok();
+        }
+        let mut bytes = p.bytes();
+        p.len() <= 32
+            && bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    let ok = match s.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a user (expected \"uid\", \"uid:gid\", \"name\" or \
+             \"name:group\", e.g. \"1000:1000\" or \"nobody\")"
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Numbers: modes, owners, ports.
+
+/// Digits only: `u32::from_str` accepts a leading '+', which a mode, id or
+/// signal number never has.
+fn decimal_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// An octal mode string (`"644"`, `"0644"`, `"4755"`), at most `0o7777`.
+pub fn mode(s: &str) -> Result<u32, String> {
+    let ok = !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    ok.then(|| u32::from_str_radix(s, 8).ok())
+        .flatten()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            format!("{s:?} is not an octal mode (expected e.g. \"0644\", at most 0o7777)")
+        })
+}
+
+/// `"uid:gid"`, both decimal.
+pub fn owner(s: &str) -> Result<(u32, u32), String> {
+    s.split_once(':')
+        .and_then(|(u, g)| Some((decimal_u32(u)?, decimal_u32(g)?)))
+        .ok_or_else(|| {
+            format!("{s:?} is not a numeric owner (expected \"uid:gid\", e.g. \"1000:1000\")")
+        })
+}
+
+/// `"8080"`, `"8080/tcp"`, `"53/udp"`, `"9/sctp"` into `"<port>/<proto>"`;
+/// `None` if it is not one (the caller words the message: it may have
+/// been written as an integer).
+pub fn exposed_port(s: &str) -> Option<String> {
+    let (number, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    if !matches!(proto, "tcp" | "udp" | "sctp") {
+        return None;
+    }
+    let port = decimal_u32(number)?;
+    (1..=65535)
+        .contains(&port)
+        .then(|| format!("{port}/{proto}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("0", 0),
+            ("0s", 0),
+            ("500ms", 500),
+            ("5s", 5_000),
+            ("1m", 60_000),
+            ("1m30s", 90_000),
+            ("1h2m3s4ms", 3_723_004),
+            ("90s", 90_000),
+        ] {
+            assert_eq!(duration_ms(text), Ok(ms), "{text}");
+            if ms > 0 {
+                assert_eq!(duration_ms(&format_duration(ms)), Ok(ms));
+            }
+        }
+        for bad in [
+            "", "5", "s", "1.5s", "-1s", "1s1m", "1s1s", "5 s", "1d", "+5s",
+        ] {
+            assert!(duration_ms(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(
+            duration_ms("99999999999999999999h")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert_eq!(format_duration(90_000), "1m30s");
+        assert_eq!(format_duration(0), "0s");
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, bytes) in [
+            ("1", 1),
+            ("1048576", 1 << 20),
+            ("512k", 512 << 10),
+            ("256m", 256 << 20),
+            ("256M", 256 << 20),
+            ("256MB", 256 << 20),
+            ("1g", 1 << 30),
+            (" 2G ", 2 << 30),
+        ] {
+            assert_eq!(size(text), Ok(bytes), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0m",
+            "k",
+            "1.5g",
+            "-1",
+            "1t",
+            "1GiB",
+            "99999999999999999g",
+        ] {
+            let e = size(bad).unwrap_err();
+            assert!(e.contains("is not a size"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn signals_normalize() {
+        for (input, canonical, number) in [
+            ("SIGTERM", "SIGTERM", 15),
+            ("term", "SIGTERM", 15),
+            ("Sigint", "SIGINT", 2),
+            ("9", "SIGKILL", 9),
+            ("SIGIOT", "SIGABRT", 6),
+            ("poll", "SIGIO", 29),
+            ("SIGRTMIN", "SIGRTMIN", 34),
+            ("34", "SIGRTMIN", 34),
+            ("SIGRTMIN+3", "SIGRTMIN+3", 37),
+            ("37", "SIGRTMIN+3", 37),
+            ("SIGRTMAX-1", "SIGRTMIN+29", 63),
+            ("64", "SIGRTMAX", 64),
+            ("SIGRTMAX", "SIGRTMAX", 64),
+            ("RTMIN+30", "SIGRTMAX", 64),
+        ] {
+            let s = signal(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!((s.to_string().as_str(), s.number()), (canonical, number));
+            // The canonical name reads back as the same signal.
+            assert_eq!(signal(&s.to_string()), Ok(s), "{input}");
+        }
+        for bad in [
+            "",
+            "SIG",
+            "SIGNOPE",
+            "0",
+            "32",
+            "33",
+            "65",
+            "+9",
+            "SIGRTMIN+31",
+            "SIGRTMAX-31",
+            "SIGRTMIN+-1",
+        ] {
+            let e = signal(bad).unwrap_err();
+            assert!(e.contains("is not a signal"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "web-1", "A.b_c", &"x".repeat(128)] {
+            assert_eq!(name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "a b",
+            "a/b",
+            "a:b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "a", "a1", "a.b", "a_b", "a__b", "a---b", "team/web", "x/y/z9",
+        ] {
+            assert_eq!(repository(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "A", "a___b", "a._b", "/a", "a//b", "a.", "é", "a..b", "-a", "a/", "a_-b", "",
+        ] {
+            assert!(repository(bad).is_err(), "{bad}");
+        }
+        assert_eq!(tag(&"a".repeat(128)), Ok(()));
+        assert_eq!(tag("_x"), Ok(()));
+        for bad in [".v1", "-v1", "v1+build", "", "ta/g", &"a".repeat(129)] {
+            assert!(tag(bad).is_err(), "{bad:?}");
+        }
+        for good in ["app:1", "team/web:1.0", "a:_x"] {
+            assert_eq!(tagged_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "app", "Bad:1", "a b:1", "x:", "_x:1", "x:.1", "x:ta/g", ":1",
+        ] {
+            assert!(tagged_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn users_env_names_modes_owners_ports() {
+        for good in [
+            "0",
+            "1000:1000",
+            "nobody",
+            "www-data:www-data",
+            "app:0",
+            "_x",
+        ] {
+            assert_eq!(user(good), Ok(()), "{good}");
+        }
+        for bad in ["", ":", "1000:", ":1000", "a:b:c", "4294967296", "1x", "-a"] {
+            assert!(user(bad).is_err(), "{bad}");
+        }
+        assert!(env_name("_A1").is_ok() && env_name("").is_err() && env_name("A-B").is_err());
+        assert_eq!(mode("0644"), Ok(0o644));
+        assert_eq!(mode("4755"), Ok(0o4755));
+        for bad in ["", "0999", "17777", "+644", "0x1"] {
+            assert!(mode(bad).is_err(), "{bad}");
+        }
+        assert_eq!(owner("1000:100"), Ok((1000, 100)));
+        for bad in ["1000", "a:b", "+1:1", "1:", "4294967296:0"] {
+            assert!(owner(bad).is_err(), "{bad}");
+        }
+        assert_eq!(exposed_port("8080").as_deref(), Some("8080/tcp"));
+        assert_eq!(exposed_port("53/udp").as_deref(), Some("53/udp"));
+        for bad in ["0", "65536", "80/http", "", "+80"] {
+            assert_eq!(exposed_port(bad), None, "{bad}");
+        }
+    }
+}
