@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use serde_json::json;
 
 use crate::clock;
@@ -32,7 +31,7 @@ use crate::deploy::{self, Report, gate, release, traffic};
 use crate::error::Result;
 use crate::instance::{self, Instance, State};
 use crate::ledger::NewEntry;
-use crate::state::{Db, DbContext};
+use crate::state::Db;
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -107,20 +106,7 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         None => {}
     }
     db.write(|tx| {
-        tx.sql().execute(
-            "INSERT INTO service_health (service, restarts, failures, backoff_until, last_error, \
-             updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (service) DO UPDATE SET \
-             restarts = ?2, failures = ?3, backoff_until = ?4, last_error = ?5, updated = ?6",
-            params![
-                report.service,
-                h.restarts,
-                h.failures,
-                h.backoff_until,
-                h.last_error,
-                clock::now_rfc3339()
-            ],
-        )
-        .db_ctx(tx.path())?;
+        tx.save_service_health(&report.service, &h)?;
         if let (Some(why), Some(until)) = (&failed, h.backoff_until) {
             tx.record(NewEntry::new(
                 "service.backoff",
@@ -141,17 +127,7 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
 /// lifted (`drover revoke`). Heartbeats, leases and drains do not, so they
 /// cost no pass.
 fn fingerprint(db: &Db) -> Result<String> {
-    db.conn()
-        .query_row(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM instance_transitions) || '/' || \
-             (SELECT coalesce(max(updated), '') FROM services) || '/' || \
-             (SELECT count(*) FROM releases) || '/' || \
-             (SELECT count(*) FROM instances WHERE condemned IS NOT NULL AND state != 'deleted') || '/' || \
-             (SELECT count(*) || ':' || coalesce(max(time), '') FROM revocations)",
-            [],
-            |r| r.get(0),
-        )
-        .db_ctx(db.path())
+    db.read().changes()
 }
 
 /// Runs passes when they are due; see the module docs.

@@ -35,7 +35,6 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use serde_json::json;
 
 use super::gate::{self, Gate, Verdict};
@@ -49,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
 use crate::ledger::NewEntry;
 use crate::runtime;
-use crate::state::DbContext;
+
 use crate::store::Store;
 use crate::trust::policy;
 
@@ -350,16 +349,7 @@ fn heal(store: &mut Store, service: &str, i: &Instance) -> Result<Option<Option<
     let recorded = store.db_mut().write(|tx| {
         // Already recorded, or not a crash at all: a stop someone asked for
         // whose instance was not removed yet.
-        let skip: bool = tx
-            .sql()
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM ledger WHERE action = 'service.heal' \
-                 AND subjects LIKE ?1) OR EXISTS (SELECT 1 FROM instance_transitions \
-                 WHERE instance = ?2 AND to_state = 'stopping')",
-                params![format!("%\"{}\"%", i.id), i.id],
-                |r| r.get(0),
-            )
-            .db_ctx(tx.path())?;
+        let skip = tx.read().heal_recorded_or_stopped(&i.id)?;
         if skip {
             return Ok(false);
         }

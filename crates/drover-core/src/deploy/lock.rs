@@ -13,12 +13,10 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
-
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime;
-use crate::state::{Db, DbContext, Tx};
+use crate::state::{Db, LeaseRow, Tx};
 
 /// How long a lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -98,31 +96,23 @@ pub fn acquire(db: &mut Db, name: &str, wait: bool) -> Result<Lease> {
 type Taken = std::result::Result<Lease, (String, i64)>;
 
 fn try_acquire(tx: &Tx<'_>, name: &str, holder: &str) -> Result<Taken> {
-    let row: Option<(String, i64, i64)> = tx
-        .sql()
-        .query_row(
-            "SELECT holder, token, expires FROM locks WHERE name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .db_ctx(tx.path())?;
     let now = now_ms();
-    let token = match &row {
-        Some((other, _, expires)) if *expires > now && !holder_is_dead(other) => {
-            return Ok(Err((other.clone(), *expires)));
+    let token = match tx.lease(name)? {
+        Some(l) if l.expires > now && !holder_is_dead(&l.holder) => {
+            return Ok(Err((l.holder, l.expires)));
         }
-        Some((_, token, _)) => token + 1,
+        Some(l) => l.token + 1,
         None => 1,
     };
     let expires_ms = now + LEASE.as_millis() as i64;
-    tx.sql()
-        .execute(
-            "INSERT INTO locks (name, holder, token, expires) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (name) DO UPDATE SET holder = ?2, token = ?3, expires = ?4",
-            params![name, holder, token, expires_ms],
-        )
-        .db_ctx(tx.path())?;
+    tx.put_lease(
+        name,
+        &LeaseRow {
+            holder: holder.to_string(),
+            token,
+            expires: expires_ms,
+        },
+    )?;
     Ok(Ok(Lease {
         name: name.to_string(),
         token,
@@ -135,15 +125,7 @@ impl Lease {
     /// Fail unless this lease is still the lock's current one. Call inside
     /// the transaction of every write made under the lock.
     pub fn check(&self, tx: &Tx<'_>) -> Result<()> {
-        let token: Option<i64> = tx
-            .sql()
-            .query_row(
-                "SELECT token FROM locks WHERE name = ?1",
-                [&self.name],
-                |r| r.get(0),
-            )
-            .optional()
-            .db_ctx(tx.path())?;
+        let token = tx.lease(&self.name)?.map(|l| l.token);
         if token == Some(self.token) {
             Ok(())
         } else {
@@ -167,12 +149,7 @@ impl Lease {
         let expires = now + LEASE.as_millis() as i64;
         db.write(|tx| {
             self.check(tx)?;
-            tx.sql()
-                .execute(
-                    "UPDATE locks SET expires = ?3 WHERE name = ?1 AND token = ?2",
-                    params![self.name, self.token, expires],
-                )
-                .db_ctx(tx.path())
+            tx.set_lease_expiry(&self.name, self.token, expires)
         })?;
         self.expires_ms = expires;
         Ok(())
@@ -180,15 +157,7 @@ impl Lease {
 
     /// Give the lock up (the token stays, so the next holder's is higher).
     pub fn release(self, db: &mut Db) -> Result<()> {
-        db.write(|tx| {
-            tx.sql()
-                .execute(
-                    "UPDATE locks SET expires = 0 WHERE name = ?1 AND token = ?2",
-                    params![self.name, self.token],
-                )
-                .db_ctx(tx.path())
-                .map(drop)
-        })
+        db.write(|tx| tx.set_lease_expiry(&self.name, self.token, 0).map(drop))
     }
 }
 

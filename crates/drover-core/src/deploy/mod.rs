@@ -671,7 +671,7 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                     }
                 }
             }
-            new_release = Some(release::next_number(db.read(), &spec.name)?);
+            new_release = Some(db.read().next_release_number(&spec.name)?);
             if let Some(config) = &config
                 && let Some((n, why)) =
                     release::quarantined(db.read(), &spec.name, &image, &config.digest())?

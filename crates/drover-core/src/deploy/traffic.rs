@@ -17,13 +17,11 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
-
 use super::lock::Lease;
 use crate::clock;
 use crate::error::Result;
 use crate::runtime;
-use crate::state::{Db, DbContext, Tx};
+use crate::state::{Db, Tx};
 
 /// A proxy whose heartbeat is older than this is taken for gone.
 pub const PROXY_FRESH: Duration = Duration::from_secs(3);
@@ -43,12 +41,7 @@ pub struct Route {
 /// the caller's transaction (a deploy writes it with its next step's).
 pub fn mark_ready(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
     for id in ids {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET ready_at = ?2 WHERE id = ?1 AND ready_at IS NULL",
-                params![id, clock::now_ms()],
-            )
-            .db_ctx(tx.path())?;
+        tx.mark_ready(id)?;
     }
     Ok(())
 }
@@ -57,27 +50,14 @@ pub fn mark_ready(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
 /// replacement is ready: the service's strategy replaces it like an old
 /// release's instance (surge first), and drains it before it stops.
 pub fn condemn(db: &mut Db, id: &str, why: &str) -> Result<()> {
-    db.write(|tx| {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET condemned = ?2 WHERE id = ?1",
-                params![id, why],
-            )
-            .db_ctx(tx.path())
-            .map(drop)
-    })
+    db.write(|tx| tx.condemn(id, why, false))
 }
 
 /// The instance failed its health check while serving: out of traffic at
 /// once, and to be replaced. Records an `instance.unhealthy` ledger entry.
 pub fn fail(db: &mut Db, id: &str, service: &str, why: &str) -> Result<()> {
     db.write(|tx| {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1",
-                params![id, format!("unhealthy: {why}")],
-            )
-            .db_ctx(tx.path())?;
+        tx.condemn(id, &format!("unhealthy: {why}"), true)?;
         tx.record(crate::ledger::NewEntry::new(
             "instance.unhealthy",
             [id.to_string()],
@@ -89,66 +69,34 @@ pub fn fail(db: &mut Db, id: &str, service: &str, why: &str) -> Result<()> {
 
 /// Every routable instance: running, ready and not draining.
 pub fn routes(db: &Db) -> Result<Vec<Route>> {
-    let mut stmt = db
-        .conn()
-        .prepare_cached(
-            "SELECT service, id, port FROM instances WHERE state = 'running' AND service IS NOT \
-             NULL AND port IS NOT NULL AND ready_at IS NOT NULL AND drain_at IS NULL \
-             ORDER BY service, created, id",
-        )
-        .db_ctx(db.path())?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(Route {
-                service: r.get(0)?,
-                instance: r.get(1)?,
-                port: r.get(2)?,
-            })
+    Ok(db
+        .read()
+        .routable()?
+        .into_iter()
+        .map(|(service, instance, port)| Route {
+            service,
+            instance,
+            port,
         })
-        .db_ctx(db.path())?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+        .collect())
 }
 
 /// Instances being drained that no proxy has reported drained yet.
 /// (service, instance) pairs.
 pub fn draining(db: &Db) -> Result<Vec<(String, String)>> {
-    let mut stmt = db
-        .conn()
-        .prepare_cached(
-            "SELECT service, id FROM instances WHERE drain_at IS NOT NULL AND drained_at IS NULL \
-             AND state != 'deleted' AND service IS NOT NULL",
-        )
-        .db_ctx(db.path())?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .db_ctx(db.path())?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+    db.read().draining()
 }
 
 /// A proxy reports that nothing is in flight to `id` any more.
 pub fn ack_drained(db: &mut Db, id: &str) -> Result<()> {
-    db.write(|tx| {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET drained_at = ?2 WHERE id = ?1 AND drained_at IS NULL",
-                params![id, clock::now_ms()],
-            )
-            .db_ctx(tx.path())
-            .map(drop)
-    })
+    db.write(|tx| tx.ack_drained(id))
 }
 
 /// A proxy says it is alive and routing `services`.
 pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
     db.write(|tx| {
         for s in services {
-            tx.sql()
-                .execute(
-                    "INSERT INTO proxies (service, holder, heartbeat) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (service) DO UPDATE SET holder = ?2, heartbeat = ?3",
-                    params![s, holder, clock::now_ms()],
-                )
-                .db_ctx(tx.path())?;
+            tx.proxy_heartbeat(s, holder)?;
         }
         Ok(())
     })
@@ -156,23 +104,12 @@ pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
 
 /// A proxy that stops routing says so, so no deploy waits for it.
 pub fn unregister(db: &mut Db, holder: &str) -> Result<()> {
-    db.write(|tx| {
-        tx.sql()
-            .execute("DELETE FROM proxies WHERE holder = ?1", [holder])
-            .db_ctx(tx.path())
-            .map(drop)
-    })
+    db.write(|tx| tx.remove_proxies(holder))
 }
 
 fn proxy_alive(db: &Db, service: &str) -> Result<bool> {
     let since = clock::now_ms() - PROXY_FRESH.as_millis() as i64;
-    db.conn()
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM proxies WHERE service = ?1 AND heartbeat >= ?2)",
-            params![service, since],
-            |r| r.get(0),
-        )
-        .db_ctx(db.path())
+    db.read().proxy_alive(service, since)
 }
 
 /// Stop new traffic to `ids` and wait (at most `timeout`) until the
@@ -192,30 +129,14 @@ pub fn drain(
     let now = clock::now_ms();
     db.write(|tx| {
         for id in ids {
-            tx.sql()
-                .execute(
-                    "UPDATE instances SET drain_at = ?2 WHERE id = ?1 AND drain_at IS NULL",
-                    params![id, now],
-                )
-                .db_ctx(tx.path())?;
+            tx.start_drain(id, now)?;
         }
         Ok(())
     })?;
     let t = Instant::now();
     runtime::wait_until(timeout, || {
         lease.renew(db)?;
-        let pending: i64 = db
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT count(*) FROM instances WHERE drained_at IS NULL \
-                     AND state IN ('created', 'running') AND id IN ({})",
-                    ids.iter().map(|_| "?").collect::<Vec<_>>().join(", ")
-                ),
-                rusqlite::params_from_iter(ids),
-                |r| r.get(0),
-            )
-            .db_ctx(db.path())?;
+        let pending = db.read().undrained(ids)?;
         Ok(pending == 0 || !proxy_alive(db, service)?)
     })?;
     Ok(t.elapsed())
@@ -225,6 +146,8 @@ pub fn drain(
 mod tests {
     use super::*;
     use crate::deploy::lock;
+    use crate::state::DbContext;
+    use rusqlite::params;
 
     fn db_with(ids: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();

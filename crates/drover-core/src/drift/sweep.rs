@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Instant, SystemTime};
 
-use rusqlite::params;
 use serde::Serialize;
 use serde_json::json;
 
@@ -19,7 +18,6 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::instance::{self, Instance, State};
 use crate::ledger::NewEntry;
-use crate::state::DbContext;
 use crate::store::{Store, unpack};
 
 /// Which instances to check.
@@ -213,19 +211,7 @@ fn root_identity(inst: &Instance) -> Option<Drift> {
 fn record(store: &mut Store, inst: &Instance, findings: &[Drift], action: &str) -> Result<()> {
     let all = serde_json::to_string(findings).expect("findings serialize");
     store.db_mut().write(|tx| {
-        tx.sql()
-            .execute(
-                "INSERT INTO drift_findings (time, instance, image, findings, action) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    clock::now_rfc3339(),
-                    inst.id,
-                    inst.image.to_string(),
-                    all,
-                    action
-                ],
-            )
-            .db_ctx(tx.path())?;
+        tx.add_drift(&inst.id, &inst.image, &all, action)?;
         if findings.is_empty() {
             return Ok(());
         }
@@ -247,18 +233,7 @@ fn record(store: &mut Store, inst: &Instance, findings: &[Drift], action: &str) 
 /// The last recorded drift result of an instance: when, what, and what was
 /// done (`None`: never scanned).
 pub fn last(store: &Store, id: &str) -> Result<Option<(String, Vec<serde_json::Value>, String)>> {
-    use rusqlite::OptionalExtension;
-    let db = store.db();
-    let row: Option<(String, String, String)> = db
-        .conn()
-        .query_row(
-            "SELECT time, findings, action FROM drift_findings WHERE instance = ?1 \
-             ORDER BY seq DESC LIMIT 1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .db_ctx(db.path())?;
+    let row = store.db().read().last_drift(id)?;
     Ok(row.map(|(t, f, a)| (t, serde_json::from_str(&f).unwrap_or_default(), a)))
 }
 

@@ -29,7 +29,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::json;
 
@@ -40,7 +39,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
 use crate::runtime::{self, DriverKind, spec::Launch};
-use crate::state::{Db, DbContext, Reader, Tx};
+use crate::state::{Db, InstanceRow, Reader, Tx};
 use crate::store::Store;
 use crate::trust::policy::{self, Operation, Origin};
 
@@ -202,73 +201,61 @@ pub fn volume_dir(store_root: &Path, name: &str) -> PathBuf {
     store_root.join("volumes").join(name)
 }
 
-const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
-     monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
-     stop_signal, launch, service, ready_at, drain_at, condemned, config_digest";
-
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
-    let bad = |i: usize, what: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
-    };
-    let driver: String = row.get(5)?;
-    let state: String = row.get(6)?;
-    let launch: String = row.get(18)?;
-    let exit_code: Option<i32> = row.get(15)?;
-    let exit_signal: Option<i32> = row.get(16)?;
-    let state = State::parse(&state).ok_or_else(|| bad(6, format!("unknown state {state:?}")))?;
-    let exit = match (exit_code, exit_signal) {
-        (Some(c), _) => Some(Exit::Code(c)),
-        (None, Some(s)) => Some(Exit::Signal(s)),
-        (None, None) if matches!(state, State::Exited | State::Deleted) => Some(Exit::Unknown),
-        _ => None,
-    };
-    Ok(Instance {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        image: row.get(2)?,
-        image_ref: row.get(3)?,
-        release: row.get(4)?,
-        driver: DriverKind::parse(&driver).map_err(|e| bad(5, e.to_string()))?,
-        state,
-        pid: row.get(7)?,
-        pid_start: row.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-        monitor_pid: row.get(9)?,
-        monitor_start: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
-        port: row.get(11)?,
-        created: row.get(12)?,
-        started: row.get(13)?,
-        finished: row.get(14)?,
-        exit,
-        stop_signal: row.get(17)?,
-        launch: serde_json::from_str(&launch).map_err(|e| bad(18, e.to_string()))?,
-        service: row.get(19)?,
-        ready_at: row.get(20)?,
-        drain_at: row.get(21)?,
-        condemned: row.get(22)?,
-        config_digest: row.get(23)?,
-    })
+impl Instance {
+    /// Decode a recorded row; a value drover never writes is corruption.
+    fn from_row(row: InstanceRow) -> Result<Instance> {
+        let bad = |what: String| {
+            Error::corrupt(format!("instance {} in the state database", row.id), what)
+        };
+        let state = State::parse(&row.state)
+            .ok_or_else(|| bad(format!("unknown state {:?}", row.state)))?;
+        let exit = match (row.exit_code, row.exit_signal) {
+            (Some(c), _) => Some(Exit::Code(c)),
+            (None, Some(s)) => Some(Exit::Signal(s)),
+            (None, None) if matches!(state, State::Exited | State::Deleted) => Some(Exit::Unknown),
+            _ => None,
+        };
+        let driver = DriverKind::parse(&row.driver).map_err(|e| bad(e.to_string()))?;
+        let launch = serde_json::from_str(&row.launch).map_err(|e| bad(format!("launch: {e}")))?;
+        Ok(Instance {
+            id: row.id,
+            name: row.name,
+            image: row.image,
+            image_ref: row.image_ref,
+            release: row.release,
+            driver,
+            state,
+            pid: row.pid,
+            pid_start: row.pid_start,
+            monitor_pid: row.monitor_pid,
+            monitor_start: row.monitor_start,
+            port: row.port,
+            created: row.created,
+            started: row.started,
+            finished: row.finished,
+            exit,
+            stop_signal: row.stop_signal,
+            launch,
+            service: row.service,
+            ready_at: row.ready_at,
+            drain_at: row.drain_at,
+            condemned: row.condemned,
+            config_digest: row.config_digest,
+        })
+    }
 }
 
 /// Every instance, oldest first; deleted ones only with `all`.
 pub fn list(db: &Db, all: bool) -> Result<Vec<Instance>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM instances {} ORDER BY created, id",
-        if all { "" } else { "WHERE state != 'deleted'" }
-    );
-    let mut stmt = db.conn().prepare(&sql).db_ctx(db.path())?;
-    let rows = stmt.query_map([], from_row).db_ctx(db.path())?;
-    rows.collect::<rusqlite::Result<_>>().db_ctx(db.path())
+    db.read()
+        .instances(all)?
+        .into_iter()
+        .map(Instance::from_row)
+        .collect()
 }
 
 fn get(r: Reader<'_>, id: &str) -> Result<Option<Instance>> {
-    r.sql()
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"),
-            [id],
-            from_row,
-        )
-        .optional()
-        .db_ctx(r.path())
+    r.instance(id)?.map(Instance::from_row).transpose()
 }
 
 /// The instance `key` names: its id, a unique prefix of it, or its name
@@ -339,34 +326,12 @@ fn transition_in(
         return Ok(false);
     }
     let now = clock::now_rfc3339();
-    tx.sql()
-        .execute(
-            "UPDATE instances SET state = ?2 WHERE id = ?1",
-            params![id, to.as_str()],
-        )
-        .db_ctx(tx.path())?;
-    tx.sql()
-        .execute(
-            "INSERT INTO instance_transitions (instance, time, from_state, to_state) \
-         VALUES (?1, ?2, ?3, ?4)",
-            params![id, now, inst.state.as_str(), to.as_str()],
-        )
-        .db_ctx(tx.path())?;
+    tx.set_instance_state(id, inst.state.as_str(), to.as_str(), &now)?;
     if let Some((pid, start)) = change.pid {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET pid = ?2, pid_start = ?3, started = ?4 WHERE id = ?1",
-                params![id, pid, start.map(|s| s as i64), now],
-            )
-            .db_ctx(tx.path())?;
+        tx.set_instance_process(id, pid, start, &now)?;
     }
     if let Some((pid, start)) = change.monitor {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
-                params![id, pid, start.map(|s| s as i64)],
-            )
-            .db_ctx(tx.path())?;
+        tx.set_instance_monitor(id, pid, start)?;
     }
     let mut details = json!({
         "image": inst.image.to_string(),
@@ -392,11 +357,7 @@ fn transition_in(
             Exit::Signal(s) => (None, Some(s)),
             Exit::Unknown => (None, None),
         };
-        tx.sql().execute(
-            "UPDATE instances SET finished = ?2, exit_code = ?3, exit_signal = ?4 WHERE id = ?1",
-            params![id, now, code, signal],
-        )
-        .db_ctx(tx.path())?;
+        tx.set_instance_exit(id, &now, code, signal)?;
         details["exit"] = json!(exit.to_string());
     }
     if let Some(action) = action {
@@ -570,11 +531,7 @@ fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
 fn discard(store: &mut Store, inst: &Instance) {
     let _ = runtime::driver(inst.driver, &runtime_root(store.root())).delete(&inst.id);
     let _ = fs::remove_dir_all(inst.bundle(store.root()));
-    let _ = store.db_mut().write(|tx| {
-        tx.sql()
-            .execute("DELETE FROM instances WHERE id = ?1", [&inst.id])
-            .db_ctx(tx.path())
-    });
+    let _ = store.db_mut().write(|tx| tx.delete_instance(&inst.id));
 }
 
 /// Stop an instance: its stop signal, then SIGKILL after `grace`. Returns
@@ -689,16 +646,7 @@ fn delete_row(store: &mut Store, inst: &Instance) -> Result<bool> {
 /// A monitor takes charge of a created instance. `false` if it was removed
 /// meanwhile, or another monitor has it.
 pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Result<bool> {
-    db.write(|tx| {
-        tx.sql()
-            .execute(
-                "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 \
-             WHERE id = ?1 AND state = 'created' AND monitor_pid IS NULL",
-                params![id, pid, start.map(|s| s as i64)],
-            )
-            .db_ctx(tx.path())
-            .map(|n| n == 1)
-    })
+    db.write(|tx| tx.claim_instance(id, pid, start))
 }
 
 /// Copy the instance's log to `out`; with `follow`, keep copying as it grows

@@ -7,16 +7,13 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use rusqlite::params;
-
 use super::{Instance, State, bundle_dir, reload, volume_dir};
-use crate::clock;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::grammar;
 use crate::runtime::DriverKind;
 use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, Launch, Limits};
-use crate::state::DbContext;
+use crate::state::NewInstance;
 use crate::store::{Store, unpack};
 
 /// What `drover run` was asked for, beyond the image.
@@ -229,41 +226,25 @@ pub(super) fn create(
 
     let launch_json = serde_json::to_string(&launch).expect("launch serializes");
     let inserted = store.db_mut().write(|tx| {
-        if let Some(name) = &opts.name {
-            let taken: i64 = tx
-                .sql()
-                .query_row(
-                    "SELECT count(*) FROM instances WHERE name = ?1 AND state != 'deleted'",
-                    [name],
-                    |r| r.get(0),
-                )
-                .db_ctx(tx.path())?;
-            if taken > 0 {
-                return Ok(false);
-            }
+        if let Some(name) = &opts.name
+            && tx.read().instance_name_taken(name)?
+        {
+            return Ok(false);
         }
-        tx.sql()
-            .execute(
-                "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
-             created, stop_signal, launch, service, config_digest) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    id,
-                    opts.name,
-                    image.to_string(),
-                    image_ref,
-                    opts.release,
-                    opts.driver.as_str(),
-                    State::Created.as_str(),
-                    port,
-                    clock::now_rfc3339(),
-                    stop_signal,
-                    launch_json,
-                    opts.service,
-                    config_digest.to_string()
-                ],
-            )
-            .db_ctx(tx.path())?;
+        tx.insert_instance(&NewInstance {
+            id: &id,
+            name: opts.name.as_deref(),
+            image,
+            image_ref,
+            release: opts.release,
+            driver: opts.driver.as_str(),
+            state: State::Created.as_str(),
+            port: Some(port),
+            stop_signal,
+            launch: &launch_json,
+            service: opts.service.as_deref(),
+            config_digest: &config_digest,
+        })?;
         Ok(true)
     })?;
     if !inserted {

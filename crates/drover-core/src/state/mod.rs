@@ -49,9 +49,14 @@
 //! each waits up to [`BUSY_TIMEOUT`] for the other. Content itself (blobs)
 //! lives on disk beside the database; the database only names it.
 
+mod drift;
 mod images;
+mod instances;
+mod leases;
 mod ledger;
 mod migrations;
+mod proxies;
+mod releases;
 mod revocations;
 
 use std::cell::OnceCell;
@@ -62,6 +67,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 pub use images::{Referrer, Tag};
+pub use instances::{InstanceRow, NewInstance};
+pub use leases::LeaseRow;
+pub use releases::{NewReleaseRow, Outcome, Quarantined, ReleaseOf, ServiceHealth, ServiceOf};
 pub use revocations::Revocation;
 
 use crate::error::{Error, IoContext, Result};
@@ -160,7 +168,8 @@ impl Db {
         }
     }
 
-    /// The raw connection, for this crate's queries and tests.
+    /// The raw connection, for tests that play someone editing the file.
+    #[cfg(test)]
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -227,10 +236,29 @@ impl<'a> Reader<'a> {
         self.path
     }
 
-    /// The connection, for this crate's queries that have not moved into a
-    /// noun module here yet.
+    /// The connection, for the noun modules' queries.
     pub(crate) fn sql(&self) -> &'a Connection {
         self.conn
+    }
+
+    /// Change notification, by polling: a value that differs whenever
+    /// something a reconciler must react to was committed (an instance
+    /// changed state, a service or its releases changed, an instance was
+    /// condemned, a revocation was made or lifted). Heartbeats, leases and
+    /// drains do not change it, so they cost no reconcile pass. (A backend
+    /// with notifications, PostgreSQL's `LISTEN`, can wake on the same set.)
+    pub fn changes(&self) -> Result<String> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT coalesce(max(seq), 0) FROM instance_transitions) || '/' || \
+                 (SELECT coalesce(max(updated), '') FROM services) || '/' || \
+                 (SELECT count(*) FROM releases) || '/' || \
+                 (SELECT count(*) FROM instances WHERE condemned IS NOT NULL AND state != 'deleted') || '/' || \
+                 (SELECT count(*) || ':' || coalesce(max(time), '') FROM revocations)",
+                [],
+                |r| r.get(0),
+            )
+            .db_ctx(self.path)
     }
 }
 
@@ -283,8 +311,7 @@ impl Tx<'_> {
         self.tx.commit().db_ctx(self.path)
     }
 
-    /// The transaction, for this crate's statements that have not moved
-    /// into a noun module here yet.
+    /// The transaction, for the noun modules' statements.
     pub(crate) fn sql(&self) -> &Transaction<'_> {
         &self.tx
     }
