@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the whole test suite: scripts/test.sh [extra cargo test args...]
 #
-#   scripts/test.sh                      # everything
-#   scripts/test.sh -p drover-core       # one crate
-#   scripts/test.sh --test interop       # one integration test file
-#   scripts/test.sh -- --nocapture       # args after -- go to the test binaries
+#   scripts/test.sh                         # everything
+#   scripts/test.sh -p drover-core          # one crate
+#   scripts/test.sh --test tests            # the integration tests (one binary)
+#   scripts/test.sh --test tests interop::  # one topic of them: tests/interop.rs
+#   scripts/test.sh -- --nocapture          # args after -- go to the test binaries
 #
 # Exit code is cargo's.
 set -euo pipefail

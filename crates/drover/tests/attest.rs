@@ -2,7 +2,7 @@
 //! tools (securesystemslib's DSSE verifier, spdx-tools' validator, from
 //! `.test-venv`) accept them as they are stored.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! (scripts/verify-ledger-export.py) accept, and every kind of tampering with
 //! the export or the database is caught, naming the line or entry.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //!
 //! Each case starts from a store that already holds one build, so "unchanged"
 //! means something.
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

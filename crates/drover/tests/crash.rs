@@ -3,7 +3,7 @@
 //! partial blob under a real digest, lists only manifests it has, keeps an
 //! intact ledger, and finishes the job on the next run; two builds (and a gc)
 //! running at once into one store all succeed.
-mod common;
+use crate::common;
 use common::*;
 
 use std::collections::BTreeSet;

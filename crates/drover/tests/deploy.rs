@@ -3,7 +3,7 @@
 //! automatic rollback and quarantine, manual rollback, locks, and `apply`
 //! killed at many points. Needs root (CI runs as root).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! `drover drift --image`: the real binary scanning an unpacked root.
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -3,7 +3,7 @@
 //! Every behavioural test runs once per driver (see `both_drivers!`).
 //! Needs root (CI runs as root); skipped with a message otherwise.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

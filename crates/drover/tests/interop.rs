@@ -6,7 +6,7 @@
 //! umoci 0.4 refuses zstd layers ("blob is not correct mediatype"), so zstd
 //! images are unpacked with umoci only when it can, and always checked with
 //! skopeo, buildah and by decompressing every layer with `zstd`.
-mod common;
+use crate::common;
 use common::*;
 
 use std::collections::BTreeMap;

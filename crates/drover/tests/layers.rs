@@ -1,6 +1,6 @@
 //! What a layer holds: include/exclude globs, mode and owner overrides,
 //! extended attributes, a single-file copy, and a base image from the store.
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

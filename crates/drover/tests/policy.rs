@@ -5,7 +5,7 @@
 //! `policy.refuse` ledger entry; revoked instances are flagged by `status`
 //! and `serve` moves a service off a revoked image. The tests that run
 //! instances need root and busybox (CI has both).
-mod common;
+use crate::common;
 
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! port with its storage in a temp dir, and killed when the test ends.
 //! Distribution 2.8 has no referrers API, so referrers travel through the
 //! referrers tag schema here.
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

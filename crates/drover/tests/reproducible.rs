@@ -6,7 +6,7 @@
 //! Every condition builds the same logical tree in a new temp dir and a new
 //! store (unless the condition *is* the store's state) and is compared with
 //! one reference build of `sample_tree`.
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

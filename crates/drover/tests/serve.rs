@@ -5,7 +5,7 @@
 //! proxying, and drift made behind drover's back found and replaced.
 //! Needs root (CI runs as root).
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! The basic loop through the real binary: build, list, inspect, tag, rmi, gc.
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -3,7 +3,7 @@
 //! reach, references resolve (or fail with exit 4), the ledger records every
 //! mutation and `audit verify` catches tampering, and `index.json` comes back
 //! when deleted.
-mod common;
+use crate::common;
 use common::*;
 
 use std::collections::BTreeSet;

@@ -3,7 +3,7 @@
 //! checked; a broken link (corrupt blob, untrusted key, revocation) fails
 //! the trace at that link with exit 3.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -51,7 +51,7 @@ const FILE_PIECE: u64 = 4 << 20;
 const FORMAT: &str = "drover-layer-v1";
 
 /// How to build a layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     /// The mtime of every entry.
     pub mtime: u64,

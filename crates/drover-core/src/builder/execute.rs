@@ -1,0 +1,477 @@
+//! Carrying out a build [`Plan`]: every read and write a build makes, one
+//! function per step of the plan (see `plan` for the steps), strung
+//! together by [`run`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::layer::{self, LayerRecord};
+use super::plan::{self, BaseStep, LayerStep, Plan};
+use super::scan::{self, Entry};
+use super::statcache::StatCache;
+use super::{BuildOutcome, ImageDef, LayerDef, LayerOutcome, Progress, provenance, sbom};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::ledger::NewEntry;
+use crate::store::baseline;
+use crate::store::{Descriptor, ImageConfig, Layout, Manifest, Store, oci};
+use crate::trust::attest::{self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE};
+
+/// The image as far as it is built: the base's parts, then each built layer's.
+struct Image {
+    /// The manifest's layers.
+    layers: Vec<Descriptor>,
+    outcomes: Vec<LayerOutcome>,
+    /// What the SBOM needs of each layer.
+    sbom: Vec<sbom::LayerInput>,
+    /// The base's config (or scratch's): the built layers are not in it yet.
+    config: ImageConfig,
+    /// The diff ids of the built layers.
+    diff_ids: Vec<Digest>,
+    /// Every file of the image, for the baseline and the SBOM.
+    files: baseline::Merger,
+    /// What the provenance names of each built layer.
+    inputs: Vec<provenance::Dependency>,
+    /// Bytes of file content read and hashed.
+    hashed_bytes: u64,
+}
+
+/// A layer's inputs, scanned: its entries, the previous build of its slot.
+type Scanned = (Vec<Entry>, Option<LayerRecord>);
+
+/// Carry out `plan`, made from `def`, in `store`.
+pub(super) fn run(
+    store: &mut Store,
+    def: &ImageDef,
+    plan: &Plan,
+    progress: &dyn Progress,
+    started: Instant,
+    started_on: String,
+) -> Result<BuildOutcome> {
+    let mut image = base(store, def, plan)?;
+    let context = def
+        .context
+        .canonicalize()
+        .ctx("resolve build context", &def.context)?;
+    let layout = store.layout().clone();
+    let (mut stat_cache, scanned) = scan(&layout, &context, plan);
+    for (step, scanned) in plan.layers.iter().zip(scanned?) {
+        build_layer(
+            store,
+            plan,
+            step,
+            scanned,
+            &mut stat_cache,
+            progress,
+            &mut image,
+        )?;
+    }
+    // The content-hash cache (a few MB of JSON for a large tree) is saved
+    // while the image is assembled, and even if that fails: the hashes are
+    // right either way.
+    let tmp_dir = layout.tmp_dir().to_path_buf();
+    std::thread::scope(|s| {
+        let saved = s.spawn(|| stat_cache.save(&tmp_dir));
+        let built = finish(store, def, plan, image, started, started_on);
+        // The image is built and tagged by now; a cache that could not be
+        // saved only makes the next build slower, so it is a warning.
+        let saved = saved
+            .join()
+            .map_err(|_| Error::corrupt("content-hash cache", "saving it panicked"))
+            .and_then(|r| r);
+        built.map(|mut out| {
+            if let Err(e) = saved {
+                out.warnings
+                    .push(format!("content-hash cache not saved: {e}"));
+            }
+            out
+        })
+    })
+}
+
+/// Step 1: the base, checked against the deploy policy and resolved to its
+/// layers, config and files.
+fn base(store: &mut Store, def: &ImageDef, plan: &Plan) -> Result<Image> {
+    let (manifest, config, files) = match &plan.base {
+        BaseStep::Scratch { architecture } => (
+            None,
+            plan::scratch_config(architecture),
+            baseline::Merger::default(),
+        ),
+        BaseStep::Image { digest, layout } => {
+            crate::trust::policy::enforce_base(store, digest, &plan.tag)?;
+            if let Some(dir) = layout {
+                import_from_layout(store, dir, digest)?;
+            }
+            let (manifest, config, files) = resolve_base(store, &def.file, digest)?;
+            (Some(manifest), config, files)
+        }
+    };
+    let base_layers = || {
+        manifest
+            .iter()
+            .flat_map(|m| m.layers.iter().zip(&config.rootfs.diff_ids))
+    };
+    let outcomes = base_layers()
+        .map(|(l, diff_id)| LayerOutcome {
+            source: "base".into(),
+            digest: l.digest,
+            diff_id: *diff_id,
+            size: l.size,
+            media_type: l.media_type.clone(),
+            files: 0,
+            cache: None,
+        })
+        .collect();
+    let sbom = base_layers()
+        .map(|(l, diff_id)| sbom::LayerInput {
+            desc: l.clone(),
+            diff_id: *diff_id,
+            built: None,
+        })
+        .collect();
+    Ok(Image {
+        layers: manifest.map(|m| m.layers).unwrap_or_default(),
+        outcomes,
+        sbom,
+        config,
+        diff_ids: Vec::new(),
+        files,
+        inputs: Vec::new(),
+        hashed_bytes: 0,
+    })
+}
+
+/// The base image `digest`, which must be an image manifest in the store
+/// (`definition` is the file that names it, for the error).
+fn resolve_base(
+    store: &Store,
+    definition: &Path,
+    digest: &Digest,
+) -> Result<(Manifest, ImageConfig, baseline::Merger)> {
+    if !store.has_blob(digest) {
+        return Err(Error::NotFound {
+            what: format!("base image {digest}"),
+            hint: Some(
+                "pull or build it into the store first, or name an OCI layout with `layout`".into(),
+            ),
+        });
+    }
+    let manifest = store.manifest(digest)?;
+    if manifest
+        .media_type
+        .as_deref()
+        .is_some_and(|m| !oci::is_manifest(m))
+        || manifest.artifact_type.is_some()
+    {
+        return Err(Error::input(
+            definition.to_path_buf(),
+            format!("base {digest} is not an image manifest"),
+        ));
+    }
+    let config = store.image_config(&manifest)?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::corrupt(
+            format!("base image {digest}"),
+            "config diff_ids do not match the manifest's layers",
+        ));
+    }
+    let files = baseline::Merger::from_baseline(baseline::of_image(store, digest)?);
+    Ok((manifest, config, files))
+}
+
+/// Copy an image (manifest, config, layers) from another OCI layout into the
+/// store, verifying every blob on the way in.
+fn import_from_layout(store: &Store, dir: &Path, digest: &Digest) -> Result<()> {
+    let blob_path = |d: &Digest| dir.join("blobs").join("sha256").join(d.hex());
+    let copy = |d: &Digest| -> Result<()> {
+        if store.has_blob(d) {
+            return Ok(());
+        }
+        let src = blob_path(d);
+        let mut r = crate::store::VerifyingReader::open_path(&src, *d)?;
+        let mut w = store.blob_writer()?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf).map_err(|e| r.map_err(e))?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n])?;
+        }
+        w.commit()?;
+        Ok(())
+    };
+    copy(digest)?;
+    let manifest = store.manifest(digest)?;
+    copy(&manifest.config.digest)?;
+    for l in &manifest.layers {
+        copy(&l.digest)?;
+    }
+    Ok(())
+}
+
+/// Scan every layer's inputs, load the content-hash cache and each layer's
+/// previous record, all at once: on a no-op rebuild these reads are most
+/// of the work.
+fn scan(layout: &Layout, context: &Path, plan: &Plan) -> (StatCache, Result<Vec<Scanned>>) {
+    rayon::join(
+        || StatCache::load(&layout.cache_dir(), context),
+        || {
+            plan.layers
+                .par_iter()
+                .map(|step| {
+                    let (entries, previous) = rayon::join(
+                        || match step.def {
+                            LayerDef::Copy(c) => scan::copy_layer(context, c),
+                            LayerDef::File(f) => Ok(scan::file_layer(f)),
+                        },
+                        || layer::previous(layout, &step.slot, &plan.settings),
+                    );
+                    Ok((entries?, previous))
+                })
+                .collect()
+        },
+    )
+}
+
+/// Step 2, one layer: hash what the content-hash cache does not know, then
+/// reuse or write the layer, and add it to `image`.
+fn build_layer(
+    store: &Store,
+    plan: &Plan,
+    step: &LayerStep,
+    (mut entries, previous): Scanned,
+    stat_cache: &mut StatCache,
+    progress: &dyn Progress,
+    image: &mut Image,
+) -> Result<()> {
+    // Large files are hashed first (at most this much, less what the
+    // content-hash cache already knows); the rest as they are tarred.
+    let ahead: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.sha256.is_none() && e.size > layer::HASH_AHEAD_ABOVE)
+        .map(|e| e.size)
+        .collect();
+    progress.phase("hash", ahead.len() as u64, ahead.iter().sum());
+    image.hashed_bytes += stat_cache.hash_entries(
+        &mut entries,
+        !plan.settings.use_cache,
+        layer::HASH_AHEAD_ABOVE,
+        &|n| progress.advance(n),
+    )?;
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    progress.phase("layer", entries.len() as u64, total);
+    let previous_diff_id = previous.as_ref().map(|p| p.diff_id);
+    let (mut rec, cache, learned) = layer::produce(
+        store,
+        &mut entries,
+        &plan.settings,
+        &step.slot,
+        previous,
+        &|n| progress.advance(n),
+    )?;
+    for (i, hashed_at, digest, _) in learned {
+        image.hashed_bytes += entries[i].size;
+        stat_cache.remember(&entries[i], hashed_at, digest);
+    }
+    image.inputs.push(provenance::layer_input(
+        step.def,
+        &step.source,
+        &rec.files,
+        &rec.diff_id,
+    )?);
+    for f in std::mem::take(&mut rec.files) {
+        image.files.put(f);
+    }
+    let desc = Descriptor::new(&rec.media_type, rec.blob, rec.size);
+    image.layers.push(desc.clone());
+    image.diff_ids.push(rec.diff_id);
+    image.outcomes.push(LayerOutcome {
+        source: step.source.clone(),
+        digest: rec.blob,
+        diff_id: rec.diff_id,
+        size: rec.size,
+        media_type: rec.media_type.clone(),
+        files: entries.len(),
+        cache: Some(cache),
+    });
+    image.sbom.push(sbom::LayerInput {
+        desc,
+        diff_id: rec.diff_id,
+        built: Some((entries, previous_diff_id)),
+    });
+    Ok(())
+}
+
+/// Steps 3 to 5: config and manifest; baseline, SBOM and provenance; the
+/// tag, referrers and ledger entry in one transaction.
+fn finish(
+    store: &mut Store,
+    def: &ImageDef,
+    plan: &Plan,
+    image: Image,
+    started: Instant,
+    started_on: String,
+) -> Result<BuildOutcome> {
+    let config = plan.config(image.config, &image.diff_ids)?;
+    let config_desc = store.put_json(oci::MEDIA_CONFIG, &config)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.into()),
+        artifact_type: None,
+        config: config_desc.clone(),
+        layers: image.layers,
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let manifest_desc = store.put_json(oci::MEDIA_MANIFEST, &manifest)?;
+    let files = image.files.finish();
+    let baseline_desc = baseline::store_artifact(store, &manifest_desc, &files)?;
+    let (sbom_desc, _) = sbom::attach(
+        store,
+        &manifest_desc,
+        config.created.as_deref(),
+        &files,
+        &image.sbom,
+    )?;
+    drop(files);
+    let attached = Attached {
+        baseline: baseline_desc,
+        sbom: sbom_desc,
+    };
+    let signed = sign_provenance(
+        store,
+        def,
+        plan,
+        &manifest_desc,
+        image.inputs,
+        &attached,
+        started_on,
+    )?;
+    record(
+        store,
+        plan,
+        &manifest_desc,
+        &attached,
+        &signed,
+        &image.outcomes,
+    )?;
+    Ok(BuildOutcome {
+        digest: manifest_desc.digest,
+        tag: plan.tag.clone(),
+        config: config_desc.digest,
+        baseline: attached.baseline.digest,
+        provenance: signed.desc.digest,
+        sbom: attached.sbom.digest,
+        layers: image.outcomes,
+        hashed_bytes: image.hashed_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings: Vec::new(),
+    })
+}
+
+/// The baseline and SBOM artifacts of the image.
+struct Attached {
+    baseline: Descriptor,
+    sbom: Descriptor,
+}
+
+/// The provenance written by this build.
+struct Signed {
+    desc: Descriptor,
+    /// This store's earlier provenance of the same image, which it replaces.
+    replaced: Vec<Digest>,
+    /// sha256 of the definition file (`None` if it could not be read again).
+    definition: Option<Digest>,
+}
+
+/// Step 4's last part: the provenance, signed by the store's host key.
+fn sign_provenance(
+    store: &Store,
+    def: &ImageDef,
+    plan: &Plan,
+    image: &Descriptor,
+    inputs: Vec<provenance::Dependency>,
+    attached: &Attached,
+    started_on: String,
+) -> Result<Signed> {
+    let definition = std::fs::read(&def.file).map(|b| Digest::of(&b)).ok();
+    let predicate = provenance::predicate(provenance::BuildFacts {
+        def,
+        definition,
+        tag: &plan.tag,
+        compression: plan.settings.compression,
+        level: plan.settings.level,
+        epoch: plan.epoch,
+        threads: plan.settings.threads,
+        no_cache: !plan.settings.use_cache,
+        inputs,
+        started_on,
+        baseline: attached.baseline.digest,
+        sbom: attached.sbom.digest,
+    });
+    let key = crate::keys::host_key(store.root())?;
+    let statement = predicate.statement(&image.digest, &plan.tag)?;
+    let desc = attest::put(store, image, PROVENANCE_ARTIFACT_TYPE, &statement, &key)?;
+    // Replaced: this store's earlier provenance of the same image (see
+    // `provenance`); others' is kept.
+    let replaced = provenance::verified(store, &image.digest, &[key.public()])?
+        .into_iter()
+        .map(|p| p.artifact)
+        .filter(|d| *d != desc.digest)
+        .collect();
+    Ok(Signed {
+        desc,
+        replaced,
+        definition,
+    })
+}
+
+/// Step 5: tag the image, record its referrers (dropping the replaced
+/// provenance) and the `image.build` ledger entry, in one transaction.
+fn record(
+    store: &mut Store,
+    plan: &Plan,
+    image: &Descriptor,
+    attached: &Attached,
+    signed: &Signed,
+    outcomes: &[LayerOutcome],
+) -> Result<()> {
+    let details = serde_json::json!({
+        "tag": plan.tag,
+        "definition": plan.definition.display().to_string(),
+        "definition_sha256": signed.definition.map(|d| d.to_string()),
+        "provenance": signed.desc.digest,
+        "replaced_provenance": signed.replaced,
+        "sbom": attached.sbom.digest,
+        "compression": plan.settings.compression.to_string(),
+        "compression_level": plan.settings.level,
+        "source_date_epoch": plan.epoch,
+        "layers": outcomes.iter().map(|l| serde_json::json!({ "digest": l.digest, "source": l.source, "cache": l.cache })).collect::<Vec<_>>(),
+    });
+    store.mutate(|m| {
+        let previous = m.set_tag(&plan.tag, image)?;
+        m.add_referrer(&attached.baseline, &image.digest, baseline::ARTIFACT_TYPE)?;
+        m.add_referrer(&attached.sbom, &image.digest, SBOM_ARTIFACT_TYPE)?;
+        m.add_referrer(&signed.desc, &image.digest, PROVENANCE_ARTIFACT_TYPE)?;
+        for old in &signed.replaced {
+            m.remove_referrer(old)?;
+        }
+        let mut details = details;
+        details["previous"] = serde_json::json!(previous);
+        m.record(NewEntry::new(
+            "image.build",
+            vec![
+                image.digest.to_string(),
+                attached.baseline.digest.to_string(),
+                signed.desc.digest.to_string(),
+                attached.sbom.digest.to_string(),
+            ],
+            details,
+        ))
+    })
+}
