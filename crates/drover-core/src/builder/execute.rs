@@ -414,7 +414,8 @@ fn sign_provenance(
         baseline: attached.baseline.digest,
         sbom: attached.sbom.digest,
     });
-    let key = crate::keys::host_key(store.root())?;
+    // The store's own signer: the host key its database loaded, not a second copy.
+    let key = store.db().signer()?.clone();
     let statement = predicate.statement(&image.digest, &plan.tag)?;
     let desc = attest::put(store, image, PROVENANCE_ARTIFACT_TYPE, &statement, &key)?;
     // Replaced: this store's earlier provenance of the same image (see
