@@ -3,7 +3,8 @@
 //!
 //! Module index. Dependencies point down this list, never up: a module
 //! imports only modules below it (tests excepted, which may build an image
-//! with the builder to test the store, say).
+//! with the builder to test the store, say). A test (`layering.rs`) reads
+//! the sources and holds the code to this order.
 //!
 //! | module    | owns |
 //! |-----------|------|
@@ -24,7 +25,7 @@
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
 //! | [`grammar`] | every small value grammar, written once: signals, durations, sizes, names, tags, modes, ports |
 //! | `durable`, `sys` | atomic file writes (temp + fsync + rename); the few raw system calls |
-//! | [`digest`], [`error`], [`clock`] | the `Digest` type, the error type and its one classifier, timestamps |
+//! | [`error`], [`digest`], [`clock`] | the error type and its one classifier, the `Digest` type, timestamps |
 //!
 //! Every mutation writes its ledger entry through [`state::Tx::record`],
 //! inside the same database transaction as the change itself, so the CLI and
@@ -41,6 +42,8 @@ pub mod grammar;
 pub mod health;
 pub mod instance;
 pub mod keys;
+#[cfg(test)]
+mod layering;
 pub mod ledger;
 pub mod reconcile;
 pub mod runtime;
