@@ -1,0 +1,210 @@
+
+use super::*;
+use crate::error::Error;
+
+fn ok(text: &str) -> Vec<ServiceSpec> {
+    parse(text, Path::new("fleet.toml")).unwrap()
+}
+
+fn fails(text: &str, line: usize, key: &str, says: &str) {
+    match parse(text, Path::new("fleet.toml")) {
+        Err(Error::Definition {
+            file,
+            line: l,
+            key: k,
+            message,
+            ..
+        }) => {
+            assert_eq!(file, Path::new("fleet.toml"));
+            assert_eq!(l, line, "{message}");
+            assert_eq!(k.as_deref(), Some(key), "{message}");
+            assert!(message.contains(says), "{message:?} lacks {says:?}");
+        }
+        other => panic!("expected a definition error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_full_service_parses() {
+    let f = ok(r#"
+[service.web]
+image = "web:1.0"
+replicas = 3
+strategy = "rolling"
+max_surge = 2
+max_unavailable = 1
+env = { MODE = "prod" }
+ports = [8080]
+volumes = ["data:/var/lib/web", "cfg:/etc/web:ro"]
+memory = "256m"
+cpus = 0.5
+pids = 100
+cap_add = ["net_bind_service"]
+driver = "runc"
+
+[service.web.health]
+kind = "http"
+path = "/healthz"
+interval = "1s"
+timeout = "1s"
+deadline = "30s"
+
+[service.api]
+image = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+strategy = "blue-green"
+"#);
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].name, "api");
+    assert_eq!((f[0].replicas, f[0].strategy), (1, Strategy::BlueGreen));
+    assert_eq!(f[0].deadline_ms, DEFAULT_DEADLINE_MS);
+    let w = &f[1];
+    assert_eq!(
+        w.strategy,
+        Strategy::Rolling {
+            max_surge: 2,
+            max_unavailable: 1
+        }
+    );
+    assert_eq!(w.env["MODE"], "prod");
+    assert_eq!(w.ports, [8080]);
+    assert!(w.volumes[1].read_only);
+    assert_eq!(w.limits.memory_bytes, Some(256 << 20));
+    assert_eq!(w.limits.millicpus, Some(500));
+    assert_eq!(w.limits.pids, Some(100));
+    assert_eq!(w.cap_add, ["CAP_NET_BIND_SERVICE"]);
+    assert_eq!(w.driver, DriverKind::Runc);
+    assert_eq!(w.deadline_ms, 30_000);
+    assert_eq!(w.health.as_ref().unwrap().interval_ms, 1000);
+}
+
+#[test]
+fn registry_images_are_pinned_by_digest() {
+    let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let f = ok(&format!(
+        "[service.web]\nimage = \"127.0.0.1:5000/team/web@{d}\"\ninsecure_registry = true\n"
+    ));
+    let r = f[0].registry.as_ref().unwrap();
+    assert_eq!(
+        (r.registry.as_str(), r.repository.as_str()),
+        ("127.0.0.1:5000", "team/web")
+    );
+    assert_eq!(r.digest.unwrap().to_string(), d);
+    assert!(f[0].insecure_registry);
+    // A local tag with a slash is not a registry.
+    assert_eq!(
+        ok("[service.web]\nimage = \"team/web:1\"\n")[0].registry,
+        None
+    );
+    fails(
+        "[service.web]\nimage = \"r.example.com/web:1.0\"\n",
+        2,
+        "service.web.image",
+        "deploys pin registry images by digest",
+    );
+    fails(
+        &format!("[service.web]\nimage = \"r.example.com/web@{d}\"\ninsecure_registry = true\n"),
+        3,
+        "service.web.insecure_registry",
+        "loopback",
+    );
+    fails(
+        "[service.web]\nimage = \"web:1\"\ninsecure_registry = true\n",
+        3,
+        "service.web.insecure_registry",
+        "only for a registry image",
+    );
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    fails(
+        "[service.web]\nimage = \"w\"\nreplicas = \"3\"\n",
+        3,
+        "service.web.replicas",
+        "expected an integer",
+    );
+    fails(
+        "[service.web]\nreplicas = 3\n",
+        1,
+        "service.web.image",
+        "missing",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nreplica = 3\n",
+        3,
+        "service.web.replica",
+        "unknown key",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nstrategy = \"canary\"\n",
+        3,
+        "service.web.strategy",
+        "unknown strategy",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nmax_surge = 0\nmax_unavailable = 0\n",
+        3,
+        "service.web.max_surge",
+        "both 0",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nstrategy = \"recreate\"\nmax_surge = 1\n",
+        4,
+        "service.web.max_surge",
+        "only a \"rolling\"",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nvolumes = [\"x\"]\n",
+        3,
+        "service.web.volumes[0]",
+        "no target",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\ncap_add = [\"FLY\"]\n",
+        3,
+        "service.web.cap_add[0]",
+        "unknown capability",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nenv = { PORT = \"1\" }\n",
+        3,
+        "service.web.env.PORT",
+        "set by drover",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nmemory = \"lots\"\n",
+        3,
+        "service.web.memory",
+        "not a size",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\ncpus = 0\n",
+        3,
+        "service.web.cpus",
+        "not a CPU limit",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\ndriver = \"docker\"\n",
+        3,
+        "service.web.driver",
+        "unknown driver",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\n[service.web.health]\nkind = \"tcp\"\ndeadline = \"0s\"\n",
+        5,
+        "service.web.health.deadline",
+        "",
+    );
+    fails(
+        "[service.\"we b\"]\nimage = \"w\"\n",
+        1,
+        "service.\"we b\"",
+        "a service name",
+    );
+    fails(
+        "[services.web]\nimage = \"w\"\n",
+        1,
+        "services",
+        "unknown key",
+    );
+}

@@ -1,0 +1,281 @@
+
+use super::migrations::{MIGRATIONS, migrate, user_version};
+use super::*;
+use crate::error::ErrorKind;
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state").join(FILE_NAME);
+    (dir, path)
+}
+
+fn pragma<T: rusqlite::types::FromSql>(db: &Db, name: &str) -> T {
+    db.conn()
+        .pragma_query_value(None, name, |r| r.get(0))
+        .unwrap()
+}
+
+fn tables(conn: &Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn open_creates_the_file_and_schema_with_the_right_settings() {
+    let (_dir, path) = temp_db();
+    let db = Db::open(&path).unwrap();
+    assert!(path.is_file());
+    assert_eq!(db.path(), path);
+    assert_eq!(pragma::<String>(&db, "journal_mode"), "wal");
+    assert_eq!(pragma::<i64>(&db, "synchronous"), 2, "FULL");
+    assert_eq!(pragma::<i64>(&db, "foreign_keys"), 1);
+    assert_eq!(pragma::<i64>(&db, "busy_timeout"), 30_000);
+    assert_eq!(
+        pragma::<i64>(&db, "user_version"),
+        i64::from(SCHEMA_VERSION)
+    );
+    assert_eq!(
+        tables(db.conn()),
+        [
+            "drift_findings",
+            "instance_transitions",
+            "instances",
+            "ledger",
+            "ledger_head",
+            "locks",
+            "proxies",
+            "quarantine",
+            "referrers",
+            "releases",
+            "revocations",
+            "service_health",
+            "services",
+            "sqlite_sequence",
+            "store_meta",
+            "tags",
+        ]
+    );
+    let index: String = db
+            .conn()
+            .query_row(
+                "SELECT tbl_name FROM sqlite_schema WHERE type = 'index' AND name = 'referrers_subject'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+    assert_eq!(index, "referrers");
+}
+
+#[test]
+fn reopening_keeps_data_and_does_not_rerun_migrations() {
+    let (_dir, path) = temp_db();
+    let mut db = Db::open(&path).unwrap();
+    db.write(|tx| {
+        tx.sql()
+            .execute(
+                "INSERT INTO store_meta (key, value) VALUES ('generation', '7')",
+                [],
+            )
+            .db_ctx(tx.path())
+    })
+    .unwrap();
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    let v: String = db
+        .conn()
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'generation'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, "7");
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_both_versions_and_the_path() {
+    let (_dir, path) = temp_db();
+    drop(Db::open(&path).unwrap());
+    let raw = Connection::open(&path).unwrap();
+    raw.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+        .unwrap();
+    drop(raw);
+
+    let err = Db::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::DatabaseTooNew { path: p, found, supported }
+                if p == &path && *found == SCHEMA_VERSION + 5 && *supported == SCHEMA_VERSION
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains(&(SCHEMA_VERSION + 5).to_string()), "{msg}");
+    assert!(msg.contains(&SCHEMA_VERSION.to_string()), "{msg}");
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+}
+
+#[test]
+fn a_failing_migration_rolls_back_entirely() {
+    let (dir, _) = temp_db();
+    let path = dir.path().join("m.db");
+    let mut conn = Connection::open(&path).unwrap();
+    let broken = [
+        "CREATE TABLE a (x);",
+        "CREATE TABLE b (y); CREATE TABLE c (oops",
+    ];
+    let err = migrate(&mut conn, &path, &broken).unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    assert_eq!(user_version(&conn, &path).unwrap(), 1);
+    assert_eq!(
+        tables(&conn),
+        ["a"],
+        "migration 2's first statement survived"
+    );
+
+    // Only the missing migration runs: re-running 1 would fail (table a exists).
+    let fixed = ["CREATE TABLE a (x);", "CREATE TABLE b (y);"];
+    migrate(&mut conn, &path, &fixed).unwrap();
+    assert_eq!(user_version(&conn, &path).unwrap(), 2);
+    assert_eq!(tables(&conn), ["a", "b"]);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_an_error_naming_it() {
+    let (dir, _) = temp_db();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+    let err = Db::open(&path).unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+#[test]
+fn write_commits_on_success_and_rolls_back_on_error() {
+    let (_dir, path) = temp_db();
+    let mut db = Db::open(&path).unwrap();
+    let insert = |tx: &Tx<'_>, key: &str| {
+        tx.sql()
+            .execute(
+                "INSERT INTO store_meta (key, value) VALUES (?1, 'v')",
+                [key],
+            )
+            .db_ctx(tx.path())
+    };
+    db.write(|tx| insert(tx, "kept")).unwrap();
+    let err = db
+        .write(|tx| {
+            insert(tx, "dropped")?;
+            Err::<(), _>(Error::Usage("changed my mind".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Usage(_)));
+    let keys: Vec<String> = db
+        .conn()
+        .prepare("SELECT key FROM store_meta WHERE key != 'ledger_signed_from'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(keys, ["kept"]);
+}
+
+#[test]
+fn writers_exclude_each_other_and_a_timeout_is_busy() {
+    let (_dir, path) = temp_db();
+    let mut first = Db::open(&path).unwrap();
+    let mut second = Db::open(&path).unwrap();
+    second
+        .conn()
+        .busy_timeout(Duration::from_millis(50))
+        .unwrap();
+
+    let tx = first.begin().unwrap();
+    let err = second
+        .begin()
+        .err()
+        .expect("the second writer waits, then fails");
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+
+    // Readers are not blocked by the writer (WAL).
+    let n: i64 = second
+        .conn()
+        .query_row("SELECT count(*) FROM tags", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+
+    drop(tx);
+    second.begin().unwrap();
+}
+
+#[test]
+fn ledger_rows_cannot_be_changed_through_sql_by_accident() {
+    let (_dir, path) = temp_db();
+    let db = Db::open(&path).unwrap();
+    let c = db.conn();
+    c.execute(
+        "INSERT INTO ledger VALUES (1, 't', 'a', 'x', '[]', '{}', 'p', 'h', NULL, NULL)",
+        [],
+    )
+    .unwrap();
+    for sql in ["UPDATE ledger SET action = 'y'", "DELETE FROM ledger"] {
+        let err = c.execute(sql, []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let err = c
+        .execute("INSERT INTO ledger_head VALUES (2, 1, 'h')", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK"), "{err}");
+}
+
+/// Regression: two processes opening a brand-new database at once got
+/// an immediate SQLITE_BUSY (each held a lock the other needed) instead
+/// of one waiting for the other.
+#[test]
+fn concurrent_first_opens_both_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.db");
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Db::open(&p).map(drop))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
+/// Guards the append-only rule where review might not: editing a shipped
+/// migration changes its digest. When appending a migration, append its
+/// digest here; never change an existing line.
+#[test]
+fn shipped_migrations_are_unchanged() {
+    let shipped = [
+        "sha256:436ea427895b63acd005327c49e68c227f56c3c58b7113032832201941a152ec", // 1
+        "sha256:441a539634b172f6fd3f6ad245ebf35d9faddb98226c65a981f6cadd05a53736", // 2
+        "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
+        "sha256:9a90265149bd5bc62ce4c46a412d7c4a5afcff9d99e5a3a0954c4715d11c0544", // 4
+        "sha256:b12af37ce9dea250ca8762ca2db354c7c3fd927311a41e5f1903c9c9cfd97ac1", // 5
+    ];
+    assert_eq!(shipped.len(), MIGRATIONS.len());
+    for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
+        assert_eq!(
+            crate::Digest::of(m.as_bytes()).to_string(),
+            want,
+            "migration {}",
+            i + 1
+        );
+    }
+}
