@@ -7,14 +7,16 @@
 //! | [`Reader`] | reads, at a consistent point ([`Db::read`], or [`Tx::read`] inside a change) |
 //! | [`Tx`] | one atomic change: every mutation and its ledger entry ([`Tx::record`], the only way to append) commit together or not at all |
 //!
-//! Queries are grouped by noun, one file each, all behind these types:
-//! `images` (tags, referrers, the store generation), `ledger` (append, list,
-//! the rows verification walks), `revocations`; the remaining nouns
-//! (services and releases, instances, leases, traffic, drift findings) still
-//! keep their statements beside their domain code, reached through
-//! [`Tx::sql`]/[`Reader::sql`], which only this crate can call. Nothing
-//! outside this crate sees a database type: the binary and its tests speak
-//! in domain values.
+//! Every statement lives here, grouped by noun, one file each, all behind
+//! these types: `images` (tags, referrers, the store generation, what keeps
+//! an image from gc), `ledger` (append, list, the rows verification and
+//! export walk), `releases` (services, releases, quarantine, service health),
+//! `instances` (rows, transitions, traffic columns), `leases`, `proxies`,
+//! `drift` (findings), `revocations`, and [`Reader::changes`]. Values whose
+//! types belong to modules above this one (a release's config, a service's
+//! rollout) are stored as JSON and are generic here; `instance` decodes its
+//! own rows. Nothing outside this crate sees a database type, and outside
+//! this module only tests write SQL (to play someone editing the file).
 //!
 //! # What a backend must provide
 //!

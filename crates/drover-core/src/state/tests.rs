@@ -1,4 +1,3 @@
-
 use super::migrations::{MIGRATIONS, migrate, user_version};
 use super::*;
 use crate::error::ErrorKind;

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::keys::SigningKey;
 use crate::store::Descriptor;

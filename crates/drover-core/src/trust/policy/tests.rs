@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::builder::{self, BuildOptions, NoProgress};
 use crate::keys::{SigningKey, dsse::Envelope};
