@@ -103,6 +103,9 @@ start_drover_proxy() { # $1 = variable, $2 = backend address
   local out=$W/proxy-$1.out i addr=
   local threads=()
   [[ -z ${PROXY_THREADS:-} ]] || threads=(--threads "$PROXY_THREADS")
+  # Made here, not by the background job's redirection: the loop below may
+  # read it before that job has run (sed then fails, and set -e ends the run).
+  : >"$out"
   "$DROVER" __proxy --listen 127.0.0.1:0 --backend "$2" "${threads[@]}" >"$out" 2>"$W/proxy-$1.err" &
   PIDS+=($!)
   printf -v "PID_$1" '%s' "$!"
