@@ -14,7 +14,7 @@ use crate::keys::{self, PublicKey};
 pub struct Entry {
     /// Position in the ledger, from 1, without gaps.
     pub seq: u64,
-    /// When it was appended, RFC 3339 UTC (see [`clock`]). Informational:
+    /// When it was appended, RFC 3339 UTC (see [`crate::clock`]). Informational:
     /// clocks can step back, `seq` is the order.
     pub time: String,
     /// Who did it (see [`actor`]).
@@ -25,7 +25,7 @@ pub struct Entry {
     pub subjects: Vec<String>,
     /// Action-specific facts, as canonical JSON (object keys sorted).
     pub details: Value,
-    /// The previous entry's `hash`, or [`GENESIS_HASH`] for entry 1.
+    /// The previous entry's `hash`, or [`super::GENESIS_HASH`] for entry 1.
     pub prev_hash: String,
     /// See the module docs for exactly what this covers.
     pub hash: String,

@@ -7,8 +7,8 @@
 //! walks the chain and names the first entry that is not as it was written.
 //!
 //! This module owns the ledger's *rules*, independent of where it is stored:
-//! the entry and its canonical form ([`entry`]), how the next entry follows
-//! the head ([`append`]), and how a stored chain is judged ([`verify`]). The
+//! the entry and its canonical form (`entry.rs`: [`Entry`]), how the next entry follows
+//! the head ([`next`]), and how a stored chain is judged ([`verify`]). The
 //! state backend stores rows and hands them over through [`Source`]; so any
 //! backend's ledger hashes, signs, verifies and exports the same way.
 //!
