@@ -82,7 +82,6 @@ pub(super) fn converge_or_roll_back(
     lease: &mut Lease,
     report: &mut Report,
 ) -> Result<()> {
-    let _db_path = store.db().path().to_path_buf();
     let svc = release::service(store.db().read(), service)?
         .ok_or_else(|| Error::not_found(format!("service {service}")))?;
     let desired = match svc.desired {

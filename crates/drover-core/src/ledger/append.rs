@@ -5,11 +5,14 @@
 use super::entry::canonical;
 use super::{Entry, GENESIS_HASH, NewEntry};
 use crate::error::{Error, Result};
+use std::sync::Arc;
+
 use crate::keys::SigningKey;
 
 /// The entry that follows a ledger whose head record is `head` and whose
 /// highest stored seq is `last`, stamped with `actor` and `time` and signed
-/// with `key`.
+/// with the key `key` gives. The key is asked for only once the ledger is
+/// known to be appendable: a refused append loads (or creates) no key.
 ///
 /// The new entry follows the recorded head, not the last row: if the tail
 /// was deleted, the gap stays in the chain for [`super::verify`] to report
@@ -22,7 +25,7 @@ pub fn next(
     e: NewEntry,
     actor: String,
     time: String,
-    key: &SigningKey,
+    key: impl FnOnce() -> Result<Arc<SigningKey>>,
 ) -> Result<Entry> {
     let (prev_seq, prev_hash) = match (head, last) {
         (None, None) => (0, GENESIS_HASH.to_string()),
@@ -63,7 +66,7 @@ pub fn next(
         signature: None,
     };
     entry.hash = entry.compute_hash();
-    entry.sign(key);
+    entry.sign(&*key()?);
 
     Ok(entry)
 }

@@ -823,6 +823,25 @@ fn append_refuses_without_a_trustworthy_head() {
     );
 }
 
+/// Regression guard (review of the storage seam): the refusal comes before
+/// the key. A refused append must not load the host key, let alone create a
+/// new one that `audit verify` would then trust by default; and a missing key
+/// must not hide the tampering behind a "key is missing" error.
+#[test]
+fn a_refused_append_touches_no_key() {
+    let (dir, db, _) = populated();
+    tamper(&db, "DELETE FROM ledger_head");
+    drop(db);
+    let keys = dir.path().join("keys");
+    std::fs::remove_dir_all(&keys).unwrap();
+    let mut db = Db::open(&dir.path().join("drover.db")).unwrap();
+    let err = db
+        .write(|tx| tx.record(NewEntry::new("tag.set", ["x"], json!({}))))
+        .unwrap_err();
+    assert!(matches!(err, Error::LedgerTampered { .. }), "{err:?}");
+    assert!(!keys.exists(), "a refused append created a host key");
+}
+
 #[test]
 fn concurrent_appenders_produce_one_contiguous_chain() {
     let dir = tempfile::tempdir().unwrap();

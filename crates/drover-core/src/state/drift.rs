@@ -25,7 +25,13 @@ impl Reader<'_> {
 impl Tx<'_> {
     /// Keep a scan's findings (JSON) of instance `id` of `image`, and the
     /// action taken.
-    pub fn add_drift(&self, id: &str, image: &Digest, findings: &str, action: &str) -> Result<()> {
+    pub(crate) fn add_drift(
+        &self,
+        id: &str,
+        image: &Digest,
+        findings: &str,
+        action: &str,
+    ) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO drift_findings (time, instance, image, findings, action) \

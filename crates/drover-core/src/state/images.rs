@@ -109,7 +109,7 @@ impl Reader<'_> {
 
 impl Tx<'_> {
     /// Point tag `name` at a manifest; returns the digest it pointed at before.
-    pub fn set_tag(
+    pub(crate) fn set_tag(
         &self,
         name: &str,
         digest: &Digest,
@@ -134,7 +134,7 @@ impl Tx<'_> {
         Ok(previous)
     }
 
-    pub fn remove_tag(&self, name: &str) -> Result<()> {
+    pub(crate) fn remove_tag(&self, name: &str) -> Result<()> {
         self.sql()
             .execute("DELETE FROM tags WHERE name = ?1", [name])
             .db_ctx(self.path())
@@ -142,7 +142,7 @@ impl Tx<'_> {
     }
 
     /// Attach artifact manifest `r.digest` to `r.subject`.
-    pub fn add_referrer(&self, r: &Referrer) -> Result<()> {
+    pub(crate) fn add_referrer(&self, r: &Referrer) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT OR REPLACE INTO referrers(digest, subject, artifact_type, media_type, size) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -152,7 +152,7 @@ impl Tx<'_> {
             .map(drop)
     }
 
-    pub fn remove_referrer(&self, digest: &Digest) -> Result<()> {
+    pub(crate) fn remove_referrer(&self, digest: &Digest) -> Result<()> {
         self.sql()
             .execute(
                 "DELETE FROM referrers WHERE digest = ?1",
@@ -163,7 +163,7 @@ impl Tx<'_> {
     }
 
     /// Count one more change of tags or referrers.
-    pub fn bump_generation(&self) -> Result<()> {
+    pub(crate) fn bump_generation(&self) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO store_meta(key, value) VALUES ('generation', '1')

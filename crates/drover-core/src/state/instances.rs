@@ -193,7 +193,7 @@ impl Reader<'_> {
 
 impl Tx<'_> {
     /// Record a new instance (see [`NewInstance`]).
-    pub fn insert_instance(&self, i: &NewInstance<'_>) -> Result<()> {
+    pub(crate) fn insert_instance(&self, i: &NewInstance<'_>) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
@@ -220,7 +220,7 @@ impl Tx<'_> {
     }
 
     /// Forget an instance that never ran (no ledger entry mentions it).
-    pub fn delete_instance(&self, id: &str) -> Result<()> {
+    pub(crate) fn delete_instance(&self, id: &str) -> Result<()> {
         self.sql()
             .execute("DELETE FROM instances WHERE id = ?1", [id])
             .db_ctx(self.path())
@@ -229,7 +229,13 @@ impl Tx<'_> {
 
     /// Move instance `id` from state `from` to `to` at `time`, and keep the
     /// transition.
-    pub fn set_instance_state(&self, id: &str, from: &str, to: &str, time: &str) -> Result<()> {
+    pub(crate) fn set_instance_state(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        time: &str,
+    ) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE instances SET state = ?2 WHERE id = ?1",
@@ -247,7 +253,7 @@ impl Tx<'_> {
     }
 
     /// The instance's process, and when it started.
-    pub fn set_instance_process(
+    pub(crate) fn set_instance_process(
         &self,
         id: &str,
         pid: u32,
@@ -264,7 +270,12 @@ impl Tx<'_> {
     }
 
     /// The instance's monitor process.
-    pub fn set_instance_monitor(&self, id: &str, pid: u32, start: Option<u64>) -> Result<()> {
+    pub(crate) fn set_instance_monitor(
+        &self,
+        id: &str,
+        pid: u32,
+        start: Option<u64>,
+    ) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 WHERE id = ?1",
@@ -276,7 +287,7 @@ impl Tx<'_> {
 
     /// A monitor takes charge of a created instance nobody monitors yet;
     /// false if it is not (any more) such an instance.
-    pub fn claim_instance(&self, id: &str, pid: u32, start: Option<u64>) -> Result<bool> {
+    pub(crate) fn claim_instance(&self, id: &str, pid: u32, start: Option<u64>) -> Result<bool> {
         self.sql()
             .execute(
                 "UPDATE instances SET monitor_pid = ?2, monitor_start = ?3 \
@@ -288,7 +299,7 @@ impl Tx<'_> {
     }
 
     /// How the instance's process ended, and when.
-    pub fn set_instance_exit(
+    pub(crate) fn set_instance_exit(
         &self,
         id: &str,
         finished: &str,
@@ -305,7 +316,7 @@ impl Tx<'_> {
     }
 
     /// It passed its health check: it takes traffic from now on.
-    pub fn mark_ready(&self, id: &str) -> Result<()> {
+    pub(crate) fn mark_ready(&self, id: &str) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE instances SET ready_at = ?2 WHERE id = ?1 AND ready_at IS NULL",
@@ -316,7 +327,7 @@ impl Tx<'_> {
     }
 
     /// It must be replaced, for `why`; with `out_of_traffic`, at once.
-    pub fn condemn(&self, id: &str, why: &str, out_of_traffic: bool) -> Result<()> {
+    pub(crate) fn condemn(&self, id: &str, why: &str, out_of_traffic: bool) -> Result<()> {
         let sql = if out_of_traffic {
             "UPDATE instances SET condemned = ?2, ready_at = NULL WHERE id = ?1"
         } else {
@@ -329,7 +340,7 @@ impl Tx<'_> {
     }
 
     /// No new traffic to it from `at` (unix ms) on.
-    pub fn start_drain(&self, id: &str, at: i64) -> Result<()> {
+    pub(crate) fn start_drain(&self, id: &str, at: i64) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE instances SET drain_at = ?2 WHERE id = ?1 AND drain_at IS NULL",
@@ -340,7 +351,7 @@ impl Tx<'_> {
     }
 
     /// A proxy saw its last request to it finish.
-    pub fn ack_drained(&self, id: &str) -> Result<()> {
+    pub(crate) fn ack_drained(&self, id: &str) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE instances SET drained_at = ?2 WHERE id = ?1 AND drained_at IS NULL",

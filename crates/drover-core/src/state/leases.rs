@@ -17,7 +17,7 @@ pub struct LeaseRow {
 
 impl Tx<'_> {
     /// The lease `name`, as stored, if it was ever taken.
-    pub fn lease(&self, name: &str) -> Result<Option<LeaseRow>> {
+    pub(crate) fn lease(&self, name: &str) -> Result<Option<LeaseRow>> {
         self.sql()
             .query_row(
                 "SELECT holder, token, expires FROM locks WHERE name = ?1",
@@ -35,7 +35,7 @@ impl Tx<'_> {
     }
 
     /// Store lease `name` as `row` (taken over or taken for the first time).
-    pub fn put_lease(&self, name: &str, row: &LeaseRow) -> Result<()> {
+    pub(crate) fn put_lease(&self, name: &str, row: &LeaseRow) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO locks (name, holder, token, expires) VALUES (?1, ?2, ?3, ?4)
@@ -48,7 +48,7 @@ impl Tx<'_> {
 
     /// Move the expiry of lease `name` if `token` still holds it; false if
     /// it does not.
-    pub fn set_lease_expiry(&self, name: &str, token: i64, expires: i64) -> Result<bool> {
+    pub(crate) fn set_lease_expiry(&self, name: &str, token: i64, expires: i64) -> Result<bool> {
         self.sql()
             .execute(
                 "UPDATE locks SET expires = ?3 WHERE name = ?1 AND token = ?2",

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -22,7 +23,7 @@ pub(super) fn append(
     e: NewEntry,
     actor: String,
     time: String,
-    key: &SigningKey,
+    key: impl FnOnce() -> Result<Arc<SigningKey>>,
 ) -> Result<Entry> {
     let (sql, db_path) = (tx.sql(), tx.path());
     let head = read_head(sql, db_path)?;
@@ -84,23 +85,30 @@ impl Reader<'_> {
     }
 
     /// Run `f` in one read snapshot: its own, or the caller's transaction.
-    fn snapshot<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+    fn snapshot<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> Result<T>) -> Result<T> {
         let _snapshot = if self.sql().is_autocommit() {
             Some(self.sql().unchecked_transaction().db_ctx(self.path())?)
         } else {
             None
         };
-        f(self)
+        f(&Snapshot(*self))
     }
 }
 
-impl Source for Reader<'_> {
+/// The ledger's rows as one read snapshot sees them: the only [`Source`]
+/// there is, made only by [`Reader::snapshot`], so the head and the rows a
+/// verification compares can never come from two moments (an append
+/// committed in between would look like tampering).
+struct Snapshot<'a>(Reader<'a>);
+
+impl Source for Snapshot<'_> {
     fn head(&self) -> Result<Option<(i64, String)>> {
-        read_head(self.sql(), self.path())
+        read_head(self.0.sql(), self.0.path())
     }
 
     fn signing_required_from(&self) -> Result<Option<u64>> {
         let v: Option<String> = self
+            .0
             .sql()
             .query_row(
                 "SELECT value FROM store_meta WHERE key = 'ledger_signed_from'",
@@ -108,16 +116,17 @@ impl Source for Reader<'_> {
                 |r| r.get(0),
             )
             .optional()
-            .db_ctx(self.path())?;
+            .db_ctx(self.0.path())?;
         Ok(v.and_then(|v| v.parse().ok()))
     }
 
     fn hash_of(&self, seq: u64) -> Result<String> {
-        self.sql()
+        self.0
+            .sql()
             .query_row("SELECT hash FROM ledger WHERE seq = ?1", [seq], |r| {
                 r.get(0)
             })
-            .db_ctx(self.path())
+            .db_ctx(self.0.path())
     }
 
     fn each(
@@ -129,14 +138,15 @@ impl Source for Reader<'_> {
         // are damage for verify to report, not rows to skip.
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
         let mut stmt = self
+            .0
             .sql()
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM ledger WHERE ?1 <= 1 OR seq >= ?1 ORDER BY seq"
             ))
-            .db_ctx(self.path())?;
-        let mut rows = stmt.query([from]).db_ctx(self.path())?;
-        while let Some(row) = rows.next().db_ctx(self.path())? {
-            let seq: i64 = row.get(0).db_ctx(self.path())?;
+            .db_ctx(self.0.path())?;
+        let mut rows = stmt.query([from]).db_ctx(self.0.path())?;
+        while let Some(row) = rows.next().db_ctx(self.0.path())? {
+            let seq: i64 = row.get(0).db_ctx(self.0.path())?;
             f(seq, entry_from_row(row))?;
         }
         Ok(())

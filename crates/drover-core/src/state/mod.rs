@@ -17,6 +17,8 @@
 //! rollout) are stored as JSON and are generic here; `instance` decodes its
 //! own rows. Nothing outside this crate sees a database type, and outside
 //! this module only tests write SQL (to play someone editing the file).
+//! The per-noun changes on [`Tx`] are crate-private: from outside, a change
+//! is made through the domain function that also records its ledger entry.
 //!
 //! # What a backend must provide
 //!
@@ -291,21 +293,14 @@ impl Tx<'_> {
     /// visible until [`Tx::commit`], and a rollback removes the entry
     /// together with the change it describes.
     pub fn record(&self, e: NewEntry) -> Result<Entry> {
-        let key = signer(self.signer, self.path)?.clone();
-        ledger::append(
-            self,
-            e,
-            crate::ledger::actor(),
-            crate::clock::now_rfc3339(),
-            &key,
-        )
+        self.record_as(e, crate::ledger::actor(), crate::clock::now_rfc3339())
     }
 
-    /// [`Tx::record`] with a chosen actor and time, for tests of filters.
-    #[cfg(test)]
+    /// [`Tx::record`] with a chosen actor and time (tests of filters).
     pub(crate) fn record_as(&self, e: NewEntry, actor: String, time: String) -> Result<Entry> {
-        let key = signer(self.signer, self.path)?.clone();
-        ledger::append(self, e, actor, time, &key)
+        ledger::append(self, e, actor, time, || {
+            signer(self.signer, self.path).cloned()
+        })
     }
 
     /// Make the change durable and visible.

@@ -22,7 +22,7 @@ impl Reader<'_> {
 
 impl Tx<'_> {
     /// `holder` proxies `service`, as of now.
-    pub fn proxy_heartbeat(&self, service: &str, holder: &str) -> Result<()> {
+    pub(crate) fn proxy_heartbeat(&self, service: &str, holder: &str) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO proxies (service, holder, heartbeat) VALUES (?1, ?2, ?3) \
@@ -34,7 +34,7 @@ impl Tx<'_> {
     }
 
     /// `holder` proxies nothing any more.
-    pub fn remove_proxies(&self, holder: &str) -> Result<()> {
+    pub(crate) fn remove_proxies(&self, holder: &str) -> Result<()> {
         self.sql()
             .execute("DELETE FROM proxies WHERE holder = ?1", [holder])
             .db_ctx(self.path())

@@ -278,7 +278,7 @@ impl Reader<'_> {
 
 impl Tx<'_> {
     /// Record what the fleet asked for (and which release should run).
-    pub fn save_service<S: Serialize>(
+    pub(crate) fn save_service<S: Serialize>(
         &self,
         name: &str,
         rollout: &S,
@@ -299,7 +299,7 @@ impl Tx<'_> {
     }
 
     /// Point `service` at release `desired`.
-    pub fn set_desired(&self, service: &str, desired: Option<i64>) -> Result<()> {
+    pub(crate) fn set_desired(&self, service: &str, desired: Option<i64>) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE services SET desired = ?2, updated = ?3 WHERE name = ?1",
@@ -310,7 +310,7 @@ impl Tx<'_> {
     }
 
     /// Set what the fleet last asked for to `requested`.
-    pub fn set_requested(&self, service: &str, requested: &Digest) -> Result<()> {
+    pub(crate) fn set_requested(&self, service: &str, requested: &Digest) -> Result<()> {
         self.sql()
             .execute(
                 "UPDATE services SET spec_digest = ?2 WHERE name = ?1",
@@ -321,7 +321,7 @@ impl Tx<'_> {
     }
 
     /// Append the next release of a service, pending; returns its number.
-    pub fn insert_release<C: Serialize>(&self, r: NewReleaseRow<'_, C>) -> Result<i64> {
+    pub(crate) fn insert_release<C: Serialize>(&self, r: NewReleaseRow<'_, C>) -> Result<i64> {
         let number = self.read().next_release_number(r.service)?;
         let config = serde_json::to_string(r.config).expect("config serializes");
         self.sql()
@@ -349,7 +349,7 @@ impl Tx<'_> {
     }
 
     /// Settle a pending release; false if it was not pending.
-    pub fn settle_release(
+    pub(crate) fn settle_release(
         &self,
         service: &str,
         number: i64,
@@ -368,7 +368,7 @@ impl Tx<'_> {
     }
 
     /// Quarantine release `number`'s content (`image` with `config`).
-    pub fn quarantine(
+    pub(crate) fn quarantine(
         &self,
         service: &str,
         number: i64,
@@ -394,7 +394,7 @@ impl Tx<'_> {
     }
 
     /// Store the reconciler's record of `service`.
-    pub fn save_service_health(&self, service: &str, h: &ServiceHealth) -> Result<()> {
+    pub(crate) fn save_service_health(&self, service: &str, h: &ServiceHealth) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO service_health (service, restarts, failures, backoff_until, last_error, \

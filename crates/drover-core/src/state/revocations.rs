@@ -51,7 +51,7 @@ impl Reader<'_> {
 
 impl Tx<'_> {
     /// Record a revocation (the caller records the ledger entry).
-    pub fn add_revocation(&self, r: &Revocation) -> Result<()> {
+    pub(crate) fn add_revocation(&self, r: &Revocation) -> Result<()> {
         self.sql()
             .execute(
                 "INSERT INTO revocations (digest, reason, time, actor) VALUES (?1, ?2, ?3, ?4)",
@@ -62,7 +62,7 @@ impl Tx<'_> {
     }
 
     /// Lift the revocation of `digest`.
-    pub fn remove_revocation(&self, digest: &Digest) -> Result<()> {
+    pub(crate) fn remove_revocation(&self, digest: &Digest) -> Result<()> {
         self.sql()
             .execute(
                 "DELETE FROM revocations WHERE digest = ?1",
