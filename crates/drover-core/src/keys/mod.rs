@@ -5,8 +5,8 @@
 //! file writes, so the ledger (which signs every entry) and the trust chain
 //! (which signs images) both build on it without a loop. Nothing here caches
 //! a key: whoever opens the state owns the host key (a
-//! [`crate::state::Db`] loads it once, at its first ledger append, or is
-//! handed one) and hands it to what signs.
+//! [`crate::state::Db`] loads it once, when it first signs) and hands it to
+//! what signs (builds, `drover sign`, ledger exports).
 //!
 //! Files are the standard PEM forms, so OpenSSL and Python's `cryptography`
 //! read them as they are: the private key is PKCS#8 (RFC 8410, `PRIVATE

@@ -94,9 +94,8 @@ pub const SCHEMA_VERSION: u32 = migrations::MIGRATIONS.len() as u32;
 pub struct Db {
     conn: Connection,
     path: PathBuf,
-    /// The key every ledger entry is signed with: handed in by whoever
-    /// opened the database ([`Db::with_signer`]), or the host key of the
-    /// directory holding it, loaded at the first append.
+    /// The key every ledger entry is signed with: the host key of the
+    /// directory holding the database, loaded once, when first needed.
     signer: OnceCell<Arc<SigningKey>>,
 }
 
@@ -142,14 +141,6 @@ impl Db {
             path: path.to_path_buf(),
             signer: OnceCell::new(),
         })
-    }
-
-    /// Sign this database's ledger entries with `key` instead of the host
-    /// key of the directory holding it.
-    pub fn with_signer(self, key: Arc<SigningKey>) -> Db {
-        let signer = OnceCell::new();
-        let _ = signer.set(key);
-        Db { signer, ..self }
     }
 
     /// The key that signs this database's ledger entries (loading, or on

@@ -53,10 +53,10 @@ pub(crate) fn walk(
             .cloned()
             .unwrap_or_else(|| format!("manifest {}", d.short()))
     };
-    for (digest, id) in instance_images(store)? {
+    for (digest, id) in store.db().read().live_instance_images()? {
         queue.push((digest, oci::MEDIA_MANIFEST.into(), format!("instance {id}")));
     }
-    for (digest, release) in release_images(store)? {
+    for (digest, release) in store.db().read().release_images()? {
         queue.push((
             digest,
             oci::MEDIA_MANIFEST.into(),
@@ -131,17 +131,6 @@ pub(crate) fn walk(
         }
     }
     Ok((reachable, parents))
-}
-
-/// `(image digest, instance id)` of every instance not removed: an image
-/// stays as long as something may still run from it.
-fn instance_images(store: &Store) -> Result<Vec<(Digest, String)>> {
-    store.db().read().live_instance_images()
-}
-
-/// `(image digest, "service#n")` of every release: a rollback may need any.
-fn release_images(store: &Store) -> Result<Vec<(Digest, String)>> {
-    store.db().read().release_images()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,7 +217,13 @@ impl Store {
         // A tainted root (moved aside by drift detection) is only ever used
         // by instances that started on it, so it goes once its image has
         // no instance left, whether or not the image is still reachable.
-        let live: BTreeSet<Digest> = instance_images(self)?.into_iter().map(|(d, _)| d).collect();
+        let live: BTreeSet<Digest> = self
+            .db()
+            .read()
+            .live_instance_images()?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         for image in unpack::tainted_images(&self.layout)? {
             if !live.contains(&image) {
                 removed_roots += unpack::remove_tainted(&self.layout, &image, None)?.len();

@@ -155,7 +155,7 @@ fn export(
 ) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let db = store.db();
-    let key = ctx.signing_key(None)?;
+    let key = ctx.signing_key(&store, None)?;
     let mut trusted = vec![key.public()];
     trusted.extend(load_keys(keys)?);
     let summary = match out {

@@ -45,7 +45,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     // Load the key first: a bad key should fail before a long build.
     let key = a
         .sign
-        .then(|| ctx.signing_key(a.key.as_deref()))
+        .then(|| ctx.signing_key(&store, a.key.as_deref()))
         .transpose()?;
     let bar = progress::Bar::new(ctx.json);
     let opts = BuildOptions {

@@ -63,14 +63,16 @@ impl Ctx {
             .collect::<Result<_, _>>()?)
     }
 
-    /// The key to sign with: `file` when given, else the store's host key.
+    /// The key to sign with: `file` when given, else the host key the
+    /// store's state already holds (one load per process).
     pub fn signing_key(
         &self,
+        store: &drover_core::store::Store,
         file: Option<&std::path::Path>,
     ) -> anyhow::Result<std::sync::Arc<drover_core::keys::SigningKey>> {
         Ok(match file {
             Some(f) => std::sync::Arc::new(drover_core::keys::SigningKey::load(f)?),
-            None => std::sync::Arc::new(drover_core::keys::host_key(&self.store_dir)?),
+            None => store.db().signer()?.clone(),
         })
     }
 }

@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
-    let key = ctx.signing_key(a.key.as_deref())?;
+    let key = ctx.signing_key(&store, a.key.as_deref())?;
     let signed = signature::sign(&mut store, &a.reference, &key)?;
     if ctx.json {
         output::json(&signed)?;
