@@ -108,6 +108,16 @@ pub enum Error {
         messages: Vec<String>,
     },
 
+    /// Input went past one of the bounds in `limits` (a manifest too large,
+    /// a layer that inflates without end, ...).
+    #[error("{what}: {detail}: over the limit {limit} (set {var} to change it)")]
+    LimitExceeded {
+        what: String,
+        limit: &'static str,
+        detail: String,
+        var: String,
+    },
+
     /// An OCI registry refused or failed a request.
     #[error("registry {registry}: {reason}")]
     Registry { registry: String, reason: String },
@@ -146,6 +156,7 @@ impl Error {
             Error::Definition { .. }
             | Error::Input { .. }
             | Error::Usage(_)
+            | Error::LimitExceeded { .. }
             | Error::DatabaseTooNew { .. } => ErrorKind::Invalid,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::CorruptBlob { .. } | Error::Corrupt { .. } | Error::LedgerTampered { .. } => {

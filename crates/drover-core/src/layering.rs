@@ -24,6 +24,7 @@ const ORDER: &[&str] = &[
     "runtime",
     "health",
     "toml_doc",
+    "limits",
     "grammar",
     "durable",
     "sys",

@@ -23,6 +23,7 @@
 //! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
 //! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
+//! | [`limits`] | every bound on untrusted input and on what drover keeps: manifest and layer sizes, registry time-outs, logs, pids; each named in its error, each set by `DROVER_LIMIT_<NAME>` |
 //! | [`grammar`] | every small value grammar, written once: signals, durations, sizes, names, tags, modes, ports |
 //! | `durable`, `sys` | atomic file writes (temp + fsync + rename); the few raw system calls |
 //! | [`error`], [`digest`], [`clock`] | the error type and its one classifier, the `Digest` type, timestamps |
@@ -45,6 +46,7 @@ pub mod keys;
 #[cfg(test)]
 mod layering;
 pub mod ledger;
+pub mod limits;
 pub mod reconcile;
 pub mod runtime;
 pub mod state;

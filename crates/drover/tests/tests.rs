@@ -13,6 +13,7 @@ mod bad_input;
 mod crash;
 mod deploy;
 mod drift;
+mod hostile;
 mod instances;
 mod interop;
 mod layers;

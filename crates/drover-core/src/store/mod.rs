@@ -40,6 +40,7 @@ pub use verify::{BlobProblem, VerifyReport};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
+use crate::limits::Limits;
 use crate::state::{Db, Tx};
 
 /// Manifests and configs larger than this are refused: they are JSON
@@ -78,6 +79,8 @@ pub struct Store {
     layout: Layout,
     db: Db,
     exclusive: bool,
+    /// The bounds on what this store reads and keeps (`DROVER_LIMIT_*`).
+    limits: Limits,
     /// Held for the Store's lifetime: shared by ordinary commands, exclusive
     /// by `gc`, so gc never deletes a blob that a running build has written
     /// but not yet tagged.
@@ -90,6 +93,11 @@ pub use crate::state::Referrer;
 pub use crate::state::Tag as TagInfo;
 
 impl Store {
+    /// The bounds in force for this store.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Open (creating if needed) the store rooted at `root`.
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_locked(root, false)
@@ -102,6 +110,7 @@ impl Store {
     }
 
     fn open_locked(root: &Path, exclusive: bool) -> Result<Store> {
+        let limits = Limits::from_env()?;
         // Absolute, because paths under it end up in runtime configs that
         // other processes read from other directories.
         let root = &std::path::absolute(root).ctx("resolve the store path", root)?;
@@ -135,6 +144,7 @@ impl Store {
             },
             db,
             exclusive,
+            limits,
             _lock: lock,
         };
         store.sync_index()?;
