@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Env, show, write};
 use serde_json::Value;
 
-const BOX_DEF: &str = r#"
+pub(crate) const BOX_DEF: &str = r#"
 [image]
 name = "box"
 tag = "1"
@@ -30,7 +30,7 @@ user = "65534:65534"
 "#;
 
 /// A busybox image with /etc, /usr, a web root and a /data mount point.
-fn box_env() -> Option<Env> {
+pub(crate) fn box_env() -> Option<Env> {
     if !common::require("busybox") || !is_root() {
         return None;
     }
@@ -79,7 +79,7 @@ fn nix_uid() -> u32 {
 }
 
 /// `drover run --wait --rm box:1 -- /bin/sh -c script`: (exit code, output).
-fn sh(env: &Env, driver: &str, extra: &[&str], script: &str) -> (i32, String) {
+pub(crate) fn sh(env: &Env, driver: &str, extra: &[&str], script: &str) -> (i32, String) {
     let mut args = vec!["run", "--wait", "--rm", "--driver", driver];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["box:1", "--", "/bin/sh", "-c", script]);

@@ -319,6 +319,7 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
         driver: r.config.driver,
         service: Some(service.to_string()),
         release: Some(r.number),
+        userns: r.config.userns_opt_out.is_none(),
         ..RunOptions::default()
     })
 }

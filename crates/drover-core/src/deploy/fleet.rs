@@ -21,6 +21,8 @@
 //! memory = "256m"              # also cpus = 0.5, pids = 100, nofile = 4096
 //! cap_add = ["NET_BIND_SERVICE"]
 //! driver = "embedded"          # or "runc"
+//! userns = false               # run without a user namespace (container root
+//! userns_reason = "…"          # is host root): only with a reason, ledgered
 //!
 //! [service.web.health]         # overrides the image's check; see `health`
 //! kind = "http"
@@ -60,6 +62,8 @@ const SERVICE_KEYS: &[&str] = &[
     "nofile",
     "cap_add",
     "driver",
+    "userns",
+    "userns_reason",
     "health",
 ];
 
@@ -289,6 +293,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         }
         None => DriverKind::Embedded,
     };
+    let userns_opt_out = userns_opt_out(c, &t)?;
     let health = t
         .get("health")
         .map(|n| health::parse(c, n, &t.key("health"), Deadline::Allowed))
@@ -314,7 +319,47 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         limits,
         cap_add,
         driver,
+        userns_opt_out,
     })
+}
+
+/// `userns = false` with its `userns_reason`: the reason, or `None` when
+/// the service keeps its user namespace (the default). Turning it off
+/// makes container root host root, so it takes a reason, which the release
+/// records and the ledger keeps.
+fn userns_opt_out(c: &Checker<'_>, t: &Table<'_>) -> Result<Option<String>> {
+    let on = match t.get("userns") {
+        Some(n) => c.boolean(n, &t.key("userns"))?,
+        None => true,
+    };
+    let reason = match t.get("userns_reason") {
+        Some(n) => {
+            let key = t.key("userns_reason");
+            let s = c.string(n, &key)?.trim();
+            if s.is_empty() {
+                return Err(c.err(n.at(), &key, "say why, in words"));
+            }
+            if on {
+                return Err(c.err(
+                    n.at(),
+                    &key,
+                    "only with userns = false (the user namespace is on by default)",
+                ));
+            }
+            Some(s.to_string())
+        }
+        None => None,
+    };
+    match (on, reason) {
+        (true, _) => Ok(None),
+        (false, Some(r)) => Ok(Some(r)),
+        (false, None) => Err(c.err(
+            t.get("userns").map_or(0, Node::at),
+            &t.key("userns"),
+            "userns = false makes container root host root; it needs userns_reason = \"why\" \
+             beside it (the release records it and the ledger keeps it)",
+        )),
+    }
 }
 
 /// The registry `image` names, if any, and whether to reach it over plain

@@ -204,6 +204,7 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             health,
             deadline_ms: spec.deadline_ms,
             driver: spec.driver,
+            userns_opt_out: spec.userns_opt_out.clone(),
         },
     ))
 }
@@ -746,6 +747,7 @@ fn config_changes(a: &ReleaseConfig, b: &ReleaseConfig) -> String {
         "health",
         "deadline_ms",
         "driver",
+        "userns_opt_out",
     ]
     .into_iter()
     .filter(|k| a[k] != b[k])

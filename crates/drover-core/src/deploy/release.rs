@@ -105,14 +105,19 @@ pub fn create(tx: &Tx<'_>, r: NewRelease<'_>) -> Result<Release> {
     } else {
         "release.create"
     };
+    let mut details = json!({
+        "service": r.service, "release": number, "image": r.image.to_string(),
+        "image_ref": r.image_ref, "config_digest": config_digest.to_string(),
+        "parent": r.parent, "rollback_of": r.rollback_of, "message": r.message,
+    });
+    // Container root is host root in this release: the ledger says why.
+    if let Some(why) = &r.config.userns_opt_out {
+        details["userns_opt_out"] = json!(why);
+    }
     tx.record(NewEntry::new(
         action,
         [format!("{}#{number}", r.service), r.image.to_string()],
-        json!({
-            "service": r.service, "release": number, "image": r.image.to_string(),
-            "image_ref": r.image_ref, "config_digest": config_digest.to_string(),
-            "parent": r.parent, "rollback_of": r.rollback_of, "message": r.message,
-        }),
+        details,
     ))?;
     release(tx.read(), r.service, number)
 }

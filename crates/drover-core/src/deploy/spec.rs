@@ -50,6 +50,9 @@ pub struct ServiceSpec {
     pub limits: Limits,
     pub cap_add: Vec<String>,
     pub driver: DriverKind,
+    /// Why this service runs without a user namespace (`userns = false`,
+    /// `userns_reason = "…"`); `None`, the default: it runs in one.
+    pub userns_opt_out: Option<String>,
 }
 
 /// Everything about how a release's instances run, besides the image.
@@ -65,6 +68,11 @@ pub struct ReleaseConfig {
     pub health: Option<HealthCheck>,
     pub deadline_ms: u64,
     pub driver: DriverKind,
+    /// Why the instances run without a user namespace, if they do. Absent
+    /// (the default) from the JSON, so configs from before it keep their
+    /// digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_opt_out: Option<String>,
 }
 
 impl ReleaseConfig {

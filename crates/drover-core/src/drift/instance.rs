@@ -284,11 +284,15 @@ fn status_findings(status: &str, l: &Launch) -> Vec<Drift> {
     // A process given CAP_SETUID / CAP_SETGID may change its own ids
     // (dropping privileges, as gosu and su-exec do).
     let granted = |cap: &str| l.capabilities.iter().any(|c| c == cap);
-    if !granted("CAP_SETUID") && ids("Uid").iter().any(|u| *u != l.uid) {
-        out.push(p("Uid", format!("{:?}, want {}", ids("Uid"), l.uid)));
+    // /proc shows host ids: in a user namespace, the container's plus the
+    // range's first.
+    let shift = l.userns.map_or(0, |m| m.host);
+    let (uid, gid) = (shift + l.uid, shift + l.gid);
+    if !granted("CAP_SETUID") && ids("Uid").iter().any(|u| *u != uid) {
+        out.push(p("Uid", format!("{:?}, want {uid}", ids("Uid"))));
     }
-    if !granted("CAP_SETGID") && ids("Gid").iter().any(|g| *g != l.gid) {
-        out.push(p("Gid", format!("{:?}, want {}", ids("Gid"), l.gid)));
+    if !granted("CAP_SETGID") && ids("Gid").iter().any(|g| *g != gid) {
+        out.push(p("Gid", format!("{:?}, want {gid}", ids("Gid"))));
     }
     out
 }
@@ -394,6 +398,8 @@ mod tests {
             mounts: vec![],
             limits: Limits::default(),
             tmpfs_bytes: 1 << 26,
+            userns: None,
+            root_view: None,
         }
     }
 

@@ -23,6 +23,7 @@
 
 pub mod monitor;
 mod prepare;
+mod userns;
 
 use std::fs;
 use std::io::Read;
@@ -530,8 +531,13 @@ fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
 /// ledger never mentioned it.
 fn discard(store: &mut Store, inst: &Instance) {
     let _ = runtime::driver(inst.driver, &runtime_root(store.root())).delete(&inst.id);
+    let _ = userns::detach(store.root(), &inst.id);
     let _ = fs::remove_dir_all(inst.bundle(store.root()));
     let _ = store.db_mut().write(|tx| tx.delete_instance(&inst.id));
+    let _ = userns::release(
+        store.db_mut(),
+        &userns::owner(inst.service.as_deref(), &inst.id),
+    );
 }
 
 /// Stop an instance: its stop signal, then SIGKILL after `grace`. Returns
@@ -622,6 +628,7 @@ pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
     let driver = runtime::driver(inst.driver, &runtime_root(store.root()));
     driver.delete(&inst.id)?;
     let bundle = inst.bundle(store.root());
+    userns::detach(store.root(), &inst.id)?;
     match fs::remove_dir_all(&bundle) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -630,6 +637,10 @@ pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
     if !created {
         delete_row(store, &inst)?;
     }
+    userns::release(
+        store.db_mut(),
+        &userns::owner(inst.service.as_deref(), &inst.id),
+    )?;
     reload(store.db(), &inst.id)
 }
 
@@ -641,6 +652,26 @@ fn delete_row(store: &mut Store, inst: &Instance) -> Result<bool> {
         Some("instance.delete"),
         Change::default(),
     )
+}
+
+/// Clean up after `run`s killed part-way: detach instance views and give
+/// back id ranges that no recorded instance holds. Needs the store opened
+/// exclusively (`gc`), so that no instance is being created meanwhile.
+/// Returns how many views were detached.
+pub fn collect_orphans(store: &mut Store) -> Result<usize> {
+    if !store.is_exclusive() {
+        return Err(Error::Busy {
+            what: "store".into(),
+            reason: "collecting orphaned instance views needs the store opened exclusively".into(),
+        });
+    }
+    let live: Vec<String> = list(store.db(), true)?
+        .into_iter()
+        .filter(|i| i.state != State::Deleted)
+        .map(|i| i.id)
+        .collect();
+    let root = store.root().to_path_buf();
+    userns::sweep(store.db_mut(), &root, &live)
 }
 
 /// A monitor takes charge of a created instance. `false` if it was removed

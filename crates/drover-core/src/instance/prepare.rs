@@ -7,12 +7,12 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use super::{Instance, State, bundle_dir, reload, volume_dir};
+use super::{Instance, State, bundle_dir, reload, userns, volume_dir};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::grammar;
 use crate::runtime::DriverKind;
-use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, Launch, Limits};
+use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, IdMap, Launch, Limits};
 use crate::state::NewInstance;
 use crate::store::{Store, unpack};
 
@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub service: Option<String>,
     pub release: Option<i64>,
     pub tmpfs_bytes: u64,
+    /// Run in a user namespace (the default). Only a service whose fleet
+    /// entry gives a reason turns it off.
+    pub userns: bool,
 }
 
 impl Default for RunOptions {
@@ -50,6 +53,7 @@ impl Default for RunOptions {
             service: None,
             release: None,
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
+            userns: true,
         }
     }
 }
@@ -147,39 +151,34 @@ pub(super) fn create(
         }
     }
 
-    let mut mounts = Vec::new();
-    for v in &opts.volumes {
-        if !is_dir_in_root(root, &v.target) {
+    let id = new_id()?;
+    // The fake driver runs nothing, so it needs no namespace and no views.
+    let map = if opts.userns && opts.driver != DriverKind::Fake {
+        if capabilities.iter().any(|c| c == "CAP_NET_BIND_SERVICE") {
             return Err(Error::Usage(format!(
-                "volume {}: {} is not a directory in image {image_ref}; the image must provide \
-                 its mount points (the root is read-only and shared)",
-                v.name, v.target
+                "image {image_ref}: CAP_NET_BIND_SERVICE cannot work in a user namespace on the \
+                 host network (the host's network namespace checks the host's capabilities); \
+                 listen on $PORT (above 1023) instead"
             )));
         }
-        let dir = volume_dir(store.root(), &v.name);
-        if !dir.exists() {
-            // A new volume belongs to the instance's user: it holds the
-            // service's state, and the service runs without capabilities.
-            let parent = dir.parent().expect("volumes live in a directory");
-            fs::create_dir_all(parent).ctx("create volume", parent)?;
-            let tmp = parent.join(format!(".new-{}-{}", v.name, std::process::id()));
-            fs::create_dir(&tmp).ctx("create volume", &tmp)?;
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).ctx("create volume", &tmp)?;
-            match fs::rename(&tmp, &dir) {
-                Ok(()) => {}
-                // Another run created it meanwhile: theirs stands.
-                Err(_) if dir.is_dir() => fs::remove_dir(&tmp).ctx("create volume", &tmp)?,
-                Err(e) => return Err(Error::io("create volume", dir, e)),
-            }
+        Some(userns::hold(
+            store.db_mut(),
+            &userns::owner(opts.service.as_deref(), &id),
+        )?)
+    } else {
+        None
+    };
+    let owner = userns::owner(opts.service.as_deref(), &id);
+    let bundle = bundle_dir(store.root(), &id);
+    let made = make_bundle(store, &bundle, root, map, opts, image_ref, uid, gid);
+    let (root_view, mounts) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            undo(store, &bundle, &owner);
+            return Err(e);
         }
-        mounts.push(BindMount {
-            source: dir,
-            target: v.target.clone(),
-            read_only: v.read_only,
-        });
-    }
+    };
 
-    let id = new_id()?;
     let port = match opts.port {
         Some(p) => p,
         None => free_port(store)?,
@@ -216,13 +215,16 @@ pub(super) fn create(
         mounts,
         limits: opts.limits.clone(),
         tmpfs_bytes: opts.tmpfs_bytes,
+        userns: map,
+        root_view,
     };
-    let bundle = bundle_dir(store.root(), &id);
-    fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
     let config_digest = crate::Digest::of(&config_json);
-    fs::write(bundle.join("config.json"), config_json).ctx("write runtime config", &bundle)?;
+    if let Err(e) = fs::write(bundle.join("config.json"), config_json) {
+        undo(store, &bundle, &owner);
+        return Err(Error::io("write runtime config", &bundle, e));
+    }
 
     let launch_json = serde_json::to_string(&launch).expect("launch serializes");
     let inserted = store.db_mut().write(|tx| {
@@ -246,9 +248,16 @@ pub(super) fn create(
             config_digest: &config_digest,
         })?;
         Ok(true)
-    })?;
+    });
+    let inserted = match inserted {
+        Ok(i) => i,
+        Err(e) => {
+            undo(store, &bundle, &owner);
+            return Err(e);
+        }
+    };
     if !inserted {
-        let _ = fs::remove_dir_all(&bundle);
+        undo(store, &bundle, &owner);
         return Err(Error::Usage(format!(
             "an instance named {:?} already exists; remove it or pick another name",
             opts.name.as_deref().unwrap_or_default()
@@ -257,7 +266,66 @@ pub(super) fn create(
     reload(store.db(), &id)
 }
 
-/// Twelve random hex digits.
+/// The instance's directory with its views and volumes: the root the
+/// runtime mounts and the volume mounts. Volumes are made on first use.
+#[allow(clippy::too_many_arguments)]
+fn make_bundle(
+    store: &Store,
+    bundle: &Path,
+    root: &Path,
+    map: Option<IdMap>,
+    opts: &RunOptions,
+    image_ref: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<(Option<std::path::PathBuf>, Vec<BindMount>)> {
+    fs::create_dir_all(bundle).ctx("create instance directory", bundle)?;
+    let mut sources = Vec::new();
+    for v in &opts.volumes {
+        if !is_dir_in_root(root, &v.target) {
+            return Err(Error::Usage(format!(
+                "volume {}: {} is not a directory in image {image_ref}; the image must provide \
+                 its mount points (the root is read-only and shared)",
+                v.name, v.target
+            )));
+        }
+        let dir = volume_dir(store.root(), &v.name);
+        if !dir.exists() {
+            let host = map.unwrap_or(IdMap { host: 0, size: 0 });
+            userns::create_volume(&dir, host, uid, gid)?;
+        }
+        sources.push((dir, v.read_only));
+    }
+    let (root_view, sources) = match map {
+        Some(map) => {
+            let id = bundle.file_name().unwrap_or_default().to_string_lossy();
+            let (view, vols) = userns::attach(store.root(), &id, root, map, &sources)?;
+            (Some(view), vols)
+        }
+        None => (None, sources.into_iter().map(|(d, _)| d).collect()),
+    };
+    let mounts = opts
+        .volumes
+        .iter()
+        .zip(sources)
+        .map(|(v, source)| BindMount {
+            source,
+            target: v.target.clone(),
+            read_only: v.read_only,
+        })
+        .collect();
+    Ok((root_view, mounts))
+}
+
+/// Take back a `create` that failed part-way: the views detached, the
+/// directory gone, an ad-hoc instance's id range returned.
+fn undo(store: &mut Store, bundle: &Path, owner: &str) {
+    let id = bundle.file_name().unwrap_or_default().to_string_lossy();
+    let _ = userns::detach(store.root(), &id);
+    let _ = fs::remove_dir_all(bundle);
+    let _ = userns::release(store.db_mut(), owner);
+}
+
 /// The signal number of an image's stop signal (default SIGTERM), read by
 /// the grammar the builder wrote it with.
 fn stop_signal(configured: Option<&str>) -> std::result::Result<i32, String> {
@@ -267,6 +335,7 @@ fn stop_signal(configured: Option<&str>) -> std::result::Result<i32, String> {
     }
 }
 
+/// Twelve random hex digits.
 fn new_id() -> Result<String> {
     let mut bytes = [0u8; 6];
     let path = Path::new("/dev/urandom");

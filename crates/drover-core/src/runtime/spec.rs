@@ -13,6 +13,9 @@
 //! - `noNewPrivileges`, every capability dropped unless named;
 //! - a seccomp profile that allows by default and denies the calls a service
 //!   never needs and an attacker wants (see [`DENIED_SYSCALLS`]);
+//! - a user namespace: container ids `0..65536` are an unprivileged host
+//!   range ([`IdMap`]), and the root is an id-mapped view of the shared one
+//!   (see `instance::userns`); a service may opt out only with a reason;
 //! - PID, mount, IPC and UTS namespaces; the host network (for now);
 //! - memory, pids and CPU limits when set; rlimits.
 
@@ -39,6 +42,21 @@ pub struct Launch {
     pub limits: Limits,
     /// Size of the `/tmp` tmpfs in bytes (`/run` gets a quarter of it).
     pub tmpfs_bytes: u64,
+    /// The host ids container ids map to; `None`: no user namespace (the
+    /// service opted out, or an instance recorded before there were any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<IdMap>,
+    /// What the runtime mounts as the root: the id-mapped view of `rootfs`
+    /// when there is a user namespace, else `rootfs` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_view: Option<PathBuf>,
+}
+
+/// Container ids `0..size` are host ids `host..host + size` (uids and gids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub host: u32,
+    pub size: u32,
 }
 
 /// A host directory (a volume) mounted into the instance.
@@ -211,8 +229,16 @@ pub fn generate(l: &Launch) -> Value {
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        // A user namespace may not mount sysfs for a network namespace it
+        // does not own (the host's): it gets the host's, bound read-only,
+        // as rootless runc does.
+        if l.userns.is_some() {
+            json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                   "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+        } else {
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                   "options": ["nosuid", "noexec", "nodev", "ro"]})
+        },
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=1777", format!("size={}", l.tmpfs_bytes)]}),
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
@@ -241,10 +267,24 @@ pub fn generate(l: &Launch) -> Value {
         resources["cpu"] = json!({"quota": milli * period / 1000, "period": period});
     }
 
-    json!({
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "mount"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+    ];
+    let mut linux = json!({});
+    if let Some(map) = l.userns {
+        namespaces.insert(0, json!({"type": "user"}));
+        let ids = json!([{"containerID": 0, "hostID": map.host, "size": map.size}]);
+        linux["uidMappings"] = ids.clone();
+        linux["gidMappings"] = ids;
+    }
+    let root = l.root_view.as_ref().unwrap_or(&l.rootfs);
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": l.id,
-        "root": {"path": l.rootfs, "readonly": true},
+        "root": {"path": root, "readonly": true},
         "process": {
             "terminal": false,
             "user": {"uid": l.uid, "gid": l.gid, "additionalGids": l.additional_gids},
@@ -263,7 +303,7 @@ pub fn generate(l: &Launch) -> Value {
         },
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}],
+            "namespaces": namespaces,
             "cgroupsPath": cgroups_path(&l.id),
             "resources": resources,
             "maskedPaths": [
@@ -276,7 +316,13 @@ pub fn generate(l: &Launch) -> Value {
             ],
             "seccomp": seccomp(),
         },
-    })
+    });
+    if let Value::Object(extra) = linux {
+        for (k, v) in extra {
+            config["linux"][k] = v;
+        }
+    }
+    config
 }
 
 /// Allow by default; deny [`DENIED_SYSCALLS`], and new user namespaces
@@ -330,7 +376,49 @@ mod tests {
             }],
             limits: Limits::default(),
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
+            userns: None,
+            root_view: None,
         }
+    }
+
+    /// With a user namespace: the user namespace comes first, ids map to
+    /// the range, the root is the id-mapped view, /sys is the host's bound
+    /// read-only; and libcontainer reads it as a valid spec.
+    #[test]
+    fn a_user_namespace_maps_ids_and_mounts_the_view() {
+        let mut l = launch();
+        l.userns = Some(IdMap {
+            host: 0x7001_0000,
+            size: 65536,
+        });
+        l.root_view = Some("/store/instances/abc123/mnt/root".into());
+        let v = generate(&l);
+        assert_eq!(v["linux"]["namespaces"][0]["type"], "user");
+        assert_eq!(v["linux"]["uidMappings"][0]["hostID"], 0x7001_0000u32);
+        assert_eq!(v["linux"]["gidMappings"][0]["size"], 65536);
+        assert_eq!(v["root"]["path"], "/store/instances/abc123/mnt/root");
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert_eq!(sys["type"], "bind");
+        let spec: Spec = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .uid_mappings()
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+        // Without one, nothing of it appears.
+        let v = generate(&launch());
+        assert!(v["linux"].get("uidMappings").is_none());
+        assert_eq!(v["root"]["path"], "/store/rootfs/ff");
     }
 
     /// The JSON is a valid OCI spec as libcontainer reads it, and says what

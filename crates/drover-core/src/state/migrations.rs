@@ -243,6 +243,17 @@ CREATE TABLE revocations (
     actor  TEXT NOT NULL
 );
 "#,
+    // 6: user-namespace id ranges (instance/userns.rs).
+    r#"
+-- Host id ranges that instances' user namespaces map to: range `idx` is
+-- host ids FIRST + idx * 65536 .. + 65536, held by one owner (a service, so
+-- its volumes keep their owner across releases; or one ad-hoc instance).
+CREATE TABLE id_ranges (
+    idx     INTEGER PRIMARY KEY,
+    owner   TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+"#,
 ];
 
 pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {

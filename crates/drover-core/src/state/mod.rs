@@ -54,6 +54,7 @@
 //! lives on disk beside the database; the database only names it.
 
 mod drift;
+mod id_ranges;
 mod images;
 mod instances;
 mod leases;

@@ -42,6 +42,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
         tables(db.conn()),
         [
             "drift_findings",
+            "id_ranges",
             "instance_transitions",
             "instances",
             "ledger",
@@ -267,6 +268,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:5f1bc925d30ebf7b51b4f6a56ba2d08e557f3c812539034a93304731005b992f", // 3
         "sha256:9a90265149bd5bc62ce4c46a412d7c4a5afcff9d99e5a3a0954c4715d11c0544", // 4
         "sha256:b12af37ce9dea250ca8762ca2db354c7c3fd927311a41e5f1903c9c9cfd97ac1", // 5
+        "sha256:d3587f07706b02dbee8d0305a9994e98d4c3a2e8a952174f44328ff3a05ed647", // 6
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
@@ -277,4 +279,25 @@ fn shipped_migrations_are_unchanged() {
             i + 1
         );
     }
+}
+
+#[test]
+fn id_ranges_go_to_the_lowest_free_index_once_per_owner() {
+    let (_dir, path) = temp_db();
+    let mut db = Db::open(&path).unwrap();
+    let mut hold = |owner: &str| db.write(|tx| tx.hold_id_range(owner, 3, "t"));
+    assert_eq!(hold("service:a").unwrap(), 0);
+    assert_eq!(hold("instance:x").unwrap(), 1);
+    assert_eq!(hold("service:a").unwrap(), 0, "an owner keeps its range");
+    assert_eq!(hold("service:b").unwrap(), 2);
+    let e = hold("service:c").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    db.write(|tx| tx.release_id_range("instance:x")).unwrap();
+    assert_eq!(
+        db.write(|tx| tx.hold_id_range("service:c", 3, "t"))
+            .unwrap(),
+        1,
+        "a freed range is reused"
+    );
+    assert_eq!(db.read().id_ranges().unwrap().len(), 3);
 }

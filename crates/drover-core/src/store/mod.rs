@@ -28,6 +28,7 @@ mod verify;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -93,6 +94,11 @@ pub use crate::state::Referrer;
 pub use crate::state::Tag as TagInfo;
 
 impl Store {
+    /// Opened with no other drover process in it ([`Store::open_exclusive`]).
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+
     /// The bounds in force for this store.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -118,6 +124,17 @@ impl Store {
         let tmp = root.join("tmp");
         for dir in [&blobs, &tmp, &root.join("cache")] {
             fs::create_dir_all(dir).ctx("create store directory", dir)?;
+        }
+        // Closed to every other host user: volumes hold files that mapped
+        // container ids wrote (setuid ones too), and the database holds
+        // the services' environments.
+        let mode = fs::metadata(root)
+            .ctx("inspect store", root)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .ctx("close the store to other users", root)?;
         }
         let lock_path = root.join("store.lock");
         let lock = File::options()

@@ -9,6 +9,7 @@ use crate::output;
 pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut store = Store::open_exclusive(&ctx.store_dir)
         .with_context(|| format!("opening the store at {} for gc", ctx.store_dir.display()))?;
+    let views = drover_core::instance::collect_orphans(&mut store)?;
     let report = store.gc()?;
     if ctx.json {
         output::json(&report)?;
@@ -22,6 +23,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             report.removed_temp_files,
             report.kept_blobs
         );
+        if views > 0 {
+            println!("detached the views of {views} instances that were never recorded");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         service: None,
         release: None,
         tmpfs_bytes: a.tmp_size.unwrap_or(DEFAULT_TMPFS_BYTES),
+        userns: true,
     };
     let mut store = ctx.store()?;
     if !a.wait {

@@ -207,3 +207,31 @@ fn errors_name_line_and_key() {
         "unknown key",
     );
 }
+
+#[test]
+fn a_user_namespace_is_turned_off_only_with_a_reason() {
+    let base = "[service.web]\nimage = \"web:1\"\n";
+    assert_eq!(ok(base)[0].userns_opt_out, None);
+    let f = ok(&format!(
+        "{base}userns = false\nuserns_reason = \"binds port 80\"\n"
+    ));
+    assert_eq!(f[0].userns_opt_out.as_deref(), Some("binds port 80"));
+    fails(
+        &format!("{base}userns = false\n"),
+        3,
+        "service.web.userns",
+        "userns_reason",
+    );
+    fails(
+        &format!("{base}userns = false\nuserns_reason = \" \"\n"),
+        4,
+        "service.web.userns_reason",
+        "say why",
+    );
+    fails(
+        &format!("{base}userns_reason = \"x\"\n"),
+        3,
+        "service.web.userns_reason",
+        "only with userns = false",
+    );
+}
