@@ -238,3 +238,45 @@ fn opting_out_of_the_user_namespace_needs_a_reason() {
         "{err}"
     );
 }
+
+/// A deployed service maps to its own range; one that opts out (with its
+/// reason, which the ledger keeps) runs with host ids.
+#[test]
+fn a_service_runs_in_its_range_unless_its_fleet_entry_says_why_not() {
+    let Some(env) = common::web_env() else { return };
+    let fleet = env.ctx().join("fleet.toml");
+    let uid_map = |env: &Env| -> Vec<u64> {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+        let pid = all[0]["instances"][0]["pid"].as_u64().expect("a pid");
+        std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
+            .unwrap()
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect()
+    };
+    std::fs::write(&fleet, "[service.web]\nimage = \"web:1\"\n").unwrap();
+    env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
+    let map = uid_map(&env);
+    assert!(map[1] >= FIRST as u64 && map[2] == 65536, "{map:?}");
+
+    std::fs::write(
+        &fleet,
+        "[service.web]\nimage = \"web:1\"\nuserns = false\n\
+         userns_reason = \"reads host-owned files under /sys\"\n",
+    )
+    .unwrap();
+    env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
+    assert_eq!(uid_map(&env), [0, 0, 4294967295], "host ids");
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap();
+    let release = entries
+        .iter()
+        .rev()
+        .find(|e| e["action"] == "release.create")
+        .unwrap();
+    assert_eq!(
+        release["details"]["userns_opt_out"], "reads host-owned files under /sys",
+        "{release}"
+    );
+}
