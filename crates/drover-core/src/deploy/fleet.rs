@@ -19,7 +19,7 @@
 //! drain = "10s"                # how long a stopping instance may finish its requests
 //! volumes = ["data:/var/lib/web"]
 //! memory = "256m"              # also cpus = 0.5, pids = 100, nofile = 4096
-//! cap_add = ["NET_BIND_SERVICE"]
+//! cap_add = ["CHOWN"]          # NET_BIND_SERVICE only with userns = false
 //! driver = "embedded"          # or "runc"
 //! userns = false               # run without a user namespace (container root
 //! userns_reason = "…"          # is host root): only with a reason, ledgered
@@ -294,6 +294,18 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         None => DriverKind::Embedded,
     };
     let userns_opt_out = userns_opt_out(c, &t)?;
+    if userns_opt_out.is_none()
+        && let Some(n) = t.get("cap_add")
+        && cap_add.iter().any(|c| c == "CAP_NET_BIND_SERVICE")
+    {
+        return Err(c.err(
+            n.at(),
+            &t.key("cap_add"),
+            "NET_BIND_SERVICE cannot work in a user namespace on the host network (the \
+             host's network namespace checks host capabilities): listen on $PORT, or run \
+             without one (userns = false, userns_reason = \"…\")",
+        ));
+    }
     let health = t
         .get("health")
         .map(|n| health::parse(c, n, &t.key("health"), Deadline::Allowed))

@@ -39,6 +39,8 @@ memory = "256m"
 cpus = 0.5
 pids = 100
 cap_add = ["net_bind_service"]
+userns = false
+userns_reason = "binds port 80 on the host"
 driver = "runc"
 
 [service.web.health]
@@ -233,5 +235,11 @@ fn a_user_namespace_is_turned_off_only_with_a_reason() {
         3,
         "service.web.userns_reason",
         "only with userns = false",
+    );
+    fails(
+        &format!("{base}cap_add = [\"NET_BIND_SERVICE\"]\n"),
+        3,
+        "service.web.cap_add",
+        "user namespace",
     );
 }
