@@ -214,7 +214,11 @@ pub(super) fn create(
         additional_gids,
         capabilities,
         mounts,
-        limits: opts.limits.clone(),
+        limits: Limits {
+            // Every instance gets a pids limit: a fork bomb stops there.
+            pids: opts.limits.pids.or(Some(store.limits().pids)),
+            ..opts.limits.clone()
+        },
         tmpfs_bytes: opts.tmpfs_bytes,
     };
     let bundle = bundle_dir(store.root(), &id);
