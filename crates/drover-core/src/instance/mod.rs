@@ -18,14 +18,14 @@
 //! instance whose process died is never shown as running.
 //!
 //! Files: `<store>/instances/<id>/` is the OCI bundle (`config.json`) and
-//! holds the log (`log`); volumes live in `<store>/volumes/<name>/` and
+//! holds the log (`log`, rotated to `log.1` … by [`log`]); volumes live in `<store>/volumes/<name>/` and
 //! outlive instances; runtimes keep their own state in `<store>/run/`.
 
+pub mod log;
 pub mod monitor;
 mod prepare;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -502,8 +502,8 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
     match monitor::launch(&root, store.db_mut(), &inst) {
-        Ok(pid) => {
-            monitor::watch(store.db_mut(), &inst.id, pid)?;
+        Ok((pid, log)) => {
+            monitor::watch(store.db_mut(), &inst.id, pid, log)?;
             reload(store.db(), &inst.id)
         }
         Err(e) => {
@@ -649,8 +649,9 @@ pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Resu
     db.write(|tx| tx.claim_instance(id, pid, start))
 }
 
-/// Copy the instance's log to `out`; with `follow`, keep copying as it grows
-/// until the instance has exited.
+/// Copy the instance's log (its rotated files, then the current one) to
+/// `out`; with `follow`, keep copying as it grows, across rotations, until
+/// the instance has exited.
 pub fn logs(
     store: &mut Store,
     key: &str,
@@ -665,29 +666,19 @@ pub fn logs(
         )));
     }
     let path = runtime::log_path(&inst.bundle(store.root()));
-    let mut file = match fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
-        Err(e) => return Err(Error::io("open log", path, e)),
-    };
-    let mut buf = vec![0u8; 64 * 1024];
+    let stdout = Path::new("<stdout>");
+    if !follow {
+        return log::copy_all(&path, out);
+    }
+    let mut follower = log::Follower::start(&path, out)?;
     loop {
-        let n = file.read(&mut buf).ctx("read log", &path)?;
-        if n > 0 {
-            out.write_all(&buf[..n])
-                .ctx("write log", Path::new("<stdout>"))?;
-            continue;
-        }
-        if !follow {
-            return Ok(());
-        }
-        out.flush().ctx("write log", Path::new("<stdout>"))?;
+        follower.poll(out)?;
+        out.flush().ctx("write log", stdout)?;
         let found = find(store.db(), &inst.id)?;
         let now = refresh_one(store.db_mut(), found)?;
         if !now.state.is_live() {
             // One last read: output written just before the exit.
-            std::io::copy(&mut file, out).ctx("read log", &path)?;
-            return Ok(());
+            return follower.poll(out);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
