@@ -80,6 +80,12 @@ impl State {
         })
     }
 
+    /// Whether moving to this state is part of stopping or removing, which
+    /// a full disk must not prevent (see `Db::write_freeing`).
+    fn frees(self) -> bool {
+        matches!(self, State::Stopping | State::Exited | State::Deleted)
+    }
+
     /// Whether the instance's process may be alive.
     pub fn is_live(self) -> bool {
         matches!(self, State::Running | State::Stopping)
@@ -305,7 +311,13 @@ pub fn transition(
     action: Option<&str>,
     change: Change,
 ) -> Result<bool> {
-    db.write(|tx| transition_in(tx, id, to, action, &change))
+    let f = |tx: &mut Tx<'_>| transition_in(tx, id, to, action, &change);
+    if to.frees() {
+        // Stopping and removing must work on a full disk.
+        db.write_freeing(f)
+    } else {
+        db.write(f)
+    }
 }
 
 fn transition_in(
@@ -374,7 +386,7 @@ fn transition_in(
 /// was asked for, else `instance.exit`. Returns `false` if its exit was
 /// already recorded.
 pub fn record_exit(db: &mut Db, id: &str, exit: Exit) -> Result<bool> {
-    db.write(|tx| {
+    db.write_freeing(|tx| {
         let Some(inst) = get(tx.read(), id)? else {
             return Err(Error::not_found(format!("instance {id}")));
         };
@@ -475,18 +487,18 @@ pub fn run_many(
     let mut out = Vec::new();
     for _ in 0..count {
         match prepare::create(store, image, image_ref, opts) {
-            Ok(inst) => {
+            Ok((inst, made)) => {
                 let child = monitor::start(store.root(), &inst.id);
-                started.push((inst, child));
+                started.push((inst, made, child));
             }
             Err(e) => out.push(Err(e)),
         }
     }
-    for (inst, child) in started {
+    for (inst, made, child) in started {
         match child.and_then(|c| monitor::report(c, &inst.id)) {
             Ok(()) => out.push(reload(store.db(), &inst.id)),
             Err(e) => {
-                discard(store, &inst);
+                discard(store, &inst, &made);
                 out.push(Err(e));
             }
         }
@@ -498,7 +510,7 @@ pub fn run_many(
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
-    let inst = prepare::create(store, &image, image_ref, opts)?;
+    let (inst, made) = prepare::create(store, &image, image_ref, opts)?;
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
     match monitor::launch(&root, store.db_mut(), &inst) {
@@ -507,7 +519,7 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
             reload(store.db(), &inst.id)
         }
         Err(e) => {
-            discard(store, &inst);
+            discard(store, &inst, &made);
             Err(e)
         }
     }
@@ -526,12 +538,17 @@ fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
     }
 }
 
-/// Undo a `create` whose instance never ran: nothing of it stays, and the
-/// ledger never mentioned it.
-fn discard(store: &mut Store, inst: &Instance) {
+/// Undo a `create` whose instance never ran: nothing of it stays (runtime
+/// state, bundle, the volumes it made, its row), and the ledger never
+/// mentioned it. Files first, so the row's removal finds room on a full
+/// disk (and the store's reserve, if it must).
+fn discard(store: &mut Store, inst: &Instance, made: &prepare::Made) {
     let _ = runtime::driver(inst.driver, &runtime_root(store.root())).delete(&inst.id);
+    made.undo();
     let _ = fs::remove_dir_all(inst.bundle(store.root()));
-    let _ = store.db_mut().write(|tx| tx.delete_instance(&inst.id));
+    let _ = store
+        .db_mut()
+        .write_freeing(|tx| tx.delete_instance(&inst.id));
 }
 
 /// Stop an instance: its stop signal, then SIGKILL after `grace`. Returns

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Instance, State, bundle_dir, reload, volume_dir};
 use crate::digest::Digest;
@@ -91,15 +91,54 @@ impl VolumeSpec {
     }
 }
 
+/// What [`create`] made on disk, so a failure can take it back.
+#[derive(Debug, Default)]
+pub(super) struct Made {
+    /// Volumes that did not exist before (empty, so safe to remove).
+    pub volumes: Vec<PathBuf>,
+    pub bundle: Option<PathBuf>,
+}
+
+impl Made {
+    /// Remove what was made: the bundle, and each new volume still empty.
+    pub(super) fn undo(&self) {
+        if let Some(b) = &self.bundle {
+            let _ = fs::remove_dir_all(b);
+        }
+        for v in &self.volumes {
+            let _ = fs::remove_dir(v);
+        }
+    }
+}
+
 /// Record a new instance of the image `image` (state `created`) and write
 /// its bundle. Nothing runs yet. `image_ref` is what the user asked for,
 /// recorded and named in messages; it is never resolved again, so a tag
-/// moved meanwhile cannot change what runs.
+/// moved meanwhile cannot change what runs. Returns it with what was made
+/// for it on disk; on failure (a full disk included) nothing is left: no
+/// bundle, no row, no volume this call created.
 pub(super) fn create(
     store: &mut Store,
     image: &Digest,
     image_ref: &str,
     opts: &RunOptions,
+) -> Result<(Instance, Made)> {
+    let mut made = Made::default();
+    match create_in(store, image, image_ref, opts, &mut made) {
+        Ok(inst) => Ok((inst, made)),
+        Err(e) => {
+            made.undo();
+            Err(e)
+        }
+    }
+}
+
+fn create_in(
+    store: &mut Store,
+    image: &Digest,
+    image_ref: &str,
+    opts: &RunOptions,
+    made: &mut Made,
 ) -> Result<Instance> {
     let manifest = store.manifest(image)?;
     let config = store.image_config(&manifest)?.config;
@@ -166,7 +205,7 @@ pub(super) fn create(
             fs::create_dir(&tmp).ctx("create volume", &tmp)?;
             std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).ctx("create volume", &tmp)?;
             match fs::rename(&tmp, &dir) {
-                Ok(()) => {}
+                Ok(()) => made.volumes.push(dir.clone()),
                 // Another run created it meanwhile: theirs stands.
                 Err(_) if dir.is_dir() => fs::remove_dir(&tmp).ctx("create volume", &tmp)?,
                 Err(e) => return Err(Error::io("create volume", dir, e)),
@@ -223,6 +262,7 @@ pub(super) fn create(
     };
     let bundle = bundle_dir(store.root(), &id);
     fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
+    made.bundle = Some(bundle.clone());
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
     let config_digest = crate::Digest::of(&config_json);
@@ -252,7 +292,6 @@ pub(super) fn create(
         Ok(true)
     })?;
     if !inserted {
-        let _ = fs::remove_dir_all(&bundle);
         return Err(Error::Usage(format!(
             "an instance named {:?} already exists; remove it or pick another name",
             opts.name.as_deref().unwrap_or_default()
@@ -464,7 +503,7 @@ mod tests {
             driver: DriverKind::Fake,
             ..RunOptions::default()
         };
-        let inst = create(&mut store, &image, "app:1", &opts).unwrap();
+        let (inst, _) = create(&mut store, &image, "app:1", &opts).unwrap();
         assert_eq!(inst.stop_signal, 64);
     }
 

@@ -30,7 +30,7 @@ fn start(store: &mut Store, name: &str) -> Instance {
     };
     let inst = {
         let d = store.resolve("app:1").unwrap().digest;
-        prepare::create(store, &d, "app:1", &opts).unwrap()
+        prepare::create(store, &d, "app:1", &opts).unwrap().0
     };
     let root = store.root().to_path_buf();
     monitor::launch(&root, store.db_mut(), &inst).unwrap();

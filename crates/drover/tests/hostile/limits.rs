@@ -27,7 +27,11 @@ pub(super) fn box_env(extra: impl FnOnce(&Path)) -> Option<Env> {
     if !common::require("busybox") || !is_root() {
         return None;
     }
-    let env = Env::new();
+    Some(box_in(Env::new(), extra))
+}
+
+/// [`box_env`] in a given `env` (whose store may be on a mount of its own).
+pub(super) fn box_in(env: Env, extra: impl FnOnce(&Path)) -> Env {
     let root = env.ctx().join("rootfs");
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
     write(&root.join("bin/busybox"), &busybox, 0o755);
@@ -45,7 +49,7 @@ pub(super) fn box_env(extra: impl FnOnce(&Path)) -> Option<Env> {
     extra(&root);
     env.write_def(BOX_DEF);
     env.build(&["--sign"]);
-    Some(env)
+    env
 }
 
 pub(super) fn is_root() -> bool {
