@@ -4,11 +4,14 @@
 //! dropped), so an instance never holds more than (log_files + 1) ×
 //! log_bytes of log, however much it prints.
 //!
-//! The container never waits on the disk: the pipe is read into a bounded
-//! queue by one thread and written out by another. When the queue is full
-//! (the disk is slower than the output) or a write fails (a full disk), the
-//! bytes are dropped and counted, and a marker line saying how many goes
-//! into the log as soon as writing works again: nothing is lost silently.
+//! The container never waits on the disk for long: the pipe is read into a
+//! bounded queue by one thread and written out by another. When the queue
+//! is full (the disk is slower than the output) the reader waits up to
+//! [`QUEUE_WAIT`] for room — the container's writes slow to the disk's pace,
+//! as under docker's blocking log mode — and then drops what it read; a
+//! failed write (a full disk) drops its bytes too. Dropped bytes are
+//! counted, and a marker line saying how many goes into the log as soon as
+//! writing works again: nothing is lost silently.
 //!
 //! The pipe has one reader, the monitor: a container whose monitor was
 //! killed gets EPIPE (or SIGPIPE) on its next write, as under docker's or
@@ -28,6 +31,10 @@ use crate::error::{IoContext, Result};
 /// Output read from the pipe and not yet written: past this it is dropped
 /// (and counted) rather than making the container wait.
 const QUEUE_BYTES: usize = 4 << 20;
+
+/// How long a full queue may hold the container's output back before what
+/// it wrote is dropped (a stalled disk must not stall the container).
+pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// The pipe's own buffer, asked for (the kernel may give less).
 const PIPE_BYTES: i32 = 1 << 20;
@@ -57,18 +64,24 @@ enum Item {
     Dropped(u64),
 }
 
+/// The queue, a signal that it has items, and one that it has room.
+type Shared = (Mutex<Queue>, Condvar, Condvar);
+
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Item>,
     bytes: usize,
     eof: bool,
+    /// The writer let the queue stay full for [`QUEUE_WAIT`] and has not
+    /// taken from it since.
+    stalled: bool,
 }
 
 impl Pump {
     /// Start copying from `pipe` (a read end) into `log`, keeping at most
     /// `bytes` per file and `files` rotated files.
     pub fn start(pipe: OwnedFd, log: PathBuf, bytes: u64, files: u64) -> Pump {
-        let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+        let queue: Arc<Shared> = Arc::new(Default::default());
         let (tx, done) = mpsc::channel();
         let q = queue.clone();
         std::thread::spawn(move || read_pipe(File::from(pipe), &q));
@@ -86,8 +99,8 @@ impl Pump {
     }
 }
 
-fn read_pipe(mut pipe: File, queue: &(Mutex<Queue>, Condvar)) {
-    let (lock, ready) = queue;
+fn read_pipe(mut pipe: File, queue: &Shared) {
+    let (lock, ready, room) = queue;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match pipe.read(&mut buf) {
@@ -97,6 +110,14 @@ fn read_pipe(mut pipe: File, queue: &(Mutex<Queue>, Condvar)) {
             Err(_) => break,
         };
         let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Wait for room once; while the writer stays stuck, drop at once.
+        if q.bytes + n > QUEUE_BYTES && !q.stalled {
+            q = room
+                .wait_timeout_while(q, QUEUE_WAIT, |q| q.bytes + n > QUEUE_BYTES)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            q.stalled = q.bytes + n > QUEUE_BYTES;
+        }
         if q.bytes + n > QUEUE_BYTES {
             match q.items.back_mut() {
                 Some(Item::Dropped(d)) => *d += n as u64,
@@ -112,8 +133,8 @@ fn read_pipe(mut pipe: File, queue: &(Mutex<Queue>, Condvar)) {
     ready.notify_one();
 }
 
-fn write_log(queue: &(Mutex<Queue>, Condvar), mut log: Rotating) {
-    let (lock, ready) = queue;
+fn write_log(queue: &Shared, mut log: Rotating) {
+    let (lock, ready, room) = queue;
     // Bytes dropped and not yet reported in the log, and why.
     let mut lost = 0u64;
     let mut why = String::new();
@@ -127,6 +148,8 @@ fn write_log(queue: &(Mutex<Queue>, Condvar), mut log: Rotating) {
                 break;
             }
             q.bytes = 0;
+            q.stalled = false;
+            room.notify_one();
             q.items.drain(..).collect()
         };
         for item in items {
@@ -424,10 +447,47 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_log_holds_the_container_back_only_for_a_while() {
+        let (r, w) = pipe().unwrap();
+        let queue: Arc<Shared> = Arc::new(Default::default());
+        let q = queue.clone();
+        let reader = std::thread::spawn(move || read_pipe(File::from(r), &q));
+        // Nobody writes the queue out: past QUEUE_BYTES the reader waits
+        // QUEUE_WAIT, then drops (and counts) instead of blocking the writer.
+        let started = std::time::Instant::now();
+        let mut w = File::from(w);
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..(QUEUE_BYTES / chunk.len() + 8) {
+            w.write_all(&chunk).unwrap();
+        }
+        drop(w);
+        reader.join().unwrap();
+        assert!(started.elapsed() >= QUEUE_WAIT);
+        assert!(
+            started.elapsed() < 2 * QUEUE_WAIT,
+            "one wait, not one per read"
+        );
+        let q = queue.0.lock().unwrap();
+        assert!(q.bytes <= QUEUE_BYTES);
+        let dropped: u64 = q
+            .items
+            .iter()
+            .map(|i| match i {
+                Item::Dropped(n) => *n,
+                Item::Data(_) => 0,
+            })
+            .sum();
+        assert_eq!(
+            dropped + q.bytes as u64,
+            (QUEUE_BYTES + 8 * chunk.len()) as u64
+        );
+    }
+
+    #[test]
     fn a_failed_write_is_reported_in_the_log_not_lost_silently() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        let queue = (Mutex::new(Queue::default()), Condvar::new());
+        let queue: Shared = Default::default();
         {
             let mut q = queue.0.lock().unwrap();
             q.items.push_back(Item::Data(b"one\n".to_vec()));
