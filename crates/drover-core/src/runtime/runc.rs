@@ -130,9 +130,21 @@ impl Driver for Runc {
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {
         match self.inspect(id)? {
-            Some(s) if s.status != Status::Stopped => self
-                .run(id, "signal", &["kill", id, &signal.to_string()])
-                .map(drop),
+            Some(s) if s.status != Status::Stopped => {
+                match self.run(id, "signal", &["kill", id, &signal.to_string()]) {
+                    Ok(_) => Ok(()),
+                    // It exited between the look and the signal ("container
+                    // not running"): stopped is what was asked for.
+                    Err(_)
+                        if self
+                            .inspect(id)?
+                            .is_none_or(|s| s.status == Status::Stopped) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             _ => Ok(()),
         }
     }
