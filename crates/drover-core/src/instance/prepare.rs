@@ -128,6 +128,14 @@ pub(super) fn create(
         Ok(inst) => Ok((inst, made)),
         Err(e) => {
             made.undo();
+            if crate::state::is_disk_full(&e) {
+                return Err(Error::Failed(format!(
+                    "{e}; the disk holding the store {} is full: nothing of the instance was \
+                     kept; remove instances that have exited (drover rm) or unused images \
+                     (drover gc), then run it again",
+                    store.root().display()
+                )));
+            }
             Err(e)
         }
     }

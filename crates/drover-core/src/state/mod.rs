@@ -248,7 +248,7 @@ fn release_reserve(db_path: &Path) -> bool {
 }
 
 /// Whether `e` is the disk (or its quota) running out of space.
-fn is_disk_full(e: &Error) -> bool {
+pub fn is_disk_full(e: &Error) -> bool {
     match e {
         Error::Database { source, .. } => source
             .downcast_ref::<rusqlite::Error>()
