@@ -493,13 +493,14 @@ fn scan_blob(
     want: &[(String, Digest)],
 ) -> Result<(Sha1s, HashMap<Digest, Vec<u8>>)> {
     let bad = |e: std::io::Error| Error::corrupt(format!("layer {}", layer.digest), e.to_string());
-    baseline::read_layer(store, layer, |r| {
+    baseline::read_layer(store, layer, |r, budget| {
         let mut sha1s = Sha1s::new();
         let mut found = HashMap::new();
         let mut ar = tar::Archive::new(r);
         let mut buf = vec![0u8; 256 << 10];
         for entry in ar.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
+            budget.entry()?;
             let Change::Put(rec) = baseline::change_of(&entry)? else {
                 continue;
             };

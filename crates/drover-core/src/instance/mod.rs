@@ -18,15 +18,15 @@
 //! instance whose process died is never shown as running.
 //!
 //! Files: `<store>/instances/<id>/` is the OCI bundle (`config.json`) and
-//! holds the log (`log`); volumes live in `<store>/volumes/<name>/` and
+//! holds the log (`log`, rotated to `log.1` … by [`log`]); volumes live in `<store>/volumes/<name>/` and
 //! outlive instances; runtimes keep their own state in `<store>/run/`.
 
+pub mod log;
 pub mod monitor;
 mod prepare;
 mod userns;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -79,6 +79,12 @@ impl State {
             "deleted" => State::Deleted,
             _ => return None,
         })
+    }
+
+    /// Whether moving to this state is part of stopping or removing, which
+    /// a full disk must not prevent (see `Db::write_freeing`).
+    fn frees(self) -> bool {
+        matches!(self, State::Stopping | State::Exited | State::Deleted)
     }
 
     /// Whether the instance's process may be alive.
@@ -306,7 +312,13 @@ pub fn transition(
     action: Option<&str>,
     change: Change,
 ) -> Result<bool> {
-    db.write(|tx| transition_in(tx, id, to, action, &change))
+    let f = |tx: &mut Tx<'_>| transition_in(tx, id, to, action, &change);
+    if to.frees() {
+        // Stopping and removing must work on a full disk.
+        db.write_freeing(f)
+    } else {
+        db.write(f)
+    }
 }
 
 fn transition_in(
@@ -375,7 +387,7 @@ fn transition_in(
 /// was asked for, else `instance.exit`. Returns `false` if its exit was
 /// already recorded.
 pub fn record_exit(db: &mut Db, id: &str, exit: Exit) -> Result<bool> {
-    db.write(|tx| {
+    db.write_freeing(|tx| {
         let Some(inst) = get(tx.read(), id)? else {
             return Err(Error::not_found(format!("instance {id}")));
         };
@@ -476,18 +488,18 @@ pub fn run_many(
     let mut out = Vec::new();
     for _ in 0..count {
         match prepare::create(store, image, image_ref, opts) {
-            Ok(inst) => {
+            Ok((inst, made)) => {
                 let child = monitor::start(store.root(), &inst.id);
-                started.push((inst, child));
+                started.push((inst, made, child));
             }
             Err(e) => out.push(Err(e)),
         }
     }
-    for (inst, child) in started {
+    for (inst, made, child) in started {
         match child.and_then(|c| monitor::report(c, &inst.id)) {
             Ok(()) => out.push(reload(store.db(), &inst.id)),
             Err(e) => {
-                discard(store, &inst);
+                discard(store, &inst, &made);
                 out.push(Err(e));
             }
         }
@@ -499,16 +511,16 @@ pub fn run_many(
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
-    let inst = prepare::create(store, &image, image_ref, opts)?;
+    let (inst, made) = prepare::create(store, &image, image_ref, opts)?;
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
     match monitor::launch(&root, store.db_mut(), &inst) {
-        Ok(pid) => {
-            monitor::watch(store.db_mut(), &inst.id, pid)?;
+        Ok((pid, log)) => {
+            monitor::watch(store.db_mut(), &inst.id, pid, log)?;
             reload(store.db(), &inst.id)
         }
         Err(e) => {
-            discard(store, &inst);
+            discard(store, &inst, &made);
             Err(e)
         }
     }
@@ -527,17 +539,16 @@ fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
     }
 }
 
-/// Undo a `create` whose instance never ran: nothing of it stays, and the
-/// ledger never mentioned it.
-fn discard(store: &mut Store, inst: &Instance) {
+/// Undo a `create` whose instance never ran: nothing of it stays (runtime
+/// state, bundle, the volumes it made, its row), and the ledger never
+/// mentioned it. Files first, so the row's removal finds room on a full
+/// disk (and the store's reserve, if it must).
+fn discard(store: &mut Store, inst: &Instance, made: &prepare::Made) {
     let _ = runtime::driver(inst.driver, &runtime_root(store.root())).delete(&inst.id);
-    let _ = userns::detach(store.root(), &inst.id);
-    let _ = fs::remove_dir_all(inst.bundle(store.root()));
-    let _ = store.db_mut().write(|tx| tx.delete_instance(&inst.id));
-    let _ = userns::release(
-        store.db_mut(),
-        &userns::owner(inst.service.as_deref(), &inst.id),
-    );
+    made.undo(store);
+    let _ = store
+        .db_mut()
+        .write_freeing(|tx| tx.delete_instance(&inst.id));
 }
 
 /// Stop an instance: its stop signal, then SIGKILL after `grace`. Returns
@@ -680,8 +691,9 @@ pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Resu
     db.write(|tx| tx.claim_instance(id, pid, start))
 }
 
-/// Copy the instance's log to `out`; with `follow`, keep copying as it grows
-/// until the instance has exited.
+/// Copy the instance's log (its rotated files, then the current one) to
+/// `out`; with `follow`, keep copying as it grows, across rotations, until
+/// the instance has exited.
 pub fn logs(
     store: &mut Store,
     key: &str,
@@ -696,29 +708,19 @@ pub fn logs(
         )));
     }
     let path = runtime::log_path(&inst.bundle(store.root()));
-    let mut file = match fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(()),
-        Err(e) => return Err(Error::io("open log", path, e)),
-    };
-    let mut buf = vec![0u8; 64 * 1024];
+    let stdout = Path::new("<stdout>");
+    if !follow {
+        return log::copy_all(&path, out);
+    }
+    let mut follower = log::Follower::start(&path, out)?;
     loop {
-        let n = file.read(&mut buf).ctx("read log", &path)?;
-        if n > 0 {
-            out.write_all(&buf[..n])
-                .ctx("write log", Path::new("<stdout>"))?;
-            continue;
-        }
-        if !follow {
-            return Ok(());
-        }
-        out.flush().ctx("write log", Path::new("<stdout>"))?;
+        follower.poll(out)?;
+        out.flush().ctx("write log", stdout)?;
         let found = find(store.db(), &inst.id)?;
         let now = refresh_one(store.db_mut(), found)?;
         if !now.state.is_live() {
             // One last read: output written just before the exit.
-            std::io::copy(&mut file, out).ctx("read log", &path)?;
-            return Ok(());
+            return follower.poll(out);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

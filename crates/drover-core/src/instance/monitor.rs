@@ -10,7 +10,7 @@
 //! status. It holds no store lock, so `gc` never waits for instances.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,8 +19,9 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::{Change, Exit, Instance, State, record_exit, runtime_root, transition};
+use super::{Change, Exit, Instance, State, log, record_exit, runtime_root, transition};
 use crate::error::{Error, IoContext, Result};
+use crate::limits::Limits;
 use crate::runtime;
 use crate::state::{self, Db};
 
@@ -91,14 +92,15 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
         let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
         let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
     }
-    let pid = launched?;
-    watch(&mut db?, id, pid)
+    let (pid, log) = launched?;
+    watch(&mut db?, id, pid, log)
 }
 
 /// Create and start the container of `inst` and record it running, with
-/// this process as its monitor. Returns the init pid. On failure nothing
-/// of the container is left.
-pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<u32> {
+/// this process as its monitor. Returns the init pid and the pump that
+/// copies its output into its log. On failure nothing of the container is
+/// left.
+pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<(u32, log::Pump)> {
     let me = std::process::id();
     if !super::claim(db, &inst.id, me, runtime::start_time(me))? {
         return Err(Error::Failed(format!(
@@ -110,9 +112,13 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<u32> {
     crate::sys::reset_ignored_signals();
     let driver = runtime::driver(inst.driver, &runtime_root(store_root));
     let bundle = inst.bundle(store_root);
+    let limits = Limits::from_env()?;
+    let (output, pipe) = log::pipe()?;
     let started = driver
-        .create(&inst.id, &bundle, &runtime::log_path(&bundle))
+        .create(&inst.id, &bundle, pipe.as_fd())
         .and_then(|pid| driver.start(&inst.id).map(|()| pid));
+    // Only the container may hold the write end: the log ends when it does.
+    drop(pipe);
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => {
@@ -139,12 +145,22 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<u32> {
             Error::Failed(format!("instance {}: removed while it started", inst.id))
         }));
     }
-    Ok(pid)
+    let log = log::Pump::start(
+        output,
+        runtime::log_path(&bundle),
+        limits.log_bytes,
+        limits.log_files,
+    );
+    Ok((pid, log))
 }
 
-/// Wait for the instance's init process `pid` and record its exit.
-pub fn watch(db: &mut Db, id: &str, pid: u32) -> Result<()> {
+/// Wait for the instance's init process `pid` and record its exit, once its
+/// output is in its log (so `logs -f`, which stops at the exit, sees it all).
+pub fn watch(db: &mut Db, id: &str, pid: u32, log: log::Pump) -> Result<()> {
     let exit = wait_for(pid);
+    // The pipe closes when the container's last process is gone, which
+    // follows its init's exit at once (its PID namespace dies with it).
+    log.finish(Duration::from_secs(5));
     record_exit(db, id, exit).map(drop)
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Instance, State, bundle_dir, reload, userns, volume_dir};
 use crate::digest::Digest;
@@ -95,15 +95,73 @@ impl VolumeSpec {
     }
 }
 
+/// What [`create`] made on disk, so a failure can take it back.
+#[derive(Debug, Default)]
+pub(super) struct Made {
+    /// Volumes that did not exist before (empty, so safe to remove).
+    pub volumes: Vec<PathBuf>,
+    pub bundle: Option<PathBuf>,
+    /// The instance whose views were attached (`userns::attach`).
+    pub views: Option<String>,
+    /// The owner of an id range this call took (an ad-hoc instance's).
+    pub range: Option<String>,
+}
+
+impl Made {
+    /// Remove what was made: the views first (never delete through one),
+    /// the bundle, each new volume still empty, the id range.
+    pub(super) fn undo(&self, store: &mut Store) {
+        if let Some(id) = &self.views {
+            let _ = userns::detach(store.root(), id);
+        }
+        if let Some(b) = &self.bundle {
+            let _ = fs::remove_dir_all(b);
+        }
+        for v in &self.volumes {
+            let _ = fs::remove_dir(v);
+        }
+        if let Some(owner) = &self.range {
+            let _ = userns::release(store.db_mut(), owner);
+        }
+    }
+}
+
 /// Record a new instance of the image `image` (state `created`) and write
 /// its bundle. Nothing runs yet. `image_ref` is what the user asked for,
 /// recorded and named in messages; it is never resolved again, so a tag
-/// moved meanwhile cannot change what runs.
+/// moved meanwhile cannot change what runs. Returns it with what was made
+/// for it on disk; on failure (a full disk included) nothing is left: no
+/// bundle, no row, no volume this call created.
 pub(super) fn create(
     store: &mut Store,
     image: &Digest,
     image_ref: &str,
     opts: &RunOptions,
+) -> Result<(Instance, Made)> {
+    let mut made = Made::default();
+    match create_in(store, image, image_ref, opts, &mut made) {
+        Ok(inst) => Ok((inst, made)),
+        Err(e) => {
+            made.undo(store);
+            if crate::state::is_disk_full(&e) {
+                return Err(Error::Failed(format!(
+                    "{e}; the disk holding the store {} is full: nothing of the instance was \
+                     kept; remove instances that have exited (drover rm) or unused images \
+                     (drover gc), then run it again",
+                    store.root().display()
+                )));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn create_in(
+    store: &mut Store,
+    image: &Digest,
+    image_ref: &str,
+    opts: &RunOptions,
+    made: &mut Made,
 ) -> Result<Instance> {
     let manifest = store.manifest(image)?;
     let config = store.image_config(&manifest)?.config;
@@ -161,23 +219,19 @@ pub(super) fn create(
                  listen on $PORT (above 1023) instead"
             )));
         }
-        Some(userns::hold(
-            store.db_mut(),
-            &userns::owner(opts.service.as_deref(), &id),
-        )?)
+        let owner = userns::owner(opts.service.as_deref(), &id);
+        let map = userns::hold(store.db_mut(), &owner)?;
+        if opts.service.is_none() {
+            made.range = Some(owner);
+        }
+        Some(map)
     } else {
         None
     };
-    let owner = userns::owner(opts.service.as_deref(), &id);
     let bundle = bundle_dir(store.root(), &id);
-    let made = make_bundle(store, &bundle, root, map, opts, image_ref, uid, gid);
-    let (root_view, mounts) = match made {
-        Ok(m) => m,
-        Err(e) => {
-            undo(store, &bundle, &owner);
-            return Err(e);
-        }
-    };
+    fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
+    made.bundle = Some(bundle.clone());
+    let (root_view, mounts) = views(store, &id, root, map, opts, image_ref, (uid, gid), made)?;
 
     let port = match opts.port {
         Some(p) => p,
@@ -213,7 +267,11 @@ pub(super) fn create(
         additional_gids,
         capabilities,
         mounts,
-        limits: opts.limits.clone(),
+        limits: Limits {
+            // Every instance gets a pids limit: a fork bomb stops there.
+            pids: opts.limits.pids.or(Some(store.limits().pids)),
+            ..opts.limits.clone()
+        },
         tmpfs_bytes: opts.tmpfs_bytes,
         userns: map,
         root_view,
@@ -221,10 +279,7 @@ pub(super) fn create(
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
     let config_digest = crate::Digest::of(&config_json);
-    if let Err(e) = fs::write(bundle.join("config.json"), config_json) {
-        undo(store, &bundle, &owner);
-        return Err(Error::io("write runtime config", &bundle, e));
-    }
+    fs::write(bundle.join("config.json"), config_json).ctx("write runtime config", &bundle)?;
 
     let launch_json = serde_json::to_string(&launch).expect("launch serializes");
     let inserted = store.db_mut().write(|tx| {
@@ -248,16 +303,8 @@ pub(super) fn create(
             config_digest: &config_digest,
         })?;
         Ok(true)
-    });
-    let inserted = match inserted {
-        Ok(i) => i,
-        Err(e) => {
-            undo(store, &bundle, &owner);
-            return Err(e);
-        }
-    };
+    })?;
     if !inserted {
-        undo(store, &bundle, &owner);
         return Err(Error::Usage(format!(
             "an instance named {:?} already exists; remove it or pick another name",
             opts.name.as_deref().unwrap_or_default()
@@ -266,20 +313,20 @@ pub(super) fn create(
     reload(store.db(), &id)
 }
 
-/// The instance's directory with its views and volumes: the root the
-/// runtime mounts and the volume mounts. Volumes are made on first use.
+/// The instance's volumes (made on first use) and, in a user namespace,
+/// its views (`userns::attach`): the root the runtime mounts, if not the
+/// shared one, and the volume mounts.
 #[allow(clippy::too_many_arguments)]
-fn make_bundle(
+fn views(
     store: &Store,
-    bundle: &Path,
+    id: &str,
     root: &Path,
     map: Option<IdMap>,
     opts: &RunOptions,
     image_ref: &str,
-    uid: u32,
-    gid: u32,
-) -> Result<(Option<std::path::PathBuf>, Vec<BindMount>)> {
-    fs::create_dir_all(bundle).ctx("create instance directory", bundle)?;
+    (uid, gid): (u32, u32),
+    made: &mut Made,
+) -> Result<(Option<PathBuf>, Vec<BindMount>)> {
     let mut sources = Vec::new();
     for v in &opts.volumes {
         if !is_dir_in_root(root, &v.target) {
@@ -291,15 +338,18 @@ fn make_bundle(
         }
         let dir = volume_dir(store.root(), &v.name);
         if !dir.exists() {
-            let host = map.unwrap_or(IdMap { host: 0, size: 0 });
-            userns::create_volume(&dir, host, uid, gid)?;
+            // Owned by the instance's user (mapped, in a user namespace).
+            let ids = map.unwrap_or(IdMap { host: 0, size: 0 });
+            if userns::create_volume(&dir, ids, uid, gid)? {
+                made.volumes.push(dir.clone());
+            }
         }
         sources.push((dir, v.read_only));
     }
     let (root_view, sources) = match map {
         Some(map) => {
-            let id = bundle.file_name().unwrap_or_default().to_string_lossy();
-            let (view, vols) = userns::attach(store.root(), &id, root, map, &sources)?;
+            made.views = Some(id.to_string());
+            let (view, vols) = userns::attach(store.root(), id, root, map, &sources)?;
             (Some(view), vols)
         }
         None => (None, sources.into_iter().map(|(d, _)| d).collect()),
@@ -315,15 +365,6 @@ fn make_bundle(
         })
         .collect();
     Ok((root_view, mounts))
-}
-
-/// Take back a `create` that failed part-way: the views detached, the
-/// directory gone, an ad-hoc instance's id range returned.
-fn undo(store: &mut Store, bundle: &Path, owner: &str) {
-    let id = bundle.file_name().unwrap_or_default().to_string_lossy();
-    let _ = userns::detach(store.root(), &id);
-    let _ = fs::remove_dir_all(bundle);
-    let _ = userns::release(store.db_mut(), owner);
 }
 
 /// The signal number of an image's stop signal (default SIGTERM), read by
@@ -529,7 +570,7 @@ mod tests {
             driver: DriverKind::Fake,
             ..RunOptions::default()
         };
-        let inst = create(&mut store, &image, "app:1", &opts).unwrap();
+        let (inst, _) = create(&mut store, &image, "app:1", &opts).unwrap();
         assert_eq!(inst.stop_signal, 64);
     }
 

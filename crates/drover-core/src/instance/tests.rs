@@ -1,6 +1,7 @@
 use super::*;
 use crate::builder::{self, BuildOptions, NoProgress};
 use crate::runtime::{Driver, Fake};
+use std::os::fd::AsFd;
 
 /// A store holding `app:1`, a one-file image whose stop signal is SIGQUIT.
 fn store_with_image() -> (tempfile::TempDir, Store) {
@@ -29,7 +30,7 @@ fn start(store: &mut Store, name: &str) -> Instance {
     };
     let inst = {
         let d = store.resolve("app:1").unwrap().digest;
-        prepare::create(store, &d, "app:1", &opts).unwrap()
+        prepare::create(store, &d, "app:1", &opts).unwrap().0
     };
     let root = store.root().to_path_buf();
     monitor::launch(&root, store.db_mut(), &inst).unwrap();
@@ -108,7 +109,9 @@ fn a_tag_moved_after_the_check_does_not_change_what_runs() {
         driver: DriverKind::Fake,
         ..RunOptions::default()
     };
-    let inst = prepare::create(&mut store, &checked, "app:1", &opts).unwrap();
+    let inst = prepare::create(&mut store, &checked, "app:1", &opts)
+        .unwrap()
+        .0;
     assert_eq!((inst.image, inst.image_ref.as_str()), (checked, "app:1"));
 }
 
@@ -188,16 +191,14 @@ fn the_fake_driver_follows_the_oci_lifecycle() {
     let f = Fake::new(dir.path().join("fake"));
     let bundle = dir.path().join("b");
     fs::create_dir_all(&bundle).unwrap();
+    let null = fs::File::open("/dev/null").unwrap();
     assert!(
-        f.create("x", &bundle, &bundle.join("log")).is_err(),
+        f.create("x", &bundle, null.as_fd()).is_err(),
         "no config.json"
     );
     fs::write(bundle.join("config.json"), "{}").unwrap();
-    f.create("x", &bundle, &bundle.join("log")).unwrap();
-    assert!(
-        f.create("x", &bundle, &bundle.join("log")).is_err(),
-        "exists"
-    );
+    f.create("x", &bundle, null.as_fd()).unwrap();
+    assert!(f.create("x", &bundle, null.as_fd()).is_err(), "exists");
     f.start("x").unwrap();
     assert!(f.start("x").is_err(), "start twice");
     f.stop("x", libc::SIGTERM, Duration::ZERO).unwrap();

@@ -70,7 +70,7 @@ pub fn hold(db: &mut Db, owner: &str) -> Result<IdMap> {
 /// Give back an ad-hoc instance's range (a service keeps its own).
 pub fn release(db: &mut Db, owner: &str) -> Result<()> {
     if owner.starts_with("instance:") {
-        db.write(|tx| tx.release_id_range(owner))?;
+        db.write_freeing(|tx| tx.release_id_range(owner))?;
     }
     Ok(())
 }
@@ -85,8 +85,8 @@ fn range_of(dir: &Path) -> Result<Option<u32>> {
 
 /// Make a new volume directory at `dir` owned by `uid:gid` of `map` (the
 /// instance's user): it holds the service's state, and the service runs
-/// without capabilities.
-pub fn create_volume(dir: &Path, map: IdMap, uid: u32, gid: u32) -> Result<()> {
+/// without capabilities. `false` if another run made it meanwhile.
+pub fn create_volume(dir: &Path, map: IdMap, uid: u32, gid: u32) -> Result<bool> {
     let parent = dir.parent().expect("volumes live in a directory");
     fs::create_dir_all(parent).ctx("create volume", parent)?;
     fs::set_permissions(parent, fs::Permissions::from_mode(0o700)).ctx("create volume", parent)?;
@@ -96,9 +96,11 @@ pub fn create_volume(dir: &Path, map: IdMap, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::chown(&tmp, Some(map.host + uid), Some(map.host + gid))
         .ctx("create volume", &tmp)?;
     match fs::rename(&tmp, dir) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // Another run created it meanwhile: theirs stands.
-        Err(_) if dir.is_dir() => fs::remove_dir(&tmp).ctx("create volume", &tmp),
+        Err(_) if dir.is_dir() => fs::remove_dir(&tmp)
+            .ctx("create volume", &tmp)
+            .map(|()| false),
         Err(e) => Err(Error::io("create volume", dir, e)),
     }
 }

@@ -13,7 +13,8 @@ mod fake;
 mod runc;
 pub mod spec;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -78,11 +79,12 @@ pub trait Driver {
     fn kind(&self) -> DriverKind;
 
     /// Create the container (namespaces, mounts, cgroup; the user process
-    /// not yet started) with stdout and stderr appended to `log`, and return
+    /// not yet started) with stdout and stderr going to `output` (the write
+    /// end of the pipe its monitor reads, see `instance::log`), and return
     /// its init pid. The init process is a child of the caller, or becomes
     /// one when the runtime's own process exits (the caller is a child
     /// subreaper), so the caller can wait for it.
-    fn create(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32>;
+    fn create(&self, id: &str, bundle: &Path, output: BorrowedFd<'_>) -> Result<u32>;
 
     /// Start the user process of a created container.
     fn start(&self, id: &str) -> Result<()>;
@@ -128,7 +130,8 @@ pub trait Driver {
         })
     }
 
-    /// The file holding the container's stdout and stderr.
+    /// The file holding the container's latest stdout and stderr (older
+    /// output is in `log.1`, … beside it).
     fn logs(&self, id: &str) -> Result<PathBuf> {
         match self.inspect(id)? {
             Some(s) => Ok(log_path(&s.bundle)),
@@ -137,20 +140,22 @@ pub trait Driver {
     }
 }
 
-/// Where an instance's output goes: next to its bundle's config.
+/// Where an instance's output goes: next to its bundle's config, rotated
+/// to `log.1`, `log.2`, … (see `instance::log`).
 pub fn log_path(bundle: &Path) -> PathBuf {
     bundle.join("log")
 }
 
-/// A container's stdio: stdin from /dev/null, stdout and stderr appended to
-/// `log` (one file, so their order is kept).
-pub(crate) fn stdio(log: &Path) -> Result<(File, File, File)> {
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .ctx("open log", log)?;
-    let err = out.try_clone().ctx("open log", log)?;
+/// A container's stdio: stdin from /dev/null, stdout and stderr both to
+/// `output` (one pipe, so their order is kept).
+pub(crate) fn stdio(output: BorrowedFd<'_>) -> Result<(File, File, File)> {
+    let pipe = Path::new("<log pipe>");
+    let out = File::from(
+        output
+            .try_clone_to_owned()
+            .ctx("duplicate log pipe", pipe)?,
+    );
+    let err = out.try_clone().ctx("duplicate log pipe", pipe)?;
     let null = File::open("/dev/null").ctx("open", Path::new("/dev/null"))?;
     Ok((null, out, err))
 }

@@ -82,12 +82,12 @@ impl Driver for Runc {
         DriverKind::Runc
     }
 
-    fn create(&self, id: &str, bundle: &Path, log: &Path) -> Result<u32> {
+    fn create(&self, id: &str, bundle: &Path, output: std::os::fd::BorrowedFd<'_>) -> Result<u32> {
         fs::create_dir_all(&self.root).ctx("create runtime state directory", &self.root)?;
         // Without a terminal, runc hands its own stdio to the container, so
-        // runc's stdout and stderr are the log; runc's own messages go to a
+        // runc's stdout and stderr are the log pipe; runc's own messages go to a
         // separate file, read back on failure.
-        let (null, out, err) = super::stdio(log)?;
+        let (null, out, err) = super::stdio(output)?;
         let pid_file = bundle.join("runc.pid");
         let runc_log = bundle.join("runc.log");
         let status = self
@@ -130,9 +130,21 @@ impl Driver for Runc {
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {
         match self.inspect(id)? {
-            Some(s) if s.status != Status::Stopped => self
-                .run(id, "signal", &["kill", id, &signal.to_string()])
-                .map(drop),
+            Some(s) if s.status != Status::Stopped => {
+                match self.run(id, "signal", &["kill", id, &signal.to_string()]) {
+                    Ok(_) => Ok(()),
+                    // It exited between the look and the signal ("container
+                    // not running"): stopped is what was asked for.
+                    Err(_)
+                        if self
+                            .inspect(id)?
+                            .is_none_or(|s| s.status == Status::Stopped) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             _ => Ok(()),
         }
     }

@@ -137,6 +137,7 @@ impl Db {
                 }
             }
         }
+        ensure_reserve(path);
         Ok(Db {
             conn,
             path: path.to_path_buf(),
@@ -193,6 +194,71 @@ impl Db {
         let out = f(&mut tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// [`Db::write`] for a change that is part of freeing space (stopping or
+    /// removing an instance), which a full disk must not prevent: if it
+    /// fails for want of space, the store's reserve ([`RESERVE_FILE`]) is
+    /// released and the change tried once more. The reserve comes back when
+    /// a later [`Db::open`] finds room for it.
+    pub fn write_freeing<T>(&mut self, f: impl Fn(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        match self.write(&f) {
+            Err(e) if is_disk_full(&e) && release_reserve(&self.path) => self.write(&f),
+            other => other,
+        }
+    }
+}
+
+/// A file the store keeps (`<state dir>/reserve`, [`RESERVE_BYTES`]) so that
+/// on a full disk stopping and removing instances still find room for their
+/// state and ledger writes: [`Db::write_freeing`] deletes it and retries.
+pub const RESERVE_FILE: &str = "reserve";
+
+/// The reserve's size: room for many transactions' WAL frames.
+pub const RESERVE_BYTES: u64 = 8 << 20;
+
+/// Make the reserve if it is missing and the disk has room for it; a disk
+/// without room simply has no reserve until one is freed.
+fn ensure_reserve(db_path: &Path) {
+    let path = state_dir(db_path).join(RESERVE_FILE);
+    if path.exists() {
+        return;
+    }
+    let tmp = state_dir(db_path).join(format!("{RESERVE_FILE}.{}.tmp", std::process::id()));
+    let made = std::fs::File::create(&tmp).and_then(|f| {
+        use std::os::fd::AsRawFd;
+        // Allocated, not sparse: the blocks must really be held.
+        nix::fcntl::fallocate(
+            f.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            RESERVE_BYTES as i64,
+        )
+        .map_err(std::io::Error::from)?;
+        std::fs::rename(&tmp, &path)
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Delete the reserve; true if there was one to free.
+fn release_reserve(db_path: &Path) -> bool {
+    let path = state_dir(db_path).join(RESERVE_FILE);
+    std::fs::remove_file(&path).is_ok()
+}
+
+/// Whether `e` is the disk (or its quota) running out of space.
+pub fn is_disk_full(e: &Error) -> bool {
+    match e {
+        Error::Database { source, .. } => source
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(|c| c == ErrorCode::DiskFull),
+        Error::Io { source, .. } => {
+            matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        }
+        _ => false,
     }
 }
 

@@ -3,6 +3,7 @@
 //! is the image manifest. Drift detection measures running instances
 //! against it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::{Descriptor, Store, VerifyingReader, artifact, oci};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.drover.baseline.v1+json";
 
@@ -109,27 +111,163 @@ impl Merger {
 
 /// Read one layer blob (gzip, zstd or plain tar) and apply it to `m`.
 pub fn apply_layer(store: &Store, layer: &Descriptor, m: &mut Merger) -> Result<()> {
-    read_layer(store, layer, |r| apply_tar(r, m))
+    read_layer(store, layer, |r, budget| apply_tar(r, budget, m))
 }
 
 /// Stream one layer's tar, decompressed per its media type, through `f`;
 /// then drain the blob so the verifying reader sees all of it and checks
 /// its digest. A corrupt blob is the root cause of any other error too, so
 /// its error wins.
+///
+/// The layer is hostile until read: what it inflates to is held to the
+/// store's limits (`layer_bytes`, and `inflate_ratio` past
+/// [`Limits::RATIO_FLOOR`], measured against the compressed bytes read so
+/// far, so a bomb is stopped early), and `f` calls [`Budget::entry`] for
+/// each tar entry (`layer_entries`). A bound that trips is the error, naming
+/// itself and the layer, whatever `f` made of the failed read.
 pub(crate) fn read_layer<T>(
     store: &Store,
     layer: &Descriptor,
-    f: impl FnOnce(&mut dyn Read) -> Result<T>,
+    f: impl FnOnce(&mut dyn Read, &Budget) -> Result<T>,
 ) -> Result<T> {
     let mut reader = store.open_blob(&layer.digest)?;
-    let res = decoder(layer, &mut reader).and_then(|mut r| f(&mut r));
+    let budget = Budget::new(layer.digest, store.limits().clone());
+    let res = {
+        let counted = Counted {
+            inner: &mut reader,
+            budget: &budget,
+        };
+        decoder(layer, counted).and_then(|r| {
+            let mut r = Inflated {
+                inner: r,
+                budget: &budget,
+                read: 0,
+            };
+            f(&mut r, &budget)
+        })
+    };
+    if let Some(e) = budget.tripped.take() {
+        return Err(e);
+    }
     if let Err(io) = std::io::copy(&mut reader, &mut std::io::sink()) {
         return Err(reader.map_err(io));
     }
     res
 }
 
-fn decoder<'a>(layer: &Descriptor, blob: &'a mut VerifyingReader) -> Result<Box<dyn Read + 'a>> {
+/// The bounds one layer is read under (see [`read_layer`]).
+pub(crate) struct Budget {
+    layer: Digest,
+    limits: Limits,
+    /// Compressed bytes read so far.
+    compressed: Cell<u64>,
+    entries: Cell<u64>,
+    /// The bound that tripped, if one did.
+    tripped: Cell<Option<Error>>,
+}
+
+impl Budget {
+    pub(crate) fn new(layer: Digest, limits: Limits) -> Budget {
+        Budget {
+            layer,
+            limits,
+            compressed: Cell::new(0),
+            entries: Cell::new(0),
+            tripped: Cell::new(None),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn read_compressed(&self, n: u64) {
+        self.compressed.set(self.compressed.get() + n);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn take_tripped(&self) -> Option<Error> {
+        self.tripped.take()
+    }
+
+    /// Count one more tar entry; past `layer_entries` that is the error.
+    pub(crate) fn entry(&self) -> Result<()> {
+        let n = self.entries.get() + 1;
+        self.entries.set(n);
+        if n > self.limits.layer_entries {
+            return Err(self.exceeded(
+                "layer_entries",
+                format!("more than {} entries", self.limits.layer_entries),
+            ));
+        }
+        Ok(())
+    }
+
+    fn exceeded(&self, name: &'static str, detail: String) -> Error {
+        Limits::exceeded(name, format!("layer {}", self.layer), detail)
+    }
+
+    /// Check `inflated` bytes so far; remember and return the bound it broke.
+    pub(crate) fn check(&self, inflated: u64) -> std::io::Result<()> {
+        let l = &self.limits;
+        let compressed = self.compressed.get().max(1);
+        let over = if inflated > l.layer_bytes {
+            Some(self.exceeded(
+                "layer_bytes",
+                format!("it unpacks to more than {} bytes", l.layer_bytes),
+            ))
+        } else if inflated > Limits::RATIO_FLOOR && inflated / compressed > l.inflate_ratio {
+            Some(self.exceeded(
+                "inflate_ratio",
+                format!(
+                    "{compressed} compressed bytes inflated to {inflated} bytes, more than {} \
+                     times as many (a compression bomb?)",
+                    l.inflate_ratio
+                ),
+            ))
+        } else {
+            None
+        };
+        match over {
+            None => Ok(()),
+            Some(e) => {
+                let msg = e.to_string();
+                self.tripped.set(Some(e));
+                Err(std::io::Error::other(msg))
+            }
+        }
+    }
+}
+
+/// The compressed side: counts what the decoder reads.
+struct Counted<'a> {
+    inner: &'a mut VerifyingReader,
+    budget: &'a Budget,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let c = &self.budget.compressed;
+        c.set(c.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The inflated side: refuses to yield past the budget.
+struct Inflated<'a> {
+    inner: Box<dyn Read + 'a>,
+    budget: &'a Budget,
+    read: u64,
+}
+
+impl Read for Inflated<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.budget.check(self.read)?;
+        Ok(n)
+    }
+}
+
+fn decoder<'a>(layer: &Descriptor, blob: Counted<'a>) -> Result<Box<dyn Read + 'a>> {
     let what = || format!("layer {}", layer.digest);
     Ok(match layer.media_type.as_str() {
         oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {
@@ -152,10 +290,11 @@ fn bad(e: std::io::Error) -> Error {
     Error::corrupt("layer tar", e.to_string())
 }
 
-fn apply_tar(r: &mut dyn Read, m: &mut Merger) -> Result<()> {
+fn apply_tar(r: &mut dyn Read, budget: &Budget, m: &mut Merger) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        budget.entry()?;
         match change_of(&entry)? {
             Change::Opaque(dir) => m.remove_tree(&dir, true),
             Change::Whiteout(path) => m.remove_tree(&path, false),

@@ -104,6 +104,12 @@ impl Store {
         &self.limits
     }
 
+    /// Tests lower the bounds without touching the environment.
+    #[cfg(test)]
+    pub(crate) fn limits_mut(&mut self) -> &mut Limits {
+        &mut self.limits
+    }
+
     /// Open (creating if needed) the store rooted at `root`.
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_locked(root, false)

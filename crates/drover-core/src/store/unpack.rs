@@ -414,7 +414,22 @@ fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<(Vec<String>, Ve
     u.chmod(u.root.as_fd(), ".", "/", 0o755)?;
     for layer in &manifest.layers {
         u.layer = layer.digest;
-        baseline::read_layer(store, layer, |r| u.apply(r))?;
+        baseline::read_layer(store, layer, |r, budget| u.apply(r, budget)).map_err(
+            |e| match e {
+                Error::LimitExceeded {
+                    what,
+                    limit,
+                    detail,
+                    var,
+                } => Error::LimitExceeded {
+                    what: format!("{what} of image {image}"),
+                    limit,
+                    detail,
+                    var,
+                },
+                e => e,
+            },
+        )?;
     }
     let got = std::mem::take(&mut u.merger).finish();
     // Without a stored baseline the layers, whose digests were just checked,
@@ -472,10 +487,11 @@ struct Unpacker {
 }
 
 impl Unpacker {
-    fn apply(&mut self, r: &mut dyn Read) -> Result<()> {
+    fn apply(&mut self, r: &mut dyn Read, budget: &baseline::Budget) -> Result<()> {
         let mut ar = tar::Archive::new(r);
         for entry in ar.entries().map_err(|e| self.bad(e))? {
             let mut entry = entry.map_err(|e| self.bad(e))?;
+            budget.entry()?;
             self.entry = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             self.apply_entry(&mut entry)?;
         }

@@ -3,6 +3,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::*;
 use crate::error::ErrorKind;
+use crate::limits::Limits;
 use crate::store::Descriptor;
 use crate::store::baseline::{ARTIFACT_TYPE, Baseline};
 use crate::store::oci::{self, ContainerConfig, ImageConfig, Manifest, RootFs};
@@ -613,4 +614,72 @@ fn built_images_unpack() {
         fs::symlink_metadata(r.path.join("etc/motd")).unwrap().uid(),
         1000
     );
+}
+
+/// The refusal of an image over a bound: it names the bound, the layer and
+/// the image, leaves nothing under rootfs/, and the next try (within the
+/// bound) unpacks cleanly.
+fn refused_over(store: &mut Store, image: &Digest, limit: &str, set: impl FnOnce(&mut Limits)) {
+    let saved = store.limits().clone();
+    set(store.limits_mut());
+    let err = materialize(store, image).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{msg}");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{msg}");
+    let layer = store.manifest(image).unwrap().layers[0].digest;
+    for want in [limit, &layer.to_string(), &image.to_string()] {
+        assert_contains(&msg, want);
+    }
+    assert_eq!(leftovers(store.layout()), Vec::<String>::new());
+    *store.limits_mut() = saved;
+    assert!(materialize(store, image).unwrap().unpacked);
+}
+
+#[test]
+fn a_layer_that_inflates_past_layer_bytes_is_refused_early() {
+    let (_dir, mut store) = new_store();
+    // 8 MiB of zeros: a few KiB of gzip.
+    let bomb = Tar::default().file("zeros", &vec![0u8; 8 << 20]).bytes();
+    let image = image(&mut store, &[bomb], &[]);
+    refused_over(&mut store, &image, "layer_bytes", |l| {
+        l.layer_bytes = 1 << 20
+    });
+}
+
+#[test]
+fn a_layer_with_too_many_entries_is_refused() {
+    let (_dir, mut store) = new_store();
+    let mut tar = Tar::default().dir("d/");
+    for i in 0..50 {
+        tar = tar.file(&format!("d/{i}"), b"x");
+    }
+    let image = image(&mut store, &[tar.bytes()], &[]);
+    refused_over(&mut store, &image, "layer_entries", |l| {
+        l.layer_entries = 20
+    });
+}
+
+#[test]
+fn the_inflate_ratio_counts_only_past_the_floor() {
+    use crate::store::baseline::Budget;
+    let limits = Limits {
+        inflate_ratio: 100,
+        ..Limits::default()
+    };
+    let layer = Digest::of(b"layer");
+    // Under the floor any ratio passes: small, compressible layers are normal.
+    let b = Budget::new(layer, limits.clone());
+    b.read_compressed(1);
+    assert!(b.check(Limits::RATIO_FLOOR).is_ok());
+    // Past it, inflated/compressed above the ratio is a bomb.
+    let b = Budget::new(layer, limits.clone());
+    b.read_compressed(Limits::RATIO_FLOOR / 200);
+    assert!(b.check(Limits::RATIO_FLOOR + 1).is_err());
+    let e = b.take_tripped().expect("remembered").to_string();
+    assert_contains(&e, "inflate_ratio");
+    assert_contains(&e, "DROVER_LIMIT_INFLATE_RATIO");
+    // Within it, fine.
+    let b = Budget::new(layer, limits);
+    b.read_compressed(Limits::RATIO_FLOOR / 50);
+    assert!(b.check(Limits::RATIO_FLOOR + 1).is_ok());
 }
