@@ -114,6 +114,21 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<(u32, l
     let bundle = inst.bundle(store_root);
     let limits = Limits::from_env()?;
     let (output, pipe) = log::pipe()?;
+    // The container's user owns its output pipe, so it may reopen
+    // /dev/stdout and /dev/stderr (/proc/self/fd/1, 2) as programs do
+    // (nginx's `error_log /dev/stderr`); a pipe is otherwise its
+    // creator's, mode 0600. Ids as the host sees them.
+    let shift = inst.launch.userns.map_or(0, |m| m.host);
+    nix::unistd::fchown(
+        pipe.as_raw_fd(),
+        Some(nix::unistd::Uid::from_raw(shift + inst.launch.uid)),
+        Some(nix::unistd::Gid::from_raw(shift + inst.launch.gid)),
+    )
+    .map_err(std::io::Error::from)
+    .ctx(
+        "give the log pipe to the instance's user",
+        Path::new("<pipe>"),
+    )?;
     let started = driver
         .create(&inst.id, &bundle, pipe.as_fd())
         .and_then(|pid| driver.start(&inst.id).map(|()| pid));

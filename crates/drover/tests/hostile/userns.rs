@@ -32,6 +32,7 @@ both_drivers!(
     a_setuid_file_left_in_a_volume_is_not_host_root,
     container_root_is_an_unprivileged_host_id_and_the_image_keeps_its_owners,
     a_volume_from_before_user_namespaces_is_moved_into_the_range,
+    the_instance_user_may_reopen_its_own_stdout_and_stderr,
 );
 
 /// The busybox image, and `box:root`: the same, running as uid 0.
@@ -222,6 +223,24 @@ fn a_volume_from_before_user_namespaces_is_moved_into_the_range(driver: &str) {
         meta.uid()
     );
     assert_eq!(meta.mode() & 0o6000, 0, "setuid cleared by the move");
+}
+
+/// nginx logs to `/dev/stderr`, which reopens the output pipe: found with
+/// Debian's nginx in an image, running as nobody in its namespace.
+fn the_instance_user_may_reopen_its_own_stdout_and_stderr(driver: &str) {
+    let Some(env) = box_env() else { return };
+    let out = crate::instances::sh(
+        &env,
+        driver,
+        &[],
+        "echo to-stdout > /dev/stdout && echo to-stderr > /dev/stderr && echo done",
+    );
+    assert_eq!(out.0, 0, "{}", out.1);
+    assert!(
+        out.1.contains("to-stdout") && out.1.contains("done"),
+        "{}",
+        out.1
+    );
 }
 
 /// Turning the namespace off takes a reason, at parse time.
