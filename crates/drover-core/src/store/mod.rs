@@ -35,7 +35,7 @@ use serde::Serialize;
 pub use blob::{BlobWriter, VerifyingReader};
 pub use gc::GcReport;
 pub use oci::{Descriptor, ImageConfig, Index, Manifest};
-pub use verify::{BlobProblem, VerifyReport};
+pub use verify::{BlobProblem, TagProblem, VerifyReport};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -403,6 +403,12 @@ impl Store {
 
     pub fn verify(&self) -> Result<VerifyReport> {
         verify::run(self)
+    }
+
+    /// Tags whose row is not what the ledger's entries make it (see
+    /// [`verify::tags`]): a tag moved by editing the database.
+    pub fn verify_tags(&self) -> Result<Vec<TagProblem>> {
+        verify::tags(self)
     }
 
     fn generation(&self) -> Result<u64> {
