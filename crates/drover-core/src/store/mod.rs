@@ -81,6 +81,11 @@ pub struct Store {
     exclusive: bool,
     /// The bounds on what this store reads and keeps (`DROVER_LIMIT_*`).
     limits: Limits,
+    /// Images the deploy policy admitted, each with the fingerprint of the
+    /// policy, keys, revocations and store generation it was admitted under
+    /// (`trust::policy::admit`): a start that finds its pair here costs no
+    /// re-verification.
+    admitted: std::cell::RefCell<std::collections::HashSet<(Digest, Digest)>>,
     /// Held for the Store's lifetime: shared by ordinary commands, exclusive
     /// by `gc`, so gc never deletes a blob that a running build has written
     /// but not yet tagged.
@@ -145,6 +150,7 @@ impl Store {
             db,
             exclusive,
             limits,
+            admitted: Default::default(),
             _lock: lock,
         };
         store.sync_index()?;
@@ -153,6 +159,13 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.layout.root
+    }
+
+    /// The deploy policy's admissions in this process (see the field).
+    pub(crate) fn admitted(
+        &self,
+    ) -> &std::cell::RefCell<std::collections::HashSet<(Digest, Digest)>> {
+        &self.admitted
     }
 
     pub fn layout(&self) -> &Layout {
