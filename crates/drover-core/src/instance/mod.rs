@@ -40,7 +40,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
 use crate::runtime::{self, DriverKind, spec::Launch};
 use crate::state::{Db, InstanceRow, Reader, Tx};
-use crate::store::Store;
+use crate::store::{Store, unpack};
 use crate::trust::admit;
 use crate::trust::policy::Operation;
 
@@ -477,6 +477,7 @@ pub fn run_many(
     if let (Some(service), Some(number)) = (&opts.service, opts.release) {
         admit::release(store, service, number, image)?;
     }
+    refuse_drifted_root(store, image)?;
     let mut started = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
@@ -504,6 +505,7 @@ pub fn run_many(
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
+    refuse_drifted_root(store, &image)?;
     let inst = prepare::create(store, &image, image_ref, opts)?;
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
@@ -517,6 +519,19 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
             Err(e)
         }
     }
+}
+
+/// Never start on a root drift found tampered: if a scan marked it, move
+/// it aside (instances on it keep it) so `create` unpacks a fresh one from
+/// the verified blobs.
+fn refuse_drifted_root(store: &Store, image: &Digest) -> Result<()> {
+    // Taint first, then drop the mark: a crash in between leaves the mark,
+    // which costs one more (needless) unpack, never a reused root.
+    if unpack::marked_drifted(store.layout(), image) {
+        unpack::taint(store.layout(), image)?;
+        unpack::take_drift_mark(store.layout(), image)?;
+    }
+    Ok(())
 }
 
 /// Undo a `create` whose instance never ran: nothing of it stays, and the
