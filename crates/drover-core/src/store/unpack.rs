@@ -567,6 +567,11 @@ impl Unpacker {
             _ => None,
         };
         let xattrs = self.xattrs(entry)?;
+        // Recorded as the baseline records them (a hard link has its target's).
+        if rec.kind != FileKind::Hardlink {
+            rec.xattrs =
+                baseline::xattr_map(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        }
         let (dir, name) = self.parent_or_create(&rec.path)?;
         let dir = dir.as_fd();
         let disk = self.disk(&rec.path);

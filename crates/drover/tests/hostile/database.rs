@@ -311,3 +311,51 @@ fn a_release_pointed_at_another_signed_image_starts_nothing() {
     );
     assert!(ps(&env).iter().all(|i| i["image"] != two.as_str()));
 }
+
+/// Set extended attribute `name` of `path` (not following a symlink).
+fn setxattr(path: &std::path::Path, name: &str, value: &str) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import os, sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode(), follow_symlinks=False)")
+        .arg(path)
+        .arg(name)
+        .arg(value)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setxattr {name}: {}", show(&out));
+}
+
+/// Review: "an xattr added to a root file is not reported as drift". The
+/// baseline records extended attributes (an image built with
+/// `xattrs = true` carries them, and unpacks and scans clean); one added,
+/// changed or removed in the root is a finding.
+#[test]
+fn an_xattr_added_to_a_root_file_is_drift() {
+    if !require("python3") {
+        return;
+    }
+    let env = sample_env();
+    setxattr(&env.ctx().join("rootfs/etc/motd"), "user.origin", "image");
+    env.write_def(&common::SIMPLE_DEF.replace(
+        "src = \"rootfs\"\ndest = \"/\"",
+        "src = \"rootfs\"\ndest = \"/\"\nxattrs = true",
+    ));
+    let digest = env.build(&[]);
+    let out = env.ok(&["drift", "--image", "sample:1.0"]);
+    assert!(common::last_line(&out).ends_with("no drift"), "{out}");
+
+    let root = env
+        .store()
+        .join("rootfs")
+        .join(digest.trim_start_matches("sha256:"));
+    setxattr(&root.join("bin/tool"), "user.evil", "1");
+    setxattr(&root.join("etc/motd"), "user.origin", "changed");
+    let out = env.run(&["drift", "--image", "sample:1.0"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("/bin/tool: extended attribute user.evil added")
+            && text.contains("/etc/motd: extended attribute user.origin changed"),
+        "{text}"
+    );
+}
