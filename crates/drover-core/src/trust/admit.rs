@@ -148,3 +148,102 @@ fn release_problem(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::builder::{self, BuildOptions, NoProgress};
+    use crate::error::Error;
+
+    /// A store holding `app:1`, built (with its provenance) and signed by
+    /// the host key: what the default policy admits.
+    fn signed() -> (tempfile::TempDir, Store, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/app\"\ncontent = \"x\"\n";
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        let built =
+            builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress).unwrap();
+        let key = crate::keys::host_key(store.root()).unwrap();
+        super::super::signature::sign(&mut store, "app:1", &key).unwrap();
+        (dir, store, built.digest)
+    }
+
+    #[test]
+    fn an_admitted_image_is_admitted_again_from_the_cache_until_something_changes() {
+        let (_dir, mut store, image) = signed();
+        let t = Instant::now();
+        super::image(&mut store, &image, Operation::Run).unwrap();
+        let first = t.elapsed();
+        let n = 200;
+        let t = Instant::now();
+        for _ in 0..n {
+            super::image(&mut store, &image, Operation::Run).unwrap();
+        }
+        let cached = t.elapsed() / n;
+        eprintln!("admit: first {first:?}, cached {cached:?} each");
+        let t = Instant::now();
+        let p = policy::load(store.root()).unwrap();
+        let load = t.elapsed();
+        let t = Instant::now();
+        fingerprint(&store, &p).unwrap();
+        eprintln!("admit: policy load {load:?}, fingerprint {:?}", t.elapsed());
+        assert!(cached < first, "first {first:?}, cached {cached:?}");
+
+        // A revocation changes the fingerprint: refused (and ledgered) at once.
+        policy::revoke(&mut store, &image.to_string(), "test").unwrap();
+        let err = super::image(&mut store, &image, Operation::Run).unwrap_err();
+        assert!(
+            matches!(err, Error::Refused { ref rule, .. } if rule == "revoked"),
+            "{err}"
+        );
+        policy::unrevoke(&mut store, &image.to_string(), "test").unwrap();
+        super::image(&mut store, &image, Operation::Run).unwrap();
+
+        // A policy that no longer trusts the host key refuses it too.
+        let other = crate::keys::SigningKey::generate().unwrap();
+        let pub_path = store.root().join("other.pub");
+        std::fs::write(&pub_path, other.public().to_pem()).unwrap();
+        std::fs::write(
+            store.root().join(policy::FILE),
+            "trusted_keys = [\"other.pub\"]\n",
+        )
+        .unwrap();
+        let err = super::image(&mut store, &image, Operation::Run).unwrap_err();
+        assert!(
+            matches!(err, Error::Refused { ref rule, .. } if rule == "require_signature"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unsigned_image_is_refused_and_the_refusal_ledgered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/app\"\ncontent = \"x\"\n";
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        let image = builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
+            .unwrap()
+            .digest;
+        let err = super::image(&mut store, &image, Operation::Run).unwrap_err();
+        assert!(
+            matches!(err, Error::Refused { ref rule, .. } if rule == "require_signature"),
+            "{err}"
+        );
+        let refusals = store
+            .db()
+            .read()
+            .ledger(&crate::ledger::Filter {
+                action: Some("policy.refuse".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].subjects, [image.to_string()]);
+    }
+}
