@@ -11,7 +11,8 @@
 //!   (tens of microseconds), not a re-verification.
 //! - [`release`]: a release's image and config digests against the ledger
 //!   entry that created it, whose hash and host-key signature the attacker
-//!   cannot forge. Finding that entry reads the whole ledger, so it is done
+//!   cannot forge, and its config (env, volumes, limits, capabilities)
+//!   against its digest. Finding that entry reads the whole ledger, so it is done
 //!   once per release and process, and cached the same way.
 
 use serde_json::json;
@@ -61,9 +62,11 @@ pub fn fingerprint(store: &Store, policy: &Policy) -> Result<Digest> {
 pub fn release(store: &mut Store, service: &str, number: i64, image: &Digest) -> Result<()> {
     let read = store.db().read();
     let row = read.release::<serde_json::Value>(service, number)?;
+    // Keyed by everything checked, the config's content included.
+    let config = Digest::of(crate::ledger::canonical_json(&row.config).as_bytes());
     let key = (
         Digest::of(format!("release {service}#{number}").as_bytes()),
-        Digest::of(format!("{} {} {image}", row.image, row.config_digest).as_bytes()),
+        Digest::of(format!("{} {} {config} {image}", row.image, row.config_digest).as_bytes()),
     );
     if store.admitted().borrow().contains(&key) {
         return Ok(());
@@ -99,6 +102,16 @@ fn release_problem(
         return Ok(Some(format!(
             "its row names image {}, but {image} is being started",
             row.image
+        )));
+    }
+    // The config column itself: its canonical JSON must still hash to the
+    // digest (as `ReleaseConfig::digest` computes it), or env, volumes,
+    // limits or added capabilities were edited in place.
+    let config = Digest::of(crate::ledger::canonical_json(&row.config).as_bytes());
+    if config != row.config_digest {
+        return Ok(Some(format!(
+            "its config hashes to {config}, not to its config digest {} (the config was edited)",
+            row.config_digest
         )));
     }
     let read = store.db().read();

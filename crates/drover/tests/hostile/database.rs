@@ -359,3 +359,34 @@ fn an_xattr_added_to_a_root_file_is_drift() {
         "{text}"
     );
 }
+
+/// A release's config edited in place (capabilities added, keeping its
+/// config digest): the config no longer hashes to its digest.
+#[test]
+fn a_release_config_edited_in_place_starts_nothing() {
+    if !require("sqlite3") {
+        return;
+    }
+    let Some(env) = common::web_env() else { return };
+    let fleet = env.ctx().join("fleet.toml");
+    common::write(
+        &fleet,
+        b"[service.web]\nimage = \"web:1\"\nreplicas = 1\n",
+        0o644,
+    );
+    env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
+    let id = ps(&env)[0]["id"].as_str().unwrap().to_string();
+    attack(
+        &env,
+        "UPDATE releases SET config = json_set(config, '$.cap_add', json('[\"CAP_SYS_ADMIN\"]')) WHERE service = 'web';",
+    );
+    env.ok(&["rm", "--force", &id]);
+    let out = env.run(&["apply", "-f", fleet.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("release_record") && show(&out).contains("the config was edited"),
+        "{}",
+        show(&out)
+    );
+    assert!(ps(&env).is_empty(), "{:?}", ps(&env));
+}
