@@ -2,7 +2,10 @@
 //! instance running, and who built it from what?", with every link checked.
 //!
 //! The chain is instance → release → image → signatures → provenance
-//! (definition, inputs, base image) → SBOM → baseline → last drift result.
+//! (definition, inputs, base image) → SBOM → baseline → last drift result;
+//! for a live instance, its `config.json` and its root are also checked
+//! now (every file of the root hashed against the baseline), never taken
+//! from the last scan alone.
 //! Each [`Link`] says what it found and whether it holds; a link that does
 //! not hold names why. Nothing here changes anything: a trace reads the
 //! store and the database and re-hashes the blobs it names.
@@ -113,6 +116,12 @@ fn of_instance(store: &Store, i: &Instance, trust: &Trust) -> Result<Link> {
         link = link.fact("condemned", c);
     }
     link.children.push(drift_link(store, &i.id)?);
+    if i.state.is_live() {
+        // Checked now, not taken from the last scan: a config.json edited
+        // or a root file changed a minute ago must show here.
+        link.children.push(config_now(store, i));
+        link.children.push(root_now(store, i));
+    }
     let release = match (&i.service, i.release) {
         (Some(s), Some(n)) => {
             let db = store.db();
@@ -345,6 +354,53 @@ fn baseline_link(store: &Store, digest: &Digest) -> Link {
             Err(e) => link.fail(e.to_string()),
         },
     }
+}
+
+/// The instance's `config.json` against what it was launched with, now.
+fn config_now(store: &Store, i: &Instance) -> Link {
+    let file = i.bundle(store.root()).join("config.json");
+    let link = Link::new("config", file.display().to_string());
+    let findings = crate::drift::instance::config(i, &i.bundle(store.root()));
+    if findings.is_empty() {
+        return link.fact("checked", "now: as launched");
+    }
+    let first: Vec<String> = findings.iter().take(5).map(|f| f.to_string()).collect();
+    link.fail(format!(
+        "drifted now ({} finding(s)): {}",
+        findings.len(),
+        first.join("; ")
+    ))
+}
+
+/// The image's root scanned against its baseline now (every file hashed),
+/// and the instance's process on that very root.
+fn root_now(store: &Store, i: &Instance) -> Link {
+    let link = Link::new("root", i.launch.rootfs.display().to_string());
+    let report = match crate::drift::scan_image(store, &i.image, &crate::drift::Budget::unlimited())
+    {
+        Ok(r) => r,
+        Err(e) => return link.fail(format!("could not be checked now: {e}")),
+    };
+    let link = link
+        .fact("checked", "now")
+        .fact("files", report.files_checked);
+    if let Some(d) = crate::drift::root_identity(i) {
+        return link.fail(format!("drifted now: {d}"));
+    }
+    if report.findings.is_empty() {
+        return link;
+    }
+    let first: Vec<String> = report
+        .findings
+        .iter()
+        .take(5)
+        .map(|f| f.to_string())
+        .collect();
+    link.fail(format!(
+        "drifted now ({} finding(s)): {}",
+        report.findings.len(),
+        first.join("; ")
+    ))
 }
 
 fn drift_link(store: &Store, id: &str) -> Result<Link> {

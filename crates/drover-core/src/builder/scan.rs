@@ -101,6 +101,14 @@ impl Entry {
                     l.clone()
                 }
             }),
+            // A hard link's attributes are its target's (one inode).
+            xattrs: if self.kind == Kind::Hardlink {
+                Default::default()
+            } else {
+                crate::store::baseline::xattr_map(
+                    self.xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                )
+            },
         }
     }
 }

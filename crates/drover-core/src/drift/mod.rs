@@ -27,7 +27,7 @@ mod scan;
 mod sweep;
 
 pub use scan::{Budget, Change, Finding, Kind, Report, scan};
-pub use sweep::{InstanceDrift, Remedy, RootScan, Sweep, Target, last, sweep};
+pub use sweep::{InstanceDrift, Remedy, RootScan, Sweep, Target, last, root_identity, sweep};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};

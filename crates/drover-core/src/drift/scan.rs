@@ -151,6 +151,11 @@ pub enum Change {
     Mount {
         device: String,
     },
+    /// An extended attribute added, removed or changed (`detail`).
+    Xattr {
+        name: String,
+        detail: String,
+    },
     /// It could not be read, so it could not be checked.
     Unreadable {
         reason: String,
@@ -249,10 +254,15 @@ impl fmt::Display for Change {
                 f,
                 "another filesystem (device {device}) is mounted here; not scanned"
             ),
+            Change::Xattr { name, detail } => write!(f, "extended attribute {name} {detail}"),
             Change::Unreadable { reason } => write!(f, "unreadable: {reason}"),
         }
     }
 }
+
+/// Extended attributes the host sets on files it stores (its LSM's label),
+/// whatever the image says: not drift.
+const HOST_LABELS: [&str; 3] = ["security.selinux", "security.apparmor", "security.SMACK64"];
 
 /// Files at least this big are hashed as tasks of their own.
 const BIG_FILE: i64 = 1 << 20;
@@ -518,6 +528,9 @@ impl<'a> Scan<'a> {
             }
             return;
         }
+        if rec.kind != FileKind::Hardlink {
+            self.check_xattrs(rec, dir, name, path);
+        }
         match rec.kind {
             FileKind::Dir => {
                 self.check_meta(rec, st, path, true);
@@ -608,6 +621,54 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// Extended attributes against the baseline's: one added, removed or
+    /// changed is a finding. `security.capability` (file capabilities) and
+    /// every other namespace count; only the host's own LSM label
+    /// ([`HOST_LABELS`]) is left out, as the host sets it, not the image.
+    /// `trusted.*` is visible only to a privileged scan (as `serve` runs).
+    fn check_xattrs(&self, rec: &FileRecord, dir: BorrowedFd<'_>, name: &[u8], path: &str) {
+        use std::os::unix::ffi::OsStrExt;
+        let on_disk = Path::new("/proc/self/fd")
+            .join(dir.as_raw_fd().to_string())
+            .join(std::ffi::OsStr::from_bytes(name));
+        let got = match sys::xattrs(&on_disk) {
+            Ok(v) => v,
+            // A filesystem without extended attributes has none.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Vec::new(),
+            Err(e) => return self.unreadable(path, format!("extended attributes: {e}")),
+        };
+        let counted = |k: &str| !HOST_LABELS.contains(&k);
+        let got: HashMap<String, String> = got
+            .into_iter()
+            .filter(|(k, _)| counted(k))
+            .map(|(k, v)| (k, hex::encode(v)))
+            .collect();
+        let change = |name: &str, detail: &str| {
+            self.found(
+                path,
+                Change::Xattr {
+                    name: name.to_string(),
+                    detail: detail.to_string(),
+                },
+            )
+        };
+        for (k, want) in rec.xattrs.iter().filter(|(k, _)| counted(k)) {
+            match got.get(k) {
+                None => change(k, "removed"),
+                Some(v) if v != want => change(k, "changed"),
+                Some(_) => {}
+            }
+        }
+        let mut added: Vec<&String> = got
+            .keys()
+            .filter(|k| !rec.xattrs.contains_key(*k))
+            .collect();
+        added.sort();
+        for k in added {
+            change(k, "added");
+        }
+    }
+
     fn check_special(&self, want: &Special, st: &FileStat, path: &str) {
         let (want_kind, got_kind) = (Kind::of_special(want.kind), Kind::of(st));
         if want_kind != got_kind {
@@ -628,6 +689,7 @@ impl<'a> Scan<'a> {
             size: 0,
             sha256: None,
             link: None,
+            xattrs: Default::default(),
         };
         self.check_meta(&rec, st, path, true);
         let got = (

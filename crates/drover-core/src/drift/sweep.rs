@@ -33,7 +33,8 @@ pub enum Target {
 /// What to do about drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remedy {
-    /// Record and report it (`drover drift`).
+    /// Record and report it (`drover drift`); a root whose files drifted is
+    /// marked, so that no later start reuses it.
     Report,
     /// Also condemn drifted service instances and move tainted roots aside,
     /// so they are replaced (`drover serve`).
@@ -140,6 +141,11 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
         };
         if replace && file_drift && tainted.insert(inst.image) {
             unpack::taint(store.layout(), &inst.image)?;
+        } else if file_drift {
+            // Reported only: the root stays for what runs on it, but no
+            // later start may reuse it (`instance::run_many` moves a marked
+            // root aside and unpacks a fresh, verified copy).
+            unpack::mark_drifted(store.layout(), &inst.image)?;
         }
         record(store, inst, &findings, action)?;
         if replace && inst.condemned.is_none() {
@@ -187,7 +193,7 @@ fn weigh(findings: &[Drift]) -> (bool, bool) {
 
 /// The instance's process runs on the image's current root (not on a copy
 /// moved aside as tainted, nor on anything else).
-fn root_identity(inst: &Instance) -> Option<Drift> {
+pub fn root_identity(inst: &Instance) -> Option<Drift> {
     let pid = inst.pid?;
     let theirs = std::fs::metadata(format!("/proc/{pid}/root")).ok()?;
     let detail = match std::fs::metadata(&inst.launch.rootfs) {

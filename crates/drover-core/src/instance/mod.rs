@@ -41,8 +41,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
 use crate::runtime::{self, DriverKind, spec::Launch};
 use crate::state::{Db, InstanceRow, Reader, Tx};
-use crate::store::Store;
-use crate::trust::policy::{self, Operation, Origin};
+use crate::store::{Store, unpack};
+use crate::trust::admit;
+use crate::trust::policy::Operation;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -460,12 +461,12 @@ pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Inst
 }
 
 /// What `drover run` must pass before anything is created: the store's
-/// whole deploy policy ([`policy::enforce`]), a refusal ledgered. Returns
+/// whole deploy policy ([`admit::image`]), a refusal ledgered. Returns
 /// the digest that was checked, which is then what runs: the reference is
 /// resolved once, so a tag moved after the check changes nothing.
 fn admit(store: &mut Store, image_ref: &str) -> Result<Digest> {
     let image = store.resolve(image_ref)?.digest;
-    policy::enforce(store, &image, Origin::Local, Operation::Run)?;
+    admit::image(store, &image, Operation::Run)?;
     Ok(image)
 }
 
@@ -473,9 +474,11 @@ fn admit(store: &mut Store, image_ref: &str) -> Result<Digest> {
 /// containers in parallel. One result per instance; an instance that could
 /// not start leaves nothing behind.
 ///
-/// This is how deploys start instances of a release, whose image the
-/// policy admitted when the release was made; so only revocation is checked
-/// here — a revoked image starts no instance, whoever asks.
+/// This is how deploys and `serve`'s heals start instances of a release.
+/// The image passes the whole deploy policy here too ([`admit::image`],
+/// cached, a refusal ledgered), and a release's row must match the signed
+/// ledger entry that created it ([`admit::release`]): whoever can write the
+/// database can change the row.
 pub fn run_many(
     store: &mut Store,
     image: &Digest,
@@ -483,7 +486,11 @@ pub fn run_many(
     opts: &RunOptions,
     count: u32,
 ) -> Result<Vec<Result<Instance>>> {
-    refuse_revoked(store, image)?;
+    admit::image(store, image, Operation::Run)?;
+    if let (Some(service), Some(number)) = (&opts.service, opts.release) {
+        admit::release(store, service, number, image)?;
+    }
+    refuse_drifted_root(store, image)?;
     let mut started = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
@@ -511,6 +518,7 @@ pub fn run_many(
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
+    refuse_drifted_root(store, &image)?;
     let (inst, made) = prepare::create(store, &image, image_ref, opts)?;
     monitor::adopt_orphans()?;
     let root = store.root().to_path_buf();
@@ -526,17 +534,17 @@ pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result
     }
 }
 
-/// [`Error::Refused`] (rule `revoked`) when `image`, or an image it is
-/// built on, is revoked.
-fn refuse_revoked(store: &Store, image: &Digest) -> Result<()> {
-    match policy::revocation_of(store, image)? {
-        None => Ok(()),
-        Some(r) => Err(Error::Refused {
-            image: image.to_string(),
-            rule: "revoked".into(),
-            reason: r.describe(),
-        }),
+/// Never start on a root drift found tampered: if a scan marked it, move
+/// it aside (instances on it keep it) so `create` unpacks a fresh one from
+/// the verified blobs.
+fn refuse_drifted_root(store: &Store, image: &Digest) -> Result<()> {
+    // Taint first, then drop the mark: a crash in between leaves the mark,
+    // which costs one more (needless) unpack, never a reused root.
+    if unpack::marked_drifted(store.layout(), image) {
+        unpack::taint(store.layout(), image)?;
+        unpack::take_drift_mark(store.layout(), image)?;
     }
+    Ok(())
 }
 
 /// Undo a `create` whose instance never ran: nothing of it stays (runtime

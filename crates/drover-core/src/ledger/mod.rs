@@ -45,9 +45,11 @@
 //!
 //! The `ledger_head` row holds the last entry's `seq` and `hash`, updated in
 //! the same transaction as each append, so deleting entries from the end is
-//! detectable too. What the chain cannot catch is someone who rewrites the
-//! whole tail *and* the head consistently; for that, record
-//! [`VerifyReport::head`] somewhere the database's writers cannot change.
+//! detectable too. Someone who can write the database can rewrite that row
+//! as well; so after each commit the head is also signed with the host key
+//! and kept in a file beside the database ([`head`]), which only ever moves
+//! forward. A chain that ends before that signed head, or disagrees with
+//! it, was truncated or rewritten.
 //!
 //! # Signatures
 //!
@@ -73,6 +75,7 @@
 mod append;
 mod entry;
 pub mod export;
+pub mod head;
 mod verify;
 
 #[cfg(test)]
@@ -80,6 +83,7 @@ mod tests;
 
 pub use append::next;
 pub use entry::{Entry, NewEntry, actor, canonical_json};
+pub use head::SignedHead;
 pub use verify::{Problem, VerifyReport, verify};
 
 use crate::error::Result;
@@ -116,6 +120,12 @@ pub trait Source {
     /// The seq from which every entry must be signed, as recorded when the
     /// database began signing; `None` if the record is gone.
     fn signing_required_from(&self) -> Result<Option<u64>>;
+    /// The signed head kept beside the database ([`head`]), read *before*
+    /// the rows (so it can only lag them, never lead): `None` if there is
+    /// none, the reason if it cannot be read.
+    fn signed_head(&self) -> Option<std::result::Result<SignedHead, String>> {
+        None
+    }
     /// The stored `hash` of entry `seq`.
     fn hash_of(&self, seq: u64) -> Result<String>;
     /// Every row from `from_seq` on, in seq order: its seq as stored, and the

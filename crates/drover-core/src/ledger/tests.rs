@@ -322,6 +322,7 @@ fn an_empty_ledger_verifies() {
             unsigned: 0,
             first_signed: None,
             signing_required_from: Some(1),
+            signed_head: None,
             problem: None
         }
     );
@@ -1062,4 +1063,97 @@ fn the_current_user_resolves() {
     if sys::uid() == 0 {
         assert_eq!(sys::user_name(0).as_deref(), Some("root"));
     }
+}
+
+// Issue 16: a database-level attacker deletes the ledger's tail and rewrites
+// `ledger_head` to match; the chain alone is intact, the signed head beside
+// the database is not.
+#[test]
+fn a_deleted_tail_with_a_rewritten_head_row_is_caught_by_the_signed_head() {
+    let (_dir, db, written) = populated();
+    let keep = N - 3;
+    tamper(
+        &db,
+        &format!(
+            "DELETE FROM ledger WHERE seq > {keep};
+             UPDATE ledger_head SET seq = {keep}, hash = '{}';",
+            written[usize::try_from(keep).unwrap() - 1].hash
+        ),
+    );
+    let p = problem(&db);
+    assert_eq!(p.seq, keep + 1, "{p}");
+    assert!(
+        p.reason
+            .contains(&format!("missing: entries {} to {N}", keep + 1)),
+        "{p}"
+    );
+}
+
+#[test]
+fn appending_after_a_truncation_is_refused_and_the_signed_head_kept() {
+    let (dir, mut db, written) = populated();
+    tamper(
+        &db,
+        &format!(
+            "DELETE FROM ledger WHERE seq = {N};
+             UPDATE ledger_head SET seq = {}, hash = '{}';",
+            N - 1,
+            written[usize::try_from(N).unwrap() - 2].hash
+        ),
+    );
+    let err = db
+        .write(|tx| tx.record(NewEntry::new("tag.set", ["x"], json!({}))))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::LedgerTampered { seq, .. } if seq == N),
+        "{err}"
+    );
+    let signed =
+        SignedHead::parse(&std::fs::read(dir.path().join(crate::ledger::head::FILE)).unwrap())
+            .unwrap();
+    assert_eq!(signed.seq, N);
+}
+
+#[test]
+fn a_signed_head_behind_the_chain_is_fine_one_ahead_is_not() {
+    let (dir, db, written) = populated();
+    let file = dir.path().join(crate::ledger::head::FILE);
+    let key = keys::host_key(dir.path()).unwrap();
+    // A crash between the commit and the file write: the file lags.
+    let lagging = SignedHead::sign(
+        N - 2,
+        &written[usize::try_from(N).unwrap() - 3].hash,
+        "t",
+        &key,
+    );
+    std::fs::write(&file, lagging.to_bytes()).unwrap();
+    assert!(db.read().verify_ledger(&trusted(&db)).unwrap().is_ok());
+    // A signed hash that is not the chain's: the entry was rewritten.
+    let forked = SignedHead::sign(N - 2, &written[0].hash, "t", &key);
+    std::fs::write(&file, forked.to_bytes()).unwrap();
+    assert_eq!(problem(&db).seq, N - 2);
+    // Edited without the key.
+    let mut edited = SignedHead::sign(N + 5, "sha256:00", "t", &key);
+    edited.seq = N;
+    std::fs::write(&file, edited.to_bytes()).unwrap();
+    assert!(
+        problem(&db).reason.contains("not valid"),
+        "{}",
+        problem(&db)
+    );
+}
+
+#[test]
+fn a_store_without_a_signed_head_gets_one_when_opened() {
+    let (dir, db, written) = populated();
+    let file = dir.path().join(crate::ledger::head::FILE);
+    drop(db);
+    std::fs::remove_file(&file).unwrap();
+    let db = Db::open(&dir.path().join("drover.db")).unwrap();
+    let signed = SignedHead::parse(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        (signed.seq, &signed.hash),
+        (N, &written.last().unwrap().hash)
+    );
+    assert!(db.read().verify_ledger(&trusted(&db)).unwrap().is_ok());
 }

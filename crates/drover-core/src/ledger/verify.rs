@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{Entry, GENESIS_HASH, Source};
+use super::{Entry, GENESIS_HASH, SignedHead, Source};
 use crate::error::{Error, Result};
 use crate::keys::PublicKey;
 
@@ -30,6 +30,9 @@ pub struct VerifyReport {
     /// signed, so stripping signatures is caught too — unless whoever did it
     /// also edited this record; keep a copy of the head or an export elsewhere.
     pub signing_required_from: Option<u64>,
+    /// The signed head kept beside the database (seq, time), if there is
+    /// one: the chain must reach it with the same hash.
+    pub signed_head: Option<(u64, String)>,
     /// The first thing wrong, if anything is.
     pub problem: Option<Problem>,
 }
@@ -81,6 +84,13 @@ impl From<Problem> for Error {
 /// source that reads one snapshot (`Reader::verify_ledger` does), so appends
 /// committed meanwhile by other processes cannot look like damage.
 pub fn verify(source: &dyn Source, trusted: &[PublicKey]) -> Result<VerifyReport> {
+    let anchor = source.signed_head();
+    let anchor_seq = match &anchor {
+        Some(Ok(a)) => Some(a.seq),
+        _ => None,
+    };
+    // The stored hash of the entry the signed head names, met on the walk.
+    let mut at_anchor: Option<String> = None;
     let head = source.head()?;
     let mut entries = 0u64;
     let mut problem = None;
@@ -100,7 +110,12 @@ pub fn verify(source: &dyn Source, trusted: &[PublicKey]) -> Result<VerifyReport
         match check_entry(seq, decoded, last.as_ref())
             .and_then(|entry| signing.check(&entry, trusted).map(|()| entry))
         {
-            Ok(good) => last = Some((good.seq, good.hash)),
+            Ok(good) => {
+                if Some(good.seq) == anchor_seq {
+                    at_anchor = Some(good.hash.clone());
+                }
+                last = Some((good.seq, good.hash))
+            }
             Err(p) => problem = Some(p),
         }
         Ok(())
@@ -122,6 +137,14 @@ pub fn verify(source: &dyn Source, trusted: &[PublicKey]) -> Result<VerifyReport
     if problem.is_none() {
         problem = check_head(head.as_ref(), last.as_ref());
     }
+    if problem.is_none() {
+        problem = check_anchor(
+            anchor.as_ref(),
+            at_anchor.as_deref(),
+            last.as_ref(),
+            trusted,
+        );
+    }
     Ok(VerifyReport {
         entries,
         head,
@@ -129,8 +152,67 @@ pub fn verify(source: &dyn Source, trusted: &[PublicKey]) -> Result<VerifyReport
         unsigned: signing.unsigned,
         first_signed: signing.first_signed,
         signing_required_from: required_from,
+        signed_head: match anchor {
+            Some(Ok(a)) => Some((a.seq, a.time)),
+            _ => None,
+        },
         problem,
     })
+}
+
+/// Check an otherwise intact chain against the signed head kept beside the
+/// database: it may lag the chain (a crash between the commit and the file
+/// write) but never lead it, and the entry it names must be the one it
+/// signed. `at_anchor` is the chain's hash at the signed seq, if it has one.
+fn check_anchor(
+    anchor: Option<&std::result::Result<SignedHead, String>>,
+    at_anchor: Option<&str>,
+    last: Option<&(u64, String)>,
+    trusted: &[PublicKey],
+) -> Option<Problem> {
+    let file = super::head::FILE;
+    let a = match anchor? {
+        Ok(a) => a,
+        Err(why) => {
+            return Some(Problem {
+                seq: last.map_or(0, |(s, _)| *s),
+                reason: format!(
+                    "the signed ledger head ({file} beside the database) cannot be read: {why}"
+                ),
+            });
+        }
+    };
+    if let Err(why) = a.check(trusted) {
+        return Some(Problem {
+            seq: a.seq,
+            reason: format!("the signed ledger head ({file}) is not valid: {why}"),
+        });
+    }
+    let end = last.map_or(0, |(s, _)| *s);
+    if a.seq > end {
+        let range = if a.seq == end + 1 {
+            format!("entry {}", a.seq)
+        } else {
+            format!("entries {} to {}", end + 1, a.seq)
+        };
+        return Some(Problem {
+            seq: end + 1,
+            reason: format!(
+                "missing: {range} (the ledger ends at {end}, but the host key signed entry {} as the head at {} in {file}: the tail was deleted and the head record rewritten)",
+                a.seq, a.time
+            ),
+        });
+    }
+    if at_anchor != Some(a.hash.as_str()) {
+        return Some(Problem {
+            seq: a.seq,
+            reason: format!(
+                "its hash is not the one the host key signed for it at {} in {file} (this entry and those after it were rewritten)",
+                a.time
+            ),
+        });
+    }
+    None
 }
 
 /// The signature rule of [`verify`], applied entry by entry in `seq` order.

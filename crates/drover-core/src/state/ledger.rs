@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{DbContext, Reader, Tx};
 use crate::error::{Error, Result};
 use crate::keys::{PublicKey, SigningKey};
-use crate::ledger::{self, Entry, Filter, NewEntry, Source, VerifyReport, export};
+use crate::ledger::{self, Entry, Filter, NewEntry, SignedHead, Source, VerifyReport, export};
 
 const COLUMNS: &str =
     "seq, time, actor, action, subjects, details, prev_hash, hash, keyid, signature";
@@ -30,6 +30,7 @@ pub(super) fn append(
     let last: Option<i64> = sql
         .query_row("SELECT max(seq) FROM ledger", [], |r| r.get(0))
         .db_ctx(db_path)?;
+    refuse_behind_signed_head(db_path, head.as_ref())?;
     let entry = ledger::next(head, last, e, actor, time, key)?;
     sql.execute(
         "INSERT INTO ledger (seq, time, actor, action, subjects, details, prev_hash, hash, keyid, signature)
@@ -71,6 +72,47 @@ impl Reader<'_> {
         self.snapshot(|r| ledger::verify(r, trusted))
     }
 
+    /// The signed head kept beside this database, if there is one: cheap (a
+    /// small file, no signature check), for a quick comparison with
+    /// [`Reader::ledger_head`].
+    pub fn signed_ledger_head(&self) -> Option<std::result::Result<SignedHead, String>> {
+        read_signed_head(self.path())
+    }
+
+    /// The entries that made release `number` of `service`
+    /// (`release.create`, `release.rollback`), as stored, not verified.
+    /// Reads the whole ledger (the release is in the details): callers cache.
+    pub fn release_entries(&self, service: &str, number: i64) -> Result<Vec<Entry>> {
+        let mut stmt = self
+            .sql()
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM ledger WHERE action IN ('release.create', 'release.rollback') \
+                 AND json_valid(details) AND json_extract(details, '$.service') = ?1 \
+                 AND json_extract(details, '$.release') = ?2 ORDER BY seq"
+            ))
+            .db_ctx(self.path())?;
+        let mut rows = stmt.query(params![service, number]).db_ctx(self.path())?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().db_ctx(self.path())? {
+            let seq: i64 = row.get(0).db_ctx(self.path())?;
+            out.push(entry_from_row(row).map_err(|reason| Error::LedgerTampered {
+                seq: u64::try_from(seq).unwrap_or(0),
+                reason,
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Where signing began in this database (see [`Source::signing_required_from`]).
+    pub fn ledger_signed_from(&self) -> Result<Option<u64>> {
+        Snapshot(*self, None).signing_required_from()
+    }
+
+    /// The head record: the last entry's seq and hash.
+    pub fn ledger_head(&self) -> Result<Option<(i64, String)>> {
+        read_head(self.sql(), self.path())
+    }
+
     /// Export the ledger from `since` (see [`export::write`]), in one read
     /// snapshot, after verifying it against `trusted`.
     pub fn export_ledger(
@@ -85,13 +127,19 @@ impl Reader<'_> {
     }
 
     /// Run `f` in one read snapshot: its own, or the caller's transaction.
+    /// The signed head file is read first: it is written after each commit,
+    /// so read before the snapshot it can lag the rows but never lead them.
+    /// Inside a caller's snapshot that order cannot be had (others may have
+    /// committed, and signed, since it began), so the file is not consulted.
     fn snapshot<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> Result<T>) -> Result<T> {
-        let _snapshot = if self.sql().is_autocommit() {
-            Some(self.sql().unchecked_transaction().db_ctx(self.path())?)
+        let (_snapshot, signed) = if self.sql().is_autocommit() {
+            let signed = read_signed_head(self.path());
+            let tx = self.sql().unchecked_transaction().db_ctx(self.path())?;
+            (Some(tx), signed)
         } else {
-            None
+            (None, None)
         };
-        f(&Snapshot(*self))
+        f(&Snapshot(*self, signed))
     }
 }
 
@@ -99,9 +147,13 @@ impl Reader<'_> {
 /// there is, made only by [`Reader::snapshot`], so the head and the rows a
 /// verification compares can never come from two moments (an append
 /// committed in between would look like tampering).
-struct Snapshot<'a>(Reader<'a>);
+struct Snapshot<'a>(Reader<'a>, Option<std::result::Result<SignedHead, String>>);
 
 impl Source for Snapshot<'_> {
+    fn signed_head(&self) -> Option<std::result::Result<SignedHead, String>> {
+        self.1.clone()
+    }
+
     fn head(&self) -> Result<Option<(i64, String)>> {
         read_head(self.0.sql(), self.0.path())
     }
@@ -217,6 +269,77 @@ fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
         out.push(entry);
     }
     Ok(out)
+}
+
+/// The signed head file of the database at `db_path`: `None` if there is
+/// none, the reason if it cannot be read or parsed.
+fn read_signed_head(db_path: &Path) -> Option<std::result::Result<SignedHead, String>> {
+    let path = signed_head_path(db_path);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(SignedHead::parse(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+/// Where the signed head of the database at `db_path` is kept.
+pub(super) fn signed_head_path(db_path: &Path) -> std::path::PathBuf {
+    super::state_dir(db_path).join(ledger::head::FILE)
+}
+
+/// Refuse to append when the host key signed a later head than the
+/// database records: its tail was deleted (and the head row rewritten), and
+/// appending would bury the gap under new entries. Only the seq is
+/// compared, so a refusal loads no key; `audit verify` checks the signature.
+fn refuse_behind_signed_head(db_path: &Path, head: Option<&(i64, String)>) -> Result<()> {
+    let Some(Ok(signed)) = read_signed_head(db_path) else {
+        return Ok(());
+    };
+    let at = head.map_or(0, |(s, _)| u64::try_from(*s).unwrap_or(0));
+    if signed.seq > at {
+        return Err(Error::LedgerTampered {
+            seq: at + 1,
+            reason: format!(
+                "refusing to append: the host key signed entry {} as the ledger head at {} ({}), but the database's ledger ends at {at}: entries {} to {} are missing; run `drover audit verify`",
+                signed.seq,
+                signed.time,
+                signed_head_path(db_path).display(),
+                at + 1,
+                signed.seq
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Sign `seq`/`hash` as the ledger head and keep it beside the database at
+/// `db_path`, unless the file already holds that seq or a later one (another
+/// process committed after us): the file only ever moves forward. Written
+/// atomically under a lock, after the commit, so it never leads the chain.
+pub(super) fn write_signed_head(
+    db_path: &Path,
+    seq: u64,
+    hash: &str,
+    key: &SigningKey,
+) -> Result<()> {
+    use crate::error::IoContext;
+    let dir = super::state_dir(db_path);
+    let path = signed_head_path(db_path);
+    let lock_path = dir.join("ledger.head.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .ctx("open ledger head lock", &lock_path)?;
+    lock.lock().ctx("lock ledger head", &lock_path)?;
+    if let Some(Ok(current)) = read_signed_head(db_path)
+        && current.seq >= seq
+    {
+        return Ok(());
+    }
+    let signed = SignedHead::sign(seq, hash, &crate::clock::now_rfc3339(), key);
+    crate::durable::write_atomic(dir, &path, &signed.to_bytes())
 }
 
 fn read_head(conn: &Connection, db_path: &Path) -> Result<Option<(i64, String)>> {

@@ -64,7 +64,7 @@ mod proxies;
 mod releases;
 mod revocations;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,11 +138,31 @@ impl Db {
             }
         }
         ensure_reserve(path);
-        Ok(Db {
+        let db = Db {
             conn,
             path: path.to_path_buf(),
             signer: OnceCell::new(),
-        })
+        };
+        db.start_signed_head();
+        Ok(db)
+    }
+
+    /// A store from before the signed head (or one whose process died
+    /// between its first commit and the file write) has a ledger but no
+    /// signed head: sign the current one, so truncation is caught from here
+    /// on. Best effort: a store that cannot be written (read-only, full)
+    /// still opens, and `audit verify` says there is no signed head.
+    fn start_signed_head(&self) {
+        if ledger::signed_head_path(&self.path).exists() {
+            return;
+        }
+        let Ok(Some((seq, hash))) = self.read().ledger_head() else {
+            return;
+        };
+        let (Ok(seq), Ok(key)) = (u64::try_from(seq), self.signer()) else {
+            return;
+        };
+        let _ = ledger::write_signed_head(&self.path, seq, &hash, key);
     }
 
     /// The key that signs this database's ledger entries (loading, or on
@@ -184,6 +204,7 @@ impl Db {
             tx,
             path: &self.path,
             signer: &self.signer,
+            appended: RefCell::new(None),
         })
     }
 
@@ -329,6 +350,9 @@ pub struct Tx<'a> {
     tx: Transaction<'a>,
     path: &'a Path,
     signer: &'a OnceCell<Arc<SigningKey>>,
+    /// The last entry this change appended (seq, hash): signed as the
+    /// ledger head once the change commits.
+    appended: RefCell<Option<(u64, String)>>,
 }
 
 impl Tx<'_> {
@@ -356,14 +380,26 @@ impl Tx<'_> {
 
     /// [`Tx::record`] with a chosen actor and time (tests of filters).
     pub(crate) fn record_as(&self, e: NewEntry, actor: String, time: String) -> Result<Entry> {
-        ledger::append(self, e, actor, time, || {
+        let entry = ledger::append(self, e, actor, time, || {
             signer(self.signer, self.path).cloned()
-        })
+        })?;
+        *self.appended.borrow_mut() = Some((entry.seq, entry.hash.clone()));
+        Ok(entry)
     }
 
-    /// Make the change durable and visible.
+    /// Make the change durable and visible; then, if it appended to the
+    /// ledger, sign the new head into the file beside the database
+    /// ([`crate::ledger::head`]). That write comes after the commit, so a
+    /// crash in between leaves the file behind the chain, never ahead; a
+    /// failure to write it (a full disk) does not undo the committed change
+    /// and is caught up by the next commit.
     pub fn commit(self) -> Result<()> {
-        self.tx.commit().db_ctx(self.path)
+        let appended = self.appended.take();
+        self.tx.commit().db_ctx(self.path)?;
+        if let (Some((seq, hash)), Some(key)) = (appended, self.signer.get()) {
+            let _ = ledger::write_signed_head(self.path, seq, &hash, key);
+        }
+        Ok(())
     }
 
     /// The transaction, for the noun modules' statements.

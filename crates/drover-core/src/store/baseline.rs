@@ -41,6 +41,21 @@ pub struct FileRecord {
     /// Symlink target, or for a hard link the path it shares content with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Extended attributes, name → lowercase hex of the value. Left out
+    /// when there are none, so baselines of images without any (all that
+    /// drover builds by default) are byte for byte what they always were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+}
+
+/// The `xattrs` of a [`FileRecord`] from (name, value) pairs.
+pub fn xattr_map<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), hex::encode(v)))
+        .collect()
 }
 
 fn octal_ser<S: Serializer>(mode: &u32, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -299,6 +314,9 @@ fn apply_tar(r: &mut dyn Read, budget: &Budget, m: &mut Merger) -> Result<()> {
             Change::Opaque(dir) => m.remove_tree(&dir, true),
             Change::Whiteout(path) => m.remove_tree(&path, false),
             Change::Put(mut rec) => {
+                if rec.kind != FileKind::Hardlink {
+                    rec.xattrs = pax_xattrs(&mut entry)?;
+                }
                 if rec.kind == FileKind::File {
                     let mut h = Hasher::new();
                     std::io::copy(&mut entry, &mut h).map_err(bad)?;
@@ -311,6 +329,20 @@ fn apply_tar(r: &mut dyn Read, budget: &Budget, m: &mut Merger) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An entry's PAX `SCHILY.xattr.*` records, as a record's `xattrs`.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    if let Some(exts) = entry.pax_extensions().map_err(bad)? {
+        for ext in exts {
+            let ext = ext.map_err(bad)?;
+            if let Some(key) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                out.insert(key.to_string(), hex::encode(ext.value_bytes()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What one layer entry does to an image's file tree. Shared by the
@@ -372,6 +404,7 @@ pub(crate) fn change_of<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Change> {
         size: 0,
         sha256: None,
         link,
+        xattrs: BTreeMap::new(),
     }))
 }
 

@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use blob::{BlobWriter, VerifyingReader};
 pub use gc::GcReport;
 pub use oci::{Descriptor, ImageConfig, Index, Manifest};
-pub use verify::{BlobProblem, VerifyReport};
+pub use verify::{BlobProblem, TagProblem, VerifyReport};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -82,6 +82,11 @@ pub struct Store {
     exclusive: bool,
     /// The bounds on what this store reads and keeps (`DROVER_LIMIT_*`).
     limits: Limits,
+    /// Images the deploy policy admitted, each with the fingerprint of the
+    /// policy, keys, revocations and store generation it was admitted under
+    /// (`trust::policy::admit`): a start that finds its pair here costs no
+    /// re-verification.
+    admitted: std::cell::RefCell<std::collections::HashSet<(Digest, Digest)>>,
     /// Held for the Store's lifetime: shared by ordinary commands, exclusive
     /// by `gc`, so gc never deletes a blob that a running build has written
     /// but not yet tagged.
@@ -168,6 +173,7 @@ impl Store {
             db,
             exclusive,
             limits,
+            admitted: Default::default(),
             _lock: lock,
         };
         store.sync_index()?;
@@ -176,6 +182,13 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.layout.root
+    }
+
+    /// The deploy policy's admissions in this process (see the field).
+    pub(crate) fn admitted(
+        &self,
+    ) -> &std::cell::RefCell<std::collections::HashSet<(Digest, Digest)>> {
+        &self.admitted
     }
 
     pub fn layout(&self) -> &Layout {
@@ -426,6 +439,12 @@ impl Store {
 
     pub fn verify(&self) -> Result<VerifyReport> {
         verify::run(self)
+    }
+
+    /// Tags whose row is not what the ledger's entries make it (see
+    /// [`verify::tags`]): a tag moved by editing the database.
+    pub fn verify_tags(&self) -> Result<Vec<TagProblem>> {
+        verify::tags(self)
     }
 
     fn generation(&self) -> Result<u64> {

@@ -9,6 +9,8 @@
 //! rootfs/.tainted/<hex>.<nanos>    a root moved aside by `taint` (drift found in it); instances
 //!                                  started before keep running on it until they are replaced
 //! rootfs/.tainted/<hex>.<nanos>.json  its record
+//! rootfs/.drifted/<hex>            drift was found in the root but it was left in place (a
+//!                                  report-only scan): the next start moves it aside first
 //! ```
 //!
 //! Layers are hostile until proven otherwise. Every path is walked one
@@ -234,6 +236,43 @@ pub fn taint(layout: &Layout, image: &Digest) -> Result<Option<PathBuf>> {
     sync_dir(&tainted)?;
     sync_dir(&dir)?;
     Ok(Some(to))
+}
+
+/// Mark the root of `image` as drifted (`rootfs/.drifted/<hex>`): drift
+/// was found in its files but it was not moved aside (a scan that only
+/// reports). The next start takes the mark ([`take_drift_mark`]) and moves
+/// the root aside first, so it never runs on a root drift found tampered.
+/// The mark is a file, not a row: whoever can edit the database cannot
+/// remove it.
+pub fn mark_drifted(layout: &Layout, image: &Digest) -> Result<()> {
+    let mark = drift_mark(layout, image);
+    let dir = mark.parent().expect("a mark is in a directory");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx("create directory", dir)?;
+    write_atomic(layout.tmp_dir(), &mark, b"")
+}
+
+fn drift_mark(layout: &Layout, image: &Digest) -> PathBuf {
+    rootfs_dir(layout).join(".drifted").join(image.hex())
+}
+
+/// Whether the root of `image` is marked drifted ([`mark_drifted`]).
+pub fn marked_drifted(layout: &Layout, image: &Digest) -> bool {
+    drift_mark(layout, image).exists()
+}
+
+/// Remove the drift mark of `image`'s root; whether there was one. The
+/// caller moves the root aside ([`taint`]) first.
+pub fn take_drift_mark(layout: &Layout, image: &Digest) -> Result<bool> {
+    let mark = drift_mark(layout, image);
+    match fs::remove_file(&mark) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).ctx("remove drift mark", &mark),
+    }
 }
 
 /// The tainted copies of `image`'s root (see `taint`), oldest first, with
@@ -544,6 +583,11 @@ impl Unpacker {
             _ => None,
         };
         let xattrs = self.xattrs(entry)?;
+        // Recorded as the baseline records them (a hard link has its target's).
+        if rec.kind != FileKind::Hardlink {
+            rec.xattrs =
+                baseline::xattr_map(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        }
         let (dir, name) = self.parent_or_create(&rec.path)?;
         let dir = dir.as_fd();
         let disk = self.disk(&rec.path);

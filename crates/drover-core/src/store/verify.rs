@@ -122,3 +122,100 @@ pub(crate) fn run(store: &Store) -> Result<VerifyReport> {
         problems,
     })
 }
+
+/// A tag whose row in the `tags` table is not what the ledger's tag, untag,
+/// build and pull entries make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagProblem {
+    pub tag: String,
+    /// What the `tags` table says (`None`: no row).
+    pub table: Option<Digest>,
+    /// What the ledger says (`None`: no entry made it, or the last one removed it).
+    pub ledger: Option<Digest>,
+    /// The entry that last set or removed it, if any did.
+    pub seq: Option<u64>,
+}
+
+impl std::fmt::Display for TagProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let table = self
+            .table
+            .map_or("has no row in the tags table".to_string(), |d| {
+                format!("points at {d} in the tags table")
+            });
+        let ledger = match (&self.ledger, self.seq) {
+            (Some(d), Some(seq)) => format!("the ledger (entry {seq}) says {d}"),
+            (None, Some(seq)) => format!("the ledger removed it (entry {seq})"),
+            _ => "no ledger entry ever set it".to_string(),
+        };
+        write!(
+            f,
+            "tag {} {table}, but {ledger} (the database was edited; re-tag it with `drover tag` after checking which image is right)",
+            self.tag
+        )
+    }
+}
+
+/// Re-derive every tag from the ledger and compare with the `tags` table:
+/// someone who can write the database can move a tag there, but not sign
+/// the ledger entry that would explain it. Run `drover audit verify` too:
+/// this trusts the ledger's entries as they read, and that checks them.
+pub(crate) fn tags(store: &Store) -> Result<Vec<TagProblem>> {
+    let read = store.db.read();
+    let entries = read.ledger(&crate::ledger::Filter {
+        action: Some("image.*".into()),
+        ..Default::default()
+    })?;
+    let derived = tags_from_ledger(&entries);
+    let table: std::collections::BTreeMap<String, Digest> = read
+        .tags()?
+        .into_iter()
+        .map(|t| (t.name, t.digest))
+        .collect();
+    let names: std::collections::BTreeSet<&String> = derived.keys().chain(table.keys()).collect();
+    let mut problems = Vec::new();
+    for name in names {
+        let (ledger, seq) = match derived.get(name) {
+            Some((d, seq)) => (*d, Some(*seq)),
+            None => (None, None),
+        };
+        let table = table.get(name).copied();
+        if table != ledger {
+            problems.push(TagProblem {
+                tag: name.clone(),
+                table,
+                ledger,
+                seq,
+            });
+        }
+    }
+    Ok(problems)
+}
+
+/// Replay the entries that set and remove tags (`image.build`, `image.tag`,
+/// `image.pull` with a tag; `image.untag`), in order: each tag's digest
+/// (`None` once removed) and the entry that last touched it.
+fn tags_from_ledger(
+    entries: &[crate::ledger::Entry],
+) -> std::collections::BTreeMap<String, (Option<Digest>, u64)> {
+    let mut tags = std::collections::BTreeMap::new();
+    for e in entries {
+        let image = || e.subjects.first().and_then(|s| s.parse::<Digest>().ok());
+        match e.action.as_str() {
+            "image.build" | "image.tag" | "image.pull" => {
+                if let Some(name) = e.details["tag"].as_str() {
+                    tags.insert(name.to_string(), (image(), e.seq));
+                }
+            }
+            "image.untag" => {
+                for name in e.details["tags"].as_array().into_iter().flatten() {
+                    if let Some(name) = name.as_str() {
+                        tags.insert(name.to_string(), (None, e.seq));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    tags
+}

@@ -7,6 +7,7 @@
 //! | [`attest`] | in-toto v1 statements about an image, signed and attached as artifacts |
 //! | [`signature`] | image signatures (`drover sign`, `build --sign`) and checking them |
 //! | [`policy`] | the deploy policy (`policy.toml`), revocations, and the one place that refuses an image |
+//! | [`admit`] | what every instance start passes: the policy (cached per image and policy state) and, for a release, the signed ledger entry that made it |
 //!
 //! Everything signed about an image is an in-toto statement in a DSSE
 //! envelope, attached to the image manifest as an OCI 1.1 artifact, so it
@@ -14,6 +15,7 @@
 //! without drover. (Ledger entries are signed too, but plainly: each entry's
 //! hash, by the host key; see `ledger` and docs/ledger-format.md.)
 
+pub mod admit;
 pub mod attest;
 pub mod policy;
 pub mod signature;

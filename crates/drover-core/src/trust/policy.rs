@@ -27,11 +27,10 @@
 //! [`Error::Refused`]. There is no switch to bypass it.
 //!
 //! Revocations (`drover revoke`) are rows of the `revocations` table, each
-//! with an `image.revoke` ledger entry; they are checked by every path that
-//! starts an instance, including `serve`'s reconciler (see
-//! [`crate::deploy::converge`]), which does not re-check signatures: an
-//! instance it starts belongs to a release whose image was admitted when the
-//! release was made, and only a revocation can withdraw that.
+//! with an `image.revoke` ledger entry. Every path that starts an instance
+//! — `run`, deploys, `serve`'s heals (see [`crate::deploy::converge`]) —
+//! passes [`super::admit`]: the whole policy, not only revocation, since
+//! whoever can write the database can point a release at another image.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -87,10 +87,22 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
         load_keys(keys)?
     };
     let report = db.read().verify_ledger(&trusted)?;
+    // The tags table against what the (verified) ledger says they are.
+    let tags = if report.is_ok() {
+        store.verify_tags()?
+    } else {
+        Vec::new()
+    };
     if ctx.json {
-        output::json(&report)?;
+        let mut v = serde_json::to_value(&report)?;
+        v["tag_problems"] = serde_json::to_value(&tags)?;
+        output::json(&v)?;
     } else if let Some(p) = &report.problem {
         println!("ledger NOT valid: {p}");
+    } else if !tags.is_empty() {
+        for t in &tags {
+            println!("tags NOT as the ledger records them: {t}");
+        }
     } else {
         let mut line = format!(
             "ledger valid: {} entries, hash chain intact, {} signed by trusted keys",
@@ -104,7 +116,19 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
         println!("{line}");
     }
-    report.into_result()?;
+    let report = report.into_result()?;
+    if let Some(t) = tags.first() {
+        return Err(drover_core::Error::corrupt(
+            format!("tag {}", t.tag),
+            format!("{t}; {} tag(s) differ from the ledger", tags.len()),
+        )
+        .into());
+    }
+    if let Some((seq, time)) = &report.signed_head
+        && !ctx.json
+    {
+        println!("signed head: entry {seq}, signed at {time}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

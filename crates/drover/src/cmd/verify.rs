@@ -62,8 +62,11 @@ fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCod
 fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let report = store.verify()?;
+    let tags = store.verify_tags()?;
     if ctx.json {
-        output::json(&report)?;
+        let mut v = serde_json::to_value(&report)?;
+        v["tag_problems"] = serde_json::to_value(&tags)?;
+        output::json(&v)?;
     } else {
         for p in &report.problems {
             println!(
@@ -77,6 +80,9 @@ fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 println!("    used by {r}");
             }
         }
+        for t in &tags {
+            println!("TAG {t}");
+        }
         println!(
             "checked {} blobs ({}): {}",
             report.blobs_checked,
@@ -87,11 +93,21 @@ fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 format!("{} problem(s)", report.problems.len())
             }
         );
+        if tags.is_empty() {
+            println!("tags: all as the ledger records them");
+        }
     }
     if !report.ok() {
         return Err(Error::corrupt(
             "store",
             format!("{} problem(s) among its blobs", report.problems.len()),
+        )
+        .into());
+    }
+    if let Some(t) = tags.first() {
+        return Err(Error::corrupt(
+            format!("tag {}", t.tag),
+            format!("{t}; {} tag(s) differ from the ledger", tags.len()),
         )
         .into());
     }

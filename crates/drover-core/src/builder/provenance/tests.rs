@@ -104,6 +104,7 @@ fn a_build_names_its_definition_base_and_every_input() {
         size: content.len() as u64,
         sha256: Some(Digest::of(content)),
         link: None,
+        xattrs: Default::default(),
     };
     let diff_id = Digest::of(b"tar");
     let input = |content: &[u8]| {

@@ -15,6 +15,7 @@ fn file(path: &str, content: &[u8]) -> (FileRecord, Digest, Sha1) {
         size: content.len() as u64,
         sha256: Some(d),
         link: None,
+        xattrs: Default::default(),
     };
     (rec, d, sha1_of(content))
 }

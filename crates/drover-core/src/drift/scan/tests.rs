@@ -82,6 +82,7 @@ fn tree() -> Tree {
             size: if m.is_file() { m.len() } else { 0 },
             sha256,
             link: link.map(Into::into),
+            xattrs: Default::default(),
         }
     };
     let mut files = vec![
@@ -512,4 +513,59 @@ fn findings_read_well_and_serialize_flat() {
         .unwrap(),
         serde_json::json!({"path": "/x", "change": "kind", "want": "file", "got": "char_device"})
     );
+}
+
+// Issue 16: "an xattr added to a root file is not reported as drift".
+#[test]
+fn extended_attributes_added_removed_or_changed_are_drift() {
+    let mut t = tree();
+    assert!(t.findings().is_empty());
+    // Added: a user xattr on a file and a capability-like one on su.
+    crate::sys::set_xattr(&t.p("/etc/motd"), "user.evil", b"1").unwrap();
+    let found = t.findings();
+    assert_eq!(
+        found,
+        [(
+            "/etc/motd".to_string(),
+            Change::Xattr {
+                name: "user.evil".into(),
+                detail: "added".into()
+            }
+        )]
+    );
+    // The baseline records one: same value is clean, another value or none is drift.
+    let i = t
+        .baseline
+        .files
+        .iter()
+        .position(|f| f.path == "/etc/motd")
+        .unwrap();
+    t.baseline.files[i]
+        .xattrs
+        .insert("user.evil".into(), hex::encode(b"1"));
+    assert!(t.findings().is_empty(), "{:?}", t.findings());
+    crate::sys::set_xattr(&t.p("/etc/motd"), "user.evil", b"2").unwrap();
+    assert_eq!(
+        t.findings()[0].1,
+        Change::Xattr {
+            name: "user.evil".into(),
+            detail: "changed".into()
+        }
+    );
+    t.baseline.files[i]
+        .xattrs
+        .insert("user.gone".into(), hex::encode(b"x"));
+    assert!(
+        t.findings().contains(&(
+            "/etc/motd".to_string(),
+            Change::Xattr {
+                name: "user.gone".into(),
+                detail: "removed".into()
+            }
+        )),
+        "{:?}",
+        t.findings()
+    );
+    // The host's LSM label is the host's, not drift.
+    assert!(HOST_LABELS.contains(&"security.selinux"));
 }
