@@ -129,7 +129,10 @@ pub(crate) fn read_layer<T>(
     res
 }
 
-fn decoder<'a>(layer: &Descriptor, blob: &'a mut VerifyingReader) -> Result<Box<dyn Read + 'a>> {
+pub(crate) fn decoder<'a>(
+    layer: &Descriptor,
+    blob: &'a mut VerifyingReader,
+) -> Result<Box<dyn Read + 'a>> {
     let what = || format!("layer {}", layer.digest);
     Ok(match layer.media_type.as_str() {
         oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {
