@@ -392,27 +392,13 @@ impl Session {
     /// What it grants is also what drover's own GETs (`http`) send.
     async fn authenticate(&self, reference: &Reference, op: RegistryOperation) -> Result<()> {
         let what = format!("authenticating with {}", self.remote.registry);
-        let token = self
-            .timed(&what, 0, async {
-                self.client
-                    .auth(reference, &self.auth, op)
-                    .await
-                    .map_err(|e| self.err("authenticating", &e))
-            })
-            .await?;
-        self.http.set_authorization(match (token, &self.auth) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, RegistryAuth::Basic(user, password)) => {
-                use base64::Engine as _;
-                let pair = format!("{user}:{password}");
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ))
-            }
-            (None, _) => None,
-        });
-        Ok(())
+        self.timed(&what, 0, async {
+            self.http
+                .authenticate(reference, op)
+                .await
+                .map_err(|e| self.err("authenticating", &e))
+        })
+        .await
     }
 
     /// Run `fut`, a request moving about `declared` bytes, within the total
@@ -452,11 +438,18 @@ fn session(remote: &Remote, opts: &Options, limits: &Limits) -> Result<Session> 
         ..Default::default()
     });
     let scheme = if opts.insecure { "http" } else { "https" };
-    let http = http::Http::new(scheme, &remote.registry, &remote.repository, limits)?;
     let auth = match &opts.credentials {
         Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
         None => RegistryAuth::Anonymous,
     };
+    let http = http::Http::new(
+        scheme,
+        &remote.registry,
+        &remote.repository,
+        limits,
+        &client,
+        &auth,
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -77,10 +77,11 @@ impl Content {
     }
 }
 
-/// One request: its method and path.
+/// One request: its method, path and `Authorization` header.
 struct Req {
     method: String,
     path: String,
+    authorization: Option<String>,
 }
 
 /// What an attack does with a request: `true` if it answered (or stalled
@@ -140,13 +141,23 @@ fn read_request(conn: &TcpStream) -> Option<Req> {
     r.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut authorization = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h).ok()? == 0 || h == "\r\n" {
             break;
         }
+        if let Some((name, value)) = h.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(value.trim().to_string());
+        }
     }
-    Some(Req { method, path })
+    Some(Req {
+        method,
+        path,
+        authorization,
+    })
 }
 
 /// The honest answer: `/v2/`, manifests and blobs from `content`, 404 else.
@@ -589,6 +600,50 @@ fn a_token_service_that_stalls_times_out() {
         "{err}"
     );
     assert!(run.took < Duration::from_secs(20), "{:?}", run.took);
+}
+
+#[test]
+fn a_bearer_token_that_expires_mid_pull_is_renewed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (src, digest) = built();
+    let content = Content::image(&src, &digest, "1");
+    let addr = Arc::new(Mutex::new(String::new()));
+    let issued = Arc::new(AtomicUsize::new(0));
+    let (a, n) = (addr.clone(), issued.clone());
+    let fake = Fake::start(content, move |req, conn| {
+        if req.path.starts_with("/token") {
+            let token = format!("t{}", n.fetch_add(1, Ordering::SeqCst) + 1);
+            let _ = respond(
+                conn,
+                "200 OK",
+                "application/json",
+                json!({"token": token}).to_string().as_bytes(),
+                false,
+            );
+            return true;
+        }
+        // The first token is good for the manifest only: it "expires" then.
+        let good = match req.authorization.as_deref() {
+            Some("Bearer t1") => !req.path.contains("/blobs/"),
+            Some(a) => a.starts_with("Bearer t"),
+            None => false,
+        };
+        if !good {
+            let realm = format!("http://{}/token", a.lock().unwrap());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return true;
+        }
+        false
+    });
+    *addr.lock().unwrap() = fake.addr.clone();
+    let env = Env::new();
+    let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+    assert!(run.out.status.success(), "{}", show(&run.out));
+    assert_eq!(last_line(&String::from_utf8_lossy(&run.out.stdout)), digest);
+    assert!(issued.load(Ordering::SeqCst) >= 2, "{:?}", fake.seen());
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //! `Session::authenticate` obtained, and read at most a bound: a manifest
 //! or listing stops at `manifest_bytes`, a blob at its declared size.
 //!
+//! A bearer token expires (often after five minutes): a request that meets
+//! a 401 asks the token service again, once, and is retried.
+//!
 //! Every request, here and through oci-client, has three time-outs (see
 //! [`Limits`]): `registry_connect` to connect, `registry_idle` without a
 //! byte (reqwest's read time-out, which restarts with every read), and a
@@ -17,6 +20,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
 use reqwest::StatusCode;
 
 use super::super::BlobWriter;
@@ -41,12 +47,25 @@ pub(super) struct Http {
     base: String,
     registry: String,
     limits: Limits,
-    /// The `Authorization` header value, once authentication found one.
-    authorization: Mutex<Option<String>>,
+    /// oci-client, which asks the registry's token service.
+    oci: Client,
+    auth: RegistryAuth,
+    /// The `Authorization` header value, and what it was granted for.
+    authorization: Mutex<Option<Grant>>,
 }
 
+/// An `Authorization` header value and the request it was granted for.
+type Grant = (String, Reference, RegistryOperation);
+
 impl Http {
-    pub fn new(scheme: &str, registry: &str, repository: &str, limits: &Limits) -> Result<Http> {
+    pub fn new(
+        scheme: &str,
+        registry: &str,
+        repository: &str,
+        limits: &Limits,
+        oci: &Client,
+        auth: &RegistryAuth,
+    ) -> Result<Http> {
         let client = client_builder(limits)
             .build()
             .map_err(|e| Error::Failed(format!("start the registry client: {e}")))?;
@@ -55,13 +74,36 @@ impl Http {
             base: format!("{scheme}://{registry}/v2/{repository}"),
             registry: registry.to_string(),
             limits: limits.clone(),
+            oci: oci.clone(),
+            auth: auth.clone(),
             authorization: Mutex::new(None),
         })
     }
 
-    /// Send `value` as the `Authorization` header of every request from now on.
-    pub fn set_authorization(&self, value: Option<String>) {
-        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    /// Ask for what the registry grants for `op` on `reference` (a bearer
+    /// token from its token service, or the basic credentials), for
+    /// oci-client's requests and these GETs.
+    pub async fn authenticate(
+        &self,
+        reference: &Reference,
+        op: RegistryOperation,
+    ) -> std::result::Result<(), OciDistributionError> {
+        let token = self.oci.auth(reference, &self.auth, op).await?;
+        let value = match (token, &self.auth) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, password)) => {
+                use base64::Engine as _;
+                let pair = format!("{user}:{password}");
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            (None, _) => None,
+        };
+        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) =
+            value.map(|v| (v, reference.clone(), op));
+        Ok(())
     }
 
     pub fn manifest_url(&self, reference: &str) -> String {
@@ -161,21 +203,39 @@ impl Http {
     }
 
     /// Send a GET; `None` on a 404, an error naming the URL and status on
-    /// any other failure.
+    /// any other failure. A 401 with a grant in hand asks for a fresh one
+    /// (a token expires) and tries once more.
     async fn send(&self, url: &str, accept: &[&str]) -> Result<Option<reqwest::Response>> {
-        let mut req = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, accept.join(", "));
-        let authorization = self
-            .authorization
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(a) = authorization {
-            req = req.header(reqwest::header::AUTHORIZATION, a);
-        }
-        let mut res = req.send().await.map_err(|e| self.transport(url, e))?;
+        let mut refreshed = false;
+        let mut res = loop {
+            let mut req = self
+                .client
+                .get(url)
+                .header(reqwest::header::ACCEPT, accept.join(", "));
+            let grant = self
+                .authorization
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some((value, _, _)) = &grant {
+                req = req.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let res = req.send().await.map_err(|e| self.transport(url, e))?;
+            match grant {
+                Some((_, reference, op))
+                    if res.status() == StatusCode::UNAUTHORIZED && !refreshed =>
+                {
+                    refreshed = true;
+                    self.authenticate(&reference, op)
+                        .await
+                        .map_err(|e| Error::Registry {
+                            registry: self.registry.clone(),
+                            reason: format!("authenticating again for {url}: {e}"),
+                        })?;
+                }
+                _ => break res,
+            }
+        };
         let status = res.status();
         if status.is_success() {
             return Ok(Some(res));
