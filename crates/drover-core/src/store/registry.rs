@@ -394,9 +394,8 @@ impl Session {
         let what = format!("authenticating with {}", self.remote.registry);
         self.timed(&what, 0, async {
             self.http
-                .authenticate(reference, op)
+                .authenticate(reference, op, &|e| self.err("authenticating", e))
                 .await
-                .map_err(|e| self.err("authenticating", &e))
         })
         .await
     }

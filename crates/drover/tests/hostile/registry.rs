@@ -603,6 +603,44 @@ fn a_token_service_that_stalls_times_out() {
 }
 
 #[test]
+fn an_endless_token_answer_is_refused_at_manifest_bytes() {
+    let (src, digest) = built();
+    let content = Content::image(&src, &digest, "1");
+    let addr = Arc::new(Mutex::new(String::new()));
+    let a = addr.clone();
+    let fake = Fake::start(content, move |req, conn| {
+        if req.path == "/v2/" {
+            let realm = format!("http://{}/token", a.lock().unwrap());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return true;
+        }
+        if req.path.starts_with("/token") {
+            endless(conn, None, b"{\"token\":\"");
+            return true;
+        }
+        false
+    });
+    *addr.lock().unwrap() = fake.addr.clone();
+    let env = Env::new();
+    let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(2), "{}", show(&run.out));
+    assert!(
+        err.contains("manifest_bytes") && err.contains("/token"),
+        "{err}"
+    );
+    assert!(
+        run.peak_rss < 200 * MIB,
+        "peak RSS {} MiB",
+        run.peak_rss >> 20
+    );
+    assert!(run.took < Duration::from_secs(30), "{:?}", run.took);
+}
+
+#[test]
 fn a_bearer_token_that_expires_mid_pull_is_renewed() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (src, digest) = built();

@@ -8,8 +8,10 @@
 //! `Session::authenticate` obtained, and read at most a bound: a manifest
 //! or listing stops at `manifest_bytes`, a blob at its declared size.
 //!
-//! A bearer token expires (often after five minutes): a request that meets
-//! a 401 asks the token service again, once, and is retried.
+//! The token service's answer is read here too (at most `manifest_bytes`,
+//! a token being a small JSON document like a manifest), and handed to
+//! oci-client; a bearer token expires (often after five minutes): a request
+//! that meets a 401 asks the token service again, once, and is retried.
 //!
 //! Every request, here and through oci-client, has three time-outs (see
 //! [`Limits`]): `registry_connect` to connect, `registry_idle` without a
@@ -43,6 +45,8 @@ pub(super) struct Document {
 /// GETs against one repository of one registry.
 pub(super) struct Http {
     client: reqwest::Client,
+    /// `<scheme>://<registry>`.
+    root: String,
     /// `<scheme>://<registry>/v2/<repository>`.
     base: String,
     registry: String,
@@ -71,6 +75,7 @@ impl Http {
             .map_err(|e| Error::Failed(format!("start the registry client: {e}")))?;
         Ok(Http {
             client,
+            root: format!("{scheme}://{registry}"),
             base: format!("{scheme}://{registry}/v2/{repository}"),
             registry: registry.to_string(),
             limits: limits.clone(),
@@ -83,12 +88,35 @@ impl Http {
     /// Ask for what the registry grants for `op` on `reference` (a bearer
     /// token from its token service, or the basic credentials), for
     /// oci-client's requests and these GETs.
+    /// `err` explains oci-client's errors (a refusal of the credentials).
     pub async fn authenticate(
         &self,
         reference: &Reference,
         op: RegistryOperation,
-    ) -> std::result::Result<(), OciDistributionError> {
-        let token = self.oci.auth(reference, &self.auth, op).await?;
+        err: &dyn Fn(&OciDistributionError) -> Error,
+    ) -> Result<()> {
+        // oci-client keeps the credentials, to renew its own tokens later.
+        self.oci
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        let token = match self.challenge().await? {
+            Some((realm, service)) => {
+                let token = self
+                    .token(reference, op, &realm, service.as_deref(), err)
+                    .await?;
+                // A bearer token given to oci-client is used as it is, no request.
+                let bearer = RegistryAuth::Bearer(token);
+                self.oci
+                    .auth(reference, &bearer, op)
+                    .await
+                    .map_err(|e| err(&e))?
+            }
+            None => self
+                .oci
+                .auth(reference, &self.auth, op)
+                .await
+                .map_err(|e| err(&e))?,
+        };
         let value = match (token, &self.auth) {
             (Some(token), _) => Some(format!("Bearer {token}")),
             (None, RegistryAuth::Basic(user, password)) => {
@@ -104,6 +132,95 @@ impl Http {
         *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) =
             value.map(|v| (v, reference.clone(), op));
         Ok(())
+    }
+
+    /// The bearer challenge of the registry's `/v2/` (its token service's
+    /// realm and service), if it answers with one. Only the headers are read.
+    async fn challenge(&self) -> Result<Option<(String, Option<String>)>> {
+        let url = format!("{}/v2/", self.root);
+        let res = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let challenge = res
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(bearer_challenge);
+        Ok(challenge)
+    }
+
+    /// A token for `op` on `reference`'s repository from the token service
+    /// at `realm`, with the basic credentials if there are any. Its answer
+    /// is read up to `manifest_bytes`; a refusal is oci-client's
+    /// `AuthenticationFailure`, as its own token requests report it.
+    async fn token(
+        &self,
+        reference: &Reference,
+        op: RegistryOperation,
+        realm: &str,
+        service: Option<&str>,
+        err: &dyn Fn(&OciDistributionError) -> Error,
+    ) -> Result<String> {
+        let scope = match op {
+            RegistryOperation::Pull => format!("repository:{}:pull", reference.repository()),
+            RegistryOperation::Push => {
+                format!("repository:{}:pull,push", reference.repository())
+            }
+        };
+        let mut params = vec![("scope", scope.as_str())];
+        if let Some(s) = service {
+            params.push(("service", s));
+        }
+        let url = reqwest::Url::parse_with_params(realm, &params).map_err(|e| Error::Registry {
+            registry: self.registry.clone(),
+            reason: format!("its token service's realm {realm:?} is not a URL: {e}"),
+        })?;
+        let mut req = self.client.get(url.clone());
+        if let RegistryAuth::Basic(user, password) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        let transport = |e| self.transport(url.as_str(), e);
+        let mut res = req.send().await.map_err(transport)?;
+        let status = res.status();
+        let cap = self.limits.manifest_bytes;
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(transport)? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > cap {
+                return Err(Limits::exceeded(
+                    "manifest_bytes",
+                    format!("the answer of the token service {realm}"),
+                    format!("more than {cap} bytes; a token is far smaller"),
+                ));
+            }
+        }
+        if status != StatusCode::OK {
+            let reason = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY as usize)]);
+            return Err(err(&OciDistributionError::AuthenticationFailure(
+                reason.into_owned(),
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
+            Error::corrupt(
+                format!("the answer of the token service {realm}"),
+                e.to_string(),
+            )
+        })?;
+        answer.token.or(answer.access_token).ok_or_else(|| {
+            Error::corrupt(
+                format!("the answer of the token service {realm}"),
+                "it holds no token",
+            )
+        })
     }
 
     pub fn manifest_url(&self, reference: &str) -> String {
@@ -226,12 +343,11 @@ impl Http {
                     if res.status() == StatusCode::UNAUTHORIZED && !refreshed =>
                 {
                     refreshed = true;
-                    self.authenticate(&reference, op)
-                        .await
-                        .map_err(|e| Error::Registry {
-                            registry: self.registry.clone(),
-                            reason: format!("authenticating again for {url}: {e}"),
-                        })?;
+                    let err = |e: &OciDistributionError| Error::Registry {
+                        registry: self.registry.clone(),
+                        reason: format!("authenticating again for {url}: {e}"),
+                    };
+                    self.authenticate(&reference, op, &err).await?;
                 }
                 _ => break res,
             }
@@ -359,4 +475,60 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → (realm, service); `None` for
+/// any other scheme, or a bearer challenge without a realm.
+fn bearer_challenge(header: &str) -> Option<(String, Option<String>)> {
+    let (scheme, params) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (quoted[..end].to_string(), &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        found.push((key, value));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    let get = |k: &str| found.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    Some((get("realm")?, get("service")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bearer_challenges() {
+        assert_eq!(
+            bearer_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#
+            ),
+            Some((
+                "https://auth.example/token".into(),
+                Some("registry.example".into())
+            ))
+        );
+        assert_eq!(
+            bearer_challenge("bearer realm=http://t/token"),
+            Some(("http://t/token".into(), None))
+        );
+        assert_eq!(bearer_challenge(r#"Basic realm="x""#), None);
+        assert_eq!(bearer_challenge(r#"Bearer service="x""#), None);
+        assert_eq!(bearer_challenge(r#"Bearer realm="unterminated"#), None);
+    }
 }
