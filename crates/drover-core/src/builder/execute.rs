@@ -146,7 +146,8 @@ fn base(store: &mut Store, def: &ImageDef, plan: &Plan) -> Result<Image> {
 }
 
 /// The base image `digest`, which must be an image manifest in the store
-/// (`definition` is the file that names it, for the error).
+/// (`definition` is the file that names it, for the error), validated as
+/// a pull validates an image (`store::validate`).
 fn resolve_base(
     store: &Store,
     definition: &Path,
@@ -160,6 +161,8 @@ fn resolve_base(
             ),
         });
     }
+    let what = format!("base image {digest}");
+    let len = crate::store::validate::manifest_size(store, digest, &what)?;
     let manifest = store.manifest(digest)?;
     if manifest
         .media_type
@@ -172,13 +175,9 @@ fn resolve_base(
             format!("base {digest} is not an image manifest"),
         ));
     }
-    let config = store.image_config(&manifest)?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(Error::corrupt(
-            format!("base image {digest}"),
-            "config diff_ids do not match the manifest's layers",
-        ));
-    }
+    // As fully as a pull: sizes, media types, each layer's diff_id, before
+    // anything is built (and signed) on it.
+    let config = crate::store::validate::image(store, &what, &manifest, len)?;
     let files = baseline::Merger::from_baseline(baseline::of_image(store, digest)?);
     Ok((manifest, config, files))
 }

@@ -235,6 +235,7 @@ fn fetch(store: &mut Store, spec: &ServiceSpec, report: &mut Report) -> Result<(
         Ok(registry::Options {
             insecure: spec.insecure_registry,
             credentials: registry::credentials(&remote.registry)?,
+            platform: None,
         })
     };
     if to_pull(store, spec).is_some() {

@@ -282,7 +282,8 @@ impl Read for Inflated<'_> {
     }
 }
 
-fn decoder<'a>(layer: &Descriptor, blob: Counted<'a>) -> Result<Box<dyn Read + 'a>> {
+/// The layer's tar stream, decompressed per its media type.
+pub(crate) fn decoder<'a>(layer: &Descriptor, blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     let what = || format!("layer {}", layer.digest);
     Ok(match layer.media_type.as_str() {
         oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {

@@ -24,6 +24,7 @@ mod gc;
 pub mod oci;
 pub mod registry;
 pub mod unpack;
+pub mod validate;
 mod verify;
 
 use std::collections::BTreeMap;

@@ -18,6 +18,7 @@ pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip"
 pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
@@ -152,4 +153,9 @@ pub struct History {
 /// `true` for manifest media types drover can read as an image.
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_MANIFEST || media_type == DOCKER_MANIFEST
+}
+
+/// An image index (multi-platform image), OCI's or Docker's manifest list.
+pub fn is_index(media_type: &str) -> bool {
+    media_type == MEDIA_INDEX || media_type == DOCKER_MANIFEST_LIST
 }

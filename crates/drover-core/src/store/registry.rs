@@ -22,6 +22,19 @@
 //! Failures are classified by oci-client's error variants and HTTP status
 //! (`classify`), never by their text.
 //!
+//! Nothing a registry sends decides how much memory, disk or time a pull
+//! takes (see `http`): manifests, indexes and referrer listings are read
+//! by drover itself up to `manifest_bytes`, a config up to `config_bytes`,
+//! a blob up to the size its descriptor declares (and refused if it ends
+//! short or hashes wrong, leaving nothing behind); every request, the
+//! authentication ones too, has connect, idle and total time-outs. A pulled
+//! image is then validated as a whole (`store::validate`: sizes, media
+//! types, each layer's diff_id) before anything names it.
+//!
+//! An image index (a multi-platform image) is resolved to the manifest for
+//! the host's platform, or the one `--platform` asks for (see [`platform`]);
+//! that manifest is what is stored, tagged and reported.
+//!
 //! The HTTP client (`oci-client`) is async; it runs on a private
 //! current-thread runtime inside each call, so nothing async leaks out.
 
@@ -30,7 +43,7 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
@@ -44,6 +57,12 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar;
 use crate::ledger::NewEntry;
+use crate::limits::Limits;
+
+mod http;
+pub mod platform;
+
+pub use platform::Platform;
 
 /// Blobs in flight at once, each way.
 const PARALLEL: usize = 4;
@@ -154,6 +173,8 @@ pub struct Options {
     pub insecure: bool,
     /// Basic-auth credentials; `None` means anonymous (see [`credentials`]).
     pub credentials: Option<(String, String)>,
+    /// Which image of an image index to pull; the host's platform if `None`.
+    pub platform: Option<Platform>,
 }
 
 /// Credentials for `registry`: `DROVER_REGISTRY_USER` and
@@ -234,6 +255,12 @@ pub struct PullReport {
     pub blobs_present: usize,
     pub bytes_fetched: u64,
     pub referrers: Vec<Digest>,
+    /// When the remote reference named an image index: the index's digest
+    /// and the platform whose manifest (`digest`) was chosen from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// What went wrong with a registry request, as far as drover cares.
@@ -307,12 +334,21 @@ struct Session {
     auth: RegistryAuth,
     rt: tokio::runtime::Runtime,
     remote: Remote,
+    /// The GETs drover bounds itself.
+    http: http::Http,
+    limits: Limits,
 }
 
 impl Session {
     /// A registry error about `what`, explained when it is about credentials.
     fn err(&self, what: impl std::fmt::Display, e: &OciDistributionError) -> Error {
         let remote = &self.remote;
+        if let OciDistributionError::RequestError(r) = e
+            && r.is_timeout()
+        {
+            let url = r.url().map_or_else(|| what.to_string(), |u| u.to_string());
+            return http::transport_error(&self.limits, &remote.registry, &url, r);
+        }
         let user = match &self.auth {
             RegistryAuth::Basic(user, _) => Some(user),
             _ => None,
@@ -352,16 +388,31 @@ impl Session {
     /// token") and sends the request anonymously: a wrong password then shows
     /// up as a bare 401 from the registry, with the token service asked again
     /// for every request. Asking once here keeps its answer.
+    ///
+    /// What it grants is also what drover's own GETs (`http`) send.
     async fn authenticate(&self, reference: &Reference, op: RegistryOperation) -> Result<()> {
-        self.client
-            .auth(reference, &self.auth, op)
-            .await
-            .map(drop)
-            .map_err(|e| self.err("authenticating", &e))
+        let what = format!("authenticating with {}", self.remote.registry);
+        self.timed(&what, 0, async {
+            self.http
+                .authenticate(reference, op, &|e| self.err("authenticating", e))
+                .await
+        })
+        .await
+    }
+
+    /// Run `fut`, a request moving about `declared` bytes, within the total
+    /// time-out (see `http::timed`).
+    async fn timed<T>(
+        &self,
+        what: &str,
+        declared: u64,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        http::timed(&self.limits, what, declared, fut).await
     }
 }
 
-fn session(remote: &Remote, opts: &Options) -> Result<Session> {
+fn session(remote: &Remote, opts: &Options, limits: &Limits) -> Result<Session> {
     if opts.insecure && !remote.is_loopback() {
         return Err(Error::Usage(format!(
             "--insecure (plain HTTP) is only allowed for loopback registries, not {}; use TLS",
@@ -381,12 +432,23 @@ fn session(remote: &Remote, opts: &Options) -> Result<Session> {
         // registry-side resume per 4 MiB, which made pushes slower than
         // skopeo's (bench/registry.sh).
         use_monolithic_push: true,
+        connect_timeout: Some(limits.registry_connect),
+        read_timeout: Some(limits.registry_idle),
         ..Default::default()
     });
+    let scheme = if opts.insecure { "http" } else { "https" };
     let auth = match &opts.credentials {
         Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
         None => RegistryAuth::Anonymous,
     };
+    let http = http::Http::new(
+        scheme,
+        &remote.registry,
+        &remote.repository,
+        limits,
+        &client,
+        &auth,
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -396,6 +458,8 @@ fn session(remote: &Remote, opts: &Options) -> Result<Session> {
         auth,
         rt,
         remote: remote.clone(),
+        http,
+        limits: limits.clone(),
     })
 }
 
@@ -416,7 +480,7 @@ pub fn push(
             "push to {remote}: give a tag, not a digest (the digest is the image's own)"
         )));
     }
-    let s = session(remote, opts)?;
+    let s = session(remote, opts, store.limits())?;
     let desc = store.resolve(reference)?;
     let bytes = store.read_blob(&desc.digest)?;
     let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -474,15 +538,13 @@ pub fn push(
         // earlier push wrote it. oci-client asks the API and falls back to
         // the tag on a 404.
         if !referrers.is_empty() {
-            let listed: BTreeSet<String> = s
-                .client
-                .pull_referrers(&image_ref, None)
+            let listed: BTreeSet<Digest> = list_referrers(&s, &desc.digest)
                 .await
-                .map(|i| i.manifests.into_iter().map(|m| m.digest).collect())
+                .map(|l| l.into_iter().collect())
                 .unwrap_or_default();
             let unlisted: Vec<_> = referrers
                 .iter()
-                .filter(|(r, _, _)| !listed.contains(&r.digest.to_string()))
+                .filter(|(r, _, _)| !listed.contains(&r.digest))
                 .cloned()
                 .collect();
             if !unlisted.is_empty() {
@@ -525,13 +587,17 @@ async fn push_blob(
     d: &Descriptor,
 ) -> Result<Option<u64>> {
     let digest = d.digest.to_string();
-    if s.client
-        .blob_exists(image, &digest)
-        .await
-        .map_err(|e| s.err(format_args!("checking blob {digest}"), &e))?
-    {
+    let what = format!("checking blob {digest} in {}", s.remote);
+    let exists = s.timed(&what, 0, async {
+        s.client
+            .blob_exists(image, &digest)
+            .await
+            .map_err(|e| s.err(format_args!("checking blob {digest}"), &e))
+    });
+    if exists.await? {
         return Ok(None);
     }
+    let what = format!("uploading blob {digest} to {}", s.remote);
     let mut r = super::VerifyingReader::open_path(&layout.blob_path(&d.digest), d.digest)?;
     if d.size > STREAM_ABOVE {
         // Large blobs stream from disk rather than sit in memory. The reader
@@ -553,20 +619,26 @@ async fn push_blob(
             buf.truncate(filled);
             Ok(Some((bytes::Bytes::from(buf), r)))
         });
-        s.client
-            .push_blob_stream(image, chunks, &digest, Some(d.size))
-            .await
-            .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))?;
+        s.timed(&what, d.size, async {
+            s.client
+                .push_blob_stream(image, chunks, &digest, Some(d.size))
+                .await
+                .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))
+        })
+        .await?;
         return Ok(Some(d.size));
     }
     // Read and verify before sending: a corrupt local blob must not leave.
     let mut data = Vec::with_capacity(d.size as usize);
     r.read_to_end(&mut data).map_err(|e| r.map_err(e))?;
     let n = data.len() as u64;
-    s.client
-        .push_blob(image, data, &digest)
-        .await
-        .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))?;
+    s.timed(&what, n, async {
+        s.client
+            .push_blob(image, data, &digest)
+            .await
+            .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))
+    })
+    .await?;
     Ok(Some(n))
 }
 
@@ -576,12 +648,16 @@ async fn push_manifest(
     bytes: &[u8],
     media_type: &str,
 ) -> Result<()> {
-    let content_type = http::HeaderValue::from_str(media_type)
+    let content_type = ::http::HeaderValue::from_str(media_type)
         .map_err(|e| Error::corrupt(format!("media type {media_type:?}"), e.to_string()))?;
-    s.client
-        .push_manifest_raw(target, bytes.to_vec(), content_type)
-        .await
-        .map_err(|e| s.err(format_args!("pushing manifest {target}"), &e))?;
+    let what = format!("pushing manifest {target}");
+    s.timed(&what, bytes.len() as u64, async {
+        s.client
+            .push_manifest_raw(target, bytes.to_vec(), content_type)
+            .await
+            .map_err(|e| s.err(format_args!("pushing manifest {target}"), &e))
+    })
+    .await?;
     Ok(())
 }
 
@@ -593,21 +669,16 @@ async fn update_referrers_tag(
     subject: &Digest,
     referrers: &[(super::Referrer, Vec<u8>, Manifest)],
 ) -> Result<()> {
-    let tag_ref = s.remote.with_tag(&referrers_tag(subject));
-    let mut index = match s
-        .client
-        .pull_manifest_raw(&tag_ref, &s.auth, &[oci::MEDIA_INDEX])
-        .await
-    {
-        Ok((bytes, _)) => serde_json::from_slice::<Index>(&bytes)
+    let tag = referrers_tag(subject);
+    let tag_ref = s.remote.with_tag(&tag);
+    // A 404 is the first push of a referrer: no index yet. Any other failure
+    // (credentials, a server error) is not a reason to replace an index that
+    // may list others' referrers.
+    let url = s.http.manifest_url(&tag);
+    let mut index = match s.http.document(&url, &[oci::MEDIA_INDEX]).await? {
+        Some(doc) => serde_json::from_slice::<Index>(&doc.bytes)
             .map_err(|e| Error::corrupt(format!("referrers index {tag_ref}"), e.to_string()))?,
-        // The first push of a referrer: no index yet. Any other failure
-        // (credentials, a server error) is not a reason to replace an index
-        // that may list others' referrers.
-        Err(e) if classify(&e) != Failure::NotFound => {
-            return Err(s.err(format_args!("fetching referrers index {tag_ref}"), &e));
-        }
-        Err(_) => Index {
+        None => Index {
             schema_version: 2,
             media_type: Some(oci::MEDIA_INDEX.into()),
             manifests: Vec::new(),
@@ -635,43 +706,48 @@ fn referrers_tag(subject: &Digest) -> String {
 }
 
 /// Pull `remote` and its referrers into the store; tag it `<repository>:<tag>`
-/// if `remote` names a tag.
+/// if `remote` names a tag. An image index is resolved to one platform's
+/// manifest first (`opts.platform`, else the host's), and that manifest is
+/// what is stored and tagged. Nothing is named until the image has passed
+/// `validate::image`.
 pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullReport> {
-    let s = session(remote, opts)?;
+    let s = session(remote, opts, store.limits())?;
     let first = match (&remote.digest, &remote.tag) {
         (Some(d), _) => remote.with_digest(d),
         (None, Some(t)) => remote.with_tag(t),
         (None, None) => remote.with_tag("latest"),
     };
+    let want = opts.platform.clone().unwrap_or_else(Platform::host);
     let store_ref: &Store = store;
     let pulled = s.rt.block_on(async {
         s.authenticate(&first, RegistryOperation::Pull).await?;
-        let (digest, bytes, manifest, media_type) =
-            fetch_manifest(&s, &first, remote.digest).await?;
+        let top = fetch_top(&s, &first, remote.digest, &want).await?;
         let mut counts = Counts::default();
-        fetch_blobs(&s, &first, store_ref, &manifest, &mut counts).await?;
+        fetch_blobs(&s, store_ref, &top.manifest, &mut counts).await?;
+        // An image whose manifest the store holds already passed this check
+        // (or was built here); `drover verify` re-checks stored images.
+        if !store_ref.has_blob(&top.digest) {
+            let what = format!("image {} from {remote}", top.digest);
+            super::validate::image(store_ref, &what, &top.manifest, top.bytes.len() as u64)?;
+        }
         // The manifest goes in after its blobs, so it never names a missing one.
-        store_ref.put_blob(&bytes)?;
-        let size = bytes.len() as u64;
+        store_ref.put_blob(&top.bytes)?;
         let referrers =
-            fetch_referrers(&s, store_ref, &digest, &BTreeSet::new(), &mut counts).await?;
-        Ok::<_, Error>((digest, media_type, size, counts, referrers))
+            fetch_referrers(&s, store_ref, &top.digest, &BTreeSet::new(), &mut counts).await?;
+        Ok::<_, Error>((top, counts, referrers))
     })?;
-    let (digest, media_type, size, counts, referrers) = pulled;
+    let (top, counts, referrers) = pulled;
 
     let tag = remote
         .tag
         .as_ref()
         .map(|t| normalize_tag(&format!("{}:{t}", remote.repository)));
-    let image = Descriptor::new(&media_type, digest, size);
-    record_pull(store, remote, &image, tag, counts, referrers)
+    let image = Descriptor::new(&top.media_type, top.digest, top.bytes.len() as u64);
+    let mut report = record_pull(store, remote, &image, tag, counts, referrers, top.index)?;
+    report.platform = top.index.map(|_| want.to_string());
+    Ok(report)
 }
 
-/// Fetch the referrers of `digest`, an image the store already holds, that
-/// `remote`'s registry lists and the store lacks: signatures, provenance or
-/// an SBOM attached after the image was first pulled. One referrers listing
-/// when there is nothing new. Returns `None` then (and records nothing),
-/// else what was fetched.
 pub fn pull_referrers(
     store: &mut Store,
     remote: &Remote,
@@ -691,7 +767,7 @@ pub fn pull_referrers(
         .into_iter()
         .map(|r| r.digest)
         .collect();
-    let s = session(remote, opts)?;
+    let s = session(remote, opts, store.limits())?;
     let image_ref = remote.with_digest(digest);
     let store_ref: &Store = store;
     let (counts, referrers) = s.rt.block_on(async {
@@ -703,11 +779,11 @@ pub fn pull_referrers(
     if referrers.is_empty() {
         return Ok(None);
     }
-    record_pull(store, remote, &image, None, counts, referrers).map(Some)
+    record_pull(store, remote, &image, None, counts, referrers, None).map(Some)
 }
 
 /// Register what a pull brought (referrers, the tag) and record it in the
-/// ledger.
+/// ledger (with the index the image was chosen from, if any).
 fn record_pull(
     store: &mut Store,
     remote: &Remote,
@@ -715,6 +791,7 @@ fn record_pull(
     tag: Option<String>,
     counts: Counts,
     referrers: Vec<(Descriptor, String)>,
+    index: Option<Digest>,
 ) -> Result<PullReport> {
     let digest = image.digest;
     let report = PullReport {
@@ -725,6 +802,8 @@ fn record_pull(
         blobs_present: counts.present,
         bytes_fetched: counts.bytes,
         referrers: referrers.iter().map(|(d, _)| d.digest).collect(),
+        index,
+        platform: None,
     };
     store.mutate(|m| {
         for (d, artifact_type) in &referrers {
@@ -744,6 +823,7 @@ fn record_pull(
                 "blobs_present": report.blobs_present,
                 "bytes_fetched": report.bytes_fetched,
                 "referrers": report.referrers.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "index": index.map(|d| d.to_string()),
             }),
         ))
     })?;
@@ -755,6 +835,9 @@ fn record_pull(
 /// schema where the registry lacks it (oci-client falls back on a 404).
 /// Returns each one's descriptor and artifact type, for the caller to
 /// register once all have arrived.
+/// Fetch the referrers the registry lists for `digest`, except those in
+/// `skip`, with their blobs. Returns each one's descriptor and artifact
+/// type, for the caller to register once all have arrived.
 async fn fetch_referrers(
     s: &Session,
     store: &Store,
@@ -762,17 +845,8 @@ async fn fetch_referrers(
     skip: &BTreeSet<Digest>,
     counts: &mut Counts,
 ) -> Result<Vec<(Descriptor, String)>> {
-    let image_ref = s.remote.with_digest(digest);
-    let index = s
-        .client
-        .pull_referrers(&image_ref, None)
-        .await
-        .map_err(|e| s.err(format_args!("listing referrers of {digest}"), &e))?;
     let mut referrers = Vec::new();
-    for entry in index.manifests {
-        let Ok(rd) = entry.digest.parse::<Digest>() else {
-            continue;
-        };
+    for rd in list_referrers(s, digest).await? {
         if skip.contains(&rd) {
             continue;
         }
@@ -781,7 +855,7 @@ async fn fetch_referrers(
         if rm.subject.as_ref().map(|d| d.digest) != Some(*digest) {
             continue;
         }
-        fetch_blobs(s, &rref, store, &rm, counts).await?;
+        fetch_blobs(s, store, &rm, counts).await?;
         store.put_blob(&rbytes)?;
         let rsize = rbytes.len() as u64;
         let artifact_type = rm
@@ -793,11 +867,93 @@ async fn fetch_referrers(
     Ok(referrers)
 }
 
+/// The digests the registry lists as referrers of `digest`: through the
+/// OCI 1.1 referrers API, or the referrers tag schema where the registry
+/// lacks it (a 404). Each listing is bounded like a manifest.
+async fn list_referrers(s: &Session, digest: &Digest) -> Result<Vec<Digest>> {
+    let api = s.http.referrers_url(digest);
+    let tag = s.http.manifest_url(&referrers_tag(digest));
+    let doc = match s.http.document(&api, &[oci::MEDIA_INDEX]).await? {
+        Some(doc) => Some((doc, api)),
+        None => s
+            .http
+            .document(&tag, &[oci::MEDIA_INDEX])
+            .await?
+            .map(|d| (d, tag)),
+    };
+    let Some((doc, url)) = doc else {
+        return Ok(Vec::new());
+    };
+    let index: Index = serde_json::from_slice(&doc.bytes)
+        .map_err(|e| Error::corrupt(format!("referrers listing {url}"), e.to_string()))?;
+    Ok(index.manifests.into_iter().map(|d| d.digest).collect())
+}
+
 #[derive(Default)]
 struct Counts {
     fetched: usize,
     present: usize,
     bytes: u64,
+}
+
+/// The image a pull fetches: its manifest, and the index it was chosen
+/// from if the reference named one.
+struct Top {
+    digest: Digest,
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    media_type: String,
+    index: Option<Digest>,
+}
+
+/// Fetch what `reference` names (checked against `expected` if given); if
+/// it is an image index, choose `want`'s manifest from it and fetch that.
+async fn fetch_top(
+    s: &Session,
+    reference: &Reference,
+    expected: Option<Digest>,
+    want: &Platform,
+) -> Result<Top> {
+    let accept = [
+        oci::MEDIA_MANIFEST,
+        oci::DOCKER_MANIFEST,
+        oci::MEDIA_INDEX,
+        oci::DOCKER_MANIFEST_LIST,
+    ];
+    let (digest, bytes, media_type) = fetch_document(s, reference, expected, &accept).await?;
+    if !oci::is_index(&media_type) {
+        let (manifest, media_type) = parse_manifest(s, &digest, &bytes, media_type)?;
+        return Ok(Top {
+            digest,
+            bytes,
+            manifest,
+            media_type,
+            index: None,
+        });
+    }
+    let what = format!("image index {digest} of {reference}");
+    let index: platform::Index =
+        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&what, e.to_string()))?;
+    let entry = platform::choose(&index, want, &what)?;
+    let child = s.remote.with_digest(&entry.digest);
+    let (cdigest, cbytes, manifest, cmedia) = fetch_manifest(s, &child, Some(entry.digest)).await?;
+    if cbytes.len() as u64 != entry.size {
+        return Err(Error::corrupt(
+            format!("manifest {cdigest} in {what}"),
+            format!(
+                "it is {} bytes, the index declares {}; refused",
+                cbytes.len(),
+                entry.size
+            ),
+        ));
+    }
+    Ok(Top {
+        digest: cdigest,
+        bytes: cbytes,
+        manifest,
+        media_type: cmedia,
+        index: Some(digest),
+    })
 }
 
 /// Fetch a manifest's bytes, check them against `expected` if given, and
@@ -808,26 +964,44 @@ async fn fetch_manifest(
     reference: &Reference,
     expected: Option<Digest>,
 ) -> Result<(Digest, Vec<u8>, Manifest, String)> {
+    let accept = [oci::MEDIA_MANIFEST, oci::DOCKER_MANIFEST];
+    let (digest, bytes, media_type) = fetch_document(s, reference, expected, &accept).await?;
+    if oci::is_index(&media_type) {
+        return Err(Error::corrupt(
+            format!("manifest {digest} from {reference}"),
+            format!("it is an image index ({media_type}) where an image manifest was expected"),
+        ));
+    }
+    let (manifest, media_type) = parse_manifest(s, &digest, &bytes, media_type)?;
+    Ok((digest, bytes, manifest, media_type))
+}
+
+/// GET a manifest or index (at most `manifest_bytes`), check it against
+/// `expected`, and say what it is: its `mediaType` field, else the
+/// registry's `Content-Type`, else (Docker's schema 2 omits neither, OCI
+/// may omit both) an index if it lists `manifests`.
+async fn fetch_document(
+    s: &Session,
+    reference: &Reference,
+    expected: Option<Digest>,
+    accept: &[&str],
+) -> Result<(Digest, Vec<u8>, String)> {
     let remote = &s.remote;
-    let (bytes, _) = s
-        .client
-        .pull_manifest_raw(
-            reference,
-            &s.auth,
-            &[oci::MEDIA_MANIFEST, oci::DOCKER_MANIFEST],
-        )
-        .await
-        .map_err(|e| {
-            if classify(&e) == Failure::NotFound {
-                Error::NotFound {
-                    what: format!("{reference}"),
-                    hint: Some(format!("registry {} has no such image", remote.registry)),
-                }
-            } else {
-                s.err(format_args!("fetching manifest {reference}"), &e)
-            }
+    let tag_or_digest = reference
+        .digest()
+        .or(reference.tag())
+        .unwrap_or("latest")
+        .to_string();
+    let url = s.http.manifest_url(&tag_or_digest);
+    let doc = s
+        .http
+        .document(&url, accept)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("{reference}"),
+            hint: Some(format!("registry {} has no such image", remote.registry)),
         })?;
-    let digest = Digest::of(&bytes);
+    let digest = Digest::of(&doc.bytes);
     if let Some(want) = expected
         && want != digest
     {
@@ -836,25 +1010,65 @@ async fn fetch_manifest(
             format!("its bytes hash to {digest}; refused"),
         ));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corrupt(format!("manifest {digest} from {remote}"), e.to_string()))?;
-    let media_type = manifest
-        .media_type
-        .clone()
-        .unwrap_or_else(|| oci::MEDIA_MANIFEST.into());
-    if !oci::is_manifest(&media_type) {
-        return Err(Error::Usage(format!(
-            "{remote} is a {media_type}, not an image manifest (multi-platform indexes are not supported yet)"
-        )));
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
     }
-    Ok((digest, bytes.to_vec(), manifest, media_type))
+    let probe: Probe = serde_json::from_slice(&doc.bytes)
+        .map_err(|e| Error::corrupt(format!("manifest {digest} from {remote}"), e.to_string()))?;
+    let media_type = probe
+        .media_type
+        .or(doc
+            .content_type
+            .filter(|t| oci::is_index(t) || oci::is_manifest(t)))
+        .unwrap_or_else(|| {
+            if probe.manifests.is_some() {
+                oci::MEDIA_INDEX.into()
+            } else {
+                oci::MEDIA_MANIFEST.into()
+            }
+        });
+    Ok((digest, doc.bytes, media_type))
+}
+
+/// Parse an image manifest and refuse, before any blob is fetched, what no
+/// image may be: another kind of document, a config past `config_bytes`.
+fn parse_manifest(
+    s: &Session,
+    digest: &Digest,
+    bytes: &[u8],
+    media_type: String,
+) -> Result<(Manifest, String)> {
+    let remote = &s.remote;
+    let what = format!("manifest {digest} from {remote}");
+    if !oci::is_manifest(&media_type) {
+        return Err(Error::corrupt(
+            what,
+            format!("it is a {media_type}, not an image manifest"),
+        ));
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(&what, e.to_string()))?;
+    let cap = s.limits.config_bytes;
+    if manifest.config.size > cap {
+        return Err(Limits::exceeded(
+            "config_bytes",
+            format!("config {} of {what}", manifest.config.digest),
+            format!(
+                "it declares {} bytes, more than {cap}",
+                manifest.config.size
+            ),
+        ));
+    }
+    Ok((manifest, media_type))
 }
 
 /// Fetch the blobs of `manifest` the store lacks, verifying each as it is
 /// written; the caller stores the manifest itself afterwards.
 async fn fetch_blobs(
     s: &Session,
-    reference: &Reference,
     store: &Store,
     manifest: &Manifest,
     counts: &mut Counts,
@@ -864,7 +1078,7 @@ async fn fetch_blobs(
         .collect();
     counts.present += blobs_of(manifest).count() - missing.len();
     let results: Vec<Result<u64>> = stream::iter(missing)
-        .map(|d| fetch_blob(s, reference, store, d))
+        .map(|d| fetch_blob(s, store, d))
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -875,30 +1089,19 @@ async fn fetch_blobs(
     Ok(())
 }
 
-async fn fetch_blob(
-    s: &Session,
-    reference: &Reference,
-    store: &Store,
-    d: &Descriptor,
-) -> Result<u64> {
-    let digest = d.digest.to_string();
-    let remote = &s.remote;
-    let mut body = s
-        .client
-        .pull_blob_stream(reference, digest.as_str())
-        .await
-        .map_err(|e| s.err(format_args!("fetching blob {digest}"), &e))?;
+/// Fetch one blob: at most its declared size, which must match; the store's
+/// writer names it only if it hashes to its digest, and removes its temp
+/// file otherwise.
+async fn fetch_blob(s: &Session, store: &Store, d: &Descriptor) -> Result<u64> {
     let mut w = store.blob_writer()?;
-    while let Some(chunk) = body.stream.try_next().await.map_err(|e| {
-        // oci-client checks the digest too, at the end of the stream.
-        Error::corrupt(
-            format!("blob {digest} from {remote}"),
-            format!("{e}; refused"),
-        )
-    })? {
-        w.write_all(&chunk)?;
-    }
-    w.commit_expecting(&d.digest)
+    s.http.blob(&d.digest, d.size, &mut w).await?;
+    w.commit_expecting(&d.digest).map_err(|e| match e {
+        Error::CorruptBlob { actual, .. } => Error::corrupt(
+            format!("blob {} from {}", d.digest, s.remote),
+            format!("its bytes hash to {actual}; refused"),
+        ),
+        e => e,
+    })
 }
 
 #[cfg(test)]
@@ -982,7 +1185,9 @@ mod tests {
     #[test]
     fn credential_errors_say_what_to_do() {
         let r = Remote::parse("127.0.0.1:5000/hello:1").unwrap();
-        let anonymous = session(&r, &Options::default()).ok().unwrap();
+        let anonymous = session(&r, &Options::default(), &Limits::default())
+            .ok()
+            .unwrap();
         let msg = anonymous
             .err(
                 "fetching manifest",
@@ -996,8 +1201,9 @@ mod tests {
         let opts = Options {
             insecure: false,
             credentials: Some(("me".into(), "pw".into())),
+            platform: None,
         };
-        let me = session(&r, &opts).ok().unwrap();
+        let me = session(&r, &opts, &Limits::default()).ok().unwrap();
         let msg = me
             .err(
                 "authenticating",
@@ -1021,7 +1227,9 @@ mod tests {
             &Options {
                 insecure: true,
                 credentials: None,
+                platform: None,
             },
+            &Limits::default(),
         )
         .err()
         .unwrap();

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use drover_core::store::registry::{self, Remote};
+use drover_core::store::registry::{self, Platform, Remote};
 use drover_core::trust::policy::{self, Operation};
 
 use super::Ctx;
@@ -14,13 +14,20 @@ pub struct Args {
     /// Plain HTTP instead of TLS; only for loopback registries.
     #[arg(long)]
     insecure: bool,
+    /// When the remote is an image index (a multi-platform image), pull the
+    /// manifest for this platform (os/arch[/variant], e.g. linux/arm64)
+    /// instead of the host's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let remote = Remote::parse(&a.remote)?;
+    let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
     let opts = registry::Options {
         insecure: a.insecure,
         credentials: registry::credentials(&remote.registry)?,
+        platform,
     };
     let mut store = ctx.store()?;
     policy::enforce_pull(&mut store, &a.remote, &remote.registry, Operation::Pull)?;
@@ -28,6 +35,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if ctx.json {
         output::json(&report)?;
     } else {
+        if let (Some(index), Some(platform)) = (&report.index, &report.platform) {
+            println!(
+                "{} is image index {index}: pulled its {platform} manifest",
+                report.remote
+            );
+        }
         println!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)

@@ -21,6 +21,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let opts = registry::Options {
         insecure: a.insecure,
         credentials: registry::credentials(&remote.registry)?,
+        platform: None,
     };
     let mut store = ctx.store()?;
     let report = registry::push(&mut store, &a.reference, &remote, &opts)?;
