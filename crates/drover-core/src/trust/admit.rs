@@ -8,7 +8,9 @@
 //!   that name, so a start never relies on the check made when the release
 //!   was created. The verdict is cached in the store per image and
 //!   [`fingerprint`], so a heal costs a policy load and a few small reads
-//!   (tens of microseconds), not a re-verification.
+//!   (tens of microseconds), not a re-verification. A revocation row
+//!   deleted from the database does not un-revoke: on a cache miss the
+//!   ledger's revoke/unrevoke entries are replayed too.
 //! - [`release`]: a release's image and config digests against the ledger
 //!   entry that created it, whose hash and host-key signature the attacker
 //!   cannot forge, and its config (env, volumes, limits, capabilities)
@@ -31,6 +33,9 @@ pub fn image(store: &mut Store, image: &Digest, op: Operation) -> Result<()> {
     if store.admitted().borrow().contains(&key) {
         return Ok(());
     }
+    if let Some(r) = revocation_lost(store, image)? {
+        return Err(policy::refuse(store, r, op));
+    }
     match policy.evaluate(store, image, Origin::Local)? {
         Verdict::Allowed { .. } => {
             store.admitted().borrow_mut().insert(key);
@@ -38,6 +43,56 @@ pub fn image(store: &mut Store, image: &Digest, op: Operation) -> Result<()> {
         }
         Verdict::Refused(r) => Err(policy::refuse(store, r, op)),
     }
+}
+
+/// A revocation reaching `image` (its own or a base's) that the ledger
+/// records but the `revocations` table has lost: a row deleted in the
+/// database would otherwise un-revoke an image. The ledger's entries are
+/// replayed (`image.revoke`, lifted only by a later `image.unrevoke`);
+/// that reads them all, but only when the cache missed.
+fn revocation_lost(store: &Store, image: &Digest) -> Result<Option<Refusal>> {
+    let read = store.db().read();
+    let by = |action: &str| {
+        read.ledger(&crate::ledger::Filter {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+    };
+    let mut entries = by("image.revoke")?;
+    entries.extend(by("image.unrevoke")?);
+    entries.sort_by_key(|e| e.seq);
+    let mut revoked = std::collections::BTreeMap::new();
+    for e in &entries {
+        let Some(d) = e.subjects.first().and_then(|s| s.parse::<Digest>().ok()) else {
+            continue;
+        };
+        if e.action == "image.revoke" {
+            revoked.insert(d, e.seq);
+        } else {
+            revoked.remove(&d);
+        }
+    }
+    revoked.retain(|d, _| matches!(read.revocation(d), Ok(None)));
+    if revoked.is_empty() {
+        return Ok(None);
+    }
+    for d in policy::lineage(store, image)? {
+        if let Some(seq) = revoked.get(&d) {
+            let whom = if d == *image {
+                "it".to_string()
+            } else {
+                format!("its base {d}")
+            };
+            return Ok(Some(Refusal {
+                image: image.to_string(),
+                rule: "revoked",
+                reason: format!(
+                    "the ledger revokes {whom} (entry {seq}) but the revocations table has no row for it: the database was edited; run `drover audit verify`"
+                ),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// What a verdict on a local image depends on besides the image itself: the

@@ -766,6 +766,29 @@ pub fn revocation_of(store: &Store, image: &Digest) -> Result<Option<Reached>> {
     Ok(None)
 }
 
+/// `image` and every image it is built on, nearest first, as any
+/// provenance statement attached says (verified or not, as for
+/// [`revocation_of`]: this only ever serves to refuse).
+pub(crate) fn lineage(store: &Store, image: &Digest) -> Result<Vec<Digest>> {
+    let mut out = vec![*image];
+    let mut seen = std::collections::BTreeSet::from([*image]);
+    let mut i = 0;
+    while i < out.len() {
+        let d = out[i];
+        i += 1;
+        for a in attest::list(store, &d, PROVENANCE_ARTIFACT_TYPE)? {
+            if let Some(base) = a
+                .statement_unverified()
+                .and_then(|st| base_of(&st.predicate))
+                && seen.insert(base)
+            {
+                out.push(base);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Revoke the image `reference` names (a tag is resolved and its digest
 /// recorded; a full digest need not be in the store, so an image can be
 /// revoked before it ever arrives). Records `image.revoke`. Revoking a

@@ -390,3 +390,25 @@ fn a_release_config_edited_in_place_starts_nothing() {
     );
     assert!(ps(&env).is_empty(), "{:?}", ps(&env));
 }
+
+/// A revocation deleted from the `revocations` table: the ledger still
+/// revokes the image, and no start takes the table's word for it.
+#[test]
+fn a_revocation_deleted_from_the_database_still_refuses() {
+    if !require("sqlite3") {
+        return;
+    }
+    let Some(env) = common::web_env() else { return };
+    env.ok(&["revoke", "web:1", "--reason", "CVE-2026-0001"]);
+    let out = env.run(&["run", "web:1"]);
+    assert_eq!(out.status.code(), Some(6), "{}", show(&out));
+    attack(&env, "DELETE FROM revocations;");
+    let out = env.run(&["run", "web:1"]);
+    assert_eq!(out.status.code(), Some(6), "{}", show(&out));
+    assert!(
+        show(&out).contains("the ledger revokes it"),
+        "{}",
+        show(&out)
+    );
+    assert!(ps(&env).is_empty());
+}
