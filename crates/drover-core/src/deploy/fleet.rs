@@ -418,4 +418,6 @@ fn limit(
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

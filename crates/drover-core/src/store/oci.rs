@@ -153,3 +153,6 @@ pub struct History {
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_MANIFEST || media_type == DOCKER_MANIFEST
 }
+
+#[cfg(test)]
+mod fuzz;
