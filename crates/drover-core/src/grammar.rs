@@ -389,6 +389,187 @@ pub fn exposed_port(s: &str) -> Option<String> {
         .then(|| format!("{port}/{proto}"))
 }
 
+// ---------------------------------------------------------------------------
+// Instance limits: `drover run --memory/--cpus/--pids/--nofile` and a fleet
+// service's `memory`, `cpus`, `pids`, `nofile`. Each takes the value as
+// written and refuses what no instance could run under, or what can only
+// be a slip of the keyboard, before anything is created.
+
+/// The least memory an instance may be given: 6 MiB, Docker's minimum too.
+/// Below a few MiB the runtime's own init (runc's, or libcontainer's, which
+/// runs inside the instance's cgroup before the process does) is killed by
+/// the OOM killer, and all the user sees is a cgroup error.
+pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+/// The most memory an instance may be given: 16 TiB. More is a typo.
+pub const MAX_MEMORY_BYTES: u64 = 16 << 40;
+/// The most processes: the kernel's `PID_MAX_LIMIT` (4Mi); no host can
+/// have more.
+pub const MAX_PIDS: u64 = 4 << 20;
+/// The least CPU: a hundredth of a core, the smallest quota the kernel
+/// takes (1 ms per default 100 ms period).
+pub const MIN_MILLICPUS: u64 = 10;
+/// The most CPU: 1024 cores.
+pub const MAX_MILLICPUS: u64 = 1_024_000;
+/// The fewest open files: 8. A process needs 3 for its standard streams and
+/// its loader a few more; below that nothing starts.
+pub const MIN_NOFILE: u64 = 8;
+/// The most open files: 2^20, the kernel's default `fs.nr_open`; a higher
+/// limit fails in `setrlimit` inside the runtime, at start.
+pub const MAX_NOFILE: u64 = 1 << 20;
+
+/// A memory limit as [`size`] reads it, within
+/// [`MIN_MEMORY_BYTES`]..=[`MAX_MEMORY_BYTES`].
+pub fn memory_limit(s: &str) -> Result<u64, String> {
+    let bytes = size(s)?;
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(format!(
+            "{s:?} is too little memory for an instance (at least \"6m\": below a few MiB the \
+             runtime's own init is killed before the instance's process starts)"
+        ));
+    }
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(format!(
+            "{s:?} is not a plausible memory limit (at most 16 TiB, \"16384g\")"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A CPU limit in cores (`"0.5"`, `"2"`), as thousandths of a core, within
+/// [`MIN_MILLICPUS`]..=[`MAX_MILLICPUS`].
+pub fn cpu_limit(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a CPU limit (expected a number of cores from 0.01 to 1024, e.g. \"0.5\")"
+        )
+    };
+    let t = s.trim();
+    // Digits and one point only: no "inf", "nan", exponents or signs.
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    let cores: f64 = t.parse().map_err(|_| bad())?;
+    let milli = (cores * 1000.0).round();
+    if !(MIN_MILLICPUS as f64..=MAX_MILLICPUS as f64).contains(&milli) {
+        return Err(bad());
+    }
+    Ok(milli as u64)
+}
+
+/// A limit on an instance's processes, `1..=`[`MAX_PIDS`].
+pub fn pids_limit(s: &str) -> Result<u64, String> {
+    count_in(s, 1, MAX_PIDS).ok_or_else(|| {
+        format!(
+            "{s:?} is not a process limit (expected 1 to {MAX_PIDS}: 0 would let the instance \
+             start nothing, and no kernel allows more)"
+        )
+    })
+}
+
+/// A limit on an instance's open files,
+/// [`MIN_NOFILE`]..=[`MAX_NOFILE`].
+pub fn nofile_limit(s: &str) -> Result<u64, String> {
+    count_in(s, MIN_NOFILE, MAX_NOFILE).ok_or_else(|| {
+        format!(
+            "{s:?} is not an open-file limit (expected {MIN_NOFILE} to {MAX_NOFILE}: fewer \
+             cannot hold a process's standard streams and loader, more fails in setrlimit)"
+        )
+    })
+}
+
+fn count_in(s: &str, min: u64, max: u64) -> Option<u64> {
+    let t = s.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse::<u64>().ok().filter(|n| (min..=max).contains(n))
+}
+
+// ---------------------------------------------------------------------------
+// Text that reaches the kernel or the image config.
+
+/// An argument, environment value or label value: anything but NUL, which
+/// ends a C string (execve, the environment block), so the process would
+/// see the value cut short, or the runtime would fail to start it.
+pub fn c_string(s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        Err(format!(
+            "{s:?} contains a NUL byte, which would cut the value short where it reaches the \
+             kernel (remove it)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A label key: not empty, and no control characters (a key is one line of
+/// metadata that `docker inspect`, `drover trace` and JSON consumers print).
+pub fn label_key(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        Err("a label key must not be empty".into())
+    } else if s.chars().any(char::is_control) {
+        Err(format!(
+            "{s:?} is not a label key (control characters such as NUL, tab or newline are not \
+             allowed)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// One component of a path in an image: never an overlay whiteout
+/// (`.wh.<name>`, `.wh..wh..opq`), which a layer's tar stream reads as
+/// "delete", so a file written under such a name would vanish or make the
+/// image unreadable as its own.
+pub fn image_path_component(c: &str) -> Result<(), String> {
+    if c.starts_with(".wh.") {
+        Err(format!(
+            "{c:?} is a whiteout name (a layer reads \".wh.\" names as deletions; rename it)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Where the runtime mounts the kernel's own filesystems, which a volume
+/// must never cover: over `/proc` the instance would see (and could fake)
+/// its own process table; over `/dev`, device nodes the runtime makes would
+/// land in the volume, on the host.
+pub const KERNEL_MOUNTS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// A volume's mount target in an instance: absolute, normalized (no empty
+/// or `.` components, no trailing `/`), without `..`, NUL or control
+/// characters, not `/` and not [`KERNEL_MOUNTS`] or below them.
+pub fn volume_target(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} is not an absolute path"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{s:?} contains a control character"));
+    }
+    let mut parts = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(format!("{s:?} contains \"..\"")),
+            part => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("{s:?} would cover the whole root"));
+    }
+    let target = format!("/{}", parts.join("/"));
+    for kernel in KERNEL_MOUNTS {
+        if target == kernel || target.starts_with(&format!("{kernel}/")) {
+            return Err(format!(
+                "{s:?} is on {kernel}, where the runtime mounts the kernel's own filesystem \
+                 (a volume there would hide it or fill the volume with device nodes)"
+            ));
+        }
+    }
+    Ok(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,14 +37,17 @@ fn rank(module: &str) -> Option<usize> {
     ORDER.iter().position(|m| *m == module)
 }
 
-/// Every `.rs` file under `dir`, but test files.
+/// Every `.rs` file under `dir`, but test files (`tests.rs`, and the
+/// proptest targets in `fuzz.rs`).
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             sources(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs")
-            && path.file_name().is_some_and(|n| n != "tests.rs")
+            && path
+                .file_name()
+                .is_some_and(|n| n != "tests.rs" && n != "fuzz.rs")
         {
             out.push(path);
         }

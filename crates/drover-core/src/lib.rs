@@ -26,6 +26,7 @@
 //! | [`limits`] | every bound on untrusted input and on what drover keeps: manifest and layer sizes, registry time-outs, logs, pids; each named in its error, each set by `DROVER_LIMIT_<NAME>` |
 //! | [`grammar`] | every small value grammar, written once: signals, durations, sizes, names, tags, modes, ports |
 //! | `durable`, `sys` | atomic file writes (temp + fsync + rename); the few raw system calls |
+//! | `fuzz` | (tests only) what the proptest fuzz targets share: their case counts, byte-level mutations. The targets live beside what they test, each in a `fuzz.rs` (run them long with `scripts/fuzz.sh`) |
 //! | [`error`], [`digest`], [`clock`] | the error type and its one classifier, the `Digest` type, timestamps |
 //!
 //! Every mutation writes its ledger entry through [`state::Tx::record`],
@@ -39,6 +40,8 @@ pub mod digest;
 pub mod drift;
 mod durable;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod grammar;
 pub mod health;
 pub mod instance;

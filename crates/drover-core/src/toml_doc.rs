@@ -516,11 +516,18 @@ impl Checker<'_> {
         }
     }
 
+    /// An array of strings: arguments, commands. None may hold a NUL (see
+    /// [`grammar::c_string`]): they all end up in `execve`.
     pub(crate) fn strings(&self, node: &Node, key: &str) -> Result<Vec<String>> {
         self.array(node, key, "an array of strings")?
             .iter()
             .enumerate()
-            .map(|(i, item)| Ok(self.string(item, &index_key(key, i))?.to_string()))
+            .map(|(i, item)| {
+                let key = index_key(key, i);
+                let s = self.string(item, &key)?;
+                grammar::c_string(s).map_err(|e| self.err(item.at(), &key, e))?;
+                Ok(s.to_string())
+            })
             .collect()
     }
 
@@ -582,6 +589,9 @@ impl Checker<'_> {
                 }
                 return Err(self.err(entry.node.at(), &key, e));
             };
+            // Environment values and labels: a NUL would be cut off (or
+            // refused) where the value reaches the kernel or the runtime.
+            grammar::c_string(value).map_err(|e| self.err(entry.node.at(), &key, e))?;
             map.insert(entry.key.clone(), value.clone());
         }
         Ok(map)

@@ -80,27 +80,44 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
     let node = c.required(&top, "service", "at least one [service.<name>] table")?;
     let services = c.as_table(node, "service")?;
     let mut out = Vec::new();
+    let mut owner = std::collections::BTreeMap::new();
     for entry in services.entries {
         let path = services.key(&entry.key);
         if let Err(e) = grammar::name(&entry.key) {
             return Err(c.err(entry.key_at(), &path, format!("a service name: {e}")));
         }
-        out.push(service(&c, &entry.key, &entry.node, &path)?);
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut owner = std::collections::BTreeMap::new();
-    for svc in &out {
-        for p in &svc.ports {
-            if let Some(other) = owner.insert(*p, &svc.name) {
-                return Err(crate::Error::Usage(format!(
-                    "{}: port {p} is claimed by both service.{other} and service.{}",
-                    file.display(),
-                    svc.name
-                )));
+        let svc = service(&c, &entry.key, &entry.node, &path)?;
+        // A port claimed twice is named where the file claims it again.
+        for (i, p) in svc.ports.iter().enumerate() {
+            if let Some(other) = owner.insert(*p, svc.name.clone()) {
+                return Err(c.err(
+                    port_at(&entry.node, i),
+                    &toml_doc::index_key(&toml_doc::child_key(&path, "ports"), i),
+                    format!(
+                        "port {p} is already claimed by service.{other} (a port routes to one service)"
+                    ),
+                ));
             }
         }
+        out.push(svc);
     }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Where the `i`th port of the service table `node` is written.
+fn port_at(node: &Node, i: usize) -> usize {
+    let Value::Table(entries) = &node.value else {
+        return node.at();
+    };
+    match entries
+        .iter()
+        .find(|e| e.key == "ports")
+        .map(|e| &e.node.value)
+    {
+        Some(Value::Array(items)) => items.get(i).map_or(node.at(), Node::at),
+        _ => node.at(),
+    }
 }
 
 fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<ServiceSpec> {
@@ -163,8 +180,8 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
     };
     let env = match t.get("env") {
         Some(n) => c.string_map(n, &t.key("env"), |k| {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                Err("not an environment variable name".into())
+            if k.is_empty() || k.contains('=') || k.chars().any(char::is_control) {
+                Err("not an environment variable name (no '=' or control characters)".into())
             } else if k == "PORT" {
                 Err("PORT is set by drover for each instance".into())
             } else {
@@ -247,34 +264,27 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         Some(n) => {
             let key = t.key("memory");
             let s = c.string(n, &key)?;
-            Some(grammar::size(s).map_err(|e| c.err(n.at(), &key, e))?)
+            Some(grammar::memory_limit(s).map_err(|e| c.err(n.at(), &key, e))?)
         }
         None => None,
     };
     let millicpus = match t.get("cpus") {
         Some(n) => {
             let key = t.key("cpus");
-            let v = match n.value {
-                Value::Float(f) => f,
-                Value::Integer(i) => i as f64,
+            let written = match n.value {
+                Value::Float(f) => f.to_string(),
+                Value::Integer(i) => i.to_string(),
                 _ => return Err(c.wrong_type(n, &key, "a number of cores such as 0.5")),
             };
-            if !(v > 0.0 && v <= 1024.0) {
-                return Err(c.err(
-                    n.at(),
-                    &key,
-                    format!("{v} is not a CPU limit (expected more than 0)"),
-                ));
-            }
-            Some((v * 1000.0).round().max(1.0) as u64)
+            Some(grammar::cpu_limit(&written).map_err(|e| c.err(n.at(), &key, e))?)
         }
         None => None,
     };
     let limits = Limits {
         memory_bytes,
-        pids: opt_count(c, &t, "pids")?,
+        pids: limit(c, &t, "pids", grammar::pids_limit)?,
         millicpus,
-        nofile: opt_count(c, &t, "nofile")?,
+        nofile: limit(c, &t, "nofile", grammar::nofile_limit)?,
     };
     let driver = match t.get("driver") {
         Some(n) => {
@@ -446,12 +456,25 @@ fn count(c: &Checker<'_>, t: &Table<'_>, key: &str, default: u32, min: u32) -> R
         })
 }
 
-fn opt_count(c: &Checker<'_>, t: &Table<'_>, key: &str) -> Result<Option<u64>> {
-    match t.get(key) {
-        None => Ok(None),
-        Some(_) => count(c, t, key, 0, 1).map(|v| Some(u64::from(v))),
-    }
+/// The whole number at `t[key]`, if any, checked by `rule` (a
+/// `grammar::*_limit`, shared with `drover run`'s flags).
+fn limit(
+    c: &Checker<'_>,
+    t: &Table<'_>,
+    key: &str,
+    rule: fn(&str) -> std::result::Result<u64, String>,
+) -> Result<Option<u64>> {
+    let Some(n) = t.get(key) else {
+        return Ok(None);
+    };
+    let k = t.key(key);
+    let v = c.integer(n, &k)?;
+    rule(&v.to_string())
+        .map(Some)
+        .map_err(|e| c.err(n.at(), &k, e))
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

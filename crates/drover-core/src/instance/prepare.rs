@@ -82,14 +82,11 @@ impl VolumeSpec {
             Some(_) => return Err(bad("the mode must be ro or rw")),
         };
         grammar::name(name).map_err(|e| bad(&format!("the volume name: {e}")))?;
-        if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
-            return Err(bad(
-                "the target must be an absolute path below / without '..'",
-            ));
-        }
+        let target =
+            grammar::volume_target(target).map_err(|e| bad(&format!("the target: {e}")))?;
         Ok(VolumeSpec {
             name: name.to_string(),
-            target: target.trim_end_matches('/').to_string(),
+            target,
             read_only,
         })
     }

@@ -457,6 +457,9 @@ fn check_entry_line(
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::{self, host_key};

@@ -159,3 +159,6 @@ pub fn is_manifest(media_type: &str) -> bool {
 pub fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
+
+#[cfg(test)]
+mod fuzz;

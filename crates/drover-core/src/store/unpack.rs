@@ -1002,4 +1002,6 @@ fn first_difference(got: &[FileRecord], want: &[FileRecord]) -> Option<String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -83,6 +83,8 @@
 //! Glob syntax is [`globset`]'s with `*` not crossing `/` (use `**` for any
 //! depth); [`compile_glob`] is the one place that decides it.
 
+#[cfg(test)]
+mod fuzz;
 mod parse;
 #[cfg(test)]
 mod tests;

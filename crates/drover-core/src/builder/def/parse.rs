@@ -314,6 +314,13 @@ impl Def<'_> {
         for (i, item) in items.iter().enumerate() {
             let key = index_key(key, i);
             let pattern = self.string(item, &key)?;
+            if pattern.split('/').any(|c| c == "..") {
+                return Err(self.err(
+                    item.at(),
+                    &key,
+                    format!("{pattern:?} contains \"..\" (globs match paths inside src and cannot climb out of it)"),
+                ));
+            }
             if pattern.starts_with('/') {
                 return Err(self.err(
                     item.at(),
@@ -394,13 +401,7 @@ impl Def<'_> {
             config.ports = self.ports(node, &t.key("ports"))?;
         }
         if let Some(node) = t.get("labels") {
-            config.labels = self.string_map(node, &t.key("labels"), |name| {
-                if name.is_empty() {
-                    Err("a label key must not be empty".to_string())
-                } else {
-                    Ok(())
-                }
-            })?;
+            config.labels = self.string_map(node, &t.key("labels"), grammar::label_key)?;
         }
         if let Some(node) = t.get("stop_signal") {
             config.stop_signal = Some(self.signal(node, &t.key("stop_signal"))?);
@@ -474,7 +475,8 @@ impl Def<'_> {
 // Paths.
 
 /// An absolute path in the image, without empty or `.` components or a
-/// trailing `/`; `..` is refused rather than resolved.
+/// trailing `/`; `..` is refused rather than resolved, and so is a
+/// whiteout name (`.wh.…`) anywhere in it ([`grammar::image_path_component`]).
 pub(super) fn normalize_absolute(path: &str) -> std::result::Result<String, String> {
     if !path.starts_with('/') {
         return Err(format!(
@@ -482,6 +484,9 @@ pub(super) fn normalize_absolute(path: &str) -> std::result::Result<String, Stri
         ));
     }
     let parts = components(path)?;
+    for part in &parts {
+        grammar::image_path_component(part).map_err(|e| format!("{path:?}: {e}"))?;
+    }
     Ok(format!("/{}", parts.join("/")))
 }
 
