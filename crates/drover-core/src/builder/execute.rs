@@ -177,7 +177,7 @@ fn resolve_base(
     }
     // As fully as a pull: sizes, media types, each layer's diff_id, before
     // anything is built (and signed) on it.
-    let config = crate::store::validate::image(store, &what, &manifest, len)?;
+    let config = crate::store::validate::image(store, &what, &manifest, len, &Default::default())?;
     let files = baseline::Merger::from_baseline(baseline::of_image(store, digest)?);
     Ok((manifest, config, files))
 }

@@ -723,12 +723,13 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
         s.authenticate(&first, RegistryOperation::Pull).await?;
         let top = fetch_top(&s, &first, remote.digest, &want).await?;
         let mut counts = Counts::default();
-        fetch_blobs(&s, store_ref, &top.manifest, &mut counts).await?;
+        let checked = fetch_image_blobs(&s, store_ref, &top.manifest, &mut counts).await?;
         // An image whose manifest the store holds already passed this check
         // (or was built here); `drover verify` re-checks stored images.
         if !store_ref.has_blob(&top.digest) {
             let what = format!("image {} from {remote}", top.digest);
-            super::validate::image(store_ref, &what, &top.manifest, top.bytes.len() as u64)?;
+            let len = top.bytes.len() as u64;
+            super::validate::image(store_ref, &what, &top.manifest, len, &checked)?;
         }
         // The manifest goes in after its blobs, so it never names a missing one.
         store_ref.put_blob(&top.bytes)?;
@@ -1078,7 +1079,7 @@ async fn fetch_blobs(
         .collect();
     counts.present += blobs_of(manifest).count() - missing.len();
     let results: Vec<Result<u64>> = stream::iter(missing)
-        .map(|d| fetch_blob(s, store, d))
+        .map(|d| fetch_blob(s, store, d, None))
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
@@ -1089,19 +1090,81 @@ async fn fetch_blobs(
     Ok(())
 }
 
+/// Fetch an image's config, then the layers the store lacks, each layer's
+/// diff_id checked as it arrives (`validate::DiffIdCheck`, on a thread of
+/// its own). Returns the layers so checked; `validate::image` reads back
+/// the others.
+async fn fetch_image_blobs(
+    s: &Session,
+    store: &Store,
+    manifest: &Manifest,
+    counts: &mut Counts,
+) -> Result<BTreeSet<Digest>> {
+    let config = &manifest.config;
+    if store.has_blob(&config.digest) {
+        counts.present += 1;
+    } else {
+        counts.bytes += fetch_blob(s, store, config, None).await?;
+        counts.fetched += 1;
+    }
+    let diff_ids = store.image_config(manifest)?.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        // validate::image names this.
+        fetch_blobs(s, store, manifest, counts).await?;
+        return Ok(BTreeSet::new());
+    }
+    let missing: Vec<(&Descriptor, &Digest)> = manifest
+        .layers
+        .iter()
+        .zip(&diff_ids)
+        .filter(|(d, _)| !store.has_blob(&d.digest))
+        .collect();
+    counts.present += manifest.layers.len() - missing.len();
+    let results: Vec<Result<(Digest, u64)>> = stream::iter(missing)
+        .map(|(d, diff_id)| async move {
+            let n = fetch_blob(s, store, d, Some(diff_id)).await?;
+            Ok((d.digest, n))
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut checked = BTreeSet::new();
+    for r in results {
+        let (digest, n) = r?;
+        counts.bytes += n;
+        counts.fetched += 1;
+        checked.insert(digest);
+    }
+    Ok(checked)
+}
+
 /// Fetch one blob: at most its declared size, which must match; the store's
 /// writer names it only if it hashes to its digest, and removes its temp
-/// file otherwise.
-async fn fetch_blob(s: &Session, store: &Store, d: &Descriptor) -> Result<u64> {
+/// file otherwise. A layer given its `diff_id` has that checked too.
+async fn fetch_blob(
+    s: &Session,
+    store: &Store,
+    d: &Descriptor,
+    diff_id: Option<&Digest>,
+) -> Result<u64> {
     let mut w = store.blob_writer()?;
-    s.http.blob(&d.digest, d.size, &mut w).await?;
-    w.commit_expecting(&d.digest).map_err(|e| match e {
+    let what = format!("layer {} from {}", d.digest, s.remote);
+    let mut check = diff_id
+        .map(|_| super::validate::DiffIdCheck::start(d, s.limits.layer_bytes, what))
+        .transpose()?;
+    let mut feed = |chunk: &[u8]| check.as_mut().map_or(Ok(()), |c| c.feed(chunk));
+    s.http.blob(&d.digest, d.size, &mut w, &mut feed).await?;
+    let n = w.commit_expecting(&d.digest).map_err(|e| match e {
         Error::CorruptBlob { actual, .. } => Error::corrupt(
             format!("blob {} from {}", d.digest, s.remote),
             format!("its bytes hash to {actual}; refused"),
         ),
         e => e,
-    })
+    })?;
+    if let (Some(check), Some(diff_id)) = (check, diff_id) {
+        check.finish(diff_id)?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -30,13 +30,15 @@ const LAYER_TYPES: &[&str] = &[
 /// Validate the image `manifest` (`manifest_len` bytes), whose blobs are in
 /// the store: its media types, its config (size, `config_bytes`), each
 /// layer's size as declared and its diff_id against its uncompressed bytes
-/// (`layer_bytes` at most). `what` names the image in errors. Returns the
-/// config.
+/// (`layer_bytes` at most). `what` names the image in errors. Layers in
+/// `checked` had their diff_id checked as they arrived ([`DiffIdCheck`]);
+/// the rest are read back from the store. Returns the config.
 pub fn image(
     store: &Store,
     what: &str,
     manifest: &Manifest,
     manifest_len: u64,
+    checked: &std::collections::BTreeSet<Digest>,
 ) -> Result<ImageConfig> {
     let limits = store.limits();
     if manifest_len > limits.manifest_bytes {
@@ -104,6 +106,9 @@ pub fn image(
         .try_for_each(|(i, (layer, diff_id))| {
             let layer_what = || format!("layer {} ({}) of {what}", i + 1, layer.digest);
             check_size(layout, layer, layer_what)?;
+            if checked.contains(&layer.digest) {
+                return Ok(());
+            }
             check_diff_id(layout, cap, layer, diff_id, layer_what)
         })?;
     Ok(image_config)
@@ -156,38 +161,9 @@ pub fn check_diff_id(
     diff_id: &Digest,
     what: impl Fn() -> String,
 ) -> Result<()> {
-    if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
-        return Err(Error::corrupt(
-            what(),
-            format!(
-                "media type {:?} is not a layer drover can read (one of {})",
-                layer.media_type,
-                LAYER_TYPES.join(", ")
-            ),
-        ));
-    }
+    known_layer(layer, &what)?;
     let mut blob = VerifyingReader::open_path(&layout.blob_path(&layer.digest), layer.digest)?;
-    let res = baseline::decoder(layer, &mut blob).and_then(|mut r| {
-        let mut hasher = Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = r
-                .read(&mut buf)
-                .map_err(|e| Error::corrupt(what(), format!("decompressing it: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            if hasher.len() > cap {
-                return Err(Limits::exceeded(
-                    "layer_bytes",
-                    what(),
-                    format!("it unpacks to more than {cap} bytes"),
-                ));
-            }
-        }
-        Ok(hasher.finish())
-    });
+    let res = baseline::decoder(layer, &mut blob).and_then(|r| hash_uncompressed(r, cap, &what));
     // Drain the blob so its digest is checked: a corrupt blob is the root
     // cause of any other error, so its error wins.
     if let Err(io) = std::io::copy(&mut blob, &mut std::io::sink()) {
@@ -203,4 +179,201 @@ pub fn check_diff_id(
         ));
     }
     Ok(())
+}
+
+/// A layer's diff_id, checked while its compressed bytes arrive: they are
+/// [`fed`](DiffIdCheck::feed) to a thread that decompresses and hashes them,
+/// so a pull pays for the check on a second core, at the pace of the
+/// network, rather than in a second pass over the stored layer.
+pub struct DiffIdCheck {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<Result<Digest>>>,
+    what: String,
+}
+
+impl DiffIdCheck {
+    /// Start checking `layer` (named `what` in errors), reading at most
+    /// `cap` uncompressed bytes; refuses a media type drover cannot read.
+    pub fn start(layer: &Descriptor, cap: u64, what: String) -> Result<DiffIdCheck> {
+        known_layer(layer, || what.clone())?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let media_type = layer.media_type.clone();
+        let name = what.clone();
+        let thread = std::thread::spawn(move || {
+            let mut input = ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            let res = {
+                let decoded: Box<dyn Read + '_> = match media_type.as_str() {
+                    oci::MEDIA_LAYER_GZIP | oci::DOCKER_LAYER_GZIP => {
+                        Box::new(flate2::read::MultiGzDecoder::new(&mut input))
+                    }
+                    oci::MEDIA_LAYER_ZSTD => Box::new(
+                        zstd::stream::Decoder::new(&mut input)
+                            .map_err(|e| Error::corrupt(&name, e.to_string()))?,
+                    ),
+                    _ => Box::new(&mut input),
+                };
+                hash_uncompressed(decoded, cap, || name.clone())
+            };
+            // Take whatever follows the compressed stream, so the sender
+            // never waits on a reader that stopped.
+            let _ = std::io::copy(&mut input, &mut std::io::sink());
+            res
+        });
+        Ok(DiffIdCheck {
+            tx: Some(tx),
+            thread: Some(thread),
+            what,
+        })
+    }
+
+    /// The next compressed bytes of the layer.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(bytes.to_vec()));
+        if let Some(Err(_)) = sent {
+            // The thread stopped early: its error says why.
+            self.tx = None;
+            return self.join().map(drop);
+        }
+        Ok(())
+    }
+
+    /// All bytes are in: the uncompressed layer must hash to `diff_id`.
+    pub fn finish(mut self, diff_id: &Digest) -> Result<()> {
+        self.tx = None;
+        let actual = self.join()?;
+        if actual != *diff_id {
+            return Err(Error::corrupt(
+                &self.what,
+                format!(
+                    "uncompressed it hashes to {actual}, but the image config's diff_id for it is {diff_id}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<Digest> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(res)) => res,
+            Some(Err(_)) => Err(Error::Failed(format!(
+                "checking {}: the thread panicked",
+                self.what
+            ))),
+            None => Err(Error::Failed(format!(
+                "checking {}: already finished",
+                self.what
+            ))),
+        }
+    }
+}
+
+impl Drop for DiffIdCheck {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; it is not waited for.
+        self.tx = None;
+    }
+}
+
+/// Refuse a layer media type drover cannot read.
+fn known_layer(layer: &Descriptor, what: impl Fn() -> String) -> Result<()> {
+    if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
+        return Err(Error::corrupt(
+            what(),
+            format!(
+                "media type {:?} is not a layer drover can read (one of {})",
+                layer.media_type,
+                LAYER_TYPES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The sha256 of what `r` yields, refused past `cap` bytes (`layer_bytes`).
+fn hash_uncompressed(mut r: impl Read, cap: u64, what: impl Fn() -> String) -> Result<Digest> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| Error::corrupt(what(), format!("decompressing it: {e}")))?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buf[..n]);
+        if hasher.len() > cap {
+            return Err(Limits::exceeded(
+                "layer_bytes",
+                what(),
+                format!("it unpacks to more than {cap} bytes"),
+            ));
+        }
+    }
+}
+
+/// The bytes sent down a channel, as a reader.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.buf = next;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_diff_id_is_checked_as_the_bytes_arrive() {
+        let tar = vec![7u8; 300_000];
+        let gz = gzip(&tar);
+        let layer = Descriptor::new(oci::MEDIA_LAYER_GZIP, Digest::of(&gz), gz.len() as u64);
+        let run = |diff_id: &Digest, cap: u64| {
+            let mut c = DiffIdCheck::start(&layer, cap, "layer x".into())?;
+            for piece in gz.chunks(1000) {
+                c.feed(piece)?;
+            }
+            c.finish(diff_id)
+        };
+        run(&Digest::of(&tar), 1 << 20).unwrap();
+        let e = run(&Digest::of(b"other"), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("diff_id"), "{e}");
+        let e = run(&Digest::of(&tar), 1000).unwrap_err();
+        assert!(e.to_string().contains("layer_bytes"), "{e}");
+        let odd = Descriptor::new("application/x-odd", Digest::of(&gz), 1);
+        assert!(DiffIdCheck::start(&odd, 1, "layer y".into()).is_err());
+        // Not gzip at all: refused, and feeding never blocks.
+        let mut c = DiffIdCheck::start(&layer, 1 << 20, "layer z".into()).unwrap();
+        let fed: Result<()> = (0..100).try_for_each(|_| c.feed(&[0u8; 4096]));
+        assert!(fed.is_err() || c.finish(&Digest::of(&tar)).is_err());
+    }
 }

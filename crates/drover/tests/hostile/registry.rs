@@ -961,6 +961,33 @@ fn a_base_with_wrong_diff_ids_sizes_or_media_types_is_refused_before_the_build()
 }
 
 #[test]
+fn a_pulled_image_with_wrong_diff_ids_or_media_types_is_refused_before_it_is_named() {
+    let (src, digest) = built();
+    let m: Value =
+        serde_json::from_slice(&fs::read(blob_file(&src.store(), &digest)).unwrap()).unwrap();
+    let layer = m["layers"][1]["digest"].as_str().unwrap().to_string();
+    let wrong_diff_id = doctored(&src, &digest, |_, c| {
+        c["rootfs"]["diff_ids"][1] = json!(sha256(b"not this layer"));
+    });
+    let wrong_type = doctored(&src, &digest, |m, _| {
+        m["layers"][1]["mediaType"] = json!("application/x-not-a-layer");
+    });
+    for (says, image) in [("diff_id", wrong_diff_id), ("media type", wrong_type)] {
+        let fake = Fake::start(Content::image(&src, &image, "1"), |_, _| false);
+        let env = Env::new();
+        let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+        let err = run.stderr();
+        assert_eq!(run.out.status.code(), Some(3), "{says}: {}", show(&run.out));
+        assert!(err.contains(&layer) && err.contains(says), "{says}: {err}");
+        assert_nothing_left(&env, &run);
+        assert!(
+            !blob_file(&env.store(), &image).exists(),
+            "{says}: the manifest was stored"
+        );
+    }
+}
+
+#[test]
 fn verify_reports_an_image_stored_with_wrong_diff_ids() {
     let (env, digest) = built();
     env.ok(&["verify"]);

@@ -275,8 +275,15 @@ impl Http {
 
     /// GET the blob `digest` of `size` bytes (as its descriptor declares)
     /// into `w`: refused the moment it passes that size, or if it ends
-    /// short. The caller checks the digest when it commits `w`.
-    pub async fn blob(&self, digest: &Digest, size: u64, w: &mut BlobWriter) -> Result<u64> {
+    /// short. The caller checks the digest when it commits `w`. Each chunk
+    /// also goes to `also` (a diff_id check).
+    pub async fn blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        w: &mut BlobWriter,
+        also: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
         let url = self.blob_url(digest);
         let url = url.as_str();
         self.timed(url, size, async {
@@ -307,6 +314,7 @@ impl Http {
                     return Err(too_long(got));
                 }
                 w.write_all(&chunk)?;
+                also(&chunk)?;
             }
             if got < size {
                 return Err(Error::corrupt(
