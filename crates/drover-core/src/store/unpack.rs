@@ -597,6 +597,10 @@ impl Unpacker {
         {
             return Err(self.refuse("symlink target is not UTF-8"));
         }
+        // Linux refuses to make one (ENOENT); found by the fuzz target.
+        if rec.kind == FileKind::Symlink && rec.link.as_deref().is_none_or(str::is_empty) {
+            return Err(self.refuse("symlink with an empty target"));
+        }
         let kept = self.make_room(dir, name, &rec.path, rec.kind == FileKind::Dir)?;
         match rec.kind {
             FileKind::File => {
