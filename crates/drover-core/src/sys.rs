@@ -338,6 +338,40 @@ pub fn mounts_under(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// Is the directory `dir` the source of a mount somewhere (an instance's
+/// view of a volume, say)? Read from this process's mount table: a mount
+/// whose root, within its filesystem, is `dir`.
+pub fn is_mount_source(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir)?.dev();
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // (root within the filesystem, mount point), for mounts of dir's filesystem.
+    let mounts: Vec<(std::path::PathBuf, std::path::PathBuf)> = table
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[2] == want)
+        .map(|f| {
+            (
+                unescape_mountinfo(f[3]).into(),
+                unescape_mountinfo(f[4]).into(),
+            )
+        })
+        .collect();
+    // Where dir is within its filesystem: through the mount that holds it.
+    let Some((root, at)) = mounts
+        .iter()
+        .filter(|(_, at)| dir.starts_with(at))
+        .max_by_key(|(_, at)| at.components().count())
+    else {
+        return Ok(false);
+    };
+    let inside = root.join(dir.strip_prefix(at).unwrap_or(dir));
+    Ok(mounts
+        .iter()
+        .any(|(r, at)| *r == inside && !dir.starts_with(at)))
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
     let b = s.as_bytes();
@@ -418,10 +452,13 @@ mod tests {
         super::attach_copy(&src, &dst, true, Some(std::os::fd::AsFd::as_fd(&ns))).unwrap();
         let m = std::fs::metadata(dst.join("f")).unwrap();
         let mounts = super::mounts_under(dir.path()).unwrap();
+        let is_source = super::is_mount_source(&src).unwrap();
         let detached = super::detach(&dst);
         assert_eq!((m.uid(), m.gid()), (0x7000_0000, 0x7000_0005));
         assert_eq!(mounts, vec![dst.clone()]);
+        assert!(is_source, "src is mounted at dst");
         detached.unwrap();
+        assert!(!super::is_mount_source(&src).unwrap());
         assert!(super::mounts_under(dir.path()).unwrap().is_empty());
         assert!(!dst.join("f").exists());
     }

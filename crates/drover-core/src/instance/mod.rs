@@ -519,8 +519,8 @@ pub fn run_many(
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
     refuse_drifted_root(store, &image)?;
-    let (inst, made) = prepare::create(store, &image, image_ref, opts)?;
     monitor::adopt_orphans()?;
+    let (inst, made) = prepare::create(store, &image, image_ref, opts)?;
     let root = store.root().to_path_buf();
     match monitor::launch(&root, store.db_mut(), &inst) {
         Ok((pid, log)) => {
@@ -673,10 +673,10 @@ fn delete_row(store: &mut Store, inst: &Instance) -> Result<bool> {
     )
 }
 
-/// Clean up after `run`s killed part-way: detach instance views and give
-/// back id ranges that no recorded instance holds. Needs the store opened
-/// exclusively (`gc`), so that no instance is being created meanwhile.
-/// Returns how many views were detached.
+/// Clean up after `run`s killed part-way: detach instance views, give back
+/// id ranges and remove instance directories that no recorded instance
+/// holds. Needs the store opened exclusively (`gc`), so that no instance
+/// is being created meanwhile. Returns how many instances' leftovers went.
 pub fn collect_orphans(store: &mut Store) -> Result<usize> {
     if !store.is_exclusive() {
         return Err(Error::Busy {
@@ -684,13 +684,27 @@ pub fn collect_orphans(store: &mut Store) -> Result<usize> {
             reason: "collecting orphaned instance views needs the store opened exclusively".into(),
         });
     }
-    let live: Vec<String> = list(store.db(), true)?
-        .into_iter()
+    let rows = list(store.db(), true)?;
+    let live: Vec<String> = rows
+        .iter()
         .filter(|i| i.state != State::Deleted)
-        .map(|i| i.id)
+        .map(|i| i.id.clone())
         .collect();
     let root = store.root().to_path_buf();
-    userns::sweep(store.db_mut(), &root, &live)
+    let mut gone = userns::sweep(store.db_mut(), &root, &live)?;
+    let dir = root.join("instances");
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !live.contains(&id) && e.path().is_dir() {
+                // Its views, if any, are detached above: nothing is mounted here.
+                let path = e.path();
+                fs::remove_dir_all(&path).ctx("remove orphaned instance directory", &path)?;
+                gone += 1;
+            }
+        }
+    }
+    Ok(gone)
 }
 
 /// A monitor takes charge of a created instance. `false` if it was removed

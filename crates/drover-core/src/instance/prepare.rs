@@ -114,8 +114,11 @@ impl Made {
         if let Some(b) = &self.bundle {
             let _ = fs::remove_dir_all(b);
         }
+        // A volume another run found (and mounted) meanwhile stays.
         for v in &self.volumes {
-            let _ = fs::remove_dir(v);
+            if !crate::sys::is_mount_source(v).unwrap_or(true) {
+                let _ = fs::remove_dir(v);
+            }
         }
         if let Some(owner) = &self.range {
             let _ = userns::release(store.db_mut(), owner);
@@ -225,6 +228,18 @@ fn create_in(
     } else {
         None
     };
+    if let Some(m) = map
+        && let Some(id) = [uid, gid]
+            .iter()
+            .chain(&additional_gids)
+            .find(|i| **i >= m.size)
+    {
+        return Err(Error::Usage(format!(
+            "image {image_ref}: user or group id {id} is outside the instance's user namespace \
+             (ids 0 to {}); use an id below that",
+            m.size - 1
+        )));
+    }
     let bundle = bundle_dir(store.root(), &id);
     fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
     made.bundle = Some(bundle.clone());

@@ -29,6 +29,7 @@
 
 use std::fs;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -110,7 +111,9 @@ pub const VIEWS: &str = "/run/drover/views";
 
 /// Where the views of a store's instances live.
 fn store_views(store_root: &Path) -> PathBuf {
-    let key = crate::Digest::of(store_root.as_os_str().as_encoded_bytes());
+    // However the store was named (a symlink, `..`), the same key.
+    let real = fs::canonicalize(store_root).unwrap_or_else(|_| store_root.to_path_buf());
+    let key = crate::Digest::of(real.as_os_str().as_encoded_bytes());
     Path::new(VIEWS).join(&key.hex()[..16])
 }
 
@@ -218,19 +221,95 @@ fn attach_all(
 
 /// Add `base` to the owner and group of everything in `dir` (a volume made
 /// before user namespaces). chown clears setuid and setgid bits, as it should.
+///
+/// Through directory descriptors, never following a symlink, so a link
+/// swapped in meanwhile (by an older instance still using the volume)
+/// cannot lead it out of the volume. The top directory goes last: its owner
+/// is what says "moved" ([`range_of`]), so a walk cut short is walked again,
+/// and what it already moved is above `SIZE` and stays as it is.
 fn shift(dir: &Path, base: u32) -> Result<()> {
-    let meta = fs::symlink_metadata(dir).ctx("shift volume owner", dir)?;
-    let (uid, gid) = (meta.uid(), meta.gid());
-    if uid < SIZE && gid < SIZE {
-        std::os::unix::fs::lchown(dir, Some(base + uid), Some(base + gid))
-            .ctx("shift volume owner", dir)?;
-    }
-    if meta.is_dir() {
-        for entry in fs::read_dir(dir).ctx("shift volume owner", dir)? {
-            shift(&entry.ctx("shift volume owner", dir)?.path(), base)?;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let top = nix::dir::Dir::open(dir, flags, Mode::empty())
+        .map_err(std::io::Error::from)
+        .ctx("shift volume owner", dir)?;
+    shift_in(top, dir, base)?;
+    let fail = |e: nix::Error| Error::io("shift volume owner", dir, e.into());
+    let st = nix::sys::stat::lstat(dir).map_err(fail)?;
+    chown_shifted(None, dir, st.st_uid, st.st_gid, base).map_err(fail)?;
+    Ok(())
+}
+
+/// Shift everything below the open directory `d` (at `path`, for messages).
+fn shift_in(mut d: nix::dir::Dir, path: &Path, base: u32) -> Result<()> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{Mode, SFlag, fstatat};
+    use std::os::fd::AsRawFd;
+    let fail = |e: nix::Error| Error::io("shift volume owner", path, e.into());
+    let names: Vec<std::ffi::CString> = d
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    let fd = d.as_raw_fd();
+    for name in names {
+        let st = match fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Gone meanwhile: nothing to move.
+            Err(nix::Error::ENOENT) => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match nix::dir::Dir::openat(Some(fd), name.as_c_str(), flags, Mode::empty()) {
+                Ok(child) => {
+                    let sub = path.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+                    shift_in(child, &sub, base)?;
+                }
+                Err(nix::Error::ENOENT) | Err(nix::Error::ENOTDIR) | Err(nix::Error::ELOOP) => {
+                    continue;
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        match chown_shifted(
+            Some((fd, name.as_c_str())),
+            path,
+            st.st_uid,
+            st.st_gid,
+            base,
+        ) {
+            Ok(()) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(fail(e)),
         }
     }
     Ok(())
+}
+
+/// chown one entry (relative to a directory descriptor, not following a
+/// symlink; or `path` itself) from raw container ids into the range.
+fn chown_shifted(
+    at: Option<(std::os::fd::RawFd, &std::ffi::CStr)>,
+    path: &Path,
+    uid: u32,
+    gid: u32,
+    base: u32,
+) -> nix::Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{Gid, Uid, fchownat};
+    if uid >= SIZE || gid >= SIZE {
+        return Ok(());
+    }
+    let (owner, group) = (
+        Some(Uid::from_raw(base + uid)),
+        Some(Gid::from_raw(base + gid)),
+    );
+    match at {
+        Some((fd, name)) => fchownat(Some(fd), name, owner, group, AtFlags::AT_SYMLINK_NOFOLLOW),
+        None => fchownat(None, path, owner, group, AtFlags::AT_SYMLINK_NOFOLLOW),
+    }
 }
 
 /// Detach instance `id`'s views and remove their directory. Fails, naming

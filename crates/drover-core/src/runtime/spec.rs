@@ -281,6 +281,23 @@ pub fn generate(l: &Launch) -> Value {
         linux["gidMappings"] = ids;
     }
     let root = l.root_view.as_ref().unwrap_or(&l.rootfs);
+    let mut masked = vec![
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+    ];
+    if l.userns.is_some() {
+        // The host's /sys is bound in whole: its cgroup tree would show
+        // every other instance's processes and usage.
+        masked.push("/sys/fs/cgroup");
+    }
     let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": l.id,
@@ -306,11 +323,7 @@ pub fn generate(l: &Launch) -> Value {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path(&l.id),
             "resources": resources,
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-            ],
+            "maskedPaths": masked,
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],

@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             report.kept_blobs
         );
         if views > 0 {
-            println!("detached the views of {views} instances that were never recorded");
+            println!("cleaned up after {views} instances whose run was cut short");
         }
     }
     Ok(ExitCode::SUCCESS)
