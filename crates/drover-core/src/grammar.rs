@@ -602,7 +602,15 @@ mod tests {
         assert_eq!(volume_target("/var//lib/./x/"), Ok("/var/lib/x".into()));
         assert_eq!(volume_target("/procfs"), Ok("/procfs".into()));
         for bad in [
-            "/", "//", "rel", "/a/../b", "/proc", "//proc/", "/./dev/shm", "/sys/fs", "/a\0b",
+            "/",
+            "//",
+            "rel",
+            "/a/../b",
+            "/proc",
+            "//proc/",
+            "/./dev/shm",
+            "/sys/fs",
+            "/a\0b",
         ] {
             assert!(volume_target(bad).is_err(), "{bad}");
         }
