@@ -575,6 +575,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn instance_limits_refuse_nonsense() {
+        assert_eq!(memory_limit("6m"), Ok(6 << 20));
+        assert_eq!(memory_limit("1g"), Ok(1 << 30));
+        for bad in ["1", "5m", "0", "17000g", "lots"] {
+            assert!(memory_limit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(cpu_limit("0.5"), Ok(500));
+        assert_eq!(cpu_limit("2"), Ok(2000));
+        assert_eq!(cpu_limit("0.01"), Ok(10));
+        for bad in ["0", "0.001", "-1", "nan", "inf", "1e3", "1025", "", "1..2"] {
+            assert!(cpu_limit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(pids_limit("1"), Ok(1));
+        assert_eq!(nofile_limit("65536"), Ok(65536));
+        for bad in ["0", "-1", "+5", "4194305", "x"] {
+            assert!(pids_limit(bad).is_err(), "{bad}");
+        }
+        for bad in ["0", "7", "1048577"] {
+            assert!(nofile_limit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volume_targets_are_normalized_and_stay_off_kernel_filesystems() {
+        assert_eq!(volume_target("/var//lib/./x/"), Ok("/var/lib/x".into()));
+        assert_eq!(volume_target("/procfs"), Ok("/procfs".into()));
+        for bad in [
+            "/",
+            "//",
+            "rel",
+            "/a/../b",
+            "/proc",
+            "//proc/",
+            "/./dev/shm",
+            "/sys/fs",
+            "/a\0b",
+        ] {
+            assert!(volume_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_rules() {
+        assert!(c_string("a\nb").is_ok());
+        assert!(c_string("a\0b").is_err());
+        assert!(label_key("org.example").is_ok());
+        for bad in ["", "a\nb", "a\0"] {
+            assert!(label_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(image_path_component(".whx").is_ok());
+        assert!(image_path_component(".wh.passwd").is_err());
+        assert!(image_path_component(".wh..wh..opq").is_err());
+    }
+
+    #[test]
     fn durations() {
         for (text, ms) in [
             ("0", 0),

@@ -865,8 +865,28 @@ impl Unpacker {
             self.chmod(dir, name, path, meta.mode)?;
         }
         for (key, value) in &meta.xattrs {
-            sys::set_xattr(&via_proc(dir, name), key, value)
-                .ctx("set extended attribute", &disk)?;
+            match sys::set_xattr(&via_proc(dir, name), key, value) {
+                Ok(()) => {}
+                // A value the kernel refuses (a malformed security.capability,
+                // say) is the layer's fault; found by the fuzz target.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Error::corrupt(
+                        format!("layer entry {path}"),
+                        format!("extended attribute {key}: the kernel refuses its value"),
+                    ));
+                }
+                // Linux allows user.* only on regular files and directories.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && key.starts_with("user.") => {
+                    return Err(Error::corrupt(
+                        format!("layer entry {path}"),
+                        format!(
+                            "extended attribute {key}: user.* attributes belong on regular files \
+                             and directories only"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(Error::io("set extended attribute", &disk, e)),
+            }
         }
         Ok(())
     }

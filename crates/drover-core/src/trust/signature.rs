@@ -7,7 +7,7 @@ use serde_json::json;
 use super::attest::{self, Attestation, Statement};
 use crate::clock;
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::keys::dsse::Failure;
 use crate::keys::{PublicKey, SigningKey};
 use crate::ledger::NewEntry;
@@ -29,10 +29,22 @@ pub struct Signed {
 
 /// Sign the image `reference` names with `key` and attach the signature,
 /// recording `image.sign` in the ledger. Signing twice with one key keeps
-/// the first signature.
+/// the first signature, also when two processes sign at once: the look for
+/// an existing signature and the attaching of a new one happen under the
+/// store's signing lock (`sign.lock`), so the second signer finds the
+/// first's signature. (A signature cannot dedup by content: it carries its
+/// own time.)
 pub fn sign(store: &mut Store, reference: &str, key: &SigningKey) -> Result<Signed> {
     let image = store.resolve(reference)?;
     let keyid = key.keyid();
+    let lock_path = store.layout().root().join("sign.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .ctx("open signing lock", &lock_path)?;
+    lock.lock().ctx("lock signing", &lock_path)?;
     if let Some(a) = check(store, &image.digest, &[key.public()])?.valid.first() {
         return Ok(Signed {
             image: image.digest,

@@ -28,17 +28,17 @@ pub struct Args {
     /// The port given to the instance in PORT (default: a free one).
     #[arg(short, long)]
     port: Option<u16>,
-    /// Memory limit, e.g. 256m or 1g.
-    #[arg(long, value_name = "SIZE", value_parser = grammar::size)]
+    /// Memory limit, e.g. 256m or 1g (at least 6m).
+    #[arg(long, value_name = "SIZE", value_parser = grammar::memory_limit)]
     memory: Option<u64>,
-    /// CPU limit in cores, e.g. 0.5.
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Limit on the number of processes.
-    #[arg(long)]
+    /// CPU limit in cores, e.g. 0.5 (0.01 to 1024).
+    #[arg(long, value_name = "CORES", value_parser = grammar::cpu_limit)]
+    cpus: Option<u64>,
+    /// Limit on the number of processes (at least 1).
+    #[arg(long, value_parser = grammar::pids_limit)]
     pids: Option<u64>,
-    /// Limit on open files.
-    #[arg(long)]
+    /// Limit on open files (8 to 1048576).
+    #[arg(long, value_parser = grammar::nofile_limit)]
     nofile: Option<u64>,
     /// Size of the /tmp tmpfs (/run gets a quarter).
     #[arg(long, value_name = "SIZE", value_parser = grammar::size)]
@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         limits: Limits {
             memory_bytes: a.memory,
             pids: a.pids,
-            millicpus: a.cpus.map(|c| (c * 1000.0).round() as u64),
+            millicpus: a.cpus,
             nofile: a.nofile,
         },
         cap_add: a.cap_add.clone(),

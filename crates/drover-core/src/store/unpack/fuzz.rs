@@ -353,12 +353,8 @@ proptest! {
             }
             Err(e) => {
                 prop_assert_eq!(left, Vec::<String>::new(), "left behind after: {}", e);
-                // Known, left to the unpacker's owner: an xattr value the
-                // kernel refuses (security.capability = "a") fails as I/O
-                // (EINVAL from setxattr, exit 1), not as a corrupt layer.
-                let known = matches!(&e, Error::Io { op, .. } if *op == "set extended attribute");
                 prop_assert!(
-                    known || matches!(e.kind(), crate::ErrorKind::Corrupt | crate::ErrorKind::Invalid),
+                    matches!(e.kind(), crate::ErrorKind::Corrupt | crate::ErrorKind::Invalid),
                     "a hostile layer is corrupt (or over a limit), not: {:?}",
                     e
                 );
