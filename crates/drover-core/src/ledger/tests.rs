@@ -59,7 +59,18 @@ fn populated_before_signing() -> (tempfile::TempDir, Db, Vec<Entry>) {
         e.keyid = None;
         e.signature = None;
     }
+    sign_head_from(dir.path(), &db, N + 1);
     (dir, db, written)
+}
+
+/// Sign the current head into the file beside the database, saying signing
+/// began at `from`: what a store migrated to signing at `from` holds once
+/// it has been opened since.
+fn sign_head_from(dir: &std::path::Path, db: &Db, from: u64) {
+    let (seq, hash) = db.read().ledger_head().unwrap().unwrap();
+    let key = keys::host_key(dir).unwrap();
+    let head = SignedHead::sign(u64::try_from(seq).unwrap(), &hash, "t", Some(from), &key);
+    std::fs::write(dir.join(crate::ledger::head::FILE), head.to_bytes()).unwrap();
 }
 
 /// Run SQL as someone with write access to the file would: the
@@ -259,12 +270,13 @@ fn a_tail_rewritten_with_another_key_is_caught() {
 
 #[test]
 fn an_unsigned_prefix_from_before_signing_is_accepted_and_counted() {
-    let (_dir, mut db, _) = populated();
+    let (dir, mut db, _) = populated();
     tamper(
         &db,
         "UPDATE ledger SET keyid = NULL, signature = NULL WHERE seq <= 5;
          UPDATE store_meta SET value = '6' WHERE key = 'ledger_signed_from';",
     );
+    sign_head_from(dir.path(), &db, 6);
     let report = db.read().verify_ledger(&trusted(&db)).unwrap();
     assert_eq!(report.problem, None);
     assert_eq!(
@@ -791,8 +803,19 @@ fn tampering_becomes_a_corrupt_error() {
 /// quietly reconnect the chain and erase the evidence.
 #[test]
 fn appending_after_a_deleted_tail_keeps_the_gap_visible() {
-    let (_dir, mut db, _) = populated();
+    let (dir, mut db, _) = populated();
     tamper(&db, "DELETE FROM ledger WHERE seq > 26");
+    // The signed head names entry 30, which is gone: refused outright.
+    let err = db
+        .write(|tx| tx.record(NewEntry::new("tag.set", ["app:next"], json!({}))))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("entry 30 is not the one it signed (it is gone"),
+        "{err}"
+    );
+    // Without the file (a store from before it), the chain keeps the gap.
+    std::fs::remove_file(dir.path().join(crate::ledger::head::FILE)).unwrap();
     let e = db
         .write(|tx| tx.record(NewEntry::new("tag.set", ["app:next"], json!({}))))
         .unwrap();
@@ -1124,16 +1147,17 @@ fn a_signed_head_behind_the_chain_is_fine_one_ahead_is_not() {
         N - 2,
         &written[usize::try_from(N).unwrap() - 3].hash,
         "t",
+        Some(1),
         &key,
     );
     std::fs::write(&file, lagging.to_bytes()).unwrap();
     assert!(db.read().verify_ledger(&trusted(&db)).unwrap().is_ok());
     // A signed hash that is not the chain's: the entry was rewritten.
-    let forked = SignedHead::sign(N - 2, &written[0].hash, "t", &key);
+    let forked = SignedHead::sign(N - 2, &written[0].hash, "t", Some(1), &key);
     std::fs::write(&file, forked.to_bytes()).unwrap();
     assert_eq!(problem(&db).seq, N - 2);
     // Edited without the key.
-    let mut edited = SignedHead::sign(N + 5, "sha256:00", "t", &key);
+    let mut edited = SignedHead::sign(N + 5, "sha256:00", "t", Some(1), &key);
     edited.seq = N;
     std::fs::write(&file, edited.to_bytes()).unwrap();
     assert!(

@@ -93,11 +93,28 @@ pub fn verify(source: &dyn Source, trusted: &[PublicKey]) -> Result<VerifyReport
     let mut at_anchor: Option<String> = None;
     let head = source.head()?;
     let mut entries = 0u64;
-    let mut problem = None;
     let required_from = source.signing_required_from()?;
+    // The signed head's record of where signing began is the trusted one:
+    // the database's can be raised by whoever strips signatures below it.
+    let signed_from = match &anchor {
+        Some(Ok(a)) if a.check(trusted).is_ok() => a.signed_from,
+        _ => None,
+    };
+    let mut problem = None;
+    if let (Some(signed), Some(db)) = (signed_from, required_from)
+        && signed != db
+    {
+        problem = Some(Problem {
+            seq: signed.min(db),
+            reason: format!(
+                "the database records that signing began at entry {db}, but the signed ledger head ({}) says entry {signed} (the database's record was edited)",
+                super::head::FILE
+            ),
+        });
+    }
     let mut signing = Signing {
         // A missing record means it was removed: require signatures throughout.
-        required_from: Some(required_from.unwrap_or(1)),
+        required_from: Some(signed_from.or(required_from).unwrap_or(1)),
         ..Signing::default()
     };
     // The last entry checked and found good: (seq, hash).

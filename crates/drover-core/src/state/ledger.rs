@@ -30,7 +30,23 @@ pub(super) fn append(
     let last: Option<i64> = sql
         .query_row("SELECT max(seq) FROM ledger", [], |r| r.get(0))
         .db_ctx(db_path)?;
-    refuse_behind_signed_head(db_path, head.as_ref())?;
+    if let Some(gap) = signed_gap(sql, db_path, head.as_ref())? {
+        match tx.mode {
+            // Stopping, removing, recording an exit: never locked out by
+            // a gap (that would be the full disk's lock-out again). The
+            // entry lands, the gap is said loudly, and the head file is
+            // not re-signed over it (see `Tx::commit`).
+            super::Mode::Freeing => {
+                eprintln!(
+                    "warning: the ledger has a gap; this stop/remove is recorded anyway: {}",
+                    gap.describe(db_path)
+                );
+            }
+            super::Mode::AcceptGap => {}
+            super::Mode::Normal => return Err(gap.refusal(db_path)),
+        }
+        tx.gap.replace(Some(gap));
+    }
     let entry = ledger::next(head, last, e, actor, time, key)?;
     sql.execute(
         "INSERT INTO ledger (seq, time, actor, action, subjects, details, prev_hash, hash, keyid, signature)
@@ -56,6 +72,52 @@ pub(super) fn append(
     )
     .db_ctx(db_path)?;
     Ok(entry)
+}
+
+impl super::Db {
+    /// Acknowledge the gap between the ledger and its signed head (see
+    /// [`Gap`]): record a `ledger.accept_truncation` entry naming the
+    /// missing range, the signed head it replaces and `reason`, and sign the
+    /// new head over it, so appending works again. The gap stays in the
+    /// ledger's history, never silently. Refused (invalid) when there is no
+    /// gap or no reason.
+    pub fn accept_ledger_gap(&mut self, reason: &str) -> Result<Entry> {
+        if reason.trim().is_empty() {
+            return Err(Error::Usage(
+                "accepting a ledger gap needs a reason (--reason \"restored the 02:00 backup\")"
+                    .into(),
+            ));
+        }
+        let db_path = self.path().to_path_buf();
+        self.write_as(super::Mode::AcceptGap, |tx| {
+            let head = read_head(tx.sql(), &db_path)?;
+            let Some(gap) = signed_gap(tx.sql(), &db_path, head.as_ref())? else {
+                return Err(Error::Usage(format!(
+                    "the ledger in {} agrees with its signed head ({}): there is no gap to accept",
+                    db_path.display(),
+                    signed_head_path(&db_path).display()
+                )));
+            };
+            let (missing_from, missing_to) = if gap.signed_seq > gap.chain_end {
+                (gap.chain_end + 1, gap.signed_seq)
+            } else {
+                (gap.signed_seq, gap.signed_seq)
+            };
+            tx.record(NewEntry {
+                action: "ledger.accept_truncation".into(),
+                subjects: vec![gap.signed_hash.clone()],
+                details: serde_json::json!({
+                    "chain_end": gap.chain_end,
+                    "missing_from": missing_from,
+                    "missing_to": missing_to,
+                    "signed_head_seq": gap.signed_seq,
+                    "signed_head_hash": gap.signed_hash,
+                    "signed_head_time": gap.signed_time,
+                    "reason": reason,
+                }),
+            })
+        })
+    }
 }
 
 impl Reader<'_> {
@@ -287,40 +349,112 @@ pub(super) fn signed_head_path(db_path: &Path) -> std::path::PathBuf {
     super::state_dir(db_path).join(ledger::head::FILE)
 }
 
-/// Refuse to append when the host key signed a later head than the
-/// database records: its tail was deleted (and the head row rewritten), and
-/// appending would bury the gap under new entries. Only the seq is
-/// compared, so a refusal loads no key; `audit verify` checks the signature.
-fn refuse_behind_signed_head(db_path: &Path, head: Option<&(i64, String)>) -> Result<()> {
+/// Where the database's chain and the signed head beside it disagree: the
+/// host key signed a later head than the chain reaches (its tail was
+/// deleted and the head row rewritten, or an older backup restored), or a
+/// different hash for the signed seq (rewritten). Only the seq and hash are
+/// compared, so finding it loads no key; `audit verify` checks the
+/// signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The chain's last entry (per the head row).
+    pub chain_end: u64,
+    /// The signed head's seq, hash and time.
+    pub signed_seq: u64,
+    pub signed_hash: String,
+    pub signed_time: String,
+}
+
+impl Gap {
+    /// The missing (or rewritten) range, as words.
+    fn range(&self) -> String {
+        if self.signed_seq > self.chain_end {
+            if self.signed_seq == self.chain_end + 1 {
+                format!("entry {} is missing", self.signed_seq)
+            } else {
+                format!(
+                    "entries {} to {} are missing",
+                    self.chain_end + 1,
+                    self.signed_seq
+                )
+            }
+        } else {
+            format!(
+                "entry {} is not the one it signed (it is gone or was rewritten; entries recorded since, such as stops and removals, sit in its place)",
+                self.signed_seq
+            )
+        }
+    }
+
+    fn describe(&self, db_path: &Path) -> String {
+        format!(
+            "the host key signed entry {} ({}) as the ledger head at {} ({}), but the database's ledger ends at {}: {}; run `drover audit verify`",
+            self.signed_seq,
+            self.signed_hash,
+            self.signed_time,
+            signed_head_path(db_path).display(),
+            self.chain_end,
+            self.range()
+        )
+    }
+
+    fn refusal(&self, db_path: &Path) -> Error {
+        Error::LedgerTampered {
+            seq: self.chain_end.min(self.signed_seq) + 1,
+            reason: format!(
+                "refusing to append: {}. Stopping and removing instances still work. If the loss is known (a database backup was restored), acknowledge it with `drover audit accept-truncation --reason \"…\"`, which records the gap in the ledger and re-signs the head; otherwise the database was tampered with: restore it, or compare with an export kept off this host (`drover audit export`)",
+                self.describe(db_path)
+            ),
+        }
+    }
+}
+
+/// The [`Gap`] between the chain whose head row is `head` and the signed
+/// head file, if there is one.
+fn signed_gap(
+    conn: &Connection,
+    db_path: &Path,
+    head: Option<&(i64, String)>,
+) -> Result<Option<Gap>> {
     let Some(Ok(signed)) = read_signed_head(db_path) else {
-        return Ok(());
+        return Ok(None);
     };
     let at = head.map_or(0, |(s, _)| u64::try_from(*s).unwrap_or(0));
+    let gap = Gap {
+        chain_end: at,
+        signed_seq: signed.seq,
+        signed_hash: signed.hash.clone(),
+        signed_time: signed.time.clone(),
+    };
     if signed.seq > at {
-        return Err(Error::LedgerTampered {
-            seq: at + 1,
-            reason: format!(
-                "refusing to append: the host key signed entry {} as the ledger head at {} ({}), but the database's ledger ends at {at}: entries {} to {} are missing; run `drover audit verify`",
-                signed.seq,
-                signed.time,
-                signed_head_path(db_path).display(),
-                at + 1,
-                signed.seq
-            ),
-        });
+        return Ok(Some(gap));
     }
-    Ok(())
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT hash FROM ledger WHERE seq = ?1",
+            [signed.seq],
+            |r| r.get(0),
+        )
+        .optional()
+        .db_ctx(db_path)?;
+    Ok((stored.as_deref() != Some(signed.hash.as_str())).then_some(gap))
 }
 
 /// Sign `seq`/`hash` as the ledger head and keep it beside the database at
 /// `db_path`, unless the file already holds that seq or a later one (another
-/// process committed after us): the file only ever moves forward. Written
+/// process committed after us): the file only ever moves forward, except
+/// when `force` (an acknowledged gap, `audit accept-truncation`). Written
 /// atomically under a lock, after the commit, so it never leads the chain.
+/// Where signing began is carried over from the file it replaces;
+/// `db_signed_from` (the database's record) is taken only when no earlier
+/// file carried it.
 pub(super) fn write_signed_head(
     db_path: &Path,
     seq: u64,
     hash: &str,
     key: &SigningKey,
+    db_signed_from: Option<u64>,
+    force: bool,
 ) -> Result<()> {
     use crate::error::IoContext;
     let dir = super::state_dir(db_path);
@@ -333,12 +467,26 @@ pub(super) fn write_signed_head(
         .open(&lock_path)
         .ctx("open ledger head lock", &lock_path)?;
     lock.lock().ctx("lock ledger head", &lock_path)?;
-    if let Some(Ok(current)) = read_signed_head(db_path)
-        && current.seq >= seq
+    let current = read_signed_head(db_path).and_then(|r| r.ok());
+    if let Some(c) = &current
+        && c.seq >= seq
+        && !force
     {
         return Ok(());
     }
-    let signed = SignedHead::sign(seq, hash, &crate::clock::now_rfc3339(), key);
+    let trusted = [key.public()];
+    let signed_from = current
+        .filter(|c| c.check(&trusted).is_ok())
+        .and_then(|c| c.signed_from)
+        .or(db_signed_from)
+        .unwrap_or(1);
+    let signed = SignedHead::sign(
+        seq,
+        hash,
+        &crate::clock::now_rfc3339(),
+        Some(signed_from),
+        key,
+    );
     crate::durable::write_atomic(dir, &path, &signed.to_bytes())
 }
 

@@ -162,7 +162,8 @@ impl Db {
         let (Ok(seq), Ok(key)) = (u64::try_from(seq), self.signer()) else {
             return;
         };
-        let _ = ledger::write_signed_head(&self.path, seq, &hash, key);
+        let signed_from = self.read().ledger_signed_from().ok().flatten();
+        let _ = ledger::write_signed_head(&self.path, seq, &hash, key, signed_from, false);
     }
 
     /// The key that signs this database's ledger entries (loading, or on
@@ -196,6 +197,10 @@ impl Db {
     /// everything read inside it stays true until [`Tx::commit`]. Dropping it
     /// uncommitted rolls back.
     pub fn begin(&mut self) -> Result<Tx<'_>> {
+        self.begin_as(Mode::Normal)
+    }
+
+    fn begin_as(&mut self, mode: Mode) -> Result<Tx<'_>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -205,13 +210,23 @@ impl Db {
             path: &self.path,
             signer: &self.signer,
             appended: RefCell::new(None),
+            mode,
+            gap: RefCell::new(None),
         })
     }
 
     /// Run `f` in a change (see [`Db::begin`]) and commit if it succeeds;
     /// roll back if it fails.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut tx = self.begin()?;
+        self.write_as(Mode::Normal, f)
+    }
+
+    pub(crate) fn write_as<T>(
+        &mut self,
+        mode: Mode,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = self.begin_as(mode)?;
         let out = f(&mut tx)?;
         tx.commit()?;
         Ok(out)
@@ -222,9 +237,16 @@ impl Db {
     /// fails for want of space, the store's reserve ([`RESERVE_FILE`]) is
     /// released and the change tried once more. The reserve comes back when
     /// a later [`Db::open`] finds room for it.
+    ///
+    /// Nor does a gap between the ledger and its signed head (a deleted
+    /// tail, a restored backup): other appends are refused until the gap
+    /// is acknowledged, but a freeing change is recorded after a loud
+    /// warning, and the head file is not re-signed over the gap.
     pub fn write_freeing<T>(&mut self, f: impl Fn(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        match self.write(&f) {
-            Err(e) if is_disk_full(&e) && release_reserve(&self.path) => self.write(&f),
+        match self.write_as(Mode::Freeing, &f) {
+            Err(e) if is_disk_full(&e) && release_reserve(&self.path) => {
+                self.write_as(Mode::Freeing, &f)
+            }
             other => other,
         }
     }
@@ -345,6 +367,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a change may do when the ledger disagrees with its signed head
+/// (see [`Db::write_freeing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Refuse to append.
+    Normal,
+    /// Stop, exit, remove: append anyway, warn, do not re-sign the head.
+    Freeing,
+    /// `audit accept-truncation`: append the acknowledgement and re-sign.
+    AcceptGap,
+}
+
 /// One atomic change of the state, with its ledger entries.
 pub struct Tx<'a> {
     tx: Transaction<'a>,
@@ -353,6 +387,11 @@ pub struct Tx<'a> {
     /// The last entry this change appended (seq, hash): signed as the
     /// ledger head once the change commits.
     appended: RefCell<Option<(u64, String)>>,
+    mode: Mode,
+    /// The gap between the chain and the signed head this change appended
+    /// across, if any: the head file is then left as it is (or, for
+    /// [`Mode::AcceptGap`], re-signed).
+    gap: RefCell<Option<ledger::Gap>>,
 }
 
 impl Tx<'_> {
@@ -395,9 +434,26 @@ impl Tx<'_> {
     /// and is caught up by the next commit.
     pub fn commit(self) -> Result<()> {
         let appended = self.appended.take();
+        let gap = self.gap.take().is_some();
+        let signed_from = if appended.is_some() {
+            self.read().ledger_signed_from()?
+        } else {
+            None
+        };
         self.tx.commit().db_ctx(self.path)?;
         if let (Some((seq, hash)), Some(key)) = (appended, self.signer.get()) {
-            let _ = ledger::write_signed_head(self.path, seq, &hash, key);
+            match (gap, self.mode) {
+                (false, _) => {
+                    let _ =
+                        ledger::write_signed_head(self.path, seq, &hash, key, signed_from, false);
+                }
+                // The acknowledgement is what moves the head past the gap;
+                // failing to write it must not pass silently.
+                (true, Mode::AcceptGap) => {
+                    ledger::write_signed_head(self.path, seq, &hash, key, signed_from, true)?;
+                }
+                (true, _) => {}
+            }
         }
         Ok(())
     }

@@ -175,7 +175,15 @@ fn release_problem(
         return Ok(Some("no ledger entry created it".into()));
     }
     let host = store.db().signer()?.public();
-    let signed_from = read.ledger_signed_from()?.unwrap_or(1);
+    // Where signing began, from the signed head only: the database's own
+    // record (`store_meta`) is writable by the attacker this guards
+    // against, who could raise it and strip a signature below it. No
+    // signed head that says (none, forged, or from before it was carried):
+    // every entry must be signed.
+    let signed_from = match read.signed_ledger_head() {
+        Some(Ok(h)) if h.check(std::slice::from_ref(&host)).is_ok() => h.signed_from.unwrap_or(1),
+        _ => 1,
+    };
     for e in &entries {
         if e.compute_hash() != e.hash {
             return Ok(Some(format!(
@@ -185,7 +193,14 @@ fn release_problem(
         }
         match e.check_signature(std::slice::from_ref(&host)) {
             Ok(Some(_)) => {}
-            Ok(None) if e.seq < signed_from => {}
+            Ok(None) if e.seq < signed_from => {
+                if let Some(why) = unsigned_link_problem(store, e, &host)? {
+                    return Ok(Some(format!(
+                        "ledger entry {} that created it predates signing, but {why}",
+                        e.seq
+                    )));
+                }
+            }
             Ok(None) => {
                 return Ok(Some(format!(
                     "ledger entry {} that created it is not signed",
@@ -215,6 +230,54 @@ fn release_problem(
         }
     }
     Ok(None)
+}
+
+/// An entry from before signing carries no signature of its own; what
+/// vouches for it is the chain: each following entry names the hash of the
+/// one before, up to the first signed entry (or the signed head), whose
+/// signature covers that link. The reason if the chain from `e` does not
+/// reach one intact.
+fn unsigned_link_problem(
+    store: &Store,
+    e: &crate::ledger::Entry,
+    host: &crate::keys::PublicKey,
+) -> Result<Option<String>> {
+    let read = store.db().read();
+    let later = read.ledger(&crate::ledger::Filter {
+        since_seq: Some(e.seq + 1),
+        ..Default::default()
+    })?;
+    let mut prev = (e.seq, e.hash.clone());
+    for next in &later {
+        if next.seq != prev.0 + 1 || next.prev_hash != prev.1 {
+            return Ok(Some(format!(
+                "entry {} after it does not link to it (its hash was recomputed)",
+                prev.0 + 1
+            )));
+        }
+        if next.compute_hash() != next.hash {
+            return Ok(Some(format!(
+                "entry {} after it does not match its hash",
+                next.seq
+            )));
+        }
+        if let Ok(Some(_)) = next.check_signature(std::slice::from_ref(host)) {
+            return Ok(None);
+        }
+        prev = (next.seq, next.hash.clone());
+    }
+    match read.signed_ledger_head() {
+        Some(Ok(h))
+            if h.seq == prev.0
+                && h.hash == prev.1
+                && h.check(std::slice::from_ref(host)).is_ok() =>
+        {
+            Ok(None)
+        }
+        _ => Ok(Some(
+            "no signed entry or signed head after it vouches for it".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

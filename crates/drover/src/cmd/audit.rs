@@ -64,6 +64,16 @@ enum Sub {
         #[arg(long, value_name = "PUB")]
         key: Vec<PathBuf>,
     },
+    /// Acknowledge that the ledger ends before the head the host key signed
+    /// (a database backup was restored, or its tail was lost): records a
+    /// signed `ledger.accept_truncation` entry naming the missing range and
+    /// the old head, then re-signs the head so drover appends again.
+    /// Stopping and removing instances work without this.
+    AcceptTruncation {
+        /// Why the loss is known and accepted (kept in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
@@ -74,8 +84,23 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }) => verify_export(ctx, file, key),
         Some(Sub::Verify { key, export: None }) => verify_store(ctx, key),
         Some(Sub::Export { out, since, key }) => export(ctx, out.as_deref(), *since, key),
+        Some(Sub::AcceptTruncation { reason }) => accept_truncation(ctx, reason),
         None => list(ctx, a),
     }
+}
+
+fn accept_truncation(ctx: &Ctx, reason: &str) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.store()?;
+    let e = store.db_mut().accept_ledger_gap(reason)?;
+    if ctx.json {
+        output::json(&e)?;
+    } else {
+        println!(
+            "accepted: entries {} to {} are gone (the signed head was entry {}); recorded as entry {} and the head re-signed",
+            e.details["missing_from"], e.details["missing_to"], e.details["signed_head_seq"], e.seq
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {

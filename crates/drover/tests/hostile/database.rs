@@ -412,3 +412,180 @@ fn a_revocation_deleted_from_the_database_still_refuses() {
     );
     assert!(ps(&env).is_empty());
 }
+
+/// What `sqlite3` prints for `sql` on the store's database.
+fn query(env: &Env, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(env.store().join("drover.db"))
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sqlite3 {sql}:\n{}", show(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// Review of the signed head: "while the signed head leads the chain,
+/// drover refuses every append — `stop` and `rm` included", the full
+/// disk's lock-out again. Freeing transitions proceed (warning about the
+/// gap), other appends are refused with the way out, `audit verify` keeps
+/// naming the gap, and `audit accept-truncation` ledgers it and re-signs.
+#[test]
+fn a_truncated_tail_still_lets_stop_and_rm_work_and_accepting_it_is_ledgered() {
+    if !require("sqlite3") {
+        return;
+    }
+    let Some(env) = common::web_env() else { return };
+    let id = common::last_line(&env.ok(&["run", "web:1"]));
+    let end: u64 = query(&env, "SELECT max(seq) FROM ledger;").parse().unwrap();
+    let head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.store().join("ledger.head")).unwrap()).unwrap();
+    assert_eq!(head["seq"], end);
+    attack(
+        &env,
+        &format!(
+            "DELETE FROM ledger WHERE seq = {end}; \
+             UPDATE ledger_head SET seq = {prev}, hash = (SELECT hash FROM ledger WHERE seq = {prev});",
+            prev = end - 1
+        ),
+    );
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(&format!("missing: entry {end}")),
+        "{}",
+        show(&out)
+    );
+
+    // Stop and remove still work (the exit may be recorded by the
+    // instance's monitor, whose warning goes to its log), and say why
+    // they warn.
+    let out = env.run(&["stop", &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = env.run(&["rm", &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("the ledger has a gap"),
+        "{}",
+        show(&out)
+    );
+    assert!(ps(&env).iter().all(|i| i["id"] != id.as_str()));
+    // The head was not re-signed over the gap: still not valid.
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+
+    // Anything else is refused, with the way out.
+    let out = env.run(&["tag", "web:1", "other:1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        show(&out).contains(&format!("the host key signed entry {end}"))
+            && show(&out).contains("drover audit accept-truncation"),
+        "{}",
+        show(&out)
+    );
+
+    // Accepting needs a reason, and a gap.
+    let out = env.run(&["audit", "accept-truncation", "--reason", " "]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let text = env.ok(&[
+        "audit",
+        "accept-truncation",
+        "--reason",
+        "restored last night's backup",
+    ]);
+    assert!(text.contains("accepted"), "{text}");
+    let accepted = env.ok(&["--json", "audit", "--action", "ledger.accept_truncation"]);
+    let accepted: Vec<serde_json::Value> = serde_json::from_str(&accepted).unwrap();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let d = &accepted[0]["details"];
+    assert_eq!(d["signed_head_seq"], end);
+    assert_eq!(d["signed_head_hash"], head["hash"]);
+    assert_eq!(d["reason"], "restored last night's backup");
+    assert!(accepted[0]["signature"].is_string());
+    let text = env.ok(&["audit", "verify"]);
+    assert!(text.contains("ledger valid"), "{text}");
+    env.ok(&["tag", "web:1", "other:1"]);
+    let out = env.run(&["audit", "accept-truncation", "--reason", "again"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(show(&out).contains("no gap to accept"), "{}", show(&out));
+}
+
+/// Lowercase hex SHA-256, `sha256:`-prefixed, as the ledger hashes.
+fn sha256(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Review of the release check: it "reads `store_meta.ledger_signed_from`
+/// from the database and accepts unsigned entries below it". An attacker
+/// raises that value, strips the signature of the `release.create` entry,
+/// recomputes its hash over another image, and points the release there.
+/// Where signing began is taken from the signed head, and an unsigned
+/// entry must link to a signed one: the heal is refused.
+#[test]
+fn a_raised_signed_from_and_a_stripped_release_signature_start_nothing() {
+    if !require("sqlite3") {
+        return;
+    }
+    let Some(env) = common::web_env() else { return };
+    let fleet = env.ctx().join("fleet.toml");
+    common::write(
+        &fleet,
+        b"[service.web]\nimage = \"web:1\"\nreplicas = 1\n",
+        0o644,
+    );
+    env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
+    let id = ps(&env)[0]["id"].as_str().unwrap().to_string();
+    let images: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "images"])).unwrap();
+    let two = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().is_some_and(|n| n.ends_with("web:2")))
+        .and_then(|t| t["digest"].as_str())
+        .unwrap()
+        .to_string();
+    let entries = env.ok(&["--json", "audit", "--action", "release.create"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&entries).unwrap();
+    let mut e = entries[0].clone();
+    let seq = e["seq"].as_u64().unwrap();
+    e["details"]["image"] = two.clone().into();
+    let content = serde_json::json!({
+        "action": e["action"],
+        "actor": e["actor"],
+        "details": e["details"],
+        "prev_hash": e["prev_hash"],
+        "seq": e["seq"],
+        "subjects": e["subjects"],
+        "time": e["time"],
+    });
+    let hash = sha256(content.to_string().as_bytes());
+    let details = e["details"].to_string().replace('\'', "''");
+    attack(
+        &env,
+        &format!(
+            "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('ledger_signed_from', '{}'); \
+             UPDATE ledger SET details = '{details}', hash = '{hash}', keyid = NULL, signature = NULL WHERE seq = {seq}; \
+             UPDATE releases SET image = '{two}' WHERE service = 'web';",
+            seq + 1
+        ),
+    );
+    env.ok(&["rm", "--force", &id]);
+    let out = env.run(&["apply", "-f", fleet.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("release_record")
+            && show(&out).contains(&format!("ledger entry {seq} that created it")),
+        "{}",
+        show(&out)
+    );
+    assert!(ps(&env).iter().all(|i| i["image"] != two.as_str()));
+    // `audit verify` trusts the signed head's record, not the raised one.
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(
+        show(&out).contains("the database's record was edited"),
+        "{}",
+        show(&out)
+    );
+}
