@@ -56,7 +56,7 @@ while ((SECONDS < end)); do
     ((left > 0)) || break
     n=$cases
     # These build a store (SQLite, files) per case: a hundred times slower.
-    [[ $t == *unpack::fuzz::* || $t == *the_store_reads* ]] && n=$((cases / 10))
+    [[ $t == *unpack::fuzz::hostile_layers* || $t == *the_store_reads* ]] && n=$((cases / 10))
     log="$out/round-$round.${t//::/.}.log"
     if PROPTEST_CASES=$n timeout "$left" "$bin" --exact "$t" --test-threads=1 >"$log" 2>&1; then
       rounds[$t]=$((rounds[$t] + 1))

@@ -25,6 +25,11 @@ pub struct Limits {
     pub layer_bytes: u64,
     /// The entries (files, directories, links) in one layer.
     pub layer_entries: u64,
+    /// The body of one tar extension header in a layer: a GNU long name
+    /// (`L`) or long link (`K`), a PAX header (`x`, `g`). The tar reader
+    /// holds these in memory whole, so they are refused past this before
+    /// they are read (Go's archive/tar caps them at 1 MiB too).
+    pub tar_header_bytes: u64,
     /// How many times larger than its compressed size a layer may unpack,
     /// once it is past [`Limits::RATIO_FLOOR`] (a compression bomb: 9 MB of
     /// gzip inflating to 8 GiB).
@@ -53,6 +58,7 @@ impl Default for Limits {
             config_bytes: 8 << 20,
             layer_bytes: 32 << 30,
             layer_entries: 2_000_000,
+            tar_header_bytes: 1 << 20,
             inflate_ratio: 200,
             registry_connect: Duration::from_secs(15),
             registry_idle: Duration::from_secs(60),
@@ -78,6 +84,7 @@ const FIELDS: &[Field] = &[
     Field::Size("config_bytes", |l| &mut l.config_bytes),
     Field::Size("layer_bytes", |l| &mut l.layer_bytes),
     Field::Count("layer_entries", |l| &mut l.layer_entries),
+    Field::Size("tar_header_bytes", |l| &mut l.tar_header_bytes),
     Field::Count("inflate_ratio", |l| &mut l.inflate_ratio),
     Field::Time("registry_connect", |l| &mut l.registry_connect),
     Field::Time("registry_idle", |l| &mut l.registry_idle),

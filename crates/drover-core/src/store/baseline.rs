@@ -14,6 +14,10 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
+mod headers;
+#[cfg(test)]
+pub(crate) use headers::agrees_with_the_tar_crate;
+
 pub const ARTIFACT_TYPE: &str = "application/vnd.drover.baseline.v1+json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,9 +141,12 @@ pub fn apply_layer(store: &Store, layer: &Descriptor, m: &mut Merger) -> Result<
 /// The layer is hostile until read: what it inflates to is held to the
 /// store's limits (`layer_bytes`, and `inflate_ratio` past
 /// [`Limits::RATIO_FLOOR`], measured against the compressed bytes read so
-/// far, so a bomb is stopped early), and `f` calls [`Budget::entry`] for
-/// each tar entry (`layer_entries`). A bound that trips is the error, naming
-/// itself and the layer, whatever `f` made of the failed read.
+/// far, so a bomb is stopped early), its tar headers are followed as they
+/// stream by, so an extension header (GNU long name or link, PAX) declaring
+/// more than `tar_header_bytes` is refused before the tar crate reads its
+/// body whole into memory (see `headers`), and `f` calls [`Budget::entry`]
+/// for each tar entry (`layer_entries`). A bound that trips is the error,
+/// naming itself and the layer, whatever `f` made of the failed read.
 pub(crate) fn read_layer<T>(
     store: &Store,
     layer: &Descriptor,
@@ -157,6 +164,7 @@ pub(crate) fn read_layer<T>(
                 inner: r,
                 budget: &budget,
                 read: 0,
+                headers: headers::Headers::new(budget.limits.tar_header_bytes),
             };
             f(&mut r, &budget)
         })
@@ -242,12 +250,25 @@ impl Budget {
         };
         match over {
             None => Ok(()),
-            Some(e) => {
-                let msg = e.to_string();
-                self.tripped.set(Some(e));
-                Err(std::io::Error::other(msg))
-            }
+            Some(e) => Err(self.trip(e)),
         }
+    }
+
+    /// What the header tracker found: a header past `tar_header_bytes`, or
+    /// one the tar reader would fail on too.
+    fn fault(&self, fault: headers::Fault) -> std::io::Error {
+        let e = match fault {
+            headers::Fault::TooLarge { .. } => self.exceeded("tar_header_bytes", fault.to_string()),
+            headers::Fault::Corrupt(why) => Error::corrupt(format!("layer {}", self.layer), why),
+        };
+        self.trip(e)
+    }
+
+    /// Remember `e` as the error of this read; the I/O error that stops it.
+    fn trip(&self, e: Error) -> std::io::Error {
+        let msg = e.to_string();
+        self.tripped.set(Some(e));
+        std::io::Error::other(msg)
     }
 }
 
@@ -266,11 +287,13 @@ impl Read for Counted<'_> {
     }
 }
 
-/// The inflated side: refuses to yield past the budget.
+/// The inflated side: refuses to yield past the budget, or a tar header
+/// past `tar_header_bytes`.
 struct Inflated<'a> {
     inner: Box<dyn Read + 'a>,
     budget: &'a Budget,
     read: u64,
+    headers: headers::Headers,
 }
 
 impl Read for Inflated<'_> {
@@ -278,6 +301,9 @@ impl Read for Inflated<'_> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         self.budget.check(self.read)?;
+        self.headers
+            .feed(&buf[..n])
+            .map_err(|f| self.budget.fault(f))?;
         Ok(n)
     }
 }

@@ -5,6 +5,12 @@
 //! sometimes mutated byte by byte afterwards. Unpacking one never panics,
 //! never writes outside the root, and either yields a root or leaves
 //! nothing under `rootfs/`.
+//!
+//! A second target takes the same streams, rewrites some of their blocks as
+//! headers the tar crate frames in its own ways (long names and links, PAX
+//! headers, base-256 sizes, GNU sparse extension blocks), and checks that
+//! the header tracker behind `tar_header_bytes` frames them as the crate
+//! does: a header it lost track of could hide a long name of many GiB.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -289,6 +295,89 @@ fn image(store: &Store, layers: &[Vec<u8>], devices: &str) -> Digest {
         .put_json(oci::MEDIA_MANIFEST, &manifest)
         .unwrap()
         .digest
+}
+
+/// A rewrite of one 512-byte block (modulo their count) as a header.
+#[derive(Debug, Clone)]
+enum Reframe {
+    Flag(usize, u8),
+    /// Its size in GNU base-256.
+    Size256(usize, u64),
+    /// A GNU sparse header, maybe followed by extension blocks.
+    Sparse(usize, bool),
+    /// An extension block that says another follows.
+    ExtContinues(usize),
+}
+
+fn reframe() -> impl Strategy<Value = Reframe> {
+    prop_oneof![
+        (
+            any::<usize>(),
+            proptest::sample::select(vec![b'L', b'K', b'x', b'g', b'S', b'0', b'5'])
+        )
+            .prop_map(|(i, f)| Reframe::Flag(i, f)),
+        (
+            any::<usize>(),
+            prop_oneof![0..4096u64, Just(1 << 33), any::<u64>()]
+        )
+            .prop_map(|(i, n)| Reframe::Size256(i, n)),
+        (any::<usize>(), any::<bool>()).prop_map(|(i, x)| Reframe::Sparse(i, x)),
+        any::<usize>().prop_map(Reframe::ExtContinues),
+    ]
+}
+
+fn reframed(stream: &[u8], edits: &[Reframe]) -> Vec<u8> {
+    let mut out = stream.to_vec();
+    let blocks = out.len() / 512;
+    if blocks == 0 {
+        return out;
+    }
+    for e in edits {
+        let i = match e {
+            Reframe::Flag(i, _)
+            | Reframe::Size256(i, _)
+            | Reframe::Sparse(i, _)
+            | Reframe::ExtContinues(i) => i % blocks * 512,
+        };
+        let h = &mut out[i..i + 512];
+        match e {
+            Reframe::Flag(_, f) => h[156] = *f,
+            Reframe::Size256(_, n) => {
+                h[124..128].copy_from_slice(&[0x80, 0, 0, 0]);
+                h[128..136].copy_from_slice(&n.to_be_bytes());
+            }
+            Reframe::Sparse(_, extended) => {
+                h[156] = b'S';
+                h[257..265].copy_from_slice(b"ustar  \0");
+                h[482] = u8::from(*extended);
+            }
+            Reframe::ExtContinues(_) => {
+                h[504] = 1;
+                continue;
+            }
+        }
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    #[test]
+    fn tar_headers_are_framed_as_the_tar_crate_frames_them(
+        (entries, edits) in layer(),
+        reframes in proptest::collection::vec(reframe(), 0..4),
+    ) {
+        let t = tar(&entries, Path::new("/outside"));
+        let t = match edits {
+            Some(e) => apply(&t, &e),
+            None => t,
+        };
+        crate::store::baseline::agrees_with_the_tar_crate(&reframed(&t, &reframes));
+    }
 }
 
 proptest! {

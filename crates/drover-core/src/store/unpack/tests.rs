@@ -646,6 +646,28 @@ fn a_layer_that_inflates_past_layer_bytes_is_refused_early() {
     });
 }
 
+/// Issue 16: the tar crate reads a GNU long name (or link, or PAX header)
+/// whole into memory, so a layer could declare one of many GiB.
+#[test]
+fn a_long_name_past_tar_header_bytes_is_refused() {
+    let (_dir, mut store) = new_store();
+    let name = "dd/".repeat(700) + "f";
+    let tar = Tar::default()
+        .entry(
+            "././@LongLink",
+            b'L',
+            0o644,
+            0,
+            format!("{name}\0").as_bytes(),
+        )
+        .file(&name[..99], b"x")
+        .bytes();
+    let image = image(&mut store, &[tar], &[]);
+    refused_over(&mut store, &image, "tar_header_bytes", |l| {
+        l.tar_header_bytes = 2048
+    });
+}
+
 #[test]
 fn a_layer_with_too_many_entries_is_refused() {
     let (_dir, mut store) = new_store();
