@@ -1202,3 +1202,49 @@ fn a_referrer_past_artifact_bytes_or_too_many_referrers_are_refused() {
         fake.seen()
     );
 }
+
+#[test]
+fn a_push_whose_manifest_error_answer_is_endless_stays_bounded() {
+    let (env, _digest) = built();
+    let fake = Fake::start(Content::default(), |req, conn| {
+        if req.method == "HEAD" && req.path.contains("/blobs/") {
+            // Every blob is there already: straight to the manifest.
+            let _ = respond(conn, "200 OK", "application/octet-stream", b"", true);
+            return true;
+        }
+        if req.method == "PUT" && req.path.contains("/manifests/") {
+            let _ = write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
+            let junk = vec![b'x'; 64 << 10];
+            while write!(conn, "{:x}\r\n", junk.len())
+                .and_then(|_| conn.write_all(&junk))
+                .and_then(|_| conn.write_all(b"\r\n"))
+                .is_ok()
+            {}
+            return true;
+        }
+        false
+    });
+    let mut cmd = env.cmd();
+    cmd.args([
+        "push",
+        "--insecure",
+        "sample:1.0",
+        &fake.url("hostile/app:1"),
+    ]);
+    let run = watch(cmd, Duration::from_secs(60));
+    let err = run.stderr();
+    assert!(!run.out.status.success(), "{}", show(&run.out));
+    assert!(
+        err.contains("PUT") && err.contains("/manifests/") && err.contains("400"),
+        "{err}"
+    );
+    assert!(
+        run.peak_rss < 200 * MIB,
+        "peak RSS {} MiB",
+        run.peak_rss >> 20
+    );
+    assert!(run.took < Duration::from_secs(20), "{:?}", run.took);
+}

@@ -357,16 +357,74 @@ impl Http {
         .await
     }
 
+    /// Whether the registry has the blob `digest` (a HEAD: no body read).
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool> {
+        let url = self.blob_url(digest);
+        self.timed(&url, 0, async {
+            let res = self
+                .request(reqwest::Method::HEAD, &url, &["*/*"], None)
+                .await?;
+            Ok(res.is_some())
+        })
+        .await
+    }
+
+    /// PUT a manifest or index as `reference` (a tag or digest). What the
+    /// registry answers is read at most `ERROR_BODY` (oci-client would read
+    /// an error answer whole).
+    pub async fn put_manifest(
+        &self,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<()> {
+        let url = self.manifest_url(reference);
+        self.timed(&url, bytes.len() as u64, async {
+            match self
+                .request(
+                    reqwest::Method::PUT,
+                    &url,
+                    &[media_type],
+                    Some((media_type, bytes)),
+                )
+                .await?
+            {
+                Some(_) => Ok(()),
+                None => Err(Error::Registry {
+                    registry: self.registry.clone(),
+                    reason: format!("PUT {url}: 404 Not Found (does the repository exist?)"),
+                }),
+            }
+        })
+        .await
+    }
+
     /// Send a GET; `None` on a 404, an error naming the URL and status on
     /// any other failure. A 401 with a grant in hand asks for a fresh one
     /// (a token expires) and tries once more.
     async fn send(&self, url: &str, accept: &[&str]) -> Result<Option<reqwest::Response>> {
+        self.request(reqwest::Method::GET, url, accept, None).await
+    }
+
+    /// As [`Http::send`], for any method, with a body (and its type) if given.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        accept: &[&str],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Option<reqwest::Response>> {
         let mut refreshed = false;
         let mut res = loop {
             let mut req = self
                 .client
-                .get(url)
+                .request(method.clone(), url)
                 .header(reqwest::header::ACCEPT, accept.join(", "));
+            if let Some((content_type, bytes)) = body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.to_vec());
+            }
             let grant = self
                 .authorization
                 .lock()
@@ -416,7 +474,7 @@ impl Http {
         };
         Err(Error::Registry {
             registry: self.registry.clone(),
-            reason: format!("GET {url}: {status}: {}{hint}", body.trim()),
+            reason: format!("{method} {url}: {status}: {}{hint}", body.trim()),
         })
     }
 
