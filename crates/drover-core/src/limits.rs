@@ -30,6 +30,14 @@ pub struct Limits {
     /// holds these in memory whole, so they are refused past this before
     /// they are read (Go's archive/tar caps them at 1 MiB too).
     pub tar_header_bytes: u64,
+    /// The sizes an image's manifest declares for its config and layers,
+    /// added up; checked before any of them is fetched.
+    pub image_bytes: u64,
+    /// One blob of a referrer (a signature, an attestation): these are
+    /// small documents, not images.
+    pub artifact_bytes: u64,
+    /// The referrers a pull fetches for one image.
+    pub referrers: u64,
     /// How many times larger than its compressed size a layer may unpack,
     /// once it is past [`Limits::RATIO_FLOOR`] (a compression bomb: 9 MB of
     /// gzip inflating to 8 GiB).
@@ -43,6 +51,8 @@ pub struct Limits {
     pub registry_min_rate: u64,
     /// The total time-out of a request whose size is small or unknown.
     pub registry_floor: Duration,
+    /// The longest total time-out of any request, whatever size it declares.
+    pub registry_max: Duration,
     /// One instance log file; past it the log is rotated.
     pub log_bytes: u64,
     /// Rotated log files kept beside the current one.
@@ -59,11 +69,15 @@ impl Default for Limits {
             layer_bytes: 32 << 30,
             layer_entries: 2_000_000,
             tar_header_bytes: 1 << 20,
+            image_bytes: 64 << 30,
+            artifact_bytes: 16 << 20,
+            referrers: 256,
             inflate_ratio: 200,
             registry_connect: Duration::from_secs(15),
             registry_idle: Duration::from_secs(60),
             registry_min_rate: 32 << 10,
             registry_floor: Duration::from_secs(300),
+            registry_max: Duration::from_secs(6 * 3600),
             log_bytes: 16 << 20,
             log_files: 3,
             pids: 1024,
@@ -85,11 +99,15 @@ const FIELDS: &[Field] = &[
     Field::Size("layer_bytes", |l| &mut l.layer_bytes),
     Field::Count("layer_entries", |l| &mut l.layer_entries),
     Field::Size("tar_header_bytes", |l| &mut l.tar_header_bytes),
+    Field::Size("image_bytes", |l| &mut l.image_bytes),
+    Field::Size("artifact_bytes", |l| &mut l.artifact_bytes),
+    Field::Count("referrers", |l| &mut l.referrers),
     Field::Count("inflate_ratio", |l| &mut l.inflate_ratio),
     Field::Time("registry_connect", |l| &mut l.registry_connect),
     Field::Time("registry_idle", |l| &mut l.registry_idle),
     Field::Size("registry_min_rate", |l| &mut l.registry_min_rate),
     Field::Time("registry_floor", |l| &mut l.registry_floor),
+    Field::Time("registry_max", |l| &mut l.registry_max),
     Field::Size("log_bytes", |l| &mut l.log_bytes),
     Field::Count("log_files", |l| &mut l.log_files),
     Field::Count("pids", |l| &mut l.pids),
@@ -133,9 +151,14 @@ impl Limits {
         Ok(limits)
     }
 
-    /// The total time-out of a registry request that moves `declared` bytes.
+    /// The total time-out of a registry request that moves `declared` bytes:
+    /// `registry_floor` plus `declared` at `registry_min_rate`, never more
+    /// than `registry_max` (a declared size is the registry's word).
     pub fn registry_total(&self, declared: u64) -> Duration {
-        self.registry_floor + Duration::from_secs(declared / self.registry_min_rate.max(1))
+        let scaled = Duration::from_secs(declared / self.registry_min_rate.max(1));
+        self.registry_floor
+            .saturating_add(scaled)
+            .min(self.registry_max)
     }
 
     /// The error for input that went past the bound `name`: `what` says
@@ -214,5 +237,7 @@ mod tests {
         let l = Limits::default();
         assert_eq!(l.registry_total(0), l.registry_floor);
         assert!(l.registry_total(10 << 30) > l.registry_total(1 << 20));
+        assert_eq!(l.registry_total(1_000_000_000_000), l.registry_max);
+        assert_eq!(l.registry_total(u64::MAX), l.registry_max);
     }
 }

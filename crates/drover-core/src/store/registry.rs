@@ -587,14 +587,8 @@ async fn push_blob(
     d: &Descriptor,
 ) -> Result<Option<u64>> {
     let digest = d.digest.to_string();
-    let what = format!("checking blob {digest} in {}", s.remote);
-    let exists = s.timed(&what, 0, async {
-        s.client
-            .blob_exists(image, &digest)
-            .await
-            .map_err(|e| s.err(format_args!("checking blob {digest}"), &e))
-    });
-    if exists.await? {
+    // drover's own HEAD: bounded like its GETs.
+    if s.http.blob_exists(&d.digest).await? {
         return Ok(None);
     }
     let what = format!("uploading blob {digest} to {}", s.remote);
@@ -648,17 +642,9 @@ async fn push_manifest(
     bytes: &[u8],
     media_type: &str,
 ) -> Result<()> {
-    let content_type = ::http::HeaderValue::from_str(media_type)
-        .map_err(|e| Error::corrupt(format!("media type {media_type:?}"), e.to_string()))?;
-    let what = format!("pushing manifest {target}");
-    s.timed(&what, bytes.len() as u64, async {
-        s.client
-            .push_manifest_raw(target, bytes.to_vec(), content_type)
-            .await
-            .map_err(|e| s.err(format_args!("pushing manifest {target}"), &e))
-    })
-    .await?;
-    Ok(())
+    // drover's own PUT: oci-client reads an error answer whole.
+    let reference = target.digest().or(target.tag()).unwrap_or("latest");
+    s.http.put_manifest(reference, bytes, media_type).await
 }
 
 /// The referrers tag schema: `sha256-<hex>` tags an index listing the
@@ -722,6 +708,11 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
     let pulled = s.rt.block_on(async {
         s.authenticate(&first, RegistryOperation::Pull).await?;
         let top = fetch_top(&s, &first, remote.digest, &want).await?;
+        check_declared(
+            &s.limits,
+            &format!("image {} from {remote}", top.digest),
+            &top.manifest,
+        )?;
         let mut counts = Counts::default();
         let checked = fetch_image_blobs(&s, store_ref, &top.manifest, &mut counts).await?;
         // An image whose manifest the store holds already passed this check
@@ -847,7 +838,19 @@ async fn fetch_referrers(
     counts: &mut Counts,
 ) -> Result<Vec<(Descriptor, String)>> {
     let mut referrers = Vec::new();
-    for rd in list_referrers(s, digest).await? {
+    let listed = list_referrers(s, digest).await?;
+    let cap = s.limits.referrers;
+    if listed.len() as u64 > cap {
+        return Err(Limits::exceeded(
+            "referrers",
+            format!("the referrers of {digest} in {}", s.remote),
+            format!(
+                "the registry lists {}, more than {cap}; refused before fetching any",
+                listed.len()
+            ),
+        ));
+    }
+    for rd in listed {
         if skip.contains(&rd) {
             continue;
         }
@@ -855,6 +858,17 @@ async fn fetch_referrers(
         let (_, rbytes, rm, rmedia) = fetch_manifest(s, &rref, Some(rd)).await?;
         if rm.subject.as_ref().map(|d| d.digest) != Some(*digest) {
             continue;
+        }
+        let cap = s.limits.artifact_bytes;
+        if let Some(big) = blobs_of(&rm).find(|b| b.size > cap) {
+            return Err(Limits::exceeded(
+                "artifact_bytes",
+                format!("blob {} of referrer {rd} in {}", big.digest, s.remote),
+                format!(
+                    "it declares {} bytes, more than {cap}; refused before fetching it",
+                    big.size
+                ),
+            ));
         }
         fetch_blobs(s, store, &rm, counts).await?;
         store.put_blob(&rbytes)?;
@@ -1066,6 +1080,36 @@ fn parse_manifest(
     Ok((manifest, media_type))
 }
 
+/// Refuse, before any blob is fetched, an image whose manifest declares a
+/// layer past `layer_bytes` (compressed, it is at least that large
+/// unpacked, or near enough) or blobs past `image_bytes` in all: a declared
+/// size sets a fetch's total time-out, so it must not be trusted unbounded.
+fn check_declared(limits: &Limits, what: &str, manifest: &Manifest) -> Result<()> {
+    let cap = limits.layer_bytes;
+    if let Some(big) = manifest.layers.iter().find(|l| l.size > cap) {
+        return Err(Limits::exceeded(
+            "layer_bytes",
+            format!("layer {} of {what}", big.digest),
+            format!(
+                "its manifest declares {} bytes, more than {cap}; refused before fetching any blob",
+                big.size
+            ),
+        ));
+    }
+    let total = blobs_of(manifest).fold(0u64, |sum, d| sum.saturating_add(d.size));
+    let cap = limits.image_bytes;
+    if total > cap {
+        return Err(Limits::exceeded(
+            "image_bytes",
+            what.to_string(),
+            format!(
+                "its manifest declares {total} bytes of config and layers, more than {cap}; refused before fetching any blob"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Fetch the blobs of `manifest` the store lacks, verifying each as it is
 /// written; the caller stores the manifest itself afterwards.
 async fn fetch_blobs(
@@ -1109,9 +1153,16 @@ async fn fetch_image_blobs(
     }
     let diff_ids = store.image_config(manifest)?.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
-        // validate::image names this.
-        fetch_blobs(s, store, manifest, counts).await?;
-        return Ok(BTreeSet::new());
+        // Refused before any layer is fetched: without a diff_id a layer's
+        // unpacked size would go unchecked until it is unpacked.
+        return Err(Error::corrupt(
+            format!("image config {} from {}", config.digest, s.remote),
+            format!(
+                "it lists {} diff_ids for the manifest's {} layers; refused before fetching any layer",
+                diff_ids.len(),
+                manifest.layers.len()
+            ),
+        ));
     }
     let missing: Vec<(&Descriptor, &Digest)> = manifest
         .layers
@@ -1152,8 +1203,9 @@ async fn fetch_blob(
     let mut check = diff_id
         .map(|_| super::validate::DiffIdCheck::start(d, s.limits.layer_bytes, what))
         .transpose()?;
-    let mut feed = |chunk: &[u8]| check.as_mut().map_or(Ok(()), |c| c.feed(chunk));
-    s.http.blob(&d.digest, d.size, &mut w, &mut feed).await?;
+    s.http
+        .blob(&d.digest, d.size, &mut w, check.as_mut())
+        .await?;
     let n = w.commit_expecting(&d.digest).map_err(|e| match e {
         Error::CorruptBlob { actual, .. } => Error::corrupt(
             format!("blob {} from {}", d.digest, s.remote),

@@ -186,7 +186,7 @@ pub fn check_diff_id(
 /// so a pull pays for the check on a second core, at the pace of the
 /// network, rather than in a second pass over the stored layer.
 pub struct DiffIdCheck {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<Result<Digest>>>,
     what: String,
 }
@@ -196,7 +196,7 @@ impl DiffIdCheck {
     /// `cap` uncompressed bytes; refuses a media type drover cannot read.
     pub fn start(layer: &Descriptor, cap: u64, what: String) -> Result<DiffIdCheck> {
         known_layer(layer, || what.clone())?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         let media_type = layer.media_type.clone();
         let name = what.clone();
         let thread = std::thread::spawn(move || {
@@ -230,9 +230,14 @@ impl DiffIdCheck {
         })
     }
 
-    /// The next compressed bytes of the layer.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<()> {
-        let sent = self.tx.as_ref().map(|tx| tx.send(bytes.to_vec()));
+    /// The next compressed bytes of the layer. A full channel is awaited,
+    /// not blocked on, so the runtime's timers (the registry time-outs)
+    /// keep running while the thread catches up.
+    pub async fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => Some(tx.send(bytes.to_vec()).await),
+            None => None,
+        };
         if let Some(Err(_)) = sent {
             // The thread stopped early: its error says why.
             self.tx = None;
@@ -317,7 +322,7 @@ fn hash_uncompressed(mut r: impl Read, cap: u64, what: impl Fn() -> String) -> R
 
 /// The bytes sent down a channel, as a reader.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -325,12 +330,13 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(next) => {
+            // The checking thread is not in the runtime, so it may block.
+            match self.rx.blocking_recv() {
+                Some(next) => {
                     self.buf = next;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);
@@ -357,10 +363,14 @@ mod tests {
         let tar = vec![7u8; 300_000];
         let gz = gzip(&tar);
         let layer = Descriptor::new(oci::MEDIA_LAYER_GZIP, Digest::of(&gz), gz.len() as u64);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let run = |diff_id: &Digest, cap: u64| {
             let mut c = DiffIdCheck::start(&layer, cap, "layer x".into())?;
             for piece in gz.chunks(1000) {
-                c.feed(piece)?;
+                rt.block_on(c.feed(piece))?;
             }
             c.finish(diff_id)
         };
@@ -373,7 +383,7 @@ mod tests {
         assert!(DiffIdCheck::start(&odd, 1, "layer y".into()).is_err());
         // Not gzip at all: refused, and feeding never blocks.
         let mut c = DiffIdCheck::start(&layer, 1 << 20, "layer z".into()).unwrap();
-        let fed: Result<()> = (0..100).try_for_each(|_| c.feed(&[0u8; 4096]));
+        let fed: Result<()> = (0..100).try_for_each(|_| rt.block_on(c.feed(&[0u8; 4096])));
         assert!(fed.is_err() || c.finish(&Digest::of(&tar)).is_err());
     }
 }

@@ -259,7 +259,11 @@ impl Run {
     }
 }
 
-/// Run `cmd`, sampling its memory; kill it (and fail) past `deadline`.
+/// The resident memory past which a watched drover is killed.
+const RSS_KILL: u64 = 1 << 30;
+
+/// Run `cmd`, sampling its memory; kill it (and fail) past `deadline` or
+/// past `RSS_KILL` bytes resident.
 fn watch(mut cmd: Command, deadline: Duration) -> Run {
     let start = Instant::now();
     let mut child = cmd
@@ -279,12 +283,16 @@ fn watch(mut cmd: Command, deadline: Duration) -> Run {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        if start.elapsed() > deadline {
+        // A drover that reads without bound is stopped long before it takes
+        // the machine's memory (it reached 10 GB in 22 s).
+        if start.elapsed() > deadline || peak_rss > RSS_KILL {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "drover still ran after {deadline:?} (peak RSS {} MiB):\n{}",
+                "drover still ran after {:?} (deadline {deadline:?}, peak RSS {} MiB, killed past {} MiB):\n{}",
+                start.elapsed(),
                 peak_rss >> 20,
+                RSS_KILL >> 20,
                 show(&out)
             );
         }
@@ -419,7 +427,7 @@ fn an_endless_blob_is_refused_past_its_declared_size_and_leaves_nothing() {
         let err = run.stderr();
         assert_eq!(run.out.status.code(), Some(3), "{}", show(&run.out));
         assert!(
-            err.contains(&ldigest) && err.contains(&format!("declares {lsize}")),
+            err.contains(&ldigest) && err.contains(&format!("declared size {lsize}")),
             "{err}"
         );
         assert!(run.took < Duration::from_secs(30), "{:?}", run.took);
@@ -1009,4 +1017,234 @@ fn verify_reports_an_image_stored_with_wrong_diff_ids() {
     // The honest image sharing that layer is not blamed for it.
     env.ok(&["rmi", "bad:1"]);
     env.ok(&["verify"]);
+}
+
+/// No request of a pull touches `digest` (a blob refused before its fetch).
+fn assert_not_fetched(fake: &Fake, digest: &str) {
+    let seen = fake.seen();
+    assert!(
+        !seen.iter().any(|r| r.contains(&format!("/blobs/{digest}"))),
+        "{digest} was fetched: {seen:?}"
+    );
+}
+
+#[test]
+fn a_token_realm_only_oci_client_would_ask_is_never_asked() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // drover's own probe of /v2/ sees no challenge; any later probe (the
+    // one oci-client made itself) gets a bearer challenge whose token
+    // service streams forever, which oci-client would read whole. Without
+    // credentials and with them (oci-client probes to use them).
+    let (src, digest) = built();
+    let content = Content::image(&src, &digest, "1");
+    let anonymous: &[(&str, &str)] = &[];
+    let basic: &[(&str, &str)] = &[
+        ("DROVER_REGISTRY_USER", "u"),
+        ("DROVER_REGISTRY_PASSWORD", "p"),
+    ];
+    for vars in [anonymous, basic] {
+        let probes = Arc::new(AtomicUsize::new(0));
+        let addr = Arc::new(Mutex::new(String::new()));
+        let (p, a) = (probes.clone(), addr.clone());
+        let fake = Fake::start(content.clone(), move |req, conn| {
+            if req.path == "/v2/" && p.fetch_add(1, Ordering::SeqCst) > 0 {
+                let realm = format!("http://{}/token", a.lock().unwrap());
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                return true;
+            }
+            if req.path.starts_with("/token") {
+                endless(conn, None, b"{\"token\":\"");
+                return true;
+            }
+            false
+        });
+        *addr.lock().unwrap() = fake.addr.clone();
+        let env = Env::new();
+        let run = pull(&env, &fake.url("hostile/app:1"), &[], vars);
+        assert!(run.out.status.success(), "{vars:?}: {}", show(&run.out));
+        assert!(
+            run.peak_rss < 200 * MIB,
+            "{vars:?}: peak RSS {} MiB",
+            run.peak_rss >> 20
+        );
+        let seen = fake.seen();
+        assert!(
+            !seen.iter().any(|r| r.contains("/token")),
+            "{vars:?}: the token service was asked: {seen:?}"
+        );
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "{vars:?}: {seen:?}");
+    }
+}
+
+#[test]
+fn a_layer_declared_past_layer_bytes_is_refused_before_any_blob_is_fetched() {
+    let (src, digest) = built();
+    let mut content = Content::image(&src, &digest, "honest");
+    let mut m = content.manifest("honest");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    m["layers"][0]["size"] = json!(1_000_000_000_000u64);
+    content.add_manifest(MANIFEST, serde_json::to_vec(&m).unwrap(), "1");
+    // Were it fetched: chunked, forever.
+    let l = layer.clone();
+    let fake = Fake::start(content, move |req, conn| {
+        if req.path.ends_with(&l) {
+            endless(conn, None, b"");
+            return true;
+        }
+        false
+    });
+    let env = Env::new();
+    let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(2), "{}", show(&run.out));
+    assert!(err.contains("layer_bytes") && err.contains(&layer), "{err}");
+    assert_not_fetched(&fake, &layer);
+    assert_not_fetched(&fake, &config);
+    assert_nothing_left(&env, &run);
+
+    // Each layer under layer_bytes, but all of them past image_bytes.
+    let env = Env::new();
+    let run = pull(
+        &env,
+        &fake.url("hostile/app:honest"),
+        &[],
+        &[("DROVER_LIMIT_IMAGE_BYTES", "1k")],
+    );
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(2), "{}", show(&run.out));
+    assert!(err.contains("image_bytes"), "{err}");
+    assert_not_fetched(&fake, &config);
+}
+
+#[test]
+fn a_config_whose_diff_ids_do_not_match_the_layers_is_refused_before_any_layer() {
+    let (src, digest) = built();
+    let m: Value =
+        serde_json::from_slice(&fs::read(blob_file(&src.store(), &digest)).unwrap()).unwrap();
+    let image = doctored(&src, &digest, |_, c| {
+        c["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
+    });
+    let fake = Fake::start(Content::image(&src, &image, "1"), |_, _| false);
+    let env = Env::new();
+    let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(3), "{}", show(&run.out));
+    assert!(err.contains("diff_ids"), "{err}");
+    for l in m["layers"].as_array().unwrap() {
+        assert_not_fetched(&fake, l["digest"].as_str().unwrap());
+    }
+    assert_nothing_left(&env, &run);
+}
+
+#[test]
+fn a_referrer_past_artifact_bytes_or_too_many_referrers_are_refused() {
+    let (src, digest) = built();
+    let mut content = Content::image(&src, &digest, "1");
+    let image = content.manifests["1"].1.clone();
+    let subject = json!({"mediaType": MANIFEST, "digest": sha256(&image), "size": image.len()});
+    let big = sha256(b"a signature that is not this big");
+    let referrer = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": big, "size": 1_000_000_000u64}],
+        "subject": subject,
+    });
+    let rbytes = serde_json::to_vec(&referrer).unwrap();
+    let rdigest = content.add_manifest(MANIFEST, rbytes.clone(), "referrer");
+    content.blobs.insert(sha256(b"{}"), b"{}".to_vec());
+    let listing = |n: usize| {
+        let entry = json!({"mediaType": MANIFEST, "digest": rdigest, "size": rbytes.len()});
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": vec![entry; n],
+        }))
+        .unwrap()
+    };
+    let tag = format!("sha256-{}", sha256(&image).trim_start_matches("sha256:"));
+    let big2 = big.clone();
+    let mut one = content.clone();
+    one.add_manifest(INDEX, listing(1), &tag);
+    let fake = Fake::start(one, move |req, conn| {
+        if req.path.ends_with(&big2) {
+            endless(conn, None, b"");
+            return true;
+        }
+        false
+    });
+    let env = Env::new();
+    let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(2), "{}", show(&run.out));
+    assert!(
+        err.contains("artifact_bytes") && err.contains(&big),
+        "{err}"
+    );
+    assert_not_fetched(&fake, &big);
+
+    let mut many = content;
+    many.add_manifest(INDEX, listing(300), &tag);
+    let fake = Fake::start(many, |_, _| false);
+    let env = Env::new();
+    let run = pull(&env, &fake.url("hostile/app:1"), &[], &[]);
+    let err = run.stderr();
+    assert_eq!(run.out.status.code(), Some(2), "{}", show(&run.out));
+    assert!(err.contains("referrers") && err.contains("300"), "{err}");
+    assert!(
+        !fake.seen().iter().any(|r| r.contains(&rdigest)),
+        "a referrer was fetched: {:?}",
+        fake.seen()
+    );
+}
+
+#[test]
+fn a_push_whose_manifest_error_answer_is_endless_stays_bounded() {
+    let (env, _digest) = built();
+    let fake = Fake::start(Content::default(), |req, conn| {
+        if req.method == "HEAD" && req.path.contains("/blobs/") {
+            // Every blob is there already: straight to the manifest.
+            let _ = respond(conn, "200 OK", "application/octet-stream", b"", true);
+            return true;
+        }
+        if req.method == "PUT" && req.path.contains("/manifests/") {
+            let _ = write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
+            let junk = vec![b'x'; 64 << 10];
+            while write!(conn, "{:x}\r\n", junk.len())
+                .and_then(|_| conn.write_all(&junk))
+                .and_then(|_| conn.write_all(b"\r\n"))
+                .is_ok()
+            {}
+            return true;
+        }
+        false
+    });
+    let mut cmd = env.cmd();
+    cmd.args([
+        "push",
+        "--insecure",
+        "sample:1.0",
+        &fake.url("hostile/app:1"),
+    ]);
+    let run = watch(cmd, Duration::from_secs(60));
+    let err = run.stderr();
+    assert!(!run.out.status.success(), "{}", show(&run.out));
+    assert!(
+        err.contains("PUT") && err.contains("/manifests/") && err.contains("400"),
+        "{err}"
+    );
+    assert!(
+        run.peak_rss < 200 * MIB,
+        "peak RSS {} MiB",
+        run.peak_rss >> 20
+    );
+    assert!(run.took < Duration::from_secs(20), "{:?}", run.took);
 }

@@ -10,7 +10,7 @@
 //!
 //! The token service's answer is read here too (at most `manifest_bytes`,
 //! a token being a small JSON document like a manifest), and handed to
-//! oci-client; a bearer token expires (often after five minutes): a request
+//! oci-client, which never asks a token service itself; a bearer token expires (often after five minutes): a request
 //! that meets a 401 asks the token service again, once, and is retried.
 //!
 //! Every request, here and through oci-client, has three time-outs (see
@@ -24,10 +24,12 @@ use std::time::Duration;
 
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
+use oci_client::token_cache::{RegistryToken, RegistryTokenType};
 use oci_client::{Client, Reference, RegistryOperation};
 use reqwest::StatusCode;
 
 use super::super::BlobWriter;
+use super::super::validate::DiffIdCheck;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -51,7 +53,7 @@ pub(super) struct Http {
     base: String,
     registry: String,
     limits: Limits,
-    /// oci-client, which asks the registry's token service.
+    /// oci-client, handed what the registry's token service grants.
     oci: Client,
     auth: RegistryAuth,
     /// The `Authorization` header value, and what it was granted for.
@@ -88,34 +90,60 @@ impl Http {
     /// Ask for what the registry grants for `op` on `reference` (a bearer
     /// token from its token service, or the basic credentials), for
     /// oci-client's requests and these GETs.
-    /// `err` explains oci-client's errors (a refusal of the credentials).
+    /// `err` explains a refusal of the credentials.
     pub async fn authenticate(
         &self,
         reference: &Reference,
         op: RegistryOperation,
         err: &dyn Fn(&OciDistributionError) -> Error,
     ) -> Result<()> {
-        // oci-client keeps the credentials, to renew its own tokens later.
-        self.oci
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
-            .await;
+        // oci-client never asks a token service itself: its token request
+        // reads the answer whole (`text()`), so a registry that challenges
+        // only oci-client's own probe of `/v2/` could stream a token without
+        // end. Every challenge is answered here, bounded, and oci-client is
+        // handed the finished grant: a bearer token it uses as it is, or the
+        // basic credentials, cached for both operations without expiry so
+        // its `_auth` (the probe and token request) is never reached.
+        let registry = reference.resolve_registry();
         let token = match self.challenge().await? {
             Some((realm, service)) => {
                 let token = self
                     .token(reference, op, &realm, service.as_deref(), err)
                     .await?;
-                // A bearer token given to oci-client is used as it is, no request.
-                let bearer = RegistryAuth::Bearer(token);
+                // On a cache miss oci-client falls back to the stored auth;
+                // a bearer one is used as it is, no request.
+                let bearer = RegistryAuth::Bearer(token.clone());
+                self.oci.store_auth_if_needed(registry, &bearer).await;
                 self.oci
-                    .auth(reference, &bearer, op)
-                    .await
-                    .map_err(|e| err(&e))?
+                    .tokens
+                    .insert(
+                        reference,
+                        op,
+                        RegistryTokenType::Bearer(RegistryToken::Token {
+                            token: token.clone(),
+                        }),
+                    )
+                    .await;
+                Some(token)
             }
-            None => self
-                .oci
-                .auth(reference, &self.auth, op)
-                .await
-                .map_err(|e| err(&e))?,
+            None => {
+                if let RegistryAuth::Basic(user, password) = &self.auth {
+                    self.oci.store_auth_if_needed(registry, &self.auth).await;
+                    for op in [RegistryOperation::Pull, RegistryOperation::Push] {
+                        self.oci
+                            .tokens
+                            .insert(
+                                reference,
+                                op,
+                                RegistryTokenType::Basic(user.clone(), password.clone()),
+                            )
+                            .await;
+                    }
+                }
+                // Anonymous: oci-client holds no auth for the registry, so
+                // its requests go without and it never probes.
+                None
+            }
         };
         let value = match (token, &self.auth) {
             (Some(token), _) => Some(format!("Bearer {token}")),
@@ -276,13 +304,13 @@ impl Http {
     /// GET the blob `digest` of `size` bytes (as its descriptor declares)
     /// into `w`: refused the moment it passes that size, or if it ends
     /// short. The caller checks the digest when it commits `w`. Each chunk
-    /// also goes to `also` (a diff_id check).
+    /// also goes to `check` (a layer's diff_id check), if there is one.
     pub async fn blob(
         &self,
         digest: &Digest,
         size: u64,
         w: &mut BlobWriter,
-        also: &mut dyn FnMut(&[u8]) -> Result<()>,
+        mut check: Option<&mut DiffIdCheck>,
     ) -> Result<u64> {
         let url = self.blob_url(digest);
         let url = url.as_str();
@@ -300,7 +328,7 @@ impl Http {
                 Error::corrupt(
                     format!("blob {digest} from {url}"),
                     format!(
-                        "the registry sent {n} bytes or more, but its manifest declares {size}; refused"
+                        "larger than its declared size {size}: the registry sent {n} bytes or more; refused"
                     ),
                 )
             };
@@ -314,7 +342,9 @@ impl Http {
                     return Err(too_long(got));
                 }
                 w.write_all(&chunk)?;
-                also(&chunk)?;
+                if let Some(c) = check.as_deref_mut() {
+                    c.feed(&chunk).await?;
+                }
             }
             if got < size {
                 return Err(Error::corrupt(
@@ -327,16 +357,74 @@ impl Http {
         .await
     }
 
+    /// Whether the registry has the blob `digest` (a HEAD: no body read).
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<bool> {
+        let url = self.blob_url(digest);
+        self.timed(&url, 0, async {
+            let res = self
+                .request(reqwest::Method::HEAD, &url, &["*/*"], None)
+                .await?;
+            Ok(res.is_some())
+        })
+        .await
+    }
+
+    /// PUT a manifest or index as `reference` (a tag or digest). What the
+    /// registry answers is read at most `ERROR_BODY` (oci-client would read
+    /// an error answer whole).
+    pub async fn put_manifest(
+        &self,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<()> {
+        let url = self.manifest_url(reference);
+        self.timed(&url, bytes.len() as u64, async {
+            match self
+                .request(
+                    reqwest::Method::PUT,
+                    &url,
+                    &[media_type],
+                    Some((media_type, bytes)),
+                )
+                .await?
+            {
+                Some(_) => Ok(()),
+                None => Err(Error::Registry {
+                    registry: self.registry.clone(),
+                    reason: format!("PUT {url}: 404 Not Found (does the repository exist?)"),
+                }),
+            }
+        })
+        .await
+    }
+
     /// Send a GET; `None` on a 404, an error naming the URL and status on
     /// any other failure. A 401 with a grant in hand asks for a fresh one
     /// (a token expires) and tries once more.
     async fn send(&self, url: &str, accept: &[&str]) -> Result<Option<reqwest::Response>> {
+        self.request(reqwest::Method::GET, url, accept, None).await
+    }
+
+    /// As [`Http::send`], for any method, with a body (and its type) if given.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        accept: &[&str],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Option<reqwest::Response>> {
         let mut refreshed = false;
         let mut res = loop {
             let mut req = self
                 .client
-                .get(url)
+                .request(method.clone(), url)
                 .header(reqwest::header::ACCEPT, accept.join(", "));
+            if let Some((content_type, bytes)) = body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.to_vec());
+            }
             let grant = self
                 .authorization
                 .lock()
@@ -386,7 +474,7 @@ impl Http {
         };
         Err(Error::Registry {
             registry: self.registry.clone(),
-            reason: format!("GET {url}: {status}: {}{hint}", body.trim()),
+            reason: format!("{method} {url}: {status}: {}{hint}", body.trim()),
         })
     }
 
@@ -427,6 +515,14 @@ pub(super) async fn timed<T>(
     let total = limits.registry_total(declared);
     match tokio::time::timeout(total, fut).await {
         Ok(r) => r,
+        Err(_) if total >= limits.registry_max => Err(Limits::exceeded(
+            "registry_max",
+            what.to_string(),
+            format!(
+                "not done after {} (the longest total time-out of any request; it declared {declared} bytes)",
+                seconds(total)
+            ),
+        )),
         Err(_) => Err(Limits::exceeded(
             "registry_floor",
             what.to_string(),
