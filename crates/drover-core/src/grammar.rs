@@ -570,9 +570,120 @@ pub fn volume_target(s: &str) -> Result<String, String> {
     Ok(target)
 }
 
+/// A Debian package name (policy 5.6.7): lowercase letters, digits, `+`,
+/// `-` and `.`, at least two long, starting with a letter or digit.
+pub fn deb_name(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let ok = b.len() >= 2
+        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+-.".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a Debian package name (lowercase letters, digits, '+', '-' and '.', \
+             at least two characters, starting with a letter or digit)"
+        ))
+    }
+}
+
+/// A Debian version (policy 5.6.12): `[epoch:]upstream[-revision]`, the
+/// epoch digits, the upstream starting with a digit, only the characters
+/// `A-Za-z0-9.+~-` (and `:` after an epoch).
+pub fn deb_version(s: &str) -> Result<(), String> {
+    let (epoch, rest) = match s.split_once(':') {
+        Some((e, r)) => (Some(e), r),
+        None => (None, s),
+    };
+    let epoch_ok = epoch.is_none_or(|e| !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit()));
+    let (upstream, revision) = match rest.rsplit_once('-') {
+        Some((u, r)) => (u, Some(r)),
+        None => (rest, None),
+    };
+    let chars = |t: &str, extra: &[u8]| {
+        t.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".+~".contains(&c) || extra.contains(&c))
+    };
+    let ok = epoch_ok
+        && upstream.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && chars(upstream, b"-:")
+        && revision.is_none_or(|r| !r.is_empty() && chars(r, b""));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a Debian version (expected [epoch:]upstream[-revision], e.g. \"1.22.1-9\" or \"1:2.36-9+deb12u4\")"
+        ))
+    }
+}
+
+/// A package request: `name` or `name=version`.
+pub fn deb_request(s: &str) -> Result<(&str, Option<&str>), String> {
+    let (name, version) = match s.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (s, None),
+    };
+    deb_name(name)?;
+    if let Some(v) = version {
+        deb_version(v)?;
+    }
+    Ok((name, version))
+}
+
+/// A word of a Debian archive: suite, component or architecture names
+/// (`bookworm`, `bookworm-security`, `main`, `non-free-firmware`, `amd64`).
+pub fn deb_word(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a suite, component or architecture name (lowercase letters, digits, '-', '_' and '.')"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debian_names_and_versions() {
+        for ok in ["libc6", "g++", "nginx-light", "python3.11", "0ad"] {
+            assert!(deb_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a", "Nginx", "-x", "foo bar", "x/y", "", "foo_bar"] {
+            assert!(deb_name(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "1.0",
+            "1:2.36-9+deb12u4",
+            "1.0~rc1-1",
+            "2.0-1-2",
+            "0",
+            "20230311",
+        ] {
+            assert!(deb_version(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "a1.0", "1.0-", ":1", "x:1.0", "1.0 2", "1.0/2", "1.0-r_1",
+        ] {
+            assert!(deb_version(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            deb_request("nginx=1.22.1-9"),
+            Ok(("nginx", Some("1.22.1-9")))
+        );
+        assert_eq!(deb_request("libc6"), Ok(("libc6", None)));
+        assert!(deb_request("nginx=").is_err());
+        assert!(deb_word("bookworm-security").is_ok());
+        assert!(deb_word("Main").is_err());
+    }
 
     #[test]
     fn instance_limits_refuse_nonsense() {

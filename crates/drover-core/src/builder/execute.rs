@@ -227,6 +227,10 @@ fn scan(layout: &Layout, context: &Path, plan: &Plan) -> (StatCache, Result<Vec<
                         || match step.def {
                             LayerDef::Copy(c) => scan::copy_layer(context, c),
                             LayerDef::File(f) => Ok(scan::file_layer(f)),
+                            LayerDef::Packages(_) => Err(Error::Usage(format!(
+                                "{}: packages layers are not built yet",
+                                step.source
+                            ))),
                         },
                         || layer::previous(layout, &step.slot, &plan.settings),
                     );

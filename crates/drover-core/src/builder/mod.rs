@@ -14,12 +14,14 @@
 pub mod def;
 mod execute;
 mod layer;
+pub mod lock;
+pub mod packages;
 mod plan;
 pub mod provenance;
 pub mod sbom;
-mod scan;
+pub(crate) mod scan;
 mod statcache;
-mod tar;
+pub(crate) mod tar;
 
 use std::time::Instant;
 

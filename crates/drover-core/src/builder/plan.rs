@@ -145,6 +145,7 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
             let source = match layer {
                 LayerDef::Copy(c) => format!("copy {} -> {}", c.src, c.dest),
                 LayerDef::File(f) => format!("file {}", f.dest),
+                LayerDef::Packages(p) => packages_source(p),
             };
             LayerStep {
                 def: layer,
@@ -175,6 +176,26 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
         layers,
         runtime: &def.config,
     })
+}
+
+/// A packages layer as the build names it: `packages a, b, c` (the first
+/// few names, then how many more).
+fn packages_source(p: &super::def::PackagesLayer) -> String {
+    const SHOWN: usize = 4;
+    let mut names: Vec<&str> = p
+        .packages
+        .iter()
+        .map(|s| s.split('=').next().unwrap_or(s))
+        .collect();
+    names.sort_unstable();
+    let more = names.len().saturating_sub(SHOWN);
+    let more = if more > 0 {
+        format!(" (+{more})")
+    } else {
+        String::new()
+    };
+    names.truncate(SHOWN);
+    format!("packages {}{more}", names.join(", "))
 }
 
 /// The config a scratch image starts from: Linux on `architecture`, no layers.

@@ -205,11 +205,14 @@ pub(crate) fn layer_input(
     diff_id: &Digest,
 ) -> Result<Dependency> {
     Ok(match layer {
-        LayerDef::Copy(c) => {
+        LayerDef::Copy(_) | LayerDef::Packages(_) => {
             let records = serde_json::to_vec(files)
                 .map_err(|e| Error::corrupt("layer file records", e.to_string()))?;
-            let mut d =
-                Dependency::new(name, Some(format!("file:{}", c.src)), &Digest::of(&records));
+            let uri = match layer {
+                LayerDef::Copy(c) => Some(format!("file:{}", c.src)),
+                _ => None,
+            };
+            let mut d = Dependency::new(name, uri, &Digest::of(&records));
             d.annotations.insert("diffId".into(), json!(diff_id));
             d
         }

@@ -194,6 +194,13 @@ fn render(m: &Model) -> String {
                 }
                 t += &format!("xattrs = {}\n", c.xattrs);
             }
+            LayerDef::Packages(p) => {
+                t += &format!(
+                    "kind = \"packages\"\npackages = {}\nsuite = {}\n",
+                    list(&p.packages),
+                    quoted(&p.suite)
+                );
+            }
             LayerDef::File(f) => {
                 t += &format!(
                     "kind = \"file\"\ndest = {}\ncontent = {}\nmode = {}\nowner = {}\n",
@@ -275,6 +282,12 @@ proptest! {
                 let dest = match layer {
                     LayerDef::Copy(c) => &c.dest,
                     LayerDef::File(f) => &f.dest,
+                    LayerDef::Packages(p) => {
+                        for name in &p.packages {
+                            prop_assert!(crate::grammar::deb_request(name).is_ok(), "{}", name);
+                        }
+                        continue;
+                    }
                 };
                 prop_assert!(dest.starts_with('/'), "{}", dest);
                 prop_assert!(!dest.split('/').any(|c| c == ".." || c.starts_with(".wh.")), "{}", dest);

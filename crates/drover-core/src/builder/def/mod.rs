@@ -52,6 +52,20 @@
 //! mode = "0644"             # default "0644"
 //! owner = "0:0"             # default "0:0"
 //!
+//! [[layer]]
+//! kind = "packages"         # Debian packages and everything they depend on
+//! packages = ["nginx-light", "ca-certificates=20230311"]   # "name" or "name=version"
+//! suite = "bookworm"        # default "bookworm"
+//! components = ["main"]     # default ["main"]
+//! arch = "amd64"            # default: the building host's
+//! recommends = false        # also install Recommends; default false
+//! essential = false         # also install the Essential set; default false
+//! scripts = false           # run maintainer scripts in the build sandbox; default false
+//! # Default: the machine's apt sources for the suite. Or name them:
+//! repositories = [{ url = "http://deb.debian.org/debian", keyring = "/usr/share/keyrings/debian-archive-keyring.gpg" }]
+//! # The exact versions, URLs and sha256s are in drover.lock beside this file
+//! # (`drover lock` writes it; a build uses exactly it).
+//!
 //! [config]
 //! entrypoint = ["/bin/httpd", "-f"]
 //! cmd = ["-p", "8080"]
@@ -202,6 +216,7 @@ pub enum Base {
 pub enum LayerDef {
     Copy(CopyLayer),
     File(FileLayer),
+    Packages(PackagesLayer),
 }
 
 /// Copy a directory tree from the build context into the image.
@@ -235,6 +250,46 @@ pub struct FileLayer {
     pub mode: u32,
     pub owner: (u32, u32),
 }
+
+/// Debian packages, resolved under `drover.lock` (see `builder::packages`).
+///
+/// Everything here that decides *which* packages are installed is the
+/// layer's [`PackagesLayer::request`]; the lock is tied to it, so comments,
+/// key order and the order of the package list do not matter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackagesLayer {
+    /// `name` or `name=version`, as written (validated).
+    pub packages: Vec<String>,
+    /// Default `bookworm`.
+    pub suite: String,
+    /// Default `["main"]`.
+    pub components: Vec<String>,
+    /// A Debian architecture (`amd64`, `arm64`); `None`: the host's.
+    pub arch: Option<String>,
+    /// Empty: the machine's apt sources for the suite.
+    pub repositories: Vec<RepositoryDef>,
+    /// Follow `Recommends` as well as `Depends` (default false).
+    pub recommends: bool,
+    /// Add the `Essential: yes` set (default false).
+    pub essential: bool,
+    /// Run the maintainer scripts in the build sandbox (default false).
+    pub scripts: bool,
+}
+
+/// A repository a packages layer names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RepositoryDef {
+    /// `http://` or `https://`, without a trailing `/`.
+    pub url: String,
+    /// An OpenPGP keyring file (absolute path on the building host);
+    /// `None`: `debian-archive-keyring`.
+    pub keyring: Option<String>,
+}
+
+/// The default suite of a packages layer.
+pub const DEFAULT_SUITE: &str = "bookworm";
+/// The default keyring of a Debian repository.
+pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// How a container from the image runs (the OCI image config), plus drover's
 /// health check.

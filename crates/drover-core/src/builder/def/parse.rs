@@ -7,8 +7,8 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Base, Compression, CopyLayer, DEFAULT_FILE_MODE, DEFAULT_TAG, FileLayer, ImageDef, LayerDef,
-    RuntimeConfig, compile_glob,
+    Base, Compression, CopyLayer, DEFAULT_FILE_MODE, DEFAULT_SUITE, DEFAULT_TAG, FileLayer,
+    ImageDef, LayerDef, PackagesLayer, RepositoryDef, RuntimeConfig, compile_glob,
 };
 use crate::digest::Digest;
 use crate::error::Result;
@@ -19,11 +19,23 @@ use crate::toml_doc::{Checker, Kinded, Node, Table, Value, index_key};
 const TOP_KEYS: &[&str] = &["image", "layer", "config"];
 const IMAGE_KEYS: &[&str] = &["name", "tag", "compression", "compression_level", "base"];
 const BASE_KEYS: &[&str] = &["image", "layout", "digest"];
-const LAYER_KINDS: &[&str] = &["copy", "file"];
+const LAYER_KINDS: &[&str] = &["copy", "file", "packages"];
 const COPY_KEYS: &[&str] = &[
     "kind", "src", "dest", "include", "exclude", "mode", "dir_mode", "owner", "xattrs",
 ];
 const FILE_KEYS: &[&str] = &["kind", "dest", "content", "mode", "owner"];
+const PACKAGES_KEYS: &[&str] = &[
+    "kind",
+    "packages",
+    "suite",
+    "components",
+    "arch",
+    "repositories",
+    "recommends",
+    "essential",
+    "scripts",
+];
+const REPOSITORY_KEYS: &[&str] = &["url", "keyring"];
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -212,18 +224,156 @@ impl Def<'_> {
     fn layer(&self, node: &Node, path: &str) -> Result<LayerDef> {
         let table = self.as_table(node, path)?;
         let kind = self.kind(&table, LAYER_KINDS, "layer")?;
-        let all: Vec<&str> = COPY_KEYS.iter().chain(FILE_KEYS).copied().collect();
+        let all: Vec<&str> = [COPY_KEYS, FILE_KEYS, PACKAGES_KEYS].concat();
         let kinded = Kinded {
             all: &all,
             what: format!("{kind:?} layer"),
         };
-        let allowed = if kind == "copy" { COPY_KEYS } else { FILE_KEYS };
+        let allowed = match kind {
+            "copy" => COPY_KEYS,
+            "file" => FILE_KEYS,
+            _ => PACKAGES_KEYS,
+        };
         self.check_keys(&table, allowed, Some(&kinded))?;
-        if kind == "copy" {
-            self.copy_layer(&table).map(LayerDef::Copy)
-        } else {
-            self.file_layer(&table).map(LayerDef::File)
+        match kind {
+            "copy" => self.copy_layer(&table).map(LayerDef::Copy),
+            "file" => self.file_layer(&table).map(LayerDef::File),
+            _ => self.packages_layer(&table).map(LayerDef::Packages),
         }
+    }
+
+    fn packages_layer(&self, t: &Table<'_>) -> Result<PackagesLayer> {
+        let node = self.required(
+            t,
+            "packages",
+            "the Debian packages to install, e.g. packages = [\"nginx-light\"]",
+        )?;
+        let key = t.key("packages");
+        let items = self.array(node, &key, "an array of package names")?;
+        if items.is_empty() {
+            return Err(self.err(
+                node.at(),
+                &key,
+                "empty (name at least one package, e.g. packages = [\"nginx-light\"])",
+            ));
+        }
+        let mut packages = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = index_key(&key, i);
+            let s = self.string(item, &key)?;
+            let (name, _) = grammar::deb_request(s).map_err(|e| self.err(item.at(), &key, e))?;
+            if !seen.insert(name.to_string()) {
+                return Err(self.err(item.at(), &key, format!("{name} is listed twice")));
+            }
+            packages.push(s.to_string());
+        }
+        let word = |name: &str| -> Result<Option<String>> {
+            let Some(node) = t.get(name) else {
+                return Ok(None);
+            };
+            let key = t.key(name);
+            let s = self.string(node, &key)?;
+            grammar::deb_word(s).map_err(|e| self.err(node.at(), &key, e))?;
+            Ok(Some(s.to_string()))
+        };
+        let suite = word("suite")?.unwrap_or_else(|| DEFAULT_SUITE.to_string());
+        let arch = word("arch")?;
+        let components = match t.get("components") {
+            None => vec!["main".to_string()],
+            Some(node) => {
+                let key = t.key("components");
+                let items = self.array(node, &key, "an array of component names")?;
+                if items.is_empty() {
+                    return Err(self.err(node.at(), &key, "empty (the default is [\"main\"])"));
+                }
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let key = index_key(&key, i);
+                    let s = self.string(item, &key)?;
+                    grammar::deb_word(s).map_err(|e| self.err(item.at(), &key, e))?;
+                    if out.iter().any(|c| c == s) {
+                        return Err(self.err(item.at(), &key, format!("{s} is listed twice")));
+                    }
+                    out.push(s.to_string());
+                }
+                out
+            }
+        };
+        let repositories = match t.get("repositories") {
+            None => Vec::new(),
+            Some(node) => {
+                let key = t.key("repositories");
+                let items = self.array(
+                    node,
+                    &key,
+                    "an array of tables such as { url = \"http://deb.debian.org/debian\" }",
+                )?;
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.repository(item, &index_key(&key, i)))
+                    .collect::<Result<_>>()?
+            }
+        };
+        let flag = |name: &str| -> Result<bool> {
+            match t.get(name) {
+                None => Ok(false),
+                Some(node) => self.boolean(node, &t.key(name)),
+            }
+        };
+        Ok(PackagesLayer {
+            packages,
+            suite,
+            components,
+            arch,
+            repositories,
+            recommends: flag("recommends")?,
+            essential: flag("essential")?,
+            scripts: flag("scripts")?,
+        })
+    }
+
+    fn repository(&self, node: &Node, path: &str) -> Result<RepositoryDef> {
+        let t = self.table(node, path, REPOSITORY_KEYS)?;
+        let url_node = self.required(
+            &t,
+            "url",
+            "the repository's base URL, e.g. url = \"http://deb.debian.org/debian\"",
+        )?;
+        let url_key = t.key("url");
+        let url = self.string(url_node, &url_key)?;
+        let well_formed = (url.starts_with("http://") || url.starts_with("https://"))
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+            && url.split_once("://").is_some_and(|(_, rest)| {
+                !rest.is_empty() && !rest.starts_with('/') && !rest.contains("/../")
+            });
+        if !well_formed {
+            return Err(self.err(
+                url_node.at(),
+                &url_key,
+                format!("{url:?} is not a repository URL (expected http:// or https://host/path)"),
+            ));
+        }
+        let keyring = match t.get("keyring") {
+            None => None,
+            Some(node) => {
+                let key = t.key("keyring");
+                let k = self.string(node, &key)?;
+                if !k.starts_with('/') || k.contains('\0') {
+                    return Err(self.err(
+                        node.at(),
+                        &key,
+                        format!("{k:?} is not an absolute path to an OpenPGP keyring, e.g. \"/usr/share/keyrings/debian-archive-keyring.gpg\""),
+                    ));
+                }
+                Some(k.to_string())
+            }
+        };
+        Ok(RepositoryDef {
+            url: url.trim_end_matches('/').to_string(),
+            keyring,
+        })
     }
 
     fn copy_layer(&self, t: &Table<'_>) -> Result<CopyLayer> {

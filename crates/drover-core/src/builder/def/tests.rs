@@ -89,6 +89,19 @@ fn documented_example_parses() {
                 mode: 0o644,
                 owner: (0, 0),
             }),
+            LayerDef::Packages(PackagesLayer {
+                packages: vec!["nginx-light".into(), "ca-certificates=20230311".into()],
+                suite: "bookworm".into(),
+                components: vec!["main".into()],
+                arch: Some("amd64".into()),
+                repositories: vec![RepositoryDef {
+                    url: "http://deb.debian.org/debian".into(),
+                    keyring: Some("/usr/share/keyrings/debian-archive-keyring.gpg".into()),
+                }],
+                recommends: false,
+                essential: false,
+                scripts: false,
+            }),
         ],
         config: RuntimeConfig {
             entrypoint: Some(vec!["/bin/httpd".into(), "-f".into()]),
@@ -600,14 +613,14 @@ fn bad_layer_kinds() {
         7,
         1,
         Some("layer[1].kind"),
-        "missing required key (expected \"copy\" or \"file\")",
+        "missing required key (expected \"copy\", \"file\" or \"packages\")",
     );
     fails(
         "[image]\nname = \"a\"\n[[layer]]\nkind = \"tar\"\n",
         4,
         8,
         Some("layer[0].kind"),
-        "\"tar\" is not a layer kind (expected \"copy\" or \"file\")",
+        "\"tar\" is not a layer kind (expected \"copy\", \"file\" or \"packages\")",
     );
     fails(
         "layer = [1]\n[image]\nname = \"a\"\n",
@@ -952,4 +965,57 @@ fn compression_parses_and_displays() {
             .contains("\"gzip\" or \"zstd\"")
     );
     assert_eq!(Compression::default(), Compression::Gzip);
+}
+
+#[test]
+fn packages_layers_refuse_what_debian_would() {
+    let with =
+        |body: &str| format!("[image]\nname = \"a\"\n[[layer]]\nkind = \"packages\"\n{body}\n");
+    let err = |body: &str| {
+        parse(&with(body), Path::new("drover.toml"))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("").contains("layer[0].packages: missing required key"));
+    assert!(err("packages = []").contains("empty"));
+    let e = err("packages = [\"Nginx\"]");
+    assert!(
+        e.contains("drover.toml:5:13: layer[0].packages[0]")
+            && e.contains("not a Debian package name"),
+        "{e}"
+    );
+    assert!(err("packages = [\"nginx=\"]").contains("not a Debian version"));
+    assert!(err("packages = [\"nginx\", \"nginx=1.0\"]").contains("nginx is listed twice"));
+    assert!(err("packages = [\"nginx\"]\nsuite = \"Bookworm\"").contains("layer[0].suite"));
+    assert!(
+        err("packages = [\"nginx\"]\ncomponents = [\"main\", \"main\"]").contains("listed twice")
+    );
+    assert!(
+        err("packages = [\"nginx\"]\nrepositories = [{ url = \"ftp://x\" }]")
+            .contains("layer[0].repositories[0].url")
+    );
+    assert!(
+        err("packages = [\"nginx\"]\nrepositories = [{ url = \"http://x\", keyring = \"k.gpg\" }]")
+            .contains("not an absolute path")
+    );
+    assert!(err("packages = [\"nginx\"]\nsrc = \".\"").contains("src"));
+    let ok = parse(
+        &with("packages = [\"nginx-light\"]"),
+        Path::new("drover.toml"),
+    )
+    .unwrap();
+    let LayerDef::Packages(p) = &ok.layers[0] else {
+        panic!("{ok:?}")
+    };
+    assert_eq!(
+        (p.suite.as_str(), p.components.as_slice()),
+        ("bookworm", &["main".to_string()][..])
+    );
+    assert!(
+        !p.recommends
+            && !p.essential
+            && !p.scripts
+            && p.repositories.is_empty()
+            && p.arch.is_none()
+    );
 }
