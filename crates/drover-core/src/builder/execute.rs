@@ -340,6 +340,7 @@ fn finish(
         config.created.as_deref(),
         &files,
         &image.sbom,
+        None,
     )?;
     drop(files);
     let attached = Attached {

@@ -61,6 +61,13 @@ pub struct Package {
     pub name: String,
     pub version: String,
     pub arch: Option<String>,
+    /// The source package, when it differs from the binary's name
+    /// (`nginx` for `nginx-light`; Debian's `Source` field).
+    pub source: Option<String>,
+    /// The distribution (`debian-12`), for the purl's `distro` qualifier.
+    pub distro: Option<String>,
+    /// An SPDX license expression, from a machine-readable copyright file.
+    pub license: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +77,9 @@ pub enum Manager {
 }
 
 impl Package {
-    /// The package URL (purl spec), e.g. `pkg:deb/debian/libc6@2.36-9?arch=amd64`.
+    /// The package URL (purl spec), e.g.
+    /// `pkg:deb/debian/libc6@2.36-9?arch=amd64&distro=debian-12&upstream=glibc`
+    /// (qualifiers sorted by key, as the spec asks).
     pub fn purl(&self) -> String {
         let (ty, ns) = match self.manager {
             Manager::Deb => ("deb", "debian"),
@@ -81,8 +90,17 @@ impl Package {
             pct(&self.name.to_lowercase()),
             pct(&self.version)
         );
-        if let Some(a) = &self.arch {
-            p.push_str(&format!("?arch={}", pct(a)));
+        let qualifiers: Vec<String> = [
+            ("arch", &self.arch),
+            ("distro", &self.distro),
+            ("upstream", &self.source),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", pct(v.as_ref()?))))
+        .collect();
+        if !qualifiers.is_empty() {
+            p.push('?');
+            p.push_str(&qualifiers.join("&"));
         }
         p
     }
@@ -143,11 +161,21 @@ pub fn parse_dpkg(text: &str) -> Vec<Package> {
             field(s, "Status").is_some_and(|st| st.split_whitespace().last() == Some("installed"))
         })
         .filter_map(|s| {
+            let name = field(s, "Package")?.to_string();
+            // `Source: nginx` or `Source: nginx (1.22.1-9)`; absent when
+            // the source package has the binary's name.
+            let source = field(s, "Source")
+                .and_then(|v| v.split_whitespace().next())
+                .filter(|src| *src != name)
+                .map(str::to_string);
             Some(Package {
                 manager: Manager::Deb,
-                name: field(s, "Package")?.to_string(),
                 version: field(s, "Version")?.to_string(),
                 arch: field(s, "Architecture").map(str::to_string),
+                name,
+                source,
+                distro: None,
+                license: None,
             })
         })
         .collect()
@@ -163,6 +191,9 @@ pub fn parse_apk(text: &str) -> Vec<Package> {
                 name: field(s, "P")?.to_string(),
                 version: field(s, "V")?.to_string(),
                 arch: field(s, "A").map(str::to_string),
+                source: None,
+                distro: None,
+                license: None,
             })
         })
         .collect()
@@ -236,6 +267,10 @@ pub struct SpdxPackage {
     pub package_verification_code: Option<VerificationCode>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub external_refs: Vec<ExternalRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_declared: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_info: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -361,6 +396,8 @@ pub fn document(
             package_verification_code_value: hex::encode(sha1_of(sha1_hexes.concat().as_bytes())),
         }),
         external_refs: Vec::new(),
+        license_declared: None,
+        source_info: None,
     };
     let mut spdx_packages = vec![image_pkg];
     for (n, p) in packages.iter().enumerate() {
@@ -380,6 +417,11 @@ pub fn document(
                 reference_type: "purl",
                 reference_locator: p.purl(),
             }],
+            license_declared: p.license.clone(),
+            source_info: p
+                .source
+                .as_ref()
+                .map(|s| format!("built from the source package {s}")),
         });
     }
     Ok(Document {
@@ -541,6 +583,7 @@ pub(crate) fn attach(
     created: Option<&str>,
     files: &Baseline,
     layers: &[LayerInput],
+    distro: Option<&str>,
 ) -> Result<(Descriptor, bool)> {
     if let Some(r) = store
         .referrers(&image.digest, Some(SBOM_ARTIFACT_TYPE))?
@@ -588,58 +631,119 @@ pub(crate) fn attach(
         };
         sha1s.extend(map);
     }
+    let mut texts = read_files(store, layers, &want, contents)?;
     let mut packages = Vec::new();
     for (path, sha256) in &want {
-        let text = match contents.get(sha256) {
-            Some(c) => c.clone(),
-            None => db_content(store, layers, path, sha256)?,
-        };
-        let text = String::from_utf8_lossy(&text);
+        let text = String::from_utf8_lossy(texts.get(sha256).map_or(&[][..], Vec::as_slice));
         packages.extend(if path == DPKG_STATUS {
             parse_dpkg(&text)
         } else {
             parse_apk(&text)
         });
     }
+    describe_debian(store, layers, files, &mut packages, distro, &mut texts)?;
     let doc = document(&image.digest, created, files, &sha1s, &packages)?;
     let bytes = serde_json::to_vec(&doc).map_err(|e| Error::corrupt("SBOM", e.to_string()))?;
     let desc = artifact::put(store, image, SBOM_ARTIFACT_TYPE, CONTENT_MEDIA_TYPE, &bytes)?;
     Ok((desc, true))
 }
 
-/// The content of the package database at `path` (sha256 `sha256`): from
-/// the sources of the last built layer that has it, else from the last
-/// layer blob that wrote it.
-fn db_content(
+/// The contents of the files `want` (path and sha256), `known` first,
+/// then from the sources of the built layers, then from the layer blobs
+/// (each read at most once, newest first).
+fn read_files(
     store: &Store,
     layers: &[LayerInput],
-    path: &str,
-    sha256: &Digest,
-) -> Result<Vec<u8>> {
-    for l in layers.iter().rev() {
-        if let Some((entries, _)) = &l.built
-            && let Some(e) = entries.iter().find(|e| format!("/{}", e.path) == path)
-        {
+    want: &[(String, Digest)],
+    mut known: HashMap<Digest, Vec<u8>>,
+) -> Result<HashMap<Digest, Vec<u8>>> {
+    let mut missing: Vec<(String, Digest)> = want
+        .iter()
+        .filter(|(_, d)| !known.contains_key(d))
+        .cloned()
+        .collect();
+    missing.retain(|(path, sha256)| {
+        let found = layers.iter().rev().find_map(|l| {
+            let (entries, _) = l.built.as_ref()?;
+            let e = entries.iter().find(|e| format!("/{}", e.path) == *path)?;
             let bytes = match &e.source {
                 Some(Source::Inline(b)) => Some(b.to_vec()),
                 Some(Source::Disk { path, .. }) => fs::read(path).ok(),
                 None => None,
             };
-            if let Some(b) = bytes.filter(|b| Digest::of(b) == *sha256) {
-                return Ok(b);
+            bytes.filter(|b| Digest::of(b) == *sha256)
+        });
+        match found {
+            Some(b) => {
+                known.insert(*sha256, b);
+                false
             }
+            None => true,
         }
-    }
-    let want = [(path.to_string(), *sha256)];
+    });
     for l in layers.iter().rev() {
-        if let Some(b) = scan_blob(store, &l.desc, &want)?.1.remove(sha256) {
-            return Ok(b);
+        if missing.is_empty() {
+            break;
         }
+        let found = scan_blob(store, &l.desc, &missing)?.1;
+        missing.retain(|(_, d)| !found.contains_key(d));
+        known.extend(found);
     }
-    Err(Error::corrupt(
-        format!("{path} ({sha256})"),
-        "the baseline lists it but no layer holds that content",
-    ))
+    if let Some((path, sha256)) = missing.first() {
+        return Err(Error::corrupt(
+            format!("{path} ({sha256})"),
+            "the baseline lists it but no layer holds that content",
+        ));
+    }
+    Ok(known)
+}
+
+/// Debian packages get the distribution (the image's os-release, else
+/// `distro`, what the build installed them from) and the license their
+/// machine-readable copyright file declares.
+fn describe_debian(
+    store: &Store,
+    layers: &[LayerInput],
+    files: &Baseline,
+    packages: &mut [Package],
+    distro: Option<&str>,
+    texts: &mut HashMap<Digest, Vec<u8>>,
+) -> Result<()> {
+    if !packages.iter().any(|p| p.manager == Manager::Deb) {
+        return Ok(());
+    }
+    let regular = |path: &str| {
+        let f = files.files.iter().find(|f| f.path == path)?;
+        (f.kind == FileKind::File).then_some((f.path.clone(), f.sha256?))
+    };
+    let os_release = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| regular(p));
+    let copyrights: Vec<Option<(String, Digest)>> = packages
+        .iter()
+        .map(|p| regular(&format!("/usr/share/doc/{}/copyright", p.name)))
+        .collect();
+    let want: Vec<(String, Digest)> = os_release
+        .iter()
+        .chain(copyrights.iter().flatten())
+        .cloned()
+        .collect();
+    let read = read_files(store, layers, &want, std::mem::take(texts))?;
+    let text = |d: &Digest| read.get(d).map(|b| String::from_utf8_lossy(b).into_owned());
+    let distro = os_release
+        .and_then(|(_, d)| debian::distro_of_os_release(&text(&d)?))
+        .or(distro.map(str::to_string));
+    for (p, copyright) in packages.iter_mut().zip(&copyrights) {
+        if p.manager != Manager::Deb {
+            continue;
+        }
+        p.distro = distro.clone();
+        p.license = copyright
+            .as_ref()
+            .and_then(|(_, d)| debian::license_of_copyright(&text(d)?));
+    }
+    *texts = read;
+    Ok(())
 }
 
 /// The SBOM attached to `image`, parsed (no checks beyond JSON).
@@ -647,5 +751,6 @@ pub fn stored(store: &Store, image: &Digest) -> Result<Option<Value>> {
     artifact::first_json(store, image, SBOM_ARTIFACT_TYPE, "SBOM")
 }
 
+mod debian;
 #[cfg(test)]
 mod tests;

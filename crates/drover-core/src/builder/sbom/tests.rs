@@ -34,6 +34,27 @@ fn dpkg_lists_installed_packages_only() {
 }
 
 #[test]
+fn deb_purls_name_the_distribution_and_the_source_package() {
+    let p = parse_dpkg(
+        "Package: nginx-light\nStatus: install ok installed\nSource: nginx (1.22.1-9)\n\
+         Version: 1.22.1-9+deb12u2\nArchitecture: amd64\n\n\
+         Package: zlib1g\nStatus: install ok installed\nSource: zlib\nVersion: 1:1.2.13\nArchitecture: amd64\n\n\
+         Package: libc6\nStatus: install ok installed\nSource: libc6\nVersion: 2.36\nArchitecture: amd64\n",
+    );
+    let mut nginx = p[0].clone();
+    assert_eq!(nginx.source.as_deref(), Some("nginx"));
+    assert_eq!(
+        p[2].source, None,
+        "a source of the same name is not repeated"
+    );
+    nginx.distro = Some("debian-12".into());
+    assert_eq!(
+        nginx.purl(),
+        "pkg:deb/debian/nginx-light@1.22.1-9%2Bdeb12u2?arch=amd64&distro=debian-12&upstream=nginx"
+    );
+}
+
+#[test]
 fn apk_lists_packages() {
     let p = parse_apk(APK);
     assert_eq!(
@@ -216,6 +237,7 @@ fn sha1s_taken_while_writing_give_the_same_sbom_as_a_reread() {
             Some("2024-01-02T03:04:05Z"),
             &files,
             &layers,
+            None,
         )
         .unwrap();
         assert!(written);
