@@ -322,12 +322,7 @@ pub fn user(s: &str) -> Result<(), String> {
         if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
             return p.parse::<u32>().is_ok();
         }
-        let mut bytes = p.bytes();
-        p.len() <= 32
-            && bytes
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        is_account_name(p)
     };
     let ok = match s.split_once(':') {
         Some((u, g)) => part(u) && part(g),
@@ -341,6 +336,30 @@ pub fn user(s: &str) -> Result<(), String> {
              \"name:group\", e.g. \"1000:1000\" or \"nobody\")"
         ))
     }
+}
+
+/// A user or group name as `/etc/passwd` and `/etc/group` hold it and a
+/// `user = "name"` names it: `[A-Za-z_][A-Za-z0-9_.-]{0,31}` (POSIX's
+/// portable characters, not starting with a digit, so it never reads as
+/// an id, nor with `-` or `.`).
+pub fn account_name(s: &str) -> Result<(), String> {
+    if is_account_name(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a user or group name (expected a letter or '_', then at most 31 \
+             letters, digits, '_', '.' or '-', e.g. \"app\" or \"www-data\")"
+        ))
+    }
+}
+
+fn is_account_name(p: &str) -> bool {
+    let mut bytes = p.bytes();
+    p.len() <= 32
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 // ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ mod instances;
 mod interop;
 mod layers;
 mod policy;
+mod readonly_root;
 mod registry;
 mod reproducible;
 mod serve;

@@ -9,14 +9,14 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::layer::{self, LayerRecord};
-use super::plan::{self, BaseStep, LayerStep, Plan};
+use super::plan::{self, BaseStep, GeneratedStep, LayerStep, Plan};
 use super::scan::{self, Entry};
 use super::statcache::StatCache;
-use super::{BuildOutcome, ImageDef, LayerDef, LayerOutcome, Progress, provenance, sbom};
+use super::{BuildOutcome, ImageDef, LayerDef, LayerOutcome, Progress, accounts, provenance, sbom};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::NewEntry;
-use crate::store::baseline;
+use crate::store::baseline::{self, FileRecord};
 use crate::store::{Descriptor, ImageConfig, Layout, Manifest, Store, oci};
 use crate::trust::attest::{self, PROVENANCE_ARTIFACT_TYPE, SBOM_ARTIFACT_TYPE};
 
@@ -58,7 +58,11 @@ pub(super) fn run(
         .ctx("resolve build context", &def.context)?;
     let layout = store.layout().clone();
     let (mut stat_cache, scanned) = scan(&layout, &context, plan);
-    for (step, scanned) in plan.layers.iter().zip(scanned?) {
+    let generated_after = |i: usize| plan.generated.as_ref().filter(|g| g.after == i);
+    for (i, (step, scanned)) in plan.layers.iter().zip(scanned?).enumerate() {
+        if let Some(g) = generated_after(i) {
+            build_generated(store, def, plan, g, &mut stat_cache, progress, &mut image)?;
+        }
         build_layer(
             store,
             plan,
@@ -68,6 +72,13 @@ pub(super) fn run(
             progress,
             &mut image,
         )?;
+    }
+    if let Some(g) = plan
+        .generated
+        .as_ref()
+        .filter(|g| g.after >= plan.layers.len())
+    {
+        build_generated(store, def, plan, g, &mut stat_cache, progress, &mut image)?;
     }
     // The content-hash cache (a few MB of JSON for a large tree) is saved
     // while the image is assembled, and even if that fails: the hashes are
@@ -247,7 +258,72 @@ fn build_layer(
     store: &Store,
     plan: &Plan,
     step: &LayerStep,
+    scanned: Scanned,
+    stat_cache: &mut StatCache,
+    progress: &dyn Progress,
+    image: &mut Image,
+) -> Result<()> {
+    let input = |files: &[FileRecord], diff_id: &Digest| {
+        provenance::layer_input(step.def, &step.source, files, diff_id)
+    };
+    let named = (step.source.as_str(), step.slot.as_str());
+    add_layer(
+        store, plan, named, scanned, &input, stat_cache, progress, image,
+    )
+}
+
+/// Step 2, the generated layer (`accounts`): made from the image so far.
+fn build_generated(
+    store: &Store,
+    def: &ImageDef,
+    plan: &Plan,
+    step: &GeneratedStep,
+    stat_cache: &mut StatCache,
+    progress: &dyn Progress,
+    image: &mut Image,
+) -> Result<()> {
+    let layers: Vec<(&sbom::LayerInput, &str)> = image
+        .sbom
+        .iter()
+        .zip(image.outcomes.iter().map(|o| o.source.as_str()))
+        .collect();
+    let dbs = accounts::databases(store, &image.files, &layers)?;
+    let entries = accounts::entries(def, &image.files, &dbs)?;
+    let previous = layer::previous(store.layout(), &step.slot, &plan.settings);
+    // Its input is what it holds: the file records, as for a copy layer.
+    let input = |files: &[FileRecord], diff_id: &Digest| {
+        let records = serde_json::to_vec(files)
+            .map_err(|e| Error::corrupt("layer file records", e.to_string()))?;
+        let mut d = provenance::Dependency::new(&step.source, None, &Digest::of(&records));
+        d.annotations
+            .insert("diffId".into(), serde_json::json!(diff_id));
+        Ok(d)
+    };
+    let named = (step.source.as_str(), step.slot.as_str());
+    add_layer(
+        store,
+        plan,
+        named,
+        (entries, previous),
+        &input,
+        stat_cache,
+        progress,
+        image,
+    )
+}
+
+/// A layer's dependency in the provenance, from its file records and diff id.
+type Input<'a> = dyn Fn(&[FileRecord], &Digest) -> Result<provenance::Dependency> + 'a;
+
+/// Hash, reuse or write the layer of `entries` (named `source`, cached in
+/// `slot`) and add it to `image`.
+#[allow(clippy::too_many_arguments)]
+fn add_layer(
+    store: &Store,
+    plan: &Plan,
+    (source, slot): (&str, &str),
     (mut entries, previous): Scanned,
+    input: &Input,
     stat_cache: &mut StatCache,
     progress: &dyn Progress,
     image: &mut Image,
@@ -269,24 +345,15 @@ fn build_layer(
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("layer", entries.len() as u64, total);
     let previous_diff_id = previous.as_ref().map(|p| p.diff_id);
-    let (mut rec, cache, learned) = layer::produce(
-        store,
-        &mut entries,
-        &plan.settings,
-        &step.slot,
-        previous,
-        &|n| progress.advance(n),
-    )?;
+    let (mut rec, cache, learned) =
+        layer::produce(store, &mut entries, &plan.settings, slot, previous, &|n| {
+            progress.advance(n)
+        })?;
     for (i, hashed_at, digest, _) in learned {
         image.hashed_bytes += entries[i].size;
         stat_cache.remember(&entries[i], hashed_at, digest);
     }
-    image.inputs.push(provenance::layer_input(
-        step.def,
-        &step.source,
-        &rec.files,
-        &rec.diff_id,
-    )?);
+    image.inputs.push(input(&rec.files, &rec.diff_id)?);
     for f in std::mem::take(&mut rec.files) {
         image.files.put(f);
     }
@@ -294,7 +361,7 @@ fn build_layer(
     image.layers.push(desc.clone());
     image.diff_ids.push(rec.diff_id);
     image.outcomes.push(LayerOutcome {
-        source: step.source.clone(),
+        source: source.to_string(),
         digest: rec.blob,
         diff_id: rec.diff_id,
         size: rec.size,

@@ -11,6 +11,7 @@
 //! decided by the inputs, never by the host, the clock, the umask or the
 //! thread count.
 
+mod accounts;
 pub mod def;
 mod execute;
 mod layer;
@@ -27,7 +28,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use def::{Base, Compression, HealthCheck, ImageDef, LayerDef, Probe, RuntimeConfig};
+pub use def::{Account, Base, Compression, HealthCheck, ImageDef, LayerDef, Probe, RuntimeConfig};
 pub use layer::CacheUse;
 
 use crate::digest::Digest;

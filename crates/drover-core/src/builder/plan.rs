@@ -9,6 +9,8 @@
 //!    comes from an OCI layout); its layers, config and baseline are the start;
 //! 2. **layers** ([`LayerStep`]), in definition order: scan the inputs, hash
 //!    what the content-hash cache does not know, reuse or write the layer;
+//!    and the **generated layer** ([`GeneratedStep`]: accounts, homes,
+//!    tmpfs mount points) at the one place [`GeneratedStep::after`] says;
 //! 3. **config and manifest**: the start's config plus each layer's diff id
 //!    and history entry, the runtime config over it ([`Plan::config`]);
 //! 4. **baseline**, **SBOM** (unless the image has one) and **provenance**,
@@ -28,6 +30,7 @@ use super::def::{Base, Compression, ImageDef, LayerDef, RuntimeConfig};
 use super::layer::Settings;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::runtime::tmpfs::LABEL as TMPFS_LABEL;
 use crate::store::{ImageConfig, oci};
 
 /// What the plan needs to know of the host, passed in so planning stays pure.
@@ -60,6 +63,8 @@ pub struct Plan<'a> {
     pub definition: PathBuf,
     pub base: BaseStep<'a>,
     pub layers: Vec<LayerStep<'a>>,
+    /// The layer the build writes itself, if the definition asks for one.
+    pub generated: Option<GeneratedStep>,
     /// The runtime config, applied over the base's by [`Plan::config`].
     pub runtime: &'a RuntimeConfig,
 }
@@ -90,6 +95,25 @@ pub struct LayerStep<'a> {
     /// whole-layer hit and lends its compressed chunks to the next build.
     pub slot: String,
     /// The config history entry of the layer.
+    pub history: oci::History,
+}
+
+/// The layer the build generates (see `builder::accounts`): the
+/// definition's accounts merged into the image's `/etc/passwd` and
+/// `/etc/group`, their homes, and the mount points of its tmpfs paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedStep {
+    /// How many of the definition's layers come before it: all of them.
+    /// Last, because every account database below it is then final — base
+    /// image, copied files, Debian's base-passwd, users a package's or a
+    /// run step's script added — so the merge sees every clash, and
+    /// nothing above it can overwrite the merged files. The price: a
+    /// `run` step cannot use the accounts by name (it can by number).
+    pub after: usize,
+    /// Names the accounts and mount points, as `LayerStep::source` does.
+    pub source: String,
+    /// `<definition>#accounts`: its own slot in the layer cache.
+    pub slot: String,
     pub history: oci::History,
 }
 
@@ -160,6 +184,7 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
             }
         })
         .collect();
+    let generated = generated(def, host, &created);
     Ok(Plan {
         tag,
         epoch,
@@ -174,6 +199,7 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
         definition: host.definition.to_path_buf(),
         base,
         layers,
+        generated,
         runtime: &def.config,
     })
 }
@@ -198,6 +224,35 @@ fn packages_source(p: &super::def::PackagesLayer) -> String {
     format!("packages {}{more}", names.join(", "))
 }
 
+fn generated(def: &ImageDef, host: &Host, created: &str) -> Option<GeneratedStep> {
+    let names: Vec<&str> = def.accounts.iter().map(|a| a.name.as_str()).collect();
+    let points: Vec<&str> = super::accounts::mount_points(&def.config.tmpfs)
+        .map(|t| t.path.as_str())
+        .collect();
+    let mut parts = Vec::new();
+    if !names.is_empty() {
+        parts.push(format!("accounts {}", names.join(", ")));
+    }
+    if !points.is_empty() {
+        parts.push(format!("tmpfs mount points {}", points.join(", ")));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let source = parts.join("; ");
+    Some(GeneratedStep {
+        after: def.layers.len(),
+        slot: format!("{}#accounts", host.definition.display()),
+        history: oci::History {
+            created: Some(created.to_string()),
+            created_by: Some(format!("drover build: {source}")),
+            comment: None,
+            empty_layer: false,
+        },
+        source,
+    })
+}
+
 /// The config a scratch image starts from: Linux on `architecture`, no layers.
 pub fn scratch_config(architecture: &str) -> ImageConfig {
     ImageConfig {
@@ -216,15 +271,28 @@ impl Plan<'_> {
     /// built layer's diff id (`diff_ids`, one per [`LayerStep`]) and history
     /// entry appended, then the runtime config applied over it.
     pub fn config(&self, start: ImageConfig, diff_ids: &[Digest]) -> Result<ImageConfig> {
-        debug_assert_eq!(diff_ids.len(), self.layers.len());
+        let histories = self.histories();
+        debug_assert_eq!(diff_ids.len(), histories.len());
         let mut config = start;
-        for (step, diff_id) in self.layers.iter().zip(diff_ids) {
+        for (history, diff_id) in histories.into_iter().zip(diff_ids) {
             config.rootfs.diff_ids.push(*diff_id);
-            config.history.push(step.history.clone());
+            config.history.push(history.clone());
         }
         apply_runtime_config(&mut config, self.runtime)?;
         config.created = Some(self.created.clone());
         Ok(config)
+    }
+}
+
+impl Plan<'_> {
+    /// The history entries of the layers built, in build order: the
+    /// definition's, with the generated one at its place.
+    pub fn histories(&self) -> Vec<&oci::History> {
+        let mut out: Vec<&oci::History> = self.layers.iter().map(|l| &l.history).collect();
+        if let Some(g) = &self.generated {
+            out.insert(g.after.min(out.len()), &g.history);
+        }
+        out
     }
 }
 
@@ -255,6 +323,12 @@ fn apply_runtime_config(config: &mut ImageConfig, rc: &RuntimeConfig) -> Result<
     c.labels.extend(rc.labels.clone());
     if rc.stop_signal.is_some() {
         c.stop_signal = rc.stop_signal.clone();
+    }
+    if !rc.tmpfs.is_empty() {
+        c.labels.insert(
+            TMPFS_LABEL.into(),
+            crate::runtime::tmpfs::to_label(&rc.tmpfs),
+        );
     }
     if let Some(h) = &rc.health {
         let json =

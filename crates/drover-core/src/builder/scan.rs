@@ -151,8 +151,8 @@ pub fn copy_layer(context: &Path, layer: &CopyLayer) -> Result<Vec<Entry>> {
         entries.pop(); // `dest` is the file, not a directory
         out.push(walker.entry(&src, dest.clone(), &meta)?);
     }
-    if walker.include.is_some() {
-        prune_empty_dirs(&mut out, &dest);
+    if let Some(include) = &walker.include {
+        prune_empty_dirs(&mut out, &dest, include);
     }
     entries.append(&mut out);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -386,13 +386,28 @@ pub fn normalize_mode(perm: u32, dir: bool) -> u32 {
     base | special
 }
 
-/// With an include filter, keep only directories that lead to something kept.
-fn prune_empty_dirs(entries: &mut Vec<Entry>, dest: &str) {
+/// With an include filter, keep only the directories an include glob
+/// matches itself (even when empty: `include = ["data"]` on an empty
+/// `data/` keeps it, so a volume can mount there) and those that lead to
+/// something kept. `dest` is where the source lands in the image; globs
+/// match paths relative to it.
+fn prune_empty_dirs(entries: &mut Vec<Entry>, dest: &str, include: &GlobSet) {
+    let relative = |path: &str| -> Option<String> {
+        if dest.is_empty() {
+            return Some(path.to_string());
+        }
+        path.strip_prefix(dest)?
+            .strip_prefix('/')
+            .map(str::to_string)
+    };
+    let matched = |e: &Entry| {
+        e.kind == Kind::Dir && relative(&e.path).is_some_and(|rel| include.is_match(&rel))
+    };
     let keep: std::collections::HashSet<String> = entries
         .iter()
-        .filter(|e| e.kind != Kind::Dir)
+        .filter(|e| e.kind != Kind::Dir || matched(e))
         .flat_map(|e| {
-            let mut parents = Vec::new();
+            let mut parents = vec![e.path.clone()];
             let mut p = e.path.as_str();
             while let Some((head, _)) = p.rsplit_once('/') {
                 parents.push(head.to_string());
@@ -433,7 +448,65 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_mode;
+    use super::{copy_layer, normalize_mode};
+    use crate::builder::def::CopyLayer;
+
+    fn copy(include: &[&str], dest: &str) -> CopyLayer {
+        CopyLayer {
+            src: "src".into(),
+            dest: dest.into(),
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: vec![],
+            mode: None,
+            dir_mode: None,
+            owner: None,
+            xattrs: false,
+        }
+    }
+
+    /// Regression (issue 17): `include = ["data"]` on an empty `data/`
+    /// dropped it, and a volume could then not mount there.
+    #[test]
+    fn an_include_glob_keeps_the_empty_directories_it_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in ["data", "var/lib/app", "var/cache", "empty/deep"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(src.join("app.conf"), "x").unwrap();
+        std::fs::write(src.join("var/cache/keep.txt"), "x").unwrap();
+        let paths = |include: &[&str], dest: &str| -> Vec<String> {
+            copy_layer(dir.path(), &copy(include, dest))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.path)
+                .collect()
+        };
+        assert_eq!(
+            paths(&["data", "var/lib/app", "**/*.txt"], "/"),
+            [
+                "data",
+                "var",
+                "var/cache",
+                "var/cache/keep.txt",
+                "var/lib",
+                "var/lib/app"
+            ]
+        );
+        // Globs match relative to the source wherever it lands.
+        assert_eq!(
+            paths(&["data", "app.conf"], "/srv"),
+            ["srv", "srv/app.conf", "srv/data"]
+        );
+        // Directories only on the way to kept files stay as they were:
+        // `empty/deep` matches nothing and leads to nothing.
+        assert!(
+            !paths(&["*.conf"], "/")
+                .iter()
+                .any(|p| p.starts_with("empty"))
+        );
+        assert_eq!(paths(&["empty/*"], "/"), ["empty", "empty/deep"]);
+    }
 
     #[test]
     fn umask_noise_is_normalized_and_special_bits_are_kept() {

@@ -314,6 +314,7 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
     Ok(RunOptions {
         env: r.config.env.clone().into_iter().collect(),
         volumes,
+        tmpfs: r.config.tmpfs.clone(),
         limits: r.config.limits.clone(),
         cap_add: r.config.cap_add.clone(),
         driver: r.config.driver,

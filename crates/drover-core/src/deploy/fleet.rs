@@ -18,6 +18,11 @@
 //! proxy = "http"               # http (HTTP/1.1 and HTTP/2; default) | tcp
 //! drain = "10s"                # how long a stopping instance may finish its requests
 //! volumes = ["data:/var/lib/web"]
+//! tmpfs = ["/var/cache/web", { path = "/var/log/web", size = "16m" }]
+//!                              # added to the image's [config] tmpfs (a path
+//!                              # both name takes the size given here); each
+//!                              # must be a directory in the image, or lie in
+//!                              # /tmp or /run; default size 64m
 //! memory = "256m"              # also cpus = 0.5, pids = 100, nofile = 4096
 //! cap_add = ["CHOWN"]          # NET_BIND_SERVICE only with userns = false
 //! driver = "embedded"          # or "runc"
@@ -56,6 +61,7 @@ const SERVICE_KEYS: &[&str] = &[
     "proxy",
     "drain",
     "volumes",
+    "tmpfs",
     "memory",
     "cpus",
     "pids",
@@ -245,6 +251,10 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
             volumes.push(VolumeSpec::parse(s).map_err(|e| c.err(item.at(), &k, e))?);
         }
     }
+    let tmpfs = match t.get("tmpfs") {
+        Some(n) => crate::runtime::tmpfs::parse(c, n, &t.key("tmpfs"))?,
+        None => Vec::new(),
+    };
     let mut cap_add = Vec::new();
     if let Some(n) = t.get("cap_add") {
         let key = t.key("cap_add");
@@ -338,6 +348,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         proxy,
         drain_ms,
         volumes,
+        tmpfs,
         limits,
         cap_add,
         driver,

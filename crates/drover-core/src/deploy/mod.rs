@@ -199,6 +199,7 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
         ReleaseConfig {
             env: spec.env.clone(),
             volumes,
+            tmpfs: spec.tmpfs.clone(),
             limits: spec.limits.clone(),
             cap_add: spec.cap_add.clone(),
             health,
@@ -743,6 +744,7 @@ fn config_changes(a: &ReleaseConfig, b: &ReleaseConfig) -> String {
     let keys: Vec<&str> = [
         "env",
         "volumes",
+        "tmpfs",
         "limits",
         "cap_add",
         "health",

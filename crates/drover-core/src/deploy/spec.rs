@@ -16,6 +16,7 @@ use crate::health::HealthCheck;
 use crate::instance::VolumeSpec;
 use crate::runtime::DriverKind;
 use crate::runtime::spec::Limits;
+use crate::runtime::tmpfs::Tmpfs;
 use crate::store::registry::Remote;
 
 /// How long a new instance has to become healthy, unless the fleet says.
@@ -47,6 +48,8 @@ pub struct ServiceSpec {
     /// How long a stopping instance may take to finish its requests.
     pub drain_ms: u64,
     pub volumes: Vec<VolumeSpec>,
+    /// Added to the image's tmpfs paths (`runtime::tmpfs::overlay`).
+    pub tmpfs: Vec<Tmpfs>,
     pub limits: Limits,
     pub cap_add: Vec<String>,
     pub driver: DriverKind,
@@ -62,6 +65,10 @@ pub struct ReleaseConfig {
     pub env: BTreeMap<String, String>,
     /// `name:/path[:ro]`, as written.
     pub volumes: Vec<String>,
+    /// The service's tmpfs paths (the image's come with the image). Absent
+    /// from the JSON when empty, so configs from before keep their digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
     pub limits: Limits,
     pub cap_add: Vec<String>,
     /// The effective check: the fleet's override, else the image's, else none.

@@ -398,6 +398,7 @@ mod tests {
             mounts: vec![],
             limits: Limits::default(),
             tmpfs_bytes: 1 << 26,
+            tmpfs: vec![],
             userns: None,
             root_view: None,
         }

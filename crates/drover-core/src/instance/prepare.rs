@@ -13,6 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::grammar;
 use crate::runtime::DriverKind;
 use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, IdMap, Launch, Limits};
+use crate::runtime::tmpfs::{self, Tmpfs};
 use crate::state::NewInstance;
 use crate::store::{Store, unpack};
 
@@ -34,6 +35,9 @@ pub struct RunOptions {
     pub service: Option<String>,
     pub release: Option<i64>,
     pub tmpfs_bytes: u64,
+    /// Tmpfs mounts added to the image's (`runtime::tmpfs::overlay`): a
+    /// service's `tmpfs`, `drover run --tmpfs`.
+    pub tmpfs: Vec<Tmpfs>,
     /// Run in a user namespace (the default). Only a service whose fleet
     /// entry gives a reason turns it off.
     pub userns: bool,
@@ -53,6 +57,7 @@ impl Default for RunOptions {
             service: None,
             release: None,
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
+            tmpfs: vec![],
             userns: true,
         }
     }
@@ -197,6 +202,8 @@ fn create_in(
         )));
     }
 
+    let tmpfs = instance_tmpfs(root, &config.labels, &opts.tmpfs, image_ref)?;
+
     let (uid, gid, additional_gids) = resolve_user(root, config.user.as_deref().unwrap_or(""))
         .map_err(|why| Error::Usage(format!("image {image_ref}: user: {why}")))?;
 
@@ -265,6 +272,12 @@ fn create_in(
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        // As Docker does for an image that sets none: the embedded runtime
+        // refuses to start without one (runc would use it to find a
+        // relative command too). Here, not in the image: digests stay.
+        env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+    }
     let stop_signal = stop_signal(config.stop_signal.as_deref())
         .map_err(|e| Error::Usage(format!("image {image_ref}: stop signal: {e}")))?;
 
@@ -285,6 +298,7 @@ fn create_in(
             ..opts.limits.clone()
         },
         tmpfs_bytes: opts.tmpfs_bytes,
+        tmpfs,
         userns: map,
         root_view,
     };
@@ -377,6 +391,39 @@ fn views(
         })
         .collect();
     Ok((root_view, mounts))
+}
+
+/// The `PATH` an instance gets when neither its image nor its options set
+/// one: Docker's default.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The image's tmpfs list (its label) with `extra` over it. Each mount
+/// point must be a directory in the image (the root is read-only and
+/// shared: the runtime may not make it there), unless it lies in /tmp or
+/// /run, where the runtime makes it in the tmpfs.
+fn instance_tmpfs(
+    root: &Path,
+    labels: &std::collections::BTreeMap<String, String>,
+    extra: &[Tmpfs],
+    image_ref: &str,
+) -> Result<Vec<Tmpfs>> {
+    let list = tmpfs::overlay(&tmpfs::of_labels(labels, image_ref)?, extra);
+    for t in &list {
+        if !t.inside_built_in()
+            && !list
+                .iter()
+                .any(|o| t.path.starts_with(&format!("{}/", o.path)))
+            && !is_dir_in_root(root, &t.path)
+        {
+            return Err(Error::Usage(format!(
+                "tmpfs {}: not a directory in image {image_ref}; the image must provide its \
+                 mount points (the root is read-only and shared): list it in the image's \
+                 [config] tmpfs, which makes it, or add the directory to the image",
+                t.path
+            )));
+        }
+    }
+    Ok(list)
 }
 
 /// The signal number of an image's stop signal (default SIGTERM), read by

@@ -69,9 +69,14 @@ fn run_records_a_running_instance_with_its_config() {
     assert_eq!((inst.launch.uid, inst.launch.gid), (1000, 1000));
     assert_eq!(inst.launch.args, ["/bin/app"]);
     let port = inst.port.unwrap();
+    // The image sets no PATH: the instance gets Docker's default.
     assert_eq!(
         inst.launch.env,
-        ["MODE=test".to_string(), format!("PORT={port}")]
+        [
+            format!("PATH={}", super::prepare::DEFAULT_PATH),
+            "MODE=test".to_string(),
+            format!("PORT={port}")
+        ]
     );
     assert!(inst.bundle(store.root()).join("config.json").is_file());
     assert_eq!(

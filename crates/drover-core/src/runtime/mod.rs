@@ -12,6 +12,7 @@ mod embedded;
 mod fake;
 mod runc;
 pub mod spec;
+pub mod tmpfs;
 
 use std::fs::File;
 use std::os::fd::BorrowedFd;

@@ -4,8 +4,9 @@
 //!
 //! What it enforces, and why each piece is there:
 //! - the root is the image's shared, verified rootfs, mounted **read-only**;
-//!   the only writable places are size-limited tmpfs on `/tmp` and `/run`
-//!   and the volumes the instance declares;
+//!   the only writable places are size-limited tmpfs on `/tmp` and `/run`,
+//!   the tmpfs paths the image and service declare (owned by the
+//!   instance's user) and the volumes the instance declares;
 //! - a minimal `/dev` (tmpfs with the runtime's default null, zero, full,
 //!   random, urandom, tty, plus pts, shm and mqueue);
 //! - `/proc` paths masked and made read-only, and `/sys` read-only, as runc's
@@ -42,6 +43,11 @@ pub struct Launch {
     pub limits: Limits,
     /// Size of the `/tmp` tmpfs in bytes (`/run` gets a quarter of it).
     pub tmpfs_bytes: u64,
+    /// The image's and the service's tmpfs mounts (see `runtime::tmpfs`),
+    /// sorted by path, owned by `uid`:`gid`. Absent from the JSON when
+    /// empty, so instances recorded before there were any read the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<super::tmpfs::Tmpfs>,
     /// The host ids container ids map to; `None`: no user namespace (the
     /// service opted out, or an instance recorded before there were any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +250,16 @@ pub fn generate(l: &Launch) -> Value {
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=755", format!("size={}", (l.tmpfs_bytes / 4).max(1 << 20))]}),
     ];
+    // After /tmp and /run (a path inside them is made there), before the
+    // volumes. Owned by the instance's user, as ids inside its user
+    // namespace: the runtime mounts them from within it.
+    for t in &l.tmpfs {
+        mounts.push(
+            json!({"destination": t.path, "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=755", format!("size={}", t.size),
+                        format!("uid={}", l.uid), format!("gid={}", l.gid)]}),
+        );
+    }
     for m in &l.mounts {
         let mut options = vec!["rbind", "nosuid", "nodev"];
         options.push(if m.read_only { "ro" } else { "rw" });
@@ -389,6 +405,7 @@ mod tests {
             }],
             limits: Limits::default(),
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
+            tmpfs: vec![],
             userns: None,
             root_view: None,
         }
@@ -432,6 +449,45 @@ mod tests {
         let v = generate(&launch());
         assert!(v["linux"].get("uidMappings").is_none());
         assert_eq!(v["root"]["path"], "/store/rootfs/ff");
+    }
+
+    /// Declared tmpfs paths come after /tmp and /run and before the
+    /// volumes, size-limited, nosuid and nodev, owned by the instance's
+    /// user; an old launch without any reads (and generates) as before.
+    #[test]
+    fn declared_tmpfs_paths_are_mounted_for_the_instances_user() {
+        let mut l = launch();
+        l.tmpfs = vec![crate::runtime::tmpfs::Tmpfs {
+            path: "/var/lib/nginx".into(),
+            size: 8 << 20,
+        }];
+        let v = generate(&l);
+        let dests: Vec<&str> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        let at = |d: &str| dests.iter().position(|x| *x == d).unwrap();
+        assert!(at("/run") < at("/var/lib/nginx") && at("/var/lib/nginx") < at("/data"));
+        let m = &v["mounts"][at("/var/lib/nginx")];
+        assert_eq!(m["type"], "tmpfs");
+        assert_eq!(
+            m["options"],
+            json!([
+                "nosuid",
+                "nodev",
+                "mode=755",
+                "size=8388608",
+                "uid=65534",
+                "gid=65534"
+            ])
+        );
+        let _: Spec = serde_json::from_value(v).unwrap();
+        let old = serde_json::to_string(&launch()).unwrap();
+        assert!(!old.contains("tmpfs\""), "{old}");
+        let back: Launch = serde_json::from_str(&old).unwrap();
+        assert!(back.tmpfs.is_empty());
     }
 
     /// The JSON is a valid OCI spec as libcontainer reads it, and says what

@@ -113,6 +113,11 @@ impl Merger {
         self.files.insert(rec.path.clone(), rec);
     }
 
+    /// The record at `path` (absolute), if the layers so far leave one.
+    pub fn get(&self, path: &str) -> Option<&FileRecord> {
+        self.files.get(path)
+    }
+
     /// Remove `path` and its subtree (a whiteout), or only the subtree (opaque).
     pub fn remove_tree(&mut self, path: &str, keep_self: bool) {
         let prefix = format!("{}/", path.trim_end_matches('/'));

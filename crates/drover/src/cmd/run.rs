@@ -43,6 +43,10 @@ pub struct Args {
     /// Size of the /tmp tmpfs (/run gets a quarter).
     #[arg(long, value_name = "SIZE", value_parser = grammar::size)]
     tmp_size: Option<u64>,
+    /// Mount a tmpfs owned by the instance's user (repeatable), added to
+    /// the image's: /path[:SIZE] (default size 64m).
+    #[arg(long, value_name = "/PATH[:SIZE]", value_parser = drover_core::runtime::tmpfs::parse_flag)]
+    tmpfs: Vec<drover_core::runtime::tmpfs::Tmpfs>,
     /// Keep a capability (all are dropped by default), e.g. NET_BIND_SERVICE.
     #[arg(long = "cap-add", value_name = "CAP")]
     cap_add: Vec<String>,
@@ -90,6 +94,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         service: None,
         release: None,
         tmpfs_bytes: a.tmp_size.unwrap_or(DEFAULT_TMPFS_BYTES),
+        tmpfs: a.tmpfs.clone(),
         userns: true,
     };
     let mut store = ctx.store()?;

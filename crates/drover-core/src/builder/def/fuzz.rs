@@ -114,6 +114,7 @@ fn runtime_config() -> impl Strategy<Value = RuntimeConfig> {
                 labels,
                 stop_signal: None,
                 health: None,
+                tmpfs: vec![],
             },
         )
 }

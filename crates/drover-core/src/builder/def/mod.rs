@@ -65,6 +65,18 @@
 //! repositories = [{ url = "http://deb.debian.org/debian", keyring = "/usr/share/keyrings/debian-archive-keyring.gpg" }]
 //! # The exact versions, URLs and sha256s are in drover.lock beside this file
 //! # (`drover lock` writes it; a build uses exactly it).
+//! # Users and groups with fixed ids, merged into the image's /etc/passwd and
+//! # /etc/group (kept line for line; a name or id the image gives another
+//! # meaning is an error) by a layer the build generates after all others.
+//! [[account]]               # or: accounts = [{ name = "app", uid = 10001 }]
+//! name = "app"              # required: [A-Za-z_][A-Za-z0-9_.-]{0,31}
+//! uid = 10001               # required
+//! gid = 10001               # default: the uid
+//! group = "app"             # the primary group's name; default: the name
+//! home = "/home/app"        # default "/home/<name>", made and owned by the
+//!                           # account; "/nonexistent" makes none
+//! shell = "/usr/sbin/nologin"  # the default
+//! groups = ["adm"]          # supplementary: in the image, or an account's group
 //!
 //! [config]
 //! entrypoint = ["/bin/httpd", "-f"]
@@ -75,6 +87,10 @@
 //! ports = ["8080/tcp", "53/udp", 9000]        # 1-65535, /tcp (default), /udp or /sctp
 //! labels = { "org.opencontainers.image.source" = "https://example.com" }
 //! stop_signal = "SIGTERM"                     # a name, "SIGRTMIN+n", "SIGRTMAX-n", or a number 1-31 or 34-64
+//! tmpfs = ["/var/lib/app", { path = "/var/cache/app", size = "16m" }]
+//!   # writable paths in the read-only root: a tmpfs each (default size 64m,
+//!   # nosuid, nodev, mode 0755, owned by the instance's user); not /, /tmp,
+//!   # /run, nor on /proc, /sys or /dev. The build makes their mount points.
 //!
 //! [config.health]
 //! kind = "http"             # "http" (port, path), "tcp" (port) or "exec" (command)
@@ -97,6 +113,7 @@
 //! Glob syntax is [`globset`]'s with `*` not crossing `/` (use `**` for any
 //! depth); [`compile_glob`] is the one place that decides it.
 
+mod account;
 #[cfg(test)]
 mod fuzz;
 mod parse;
@@ -134,6 +151,9 @@ pub struct ImageDef {
     pub compression_level: Option<u32>,
     pub base: Base,
     pub layers: Vec<LayerDef>,
+    /// Users and groups with fixed ids (`[[account]]`), written into the
+    /// image's `/etc/passwd` and `/etc/group` by a generated layer.
+    pub accounts: Vec<Account>,
     pub config: RuntimeConfig,
 }
 
@@ -290,6 +310,30 @@ pub struct RepositoryDef {
 pub const DEFAULT_SUITE: &str = "bookworm";
 /// The default keyring of a Debian repository.
 pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// A user the build adds to the image (`[[account]]`), with its primary
+/// group. Names follow [`crate::grammar::account_name`]; paths are
+/// absolute and normalized, without `:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    /// Default: `uid`.
+    pub gid: u32,
+    /// The primary group's name; default: `name`.
+    pub group: String,
+    /// Default `/home/<name>`, made and owned by the account;
+    /// [`NO_HOME`] makes none.
+    pub home: String,
+    /// Default [`DEFAULT_SHELL`].
+    pub shell: String,
+    /// Supplementary groups, each in the image or another account's primary group.
+    pub groups: Vec<String>,
+}
+
+/// An account's home that is not made (Debian's and Docker's convention).
+pub const NO_HOME: &str = "/nonexistent";
+/// An account's shell unless it says: Debian's, as base-passwd writes it.
+pub const DEFAULT_SHELL: &str = "/usr/sbin/nologin";
 
 /// How a container from the image runs (the OCI image config), plus drover's
 /// health check.
@@ -308,6 +352,10 @@ pub struct RuntimeConfig {
     /// Normalized: `"SIGTERM"`, `"SIGRTMIN"`, `"SIGRTMIN+3"`, `"SIGRTMAX"`.
     pub stop_signal: Option<String>,
     pub health: Option<HealthCheck>,
+    /// Writable tmpfs paths (see `runtime::tmpfs`), sorted; carried as the
+    /// image label `vnd.drover.tmpfs`. Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<crate::runtime::tmpfs::Tmpfs>,
 }
 
 const DEFAULT_TAG: &str = "latest";

@@ -16,7 +16,7 @@ use crate::grammar;
 use crate::health::{self, Deadline};
 use crate::toml_doc::{Checker, Kinded, Node, Table, Value, index_key};
 
-const TOP_KEYS: &[&str] = &["image", "layer", "config"];
+const TOP_KEYS: &[&str] = &["image", "layer", "account", "accounts", "config"];
 const IMAGE_KEYS: &[&str] = &["name", "tag", "compression", "compression_level", "base"];
 const BASE_KEYS: &[&str] = &["image", "layout", "digest"];
 const LAYER_KINDS: &[&str] = &["copy", "file", "packages"];
@@ -46,6 +46,7 @@ const CONFIG_KEYS: &[&str] = &[
     "labels",
     "stop_signal",
     "health",
+    "tmpfs",
 ];
 
 /// `drover.toml`'s rules, on top of the generic [`Checker`] (whose helpers
@@ -140,6 +141,7 @@ impl Def<'_> {
             None => RuntimeConfig::default(),
             Some(node) => self.config(node)?,
         };
+        let accounts = self.accounts(&top)?;
 
         Ok(ImageDef {
             file: file.to_path_buf(),
@@ -150,6 +152,7 @@ impl Def<'_> {
             compression_level,
             base,
             layers,
+            accounts,
             config,
         })
     }
@@ -555,6 +558,9 @@ impl Def<'_> {
         }
         if let Some(node) = t.get("stop_signal") {
             config.stop_signal = Some(self.signal(node, &t.key("stop_signal"))?);
+        }
+        if let Some(node) = t.get("tmpfs") {
+            config.tmpfs = crate::runtime::tmpfs::parse(self, node, &t.key("tmpfs"))?;
         }
         if let Some(node) = t.get("health") {
             config.health = Some(health::parse(

@@ -3,6 +3,7 @@ use std::path::Path;
 use super::parse::{normalize_absolute, normalize_relative};
 use super::*;
 use crate::error::Error;
+use crate::runtime::tmpfs::Tmpfs;
 
 const FILE: &str = "drover.toml";
 const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -103,7 +104,26 @@ fn documented_example_parses() {
                 scripts: false,
             }),
         ],
+        accounts: vec![Account {
+            name: "app".into(),
+            uid: 10001,
+            gid: 10001,
+            group: "app".into(),
+            home: "/home/app".into(),
+            shell: "/usr/sbin/nologin".into(),
+            groups: vec!["adm".into()],
+        }],
         config: RuntimeConfig {
+            tmpfs: vec![
+                Tmpfs {
+                    path: "/var/cache/app".into(),
+                    size: 16 << 20,
+                },
+                Tmpfs {
+                    path: "/var/lib/app".into(),
+                    size: 64 << 20,
+                },
+            ],
             entrypoint: Some(vec!["/bin/httpd".into(), "-f".into()]),
             cmd: Some(vec!["-p".into(), "8080".into()]),
             env: BTreeMap::from([
@@ -313,7 +333,7 @@ fn unknown_keys_are_named_with_what_is_allowed() {
         4,
         2,
         Some("imgae"),
-        "unknown key (expected one of: image, layer, config)",
+        "unknown key (expected one of: image, layer, account, accounts, config)",
     );
     let m = fails(
         "[image]\nname = \"a\"\nnmae = \"b\"\n",
@@ -1017,5 +1037,165 @@ fn packages_layers_refuse_what_debian_would() {
             && !p.scripts
             && p.repositories.is_empty()
             && p.arch.is_none()
+    );
+}
+
+// --- accounts and tmpfs -------------------------------------------------
+
+#[test]
+fn accounts_take_defaults_and_the_alias_reads_the_same() {
+    let d = ok("[image]\nname = \"a\"\n[[account]]\nname = \"app\"\nuid = 10001\n");
+    let a = &d.accounts[0];
+    assert_eq!(
+        (a.gid, a.group.as_str(), a.home.as_str(), a.shell.as_str()),
+        (10001, "app", "/home/app", DEFAULT_SHELL)
+    );
+    assert!(a.groups.is_empty());
+    let alias = ok("accounts = [{ name = \"app\", uid = 10001 }]\n[image]\nname = \"a\"\n");
+    assert_eq!(alias.accounts, d.accounts);
+}
+
+#[test]
+fn bad_accounts_are_located() {
+    let head = "[image]\nname = \"a\"\n";
+    for (body, line, column, key, needle) in [
+        (
+            "[[account]]\nuid = 1\n",
+            3,
+            1,
+            "account[0].name",
+            "missing required key",
+        ),
+        (
+            "[[account]]\nname = \"app\"\n",
+            3,
+            1,
+            "account[0].uid",
+            "missing required key",
+        ),
+        (
+            "[[account]]\nname = \"1app\"\nuid = 1\n",
+            4,
+            8,
+            "account[0].name",
+            "is not a user or group name",
+        ),
+        (
+            "[[account]]\nname = \"a:b\"\nuid = 1\n",
+            4,
+            8,
+            "account[0].name",
+            "is not a user or group name",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = -1\n",
+            5,
+            7,
+            "account[0].uid",
+            "is not an id",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = 4294967295\n",
+            5,
+            7,
+            "account[0].uid",
+            "is not an id",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = \"1\"\n",
+            5,
+            7,
+            "account[0].uid",
+            "expected an integer id",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = 1\nhome = \"home\"\n",
+            6,
+            8,
+            "account[0].home",
+            "is not absolute",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = 1\nshell = \"/bin:sh\"\n",
+            6,
+            9,
+            "account[0].shell",
+            "cannot be a passwd field",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = 1\ngroups = [\"a\", \"a\"]\n",
+            6,
+            16,
+            "account[0].groups[1]",
+            "listed twice",
+        ),
+        (
+            "[[account]]\nname = \"app\"\nuid = 1\npassword = \"x\"\n",
+            6,
+            1,
+            "account[0].password",
+            "unknown key",
+        ),
+        (
+            "[[account]]\nname = \"a\"\nuid = 1\n[[account]]\nname = \"a\"\nuid = 2\n",
+            7,
+            8,
+            "account[1].name",
+            "declared twice",
+        ),
+        (
+            "[[account]]\nname = \"a\"\nuid = 1\n[[account]]\nname = \"b\"\nuid = 1\n",
+            8,
+            7,
+            "account[1].uid",
+            "is \"a\"'s already",
+        ),
+        (
+            "[[account]]\nname = \"a\"\nuid = 1\n[[account]]\nname = \"b\"\nuid = 2\ngid = 1\n",
+            9,
+            7,
+            "account[1].gid",
+            "gid 1 is group \"a\"'s",
+        ),
+        (
+            "[[account]]\nname = \"a\"\nuid = 1\ngroup = \"g\"\n[[account]]\nname = \"b\"\nuid = 2\ngroup = \"g\"\n",
+            10,
+            9,
+            "account[1].group",
+            "group \"g\" has gid 1",
+        ),
+    ] {
+        fails(&format!("{head}{body}"), line, column, Some(key), needle);
+    }
+    fails(
+        "accounts = []\n[image]\nname = \"a\"\n[[account]]\nname = \"a\"\nuid = 1\n",
+        1,
+        12,
+        Some("accounts"),
+        "not both",
+    );
+    // Two accounts may share a group that has one gid.
+    let d = ok(&format!(
+        "{head}[[account]]\nname = \"a\"\nuid = 1\ngid = 5\ngroup = \"g\"\n\
+         [[account]]\nname = \"b\"\nuid = 2\ngid = 5\ngroup = \"g\"\n"
+    ));
+    assert_eq!(d.accounts.len(), 2);
+}
+
+#[test]
+fn tmpfs_paths_are_checked_where_written() {
+    fails(
+        "[image]\nname = \"a\"\n[config]\ntmpfs = [\"/var/x\", \"/sys/y\"]\n",
+        4,
+        20,
+        Some("config.tmpfs[1]"),
+        "kernel filesystem",
+    );
+    fails(
+        "[image]\nname = \"a\"\n[config]\ntmpfs = [\"/tmp\"]\n",
+        4,
+        10,
+        Some("config.tmpfs[0]"),
+        "a tmpfs in every instance already",
     );
 }

@@ -62,9 +62,44 @@ fn a_bare_definition_plans_an_empty_scratch_image_with_the_defaults() {
                 architecture: "arm64".into()
             },
             layers: Vec::new(),
+            generated: None,
             runtime: &d.config,
         }
     );
+}
+
+/// The generated layer goes after every layer of the definition (the one
+/// decision of its place), names what it holds, and has its own cache
+/// slot; its history entry comes where its diff id does.
+#[test]
+fn accounts_and_tmpfs_mount_points_plan_one_generated_layer_last() {
+    let d = def("[image]\nname = \"app\"\n\
+         [[layer]]\nkind = \"file\"\ndest = \"/a\"\ncontent = \"\"\n\
+         [[layer]]\nkind = \"file\"\ndest = \"/b\"\ncontent = \"\"\n\
+         [[account]]\nname = \"app\"\nuid = 10001\n\
+         [[account]]\nname = \"web\"\nuid = 10002\n\
+         [config]\ntmpfs = [\"/var/lib/x\", \"/run/x\"]\n");
+    let p = plan_of(&d, &BuildOptions::default());
+    let g = p.generated.as_ref().unwrap();
+    assert_eq!(g.after, 2);
+    assert_eq!(g.source, "accounts app, web; tmpfs mount points /var/lib/x");
+    assert_eq!(g.slot, "/real/app/drover.toml#accounts");
+    let created_by: Vec<_> = p
+        .histories()
+        .iter()
+        .map(|h| h.created_by.clone().unwrap())
+        .collect();
+    assert_eq!(
+        created_by,
+        [
+            "drover build: file /a",
+            "drover build: file /b",
+            "drover build: accounts app, web; tmpfs mount points /var/lib/x"
+        ]
+    );
+    // Only paths inside /tmp or /run: nothing to make, no layer.
+    let d = def("[image]\nname = \"app\"\n[config]\ntmpfs = [\"/run/x\"]\n");
+    assert_eq!(plan_of(&d, &BuildOptions::default()).generated, None);
 }
 
 #[test]

@@ -93,6 +93,7 @@ fn a_build_names_its_definition_base_and_every_input() {
             digest: base,
         },
         layers: vec![copy.clone(), file.clone()],
+        accounts: vec![],
         config: Default::default(),
     };
     let record = |content: &[u8]| FileRecord {

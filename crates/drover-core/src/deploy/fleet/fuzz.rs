@@ -97,6 +97,7 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                     proxy: ProxyMode::Http,
                     drain_ms: drain_s * 1000,
                     volumes,
+                    tmpfs: Vec::new(),
                     limits,
                     // NET_BIND_SERVICE cannot work in a user namespace: a
                     // service that asks for it opts out, with its reason.

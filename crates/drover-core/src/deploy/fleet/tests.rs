@@ -1,4 +1,5 @@
 use super::*;
+use crate::deploy::spec::ReleaseConfig;
 use crate::error::Error;
 
 fn ok(text: &str) -> Vec<ServiceSpec> {
@@ -242,4 +243,62 @@ fn a_user_namespace_is_turned_off_only_with_a_reason() {
         "service.web.cap_add",
         "user namespace",
     );
+}
+
+#[test]
+fn a_services_tmpfs_paths_parse_and_bad_ones_are_located() {
+    use crate::runtime::tmpfs::{DEFAULT_BYTES, Tmpfs};
+    let f = ok("[service.web]\nimage = \"web:1\"\n\
+         tmpfs = [\"/var/log/web\", { path = \"/var/cache/web\", size = \"16m\" }]\n");
+    assert_eq!(
+        f[0].tmpfs,
+        [
+            Tmpfs {
+                path: "/var/cache/web".into(),
+                size: 16 << 20
+            },
+            Tmpfs {
+                path: "/var/log/web".into(),
+                size: DEFAULT_BYTES
+            },
+        ]
+    );
+    assert!(ok("[service.web]\nimage = \"web:1\"\n")[0].tmpfs.is_empty());
+    fails(
+        "[service.web]\nimage = \"web:1\"\ntmpfs = [\"/dev/x\"]\n",
+        3,
+        "service.web.tmpfs[0]",
+        "kernel filesystem",
+    );
+    fails(
+        "[service.web]\nimage = \"web:1\"\ntmpfs = [\"/a\", \"/a\"]\n",
+        3,
+        "service.web.tmpfs[1]",
+        "listed twice",
+    );
+}
+
+/// A release config without tmpfs paths serializes as before, so the
+/// config digests of existing releases do not change.
+#[test]
+fn a_release_config_without_tmpfs_keeps_its_digest() {
+    let c = ReleaseConfig {
+        env: Default::default(),
+        volumes: vec![],
+        tmpfs: vec![],
+        limits: Default::default(),
+        cap_add: vec![],
+        health: None,
+        deadline_ms: 1,
+        driver: DriverKind::Embedded,
+        userns_opt_out: None,
+    };
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("tmpfs"), "{json}");
+    let mut with = c.clone();
+    with.tmpfs = vec![crate::runtime::tmpfs::Tmpfs {
+        path: "/a".into(),
+        size: 1,
+    }];
+    assert_ne!(with.digest(), c.digest());
 }
