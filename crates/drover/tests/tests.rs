@@ -20,6 +20,7 @@ mod layers;
 mod policy;
 mod registry;
 mod reproducible;
+mod run_layers;
 mod serve;
 mod smoke;
 mod store;

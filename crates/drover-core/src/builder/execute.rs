@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::layer::{self, LayerRecord};
+use super::layer::{self, CacheUse, LayerRecord};
 use super::plan::{self, BaseStep, LayerStep, Plan};
+use super::run::{self, Sandbox};
 use super::scan::{self, Entry};
 use super::statcache::StatCache;
 use super::{BuildOutcome, ImageDef, LayerDef, LayerOutcome, Progress, provenance, sbom};
@@ -48,6 +50,7 @@ pub(super) fn run(
     def: &ImageDef,
     plan: &Plan,
     progress: &dyn Progress,
+    sandbox: Option<&Arc<dyn Sandbox>>,
     started: Instant,
     started_on: String,
 ) -> Result<BuildOutcome> {
@@ -59,6 +62,29 @@ pub(super) fn run(
     let layout = store.layout().clone();
     let (mut stat_cache, scanned) = scan(&layout, &context, plan);
     for (step, scanned) in plan.layers.iter().zip(scanned?) {
+        if let LayerDef::Run(r) = step.def {
+            let start = image.config.rootfs.diff_ids.iter().chain(&image.diff_ids);
+            let parent = run::Parent {
+                config: &image.config,
+                layers: image.layers.iter().cloned().zip(start.copied()).collect(),
+            };
+            let built = run::build(
+                store,
+                plan,
+                step,
+                r,
+                &context,
+                &mut stat_cache,
+                parent,
+                scanned.1,
+                sandbox,
+                progress,
+            )?;
+            image.hashed_bytes += built.hashed_bytes;
+            image.inputs.push(built.input);
+            add_layer(&mut image, step, built.rec, built.cache, built.files, None);
+            continue;
+        }
         build_layer(
             store,
             plan,
@@ -227,6 +253,8 @@ fn scan(layout: &Layout, context: &Path, plan: &Plan) -> (StatCache, Result<Vec<
                         || match step.def {
                             LayerDef::Copy(c) => scan::copy_layer(context, c),
                             LayerDef::File(f) => Ok(scan::file_layer(f)),
+                            // Known only once the command has run.
+                            LayerDef::Run(_) => Ok(Vec::new()),
                         },
                         || layer::previous(layout, &step.slot, &plan.settings),
                     );
@@ -265,7 +293,7 @@ fn build_layer(
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("layer", entries.len() as u64, total);
     let previous_diff_id = previous.as_ref().map(|p| p.diff_id);
-    let (mut rec, cache, learned) = layer::produce(
+    let (rec, cache, learned) = layer::produce(
         store,
         &mut entries,
         &plan.settings,
@@ -283,8 +311,31 @@ fn build_layer(
         &rec.files,
         &rec.diff_id,
     )?);
+    let files = entries.len();
+    add_layer(
+        image,
+        step,
+        rec,
+        cache,
+        files,
+        Some((entries, previous_diff_id)),
+    );
+    Ok(())
+}
+
+/// Add a built (or reused) layer to `image`: its files, descriptor, diff
+/// id, outcome and what the SBOM needs (`built`: its entries, when their
+/// sources can still be read).
+fn add_layer(
+    image: &mut Image,
+    step: &LayerStep,
+    mut rec: LayerRecord,
+    cache: CacheUse,
+    files: usize,
+    built: Option<(Vec<Entry>, Option<Digest>)>,
+) {
     for f in std::mem::take(&mut rec.files) {
-        image.files.put(f);
+        image.files.apply_record(f);
     }
     let desc = Descriptor::new(&rec.media_type, rec.blob, rec.size);
     image.layers.push(desc.clone());
@@ -295,15 +346,14 @@ fn build_layer(
         diff_id: rec.diff_id,
         size: rec.size,
         media_type: rec.media_type.clone(),
-        files: entries.len(),
+        files,
         cache: Some(cache),
     });
     image.sbom.push(sbom::LayerInput {
         desc,
         diff_id: rec.diff_id,
-        built: Some((entries, previous_diff_id)),
+        built,
     });
-    Ok(())
 }
 
 /// Steps 3 to 5: config and manifest; baseline, SBOM and provenance; the

@@ -16,6 +16,7 @@ mod execute;
 mod layer;
 mod plan;
 pub mod provenance;
+pub mod run;
 pub mod sbom;
 mod scan;
 mod statcache;
@@ -27,6 +28,7 @@ use serde::Serialize;
 
 pub use def::{Base, Compression, HealthCheck, ImageDef, LayerDef, Probe, RuntimeConfig};
 pub use layer::CacheUse;
+pub use run::{RunOutcome, RunStatus, RunStep, Sandbox};
 
 use crate::digest::Digest;
 use crate::error::Result;
@@ -37,6 +39,9 @@ pub const HEALTH_LABEL: &str = "vnd.drover.health";
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
+    /// Where `run` layers run; a definition with one fails without it
+    /// (unless every run layer is cached).
+    pub sandbox: Option<std::sync::Arc<dyn Sandbox>>,
     /// Overrides the definition's `image.compression`.
     pub compression: Option<Compression>,
     /// Overrides the definition's `image.compression_level`.
@@ -108,7 +113,15 @@ pub fn build(
         cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let plan = plan::plan(def, opts, &host)?;
-    execute::run(store, def, &plan, progress, started, started_on)
+    execute::run(
+        store,
+        def,
+        &plan,
+        progress,
+        opts.sandbox.as_ref(),
+        started,
+        started_on,
+    )
 }
 
 fn host_arch() -> &'static str {

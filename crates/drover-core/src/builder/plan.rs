@@ -145,6 +145,7 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
             let source = match layer {
                 LayerDef::Copy(c) => format!("copy {} -> {}", c.src, c.dest),
                 LayerDef::File(f) => format!("file {}", f.dest),
+                LayerDef::Run(r) => format!("run {}", r.command.join(" ")),
             };
             LayerStep {
                 def: layer,

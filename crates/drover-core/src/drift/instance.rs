@@ -400,6 +400,8 @@ mod tests {
             tmpfs_bytes: 1 << 26,
             userns: None,
             root_view: None,
+            writable_root: false,
+            own_network: false,
         }
     }
 

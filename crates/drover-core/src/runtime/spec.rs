@@ -50,6 +50,14 @@ pub struct Launch {
     /// when there is a user namespace, else `rootfs` itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_view: Option<PathBuf>,
+    /// The root is writable (a build's `run` step on its overlay); an
+    /// instance's never is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writable_root: bool,
+    /// A network namespace of its own, with only a loopback interface;
+    /// otherwise the host's network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_network: bool,
 }
 
 /// Container ids `0..size` are host ids `host..host + size` (uids and gids).
@@ -273,6 +281,9 @@ pub fn generate(l: &Launch) -> Value {
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
     ];
+    if l.own_network {
+        namespaces.push(json!({"type": "network"}));
+    }
     let mut linux = json!({});
     if let Some(map) = l.userns {
         namespaces.insert(0, json!({"type": "user"}));
@@ -301,7 +312,7 @@ pub fn generate(l: &Launch) -> Value {
     let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": l.id,
-        "root": {"path": root, "readonly": true},
+        "root": {"path": root, "readonly": !l.writable_root},
         "process": {
             "terminal": false,
             "user": {"uid": l.uid, "gid": l.gid, "additionalGids": l.additional_gids},
@@ -391,6 +402,8 @@ mod tests {
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
             userns: None,
             root_view: None,
+            writable_root: false,
+            own_network: false,
         }
     }
 

@@ -203,6 +203,8 @@ fn render(m: &Model) -> String {
                     owner(f.owner)
                 );
             }
+            // Not generated (the model makes copy and file layers).
+            LayerDef::Run(_) => {}
         }
     }
     let c = &m.config;
@@ -275,6 +277,7 @@ proptest! {
                 let dest = match layer {
                     LayerDef::Copy(c) => &c.dest,
                     LayerDef::File(f) => &f.dest,
+                    LayerDef::Run(r) => &r.workdir,
                 };
                 prop_assert!(dest.starts_with('/'), "{}", dest);
                 prop_assert!(!dest.split('/').any(|c| c == ".." || c.starts_with(".wh.")), "{}", dest);
