@@ -616,14 +616,14 @@ fn bad_layer_kinds() {
         7,
         1,
         Some("layer[1].kind"),
-        "missing required key (expected \"copy\" or \"file\")",
+        "missing required key (expected \"copy\", \"file\" or \"run\")",
     );
     fails(
         "[image]\nname = \"a\"\n[[layer]]\nkind = \"tar\"\n",
         4,
         8,
         Some("layer[0].kind"),
-        "\"tar\" is not a layer kind (expected \"copy\" or \"file\")",
+        "\"tar\" is not a layer kind (expected \"copy\", \"file\" or \"run\")",
     );
     fails(
         "layer = [1]\n[image]\nname = \"a\"\n",
@@ -1033,21 +1033,21 @@ fn bad_run_layers_are_located() {
     fails(
         &format!("{head}command = [\"x\"]\nmounts = [{{ src = \"../up\", dest = \"/x\" }}]\n"),
         6,
-        18,
+        19,
         Some("layer[0].mounts[0].src"),
         "\"..\"",
     );
     fails(
         &format!("{head}command = [\"x\"]\nmounts = [{{ src = \"/abs\", dest = \"/x\" }}]\n"),
         6,
-        18,
+        19,
         Some("layer[0].mounts[0].src"),
         "absolute",
     );
     fails(
         &format!("{head}command = [\"x\"]\nmounts = [{{ src = \"a\", dest = \"rel\" }}]\n"),
         6,
-        33,
+        31,
         Some("layer[0].mounts[0].dest"),
         "not absolute",
     );
@@ -1056,7 +1056,7 @@ fn bad_run_layers_are_located() {
             "{head}command = [\"x\"]\nmounts = [{{ src = \"a\", dest = \"/x\", ro = true }}]\n"
         ),
         6,
-        39,
+        37,
         Some("layer[0].mounts[0].ro"),
         "unknown key",
     );
