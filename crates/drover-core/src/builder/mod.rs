@@ -4,7 +4,8 @@
 //! definition and options in, the steps out) → carry the plan out
 //! (`execute`): resolve the base → for each layer, list its entries
 //! (`scan`), learn every file's content digest (`statcache`), then reuse or
-//! write the layer (`layer`) → assemble config and manifest → attach the
+//! write the layer (`layer`); a `run` layer runs its command in a
+//! [`Sandbox`] and takes what it changed (`run`) → assemble config and manifest → attach the
 //! baseline (`baseline`), the SBOM (`sbom`) and the signed provenance
 //! (`provenance`) → tag it and record it in the ledger in one transaction.
 //! Same definition and inputs ⇒ same manifest digest: every byte written is
