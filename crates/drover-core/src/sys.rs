@@ -392,6 +392,39 @@ fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(out)
 }
 
+/// Mount an overlay at `at`: `lower` read-only below, every change in
+/// `upper` (`work` is overlayfs's scratch space on the same filesystem).
+/// No redirects, index or metacopy: the upper directory then holds only
+/// plain files, directories, symlinks, whiteouts and opaque markers, which
+/// is what a layer can say. `nosuid,nodev`.
+pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, at: &Path) -> io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    for p in [lower, upper, work] {
+        // overlayfs splits its options at ',' and lower directories at ':'.
+        let b = p.as_os_str().as_bytes();
+        if b.iter().any(|c| matches!(c, b',' | b':' | b'\\')) {
+            return Err(io::Error::other(format!(
+                "{}: an overlay cannot name a path with ',', ':' or '\\'",
+                p.display()
+            )));
+        }
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        at,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(io::Error::from)
+}
+
 /// Detach the mount at `path` (lazily: a process still inside keeps its
 /// view until it leaves).
 pub fn detach(path: &Path) -> io::Result<()> {

@@ -21,6 +21,7 @@ mod policy;
 mod readonly_root;
 mod registry;
 mod reproducible;
+mod run_layers;
 mod serve;
 mod smoke;
 mod store;

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::layer::{self, LayerRecord};
+use super::layer::{self, CacheUse, LayerRecord};
 use super::plan::{self, BaseStep, GeneratedStep, LayerStep, Plan};
+use super::run::{self, Sandbox};
 use super::scan::{self, Entry};
 use super::statcache::StatCache;
 use super::{BuildOutcome, ImageDef, LayerDef, LayerOutcome, Progress, accounts, provenance, sbom};
@@ -48,6 +50,7 @@ pub(super) fn run(
     def: &ImageDef,
     plan: &Plan,
     progress: &dyn Progress,
+    sandbox: Option<&Arc<dyn Sandbox>>,
     started: Instant,
     started_on: String,
 ) -> Result<BuildOutcome> {
@@ -62,6 +65,36 @@ pub(super) fn run(
     for (i, (step, scanned)) in plan.layers.iter().zip(scanned?).enumerate() {
         if let Some(g) = generated_after(i) {
             build_generated(store, def, plan, g, &mut stat_cache, progress, &mut image)?;
+        }
+        if let LayerDef::Run(r) = step.def {
+            let start = image.config.rootfs.diff_ids.iter().chain(&image.diff_ids);
+            let parent = run::Parent {
+                config: &image.config,
+                layers: image.layers.iter().cloned().zip(start.copied()).collect(),
+            };
+            let built = run::build(
+                store,
+                plan,
+                step,
+                r,
+                &context,
+                &mut stat_cache,
+                parent,
+                scanned.1,
+                sandbox,
+                progress,
+            )?;
+            image.hashed_bytes += built.hashed_bytes;
+            image.inputs.push(built.input);
+            add_layer(
+                &mut image,
+                &step.source,
+                built.rec,
+                built.cache,
+                built.files,
+                None,
+            );
+            continue;
         }
         build_layer(
             store,
@@ -242,6 +275,8 @@ fn scan(layout: &Layout, context: &Path, plan: &Plan) -> (StatCache, Result<Vec<
                                 "{}: packages layers are not built yet",
                                 step.source
                             ))),
+                            // Known only once the command has run.
+                            LayerDef::Run(_) => Ok(Vec::new()),
                         },
                         || layer::previous(layout, &step.slot, &plan.settings),
                     );
@@ -267,7 +302,7 @@ fn build_layer(
         provenance::layer_input(step.def, &step.source, files, diff_id)
     };
     let named = (step.source.as_str(), step.slot.as_str());
-    add_layer(
+    produce_layer(
         store, plan, named, scanned, &input, stat_cache, progress, image,
     )
 }
@@ -300,7 +335,7 @@ fn build_generated(
         Ok(d)
     };
     let named = (step.source.as_str(), step.slot.as_str());
-    add_layer(
+    produce_layer(
         store,
         plan,
         named,
@@ -318,7 +353,7 @@ type Input<'a> = dyn Fn(&[FileRecord], &Digest) -> Result<provenance::Dependency
 /// Hash, reuse or write the layer of `entries` (named `source`, cached in
 /// `slot`) and add it to `image`.
 #[allow(clippy::too_many_arguments)]
-fn add_layer(
+fn produce_layer(
     store: &Store,
     plan: &Plan,
     (source, slot): (&str, &str),
@@ -345,7 +380,7 @@ fn add_layer(
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("layer", entries.len() as u64, total);
     let previous_diff_id = previous.as_ref().map(|p| p.diff_id);
-    let (mut rec, cache, learned) =
+    let (rec, cache, learned) =
         layer::produce(store, &mut entries, &plan.settings, slot, previous, &|n| {
             progress.advance(n)
         })?;
@@ -354,8 +389,31 @@ fn add_layer(
         stat_cache.remember(&entries[i], hashed_at, digest);
     }
     image.inputs.push(input(&rec.files, &rec.diff_id)?);
+    let files = entries.len();
+    add_layer(
+        image,
+        source,
+        rec,
+        cache,
+        files,
+        Some((entries, previous_diff_id)),
+    );
+    Ok(())
+}
+
+/// Add a built (or reused) layer to `image`: its files, descriptor, diff
+/// id, outcome and what the SBOM needs (`built`: its entries, when their
+/// sources can still be read).
+fn add_layer(
+    image: &mut Image,
+    source: &str,
+    mut rec: LayerRecord,
+    cache: CacheUse,
+    files: usize,
+    built: Option<(Vec<Entry>, Option<Digest>)>,
+) {
     for f in std::mem::take(&mut rec.files) {
-        image.files.put(f);
+        image.files.apply_record(f);
     }
     let desc = Descriptor::new(&rec.media_type, rec.blob, rec.size);
     image.layers.push(desc.clone());
@@ -366,15 +424,14 @@ fn add_layer(
         diff_id: rec.diff_id,
         size: rec.size,
         media_type: rec.media_type.clone(),
-        files: entries.len(),
+        files,
         cache: Some(cache),
     });
     image.sbom.push(sbom::LayerInput {
         desc,
         diff_id: rec.diff_id,
-        built: Some((entries, previous_diff_id)),
+        built,
     });
-    Ok(())
 }
 
 /// Steps 3 to 5: config and manifest; baseline, SBOM and provenance; the

@@ -229,6 +229,16 @@ fn layer_key(compression: Compression, level: u32, ids: &[Digest]) -> Digest {
     h.finish()
 }
 
+/// The cached record of the layer whose key is `key` (hex), if its blob
+/// is still in the store.
+pub fn cached(layout: &Layout, key: &str) -> Option<LayerRecord> {
+    let path = layout
+        .cache_dir()
+        .join("layers")
+        .join(format!("{}.json", key.trim()));
+    load_record(&path).filter(|r| r.key.hex() == key.trim() && blob_present(layout, r))
+}
+
 fn load_record(path: &Path) -> Option<LayerRecord> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }

@@ -4,7 +4,8 @@
 //! definition and options in, the steps out) → carry the plan out
 //! (`execute`): resolve the base → for each layer, list its entries
 //! (`scan`), learn every file's content digest (`statcache`), then reuse or
-//! write the layer (`layer`) → assemble config and manifest → attach the
+//! write the layer (`layer`); a `run` layer runs its command in a
+//! [`Sandbox`] and takes what it changed (`run`) → assemble config and manifest → attach the
 //! baseline (`baseline`), the SBOM (`sbom`) and the signed provenance
 //! (`provenance`) → tag it and record it in the ledger in one transaction.
 //! Same definition and inputs ⇒ same manifest digest: every byte written is
@@ -19,6 +20,7 @@ pub mod lock;
 pub mod packages;
 mod plan;
 pub mod provenance;
+pub mod run;
 pub mod sbom;
 pub(crate) mod scan;
 mod statcache;
@@ -30,6 +32,7 @@ use serde::Serialize;
 
 pub use def::{Account, Base, Compression, HealthCheck, ImageDef, LayerDef, Probe, RuntimeConfig};
 pub use layer::CacheUse;
+pub use run::{RunOutcome, RunStatus, RunStep, Sandbox};
 
 use crate::digest::Digest;
 use crate::error::Result;
@@ -40,6 +43,9 @@ pub const HEALTH_LABEL: &str = "vnd.drover.health";
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
+    /// Where `run` layers run; a definition with one fails without it
+    /// (unless every run layer is cached).
+    pub sandbox: Option<std::sync::Arc<dyn Sandbox>>,
     /// Overrides the definition's `image.compression`.
     pub compression: Option<Compression>,
     /// Overrides the definition's `image.compression_level`.
@@ -111,7 +117,15 @@ pub fn build(
         cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let plan = plan::plan(def, opts, &host)?;
-    execute::run(store, def, &plan, progress, started, started_on)
+    execute::run(
+        store,
+        def,
+        &plan,
+        progress,
+        opts.sandbox.as_ref(),
+        started,
+        started_on,
+    )
 }
 
 fn host_arch() -> &'static str {

@@ -170,6 +170,7 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
                 LayerDef::Copy(c) => format!("copy {} -> {}", c.src, c.dest),
                 LayerDef::File(f) => format!("file {}", f.dest),
                 LayerDef::Packages(p) => packages_source(p),
+                LayerDef::Run(r) => format!("run {}", r.command.join(" ")),
             };
             LayerStep {
                 def: layer,

@@ -14,6 +14,10 @@
 //! mode, owner, size, content sha256, link target, as JSON): it changes when
 //! any input file's content, name, mode or owner changes, and not with the
 //! timestamp or compression (its `diffId` annotation is the layer tar's).
+//! A run layer's digest is its cache key (parent layers, command,
+//! environment, mounted trees' digests), annotated with the command, the
+//! mounts and whether it had the network; `externalParameters.hermetic`
+//! is false when any run layer had it.
 //!
 //! A rebuild that yields an image that already has provenance signed by
 //! this store's key *replaces* it: the older one says nothing about the
@@ -151,19 +155,33 @@ pub(crate) fn predicate(f: BuildFacts<'_>) -> Predicate {
     let definition = f
         .definition
         .map(|d| Dependency::new(DEFINITION, Some(format!("file:{}", def.file.display())), &d));
+    let mut external = json!({
+        "definition": {
+            "path": def.file.display().to_string(),
+            "digest": f.definition.map(|d| json!({ "sha256": d.hex() })),
+        },
+        "tag": f.tag,
+        "compression": f.compression.to_string(),
+        "compression_level": f.level,
+        "source_date_epoch": f.epoch,
+    });
+    // A run step with the network may have read anything: such a build is
+    // not hermetic. (Said only by definitions with run steps.)
+    let runs: Vec<bool> = def
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            LayerDef::Run(r) => Some(r.network),
+            _ => None,
+        })
+        .collect();
+    if !runs.is_empty() {
+        external["hermetic"] = json!(!runs.contains(&true));
+    }
     Predicate {
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE.into(),
-            external_parameters: json!({
-                "definition": {
-                    "path": def.file.display().to_string(),
-                    "digest": f.definition.map(|d| json!({ "sha256": d.hex() })),
-                },
-                "tag": f.tag,
-                "compression": f.compression.to_string(),
-                "compression_level": f.level,
-                "source_date_epoch": f.epoch,
-            }),
+            external_parameters: external,
             internal_parameters: json!({
                 "threads": f.threads,
                 "no_cache": f.no_cache,
@@ -217,6 +235,13 @@ pub(crate) fn layer_input(
             d
         }
         LayerDef::File(f) => Dependency::new(name, None, &Digest::of(f.content.as_bytes())),
+        // Run layers name their own inputs (`run::build`).
+        LayerDef::Run(_) => {
+            return Err(Error::corrupt(
+                name,
+                "a run layer's provenance comes from its run",
+            ));
+        }
     })
 }
 

@@ -421,7 +421,7 @@ fn prune_empty_dirs(entries: &mut Vec<Entry>, dest: &str, include: &GlobSet) {
 
 /// Files that share an inode become one file plus hard links to it; the
 /// first path in sorted order is the file, so the result is deterministic.
-fn assign_hardlinks(entries: &mut [Entry]) {
+pub(super) fn assign_hardlinks(entries: &mut [Entry]) {
     let mut first: HashMap<(u64, u64), String> = HashMap::new();
     for e in entries.iter_mut() {
         if let Some(Source::Disk { stat, .. }) = &e.source

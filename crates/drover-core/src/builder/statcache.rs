@@ -159,7 +159,7 @@ pub fn now_ns() -> i128 {
 }
 /// Hash a file (sha256 and SHA-1, one read) and make sure it did not
 /// change while (or since) it was scanned.
-fn hash_file(path: &Path, stat: &StatKey) -> Result<(Digest, Sha1)> {
+pub fn hash_file(path: &Path, stat: &StatKey) -> Result<(Digest, Sha1)> {
     let mut f = fs::File::open(path).ctx("open", path)?;
     let mut h = Hasher::new();
     let mut s1 = sha1::Sha1::new();

@@ -401,6 +401,8 @@ mod tests {
             tmpfs: vec![],
             userns: None,
             root_view: None,
+            writable_root: false,
+            own_network: false,
         }
     }
 

@@ -24,6 +24,7 @@
 pub mod log;
 pub mod monitor;
 mod prepare;
+mod sandbox;
 mod userns;
 
 use std::fs;
@@ -34,6 +35,7 @@ use serde::Serialize;
 use serde_json::json;
 
 pub use prepare::{RunOptions, VolumeSpec};
+pub use sandbox::BuildSandbox;
 
 use crate::clock;
 use crate::digest::Digest;

@@ -301,6 +301,8 @@ fn create_in(
         tmpfs,
         userns: map,
         root_view,
+        writable_root: false,
+        own_network: false,
     };
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
@@ -436,7 +438,7 @@ fn stop_signal(configured: Option<&str>) -> std::result::Result<i32, String> {
 }
 
 /// Twelve random hex digits.
-fn new_id() -> Result<String> {
+pub(super) fn new_id() -> Result<String> {
     let mut bytes = [0u8; 6];
     let path = Path::new("/dev/urandom");
     fs::File::open(path)

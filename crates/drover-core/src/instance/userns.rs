@@ -68,9 +68,15 @@ pub fn hold(db: &mut Db, owner: &str) -> Result<IdMap> {
     })
 }
 
-/// Give back an ad-hoc instance's range (a service keeps its own).
+/// The owner of a build's `run` step's range.
+pub fn build_owner(id: &str) -> String {
+    format!("build:{id}")
+}
+
+/// Give back an ad-hoc instance's or a build step's range (a service
+/// keeps its own).
 pub fn release(db: &mut Db, owner: &str) -> Result<()> {
-    if owner.starts_with("instance:") {
+    if owner.starts_with("instance:") || owner.starts_with("build:") {
         db.write_freeing(|tx| tx.release_id_range(owner))?;
     }
     Ok(())
@@ -141,13 +147,9 @@ pub fn attach(
     result
 }
 
-fn attach_all(
-    store_root: &Path,
-    id: &str,
-    rootfs: &Path,
-    map: IdMap,
-    volumes: &[(PathBuf, bool)],
-) -> Result<(PathBuf, Vec<PathBuf>)> {
+/// Make instance `id`'s views directory, which only its root (host id
+/// `map.host`) may enter; every host user may pass through its parents.
+fn views_dir(store_root: &Path, id: &str, map: IdMap) -> Result<PathBuf> {
     // Every host user may pass through (not list) the parents, as the
     // instance's root must.
     let mine = store_views(store_root);
@@ -162,33 +164,97 @@ fn attach_all(
             .ctx("create views directory", dir)?;
     }
     let mnt = views(store_root, id);
-    let root = mnt.join("root");
-    fs::create_dir_all(&root).ctx("create instance root", &root)?;
+    fs::create_dir_all(&mnt).ctx("create instance root", &mnt)?;
     // Only the instance's root (host id `map.host`) may enter: the views
     // hold the image and the volumes, and nobody else on the host needs them.
     std::os::unix::fs::chown(&mnt, Some(map.host), Some(map.host))
         .ctx("create instance root", &mnt)?;
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o700))
         .ctx("create instance root", &mnt)?;
+    Ok(mnt)
+}
 
-    let mapped = |inside: u32| {
-        sys::userns_with_map(IdMapLine {
-            inside,
-            outside: map.host,
-            count: map.size,
-        })
-        .map_err(|e| Error::Failed(format!("user namespace for an id-mapped mount: {e}")))
-    };
-    let image_ns = mapped(0)?;
-    sys::attach_copy(rootfs, &root, true, Some(image_ns.as_fd())).map_err(|e| {
+/// A user namespace in which host ids `inside..` are `map`'s, for an
+/// id-mapped mount.
+fn mapped(map: IdMap, inside: u32) -> Result<std::os::fd::OwnedFd> {
+    sys::userns_with_map(IdMapLine {
+        inside,
+        outside: map.host,
+        count: map.size,
+    })
+    .map_err(|e| Error::Failed(format!("user namespace for an id-mapped mount: {e}")))
+}
+
+/// Attach `rootfs` at `at`, read-only and id-mapped from the image's ids
+/// (root's files by uid 0) into `map`.
+fn attach_image(rootfs: &Path, at: &Path, map: IdMap) -> Result<()> {
+    fs::create_dir_all(at).ctx("create instance root", at)?;
+    let image_ns = mapped(map, 0)?;
+    sys::attach_copy(rootfs, at, true, Some(image_ns.as_fd())).map_err(|e| {
         Error::Failed(format!(
             "id-mapped mount of {} at {}: {e} (drover needs Linux 5.12 or later and a filesystem \
              that supports id-mapped mounts, such as ext4, xfs, btrfs or tmpfs)",
             rootfs.display(),
-            root.display()
+            at.display()
         ))
-    })?;
+    })
+}
 
+/// The views of a build's `run` step `id`: the image so far, read-only and
+/// id-mapped (`lower`, an overlay's lower directory), an empty directory
+/// to mount the overlay on (`root`), and each build-context directory in
+/// `mounts`, read-only, its host owners shifted into `map` as the image's
+/// are (so the context's root-owned files are root's in the sandbox) — or,
+/// on a filesystem without id-mapped mounts, as they are. Returns
+/// `(lower, root, mounts)`; on error, whatever was attached is detached.
+pub fn attach_build(
+    store_root: &Path,
+    id: &str,
+    lower: &Path,
+    map: IdMap,
+    mounts: &[PathBuf],
+) -> Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+    let result = (|| {
+        let mnt = views_dir(store_root, id, map)?;
+        let lower_view = mnt.join("lower");
+        attach_image(lower, &lower_view, map)?;
+        let root = mnt.join("root");
+        fs::create_dir_all(&root).ctx("create build root", &root)?;
+        let mut out = Vec::new();
+        for (i, source) in mounts.iter().enumerate() {
+            let at = mnt.join("vol").join(i.to_string());
+            fs::create_dir_all(&at).ctx("create mount point", &at)?;
+            let ns = mapped(map, 0)?;
+            if sys::attach_copy(source, &at, true, Some(ns.as_fd())).is_err() {
+                sys::attach_copy(source, &at, true, None).map_err(|e| {
+                    Error::Failed(format!(
+                        "mount {} at {}: {e}",
+                        source.display(),
+                        at.display()
+                    ))
+                })?;
+            }
+            out.push(at);
+        }
+        Ok((lower_view, root, out))
+    })();
+    if result.is_err() {
+        let _ = detach(store_root, id);
+    }
+    result
+}
+
+fn attach_all(
+    store_root: &Path,
+    id: &str,
+    rootfs: &Path,
+    map: IdMap,
+    volumes: &[(PathBuf, bool)],
+) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let mnt = views_dir(store_root, id, map)?;
+    let root = mnt.join("root");
+    attach_image(rootfs, &root, map)?;
+    let mapped = |inside: u32| mapped(map, inside);
     let mut out = Vec::new();
     for (i, (source, read_only)) in volumes.iter().enumerate() {
         let at = mnt.join("vol").join(i.to_string());
@@ -367,6 +433,10 @@ pub fn sweep(db: &mut Db, store_root: &Path, live: &[String]) -> Result<usize> {
         if let Some(id) = owner.strip_prefix("instance:")
             && !live.iter().any(|l| l == id)
         {
+            release(db, &owner)?;
+        }
+        // Builds hold the store shared, gc exclusive: none runs now.
+        if owner.starts_with("build:") {
             release(db, &owner)?;
         }
     }

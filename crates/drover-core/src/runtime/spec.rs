@@ -56,6 +56,14 @@ pub struct Launch {
     /// when there is a user namespace, else `rootfs` itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_view: Option<PathBuf>,
+    /// The root is writable (a build's `run` step on its overlay); an
+    /// instance's never is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writable_root: bool,
+    /// A network namespace of its own, with only a loopback interface;
+    /// otherwise the host's network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_network: bool,
 }
 
 /// Container ids `0..size` are host ids `host..host + size` (uids and gids).
@@ -289,6 +297,9 @@ pub fn generate(l: &Launch) -> Value {
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
     ];
+    if l.own_network {
+        namespaces.push(json!({"type": "network"}));
+    }
     let mut linux = json!({});
     if let Some(map) = l.userns {
         namespaces.insert(0, json!({"type": "user"}));
@@ -317,7 +328,7 @@ pub fn generate(l: &Launch) -> Value {
     let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": l.id,
-        "root": {"path": root, "readonly": true},
+        "root": {"path": root, "readonly": !l.writable_root},
         "process": {
             "terminal": false,
             "user": {"uid": l.uid, "gid": l.gid, "additionalGids": l.additional_gids},
@@ -408,6 +419,8 @@ mod tests {
             tmpfs: vec![],
             userns: None,
             root_view: None,
+            writable_root: false,
+            own_network: false,
         }
     }
 

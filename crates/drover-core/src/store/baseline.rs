@@ -118,6 +118,20 @@ impl Merger {
         self.files.get(path)
     }
 
+    /// Apply one record of a layer as its tar entry reads: a whiteout name
+    /// (`.wh.<name>`, `.wh..wh..opq`) deletes, anything else is [`put`](Self::put).
+    pub fn apply_record(&mut self, rec: FileRecord) {
+        let (dir, name) = rec.path.rsplit_once('/').unwrap_or(("", &rec.path));
+        if name == ".wh..wh..opq" {
+            let dir = if dir.is_empty() { "/" } else { dir };
+            self.remove_tree(dir, true);
+        } else if let Some(hidden) = name.strip_prefix(".wh.") {
+            self.remove_tree(&format!("{dir}/{hidden}"), false);
+        } else {
+            self.put(rec);
+        }
+    }
+
     /// Remove `path` and its subtree (a whiteout), or only the subtree (opaque).
     pub fn remove_tree(&mut self, path: &str, keep_self: bool) {
         let prefix = format!("{}/", path.trim_end_matches('/'));

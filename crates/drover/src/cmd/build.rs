@@ -55,6 +55,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         source_date_epoch: a.source_date_epoch,
         no_cache: a.no_cache,
         threads: a.threads,
+        sandbox: Some(std::sync::Arc::new(drover_core::instance::BuildSandbox)),
     };
     let out = builder::build(&mut store, &def, &opts, &bar);
     bar.finish();

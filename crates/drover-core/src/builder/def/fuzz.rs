@@ -211,6 +211,8 @@ fn render(m: &Model) -> String {
                     owner(f.owner)
                 );
             }
+            // Not generated (the model makes copy and file layers).
+            LayerDef::Run(_) => {}
         }
     }
     let c = &m.config;
@@ -289,6 +291,7 @@ proptest! {
                         }
                         continue;
                     }
+                    LayerDef::Run(r) => &r.workdir,
                 };
                 prop_assert!(dest.starts_with('/'), "{}", dest);
                 prop_assert!(!dest.split('/').any(|c| c == ".." || c.starts_with(".wh.")), "{}", dest);

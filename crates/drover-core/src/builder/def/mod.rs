@@ -65,6 +65,20 @@
 //! repositories = [{ url = "http://deb.debian.org/debian", keyring = "/usr/share/keyrings/debian-archive-keyring.gpg" }]
 //! # The exact versions, URLs and sha256s are in drover.lock beside this file
 //! # (`drover lock` writes it; a build uses exactly it).
+//!
+//! [[layer]]
+//! kind = "run"              # run a command on the image built so far; the layer is
+//!                           # what it changed (adds, changes, deletions as whiteouts)
+//! command = ["/bin/sh", "-c", "echo hi > /etc/greeting"]   # required, not empty
+//! mounts = [{ src = "app", dest = "/src" }]   # build-context directories, read-only;
+//!                           # src relative to the build context, dest absolute
+//! network = false           # default false: only a loopback interface
+//! timeout = "10m"           # default "10m"; the command is killed after it
+//! env = { LANG = "C.UTF-8" }   # over the image's environment (PATH defaults
+//!                              # to the usual /usr/local/sbin:...:/bin)
+//! workdir = "/"             # absolute; default "/"
+//! user = "0:0"              # numeric uid:gid; default root of the sandbox
+//!
 //! # Users and groups with fixed ids, merged into the image's /etc/passwd and
 //! # /etc/group (kept line for line; a name or id the image gives another
 //! # meaning is an error) by a layer the build generates after all others.
@@ -237,6 +251,7 @@ pub enum LayerDef {
     Copy(CopyLayer),
     File(FileLayer),
     Packages(PackagesLayer),
+    Run(RunLayer),
 }
 
 /// Copy a directory tree from the build context into the image.
@@ -334,6 +349,38 @@ pub struct Account {
 pub const NO_HOME: &str = "/nonexistent";
 /// An account's shell unless it says: Debian's, as base-passwd writes it.
 pub const DEFAULT_SHELL: &str = "/usr/sbin/nologin";
+/// A command run in a sandbox made from the image built so far; the layer
+/// is what it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLayer {
+    /// The program and its arguments; never empty.
+    pub command: Vec<String>,
+    /// Build-context directories mounted read-only, in order.
+    pub mounts: Vec<RunMount>,
+    /// Use the host's network (the build is then not hermetic); otherwise
+    /// the command sees only a loopback interface.
+    pub network: bool,
+    /// Milliseconds before the command is killed.
+    pub timeout_ms: u64,
+    /// Set over the image's environment.
+    pub env: BTreeMap<String, String>,
+    /// Absolute and normalized.
+    pub workdir: String,
+    /// `(uid, gid)` the command runs as, inside the sandbox.
+    pub user: (u32, u32),
+}
+
+/// A build-context directory a run layer's command sees, read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMount {
+    /// Relative to the build context, normalized as [`CopyLayer::src`].
+    pub src: String,
+    /// Absolute, normalized, not `/`.
+    pub dest: String,
+}
+
+/// A run layer's timeout unless it says otherwise: ten minutes.
+pub const DEFAULT_RUN_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
 /// How a container from the image runs (the OCI image config), plus drover's
 /// health check.

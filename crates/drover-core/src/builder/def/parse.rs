@@ -7,8 +7,9 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Base, Compression, CopyLayer, DEFAULT_FILE_MODE, DEFAULT_SUITE, DEFAULT_TAG, FileLayer,
-    ImageDef, LayerDef, PackagesLayer, RepositoryDef, RuntimeConfig, compile_glob,
+    Base, Compression, CopyLayer, DEFAULT_FILE_MODE, DEFAULT_RUN_TIMEOUT_MS, DEFAULT_SUITE,
+    DEFAULT_TAG, FileLayer, ImageDef, LayerDef, PackagesLayer, RepositoryDef, RunLayer, RunMount,
+    RuntimeConfig, compile_glob,
 };
 use crate::digest::Digest;
 use crate::error::Result;
@@ -19,7 +20,7 @@ use crate::toml_doc::{Checker, Kinded, Node, Table, Value, index_key};
 const TOP_KEYS: &[&str] = &["image", "layer", "account", "accounts", "config"];
 const IMAGE_KEYS: &[&str] = &["name", "tag", "compression", "compression_level", "base"];
 const BASE_KEYS: &[&str] = &["image", "layout", "digest"];
-const LAYER_KINDS: &[&str] = &["copy", "file", "packages"];
+const LAYER_KINDS: &[&str] = &["copy", "file", "packages", "run"];
 const COPY_KEYS: &[&str] = &[
     "kind", "src", "dest", "include", "exclude", "mode", "dir_mode", "owner", "xattrs",
 ];
@@ -36,6 +37,10 @@ const PACKAGES_KEYS: &[&str] = &[
     "scripts",
 ];
 const REPOSITORY_KEYS: &[&str] = &["url", "keyring"];
+const RUN_KEYS: &[&str] = &[
+    "kind", "command", "mounts", "network", "timeout", "env", "workdir", "user",
+];
+const MOUNT_KEYS: &[&str] = &["src", "dest"];
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -227,7 +232,7 @@ impl Def<'_> {
     fn layer(&self, node: &Node, path: &str) -> Result<LayerDef> {
         let table = self.as_table(node, path)?;
         let kind = self.kind(&table, LAYER_KINDS, "layer")?;
-        let all: Vec<&str> = [COPY_KEYS, FILE_KEYS, PACKAGES_KEYS].concat();
+        let all: Vec<&str> = [COPY_KEYS, FILE_KEYS, PACKAGES_KEYS, RUN_KEYS].concat();
         let kinded = Kinded {
             all: &all,
             what: format!("{kind:?} layer"),
@@ -235,14 +240,122 @@ impl Def<'_> {
         let allowed = match kind {
             "copy" => COPY_KEYS,
             "file" => FILE_KEYS,
-            _ => PACKAGES_KEYS,
+            "packages" => PACKAGES_KEYS,
+            _ => RUN_KEYS,
         };
         self.check_keys(&table, allowed, Some(&kinded))?;
         match kind {
             "copy" => self.copy_layer(&table).map(LayerDef::Copy),
             "file" => self.file_layer(&table).map(LayerDef::File),
-            _ => self.packages_layer(&table).map(LayerDef::Packages),
+            "packages" => self.packages_layer(&table).map(LayerDef::Packages),
+            _ => self.run_layer(&table).map(LayerDef::Run),
         }
+    }
+
+    fn run_layer(&self, t: &Table<'_>) -> Result<RunLayer> {
+        let command_node = self.required(
+            t,
+            "command",
+            "the program and its arguments, e.g. command = [\"/bin/sh\", \"-c\", \"make\"]",
+        )?;
+        let command = self.strings(command_node, &t.key("command"))?;
+        if command.is_empty() || command[0].is_empty() {
+            return Err(self.err(
+                command_node.at(),
+                &t.key("command"),
+                "empty (expected the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"make\"])",
+            ));
+        }
+        let mut mounts: Vec<RunMount> = Vec::new();
+        if let Some(node) = t.get("mounts") {
+            let key = t.key("mounts");
+            let items = self.array(
+                node,
+                &key,
+                "an array of tables ({ src = \"dir\", dest = \"/path\" })",
+            )?;
+            for (i, item) in items.iter().enumerate() {
+                let mount = self.run_mount(item, &index_key(&key, i))?;
+                if let Some(m) = mounts.iter().find(|m| m.dest == mount.dest) {
+                    return Err(self.err(
+                        item.at(),
+                        &index_key(&key, i),
+                        format!("{} is already the mount point of {:?}", mount.dest, m.src),
+                    ));
+                }
+                mounts.push(mount);
+            }
+        }
+        let timeout_ms = match self.duration(t, "timeout")? {
+            None => DEFAULT_RUN_TIMEOUT_MS,
+            Some((0, node)) => {
+                return Err(self.err(
+                    node.at(),
+                    &t.key("timeout"),
+                    "zero (expected a positive duration such as \"10m\")",
+                ));
+            }
+            Some((ms, _)) => ms,
+        };
+        let workdir = match t.get("workdir") {
+            None => "/".to_string(),
+            Some(node) => {
+                let key = t.key("workdir");
+                normalize_absolute(self.string(node, &key)?)
+                    .map_err(|e| self.err(node.at(), &key, e))?
+            }
+        };
+        let user = match t.get("user") {
+            None => (0, 0),
+            Some(node) => {
+                let key = t.key("user");
+                grammar::owner(self.string(node, &key)?)
+                    .map_err(|e| self.err(node.at(), &key, e))?
+            }
+        };
+        Ok(RunLayer {
+            command,
+            mounts,
+            network: match t.get("network") {
+                None => false,
+                Some(node) => self.boolean(node, &t.key("network"))?,
+            },
+            timeout_ms,
+            env: match t.get("env") {
+                None => Default::default(),
+                Some(node) => self.string_map(node, &t.key("env"), grammar::env_name)?,
+            },
+            workdir,
+            user,
+        })
+    }
+
+    fn run_mount(&self, node: &Node, path: &str) -> Result<RunMount> {
+        let t = self.table(node, path, MOUNT_KEYS)?;
+        let src_node = self.required(
+            &t,
+            "src",
+            "the build-context directory to mount, e.g. src = \"app\"",
+        )?;
+        let src_key = t.key("src");
+        let src = normalize_relative(self.string(src_node, &src_key)?)
+            .map_err(|e| self.err(src_node.at(), &src_key, e))?;
+        let dest_node = self.required(
+            &t,
+            "dest",
+            "where the command sees it, e.g. dest = \"/src\"",
+        )?;
+        let dest_key = t.key("dest");
+        let dest = normalize_absolute(self.string(dest_node, &dest_key)?)
+            .map_err(|e| self.err(dest_node.at(), &dest_key, e))?;
+        if dest == "/" {
+            return Err(self.err(
+                dest_node.at(),
+                &dest_key,
+                "\"/\" is the image itself (mount the directory somewhere inside it, e.g. \"/src\")",
+            ));
+        }
+        Ok(RunMount { src, dest })
     }
 
     fn packages_layer(&self, t: &Table<'_>) -> Result<PackagesLayer> {

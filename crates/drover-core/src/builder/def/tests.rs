@@ -103,6 +103,22 @@ fn documented_example_parses() {
                 essential: false,
                 scripts: false,
             }),
+            LayerDef::Run(RunLayer {
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo hi > /etc/greeting".into(),
+                ],
+                mounts: vec![RunMount {
+                    src: "app".into(),
+                    dest: "/src".into(),
+                }],
+                network: false,
+                timeout_ms: 600_000,
+                env: BTreeMap::from([("LANG".into(), "C.UTF-8".into())]),
+                workdir: "/".into(),
+                user: (0, 0),
+            }),
         ],
         accounts: vec![Account {
             name: "app".into(),
@@ -633,14 +649,14 @@ fn bad_layer_kinds() {
         7,
         1,
         Some("layer[1].kind"),
-        "missing required key (expected \"copy\", \"file\" or \"packages\")",
+        "missing required key (expected \"copy\", \"file\", \"packages\" or \"run\")",
     );
     fails(
         "[image]\nname = \"a\"\n[[layer]]\nkind = \"tar\"\n",
         4,
         8,
         Some("layer[0].kind"),
-        "\"tar\" is not a layer kind (expected \"copy\", \"file\" or \"packages\")",
+        "\"tar\" is not a layer kind (expected \"copy\", \"file\", \"packages\" or \"run\")",
     );
     fails(
         "layer = [1]\n[image]\nname = \"a\"\n",
@@ -1197,5 +1213,125 @@ fn tmpfs_paths_are_checked_where_written() {
         10,
         Some("config.tmpfs[0]"),
         "a tmpfs in every instance already",
+    );
+}
+
+#[test]
+fn run_layers_parse_with_defaults() {
+    let def = ok("[image]\nname = \"a\"\n[[layer]]\nkind = \"run\"\ncommand = [\"/bin/true\"]\n");
+    assert_eq!(
+        def.layers,
+        vec![LayerDef::Run(RunLayer {
+            command: vec!["/bin/true".into()],
+            mounts: vec![],
+            network: false,
+            timeout_ms: DEFAULT_RUN_TIMEOUT_MS,
+            env: BTreeMap::new(),
+            workdir: "/".into(),
+            user: (0, 0),
+        })]
+    );
+    let def = ok(
+        "[image]\nname = \"a\"\n[[layer]]\nkind = \"run\"\ncommand = [\"make\"]\n\
+                  mounts = [{ src = \"./app/\", dest = \"/src/\" }, { src = \".\", dest = \"/ctx\" }]\n\
+                  network = true\ntimeout = \"1m30s\"\nworkdir = \"/src/.\"\nuser = \"1000:100\"\n",
+    );
+    let LayerDef::Run(r) = &def.layers[0] else {
+        panic!("not a run layer")
+    };
+    assert_eq!(
+        r.mounts,
+        vec![
+            RunMount {
+                src: "app".into(),
+                dest: "/src".into()
+            },
+            RunMount {
+                src: ".".into(),
+                dest: "/ctx".into()
+            }
+        ]
+    );
+    assert!(r.network);
+    assert_eq!(r.timeout_ms, 90_000);
+    assert_eq!(r.workdir, "/src");
+    assert_eq!(r.user, (1000, 100));
+}
+
+#[test]
+fn bad_run_layers_are_located() {
+    let head = "[image]\nname = \"a\"\n[[layer]]\nkind = \"run\"\n";
+    fails(head, 3, 1, Some("layer[0].command"), "missing required key");
+    fails(
+        &format!("{head}command = []\n"),
+        5,
+        11,
+        Some("layer[0].command"),
+        "empty",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\nsrc = \"a\"\n"),
+        6,
+        1,
+        Some("layer[0].src"),
+        "not used by a \"run\" layer",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\nmounts = [{{ src = \"../up\", dest = \"/x\" }}]\n"),
+        6,
+        19,
+        Some("layer[0].mounts[0].src"),
+        "\"..\"",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\nmounts = [{{ src = \"/abs\", dest = \"/x\" }}]\n"),
+        6,
+        19,
+        Some("layer[0].mounts[0].src"),
+        "absolute",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\nmounts = [{{ src = \"a\", dest = \"rel\" }}]\n"),
+        6,
+        31,
+        Some("layer[0].mounts[0].dest"),
+        "not absolute",
+    );
+    fails(
+        &format!(
+            "{head}command = [\"x\"]\nmounts = [{{ src = \"a\", dest = \"/x\", ro = true }}]\n"
+        ),
+        6,
+        37,
+        Some("layer[0].mounts[0].ro"),
+        "unknown key",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\ntimeout = \"soon\"\n"),
+        6,
+        11,
+        Some("layer[0].timeout"),
+        "not a duration",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\ntimeout = \"0\"\n"),
+        6,
+        11,
+        Some("layer[0].timeout"),
+        "zero",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\nnetwork = \"yes\"\n"),
+        6,
+        11,
+        Some("layer[0].network"),
+        "a boolean",
+    );
+    fails(
+        &format!("{head}command = [\"x\"]\nuser = \"app\"\n"),
+        6,
+        8,
+        Some("layer[0].user"),
+        "",
     );
 }
