@@ -113,7 +113,7 @@ async fn online(
         .get(&url, max, "index_bytes")
         .await?
         .ok_or_else(|| Error::NotFound {
-            what: format!("{url}"),
+            what: url.clone(),
             hint: Some(format!(
                 "{} has no signed InRelease for suite {:?}; check the URL and suite",
                 repo.url, repo.suite
@@ -428,8 +428,7 @@ fn gpgv(repo: &Repository, inrelease: &[u8], tmp: &Path) -> Result<String> {
     judge(&status).map_err(|why| {
         let detail = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .map(|l| format!(" ({})", l.trim()))
             .unwrap_or_default();
         refuse(format!("{why}{detail}"))
@@ -688,4 +687,4 @@ fn parse_date(s: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

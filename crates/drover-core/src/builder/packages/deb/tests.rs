@@ -483,7 +483,6 @@ fn wrong_ar_members_are_refused() {
         ("control.tar.gz", control_tar()),
         ("data.tar.xz", data()),
     ]))
-    .map(|(d, c)| (d, c))
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.entries.len(), 1);
 }

@@ -395,7 +395,7 @@ fn real_debian_bookworm_contrib() {
     assert_eq!(off.packages, ix.packages);
 }
 
-pub(in crate::builder::packages) fn real_repo(components: &[&str]) -> Option<Repository> {
+pub(crate) fn real_repo(components: &[&str]) -> Option<Repository> {
     let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
     let reachable = std::net::ToSocketAddrs::to_socket_addrs("deb.debian.org:80")
         .ok()
