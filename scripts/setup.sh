@@ -26,6 +26,8 @@ PACKAGES=(
   curl                           # serve tests (HTTP/2 through the proxy)
   docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
   python3-venv openssl           # trust-chain tests: outside verifiers (in-toto, spdx-tools) in .test-venv; openssl reads our keys
+  liblzma-dev                    # xz2: .deb members and Packages.xz (links the system liblzma)
+  gpgv debian-archive-keyring    # packages layers: InRelease signatures, Debian's signing keys
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})

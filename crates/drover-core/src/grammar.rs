@@ -71,6 +71,24 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// An age, as retentions are given: whole days (`"14d"`), or anything
+/// [`duration_ms`] reads (`"12h"`, `"0"`); in milliseconds.
+pub fn age_ms(s: &str) -> Result<u64, String> {
+    if let Some(days) = s.strip_suffix('d')
+        && !days.is_empty()
+        && days.bytes().all(|b| b.is_ascii_digit())
+    {
+        return days
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(86_400_000))
+            .ok_or_else(|| format!("{s:?} is too long an age"));
+    }
+    duration_ms(s).map_err(|_| {
+        format!("{s:?} is not an age (expected whole days like \"14d\", or a duration like \"12h\"; \"0\" for none)")
+    })
+}
+
 /// Formats milliseconds the way [`duration_ms`] reads them (`"1m30s"`).
 pub fn format_duration(ms: u64) -> String {
     if ms == 0 {
@@ -788,6 +806,16 @@ mod tests {
         );
         assert_eq!(format_duration(90_000), "1m30s");
         assert_eq!(format_duration(0), "0s");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age_ms("14d"), Ok(14 * 86_400_000));
+        assert_eq!(age_ms("0"), Ok(0));
+        assert_eq!(age_ms("12h"), Ok(12 * 3_600_000));
+        for bad in ["d", "-1d", "1.5d", "14 d", "soon", "99999999999999999999d"] {
+            assert!(age_ms(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct Limits {
     /// once it is past [`Limits::RATIO_FLOOR`] (a compression bomb: 9 MB of
     /// gzip inflating to 8 GiB).
     pub inflate_ratio: u64,
-    /// Connecting to a registry.
+    /// Connecting to a registry. The `registry_*` time-outs bound the
+    /// requests to package repositories too.
     pub registry_connect: Duration,
     /// No byte from a registry for this long: the request is given up.
     pub registry_idle: Duration,
@@ -53,6 +54,13 @@ pub struct Limits {
     pub registry_floor: Duration,
     /// The longest total time-out of any request, whatever size it declares.
     pub registry_max: Duration,
+    /// A package repository's index: an `InRelease`, or a `Packages`
+    /// index compressed or decompressed (Debian's largest, main/amd64,
+    /// decompresses to about 50 MB).
+    pub index_bytes: u64,
+    /// One `.deb` file, as its signed index declares it (the largest in
+    /// Debian are a few hundred MB of game data).
+    pub deb_bytes: u64,
     /// One instance log file; past it the log is rotated.
     pub log_bytes: u64,
     /// Rotated log files kept beside the current one.
@@ -78,6 +86,8 @@ impl Default for Limits {
             registry_min_rate: 32 << 10,
             registry_floor: Duration::from_secs(300),
             registry_max: Duration::from_secs(6 * 3600),
+            index_bytes: 512 << 20,
+            deb_bytes: 4 << 30,
             log_bytes: 16 << 20,
             log_files: 3,
             pids: 1024,
@@ -108,6 +118,8 @@ const FIELDS: &[Field] = &[
     Field::Size("registry_min_rate", |l| &mut l.registry_min_rate),
     Field::Time("registry_floor", |l| &mut l.registry_floor),
     Field::Time("registry_max", |l| &mut l.registry_max),
+    Field::Size("index_bytes", |l| &mut l.index_bytes),
+    Field::Size("deb_bytes", |l| &mut l.deb_bytes),
     Field::Size("log_bytes", |l| &mut l.log_bytes),
     Field::Count("log_files", |l| &mut l.log_files),
     Field::Count("pids", |l| &mut l.pids),

@@ -47,8 +47,9 @@ enum Command {
     Push(cmd::push::Args),
     /// Fetch an image and its attached artifacts from an OCI registry; print its digest.
     Pull(cmd::pull::Args),
-    /// Delete blobs (and unpacked roots) no tag, instance or release reaches.
-    Gc,
+    /// Delete blobs (and unpacked roots) no tag, instance or release reaches,
+    /// and cached packages not used for a while.
+    Gc(cmd::gc::Args),
     /// Re-hash every blob and name each corrupt or missing one and what uses
     /// it; or, given an image, check its signatures against trusted keys.
     Verify(cmd::verify::Args),
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
         Command::Push(a) => cmd::push::run(&ctx, a),
         Command::Pull(a) => cmd::pull::run(&ctx, a),
         Command::Rmi(a) => cmd::rmi::run(&ctx, a),
-        Command::Gc => cmd::gc::run(&ctx),
+        Command::Gc(a) => cmd::gc::run(&ctx, a),
         Command::Verify(a) => cmd::verify::run(&ctx, a),
         Command::Sign(a) => cmd::sign::run(&ctx, a),
         Command::Key(a) => cmd::key::run(&ctx, a),

@@ -14,7 +14,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 
-mod headers;
+pub(crate) mod headers;
 #[cfg(test)]
 pub(crate) use headers::agrees_with_the_tar_crate;
 

@@ -1,18 +1,53 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use drover_core::store::Store;
+use drover_core::builder::packages::cache::{self, PackageGcReport};
+use drover_core::store::{GcReport, Store};
 
 use super::Ctx;
 use crate::output;
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Keep cached packages and indexes used within this age ("14d", "12h";
+    /// "0" removes them all).
+    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = age)]
+    keep_packages: Duration,
+}
+
+/// "14d" for whole days, else as durations are written.
+fn days(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms > 0 && ms.is_multiple_of(86_400_000) {
+        format!("{}d", ms / 86_400_000)
+    } else {
+        drover_core::grammar::format_duration(ms)
+    }
+}
+
+fn age(s: &str) -> Result<Duration, String> {
+    drover_core::grammar::age_ms(s).map(Duration::from_millis)
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    #[serde(flatten)]
+    store: GcReport,
+    packages: PackageGcReport,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = Store::open_exclusive(&ctx.store_dir)
         .with_context(|| format!("opening the store at {} for gc", ctx.store_dir.display()))?;
     let views = drover_core::instance::collect_orphans(&mut store)?;
     let report = store.gc()?;
+    let packages = cache::collect(&store, a.keep_packages)?;
     if ctx.json {
-        output::json(&report)?;
+        output::json(&Report {
+            store: report,
+            packages,
+        })?;
     } else {
         println!(
             "removed {} blobs ({}), {} artifacts, {} unpacked roots, {} temp files; kept {} blobs",
@@ -23,6 +58,16 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             report.removed_temp_files,
             report.kept_blobs
         );
+        if packages.removed_files + packages.kept_files > 0 {
+            println!(
+                "package cache: removed {} files ({}) unused for {}; kept {} files ({})",
+                packages.removed_files,
+                output::size(packages.removed_bytes),
+                days(a.keep_packages),
+                packages.kept_files,
+                output::size(packages.kept_bytes),
+            );
+        }
         if views > 0 {
             println!("cleaned up after {views} instances whose run was cut short");
         }
