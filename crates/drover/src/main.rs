@@ -35,6 +35,8 @@ pub struct Cli {
 enum Command {
     /// Build an image from a definition (drover.toml) and print its digest.
     Build(cmd::build::Args),
+    /// Resolve a definition's Debian packages and write drover.lock beside it.
+    Lock(cmd::lock::Args),
     /// List tagged images.
     Images,
     /// Show an image's manifest, config and attached artifacts.
@@ -132,6 +134,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
+        Command::Lock(a) => cmd::lock::run(&ctx, a),
         Command::Images => cmd::images::run(&ctx),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Tag(a) => cmd::tag::run(&ctx, a),

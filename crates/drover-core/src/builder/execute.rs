@@ -10,6 +10,8 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::layer::{self, CacheUse, LayerRecord};
+use super::lock::{Lock, LockedLayer};
+use super::packages::{self, dpkg::Installed, install::Staging};
 use super::plan::{self, BaseStep, GeneratedStep, LayerStep, Plan};
 use super::run::{self, Sandbox};
 use super::scan::{self, Entry};
@@ -39,6 +41,11 @@ struct Image {
     inputs: Vec<provenance::Dependency>,
     /// Bytes of file content read and hashed.
     hashed_bytes: u64,
+    /// What the packages layers so far installed (for the dpkg status).
+    installed: Vec<Installed>,
+    /// The distribution the packages came from (`debian-12`), for the SBOM.
+    distro: Option<String>,
+    warnings: Vec<String>,
 }
 
 /// A layer's inputs, scanned: its entries, the previous build of its slot.
@@ -51,10 +58,15 @@ pub(super) fn run(
     plan: &Plan,
     progress: &dyn Progress,
     sandbox: Option<&Arc<dyn Sandbox>>,
+    lock: Option<&Lock>,
     started: Instant,
     started_on: String,
 ) -> Result<BuildOutcome> {
     let mut image = base(store, def, plan)?;
+    let staging = match lock {
+        Some(_) => Some(Staging::new(store)?),
+        None => None,
+    };
     let context = def
         .context
         .canonicalize()
@@ -65,6 +77,22 @@ pub(super) fn run(
     for (i, (step, scanned)) in plan.layers.iter().zip(scanned?).enumerate() {
         if let Some(g) = generated_after(i) {
             build_generated(store, def, plan, g, &mut stat_cache, progress, &mut image)?;
+        }
+        if let LayerDef::Packages(_) = step.def {
+            let (Some(lock), Some(staging)) = (lock, staging.as_ref()) else {
+                return Err(Error::Usage(format!(
+                    "{}: a packages layer needs drover.lock (run `drover lock`)",
+                    step.source
+                )));
+            };
+            let Some(locked) = lock.layers.iter().find(|l| l.index == i) else {
+                return Err(Error::Usage(format!(
+                    "{}: layer[{i}] is not in drover.lock (run `drover lock`)",
+                    step.source
+                )));
+            };
+            build_packages(store, plan, step, locked, staging, progress, &mut image)?;
+            continue;
         }
         if let LayerDef::Run(r) = step.def {
             let start = image.config.rootfs.diff_ids.iter().chain(&image.diff_ids);
@@ -186,6 +214,9 @@ fn base(store: &mut Store, def: &ImageDef, plan: &Plan) -> Result<Image> {
         files,
         inputs: Vec::new(),
         hashed_bytes: 0,
+        installed: Vec::new(),
+        distro: None,
+        warnings: Vec::new(),
     })
 }
 
@@ -271,10 +302,8 @@ fn scan(layout: &Layout, context: &Path, plan: &Plan) -> (StatCache, Result<Vec<
                         || match step.def {
                             LayerDef::Copy(c) => scan::copy_layer(context, c),
                             LayerDef::File(f) => Ok(scan::file_layer(f)),
-                            LayerDef::Packages(_) => Err(Error::Usage(format!(
-                                "{}: packages layers are not built yet",
-                                step.source
-                            ))),
+                            // Installed from the lock, in order.
+                            LayerDef::Packages(_) => Ok(Vec::new()),
                             // Known only once the command has run.
                             LayerDef::Run(_) => Ok(Vec::new()),
                         },
@@ -285,6 +314,47 @@ fn scan(layout: &Layout, context: &Path, plan: &Plan) -> (StatCache, Result<Vec<
                 .collect()
         },
     )
+}
+
+/// Step 2, a packages layer (`packages::step`).
+fn build_packages(
+    store: &Store,
+    plan: &Plan,
+    step: &LayerStep,
+    locked: &LockedLayer,
+    staging: &Staging,
+    progress: &dyn Progress,
+    image: &mut Image,
+) -> Result<()> {
+    let parent: Vec<Digest> = image
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .chain(&image.diff_ids)
+        .copied()
+        .collect();
+    let built = packages::step::build(
+        store,
+        plan,
+        step,
+        locked,
+        &parent,
+        &image.files,
+        &image.installed,
+        staging,
+        progress,
+    )?;
+    image.inputs.extend(built.inputs);
+    image.installed.extend(built.installed);
+    image.warnings.extend(built.warnings);
+    if image.distro.is_none() {
+        image.distro = locked.distro();
+    }
+    let files = built.rec.files.len();
+    let sbom = built.entries.map(|e| (e, built.previous_diff_id));
+    add_layer(image, &step.source, built.rec, built.cache, files, sbom);
+    Ok(())
 }
 
 /// Step 2, one layer: hash what the content-hash cache does not know, then
@@ -464,7 +534,7 @@ fn finish(
         config.created.as_deref(),
         &files,
         &image.sbom,
-        None,
+        image.distro.as_deref(),
     )?;
     drop(files);
     let attached = Attached {
@@ -498,7 +568,7 @@ fn finish(
         layers: image.outcomes,
         hashed_bytes: image.hashed_bytes,
         seconds: started.elapsed().as_secs_f64(),
-        warnings: Vec::new(),
+        warnings: image.warnings,
     })
 }
 

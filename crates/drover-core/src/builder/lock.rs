@@ -231,6 +231,16 @@ pub struct LockedPackage {
 }
 
 impl LockedLayer {
+    /// The distribution its packages come from, as an SBOM's purls name
+    /// it: `debian-12` from the main repository's `Origin` and `Version`.
+    pub fn distro(&self) -> Option<String> {
+        self.repositories.iter().find_map(|r| {
+            let origin = r.origin.as_deref()?.to_ascii_lowercase();
+            let major = r.release.as_deref()?.split('.').next()?.to_string();
+            (!origin.is_empty() && !major.is_empty()).then(|| format!("{origin}-{major}"))
+        })
+    }
+
     /// The layer's cache identity: every package's digest, in order, and
     /// the request.
     pub fn content_key(&self) -> Digest {

@@ -117,18 +117,41 @@ pub fn build(
         cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let plan = plan::plan(def, opts, &host)?;
+    let lock = packages_lock(def, host.arch)?;
     execute::run(
         store,
         def,
         &plan,
         progress,
         opts.sandbox.as_ref(),
+        lock.as_ref(),
         started,
         started_on,
     )
 }
 
-fn host_arch() -> &'static str {
+/// The lock of a definition with packages layers, checked against it: a
+/// build installs exactly what it names, and refuses a stale one.
+fn packages_lock(def: &ImageDef, arch: &str) -> Result<Option<lock::Lock>> {
+    if !def.layers.iter().any(|l| matches!(l, LayerDef::Packages(_))) {
+        return Ok(None);
+    }
+    let path = lock::path_for(&def.file);
+    let Some(lock) = lock::Lock::read(&path)? else {
+        return Err(crate::Error::NotFound {
+            what: format!("{} (the packages' lock)", path.display()),
+            hint: Some(format!(
+                "run `drover lock -f {}` to resolve the packages and write it",
+                def.file.display()
+            )),
+        });
+    };
+    lock.check(def, arch, &path)?;
+    Ok(Some(lock))
+}
+
+/// The Debian/OCI name of the building host's architecture.
+pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -9,6 +9,7 @@ pub mod gc;
 pub mod images;
 pub mod inspect;
 pub mod key;
+pub mod lock;
 pub mod logs;
 pub mod plan;
 pub mod policy;

@@ -9,7 +9,8 @@
 //! * `var/lib/dpkg/status.d/<pkg>` (and `<pkg>.md5sums`): one record per
 //!   package, the layout distroless images use and scanners also read;
 //! * `var/lib/dpkg/info/<pkg>.list`, `.md5sums`, `.conffiles`: the file
-//!   lists dpkg keeps (`<pkg>:<arch>` for `Multi-Arch: same` packages).
+//!   lists dpkg keeps, and the maintainer scripts (`<pkg>.postinst`, ...)
+//!   (`<pkg>:<arch>` for `Multi-Arch: same` packages).
 //!
 //! Pure: records in, entries out; the same records give the same bytes.
 
@@ -31,6 +32,8 @@ pub struct Installed {
     pub md5sums: Option<String>,
     /// Its `conffiles` member, if it has one.
     pub conffiles: Option<String>,
+    /// Its maintainer scripts (`postinst`, ...), kept where dpkg keeps them.
+    pub scripts: Vec<(String, Vec<u8>)>,
     /// Every path it installs, absolute (`/usr/sbin/nginx`), in archive order.
     pub files: Vec<String>,
 }
@@ -137,6 +140,11 @@ pub fn database(earlier: &[Installed], layer: &[Installed]) -> Vec<Entry> {
                 c.clone().into_bytes(),
             ));
         }
+        for (name, bytes) in &p.scripts {
+            let mut e = file_entry(&format!("{DPKG}/info/{info}.{name}"), bytes.clone());
+            e.mode = 0o755;
+            entries.push(e);
+        }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|later, earlier| later.path == earlier.path);
@@ -191,6 +199,7 @@ mod tests {
                 "d41d8cd98f00b204e9800998ecf8427e  usr/bin/{name}\n"
             )),
             conffiles: None,
+            scripts: vec![("postinst".into(), b"#!/bin/sh\nexit 0\n".to_vec())],
             files: vec!["/usr".into(), "/usr/bin".into(), format!("/usr/bin/{name}")],
         }
     }

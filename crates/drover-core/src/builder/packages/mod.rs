@@ -12,6 +12,8 @@ pub mod deb;
 pub mod dpkg;
 pub mod fetch;
 mod http;
+pub mod install;
+pub(crate) mod step;
 pub mod repo;
 #[cfg(test)]
 mod test_server;

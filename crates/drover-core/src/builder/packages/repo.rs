@@ -54,6 +54,9 @@ pub struct Indexes {
     pub release_date: String,
     /// Its `Valid-Until:`, if it has one.
     pub valid_until: Option<String>,
+    /// Its `Origin` (`Debian`) and `Version` (`12.12`), when it says.
+    pub origin: Option<String>,
+    pub version: Option<String>,
     /// The digest of the `InRelease` file as fetched (signature included).
     pub inrelease: Digest,
     /// Each component's `Packages` text, in the repository's order of
@@ -170,6 +173,8 @@ async fn online(
         arch: arch.to_string(),
         release_date: release.date,
         valid_until: release.valid_until,
+        origin: release.origin,
+        version: release.version,
         inrelease: digest,
         packages,
         offline: None,
@@ -240,6 +245,8 @@ fn from_cache(
         arch: arch.to_string(),
         release_date: release.date,
         valid_until: release.valid_until,
+        origin: release.origin,
+        version: release.version,
         inrelease: pointer.digest,
         packages,
         offline: Some(why),
@@ -289,6 +296,8 @@ fn decompress(bytes: &[u8], path: &str, what: &str, max: u64) -> Result<String> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Release {
     date: String,
+    origin: Option<String>,
+    version: Option<String>,
     valid_until: Option<String>,
     by_hash: bool,
     /// (path, sha256, size) of every file the SHA256 field lists.
@@ -654,6 +663,8 @@ fn parse_release(text: &str) -> std::result::Result<Release, String> {
     }
     Ok(Release {
         date,
+        origin: get("Origin").map(str::to_string),
+        version: get("Version").map(str::to_string),
         valid_until: get("Valid-Until").map(str::to_string),
         by_hash: get("Acquire-By-Hash").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
         files,
