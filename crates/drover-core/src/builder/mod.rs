@@ -14,6 +14,7 @@
 pub mod def;
 mod execute;
 mod layer;
+pub mod packages;
 mod plan;
 pub mod provenance;
 pub mod sbom;
