@@ -1,7 +1,8 @@
 //! What drover's fuzz targets share. The targets are proptest properties in
 //! a `fuzz.rs` beside the code they attack (`builder/def/fuzz.rs`,
 //! `deploy/fleet/fuzz.rs`, `store/unpack/fuzz.rs`, `store/oci/fuzz.rs`,
-//! `ledger/export/fuzz.rs`); every test among them is named `fuzz::…`, so
+//! `ledger/export/fuzz.rs`, `builder/packages/version/fuzz.rs`); every test
+//! among them is named `fuzz::…`, so
 //! `cargo test -p drover-core --lib fuzz::` runs them all.
 //!
 //! The normal test run tries a few hundred cases per target (a few

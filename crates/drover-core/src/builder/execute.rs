@@ -52,6 +52,7 @@ struct Image {
 type Scanned = (Vec<Entry>, Option<LayerRecord>);
 
 /// Carry out `plan`, made from `def`, in `store`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     store: &mut Store,
     def: &ImageDef,

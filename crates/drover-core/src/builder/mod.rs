@@ -133,7 +133,11 @@ pub fn build(
 /// The lock of a definition with packages layers, checked against it: a
 /// build installs exactly what it names, and refuses a stale one.
 fn packages_lock(def: &ImageDef, arch: &str) -> Result<Option<lock::Lock>> {
-    if !def.layers.iter().any(|l| matches!(l, LayerDef::Packages(_))) {
+    if !def
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerDef::Packages(_)))
+    {
         return Ok(None);
     }
     let path = lock::path_for(&def.file);

@@ -261,6 +261,9 @@ mod tests {
         let mut image = Merger::default();
         image.put(rec("/a", FileKind::Symlink, Some("b")));
         image.put(rec("/b", FileKind::Symlink, Some("a")));
-        assert_eq!(through_links(&image, "a/x").split('/').next_back(), Some("x"));
+        assert_eq!(
+            through_links(&image, "a/x").split('/').next_back(),
+            Some("x")
+        );
     }
 }

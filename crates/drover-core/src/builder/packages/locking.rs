@@ -87,7 +87,9 @@ pub fn lock(
                 .collect(),
         };
         if let (Some(b), Update::Only(names)) = (unchanged, update)
-            && !names.iter().any(|n| b.packages.iter().any(|p| &p.name == n))
+            && !names
+                .iter()
+                .any(|n| b.packages.iter().any(|p| &p.name == n))
         {
             layers.push(b.clone());
             continue;
@@ -171,9 +173,12 @@ fn resolve_layer(
     let mut notes: Vec<String> = fetched
         .iter()
         .filter_map(|x| {
-            x.offline
-                .as_ref()
-                .map(|why| format!("{} {}: read from the cache ({why})", x.repo.url, x.repo.suite))
+            x.offline.as_ref().map(|why| {
+                format!(
+                    "{} {}: read from the cache ({why})",
+                    x.repo.url, x.repo.suite
+                )
+            })
         })
         .collect();
     let mut universe: Vec<Package> = Vec::new();
@@ -212,7 +217,12 @@ fn resolve_layer(
         },
     )
     .map_err(|e| at(e.to_string()))?;
-    notes.extend(resolution.choices.iter().map(|c| format!("layer[{i}]: {c}")));
+    notes.extend(
+        resolution
+            .choices
+            .iter()
+            .map(|c| format!("layer[{i}]: {c}")),
+    );
     let mut packages: Vec<LockedPackage> = resolution
         .packages
         .iter()
