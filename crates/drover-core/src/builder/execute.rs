@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::layer::{self, CacheUse, LayerRecord};
 use super::lock::{Lock, LockedLayer};
-use super::packages::{self, dpkg::Installed, install::Staging};
+use super::packages::{self, dpkg::Installed, install::Staging, repo::Online};
 use super::plan::{self, BaseStep, GeneratedStep, LayerStep, Plan};
 use super::run::{self, Sandbox};
 use super::scan::{self, Entry};
@@ -60,6 +60,7 @@ pub(super) fn run(
     progress: &dyn Progress,
     sandbox: Option<&Arc<dyn Sandbox>>,
     lock: Option<&Lock>,
+    online: Online,
     started: Instant,
     started_on: String,
 ) -> Result<BuildOutcome> {
@@ -92,7 +93,8 @@ pub(super) fn run(
                     step.source
                 )));
             };
-            build_packages(store, plan, step, locked, staging, progress, &mut image)?;
+            let ctx = (locked, staging, online);
+            build_packages(store, plan, step, ctx, progress, &mut image)?;
             continue;
         }
         if let LayerDef::Run(r) = step.def {
@@ -322,8 +324,7 @@ fn build_packages(
     store: &Store,
     plan: &Plan,
     step: &LayerStep,
-    locked: &LockedLayer,
-    staging: &Staging,
+    (locked, staging, online): (&LockedLayer, &Staging, Online),
     progress: &dyn Progress,
     image: &mut Image,
 ) -> Result<()> {
@@ -343,7 +344,7 @@ fn build_packages(
         &parent,
         &image.files,
         &image.installed,
-        staging,
+        (staging, online),
         progress,
     )?;
     image.inputs.extend(built.inputs);

@@ -58,6 +58,11 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Compression threads; the output does not depend on it.
     pub threads: Option<usize>,
+    /// Refuse to resolve packages: a definition with packages layers needs
+    /// its `drover.lock` (for CI; without it a missing lock is written).
+    pub locked: bool,
+    /// Never use the network: every index and `.deb` comes from the cache.
+    pub offline: bool,
 }
 
 /// Receives progress; the CLI draws a bar on a terminal.
@@ -117,31 +122,53 @@ pub fn build(
         cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
     let plan = plan::plan(def, opts, &host)?;
-    let lock = packages_lock(def, host.arch)?;
-    execute::run(
+    let online = if opts.offline {
+        packages::repo::Online::No
+    } else {
+        packages::repo::Online::Auto
+    };
+    let (lock, wrote) = packages_lock(store, def, host.arch, opts.locked, online)?;
+    let built = execute::run(
         store,
         def,
         &plan,
         progress,
         opts.sandbox.as_ref(),
         lock.as_ref(),
+        online,
         started,
         started_on,
-    )
+    );
+    built.map(|mut out| {
+        out.warnings.extend(wrote);
+        out
+    })
 }
 
 /// The lock of a definition with packages layers, checked against it: a
-/// build installs exactly what it names, and refuses a stale one.
-fn packages_lock(def: &ImageDef, arch: &str) -> Result<Option<lock::Lock>> {
+/// build installs exactly what it names, and refuses a stale one. A
+/// missing lock is resolved and written (and said so: the second value),
+/// unless `locked`.
+fn packages_lock(
+    store: &Store,
+    def: &ImageDef,
+    arch: &str,
+    locked: bool,
+    online: packages::repo::Online,
+) -> Result<(Option<lock::Lock>, Option<String>)> {
     if !def
         .layers
         .iter()
         .any(|l| matches!(l, LayerDef::Packages(_)))
     {
-        return Ok(None);
+        return Ok((None, None));
     }
     let path = lock::path_for(&def.file);
-    let Some(lock) = lock::Lock::read(&path)? else {
+    if let Some(lock) = lock::Lock::read(&path)? {
+        lock.check(def, arch, &path)?;
+        return Ok((Some(lock), None));
+    }
+    if locked {
         return Err(crate::Error::NotFound {
             what: format!("{} (the packages' lock)", path.display()),
             hint: Some(format!(
@@ -149,9 +176,24 @@ fn packages_lock(def: &ImageDef, arch: &str) -> Result<Option<lock::Lock>> {
                 def.file.display()
             )),
         });
-    };
-    lock.check(def, arch, &path)?;
-    Ok(Some(lock))
+    }
+    let resolved = packages::locking::lock(
+        store,
+        def,
+        arch,
+        None,
+        &packages::locking::Update::Nothing,
+        online,
+    )?;
+    resolved.lock.write(&path)?;
+    let count: usize = resolved.lock.layers.iter().map(|l| l.packages.len()).sum();
+    Ok((
+        Some(resolved.lock),
+        Some(format!(
+            "{} did not exist: resolved {count} packages and wrote it (commit it; `drover build --locked` refuses to resolve)",
+            path.display()
+        )),
+    ))
 }
 
 /// The Debian/OCI name of the building host's architecture.

@@ -31,6 +31,13 @@ pub struct Args {
     /// Timestamp of every file and history entry, in seconds since the epoch.
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+    /// Refuse to resolve Debian packages: fail if drover.lock is missing
+    /// (it is always refused when stale).
+    #[arg(long)]
+    locked: bool,
+    /// Use only the package cache: no network (fails naming what is missing).
+    #[arg(long)]
+    offline: bool,
     /// Sign the image (with `--key`, else the store's host key).
     #[arg(long)]
     sign: bool,
@@ -56,6 +63,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         no_cache: a.no_cache,
         threads: a.threads,
         sandbox: Some(std::sync::Arc::new(drover_core::instance::BuildSandbox)),
+        locked: a.locked,
+        offline: a.offline,
     };
     let out = builder::build(&mut store, &def, &opts, &bar);
     bar.finish();

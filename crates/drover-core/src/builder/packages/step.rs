@@ -67,7 +67,7 @@ pub(crate) fn build(
     parent: &[Digest],
     image: &Merger,
     earlier: &[Installed],
-    staging: &Staging,
+    (staging, online): (&Staging, Online),
     progress: &dyn Progress,
 ) -> Result<Built> {
     let settings = &plan.settings;
@@ -141,7 +141,6 @@ pub(crate) fn build(
     }
 
     let dir = staging.layer(parent.len())?;
-    let online = Online::Auto;
     let mut unpacked = install::install(store, locked, image, earlier, &dir, online, progress)?;
     let total: u64 = unpacked.entries.iter().map(|e| e.size).sum();
     progress.phase("layer", unpacked.entries.len() as u64, total);
