@@ -14,7 +14,7 @@
 //! | [`drift`]  | drift: instances against their releases — image, runtime config, process, and the root's every file against the baseline (budgeted); condemns drifted instances for replacement |
 //! | [`deploy`] | fleet files, releases, the rollout planner, health gates, traffic hand-over, rollback |
 //! | [`instance`] | instances: run, stop, remove, logs; their state machine and monitor process; user namespaces and the id-mapped views of roots and volumes (`userns`); the sandbox a build's `run` steps run in (`sandbox`) |
-//! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, compression, the layer cache, SLSA provenance, SPDX SBOMs |
+//! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, Debian packages under `drover.lock` (`packages`, `lock`), sandboxed `run` steps, accounts, compression, the layer cache, SLSA provenance, SPDX SBOMs |
 //! | [`trust`]  | signatures and attestations on images, the deploy policy, revocations: the one place that refuses an image |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify`, registries |
 //! | [`state`]  | the transaction seam (`Db`, `Reader`, `Tx`): every mutation and its ledger entry in one transaction; SQLite, its migrations; what a second backend must provide |

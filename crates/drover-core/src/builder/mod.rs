@@ -1,11 +1,14 @@
 //! The builder: `drover.toml` in, an immutable OCI image in the store out.
 //!
-//! Flow: parse the definition (`def`) → plan the build (`plan`: pure, the
-//! definition and options in, the steps out) → carry the plan out
-//! (`execute`): resolve the base → for each layer, list its entries
-//! (`scan`), learn every file's content digest (`statcache`), then reuse or
-//! write the layer (`layer`); a `run` layer runs its command in a
-//! [`Sandbox`] and takes what it changed (`run`) → assemble config and manifest → attach the
+//! Flow: parse the definition (`def`) and read its `drover.lock` (`lock`;
+//! resolved and written by `packages::locking` when missing) → plan the
+//! build (`plan`: pure, the definition and options in, the steps out) →
+//! carry the plan out (`execute`): resolve the base → for each layer, list
+//! its entries (`scan`), learn every file's content digest (`statcache`),
+//! then reuse or write the layer (`layer`); a `packages` layer installs its
+//! locked `.deb` files (`packages`), a `run` layer runs its command in a
+//! [`Sandbox`] and takes what it changed (`run`), the accounts layer merges
+//! users and groups (`accounts`) → assemble config and manifest → attach the
 //! baseline (`baseline`), the SBOM (`sbom`) and the signed provenance
 //! (`provenance`) → tag it and record it in the ledger in one transaction.
 //! Same definition and inputs ⇒ same manifest digest: every byte written is
