@@ -241,6 +241,18 @@ pub struct Document {
     pub packages: Vec<SpdxPackage>,
     pub files: Vec<SpdxFile>,
     pub relationships: Vec<Relationship>,
+    /// Every `LicenseRef-…` a package's license uses (SPDX wants each declared).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub has_extracted_licensing_infos: Vec<ExtractedLicense>,
+}
+
+/// A license without an SPDX id, as Debian names it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtractedLicense {
+    pub license_id: String,
+    pub name: String,
+    pub extracted_text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -424,6 +436,22 @@ pub fn document(
                 .map(|s| format!("built from the source package {s}")),
         });
     }
+    let refs: std::collections::BTreeSet<&str> = packages
+        .iter()
+        .filter_map(|p| p.license.as_deref())
+        .flat_map(debian::license_refs)
+        .collect();
+    let has_extracted_licensing_infos = refs
+        .into_iter()
+        .map(|id| ExtractedLicense {
+            license_id: id.to_string(),
+            name: id.trim_start_matches("LicenseRef-").to_string(),
+            extracted_text: format!(
+                "A license a Debian package's machine-readable copyright file names {:?}, which has no SPDX identifier; see /usr/share/doc/<package>/copyright in the image.",
+                id.trim_start_matches("LicenseRef-")
+            ),
+        })
+        .collect();
     Ok(Document {
         spdx_version: "SPDX-2.3",
         data_license: "CC0-1.0",
@@ -437,6 +465,7 @@ pub fn document(
         packages: spdx_packages,
         files: spdx_files,
         relationships,
+        has_extracted_licensing_infos,
     })
 }
 

@@ -85,7 +85,22 @@ pub fn spdx_expression(debian: &str) -> Option<String> {
     {
         out.remove(0);
     }
-    (!out.is_empty()).then(|| out.join(" "))
+    if out.is_empty() {
+        return None;
+    }
+    // An exception must come from SPDX's list, which Debian's names
+    // seldom match: the whole expression becomes one reference instead.
+    if out.iter().any(|w| w == "WITH") {
+        return Some(format!("LicenseRef-{}", clean(debian.trim())));
+    }
+    Some(out.join(" "))
+}
+
+/// The `LicenseRef-…` ids an expression uses (SPDX wants each declared).
+pub fn license_refs(expression: &str) -> impl Iterator<Item = &str> {
+    expression
+        .split_whitespace()
+        .filter(|w| w.starts_with("LicenseRef-"))
 }
 
 fn spdx_id(debian: &str) -> String {
@@ -128,12 +143,20 @@ fn spdx_id(debian: &str) -> String {
         "x11" => "X11",
         "bsl-1.0" => "BSL-1.0",
         "ftl" => "FTL",
+        "sleepycat" => "Sleepycat",
+        "lgpl" => "LGPL-2.0-or-later",
+        "gpl" => "GPL-1.0-or-later",
         "libpng" => "Libpng",
         "openldap-2.8" => "OLDAP-2.8",
         _ => "",
     };
     if !known.is_empty() {
-        return known.to_string();
+        // SPDX's `+` ("or later") on an id from the list.
+        return if plus {
+            format!("{known}+")
+        } else {
+            known.to_string()
+        };
     }
     format!("LicenseRef-{}", clean(debian))
 }
@@ -181,8 +204,9 @@ mod tests {
             ("public-domain", "LicenseRef-public-domain"),
             (
                 "GPL-3+ with Autoconf-exception",
-                "GPL-3.0-or-later WITH Autoconf-exception",
+                "LicenseRef-GPL-3--with-Autoconf-exception",
             ),
+            ("MPL-1.1+", "MPL-1.1+"),
         ] {
             assert_eq!(spdx_expression(debian).as_deref(), Some(spdx), "{debian}");
         }
