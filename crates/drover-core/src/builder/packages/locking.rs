@@ -190,17 +190,7 @@ fn resolve_layer(
             .collect::<Result<_>>()?;
         universe.extend(parsed.into_iter().flatten());
     }
-    // Keep what the lock had wherever the indexes still offer it.
-    let offered: BTreeSet<(String, String)> = universe
-        .iter()
-        .filter(|pkg| keep.contains_key(&pkg.name))
-        .map(|pkg| (pkg.name.clone(), pkg.version.to_string()))
-        .collect();
-    universe.retain(|pkg| {
-        keep.get(&pkg.name).is_none_or(|v| {
-            pkg.version.to_string() == *v || !offered.contains(&(pkg.name.clone(), v.clone()))
-        })
-    });
+    prefer_locked(&mut universe, keep);
     let requirements = p
         .packages
         .iter()
@@ -264,6 +254,23 @@ fn resolve_layer(
     ))
 }
 
+/// Keep what the lock had wherever the indexes still offer it: every other
+/// version of a package locked at a version still on offer is dropped, so
+/// the resolver can only pick the locked one; a locked version no longer
+/// offered leaves the package free.
+fn prefer_locked(universe: &mut Vec<Package>, keep: &BTreeMap<String, String>) {
+    let offered: BTreeSet<(String, String)> = universe
+        .iter()
+        .filter(|pkg| keep.contains_key(&pkg.name))
+        .map(|pkg| (pkg.name.clone(), pkg.version.to_string()))
+        .collect();
+    universe.retain(|pkg| {
+        keep.get(&pkg.name).is_none_or(|v| {
+            pkg.version.to_string() == *v || !offered.contains(&(pkg.name.clone(), v.clone()))
+        })
+    });
+}
+
 /// What changed in a layer's packages, for people.
 fn differences(before: Option<&LockedLayer>, after: &LockedLayer) -> Vec<String> {
     let old: BTreeMap<&str, &str> = before
@@ -293,4 +300,85 @@ fn differences(before: Option<&LockedLayer>, after: &LockedLayer) -> Vec<String>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INDEX: &str = "Package: libc6\nVersion: 2.36-9\nArchitecture: amd64\nFilename: pool/l/libc6_2.36-9.deb\nSize: 1\nSHA256: 0000000000000000000000000000000000000000000000000000000000000001\n\n\
+Package: libc6\nVersion: 2.36-9+deb12u4\nArchitecture: amd64\nFilename: pool/l/libc6_u4.deb\nSize: 1\nSHA256: 0000000000000000000000000000000000000000000000000000000000000002\n\n\
+Package: app\nVersion: 1.0\nArchitecture: amd64\nDepends: libc6 (>= 2.36)\nFilename: pool/a/app.deb\nSize: 1\nSHA256: 0000000000000000000000000000000000000000000000000000000000000003\n\n\
+Package: zlib1g\nVersion: 1:1.3\nArchitecture: amd64\nFilename: pool/z/z.deb\nSize: 1\nSHA256: 0000000000000000000000000000000000000000000000000000000000000004\n";
+
+    fn chosen(keep: &[(&str, &str)]) -> Vec<String> {
+        let mut universe = index::parse_packages(INDEX, 0, "amd64").unwrap();
+        let keep = keep
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        prefer_locked(&mut universe, &keep);
+        let u = Universe::new(&universe);
+        let r = resolve::resolve(
+            &u,
+            &Resolve {
+                packages: vec![Requirement::parse("app").unwrap()],
+                arch: "amd64".into(),
+                recommends: false,
+                essential: false,
+            },
+        )
+        .unwrap();
+        r.packages
+            .iter()
+            .map(|p| universe[p.package].label())
+            .collect()
+    }
+
+    #[test]
+    fn locked_versions_stay_while_the_indexes_offer_them() {
+        // Fresh: the newest.
+        assert_eq!(chosen(&[]), ["app 1.0", "libc6 2.36-9+deb12u4"]);
+        // Locked at the older one, still offered: kept.
+        assert_eq!(chosen(&[("libc6", "2.36-9")]), ["app 1.0", "libc6 2.36-9"]);
+        // Locked at a version the indexes dropped: free again.
+        assert_eq!(
+            chosen(&[("libc6", "2.35-1")]),
+            ["app 1.0", "libc6 2.36-9+deb12u4"]
+        );
+    }
+
+    #[test]
+    fn changes_read_as_added_changed_removed() {
+        let pkg = |n: &str, v: &str| LockedPackage {
+            name: n.into(),
+            version: v.into(),
+            architecture: "amd64".into(),
+            source: n.into(),
+            url: String::new(),
+            sha256: crate::digest::Digest::of(n.as_bytes()),
+            size: 1,
+        };
+        let layer = |packages| LockedLayer {
+            index: 0,
+            input: crate::digest::Digest::of(b""),
+            request: Request {
+                packages: vec![],
+                suite: "bookworm".into(),
+                components: vec![],
+                arch: "amd64".into(),
+                repositories: vec![],
+                recommends: false,
+                essential: false,
+            },
+            repositories: vec![],
+            packages,
+        };
+        let before = layer(vec![pkg("a", "1"), pkg("b", "1")]);
+        let after = layer(vec![pkg("b", "2"), pkg("c", "1")]);
+        assert_eq!(
+            differences(Some(&before), &after),
+            ["~ b 1 → 2", "+ c 1", "- a 1"]
+        );
+    }
 }
