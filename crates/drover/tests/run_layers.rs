@@ -90,7 +90,7 @@ fn record<'a>(b: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// The provenance predicate a build wrote (`out` is its JSON output),
 /// read from its DSSE envelope in the store.
-fn provenance(env: &Env, out: &Value) -> Value {
+pub(crate) fn provenance(env: &Env, out: &Value) -> Value {
     use base64::Engine;
     let blob = |d: &Value| {
         let hex = d.as_str().unwrap().trim_start_matches("sha256:");

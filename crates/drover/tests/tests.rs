@@ -17,6 +17,7 @@ mod hostile;
 mod instances;
 mod interop;
 mod layers;
+mod package_scripts;
 mod policy;
 mod readonly_root;
 mod registry;

@@ -43,6 +43,9 @@ struct Image {
     hashed_bytes: u64,
     /// What the packages layers so far installed (for the dpkg status).
     installed: Vec<Installed>,
+    /// The packages whose maintainer scripts ran (`scripts = true`), by
+    /// dpkg info name: later layers' triggers reach them.
+    configured: Vec<String>,
     /// The distribution the packages came from (`debian-12`), for the SBOM.
     distro: Option<String>,
     warnings: Vec<String>,
@@ -93,8 +96,13 @@ pub(super) fn run(
                     step.source
                 )));
             };
+            let before = image.installed.len();
             let ctx = (locked, staging, online);
             build_packages(store, plan, step, ctx, progress, &mut image)?;
+            if let Some(scripts) = &step.scripts {
+                let layer = image.installed[before..].to_vec();
+                build_scripts(store, plan, scripts, &layer, sandbox, progress, &mut image)?;
+            }
             continue;
         }
         if let LayerDef::Run(r) = step.def {
@@ -218,6 +226,7 @@ fn base(store: &mut Store, def: &ImageDef, plan: &Plan) -> Result<Image> {
         inputs: Vec::new(),
         hashed_bytes: 0,
         installed: Vec::new(),
+        configured: Vec::new(),
         distro: None,
         warnings: Vec::new(),
     })
@@ -356,6 +365,46 @@ fn build_packages(
     let files = built.rec.files.len();
     let sbom = built.entries.map(|e| (e, built.previous_diff_id));
     add_layer(image, &step.source, built.rec, built.cache, files, sbom);
+    Ok(())
+}
+
+/// Step 2, the maintainer scripts of a packages layer that installed
+/// `layer` (`packages::scripts`), run on the image so far.
+fn build_scripts(
+    store: &mut Store,
+    plan: &Plan,
+    step: &plan::ScriptsStep,
+    layer: &[Installed],
+    sandbox: Option<&Arc<dyn Sandbox>>,
+    progress: &dyn Progress,
+    image: &mut Image,
+) -> Result<()> {
+    let start = image.config.rootfs.diff_ids.iter().chain(&image.diff_ids);
+    let parent = run::Parent {
+        config: &image.config,
+        layers: image.layers.iter().cloned().zip(start.copied()).collect(),
+    };
+    let built = packages::scripts::build(
+        store,
+        plan,
+        step,
+        layer,
+        &image.configured,
+        parent,
+        &image.files,
+        sandbox,
+        progress,
+    )?;
+    image.inputs.push(built.input);
+    image.configured = built.configured;
+    add_layer(
+        image,
+        &step.source,
+        built.rec,
+        built.cache,
+        built.files,
+        None,
+    );
     Ok(())
 }
 

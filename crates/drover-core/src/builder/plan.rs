@@ -96,6 +96,21 @@ pub struct LayerStep<'a> {
     pub slot: String,
     /// The config history entry of the layer.
     pub history: oci::History,
+    /// For a packages layer with `scripts = true`: the layer its
+    /// maintainer scripts make, right after it.
+    pub scripts: Option<ScriptsStep>,
+}
+
+/// The layer a packages layer's maintainer scripts make when run on the
+/// image so far (`packages::scripts`): what they changed, as a run
+/// layer's is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptsStep {
+    /// `scripts of layer[<i>] (packages ...)`.
+    pub source: String,
+    /// `<definition>#<i>.scripts`.
+    pub slot: String,
+    pub history: oci::History,
 }
 
 /// The layer the build generates (see `builder::accounts`): the
@@ -172,16 +187,29 @@ pub fn plan<'a>(def: &'a ImageDef, opts: &super::BuildOptions, host: &Host) -> R
                 LayerDef::Packages(p) => packages_source(p),
                 LayerDef::Run(r) => format!("run {}", r.command.join(" ")),
             };
+            let history = |source: &str| oci::History {
+                created: Some(created.clone()),
+                created_by: Some(format!("drover build: {source}")),
+                comment: None,
+                empty_layer: false,
+            };
+            let scripts = match layer {
+                LayerDef::Packages(p) if p.scripts => {
+                    let source = format!("scripts of layer[{i}] ({source})");
+                    Some(ScriptsStep {
+                        slot: format!("{}#{i}.scripts", host.definition.display()),
+                        history: history(&source),
+                        source,
+                    })
+                }
+                _ => None,
+            };
             LayerStep {
                 def: layer,
                 slot: format!("{}#{i}", host.definition.display()),
-                history: oci::History {
-                    created: Some(created.clone()),
-                    created_by: Some(format!("drover build: {source}")),
-                    comment: None,
-                    empty_layer: false,
-                },
+                history: history(&source),
                 source,
+                scripts,
             }
         })
         .collect();
@@ -287,11 +315,23 @@ impl Plan<'_> {
 
 impl Plan<'_> {
     /// The history entries of the layers built, in build order: the
-    /// definition's, with the generated one at its place.
+    /// definition's (each packages layer's scripts right after it), with
+    /// the generated one at its place.
     pub fn histories(&self) -> Vec<&oci::History> {
-        let mut out: Vec<&oci::History> = self.layers.iter().map(|l| &l.history).collect();
-        if let Some(g) = &self.generated {
-            out.insert(g.after.min(out.len()), &g.history);
+        let mut out: Vec<&oci::History> = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Some(g) = self.generated.as_ref().filter(|g| g.after == i) {
+                out.push(&g.history);
+            }
+            out.push(&l.history);
+            out.extend(l.scripts.as_ref().map(|s| &s.history));
+        }
+        if let Some(g) = self
+            .generated
+            .as_ref()
+            .filter(|g| g.after >= self.layers.len())
+        {
+            out.push(&g.history);
         }
         out
     }

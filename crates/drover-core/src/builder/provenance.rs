@@ -166,12 +166,14 @@ pub(crate) fn predicate(f: BuildFacts<'_>) -> Predicate {
         "source_date_epoch": f.epoch,
     });
     // A run step with the network may have read anything: such a build is
-    // not hermetic. (Said only by definitions with run steps.)
+    // not hermetic. (Said only by definitions with run steps, maintainer
+    // scripts among them: those never have the network.)
     let runs: Vec<bool> = def
         .layers
         .iter()
         .filter_map(|l| match l {
             LayerDef::Run(r) => Some(r.network),
+            LayerDef::Packages(p) if p.scripts => Some(false),
             _ => None,
         })
         .collect();

@@ -16,6 +16,10 @@
 //! not reach the runtime's instance machinery (user namespaces, id ranges),
 //! which sits above it; `instance::sandbox` is the real one.
 //!
+//! The running and the layer-making are [`execute`] (with [`cached`] and
+//! [`materialize_parent`]), which a packages layer's maintainer scripts
+//! (`packages::scripts`) share.
+//!
 //! Cache key: the parent image (every diff id so far), the command, its
 //! environment, working directory, user and network, and the digests of the
 //! mounted build-context trees. A hit reuses the layer without running
@@ -48,7 +52,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub const TAIL_LINES: usize = 40;
 
 /// Runs one command on an overlay of a directory tree: the side effect
-/// behind `run` layers (and, later, package maintainer scripts).
+/// behind `run` layers and package maintainer scripts.
 pub trait Sandbox: Send + Sync + std::fmt::Debug {
     /// Run `step` to the end (or its timeout). The command's own failure
     /// is an outcome, not an error; errors are the sandbox's.
@@ -194,7 +198,7 @@ pub(super) fn build(
         mounted.push(json!({ "src": m.src, "dest": m.dest, "sha256": digest.hex() }));
         mounts.push((src, m.dest.clone()));
     }
-    let env = environment(&parent.config.config.env, run);
+    let env = environment(&parent.config.config.env, &run.env);
     let diff_ids: Vec<Digest> = parent.layers.iter().map(|(_, d)| *d).collect();
     let key = Digest::of(
         json!({
@@ -225,16 +229,7 @@ pub(super) fn build(
         .annotations
         .insert("hermetic".into(), json!(!run.network));
 
-    let marker = store
-        .cache_dir()
-        .join("runs")
-        .join(format!("{}.key", key.hex()));
-    if use_cache
-        && let Some(rec) = fs::read_to_string(&marker)
-            .ok()
-            .filter(|k| k.trim().len() == 64 && k.trim().bytes().all(|b| b.is_ascii_hexdigit()))
-            .and_then(|k| layer::cached(store.layout(), k.trim()))
-    {
+    if use_cache && let Some(rec) = cached(store, &key) {
         input
             .annotations
             .insert("diffId".into(), json!(rec.diff_id));
@@ -255,29 +250,116 @@ pub(super) fn build(
         )));
     };
     let lower = materialize_parent(store, &parent)?;
+    let job = Job {
+        args: &run.command,
+        env: &env,
+        cwd: &run.workdir,
+        user: run.user,
+        mounts: &mounts,
+        network: run.network,
+        timeout_ms: run.timeout_ms,
+    };
+    let check = |o: &RunOutcome| check_status(&step.source, "the command", run.timeout_ms, o);
+    let ran = execute(
+        store,
+        plan,
+        (&step.slot, &key),
+        previous,
+        &**sandbox,
+        &lower,
+        &job,
+        &check,
+        progress,
+    )?;
+    input
+        .annotations
+        .insert("diffId".into(), json!(ran.rec.diff_id));
+    Ok(Built {
+        rec: ran.rec,
+        cache: ran.cache,
+        files: ran.files,
+        input,
+        hashed_bytes: hashed_bytes + ran.hashed_bytes,
+    })
+}
+
+/// One command to run on the image so far, as a run layer's or the
+/// maintainer scripts of a packages layer (`packages::scripts`).
+pub(super) struct Job<'a> {
+    pub args: &'a [String],
+    /// `KEY=value`, in order ([`environment`]).
+    pub env: &'a [String],
+    pub cwd: &'a str,
+    pub user: (u32, u32),
+    pub mounts: &'a [(PathBuf, String)],
+    pub network: bool,
+    pub timeout_ms: u64,
+}
+
+/// A sandboxed step that ran, and its layer.
+pub(super) struct Ran {
+    pub rec: LayerRecord,
+    pub cache: CacheUse,
+    pub files: usize,
+    pub hashed_bytes: u64,
+}
+
+/// The layer an earlier build made for the sandboxed step keyed `key`,
+/// if the store still has it.
+pub(super) fn cached(store: &Store, key: &Digest) -> Option<LayerRecord> {
+    fs::read_to_string(marker_path(store, key))
+        .ok()
+        .filter(|k| k.trim().len() == 64 && k.trim().bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|k| layer::cached(store.layout(), k.trim()))
+}
+
+fn marker_path(store: &Store, key: &Digest) -> PathBuf {
+    store
+        .cache_dir()
+        .join("runs")
+        .join(format!("{}.key", key.hex()))
+}
+
+/// Run `job` in `sandbox` on an overlay of `lower` (the image so far,
+/// [`materialize_parent`]) and make what it changed the layer of `slot`,
+/// remembered under `key` ([`cached`]). `check` turns an outcome that is
+/// not a success into the build's error; then nothing is stored.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn execute(
+    store: &mut Store,
+    plan: &Plan,
+    (slot, key): (&str, &Digest),
+    previous: Option<LayerRecord>,
+    sandbox: &dyn Sandbox,
+    lower: &Path,
+    job: &Job,
+    check: &dyn Fn(&RunOutcome) -> Result<()>,
+    progress: &dyn Progress,
+) -> Result<Ran> {
     let scratch = Scratch::new(store.tmp_dir())?;
     progress.phase("run", 0, 0);
     let outcome = sandbox.run(
         store,
         &RunStep {
-            lower: &lower,
+            lower,
             upper: &scratch.upper(),
             work: &scratch.work(),
-            args: &run.command,
-            env: &env,
-            cwd: &run.workdir,
-            user: run.user,
-            mounts: &mounts,
-            network: run.network,
-            timeout: Duration::from_millis(run.timeout_ms),
+            args: job.args,
+            env: job.env,
+            cwd: job.cwd,
+            user: job.user,
+            mounts: job.mounts,
+            network: job.network,
+            timeout: Duration::from_millis(job.timeout_ms),
         },
     )?;
-    check_status(&step.source, run, &outcome)?;
+    check(&outcome)?;
 
+    let mut hashed_bytes = 0;
     let upper = scratch.upper();
     let mut entries = upper_entries(&upper, outcome.id_base, outcome.id_count)?;
-    let dests: Vec<&str> = run.mounts.iter().map(|m| m.dest.as_str()).collect();
-    drop_scaffolding(&mut entries, &lower, &dests);
+    let dests: Vec<&str> = job.mounts.iter().map(|(_, d)| d.as_str()).collect();
+    drop_scaffolding(&mut entries, lower, &dests);
     for e in entries.iter_mut() {
         // Empty files are never read (the layer writer learns digests from
         // what it reads), large ones span chunks: both are hashed here.
@@ -297,14 +379,10 @@ pub(super) fn build(
     }
     let total: u64 = entries.iter().map(|e| e.size).sum();
     progress.phase("layer", entries.len() as u64, total);
-    let (rec, cache, _) = layer::produce(
-        store,
-        &mut entries,
-        &plan.settings,
-        &step.slot,
-        previous,
-        &|n| progress.advance(n),
-    )?;
+    let (rec, cache, _) =
+        layer::produce(store, &mut entries, &plan.settings, slot, previous, &|n| {
+            progress.advance(n)
+        })?;
     hashed_bytes += total;
     // The command ran: never report that as a hit, even when it wrote
     // exactly the layer an earlier build did.
@@ -315,18 +393,15 @@ pub(super) fn build(
         },
         built => built,
     };
+    let marker = marker_path(store, key);
     if let Some(dir) = marker.parent() {
         fs::create_dir_all(dir).ctx("create cache directory", dir)?;
     }
     crate::durable::write_atomic(store.tmp_dir(), &marker, rec.key.hex().as_bytes())?;
-    input
-        .annotations
-        .insert("diffId".into(), json!(rec.diff_id));
-    Ok(Built {
+    Ok(Ran {
         files: entries.len(),
         rec,
         cache,
-        input,
         hashed_bytes,
     })
 }
@@ -345,15 +420,18 @@ fn whole_tree(src: &str) -> CopyLayer {
     }
 }
 
-/// The command's environment: the image's, the layer's over it, and
+/// A command's environment: the image's, `over` it (a run layer's), and
 /// Docker's default PATH when neither sets one.
-fn environment(image_env: &[String], run: &RunLayer) -> Vec<String> {
+pub(super) fn environment(
+    image_env: &[String],
+    over: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
     let mut env: Vec<(String, String)> = image_env
         .iter()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    for (k, v) in &run.env {
+    for (k, v) in over {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
@@ -363,18 +441,32 @@ fn environment(image_env: &[String], run: &RunLayer) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// A failed or killed command is the build's error, with its last lines.
-fn check_status(source: &str, run: &RunLayer, outcome: &RunOutcome) -> Result<()> {
+/// A failed or killed command (`what`: "the command") of `source` is the
+/// build's error, with its last lines.
+pub(super) fn check_status(
+    source: &str,
+    what: &str,
+    timeout_ms: u64,
+    outcome: &RunOutcome,
+) -> Result<()> {
     let how = match outcome.status {
         RunStatus::Exited(0) => return Ok(()),
-        RunStatus::Exited(n) => format!("the command exited with status {n}"),
-        RunStatus::Signaled(s) => format!("the command was killed by signal {s}"),
+        RunStatus::Exited(n) => format!("{what} exited with status {n}"),
+        RunStatus::Signaled(s) => format!("{what} was killed by signal {s}"),
         RunStatus::TimedOut => format!(
-            "the command was killed after {} (its timeout; raise it with timeout = \"...\")",
-            crate::grammar::format_duration(run.timeout_ms)
+            "{what} was killed after {} (its timeout; raise it with timeout = \"...\")",
+            crate::grammar::format_duration(timeout_ms)
         ),
     };
-    let tail = if outcome.tail.is_empty() {
+    Err(Error::Failed(format!(
+        "{source}: {how}{}",
+        tail_text(outcome)
+    )))
+}
+
+/// How an error shows a failed command's last lines of output.
+pub(super) fn tail_text(outcome: &RunOutcome) -> String {
+    if outcome.tail.is_empty() {
         " (it printed nothing)".to_string()
     } else {
         format!(
@@ -382,13 +474,12 @@ fn check_status(source: &str, run: &RunLayer, outcome: &RunOutcome) -> Result<()
             outcome.tail.len(),
             outcome.tail.join("\n")
         )
-    };
-    Err(Error::Failed(format!("{source}: {how}{tail}")))
+    }
 }
 
 /// The unpacked root of the image so far, made once per parent chain: a
 /// manifest of the layers so far names it in the store's unpack cache.
-fn materialize_parent(store: &Store, parent: &Parent) -> Result<PathBuf> {
+pub(super) fn materialize_parent(store: &Store, parent: &Parent) -> Result<PathBuf> {
     let mut config = parent.config.clone();
     config.rootfs.diff_ids = parent.layers.iter().map(|(_, d)| *d).collect();
     config.history.clear();

@@ -60,7 +60,15 @@
 //! arch = "amd64"            # default: the building host's
 //! recommends = false        # also install Recommends; default false
 //! essential = false         # also install the Essential set; default false
-//! scripts = false           # run maintainer scripts in the build sandbox; default false
+//! scripts = false           # default false. true: run the maintainer scripts (preinst
+//!                           # install, postinst configure in dependency order, then
+//!                           # the triggers the layer activates) in the build sandbox
+//!                           # (no network, 10m), as dpkg would; what they change is
+//!                           # one more layer, "scripts of layer[N]". Needs /bin/sh in
+//!                           # the image (dash, or essential = true) and, for most
+//!                           # scripts, coreutils & co. (essential = true); users they
+//!                           # add (adduser, which their packages depend on) end up in
+//!                           # /etc/passwd before [[account]]s are merged in
 //! # Default: the machine's apt sources for the suite. Or name them:
 //! repositories = [{ url = "http://deb.debian.org/debian", keyring = "/usr/share/keyrings/debian-archive-keyring.gpg" }]
 //! # The exact versions, URLs and sha256s are in drover.lock beside this file

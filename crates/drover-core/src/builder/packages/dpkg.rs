@@ -9,7 +9,8 @@
 //! * `var/lib/dpkg/status.d/<pkg>` (and `<pkg>.md5sums`): one record per
 //!   package, the layout distroless images use and scanners also read;
 //! * `var/lib/dpkg/info/<pkg>.list`, `.md5sums`, `.conffiles`: the file
-//!   lists dpkg keeps, and the maintainer scripts (`<pkg>.postinst`, ...)
+//!   lists dpkg keeps, and the maintainer scripts (`<pkg>.postinst`, ...,
+//!   with `<pkg>.triggers` and `<pkg>.templates`)
 //!   (`<pkg>:<arch>` for `Multi-Arch: same` packages).
 //!
 //! Pure: records in, entries out; the same records give the same bytes.
@@ -32,7 +33,8 @@ pub struct Installed {
     pub md5sums: Option<String>,
     /// Its `conffiles` member, if it has one.
     pub conffiles: Option<String>,
-    /// Its maintainer scripts (`postinst`, ...), kept where dpkg keeps them.
+    /// Its maintainer scripts (`postinst`, ..., `config`), `triggers` and
+    /// debconf `templates`, kept where dpkg keeps them.
     pub scripts: Vec<(String, Vec<u8>)>,
     /// Every path it installs, absolute (`/usr/sbin/nginx`), in archive order.
     pub files: Vec<String>,
@@ -41,7 +43,7 @@ pub struct Installed {
 impl Installed {
     /// The name dpkg files its info under: `pkg`, or `pkg:arch` for
     /// `Multi-Arch: same` packages.
-    fn info_name(&self) -> String {
+    pub fn info_name(&self) -> String {
         let same = self.control.lines().any(|l| {
             l.split_once(':').is_some_and(|(k, v)| {
                 k.eq_ignore_ascii_case("Multi-Arch") && v.trim().eq_ignore_ascii_case("same")
@@ -142,7 +144,9 @@ pub fn database(earlier: &[Installed], layer: &[Installed]) -> Vec<Entry> {
         }
         for (name, bytes) in &p.scripts {
             let mut e = file_entry(&format!("{DPKG}/info/{info}.{name}"), bytes.clone());
-            e.mode = 0o755;
+            if !matches!(name.as_str(), "triggers" | "templates") {
+                e.mode = 0o755;
+            }
             entries.push(e);
         }
     }

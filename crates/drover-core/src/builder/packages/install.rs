@@ -109,7 +109,13 @@ pub fn install(
             control: deb.control,
             md5sums: deb.md5sums,
             conffiles: deb.conffiles,
-            scripts: deb.scripts,
+            // debconf loads a package's templates from beside its
+            // scripts when they run (`scripts = true`).
+            scripts: deb
+                .scripts
+                .into_iter()
+                .chain(deb.other.into_iter().filter(|(n, _)| n == "templates"))
+                .collect(),
             files,
         });
     }

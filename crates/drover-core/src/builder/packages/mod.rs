@@ -28,6 +28,7 @@ pub mod locking;
 pub mod relation;
 pub mod repo;
 pub mod resolve;
+pub(crate) mod scripts;
 pub mod sources;
 pub(crate) mod step;
 #[cfg(test)]

@@ -209,11 +209,11 @@ fn the_environment_is_the_images_then_the_layers_with_a_default_path() {
         user: (0, 0),
     };
     assert_eq!(
-        environment(&["A=1".into(), "B=x=y".into()], &run),
+        environment(&["A=1".into(), "B=x=y".into()], &run.env),
         [format!("PATH={DEFAULT_PATH}"), "B=x=y".into(), "A=2".into()]
     );
     assert_eq!(
-        environment(&["PATH=/bin".into()], &run),
+        environment(&["PATH=/bin".into()], &run.env),
         ["PATH=/bin", "A=2"]
     );
 }
