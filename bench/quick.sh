@@ -13,6 +13,8 @@
 # directory) and how long it took. At the first script that fails, or that
 # ends without its result line, quick.sh prints the end of its log and exits
 # 1 naming it. Runs as root (runc, namespaces, buildah), like the scripts.
+# packages.sh reaches deb.debian.org (it installs real Debian packages); the
+# others send traffic only to loopback.
 #
 # Knobs (environment):
 #   DROVER        drover binary for every script  [cargo build -p drover; target/debug/drover]
@@ -24,7 +26,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
-ALL=(build deploy drift proxy registry runtime)
+ALL=(build deploy drift packages proxy registry runtime)
 
 die() { echo "bench/quick.sh: $*" >&2; exit 1; }
 

@@ -28,6 +28,7 @@ PACKAGES=(
   python3-venv openssl           # trust-chain tests: outside verifiers (in-toto, spdx-tools) in .test-venv; openssl reads our keys
   liblzma-dev                    # xz2: .deb members and Packages.xz (links the system liblzma)
   gpgv debian-archive-keyring    # packages layers: InRelease signatures, Debian's signing keys
+  mmdebstrap                     # bench/packages.sh's peer: the same package set as a tarball
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
