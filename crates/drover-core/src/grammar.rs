@@ -655,17 +655,53 @@ pub fn deb_version(s: &str) -> Result<(), String> {
     }
 }
 
-/// A package request: `name` or `name=version`.
-pub fn deb_request(s: &str) -> Result<(&str, Option<&str>), String> {
-    let (name, version) = match s.split_once('=') {
-        Some((n, v)) => (n, Some(v)),
-        None => (s, None),
-    };
+/// A version constraint of a package request: (operator, version).
+pub type DebConstraint<'a> = (&'a str, &'a str);
+
+/// A package request: `name`, `name=version`, or a name with one of
+/// Debian's relation operators (`=`, `<<`, `<=`, `>=`, `>>`) and a version,
+/// as `name (>= 1.22)` or `name>=1.22`. Returns the name and the
+/// constraint (operator, version); [`deb_request_text`] writes it back in
+/// one spelling, so requests that mean the same are the same text.
+pub fn deb_request(s: &str) -> Result<(&str, Option<DebConstraint<'_>>), String> {
+    let s = s.trim();
+    let end = s
+        .find(|c: char| c.is_ascii_whitespace() || matches!(c, '(' | '<' | '>' | '='))
+        .unwrap_or(s.len());
+    let name = &s[..end];
     deb_name(name)?;
-    if let Some(v) = version {
-        deb_version(v)?;
+    let mut rest = s[end..].trim();
+    if rest.is_empty() {
+        return Ok((name, None));
     }
-    Ok((name, version))
+    if let Some(inner) = rest.strip_prefix('(') {
+        rest = inner
+            .strip_suffix(')')
+            .ok_or_else(|| format!("{s:?}: missing `)` after the version"))?
+            .trim();
+    }
+    let op_len = rest
+        .find(|c: char| !matches!(c, '<' | '>' | '='))
+        .unwrap_or(rest.len());
+    let op = &rest[..op_len];
+    if !["=", "<<", "<=", ">=", ">>"].contains(&op) {
+        return Err(format!(
+            "{s:?}: expected the name, then maybe one of = << <= >= >> and a version \
+             (\"nginx\", \"nginx=1.22.1-9\", \"nginx (>= 1.22)\")"
+        ));
+    }
+    let version = rest[op_len..].trim();
+    deb_version(version)?;
+    Ok((name, Some((op, version))))
+}
+
+/// A request in its one spelling: `name`, `name=version`, `name (op version)`.
+pub fn deb_request_text(name: &str, constraint: Option<DebConstraint<'_>>) -> String {
+    match constraint {
+        None => name.to_string(),
+        Some(("=", v)) => format!("{name}={v}"),
+        Some((op, v)) => format!("{name} ({op} {v})"),
+    }
 }
 
 /// A word of a Debian archive: suite, component or architecture names
@@ -714,10 +750,31 @@ mod tests {
         }
         assert_eq!(
             deb_request("nginx=1.22.1-9"),
-            Ok(("nginx", Some("1.22.1-9")))
+            Ok(("nginx", Some(("=", "1.22.1-9"))))
         );
         assert_eq!(deb_request("libc6"), Ok(("libc6", None)));
         assert!(deb_request("nginx=").is_err());
+        // Regression (issue 17): the definition refused version constraints
+        // other than `=` that the resolver understands.
+        for (text, shown) in [
+            ("libc6 (<< 2.34)", "libc6 (<< 2.34)"),
+            ("libc6<<2.34", "libc6 (<< 2.34)"),
+            (" nginx >= 1.22 ", "nginx (>= 1.22)"),
+            ("nginx = 1.22.1-9", "nginx=1.22.1-9"),
+            ("nginx(>>1:1.0)", "nginx (>> 1:1.0)"),
+        ] {
+            let (name, c) = deb_request(text).unwrap();
+            assert_eq!(deb_request_text(name, c), shown, "{text}");
+        }
+        for bad in [
+            "nginx (>= 1.22",
+            "nginx < 1.0",
+            "nginx >=",
+            "nginx ~ 1",
+            "nginx (>= 1) x",
+        ] {
+            assert!(deb_request(bad).is_err(), "{bad}");
+        }
         assert!(deb_word("bookworm-security").is_ok());
         assert!(deb_word("Main").is_err());
     }

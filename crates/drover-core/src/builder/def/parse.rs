@@ -378,11 +378,13 @@ impl Def<'_> {
         for (i, item) in items.iter().enumerate() {
             let key = index_key(&key, i);
             let s = self.string(item, &key)?;
-            let (name, _) = grammar::deb_request(s).map_err(|e| self.err(item.at(), &key, e))?;
+            let (name, constraint) =
+                grammar::deb_request(s).map_err(|e| self.err(item.at(), &key, e))?;
             if !seen.insert(name.to_string()) {
                 return Err(self.err(item.at(), &key, format!("{name} is listed twice")));
             }
-            packages.push(s.to_string());
+            // One spelling per meaning: the lock is tied to it.
+            packages.push(grammar::deb_request_text(name, constraint));
         }
         let word = |name: &str| -> Result<Option<String>> {
             let Some(node) = t.get(name) else {

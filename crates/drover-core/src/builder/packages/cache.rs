@@ -161,6 +161,36 @@ impl PackageCache {
         w.commit()
     }
 
+    /// Check the cached file `digest` again: it must still hash to its
+    /// name. A damaged one (bit rot, a hand edit, a file swapped in) is
+    /// removed, so that it is downloaded again rather than installed.
+    pub fn verify(&self, digest: &Digest, size: u64) -> Result<Cached> {
+        let p = self.object_path(digest);
+        let mut f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Cached::Absent),
+            Err(e) => return Err(Error::io("open cached file", &p, e)),
+        };
+        let mut hasher = Hasher::new();
+        io::copy(&mut (&mut f).take(size.saturating_add(1)), &mut hasher)
+            .ctx("read cached file", &p)?;
+        let len = hasher.len();
+        if len <= size && hasher.finish() == *digest {
+            // Shorter than asked for, yet whole: the request is wrong, not
+            // the file, which stays for whoever asks for it rightly.
+            return Ok(if len == size {
+                Cached::Good
+            } else {
+                Cached::Absent
+            });
+        }
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(Cached::Damaged),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Cached::Absent),
+            Err(e) => Err(Error::io("remove damaged cached file", &p, e)),
+        }
+    }
+
     /// Read a cached file whole (an index: small enough to hold), checking
     /// its digest; `None` if it is not cached. At most `max` bytes.
     pub fn read(&self, digest: &Digest, max: u64, what: &str) -> Result<Option<Vec<u8>>> {
@@ -253,6 +283,17 @@ impl PackageCache {
     }
 }
 
+/// What [`PackageCache::verify`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// There, whole and right.
+    Good,
+    /// Not there (or not what was asked for).
+    Absent,
+    /// There but no longer what its name says: removed now.
+    Damaged,
+}
+
 /// A pointer file: `key` → `digest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ref {
@@ -314,7 +355,8 @@ impl CacheWriter {
             return Err(Error::corrupt(
                 &self.what,
                 format!(
-                    "its sha256 is {actual}, but the signed index says {}; refused, nothing stored",
+                    "its sha256 is {actual}, but {} was expected (from the signed index, \
+                     or from the lock written from it); refused, nothing stored",
                     self.expected
                 ),
             ));

@@ -1,5 +1,7 @@
 //! Downloading `.deb` files into the package cache: those already cached
-//! are only marked as used; the rest are fetched several at a time, each
+//! are checked against their sha256 again (a damaged copy is removed and
+//! downloaded anew, never installed) and marked as used; the rest are
+//! fetched several at a time, each
 //! bounded by the size its signed index declares and checked against its
 //! sha256 before it enters the cache. Offline, nothing touches the
 //! network: every package must already be cached, or the error lists the
@@ -8,8 +10,9 @@
 use std::path::PathBuf;
 
 use futures_util::StreamExt as _;
+use rayon::prelude::*;
 
-use super::cache::PackageCache;
+use super::cache::{Cached, PackageCache};
 use super::http::{Http, NetError};
 use super::repo::Online;
 use crate::builder::Progress;
@@ -41,6 +44,9 @@ pub struct Fetched {
     pub downloaded_bytes: u64,
     /// How many were in the cache already.
     pub cached: usize,
+    /// The packages whose cached copy no longer matched its sha256: removed
+    /// from the cache and downloaded again (or, offline, missing).
+    pub damaged: Vec<String>,
 }
 
 /// Have every package of `items` in `cache`; returns where each is.
@@ -54,7 +60,6 @@ pub fn fetch_debs(
     progress: &dyn Progress,
 ) -> Result<Fetched> {
     let mut out = Fetched::default();
-    let mut todo: Vec<&DebRequest> = Vec::new();
     for item in items {
         if item.size > limits.deb_bytes {
             return Err(Limits::exceeded(
@@ -66,7 +71,19 @@ pub fn fetch_debs(
                 ),
             ));
         }
-        if cache.has(&item.sha256) {
+    }
+    // Regression (issue 17): a cached file was trusted by its name alone,
+    // so a damaged or swapped .deb was installed into the image.
+    let state: Vec<Cached> = items
+        .par_iter()
+        .map(|item| cache.verify(&item.sha256, item.size))
+        .collect::<Result<_>>()?;
+    let mut todo: Vec<&DebRequest> = Vec::new();
+    for (item, state) in items.iter().zip(state) {
+        if state == Cached::Damaged {
+            out.damaged.push(item.name.clone());
+        }
+        if state == Cached::Good {
             cache.touch(&item.sha256)?;
             out.cached += 1;
         } else if !todo.iter().any(|t| t.sha256 == item.sha256) {
@@ -78,7 +95,7 @@ pub fn fetch_debs(
         return Ok(out);
     }
     if online == Online::No {
-        return Err(missing(&todo, "offline"));
+        return Err(missing(&todo, &out.damaged, "offline"));
     }
     let total: u64 = todo.iter().map(|i| i.size).sum();
     progress.phase("download", todo.len() as u64, total);
@@ -117,7 +134,7 @@ pub fn fetch_debs(
     if !unreachable.is_empty() {
         let why = format!("the repository cannot be reached ({})", unreachable[0].1);
         let items: Vec<&DebRequest> = unreachable.iter().map(|(i, _)| *i).collect();
-        return Err(missing(&items, &why));
+        return Err(missing(&items, &out.damaged, &why));
     }
     Ok(out)
 }
@@ -149,10 +166,19 @@ async fn download(
     Ok(())
 }
 
-fn missing(items: &[&DebRequest], why: &str) -> Error {
+/// The error for `items` not in the cache; `damaged` names those whose
+/// cached copy was removed just now.
+fn missing(items: &[&DebRequest], damaged: &[String], why: &str) -> Error {
     let mut names: Vec<String> = items
         .iter()
-        .map(|i| format!("{} ({})", i.name, i.sha256.short()))
+        .map(|i| {
+            let note = if damaged.contains(&i.name) {
+                ", its cached copy was damaged and is removed"
+            } else {
+                ""
+            };
+            format!("{} ({}{note})", i.name, i.sha256.short())
+        })
         .collect();
     names.sort();
     Error::NotFound {

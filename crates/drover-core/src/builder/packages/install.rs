@@ -80,7 +80,13 @@ pub fn install(
             Ok(deb)
         })
         .collect::<Result<_>>()?;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = fetched
+        .damaged
+        .iter()
+        .map(|name| {
+            format!("package {name}: its cached copy did not match the lock's sha256; downloaded it again")
+        })
+        .collect();
     let mut merged: BTreeMap<String, (Entry, usize)> = BTreeMap::new();
     let mut installed = Vec::with_capacity(debs.len());
     for (i, (p, deb)) in locked.packages.iter().zip(debs).enumerate() {

@@ -158,6 +158,49 @@ fn offline_or_unreachable_lists_the_missing_packages() {
     }
 }
 
+/// Regression (issue 17): a cached `.deb` was trusted by its file name, so
+/// a damaged or swapped copy went into the image. It is now checked,
+/// removed, and downloaded again, or, offline, reported missing.
+#[test]
+fn a_damaged_cached_package_is_downloaded_again_never_used() {
+    let server = Server::start();
+    let a = request(&server.url, "liba", b"the real bytes");
+    server.put("/pool/liba.deb", b"the real bytes".to_vec());
+    let (_d, c) = cache();
+    c.put_bytes(b"the real bytes", &a.sha256, a.size, "liba")
+        .unwrap();
+    let path = c.path(&a.sha256).unwrap();
+    fs::write(&path, b"the fake bytes").unwrap();
+    let e = fetch_debs(
+        std::slice::from_ref(&a),
+        &c,
+        &Limits::default(),
+        Online::No,
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+    assert!(
+        e.to_string().contains("liba (") && e.to_string().contains("damaged"),
+        "{e}"
+    );
+    assert!(!c.has(&a.sha256), "the damaged copy is gone");
+    fs::write(&path, b"the real bytes, and more").unwrap();
+    let got = fetch_debs(
+        std::slice::from_ref(&a),
+        &c,
+        &Limits::default(),
+        Online::Auto,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        (got.downloaded, got.cached, got.damaged),
+        (1, 0, vec!["liba".to_string()])
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"the real bytes");
+}
+
 #[test]
 fn a_declared_size_past_the_limit_is_refused_before_any_request() {
     let (_d, c) = cache();

@@ -644,6 +644,10 @@ fn requirements() {
     ];
     for (text, shown) in ok {
         assert_eq!(Requirement::parse(text).unwrap().to_string(), shown);
+        // The definition's grammar accepts it and spells it the same way
+        // (regression, issue 17: it refused every operator but `=`).
+        let (name, c) = crate::grammar::deb_request(text).unwrap();
+        assert_eq!(crate::grammar::deb_request_text(name, c), shown);
     }
     for bad in [
         "",
