@@ -32,10 +32,9 @@
 //! entries: everything is inline, so the layer's bytes follow.
 
 use std::io::Read;
-use std::sync::Arc;
 
 use super::def::{Account, ImageDef, NO_HOME};
-use super::sbom::{LayerInput, sha1_of};
+use super::sbom::LayerInput;
 use super::scan::{Entry, Source};
 use super::tar::Kind;
 use crate::digest::Digest;
@@ -307,20 +306,8 @@ pub fn entries(def: &ImageDef, files: &Merger, dbs: &Databases) -> Result<Vec<En
         })?;
         for (path, text, mode, uid, gid) in written {
             parents(files, path, &mut out).map_err(|e| at(path.into(), e))?;
-            let bytes: Arc<[u8]> = Arc::from(text.into_bytes());
-            out.push(Entry {
-                path: path.trim_start_matches('/').to_string(),
-                kind: Kind::File,
-                mode,
-                uid,
-                gid,
-                size: bytes.len() as u64,
-                link: None,
-                sha256: Some(Digest::of(&bytes)),
-                sha1: Some(sha1_of(&bytes)),
-                source: Some(Source::Inline(bytes)),
-                xattrs: Vec::new(),
-            });
+            let path = path.trim_start_matches('/');
+            out.push(Entry::inline(path, text.into_bytes(), mode, (uid, gid)));
         }
     }
     for (i, a) in def.accounts.iter().enumerate() {
@@ -356,19 +343,7 @@ pub fn mount_points(tmpfs: &[Tmpfs]) -> impl Iterator<Item = &Tmpfs> {
 }
 
 fn dir(path: &str, mode: u32, uid: u32, gid: u32) -> Entry {
-    Entry {
-        path: path.trim_start_matches('/').to_string(),
-        kind: Kind::Dir,
-        mode,
-        uid,
-        gid,
-        size: 0,
-        link: None,
-        source: None,
-        sha256: None,
-        sha1: None,
-        xattrs: Vec::new(),
-    }
+    Entry::dir(path.trim_start_matches('/'), mode, (uid, gid))
 }
 
 /// The record at `path` if it is a directory; an error if it is anything

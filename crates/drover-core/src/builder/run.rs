@@ -599,19 +599,7 @@ fn walk_upper(
         };
         let (uid, gid) = (shift(meta.uid(), "owner")?, shift(meta.gid(), "group")?);
         let mode = meta.mode() & 0o7777;
-        let base = Entry {
-            path: child.clone(),
-            kind: Kind::Dir,
-            mode,
-            uid,
-            gid,
-            size: 0,
-            link: None,
-            source: None,
-            sha256: None,
-            sha1: None,
-            xattrs: Vec::new(),
-        };
+        let base = Entry::dir(child.clone(), mode, (uid, gid));
         if ft.is_dir() {
             out.push(base);
             if crate::sys::xattrs(&path)
@@ -668,24 +656,12 @@ fn walk_upper(
 
 /// An OCI whiteout entry named `name` in directory `dir`.
 fn whiteout(dir: &str, name: &str) -> Entry {
-    let empty: Arc<[u8]> = Arc::from(&b""[..]);
-    Entry {
-        path: if dir.is_empty() {
-            name.to_string()
-        } else {
-            format!("{dir}/{name}")
-        },
-        kind: Kind::File,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        link: None,
-        sha256: Some(Digest::of(b"")),
-        sha1: Some(super::sbom::sha1_of(b"")),
-        source: Some(Source::Inline(empty)),
-        xattrs: Vec::new(),
-    }
+    let path = if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    };
+    Entry::inline(path, &b""[..], 0o644, (0, 0))
 }
 
 /// Drop the directories the runtime made only to mount something on

@@ -79,6 +79,46 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A directory at `path` (relative) with this mode and owner.
+    pub fn dir(path: impl Into<String>, mode: u32, (uid, gid): (u32, u32)) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: Kind::Dir,
+            mode,
+            uid,
+            gid,
+            size: 0,
+            link: None,
+            source: None,
+            sha256: None,
+            sha1: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A regular file at `path` (relative) holding `bytes`, its digests known.
+    pub fn inline(
+        path: impl Into<String>,
+        bytes: impl Into<Arc<[u8]>>,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Entry {
+        let bytes: Arc<[u8]> = bytes.into();
+        Entry {
+            path: path.into(),
+            kind: Kind::File,
+            mode,
+            uid,
+            gid,
+            size: bytes.len() as u64,
+            link: None,
+            sha256: Some(Digest::of(&bytes)),
+            sha1: Some(sha1_of(&bytes)),
+            source: Some(Source::Inline(bytes)),
+            xattrs: Vec::new(),
+        }
+    }
+
     /// This entry as a baseline record.
     pub fn record(&self) -> FileRecord {
         FileRecord {
@@ -166,20 +206,12 @@ pub fn file_layer(layer: &FileLayer) -> Vec<Entry> {
     let path = layer.dest.trim_matches('/').to_string();
     let mut entries = parents_of(&path);
     entries.pop();
-    let bytes: Arc<[u8]> = Arc::from(layer.content.as_bytes());
-    entries.push(Entry {
+    entries.push(Entry::inline(
         path,
-        kind: Kind::File,
-        mode: layer.mode,
-        uid: layer.owner.0,
-        gid: layer.owner.1,
-        size: bytes.len() as u64,
-        link: None,
-        sha256: Some(Digest::of(&bytes)),
-        sha1: Some(sha1_of(&bytes)),
-        source: Some(Source::Inline(bytes)),
-        xattrs: Vec::new(),
-    });
+        layer.content.as_bytes(),
+        layer.mode,
+        layer.owner,
+    ));
     entries
 }
 
@@ -193,19 +225,7 @@ fn parents_of(path: &str) -> Vec<Entry> {
             acc.push('/');
         }
         acc.push_str(part);
-        out.push(Entry {
-            path: acc.clone(),
-            kind: Kind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            link: None,
-            source: None,
-            sha256: None,
-            sha1: None,
-            xattrs: Vec::new(),
-        });
+        out.push(Entry::dir(acc.clone(), 0o755, (0, 0)));
     }
     out
 }

@@ -624,19 +624,7 @@ impl Writer {
             .map_err(io::Error::from)
             .ctx("create directory", &disk)?;
         self.seen.insert(path.to_string(), self.entries.len());
-        self.entries.push(Entry {
-            path: path.to_string(),
-            kind: Kind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            link: None,
-            source: None,
-            sha256: None,
-            sha1: None,
-            xattrs: Vec::new(),
-        });
+        self.entries.push(Entry::dir(path, 0o755, (0, 0)));
         Ok(())
     }
 

@@ -15,12 +15,7 @@
 //!
 //! Pure: records in, entries out; the same records give the same bytes.
 
-use std::sync::Arc;
-
-use crate::builder::sbom::sha1_of;
-use crate::builder::scan::{Entry, Source};
-use crate::builder::tar::Kind;
-use crate::digest::Digest;
+use crate::builder::scan::Entry;
 
 /// One installed package, as the database needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,41 +151,17 @@ pub fn database(earlier: &[Installed], layer: &[Installed]) -> Vec<Entry> {
 }
 
 fn dir_entry(path: &str) -> Entry {
-    Entry {
-        path: path.to_string(),
-        kind: Kind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        link: None,
-        source: None,
-        sha256: None,
-        sha1: None,
-        xattrs: Vec::new(),
-    }
+    Entry::dir(path, 0o755, (0, 0))
 }
 
 fn file_entry(path: &str, bytes: Vec<u8>) -> Entry {
-    let bytes: Arc<[u8]> = Arc::from(bytes);
-    Entry {
-        path: path.to_string(),
-        kind: Kind::File,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        size: bytes.len() as u64,
-        link: None,
-        sha256: Some(Digest::of(&bytes)),
-        sha1: Some(sha1_of(&bytes)),
-        source: Some(Source::Inline(bytes)),
-        xattrs: Vec::new(),
-    }
+    Entry::inline(path, bytes, 0o644, (0, 0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builder::scan::Source;
 
     fn pkg(name: &str, extra: &str) -> Installed {
         Installed {
