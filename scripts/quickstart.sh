@@ -54,6 +54,19 @@ step "trace: which exact image one instance runs, and who built it from what (ea
 instance=$("$DROVER" --store "$STORE" --json status | sed -n 's/.*"id": *"\([0-9a-f]*\)".*/\1/p' | head -n 1)
 "$DROVER" --store "$STORE" trace "$instance" | grep -E '^[^ ]|\[(ok|FAIL)\]' | cut -c1-110
 
+step "a real packaged program: examples/nginx (nginx-light from Debian, exactly as examples/nginx/drover.lock says)"
+# The .debs are downloaded once (checked against the lock's sha256s) into
+# the store's package cache; the image runs as user nginx on a read-only root.
+"$DROVER" --store "$STORE" build --locked --sign -f examples/nginx/drover.toml | tail -n 1
+nginx_id=$("$DROVER" --store "$STORE" run nginx:1.22)
+for _ in $(seq 50); do
+  busybox wget -qO- http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+printf 'nginx answers on :8080: '
+busybox wget -qO- http://127.0.0.1:8080/ | grep -o '<p>.*</p>'
+"$DROVER" --store "$STORE" rm -f "$nginx_id" >/dev/null
+
 cat <<MSG
 
 built hello:1.0 = $digest and deployed it as service 'hello' (3 replicas).
