@@ -17,7 +17,17 @@
 //! crash loop), backs the service off: 1 s, 2 s, 4 s … up to `max_backoff`,
 //! reset once the service stays clean for a while after its last back-off.
 //! The back-off and restart count live in the database (`service_health`),
-//! so `drover status` shows them.
+//! so `drover status` shows them. They belong to the release that should
+//! run: pointing the service at another one (`apply`, `rollback`) starts
+//! them afresh.
+//!
+//! A release that was healthy and then crash-loops — its instances restarted
+//! (exited and healed, or failed their checks in traffic) `crash_loop.restarts`
+//! times within `crash_loop.within`, default 3 in 5 minutes — is rolled back
+//! to the last release that was healthy and stable ([`deploy::revert`]), with
+//! a `service.rollback` ledger entry saying why; its content is quarantined
+//! like a failed rollout's. With no such release the service keeps backing
+//! off, and `status` says why.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -64,10 +74,46 @@ fn backoff(failures: i64, max: Duration) -> Duration {
 }
 
 /// Record what a pass did in `service_health` (and a `service.backoff`
-/// ledger entry when it backs the service off).
-fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> {
+/// ledger entry when it backs the service off). `unhealthy`: instances of
+/// the desired release taken out of traffic for failing their checks since
+/// the last pass, which count as restarts like the ones healed. Returns the
+/// record, and the release to roll back with why, if it crash-loops.
+fn record(
+    db: &mut Db,
+    report: &Report,
+    max: Duration,
+    unhealthy: u32,
+) -> Result<(ServiceHealth, Option<(i64, String)>)> {
+    let svc = release::service(db.read(), &report.service)?;
+    let desired = svc.as_ref().and_then(|s| s.desired);
     let mut h = health(db.read(), &report.service)?;
+    if h.release != desired {
+        // Another release runs: the counts were the old one's.
+        h.failures = 0;
+        h.backoff_until = None;
+        h.recent.clear();
+        h.release = desired;
+    }
     h.restarts += i64::from(report.healed);
+    let now = clock::now_ms();
+    let restarted = report.healed_current + unhealthy;
+    h.recent
+        .extend(std::iter::repeat_n(now, restarted as usize));
+    let mut revert = None;
+    if let (Some(svc), Some(n)) = (&svc, desired) {
+        let cl = svc.rollout.crash_loop;
+        h.recent.retain(|t| now - t <= cl.within_ms as i64);
+        if cl.enabled() && restarted > 0 && h.recent.len() >= cl.restarts as usize {
+            revert = Some((
+                n,
+                format!(
+                    "{} restarts of its instances within {}",
+                    h.recent.len(),
+                    crate::grammar::format_duration(cl.within_ms)
+                ),
+            ));
+        }
+    }
     let failed = match &report.error {
         // A rollout that failed and was rolled back left the service as it
         // was: nothing to back off from.
@@ -118,7 +164,7 @@ fn record(db: &mut Db, report: &Report, max: Duration) -> Result<ServiceHealth> 
         }
         Ok(())
     })?;
-    Ok(h)
+    Ok((h, revert))
 }
 
 /// What a change that calls for a pass moves: an instance's state (a
@@ -140,6 +186,9 @@ pub struct Reconciler {
     seen: Option<String>,
     /// Serving instances' health checks: failures in a row, next probe.
     watch: BTreeMap<String, (u32, Instant)>,
+    /// Instances of each service's desired release taken out of traffic
+    /// for failing their checks, not yet counted by a pass.
+    unhealthy: BTreeMap<String, u32>,
 }
 
 impl Reconciler {
@@ -151,6 +200,7 @@ impl Reconciler {
             next: BTreeMap::new(),
             seen: None,
             watch: BTreeMap::new(),
+            unhealthy: BTreeMap::new(),
         }
     }
 
@@ -190,14 +240,23 @@ impl Reconciler {
                 continue;
             }
             let report = deploy::reconcile(store, name);
+            let mut revert = None;
             let again = if report.busy() {
                 BUSY_RETRY
             } else {
-                record(store.db_mut(), &report, self.opts.max_backoff)?;
+                let unhealthy = self.unhealthy.remove(name).unwrap_or(0);
+                revert = record(store.db_mut(), &report, self.opts.max_backoff, unhealthy)?.1;
                 self.opts.interval
             };
             self.next.insert(name.clone(), Instant::now() + again);
             reports.push(report);
+            if let Some((number, why)) = revert {
+                let report = deploy::revert(store, name, number, &why);
+                if !report.busy() {
+                    record(store.db_mut(), &report, self.opts.max_backoff, 0)?;
+                }
+                reports.push(report);
+            }
         }
         for name in &services {
             self.watch_health(store, name)?;
@@ -229,6 +288,7 @@ impl Reconciler {
                 .into_iter()
                 .filter(|i| {
                     i.service.as_deref() == Some(service)
+                        && i.release == Some(n)
                         && i.state == State::Running
                         && i.ready_at.is_some()
                         && i.drain_at.is_none()
@@ -258,6 +318,7 @@ impl Reconciler {
                             failures
                         );
                         traffic::fail(store.db_mut(), &i.id, service, &why)?;
+                        *self.unhealthy.entry(service.to_string()).or_default() += 1;
                     }
                 }
             }
@@ -289,7 +350,7 @@ mod tests {
             crashed_young: 1,
             ..Report::default()
         };
-        let h = record(&mut db, &young, max).unwrap();
+        let h = record(&mut db, &young, max, 0).unwrap().0;
         assert_eq!((h.restarts, h.failures), (1, 1));
         assert!(
             h.last_error
@@ -299,7 +360,7 @@ mod tests {
         );
         let until = h.backoff_until.unwrap() - clock::now_ms();
         assert!((500..=1000).contains(&until), "{until}");
-        let h = record(&mut db, &young, max).unwrap();
+        let h = record(&mut db, &young, max, 0).unwrap().0;
         assert_eq!(h.failures, 2);
         assert!(h.last_error.as_deref().unwrap().starts_with("crash loop"));
         assert!(h.backoff_until.unwrap() - clock::now_ms() > 1500);
@@ -307,7 +368,7 @@ mod tests {
             service: "web".into(),
             ..Report::default()
         };
-        let h = record(&mut db, &clean, max).unwrap();
+        let h = record(&mut db, &clean, max, 0).unwrap().0;
         assert_eq!(
             h.failures, 2,
             "a clean pass right after a crash is no recovery"
@@ -319,7 +380,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let h = record(&mut db, &clean, max).unwrap();
+        let h = record(&mut db, &clean, max, 0).unwrap().0;
         assert_eq!((h.restarts, h.failures, h.backoff_until), (2, 0, None));
         assert_eq!(health(db.read(), "web").unwrap(), h);
         let entries: i64 = db

@@ -283,6 +283,9 @@ fn reconcile_service(
             Ok(reports) if reports.is_empty() && !service_exists(&store, service) => return,
             Ok(reports) => {
                 for rep in reports {
+                    for w in &rep.warnings {
+                        say(format_args!("reconcile {}: {w}", rep.service));
+                    }
                     let did = rep.started + rep.stopped + rep.healed > 0;
                     if let Some(e) = &rep.error {
                         if !rep.busy() {

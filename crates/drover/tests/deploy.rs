@@ -24,11 +24,17 @@ fn fleet(env: &Env, tag: &str, extra: &str) -> String {
 }
 
 fn fleet_n(env: &Env, tag: &str, replicas: u32, extra: &str) -> String {
+    // Tests about the stability window set their own.
+    let min_healthy = if extra.contains("min_healthy") {
+        ""
+    } else {
+        "min_healthy = \"0s\"\n"
+    };
     let text = format!(
         r#"
 [service.web]
 image = "web:{tag}"
-replicas = {replicas}
+{min_healthy}replicas = {replicas}
 {extra}
 
 [service.web.health]
@@ -402,7 +408,8 @@ fn an_image_whose_own_health_check_fails_is_rolled_back() {
     image_checking(&env, "3", "version three\n", "/missing");
     let plain = |tag: &str| {
         let path = env.ctx().join("plain.toml");
-        let text = format!("[service.web]\nimage = \"web:{tag}\"\nreplicas = 2\n");
+        let text =
+            format!("[service.web]\nimage = \"web:{tag}\"\nmin_healthy = \"0s\"\nreplicas = 2\n");
         write(&path, text.as_bytes(), 0o644);
         path.to_str().unwrap().to_string()
     };
@@ -468,7 +475,7 @@ fn exec_health_checks_run_inside_the_instance() {
             continue;
         }
         let text = format!(
-            "[service.x{n}]\nimage = \"web:1\"\nreplicas = 1\ndriver = \"{driver}\"\n\
+            "[service.x{n}]\nimage = \"web:1\"\nmin_healthy = \"0s\"\nreplicas = 1\ndriver = \"{driver}\"\n\
              [service.x{n}.health]\nkind = \"exec\"\ncommand = {check}\n\
              interval = \"200ms\"\ntimeout = \"200ms\"\nretries = 2\ndeadline = \"5s\"\n"
         );
@@ -508,4 +515,96 @@ fn fleet_errors_name_file_line_and_key() {
         "{err}"
     );
     let _ = Command::new("true").status();
+}
+
+/// Regression (issue 18): a release whose instances pass their health check
+/// and then exit (`sleep 3; exit 3`) was called healthy. With the default
+/// stability window (10 s) it fails like a failed gate: rolled back, its
+/// content quarantined, its logs kept, `apply` failing with what happened.
+/// Rolling kept the old instances serving until the new ones were stable.
+#[test]
+fn a_release_that_crashes_after_ready_fails_inside_its_stability_window() {
+    let Some(env) = setup() else { return };
+    common::web_image(
+        &env,
+        "crashy",
+        "crashy\n",
+        "/",
+        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 3; kill $!; exit 3",
+    );
+    env.ok(&["apply", "-f", &fleet_n(&env, "1", 2, "")]);
+    let before = last_seq(&env);
+    // No min_healthy in the file: the default window.
+    let f = fleet_n(&env, "crashy", 2, "");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("min_healthy = \"0s\"\n", "");
+    std::fs::write(&f, text).unwrap();
+    let t = std::time::Instant::now();
+    let out = env.run(&["apply", "-f", &f]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("release 2 failed")
+            && err.contains("exited (exit code")
+            && err.contains("after passing its health check")
+            && err.contains("min_healthy")
+            && err.contains("rolled back to release 1"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "failed at the crash, not at a deadline"
+    );
+    assert!(env.store().join("logs/web/release-2").is_dir());
+    // The old instances served throughout.
+    assert_eq!(running_bounds(&env, before).0, 2);
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["ready"].as_u64()),
+        (Some(1), Some(2)),
+        "{s}"
+    );
+    assert_eq!(pages(&s), vec!["version one\n"; 2]);
+    assert_eq!(s["quarantined"].as_array().unwrap().len(), 1, "{s}");
+    let entries = ledger(&env);
+    let failed = entries
+        .iter()
+        .find(|e| e["action"] == "release.failed")
+        .expect("a release.failed entry");
+    assert_eq!(failed["details"]["release"], 2);
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["action"] == "release.healthy" && e["details"]["release"] == 2),
+        "release 2 was never healthy"
+    );
+    let rollback = entries
+        .iter()
+        .find(|e| e["action"] == "service.rollback")
+        .expect("a service.rollback entry");
+    assert_eq!(rollback["details"]["automatic"], true);
+    env.ok(&["audit", "verify"]);
+}
+
+/// A stable release still deploys (the window passes), and a window of 0
+/// behaves as before: healthy at the gate.
+#[test]
+fn a_stable_release_passes_its_window() {
+    let Some(env) = setup() else { return };
+    let t = std::time::Instant::now();
+    env.ok(&[
+        "apply",
+        "-f",
+        &fleet_n(&env, "1", 1, "min_healthy = \"2s\""),
+    ]);
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "the window was waited for"
+    );
+    let s = status(&env);
+    assert_eq!(
+        (s["release"].as_i64(), s["outcome"].as_str()),
+        (Some(1), Some("healthy"))
+    );
 }

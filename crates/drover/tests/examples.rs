@@ -149,7 +149,10 @@ fn nginx_builds_bit_identically_and_serves_read_only() {
     let (env, _) = build_twice("nginx");
     let _turn = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     assert_free(8080);
-    let instances = deploy(&env, "[service.nginx]\nimage = \"nginx:1.22\"\n");
+    let instances = deploy(
+        &env,
+        "[service.nginx]\nimage = \"nginx:1.22\"\nmin_healthy = \"0s\"\n",
+    );
     assert_read_only(&instances[0]);
     assert_eq!(instances[0]["launch"]["uid"], 101, "{}", instances[0]);
     assert_eq!(
@@ -206,7 +209,10 @@ fn the_python_app_serves_on_its_port_as_an_unprivileged_user() {
     }
     let (env, _) = build_twice("python-app");
     // Its port is the one drover gives it ($PORT): no turn needed.
-    let instances = deploy(&env, "[service.app]\nimage = \"python-app:1.0\"\n");
+    let instances = deploy(
+        &env,
+        "[service.app]\nimage = \"python-app:1.0\"\nmin_healthy = \"0s\"\n",
+    );
     let instance = &instances[0];
     assert_read_only(instance);
     assert_eq!(instance["launch"]["uid"], 10001, "{instance}");

@@ -69,7 +69,8 @@ fn fleet(env: &Env, image: &str) -> String {
     let path = env.ctx().join("fleet.toml");
     write(
         &path,
-        format!("[service.app]\nimage = \"{image}\"\nreplicas = 1\n").as_bytes(),
+        format!("[service.app]\nimage = \"{image}\"\nmin_healthy = \"0s\"\nreplicas = 1\n")
+            .as_bytes(),
         0o644,
     );
     path.to_str().unwrap().to_string()
@@ -305,7 +306,10 @@ fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
     let path = env.ctx().join("fleet.toml");
     write(
         &path,
-        format!("[service.web]\nimage = \"{pinned}\"\ninsecure_registry = true\n").as_bytes(),
+        format!(
+            "[service.web]\nimage = \"{pinned}\"\nmin_healthy = \"0s\"\ninsecure_registry = true\n"
+        )
+        .as_bytes(),
         0o644,
     );
     refused(
@@ -358,7 +362,8 @@ fn web_fleet(env: &Env, tag: &str) -> String {
     let path = env.ctx().join("fleet.toml");
     write(
         &path,
-        format!("[service.web]\nimage = \"web:{tag}\"\nreplicas = 1\n").as_bytes(),
+        format!("[service.web]\nimage = \"web:{tag}\"\nmin_healthy = \"0s\"\nreplicas = 1\n")
+            .as_bytes(),
         0o644,
     );
     path.to_str().unwrap().to_string()

@@ -268,11 +268,15 @@ fn a_services_tmpfs_is_part_of_its_release() {
     let Some(env) = common::web_env() else { return };
     let fleet = env.ctx().join("fleet.toml");
     let f = fleet.to_str().unwrap();
-    std::fs::write(&fleet, "[service.web]\nimage = \"web:1\"\n").unwrap();
+    std::fs::write(
+        &fleet,
+        "[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\n",
+    )
+    .unwrap();
     env.ok(&["apply", "-f", f]);
     std::fs::write(
         &fleet,
-        "[service.web]\nimage = \"web:1\"\ntmpfs = [{ path = \"/run/cache\", size = \"2m\" }]\n",
+        "[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\ntmpfs = [{ path = \"/run/cache\", size = \"2m\" }]\n",
     )
     .unwrap();
     let plan = env.ok(&["plan", "-f", f]);
@@ -294,7 +298,7 @@ fn a_services_tmpfs_is_part_of_its_release() {
 
     std::fs::write(
         &fleet,
-        "[service.web]\nimage = \"web:1\"\ntmpfs = [\"/var/nope\"]\n",
+        "[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\ntmpfs = [\"/var/nope\"]\n",
     )
     .unwrap();
     let out = env.run(&["apply", "-f", f]);

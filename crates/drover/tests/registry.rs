@@ -584,8 +584,9 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
     dst.trust(&src);
     let fleet = dst.dir.path().join("fleet.toml");
     let write_fleet = |image: &str| {
-        let text =
-            format!("[service.web]\nimage = \"{image}\"\ninsecure_registry = true\nreplicas = 1\n");
+        let text = format!(
+            "[service.web]\nimage = \"{image}\"\nmin_healthy = \"0s\"\ninsecure_registry = true\nreplicas = 1\n"
+        );
         write(&fleet, text.as_bytes(), 0o644);
     };
     let f = fleet.to_str().unwrap();
@@ -991,7 +992,7 @@ fn apply_fetches_referrers_attached_after_the_pull() {
     let fleet = dst.dir.path().join("fleet.toml");
     write(
         &fleet,
-        format!("[service.web]\nimage = \"{pinned}\"\ninsecure_registry = true\nreplicas = 1\n")
+        format!("[service.web]\nimage = \"{pinned}\"\nmin_healthy = \"0s\"\ninsecure_registry = true\nreplicas = 1\n")
             .as_bytes(),
         0o644,
     );

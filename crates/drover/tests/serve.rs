@@ -33,11 +33,17 @@ fn free_port() -> u16 {
 /// Write the fleet file: service web, `replicas` of web:`tag`, proxied on
 /// `port`.
 fn fleet(env: &Env, tag: &str, replicas: u32, port: u16, extra: &str) -> String {
+    // Tests about the stability window set their own.
+    let min_healthy = if extra.contains("min_healthy") {
+        ""
+    } else {
+        "min_healthy = \"0s\"\n"
+    };
     let text = format!(
         r#"
 [service.web]
 image = "web:{tag}"
-replicas = {replicas}
+{min_healthy}replicas = {replicas}
 ports = [{port}]
 drain = "5s"
 {extra}
@@ -700,4 +706,150 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
     .unwrap();
     assert_eq!(page, "version one\n", "the fresh root is the image's");
     env.ok(&["audit", "verify"]);
+}
+
+/// Issue 18: a release that was healthy (it passed its window) and then
+/// crash-loops under `serve` is rolled back to the last release that was
+/// healthy and stable, with a `service.rollback` ledger entry saying why;
+/// the crash-looping release is marked unstable and quarantined, and the
+/// back-off clears once the service is healthy again.
+#[test]
+fn a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one() {
+    let Some(env) = setup() else { return };
+    common::web_image(
+        &env,
+        "crashy",
+        "crashy\n",
+        "/",
+        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 2.5; kill $!; exit 3",
+    );
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 1, port, "")]);
+    // Stable for its 1 s window, so `apply` calls it healthy.
+    let crashy = fleet(
+        &env,
+        "crashy",
+        1,
+        port,
+        "min_healthy = \"1s\"\ncrash_loop = { restarts = 3, within = \"2m\" }",
+    );
+    env.ok(&["apply", "-f", &crashy]);
+    assert_eq!(status(&env)["outcome"], "healthy");
+    let serve = Serve::start(&env, &["--drift-interval", "0", "--max-backoff", "2s"]);
+    let back = eventually(Duration::from_secs(60), || {
+        let s = status(&env);
+        s["release"] == 3 && s["ready"] == 1
+    });
+    let s = status(&env);
+    assert!(back, "{s}\n{}", serve.log());
+    assert!(
+        eventually(Duration::from_secs(5), || get(port).as_deref()
+            == Some("version one\n")),
+        "{}",
+        serve.log()
+    );
+    let rollback = ledger(&env)
+        .into_iter()
+        .find(|e| e["action"] == "service.rollback")
+        .expect("a service.rollback entry");
+    let d = &rollback["details"];
+    assert_eq!(
+        (d["from"].as_i64(), d["to"].as_i64()),
+        (Some(2), Some(3)),
+        "{d}"
+    );
+    assert_eq!(d["rollback_of"], 1, "{d}");
+    assert_eq!(d["automatic"], true, "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("crash loop: 3 restarts"),
+        "{d}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || serve
+            .log()
+            .contains("is in a crash loop")),
+        "{}",
+        serve.log()
+    );
+    let releases: Vec<Value> =
+        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    assert!(
+        releases[1]["unstable"]
+            .as_str()
+            .is_some_and(|u| u.contains("crash loop")),
+        "{releases:?}"
+    );
+    assert!(env.ok(&["releases", "web"]).contains("unstable"));
+    assert_eq!(s["quarantined"].as_array().unwrap().len(), 1, "{s}");
+    // Healthy again: no back-off left.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let h = &status(&env)["health"];
+            h["failures"] == 0 && h["backoff_until"].is_null()
+        }),
+        "{}",
+        status(&env)
+    );
+    assert!(!env.ok(&["status"]).contains("backing off"));
+    // Applying the crash-looping file again meets its quarantine.
+    let out = env.run(&["apply", "-f", &crashy]);
+    assert!(
+        !out.status.success() && show(&out).contains("quarantined"),
+        "{}",
+        show(&out)
+    );
+    env.ok(&["audit", "verify"]);
+}
+
+/// Regression (issue 18): after a manual rollback out of a crash loop,
+/// `status` still said "backing off: crash loop". The back-off belongs to
+/// the release that crash-looped. (`crash_loop = false`: serve only backs
+/// off, it does not roll back by itself.)
+#[test]
+fn a_manual_rollback_out_of_a_crash_loop_clears_the_back_off() {
+    let Some(env) = setup() else { return };
+    common::web_image(
+        &env,
+        "crashy",
+        "crashy\n",
+        "/",
+        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 1.5; kill $!; exit 3",
+    );
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 1, port, "")]);
+    env.ok(&[
+        "apply",
+        "-f",
+        &fleet(&env, "crashy", 1, port, "crash_loop = false"),
+    ]);
+    let serve = Serve::start(&env, &["--drift-interval", "0", "--max-backoff", "30s"]);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let h = &status(&env)["health"];
+            h["failures"].as_i64().unwrap_or(0) >= 2
+        }),
+        "{}\n{}",
+        status(&env),
+        serve.log()
+    );
+    assert!(env.ok(&["status"]).contains("backing off"));
+    assert_eq!(
+        status(&env)["release"],
+        2,
+        "crash_loop = false: no rollback"
+    );
+    env.ok(&["rollback", "web"]);
+    let text = env.ok(&["status"]);
+    assert!(!text.contains("backing off"), "{text}");
+    let s = status(&env);
+    assert_eq!(s["health"]["failures"], 0, "{s}");
+    assert!(
+        eventually(Duration::from_secs(10), || get(port).as_deref()
+            == Some("version one\n")),
+        "{}",
+        serve.log()
+    );
 }

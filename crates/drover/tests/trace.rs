@@ -54,6 +54,7 @@ fn an_instance_traces_back_to_its_build_and_every_link_holds() {
         br#"
 [service.web]
 image = "web:1"
+min_healthy = "0s"
 replicas = 1
 "#,
         0o644,

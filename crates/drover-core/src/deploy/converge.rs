@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::gate::{self, Gate, Verdict};
+use super::gate::{self, Gate, Verdict, Window};
 use super::lock::Lease;
 use super::plan::{self, Seen, Step};
 use super::release::{self, Outcome, Release};
@@ -227,59 +227,137 @@ fn off_revoked(
             desired.number
         ),
     };
-    let policy = policy::load(store.root())?;
-    if !policy.replace_revoked {
+    if !policy::load(store.root())?.replace_revoked {
         return Err(refused("replace_revoked is off".into()));
     }
-    // The target must pass today's whole policy, not only revocation: it
-    // is deployed without anyone asking for it.
+    let Some(target) = fallback(store, service, &desired, |r| r.image != desired.image)? else {
+        return Err(refused(
+            "no earlier healthy release has an image the policy allows".into(),
+        ));
+    };
+    let reason = format!("image {} is revoked: {}", desired.image, rev.describe());
+    let extra = json!({"revoked": desired.image});
+    store.db_mut().write(|tx| {
+        lease.check(tx)?;
+        fall_back(tx, service, &desired, &target, &reason, extra)
+    })
+}
+
+/// The release `service` falls back to when `from` cannot stay: the most
+/// recent one that was healthy *and stable* (never found crash-looping
+/// later), is not quarantined, is `other` than `from` as the caller means
+/// it, and whose image passes today's whole policy (it is deployed without
+/// anyone asking for it, so revocation alone is not enough).
+fn fallback(
+    store: &Store,
+    service: &str,
+    from: &Release,
+    other: impl Fn(&Release) -> bool,
+) -> Result<Option<Release>> {
+    let policy = policy::load(store.root())?;
     let db = store.db();
-    let mut good = None;
     for r in release::releases(db.read(), service)?.into_iter().rev() {
-        if r.number != desired.number
+        if r.number != from.number
             && r.outcome == Outcome::Healthy
-            && r.image != desired.image
+            && r.unstable.is_none()
+            && other(&r)
             && release::quarantined(db.read(), service, &r.image, &r.config_digest)?.is_none()
             && matches!(
                 policy.evaluate(store, &r.image, policy::Origin::Local)?,
                 policy::Verdict::Allowed { .. }
             )
         {
-            good = Some(r);
-            break;
+            return Ok(Some(r));
         }
     }
-    let Some(target) = good else {
-        return Err(refused(
-            "no earlier healthy release has an image the policy allows".into(),
-        ));
+    Ok(None)
+}
+
+/// Point `service` from release `from` to a new release with `target`'s
+/// content, because of `reason`, with a `service.rollback` ledger entry
+/// (`extra` merged into its details). The fleet's request is forgotten, so
+/// applying the same file again meets `from`'s quarantine, if any.
+fn fall_back(
+    tx: &crate::state::Tx<'_>,
+    service: &str,
+    from: &Release,
+    target: &Release,
+    reason: &str,
+    extra: serde_json::Value,
+) -> Result<Release> {
+    let r = release::create(
+        tx,
+        release::NewRelease {
+            service,
+            image: target.image,
+            image_ref: &target.image_ref,
+            config: &target.config,
+            message: &format!("automatic rollback to release {}: {reason}", target.number),
+            parent: Some(from.number),
+            rollback_of: Some(target.number),
+        },
+    )?;
+    release::set_desired(tx, service, Some(r.number))?;
+    release::forget_request(tx, service)?;
+    let mut details = json!({"service": service, "from": from.number, "to": r.number,
+                             "rollback_of": target.number, "automatic": true,
+                             "reason": reason});
+    if let (Some(d), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
+        d.extend(more);
+    }
+    tx.record(NewEntry::new(
+        "service.rollback",
+        [format!("{service}#{}", from.number)],
+        details,
+    ))?;
+    Ok(r)
+}
+
+/// Roll `service` back from release `number`, healthy once, because it
+/// crash-loops (`why`): to the last release that was healthy and stable,
+/// as a new release. `number` is marked unstable and its content
+/// quarantined, as a failed rollout's is. Returns the new release and the
+/// one whose content it repeats; [`Error::Failed`] when there is none to go
+/// back to (the service then only backs off), and `Ok(None)` when the
+/// service no longer runs `number`.
+pub(super) fn revert_crash_loop(
+    store: &mut Store,
+    service: &str,
+    number: i64,
+    why: &str,
+    lease: &mut Lease,
+) -> Result<Option<(i64, i64)>> {
+    let Some(svc) = release::service(store.db().read(), service)? else {
+        return Ok(None);
     };
-    let reason = format!("image {} is revoked: {}", desired.image, rev.describe());
-    store.db_mut().write(|tx| {
-        lease.check(tx)?;
-        let r = release::create(
-            tx,
-            release::NewRelease {
-                service,
-                image: target.image,
-                image_ref: &target.image_ref,
-                config: &target.config,
-                message: &format!("automatic rollback to release {}: {reason}", target.number),
-                parent: Some(desired.number),
-                rollback_of: Some(target.number),
-            },
-        )?;
-        release::set_desired(tx, service, Some(r.number))?;
-        release::forget_request(tx, service)?;
-        tx.record(NewEntry::new(
-            "service.rollback",
-            [format!("{service}#{}", desired.number)],
-            json!({"service": service, "from": desired.number, "to": r.number,
-                       "rollback_of": target.number, "automatic": true,
-                       "revoked": desired.image, "reason": reason}),
-        ))?;
-        Ok(r)
-    })
+    if svc.desired != Some(number) {
+        return Ok(None);
+    }
+    let from = release::release(store.db().read(), service, number)?;
+    if from.outcome != Outcome::Healthy {
+        // A rollout still pending fails (and rolls back) by its gate.
+        return Ok(None);
+    }
+    let content = |r: &Release| r.image != from.image || r.config_digest != from.config_digest;
+    let Some(target) = fallback(store, service, &from, content)? else {
+        return Err(Error::Failed(format!(
+            "service {service}: release {number} is in a crash loop ({why}), and no earlier \
+             release was healthy and stable with other content the policy allows: backing off; deploy \
+             a fixed release, or `drover rollback {service} --to N`"
+        )));
+    };
+    let reason = format!("crash loop: {why}");
+    store
+        .db_mut()
+        .write(|tx| {
+            lease.check(tx)?;
+            if tx.mark_unstable(service, number, &reason)? {
+                release::quarantine(tx, &from, &reason)?;
+            }
+            let r = fall_back(tx, service, &from, &target, &reason, json!({}))?;
+            Ok((r.number, target.number))
+        })
+        .map(Some)
 }
 
 /// Copy the logs of a failed release's instances to
@@ -379,8 +457,14 @@ fn converge(
     unready: &BTreeSet<String>,
 ) -> std::result::Result<(), Failure> {
     let target = desired.map(|r| r.number);
+    let min_healthy = Duration::from_millis(rollout.min_healthy_ms);
     let mut gates: BTreeMap<String, Gate> = BTreeMap::new();
+    // Passed their gates: in traffic.
     let mut ready: BTreeSet<String> = BTreeSet::new();
+    // Of those, the ones that stayed up and passing for `min_healthy`
+    // since: healthy, and what the planner counts as serving.
+    let mut stable: BTreeSet<String> = BTreeSet::new();
+    let mut windows: BTreeMap<String, Window> = BTreeMap::new();
     // Passed their gates, not yet marked ready in the database: written
     // with the next step's fencing check, before anything is stopped.
     let mut newly_ready: Vec<String> = Vec::new();
@@ -396,25 +480,57 @@ fn converge(
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        // Passed its gate before (in this process or another): it serves.
+        // Passed its gate before (in this process or another): it serves,
+        // and is healthy once its window is over.
         for i in &mine {
-            if i.ready_at.is_some() && i.release == target && counts_as(i) != -1 {
-                ready.insert(i.id.clone());
+            if let Some(at) = i.ready_at
+                && i.release == target
+                && counts_as(i) != -1
+                && ready.insert(i.id.clone())
+            {
+                let ago = Duration::from_millis((clock::now_ms() - at).max(0) as u64);
+                if ago >= min_healthy {
+                    stable.insert(i.id.clone());
+                } else {
+                    let since = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+                    let r = desired.expect("a target instance has a release");
+                    windows.insert(
+                        i.id.clone(),
+                        Window::new(r.config.health.clone(), port_of(i), since, min_healthy),
+                    );
+                }
             }
         }
         // Instances that are not running serve nobody: remove them. One of
-        // the desired release that died while gated failed its gate.
+        // the desired release that died while gated failed its gate; one
+        // that died inside its window failed it as surely.
         for i in mine.iter().filter(|i| !i.state.is_live()) {
-            if i.release == target && gates.contains_key(&i.id) && !ready.contains(&i.id) {
+            let in_window = ready.contains(&i.id) && !stable.contains(&i.id);
+            let gated = gates.contains_key(&i.id) && !ready.contains(&i.id);
+            if i.release == target && (gated || in_window) {
                 let exit = i.exit.map(|e| e.to_string()).unwrap_or_default();
+                let why = match windows.get_mut(&i.id) {
+                    Some(w) if in_window => match w.poll(false, &mut |_, _| Err(String::new())) {
+                        Verdict::Failed(why) => why.replacen(
+                            "its process exited",
+                            &format!("its process exited ({exit})"),
+                            1,
+                        ),
+                        _ => format!("its process exited ({exit}) inside its min_healthy window"),
+                    },
+                    _ => format!("its process exited ({exit}) before passing its health check"),
+                };
                 return Err(Failure::Health {
                     instance: i.id.clone(),
-                    why: format!("its process exited ({exit}) before passing its health check"),
-                    unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &ready),
+                    why,
+                    unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &stable),
                 });
             }
             if let Some(lived) = heal(store, service, i)? {
                 report.healed += 1;
+                if i.release == target {
+                    report.healed_current += 1;
+                }
                 if lived.is_none_or(|d| d < MIN_UPTIME) {
                     report.crashed_young += 1;
                 }
@@ -431,7 +547,7 @@ fn converge(
                     ready: if release == -1 {
                         i.state == State::Running && i.ready_at.is_some() && i.drain_at.is_none()
                     } else if i.release == target {
-                        ready.contains(&i.id)
+                        stable.contains(&i.id)
                     } else {
                         i.state == State::Running && !unready.contains(&i.id)
                     },
@@ -480,7 +596,7 @@ fn converge(
                     return Err(Failure::Health {
                         instance: "a new instance".into(),
                         why: format!("it could not start: {e}"),
-                        unready: unready_of(&mine, target, &ready),
+                        unready: unready_of(&mine, target, &stable),
                     });
                 }
             }
@@ -500,30 +616,65 @@ fn converge(
                 let r = desired.expect("only a release's instances are waited for");
                 let waiting: Vec<&&Instance> = live
                     .iter()
-                    .filter(|i| i.release == target && counts_as(i) != -1 && !ready.contains(&i.id))
+                    .filter(|i| {
+                        i.release == target && counts_as(i) != -1 && !stable.contains(&i.id)
+                    })
                     .collect();
-                // Probe until one passes (the planner then has a move) or
+                // Probe until one passes its gate (it goes into traffic at
+                // once) or ends its window (the planner then has a move), or
                 // 100 ms go by (then look at the processes again), rather
                 // than re-observing every instance between probes.
                 while t.elapsed() < Duration::from_millis(100) {
                     let mut passed = false;
                     for i in &waiting {
-                        let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
-                        match gate.poll(true, &mut gate::exec_in(store.root(), i)) {
-                            Verdict::Healthy => {
-                                if ready.insert(i.id.clone()) {
-                                    newly_ready.push(i.id.clone());
+                        let verdict = if ready.contains(&i.id) {
+                            let w = windows.entry(i.id.clone()).or_insert_with(|| {
+                                Window::new(
+                                    r.config.health.clone(),
+                                    port_of(i),
+                                    Instant::now(),
+                                    min_healthy,
+                                )
+                            });
+                            match w.poll(true, &mut gate::exec_in(store.root(), i)) {
+                                Verdict::Healthy => {
+                                    stable.insert(i.id.clone());
                                     passed = true;
+                                    continue;
                                 }
+                                v => v,
                             }
-                            Verdict::Pending => {}
-                            Verdict::Failed(why) => {
-                                return Err(Failure::Health {
-                                    instance: i.id.clone(),
-                                    why,
-                                    unready: unready_of(&live, target, &ready),
-                                });
+                        } else {
+                            let gate = gates.entry(i.id.clone()).or_insert_with(|| new_gate(r, i));
+                            match gate.poll(true, &mut gate::exec_in(store.root(), i)) {
+                                Verdict::Healthy => {
+                                    ready.insert(i.id.clone());
+                                    newly_ready.push(i.id.clone());
+                                    if min_healthy.is_zero() {
+                                        stable.insert(i.id.clone());
+                                    } else {
+                                        windows.insert(
+                                            i.id.clone(),
+                                            Window::new(
+                                                r.config.health.clone(),
+                                                port_of(i),
+                                                Instant::now(),
+                                                min_healthy,
+                                            ),
+                                        );
+                                    }
+                                    passed = true;
+                                    continue;
+                                }
+                                v => v,
                             }
+                        };
+                        if let Verdict::Failed(why) = verdict {
+                            return Err(Failure::Health {
+                                instance: i.id.clone(),
+                                why,
+                                unready: unready_of(&live, target, &stable),
+                            });
                         }
                     }
                     if passed {
@@ -553,6 +704,10 @@ fn new_gate(r: &Release, i: &Instance) -> Gate {
     Gate::new(
         r.config.health.clone(),
         Duration::from_millis(r.config.deadline_ms),
-        i.port.unwrap_or(0),
+        port_of(i),
     )
+}
+
+fn port_of(i: &Instance) -> u16 {
+    i.port.unwrap_or(0)
 }

@@ -17,6 +17,13 @@
 //! ports = [8080]              # `drover serve` proxies these to every instance's PORT
 //! proxy = "http"               # http (HTTP/1.1 and HTTP/2; default) | tcp
 //! drain = "10s"                # how long a stopping instance may finish its requests
+//! min_healthy = "10s"          # a new instance must stay up and passing this long
+//!                              # after its check first passes to count as healthy;
+//!                              # one that exits or fails inside fails the release
+//! crash_loop = { restarts = 3, within = "5m" }
+//!                              # `serve` rolls a healthy release back to the last
+//!                              # stable one when its instances restart this often;
+//!                              # crash_loop = false: only back off
 //! volumes = ["data:/var/lib/web"]
 //! tmpfs = ["/var/cache/web", { path = "/var/log/web", size = "16m" }]
 //!                              # added to the image's [config] tmpfs (a path
@@ -38,7 +45,7 @@
 use std::path::Path;
 
 use super::plan::Strategy;
-use super::spec::{DEFAULT_DEADLINE_MS, ProxyMode, ServiceSpec};
+use super::spec::{CrashLoop, DEFAULT_DEADLINE_MS, DEFAULT_MIN_HEALTHY_MS, ProxyMode, ServiceSpec};
 use super::traffic::DEFAULT_DRAIN_MS;
 use crate::error::Result;
 use crate::grammar;
@@ -60,6 +67,8 @@ const SERVICE_KEYS: &[&str] = &[
     "ports",
     "proxy",
     "drain",
+    "min_healthy",
+    "crash_loop",
     "volumes",
     "tmpfs",
     "memory",
@@ -238,6 +247,14 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         Some((ms, _)) => ms,
         None => DEFAULT_DRAIN_MS,
     };
+    let min_healthy_ms = match c.duration(&t, "min_healthy")? {
+        Some((ms, n)) if ms > 3_600_000 => {
+            return Err(c.err(n.at(), &t.key("min_healthy"), "at most \"1h\""));
+        }
+        Some((ms, _)) => ms,
+        None => DEFAULT_MIN_HEALTHY_MS,
+    };
+    let crash_loop = crash_loop(c, &t)?;
     let mut volumes = Vec::new();
     if let Some(n) = t.get("volumes") {
         let key = t.key("volumes");
@@ -347,12 +364,57 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         ports,
         proxy,
         drain_ms,
+        min_healthy_ms,
+        crash_loop,
         volumes,
         tmpfs,
         limits,
         cap_add,
         driver,
         userns_opt_out,
+    })
+}
+
+/// `crash_loop = { restarts = N, within = "5m" }`, `crash_loop = false`
+/// (never roll back by itself), or the default.
+fn crash_loop(c: &Checker<'_>, t: &Table<'_>) -> Result<CrashLoop> {
+    let Some(n) = t.get("crash_loop") else {
+        return Ok(CrashLoop::default());
+    };
+    let key = t.key("crash_loop");
+    if let Value::Boolean(on) = n.value {
+        return Ok(if on {
+            CrashLoop::default()
+        } else {
+            CrashLoop {
+                restarts: 0,
+                ..CrashLoop::default()
+            }
+        });
+    }
+    if !matches!(n.value, Value::Table(_)) {
+        return Err(c.wrong_type(
+            n,
+            &key,
+            "a table such as { restarts = 3, within = \"5m\" }, or false",
+        ));
+    }
+    let ct = c.table(n, &key, &["restarts", "within"])?;
+    let restarts = count(c, &ct, "restarts", CrashLoop::default().restarts, 1)?;
+    if restarts > 100 {
+        let at = ct.get("restarts").map_or(n.at(), Node::at);
+        return Err(c.err(at, &ct.key("restarts"), "at most 100"));
+    }
+    let within_ms = match c.duration(&ct, "within")? {
+        Some((ms, w)) if !(1_000..=86_400_000).contains(&ms) => {
+            return Err(c.err(w.at(), &ct.key("within"), "between \"1s\" and \"24h\""));
+        }
+        Some((ms, _)) => ms,
+        None => CrashLoop::default().within_ms,
+    };
+    Ok(CrashLoop {
+        restarts,
+        within_ms,
     })
 }
 

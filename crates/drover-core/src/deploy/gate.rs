@@ -8,6 +8,13 @@
 //! never waits a whole interval for a server that is already up. It fails when its process exits, when it
 //! has failed `retries` probes in a row spaced at least `interval` apart
 //! after its start period, or when its deadline passes.
+//!
+//! Passing its gate puts an instance in traffic, but does not make it
+//! healthy yet: it must then stay up and passing for the service's
+//! `min_healthy` ([`Window`]), probed at the check's interval. An instance
+//! that exits inside that window, or fails `retries` probes in a row, fails
+//! the release exactly like a failed gate (a crash a few seconds after
+//! ready is a bad release, not a healthy one).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -138,6 +145,87 @@ impl Gate {
         } else {
             Verdict::Pending
         }
+    }
+}
+
+/// The stability window of one instance that passed its gate: it counts as
+/// healthy once it stayed up and passing until `until`.
+#[derive(Debug)]
+pub struct Window {
+    check: Option<HealthCheck>,
+    port: u16,
+    /// When it passed its gate.
+    since: Instant,
+    until: Instant,
+    next_probe: Instant,
+    failures: u32,
+}
+
+impl Window {
+    /// The window of an instance that passed its gate at `since` (earlier
+    /// than now when another process saw it pass), for `length`.
+    pub fn new(check: Option<HealthCheck>, port: u16, since: Instant, length: Duration) -> Window {
+        let interval = check
+            .as_ref()
+            .map_or(Duration::ZERO, |c| Duration::from_millis(c.interval_ms));
+        Window {
+            check,
+            port,
+            since,
+            until: since + length,
+            next_probe: Instant::now() + interval,
+            failures: 0,
+        }
+    }
+
+    /// Whether the window is over with nothing wrong ([`Verdict::Healthy`]),
+    /// still open, or failed: the process exited (`alive` false), or the
+    /// check failed `retries` times in a row. Probes at the check's interval.
+    pub fn poll(&mut self, alive: bool, exec: &mut Exec<'_>) -> Verdict {
+        let length = self.until.saturating_duration_since(self.since);
+        let after = || {
+            format!(
+                "{:.1} s after passing its health check, within the {} it must stay healthy \
+                 (min_healthy)",
+                self.since.elapsed().as_secs_f64(),
+                crate::grammar::format_duration(length.as_millis() as u64)
+            )
+        };
+        if !alive {
+            return Verdict::Failed(format!("its process exited {}", after()));
+        }
+        let now = Instant::now();
+        if let Some(check) = &self.check
+            && now >= self.next_probe
+        {
+            let timeout = Duration::from_millis(check.timeout_ms);
+            let result = probe(&check.probe, self.port, timeout, exec);
+            self.next_probe = Instant::now() + Duration::from_millis(check.interval_ms.max(10));
+            match result {
+                Ok(()) => self.failures = 0,
+                Err(e) => {
+                    self.failures += 1;
+                    if self.failures >= check.retries.max(1) {
+                        return Verdict::Failed(format!(
+                            "health check {} failed {} time(s) in a row {}: {e}",
+                            describe(check, self.port),
+                            self.failures,
+                            after()
+                        ));
+                    }
+                }
+            }
+        }
+        if Instant::now() >= self.until && self.failures == 0 {
+            Verdict::Healthy
+        } else {
+            Verdict::Pending
+        }
+    }
+
+    /// How long until the window can end.
+    pub fn remaining(&self) -> Duration {
+        self.until.saturating_duration_since(Instant::now())
     }
 }
 

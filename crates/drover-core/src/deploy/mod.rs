@@ -100,6 +100,10 @@ pub struct Report {
     /// Of those, the ones that died within [`converge::MIN_UPTIME`] of starting.
     #[serde(skip)]
     pub crashed_young: u32,
+    /// Of `healed`, the instances of the release the pass converged to:
+    /// what a crash loop is counted from.
+    #[serde(skip)]
+    pub healed_current: u32,
     /// Why the deploy failed; in JSON, its message.
     pub error: Option<Failure>,
     /// What went wrong without stopping the deploy.
@@ -318,6 +322,8 @@ fn apply_service(
         ports: spec.ports.clone(),
         proxy: spec.proxy,
         drain_ms: spec.drain_ms,
+        min_healthy_ms: spec.min_healthy_ms,
+        crash_loop: spec.crash_loop,
     };
     let asked = requested(&image, &config);
     let message = opts
@@ -391,6 +397,38 @@ pub fn reconcile(store: &mut Store, service: &str) -> Report {
     };
     let result = lock::acquire(store.db_mut(), &lock_name(service), false).and_then(|mut lease| {
         let result = converge::converge_or_roll_back(store, service, &mut lease, &mut report);
+        result.and(lease.release(store.db_mut()))
+    });
+    report.seconds = started.elapsed().as_secs_f64();
+    report.error = result.err().map(Failure::from);
+    report
+}
+
+/// What `drover serve` does to a healthy release that crash-loops
+/// (`why`): roll the service back to the last release that was healthy and
+/// stable (see [`converge`]), then converge to it. Does nothing when the
+/// service no longer runs release `number`; fails at once if a deploy holds
+/// the service's lock.
+pub fn revert(store: &mut Store, service: &str, number: i64, why: &str) -> Report {
+    let started = Instant::now();
+    let mut report = Report {
+        service: service.to_string(),
+        ..Report::default()
+    };
+    let result = lock::acquire(store.db_mut(), &lock_name(service), false).and_then(|mut lease| {
+        let result =
+            converge::revert_crash_loop(store, service, number, why, &mut lease).and_then(|to| {
+                let Some((new, of)) = to else {
+                    return Ok(());
+                };
+                report.created = Some(new);
+                report.failed = Some(number);
+                report.warnings.push(format!(
+                    "release {number} is in a crash loop ({why}): rolled back to release {of}'s \
+                     content as release {new}; release {number}'s content is quarantined"
+                ));
+                converge::converge_or_roll_back(store, service, &mut lease, &mut report)
+            });
         result.and(lease.release(store.db_mut()))
     });
     report.seconds = started.elapsed().as_secs_f64();

@@ -22,6 +22,10 @@ use crate::store::registry::Remote;
 /// How long a new instance has to become healthy, unless the fleet says.
 pub const DEFAULT_DEADLINE_MS: u64 = 60_000;
 
+/// How long a new instance must stay up and passing after its health check
+/// first passed before it counts as healthy, unless the fleet says.
+pub const DEFAULT_MIN_HEALTHY_MS: u64 = 10_000;
+
 /// One service as the fleet file declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
@@ -47,6 +51,11 @@ pub struct ServiceSpec {
     pub proxy: ProxyMode,
     /// How long a stopping instance may take to finish its requests.
     pub drain_ms: u64,
+    /// How long a new instance must stay up and passing before it counts as
+    /// healthy (Nomad's `min_healthy_time`, Kubernetes' `minReadySeconds`).
+    pub min_healthy_ms: u64,
+    /// When a healthy release that crash-loops later is rolled back.
+    pub crash_loop: CrashLoop,
     pub volumes: Vec<VolumeSpec>,
     /// Added to the image's tmpfs paths (`runtime::tmpfs::overlay`).
     pub tmpfs: Vec<Tmpfs>,
@@ -111,8 +120,43 @@ pub struct Rollout {
     pub proxy: ProxyMode,
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
+    /// A new instance counts as healthy (for the rollout, and for the
+    /// release's outcome) once it stayed up and passing this long.
+    #[serde(default = "default_min_healthy_ms")]
+    pub min_healthy_ms: u64,
+    #[serde(default)]
+    pub crash_loop: CrashLoop,
 }
 
 fn default_drain_ms() -> u64 {
     super::traffic::DEFAULT_DRAIN_MS
+}
+
+fn default_min_healthy_ms() -> u64 {
+    DEFAULT_MIN_HEALTHY_MS
+}
+
+/// When `drover serve` rolls a healthy release back because it crash-loops:
+/// `restarts` restarts of its instances within `within_ms` (the ECS
+/// deployment circuit breaker, Nomad's `auto_revert`). `restarts = 0`: never
+/// (the service only backs off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashLoop {
+    pub restarts: u32,
+    pub within_ms: u64,
+}
+
+impl Default for CrashLoop {
+    fn default() -> Self {
+        CrashLoop {
+            restarts: 3,
+            within_ms: 5 * 60_000,
+        }
+    }
+}
+
+impl CrashLoop {
+    pub fn enabled(&self) -> bool {
+        self.restarts > 0
+    }
 }

@@ -254,6 +254,21 @@ CREATE TABLE id_ranges (
     created TEXT NOT NULL
 );
 "#,
+    // 7: stable releases and crash loops (deploy/converge.rs, reconcile.rs).
+    r#"
+-- Why a release that had been healthy was rolled back later (it crash-
+-- looped under `serve`): set once; such a release is no rollback target.
+ALTER TABLE releases ADD COLUMN unstable TEXT;
+CREATE TRIGGER releases_unstable_once BEFORE UPDATE OF unstable ON releases
+    WHEN OLD.unstable IS NOT NULL
+BEGIN
+    SELECT RAISE(ABORT, 'a release is found unstable once');
+END;
+-- The release the reconciler's counts are about, and the times (unix
+-- milliseconds, JSON array) its instances were restarted lately.
+ALTER TABLE service_health ADD COLUMN release INTEGER;
+ALTER TABLE service_health ADD COLUMN recent TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
 
 pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {

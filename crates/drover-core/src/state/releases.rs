@@ -58,6 +58,9 @@ pub struct ReleaseOf<C> {
     pub rollback_of: Option<i64>,
     pub outcome: Outcome,
     pub reason: Option<String>,
+    /// Why this release, healthy once, was rolled back later (a crash loop
+    /// under `serve`): it is no rollback target.
+    pub unstable: Option<String>,
 }
 
 /// A service, as last applied.
@@ -93,6 +96,12 @@ pub struct ServiceHealth {
     /// No pass before this (unix milliseconds).
     pub backoff_until: Option<i64>,
     pub last_error: Option<String>,
+    /// The desired release when these counts were last written; a new one
+    /// starts them afresh (but `restarts`, the total).
+    pub release: Option<i64>,
+    /// When instances of `release` were restarted lately (unix
+    /// milliseconds, oldest first): what a crash loop is counted from.
+    pub recent: Vec<i64>,
 }
 
 /// A release to append; its number, author and time are filled in.
@@ -110,7 +119,7 @@ pub struct NewReleaseRow<'a, C> {
 
 const SERVICE_COLUMNS: &str = "name, spec, spec_digest, desired, created, updated";
 const RELEASE_COLUMNS: &str = "service, number, image, image_ref, config, config_digest, author, \
-     message, created, parent, rollback_of, outcome, reason";
+     message, created, parent, rollback_of, outcome, reason, unstable";
 
 fn bad(i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
@@ -146,6 +155,7 @@ fn release_row<C: DeserializeOwned>(r: &Row<'_>) -> rusqlite::Result<ReleaseOf<C
         outcome: Outcome::parse(&outcome)
             .ok_or_else(|| bad(11, format!("unknown outcome {outcome:?}")))?,
         reason: r.get(12)?,
+        unstable: r.get(13)?,
     })
 }
 
@@ -258,15 +268,18 @@ impl Reader<'_> {
         let row = self
             .sql()
             .query_row(
-                "SELECT restarts, failures, backoff_until, last_error FROM service_health \
-                 WHERE service = ?1",
+                "SELECT restarts, failures, backoff_until, last_error, release, recent \
+                 FROM service_health WHERE service = ?1",
                 [service],
                 |r| {
+                    let recent: String = r.get(5)?;
                     Ok(ServiceHealth {
                         restarts: r.get(0)?,
                         failures: r.get(1)?,
                         backoff_until: r.get(2)?,
                         last_error: r.get(3)?,
+                        release: r.get(4)?,
+                        recent: serde_json::from_str(&recent).map_err(|e| bad(5, e))?,
                     })
                 },
             )
@@ -285,6 +298,7 @@ impl Tx<'_> {
         requested: &Digest,
         desired: Option<i64>,
     ) -> Result<()> {
+        self.fresh_start(name, desired)?;
         let now = clock::now_rfc3339();
         let spec = serde_json::to_string(rollout).expect("rollout serializes");
         self.sql()
@@ -300,6 +314,7 @@ impl Tx<'_> {
 
     /// Point `service` at release `desired`.
     pub(crate) fn set_desired(&self, service: &str, desired: Option<i64>) -> Result<()> {
+        self.fresh_start(service, desired)?;
         self.sql()
             .execute(
                 "UPDATE services SET desired = ?2, updated = ?3 WHERE name = ?1",
@@ -307,6 +322,46 @@ impl Tx<'_> {
             )
             .db_ctx(self.path())
             .map(drop)
+    }
+
+    /// When `service` is pointed at another release, its back-off and crash
+    /// count are the old release's: they start afresh (a manual rollback
+    /// out of a crash loop is not "backing off" any more).
+    fn fresh_start(&self, service: &str, desired: Option<i64>) -> Result<()> {
+        let was: Option<Option<i64>> = self
+            .sql()
+            .query_row(
+                "SELECT desired FROM services WHERE name = ?1",
+                [service],
+                |r| r.get(0),
+            )
+            .optional()
+            .db_ctx(self.path())?;
+        if was.is_some_and(|w| w == desired) {
+            return Ok(());
+        }
+        self.sql()
+            .execute(
+                "UPDATE service_health SET failures = 0, backoff_until = NULL, release = ?2, \
+                 recent = '[]' WHERE service = ?1",
+                params![service, desired],
+            )
+            .db_ctx(self.path())
+            .map(drop)
+    }
+
+    /// Record why release `number` of `service`, healthy once, was rolled
+    /// back later; false if that was recorded before.
+    pub(crate) fn mark_unstable(&self, service: &str, number: i64, why: &str) -> Result<bool> {
+        let changed = self
+            .sql()
+            .execute(
+                "UPDATE releases SET unstable = ?3
+                 WHERE service = ?1 AND number = ?2 AND unstable IS NULL",
+                params![service, number, why],
+            )
+            .db_ctx(self.path())?;
+        Ok(changed == 1)
     }
 
     /// Set what the fleet last asked for to `requested`.
@@ -328,7 +383,7 @@ impl Tx<'_> {
             .execute(
                 &format!(
                     "INSERT INTO releases ({RELEASE_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', NULL)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', NULL, NULL)"
                 ),
                 params![
                     r.service,
@@ -398,15 +453,18 @@ impl Tx<'_> {
         self.sql()
             .execute(
                 "INSERT INTO service_health (service, restarts, failures, backoff_until, last_error, \
-                 updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (service) DO UPDATE SET \
-                 restarts = ?2, failures = ?3, backoff_until = ?4, last_error = ?5, updated = ?6",
+                 updated, release, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (service) DO UPDATE SET restarts = ?2, failures = ?3, \
+                 backoff_until = ?4, last_error = ?5, updated = ?6, release = ?7, recent = ?8",
                 params![
                     service,
                     h.restarts,
                     h.failures,
                     h.backoff_until,
                     h.last_error,
-                    clock::now_rfc3339()
+                    clock::now_rfc3339(),
+                    h.release,
+                    serde_json::to_string(&h.recent).expect("numbers serialize"),
                 ],
             )
             .db_ctx(self.path())

@@ -38,10 +38,17 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         if let Some(why) = &r.reason {
             message = format!("{message} — {why}");
         }
+        let outcome = match &r.unstable {
+            Some(why) => {
+                message = format!("{message} — rolled back later: {why}");
+                "unstable"
+            }
+            None => r.outcome.as_str(),
+        };
         println!(
             "{:>3}{mark} {:<8} {:<14} {:<14} {:<24} {:<18} {message}",
             r.number,
-            r.outcome.as_str(),
+            outcome,
             r.image.short(),
             r.config_digest.short(),
             r.created,

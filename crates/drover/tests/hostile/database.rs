@@ -160,7 +160,7 @@ fn a_release_pointed_at_an_unsigned_image_starts_nothing() {
     let fleet = env.ctx().join("fleet.toml");
     common::write(
         &fleet,
-        b"[service.web]\nimage = \"web:1\"\nreplicas = 1\n",
+        b"[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\nreplicas = 1\n",
         0o644,
     );
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
@@ -283,7 +283,7 @@ fn a_release_pointed_at_another_signed_image_starts_nothing() {
     let fleet = env.ctx().join("fleet.toml");
     common::write(
         &fleet,
-        b"[service.web]\nimage = \"web:1\"\nreplicas = 1\n",
+        b"[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\nreplicas = 1\n",
         0o644,
     );
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
@@ -371,7 +371,7 @@ fn a_release_config_edited_in_place_starts_nothing() {
     let fleet = env.ctx().join("fleet.toml");
     common::write(
         &fleet,
-        b"[service.web]\nimage = \"web:1\"\nreplicas = 1\n",
+        b"[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\nreplicas = 1\n",
         0o644,
     );
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
@@ -531,7 +531,7 @@ fn a_raised_signed_from_and_a_stripped_release_signature_start_nothing() {
     let fleet = env.ctx().join("fleet.toml");
     common::write(
         &fleet,
-        b"[service.web]\nimage = \"web:1\"\nreplicas = 1\n",
+        b"[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\nreplicas = 1\n",
         0o644,
     );
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);

@@ -305,14 +305,18 @@ fn a_service_runs_in_its_range_unless_its_fleet_entry_says_why_not() {
             .map(|f| f.parse().unwrap())
             .collect()
     };
-    std::fs::write(&fleet, "[service.web]\nimage = \"web:1\"\n").unwrap();
+    std::fs::write(
+        &fleet,
+        "[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\n",
+    )
+    .unwrap();
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
     let map = uid_map(&env);
     assert!(map[1] >= FIRST as u64 && map[2] == 65536, "{map:?}");
 
     std::fs::write(
         &fleet,
-        "[service.web]\nimage = \"web:1\"\nuserns = false\n\
+        "[service.web]\nimage = \"web:1\"\nmin_healthy = \"0s\"\nuserns = false\n\
          userns_reason = \"reads host-owned files under /sys\"\n",
     )
     .unwrap();

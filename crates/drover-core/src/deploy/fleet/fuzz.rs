@@ -96,6 +96,8 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                     ports: Vec::new(),
                     proxy: ProxyMode::Http,
                     drain_ms: drain_s * 1000,
+                    min_healthy_ms: DEFAULT_MIN_HEALTHY_MS,
+                    crash_loop: CrashLoop::default(),
                     volumes,
                     tmpfs: Vec::new(),
                     limits,

@@ -302,3 +302,66 @@ fn a_release_config_without_tmpfs_keeps_its_digest() {
     }];
     assert_ne!(with.digest(), c.digest());
 }
+
+#[test]
+fn the_stability_window_and_crash_loop_rollback_parse() {
+    let f = ok(
+        "[service.a]\nimage = \"a:1\"\n\n[service.b]\nimage = \"b:1\"\nmin_healthy = \"2s\"\n\
+                crash_loop = { restarts = 5, within = \"10m\" }\n\n\
+                [service.c]\nimage = \"c:1\"\nmin_healthy = \"0s\"\ncrash_loop = false\n",
+    );
+    assert_eq!(f[0].min_healthy_ms, DEFAULT_MIN_HEALTHY_MS);
+    assert_eq!(f[0].crash_loop, CrashLoop::default());
+    assert_eq!(
+        (f[0].crash_loop.restarts, f[0].crash_loop.within_ms),
+        (3, 300_000)
+    );
+    assert_eq!(f[1].min_healthy_ms, 2_000);
+    assert_eq!(
+        f[1].crash_loop,
+        CrashLoop {
+            restarts: 5,
+            within_ms: 600_000
+        }
+    );
+    assert_eq!(f[2].min_healthy_ms, 0);
+    assert!(!f[2].crash_loop.enabled());
+
+    let svc = "[service.web]\nimage = \"w:1\"\n";
+    fails(
+        &format!("{svc}min_healthy = \"2h\"\n"),
+        3,
+        "service.web.min_healthy",
+        "at most \"1h\"",
+    );
+    fails(
+        &format!("{svc}min_healthy = 10\n"),
+        3,
+        "service.web.min_healthy",
+        "add a unit",
+    );
+    fails(
+        &format!("{svc}crash_loop = \"often\"\n"),
+        3,
+        "service.web.crash_loop",
+        "or false",
+    );
+    fails(
+        &format!("{svc}crash_loop = {{ restarts = 0 }}\n"),
+        3,
+        "service.web.crash_loop.restarts",
+        "out of range",
+    );
+    fails(
+        &format!("{svc}crash_loop = {{ within = \"100ms\" }}\n"),
+        3,
+        "service.web.crash_loop.within",
+        "between",
+    );
+    fails(
+        &format!("{svc}crash_loop = {{ times = 3 }}\n"),
+        3,
+        "service.web.crash_loop.times",
+        "",
+    );
+}
