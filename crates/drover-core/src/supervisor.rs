@@ -125,6 +125,12 @@ pub fn lock(store: &mut Store, dir: &Path) -> Result<lock::Lease> {
     })
 }
 
+/// Whether a `drover serve` runs for this store (holds its lock): what
+/// `apply --detach` records is rolled out only while one does.
+pub fn running(store: &mut Store) -> Result<bool> {
+    Ok(lock::holder(store.db_mut(), SERVE_LOCK)?.is_some())
+}
+
 /// The running threads.
 pub struct Supervisor {
     /// The reconciler and drift scans end.
@@ -313,7 +319,7 @@ fn reconcile_service(
 
 fn service_exists(store: &Store, service: &str) -> bool {
     let db = store.db();
-    release::service(db.read(), service).is_ok_and(|s| s.is_some())
+    release::service(db.read(), service).is_ok_and(|s| s.is_some_and(|s| s.removed.is_none()))
 }
 
 fn traffic_loop(

@@ -68,6 +68,25 @@ pub fn set_desired(tx: &Tx<'_>, service: &str, desired: Option<i64>) -> Result<(
     tx.set_desired(service, desired)
 }
 
+/// Record which release's content the fleet file asks for (see
+/// [`Service::fleet_release`]).
+pub fn set_fleet_release(tx: &Tx<'_>, service: &str, release: Option<i64>) -> Result<()> {
+    tx.set_fleet_release(service, release)
+}
+
+/// Mark `service` removed, with a `service.remove` ledger entry: it no
+/// longer runs, listens or is reconciled; its releases and history stay.
+/// The caller has stopped its instances.
+pub fn mark_removed(tx: &Tx<'_>, service: &str, last: Option<i64>, reason: &str) -> Result<()> {
+    tx.mark_removed(service, &Digest::of(b""))?;
+    tx.record(NewEntry::new(
+        "service.remove",
+        [service.to_string()],
+        json!({"service": service, "release": last, "reason": reason}),
+    ))
+    .map(drop)
+}
+
 /// Forget what the fleet last asked for, so the next `apply` of the same
 /// file is judged afresh (after a failed release: it meets the quarantine).
 pub fn forget_request(tx: &Tx<'_>, service: &str) -> Result<()> {

@@ -48,6 +48,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if let Some(why) = &s.revoked {
             println!("  REVOKED: release image revoked: {why}");
         }
+        if let Some(why) = s.sync.reason.as_deref().filter(|_| !s.sync.in_sync()) {
+            println!("  OUT OF SYNC: {why}");
+            for c in &s.sync.differences {
+                println!("    {c}");
+            }
+        }
         for q in &s.quarantined {
             println!(
                 "  quarantined: image {} with config {} (release {}: {})",
