@@ -131,3 +131,71 @@ fn remove_locked(
     report.removed = true;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::deploy::fleet;
+    use crate::digest::Digest;
+    use crate::error::ErrorKind;
+    use crate::state::Db;
+
+    fn record(db: &mut Db, fleet_text: &str) {
+        for spec in fleet::parse(fleet_text, Path::new("a.toml")).unwrap() {
+            db.write(|tx| {
+                release::save_service(tx, &spec.name, &spec.rollout(), &Digest::of(b"x"), None)
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn orphans_and_ports_held_outside_the_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("state.db")).unwrap();
+        record(
+            &mut db,
+            "[service.web]\nimage = \"w\"\nports = [8080]\n[service.old]\nimage = \"o\"\n",
+        );
+        let other = fleet::parse(
+            "[service.api]\nimage = \"a\"\nports = [8080]\n",
+            Path::new("b.toml"),
+        )
+        .unwrap();
+        assert_eq!(orphans(db.read(), &other).unwrap(), ["old", "web"]);
+        let e = check_ports(db.read(), &other, false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        let e = e.to_string();
+        assert!(
+            e.contains("port 8080: service api claims it, but service web holds it"),
+            "{e}"
+        );
+        // Pruning frees it; so does the holder being in the same fleet
+        // (it gives the port up there, or fleet::parse refuses the clash).
+        check_ports(db.read(), &other, true).unwrap();
+        let both = fleet::parse(
+            "[service.web]\nimage = \"w\"\nports = [9090]\n[service.api]\nimage = \"a\"\nports = [8080]\n",
+            Path::new("b.toml"),
+        )
+        .unwrap();
+        check_ports(db.read(), &both, false).unwrap();
+        // A removed service holds nothing and is no orphan.
+        db.write(|tx| release::mark_removed(tx, "web", None, "test"))
+            .unwrap();
+        check_ports(db.read(), &other, false).unwrap();
+        assert_eq!(orphans(db.read(), &other).unwrap(), ["old"]);
+        let web = release::service(db.read(), "web").unwrap().unwrap();
+        assert!(web.removed.is_some() && web.desired.is_none());
+        // Recorded again (a new apply): revived.
+        record(&mut db, "[service.web]\nimage = \"w\"\n");
+        assert!(
+            release::service(db.read(), "web")
+                .unwrap()
+                .unwrap()
+                .removed
+                .is_none()
+        );
+    }
+}

@@ -198,7 +198,15 @@ pub fn rollout(r: Reader<'_>, service: &str, number: Option<i64>) -> Result<Roll
     }
     let number = match number {
         Some(n) => n,
-        None => r.next_release_number(service)? - 1,
+        None => match r.next_release_number(service)? - 1 {
+            0 => {
+                return Err(Error::NotFound {
+                    what: format!("a release of service {service}"),
+                    hint: Some(format!("`drover apply` one for {service}")),
+                });
+            }
+            n => n,
+        },
     };
     let rel = release::release(r, service, number)?;
     let running = svc.desired;
@@ -254,4 +262,38 @@ pub fn watch(
         }
     }
     Ok(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rollout status` ends as `apply` would: 0, a failed deploy (1), or
+    /// busy (5) while it still rolls.
+    #[test]
+    fn each_rollout_state_has_apply_s_exit_kind() {
+        let st = |state, reason: Option<&str>| RolloutStatus {
+            service: "web".into(),
+            release: 2,
+            state,
+            reason: reason.map(str::to_string),
+            running: Some(1),
+        };
+        assert!(st(RolloutState::Healthy, None).result().is_ok());
+        let kind = |s: RolloutStatus| s.result().unwrap_err().kind();
+        assert_eq!(kind(st(RolloutState::Rolling, None)), ErrorKind::Busy);
+        assert_eq!(
+            kind(st(RolloutState::Superseded, Some("no longer runs"))),
+            ErrorKind::Internal
+        );
+        let e = st(RolloutState::Failed, Some("failed: boom; release 1 runs"))
+            .result()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(
+            e.to_string()
+                .contains("service web: release 2 failed: boom; release 1 runs"),
+            "{e}"
+        );
+    }
 }
