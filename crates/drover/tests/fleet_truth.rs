@@ -182,6 +182,7 @@ fn plan_shows_old_and_new_values_masks_secrets_and_exits_0_2_1() {
         &["--json", "releases", "web"][..],
         &["releases", "web"],
         &["--json", "status"],
+        &["--json", "ps"],
     ] {
         let shown = env.ok(args);
         assert!(!shown.contains("hunter2"), "{args:?}: {shown}");

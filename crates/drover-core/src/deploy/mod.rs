@@ -571,6 +571,11 @@ pub struct ServiceStatus {
     pub revoked: Option<String>,
     /// Whether it runs what its fleet file last asked for.
     pub sync: sync::Sync,
+    /// Its ports another service (earlier by name) holds: `serve` proxies
+    /// them to that one, never here. `apply` refuses this since it checks;
+    /// older stores may have it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports_held_elsewhere: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -616,7 +621,22 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
         Ok(r)
     };
     let mut out = Vec::new();
+    let mut port_owner: std::collections::BTreeMap<u16, String> = Default::default();
     for svc in release::services(db.read())? {
+        let ports_held_elsewhere = svc
+            .rollout
+            .ports
+            .iter()
+            .filter_map(|p| match port_owner.entry(*p) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(svc.name.clone());
+                    None
+                }
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    Some(format!("port {p} is held by service {}", o.get()))
+                }
+            })
+            .collect();
         let current = match svc.desired {
             Some(n) => Some(release::release(db.read(), &svc.name, n)?),
             None => None,
@@ -670,6 +690,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 None => None,
             },
             sync: sync::of_service(db.read(), &svc)?,
+            ports_held_elsewhere,
         });
     }
     Ok(out)

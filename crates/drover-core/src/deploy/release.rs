@@ -175,6 +175,35 @@ pub fn quarantine(tx: &Tx<'_>, r: &Release, reason: &str) -> Result<()> {
     .map(drop)
 }
 
+/// Mask the secret env values (see [`ReleaseConfig::secret_env`]) in the
+/// launch records of service instances, for showing them (`ps --json`).
+pub fn mask_secrets(r: Reader<'_>, instances: &mut [crate::instance::Instance]) -> Result<()> {
+    let mut secrets: std::collections::BTreeMap<(String, i64), Vec<String>> = Default::default();
+    for i in instances.iter_mut() {
+        let (Some(service), Some(number)) = (i.service.clone(), i.release) else {
+            continue;
+        };
+        let key = (service, number);
+        if !secrets.contains_key(&key) {
+            let names = match release(r, &key.0, key.1) {
+                Ok(rel) => rel.config.secret_env,
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            secrets.insert(key.clone(), names);
+        }
+        let names = &secrets[&key];
+        for var in &mut i.launch.env {
+            if let Some((k, _)) = var.split_once('=')
+                && names.iter().any(|n| n == k)
+            {
+                *var = format!("{k}={}", super::diff::SECRET);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The recorded health of `service` (all zero if it never had a pass).
 pub fn health(r: Reader<'_>, service: &str) -> Result<ServiceHealth> {
     r.service_health(service)

@@ -80,8 +80,11 @@ fn show(p: &ServicePlan) {
             "  OUT OF SYNC: {}",
             s.reason.as_deref().unwrap_or("runs another release")
         );
+        if !s.differences.is_empty() {
+            println!("    what differs (running -> fleet file):");
+        }
         for c in &s.differences {
-            println!("    {c}");
+            println!("      {c}");
         }
     }
     if let Some(r) = &p.pull {
