@@ -125,6 +125,12 @@ pub fn lock(store: &mut Store, dir: &Path) -> Result<lock::Lease> {
     })
 }
 
+/// Whether a `drover serve` runs for this store (holds its lock): what
+/// `apply --detach` records is rolled out only while one does.
+pub fn running(store: &mut Store) -> Result<bool> {
+    Ok(lock::holder(store.db_mut(), SERVE_LOCK)?.is_some())
+}
+
 /// The running threads.
 pub struct Supervisor {
     /// The reconciler and drift scans end.
@@ -316,7 +322,7 @@ fn reconcile_service(
 
 fn service_exists(store: &Store, service: &str) -> bool {
     let db = store.db();
-    release::service(db.read(), service).is_ok_and(|s| s.is_some())
+    release::service(db.read(), service).is_ok_and(|s| s.is_some_and(|s| s.removed.is_none()))
 }
 
 fn traffic_loop(
@@ -380,21 +386,32 @@ fn sync(store: &mut Store, proxies: &mut impl Proxies, listen: bool) -> Result<(
     route(store, proxies)
 }
 
-/// What the services' ports and modes ask of the proxies.
+/// What the services' ports and modes ask of the proxies. `plan` and
+/// `apply` refuse a port another service holds; should two recorded
+/// services claim one anyway (applied before that check, or racing), the
+/// first by name keeps it, rather than both fighting over the socket.
 fn wanted(services: &[release::Service]) -> BTreeMap<String, Listen> {
-    services
-        .iter()
-        .filter(|s| !s.rollout.ports.is_empty())
-        .map(|s| {
-            (
+    let mut taken = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for s in services {
+        let ports: Vec<u16> = s
+            .rollout
+            .ports
+            .iter()
+            .copied()
+            .filter(|p| taken.insert(*p))
+            .collect();
+        if !ports.is_empty() {
+            out.insert(
                 s.name.clone(),
                 Listen {
-                    ports: s.rollout.ports.clone(),
+                    ports,
                     mode: s.rollout.proxy,
                 },
-            )
-        })
-        .collect()
+            );
+        }
+    }
+    out
 }
 
 /// Give each proxy the routable instances, as recorded, and acknowledge the
@@ -510,6 +527,31 @@ mod tests {
                 low_priority: false,
             },
         }
+    }
+
+    /// Regression: two recorded services on one port made serve log
+    /// "Address already in use" forever; the first by name keeps it.
+    #[test]
+    fn a_port_claimed_twice_goes_to_one_service() {
+        let svc = |name: &str, ports: Vec<u16>| release::Service {
+            name: name.into(),
+            // As stored: fields added to Rollout later take their defaults.
+            rollout: serde_json::from_value(serde_json::json!({
+                "replicas": 1, "strategy": {"kind": "recreate"}, "ports": ports,
+            }))
+            .unwrap(),
+            requested: crate::Digest::of(b""),
+            desired: None,
+            fleet_release: None,
+            removed: None,
+            created: String::new(),
+            updated: String::new(),
+        };
+        let w = wanted(&[svc("api", vec![8080, 8081]), svc("web", vec![8080, 9090])]);
+        assert_eq!(w["api"].ports, [8080, 8081]);
+        assert_eq!(w["web"].ports, [9090]);
+        let w = wanted(&[svc("api", vec![8080]), svc("web", vec![8080])]);
+        assert!(!w.contains_key("web"), "{w:?}");
     }
 
     #[test]

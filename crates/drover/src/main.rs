@@ -85,7 +85,8 @@ enum Command {
     Stop(cmd::stop::Args),
     /// Remove stopped instances (their container, bundle and log).
     Rm(cmd::rm::Args),
-    /// Show what `apply` would change: new releases and rollout steps.
+    /// Show what `apply` would change: every changed field (old -> new),
+    /// new releases, rollout steps, services out of sync and orphans.
     Plan(cmd::plan::Args),
     /// Deploy a fleet file: new releases for changed services, rolled out
     /// health-gated by each service's strategy; automatic rollback on failure.
@@ -96,6 +97,10 @@ enum Command {
     Releases(cmd::releases::Args),
     /// Roll a service back: a new release with an earlier one's content.
     Rollback(cmd::rollback::Args),
+    /// Follow a rollout (`apply --detach`'s) to healthy or failed.
+    Rollout(cmd::rollout::Args),
+    /// Manage recorded services: `service rm NAME` removes one.
+    Service(cmd::service::Args),
     /// Keep services converged, forever: heal crashed instances, roll out
     /// what `apply --detach` records, proxy traffic to healthy instances,
     /// replace drifted ones. Stops on SIGTERM; instances keep running.
@@ -161,23 +166,28 @@ fn main() -> ExitCode {
         Command::Status => cmd::status::run(&ctx),
         Command::Releases(a) => cmd::releases::run(&ctx, a),
         Command::Rollback(a) => cmd::rollback::run(&ctx, a),
+        Command::Rollout(a) => cmd::rollout::run(&ctx, a),
+        Command::Service(a) => cmd::service::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Proxy(a) => cmd::proxy::run(a),
     };
+    // `plan --detailed-exitcode` keeps 2 for "changes": every error is 1.
+    let collapse = matches!(&cli.command, Command::Plan(a) if a.detailed_exitcode);
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("drover: error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(if collapse { 1 } else { exit_code(&e) })
         }
     }
 }
 
 /// The one place an exit code is decided (besides clap's 2 for arguments it
-/// rejects, and `run --wait` passing on its instance's): 1 internal, 2 bad
+/// rejects, `run --wait` passing on its instance's, and `plan
+/// --detailed-exitcode`'s 2 for "changes", under which every error is 1): 1 internal, 2 bad
 /// input, 3 corrupt data or a failed check (drift, verification, trace), 4
 /// not found, 5 busy, 6 refused by policy.
 fn exit_code(e: &anyhow::Error) -> u8 {

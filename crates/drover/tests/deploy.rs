@@ -162,7 +162,7 @@ fn rolling_deploy_then_nothing_to_do_then_a_new_image_without_going_below_replic
     );
     let plan = env.ok(&["plan", "-f", &f]);
     assert!(
-        plan.contains("new release 2") && plan.contains("image "),
+        plan.contains("new release 2") && plan.contains("image: "),
         "{plan}"
     );
     assert!(plan.contains("start 1 new instance"), "{plan}");

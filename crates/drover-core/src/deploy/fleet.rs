@@ -42,6 +42,7 @@
 //! deadline = "30s"             # how long a new instance has to become healthy
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::plan::Strategy;
@@ -193,16 +194,8 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
             ));
         }
     };
-    let env = match t.get("env") {
-        Some(n) => c.string_map(n, &t.key("env"), |k| {
-            if k.is_empty() || k.contains('=') || k.chars().any(char::is_control) {
-                Err("not an environment variable name (no '=' or control characters)".into())
-            } else if k == "PORT" {
-                Err("PORT is set by drover for each instance".into())
-            } else {
-                Ok(())
-            }
-        })?,
+    let (env, secret_env) = match t.get("env") {
+        Some(n) => env(c, n, &t.key("env"))?,
         None => Default::default(),
     };
     let mut ports = Vec::new();
@@ -361,6 +354,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         health,
         deadline_ms,
         env,
+        secret_env,
         ports,
         proxy,
         drain_ms,
@@ -416,6 +410,71 @@ fn crash_loop(c: &Checker<'_>, t: &Table<'_>) -> Result<CrashLoop> {
         restarts,
         within_ms,
     })
+}
+
+/// The `env` table: each value a string, or `{ value = "…", secret = true }`
+/// (a value `plan`, `status` and `releases` never show). Returns the
+/// variables and the names of the secret ones.
+fn env(
+    c: &Checker<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+    let Value::Table(entries) = &node.value else {
+        return Err(c.wrong_type(node, path, "a table of strings"));
+    };
+    let mut vars = BTreeMap::new();
+    let mut secret = Vec::new();
+    for entry in entries {
+        let key = toml_doc::child_key(path, &entry.key);
+        let k = entry.key.as_str();
+        if k.is_empty() || k.contains('=') || k.chars().any(char::is_control) {
+            return Err(c.err(
+                entry.key_at(),
+                &key,
+                "not an environment variable name (no '=' or control characters)",
+            ));
+        }
+        if k == "PORT" {
+            return Err(c.err(
+                entry.key_at(),
+                &key,
+                "PORT is set by drover for each instance",
+            ));
+        }
+        let t = match &entry.node.value {
+            Value::String(value) => {
+                grammar::c_string(value).map_err(|e| c.err(entry.node.at(), &key, e))?;
+                vars.insert(k.to_string(), value.clone());
+                continue;
+            }
+            Value::Table(_) => c.table(&entry.node, &key, &["value", "secret"])?,
+            other => {
+                let mut e = format!(
+                    "expected a string or {{ value = \"…\", secret = true }}, found {}",
+                    entry.node.type_name()
+                );
+                if matches!(
+                    other,
+                    Value::Integer(_) | Value::Float(_) | Value::Boolean(_)
+                ) {
+                    e.push_str(" (quote it)");
+                }
+                return Err(c.err(entry.node.at(), &key, e));
+            }
+        };
+        let v = c.required(&t, "value", "the variable's value, e.g. value = \"…\"")?;
+        let value = c.string(v, &t.key("value"))?;
+        grammar::c_string(value).map_err(|e| c.err(v.at(), &t.key("value"), e))?;
+        if let Some(s) = t.get("secret")
+            && c.boolean(s, &t.key("secret"))?
+        {
+            secret.push(k.to_string());
+        }
+        vars.insert(k.to_string(), value.to_string());
+    }
+    secret.sort();
+    Ok((vars, secret))
 }
 
 /// `userns = false` with its `userns_reason`: the reason, or `None` when

@@ -93,6 +93,15 @@ pub fn acquire(db: &mut Db, name: &str, wait: bool) -> Result<Lease> {
     }
 }
 
+/// Who holds lock `name` now, if anyone does (a lease that ran out, or
+/// whose holder on this host is dead, holds nothing).
+pub fn holder(db: &mut Db, name: &str) -> Result<Option<String>> {
+    let row = db.write(|tx| tx.lease(name))?;
+    Ok(row
+        .filter(|l| l.expires > now_ms() && !holder_is_dead(&l.holder))
+        .map(|l| l.holder))
+}
+
 type Taken = std::result::Result<Lease, (String, i64)>;
 
 fn try_acquire(tx: &Tx<'_>, name: &str, holder: &str) -> Result<Taken> {

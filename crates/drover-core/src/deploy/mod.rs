@@ -31,26 +31,33 @@
 //!
 //! Each service is deployed under its own lock ([`lock`]): a lease with a
 //! fencing token that every write checks.
+//!
+//! What the fleet file asks and what runs are compared field by field
+//! ([`diff`]): `plan` shows every change, `status` and `plan` a service out
+//! of sync with its fleet file ([`sync`]). Services no longer declared are
+//! orphans until `apply --prune` or `service rm` removes them ([`remove`]).
 
 pub mod converge;
+pub mod diff;
 pub mod fleet;
 pub mod gate;
 pub mod lock;
 pub mod plan;
 pub mod release;
+pub mod remove;
 pub mod spec;
+pub mod sync;
 pub mod traffic;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 
 use self::lock::Lease;
 use self::plan::{Seen, Step};
 use self::release::{NewRelease, Outcome, Release};
-use self::spec::{ReleaseConfig, Rollout, ServiceSpec};
+use self::spec::{ReleaseConfig, ServiceSpec};
 use crate::builder::HEALTH_LABEL;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -75,6 +82,8 @@ pub struct Options {
     /// Only record what should run (new releases, rollout settings); leave
     /// converging to `drover serve`.
     pub detach: bool,
+    /// Remove recorded services the fleet file no longer declares.
+    pub prune: bool,
 }
 
 /// What one service's deploy did.
@@ -109,6 +118,9 @@ pub struct Report {
     /// What went wrong without stopping the deploy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The service was removed (`apply --prune`, `service rm`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl Report {
@@ -202,6 +214,7 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
         image,
         ReleaseConfig {
             env: spec.env.clone(),
+            secret_env: spec.secret_env.clone(),
             volumes,
             tmpfs: spec.tmpfs.clone(),
             limits: spec.limits.clone(),
@@ -274,6 +287,21 @@ fn needs_release(
     !(same_request || same_content)
 }
 
+/// The newest release of `service` with this content, if any.
+fn with_content(
+    r: Reader<'_>,
+    service: &str,
+    image: &Digest,
+    config: &ReleaseConfig,
+) -> Result<Option<i64>> {
+    let digest = config.digest();
+    Ok(release::releases(r, service)?
+        .into_iter()
+        .rev()
+        .find(|r| r.image == *image && r.config_digest == digest)
+        .map(|r| r.number))
+}
+
 fn lock_name(service: &str) -> String {
     format!("service {service}")
 }
@@ -281,7 +309,15 @@ fn lock_name(service: &str) -> String {
 /// Deploy every service of a fleet. Each service gets a report; a failed
 /// one has `error` set (and the others still deploy).
 pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result<Vec<Report>> {
+    remove::check_ports(store.db().read(), fleet, opts.prune)?;
     let mut reports = Vec::new();
+    // Pruned first: the ports they free may be the fleet's.
+    if opts.prune {
+        for name in remove::orphans(store.db().read(), fleet)? {
+            let reason = "no longer declared by the fleet file (apply --prune)";
+            reports.push(remove::remove_reported(store, &name, reason, opts));
+        }
+    }
     for spec in fleet {
         let started = Instant::now();
         let mut report = Report {
@@ -316,15 +352,7 @@ fn apply_service(
         None => Origin::Local,
     };
     policy::enforce(store, &image, origin, Operation::Apply)?;
-    let rollout = Rollout {
-        replicas: spec.replicas,
-        strategy: spec.strategy,
-        ports: spec.ports.clone(),
-        proxy: spec.proxy,
-        drain_ms: spec.drain_ms,
-        min_healthy_ms: spec.min_healthy_ms,
-        crash_loop: spec.crash_loop,
-    };
+    let rollout = spec.rollout();
     let asked = requested(&image, &config);
     let message = opts
         .message
@@ -332,6 +360,7 @@ fn apply_service(
         .unwrap_or_else(|| format!("apply {}", spec.image));
     let name = spec.name.as_str();
     let mut refused = None;
+    let mut out_of_sync = None;
     report.created = store.db_mut().write(|tx| {
         lease.check(tx)?;
         let svc = release::service(tx.read(), name)?;
@@ -342,11 +371,31 @@ fn apply_service(
         };
         if !needs_release(svc.as_ref(), current.as_ref(), &asked, &image, &config) {
             release::save_service(tx, name, &rollout, &asked, desired)?;
+            // The fleet asks what it asked before: a manual rollback stands,
+            // but is named (with the way back).
+            let fleet = match svc.as_ref().and_then(|s| s.fleet_release) {
+                Some(n) => Some(n),
+                None => with_content(tx.read(), name, &image, &config)?,
+            };
+            let fleet = match current.as_ref() {
+                Some(c) if c.image == image && c.config_digest == config.digest() => Some(c.number),
+                _ => fleet,
+            };
+            release::set_fleet_release(tx, name, fleet)?;
+            if let (Some(f), Some(c)) = (fleet, current.as_ref())
+                && f != c.number
+            {
+                let f = release::release(tx.read(), name, f)?;
+                if !sync::same_content(&f, c) {
+                    out_of_sync = sync::out_of_sync(name, &f, Some(c)).reason;
+                }
+            }
             return Ok(None);
         }
         if let Some((n, why)) = release::quarantined(tx.read(), name, &image, &config.digest())?
             && !opts.force
         {
+            release::set_fleet_release(tx, name, Some(n))?;
             refused = Some(Error::Usage(format!(
                 "service {name}: image {image} with this config is quarantined: release {n} with \
                  them failed ({why}); change the image or config, or deploy it anyway with --force"
@@ -370,8 +419,14 @@ fn apply_service(
             },
         )?;
         release::save_service(tx, name, &rollout, &asked, Some(r.number))?;
+        release::set_fleet_release(tx, name, Some(r.number))?;
         Ok(Some(r.number))
     })?;
+    if let Some(why) = out_of_sync {
+        report.warnings.push(format!(
+            "service {name} is out of sync with the fleet file: {why}"
+        ));
+    }
     // Even when the fleet's request is refused, what runs is brought back
     // to the desired release (a crashed rollback leaves it half done).
     let recorded = release::service(store.db().read(), name)?.is_some();
@@ -498,10 +553,12 @@ pub fn rollback(
 /// The release a rollback of `service` goes back to (`to`, or the last
 /// healthy release before the current one), and the current release.
 fn rollback_target(r: Reader<'_>, service: &str, to: Option<i64>) -> Result<(i64, Release)> {
-    let svc = release::service(r, service)?.ok_or_else(|| Error::NotFound {
-        what: format!("service {service}"),
-        hint: Some("`drover status` lists services".into()),
-    })?;
+    let svc = release::service(r, service)?
+        .filter(|s| s.removed.is_none())
+        .ok_or_else(|| Error::NotFound {
+            what: format!("service {service}"),
+            hint: Some("`drover status` lists services".into()),
+        })?;
     let current = svc.desired.ok_or_else(|| {
         Error::Usage(format!(
             "service {service} has no release to roll back from"
@@ -548,6 +605,13 @@ pub struct ServiceStatus {
     pub health: release::ServiceHealth,
     /// Why the current release's image was revoked, if it was.
     pub revoked: Option<String>,
+    /// Whether it runs what its fleet file last asked for.
+    pub sync: sync::Sync,
+    /// Its ports another service (earlier by name) holds: `serve` proxies
+    /// them to that one, never here. `apply` refuses this since it checks;
+    /// older stores may have it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports_held_elsewhere: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -593,7 +657,22 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
         Ok(r)
     };
     let mut out = Vec::new();
+    let mut port_owner: std::collections::BTreeMap<u16, String> = Default::default();
     for svc in release::services(db.read())? {
+        let ports_held_elsewhere = svc
+            .rollout
+            .ports
+            .iter()
+            .filter_map(|p| match port_owner.entry(*p) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(svc.name.clone());
+                    None
+                }
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    Some(format!("port {p} is held by service {}", o.get()))
+                }
+            })
+            .collect();
         let current = match svc.desired {
             Some(n) => Some(release::release(db.read(), &svc.name, n)?),
             None => None,
@@ -646,6 +725,8 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 Some(r) => revoked_of(&r.image)?,
                 None => None,
             },
+            sync: sync::of_service(db.read(), &svc)?,
+            ports_held_elsewhere,
         });
     }
     Ok(out)
@@ -659,21 +740,74 @@ pub struct ServicePlan {
     pub image: Digest,
     /// The registry image `apply` would pull first (the store lacks it).
     pub pull: Option<String>,
+    /// The service is not recorded yet (or was removed).
+    pub new_service: bool,
     /// The release `apply` would create, if any.
     pub new_release: Option<i64>,
-    /// What differs from the running release.
-    pub changes: Vec<String>,
-    /// Why `apply` would refuse (a quarantined image, the deploy policy).
-    pub blocked: Option<String>,
+    /// What the new release changes from the running one, field by field.
+    pub changes: Vec<diff::Change>,
+    /// Rollout settings that change without a new release.
+    pub rollout_changes: Vec<diff::Change>,
+    /// Why `apply` would refuse (a quarantined image, the deploy policy);
+    /// then `steps` is empty.
+    pub refused: Option<String>,
+    /// Set when apply leaves the service running another release than the
+    /// fleet file's (a manual rollback stands).
+    pub out_of_sync: Option<sync::Sync>,
     pub strategy: &'static str,
     pub steps: Vec<Step>,
 }
 
+impl ServicePlan {
+    /// Whether `apply` would change anything for this service.
+    pub fn changes_anything(&self) -> bool {
+        self.refused.is_none()
+            && (self.new_release.is_some()
+                || !self.rollout_changes.is_empty()
+                || self.steps.iter().any(|s| *s != Step::Done))
+    }
+}
+
+/// A recorded service the fleet file does not declare.
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphan {
+    pub service: String,
+    /// The release it runs.
+    pub release: Option<i64>,
+    /// Its live instances.
+    pub instances: usize,
+    /// `apply --prune` removes it (planned with `plan --prune`).
+    pub prune: bool,
+}
+
+/// What `apply` would do to a fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub services: Vec<ServicePlan>,
+    pub orphans: Vec<Orphan>,
+}
+
+impl Plan {
+    /// Whether `apply` (with the same `--prune`) would change anything.
+    pub fn changes_anything(&self) -> bool {
+        self.services.iter().any(ServicePlan::changes_anything)
+            || self.orphans.iter().any(|o| o.prune)
+    }
+
+    /// Whether `apply` would refuse a service.
+    pub fn refuses(&self) -> bool {
+        self.services.iter().any(|s| s.refused.is_some())
+    }
+}
+
 /// What `apply` would do, without doing it (read-only; takes no lock).
-pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>> {
+/// With `prune`, orphans are planned for removal. A service claiming a
+/// port another recorded service holds is an error naming both.
+pub fn plan(store: &mut Store, fleet: &[ServiceSpec], prune: bool) -> Result<Plan> {
     let instances = instance::refresh(store.db_mut(), false)?;
     let policy = policy::load(store.root())?;
     let db = store.db();
+    remove::check_ports(db.read(), fleet, prune)?;
     let mut out = Vec::new();
     for spec in fleet {
         // An image still to be pulled is new here: its config is not known
@@ -697,19 +831,35 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
         });
         let mut changes = Vec::new();
         let mut new_release = None;
-        let mut blocked = None;
+        let mut refused = None;
+        let mut out_of_sync = None;
+        let new_service = svc.as_ref().is_none_or(|s| s.removed.is_some());
         if !unchanged {
-            match &current {
-                None => changes.push("new service".to_string()),
-                Some(r) => {
-                    if r.image != image {
-                        changes.push(format!("image {} -> {}", r.image.short(), image.short()));
+            if let Some(r) = &current {
+                match &config {
+                    Some(config) => {
+                        changes = diff::content(
+                            &diff::Content {
+                                image: &r.image,
+                                image_ref: &r.image_ref,
+                                config: &r.config,
+                            },
+                            &diff::Content {
+                                image: &image,
+                                image_ref: &spec.image,
+                                config,
+                            },
+                        )
                     }
-                    if let Some(config) = &config
-                        && r.config_digest != config.digest()
-                    {
-                        changes.push(config_changes(&r.config, config));
-                    }
+                    // The config of an image still to be pulled is not
+                    // known: only the image can be compared.
+                    None if r.image != image => changes.push(diff::Change {
+                        field: "image".into(),
+                        old: Some(format!("sha256:{}…", r.image.short())),
+                        new: Some(format!("sha256:{}… ({})", image.short(), spec.image)),
+                        secret: false,
+                    }),
+                    None => {}
                 }
             }
             new_release = Some(db.read().next_release_number(&spec.name)?);
@@ -717,11 +867,28 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                 && let Some((n, why)) =
                     release::quarantined(db.read(), &spec.name, &image, &config.digest())?
             {
-                blocked = Some(format!(
-                    "this image and config are quarantined: release {n} failed ({why}); needs --force"
+                refused = Some(format!(
+                    "this image and config are quarantined: release {n} failed ({why}); \
+                     `apply --force` deploys it anyway"
                 ));
             }
+        } else if let (Some(config), Some(r)) = (&config, &current)
+            && (r.image != image || r.config_digest != config.digest())
+        {
+            // Apply leaves a manual rollback standing: say so, naming both.
+            let fleet = match svc.as_ref().and_then(|s| s.fleet_release) {
+                Some(n) => Some(n),
+                None => with_content(db.read(), &spec.name, &image, config)?,
+            };
+            if let Some(f) = fleet {
+                let f = release::release(db.read(), &spec.name, f)?;
+                out_of_sync = Some(sync::out_of_sync(&spec.name, &f, Some(r)));
+            }
         }
+        let rollout_changes = match svc.as_ref().filter(|s| s.removed.is_none()) {
+            Some(s) => diff::rollout(&s.rollout, &spec.rollout()),
+            None => Vec::new(),
+        };
         // What `apply` would ask the policy (an image still to be pulled:
         // only its registry, until it is here).
         let origin = match &spec.registry {
@@ -742,7 +909,7 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
             },
         };
         if let Some(r) = verdict {
-            blocked = Some(format!(
+            refused = Some(format!(
                 "the policy refuses it: rule {}: {}",
                 r.rule, r.reason
             ));
@@ -757,43 +924,43 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec]) -> Result<Vec<ServicePlan>
                 ready: i.state == State::Running,
             })
             .collect();
+        // A refused service gets no steps: none of them would run.
         let steps = match target {
-            Some(n) => plan::simulate(n, spec.replicas, spec.strategy, &seen),
-            None => vec![],
+            Some(n) if refused.is_none() => plan::simulate(n, spec.replicas, spec.strategy, &seen),
+            _ => vec![],
         };
         out.push(ServicePlan {
             service: spec.name.clone(),
             image_ref: spec.image.clone(),
             image,
             pull: pull.map(|(r, _)| r.to_string()),
+            new_service,
             new_release,
             changes,
-            blocked,
+            rollout_changes,
+            refused,
+            out_of_sync,
             strategy: spec.strategy.name(),
             steps,
         });
     }
-    Ok(out)
-}
-
-/// Which parts of a release config differ, for people.
-fn config_changes(a: &ReleaseConfig, b: &ReleaseConfig) -> String {
-    let (a, b) = (json!(a), json!(b));
-    let keys: Vec<&str> = [
-        "env",
-        "volumes",
-        "tmpfs",
-        "limits",
-        "cap_add",
-        "health",
-        "deadline_ms",
-        "driver",
-        "userns_opt_out",
-    ]
-    .into_iter()
-    .filter(|k| a[k] != b[k])
-    .collect();
-    format!("config: {}", keys.join(", "))
+    let mut orphans = Vec::new();
+    for name in remove::orphans(db.read(), fleet)? {
+        let svc = release::service(db.read(), &name)?;
+        orphans.push(Orphan {
+            release: svc.and_then(|s| s.desired),
+            instances: instances
+                .iter()
+                .filter(|i| i.service.as_deref() == Some(name.as_str()) && i.state.is_live())
+                .count(),
+            service: name,
+            prune,
+        });
+    }
+    Ok(Plan {
+        services: out,
+        orphans,
+    })
 }
 
 #[cfg(test)]

@@ -68,6 +68,25 @@ pub fn set_desired(tx: &Tx<'_>, service: &str, desired: Option<i64>) -> Result<(
     tx.set_desired(service, desired)
 }
 
+/// Record which release's content the fleet file asks for (see
+/// [`Service::fleet_release`]).
+pub fn set_fleet_release(tx: &Tx<'_>, service: &str, release: Option<i64>) -> Result<()> {
+    tx.set_fleet_release(service, release)
+}
+
+/// Mark `service` removed, with a `service.remove` ledger entry: it no
+/// longer runs, listens or is reconciled; its releases and history stay.
+/// The caller has stopped its instances.
+pub fn mark_removed(tx: &Tx<'_>, service: &str, last: Option<i64>, reason: &str) -> Result<()> {
+    tx.mark_removed(service, &Digest::of(b""))?;
+    tx.record(NewEntry::new(
+        "service.remove",
+        [service.to_string()],
+        json!({"service": service, "release": last, "reason": reason}),
+    ))
+    .map(drop)
+}
+
 /// Forget what the fleet last asked for, so the next `apply` of the same
 /// file is judged afresh (after a failed release: it meets the quarantine).
 pub fn forget_request(tx: &Tx<'_>, service: &str) -> Result<()> {
@@ -154,6 +173,35 @@ pub fn quarantine(tx: &Tx<'_>, r: &Release, reason: &str) -> Result<()> {
                    "config_digest": r.config_digest.to_string(), "reason": reason}),
     ))
     .map(drop)
+}
+
+/// Mask the secret env values (see [`ReleaseConfig::secret_env`]) in the
+/// launch records of service instances, for showing them (`ps --json`).
+pub fn mask_secrets(r: Reader<'_>, instances: &mut [crate::instance::Instance]) -> Result<()> {
+    let mut secrets: std::collections::BTreeMap<(String, i64), Vec<String>> = Default::default();
+    for i in instances.iter_mut() {
+        let (Some(service), Some(number)) = (i.service.clone(), i.release) else {
+            continue;
+        };
+        let key = (service, number);
+        if !secrets.contains_key(&key) {
+            let names = match release(r, &key.0, key.1) {
+                Ok(rel) => rel.config.secret_env,
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            secrets.insert(key.clone(), names);
+        }
+        let names = &secrets[&key];
+        for var in &mut i.launch.env {
+            if let Some((k, _)) = var.split_once('=')
+                && names.iter().any(|n| n == k)
+            {
+                *var = format!("{k}={}", super::diff::SECRET);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The recorded health of `service` (all zero if it never had a pass).

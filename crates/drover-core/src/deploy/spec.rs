@@ -44,6 +44,9 @@ pub struct ServiceSpec {
     pub health: Option<HealthCheck>,
     pub deadline_ms: u64,
     pub env: BTreeMap<String, String>,
+    /// The names in `env` whose values are secret (`{ value = "…", secret =
+    /// true }`): never shown by `plan`, `status` or `releases`. Sorted.
+    pub secret_env: Vec<String>,
     /// Ports the service is reached on (the traffic proxy's; each instance
     /// gets its own `PORT`).
     pub ports: Vec<u16>,
@@ -72,6 +75,11 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseConfig {
     pub env: BTreeMap<String, String>,
+    /// The names in `env` whose values are secret, sorted: shown as
+    /// "(secret)" wherever the config is shown. Absent from the JSON when
+    /// empty, so configs from before keep their digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// `name:/path[:ro]`, as written.
     pub volumes: Vec<String>,
     /// The service's tmpfs paths (the image's come with the image). Absent
@@ -95,6 +103,33 @@ impl ReleaseConfig {
     pub fn digest(&self) -> Digest {
         let v = serde_json::to_value(self).expect("config serializes");
         Digest::of(crate::ledger::canonical_json(&v).as_bytes())
+    }
+
+    /// This config as people may see it: every secret env value replaced
+    /// by [`super::diff::SECRET`].
+    pub fn masked(&self) -> ReleaseConfig {
+        let mut c = self.clone();
+        for name in &self.secret_env {
+            if let Some(v) = c.env.get_mut(name) {
+                *v = super::diff::SECRET.to_string();
+            }
+        }
+        c
+    }
+}
+
+impl ServiceSpec {
+    /// The rollout and traffic settings this spec asks for.
+    pub fn rollout(&self) -> Rollout {
+        Rollout {
+            replicas: self.replicas,
+            strategy: self.strategy,
+            ports: self.ports.clone(),
+            proxy: self.proxy,
+            drain_ms: self.drain_ms,
+            min_healthy_ms: self.min_healthy_ms,
+            crash_loop: self.crash_loop,
+        }
     }
 }
 

@@ -269,6 +269,15 @@ END;
 ALTER TABLE service_health ADD COLUMN release INTEGER;
 ALTER TABLE service_health ADD COLUMN recent TEXT NOT NULL DEFAULT '[]';
 "#,
+    // 8: fleet truth (deploy/sync.rs, deploy/remove.rs).
+    r#"
+-- The release whose content the fleet file last asked for (set by apply;
+-- kept across rollbacks, so status can say the service is out of sync).
+ALTER TABLE services ADD COLUMN fleet_release INTEGER;
+-- When the service was removed (`service rm`, `apply --prune`): its row,
+-- releases and ledger stay; applying the name again revives it.
+ALTER TABLE services ADD COLUMN removed TEXT;
+"#,
 ];
 
 pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {

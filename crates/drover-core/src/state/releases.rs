@@ -73,6 +73,13 @@ pub struct ServiceOf<S> {
     /// rollback stands until the fleet file asks for something new.
     pub requested: Digest,
     pub desired: Option<i64>,
+    /// The release whose content the fleet file last asked for: set by
+    /// `apply`, kept across rollbacks (so `status` can tell a service out
+    /// of sync with its fleet file). `None` before `apply` recorded it.
+    pub fleet_release: Option<i64>,
+    /// When the service was removed (`service rm`, `apply --prune`), if it
+    /// was; applying it again revives it.
+    pub removed: Option<String>,
     pub created: String,
     pub updated: String,
 }
@@ -117,7 +124,8 @@ pub struct NewReleaseRow<'a, C> {
     pub rollback_of: Option<i64>,
 }
 
-const SERVICE_COLUMNS: &str = "name, spec, spec_digest, desired, created, updated";
+const SERVICE_COLUMNS: &str =
+    "name, spec, spec_digest, desired, created, updated, fleet_release, removed";
 const RELEASE_COLUMNS: &str = "service, number, image, image_ref, config, config_digest, author, \
      message, created, parent, rollback_of, outcome, reason, unstable";
 
@@ -134,6 +142,8 @@ fn service_row<S: DeserializeOwned>(r: &Row<'_>) -> rusqlite::Result<ServiceOf<S
         desired: r.get(3)?,
         created: r.get(4)?,
         updated: r.get(5)?,
+        fleet_release: r.get(6)?,
+        removed: r.get(7)?,
     })
 }
 
@@ -160,6 +170,7 @@ fn release_row<C: DeserializeOwned>(r: &Row<'_>) -> rusqlite::Result<ReleaseOf<C
 }
 
 impl Reader<'_> {
+    /// Service `name`, removed or not.
     pub fn service<S: DeserializeOwned>(&self, name: &str) -> Result<Option<ServiceOf<S>>> {
         self.sql()
             .query_row(
@@ -171,12 +182,12 @@ impl Reader<'_> {
             .db_ctx(self.path())
     }
 
-    /// Every service, by name.
+    /// Every service not removed, by name.
     pub fn services<S: DeserializeOwned>(&self) -> Result<Vec<ServiceOf<S>>> {
         let mut stmt = self
             .sql()
             .prepare(&format!(
-                "SELECT {SERVICE_COLUMNS} FROM services ORDER BY name"
+                "SELECT {SERVICE_COLUMNS} FROM services WHERE removed IS NULL ORDER BY name"
             ))
             .db_ctx(self.path())?;
         let rows = stmt.query_map([], service_row).db_ctx(self.path())?;
@@ -305,7 +316,8 @@ impl Tx<'_> {
             .execute(
                 "INSERT INTO services (name, spec, spec_digest, desired, created, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                 ON CONFLICT (name) DO UPDATE SET spec = ?2, spec_digest = ?3, desired = ?4, updated = ?5",
+                 ON CONFLICT (name) DO UPDATE SET spec = ?2, spec_digest = ?3, desired = ?4, \
+                 updated = ?5, removed = NULL",
                 params![name, spec, requested.to_string(), desired, now],
             )
             .db_ctx(self.path())
@@ -350,6 +362,17 @@ impl Tx<'_> {
             .map(drop)
     }
 
+    /// Record which release's content the fleet file asks for.
+    pub(crate) fn set_fleet_release(&self, service: &str, release: Option<i64>) -> Result<()> {
+        self.sql()
+            .execute(
+                "UPDATE services SET fleet_release = ?2 WHERE name = ?1",
+                params![service, release],
+            )
+            .db_ctx(self.path())
+            .map(drop)
+    }
+
     /// Record why release `number` of `service`, healthy once, was rolled
     /// back later; false if that was recorded before.
     pub(crate) fn mark_unstable(&self, service: &str, number: i64, why: &str) -> Result<bool> {
@@ -362,6 +385,22 @@ impl Tx<'_> {
             )
             .db_ctx(self.path())?;
         Ok(changed == 1)
+    }
+
+    /// Mark `service` removed (its instances are gone): it no longer runs
+    /// or listens, and what it asked for is forgotten, so applying it again
+    /// makes a new release.
+    pub(crate) fn mark_removed(&self, service: &str, empty: &Digest) -> Result<()> {
+        self.fresh_start(service, None)?;
+        let now = clock::now_rfc3339();
+        self.sql()
+            .execute(
+                "UPDATE services SET removed = ?2, updated = ?2, desired = NULL, \
+                 fleet_release = NULL, spec_digest = ?3 WHERE name = ?1",
+                params![service, now, empty.to_string()],
+            )
+            .db_ctx(self.path())
+            .map(drop)
     }
 
     /// Set what the fleet last asked for to `requested`.

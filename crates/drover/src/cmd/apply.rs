@@ -17,6 +17,10 @@ pub struct Args {
     /// them out.
     #[arg(long)]
     detach: bool,
+    /// Remove recorded services the fleet file no longer declares (their
+    /// instances drained and stopped; `plan` lists them as orphans).
+    #[arg(long)]
+    prune: bool,
 }
 
 /// The flags every command that deploys takes (`apply`, `rollback`).
@@ -40,6 +44,7 @@ impl DeployFlags {
             no_wait: self.no_wait,
             message: self.message.clone(),
             detach: false,
+            prune: false,
         }
     }
 }
@@ -49,18 +54,23 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let opts = Options {
         detach: a.detach,
+        prune: a.prune,
         ..a.deploy.options()
     };
     let reports = deploy::apply(&mut store, &fleet, &opts)?;
+    let serve_runs = !a.detach || drover_core::supervisor::running(&mut store)?;
     if ctx.json {
         output::json(&reports)?;
     } else {
         for r in &reports {
             let release = r.release.map_or("-".into(), |n| format!("release {n}"));
             let what = match (r.created, r.failed) {
-                (Some(n), None) if a.detach => {
-                    format!("recorded release {n}; `drover serve` rolls it out")
-                }
+                _ if r.removed => "removed (no longer in the fleet file)".into(),
+                (Some(n), None) if a.detach => format!(
+                    "recorded release {n}; `drover serve` rolls it out (`drover rollout status \
+                     {} --watch` follows it)",
+                    r.service
+                ),
                 (_, Some(f)) => format!("release {f} failed, rolled back; runs {release}"),
                 (_, None) if r.error.is_some() => "not deployed (see the error below)".into(),
                 (Some(n), None) => format!("rolled out release {n}"),
@@ -74,6 +84,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     }
     for w in reports.iter().flat_map(|r| &r.warnings) {
         eprintln!("drover: warning: {w}");
+    }
+    if !serve_runs && reports.iter().any(|r| r.created.is_some()) {
+        eprintln!(
+            "drover: warning: no `drover serve` runs for this store: nothing rolls the new \
+             releases out until one does"
+        );
     }
     deploy::outcome(&reports)?;
     Ok(ExitCode::SUCCESS)

@@ -15,8 +15,10 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
-    let list = instance::refresh(store.db_mut(), a.all)?;
+    let mut list = instance::refresh(store.db_mut(), a.all)?;
     if ctx.json {
+        // Secret env values of service instances are never shown.
+        drover_core::deploy::release::mask_secrets(store.db().read(), &mut list)?;
         output::json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }

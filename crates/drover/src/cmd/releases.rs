@@ -14,7 +14,14 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let db = store.db();
-    let list = release::releases(db.read(), &a.service)?;
+    // Secret env values are never shown.
+    let list: Vec<release::Release> = release::releases(db.read(), &a.service)?
+        .into_iter()
+        .map(|mut r| {
+            r.config = r.config.masked();
+            r
+        })
+        .collect();
     let current = release::service(db.read(), &a.service)?
         .ok_or_else(|| drover_core::Error::NotFound {
             what: format!("service {}", a.service),

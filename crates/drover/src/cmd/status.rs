@@ -45,8 +45,20 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if h.restarts > 0 {
             println!("  restarts: {} (crashed instances replaced)", h.restarts);
         }
+        for p in &s.ports_held_elsewhere {
+            println!("  NO TRAFFIC: {p} (remove one: `drover service rm`)");
+        }
         if let Some(why) = &s.revoked {
             println!("  REVOKED: release image revoked: {why}");
+        }
+        if let Some(why) = s.sync.reason.as_deref().filter(|_| !s.sync.in_sync()) {
+            println!("  OUT OF SYNC: {why}");
+            if !s.sync.differences.is_empty() {
+                println!("    what differs (running -> fleet file):");
+            }
+            for c in &s.sync.differences {
+                println!("      {c}");
+            }
         }
         for q in &s.quarantined {
             println!(

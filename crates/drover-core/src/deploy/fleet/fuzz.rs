@@ -93,6 +93,7 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                     health: None,
                     deadline_ms: DEFAULT_DEADLINE_MS,
                     env,
+                    secret_env: Vec::new(),
                     ports: Vec::new(),
                     proxy: ProxyMode::Http,
                     drain_ms: drain_s * 1000,

@@ -284,6 +284,7 @@ fn a_services_tmpfs_paths_parse_and_bad_ones_are_located() {
 fn a_release_config_without_tmpfs_keeps_its_digest() {
     let c = ReleaseConfig {
         env: Default::default(),
+        secret_env: vec![],
         volumes: vec![],
         tmpfs: vec![],
         limits: Default::default(),
@@ -364,4 +365,44 @@ fn the_stability_window_and_crash_loop_rollback_parse() {
         "service.web.crash_loop.times",
         "",
     );
+}
+
+/// `env = { A = "x", PASSWORD = { value = "…", secret = true } }`: both
+/// become variables, and the secret one is named as such.
+#[test]
+fn env_values_may_be_marked_secret() {
+    let f = parse(
+        "[service.web]\nimage = \"w\"\nenv = { A = \"x\", PASSWORD = { value = \"hunter2\", secret = true }, B = { value = \"y\" } }\n",
+        Path::new("fleet.toml"),
+    )
+    .unwrap();
+    let w = &f[0];
+    assert_eq!(w.env["A"], "x");
+    assert_eq!(w.env["PASSWORD"], "hunter2");
+    assert_eq!(w.env["B"], "y");
+    assert_eq!(w.secret_env, ["PASSWORD"]);
+    let e = parse(
+        "[service.web]\nimage = \"w\"\nenv = { P = { secret = true } }\n",
+        Path::new("fleet.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("service.web.env.P") && e.contains("value"),
+        "{e}"
+    );
+    let e = parse(
+        "[service.web]\nimage = \"w\"\nenv = { P = { value = \"1\", hidden = true } }\n",
+        Path::new("fleet.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("hidden"), "{e}");
+    let e = parse(
+        "[service.web]\nimage = \"w\"\nenv = { P = 1 }\n",
+        Path::new("fleet.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("quote it"), "{e}");
 }
