@@ -63,7 +63,8 @@ pub struct ServiceSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseConfig {
     pub env: BTreeMap<String, String>,
-    /// `name:/path[:ro]`, as written.
+    /// `name:/path`, `name:/path:ro` or `name:/path:shared`
+    /// ([`VolumeSpec::canonical`]); the name may hold `{replica}`.
     pub volumes: Vec<String>,
     /// The service's tmpfs paths (the image's come with the image). Absent
     /// from the JSON when empty, so configs from before keep their digests.
@@ -86,6 +87,17 @@ impl ReleaseConfig {
     pub fn digest(&self) -> Digest {
         let v = serde_json::to_value(self).expect("config serializes");
         Digest::of(crate::ledger::canonical_json(&v).as_bytes())
+    }
+
+    /// The names (as written, `{replica}` kept) of its volumes that have
+    /// one writer: read-write and not shared.
+    pub fn single_writer_volumes(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .filter_map(|v| VolumeSpec::parse_template(v).ok())
+            .filter(VolumeSpec::single_writer)
+            .map(|v| v.name)
+            .collect()
     }
 }
 

@@ -269,6 +269,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:9a90265149bd5bc62ce4c46a412d7c4a5afcff9d99e5a3a0954c4715d11c0544", // 4
         "sha256:b12af37ce9dea250ca8762ca2db354c7c3fd927311a41e5f1903c9c9cfd97ac1", // 5
         "sha256:d3587f07706b02dbee8d0305a9994e98d4c3a2e8a952174f44328ff3a05ed647", // 6
+        "sha256:3b4874079c014513fa8bb35b566be3a8168f5d6db08eca6a587702088f5a2af0", // 7
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

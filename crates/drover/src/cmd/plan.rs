@@ -41,6 +41,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         if !p.steps.is_empty() {
             println!("  {} rollout:", p.strategy);
         }
+        for n in &p.notes {
+            println!("  note: {n}");
+        }
         for (i, s) in p.steps.iter().enumerate() {
             let what = match s {
                 Step::Start { count } => format!("start {count} new instance(s)"),
