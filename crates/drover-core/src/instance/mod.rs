@@ -475,9 +475,20 @@ fn reload(db: &Db, id: &str) -> Result<Instance> {
 /// checked first ([`admit`]).
 pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
+    see_dead_writers(store, opts)?;
     run_many(store, &image, image_ref, std::slice::from_ref(opts))?
         .pop()
         .expect("one instance asked for")
+}
+
+/// Before an ad-hoc instance writes a volume: record the exit of any
+/// instance whose process died unseen, so a dead writer does not hold its
+/// volume ([`volume`]). (Deploys refresh on every pass anyway.)
+fn see_dead_writers(store: &mut Store, opts: &RunOptions) -> Result<()> {
+    if opts.volumes.iter().any(|v| !v.read_only) {
+        refresh(store.db_mut(), false)?;
+    }
+    Ok(())
 }
 
 /// What `drover run` must pass before anything is created: the store's
@@ -543,6 +554,7 @@ pub fn run_many(
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
+    see_dead_writers(store, opts)?;
     refuse_drifted_root(store, &image)?;
     monitor::adopt_orphans()?;
     let (inst, made) = prepare::create(store, &image, image_ref, opts)?;
