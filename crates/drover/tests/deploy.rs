@@ -439,7 +439,7 @@ fn a_release_that_cannot_start_is_rolled_back() {
     let out = env.run(&[
         "apply",
         "-f",
-        &fleet(&env, "1", "volumes = [\"data:/nope\"]"),
+        &fleet(&env, "1", "volumes = [\"data-{replica}:/nope\"]"),
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);

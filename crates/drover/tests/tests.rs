@@ -30,6 +30,7 @@ mod serve;
 mod smoke;
 mod store;
 mod trace;
+mod volumes;
 
 /// With `autotests = false`, a file added to `tests/` and not declared
 /// above would never be compiled or run; this says so instead.

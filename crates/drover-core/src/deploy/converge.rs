@@ -9,7 +9,11 @@
 //!   another release's, so the service's strategy replaces them with its
 //!   surge and availability bounds, exactly like a rollout;
 //! - an instance that passes its gate is marked ready, and only then takes
-//!   traffic; one that is to stop is drained first ([`super::traffic`]).
+//!   traffic; one that is to stop is drained first ([`super::traffic`]);
+//! - a new instance takes the lowest replica slot no live instance of the
+//!   service holds, which names its per-replica volumes, so a healed
+//!   instance's replacement mounts what it did; a service with a
+//!   single-writer volume rolls stop-before-start ([`plan::for_volumes`]).
 //!
 //! A rollout that fails (the desired release has never been healthy) is
 //! rolled back; a release that *was* healthy is never rolled back by itself:
@@ -45,7 +49,7 @@ use super::spec::Rollout;
 use super::{Report, STOP_GRACE, traffic};
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::instance::{self, Instance, RunOptions, State, VolumeSpec};
+use crate::instance::{self, Access, Instance, RunOptions, State, VolumeSpec};
 use crate::ledger::NewEntry;
 use crate::runtime;
 
@@ -381,13 +385,13 @@ fn keep_logs(store: &Store, service: &str, number: i64) -> PathBuf {
     dir
 }
 
-/// The options an instance of `r` runs with.
+/// The options an instance of `r` runs with (its slot aside).
 fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
     let volumes = r
         .config
         .volumes
         .iter()
-        .map(|v| VolumeSpec::parse(v))
+        .map(|v| VolumeSpec::parse_template(v))
         .collect::<Result<_>>()?;
     Ok(RunOptions {
         env: r.config.env.clone().into_iter().collect(),
@@ -401,6 +405,15 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
         userns: r.config.userns_opt_out.is_none(),
         ..RunOptions::default()
     })
+}
+
+/// Whether the service must roll stop-before-start: the desired release,
+/// or a live instance (of any release), mounts a volume with one writer.
+fn single_writer(desired: Option<&Release>, live: &[&Instance]) -> bool {
+    desired.is_some_and(|r| !r.config.single_writer_volumes().is_empty())
+        || live
+            .iter()
+            .any(|i| i.volumes.iter().any(|h| h.access == Access::Exclusive))
 }
 
 /// The release an instance counts as for the planner: its own, unless it
@@ -551,11 +564,13 @@ fn converge(
                     } else {
                         i.state == State::Running && !unready.contains(&i.id)
                     },
+                    slot: i.slot,
                 }
             })
             .collect();
+        let strategy = plan::for_volumes(rollout.strategy, single_writer(desired, &live));
         let step = match target {
-            Some(n) => plan::next_step(n, rollout.replicas, rollout.strategy, &seen),
+            Some(n) => plan::next_step(n, rollout.replicas, strategy, &seen),
             None if seen.is_empty() => Step::Done,
             None => Step::Stop {
                 ids: seen.iter().map(|s| s.id.clone()).collect(),
@@ -574,9 +589,15 @@ fn converge(
             Step::Start { count } => {
                 let r = desired.expect("only a release is started");
                 let opts = run_options(service, r)?;
+                let each: Vec<RunOptions> = plan::free_slots(live.iter().map(|i| i.slot), count)
+                    .into_iter()
+                    .map(|slot| RunOptions {
+                        slot: Some(slot),
+                        ..opts.clone()
+                    })
+                    .collect();
                 let mut failed = None;
-                for inst in instance::run_many(store, &r.image, &r.image.to_string(), &opts, count)?
-                {
+                for inst in instance::run_many(store, &r.image, &r.image.to_string(), &each)? {
                     match inst {
                         Ok(inst) => {
                             report.started += 1;

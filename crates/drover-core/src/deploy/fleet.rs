@@ -24,7 +24,18 @@
 //!                              # `serve` rolls a healthy release back to the last
 //!                              # stable one when its instances restart this often;
 //!                              # crash_loop = false: only back off
-//! volumes = ["data:/var/lib/web"]
+//! volumes = ["data-{replica}:/var/lib/web", "assets:/srv/assets:ro"]
+//!                              # name:/path (read-write, one writer), name:/path:ro,
+//!                              # name:/path:shared (read-write; the program
+//!                              # coordinates its writers), or a table:
+//!                              # { name = "cache", target = "/data", shared = true }
+//!                              # (also read_only = true). A read-write volume has
+//!                              # one writer: never mounted by two instances at
+//!                              # once, so with replicas > 1 give each replica its
+//!                              # own: {replica} in the name is the replica's slot
+//!                              # (0, 1, …), kept across deploys, rollbacks and
+//!                              # heals. Such a service rolls stop-before-start
+//!                              # (no surge; blue-green is refused).
 //! tmpfs = ["/var/cache/web", { path = "/var/log/web", size = "16m" }]
 //!                              # added to the image's [config] tmpfs (a path
 //!                              # both name takes the size given here); each
@@ -52,6 +63,7 @@ use crate::error::Result;
 use crate::grammar;
 use crate::health::{self, Deadline};
 use crate::instance::VolumeSpec;
+use crate::instance::volume::Part;
 use crate::runtime::DriverKind;
 use crate::runtime::spec::{Limits, capability};
 use crate::store::registry::Remote;
@@ -97,6 +109,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
     let services = c.as_table(node, "service")?;
     let mut out = Vec::new();
     let mut owner = std::collections::BTreeMap::new();
+    // Every volume of the services read so far: (service, index, volume).
+    let mut writers: Vec<(String, usize, VolumeSpec)> = Vec::new();
     for entry in services.entries {
         let path = services.key(&entry.key);
         if let Err(e) = grammar::name(&entry.key) {
@@ -115,6 +129,38 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
                 ));
             }
         }
+        // A volume written by one service is mounted by no other, unless
+        // every writer says shared (templates compared as written: two
+        // services with "data-{replica}" would share data-0).
+        for (i, v) in svc.volumes.iter().enumerate() {
+            let Some((other, j, w)) =
+                writers
+                    .iter()
+                    .find(|(_, _, w): &&(String, usize, VolumeSpec)| {
+                        w.name == v.name && w.access().conflicts(v.access())
+                    })
+            else {
+                continue;
+            };
+            return Err(c.err(
+                item_at(&entry.node, "volumes", i),
+                &toml_doc::index_key(&toml_doc::child_key(&path, "volumes"), i),
+                format!(
+                    "volume {} is also mounted by service.{other} (volumes[{j}]) as {}, and \
+                     here as {}: two instances never write a volume at once, unless every \
+                     service that writes it declares it shared (\"{}:{}:shared\") because the \
+                     programs coordinate their writers; or mount it :ro here",
+                    v.name,
+                    w.access().as_str(),
+                    v.access().as_str(),
+                    v.name,
+                    v.target
+                ),
+            ));
+        }
+        for (i, v) in svc.volumes.iter().enumerate() {
+            writers.push((svc.name.clone(), i, v.clone()));
+        }
         out.push(svc);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -123,14 +169,16 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<ServiceSpec>> {
 
 /// Where the `i`th port of the service table `node` is written.
 fn port_at(node: &Node, i: usize) -> usize {
+    item_at(node, "ports", i)
+}
+
+/// Where the `i`th item of the array `key` of the service table `node` is
+/// written (the table, if it cannot be found).
+fn item_at(node: &Node, key: &str, i: usize) -> usize {
     let Value::Table(entries) = &node.value else {
         return node.at();
     };
-    match entries
-        .iter()
-        .find(|e| e.key == "ports")
-        .map(|e| &e.node.value)
-    {
+    match entries.iter().find(|e| e.key == key).map(|e| &e.node.value) {
         Some(Value::Array(items)) => items.get(i).map_or(node.at(), Node::at),
         _ => node.at(),
     }
@@ -248,19 +296,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         None => DEFAULT_MIN_HEALTHY_MS,
     };
     let crash_loop = crash_loop(c, &t)?;
-    let mut volumes = Vec::new();
-    if let Some(n) = t.get("volumes") {
-        let key = t.key("volumes");
-        for (i, item) in c
-            .array(n, &key, "an array of \"name:/path\"")?
-            .iter()
-            .enumerate()
-        {
-            let k = toml_doc::index_key(&key, i);
-            let s = c.string(item, &k)?;
-            volumes.push(VolumeSpec::parse(s).map_err(|e| c.err(item.at(), &k, e))?);
-        }
-    }
+    let volumes = volumes(c, &t, name, replicas, strategy)?;
     let tmpfs = match t.get("tmpfs") {
         Some(n) => crate::runtime::tmpfs::parse(c, n, &t.key("tmpfs"))?,
         None => Vec::new(),
@@ -475,6 +511,92 @@ fn env(
     }
     secret.sort();
     Ok((vars, secret))
+}
+
+const VOLUME_KEYS: &[&str] = &["name", "target", "read_only", "shared"];
+
+/// The service's `volumes`, each a string (`name:/path[:ro|:shared]`) or a
+/// table (`{ name, target, read_only, shared }`), checked against its
+/// replicas and strategy: a volume with one writer is never mounted by two
+/// of its instances at once.
+fn volumes(
+    c: &Checker<'_>,
+    t: &Table<'_>,
+    service: &str,
+    replicas: u32,
+    strategy: Strategy,
+) -> Result<Vec<VolumeSpec>> {
+    let Some(n) = t.get("volumes") else {
+        return Ok(Vec::new());
+    };
+    let key = t.key("volumes");
+    let mut out: Vec<VolumeSpec> = Vec::new();
+    let items = c.array(
+        n,
+        &key,
+        "an array of \"name:/path\" or { name = \"…\", target = \"/path\" }",
+    )?;
+    for (i, item) in items.iter().enumerate() {
+        let k = toml_doc::index_key(&key, i);
+        let v = match &item.value {
+            Value::String(s) => {
+                VolumeSpec::parse_template(s).map_err(|e| c.err(item.at(), &k, e))?
+            }
+            Value::Table(_) => {
+                let vt = c.table(item, &k, VOLUME_KEYS)?;
+                let name_node =
+                    c.required(&vt, "name", "the volume's name, e.g. name = \"data\"")?;
+                let name = c.string(name_node, &vt.key("name"))?;
+                let target_node = c.required(
+                    &vt,
+                    "target",
+                    "where it is mounted, e.g. target = \"/var/lib/app\"",
+                )?;
+                let target = c.string(target_node, &vt.key("target"))?;
+                let flag = |f: &str| -> Result<bool> {
+                    vt.get(f).map_or(Ok(false), |n| c.boolean(n, &vt.key(f)))
+                };
+                let (read_only, shared) = (flag("read_only")?, flag("shared")?);
+                VolumeSpec::new(name, target, read_only, shared).map_err(|(part, e)| {
+                    let (at, k) = match part {
+                        Part::Name => (name_node.at(), vt.key("name")),
+                        Part::Target => (target_node.at(), vt.key("target")),
+                        Part::Mode => (vt.get("shared").unwrap_or(item).at(), vt.key("shared")),
+                    };
+                    c.err(at, &k, e)
+                })?
+            }
+            _ => return Err(c.wrong_type(item, &k, "\"name:/path\" or a table")),
+        };
+        if v.single_writer() && !v.is_per_replica() && replicas > 1 {
+            return Err(c.err(
+                item.at(),
+                &k,
+                format!(
+                    "service {service} runs {replicas} replicas, and volume {} is read-write with \
+                     one writer: they would all write it at once. Give each replica its own \
+                     (\"{}-{{replica}}:{}\"), declare it shared (\"{}:{}:shared\", or \
+                     shared = true) if the program coordinates its writers, or mount it :ro",
+                    v.name, v.name, v.target, v.name, v.target
+                ),
+            ));
+        }
+        if v.single_writer() && strategy == Strategy::BlueGreen {
+            return Err(c.err(
+                item.at(),
+                &k,
+                format!(
+                    "service {service} mounts volume {} read-write with one writer, and \
+                     blue-green starts a full new set of instances before it stops the old \
+                     one: use strategy = \"rolling\" (each old instance is then stopped before \
+                     its replacement starts) or \"recreate\"",
+                    v.name
+                ),
+            ));
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// `userns = false` with its `userns_reason`: the reason, or `None` when

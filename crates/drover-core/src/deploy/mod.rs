@@ -62,7 +62,7 @@ use crate::builder::HEALTH_LABEL;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::HealthCheck;
-use crate::instance::{self, State};
+use crate::instance::{self, Access, State, VolumeSpec};
 use crate::state::Reader;
 use crate::store::Store;
 use crate::store::registry::{self, Remote};
@@ -198,18 +198,7 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             None => None,
         },
     };
-    let volumes = spec
-        .volumes
-        .iter()
-        .map(|v| {
-            format!(
-                "{}:{}{}",
-                v.name,
-                v.target,
-                if v.read_only { ":ro" } else { "" }
-            )
-        })
-        .collect();
+    let volumes = spec.volumes.iter().map(VolumeSpec::canonical).collect();
     Ok((
         image,
         ReleaseConfig {
@@ -756,6 +745,9 @@ pub struct ServicePlan {
     pub out_of_sync: Option<sync::Sync>,
     pub strategy: &'static str,
     pub steps: Vec<Step>,
+    /// How the rollout differs from what the strategy says, and why (a
+    /// single-writer volume: stop before start).
+    pub notes: Vec<String>,
 }
 
 impl ServicePlan {
@@ -922,12 +914,40 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec], prune: bool) -> Result<Pla
                 id: i.id.clone(),
                 release: i.release.unwrap_or(-1),
                 ready: i.state == State::Running,
+                slot: i.slot,
             })
             .collect();
+        // As converge decides it: the fleet's volumes (the new release's),
+        // else those the live instances hold.
+        let mut single_writer: Vec<String> = spec
+            .volumes
+            .iter()
+            .filter(|v| v.single_writer())
+            .map(|v| v.name.clone())
+            .collect();
+        if single_writer.is_empty() {
+            for i in instances
+                .iter()
+                .filter(|i| i.service.as_deref() == Some(spec.name.as_str()) && i.state.is_live())
+            {
+                for h in i.volumes.iter().filter(|h| h.access == Access::Exclusive) {
+                    if !single_writer.contains(&h.name) {
+                        single_writer.push(h.name.clone());
+                    }
+                }
+            }
+        }
         // A refused service gets no steps: none of them would run.
+        let strategy = plan::for_volumes(spec.strategy, !single_writer.is_empty());
         let steps = match target {
-            Some(n) if refused.is_none() => plan::simulate(n, spec.replicas, spec.strategy, &seen),
+            Some(n) if refused.is_none() => plan::simulate(n, spec.replicas, strategy, &seen),
             _ => vec![],
+        };
+        let notes = match &steps[..] {
+            [] => vec![],
+            _ => plan::single_writer_note(spec.strategy, &single_writer)
+                .into_iter()
+                .collect(),
         };
         out.push(ServicePlan {
             service: spec.name.clone(),
@@ -942,6 +962,7 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec], prune: bool) -> Result<Pla
             out_of_sync,
             strategy: spec.strategy.name(),
             steps,
+            notes,
         });
     }
     let mut orphans = Vec::new();

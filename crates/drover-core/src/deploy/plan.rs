@@ -7,6 +7,14 @@
 //! Instances of the desired release are "new", all others "old". An old
 //! instance counts as serving while it is ready; a new one once it has
 //! passed its health check.
+//!
+//! Each instance of a service holds a replica slot (0, 1, …; like a
+//! StatefulSet's ordinals): a new one takes the lowest slot no live
+//! instance holds ([`free_slots`]), and extras are stopped highest slot
+//! first. A service whose volumes have one writer rolls "stop before
+//! start" ([`for_volumes`]), so an old instance and its replacement never
+//! mount a volume together, and a replacement takes its predecessor's slot
+//! and so its per-replica volume.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +52,68 @@ pub struct Seen {
     pub release: i64,
     /// Serving: passed its health check (new), or still up (old).
     pub ready: bool,
+    /// Its replica slot (none for instances from before slots).
+    pub slot: Option<u32>,
+}
+
+/// The strategy a service really rolls with. With `single_writer` (the
+/// desired release, or one being replaced, mounts a read-write volume that
+/// is not shared, per-replica volumes included) no two instances may hold
+/// it at once, so a new instance starts only after an old one stopped:
+/// rolling becomes `max_surge = 0` (and `max_unavailable` at least 1),
+/// blue-green becomes recreate; recreate already is. The one place that
+/// says so: the executor and `drover plan` both ask it.
+pub fn for_volumes(strategy: Strategy, single_writer: bool) -> Strategy {
+    if !single_writer {
+        return strategy;
+    }
+    match strategy {
+        Strategy::Rolling {
+            max_unavailable, ..
+        } => Strategy::Rolling {
+            max_surge: 0,
+            max_unavailable: max_unavailable.max(1),
+        },
+        Strategy::BlueGreen | Strategy::Recreate => Strategy::Recreate,
+    }
+}
+
+/// What `drover plan` says about [`for_volumes`]'s change, if it changed
+/// anything; `volumes` names the single-writer volumes.
+pub fn single_writer_note(strategy: Strategy, volumes: &[String]) -> Option<String> {
+    let names = volumes.join(", ");
+    let one = if volumes.len() == 1 { "is" } else { "are" };
+    match (strategy, for_volumes(strategy, !volumes.is_empty())) {
+        (a, b) if a == b => None,
+        (
+            _,
+            Strategy::Rolling {
+                max_unavailable, ..
+            },
+        ) => Some(format!(
+            "rolling {}, each old instance stopped before its replacement starts: volume {names} \
+             {one} single-writer",
+            if max_unavailable == 1 {
+                "one at a time".to_string()
+            } else {
+                format!("{max_unavailable} at a time")
+            }
+        )),
+        (_, _) => Some(format!(
+            "recreate instead of blue-green, every old instance stopped before a new one starts: \
+             volume {names} {one} single-writer"
+        )),
+    }
+}
+
+/// The `count` lowest slots that none of `held` (the slots of the
+/// service's live instances) is.
+pub fn free_slots(held: impl IntoIterator<Item = Option<u32>>, count: u32) -> Vec<u32> {
+    let held: std::collections::BTreeSet<u32> = held.into_iter().flatten().collect();
+    (0..)
+        .filter(|s| !held.contains(s))
+        .take(count as usize)
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,7 +194,7 @@ pub fn next_step(desired: i64, replicas: u32, strategy: Strategy, seen: &[Seen])
             let stoppable = serving.saturating_sub(floor).min(old.len());
             if stoppable > 0 {
                 return Step::Stop {
-                    ids: ids(&old).into_iter().take(stoppable).collect(),
+                    ids: by_slot(&old).into_iter().take(stoppable).collect(),
                 };
             }
             let room = (replicas + surge).saturating_sub(new.len() + old.len());
@@ -151,10 +221,24 @@ fn ids(list: &[&Seen]) -> Vec<String> {
     list.iter().map(|s| s.id.clone()).collect()
 }
 
-/// Unready first, then in the order given (oldest first).
+/// Highest slot first (one without a slot before any with one), then in
+/// the order given (oldest first): a StatefulSet's order.
+fn by_slot(list: &[&Seen]) -> Vec<String> {
+    let mut v: Vec<&&Seen> = list.iter().collect();
+    v.sort_by_key(|s| std::cmp::Reverse(s.slot.map_or(u64::MAX, u64::from)));
+    v.into_iter().map(|s| s.id.clone()).collect()
+}
+
+/// Unready first, then the highest slot first (one without a slot before
+/// any with one), then in the order given (oldest first).
 fn by_readiness(list: &[&Seen]) -> Vec<String> {
     let mut v: Vec<&&Seen> = list.iter().collect();
-    v.sort_by_key(|s| s.ready);
+    v.sort_by_key(|s| {
+        (
+            s.ready,
+            std::cmp::Reverse(s.slot.map_or(u64::MAX, u64::from)),
+        )
+    });
     v.into_iter().map(|s| s.id.clone()).collect()
 }
 
@@ -171,12 +255,13 @@ pub fn simulate(desired: i64, replicas: u32, strategy: Strategy, seen: &[Seen]) 
         match &step {
             Step::Done => break,
             Step::Start { count } => {
-                for _ in 0..*count {
+                for slot in free_slots(world.iter().map(|s| s.slot), *count) {
                     started += 1;
                     world.push(Seen {
                         id: format!("new-{started}"),
                         release: desired,
                         ready: false,
+                        slot: Some(slot),
                     });
                 }
             }
@@ -202,6 +287,7 @@ mod tests {
                 id: format!("old-{i}"),
                 release: 1,
                 ready: true,
+                slot: None,
             })
             .collect()
     }
@@ -223,6 +309,7 @@ mod tests {
                             id: format!("new-{n}"),
                             release: 2,
                             ready: false,
+                            slot: None,
                         });
                     }
                 }
@@ -329,21 +416,25 @@ mod tests {
                 id: "a".into(),
                 release: 2,
                 ready: true,
+                slot: None,
             },
             Seen {
                 id: "b".into(),
                 release: 2,
                 ready: false,
+                slot: None,
             },
             Seen {
                 id: "c".into(),
                 release: 2,
                 ready: true,
+                slot: None,
             },
             Seen {
                 id: "d".into(),
                 release: 1,
                 ready: false,
+                slot: None,
             },
         ];
         let s = Strategy::Rolling {
@@ -367,12 +458,125 @@ mod tests {
         assert_eq!(next_step(2, 2, s, &seen), Step::Done);
     }
 
+    fn slotted(n: u32, release: i64) -> Vec<Seen> {
+        (0..n)
+            .map(|i| Seen {
+                id: format!("r{release}-{i}"),
+                release,
+                ready: true,
+                slot: Some(i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_instances_take_the_lowest_free_slots() {
+        assert_eq!(free_slots([], 2), [0, 1]);
+        assert_eq!(free_slots([Some(0), Some(2), None], 3), [1, 3, 4]);
+        assert!(free_slots([Some(0)], 0).is_empty());
+    }
+
+    #[test]
+    fn a_scale_down_stops_the_highest_slots_first() {
+        let mut seen = slotted(3, 2);
+        seen.rotate_left(1); // the order seen is not the slot order
+        let s = Strategy::Rolling {
+            max_surge: 1,
+            max_unavailable: 0,
+        };
+        assert_eq!(
+            next_step(2, 1, s, &seen),
+            Step::Stop {
+                ids: vec!["r2-2".into(), "r2-1".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_single_writer_volume_makes_every_strategy_stop_before_start() {
+        let rolling = |max_surge, max_unavailable| Strategy::Rolling {
+            max_surge,
+            max_unavailable,
+        };
+        assert_eq!(for_volumes(rolling(1, 0), true), rolling(0, 1));
+        assert_eq!(for_volumes(rolling(3, 2), true), rolling(0, 2));
+        assert_eq!(for_volumes(Strategy::BlueGreen, true), Strategy::Recreate);
+        assert_eq!(for_volumes(Strategy::Recreate, true), Strategy::Recreate);
+        for s in [rolling(1, 0), Strategy::BlueGreen, Strategy::Recreate] {
+            assert_eq!(for_volumes(s, false), s);
+        }
+        let note = single_writer_note(rolling(1, 0), &["data".into()]).unwrap();
+        assert_eq!(
+            note,
+            "rolling one at a time, each old instance stopped before its replacement starts: \
+             volume data is single-writer"
+        );
+        assert!(single_writer_note(rolling(1, 0), &[]).is_none());
+        assert!(single_writer_note(Strategy::Recreate, &["data".into()]).is_none());
+        let note = single_writer_note(Strategy::BlueGreen, &["a".into(), "b".into()]).unwrap();
+        assert!(note.starts_with("recreate instead of blue-green"), "{note}");
+
+        // Under the adapted strategy, from any start: never more instances
+        // than replicas (or than there were), and every replacement takes
+        // a slot below the replica count, so per-replica volume k is only
+        // ever mounted by the instance in slot k, one at a time.
+        let strategies = [
+            rolling(1, 0),
+            rolling(0, 1),
+            rolling(2, 3),
+            Strategy::Recreate,
+            Strategy::BlueGreen,
+        ];
+        for replicas in 0..=5u32 {
+            for have in 0..=5u32 {
+                for s in strategies {
+                    let s = for_volumes(s, true);
+                    let mut world = slotted(have, 1);
+                    let steps = simulate(2, replicas, s, &world);
+                    let mut n = 0;
+                    for step in &steps {
+                        match step {
+                            Step::Start { count } => {
+                                for slot in free_slots(world.iter().map(|w| w.slot), *count) {
+                                    n += 1;
+                                    assert!(slot < replicas, "{s:?} {steps:?}");
+                                    world.push(Seen {
+                                        id: format!("new-{n}"),
+                                        release: 2,
+                                        ready: false,
+                                        slot: Some(slot),
+                                    });
+                                }
+                            }
+                            Step::Stop { ids } => world.retain(|w| !ids.contains(&w.id)),
+                            Step::Wait => world.iter_mut().for_each(|w| w.ready = true),
+                            Step::Done => {}
+                        }
+                        assert!(
+                            world.len() as u32 <= replicas.max(have),
+                            "{s:?} from {have} to {replicas}: {steps:?}"
+                        );
+                        let mut slots: Vec<u32> = world.iter().filter_map(|w| w.slot).collect();
+                        slots.sort_unstable();
+                        slots.dedup();
+                        assert_eq!(slots.len(), world.len(), "a slot held twice: {steps:?}");
+                    }
+                    assert!(world.iter().all(|w| w.release == 2 && w.ready));
+                    let mut slots: Vec<u32> = world.iter().filter_map(|w| w.slot).collect();
+                    slots.sort_unstable();
+                    assert_eq!(slots, (0..replicas).collect::<Vec<_>>(), "{steps:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_unchanged_service_needs_nothing() {
         let seen = vec![Seen {
             id: "a".into(),
             release: 2,
             ready: true,
+            slot: None,
         }];
         for s in [Strategy::Recreate, Strategy::BlueGreen] {
             assert_eq!(next_step(2, 1, s, &seen), Step::Done);

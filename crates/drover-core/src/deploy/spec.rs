@@ -80,7 +80,8 @@ pub struct ReleaseConfig {
     /// empty, so configs from before keep their digests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<String>,
-    /// `name:/path[:ro]`, as written.
+    /// `name:/path`, `name:/path:ro` or `name:/path:shared`
+    /// ([`VolumeSpec::canonical`]); the name may hold `{replica}`.
     pub volumes: Vec<String>,
     /// The service's tmpfs paths (the image's come with the image). Absent
     /// from the JSON when empty, so configs from before keep their digests.
@@ -115,6 +116,17 @@ impl ReleaseConfig {
             }
         }
         c
+    }
+
+    /// The names (as written, `{replica}` kept) of its volumes that have
+    /// one writer: read-write and not shared.
+    pub fn single_writer_volumes(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .filter_map(|v| VolumeSpec::parse_template(v).ok())
+            .filter(VolumeSpec::single_writer)
+            .map(|v| v.name)
+            .collect()
     }
 }
 

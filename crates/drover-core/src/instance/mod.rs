@@ -20,12 +20,18 @@
 //! Files: `<store>/instances/<id>/` is the OCI bundle (`config.json`) and
 //! holds the log (`log`, rotated to `log.1` … by [`log`]); volumes live in `<store>/volumes/<name>/` and
 //! outlive instances; runtimes keep their own state in `<store>/run/`.
+//!
+//! A volume mounted read-write has one writer unless it is declared shared
+//! ([`volume`]): creating an instance that would write a volume beside
+//! another live writer is refused. A service's instances each hold a
+//! replica slot, recorded with them, which names their per-replica volumes.
 
 pub mod log;
 pub mod monitor;
 mod prepare;
 mod sandbox;
 mod userns;
+pub mod volume;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,8 +40,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-pub use prepare::{RunOptions, VolumeSpec};
+pub use prepare::RunOptions;
 pub use sandbox::BuildSandbox;
+pub use volume::{Access, Held, VolumeSpec};
 
 use crate::clock;
 use crate::digest::Digest;
@@ -167,6 +174,11 @@ pub struct Instance {
     /// Digest of the `config.json` it was created with.
     #[serde(skip)]
     pub config_digest: Option<Digest>,
+    /// Its replica slot, if it is a service's (none for instances made
+    /// before slots existed).
+    pub slot: Option<u32>,
+    /// The volumes it mounts, names resolved, and how.
+    pub volumes: Vec<Held>,
 }
 
 impl Instance {
@@ -227,6 +239,10 @@ impl Instance {
         };
         let driver = DriverKind::parse(&row.driver).map_err(|e| bad(e.to_string()))?;
         let launch = serde_json::from_str(&row.launch).map_err(|e| bad(format!("launch: {e}")))?;
+        let volumes = match &row.volumes {
+            Some(v) => serde_json::from_str(v).map_err(|e| bad(format!("volumes: {e}")))?,
+            None => Vec::new(),
+        };
         Ok(Instance {
             id: row.id,
             name: row.name,
@@ -251,6 +267,8 @@ impl Instance {
             drain_at: row.drain_at,
             condemned: row.condemned,
             config_digest: row.config_digest,
+            slot: row.slot,
+            volumes,
         })
     }
 }
@@ -457,9 +475,20 @@ fn reload(db: &Db, id: &str) -> Result<Instance> {
 /// checked first ([`admit`]).
 pub fn run(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
-    run_many(store, &image, image_ref, opts, 1)?
+    see_dead_writers(store, opts)?;
+    run_many(store, &image, image_ref, std::slice::from_ref(opts))?
         .pop()
         .expect("one instance asked for")
+}
+
+/// Before an ad-hoc instance writes a volume: record the exit of any
+/// instance whose process died unseen, so a dead writer does not hold its
+/// volume ([`volume`]). (Deploys refresh on every pass anyway.)
+fn see_dead_writers(store: &mut Store, opts: &RunOptions) -> Result<()> {
+    if opts.volumes.iter().any(|v| !v.read_only) {
+        refresh(store.db_mut(), false)?;
+    }
+    Ok(())
 }
 
 /// What `drover run` must pass before anything is created: the store's
@@ -472,9 +501,10 @@ fn admit(store: &mut Store, image_ref: &str) -> Result<Digest> {
     Ok(image)
 }
 
-/// Run `count` instances of `image_ref` at once: their monitors create the
-/// containers in parallel. One result per instance; an instance that could
-/// not start leaves nothing behind.
+/// Run instances of `image_ref` at once, one per entry of `each` (of one
+/// service and release, or ad hoc; each with its own slot): their monitors
+/// create the containers in parallel. One result per instance; an instance
+/// that could not start leaves nothing behind.
 ///
 /// This is how deploys and `serve`'s heals start instances of a release.
 /// The image passes the whole deploy policy here too ([`admit::image`],
@@ -485,17 +515,21 @@ pub fn run_many(
     store: &mut Store,
     image: &Digest,
     image_ref: &str,
-    opts: &RunOptions,
-    count: u32,
+    each: &[RunOptions],
 ) -> Result<Vec<Result<Instance>>> {
     admit::image(store, image, Operation::Run)?;
-    if let (Some(service), Some(number)) = (&opts.service, opts.release) {
-        admit::release(store, service, number, image)?;
+    let mut admitted = std::collections::BTreeSet::new();
+    for opts in each {
+        if let (Some(service), Some(number)) = (&opts.service, opts.release)
+            && admitted.insert((service, number))
+        {
+            admit::release(store, service, number, image)?;
+        }
     }
     refuse_drifted_root(store, image)?;
     let mut started = Vec::new();
     let mut out = Vec::new();
-    for _ in 0..count {
+    for opts in each {
         match prepare::create(store, image, image_ref, opts) {
             Ok((inst, made)) => {
                 let child = monitor::start(store.root(), &inst.id);
@@ -520,6 +554,7 @@ pub fn run_many(
 /// when it has exited, with the instance as recorded then.
 pub fn run_wait(store: &mut Store, image_ref: &str, opts: &RunOptions) -> Result<Instance> {
     let image = admit(store, image_ref)?;
+    see_dead_writers(store, opts)?;
     refuse_drifted_root(store, &image)?;
     monitor::adopt_orphans()?;
     let (inst, made) = prepare::create(store, &image, image_ref, opts)?;

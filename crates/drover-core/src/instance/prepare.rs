@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::volume::{self, Held, VolumeSpec};
 use super::{Instance, State, bundle_dir, reload, userns, volume_dir};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -41,6 +42,9 @@ pub struct RunOptions {
     /// Run in a user namespace (the default). Only a service whose fleet
     /// entry gives a reason turns it off.
     pub userns: bool,
+    /// The replica slot of a service's instance (0-based): `{replica}` in
+    /// its volume names becomes this number.
+    pub slot: Option<u32>,
 }
 
 impl Default for RunOptions {
@@ -59,41 +63,8 @@ impl Default for RunOptions {
             tmpfs_bytes: DEFAULT_TMPFS_BYTES,
             tmpfs: vec![],
             userns: true,
+            slot: None,
         }
-    }
-}
-
-/// `name:/path` or `name:/path:ro`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeSpec {
-    pub name: String,
-    pub target: String,
-    pub read_only: bool,
-}
-
-impl VolumeSpec {
-    pub fn parse(s: &str) -> Result<VolumeSpec> {
-        let bad = |why: &str| {
-            Error::Usage(format!(
-                "volume {s:?}: {why} (expected name:/path or name:/path:ro)"
-            ))
-        };
-        let mut parts = s.splitn(3, ':');
-        let name = parts.next().unwrap_or_default();
-        let target = parts.next().ok_or_else(|| bad("no target path"))?;
-        let read_only = match parts.next() {
-            None | Some("rw") => false,
-            Some("ro") => true,
-            Some(_) => return Err(bad("the mode must be ro or rw")),
-        };
-        grammar::name(name).map_err(|e| bad(&format!("the volume name: {e}")))?;
-        let target =
-            grammar::volume_target(target).map_err(|e| bad(&format!("the target: {e}")))?;
-        Ok(VolumeSpec {
-            name: name.to_string(),
-            target,
-            read_only,
-        })
     }
 }
 
@@ -203,6 +174,12 @@ fn create_in(
     }
 
     let tmpfs = instance_tmpfs(root, &config.labels, &opts.tmpfs, image_ref)?;
+    let volumes: Vec<VolumeSpec> = opts
+        .volumes
+        .iter()
+        .map(|v| v.for_slot(opts.slot))
+        .collect::<Result<_>>()?;
+    let held: Vec<Held> = volumes.iter().map(VolumeSpec::held).collect();
 
     let (uid, gid, additional_gids) = resolve_user(root, config.user.as_deref().unwrap_or(""))
         .map_err(|why| Error::Usage(format!("image {image_ref}: user: {why}")))?;
@@ -250,7 +227,7 @@ fn create_in(
     let bundle = bundle_dir(store.root(), &id);
     fs::create_dir_all(&bundle).ctx("create instance directory", &bundle)?;
     made.bundle = Some(bundle.clone());
-    let (root_view, mounts) = views(store, &id, root, map, opts, image_ref, (uid, gid), made)?;
+    let (root_view, mounts) = views(store, &id, root, map, &volumes, image_ref, (uid, gid), made)?;
 
     let port = match opts.port {
         Some(p) => p,
@@ -310,12 +287,16 @@ fn create_in(
     fs::write(bundle.join("config.json"), config_json).ctx("write runtime config", &bundle)?;
 
     let launch_json = serde_json::to_string(&launch).expect("launch serializes");
+    let volumes_json = serde_json::to_string(&held).expect("volumes serialize");
     let inserted = store.db_mut().write(|tx| {
         if let Some(name) = &opts.name
             && tx.read().instance_name_taken(name)?
         {
             return Ok(false);
         }
+        // In the transaction that records it: two instances created at
+        // once cannot both miss each other.
+        refuse_conflicts(tx.read(), &held, opts)?;
         tx.insert_instance(&NewInstance {
             id: &id,
             name: opts.name.as_deref(),
@@ -329,6 +310,8 @@ fn create_in(
             launch: &launch_json,
             service: opts.service.as_deref(),
             config_digest: &config_digest,
+            slot: opts.slot,
+            volumes: &volumes_json,
         })?;
         Ok(true)
     })?;
@@ -341,6 +324,52 @@ fn create_in(
     reload(store.db(), &id)
 }
 
+/// Refuse an instance that would mount a volume beside a live instance
+/// (created, running or stopping) in a conflicting way
+/// ([`volume::Access::conflicts`]), naming both and what to do.
+fn refuse_conflicts(r: crate::state::Reader<'_>, held: &[Held], opts: &RunOptions) -> Result<()> {
+    if !held.iter().any(|h| h.access != volume::Access::ReadOnly) {
+        return Ok(());
+    }
+    for other in r.volume_holders()? {
+        let theirs: Vec<Held> = serde_json::from_str(&other.volumes).map_err(|e| {
+            Error::corrupt(
+                format!("instance {} in the state database", other.id),
+                format!("volumes: {e}"),
+            )
+        })?;
+        let Some((mine, access)) = volume::conflict(held, &theirs) else {
+            continue;
+        };
+        let who = match (&other.service, other.release) {
+            (Some(s), Some(n)) => format!("instance {} of service {s} (release {n})", other.id),
+            _ => match &other.name {
+                Some(name) => format!("instance {} ({name})", other.id),
+                None => format!("instance {}", other.id),
+            },
+        };
+        let todo = if opts.service.is_some() {
+            "a volume one instance writes is mounted by no other at the same time: stop that \
+             instance first (`drover stop`), give each replica its own volume \
+             (\"data-{replica}:/data\"), mount it :ro, or declare it shared in every service \
+             that writes it if the programs coordinate their writers"
+        } else {
+            "stop that instance first (`drover stop`), mount the volume :ro, or mount it \
+             name:/path:shared if the programs coordinate their writers (and every other \
+             writer mounts it shared too)"
+        };
+        return Err(Error::Busy {
+            what: format!("volume {}", mine.name),
+            reason: format!(
+                "{who} mounts it {}, and this instance would mount it {}; {todo}",
+                access.as_str(),
+                mine.access.as_str()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The instance's volumes (made on first use) and, in a user namespace,
 /// its views (`userns::attach`): the root the runtime mounts, if not the
 /// shared one, and the volume mounts.
@@ -350,13 +379,13 @@ fn views(
     id: &str,
     root: &Path,
     map: Option<IdMap>,
-    opts: &RunOptions,
+    volumes: &[VolumeSpec],
     image_ref: &str,
     (uid, gid): (u32, u32),
     made: &mut Made,
 ) -> Result<(Option<PathBuf>, Vec<BindMount>)> {
     let mut sources = Vec::new();
-    for v in &opts.volumes {
+    for v in volumes {
         if !is_dir_in_root(root, &v.target) {
             return Err(Error::Usage(format!(
                 "volume {}: {} is not a directory in image {image_ref}; the image must provide \
@@ -382,8 +411,7 @@ fn views(
         }
         None => (None, sources.into_iter().map(|(d, _)| d).collect()),
     };
-    let mounts = opts
-        .volumes
+    let mounts = volumes
         .iter()
         .zip(sources)
         .map(|(v, source)| BindMount {
@@ -577,30 +605,6 @@ fn resolve_user(root: &Path, user: &str) -> std::result::Result<(u32, u32, Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn volume_specs_parse_and_bad_ones_say_why() {
-        assert_eq!(
-            VolumeSpec::parse("data:/var/lib/app").unwrap(),
-            VolumeSpec {
-                name: "data".into(),
-                target: "/var/lib/app".into(),
-                read_only: false
-            }
-        );
-        assert!(VolumeSpec::parse("cfg:/etc/app:ro").unwrap().read_only);
-        for bad in [
-            "data",
-            "../x:/a",
-            "data:rel",
-            "data:/a/../b",
-            "data:/",
-            "d:/a:rx",
-            ":/a",
-        ] {
-            assert!(VolumeSpec::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn stop_signals_are_read_by_the_one_grammar() {

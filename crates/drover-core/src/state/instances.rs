@@ -39,6 +39,11 @@ pub struct InstanceRow {
     pub drain_at: Option<i64>,
     pub condemned: Option<String>,
     pub config_digest: Option<Digest>,
+    /// Its replica slot (a service's instance; `NULL` before slots existed).
+    pub slot: Option<u32>,
+    /// The volumes it mounts and how (JSON, decoded by `instance`); `NULL`
+    /// for instances recorded before this was.
+    pub volumes: Option<String>,
 }
 
 /// A new instance, in state `created`.
@@ -55,11 +60,23 @@ pub struct NewInstance<'a> {
     pub launch: &'a str,
     pub service: Option<&'a str>,
     pub config_digest: &'a Digest,
+    pub slot: Option<u32>,
+    pub volumes: &'a str,
+}
+
+/// A live instance that mounts volumes: who it is, and its `volumes` JSON.
+#[derive(Debug, Clone)]
+pub struct VolumeHolder {
+    pub id: String,
+    pub name: Option<String>,
+    pub service: Option<String>,
+    pub release: Option<i64>,
+    pub volumes: String,
 }
 
 const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
      monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
-     stop_signal, launch, service, ready_at, drain_at, condemned, config_digest";
+     stop_signal, launch, service, ready_at, drain_at, condemned, config_digest, slot, volumes";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -87,6 +104,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         drain_at: r.get(21)?,
         condemned: r.get(22)?,
         config_digest: r.get(23)?,
+        slot: r.get(24)?,
+        volumes: r.get(25)?,
     })
 }
 
@@ -123,6 +142,31 @@ impl Reader<'_> {
                 |r| r.get(0),
             )
             .db_ctx(self.path())
+    }
+
+    /// Every live instance (created, running or stopping) that mounts a
+    /// volume, oldest first.
+    pub fn volume_holders(&self) -> Result<Vec<VolumeHolder>> {
+        let mut stmt = self
+            .sql()
+            .prepare_cached(
+                "SELECT id, name, service, release, volumes FROM instances \
+                 WHERE state IN ('created', 'running', 'stopping') \
+                 AND volumes IS NOT NULL AND volumes != '[]' ORDER BY created, id",
+            )
+            .db_ctx(self.path())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(VolumeHolder {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    service: r.get(2)?,
+                    release: r.get(3)?,
+                    volumes: r.get(4)?,
+                })
+            })
+            .db_ctx(self.path())?;
+        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
     }
 
     /// `(service, instance, port)` of every instance that takes traffic:
@@ -197,8 +241,8 @@ impl Tx<'_> {
         self.sql()
             .execute(
                 "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
-                 created, stop_signal, launch, service, config_digest) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 created, stop_signal, launch, service, config_digest, slot, volumes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     i.id,
                     i.name,
@@ -212,7 +256,9 @@ impl Tx<'_> {
                     i.stop_signal,
                     i.launch,
                     i.service,
-                    i.config_digest.to_string()
+                    i.config_digest.to_string(),
+                    i.slot,
+                    i.volumes
                 ],
             )
             .db_ctx(self.path())

@@ -278,6 +278,15 @@ ALTER TABLE services ADD COLUMN fleet_release INTEGER;
 -- releases and ledger stay; applying the name again revives it.
 ALTER TABLE services ADD COLUMN removed TEXT;
 "#,
+    // 9: replica slots and the volumes each instance mounts (instance/volume.rs).
+    r#"
+-- A service's instance holds a replica slot (0-based; it names its
+-- per-replica volumes); NULL for ad-hoc instances and those from before.
+ALTER TABLE instances ADD COLUMN slot INTEGER;
+-- The volumes it mounts, names resolved, with their access: JSON
+-- [{"name": "data", "access": "exclusive"}]. NULL for instances from before.
+ALTER TABLE instances ADD COLUMN volumes TEXT;
+"#,
 ];
 
 pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {

@@ -72,7 +72,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 pub use images::{Referrer, Tag};
-pub use instances::{InstanceRow, NewInstance};
+pub use instances::{InstanceRow, NewInstance, VolumeHolder};
 pub use leases::LeaseRow;
 pub use releases::{NewReleaseRow, Outcome, Quarantined, ReleaseOf, ServiceHealth, ServiceOf};
 pub use revocations::Revocation;

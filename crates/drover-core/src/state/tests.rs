@@ -271,6 +271,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:d3587f07706b02dbee8d0305a9994e98d4c3a2e8a952174f44328ff3a05ed647", // 6
         "sha256:096f94a49b61f930af18069cb1faaa2165ae0ae5d84f417d614d4c5cfcf4f921", // 7
         "sha256:f76f4120f9eb5e46c74df06959861be77f5c2953b72f7a4c8a39c2775746f19c", // 8
+        "sha256:3b4874079c014513fa8bb35b566be3a8168f5d6db08eca6a587702088f5a2af0", // 9
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

@@ -97,6 +97,9 @@ fn show(p: &ServicePlan) {
     if !p.steps.is_empty() {
         println!("  {} rollout:", p.strategy);
     }
+    for n in &p.notes {
+        println!("  note: {n}");
+    }
     for (i, s) in p.steps.iter().enumerate() {
         let what = match s {
             Step::Start { count } => format!("start {count} new instance(s)"),

@@ -22,7 +22,9 @@ pub struct Args {
     /// Set an environment variable (repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Mount a named volume read-write (repeatable): NAME:/path[:ro].
+    /// Mount a named volume (repeatable): NAME:/path (read-write, the only
+    /// writer), NAME:/path:ro, or NAME:/path:shared (read-write beside other
+    /// shared writers).
     #[arg(short, long = "volume", value_name = "NAME:/PATH")]
     volume: Vec<String>,
     /// The port given to the instance in PORT (default: a free one).
@@ -96,6 +98,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         tmpfs_bytes: a.tmp_size.unwrap_or(DEFAULT_TMPFS_BYTES),
         tmpfs: a.tmpfs.clone(),
         userns: true,
+        slot: None,
     };
     let mut store = ctx.store()?;
     if !a.wait {

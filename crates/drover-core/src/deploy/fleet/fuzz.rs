@@ -25,17 +25,33 @@ fn volume() -> impl Strategy<Value = VolumeSpec> {
     (
         "[a-z0-9][a-z0-9_.-]{0,6}",
         proptest::collection::vec("[a-z0-9_][a-z0-9_.-]{0,6}", 1..3),
-        any::<bool>(),
+        0..4u8,
     )
         .prop_filter("not a kernel filesystem", |(_, parts, _)| {
             !matches!(parts[0].as_str(), "proc" | "sys" | "dev")
                 && !parts.iter().any(|p| p.starts_with(".."))
         })
-        .prop_map(|(name, parts, read_only)| VolumeSpec {
-            name,
+        .prop_map(|(name, parts, mode)| VolumeSpec {
+            // Mode 3: one volume per replica.
+            name: if mode == 3 {
+                format!("{name}-{{replica}}")
+            } else {
+                name
+            },
             target: format!("/{}", parts.join("/")),
-            read_only,
+            read_only: mode == 0,
+            shared: mode == 2,
         })
+}
+
+/// A single-writer volume made one the parser takes where it would not:
+/// shared, or (one per replica, which cannot be shared) read-only.
+fn unwrite(v: &mut VolumeSpec) {
+    if v.is_per_replica() {
+        v.read_only = true;
+    } else {
+        v.shared = true;
+    }
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
@@ -82,7 +98,16 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
         0..600u64,
     )
         .prop_map(
-            |(name, image, replicas, strategy, env, volumes, limits, caps, driver, drain_s)| {
+            |(name, image, replicas, strategy, env, mut volumes, limits, caps, driver, drain_s)| {
+                // A volume with one writer: not beside another replica, not
+                // under blue-green (the parser refuses both).
+                for v in &mut volumes {
+                    if v.single_writer()
+                        && (strategy == Rollout::BlueGreen || (replicas > 1 && !v.is_per_replica()))
+                    {
+                        unwrite(v);
+                    }
+                }
                 ServiceSpec {
                     name,
                     image,
@@ -127,6 +152,22 @@ fn fleet() -> impl Strategy<Value = Vec<ServiceSpec>> {
                 by_name.entry(s.name.clone()).or_insert(s);
             }
             let mut out: Vec<ServiceSpec> = by_name.into_values().collect();
+            // A volume two services mount is shared by its writers.
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            for (i, s) in out.iter().enumerate() {
+                for v in &s.volumes {
+                    if *seen.entry(v.name.clone()).or_insert(i) != i {
+                        seen.insert(v.name.clone(), usize::MAX);
+                    }
+                }
+            }
+            for s in &mut out {
+                for v in &mut s.volumes {
+                    if seen[&v.name] == usize::MAX && v.single_writer() {
+                        unwrite(v);
+                    }
+                }
+            }
             let n = out.len();
             for (i, p) in ports.into_iter().enumerate() {
                 out[i % n].ports.push(p);
@@ -165,12 +206,23 @@ fn render(fleet: &[ServiceSpec]) -> String {
         let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
         t += &format!("ports = [{}]\n", ports.join(", "));
         t += &format!("drain = \"{}s\"\n", s.drain_ms / 1000);
+        // Both forms: a string, and (every other one) a table.
         let volumes: Vec<String> = s
             .volumes
             .iter()
-            .map(|v| {
-                let ro = if v.read_only { ":ro" } else { "" };
-                quoted(&format!("{}:{}{ro}", v.name, v.target))
+            .enumerate()
+            .map(|(i, v)| {
+                if i % 2 == 0 {
+                    quoted(&v.canonical())
+                } else {
+                    format!(
+                        "{{ name = {}, target = {}, read_only = {}, shared = {} }}",
+                        quoted(&v.name),
+                        quoted(&v.target),
+                        v.read_only,
+                        v.shared
+                    )
+                }
             })
             .collect();
         t += &format!("volumes = [{}]\n", volumes.join(", "));

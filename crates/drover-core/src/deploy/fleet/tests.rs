@@ -35,7 +35,7 @@ max_surge = 2
 max_unavailable = 1
 env = { MODE = "prod" }
 ports = [8080]
-volumes = ["data:/var/lib/web", "cfg:/etc/web:ro"]
+volumes = ["data-{replica}:/var/lib/web", "cfg:/etc/web:ro"]
 memory = "256m"
 cpus = 0.5
 pids = 100
@@ -69,7 +69,7 @@ strategy = "blue-green"
     );
     assert_eq!(w.env["MODE"], "prod");
     assert_eq!(w.ports, [8080]);
-    assert!(w.volumes[1].read_only);
+    assert!(w.volumes[0].is_per_replica() && w.volumes[1].read_only);
     assert_eq!(w.limits.memory_bytes, Some(256 << 20));
     assert_eq!(w.limits.millicpus, Some(500));
     assert_eq!(w.limits.pids, Some(100));
@@ -275,6 +275,110 @@ fn a_services_tmpfs_paths_parse_and_bad_ones_are_located() {
         3,
         "service.web.tmpfs[1]",
         "listed twice",
+    );
+}
+
+#[test]
+fn volumes_are_strings_or_tables_and_keep_their_canonical_form() {
+    let f = ok(r#"
+[service.db]
+image = "db:1"
+replicas = 3
+volumes = [
+  "data-{replica}:/data",
+  "cfg:/etc/db:ro",
+  { name = "cache", target = "/cache", shared = true },
+  { name = "seed", target = "/seed", read_only = true },
+  "spool:/spool:shared",
+]
+"#);
+    let v: Vec<String> = f[0].volumes.iter().map(VolumeSpec::canonical).collect();
+    assert_eq!(
+        v,
+        [
+            "data-{replica}:/data",
+            "cfg:/etc/db:ro",
+            "cache:/cache:shared",
+            "seed:/seed:ro",
+            "spool:/spool:shared"
+        ]
+    );
+    // One replica may own a plain read-write volume; so may a recreate.
+    ok("[service.a]\nimage = \"a\"\nvolumes = [\"data:/data\"]\n");
+    ok("[service.a]\nimage = \"a\"\nstrategy = \"recreate\"\nvolumes = [\"data:/data\"]\n");
+}
+
+/// Regression (issue 18): two redis replicas on `cachedata:/data` each
+/// loaded and appended to the same files.
+#[test]
+fn a_volume_with_one_writer_is_refused_where_two_would_write_it() {
+    fails(
+        "[service.cache]\nimage = \"redis:7\"\nreplicas = 2\nvolumes = [\"cachedata:/data\"]\n",
+        4,
+        "service.cache.volumes[0]",
+        "service cache runs 2 replicas, and volume cachedata is read-write with one writer",
+    );
+    fails(
+        "[service.cache]\nimage = \"redis:7\"\nreplicas = 2\nvolumes = [\"cachedata:/data\"]\n",
+        4,
+        "service.cache.volumes[0]",
+        "\"cachedata-{replica}:/data\"",
+    );
+    fails(
+        "[service.web]\nimage = \"w\"\nstrategy = \"blue-green\"\nvolumes = [\"d-{replica}:/d\"]\n",
+        4,
+        "service.web.volumes[0]",
+        "blue-green starts a full new set",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [\"data:/data\"]\n\
+         [service.b]\nimage = \"b\"\nvolumes = [\"cfg:/c:ro\", \"data:/d:shared\"]\n",
+        6,
+        "service.b.volumes[1]",
+        "volume data is also mounted by service.a (volumes[0]) as read-write",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [\"d-{replica}:/data\"]\n\
+         [service.b]\nimage = \"b\"\nvolumes = [\"d-{replica}:/data\"]\n",
+        6,
+        "service.b.volumes[0]",
+        "service.a",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [{ name = \"d\", target = \"/d\", read_only = true, shared = true }]\n",
+        3,
+        "service.a.volumes[0].shared",
+        "pick one",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [{ name = \"../d\", target = \"/d\" }]\n",
+        3,
+        "service.a.volumes[0].name",
+        "not a name",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [{ name = \"d\" }]\n",
+        3,
+        "service.a.volumes[0].target",
+        "missing required key",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [{ name = \"d\", target = \"/d\", mode = \"rw\" }]\n",
+        3,
+        "service.a.volumes[0].mode",
+        "unknown key",
+    );
+    fails(
+        "[service.a]\nimage = \"a\"\nvolumes = [3]\n",
+        3,
+        "service.a.volumes[0]",
+        "\"name:/path\" or a table",
+    );
+    // Readers never conflict; shared writers only with an exclusive one.
+    ok(
+        "[service.a]\nimage = \"a\"\nreplicas = 2\nvolumes = [\"d:/d:shared\", \"c:/c:ro\"]\n\
+        [service.b]\nimage = \"b\"\nvolumes = [\"d:/d:shared\", \"c:/c\"]\n\
+        [service.c]\nimage = \"c\"\nstrategy = \"blue-green\"\nvolumes = [\"d:/d:shared\"]\n",
     );
 }
 
