@@ -362,8 +362,11 @@ fn web_fleet(env: &Env, tag: &str) -> String {
     let path = env.ctx().join("fleet.toml");
     write(
         &path,
-        format!("[service.web]\nimage = \"web:{tag}\"\nmin_healthy = \"0s\"\nreplicas = 1\n")
-            .as_bytes(),
+        format!(
+            "[service.web]\nimage = \"web:{tag}\"\nmin_healthy = \"0s\"\nreplicas = 1\n\
+             env = {{ TAG = \"{tag}\" }}\n"
+        )
+        .as_bytes(),
         0o644,
     );
     path.to_str().unwrap().to_string()
@@ -490,8 +493,65 @@ fn revoked_images_are_refused_flagged_and_served_around() {
     let s = status(&env);
     assert_eq!(s["release"], 3, "{s}");
     assert!(s["revoked"].is_null(), "{s}");
-    let rollbacks = env.ok(&["--json", "audit", "--action", "service.rollback"]);
-    assert!(rollbacks.contains("CVE-2026-0002"), "{rollbacks}");
+    // Which release it chose, why, and what differs from the fleet file:
+    // in status, and in the ledger.
+    let sync = &s["sync"];
+    assert_eq!(sync["state"], "out-of-sync", "{s}");
+    assert_eq!(
+        (&sync["fleet_release"], &sync["running_release"]),
+        (&Value::from(2), &Value::from(3)),
+        "{s}"
+    );
+    let why = sync["reason"].as_str().unwrap();
+    for part in [
+        "release 2",
+        "revoked",
+        "CVE-2026-0002",
+        "release 1's content",
+    ] {
+        assert!(why.contains(part), "{part:?} missing: {why}");
+    }
+    let fields: Vec<&str> = sync["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["image", "env.TAG"], "{s}");
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("OUT OF SYNC") && text.contains("env.TAG"),
+        "{text}"
+    );
+    let rollbacks: Vec<Value> =
+        serde_json::from_str(&env.ok(&["--json", "audit", "--action", "service.rollback"]))
+            .unwrap();
+    let d = &rollbacks.last().expect("a rollback entry")["details"];
+    assert!(
+        d["reason"].as_str().unwrap().contains("CVE-2026-0002"),
+        "{d}"
+    );
+    assert_eq!(
+        (&d["rollback_of"], &d["fleet_release"]),
+        (&Value::from(1), &Value::from(2)),
+        "{d}"
+    );
+    assert!(
+        d["chosen"].as_str().unwrap().contains("healthy and stable"),
+        "{d}"
+    );
+    let differs: Vec<&str> = d["differs_from_fleet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        differs.len() == 2
+            && differs[0].starts_with("image")
+            && differs[1] == "env.TAG: \"2\" -> \"1\"",
+        "{d}"
+    );
 
     // Rolling back to a revoked release is refused too.
     refused(&env.run(&["rollback", "web", "--to", "2"]), "revoked", &two);
@@ -504,7 +564,15 @@ fn revoked_images_are_refused_flagged_and_served_around() {
     assert_eq!(s["instances"][0]["revoked"], "CVE-2026-0003", "{s}");
     let id = s["instances"][0]["id"].clone();
     let serve = Serve::start(&env);
-    serve_says(&env, &["rule revoked", "no earlier healthy release"]);
+    serve_says(
+        &env,
+        &[
+            "rule revoked",
+            "no earlier healthy release",
+            "passed over release 2 (the policy refuses its image",
+            "release 1 (it has the same (revoked) image)",
+        ],
+    );
     drop(serve);
     let s = status(&env);
     assert_eq!(s["instances"].as_array().unwrap().len(), 1, "{s}");

@@ -46,7 +46,7 @@ use super::lock::Lease;
 use super::plan::{self, Seen, Step};
 use super::release::{self, Outcome, Release};
 use super::spec::Rollout;
-use super::{Report, STOP_GRACE, traffic};
+use super::{Report, STOP_GRACE, diff, traffic};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::instance::{self, Access, Instance, RunOptions, State, VolumeSpec};
@@ -93,7 +93,7 @@ pub(super) fn converge_or_roll_back(
         None => None,
     };
     let desired = match desired {
-        Some(r) => Some(off_revoked(store, service, r, lease)?),
+        Some(r) => Some(off_revoked(store, service, r, lease, report)?),
         None => None,
     };
     match converge(
@@ -216,6 +216,7 @@ fn off_revoked(
     service: &str,
     desired: Release,
     lease: &mut Lease,
+    report: &mut Report,
 ) -> Result<Release> {
     let Some(rev) = policy::revocation_of(store, &desired.image)? else {
         return Ok(desired);
@@ -234,47 +235,138 @@ fn off_revoked(
     if !policy::load(store.root())?.replace_revoked {
         return Err(refused("replace_revoked is off".into()));
     }
-    let Some(target) = fallback(store, service, &desired, |r| r.image != desired.image)? else {
-        return Err(refused(
-            "no earlier healthy release has an image the policy allows".into(),
-        ));
+    let (target, passed) = fallback(store, service, &desired, |r| {
+        (r.image == desired.image).then_some("the same (revoked) image")
+    })?;
+    let Some(target) = target else {
+        return Err(refused(format!(
+            "no earlier healthy release has an image the policy allows{}",
+            passed_over(&passed)
+        )));
     };
     let reason = format!("image {} is revoked: {}", desired.image, rev.describe());
-    let extra = json!({"revoked": desired.image});
-    store.db_mut().write(|tx| {
+    // What the fleet file asks for, and how the release chosen differs.
+    let svc = release::service(store.db().read(), service)?;
+    let fleet = match svc.and_then(|s| s.fleet_release) {
+        Some(n) => Some(release::release(store.db().read(), service, n)?),
+        None => None,
+    };
+    let differs: Vec<String> = fleet
+        .as_ref()
+        .map(|f| {
+            diff::content(&diff::Content::of(f), &diff::Content::of(&target))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let extra = json!({
+        "revoked": desired.image,
+        "chosen": CHOICE,
+        "passed_over": passed,
+        "fleet_release": fleet.as_ref().map(|f| f.number),
+        "differs_from_fleet": differs,
+    });
+    let r = store.db_mut().write(|tx| {
         lease.check(tx)?;
         fall_back(tx, service, &desired, &target, &reason, extra)
-    })
+    })?;
+    let fleet_note = match (&fleet, differs.is_empty()) {
+        (Some(f), false) => format!(
+            "; it differs from the fleet file's release {}: {}",
+            f.number,
+            differs.join(", ")
+        ),
+        _ => String::new(),
+    };
+    report.warnings.push(format!(
+        "service {service}: {reason}: rolled back to release {}'s content as release {}          ({CHOICE}{}){fleet_note}",
+        target.number,
+        r.number,
+        passed_over(&passed),
+    ));
+    Ok(r)
+}
+
+/// How [`fallback`] chooses, for people (status, ledger, README).
+const CHOICE: &str = "the newest release that was healthy and stable, is not quarantined, \
+                      and whose image today's policy allows";
+
+/// A release [`fallback`] passed over, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct PassedOver {
+    pub release: i64,
+    pub why: String,
+}
+
+/// "; passed over release 4 (failed its rollout), …", or nothing.
+fn passed_over(passed: &[PassedOver]) -> String {
+    if passed.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = passed
+        .iter()
+        .map(|p| format!("release {} ({})", p.release, p.why))
+        .collect();
+    format!("; passed over {}", each.join(", "))
 }
 
 /// The release `service` falls back to when `from` cannot stay: the most
 /// recent one that was healthy *and stable* (never found crash-looping
-/// later), is not quarantined, is `other` than `from` as the caller means
-/// it, and whose image passes today's whole policy (it is deployed without
-/// anyone asking for it, so revocation alone is not enough).
+/// later), is not quarantined, is not `same` as `from` as the caller means
+/// it (`same` says how), and whose image passes today's whole policy (it is
+/// deployed without anyone asking for it, so revocation alone is not
+/// enough). With it, the newer releases passed over and why.
 fn fallback(
     store: &Store,
     service: &str,
     from: &Release,
-    other: impl Fn(&Release) -> bool,
-) -> Result<Option<Release>> {
+    same: impl Fn(&Release) -> Option<&'static str>,
+) -> Result<(Option<Release>, Vec<PassedOver>)> {
     let policy = policy::load(store.root())?;
     let db = store.db();
+    let mut passed = Vec::new();
     for r in release::releases(db.read(), service)?.into_iter().rev() {
-        if r.number != from.number
-            && r.outcome == Outcome::Healthy
-            && r.unstable.is_none()
-            && other(&r)
-            && release::quarantined(db.read(), service, &r.image, &r.config_digest)?.is_none()
-            && matches!(
-                policy.evaluate(store, &r.image, policy::Origin::Local)?,
-                policy::Verdict::Allowed { .. }
-            )
-        {
-            return Ok(Some(r));
+        if r.number == from.number {
+            continue;
+        }
+        let why = match r.outcome {
+            Outcome::Failed => Some("it failed its rollout".to_string()),
+            Outcome::Pending => Some("it never finished its rollout".to_string()),
+            Outcome::Healthy => None,
+        };
+        let why = match why {
+            Some(w) => Some(w),
+            None if r.unstable.is_some() => Some(format!(
+                "it crash-looped after it was healthy: {}",
+                r.unstable.as_deref().unwrap_or_default()
+            )),
+            None => same(&r).map(|s| format!("it has {s}")),
+        };
+        let why = match why {
+            Some(w) => Some(w),
+            None => release::quarantined(db.read(), service, &r.image, &r.config_digest)?
+                .map(|(n, q)| format!("its content is quarantined since release {n}: {q}")),
+        };
+        let why = match why {
+            Some(w) => Some(w),
+            None => match policy.evaluate(store, &r.image, policy::Origin::Local)? {
+                policy::Verdict::Allowed { .. } => None,
+                policy::Verdict::Refused(f) => Some(format!(
+                    "the policy refuses its image ({}: {})",
+                    f.rule, f.reason
+                )),
+            },
+        };
+        match why {
+            None => return Ok((Some(r), passed)),
+            Some(why) => passed.push(PassedOver {
+                release: r.number,
+                why,
+            }),
         }
     }
-    Ok(None)
+    Ok((None, passed))
 }
 
 /// Point `service` from release `from` to a new release with `target`'s
@@ -342,12 +434,17 @@ pub(super) fn revert_crash_loop(
         // A rollout still pending fails (and rolls back) by its gate.
         return Ok(None);
     }
-    let content = |r: &Release| r.image != from.image || r.config_digest != from.config_digest;
-    let Some(target) = fallback(store, service, &from, content)? else {
+    let same = |r: &Release| {
+        (r.image == from.image && r.config_digest == from.config_digest)
+            .then_some("the same content")
+    };
+    let (target, passed) = fallback(store, service, &from, same)?;
+    let Some(target) = target else {
         return Err(Error::Failed(format!(
             "service {service}: release {number} is in a crash loop ({why}), and no earlier \
-             release was healthy and stable with other content the policy allows: backing off; deploy \
-             a fixed release, or `drover rollback {service} --to N`"
+             release was healthy and stable with other content the policy allows{}: backing \
+             off; deploy a fixed release, or `drover rollback {service} --to N`",
+            passed_over(&passed)
         )));
     };
     let reason = format!("crash loop: {why}");
@@ -358,7 +455,8 @@ pub(super) fn revert_crash_loop(
             if tx.mark_unstable(service, number, &reason)? {
                 release::quarantine(tx, &from, &reason)?;
             }
-            let r = fall_back(tx, service, &from, &target, &reason, json!({}))?;
+            let extra = json!({"chosen": CHOICE, "passed_over": passed});
+            let r = fall_back(tx, service, &from, &target, &reason, extra)?;
             Ok((r.number, target.number))
         })
         .map(Some)

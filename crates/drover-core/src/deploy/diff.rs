@@ -23,6 +23,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::release::Release;
 use super::spec::{ReleaseConfig, Rollout};
 use crate::digest::Digest;
 
@@ -66,6 +67,17 @@ pub struct Content<'a> {
     /// The image as the fleet file wrote it (`web:1.1`), for people.
     pub image_ref: &'a str,
     pub config: &'a ReleaseConfig,
+}
+
+impl<'a> Content<'a> {
+    /// What release `r` runs.
+    pub fn of(r: &'a Release) -> Self {
+        Content {
+            image: &r.image,
+            image_ref: &r.image_ref,
+            config: &r.config,
+        }
+    }
 }
 
 /// Every field in which release content `new` differs from `old`, image

@@ -714,7 +714,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 Some(r) => revoked_of(&r.image)?,
                 None => None,
             },
-            sync: sync::of_service(db.read(), &svc)?,
+            sync: sync::of_service(db.read(), &svc, &mut revoked_of)?,
             ports_held_elsewhere,
         });
     }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::diff::{self, Change, Content};
 use super::release::{self, Outcome, Release, Service};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::{Db, Reader};
 
@@ -55,21 +56,18 @@ impl Sync {
     }
 }
 
-fn content(r: &Release) -> Content<'_> {
-    Content {
-        image: &r.image,
-        image_ref: &r.image_ref,
-        config: &r.config,
-    }
-}
-
 /// Whether two releases have the same content (image and config).
 pub fn same_content(a: &Release, b: &Release) -> bool {
     a.image == b.image && a.config_digest == b.config_digest
 }
 
-/// The sync state of recorded service `svc`.
-pub fn of_service(r: Reader<'_>, svc: &Service) -> Result<Sync> {
+/// The sync state of recorded service `svc`; `revoked` says why an image
+/// is revoked, if it is.
+pub fn of_service(
+    r: Reader<'_>,
+    svc: &Service,
+    mut revoked: impl FnMut(&Digest) -> Result<Option<String>>,
+) -> Result<Sync> {
     let name = svc.name.as_str();
     let Some(fleet_n) = svc.fleet_release else {
         return Ok(Sync {
@@ -97,14 +95,48 @@ pub fn of_service(r: Reader<'_>, svc: &Service) -> Result<Sync> {
             reason: None,
         });
     }
-    Ok(out_of_sync(name, &fleet, running.as_ref()))
+    let mut sync = out_of_sync(name, &fleet, running.as_ref());
+    if let Some(why) = revoked(&fleet.image)? {
+        sync.reason = Some(off_revoked(name, &fleet, running.as_ref(), &why));
+    }
+    Ok(sync)
+}
+
+/// Why service `name` runs `running` although its fleet file asks for
+/// `fleet`, whose image is revoked (`why`): `serve` moved it (see
+/// `converge::off_revoked`), or will once it runs.
+fn off_revoked(name: &str, fleet: &Release, running: Option<&Release>, why: &str) -> String {
+    let f = fleet.number;
+    let moved = match running {
+        Some(run) if run.image == fleet.image => format!(
+            "it still runs release {} on that image (`drover serve` moves it to the newest \
+             release that was healthy and stable, is not quarantined and whose image the \
+             policy allows, unless replace_revoked is off)",
+            run.number
+        ),
+        Some(run) => match run.rollback_of {
+            Some(of) => format!(
+                "it runs release {} with release {of}'s content (`drover releases {name}` \
+                 says who chose it and why)",
+                run.number
+            ),
+            None => format!("it runs release {}", run.number),
+        },
+        None => "no release runs".to_string(),
+    };
+    format!(
+        "the fleet file asks for release {f}, whose image sha256:{}… ({}) is revoked ({why}); \
+         {moved}; build a fixed image and apply it to be in sync again",
+        fleet.image.short(),
+        fleet.image_ref
+    )
 }
 
 /// The report of service `name` running `running` while its fleet file
 /// asks for `fleet`'s content (they differ).
 pub fn out_of_sync(name: &str, fleet: &Release, running: Option<&Release>) -> Sync {
     let differences = match running {
-        Some(run) => diff::content(&content(run), &content(fleet)),
+        Some(run) => diff::content(&Content::of(run), &Content::of(fleet)),
         None => Vec::new(),
     };
     let f = fleet.number;
