@@ -708,6 +708,21 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
     env.ok(&["audit", "verify"]);
 }
 
+/// Release 1 of web (version one) applied on a free port, which it returns;
+/// and image web:crashy, whose server answers for `secs` and then exits 3.
+fn healthy_then_crashy(env: &Env, secs: &str) -> u16 {
+    common::web_image(
+        env,
+        "crashy",
+        "crashy\n",
+        "/",
+        &format!("httpd -f -p \\\"$PORT\\\" -h /www & sleep {secs}; kill $!; exit 3"),
+    );
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(env, "1", 1, port, "")]);
+    port
+}
+
 /// Issue 18: a release that was healthy (it passed its window) and then
 /// crash-loops under `serve` is rolled back to the last release that was
 /// healthy and stable, with a `service.rollback` ledger entry saying why;
@@ -716,15 +731,7 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
 #[test]
 fn a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one() {
     let Some(env) = setup() else { return };
-    common::web_image(
-        &env,
-        "crashy",
-        "crashy\n",
-        "/",
-        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 2.5; kill $!; exit 3",
-    );
-    let port = free_port();
-    env.ok(&["apply", "-f", &fleet(&env, "1", 1, port, "")]);
+    let port = healthy_then_crashy(&env, "2.5");
     // Stable for its 1 s window, so `apply` calls it healthy.
     let crashy = fleet(
         &env,
@@ -811,15 +818,7 @@ fn a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one() {
 #[test]
 fn a_manual_rollback_out_of_a_crash_loop_clears_the_back_off() {
     let Some(env) = setup() else { return };
-    common::web_image(
-        &env,
-        "crashy",
-        "crashy\n",
-        "/",
-        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 1.5; kill $!; exit 3",
-    );
-    let port = free_port();
-    env.ok(&["apply", "-f", &fleet(&env, "1", 1, port, "")]);
+    let port = healthy_then_crashy(&env, "1.5");
     env.ok(&[
         "apply",
         "-f",
