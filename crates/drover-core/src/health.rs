@@ -184,22 +184,21 @@ pub(crate) fn parse(
         }
     }
     let interval_ms = interval.map_or(DEFAULT_INTERVAL_MS, |(ms, _)| ms);
-    let timeout_ms = timeout.map_or(DEFAULT_TIMEOUT_MS, |(ms, _)| ms);
-    if timeout_ms > interval_ms {
+    // The default timeout fits what the user set: a probe ends before the
+    // next one starts, so it is at most the interval.
+    let timeout_ms = timeout.map_or(DEFAULT_TIMEOUT_MS.min(interval_ms), |(ms, _)| ms);
+    if let Some((_, node)) = timeout
+        && timeout_ms > interval_ms
+    {
         let (interval_s, timeout_s) = (format_duration(interval_ms), format_duration(timeout_ms));
-        return Err(match (timeout, interval) {
-            (Some((_, node)), _) => c.err(
-                node.at(),
-                &t.key("timeout"),
-                format!("{timeout_s} is longer than the interval, {interval_s} (a probe must end before the next one starts)"),
+        return Err(c.err(
+            node.at(),
+            &t.key("timeout"),
+            format!(
+                "{timeout_s} is longer than the interval, {interval_s} (a probe must end before \
+                 the next one starts)"
             ),
-            (None, Some((_, node))) => c.err(
-                node.at(),
-                &t.key("interval"),
-                format!("{interval_s} is shorter than the default timeout, {timeout_s} (set timeout to at most {interval_s})"),
-            ),
-            (None, None) => unreachable!("the defaults are consistent"),
-        });
+        ));
     }
 
     let retries = match t.get("retries") {
@@ -304,6 +303,35 @@ mod tests {
         assert_eq!(
             health_of(without, Deadline::Refused).unwrap().deadline_ms,
             None
+        );
+    }
+
+    /// Regression (issue 19): `interval = "2s"` alone was refused as
+    /// "shorter than the default timeout, 3s". The default fits it.
+    #[test]
+    fn the_default_timeout_fits_a_short_interval() {
+        let check = |lines: &str| {
+            health_of(
+                &format!("[svc.health]\nkind = \"tcp\"\n{lines}\n"),
+                Deadline::Allowed,
+            )
+        };
+        let c = check("interval = \"2s\"").unwrap();
+        assert_eq!((c.interval_ms, c.timeout_ms), (2_000, 2_000));
+        let c = check("interval = \"20s\"").unwrap();
+        assert_eq!((c.interval_ms, c.timeout_ms), (20_000, DEFAULT_TIMEOUT_MS));
+        let c = check("").unwrap();
+        assert_eq!(
+            (c.interval_ms, c.timeout_ms),
+            (DEFAULT_INTERVAL_MS, DEFAULT_TIMEOUT_MS)
+        );
+        // A timeout the user set longer than the interval is still refused.
+        fails(
+            "[svc.health]\nkind = \"tcp\"\ninterval = \"2s\"\ntimeout = \"3s\"\n",
+            Deadline::Allowed,
+            (4, 11),
+            "svc.health.timeout",
+            "3s is longer than the interval, 2s",
         );
     }
 

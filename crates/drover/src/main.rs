@@ -179,10 +179,28 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("drover: error: {e:#}");
+            eprintln!("drover: error: {}", message(&e));
             ExitCode::from(if collapse { 1 } else { exit_code(&e) })
         }
     }
+}
+
+/// An error and its causes, joined by ": ", each cause said once: many
+/// errors (drover's own among them) already end with their source's text,
+/// which `{:#}` would repeat ("read x: No such file…: No such file…").
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// The one place an exit code is decided (besides clap's 2 for arguments it
@@ -214,6 +232,17 @@ mod tests {
 
     /// The exit-code table users and scripts rely on, kind by kind (context
     /// added on the way up does not change it).
+    /// Regression: `build -f nope.toml` said "read nope.toml: No such file
+    /// or directory (os error 2): No such file or directory (os error 2)".
+    #[test]
+    fn an_error_names_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::from(Error::io("read", "nope.toml", io)).context("building");
+        let m = super::message(&e);
+        assert_eq!(m.matches("not found").count(), 1, "{m}");
+        assert!(m.starts_with("building: read nope.toml: "), "{m}");
+    }
+
     #[test]
     fn each_error_kind_has_its_exit_code() {
         let code = |e: Error| exit_code(&anyhow::Error::from(e).context("while testing"));

@@ -876,13 +876,6 @@ fn bad_health_checks() {
     );
     assert!(m.contains("5s is longer than the interval, 2s"), "{m}");
     fails(
-        &health_with("interval = \"1s\""),
-        6,
-        12,
-        Some("config.health.interval"),
-        "1s is shorter than the default timeout, 3s",
-    );
-    fails(
         &health_with("interval = \"0s\""),
         6,
         12,
