@@ -103,10 +103,10 @@ change_one_file() {
 
 # The timed commands.
 drover_cold() { # $1 = gzip|zstd; a fresh, empty store each run
-  "$DROVER" --store "$W/drover-$1/$(run_no)" build -f "$DEF" --compression "$1" >/dev/null
+  "$DROVER" --init --store "$W/drover-$1/$(run_no)" build -f "$DEF" --compression "$1" >/dev/null
 }
 drover_rebuild() { # same store every time (no-op and one-file cases)
-  "$DROVER" --store "$W/drover-inc/store" build -f "$DEF" --compression gzip >/dev/null
+  "$DROVER" --init --store "$W/drover-inc/store" build -f "$DEF" --compression gzip >/dev/null
 }
 # Each buildah case ends with mark_busy (see settle); buildah build also
 # deletes its working container, the whole tree, when it is not a cache hit.
@@ -261,7 +261,7 @@ cp -a "$TREE/." "$U/bundle/rootfs/"
 # Seed the caches that the no-op and one-file cases rebuild against.
 buildah_build "$W/bh-inc"
 if [[ $SKIP_DROVER != 1 ]]; then
-  SEED_DIGEST=$("$DROVER" --store "$W/drover-inc/store" build -f "$DEF" --compression gzip | tail -n 1) ||
+  SEED_DIGEST=$("$DROVER" --init --store "$W/drover-inc/store" build -f "$DEF" --compression gzip | tail -n 1) ||
     die "drover build of $DEF failed"
   [[ $SEED_DIGEST == sha256:* ]] || die "drover build printed '$SEED_DIGEST', not a digest"
 fi
@@ -299,7 +299,7 @@ if [[ $SKIP_DROVER != 1 ]]; then
   settle
   warm "$TREE"
   RSS_DIGEST=$(/usr/bin/time -f '%M' -o "$RES/drover-rss.kb" \
-    "$DROVER" --store "$W/drover-rss/store" build -f "$DEF" --compression gzip | tail -n 1)
+    "$DROVER" --init --store "$W/drover-rss/store" build -f "$DEF" --compression gzip | tail -n 1)
   [[ $(tail -n 1 "$RES/drover-rss.kb") =~ ^[0-9]+$ ]] ||
     die "no peak RSS figure: $RES/drover-rss.kb holds '$(cat "$RES/drover-rss.kb")'"
   echo "peak RSS: $(<"$RES/drover-rss.kb") KiB"

@@ -51,7 +51,7 @@ W=$(mktemp -d "$BENCH_DIR/deploy-work-XXXXXX")
 RES=$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)-deploy
 mkdir -p "$RES"
 STORE=$W/store
-d() { "$DROVER" --store "$STORE" "$@"; }
+d() { "$DROVER" --init --store "$STORE" "$@"; }
 cleanup() {
   # Remove every instance this run made, whatever state it is in.
   if [[ -d $STORE ]]; then

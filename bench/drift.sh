@@ -112,12 +112,12 @@ src = "$VARIANT"
 dest = "/"
 EOF
 IMAGE=bench:drift-$VARIANT
-DIGEST=$("$DROVER" --store "$S" build -f "$DEF" | tail -n 1) || die "drover build of $DEF failed"
+DIGEST=$("$DROVER" --init --store "$S" build -f "$DEF" | tail -n 1) || die "drover build of $DEF failed"
 [[ $DIGEST == sha256:* ]] || die "drover build printed '$DIGEST', not a digest"
 echo "image: $IMAGE = $DIGEST"
 # The first scan unpacks the root (verified against the baseline) and must
 # find no drift; its JSON report says what a scan covers.
-"$DROVER" --store "$S" --json drift --image "$IMAGE" >"$W/first-scan.json" ||
+"$DROVER" --init --store "$S" --json drift --image "$IMAGE" >"$W/first-scan.json" ||
   die "the first drover drift of a fresh root failed or found drift: $(head -c 2000 "$W/first-scan.json")"
 ROOT=$S/rootfs/${DIGEST#sha256:}
 [[ -d $ROOT ]] || die "no unpacked root at $ROOT"
@@ -187,8 +187,8 @@ bench() {
 }
 
 # ---------------------------------------------------------------------------
-bench drover "$RUNS" '"$DROVER" --store "$S" drift --image "$IMAGE" >/dev/null'
-bench drover-1thread "$RUNS" '"$DROVER" --store "$S" drift --image "$IMAGE" --threads 1 >/dev/null'
+bench drover "$RUNS" '"$DROVER" --init --store "$S" drift --image "$IMAGE" >/dev/null'
+bench drover-1thread "$RUNS" '"$DROVER" --init --store "$S" drift --image "$IMAGE" --threads 1 >/dev/null'
 bench aide-2workers "$RUNS_SLOW" 'aide --check -c "$W/aide/aide-2.conf" >/dev/null'
 bench aide-1worker "$RUNS_SLOW" 'aide --check -c "$W/aide/aide-1.conf" >/dev/null'
 bench sha256sum-P2 "$RUNS_SLOW" 'find "$ROOT" -type f -print0 | xargs -0 -P2 -n 1000 sha256sum >/dev/null'

@@ -70,7 +70,7 @@ run_no() { cat "$W/run"; }
 
 # drover, cold: a fresh, empty store; every .deb comes from deb.debian.org.
 drover_cold() { # $1 = set
-  "$DROVER" --store "$W/cold-$1/$(run_no)" build -f "$W/sets/$1/drover.toml" >/dev/null
+  "$DROVER" --init --store "$W/cold-$1/$(run_no)" build -f "$W/sets/$1/drover.toml" >/dev/null
 }
 # drover, warm package cache: a fresh store whose package cache is the seed
 # store's, hard-linked in (made by warm_store, untimed): no layer cache, no
@@ -81,17 +81,17 @@ warm_store() { # $1 = set
   cp -al "$W/seed/packages" "$s/packages"
 }
 drover_warm() { # $1 = set
-  "$DROVER" --store "$W/warm-$1/$(run_no)" build -f "$W/sets/$1/drover.toml" >/dev/null
+  "$DROVER" --init --store "$W/warm-$1/$(run_no)" build -f "$W/sets/$1/drover.toml" >/dev/null
 }
 # drover, no-op rebuild: the seed store, which built the image already.
 drover_noop() { # $1 = set
-  "$DROVER" --store "$W/seed" build -f "$W/sets/$1/drover.toml" >/dev/null
+  "$DROVER" --init --store "$W/seed" build -f "$W/sets/$1/drover.toml" >/dev/null
 }
 # drover, resolving: the whole `drover lock --update --offline` (indexes
 # from the seed store's package cache, signatures checked, closure resolved,
 # lock compared), on a copy of the definition so the builds' lock stays.
 drover_resolve() { # $1 = set
-  "$DROVER" --store "$W/seed" lock --update --offline -f "$W/resolve/$1/drover.toml" 2>/dev/null
+  "$DROVER" --init --store "$W/seed" lock --update --offline -f "$W/resolve/$1/drover.toml" 2>/dev/null
 }
 # mmdebstrap, warm: the lock's packages, from a copy:// repository whose
 # pool is hard links to drover's cached .debs (apt copies them into the
@@ -162,13 +162,13 @@ for s in $SETS; do
   esac
   # nginx: keeps the committed lock (the definition matches it); python:
   # resolves online, filling the seed store's index cache.
-  "$DROVER" --store "$W/seed" lock -f "$W/sets/$s/drover.toml"
+  "$DROVER" --init --store "$W/seed" lock -f "$W/sets/$s/drover.toml"
   mkdir -p "$W/resolve/$s"
   cp "$W/sets/$s/drover.toml" "$W/sets/$s/drover.lock" "$W/resolve/$s/"
   # Fill the index cache for the resolve case (online, untimed).
-  "$DROVER" --store "$W/seed" lock --update -f "$W/resolve/$s/drover.toml"
+  "$DROVER" --init --store "$W/seed" lock --update -f "$W/resolve/$s/drover.toml"
   # Seed build: downloads every .deb into the seed store's package cache.
-  "$DROVER" --store "$W/seed" build -f "$W/sets/$s/drover.toml" | tail -n 1
+  "$DROVER" --init --store "$W/seed" build -f "$W/sets/$s/drover.toml" | tail -n 1
 done
 
 # From each lock: the package list (mmdebstrap's --include), the pinned list

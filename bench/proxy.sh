@@ -73,7 +73,7 @@ RES=$BENCH_DIR/results/$STAMP-proxy
 mkdir -p "$RES/wrk"
 STORE=$W/store
 PIDS=() # background processes to stop at exit
-d() { "$DROVER" --store "$STORE" "$@"; }
+d() { "$DROVER" --init --store "$STORE" "$@"; }
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

@@ -98,21 +98,21 @@ reg_fresh() {
 
 # The timed commands.
 drover_push() { # a new repository on an empty registry
-  "$DROVER" --store "$S" push "$IMAGE" "$REG/bench/push-$(run_no):$VARIANT" --insecure >/dev/null
+  "$DROVER" --init --store "$S" push "$IMAGE" "$REG/bench/push-$(run_no):$VARIANT" --insecure >/dev/null
 }
 skopeo_push() {
   skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:$VARIANT" \
     "docker://$REG/bench/push-$(run_no):$VARIANT" >/dev/null
 }
 drover_pull() { # into a fresh, empty store
-  "$DROVER" --store "$W/pull-drover/$(run_no)" pull "$REG/bench/pull:$VARIANT" --insecure >/dev/null
+  "$DROVER" --init --store "$W/pull-drover/$(run_no)" pull "$REG/bench/pull:$VARIANT" --insecure >/dev/null
 }
 skopeo_pull() { # into a fresh OCI layout
   skopeo copy --quiet --src-tls-verify=false "docker://$REG/bench/pull:$VARIANT" \
     "oci:$W/pull-skopeo/$(run_no):$VARIANT" >/dev/null
 }
 drover_repush() { # everything is already there
-  "$DROVER" --store "$S" push "$IMAGE" "$REG/bench/pull:$VARIANT" --insecure >/dev/null
+  "$DROVER" --init --store "$S" push "$IMAGE" "$REG/bench/pull:$VARIANT" --insecure >/dev/null
 }
 # Before each pull: drop the previous run's output (a handful of files) and
 # flush dirty pages, so no run pays for the previous one's writeback.
@@ -177,7 +177,7 @@ src = "$VARIANT"
 dest = "/"
 EOF
 IMAGE=bench:$VARIANT
-DIGEST=$("$DROVER" --store "$S" build -f "$DEF" --compression gzip | tail -n 1) ||
+DIGEST=$("$DROVER" --init --store "$S" build -f "$DEF" --compression gzip | tail -n 1) ||
   die "drover build of $DEF failed"
 [[ $DIGEST == sha256:* ]] || die "drover build printed '$DIGEST', not a digest"
 echo "image: $IMAGE = $DIGEST"
@@ -224,7 +224,7 @@ reg_fresh
 # One push of each kind, untimed, to check they work and record what drover
 # sends (blobs, bytes, referrers such as the baseline).
 next_run
-"$DROVER" --store "$S" --json push "$IMAGE" "$REG/bench/check-drover:$VARIANT" --insecure >"$RES/push-report.json"
+"$DROVER" --init --store "$S" --json push "$IMAGE" "$REG/bench/check-drover:$VARIANT" --insecure >"$RES/push-report.json"
 skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:$VARIANT" "docker://$REG/bench/check-skopeo:$VARIANT"
 echo "drover push report: $(tr -d '\n ' <"$RES/push-report.json")"
 
@@ -261,10 +261,10 @@ bench skopeo-push "$RUNS" 'reg_fresh; next_run; warm "$W/oci"' 'skopeo_push'
 # Pull: the image pushed once (by drover, with its referrers), pulled into a
 # fresh destination every run.
 reg_fresh
-"$DROVER" --store "$S" push "$IMAGE" "$REG/bench/pull:$VARIANT" --insecure >/dev/null
+"$DROVER" --init --store "$S" push "$IMAGE" "$REG/bench/pull:$VARIANT" --insecure >/dev/null
 # One pull of each kind, untimed, to check the digest and record the report.
 next_run
-"$DROVER" --store "$W/pull-drover/check" --json pull "$REG/bench/pull:$VARIANT" --insecure >"$RES/pull-report.json"
+"$DROVER" --init --store "$W/pull-drover/check" --json pull "$REG/bench/pull:$VARIANT" --insecure >"$RES/pull-report.json"
 echo "drover pull report: $(tr -d '\n ' <"$RES/pull-report.json")"
 grep -q "$DIGEST" "$RES/pull-report.json" || die "drover pulled another digest than $DIGEST"
 bench drover-pull "$RUNS" 'pull_prepare pull-drover' 'drover_pull'

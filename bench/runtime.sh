@@ -62,12 +62,12 @@ source "$REPO/bench/lib.sh"
 
 # drover on the benchmark's store; rn = runc with the benchmark's private
 # state directory (nothing touches /run/runc or /var/lib/drover).
-dr() { "$DROVER" --store "$S" "$@"; }
+dr() { "$DROVER" --init --store "$S" "$@"; }
 rn() { runc --root "$RUNC_ROOT" "$@"; }
 
 # The ids of a store's instances that are not removed, one a line.
 live_instances() { # $1 = store
-  "$DROVER" --store "$1" --json ps 2>/dev/null |
+  "$DROVER" --init --store "$1" --json ps 2>/dev/null |
     python3 -c 'import json, sys; [print(i["id"]) for i in json.load(sys.stdin) if i["state"] != "deleted"]'
 }
 running_instances() { # in $S: how many are running
@@ -159,13 +159,13 @@ cleanup_drover() { # $1 = store
   ((${#left[@]})) || return 0
   echo "removing ${#left[@]} leftover drover instance(s) in $st" >&2
   for id in "${left[@]}"; do
-    "$DROVER" --store "$st" rm --force "$id" >/dev/null 2>&1 && continue
+    "$DROVER" --init --store "$st" rm --force "$id" >/dev/null 2>&1 && continue
     while IFS= read -r pid; do
       kill -KILL "$pid" 2>/dev/null || true
     done < <(cat /sys/fs/cgroup/*/drover/"$id"/cgroup.procs /sys/fs/cgroup/drover/"$id"/cgroup.procs 2>/dev/null | sort -u)
     sleep 0.5
-    "$DROVER" --store "$st" rm --force "$id" >/dev/null 2>&1 ||
-      echo "could not remove drover instance $id: $("$DROVER" --store "$st" rm --force "$id" 2>&1 | tail -n 1)" >&2
+    "$DROVER" --init --store "$st" rm --force "$id" >/dev/null 2>&1 ||
+      echo "could not remove drover instance $id: $("$DROVER" --init --store "$st" rm --force "$id" 2>&1 | tail -n 1)" >&2
   done
 }
 

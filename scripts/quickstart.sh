@@ -27,7 +27,7 @@ bash examples/hello/make-rootfs.sh
 
 step "building examples/hello into $STORE, signed by the store's host key"
 # Progress goes to stderr and shows; stdout's last line is the manifest digest.
-out=$("$DROVER" --store "$STORE" build --sign -f examples/hello/drover.toml)
+out=$("$DROVER" --init --store "$STORE" build --sign -f examples/hello/drover.toml)
 printf '%s\n' "$out"
 digest=$(printf '%s\n' "$out" | tail -n 1)
 if [[ ! $digest =~ ^sha256:[0-9a-f]{64}$ ]]; then

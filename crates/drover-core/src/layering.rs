@@ -31,6 +31,7 @@ const ORDER: &[&str] = &[
     "error",
     "digest",
     "clock",
+    "progress",
 ];
 
 fn rank(module: &str) -> Option<usize> {

@@ -27,7 +27,7 @@
 //! | [`grammar`] | every small value grammar, written once: signals, durations, sizes, names, tags, modes, ports |
 //! | `durable`, `sys` | atomic file writes (temp + fsync + rename); the few raw system calls |
 //! | `fuzz` | (tests only) what the proptest fuzz targets share: their case counts, byte-level mutations. The targets live beside what they test, each in a `fuzz.rs` (run them long with `scripts/fuzz.sh`) |
-//! | [`error`], [`digest`], [`clock`] | the error type and its one classifier, the `Digest` type, timestamps |
+//! | [`error`], [`digest`], [`clock`], [`progress`] | the error type and its one classifier, the `Digest` type, timestamps, the progress trait long work reports to |
 //!
 //! Every mutation writes its ledger entry through [`state::Tx::record`],
 //! inside the same database transaction as the change itself, so the CLI and
@@ -50,6 +50,7 @@ pub mod keys;
 mod layering;
 pub mod ledger;
 pub mod limits;
+pub mod progress;
 pub mod reconcile;
 pub mod runtime;
 pub mod state;

@@ -23,6 +23,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "DROVER_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
 
+    /// Make a new store at the `--store` directory if it is not one yet
+    /// (missing or empty). Without it, a named directory that is not a
+    /// store is an error, so a typo never starts an empty store. (Before
+    /// the subcommand: `drover --store DIR --init build …`.)
+    #[arg(long)]
+    init: bool,
+
     /// Machine-readable JSON output (and no progress display).
     #[arg(long, global = true)]
     json: bool,
@@ -131,13 +138,26 @@ impl Cli {
     }
 }
 
+impl Command {
+    /// Whether the command opens the store named by `--store` (the hidden
+    /// ones are started by drover on a store it opened).
+    fn opens_store(&self) -> bool {
+        !matches!(self, Command::Monitor { .. } | Command::Proxy(_))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ctx = cmd::Ctx {
         store_dir: cli.store_dir(),
         json: cli.json,
     };
-    let result = match &cli.command {
+    let result = if cli.command.opens_store() {
+        cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init).map_err(Into::into)
+    } else {
+        Ok(())
+    };
+    let result = result.and_then(|()| match &cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
         Command::Lock(a) => cmd::lock::run(&ctx, a),
         Command::Images => cmd::images::run(&ctx),
@@ -173,7 +193,7 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Proxy(a) => cmd::proxy::run(a),
-    };
+    });
     // `plan --detailed-exitcode` keeps 2 for "changes": every error is 1.
     let collapse = matches!(&cli.command, Command::Plan(a) if a.detailed_exitcode);
     match result {

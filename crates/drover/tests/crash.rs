@@ -93,7 +93,10 @@ fn context(dir: &Path, name: &str, files: usize, seed: u64) -> PathBuf {
 
 fn drover(store: &Path) -> Command {
     let mut c = Command::new(DROVER);
-    c.arg("--store").arg(store).env_remove("SOURCE_DATE_EPOCH");
+    c.arg("--init")
+        .arg("--store")
+        .arg(store)
+        .env_remove("SOURCE_DATE_EPOCH");
     c
 }
 

@@ -477,6 +477,7 @@ fn a_relative_store_path_works() {
     let out = std::process::Command::new(common::DROVER)
         .current_dir(env.dir.path())
         .args([
+            "--init",
             "--store",
             "store",
             "run",

@@ -143,7 +143,7 @@ fn build(env: &Env, offline: bool) -> Output {
     let mut cmd = if offline {
         let mut c = std::process::Command::new("unshare");
         c.arg("-n").arg(crate::common::DROVER);
-        c.arg("--store").arg(env.store());
+        c.arg("--init").arg("--store").arg(env.store());
         c
     } else {
         env.cmd()

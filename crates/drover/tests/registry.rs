@@ -677,9 +677,33 @@ fn a_large_layer_streams_both_ways() {
         "{report}"
     );
     let dst = Env::new();
-    let pulled = ok(&dst, nocreds.path(), &["pull", &remote, "--insecure"]);
-    assert_eq!(last_line(&pulled), digest);
+    let pulled = drover(&dst, nocreds.path(), &["pull", &remote, "--insecure"]);
+    assert!(pulled.status.success(), "{}", show(&pulled));
+    assert_eq!(last_line(&String::from_utf8_lossy(&pulled.stdout)), digest);
     ok(&dst, nocreds.path(), &["verify"]);
+    // Regression (issue 19): a 24 MiB push or pull showed no progress, and
+    // nothing at all when not on a terminal (a CI log): plain lines now.
+    let err = String::from_utf8_lossy(&pulled.stderr);
+    assert!(
+        err.contains("pull: 2 blobs, 25.") && err.contains("pull: done, 25."),
+        "{err}"
+    );
+    let pushed = drover(
+        &dst,
+        nocreds.path(),
+        &[
+            "push",
+            &digest,
+            &format!("{}/big:2", reg.addr),
+            "--insecure",
+        ],
+    );
+    assert!(pushed.status.success(), "{}", show(&pushed));
+    let err = String::from_utf8_lossy(&pushed.stderr);
+    assert!(
+        err.contains("push: ") && err.contains("push: done, 25."),
+        "{err}"
+    );
 }
 
 #[test]

@@ -34,7 +34,14 @@ const SAME_DIGEST: &[Case] = &[
             sample_ctx(&ctx);
             let mut c = Command::new(DROVER);
             c.current_dir(&ctx)
-                .args(["--store", "../store", "build", "-f", "drover.toml"])
+                .args([
+                    "--init",
+                    "--store",
+                    "../store",
+                    "build",
+                    "-f",
+                    "drover.toml",
+                ])
                 .env_remove("SOURCE_DATE_EPOCH")
                 .env_remove("DROVER_STORE");
             Some(digest(c))
@@ -588,7 +595,8 @@ fn same_size_edit_with_restored_mtime_is_seen_when_hashes_are_trusted() {
 /// SOURCE_DATE_EPOCH from the test's environment.
 fn drover(store: &Path, ctx: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(DROVER);
-    c.arg("--store")
+    c.arg("--init")
+        .arg("--store")
         .arg(store)
         .arg("build")
         .arg("-f")

@@ -14,6 +14,7 @@ mod crash;
 mod deploy;
 mod drift;
 mod examples;
+mod first_hour;
 mod fleet_truth;
 mod hostile;
 mod instances;

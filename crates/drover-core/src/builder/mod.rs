@@ -68,16 +68,7 @@ pub struct BuildOptions {
     pub offline: bool,
 }
 
-/// Receives progress; the CLI draws a bar on a terminal.
-pub trait Progress: Sync {
-    /// A new phase begins with this much work (files, bytes).
-    fn phase(&self, _name: &str, _files: u64, _bytes: u64) {}
-    /// This many more bytes of the current phase are done.
-    fn advance(&self, _bytes: u64) {}
-}
-
-pub struct NoProgress;
-impl Progress for NoProgress {}
+pub use crate::progress::{NoProgress, Progress};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerOutcome {

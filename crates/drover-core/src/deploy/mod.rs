@@ -249,6 +249,7 @@ fn fetch(store: &mut Store, spec: &ServiceSpec, report: &mut Report) -> Result<(
             insecure: spec.insecure_registry,
             credentials: registry::credentials(&remote.registry)?,
             platform: None,
+            ..Default::default()
         })
     };
     if to_pull(store, spec).is_some() {

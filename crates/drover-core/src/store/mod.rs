@@ -116,6 +116,12 @@ impl Store {
         &mut self.limits
     }
 
+    /// Whether `root` holds a store already (one [`Store::open`] made:
+    /// it writes `oci-layout` first thing).
+    pub fn exists_at(root: &Path) -> bool {
+        root.join("oci-layout").is_file()
+    }
+
     /// Open (creating if needed) the store rooted at `root`.
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_locked(root, false)

@@ -175,6 +175,8 @@ pub struct Options {
     pub credentials: Option<(String, String)>,
     /// Which image of an image index to pull; the host's platform if `None`.
     pub platform: Option<Platform>,
+    /// Told of the bytes a push sends or a pull receives.
+    pub progress: crate::progress::Shared,
 }
 
 /// Credentials for `registry`: `DROVER_REGISTRY_USER` and
@@ -441,7 +443,7 @@ fn session(remote: &Remote, opts: &Options, limits: &Limits) -> Result<Session> 
         Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
         None => RegistryAuth::Anonymous,
     };
-    let http = http::Http::new(
+    let mut http = http::Http::new(
         scheme,
         &remote.registry,
         &remote.repository,
@@ -449,6 +451,7 @@ fn session(remote: &Remote, opts: &Options, limits: &Limits) -> Result<Session> 
         &client,
         &auth,
     )?;
+    http.progress = opts.progress.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -502,6 +505,11 @@ pub fn push(
     let layout = store.layout().clone();
     let image_ref = remote.with_digest(&desc.digest);
 
+    s.http.progress.phase(
+        "push",
+        blobs.len() as u64,
+        blobs.iter().map(|d| d.size).sum(),
+    );
     let (sent, skipped, bytes_sent) = s.rt.block_on(async {
         // Push needs both: checking which blobs the registry has is a pull.
         // Asked here, before the parallel uploads would each ask at once.
@@ -589,6 +597,7 @@ async fn push_blob(
     let digest = d.digest.to_string();
     // drover's own HEAD: bounded like its GETs.
     if s.http.blob_exists(&d.digest).await? {
+        s.http.progress.advance(d.size);
         return Ok(None);
     }
     let what = format!("uploading blob {digest} to {}", s.remote);
@@ -597,21 +606,26 @@ async fn push_blob(
         // Large blobs stream from disk rather than sit in memory. The reader
         // fails at EOF if the local blob is corrupt, which aborts the upload
         // before it is committed (and the registry checks the digest too).
-        let chunks = stream::try_unfold(r, |mut r| async move {
-            let mut buf = vec![0u8; CHUNK];
-            let mut filled = 0;
-            loop {
-                let n = r.read(&mut buf[filled..])?;
-                filled += n;
-                if n == 0 || filled == buf.len() {
-                    break;
+        let progress = s.http.progress.clone();
+        let chunks = stream::try_unfold(r, move |mut r| {
+            let progress = progress.clone();
+            async move {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                loop {
+                    let n = r.read(&mut buf[filled..])?;
+                    filled += n;
+                    if n == 0 || filled == buf.len() {
+                        break;
+                    }
                 }
+                if filled == 0 {
+                    return Ok(None);
+                }
+                buf.truncate(filled);
+                progress.advance(filled as u64);
+                Ok(Some((bytes::Bytes::from(buf), r)))
             }
-            if filled == 0 {
-                return Ok(None);
-            }
-            buf.truncate(filled);
-            Ok(Some((bytes::Bytes::from(buf), r)))
         });
         s.timed(&what, d.size, async {
             s.client
@@ -633,6 +647,7 @@ async fn push_blob(
             .map_err(|e| s.err(format_args!("uploading blob {digest}"), &e))
     })
     .await?;
+    s.http.progress.advance(n);
     Ok(Some(n))
 }
 
@@ -1171,6 +1186,11 @@ async fn fetch_image_blobs(
         .filter(|(d, _)| !store.has_blob(&d.digest))
         .collect();
     counts.present += manifest.layers.len() - missing.len();
+    s.http.progress.phase(
+        "pull",
+        missing.len() as u64,
+        missing.iter().map(|(d, _)| d.size).sum(),
+    );
     let results: Vec<Result<(Digest, u64)>> = stream::iter(missing)
         .map(|(d, diff_id)| async move {
             let n = fetch_blob(s, store, d, Some(diff_id)).await?;
@@ -1316,7 +1336,7 @@ mod tests {
         let opts = Options {
             insecure: false,
             credentials: Some(("me".into(), "pw".into())),
-            platform: None,
+            ..Options::default()
         };
         let me = session(&r, &opts, &Limits::default()).ok().unwrap();
         let msg = me
@@ -1341,8 +1361,7 @@ mod tests {
             &r,
             &Options {
                 insecure: true,
-                credentials: None,
-                platform: None,
+                ..Options::default()
             },
             &Limits::default(),
         )

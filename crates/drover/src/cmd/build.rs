@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,11 +80,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         output::json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    // For scripts (no terminal) the digest alone is the output.
-    if !std::io::stderr().is_terminal() {
-        println!("{}", out.digest);
-        return Ok(ExitCode::SUCCESS);
-    }
+    // The summary goes to stderr (a terminal or a CI log); stdout carries
+    // the digest alone, for scripts.
     for l in &out.layers {
         let how = match l.cache {
             None => "base".to_string(),

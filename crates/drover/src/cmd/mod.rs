@@ -33,10 +33,79 @@ pub mod tag;
 pub mod trace;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use drover_core::store::Store;
+
+/// Refuse a store directory the user `named` (`--store`, `DROVER_STORE`)
+/// that is not a store, unless `init` asks for one there and the directory
+/// is missing or empty: a typo must not start an empty store. The default
+/// directory is made when needed, as before.
+pub fn check_store(dir: &Path, named: bool, init: bool) -> Result<(), drover_core::Error> {
+    if !named || Store::exists_at(dir) {
+        return Ok(());
+    }
+    let shown = dir.display();
+    let entries: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if init {
+                return Ok(());
+            }
+            return Err(drover_core::Error::NotFound {
+                what: format!("store {shown}"),
+                hint: Some(
+                    "check the path; `drover --store DIR --init …` makes a new store there".into(),
+                ),
+            });
+        }
+        Err(e) => return Err(drover_core::Error::io("read the store directory", dir, e)),
+    };
+    // What a store holds (a cache seeded ahead, or a store another
+    // process is making this moment, has only these).
+    let store_shaped = entries
+        .iter()
+        .all(|name| STORE_ENTRIES.contains(&name.as_str()) || name.starts_with("drover.db"));
+    match (entries.is_empty(), store_shaped && init) {
+        (_, true) => Ok(()),
+        (true, false) => Err(drover_core::Error::Usage(format!(
+            "{shown} is an empty directory, not a drover store: pass --init to make a new \
+             store there"
+        ))),
+        (false, false) => Err(drover_core::Error::Usage(format!(
+            "{shown} is not a drover store (it has no oci-layout) and holds other files: \
+             drover makes a new store only in a missing or empty directory (with --init); \
+             check the path"
+        ))),
+    }
+}
+
+/// The top-level entries of a store's directory.
+const STORE_ENTRIES: &[&str] = &[
+    "blobs",
+    "cache",
+    "index.json",
+    "index.lock",
+    "instances",
+    "keys",
+    "ledger.head",
+    "ledger.head.lock",
+    "logs",
+    "oci-layout",
+    "packages",
+    "policy.toml",
+    "reserve",
+    "rootfs",
+    "run",
+    "sign.lock",
+    "store.lock",
+    "tmp",
+    "volumes",
+];
 
 /// What every subcommand gets from the global options.
 pub struct Ctx {

@@ -1,10 +1,13 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use drover_core::progress::Shared;
 use drover_core::store::registry::{self, Platform, Remote};
 use drover_core::trust::policy::{self, Operation};
 
 use super::Ctx;
 use crate::output;
+use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,14 +27,18 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let remote = Remote::parse(&a.remote)?;
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
+    let bar = Arc::new(progress::Bar::new(ctx.json));
     let opts = registry::Options {
         insecure: a.insecure,
         credentials: registry::credentials(&remote.registry)?,
         platform,
+        progress: Shared(bar.clone()),
     };
     let mut store = ctx.store()?;
     policy::enforce_pull(&mut store, &a.remote, &remote.registry, Operation::Pull)?;
-    let report = registry::pull(&mut store, &remote, &opts)?;
+    let report = registry::pull(&mut store, &remote, &opts);
+    bar.finish();
+    let report = report?;
     if ctx.json {
         output::json(&report)?;
     } else {

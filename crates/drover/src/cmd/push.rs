@@ -1,9 +1,12 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use drover_core::progress::Shared;
 use drover_core::store::registry::{self, Remote};
 
 use super::Ctx;
 use crate::output;
+use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,13 +21,17 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let remote = Remote::parse(&a.remote)?;
+    let bar = Arc::new(progress::Bar::new(ctx.json));
     let opts = registry::Options {
         insecure: a.insecure,
         credentials: registry::credentials(&remote.registry)?,
         platform: None,
+        progress: Shared(bar.clone()),
     };
     let mut store = ctx.store()?;
-    let report = registry::push(&mut store, &a.reference, &remote, &opts)?;
+    let report = registry::push(&mut store, &a.reference, &remote, &opts);
+    bar.finish();
+    let report = report?;
     if ctx.json {
         output::json(&report)?;
     } else {

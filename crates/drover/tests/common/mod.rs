@@ -55,7 +55,8 @@ impl Env {
     /// A `drover` command with `--store` set.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(DROVER);
-        c.arg("--store")
+        c.arg("--init")
+            .arg("--store")
             .arg(self.store())
             .env_remove("SOURCE_DATE_EPOCH");
         c

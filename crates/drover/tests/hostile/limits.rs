@@ -507,7 +507,8 @@ fn measured(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> (Output, Duratio
     } else {
         Command::new(common::DROVER)
     };
-    cmd.arg("--store")
+    cmd.arg("--init")
+        .arg("--store")
         .arg(env.store())
         .env_remove("SOURCE_DATE_EPOCH")
         .args(args)

@@ -58,6 +58,8 @@ pub(super) struct Http {
     auth: RegistryAuth,
     /// The `Authorization` header value, and what it was granted for.
     authorization: Mutex<Option<Grant>>,
+    /// Told of every blob chunk that arrives.
+    pub progress: crate::progress::Shared,
 }
 
 /// An `Authorization` header value and the request it was granted for.
@@ -84,6 +86,7 @@ impl Http {
             oci: oci.clone(),
             auth: auth.clone(),
             authorization: Mutex::new(None),
+            progress: Default::default(),
         })
     }
 
@@ -342,6 +345,7 @@ impl Http {
                     return Err(too_long(got));
                 }
                 w.write_all(&chunk)?;
+                self.progress.advance(chunk.len() as u64);
                 if let Some(c) = check.as_deref_mut() {
                     c.feed(&chunk).await?;
                 }
