@@ -609,7 +609,11 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
         "plan pulled"
     );
 
-    ok(&dst, nocreds.path(), &["apply", "-f", f]);
+    let applied = drover(&dst, nocreds.path(), &["apply", "-f", f]);
+    assert!(applied.status.success(), "{}", show(&applied));
+    // The pull `apply` does shows its progress too (plain lines here).
+    let err = String::from_utf8_lossy(&applied.stderr);
+    assert!(err.contains("pull: done, "), "{err}");
     let status: Vec<Value> =
         serde_json::from_str(&ok(&dst, nocreds.path(), &["--json", "status"])).unwrap();
     let instances = status[0]["instances"].as_array().unwrap();

@@ -90,6 +90,8 @@ pub struct Options {
     pub detach: bool,
     /// Remove recorded services the fleet file no longer declares.
     pub prune: bool,
+    /// Told of the bytes the images `apply` pulls receive.
+    pub progress: crate::progress::Shared,
 }
 
 /// What one service's deploy did.
@@ -235,7 +237,12 @@ fn to_pull<'a>(store: &Store, spec: &'a ServiceSpec) -> Option<(&'a Remote, Dige
 /// referrers listing when there is nothing new. That refresh is best effort:
 /// the image itself is here and verified, so a registry that cannot be
 /// reached does not stop the deploy; the failure goes in `report.warnings`.
-fn fetch(store: &mut Store, spec: &ServiceSpec, report: &mut Report) -> Result<()> {
+fn fetch(
+    store: &mut Store,
+    spec: &ServiceSpec,
+    progress: &crate::progress::Shared,
+    report: &mut Report,
+) -> Result<()> {
     let Some(remote) = spec.registry.as_ref() else {
         return Ok(());
     };
@@ -249,7 +256,7 @@ fn fetch(store: &mut Store, spec: &ServiceSpec, report: &mut Report) -> Result<(
             insecure: spec.insecure_registry,
             credentials: registry::credentials(&remote.registry)?,
             platform: None,
-            ..Default::default()
+            progress: progress.clone(),
         })
     };
     if to_pull(store, spec).is_some() {
@@ -322,7 +329,7 @@ pub fn apply(store: &mut Store, fleet: &[ServiceSpec], opts: &Options) -> Result
         };
         // Pulled before the lock is taken: a slow download holds up no
         // other deploy of the service.
-        let result = fetch(store, spec, &mut report)
+        let result = fetch(store, spec, &opts.progress, &mut report)
             .and_then(|()| lock::acquire(store.db_mut(), &lock_name(&spec.name), !opts.no_wait))
             .and_then(|mut lease| {
                 let result = apply_service(store, spec, opts, &mut lease, &mut report);

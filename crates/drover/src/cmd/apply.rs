@@ -1,10 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use drover_core::deploy::{self, Options, fleet};
+use drover_core::progress::Shared;
 
 use super::Ctx;
-use crate::output;
+use crate::{output, progress};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,8 +45,7 @@ impl DeployFlags {
             force: self.force,
             no_wait: self.no_wait,
             message: self.message.clone(),
-            detach: false,
-            prune: false,
+            ..Options::default()
         }
     }
 }
@@ -52,12 +53,16 @@ impl DeployFlags {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let fleet = fleet::load(&a.file)?;
     let mut store = ctx.store()?;
+    let bar = Arc::new(progress::Bar::new(ctx.json));
     let opts = Options {
         detach: a.detach,
         prune: a.prune,
+        progress: Shared(bar.clone()),
         ..a.deploy.options()
     };
-    let reports = deploy::apply(&mut store, &fleet, &opts)?;
+    let reports = deploy::apply(&mut store, &fleet, &opts);
+    bar.finish();
+    let reports = reports?;
     let serve_runs = !a.detach || drover_core::supervisor::running(&mut store)?;
     if ctx.json {
         output::json(&reports)?;
