@@ -78,12 +78,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if ctx.json {
         let mut v = serde_json::to_value(&out)?;
         v["signature"] = serde_json::json!(signed);
-        output::json(&v)?;
+        ctx.emit("Build", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     // For scripts (no terminal) the digest alone is the output.
     if !std::io::stderr().is_terminal() {
-        println!("{}", out.digest);
+        outln!("{}", out.digest);
         return Ok(ExitCode::SUCCESS);
     }
     for l in &out.layers {
@@ -106,6 +106,6 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = &signed {
         eprintln!("signed by key {}", &s.keyid[..12]);
     }
-    println!("{}", out.digest);
+    outln!("{}", out.digest);
     Ok(ExitCode::SUCCESS)
 }

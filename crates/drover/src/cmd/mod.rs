@@ -38,13 +38,30 @@ use std::path::PathBuf;
 use anyhow::Context;
 use drover_core::store::Store;
 
+use crate::output::Format;
+
 /// What every subcommand gets from the global options.
 pub struct Ctx {
     pub store_dir: PathBuf,
+    /// `-o`: how to print what the command produced.
+    pub format: Format,
+    /// Output is for programs (`-o json` or `-o yaml`, `--json`): print
+    /// documents with [`Ctx::emit`], no sentences, no progress.
     pub json: bool,
 }
 
 impl Ctx {
+    /// Print `value` as a versioned `kind` document (JSON or YAML, as `-o`
+    /// says); a list becomes a `<kind>List`.
+    pub fn emit<T: serde::Serialize>(&self, kind: &str, value: &T) -> anyhow::Result<()> {
+        crate::output::emit(self.format, kind, value)
+    }
+
+    /// `-o wide`.
+    pub fn wide(&self) -> bool {
+        self.format == Format::Wide
+    }
+
     pub fn store(&self) -> anyhow::Result<Store> {
         Store::open(&self.store_dir)
             .with_context(|| format!("opening the store at {}", self.store_dir.display()))

@@ -4,7 +4,6 @@ use drover_core::store::registry::{self, Platform, Remote};
 use drover_core::trust::policy::{self, Operation};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,15 +32,15 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     policy::enforce_pull(&mut store, &a.remote, &remote.registry, Operation::Pull)?;
     let report = registry::pull(&mut store, &remote, &opts)?;
     if ctx.json {
-        output::json(&report)?;
+        ctx.emit("PullReport", &report)?;
     } else {
         if let (Some(index), Some(platform)) = (&report.index, &report.platform) {
-            println!(
+            outln!(
                 "{} is image index {index}: pulled its {platform} manifest",
                 report.remote
             );
         }
-        println!("{}", report.digest);
+        outln!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

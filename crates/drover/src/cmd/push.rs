@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use drover_core::store::registry::{self, Remote};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,9 +25,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let report = registry::push(&mut store, &a.reference, &remote, &opts)?;
     if ctx.json {
-        output::json(&report)?;
+        ctx.emit("PushReport", &report)?;
     } else {
-        println!("{}", report.digest);
+        outln!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     for r in &a.references {
         for name in store.untag(r)? {
-            println!("untagged {name}");
+            outln!("untagged {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

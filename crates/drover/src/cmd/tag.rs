@@ -13,6 +13,6 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let desc = store.tag(&a.reference, &a.name)?;
-    println!("{}", desc.digest);
+    outln!("{}", desc.digest);
     Ok(ExitCode::SUCCESS)
 }
