@@ -19,7 +19,9 @@ pub fn parse(s: &str) -> Result<Filter, String> {
             key: k.trim().to_string(),
             value: v.trim().to_string(),
         }),
-        _ => Err(format!("{s:?} is not a filter (expected KEY=VALUE, e.g. state=running)")),
+        _ => Err(format!(
+            "{s:?} is not a filter (expected KEY=VALUE, e.g. state=running)"
+        )),
     }
 }
 

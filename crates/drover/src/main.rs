@@ -260,7 +260,9 @@ fn report(format: output::Format, e: &anyhow::Error) {
         eprintln!("drover: error: {e:#}");
         return;
     }
-    let core = e.chain().find_map(|c| c.downcast_ref::<drover_core::Error>());
+    let core = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<drover_core::Error>());
     let hint = match core {
         Some(drover_core::Error::NotFound { hint, .. }) => hint.as_deref(),
         _ => None,

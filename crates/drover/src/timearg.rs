@@ -70,7 +70,9 @@ fn timestamp(s: &str) -> Option<Time> {
         (t, 0)
     } else if let Some(i) = time.rfind(['+', '-']) {
         let zone = &time[i + 1..];
-        let (h, m) = zone.split_once(':').unwrap_or((zone.get(..2)?, zone.get(2..)?));
+        let (h, m) = zone
+            .split_once(':')
+            .unwrap_or((zone.get(..2)?, zone.get(2..)?));
         let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
         if h > 23 || m > 59 {
             return None;
@@ -130,7 +132,15 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused_with_examples() {
-        for bad in ["", "1x", "yesterday", "2026-13-01", "2026-12-01T25:00Z", "2026-12-01T10Z", "h1"] {
+        for bad in [
+            "",
+            "1x",
+            "yesterday",
+            "2026-13-01",
+            "2026-12-01T25:00Z",
+            "2026-12-01T10Z",
+            "h1",
+        ] {
             let e = parse_at(bad, NOW).unwrap_err();
             assert!(e.contains("e.g."), "{bad}: {e}");
         }

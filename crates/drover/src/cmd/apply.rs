@@ -77,7 +77,11 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             };
             outln!(
                 "{}: {what} ({} started, {} stopped, {:.1} s, of which {:.1} s waiting for health checks)",
-                r.service, r.started, r.stopped, r.seconds, r.health_wait_seconds
+                r.service,
+                r.started,
+                r.stopped,
+                r.seconds,
+                r.health_wait_seconds
             );
         }
     }

@@ -118,7 +118,10 @@ fn accept_truncation(ctx: &Ctx, reason: &str) -> anyhow::Result<ExitCode> {
     } else {
         outln!(
             "accepted: entries {} to {} are gone (the signed head was entry {}); recorded as entry {} and the head re-signed",
-            e.details["missing_from"], e.details["missing_to"], e.details["signed_head_seq"], e.seq
+            e.details["missing_from"],
+            e.details["missing_to"],
+            e.details["signed_head_seq"],
+            e.seq
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -311,8 +314,7 @@ fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         ctx.emit("LedgerEntry", &entries)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&["SEQ", "TIME", "ACTION", "ACTOR", "SUBJECTS", "DETAILS"])
-        .right("SEQ");
+    let mut t = Table::new(&["SEQ", "TIME", "ACTION", "ACTOR", "SUBJECTS", "DETAILS"]).right("SEQ");
     for e in &entries {
         let subjects: Vec<&str> = e
             .subjects

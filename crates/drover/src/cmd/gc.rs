@@ -44,10 +44,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let report = store.gc()?;
     let packages = cache::collect(&store, a.keep_packages)?;
     if ctx.json {
-        ctx.emit("GcReport", &Report {
-            store: report,
-            packages,
-        })?;
+        ctx.emit(
+            "GcReport",
+            &Report {
+                store: report,
+                packages,
+            },
+        )?;
     } else {
         outln!(
             "removed {} blobs ({}), {} artifacts, {} unpacked roots, {} temp files; kept {} blobs",

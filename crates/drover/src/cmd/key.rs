@@ -42,11 +42,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         ),
     };
     if ctx.json {
-        ctx.emit("Key", &serde_json::json!({
-            "keyid": public.keyid(),
-            "public_key": public.to_pem(),
-            "path": path,
-        }))?;
+        ctx.emit(
+            "Key",
+            &serde_json::json!({
+                "keyid": public.keyid(),
+                "public_key": public.to_pem(),
+                "path": path,
+            }),
+        )?;
     } else {
         eprintln!("public key {} (key id {})", path.display(), public.keyid());
         out!("{}", public.to_pem());

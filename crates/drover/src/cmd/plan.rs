@@ -42,7 +42,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             };
             outln!(
                 "orphan: {}: {what}; runs {runs}, {} instance(s)",
-                o.service, o.instances
+                o.service,
+                o.instances
             );
         }
     }
@@ -64,11 +65,15 @@ fn show(p: &ServicePlan) {
         None => outln!("{}: rollout settings change ({})", p.service, p.image_ref),
         Some(n) if p.new_service => outln!(
             "{}: new service, release {n}: {} = {}",
-            p.service, p.image_ref, p.image
+            p.service,
+            p.image_ref,
+            p.image
         ),
         Some(n) => outln!(
             "{}: new release {n}: {} = {}",
-            p.service, p.image_ref, p.image
+            p.service,
+            p.image_ref,
+            p.image
         ),
     }
     for c in p.changes.iter().chain(&p.rollout_changes) {

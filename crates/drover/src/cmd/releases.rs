@@ -40,10 +40,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     for s in &services {
         current.push((s.name.clone(), s.desired));
         // Secret env values are never shown.
-        list.extend(release::releases(db.read(), &s.name)?.into_iter().map(|mut r| {
-            r.config = r.config.masked();
-            r
-        }));
+        list.extend(
+            release::releases(db.read(), &s.name)?
+                .into_iter()
+                .map(|mut r| {
+                    r.config = r.config.masked();
+                    r
+                }),
+        );
     }
     list.retain(|r| {
         a.filter.iter().all(|f| match f.key.as_str() {
@@ -64,7 +68,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         ctx.emit("Release", &list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut headers = vec!["#", "OUTCOME", "IMAGE", "CONFIG", "CREATED", "AUTHOR", "MESSAGE"];
+    let mut headers = vec![
+        "#", "OUTCOME", "IMAGE", "CONFIG", "CREATED", "AUTHOR", "MESSAGE",
+    ];
     if a.service.is_none() {
         headers.insert(0, "SERVICE");
     }

@@ -44,7 +44,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     } else {
         outln!(
             "{}: removed ({} stopped, {:.1} s)",
-            report.service, report.stopped, report.seconds
+            report.service,
+            report.stopped,
+            report.seconds
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -111,7 +111,10 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             };
             t.row(vec![
                 i.id.clone(),
-                format!("release {}", i.release.map_or("-".into(), |n| n.to_string())),
+                format!(
+                    "release {}",
+                    i.release.map_or("-".into(), |n| n.to_string())
+                ),
                 color::state(i.state.as_str()),
                 color::state(health),
                 traffic.to_string(),

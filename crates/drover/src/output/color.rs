@@ -34,8 +34,8 @@ pub fn tone(word: &str) -> Tone {
         "running" | "healthy" | "succeeded" | "success" | "ok" | "valid" | "in-sync" => Tone::Good,
         "failed" | "exited" | "unhealthy" | "crashed" | "revoked" | "refused" | "error"
         | "unstable" => Tone::Bad,
-        "drifted" | "out-of-sync" | "stopping" | "starting" | "created" | "pending"
-        | "rolling" | "draining" | "condemned" | "degraded" | "backoff" => Tone::Warn,
+        "drifted" | "out-of-sync" | "stopping" | "starting" | "created" | "pending" | "rolling"
+        | "draining" | "condemned" | "degraded" | "backoff" => Tone::Warn,
         _ => Tone::Plain,
     }
 }

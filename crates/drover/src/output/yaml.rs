@@ -91,8 +91,8 @@ fn string(s: &str) -> String {
 
 fn plain_ok(s: &str) -> bool {
     const RESERVED: [&str; 14] = [
-        "null", "~", "true", "false", "yes", "no", "on", "off", "y", "n", ".nan", ".inf",
-        "-.inf", "<<",
+        "null", "~", "true", "false", "yes", "no", "on", "off", "y", "n", ".nan", ".inf", "-.inf",
+        "<<",
     ];
     let Some(first) = s.chars().next() else {
         return false;
@@ -150,12 +150,36 @@ items:
     #[test]
     fn strings_yaml_would_misread_are_quoted() {
         for s in [
-            "", "true", "No", "null", "~", "123", "1.5", "1e3", "-x", "a: b", "a #b", "x:", " x",
-            "2026-12-01T10:00:00Z", "line\nbreak", "*ref", "{x}", "'q'", "@at",
+            "",
+            "true",
+            "No",
+            "null",
+            "~",
+            "123",
+            "1.5",
+            "1e3",
+            "-x",
+            "a: b",
+            "a #b",
+            "x:",
+            " x",
+            "2026-12-01T10:00:00Z",
+            "line\nbreak",
+            "*ref",
+            "{x}",
+            "'q'",
+            "@at",
         ] {
             assert!(string(s).starts_with('"'), "{s:?} should be quoted");
         }
-        for s in ["running", "sha256:abcd", "hello world", "drover/v1", "a=b", "web#1x"] {
+        for s in [
+            "running",
+            "sha256:abcd",
+            "hello world",
+            "drover/v1",
+            "a=b",
+            "web#1x",
+        ] {
             assert_eq!(string(s), s, "{s:?} should be plain");
         }
         assert_eq!(string("line\nbreak"), "\"line\\nbreak\"");
