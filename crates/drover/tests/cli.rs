@@ -345,6 +345,25 @@ fn ps_columns_line_up_and_ps_filters() {
     );
     // -o wide adds the command.
     assert!(env.ok(&["-o", "wide", "ps"]).contains("COMMAND"));
+    // image=NAME:TAG means its digest.
+    assert_eq!(env.items(&["ps", "--filter", "image=box:1"]).len(), 2);
+    // Colour on a terminal only, and not with NO_COLOR.
+    if common::have("script") {
+        let on_tty = |no_color: &str| {
+            let line = format!("{DROVER} --store {} ps", env.store().display());
+            let o = Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .env("NO_COLOR", no_color)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let coloured = on_tty("");
+        assert!(coloured.contains("\x1b[32mrunning\x1b[0m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[31mexited"), "{coloured:?}");
+        assert!(!on_tty("1").contains('\x1b'));
+    }
+    assert!(!env.ok(&["ps"]).contains('\x1b'));
     env.ok(&["rm", "--force", &killed, &running]);
 }
 

@@ -5,7 +5,7 @@ use drover_core::drift::{self, Budget, Remedy, Target};
 use drover_core::store::unpack;
 
 use super::Ctx;
-use crate::output;
+use crate::output::{self, color};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -88,10 +88,11 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                         _ => i.instance.clone(),
                     };
                     if i.findings.is_empty() {
-                        outln!("{who}: no drift");
+                        outln!("{who}: {}", color::paint_as("no drift", "ok"));
                         continue;
                     }
-                    outln!("{who}: {} finding(s)", i.findings.len());
+                    let n = format!("{} finding(s)", i.findings.len());
+                    outln!("{who}: {}", color::paint_as(&n, "drifted"));
                     for f in &i.findings {
                         outln!("  {f}");
                     }

@@ -21,7 +21,7 @@ pub struct Args {
     quiet: bool,
     /// Only instances matching KEY=VALUE (repeatable, all must match): id,
     /// name, service, release (N or SERVICE#N), state (running, exited, …),
-    /// image (a digest or digest prefix).
+    /// image (a digest, digest prefix or NAME:TAG).
     #[arg(long, value_name = "KEY=VALUE", value_parser = filter::parse)]
     filter: Vec<Filter>,
 }
@@ -31,8 +31,16 @@ const FILTERS: [&str; 6] = ["id", "name", "service", "release", "state", "image"
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     filter::check(&a.filter, "ps", &FILTERS)?;
     let mut store = ctx.store()?;
+    // image=NAME:TAG means the digest the tag names now.
+    let mut filters = a.filter.clone();
+    for f in &mut filters {
+        let is_hex = f.value.bytes().all(|b| b.is_ascii_hexdigit());
+        if f.key == "image" && !is_hex && !f.value.starts_with("sha256:") {
+            f.value = store.resolve(&f.value)?.digest.to_string();
+        }
+    }
     let mut list = instance::refresh(store.db_mut(), a.all)?;
-    list.retain(|i| a.filter.iter().all(|f| matches(i, f)));
+    list.retain(|i| filters.iter().all(|f| matches(i, f)));
     if a.quiet {
         for i in &list {
             outln!("{}", i.id);

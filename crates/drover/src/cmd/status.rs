@@ -70,10 +70,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             outln!("  NO TRAFFIC: {p} (remove one: `drover service rm`)");
         }
         if let Some(why) = &s.revoked {
-            outln!("  REVOKED: release image revoked: {why}");
+            outln!(
+                "  {}: release image revoked: {why}",
+                color::paint_as("REVOKED", "revoked")
+            );
         }
         if let Some(why) = s.sync.reason.as_deref().filter(|_| !s.sync.in_sync()) {
-            outln!("  OUT OF SYNC: {why}");
+            outln!("  {}: {why}", color::paint_as("OUT OF SYNC", "out-of-sync"));
             if !s.sync.differences.is_empty() {
                 outln!("    what differs (running -> fleet file):");
             }

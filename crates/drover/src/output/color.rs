@@ -45,6 +45,12 @@ pub fn state(word: &str) -> String {
     paint(tone(word), word, enabled())
 }
 
+/// `text` in the colour of the state word `like` (`OUT OF SYNC` as
+/// `out-of-sync`).
+pub fn paint_as(text: &str, like: &str) -> String {
+    paint(tone(like), text, enabled())
+}
+
 fn paint(tone: Tone, word: &str, on: bool) -> String {
     let code = match tone {
         Tone::Good => "32",
