@@ -142,6 +142,13 @@ fn output_formats_carry_a_version() {
         !table.contains("apiVersion") && !table.contains('\x1b'),
         "{table}"
     );
+    // Commands that printed a bare line print a document under --json.
+    let t = env.json(&["tag", "sample:1.0", "x:1"]);
+    assert_eq!(
+        (t["kind"].as_str(), t["digest"].as_str()),
+        (Some("Tag"), Some(digest.as_str()))
+    );
+    assert_eq!(env.items(&["rmi", "x:1"])[0]["name"], "x:1");
     let o = env.run(&["-o", "xml", "images"]);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 }

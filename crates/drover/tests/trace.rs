@@ -41,7 +41,8 @@ fn trace(env: &Env, args: &[&str]) -> (i32, Value) {
     all.extend_from_slice(args);
     let out = env.run(&all);
     let v = common::doc(&String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap_or(-1), v)
+    assert_eq!(v["kind"], "Trace");
+    (out.status.code().unwrap_or(-1), v["root"].clone())
 }
 
 #[test]

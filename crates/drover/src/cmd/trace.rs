@@ -24,7 +24,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     };
     let root = trace::trace(&store, &a.target, &trust)?;
     if ctx.json {
-        ctx.emit("Trace", &root)?;
+        // The chain's links have kinds of their own (`instance`, `image`):
+        // the document holds the first link as `root`.
+        ctx.emit("Trace", &serde_json::json!({ "root": root }))?;
     } else {
         print_link(&root, "", "");
         outln!(

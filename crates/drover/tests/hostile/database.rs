@@ -134,7 +134,8 @@ fn ps(env: &Env) -> Vec<serde_json::Value> {
 fn trace(env: &Env, target: &str) -> (i32, serde_json::Value) {
     let out = env.run(&["--json", "trace", target]);
     let v = common::doc(&String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap_or(-1), v)
+    assert_eq!(v["kind"], "Trace");
+    (out.status.code().unwrap_or(-1), v["root"].clone())
 }
 
 /// Every link that does not hold, as "kind: problem".
