@@ -55,7 +55,7 @@ d() { "$DROVER" --init --store "$STORE" "$@"; }
 cleanup() {
   # Remove every instance this run made, whatever state it is in.
   if [[ -d $STORE ]]; then
-    ids=$(d --json ps 2>/dev/null | python3 -c 'import json,sys; print(" ".join(i["id"] for i in json.load(sys.stdin)))' || true)
+    ids=$(d --json ps 2>/dev/null | python3 -c 'import json,sys; print(" ".join(i["id"] for i in json.load(sys.stdin)["items"]))' || true)
     # shellcheck disable=SC2086  # one word per id
     if [[ -n $ids ]]; then d rm --force $ids >/dev/null 2>&1 || true; fi
   fi
@@ -102,7 +102,7 @@ apply() {
   d --json apply -f "$W/fleet.toml" >"$W/apply.json" 2>"$W/apply.err" || rc=$?
   report=$(python3 - "$W/apply.json" <<'PY'
 import json, math, sys
-r = json.load(open(sys.argv[1]))[0]
+r = json.load(open(sys.argv[1]))["items"][0]
 secs, wait = float(r["seconds"]), float(r["health_wait_seconds"])
 assert math.isfinite(secs) and secs > 0 and math.isfinite(wait) and wait >= 0, r
 print(secs, wait, int(r["started"]), int(r["stopped"]), int(r["failed"] or 0))
@@ -115,7 +115,7 @@ PY
     fail) [[ $rc != 0 && $FAILED != 0 ]] ||
       die "the release whose health check fails did not fail (exit $rc, $FAILED failed)" ;;
   esac
-  running=$(d --json ps | python3 -c 'import json, sys; print(sum(i["state"] == "running" for i in json.load(sys.stdin)))') ||
+  running=$(d --json ps | python3 -c 'import json, sys; print(sum(i["state"] == "running" for i in json.load(sys.stdin)["items"]))') ||
     die "drover ps failed after apply"
   [[ $running == "$REPLICAS" ]] || die "$running instances running after apply, not $REPLICAS"
 }

@@ -79,7 +79,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ -d $STORE ]]; then
-    ids=$(d --json ps 2>/dev/null | python3 -c 'import json,sys; print(" ".join(i["id"] for i in json.load(sys.stdin)))' || true)
+    ids=$(d --json ps 2>/dev/null | python3 -c 'import json,sys; print(" ".join(i["id"] for i in json.load(sys.stdin)["items"]))' || true)
     # shellcheck disable=SC2086  # one word per id
     if [[ -n $ids ]]; then d rm --force $ids >/dev/null 2>&1 || true; fi
   fi

@@ -68,15 +68,15 @@ rn() { runc --root "$RUNC_ROOT" "$@"; }
 # The ids of a store's instances that are not removed, one a line.
 live_instances() { # $1 = store
   "$DROVER" --init --store "$1" --json ps 2>/dev/null |
-    python3 -c 'import json, sys; [print(i["id"]) for i in json.load(sys.stdin) if i["state"] != "deleted"]'
+    python3 -c 'import json, sys; [print(i["id"]) for i in json.load(sys.stdin)["items"] if i["state"] != "deleted"]'
 }
 running_instances() { # in $S: how many are running
-  dr --json ps | python3 -c 'import json, sys; print(sum(i["state"] == "running" for i in json.load(sys.stdin)))'
+  dr --json ps | python3 -c 'import json, sys; print(sum(i["state"] == "running" for i in json.load(sys.stdin)["items"]))'
 }
 instance_state() { # $1 = id, in $S
   dr --json ps -a | python3 -c '
 import json, sys
-print(next((i["state"] for i in json.load(sys.stdin) if i["id"] == sys.argv[1]), "missing"))' "$1"
+print(next((i["state"] for i in json.load(sys.stdin)["items"] if i["id"] == sys.argv[1]), "missing"))' "$1"
 }
 
 # A runc bundle: the config.json drover generated for an instance, with the

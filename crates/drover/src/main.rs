@@ -1,14 +1,18 @@
 //! drover's command line: parse arguments, open the store, call the library,
 //! map errors to exit codes. Each subcommand lives in `cmd/`.
 
-mod cmd;
+#[macro_use]
 mod output;
+mod cmd;
+mod filter;
 mod progress;
+mod timearg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 use drover_core::ErrorKind;
 
 #[derive(Parser)]
@@ -30,7 +34,12 @@ pub struct Cli {
     #[arg(long)]
     init: bool,
 
-    /// Machine-readable JSON output (and no progress display).
+    /// Output format: `table` (default), `wide` (more columns), `json` or
+    /// `yaml` (versioned documents for programs; errors too, on stderr).
+    #[arg(short = 'o', long, global = true, value_enum, value_name = "FORMAT")]
+    output: Option<output::Format>,
+
+    /// The same as `-o json`.
     #[arg(long, global = true)]
     json: bool,
 
@@ -45,7 +54,7 @@ enum Command {
     /// Resolve a definition's Debian packages and write drover.lock beside it.
     Lock(cmd::lock::Args),
     /// List tagged images.
-    Images,
+    Images(cmd::images::Args),
     /// Show an image's manifest, config and attached artifacts.
     Inspect(cmd::inspect::Args),
     /// Point a new tag at an image.
@@ -98,8 +107,9 @@ enum Command {
     /// Deploy a fleet file: new releases for changed services, rolled out
     /// health-gated by each service's strategy; automatic rollback on failure.
     Apply(cmd::apply::Args),
-    /// Services: current release, ready / desired, instances and their digests.
-    Status,
+    /// Services: current release, ready / desired, instances and their
+    /// digests; one service when named.
+    Status(cmd::status::Args),
     /// A service's releases, newest last.
     Releases(cmd::releases::Args),
     /// Roll a service back: a new release with an earlier one's content.
@@ -121,6 +131,15 @@ enum Command {
 }
 
 impl Cli {
+    /// `-o`, else `--json`, else a table.
+    fn format(&self) -> output::Format {
+        match (self.output, self.json) {
+            (Some(f), _) => f,
+            (None, true) => output::Format::Json,
+            (None, false) => output::Format::Table,
+        }
+    }
+
     fn store_dir(&self) -> PathBuf {
         if let Some(s) = &self.store {
             return s.clone();
@@ -147,10 +166,13 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_args();
+    let format = cli.format();
+    output::color::init(format);
     let ctx = cmd::Ctx {
         store_dir: cli.store_dir(),
-        json: cli.json,
+        format,
+        json: format.machine(),
     };
     let result = if cli.command.opens_store() {
         cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init).map_err(Into::into)
@@ -160,7 +182,7 @@ fn main() -> ExitCode {
     let result = result.and_then(|()| match &cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
         Command::Lock(a) => cmd::lock::run(&ctx, a),
-        Command::Images => cmd::images::run(&ctx),
+        Command::Images(a) => cmd::images::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Push(a) => cmd::push::run(&ctx, a),
@@ -183,7 +205,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Plan(a) => cmd::plan::run(&ctx, a),
         Command::Apply(a) => cmd::apply::run(&ctx, a),
-        Command::Status => cmd::status::run(&ctx),
+        Command::Status(a) => cmd::status::run(&ctx, a),
         Command::Releases(a) => cmd::releases::run(&ctx, a),
         Command::Rollback(a) => cmd::rollback::run(&ctx, a),
         Command::Rollout(a) => cmd::rollout::run(&ctx, a),
@@ -198,8 +220,11 @@ fn main() -> ExitCode {
     let collapse = matches!(&cli.command, Command::Plan(a) if a.detailed_exitcode);
     match result {
         Ok(code) => code,
+        // The reader went away (`drover audit export | head`): it has what
+        // it wanted, so nothing to say and nothing failed.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("drover: error: {}", message(&e));
+            report(format, &e);
             ExitCode::from(if collapse { 1 } else { exit_code(&e) })
         }
     }
@@ -221,6 +246,89 @@ fn message(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// Parse the command line; clap's own refusals (exit 2) are documents too
+/// when the arguments ask for machine output.
+fn parse_args() -> Cli {
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    use clap::error::ErrorKind as Clap;
+    let machine = machine_format_requested(std::env::args().skip(1));
+    if matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion) || machine.is_none() {
+        e.exit();
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let doc = output::error_document("invalid", message, Some("see `drover --help`"));
+    print_error_document(machine.unwrap_or_default(), &doc);
+    std::process::exit(2);
+}
+
+/// `--json`, `-o json|yaml`, `--output=json|yaml` among raw arguments (for
+/// errors clap raises before the options are known).
+fn machine_format_requested(args: impl Iterator<Item = String>) -> Option<output::Format> {
+    let args: Vec<String> = args.collect();
+    let mut found = None;
+    for (i, a) in args.iter().enumerate() {
+        let value = match a.as_str() {
+            "--json" => Some("json"),
+            "-o" | "--output" => args.get(i + 1).map(String::as_str),
+            a => a
+                .strip_prefix("--output=")
+                .or_else(|| a.strip_prefix("-o").filter(|v| !v.is_empty())),
+        };
+        match value {
+            Some("json") => found = Some(output::Format::Json),
+            Some("yaml") => found = Some(output::Format::Yaml),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Say what went wrong on stderr: a sentence, or under `-o json|yaml` an
+/// error document (`{apiVersion, kind: Error, error: {kind, message,
+/// hint}}`).
+fn report(format: output::Format, e: &anyhow::Error) {
+    if !format.machine() {
+        eprintln!("drover: error: {}", message(e));
+        return;
+    }
+    let core = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<drover_core::Error>());
+    let hint = match core {
+        Some(drover_core::Error::NotFound { hint, .. }) => hint.as_deref(),
+        _ => None,
+    };
+    let kind = kind_name(core.map(|c| c.kind()));
+    let doc = output::error_document(kind, &message(e), hint);
+    print_error_document(format, &doc);
+}
+
+fn print_error_document(format: output::Format, doc: &serde_json::Value) {
+    let text = match format {
+        output::Format::Yaml => output::yaml::to_string(doc),
+        _ => format!("{doc}\n"),
+    };
+    eprint!("{text}");
+}
+
+/// An error kind's name in documents: its variant in kebab-case.
+fn kind_name(kind: Option<ErrorKind>) -> &'static str {
+    match kind {
+        Some(ErrorKind::Invalid) => "invalid",
+        Some(ErrorKind::NotFound) => "not-found",
+        Some(ErrorKind::Corrupt) => "corrupt",
+        Some(ErrorKind::Busy) => "busy",
+        Some(ErrorKind::Refused) => "refused",
+        Some(ErrorKind::CheckFailed) => "check-failed",
+        Some(ErrorKind::Internal) | None => "internal",
+    }
 }
 
 /// The one place an exit code is decided (besides clap's 2 for arguments it

@@ -63,7 +63,7 @@ Version: 2024a-0+deb12u1
 /// The content of the artifact of `artifact_type` attached to `image`,
 /// read from the store's blobs the way any OCI tool would.
 fn artifact(env: &Env, image: &str, artifact_type: &str) -> (String, PathBuf) {
-    let inspect: Value = serde_json::from_str(&env.ok(&["--json", "inspect", image])).unwrap();
+    let inspect: Value = env.json(&["inspect", image]);
     let found: Vec<&Value> = inspect["referrers"]
         .as_array()
         .unwrap()
@@ -279,7 +279,7 @@ fn provenance_is_a_dsse_envelope_securesystemslib_verifies() {
     );
 
     // `inspect` shows the newest provenance the host key verifies.
-    let inspect: Value = serde_json::from_str(&env.ok(&["--json", "inspect", &app])).unwrap();
+    let inspect: Value = env.json(&["inspect", &app]);
     assert_eq!(inspect["provenance"]["base_image"], base.as_str());
     assert_eq!(
         inspect["provenance"]["definition"],
@@ -358,15 +358,13 @@ fn sbom_is_valid_spdx_with_the_dpkg_packages_and_every_file() {
 fn a_rebuild_keeps_one_provenance_and_one_sbom_and_the_same_digest() {
     let env = sample_env();
     let first = env.build(&[]);
-    let out: Value = serde_json::from_str(&env.ok(&[
-        "--json",
+    let out: Value = env.json(&[
         "build",
         "-f",
         env.ctx().join("drover.toml").to_str().unwrap(),
-    ]))
-    .unwrap();
+    ]);
     assert_eq!(out["digest"], first.as_str());
-    let inspect: Value = serde_json::from_str(&env.ok(&["--json", "inspect", &first])).unwrap();
+    let inspect: Value = env.json(&["inspect", &first]);
     let of_type = |t: &str| -> Vec<String> {
         inspect["referrers"]
             .as_array()

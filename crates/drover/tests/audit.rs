@@ -39,7 +39,7 @@ fn exported() -> Exported {
     env.ok(&["tag", "sample:prod", "sample:again"]);
     let text = env.ok(&["audit", "verify"]);
     assert!(text.starts_with("ledger valid: "), "{text}");
-    let report: Value = serde_json::from_str(&env.ok(&["--json", "audit", "verify"])).unwrap();
+    let report: Value = env.json(&["audit", "verify"]);
     let entries = report["entries"].as_u64().unwrap();
     assert!(entries >= 4, "{report:#}");
     assert_eq!(report["signed"], entries, "{report:#}");

@@ -33,10 +33,8 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 fn snapshot(env: &Env) -> Snapshot {
-    let images: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "images"])).unwrap();
+    let images = env.items(&["images"]);
     let tags = images
-        .as_array()
-        .unwrap()
         .iter()
         .map(|r| {
             (
@@ -45,10 +43,10 @@ fn snapshot(env: &Env) -> Snapshot {
             )
         })
         .collect();
-    let ledger: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap();
+    let ledger = env.items(&["audit"]);
     Snapshot {
         tags,
-        ledger: ledger.as_array().unwrap().len(),
+        ledger: ledger.len(),
         blobs: names(&env.store().join("blobs/sha256")),
         tmp: names(&env.store().join("tmp")),
     }
@@ -142,8 +140,7 @@ fn symlink_inside_the_tree_is_stored_as_a_link_not_followed() {
     let env = sample_env();
     std::os::unix::fs::symlink("/etc/passwd", env.ctx().join("rootfs/pw")).unwrap();
     env.build(&[]);
-    let baseline: serde_json::Value =
-        serde_json::from_str(&env.ok(&["--json", "baseline", "sample:1.0"])).unwrap();
+    let baseline: serde_json::Value = env.json(&["baseline", "sample:1.0"]);
     let pw = baseline["files"]
         .as_array()
         .unwrap()

@@ -359,7 +359,7 @@ fn gc_killed_at_any_moment_leaves_the_store_valid() {
     let clean = dir.path().join("clean");
     copy_store(&template, &clean);
     let started = Instant::now();
-    let report: Value = serde_json::from_str(&ok(&clean, &["--json", "gc"])).unwrap();
+    let report = common::doc(&ok(&clean, &["--json", "gc"]));
     let wall = started.elapsed();
     let after = blob_names(&clean);
     assert!(report["removed_blobs"].as_u64().unwrap() >= 60, "{report}");
@@ -470,10 +470,8 @@ fn concurrent_builds_into_one_store_both_succeed() {
         assert_eq!(digest(&outs[0]), ref_alpha, "round {round}");
         assert_eq!(digest(&outs[1]), ref_beta, "round {round}");
 
-        let images: Value = serde_json::from_str(&ok(&store, &["--json", "images"])).unwrap();
+        let images = common::items(&ok(&store, &["--json", "images"]));
         let tags: Vec<(&str, &str)> = images
-            .as_array()
-            .unwrap()
             .iter()
             .map(|r| (r["name"].as_str().unwrap(), r["digest"].as_str().unwrap()))
             .collect();
@@ -488,10 +486,8 @@ fn concurrent_builds_into_one_store_both_succeed() {
         ok(&store, &["verify"]);
         ok(&store, &["audit", "verify"]);
         assert_index_sound(&store, &format!("round {round}"));
-        let ledger: Value =
-            serde_json::from_str(&ok(&store, &["--json", "audit", "--action", "image.build"]))
-                .unwrap();
-        let builds = ledger.as_array().unwrap().len();
+        let ledger = common::items(&ok(&store, &["--json", "audit", "--action", "image.build"]));
+        let builds = ledger.len();
         let expected = rounds[..=round].iter().filter(|r| r.0 == name).count() * 2;
         assert_eq!(builds, expected, "round {round}: image.build entries");
     }

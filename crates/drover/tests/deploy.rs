@@ -57,7 +57,7 @@ fn setup() -> Option<Env> {
 }
 
 fn status(env: &Env) -> Value {
-    let all: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    let all: Vec<Value> = env.items(&["status"]);
     all.into_iter()
         .find(|s| s["name"] == "web")
         .expect("service web")
@@ -82,7 +82,7 @@ fn get(port: u16) -> Option<String> {
 }
 
 fn ledger(env: &Env) -> Vec<Value> {
-    serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap()
+    env.items(&["audit"])
 }
 
 /// Replays the ledger's instance entries of `service`: the fewest instances
@@ -177,8 +177,7 @@ fn rolling_deploy_then_nothing_to_do_then_a_new_image_without_going_below_replic
     assert_eq!(pages(&s), vec!["version two\n"; 3]);
     assert_eq!(running_bounds(&env, before), (3, 4));
 
-    let releases: Vec<Value> =
-        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    let releases: Vec<Value> = env.items(&["releases", "web"]);
     assert_eq!(releases.len(), 2);
     assert_eq!(releases[1]["outcome"], "healthy");
     assert_eq!(releases[1]["parent"], 1);
@@ -229,8 +228,7 @@ fn a_failing_health_check_rolls_back_and_quarantines_the_image() {
     );
     assert_eq!(pages(&s), vec!["version one\n"; 3]);
     assert_eq!(s["quarantined"].as_array().unwrap().len(), 1);
-    let releases: Vec<Value> =
-        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    let releases: Vec<Value> = env.items(&["releases", "web"]);
     assert_eq!(releases[1]["outcome"], "failed");
 
     // Applying it again is refused without --force, but what runs is still
@@ -270,8 +268,7 @@ fn manual_rollback_is_a_new_release_and_a_reapply_respects_it() {
     assert!(out.contains("runs release 3"), "{out}");
     let s = status(&env);
     assert_eq!(pages(&s), vec!["version one\n"; 2]);
-    let releases: Vec<Value> =
-        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    let releases: Vec<Value> = env.items(&["releases", "web"]);
     assert_eq!(releases[2]["rollback_of"], 1);
     assert_eq!(releases[2]["image"], releases[0]["image"]);
     // The fleet file still names version 2; applying it unchanged does not
@@ -387,7 +384,7 @@ fn apply_killed_at_any_point_converges_on_the_next_run() {
         );
         assert_eq!(pages(&s), vec![want; 3], "round {round}");
         // No instance drover does not know about, none left half-made.
-        let ps: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
+        let ps: Vec<Value> = env.items(&["ps"]);
         assert_eq!(ps.len(), 3, "round {round}: {ps:?}");
         let containers = std::fs::read_dir(env.store().join("run/embedded"))
             .unwrap()

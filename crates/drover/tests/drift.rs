@@ -29,7 +29,7 @@ fn drift_of_an_image_root() {
 
     let out = env.run(&["--json", "drift", "--image", &digest]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::doc(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["findings"][1]["path"], "/etc/motd");
     assert_eq!(report["findings"][1]["change"], "content");
 

@@ -53,9 +53,8 @@ fn build_twice(name: &str) -> (Env, String) {
 
 /// The one tag in `env`.
 fn images(env: &Env) -> String {
-    let v: Value = serde_json::from_str(&env.ok(&["--json", "images"])).unwrap();
-    let list = v.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{v}");
+    let list = env.items(&["images"]);
+    assert_eq!(list.len(), 1, "{list:?}");
     list[0]["name"].as_str().unwrap().to_string()
 }
 
@@ -75,12 +74,9 @@ fn deploy(env: &Env, fleet: &str) -> Vec<Value> {
 }
 
 fn running(env: &Env) -> Vec<Value> {
-    let v: Value = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
+    env.items(&["ps"])
+        .into_iter()
         .filter(|i| i["state"] == "running")
-        .cloned()
         .collect()
 }
 

@@ -47,7 +47,7 @@ fn fleet(env: &Env, file: &str, services: &[String]) -> String {
 }
 
 fn statuses(env: &Env) -> Vec<Value> {
-    serde_json::from_str(&env.ok(&["--json", "status"])).unwrap()
+    env.items(&["status"])
 }
 
 fn status_of(env: &Env, name: &str) -> Option<Value> {
@@ -55,7 +55,7 @@ fn status_of(env: &Env, name: &str) -> Option<Value> {
 }
 
 fn ledger(env: &Env) -> Vec<Value> {
-    serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap()
+    env.items(&["audit"])
 }
 
 fn out(o: &Output) -> String {
@@ -68,7 +68,7 @@ fn err(o: &Output) -> String {
 
 /// Live instances of `service`, as `ps` lists them.
 fn instances_of(env: &Env, name: &str) -> usize {
-    let all: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
+    let all: Vec<Value> = env.items(&["ps"]);
     all.iter()
         .filter(|i| i["service"] == name && i["state"] != "deleted")
         .count()
@@ -238,7 +238,7 @@ fn a_quarantined_release_is_refused_in_plan_without_steps() {
         !text.contains("rollout:") && !text.contains(" 1. "),
         "{text}"
     );
-    let json: Value = serde_json::from_str(&env.ok(&["--json", "plan", "-f", &f])).unwrap();
+    let json: Value = env.json(&["plan", "-f", &f]);
     let web = &json["services"][0];
     assert!(web["refused"].is_string(), "{json}");
     assert_eq!(web["steps"], serde_json::json!([]), "{json}");
@@ -404,7 +404,7 @@ fn apply_detach_returns_the_release_and_rollout_status_follows_it() {
     assert!(err(&o).contains("no `drover serve` runs"), "{}", show(&o));
     let o = env.run(&["--json", "rollout", "status", "web"]);
     assert_eq!(o.status.code(), Some(5), "still rolling: {}", show(&o));
-    let json: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let json = common::doc(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(json["state"], "rolling", "{json}");
 
     let _serve = Serve(
@@ -431,7 +431,7 @@ fn apply_detach_returns_the_release_and_rollout_status_follows_it() {
     let bad = fleet(&env, "f.toml", &[service("web", "1", "/missing", "")]);
     let o = env.run(&["--json", "apply", "-f", &bad, "--detach"]);
     assert!(o.status.success(), "{}", show(&o));
-    let reports: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let reports = common::items(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(reports[0]["created"], 2, "{}", show(&o));
     let o = env.run(&["rollout", "status", "web", "--watch", "--timeout", "60s"]);
     assert_eq!(
@@ -445,8 +445,7 @@ fn apply_detach_returns_the_release_and_rollout_status_follows_it() {
         "{}",
         show(&o)
     );
-    let json: Value =
-        serde_json::from_str(&out(&env.run(&["--json", "rollout", "status", "web"]))).unwrap();
+    let json = common::doc(&out(&env.run(&["--json", "rollout", "status", "web"])));
     assert_eq!(json["state"], "failed", "{json}");
     assert_eq!(json["running"], 1, "{json}");
 }

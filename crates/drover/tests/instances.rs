@@ -96,11 +96,11 @@ pub(crate) fn sh(env: &Env, driver: &str, extra: &[&str], script: &str) -> (i32,
 }
 
 fn ps(env: &Env, all: bool) -> Vec<Value> {
-    let mut args = vec!["--json", "ps"];
+    let mut args = vec!["ps"];
     if all {
         args.push("--all");
     }
-    serde_json::from_str(&env.ok(&args)).unwrap()
+    env.items(&args)
 }
 
 fn instance(env: &Env, id: &str) -> Value {
@@ -111,7 +111,7 @@ fn instance(env: &Env, id: &str) -> Value {
 }
 
 fn ledger_actions(env: &Env, id: &str) -> Vec<String> {
-    let entries: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap();
+    let entries: Vec<Value> = env.items(&["audit"]);
     entries
         .iter()
         .filter(|e| e["subjects"].as_array().unwrap().iter().any(|s| s == id))
@@ -293,7 +293,7 @@ fn detached_lifecycle_is_recorded(driver: &str) {
         ledger_actions(&env, &id),
         ["instance.start", "instance.stop", "instance.delete"]
     );
-    let entries: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap();
+    let entries: Vec<Value> = env.items(&["audit"]);
     let start = entries
         .iter()
         .find(|e| e["action"] == "instance.start")

@@ -228,7 +228,7 @@ mode = "0600"
 
     // B's baseline is A's plus the new file.
     let baseline = |env: &Env, r: &str| -> BTreeMap<String, Value> {
-        let v: Value = serde_json::from_str(&env.ok(&["--json", "baseline", r])).unwrap();
+        let v: Value = env.json(&["baseline", r]);
         v["files"]
             .as_array()
             .unwrap()

@@ -8,7 +8,7 @@ use std::process::Command;
 use common::*;
 
 fn baseline(env: &Env, reference: &str) -> serde_json::Value {
-    serde_json::from_str(&env.ok(&["--json", "baseline", reference])).expect("baseline JSON")
+    env.json(&["baseline", reference])
 }
 
 /// The baseline record of `path`, if the image has it.

@@ -43,9 +43,9 @@ fn locked(packages: &str, essential: bool) -> Option<Env> {
 
 fn build_json(env: &Env, extra: &[&str]) -> Value {
     let file = env.ctx().join("drover.toml");
-    let mut args = vec!["--json", "build", "-f", file.to_str().unwrap()];
+    let mut args = vec!["build", "-f", file.to_str().unwrap()];
     args.extend_from_slice(extra);
-    serde_json::from_str(&env.ok(&args)).expect("build JSON")
+    env.json(&args)
 }
 
 fn record<'a>(b: &'a Value, path: &str) -> Option<&'a Value> {
@@ -79,7 +79,7 @@ fn scripts_configure_the_packages_and_their_changes_are_a_layer() {
     );
     assert_eq!(layers[1]["cache"]["cache"], "built", "{out}");
 
-    let b: Value = serde_json::from_str(&env.ok(&["--json", "baseline", "scripted:1"])).unwrap();
+    let b: Value = env.json(&["baseline", "scripted:1"]);
     // ca-certificates' postinst ran update-ca-certificates.
     let bundle = record(&b, "/etc/ssl/certs/ca-certificates.crt").expect("the CA bundle");
     assert_eq!(bundle["type"], "file");

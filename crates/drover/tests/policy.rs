@@ -51,9 +51,7 @@ fn refused(out: &Output, rule: &str, image: &str) -> String {
 
 /// The `policy.refuse` ledger entries: (subject, rule, operation).
 fn refusals(env: &Env) -> Vec<(String, String, String)> {
-    let out = env.ok(&["--json", "audit", "--action", "policy.refuse"]);
-    serde_json::from_str::<Vec<Value>>(&out)
-        .unwrap()
+    env.items(&["audit", "--action", "policy.refuse"])
         .iter()
         .map(|e| {
             (
@@ -92,9 +90,9 @@ fn unsigned_images_are_refused_by_run_and_apply() {
     let out = env.run(&["apply", "-f", &fleet(&env, "app:1")]);
     refused(&out, "require_signature", &digest);
     // Nothing was recorded but the refusals.
-    let status: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    let status: Vec<Value> = env.items(&["status"]);
     assert!(status.is_empty(), "{status:?}");
-    assert!(env.ok(&["--json", "ps", "--all"]).trim() == "[]");
+    assert!(env.items(&["ps", "--all"]).is_empty());
     assert_eq!(
         refusals(&env),
         vec![
@@ -373,13 +371,12 @@ fn web_fleet(env: &Env, tag: &str) -> String {
 }
 
 fn status(env: &Env) -> Value {
-    let s: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    let s: Vec<Value> = env.items(&["status"]);
     s.into_iter().next().expect("one service")
 }
 
 fn digest_of(env: &Env, reference: &str) -> String {
-    let out = env.ok(&["--json", "inspect", reference]);
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = env.json(&["inspect", reference]);
     v["digest"].as_str().unwrap().to_string()
 }
 
@@ -523,9 +520,7 @@ fn revoked_images_are_refused_flagged_and_served_around() {
         text.contains("OUT OF SYNC") && text.contains("env.TAG"),
         "{text}"
     );
-    let rollbacks: Vec<Value> =
-        serde_json::from_str(&env.ok(&["--json", "audit", "--action", "service.rollback"]))
-            .unwrap();
+    let rollbacks: Vec<Value> = env.items(&["audit", "--action", "service.rollback"]);
     let d = &rollbacks.last().expect("a rollback entry")["details"];
     assert!(
         d["reason"].as_str().unwrap().contains("CVE-2026-0002"),

@@ -282,7 +282,7 @@ fn a_services_tmpfs_is_part_of_its_release() {
     let plan = env.ok(&["plan", "-f", f]);
     assert!(plan.contains("tmpfs"), "{plan}");
     env.ok(&["apply", "-f", f]);
-    let all: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    let all: Vec<serde_json::Value> = env.items(&["status"]);
     let pid = all[0]["instances"][0]["pid"].as_u64().expect("a pid");
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     let line = mounts

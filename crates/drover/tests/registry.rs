@@ -549,7 +549,7 @@ fn push_then_pull_keeps_digest_and_baseline() {
         &["--json", "push", "sample:1.0", &remote, "--insecure"],
     );
     let elapsed = t.elapsed();
-    let report: Value = serde_json::from_str(&again).unwrap();
+    let report = common::doc(&again);
     assert_eq!(report["blobs_sent"], 0, "{report}");
     assert!(report["blobs_skipped"].as_u64().unwrap() >= 3, "{report}");
     assert!(elapsed < Duration::from_secs(2), "re-push took {elapsed:?}");
@@ -614,8 +614,7 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
     // The pull `apply` does shows its progress too (plain lines here).
     let err = String::from_utf8_lossy(&applied.stderr);
     assert!(err.contains("pull: done, "), "{err}");
-    let status: Vec<Value> =
-        serde_json::from_str(&ok(&dst, nocreds.path(), &["--json", "status"])).unwrap();
+    let status = common::items(&ok(&dst, nocreds.path(), &["--json", "status"]));
     let instances = status[0]["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 1, "{status:?}");
     assert_eq!(instances[0]["image"], digest.as_str());
@@ -646,7 +645,7 @@ fn apply_pulls_a_fleet_image_named_by_registry_digest() {
         nocreds.path(),
         &["--json", "audit", "--action", "image.pull"],
     );
-    let pulls: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    let pulls = common::items(&audit);
     assert_eq!(pulls.len(), 1, "{pulls:?}");
 }
 
@@ -675,7 +674,7 @@ fn a_large_layer_streams_both_ways() {
         nocreds.path(),
         &["--json", "push", "sample:1.0", &remote, "--insecure"],
     );
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let report = common::doc(&out);
     assert!(
         report["bytes_sent"].as_u64().unwrap() > 24 << 20,
         "{report}"
@@ -1009,12 +1008,11 @@ fn apply_fetches_referrers_attached_after_the_pull() {
             ci.with_extension("key").to_str().unwrap(),
         ],
     );
-    let pushed: Value = serde_json::from_str(&ok(
+    let pushed = common::doc(&ok(
         &src,
         nocreds.path(),
         &["--json", "push", "web:1", &remote, "--insecure"],
-    ))
-    .unwrap();
+    ));
     assert_eq!(pushed["referrers"].as_array().unwrap().len(), 5, "{pushed}");
 
     let fleet = dst.dir.path().join("fleet.toml");
@@ -1042,30 +1040,27 @@ fn apply_fetches_referrers_attached_after_the_pull() {
         "the signature came along"
     );
     assert!(got.iter().any(|(_, t)| t.contains("signature")), "{got:?}");
-    let pulls: Vec<Value> = serde_json::from_str(&ok(
+    let pulls = common::items(&ok(
         &dst,
         nocreds.path(),
         &["--json", "audit", "--action", "image.pull"],
-    ))
-    .unwrap();
+    ));
     assert_eq!(pulls.len(), 2, "{pulls:?}");
     ok(&dst, nocreds.path(), &["verify"]);
 
     // Nothing new: one listing, nothing fetched, nothing recorded.
     ok(&dst, nocreds.path(), &["apply", "-f", f]);
-    let pulls: Vec<Value> = serde_json::from_str(&ok(
+    let pulls = common::items(&ok(
         &dst,
         nocreds.path(),
         &["--json", "audit", "--action", "image.pull"],
-    ))
-    .unwrap();
+    ));
     assert_eq!(pulls.len(), 2, "{pulls:?}");
 
     // The registry gone: the image is here, so the deploy still happens.
     let _ = reg.child.kill();
     let _ = reg.child.wait();
-    let reports: Vec<Value> =
-        serde_json::from_str(&ok(&dst, nocreds.path(), &["--json", "apply", "-f", f])).unwrap();
+    let reports = common::items(&ok(&dst, nocreds.path(), &["--json", "apply", "-f", f]));
     assert!(reports[0]["error"].is_null(), "{reports:?}");
     let warning = reports[0]["warnings"][0].as_str().unwrap_or_default();
     assert!(
@@ -1242,7 +1237,7 @@ fn an_interrupted_push_or_pull_resumes_without_resending() {
         nocreds.path(),
         &["--json", "push", "layers:1", &remote, "--insecure"],
     );
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let report = common::doc(&out);
     assert_eq!(report["digest"], digest.as_str());
     // What arrived is skipped; all nine blobs (the image's config and four
     // layers, the artifacts' shared empty config and the contents of the
@@ -1270,7 +1265,7 @@ fn an_interrupted_push_or_pull_resumes_without_resending() {
         nocreds.path(),
         &["--json", "pull", &remote, "--insecure"],
     );
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let report = common::doc(&out);
     assert_eq!(report["digest"], digest.as_str());
     let (fetched, present) = (
         report["blobs_fetched"].as_u64().unwrap(),

@@ -620,7 +620,7 @@ fn build_json(store: &Path, ctx: &Path) -> serde_json::Value {
     c.arg("--json");
     let out = c.output().expect("run drover");
     assert!(out.status.success(), "{c:?} failed:\n{}", show(&out));
-    serde_json::from_slice(&out.stdout).expect("build --json output")
+    doc(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// `c` run through a wrapper command line (`unshare ...`, `setpriv ...`).

@@ -77,7 +77,7 @@ echo done
 mounts = [{ src = "app", dest = "/src" }]"#;
 
 fn baseline(env: &Env, reference: &str) -> Value {
-    serde_json::from_str(&env.ok(&["--json", "baseline", reference])).expect("baseline JSON")
+    env.json(&["baseline", reference])
 }
 
 fn record<'a>(b: &'a Value, path: &str) -> Option<&'a Value> {
@@ -107,9 +107,9 @@ pub(crate) fn provenance(env: &Env, out: &Value) -> Value {
 
 fn build_json(env: &Env, extra: &[&str]) -> Value {
     let file = env.ctx().join("drover.toml");
-    let mut args = vec!["--json", "build", "-f", file.to_str().unwrap()];
+    let mut args = vec!["build", "-f", file.to_str().unwrap()];
     args.extend_from_slice(extra);
-    serde_json::from_str(&env.ok(&args)).expect("build JSON")
+    env.json(&args)
 }
 
 #[test]

@@ -140,7 +140,7 @@ fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 }
 
 fn status(env: &Env) -> Value {
-    let all: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+    let all: Vec<Value> = env.items(&["status"]);
     all.into_iter()
         .find(|s| s["name"] == "web")
         .expect("service web")
@@ -184,7 +184,7 @@ fn get(port: u16) -> Option<String> {
 }
 
 fn ledger(env: &Env) -> Vec<Value> {
-    serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap()
+    env.items(&["audit"])
 }
 
 fn pid_of(env: &Env, id: &str) -> u32 {
@@ -456,8 +456,7 @@ fn ten_deploys_and_a_rollback_under_load_fail_no_request() {
         assert!(out.status.success(), "rollback: {}", show(&out));
     });
     eprintln!("{text}");
-    let releases: Vec<Value> =
-        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    let releases: Vec<Value> = env.items(&["releases", "web"]);
     assert_eq!(releases.len(), 12, "1 + 10 deploys + 1 rollback");
     assert!(requests > 100, "wrk made only {requests} requests:\n{text}");
     assert_eq!(
@@ -530,9 +529,7 @@ fn inside(pid: u32, script: &str) {
 
 /// The shared, unpacked root instance `id` runs on (on the host).
 fn shared_root(env: &Env, id: &str) -> PathBuf {
-    let all: Value = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
-    all.as_array()
-        .unwrap()
+    env.items(&["ps"])
         .iter()
         .find(|i| i["id"] == id)
         .and_then(|i| i["launch"]["rootfs"].as_str())
@@ -543,7 +540,7 @@ fn shared_root(env: &Env, id: &str) -> PathBuf {
 fn drift_json(env: &Env, target: &str) -> (i32, Value) {
     let out = env.run(&["--json", "drift", target]);
     let code = out.status.code().unwrap_or(-1);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+    let v = common::doc(&String::from_utf8_lossy(&out.stdout));
     (code, v)
 }
 
@@ -781,8 +778,7 @@ fn a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one() {
         "{}",
         serve.log()
     );
-    let releases: Vec<Value> =
-        serde_json::from_str(&env.ok(&["--json", "releases", "web"])).unwrap();
+    let releases: Vec<Value> = env.items(&["releases", "web"]);
     assert!(
         releases[1]["unstable"]
             .as_str()

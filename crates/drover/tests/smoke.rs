@@ -19,7 +19,7 @@ fn build_tag_inspect_rmi_gc() {
     env.ok(&["verify"]);
     assert_eq!(last_line(&env.ok(&["inspect", "other:2"])).len(), 1); // "}" — still there
     env.ok(&["rmi", "other:2"]);
-    let gc: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "gc"])).unwrap();
+    let gc: serde_json::Value = env.json(&["gc"]);
     assert!(gc["removed_blobs"].as_u64().unwrap() >= 4, "{gc}");
     let audit = env.ok(&["audit"]);
     for action in ["image.build", "image.tag", "image.untag", "store.gc"] {

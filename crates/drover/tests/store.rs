@@ -111,9 +111,7 @@ fn stderr(out: &std::process::Output) -> String {
 fn ledger(env: &Env, args: &[&str]) -> Vec<(u64, String)> {
     let mut a = vec!["--json", "audit"];
     a.extend_from_slice(args);
-    json(&env.ok(&a))
-        .as_array()
-        .unwrap()
+    items(&env.ok(&a))
         .iter()
         .map(|e| {
             (
@@ -158,7 +156,7 @@ fn corrupt_layer_is_named_with_its_path_and_what_uses_it() {
 
     let out = env.run(&["--json", "verify"]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
-    let report = json(&stdout(&out));
+    let report = doc(&stdout(&out));
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{report:#}");
     let p = &problems[0];
@@ -247,7 +245,7 @@ fn deleted_blob_is_reported_missing_with_its_referrer() {
         "{text}"
     );
 
-    let report = json(&stdout(&env.run(&["--json", "verify"])));
+    let report = doc(&stdout(&env.run(&["--json", "verify"])));
     let p = &report["problems"][0];
     assert_eq!(p["digest"], layer.as_str(), "{report:#}");
     assert_eq!(p["problem"], "missing", "{report:#}");
@@ -408,7 +406,7 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
 
     // Nothing is unreferenced: gc removes nothing, but does clear temp files.
     write(&env.store().join("tmp/blob-999-0.tmp"), b"partial", 0o644);
-    let gc = json(&env.ok(&["--json", "gc"]));
+    let gc = env.json(&["gc"]);
     assert_eq!(gc["removed_blobs"], 0, "{gc}");
     assert_eq!(gc["kept_blobs"], 11, "{gc}");
     assert_eq!(gc["removed_temp_files"], 1, "{gc}");
@@ -426,7 +424,7 @@ fn gc_keeps_what_tags_reach_and_removes_the_rest() {
     assert_eq!(blobs_on_disk(&env), &first | &second);
 
     env.ok(&["rmi", "sample:1.0"]);
-    let gc = json(&env.ok(&["--json", "gc"]));
+    let gc = env.json(&["gc"]);
     let gone: BTreeSet<String> = &first - &second;
     assert_eq!(
         gc["removed_blobs"].as_u64(),
@@ -448,8 +446,7 @@ fn images_json_lists_every_tag() {
     let env = sample_env();
     let digest = env.build(&[]);
     env.ok(&["tag", "sample:1.0", "other:2"]);
-    let rows = json(&env.ok(&["--json", "images"]));
-    let rows = rows.as_array().unwrap();
+    let rows = env.items(&["images"]);
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["other:2", "sample:1.0"]);
     let i = inspect(&env, "sample:1.0");
@@ -562,8 +559,8 @@ fn tag_with_an_invalid_name_exits_2_and_changes_nothing() {
         );
     }
     assert_eq!(ledger(&env, &[]), before);
-    let rows = json(&env.ok(&["--json", "images"]));
-    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows:#}");
+    let rows = env.items(&["images"]);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
 }
 
 // --- ledger -----------------------------------------------------------------
@@ -600,7 +597,7 @@ fn ledger_records_every_mutation_and_filters() {
     );
 
     // Details say what happened.
-    let entries = json(&env.ok(&["--json", "audit"]));
+    let entries = env.items(&["audit"]);
     assert_eq!(entries[0]["details"]["tag"], "sample:1.0");
     assert_eq!(entries[0]["subjects"][0], digest.as_str());
     assert_eq!(entries[1]["details"]["tag"], "other:2");
@@ -622,7 +619,7 @@ fn changed_ledger_details_are_caught_by_seq() {
     let out = env.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(stdout(&out).contains("entry 2:"), "{}", show(&out));
-    let report = json(&stdout(&env.run(&["--json", "audit", "verify"])));
+    let report = doc(&stdout(&env.run(&["--json", "audit", "verify"])));
     assert_eq!(report["problem"]["seq"], 2, "{report:#}");
 }
 

@@ -10,6 +10,7 @@ mod common;
 mod attest;
 mod audit;
 mod bad_input;
+mod cli;
 mod crash;
 mod deploy;
 mod drift;

@@ -92,7 +92,7 @@ deadline = "10s"
 
 /// The live instances of service db, as `ps --json` shows them.
 fn instances(env: &Env) -> Vec<Value> {
-    let all: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
+    let all: Vec<Value> = env.items(&["ps"]);
     all.into_iter()
         .filter(|i| i["service"] == "db" && i["state"] == "running")
         .collect()
@@ -125,7 +125,7 @@ fn log_of(env: &Env, name: &str) -> Vec<u64> {
 }
 
 fn ledger(env: &Env) -> Vec<Value> {
-    serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap()
+    env.items(&["audit"])
 }
 
 /// The most instances of service db running at once after ledger entry

@@ -106,6 +106,11 @@ pub struct Filter {
     pub actor: Option<String>,
     /// Entries with `seq >= since_seq`.
     pub since_seq: Option<u64>,
+    /// Entries written at or after this time (RFC 3339 UTC as entries store
+    /// it, `YYYY-MM-DDTHH:MM:SS.mmmZ`, which sorts as the times it names).
+    pub since_time: Option<String>,
+    /// Entries written before this time (same form).
+    pub until_time: Option<String>,
     /// Only the newest `limit` matching entries (still in ascending order).
     pub limit: Option<usize>,
 }

@@ -996,6 +996,17 @@ fn list_filters_combine() {
         ..Filter::default()
     };
     assert_eq!(seqs(&db, since), [4, 5, 6]);
+
+    // Times: every entry here was written just now.
+    let times = |since: &str, until: &str| Filter {
+        since_time: Some(since.into()),
+        until_time: Some(until.into()),
+        ..Filter::default()
+    };
+    let (past, future) = ("2000-01-01T00:00:00.000Z", "9999-01-01T00:00:00.000Z");
+    assert_eq!(seqs(&db, times(past, future)), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(seqs(&db, times(future, future)), Vec::<u64>::new());
+    assert_eq!(seqs(&db, times(past, past)), Vec::<u64>::new());
 }
 
 #[test]

@@ -304,6 +304,14 @@ fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
         clauses.push("seq >= ?".into());
         args.push(SqlValue::Integer(i64::try_from(since).unwrap_or(i64::MAX)));
     }
+    if let Some(t) = &f.since_time {
+        clauses.push("time >= ?".into());
+        args.push(SqlValue::Text(t.clone()));
+    }
+    if let Some(t) = &f.until_time {
+        clauses.push("time < ?".into());
+        args.push(SqlValue::Text(t.clone()));
+    }
     let filter = if clauses.is_empty() {
         String::new()
     } else {

@@ -6,7 +6,7 @@ use drover_core::deploy::{self, Options, fleet};
 use drover_core::progress::Shared;
 
 use super::Ctx;
-use crate::{output, progress};
+use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let reports = reports?;
     let serve_runs = !a.detach || drover_core::supervisor::running(&mut store)?;
     if ctx.json {
-        output::json(&reports)?;
+        ctx.emit("DeployReport", &reports)?;
     } else {
         for r in &reports {
             let release = r.release.map_or("-".into(), |n| format!("release {n}"));
@@ -81,9 +81,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 (Some(n), None) => format!("rolled out release {n}"),
                 (None, None) => format!("unchanged, runs {release}"),
             };
-            println!(
+            outln!(
                 "{}: {what} ({} started, {} stopped, {:.1} s, of which {:.1} s waiting for health checks)",
-                r.service, r.started, r.stopped, r.seconds, r.health_wait_seconds
+                r.service,
+                r.started,
+                r.stopped,
+                r.seconds,
+                r.health_wait_seconds
             );
         }
     }

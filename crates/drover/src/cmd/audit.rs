@@ -11,7 +11,8 @@ use drover_core::keys::{self, PublicKey};
 use drover_core::ledger::{Filter, export};
 
 use super::Ctx;
-use crate::output;
+use crate::output::Table;
+use crate::timearg::Time;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,12 +27,32 @@ pub struct Args {
     /// Only entries by this actor.
     #[arg(long)]
     actor: Option<String>,
-    /// Only entries from this sequence number on.
-    #[arg(long)]
-    since: Option<u64>,
+    /// Only entries from this time on: a duration back from now (`30m`,
+    /// `1h`, `2d`) or a timestamp (`2026-12-01T10:00Z`, RFC 3339); a bare
+    /// number is a sequence number (entries from that one on).
+    #[arg(long, value_name = "TIME|SEQ", value_parser = since)]
+    since: Option<Since>,
+    /// Only entries before this time (a duration back from now or a
+    /// timestamp, as for --since).
+    #[arg(long, value_name = "TIME", value_parser = crate::timearg::parse)]
+    until: Option<Time>,
     /// Only the newest N entries.
     #[arg(short = 'n', long)]
     limit: Option<usize>,
+}
+
+/// Where `--since` starts: an entry's sequence number or a time.
+#[derive(Clone, Copy, Debug)]
+pub enum Since {
+    Seq(u64),
+    Time(Time),
+}
+
+fn since(s: &str) -> Result<Since, String> {
+    match s.parse() {
+        Ok(seq) => Ok(Since::Seq(seq)),
+        Err(_) => crate::timearg::parse(s).map(Since::Time),
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -93,11 +114,14 @@ fn accept_truncation(ctx: &Ctx, reason: &str) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let e = store.db_mut().accept_ledger_gap(reason)?;
     if ctx.json {
-        output::json(&e)?;
+        ctx.emit("LedgerEntry", &e)?;
     } else {
-        println!(
+        outln!(
             "accepted: entries {} to {} are gone (the signed head was entry {}); recorded as entry {} and the head re-signed",
-            e.details["missing_from"], e.details["missing_to"], e.details["signed_head_seq"], e.seq
+            e.details["missing_from"],
+            e.details["missing_to"],
+            e.details["signed_head_seq"],
+            e.seq
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -121,12 +145,12 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     if ctx.json {
         let mut v = serde_json::to_value(&report)?;
         v["tag_problems"] = serde_json::to_value(&tags)?;
-        output::json(&v)?;
+        ctx.emit("LedgerVerification", &v)?;
     } else if let Some(p) = &report.problem {
-        println!("ledger NOT valid: {p}");
+        outln!("ledger NOT valid: {p}");
     } else if !tags.is_empty() {
         for t in &tags {
-            println!("tags NOT as the ledger records them: {t}");
+            outln!("tags NOT as the ledger records them: {t}");
         }
     } else {
         let mut line = format!(
@@ -139,7 +163,7 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 report.unsigned
             );
         }
-        println!("{line}");
+        outln!("{line}");
     }
     let report = report.into_result()?;
     if let Some(t) = tags.first() {
@@ -152,7 +176,7 @@ fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     if let Some((seq, time)) = &report.signed_head
         && !ctx.json
     {
-        println!("signed head: entry {seq}, signed at {time}");
+        outln!("signed head: entry {seq}, signed at {time}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -166,9 +190,9 @@ fn verify_export(ctx: &Ctx, file: &Path, keys: &[PathBuf]) -> anyhow::Result<Exi
         export::verify(BufReader::new(f), &trusted, file)?
     };
     if ctx.json {
-        output::json(&report)?;
+        ctx.emit("ExportVerification", &report)?;
     } else if let Some(p) = &report.problem {
-        println!("export NOT valid: {p}");
+        outln!("export NOT valid: {p}");
     } else if let Some(h) = &report.header {
         let mut line = format!(
             "export valid: entries {}–{} of a ledger exported {} by key {}, {} signed by trusted keys",
@@ -184,7 +208,7 @@ fn verify_export(ctx: &Ctx, file: &Path, keys: &[PathBuf]) -> anyhow::Result<Exi
                 report.unsigned
             );
         }
-        println!("{line}");
+        outln!("{line}");
     }
     match &report.problem {
         None => Ok(ExitCode::SUCCESS),
@@ -259,7 +283,7 @@ fn export(
         pub_path.display()
     );
     if ctx.json && out.is_some() {
-        output::json(&summary)?;
+        ctx.emit("LedgerExport", &summary)?;
     } else {
         io::stdout().flush()?;
         eprintln!("{msg}");
@@ -274,14 +298,23 @@ fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         action: a.action.clone(),
         subject: a.subject.clone(),
         actor: a.actor.clone(),
-        since_seq: a.since,
+        since_seq: match a.since {
+            Some(Since::Seq(n)) => Some(n),
+            _ => None,
+        },
+        since_time: match a.since {
+            Some(Since::Time(t)) => Some(t.rfc3339()),
+            _ => None,
+        },
+        until_time: a.until.map(Time::rfc3339),
         limit: a.limit,
     };
     let entries = db.read().ledger(&filter)?;
     if ctx.json {
-        output::json(&entries)?;
+        ctx.emit("LedgerEntry", &entries)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let mut t = Table::new(&["SEQ", "TIME", "ACTION", "ACTOR", "SUBJECTS", "DETAILS"]).right("SEQ");
     for e in &entries {
         let subjects: Vec<&str> = e
             .subjects
@@ -291,16 +324,16 @@ fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                     .map_or(s.as_str(), |h| &h[..12.min(h.len())])
             })
             .collect();
-        println!(
-            "{:>5} {} {:<14} {:<24} {} {}",
-            e.seq,
-            e.time,
-            e.action,
-            e.actor,
+        t.row(vec![
+            e.seq.to_string(),
+            e.time.clone(),
+            e.action.clone(),
+            e.actor.clone(),
             subjects.join(","),
-            e.details
-        );
+            e.details.to_string(),
+        ]);
     }
+    t.print();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use drover_core::store::baseline::{self, FileKind};
 
 use super::Ctx;
-use crate::output;
+use crate::output::Table;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,9 +16,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let desc = store.resolve(&a.reference)?;
     let b = baseline::of_image(&store, &desc.digest)?;
     if ctx.json {
-        output::json(&b)?;
+        ctx.emit("Baseline", &b)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // `ls -l`-like: no header, columns as wide as the data.
+    let mut t = Table::new(&["KIND", "MODE", "OWNER", "SIZE", "SHA256", "PATH"])
+        .right("SIZE")
+        .without_headers();
     for f in &b.files {
         let kind = match f.kind {
             FileKind::File => '-',
@@ -35,10 +39,15 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|l| format!(" -> {l}"))
             .unwrap_or_default();
-        println!(
-            "{kind} {:04o} {:>5}:{:<5} {:>10} {hash} {}{link}",
-            f.mode, f.uid, f.gid, f.size, f.path
-        );
+        t.row(vec![
+            kind.to_string(),
+            format!("{:04o}", f.mode),
+            format!("{}:{}", f.uid, f.gid),
+            f.size.to_string(),
+            hash,
+            format!("{}{link}", f.path),
+        ]);
     }
+    t.print();
     Ok(ExitCode::SUCCESS)
 }

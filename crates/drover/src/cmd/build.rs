@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if ctx.json {
         let mut v = serde_json::to_value(&out)?;
         v["signature"] = serde_json::json!(signed);
-        output::json(&v)?;
+        ctx.emit("Build", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     // The summary goes to stderr (a terminal or a CI log); stdout carries
@@ -102,6 +102,6 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = &signed {
         eprintln!("signed by key {}", &s.keyid[..12]);
     }
-    println!("{}", out.digest);
+    outln!("{}", out.digest);
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use drover_core::drift::{self, Budget, Remedy, Target};
 use drover_core::store::unpack;
 
 use super::Ctx;
-use crate::output;
+use crate::output::{self, color};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,12 +40,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             unpack::materialize(&store, &image)?;
             let report = drift::scan_image(&store, &image, &budget)?;
             if ctx.json {
-                output::json(&report)?;
+                ctx.emit("ImageDriftReport", &report)?;
             } else {
                 for f in &report.findings {
-                    println!("{f}");
+                    outln!("{f}");
                 }
-                println!(
+                outln!(
                     "checked {} files ({} hashed) of {} in {:.2} s: {}",
                     report.files_checked,
                     output::size(report.bytes_hashed),
@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             };
             let sweep = drift::sweep(&mut store, &target, &budget, Remedy::Report)?;
             if ctx.json {
-                output::json(&sweep)?;
+                ctx.emit("DriftSweep", &sweep)?;
             } else {
                 for i in &sweep.instances {
                     let who = match (&i.service, i.release) {
@@ -88,17 +88,18 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                         _ => i.instance.clone(),
                     };
                     if i.findings.is_empty() {
-                        println!("{who}: no drift");
+                        outln!("{who}: {}", color::paint_as("no drift", "ok"));
                         continue;
                     }
-                    println!("{who}: {} finding(s)", i.findings.len());
+                    let n = format!("{} finding(s)", i.findings.len());
+                    outln!("{who}: {}", color::paint_as(&n, "drifted"));
                     for f in &i.findings {
-                        println!("  {f}");
+                        outln!("  {f}");
                     }
                 }
                 let files: u64 = sweep.roots.iter().map(|r| r.files_checked).sum();
                 let bytes: u64 = sweep.roots.iter().map(|r| r.bytes_hashed).sum();
-                println!(
+                outln!(
                     "checked {} instance(s), {} root(s), {files} files ({} hashed) in {:.2} s",
                     sweep.instances.len(),
                     sweep.roots.len(),

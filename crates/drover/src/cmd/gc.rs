@@ -44,12 +44,15 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let report = store.gc()?;
     let packages = cache::collect(&store, a.keep_packages)?;
     if ctx.json {
-        output::json(&Report {
-            store: report,
-            packages,
-        })?;
+        ctx.emit(
+            "GcReport",
+            &Report {
+                store: report,
+                packages,
+            },
+        )?;
     } else {
-        println!(
+        outln!(
             "removed {} blobs ({}), {} artifacts, {} unpacked roots, {} temp files; kept {} blobs",
             report.removed_blobs,
             output::size(report.removed_bytes),
@@ -59,7 +62,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             report.kept_blobs
         );
         if packages.removed_files + packages.kept_files > 0 {
-            println!(
+            outln!(
                 "package cache: removed {} files ({}) unused for {}; kept {} files ({})",
                 packages.removed_files,
                 output::size(packages.removed_bytes),
@@ -69,7 +72,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             );
         }
         if views > 0 {
-            println!("cleaned up after {views} instances whose run was cut short");
+            outln!("cleaned up after {views} instances whose run was cut short");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,9 +1,22 @@
 use std::process::ExitCode;
 
 use super::Ctx;
-use crate::output;
+use crate::filter::{self, Filter};
+use crate::output::{self, Table};
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only the image digests, one per line (each image once).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Only images matching KEY=VALUE (repeatable, all must match):
+    /// reference=GLOB (`hello:*`), dangling=true|false (untagged or not).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = filter::parse)]
+    filter: Vec<Filter>,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    filter::check(&a.filter, "images", &["reference", "dangling"])?;
     let store = ctx.store()?;
     let mut rows = Vec::new();
     for t in store.tags()? {
@@ -13,24 +26,53 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "name": t.name, "digest": t.digest, "size": size, "layers": manifest.layers.len(), "tagged": t.created,
         }));
     }
-    if ctx.json {
-        output::json(&rows)?;
+    for f in &a.filter {
+        let keep = |r: &serde_json::Value| -> anyhow::Result<bool> {
+            let name = r["name"].as_str().unwrap_or_default();
+            Ok(match f.key.as_str() {
+                "reference" => filter::glob(&f.value, name),
+                _ => filter::boolean(f)? == name.is_empty(),
+            })
+        };
+        let mut kept = Vec::new();
+        for r in rows {
+            if keep(&r)? {
+                kept.push(r);
+            }
+        }
+        rows = kept;
+    }
+    if a.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &rows {
+            let digest = r["digest"].as_str().unwrap_or_default();
+            if seen.insert(digest.to_string()) {
+                outln!("{digest}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<32} {:<14} {:>7} {:>10}  TAGGED",
-        "NAME", "DIGEST", "LAYERS", "SIZE"
-    );
+    if ctx.json {
+        ctx.emit("Image", &rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&["NAME", "DIGEST", "LAYERS", "SIZE", "TAGGED"])
+        .right("LAYERS")
+        .right("SIZE");
     for r in &rows {
         let digest = r["digest"].as_str().unwrap_or_default();
-        println!(
-            "{:<32} {:<14} {:>7} {:>10}  {}",
-            r["name"].as_str().unwrap_or_default(),
-            digest.strip_prefix("sha256:").map_or(digest, |h| &h[..12]),
-            r["layers"],
+        t.row(vec![
+            r["name"].as_str().unwrap_or_default().to_string(),
+            if ctx.wide() {
+                digest.to_string()
+            } else {
+                output::short_digest(digest).to_string()
+            },
+            r["layers"].to_string(),
             output::size(r["size"].as_u64().unwrap_or(0)),
-            r["tagged"].as_str().unwrap_or_default()
-        );
+            r["tagged"].as_str().unwrap_or_default().to_string(),
+        ]);
     }
+    t.print();
     Ok(ExitCode::SUCCESS)
 }

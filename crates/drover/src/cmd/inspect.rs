@@ -4,7 +4,6 @@ use drover_core::builder::provenance;
 use drover_core::keys::{HOST_PUB, PublicKey};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,13 +30,16 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         true => provenance::read(&store, &desc.digest, &[PublicKey::load(&host_pub)?])?,
         false => None,
     };
-    output::json(&serde_json::json!({
-        "digest": desc.digest,
-        "tags": tags,
-        "manifest": manifest,
-        "config": config,
-        "referrers": referrers,
-        "provenance": provenance,
-    }))?;
+    ctx.emit(
+        "Image",
+        &serde_json::json!({
+            "digest": desc.digest,
+            "tags": tags,
+            "manifest": manifest,
+            "config": config,
+            "referrers": referrers,
+            "provenance": provenance,
+        }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

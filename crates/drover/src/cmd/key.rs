@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use drover_core::keys::{self, PublicKey, SigningKey};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,14 +42,17 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         ),
     };
     if ctx.json {
-        output::json(&serde_json::json!({
-            "keyid": public.keyid(),
-            "public_key": public.to_pem(),
-            "path": path,
-        }))?;
+        ctx.emit(
+            "Key",
+            &serde_json::json!({
+                "keyid": public.keyid(),
+                "public_key": public.to_pem(),
+                "path": path,
+            }),
+        )?;
     } else {
         eprintln!("public key {} (key id {})", path.display(), public.keyid());
-        print!("{}", public.to_pem());
+        out!("{}", public.to_pem());
     }
     Ok(ExitCode::SUCCESS)
 }

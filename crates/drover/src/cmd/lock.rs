@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use drover_core::builder::{self, lock::Lock, packages::locking::Update, packages::repo::Online};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,7 +46,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         locked.lock.write(&path)?;
     }
     if ctx.json {
-        output::json(&serde_json::json!({
+        ctx.emit("LockResult", &serde_json::json!({
             "lock": path.display().to_string(),
             "changed": !same,
             "written": !a.check && !same,

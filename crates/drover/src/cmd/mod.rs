@@ -38,6 +38,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use drover_core::store::Store;
 
+use crate::output::Format;
+
 /// Refuse a store directory the user `named` (`--store`, `DROVER_STORE`)
 /// that is not a store, unless `init` asks for one there and the directory
 /// is missing or empty: a typo must not start an empty store. The default
@@ -110,10 +112,25 @@ const STORE_ENTRIES: &[&str] = &[
 /// What every subcommand gets from the global options.
 pub struct Ctx {
     pub store_dir: PathBuf,
+    /// `-o`: how to print what the command produced.
+    pub format: Format,
+    /// Output is for programs (`-o json` or `-o yaml`, `--json`): print
+    /// documents with [`Ctx::emit`], no sentences, no progress.
     pub json: bool,
 }
 
 impl Ctx {
+    /// Print `value` as a versioned `kind` document (JSON or YAML, as `-o`
+    /// says); a list becomes a `<kind>List`.
+    pub fn emit<T: serde::Serialize>(&self, kind: &str, value: &T) -> anyhow::Result<()> {
+        crate::output::emit(self.format, kind, value)
+    }
+
+    /// `-o wide`.
+    pub fn wide(&self) -> bool {
+        self.format == Format::Wide
+    }
+
     pub fn store(&self) -> anyhow::Result<Store> {
         Store::open(&self.store_dir)
             .with_context(|| format!("opening the store at {}", self.store_dir.display()))

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use drover_core::deploy::{self, ServicePlan, fleet, plan::Step};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +26,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let plan = deploy::plan(&mut store, &fleet, a.prune)?;
     if ctx.json {
-        output::json(&plan)?;
+        ctx.emit("Plan", &plan)?;
     } else {
         for p in &plan.services {
             show(p);
@@ -41,9 +40,10 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             } else {
                 "not in the fleet file (apply --prune removes it)"
             };
-            println!(
+            outln!(
                 "orphan: {}: {what}; runs {runs}, {} instance(s)",
-                o.service, o.instances
+                o.service,
+                o.instances
             );
         }
     }
@@ -60,45 +60,49 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 fn show(p: &ServicePlan) {
     match p.new_release {
         None if p.rollout_changes.is_empty() => {
-            println!("{}: no change ({})", p.service, p.image_ref)
+            outln!("{}: no change ({})", p.service, p.image_ref)
         }
-        None => println!("{}: rollout settings change ({})", p.service, p.image_ref),
-        Some(n) if p.new_service => println!(
+        None => outln!("{}: rollout settings change ({})", p.service, p.image_ref),
+        Some(n) if p.new_service => outln!(
             "{}: new service, release {n}: {} = {}",
-            p.service, p.image_ref, p.image
+            p.service,
+            p.image_ref,
+            p.image
         ),
-        Some(n) => println!(
+        Some(n) => outln!(
             "{}: new release {n}: {} = {}",
-            p.service, p.image_ref, p.image
+            p.service,
+            p.image_ref,
+            p.image
         ),
     }
     for c in p.changes.iter().chain(&p.rollout_changes) {
-        println!("  {c}");
+        outln!("  {c}");
     }
     if let Some(s) = &p.out_of_sync {
-        println!(
+        outln!(
             "  OUT OF SYNC: {}",
             s.reason.as_deref().unwrap_or("runs another release")
         );
         if !s.differences.is_empty() {
-            println!("    what differs (running -> fleet file):");
+            outln!("    what differs (running -> fleet file):");
         }
         for c in &s.differences {
-            println!("      {c}");
+            outln!("      {c}");
         }
     }
     if let Some(r) = &p.pull {
-        println!("  would pull {r} (the store lacks it)");
+        outln!("  would pull {r} (the store lacks it)");
     }
     if let Some(b) = &p.refused {
-        println!("  refused: {b}");
+        outln!("  refused: {b}");
         return;
     }
     if !p.steps.is_empty() {
-        println!("  {} rollout:", p.strategy);
+        outln!("  {} rollout:", p.strategy);
     }
     for n in &p.notes {
-        println!("  note: {n}");
+        outln!("  note: {n}");
     }
     for (i, s) in p.steps.iter().enumerate() {
         let what = match s {
@@ -107,6 +111,6 @@ fn show(p: &ServicePlan) {
             Step::Stop { ids } => format!("stop and remove {}", ids.join(", ")),
             Step::Done => "done".into(),
         };
-        println!("  {:>2}. {what}", i + 1);
+        outln!("  {:>2}. {what}", i + 1);
     }
 }

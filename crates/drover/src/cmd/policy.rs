@@ -4,7 +4,6 @@ use drover_core::store::registry::Remote;
 use drover_core::trust::policy::{self, Origin, Verdict};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,9 +30,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let reference = match &a.sub {
         Sub::Show => {
             if ctx.json {
-                output::json(&policy)?;
+                ctx.emit("Policy", &policy)?;
             } else {
-                print!("{}", policy.to_toml());
+                out!("{}", policy.to_toml());
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -59,15 +58,15 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     if ctx.json {
-        output::json(&verdict)?;
+        ctx.emit("PolicyVerdict", &verdict)?;
     }
     match verdict {
         Verdict::Allowed { passed } => {
             if !ctx.json {
                 for (rule, how) in &passed {
-                    println!("{rule}: {how}");
+                    outln!("{rule}: {how}");
                 }
-                println!("allowed by {}", policy.source);
+                outln!("allowed by {}", policy.source);
             }
             Ok(ExitCode::SUCCESS)
         }

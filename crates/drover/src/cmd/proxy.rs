@@ -55,7 +55,7 @@ async fn serve(a: &Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
-    println!("listening on {}", listener.local_addr()?);
+    outln!("listening on {}", listener.local_addr()?);
     let routes = Routes::new();
     routes.set(
         a.backends

@@ -6,7 +6,6 @@ use drover_core::store::registry::{self, Platform, Remote};
 use drover_core::trust::policy::{self, Operation};
 
 use super::Ctx;
-use crate::output;
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -40,15 +39,15 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     bar.finish();
     let report = report?;
     if ctx.json {
-        output::json(&report)?;
+        ctx.emit("PullReport", &report)?;
     } else {
         if let (Some(index), Some(platform)) = (&report.index, &report.platform) {
-            println!(
+            outln!(
                 "{} is image index {index}: pulled its {platform} manifest",
                 report.remote
             );
         }
-        println!("{}", report.digest);
+        outln!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

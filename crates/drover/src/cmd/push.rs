@@ -5,7 +5,6 @@ use drover_core::progress::Shared;
 use drover_core::store::registry::{self, Remote};
 
 use super::Ctx;
-use crate::output;
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -33,9 +32,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     bar.finish();
     let report = report?;
     if ctx.json {
-        output::json(&report)?;
+        ctx.emit("PushReport", &report)?;
     } else {
-        println!("{}", report.digest);
+        outln!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use drover_core::trust::policy;
 
 use super::Ctx;
-use crate::output;
+use crate::output::Table;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,32 +29,39 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         let db = store.db();
         let all = db.read().revocations()?;
         if ctx.json {
-            output::json(&all)?;
+            ctx.emit("Revocation", &all)?;
         } else if all.is_empty() {
-            println!("no revoked images");
+            outln!("no revoked images");
         } else {
+            let mut t = Table::new(&["DIGEST", "REVOKED", "BY", "REASON"]);
             for r in &all {
-                println!("{}  {}  {}  {}", r.digest, r.time, r.actor, r.reason);
+                t.row(vec![
+                    r.digest.to_string(),
+                    r.time.clone(),
+                    r.actor.clone(),
+                    r.reason.clone(),
+                ]);
             }
+            t.print();
         }
         return Ok(ExitCode::SUCCESS);
     };
     if a.lift {
         let r = policy::unrevoke(&mut store, reference, reason)?;
         if ctx.json {
-            output::json(&r)?;
+            ctx.emit("Revocation", &r)?;
         } else {
             eprintln!(
                 "lifted the revocation of {} ({}: {})",
                 r.digest, r.time, r.reason
             );
-            println!("{}", r.digest);
+            outln!("{}", r.digest);
         }
         return Ok(ExitCode::SUCCESS);
     }
     let (r, new) = policy::revoke(&mut store, reference, reason)?;
     if ctx.json {
-        output::json(&r)?;
+        ctx.emit("Revocation", &r)?;
     } else {
         if new {
             eprintln!(
@@ -68,7 +75,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 r.digest, r.time, r.reason
             );
         }
-        println!("{}", r.digest);
+        outln!("{}", r.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use drover_core::instance;
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,12 +20,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     for key in &a.instances {
         let inst = instance::remove(&mut store, key, a.force)?;
         if !ctx.json {
-            println!("{}", inst.id);
+            outln!("{}", inst.id);
         }
         done.push(inst);
     }
     if ctx.json {
-        output::json(&done)?;
+        ctx.emit("Instance", &done)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,10 +11,17 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
+    let mut untagged = Vec::new();
     for r in &a.references {
         for name in store.untag(r)? {
-            println!("untagged {name}");
+            if !ctx.json {
+                outln!("untagged {name}");
+            }
+            untagged.push(serde_json::json!({ "name": name }));
         }
+    }
+    if ctx.json {
+        ctx.emit("Untagged", &untagged)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use drover_core::deploy;
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,9 +20,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let r = deploy::rollback(&mut store, &a.service, a.to, &a.deploy.options())?;
     if ctx.json {
-        output::json(&r)?;
+        ctx.emit("DeployReport", &r)?;
     } else {
-        println!(
+        outln!(
             "{}: rolled back; runs release {} ({} started, {} stopped, {:.1} s)",
             r.service,
             r.release.map_or("-".into(), |n| n.to_string()),

@@ -5,7 +5,6 @@ use drover_core::deploy::sync::{self, RolloutStatus};
 use drover_core::grammar;
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,7 +55,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         s
     };
     if ctx.json {
-        output::json(&status)?;
+        ctx.emit("RolloutStatus", &status)?;
     }
     status.result()?;
     Ok(ExitCode::SUCCESS)
@@ -66,7 +65,7 @@ fn say(s: &RolloutStatus) {
     let state = serde_json::to_value(s.state).unwrap_or_default();
     let state = state.as_str().unwrap_or("");
     match &s.reason {
-        Some(why) => println!("{}: release {} {state}: {why}", s.service, s.release),
-        None => println!("{}: release {} {state}", s.service, s.release),
+        Some(why) => outln!("{}: release {} {state}: {why}", s.service, s.release),
+        None => outln!("{}: release {} {state}", s.service, s.release),
     }
 }

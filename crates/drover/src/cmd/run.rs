@@ -7,7 +7,6 @@ use drover_core::runtime::DriverKind;
 use drover_core::runtime::spec::{DEFAULT_TMPFS_BYTES, Limits};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -104,9 +103,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     if !a.wait {
         let inst = instance::run(&mut store, &a.image, &opts)?;
         if ctx.json {
-            output::json(&inst)?;
+            ctx.emit("Instance", &inst)?;
         } else {
-            println!("{}", inst.id);
+            outln!("{}", inst.id);
         }
         return Ok(ExitCode::SUCCESS);
     }

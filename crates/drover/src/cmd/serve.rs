@@ -71,16 +71,60 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             low_priority: true,
         },
     };
-    serve(opts, a.bind)?;
+    serve(opts, a.bind, sayer(ctx.json))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Print one line about what serve did, with a timestamp.
-fn say(what: fmt::Arguments<'_>) {
-    eprintln!("{} {what}", drover_core::clock::now_rfc3339());
+/// How serve says what it did, on stderr: a line with a timestamp, or
+/// under `-o json` (and `yaml`: a log is a stream) one JSON object per line.
+fn sayer(json: bool) -> Say {
+    Arc::new(move |what: fmt::Arguments<'_>| {
+        let time = drover_core::clock::now_rfc3339();
+        if json {
+            eprintln!("{}", log_line(&time, &what.to_string()));
+        } else {
+            eprintln!("{time} {what}");
+        }
+    })
 }
 
-fn serve(opts: supervisor::Options, bind: IpAddr) -> anyhow::Result<()> {
+/// One log line as JSON: `{time, level, component, service, message}`.
+/// Serve's lines start with their component (`serve:`, `traffic:`) or a
+/// component and the service (`reconcile web:`, `proxy web:`); the level
+/// is `warn` for lines that report something that did not work.
+fn log_line(time: &str, text: &str) -> serde_json::Value {
+    let (head, message) = text.split_once(": ").unwrap_or(("", text));
+    let words: Vec<&str> = head.split(' ').collect();
+    let (component, service) = match words.as_slice() {
+        [c] if !c.is_empty() => (Some(*c), None),
+        [c, s] => (Some(*c), Some(*s)),
+        _ => (None, None),
+    };
+    let message = if component.is_none() { text } else { message };
+    let bad = [
+        "cannot",
+        "failed",
+        "error",
+        "lost",
+        "refused",
+        "unhealthy",
+        "no thread",
+    ];
+    let level = if bad.iter().any(|w| message.contains(w)) {
+        "warn"
+    } else {
+        "info"
+    };
+    serde_json::json!({
+        "time": time,
+        "level": level,
+        "component": component,
+        "service": service,
+        "message": message,
+    })
+}
+
+fn serve(opts: supervisor::Options, bind: IpAddr, say: Say) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -99,7 +143,7 @@ fn serve(opts: supervisor::Options, bind: IpAddr) -> anyhow::Result<()> {
             .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64()))
     ));
 
-    let said: Say = Arc::new(say);
+    let said = say.clone();
     let proxies = Proxies(drover_proxy::Proxies::new(
         rt.handle().clone(),
         bind,
@@ -180,5 +224,30 @@ impl supervisor::Proxies for Proxies {
 
     fn busy(&self) -> bool {
         self.0.busy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_line;
+
+    #[test]
+    fn log_lines_name_their_component_and_service() {
+        let l = log_line("t", "reconcile web: rolled out release 2");
+        assert_eq!(l["component"], "reconcile");
+        assert_eq!(l["service"], "web");
+        assert_eq!(l["message"], "rolled out release 2");
+        assert_eq!(l["level"], "info");
+        let l = log_line("t", "serve: store /x, proxies on 127.0.0.1");
+        assert_eq!(l["component"], "serve");
+        assert!(l["service"].is_null());
+        let l = log_line("t", "proxy api: cannot listen on 1.2.3.4:80: in use");
+        assert_eq!(
+            (l["service"].as_str(), l["level"].as_str()),
+            (Some("api"), Some("warn"))
+        );
+        let l = log_line("t", "something odd happened");
+        assert_eq!(l["message"], "something odd happened");
+        assert!(l["component"].is_null());
     }
 }

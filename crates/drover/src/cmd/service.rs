@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use drover_core::deploy::{self, remove};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,11 +40,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let reason = a.message.as_deref().unwrap_or("drover service rm");
     let report = remove::remove(&mut store, &a.service, reason, &opts)?;
     if ctx.json {
-        output::json(&report)?;
+        ctx.emit("ServiceRemoval", &report)?;
     } else {
-        println!(
+        outln!(
             "{}: removed ({} stopped, {:.1} s)",
-            report.service, report.stopped, report.seconds
+            report.service,
+            report.stopped,
+            report.seconds
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use drover_core::trust::signature;
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,7 +19,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let key = ctx.signing_key(&store, a.key.as_deref())?;
     let signed = signature::sign(&mut store, &a.reference, &key)?;
     if ctx.json {
-        output::json(&signed)?;
+        ctx.emit("Signature", &signed)?;
     } else {
         eprintln!(
             "{} {} by key {} (signature {})",
@@ -33,7 +32,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             &signed.keyid[..12],
             signed.signature.short()
         );
-        println!("{}", signed.signature);
+        outln!("{}", signed.signature);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,25 +3,46 @@ use std::process::ExitCode;
 use drover_core::deploy;
 
 use super::Ctx;
-use crate::output;
+use crate::output::{Table, color};
 
-pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this service.
+    service: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
-    let services = deploy::status(&mut store)?;
+    let mut services = deploy::status(&mut store)?;
+    if let Some(name) = &a.service {
+        services.retain(|s| s.name == *name);
+        if services.is_empty() {
+            return Err(drover_core::Error::NotFound {
+                what: format!("service {name}"),
+                hint: Some("`drover status` lists services".into()),
+            }
+            .into());
+        }
+        if ctx.json {
+            ctx.emit("Service", &services[0])?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     if ctx.json {
-        output::json(&services)?;
+        ctx.emit("Service", &services)?;
         return Ok(ExitCode::SUCCESS);
     }
     if services.is_empty() {
-        println!("no services (deploy some with `drover apply -f fleet.toml`)");
+        outln!("no services (deploy some with `drover apply -f fleet.toml`)");
     }
     for s in &services {
         let image = s.image.map_or("-".into(), |d| d.to_string());
         let outcome = s.outcome.map_or("", |o| o.as_str());
-        println!(
-            "{}  release {} ({outcome})  {}/{} ready  {}  {image}",
+        outln!(
+            "{}  release {} ({})  {}/{} ready  {}  {image}",
             s.name,
             s.release.map_or("-".into(), |n| n.to_string()),
+            color::state(outcome),
             s.ready,
             s.replicas,
             s.strategy
@@ -31,7 +52,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .backoff_until
             .filter(|t| *t > drover_core::clock::now_ms())
         {
-            println!(
+            outln!(
                 "  backing off: next pass in {:.1} s after {} failure(s) in a row: {}",
                 (until - drover_core::clock::now_ms()) as f64 / 1000.0,
                 h.failures,
@@ -40,28 +61,31 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         } else if let Some(e) = &h.last_error
             && h.failures > 0
         {
-            println!("  last pass: {e}");
+            outln!("  last pass: {e}");
         }
         if h.restarts > 0 {
-            println!("  restarts: {} (crashed instances replaced)", h.restarts);
+            outln!("  restarts: {} (crashed instances replaced)", h.restarts);
         }
         for p in &s.ports_held_elsewhere {
-            println!("  NO TRAFFIC: {p} (remove one: `drover service rm`)");
+            outln!("  NO TRAFFIC: {p} (remove one: `drover service rm`)");
         }
         if let Some(why) = &s.revoked {
-            println!("  REVOKED: release image revoked: {why}");
+            outln!(
+                "  {}: release image revoked: {why}",
+                color::paint_as("REVOKED", "revoked")
+            );
         }
         if let Some(why) = s.sync.reason.as_deref().filter(|_| !s.sync.in_sync()) {
-            println!("  OUT OF SYNC: {why}");
+            outln!("  {}: {why}", color::paint_as("OUT OF SYNC", "out-of-sync"));
             if !s.sync.differences.is_empty() {
-                println!("    what differs (running -> fleet file):");
+                outln!("    what differs (running -> fleet file):");
             }
             for c in &s.sync.differences {
-                println!("      {c}");
+                outln!("      {c}");
             }
         }
         for q in &s.quarantined {
-            println!(
+            outln!(
                 "  quarantined: image {} with config {} (release {}: {})",
                 q.image.short(),
                 q.config_digest.short(),
@@ -69,6 +93,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 q.reason
             );
         }
+        let mut t = Table::new(&[
+            "ID", "RELEASE", "STATE", "HEALTH", "TRAFFIC", "PID", "PORT", "IMAGE",
+        ])
+        .indent(2)
+        .without_headers();
+        let mut notes = Vec::new();
         for i in &s.instances {
             let health = match i.healthy {
                 Some(true) => "healthy",
@@ -82,22 +112,33 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             } else {
                 "-"
             };
-            println!(
-                "  {}  release {:<3} {:<9} {:<9} {:<10} pid {:<7} port {:<5} {}",
-                i.id,
-                i.release.map_or("-".into(), |n| n.to_string()),
-                i.state.as_str(),
-                health,
-                traffic,
-                i.pid.map_or("-".into(), |p| p.to_string()),
-                i.port.map_or("-".into(), |p| p.to_string()),
-                i.image
-            );
+            t.row(vec![
+                i.id.clone(),
+                format!(
+                    "release {}",
+                    i.release.map_or("-".into(), |n| n.to_string())
+                ),
+                color::state(i.state.as_str()),
+                color::state(health),
+                traffic.to_string(),
+                format!("pid {}", i.pid.map_or("-".into(), |p| p.to_string())),
+                format!("port {}", i.port.map_or("-".into(), |p| p.to_string())),
+                i.image.to_string(),
+            ]);
+            let mut note = Vec::new();
             if let Some(why) = &i.condemned {
-                println!("    being replaced: {why}");
+                note.push(format!("    being replaced: {why}"));
             }
             if let Some(why) = &i.revoked {
-                println!("    REVOKED: {why}");
+                note.push(format!("    REVOKED: {why}"));
+            }
+            notes.push(note);
+        }
+        // Each instance's notes right under its row.
+        for (line, note) in t.render().into_iter().zip(notes) {
+            outln!("{line}");
+            for n in note {
+                outln!("{n}");
             }
         }
     }

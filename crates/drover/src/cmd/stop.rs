@@ -4,7 +4,6 @@ use std::time::Duration;
 use drover_core::instance;
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,11 +25,11 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     // All at once: one grace period for all of them.
     let done = instance::stop_many(&mut store, &ids, Duration::from_secs(a.time))?;
     if ctx.json {
-        output::json(&done)?;
+        ctx.emit("Instance", &done)?;
     } else {
         for inst in &done {
             let exit = inst.exit.map(|e| format!(" ({e})")).unwrap_or_default();
-            println!("{} {}{exit}", inst.id, inst.state.as_str());
+            outln!("{} {}{exit}", inst.id, inst.state.as_str());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,13 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let desc = store.tag(&a.reference, &a.name)?;
-    println!("{}", desc.digest);
+    if ctx.json {
+        ctx.emit(
+            "Tag",
+            &serde_json::json!({ "name": a.name, "digest": desc.digest }),
+        )?;
+    } else {
+        outln!("{}", desc.digest);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use drover_core::trace::{self, Link};
 
 use super::Ctx;
-use crate::output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,10 +24,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     };
     let root = trace::trace(&store, &a.target, &trust)?;
     if ctx.json {
-        output::json(&root)?;
+        // The chain's links have kinds of their own (`instance`, `image`):
+        // the document holds the first link as `root`.
+        ctx.emit("Trace", &serde_json::json!({ "root": root }))?;
     } else {
         print_link(&root, "", "");
-        println!(
+        outln!(
             "{}",
             if root.all_ok() {
                 "trace: every link verified"
@@ -49,13 +50,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 
 fn print_link(l: &Link, first: &str, rest: &str) {
     let mark = if l.ok { "ok" } else { "FAIL" };
-    println!("{first}{} {} [{mark}]", l.kind, l.name);
+    outln!("{first}{} {} [{mark}]", l.kind, l.name);
     let bar = if l.children.is_empty() { "  " } else { "│ " };
     for (k, v) in &l.facts {
-        println!("{rest}{bar}  {k}: {v}");
+        outln!("{rest}{bar}  {k}: {v}");
     }
     if let Some(p) = &l.problem {
-        println!("{rest}{bar}  problem: {p}");
+        outln!("{rest}{bar}  problem: {p}");
     }
     for (i, c) in l.children.iter().enumerate() {
         let last = i + 1 == l.children.len();

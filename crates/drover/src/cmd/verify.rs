@@ -33,7 +33,7 @@ fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCod
     let check = signature::check(&store, &image.digest, &keys)?;
     let problem = check.problem();
     if ctx.json {
-        output::json(&serde_json::json!({
+        ctx.emit("SignatureCheck", &serde_json::json!({
             "image": image.digest,
             "verified": problem.is_none(),
             "valid": check.valid.iter().map(|(d, k)| serde_json::json!({"signature": d, "keyid": k.keyid()})).collect::<Vec<_>>(),
@@ -43,14 +43,14 @@ fn image(ctx: &Ctx, reference: &str, keys: &[PathBuf]) -> anyhow::Result<ExitCod
         }))?;
     } else {
         for (d, k) in &check.valid {
-            println!("signature {} by key {}: valid", d.short(), &k.keyid()[..12]);
+            outln!("signature {} by key {}: valid", d.short(), &k.keyid()[..12]);
         }
         for (d, f) in &check.invalid {
-            println!("signature {}: NOT valid: {f}", d.short());
+            outln!("signature {}: NOT valid: {f}", d.short());
         }
         match &problem {
-            None => println!("{}: verified", image.digest),
-            Some(p) => println!("{}: NOT verified: {p}", image.digest),
+            None => outln!("{}: verified", image.digest),
+            Some(p) => outln!("{}: NOT verified: {p}", image.digest),
         }
     }
     match problem {
@@ -66,24 +66,24 @@ fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         let mut v = serde_json::to_value(&report)?;
         v["tag_problems"] = serde_json::to_value(&tags)?;
-        output::json(&v)?;
+        ctx.emit("StoreVerification", &v)?;
     } else {
         for p in &report.problems {
-            println!(
+            outln!(
                 "{} {} ({})",
                 p.problem.to_uppercase(),
                 p.digest,
                 p.path.display()
             );
-            println!("    {}", p.detail);
+            outln!("    {}", p.detail);
             for r in &p.referenced_by {
-                println!("    used by {r}");
+                outln!("    used by {r}");
             }
         }
         for t in &tags {
-            println!("TAG {t}");
+            outln!("TAG {t}");
         }
-        println!(
+        outln!(
             "checked {} blobs ({}): {}",
             report.blobs_checked,
             output::size(report.bytes_checked),
@@ -94,7 +94,7 @@ fn store(ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         );
         if tags.is_empty() {
-            println!("tags: all as the ledger records them");
+            outln!("tags: all as the ledger records them");
         }
     }
     if !report.ok() {

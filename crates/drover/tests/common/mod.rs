@@ -73,6 +73,22 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Run `drover --json ARGS` (it must succeed) and return its document
+    /// (checked to carry `apiVersion: drover/v1` and a `kind`).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        doc(&self.ok(&all))
+    }
+
+    /// Run `drover --json ARGS` (it must succeed) and return the items of
+    /// its list document (`kind: <Kind>List`).
+    pub fn items(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        items(&self.ok(&all))
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run drover")
     }
@@ -101,7 +117,9 @@ impl Drop for Env {
         let Ok(out) = self.cmd().args(["--json", "ps"]).output() else {
             return;
         };
-        let ids: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
             .unwrap_or_default()
             .iter()
             .filter_map(|i| i["id"].as_str().map(str::to_string))
@@ -109,6 +127,30 @@ impl Drop for Env {
         if !ids.is_empty() {
             let _ = self.cmd().args(["rm", "--force"]).args(&ids).output();
         }
+    }
+}
+
+/// A machine-readable document drover printed: parsed, and checked to be
+/// versioned (`apiVersion: drover/v1`, a `kind`).
+pub fn doc(text: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JSON document ({e}):\n{text}"));
+    assert_eq!(v["apiVersion"], "drover/v1", "{text}");
+    assert!(v["kind"].is_string(), "no kind: {text}");
+    v
+}
+
+/// The items of a list document (`kind: <Kind>List`).
+pub fn items(text: &str) -> Vec<serde_json::Value> {
+    let v = doc(text);
+    let kind = v["kind"].as_str().unwrap_or_default().to_string();
+    assert!(kind.ends_with("List"), "{kind} is not a list: {text}");
+    match v {
+        serde_json::Value::Object(mut m) => match m.remove("items") {
+            Some(serde_json::Value::Array(items)) => items,
+            other => panic!("a {kind} without items: {other:?}"),
+        },
+        _ => unreachable!(),
     }
 }
 

@@ -128,14 +128,14 @@ fn a_signed_head_that_lags_the_chain_is_not_tampering() {
 }
 
 fn ps(env: &Env) -> Vec<serde_json::Value> {
-    serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap()
+    env.items(&["ps"])
 }
 
 fn trace(env: &Env, target: &str) -> (i32, serde_json::Value) {
     let out = env.run(&["--json", "trace", target]);
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("trace --json: {e}\n{}", show(&out)));
-    (out.status.code().unwrap_or(-1), v)
+    let v = common::doc(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["kind"], "Trace");
+    (out.status.code().unwrap_or(-1), v["root"].clone())
 }
 
 /// Every link that does not hold, as "kind: problem".
@@ -288,14 +288,12 @@ fn a_release_pointed_at_another_signed_image_starts_nothing() {
     );
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
     let id = ps(&env)[0]["id"].as_str().unwrap().to_string();
-    let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "images"])).unwrap();
+    let inspect = env.items(&["images"]);
     let two = inspect
-        .as_array()
-        .unwrap()
         .iter()
         .find(|t| t["name"].as_str().is_some_and(|n| n.ends_with("web:2")))
         .and_then(|t| t["digest"].as_str())
-        .unwrap_or_else(|| panic!("no web:2 in {inspect:#}"))
+        .unwrap_or_else(|| panic!("no web:2 in {inspect:#?}"))
         .to_string();
     attack(
         &env,
@@ -493,8 +491,7 @@ fn a_truncated_tail_still_lets_stop_and_rm_work_and_accepting_it_is_ledgered() {
         "restored last night's backup",
     ]);
     assert!(text.contains("accepted"), "{text}");
-    let accepted = env.ok(&["--json", "audit", "--action", "ledger.accept_truncation"]);
-    let accepted: Vec<serde_json::Value> = serde_json::from_str(&accepted).unwrap();
+    let accepted = env.items(&["audit", "--action", "ledger.accept_truncation"]);
     assert_eq!(accepted.len(), 1, "{accepted:?}");
     let d = &accepted[0]["details"];
     assert_eq!(d["signed_head_seq"], end);
@@ -536,17 +533,14 @@ fn a_raised_signed_from_and_a_stripped_release_signature_start_nothing() {
     );
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
     let id = ps(&env)[0]["id"].as_str().unwrap().to_string();
-    let images: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "images"])).unwrap();
+    let images = env.items(&["images"]);
     let two = images
-        .as_array()
-        .unwrap()
         .iter()
         .find(|t| t["name"].as_str().is_some_and(|n| n.ends_with("web:2")))
         .and_then(|t| t["digest"].as_str())
         .unwrap()
         .to_string();
-    let entries = env.ok(&["--json", "audit", "--action", "release.create"]);
-    let entries: Vec<serde_json::Value> = serde_json::from_str(&entries).unwrap();
+    let entries = env.items(&["audit", "--action", "release.create"]);
     let mut e = entries[0].clone();
     let seq = e["seq"].as_u64().unwrap();
     e["details"]["image"] = two.clone().into();

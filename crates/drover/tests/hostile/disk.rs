@@ -49,7 +49,7 @@ fn fill(path: &Path) {
 }
 
 fn ps(env: &Env) -> Vec<Value> {
-    serde_json::from_str(&env.ok(&["--json", "ps", "--all"])).unwrap()
+    env.items(&["ps", "--all"])
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -132,8 +132,7 @@ fn a_full_disk_still_stops_and_removes_and_a_failed_run_leaves_nothing() {
     env.ok(&["rm", &a]);
     assert!(ps(&env).iter().all(|i| i["state"] == "deleted"));
     assert_eq!(names(&store.join("instances")), Vec::<String>::new());
-    let audit = env.ok(&["--json", "audit"]);
-    let entries: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    let entries = env.items(&["audit"]);
     let actions = |id: &str| -> Vec<String> {
         entries
             .iter()

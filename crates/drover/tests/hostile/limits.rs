@@ -122,9 +122,8 @@ fn a_layer_that_inflates_past_its_limit_is_refused_and_leaves_no_root() {
         "refused early, not after inflating it all"
     );
     assert_eq!(roots(&env), Vec::<String>::new(), "no partial root");
-    assert_eq!(
-        env.ok(&["--json", "ps", "--all"]).trim(),
-        "[]",
+    assert!(
+        env.items(&["ps", "--all"]).is_empty(),
         "no instance recorded"
     );
     // Within the limit the next run unpacks cleanly.
@@ -398,7 +397,7 @@ fn a_layer_with_a_64_mib_long_name_is_refused_from_its_header() {
         assert!(err.contains(want), "{want:?} not in {err}");
     }
     assert_eq!(roots(&env), Vec::<String>::new(), "no partial root");
-    assert_eq!(env.ok(&["--json", "ps", "--all"]).trim(), "[]");
+    assert!(env.items(&["ps", "--all"]).is_empty());
 }
 
 fn sha256(bytes: &[u8]) -> String {

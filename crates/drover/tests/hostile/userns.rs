@@ -80,8 +80,7 @@ fn as_root(env: &Env, driver: &str, extra: &[&str], script: &str) -> String {
 
 /// Where instance `id`'s views are (its recorded root view's directory).
 fn views_of(env: &Env, id: &str) -> PathBuf {
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&env.ok(&["--json", "ps", "--all"])).unwrap();
+    let all: Vec<serde_json::Value> = env.items(&["ps", "--all"]);
     let inst = all.iter().find(|i| i["id"] == id).expect("instance listed");
     let root = inst["launch"]["root_view"].as_str().expect("a root view");
     Path::new(root).parent().unwrap().to_path_buf()
@@ -296,8 +295,7 @@ fn a_service_runs_in_its_range_unless_its_fleet_entry_says_why_not() {
     let Some(env) = common::web_env() else { return };
     let fleet = env.ctx().join("fleet.toml");
     let uid_map = |env: &Env| -> Vec<u64> {
-        let all: Vec<serde_json::Value> =
-            serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+        let all: Vec<serde_json::Value> = env.items(&["status"]);
         let pid = all[0]["instances"][0]["pid"].as_u64().expect("a pid");
         std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
             .unwrap()
@@ -322,8 +320,7 @@ fn a_service_runs_in_its_range_unless_its_fleet_entry_says_why_not() {
     .unwrap();
     env.ok(&["apply", "-f", fleet.to_str().unwrap()]);
     assert_eq!(uid_map(&env), [0, 0, 4294967295], "host ids");
-    let entries: Vec<serde_json::Value> =
-        serde_json::from_str(&env.ok(&["--json", "audit"])).unwrap();
+    let entries: Vec<serde_json::Value> = env.items(&["audit"]);
     let release = entries
         .iter()
         .rev()
