@@ -37,8 +37,8 @@ enum Command {
     Build(cmd::build::Args),
     /// Resolve a definition's Debian packages and write drover.lock beside it.
     Lock(cmd::lock::Args),
-    /// List tagged images.
-    Images,
+    /// List tagged images (-a: untagged ones too).
+    Images(cmd::images::Args),
     /// Show an image's manifest, config and attached artifacts.
     Inspect(cmd::inspect::Args),
     /// Point a new tag at an image.
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
         Command::Lock(a) => cmd::lock::run(&ctx, a),
-        Command::Images => cmd::images::run(&ctx),
+        Command::Images(a) => cmd::images::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Push(a) => cmd::push::run(&ctx, a),

@@ -560,9 +560,19 @@ pub(super) fn transport_error(
             )
         };
     }
+    // A registry on this host that speaks plain HTTP answers a TLS hello
+    // with garbage (or hangs up): the connection fails before any status.
+    let hint = if url.starts_with("https://")
+        && (e.is_connect() || e.is_request())
+        && super::is_loopback_registry(registry)
+    {
+        " (the registry may speak plain HTTP: pass --insecure)"
+    } else {
+        ""
+    };
     Error::Registry {
         registry: registry.to_string(),
-        reason: format!("{url}: {}", chain(e)),
+        reason: format!("{url}: {}{hint}", chain(e)),
     }
 }
 
