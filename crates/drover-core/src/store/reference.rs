@@ -215,13 +215,10 @@ impl Store {
                 }
                 match hex {
                     Some(h) if h.len() >= MIN_PREFIX => self.resolve_prefix(reference, &h),
-                    Some(_) => Err(Error::NotFound {
-                        what: format!("image {name:?}"),
-                        hint: Some(format!(
-                            "no such tag; as a digest prefix {reference:?} is too short: \
-                             a digest prefix needs at least {MIN_PREFIX} hex digits"
-                        )),
-                    }),
+                    Some(_) => Err(Error::Usage(format!(
+                        "{reference:?}: no tag {name} here, and a digest prefix needs at least \
+                         {MIN_PREFIX} hex digits"
+                    ))),
                     None => Err(not_found("see `drover images`".into())),
                 }
             }
