@@ -398,7 +398,7 @@ fn pick(reference: &str, hex: &str, images: Vec<ImageInfo>) -> Result<ImageInfo>
             hint: Some("no image's digest starts so; see `drover images -a`".into()),
         }),
         n => Err(Error::Usage(format!(
-            "{reference:?} is ambiguous: it starts the digests of {n} images: {}; give more digits",
+            "{reference:?} matches more than one image ({n}): {}; give more digits",
             hits.iter().map(describe).collect::<Vec<_>>().join(", ")
         ))),
     }

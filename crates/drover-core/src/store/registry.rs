@@ -113,7 +113,19 @@ impl Remote {
             }
             _ => (None, s.to_string()),
         };
-        let parsed = Reference::try_from(text.as_str()).map_err(|e| bad(&e.to_string()))?;
+        let parsed = Reference::try_from(text.as_str()).map_err(|e| {
+            // Say what the grammar says of the repository, when that is it.
+            let name = text.split('@').next().unwrap_or(&text);
+            let path = match name.split_once('/') {
+                Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+                _ => name,
+            };
+            let repo = super::reference::split_tag(path).0;
+            match grammar::repository(repo) {
+                Err(why) => bad(&why),
+                Ok(()) => bad(&e.to_string()),
+            }
+        })?;
         let digest = parsed
             .digest()
             .map(|d| d.parse::<Digest>().map_err(|e| bad(&e.to_string())))

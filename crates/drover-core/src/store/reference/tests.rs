@@ -308,7 +308,7 @@ fn an_ambiguous_prefix_lists_the_candidates() {
     assert!(matches!(e, Error::Usage(_)));
     let m = e.to_string();
     assert!(
-        m.contains("ambiguous") && m.contains("a:1") && m.contains("untagged"),
+        m.contains("more than one image") && m.contains("a:1") && m.contains("untagged"),
         "{m}"
     );
     assert_eq!(pick("cd07", "cd0707", images()).unwrap().tags, ["c:1"]);
