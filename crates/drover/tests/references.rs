@@ -10,7 +10,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::common::{self, Env, last_line, sample_env, show};
+use crate::common::{Env, last_line, sample_env, show};
 use crate::registry::Registry;
 
 fn code(out: &Output) -> i32 {

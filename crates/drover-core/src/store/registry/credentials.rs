@@ -46,10 +46,10 @@ pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
     let what = || format!("docker config {}", path.display());
     let config: Value =
         serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(what(), e.to_string()))?;
-    if let Some(helper) = helper_for(&config, registry) {
-        if let Some(found) = from_helper(&helper, &server_key(registry))? {
-            return Ok(Some(found));
-        }
+    if let Some(helper) = helper_for(&config, registry)
+        && let Some(found) = from_helper(&helper, &server_key(registry))?
+    {
+        return Ok(Some(found));
     }
     docker_config_auth(&config, registry).map_err(|reason| Error::corrupt(what(), reason))
 }
@@ -110,8 +110,7 @@ fn from_helper(helper: &str, server: &str) -> Result<Option<(String, String)>> {
     let out = child
         .wait_with_output()
         .map_err(|e| failed(e.to_string()))?;
-    parse_helper_answer(out.status.success(), &out.stdout, &out.stderr, server)
-        .map_err(|why| failed(why))
+    parse_helper_answer(out.status.success(), &out.stdout, &out.stderr, server).map_err(failed)
 }
 
 /// A helper's answer to `get`: credentials, none, or why it is unusable.
