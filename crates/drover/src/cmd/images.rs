@@ -14,24 +14,24 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let mut rows = Vec::new();
-    for image in store.images(a.all)? {
-        let manifest = store.manifest(&image.digest)?;
+    let mut row = |digest: &drover_core::Digest, name: Option<&str>, tagged, held: &[String]| {
+        let manifest = store.manifest(digest)?;
         let size: u64 = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
-        let layers = manifest.layers.len();
-        // One row per tag, as before; an untagged image is one `<none>` row.
-        let names: Vec<Option<&String>> = match image.tags.is_empty() {
-            true => vec![None],
-            false => image.tags.iter().map(Some).collect(),
-        };
-        for name in names {
-            rows.push(serde_json::json!({
-                "name": name, "digest": image.digest, "size": size, "layers": layers,
-                "tagged": image.created, "held_by": image.held_by,
-            }));
+        rows.push(serde_json::json!({
+            "name": name, "digest": digest, "size": size, "layers": manifest.layers.len(),
+            "tagged": tagged, "held_by": held,
+        }));
+        anyhow::Ok(())
+    };
+    for t in store.tags()? {
+        row(&t.digest, Some(&t.name), Some(t.created.clone()), &[])?;
+    }
+    // Untagged images after the tagged ones, each one `<none>` row.
+    if a.all {
+        for i in store.images(true)?.iter().filter(|i| i.tags.is_empty()) {
+            row(&i.digest, None, None, &i.held_by)?;
         }
     }
-    // By name as before, untagged images last.
-    rows.sort_by_key(|r| (r["name"].is_null(), r["name"].as_str().map(str::to_string)));
     if ctx.json {
         output::json(&rows)?;
         return Ok(ExitCode::SUCCESS);

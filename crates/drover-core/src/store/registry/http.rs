@@ -566,7 +566,7 @@ pub(super) fn transport_error(
         && (e.is_connect() || e.is_request())
         && super::is_loopback_registry(registry)
     {
-        " (the registry may speak plain HTTP: pass --insecure)"
+        " (the registry may speak plain HTTP: pass --insecure, or set insecure_registry = true in the fleet file)"
     } else {
         ""
     };
