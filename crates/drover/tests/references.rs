@@ -162,6 +162,15 @@ fn a_plain_http_registry_gets_a_hint() {
         "{}",
         show(&out)
     );
+    // Nobody listening is no reason to suspect plain HTTP.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = env.run(&["pull", &format!("127.0.0.1:{port}/sample:1.0")]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(!stderr(&out).contains("plain HTTP"), "{}", show(&out));
 }
 
 /// Regression (issue 19): `drover pull busybox` said "not a registry
