@@ -53,7 +53,7 @@ enum Command {
     Build(cmd::build::Args),
     /// Resolve a definition's Debian packages and write drover.lock beside it.
     Lock(cmd::lock::Args),
-    /// List tagged images.
+    /// List tagged images (-a: untagged ones too).
     Images(cmd::images::Args),
     /// Show an image's manifest, config and attached artifacts.
     Inspect(cmd::inspect::Args),

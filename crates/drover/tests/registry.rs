@@ -24,15 +24,15 @@ use serde_json::Value;
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 /// A running registry; killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     dir: tempfile::TempDir,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Registry {
     /// `None` (after saying why) when docker-registry is not installed.
-    fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
+    pub(crate) fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
         if !require(REGISTRY_BIN) {
             return None;
         }
@@ -167,7 +167,7 @@ struct Asked {
 /// `exp`, `nbf`, `iat`, `jti` and the `access` asked for. It records every
 /// request, so a test can tell the bearer flow really ran.
 struct TokenServer {
-    addr: String,
+    pub(crate) addr: String,
     cert: PathBuf,
     asked: Arc<Mutex<Vec<Asked>>>,
     stop: Arc<AtomicBool>,

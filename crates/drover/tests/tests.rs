@@ -25,6 +25,7 @@ mod package_scripts;
 mod packages;
 mod policy;
 mod readonly_root;
+mod references;
 mod registry;
 mod reproducible;
 mod run_layers;

@@ -191,7 +191,12 @@ pub fn outcome(reports: &[Report]) -> Result<()> {
 
 /// The release content and image a service spec asks for.
 fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)> {
-    let image = store.resolve(&spec.image)?.digest;
+    // A registry image is pinned by its digest, which says what runs; the
+    // name says where it came from (`fetch`), not what the store calls it.
+    let image = match spec.registry.as_ref().and_then(|r| r.digest) {
+        Some(d) => store.resolve(&d.to_string())?.digest,
+        None => store.resolve(&spec.image)?.digest,
+    };
     let manifest = store.manifest(&image)?;
     let config = store.image_config(&manifest)?;
     let health = match &spec.health {

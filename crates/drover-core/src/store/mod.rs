@@ -22,6 +22,7 @@ pub mod baseline;
 mod blob;
 mod gc;
 pub mod oci;
+pub mod reference;
 pub mod registry;
 pub mod unpack;
 pub mod validate;
@@ -37,6 +38,7 @@ use serde::Serialize;
 pub use blob::{BlobWriter, VerifyingReader};
 pub use gc::GcReport;
 pub use oci::{Descriptor, ImageConfig, Index, Manifest};
+pub use reference::{ImageInfo, ImageRef};
 pub use verify::{BlobProblem, TagProblem, VerifyReport};
 
 use crate::digest::Digest;
@@ -308,48 +310,7 @@ impl Store {
         self.read_json(&manifest.config.digest, "image config")
     }
 
-    /// Resolve what a user typed to an image manifest descriptor:
-    /// `name:tag`, `name` (meaning `name:latest`), `name@sha256:…`,
-    /// `sha256:…`, or a unique prefix (≥ 6 hex digits) of a tagged digest.
-    pub fn resolve(&self, reference: &str) -> Result<Descriptor> {
-        let not_found = |hint: &str| Error::NotFound {
-            what: format!("image {reference:?}"),
-            hint: Some(hint.to_string()),
-        };
-        if let Some((_, digest)) = reference.split_once('@') {
-            return self.resolve(digest);
-        }
-        if reference.starts_with("sha256:") {
-            let digest: Digest = reference
-                .parse()
-                .map_err(|e: crate::digest::ParseDigestError| Error::Usage(e.to_string()))?;
-            return self.describe_manifest(&digest);
-        }
-        let tags = self.tags()?;
-        let name = normalize_tag(reference);
-        if let Some(t) = tags.iter().find(|t| t.name == name) {
-            return Ok(Descriptor::new(&t.media_type, t.digest, t.size));
-        }
-        if reference.len() >= 6 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut hits: Vec<&TagInfo> = tags
-                .iter()
-                .filter(|t| t.digest.hex().starts_with(reference))
-                .collect();
-            hits.dedup_by_key(|t| t.digest);
-            match hits.as_slice() {
-                [one] => return Ok(Descriptor::new(&one.media_type, one.digest, one.size)),
-                [] => {}
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "{reference:?} matches more than one image; give more digits"
-                    )));
-                }
-            }
-        }
-        Err(not_found("see `drover images`"))
-    }
-
-    fn describe_manifest(&self, digest: &Digest) -> Result<Descriptor> {
+    pub(crate) fn describe_manifest(&self, digest: &Digest) -> Result<Descriptor> {
         let bytes = self.read_blob(digest)?;
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]

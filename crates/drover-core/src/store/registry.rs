@@ -41,7 +41,6 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use futures_util::{StreamExt, stream};
 use oci_client::RegistryOperation;
@@ -59,11 +58,16 @@ use crate::grammar;
 use crate::ledger::NewEntry;
 use crate::limits::Limits;
 
+pub mod credentials;
 mod http;
 pub mod platform;
 
+pub use credentials::credentials;
+
 pub use platform::Platform;
 
+/// Docker Hub, as references name it.
+const DOCKER_HUB: &str = "docker.io";
 /// Blobs in flight at once, each way.
 const PARALLEL: usize = 4;
 /// Blobs larger than this are streamed from disk when pushed.
@@ -90,39 +94,77 @@ impl Remote {
         })
     }
 
+    /// Parse a registry reference by the distribution grammar
+    /// (`oci_client::Reference`), normalised as Docker does: no registry
+    /// means docker.io, and a docker.io repository of one component is in
+    /// `library/` (`busybox` is `docker.io/library/busybox`). No tag and no
+    /// digest means `:latest` to a pull.
     pub fn parse(s: &str) -> Result<Remote> {
         let bad = |why: &str| {
             Error::Usage(format!(
-                "{s:?} is not a registry reference ({why}); expected <registry>/<repository>[:tag|@sha256:…], e.g. 127.0.0.1:5000/hello:1.0"
+                "{s:?} is not a registry reference ({why}); expected [<registry>/]<repository>[:tag|@sha256:…], e.g. 127.0.0.1:5000/hello:1.0 or busybox (docker.io/library/busybox)"
             ))
         };
-        let (registry, rest) = s.split_once('/').ok_or_else(|| bad("no registry"))?;
-        if registry.is_empty()
-            || !(registry.contains('.') || registry.contains(':') || registry == "localhost")
-        {
-            return Err(bad("the first component must be a registry host"));
-        }
-        let (rest, digest) = match rest.split_once('@') {
-            Some((r, d)) => (
-                r,
-                Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?),
-            ),
-            None => (rest, None),
+        // The grammar's hosts have no brackets: an IPv6 literal stands in
+        // for a placeholder host while the rest is parsed.
+        let (v6, text) = match s.split_once('/') {
+            Some((host, rest)) if host.starts_with('[') => {
+                (Some(host), format!("ipv6.invalid/{rest}"))
+            }
+            _ => (None, s.to_string()),
         };
-        let (repository, tag) = match rest.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
-            _ => (rest, None),
-        };
-        grammar::repository(repository).map_err(|e| bad(&e))?;
+        let parsed = Reference::try_from(text.as_str()).map_err(|e| {
+            // Say what the grammar says of the repository, when that is it.
+            let name = text.split('@').next().unwrap_or(&text);
+            let path = match name.split_once('/') {
+                Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+                _ => name,
+            };
+            let repo = super::reference::split_tag(path).0;
+            match grammar::repository(repo) {
+                Err(why) => bad(&why),
+                Ok(()) => bad(&e.to_string()),
+            }
+        })?;
+        let digest = parsed
+            .digest()
+            .map(|d| d.parse::<Digest>().map_err(|e| bad(&e.to_string())))
+            .transpose()?;
+        // The Reference fills in `latest`; a tag counts only if written.
+        let written = s.split('@').next().unwrap_or(s);
+        let has_tag = written.rsplit('/').next().unwrap_or(written).contains(':');
+        let tag = parsed.tag().filter(|_| has_tag).map(str::to_string);
+        grammar::repository(parsed.repository()).map_err(|e| bad(&e))?;
         if let Some(t) = &tag {
             grammar::tag(t).map_err(|e| bad(&e))?;
         }
         Ok(Remote {
-            registry: registry.to_string(),
-            repository: repository.to_string(),
+            registry: v6.unwrap_or(parsed.registry()).to_string(),
+            repository: parsed.repository().to_string(),
             tag,
             digest,
         })
+    }
+
+    /// Where requests go: docker.io's registry is served at
+    /// index.docker.io (as `Reference::resolve_registry` says).
+    pub fn endpoint(&self) -> &str {
+        match self.registry.as_str() {
+            DOCKER_HUB => "index.docker.io",
+            r => r,
+        }
+    }
+
+    /// The repository a pull names locally: the repository, without
+    /// docker.io's `library/` (`busybox:latest`, as Docker lists it).
+    pub fn local_repository(&self) -> String {
+        match (
+            self.registry.as_str(),
+            self.repository.strip_prefix("library/"),
+        ) {
+            (DOCKER_HUB, Some(official)) => official.to_string(),
+            _ => self.repository.clone(),
+        }
     }
 
     /// The host without its port.
@@ -136,8 +178,7 @@ impl Remote {
 
     /// Plain HTTP (`--insecure`) is only allowed for these.
     pub fn is_loopback(&self) -> bool {
-        let host = self.host();
-        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(self.host())
     }
 
     fn with_tag(&self, tag: &str) -> Reference {
@@ -151,6 +192,21 @@ impl Remote {
             digest.to_string(),
         )
     }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `registry` (`host[:port]`, `[v6]:port`) is on this host.
+pub(crate) fn is_loopback_registry(registry: &str) -> bool {
+    Remote {
+        registry: registry.to_string(),
+        repository: String::new(),
+        tag: None,
+        digest: None,
+    }
+    .is_loopback()
 }
 
 impl std::fmt::Display for Remote {
@@ -177,62 +233,6 @@ pub struct Options {
     pub platform: Option<Platform>,
     /// Told of the bytes a push sends or a pull receives.
     pub progress: crate::progress::Shared,
-}
-
-/// Credentials for `registry`: `DROVER_REGISTRY_USER` and
-/// `DROVER_REGISTRY_PASSWORD` if set, else the `auths` entry of Docker's
-/// `config.json` (`$DOCKER_CONFIG/config.json`, or `~/.docker/config.json`).
-pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
-    if let (Ok(user), Ok(pass)) = (
-        std::env::var("DROVER_REGISTRY_USER"),
-        std::env::var("DROVER_REGISTRY_PASSWORD"),
-    ) {
-        return Ok(Some((user, pass)));
-    }
-    let path = match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => PathBuf::from(dir).join("config.json"),
-        None => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".docker/config.json"),
-            None => return Ok(None),
-        },
-    };
-    let Ok(bytes) = std::fs::read(&path) else {
-        return Ok(None);
-    };
-    docker_config_auth(&bytes, registry)
-        .map_err(|reason| Error::corrupt(format!("docker config {}", path.display()), reason))
-}
-
-/// The basic-auth credentials `config.json` holds for `registry`, if any.
-fn docker_config_auth(
-    config: &[u8],
-    registry: &str,
-) -> std::result::Result<Option<(String, String)>, String> {
-    let config: serde_json::Value = serde_json::from_slice(config).map_err(|e| e.to_string())?;
-    let auths = config.get("auths");
-    let entry = [
-        registry.to_string(),
-        format!("https://{registry}"),
-        format!("http://{registry}"),
-    ]
-    .iter()
-    .find_map(|k| auths.and_then(|a| a.get(k)))
-    .and_then(|e| e.get("auth"))
-    .and_then(|a| a.as_str());
-    let Some(encoded) = entry else {
-        return Ok(None);
-    };
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-        })
-        .map(Some)
-        .ok_or_else(|| format!("auths.{registry}.auth is not base64 of user:password"))
 }
 
 /// What a push did.
@@ -327,7 +327,7 @@ fn classify(e: &OciDistributionError) -> Failure {
 }
 
 /// Where credentials come from, for the errors that want them.
-const CREDENTIALS_HINT: &str = "DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or else the auths entry of Docker's config.json";
+const CREDENTIALS_HINT: &str = "DROVER_REGISTRY_USER and DROVER_REGISTRY_PASSWORD, or else Docker's config.json (credHelpers, credsStore, auths)";
 
 /// One push or pull: the client, who it authenticates as, and the runtime
 /// that drives it.
@@ -346,7 +346,7 @@ impl Session {
     fn err(&self, what: impl std::fmt::Display, e: &OciDistributionError) -> Error {
         let remote = &self.remote;
         if let OciDistributionError::RequestError(r) = e
-            && r.is_timeout()
+            && (r.is_timeout() || r.is_connect())
         {
             let url = r.url().map_or_else(|| what.to_string(), |u| u.to_string());
             return http::transport_error(&self.limits, &remote.registry, &url, r);
@@ -445,7 +445,7 @@ fn session(remote: &Remote, opts: &Options, limits: &Limits) -> Result<Session> 
     };
     let mut http = http::Http::new(
         scheme,
-        &remote.registry,
+        remote.endpoint(),
         &remote.repository,
         limits,
         &client,
@@ -745,10 +745,13 @@ pub fn pull(store: &mut Store, remote: &Remote, opts: &Options) -> Result<PullRe
     })?;
     let (top, counts, referrers) = pulled;
 
-    let tag = remote
-        .tag
-        .as_ref()
-        .map(|t| normalize_tag(&format!("{}:{t}", remote.repository)));
+    // `pull hello` is `pull hello:latest`, and is named so, as by Docker.
+    let tag = match (&remote.tag, &remote.digest) {
+        (Some(t), _) => Some(t.as_str()),
+        (None, None) => Some("latest"),
+        (None, Some(_)) => None,
+    }
+    .map(|t| normalize_tag(&format!("{}:{t}", remote.local_repository())));
     let image = Descriptor::new(&top.media_type, top.digest, top.bytes.len() as u64);
     let mut report = record_pull(store, remote, &image, tag, counts, referrers, top.index)?;
     report.platform = top.index.map(|_| want.to_string());
@@ -1257,24 +1260,38 @@ mod tests {
         assert!(!r.is_loopback());
         assert!(Remote::parse("[::1]:5000/a").unwrap().is_loopback());
         assert!(Remote::parse("localhost/a").unwrap().is_loopback());
-        assert!(Remote::parse("hello:1.0").is_err());
-        assert!(Remote::parse("hello/world").is_err());
+        assert!(Remote::parse("r.io/hello:").is_err());
+        assert!(Remote::parse("r.io/hello@sha256:abc").is_err());
         assert!(Remote::parse("r.io/Hello").is_err());
         assert!(Remote::parse("r.io/hello:-x").is_err());
         assert!(Remote::parse("r.io/hello:a$b").is_err());
     }
 
+    /// Regression (issue 19): `drover pull busybox` said "not a registry
+    /// reference (no registry)"; references are normalised as Docker does.
     #[test]
-    fn reads_docker_config_auths() {
-        // base64("me:pa:ss") — the password may hold colons.
-        let config = br#"{"auths":{"r.io":{"auth":"bWU6cGE6c3M="},"https://s.io":{"auth":"bWU6cGE6c3M="},"bad.io":{"auth":"!!"}}}"#;
-        let me = Some(("me".to_string(), "pa:ss".to_string()));
-        assert_eq!(docker_config_auth(config, "r.io").unwrap(), me);
-        assert_eq!(docker_config_auth(config, "s.io").unwrap(), me);
-        assert_eq!(docker_config_auth(config, "t.io").unwrap(), None);
-        assert!(docker_config_auth(config, "bad.io").is_err());
-        assert!(docker_config_auth(b"{", "r.io").is_err());
-        assert_eq!(docker_config_auth(b"{}", "r.io").unwrap(), None);
+    fn normalises_docker_hub_references() {
+        let r = Remote::parse("busybox").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("docker.io", "library/busybox", None)
+        );
+        assert_eq!(r.endpoint(), "index.docker.io");
+        assert_eq!(r.local_repository(), "busybox");
+        let r = Remote::parse("hello:1.0").unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/hello:1.0");
+        let r = Remote::parse("team/web").unwrap();
+        assert_eq!(r.to_string(), "docker.io/team/web");
+        assert_eq!(r.local_repository(), "team/web");
+        let r = Remote::parse("index.docker.io/library/busybox:1").unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/busybox:1");
+        let r = Remote::parse("127.0.0.1:5000/hello").unwrap();
+        assert_eq!(
+            (r.endpoint(), r.local_repository().as_str()),
+            ("127.0.0.1:5000", "hello")
+        );
+        assert!(Remote::parse("[::1]:5000/a:1").unwrap().tag.is_some());
+        assert!(Remote::parse("Busybox").is_err());
     }
 
     #[test]

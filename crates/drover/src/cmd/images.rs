@@ -6,6 +6,10 @@ use crate::output::{self, Table};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Untagged images too: those instances and releases hold, and those
+    /// pulled by digest (`apply` pulls a fleet's registry images so).
+    #[arg(short, long)]
+    all: bool,
     /// Only the image digests, one per line (each image once).
     #[arg(short, long)]
     quiet: bool,
@@ -19,12 +23,28 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     filter::check(&a.filter, "images", &["reference", "dangling"])?;
     let store = ctx.store()?;
     let mut rows = Vec::new();
-    for t in store.tags()? {
-        let manifest = store.manifest(&t.digest)?;
+    let mut row = |digest: &drover_core::Digest, name: Option<&str>, tagged, held: &[String]| {
+        let manifest = store.manifest(digest)?;
         let size: u64 = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
         rows.push(serde_json::json!({
-            "name": t.name, "digest": t.digest, "size": size, "layers": manifest.layers.len(), "tagged": t.created,
+            "name": name, "digest": digest, "size": size, "layers": manifest.layers.len(),
+            "tagged": tagged, "held_by": held,
         }));
+        anyhow::Ok(())
+    };
+    for t in store.tags()? {
+        row(&t.digest, Some(&t.name), Some(t.created.clone()), &[])?;
+    }
+    // Untagged images after the tagged ones, each one `<none>` row; a
+    // `dangling=true` filter asks for them too.
+    let dangling = a
+        .filter
+        .iter()
+        .any(|f| f.key == "dangling" && f.value == "true");
+    if a.all || dangling {
+        for i in store.images(true)?.iter().filter(|i| i.tags.is_empty()) {
+            row(&i.digest, None, None, &i.held_by)?;
+        }
     }
     for f in &a.filter {
         let keep = |r: &serde_json::Value| -> anyhow::Result<bool> {
@@ -62,7 +82,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     for r in &rows {
         let digest = r["digest"].as_str().unwrap_or_default();
         t.row(vec![
-            r["name"].as_str().unwrap_or_default().to_string(),
+            r["name"].as_str().unwrap_or("<none>").to_string(),
             if ctx.wide() {
                 digest.to_string()
             } else {

@@ -10,8 +10,9 @@ use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to pull: <registry>/<repository>[:tag|@sha256:…]; a tag is kept
-    /// locally as <repository>:<tag>.
+    /// What to pull: [<registry>/]<repository>[:tag|@sha256:…] (no registry
+    /// means docker.io: busybox is docker.io/library/busybox:latest); a tag
+    /// (latest if none) is kept locally as <repository>:<tag>.
     remote: String,
     /// Plain HTTP instead of TLS; only for loopback registries.
     #[arg(long)]

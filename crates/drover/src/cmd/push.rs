@@ -11,7 +11,8 @@ use crate::progress;
 pub struct Args {
     /// The image: name:tag, a digest, or a unique digest prefix.
     reference: String,
-    /// Where to: <registry>/<repository>[:tag], e.g. registry.example.com/hello:1.0.
+    /// Where to: [<registry>/]<repository>[:tag], e.g. registry.example.com/hello:1.0
+    /// (no registry means docker.io, as for docker).
     remote: String,
     /// Plain HTTP instead of TLS; only for loopback registries.
     #[arg(long)]

@@ -564,9 +564,33 @@ pub(super) fn transport_error(
             )
         };
     }
+    // A registry on this host that speaks plain HTTP answers a TLS hello
+    // with garbage (or hangs up): the connection fails before any status.
+    // A refused connection is nobody listening, and says so itself.
+    let refused = {
+        let mut cause: Option<&dyn std::error::Error> = Some(e);
+        std::iter::from_fn(|| {
+            let c = cause?;
+            cause = c.source();
+            Some(c)
+        })
+        .any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    };
+    let hint = if url.starts_with("https://")
+        && (e.is_connect() || e.is_request())
+        && !refused
+        && super::is_loopback_registry(registry)
+    {
+        " (the registry may speak plain HTTP: pass --insecure, or set insecure_registry = true in the fleet file)"
+    } else {
+        ""
+    };
     Error::Registry {
         registry: registry.to_string(),
-        reason: format!("{url}: {}", chain(e)),
+        reason: format!("{url}: {}{hint}", chain(e)),
     }
 }
 
