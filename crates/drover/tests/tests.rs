@@ -15,6 +15,7 @@ mod deploy;
 mod drift;
 mod examples;
 mod fleet_truth;
+mod habits;
 mod hostile;
 mod instances;
 mod interop;

@@ -103,6 +103,7 @@ impl Driver for Embedded {
             .with_stdin(null)
             .with_stdout(out)
             .with_stderr(err)
+            .with_executor(super::init::WithInit)
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)

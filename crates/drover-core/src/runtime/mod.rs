@@ -10,6 +10,7 @@
 
 mod embedded;
 mod fake;
+mod init;
 mod runc;
 pub mod spec;
 pub mod tmpfs;
