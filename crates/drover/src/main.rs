@@ -81,6 +81,12 @@ enum Command {
     Ps(cmd::ps::Args),
     /// Print an instance's output.
     Logs(cmd::logs::Args),
+    /// Refused: instances are immutable; says why and offers `debug`.
+    Exec(cmd::exec::Args),
+    /// Run a command (default /bin/sh) in an ephemeral instance mirroring
+    /// a running one: same image, env and network, volumes read-only;
+    /// ledgered, removed when it exits.
+    Debug(cmd::debug::Args),
     /// Stop instances: their stop signal, then SIGKILL after a grace period.
     Stop(cmd::stop::Args),
     /// Remove stopped instances (their container, bundle and log).
@@ -159,6 +165,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Ps(a) => cmd::ps::run(&ctx, a),
         Command::Logs(a) => cmd::logs::run(&ctx, a),
+        Command::Exec(a) => cmd::exec::run(a),
+        Command::Debug(a) => cmd::debug::run(&ctx, a),
         Command::Stop(a) => cmd::stop::run(&ctx, a),
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Plan(a) => cmd::plan::run(&ctx, a),

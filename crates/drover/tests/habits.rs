@@ -133,3 +133,96 @@ fn the_init_exits_with_the_commands_status() {
     assert_eq!(out.status.code(), Some(7), "{}", show(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
 }
+
+/// Issue 19: "no `exec` and no word on why". It is refused, exit 2, with
+/// the reason and the alternative, whatever docker flags follow.
+#[test]
+fn exec_is_refused_with_the_reason_and_the_alternative() {
+    let env = Env::new();
+    for args in [
+        &["exec", "web1", "sh"][..],
+        &["exec", "-it", "web1", "/bin/sh", "-c", "ls"][..],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("immutable"), "{err}");
+        assert!(err.contains("drover debug"), "{err}");
+    }
+}
+
+/// `drover debug ID -- CMD`: runs CMD beside the instance with its image,
+/// env and volumes (read-only), prints its output, exits with its status,
+/// is ledgered, and leaves no instance behind.
+#[test]
+fn debug_mirrors_an_instance_read_only_and_leaves_nothing_behind() {
+    let Some(env) = box_env() else { return };
+    let id = common::last_line(&env.ok(&[
+        "run",
+        "-e",
+        "MODE=blue",
+        "-v",
+        "dbg:/data",
+        "box:1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo secret-42 > /data/f; while true; do sleep 1; done",
+    ]));
+    let file = env.store().join("volumes/dbg/f");
+    let t = Instant::now();
+    while !file.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the instance never wrote /data/f"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+
+    let out = env.run(&["debug", &id, "--", "cat", "/data/f"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "secret-42\n");
+
+    let out = env.run(&[
+        "debug",
+        &id,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $MODE; echo x > /data/g",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "blue\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        show(&out)
+    );
+    assert!(!env.store().join("volumes/dbg/g").exists());
+
+    // Only the instance itself is left, untouched and running.
+    let ps: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "ps"])).unwrap();
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert_eq!(ps[0]["id"], id.as_str());
+    assert_eq!(ps[0]["state"], "running");
+
+    let audit = env.ok(&["--json", "audit"]);
+    let entries: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    let debugs: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "instance.debug")
+        .collect();
+    assert_eq!(debugs.len(), 2, "{audit}");
+    assert_eq!(debugs[0]["details"]["mirrors"], id.as_str());
+    assert_eq!(debugs[0]["details"]["command"][0], "cat");
+    assert!(!debugs[0]["actor"].as_str().unwrap_or_default().is_empty());
+    let session = debugs[0]["subjects"][0].as_str().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "instance.delete" && e["subjects"][0] == session),
+        "the session's removal is ledgered: {audit}"
+    );
+    env.ok(&["rm", "--force", &id]);
+}

@@ -502,7 +502,13 @@ fn stopping_many_takes_one_grace_period() {
     let ids: Vec<String> = (0..3)
         .map(|_| {
             common::last_line(&env.ok(&[
-                "run", "--init=false", "box:1", "--", "/bin/sh", "-c", "sleep 100",
+                "run",
+                "--init=false",
+                "box:1",
+                "--",
+                "/bin/sh",
+                "-c",
+                "sleep 100",
             ]))
         })
         .collect();

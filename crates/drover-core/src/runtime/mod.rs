@@ -86,7 +86,13 @@ pub trait Driver {
     /// its init pid. The init process is a child of the caller, or becomes
     /// one when the runtime's own process exits (the caller is a child
     /// subreaper), so the caller can wait for it.
-    fn create(&self, id: &str, bundle: &Path, output: BorrowedFd<'_>) -> Result<u32>;
+    fn create(&self, id: &str, bundle: &Path, output: BorrowedFd<'_>) -> Result<u32> {
+        self.create_with(id, bundle, stdio(output)?)
+    }
+
+    /// As [`Driver::create`], with the container's stdin, stdout and
+    /// stderr given: a debug session's own (`instance::debug`).
+    fn create_with(&self, id: &str, bundle: &Path, stdio: Stdio) -> Result<u32>;
 
     /// Start the user process of a created container.
     fn start(&self, id: &str) -> Result<()>;
@@ -148,9 +154,12 @@ pub fn log_path(bundle: &Path) -> PathBuf {
     bundle.join("log")
 }
 
+/// A container's stdin, stdout and stderr.
+pub type Stdio = (File, File, File);
+
 /// A container's stdio: stdin from /dev/null, stdout and stderr both to
 /// `output` (one pipe, so their order is kept).
-pub(crate) fn stdio(output: BorrowedFd<'_>) -> Result<(File, File, File)> {
+pub(crate) fn stdio(output: BorrowedFd<'_>) -> Result<Stdio> {
     let pipe = Path::new("<log pipe>");
     let out = File::from(
         output
