@@ -226,3 +226,26 @@ fn debug_mirrors_an_instance_read_only_and_leaves_nothing_behind() {
     );
     env.ok(&["rm", "--force", &id]);
 }
+
+/// An image's definition may say `[config] init = true` for an entrypoint
+/// that is not a shell; `--init=false` still wins.
+#[test]
+fn an_images_config_may_ask_for_the_init() {
+    let Some(env) = box_env() else { return };
+    let def = crate::instances::BOX_DEF
+        .replace("tag = \"1\"", "tag = \"init\"")
+        .replace(
+            "user = \"65534:65534\"",
+            "user = \"65534:65534\"\ninit = true",
+        );
+    env.write_def(&def);
+    env.build(&["--sign"]);
+    let id = common::last_line(&env.ok(&["run", "box:init", "--", "sleep", "100"]));
+    assert_eq!(config(&env, &id)["annotations"]["org.drover.init"], "true");
+    let t = Instant::now();
+    env.ok(&["stop", &id]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let id = common::last_line(&env.ok(&["run", "--init=false", "box:init", "--", "sleep", "100"]));
+    assert!(config(&env, &id).get("annotations").is_none());
+    env.ok(&["rm", "--force", &id]);
+}

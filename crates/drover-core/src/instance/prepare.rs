@@ -284,7 +284,15 @@ fn create_in(
         root_view,
         writable_root: false,
         own_network: false,
-        init: init(opts.driver, opts.init, &args, image_ref)?,
+        init: init(
+            opts.driver,
+            opts.init.or(config
+                .labels
+                .get(spec::INIT_LABEL)
+                .and_then(|v| v.parse().ok())),
+            &args,
+            image_ref,
+        )?,
     };
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");

@@ -86,6 +86,9 @@ pub enum Init {
     Tini { path: PathBuf },
 }
 
+/// The image label that carries its definition's `[config] init`.
+pub const INIT_LABEL: &str = "vnd.drover.init";
+
 /// The annotation that asks the embedded runtime for its init.
 pub const INIT_ANNOTATION: &str = "org.drover.init";
 
