@@ -249,3 +249,52 @@ fn an_images_config_may_ask_for_the_init() {
     assert!(config(&env, &id).get("annotations").is_none());
     env.ok(&["rm", "--force", &id]);
 }
+
+fn web_fleet(env: &Env, extra: &str) -> String {
+    let text = format!(
+        "[service.web]\nimage = \"web:1\"\nreplicas = 1\nmin_healthy = \"0s\"\n{extra}\n\
+         [service.web.health]\nkind = \"http\"\npath = \"/\"\ninterval = \"200ms\"\n\
+         timeout = \"200ms\"\nretries = 2\nstart_period = \"1s\"\ndeadline = \"10s\"\n"
+    );
+    let path = env.ctx().join("fleet.toml");
+    common::write(&path, text.as_bytes(), 0o644);
+    path.to_str().unwrap().to_string()
+}
+
+/// A service's `init = false` turns off the init its shell entrypoint
+/// would get, is part of the release (plan names the field), and a debug
+/// session of its instance is no replica of it.
+#[test]
+fn a_service_says_init_and_debug_sessions_are_not_replicas() {
+    let Some(env) = common::web_env() else { return };
+    let fleet = web_fleet(&env, "init = false");
+    env.ok(&["apply", "-f", &fleet]);
+    let live = |env: &Env| -> Vec<Value> {
+        let s: Vec<Value> = serde_json::from_str(&env.ok(&["--json", "status"])).unwrap();
+        s[0]["instances"].as_array().unwrap().clone()
+    };
+    let inst = live(&env);
+    assert_eq!(inst.len(), 1, "{inst:?}");
+    let id = inst[0]["id"].as_str().unwrap().to_string();
+    assert!(config(&env, &id).get("annotations").is_none());
+
+    let out = env.run(&["debug", &id, "--", "/bin/sh", "-c", "echo $PORT"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let port = inst[0]["port"].as_u64().unwrap().to_string();
+    assert_ne!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        port,
+        "a port of its own"
+    );
+    let after = live(&env);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], id.as_str());
+
+    let fleet = web_fleet(&env, "");
+    let plan = env.run(&["plan", "-f", &fleet]);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("init: false -> (unset)"),
+        "{}",
+        show(&plan)
+    );
+}
