@@ -111,6 +111,10 @@ enum Command {
     /// what `apply --detach` records, proxy traffic to healthy instances,
     /// replace drifted ones. Stops on SIGTERM; instances keep running.
     Serve(cmd::serve::Args),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completion(cmd::completion::Args),
+    /// Write man pages (drover.1 and one per subcommand) into a directory.
+    Man(cmd::man::Args),
     /// The monitor process of one instance (started by `run`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -177,6 +181,8 @@ fn main() -> ExitCode {
         Command::Rollout(a) => cmd::rollout::run(&ctx, a),
         Command::Service(a) => cmd::service::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Completion(a) => cmd::completion::run(a),
+        Command::Man(a) => cmd::man::run(a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -298,3 +298,100 @@ fn a_service_says_init_and_debug_sessions_are_not_replicas() {
         show(&plan)
     );
 }
+
+/// Issue 19: "No shell completion". The bash script parses, offers the
+/// subcommands (and no hidden ones) and completes a prefix.
+#[test]
+fn completion_scripts_cover_the_subcommands() {
+    let env = Env::new();
+    let bash = env.ok(&["completion", "bash"]);
+    for sub in [
+        "build",
+        "run",
+        "debug",
+        "exec",
+        "apply",
+        "completion",
+        "man",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(
+        !bash.contains("__monitor"),
+        "hidden subcommands are offered"
+    );
+    if !common::have("bash") {
+        return;
+    }
+    let script = env.dir.path().join("drover.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bash -n: {}", show(&out));
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(drover deb); COMP_CWORD=1; _drover drover deb drover; \
+             echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "debug",
+        "{}",
+        show(&out)
+    );
+    for shell in ["zsh", "fish"] {
+        let s = env.ok(&["completion", shell]);
+        assert!(s.contains("debug"), "{shell}");
+    }
+    assert_eq!(env.run(&["completion", "tcsh"]).status.code(), Some(2));
+}
+
+/// Issue 19: "no man pages". `drover man --dir` writes drover.1 and one
+/// page per subcommand, each a man page that renders.
+#[test]
+fn man_pages_are_written_and_render() {
+    let env = Env::new();
+    let dir = env.dir.path().join("man1");
+    env.ok(&["man", "--dir", dir.to_str().unwrap()]);
+    for page in [
+        "drover.1",
+        "drover-run.1",
+        "drover-debug.1",
+        "drover-exec.1",
+        "drover-completion.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains("\n.TH "),
+            "{page}: {text}"
+        );
+    }
+    assert!(!dir.join("drover-__monitor.1").exists());
+    let page = dir.join("drover-run.1");
+    let rendered = if common::have("man") {
+        std::process::Command::new("man")
+            .arg("-l")
+            .arg(&page)
+            .env("MANPAGER", "cat")
+            .output()
+    } else if common::have("groff") {
+        std::process::Command::new("groff")
+            .args(["-man", "-Tutf8"])
+            .arg(&page)
+            .output()
+    } else {
+        return;
+    }
+    .unwrap();
+    assert!(rendered.status.success(), "{}", show(&rendered));
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(text.contains("--init"), "{text}");
+}
