@@ -225,6 +225,14 @@ fn debug_mirrors_an_instance_read_only_and_leaves_nothing_behind() {
         "the session's removal is ledgered: {audit}"
     );
     env.ok(&["rm", "--force", &id]);
+    // Only a running instance is mirrored.
+    let out = env.run(&["debug", &id, "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("running instance"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// An image's definition may say `[config] init = true` for an entrypoint

@@ -98,13 +98,21 @@ pub fn run(store: &mut Store, key: &str, command: Option<Vec<String>>) -> Result
         Some(c) if !c.is_empty() => c,
         _ => {
             let root = crate::store::unpack::materialize(store, &target.image)?;
-            if !root.path.join("bin/sh").exists() {
-                return Err(Error::Usage(format!(
-                    "image {} has no {DEFAULT_SHELL}; name a command: drover debug {} -- CMD …",
-                    target.image, target.id
-                )));
-            }
-            vec![DEFAULT_SHELL.to_string()]
+            // Without following links: an absolute one would lead out of
+            // the root (to the host's shell).
+            let has = |p: &str| std::fs::symlink_metadata(root.path.join(p)).is_ok();
+            let shell = match () {
+                _ if has("bin/sh") => DEFAULT_SHELL,
+                _ if has("usr/bin/sh") => "/usr/bin/sh",
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "image {} has no {DEFAULT_SHELL}; name a command: drover debug {} -- \
+                         CMD …",
+                        target.image, target.id
+                    )));
+                }
+            };
+            vec![shell.to_string()]
         }
     };
     let opts = options(&target, command.clone())?;
