@@ -20,7 +20,7 @@
 //! | [`state`]  | the transaction seam (`Db`, `Reader`, `Tx`): every mutation and its ledger entry in one transaction; SQLite, its migrations; what a second backend must provide |
 //! | [`ledger`] | the audit log's rules: entries, canonical form, the hash chain, signatures, verification, export |
 //! | [`keys`]   | Ed25519 keys, the host key, DSSE envelopes (a leaf: the ledger and the trust chain both sign with it) |
-//! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake) and the OCI runtime config |
+//! | [`runtime`] | the `Driver` trait (embedded libcontainer, runc, fake), the OCI runtime config, the embedded init (`--init`: a PID 1 that reaps and forwards signals) |
 //! | [`health`] | the health check: its types, its `[...health]` table, its JSON form (an image label) |
 //! | `toml_doc` | TOML with positions: every value located, errors naming file:line:column and dotted key |
 //! | [`limits`] | every bound on untrusted input and on what drover keeps: manifest and layer sizes, registry time-outs, logs, pids; each named in its error, each set by `DROVER_LIMIT_<NAME>` |

@@ -112,6 +112,16 @@ pub fn reset_ignored_signals() {
     }
 }
 
+/// fork(2), for the embedded runtime's init (`runtime::init`): it runs in
+/// the container's init process, which libcontainer clones from one
+/// thread, so the child is a whole copy of a single-threaded process.
+pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: the caller is single-threaded (see above): no other thread
+    // can hold a lock the child would then wait for forever, so the child
+    // may allocate and run any code before it execs.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
 /// Ignore SIGPIPE again (as Rust does at startup), so a write to a pipe
 /// whose reader is gone fails with EPIPE instead of killing this process.
 pub fn ignore_sigpipe() {

@@ -97,6 +97,12 @@ enum Command {
     Ps(cmd::ps::Args),
     /// Print an instance's output.
     Logs(cmd::logs::Args),
+    /// Refused: instances are immutable; says why and offers `debug`.
+    Exec(cmd::exec::Args),
+    /// Run a command (default /bin/sh) in an ephemeral instance mirroring
+    /// a running one: same image, env and network, volumes read-only;
+    /// ledgered, removed when it exits.
+    Debug(cmd::debug::Args),
     /// Stop instances: their stop signal, then SIGKILL after a grace period.
     Stop(cmd::stop::Args),
     /// Remove stopped instances (their container, bundle and log).
@@ -122,6 +128,10 @@ enum Command {
     /// what `apply --detach` records, proxy traffic to healthy instances,
     /// replace drifted ones. Stops on SIGTERM; instances keep running.
     Serve(cmd::serve::Args),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completion(cmd::completion::Args),
+    /// Write man pages (drover.1 and one per subcommand) into a directory.
+    Man(cmd::man::Args),
     /// The monitor process of one instance (started by `run`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -161,7 +171,14 @@ impl Command {
     /// Whether the command opens the store named by `--store` (the hidden
     /// ones are started by drover on a store it opened).
     fn opens_store(&self) -> bool {
-        !matches!(self, Command::Monitor { .. } | Command::Proxy(_))
+        !matches!(
+            self,
+            Command::Monitor { .. }
+                | Command::Proxy(_)
+                | Command::Completion(_)
+                | Command::Man(_)
+                | Command::Exec(_)
+        )
     }
 }
 
@@ -201,6 +218,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Ps(a) => cmd::ps::run(&ctx, a),
         Command::Logs(a) => cmd::logs::run(&ctx, a),
+        Command::Exec(a) => cmd::exec::run(a),
+        Command::Debug(a) => cmd::debug::run(&ctx, a),
         Command::Stop(a) => cmd::stop::run(&ctx, a),
         Command::Rm(a) => cmd::rm::run(&ctx, a),
         Command::Plan(a) => cmd::plan::run(&ctx, a),
@@ -211,6 +230,8 @@ fn main() -> ExitCode {
         Command::Rollout(a) => cmd::rollout::run(&ctx, a),
         Command::Service(a) => cmd::service::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Completion(a) => cmd::completion::run(a),
+        Command::Man(a) => cmd::man::run(a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

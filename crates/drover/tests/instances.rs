@@ -495,12 +495,23 @@ fn a_relative_store_path_works() {
 }
 
 /// Stopping several instances that ignore their stop signal (a shell as
-/// PID 1 without a trap) takes one grace period, not one each.
+/// PID 1 without a trap, and without the init a shell gets by default)
+/// takes one grace period, not one each.
 #[test]
 fn stopping_many_takes_one_grace_period() {
     let Some(env) = box_env() else { return };
     let ids: Vec<String> = (0..3)
-        .map(|_| common::last_line(&env.ok(&["run", "box:1", "--", "/bin/sh", "-c", "sleep 100"])))
+        .map(|_| {
+            common::last_line(&env.ok(&[
+                "run",
+                "--init=false",
+                "box:1",
+                "--",
+                "/bin/sh",
+                "-c",
+                "sleep 100",
+            ]))
+        })
         .collect();
     let started = Instant::now();
     let mut args = vec!["stop", "--time", "1"];

@@ -371,6 +371,10 @@ fn apply_runtime_config(config: &mut ImageConfig, rc: &RuntimeConfig) -> Result<
             crate::runtime::tmpfs::to_label(&rc.tmpfs),
         );
     }
+    if let Some(init) = rc.init {
+        c.labels
+            .insert(crate::runtime::spec::INIT_LABEL.into(), init.to_string());
+    }
     if let Some(h) = &rc.health {
         let json =
             serde_json::to_string(h).map_err(|e| Error::corrupt("health check", e.to_string()))?;

@@ -501,6 +501,7 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
         service: Some(service.to_string()),
         release: Some(r.number),
         userns: r.config.userns_opt_out.is_none(),
+        init: r.config.init,
         ..RunOptions::default()
     })
 }

@@ -46,6 +46,9 @@
 //! driver = "embedded"          # or "runc"
 //! userns = false               # run without a user namespace (container root
 //! userns_reason = "…"          # is host root): only with a reason, ledgered
+//! init = true                  # a tiny init as PID 1 (reaps zombies, forwards
+//!                              # signals); default: on when the entrypoint is a
+//!                              # shell (sh, bash, busybox sh …), else off
 //!
 //! [service.web.health]         # overrides the image's check; see `health`
 //! kind = "http"
@@ -92,6 +95,7 @@ const SERVICE_KEYS: &[&str] = &[
     "driver",
     "userns",
     "userns_reason",
+    "init",
     "health",
 ];
 
@@ -372,6 +376,10 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
              without one (userns = false, userns_reason = \"…\")",
         ));
     }
+    let init = t
+        .get("init")
+        .map(|n| c.boolean(n, &t.key("init")))
+        .transpose()?;
     let health = t
         .get("health")
         .map(|n| health::parse(c, n, &t.key("health"), Deadline::Allowed))
@@ -402,6 +410,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         cap_add,
         driver,
         userns_opt_out,
+        init,
     })
 }
 

@@ -225,6 +225,7 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             deadline_ms: spec.deadline_ms,
             driver: spec.driver,
             userns_opt_out: spec.userns_opt_out.clone(),
+            init: spec.init,
         },
     ))
 }

@@ -68,6 +68,8 @@ pub struct ServiceSpec {
     /// Why this service runs without a user namespace (`userns = false`,
     /// `userns_reason = "…"`); `None`, the default: it runs in one.
     pub userns_opt_out: Option<String>,
+    /// `init = true|false`; `None`: decided by the entrypoint (on for a shell).
+    pub init: Option<bool>,
 }
 
 /// Everything about how a release's instances run, besides the image.
@@ -98,6 +100,10 @@ pub struct ReleaseConfig {
     /// digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns_opt_out: Option<String>,
+    /// The fleet's `init`, if it says; absent (the default: on for a shell
+    /// entrypoint) from the JSON, so configs from before keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
 }
 
 impl ReleaseConfig {

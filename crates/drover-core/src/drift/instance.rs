@@ -403,6 +403,7 @@ mod tests {
             root_view: None,
             writable_root: false,
             own_network: false,
+            init: None,
         }
     }
 

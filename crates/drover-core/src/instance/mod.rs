@@ -26,6 +26,7 @@
 //! another live writer is refused. A service's instances each hold a
 //! replica slot, recorded with them, which names their per-replica volumes.
 
+pub mod debug;
 pub mod log;
 pub mod monitor;
 mod prepare;

@@ -101,17 +101,6 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
 /// copies its output into its log. On failure nothing of the container is
 /// left.
 pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<(u32, log::Pump)> {
-    let me = std::process::id();
-    if !super::claim(db, &inst.id, me, runtime::start_time(me))? {
-        return Err(Error::Failed(format!(
-            "instance {}: removed before it could start",
-            inst.id
-        )));
-    }
-    // The container's process inherits ignored signals from this one.
-    crate::sys::reset_ignored_signals();
-    let driver = runtime::driver(inst.driver, &runtime_root(store_root));
-    let bundle = inst.bundle(store_root);
     let limits = Limits::from_env()?;
     let (output, pipe) = log::pipe()?;
     // The container's user owns its output pipe, so it may reopen
@@ -129,11 +118,43 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<(u32, l
         "give the log pipe to the instance's user",
         Path::new("<pipe>"),
     )?;
-    let started = driver
-        .create(&inst.id, &bundle, pipe.as_fd())
-        .and_then(|pid| driver.start(&inst.id).map(|()| pid));
+    let stdio = runtime::stdio(pipe.as_fd())?;
     // Only the container may hold the write end: the log ends when it does.
     drop(pipe);
+    let pid = launch_with(store_root, db, inst, stdio)?;
+    let log = log::Pump::start(
+        output,
+        runtime::log_path(&inst.bundle(store_root)),
+        limits.log_bytes,
+        limits.log_files,
+    );
+    Ok((pid, log))
+}
+
+/// Create and start the container of `inst` with `stdio` as its stdin,
+/// stdout and stderr, and record it running, with this process as its
+/// monitor. Returns the init pid. On failure nothing of the container is
+/// left. (`launch` gives it a log; a debug session its own terminal.)
+pub(super) fn launch_with(
+    store_root: &Path,
+    db: &mut Db,
+    inst: &Instance,
+    stdio: runtime::Stdio,
+) -> Result<u32> {
+    let me = std::process::id();
+    if !super::claim(db, &inst.id, me, runtime::start_time(me))? {
+        return Err(Error::Failed(format!(
+            "instance {}: removed before it could start",
+            inst.id
+        )));
+    }
+    // The container's process inherits ignored signals from this one.
+    crate::sys::reset_ignored_signals();
+    let driver = runtime::driver(inst.driver, &runtime_root(store_root));
+    let bundle = inst.bundle(store_root);
+    let started = driver
+        .create_with(&inst.id, &bundle, stdio)
+        .and_then(|pid| driver.start(&inst.id).map(|()| pid));
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => {
@@ -160,13 +181,7 @@ pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<(u32, l
             Error::Failed(format!("instance {}: removed while it started", inst.id))
         }));
     }
-    let log = log::Pump::start(
-        output,
-        runtime::log_path(&bundle),
-        limits.log_bytes,
-        limits.log_files,
-    );
-    Ok((pid, log))
+    Ok(pid)
 }
 
 /// Wait for the instance's init process `pid` and record its exit, once its
@@ -179,7 +194,7 @@ pub fn watch(db: &mut Db, id: &str, pid: u32, log: log::Pump) -> Result<()> {
     record_exit(db, id, exit).map(drop)
 }
 
-fn wait_for(pid: u32) -> Exit {
+pub(super) fn wait_for(pid: u32) -> Exit {
     let target = Pid::from_raw(pid as i32);
     loop {
         // Any child: as a subreaper we also adopt the container's orphans

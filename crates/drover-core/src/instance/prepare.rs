@@ -13,7 +13,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::grammar;
 use crate::runtime::DriverKind;
-use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, IdMap, Launch, Limits};
+use crate::runtime::spec::{self, BindMount, DEFAULT_TMPFS_BYTES, IdMap, Init, Launch, Limits};
 use crate::runtime::tmpfs::{self, Tmpfs};
 use crate::state::NewInstance;
 use crate::store::{Store, unpack};
@@ -45,6 +45,9 @@ pub struct RunOptions {
     /// The replica slot of a service's instance (0-based): `{replica}` in
     /// its volume names becomes this number.
     pub slot: Option<u32>,
+    /// A tiny init as PID 1 (`--init`, a service's `init`): `None` decides
+    /// by the command (on for a shell, see [`spec::is_shell`]).
+    pub init: Option<bool>,
 }
 
 impl Default for RunOptions {
@@ -64,6 +67,7 @@ impl Default for RunOptions {
             tmpfs: vec![],
             userns: true,
             slot: None,
+            init: None,
         }
     }
 }
@@ -261,7 +265,7 @@ fn create_in(
     let launch = Launch {
         id: id.clone(),
         rootfs: root.clone(),
-        args,
+        args: args.clone(),
         env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         cwd,
         uid,
@@ -280,6 +284,15 @@ fn create_in(
         root_view,
         writable_root: false,
         own_network: false,
+        init: init(
+            opts.driver,
+            opts.init.or(config
+                .labels
+                .get(spec::INIT_LABEL)
+                .and_then(|v| v.parse().ok())),
+            &args,
+            image_ref,
+        )?,
     };
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");
@@ -322,6 +335,38 @@ fn create_in(
         )));
     }
     reload(store.db(), &id)
+}
+
+/// The init an instance gets: `asked` (`None`: on when `args` run a
+/// shell), in the form its driver runs. runc has no hook for one, so it
+/// gets Debian's static `tini` (`DROVER_TINI` names another); without it,
+/// an init asked for is refused and a shell's default one is left out.
+fn init(
+    driver: DriverKind,
+    asked: Option<bool>,
+    args: &[String],
+    image_ref: &str,
+) -> Result<Option<Init>> {
+    if !asked.unwrap_or_else(|| spec::is_shell(args)) {
+        return Ok(None);
+    }
+    if driver != DriverKind::Runc {
+        return Ok(Some(Init::Embedded));
+    }
+    let tini =
+        std::env::var_os("DROVER_TINI").map_or_else(|| spec::TINI_STATIC.into(), PathBuf::from);
+    if tini.is_file() {
+        return Ok(Some(Init::Tini { path: tini }));
+    }
+    if asked == Some(true) {
+        return Err(Error::Usage(format!(
+            "image {image_ref}: an init on the runc driver needs a static tini at {} (Debian's \
+             `tini` package; DROVER_TINI names another); install it, use the embedded driver, \
+             or run without one (--init=false, init = false)",
+            tini.display()
+        )));
+    }
+    Ok(None)
 }
 
 /// Refuse an instance that would mount a volume beside a live instance

@@ -142,6 +142,7 @@ fn run_in(
         root_view: Some(root),
         writable_root: true,
         own_network: !step.network,
+        init: None,
     };
     let mut config = spec::generate(&launch);
     // The id is random; what the command sees of the host must not be.

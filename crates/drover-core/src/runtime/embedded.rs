@@ -94,15 +94,16 @@ impl Driver for Embedded {
         DriverKind::Embedded
     }
 
-    fn create(&self, id: &str, bundle: &Path, output: std::os::fd::BorrowedFd<'_>) -> Result<u32> {
+    fn create_with(&self, id: &str, bundle: &Path, stdio: super::Stdio) -> Result<u32> {
         fs::create_dir_all(&self.root).ctx("create runtime state directory", &self.root)?;
-        let (null, out, err) = super::stdio(output)?;
+        let (null, out, err) = stdio;
         let container = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_root_path(&self.root)
             .map_err(|e| failed(id, "create", e))?
             .with_stdin(null)
             .with_stdout(out)
             .with_stderr(err)
+            .with_executor(super::init::WithInit)
             .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)

@@ -101,7 +101,7 @@ impl Driver for Fake {
         DriverKind::Fake
     }
 
-    fn create(&self, id: &str, bundle: &Path, _output: std::os::fd::BorrowedFd<'_>) -> Result<u32> {
+    fn create_with(&self, id: &str, bundle: &Path, _stdio: super::Stdio) -> Result<u32> {
         if self.load(id)?.is_some() {
             return Err(failed(id, "create", "already exists"));
         }

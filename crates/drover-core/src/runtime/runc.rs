@@ -82,12 +82,12 @@ impl Driver for Runc {
         DriverKind::Runc
     }
 
-    fn create(&self, id: &str, bundle: &Path, output: std::os::fd::BorrowedFd<'_>) -> Result<u32> {
+    fn create_with(&self, id: &str, bundle: &Path, stdio: super::Stdio) -> Result<u32> {
         fs::create_dir_all(&self.root).ctx("create runtime state directory", &self.root)?;
         // Without a terminal, runc hands its own stdio to the container, so
         // runc's stdout and stderr are the log pipe; runc's own messages go to a
         // separate file, read back on failure.
-        let (null, out, err) = super::stdio(output)?;
+        let (null, out, err) = stdio;
         let pid_file = bundle.join("runc.pid");
         let runc_log = bundle.join("runc.log");
         let status = self

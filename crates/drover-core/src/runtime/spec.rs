@@ -64,6 +64,55 @@ pub struct Launch {
     /// otherwise the host's network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_network: bool,
+    /// A tiny init as PID 1 that reaps zombies and forwards signals to
+    /// the entrypoint (see [`Init`]); `None`: the entrypoint is PID 1.
+    /// Absent from the JSON when `None`, so instances recorded before it
+    /// read (and hash) the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Init>,
+}
+
+/// Who is PID 1 in front of the entrypoint, when an instance has an init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Init {
+    /// The embedded runtime's own: its container process forks, the child
+    /// execs the entrypoint and the parent stays PID 1, reaping and
+    /// forwarding (`runtime::init`). Marked in the config by
+    /// [`INIT_ANNOTATION`]; no binary enters the image.
+    Embedded,
+    /// A static `tini` from the host, bound read-only at [`TINI_TARGET`] and
+    /// put before the entrypoint (the runc driver has no hook of its own).
+    Tini { path: PathBuf },
+}
+
+/// The image label that carries its definition's `[config] init`.
+pub const INIT_LABEL: &str = "vnd.drover.init";
+
+/// The annotation that asks the embedded runtime for its init.
+pub const INIT_ANNOTATION: &str = "org.drover.init";
+
+/// Where a host's `tini` appears in an instance: `/dev` is the instance's
+/// own tmpfs, so the mount point can be made there under a read-only root.
+pub const TINI_TARGET: &str = "/dev/init";
+
+/// Where Debian's `tini` package puts its static binary.
+pub const TINI_STATIC: &str = "/usr/bin/tini-static";
+
+/// Entrypoints that are a shell: basename `sh`, `bash`, `ash`, `dash`,
+/// `zsh`, `ksh` or `mksh`, or `busybox` followed by one of them. A shell as
+/// PID 1 ignores SIGTERM (PID 1 gets no default actions) and reaps nothing
+/// it did not start, so such instances get an init unless told otherwise.
+pub fn is_shell(args: &[String]) -> bool {
+    const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh", "ksh", "mksh"];
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    match args.first().map(|a| base(a)) {
+        Some(b) if SHELLS.contains(&b.as_str()) => true,
+        Some(b) if b == "busybox" => args
+            .get(1)
+            .is_some_and(|a| SHELLS.contains(&base(a).as_str())),
+        _ => false,
+    }
 }
 
 /// Container ids `0..size` are host ids `host..host + size` (uids and gids).
@@ -268,6 +317,12 @@ pub fn generate(l: &Launch) -> Value {
                         format!("uid={}", l.uid), format!("gid={}", l.gid)]}),
         );
     }
+    if let Some(Init::Tini { path }) = &l.init {
+        mounts.push(
+            json!({"destination": TINI_TARGET, "type": "bind", "source": path,
+                           "options": ["bind", "nosuid", "nodev", "ro"]}),
+        );
+    }
     for m in &l.mounts {
         let mut options = vec!["rbind", "nosuid", "nodev"];
         options.push(if m.read_only { "ro" } else { "rw" });
@@ -308,6 +363,15 @@ pub fn generate(l: &Launch) -> Value {
         linux["gidMappings"] = ids;
     }
     let root = l.root_view.as_ref().unwrap_or(&l.rootfs);
+    let args: Vec<String> = match &l.init {
+        // -g: signals go to the entrypoint's whole process group.
+        Some(Init::Tini { .. }) => [TINI_TARGET, "-g", "--"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(l.args.iter().cloned())
+            .collect(),
+        _ => l.args.clone(),
+    };
     let mut masked = vec![
         "/proc/acpi",
         "/proc/asound",
@@ -332,7 +396,7 @@ pub fn generate(l: &Launch) -> Value {
         "process": {
             "terminal": false,
             "user": {"uid": l.uid, "gid": l.gid, "additionalGids": l.additional_gids},
-            "args": l.args,
+            "args": args,
             "env": l.env,
             "cwd": l.cwd,
             "noNewPrivileges": true,
@@ -361,6 +425,9 @@ pub fn generate(l: &Launch) -> Value {
         for (k, v) in extra {
             config["linux"][k] = v;
         }
+    }
+    if l.init == Some(Init::Embedded) {
+        config["annotations"] = json!({ INIT_ANNOTATION: "true" });
     }
     config
 }
@@ -421,6 +488,7 @@ mod tests {
             root_view: None,
             writable_root: false,
             own_network: false,
+            init: None,
         }
     }
 
@@ -591,5 +659,63 @@ mod tests {
         assert_eq!(capability("net_bind_service"), Some("CAP_NET_BIND_SERVICE"));
         assert_eq!(capability("CAP_CHOWN"), Some("CAP_CHOWN"));
         assert_eq!(capability("FLY"), None);
+    }
+
+    #[test]
+    fn shells_are_known_by_their_basename() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_shell(&a(&[
+            "/bin/sh",
+            "-c",
+            "while true; do sleep 1; done"
+        ])));
+        assert!(is_shell(&a(&["bash"])));
+        assert!(is_shell(&a(&["/usr/bin/dash", "x.sh"])));
+        assert!(is_shell(&a(&["/bin/busybox", "sh", "-c", "true"])));
+        assert!(!is_shell(&a(&["/bin/busybox", "httpd", "-f"])));
+        assert!(!is_shell(&a(&["/bin/httpd", "-f"])));
+        assert!(!is_shell(&a(&["/bin/shell"])));
+        assert!(!is_shell(&[]));
+    }
+
+    /// An init shows in the config only when there is one: an instance
+    /// without it gets the same config (and digest) as before issue 19.
+    #[test]
+    fn an_init_marks_the_config_or_goes_before_the_entrypoint() {
+        let plain = launch();
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("init"), "{json}");
+        assert!(generate(&plain).get("annotations").is_none());
+
+        let embedded = Launch {
+            init: Some(Init::Embedded),
+            ..launch()
+        };
+        let c = generate(&embedded);
+        assert_eq!(c["annotations"][INIT_ANNOTATION], "true");
+        assert_eq!(c["process"]["args"], json!(["/bin/httpd", "-f"]));
+        let _: Spec = serde_json::from_value(c).unwrap();
+
+        let tini = Launch {
+            init: Some(Init::Tini {
+                path: TINI_STATIC.into(),
+            }),
+            ..launch()
+        };
+        let c = generate(&tini);
+        assert!(c.get("annotations").is_none());
+        assert_eq!(
+            c["process"]["args"],
+            json!([TINI_TARGET, "-g", "--", "/bin/httpd", "-f"])
+        );
+        let mounts = c["mounts"].as_array().unwrap();
+        let m = mounts
+            .iter()
+            .find(|m| m["destination"] == TINI_TARGET)
+            .unwrap();
+        assert_eq!(m["source"], TINI_STATIC);
+        assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
+        let back: Launch = serde_json::from_str(&serde_json::to_string(&tini).unwrap()).unwrap();
+        assert_eq!(back, tini);
     }
 }

@@ -51,6 +51,11 @@ pub struct Args {
     /// Keep a capability (all are dropped by default), e.g. NET_BIND_SERVICE.
     #[arg(long = "cap-add", value_name = "CAP")]
     cap_add: Vec<String>,
+    /// Run a tiny init as PID 1 that reaps zombies and forwards signals to
+    /// the command (`--init`, `--init=false`). Default: on when the command
+    /// is a shell (sh, bash, busybox sh, …), else off.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    init: Option<bool>,
     /// The runtime: embedded (libcontainer, built in) or runc.
     #[arg(long, env = "DROVER_DRIVER", default_value = "embedded")]
     driver: String,
@@ -98,6 +103,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         tmpfs: a.tmpfs.clone(),
         userns: true,
         slot: None,
+        init: a.init,
     };
     let mut store = ctx.store()?;
     if !a.wait {

@@ -115,6 +115,7 @@ fn runtime_config() -> impl Strategy<Value = RuntimeConfig> {
                 stop_signal: None,
                 health: None,
                 tmpfs: vec![],
+                init: None,
             },
         )
 }

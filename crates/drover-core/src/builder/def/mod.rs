@@ -109,6 +109,8 @@
 //! ports = ["8080/tcp", "53/udp", 9000]        # 1-65535, /tcp (default), /udp or /sctp
 //! labels = { "org.opencontainers.image.source" = "https://example.com" }
 //! stop_signal = "SIGTERM"                     # a name, "SIGRTMIN+n", "SIGRTMAX-n", or a number 1-31 or 34-64
+//! init = true                                # a tiny init as PID 1 (reaps zombies, forwards
+//!                                             # signals); default: on for a shell entrypoint
 //! tmpfs = ["/var/lib/app", { path = "/var/cache/app", size = "16m" }]
 //!   # writable paths in the read-only root: a tmpfs each (default size 64m,
 //!   # nosuid, nodev, mode 0755, owned by the instance's user); not /, /tmp,
@@ -411,6 +413,10 @@ pub struct RuntimeConfig {
     /// image label `vnd.drover.tmpfs`. Left out of the JSON when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<crate::runtime::tmpfs::Tmpfs>,
+    /// `init = true|false`: carried as the image label `vnd.drover.init`;
+    /// `None` (left out of the JSON): decided when it runs (on for a shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
 }
 
 const DEFAULT_TAG: &str = "latest";

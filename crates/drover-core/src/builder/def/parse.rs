@@ -52,6 +52,7 @@ const CONFIG_KEYS: &[&str] = &[
     "stop_signal",
     "health",
     "tmpfs",
+    "init",
 ];
 
 /// `drover.toml`'s rules, on top of the generic [`Checker`] (whose helpers
@@ -676,6 +677,9 @@ impl Def<'_> {
         }
         if let Some(node) = t.get("tmpfs") {
             config.tmpfs = crate::runtime::tmpfs::parse(self, node, &t.key("tmpfs"))?;
+        }
+        if let Some(node) = t.get("init") {
+            config.init = Some(self.boolean(node, &t.key("init"))?);
         }
         if let Some(node) = t.get("health") {
             config.health = Some(health::parse(

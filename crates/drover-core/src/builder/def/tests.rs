@@ -130,6 +130,7 @@ fn documented_example_parses() {
             groups: vec!["adm".into()],
         }],
         config: RuntimeConfig {
+            init: Some(true),
             tmpfs: vec![
                 Tmpfs {
                     path: "/var/cache/app".into(),
@@ -1327,4 +1328,25 @@ fn bad_run_layers_are_located() {
         Some("layer[0].user"),
         "",
     );
+}
+
+/// `[config] init` (issue 19): a boolean, absent unless written, so the
+/// definitions of existing images serialize (and hash) as before.
+#[test]
+fn config_init_is_a_boolean_left_out_when_unset() {
+    let parse = |extra: &str| {
+        super::parse(
+            &format!("[image]\nname = \"a\"\n[config]\n{extra}"),
+            Path::new("drover.toml"),
+        )
+    };
+    assert_eq!(parse("init = false\n").unwrap().config.init, Some(false));
+    let plain = parse("").unwrap();
+    assert_eq!(plain.config.init, None);
+    assert!(
+        !serde_json::to_string(&plain.config)
+            .unwrap()
+            .contains("init")
+    );
+    assert!(parse("init = 1\n").is_err());
 }

@@ -20,6 +20,7 @@ fn config(env: &[(&str, &str)], secret: &[&str]) -> ReleaseConfig {
         deadline_ms: 60_000,
         driver: DriverKind::Embedded,
         userns_opt_out: None,
+        init: None,
     }
 }
 

@@ -134,6 +134,7 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                         .then(|| "binds a port below 1024".to_string()),
                     cap_add: caps.into_iter().map(str::to_string).collect(),
                     driver,
+                    init: None,
                 }
             },
         )

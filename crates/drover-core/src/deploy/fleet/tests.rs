@@ -212,6 +212,20 @@ fn errors_name_line_and_key() {
 }
 
 #[test]
+fn init_is_a_boolean_and_unset_by_default() {
+    let base = "[service.web]\nimage = \"web:1\"\n";
+    assert_eq!(ok(base)[0].init, None);
+    assert_eq!(ok(&format!("{base}init = true\n"))[0].init, Some(true));
+    assert_eq!(ok(&format!("{base}init = false\n"))[0].init, Some(false));
+    fails(
+        &format!("{base}init = \"yes\"\n"),
+        3,
+        "service.web.init",
+        "",
+    );
+}
+
+#[test]
 fn a_user_namespace_is_turned_off_only_with_a_reason() {
     let base = "[service.web]\nimage = \"web:1\"\n";
     assert_eq!(ok(base)[0].userns_opt_out, None);
@@ -397,9 +411,15 @@ fn a_release_config_without_tmpfs_keeps_its_digest() {
         deadline_ms: 1,
         driver: DriverKind::Embedded,
         userns_opt_out: None,
+        init: None,
     };
     let json = serde_json::to_string(&c).unwrap();
     assert!(!json.contains("tmpfs"), "{json}");
+    // Nor without `init` (issue 19): the key is absent unless the fleet says.
+    assert!(!json.contains("init"), "{json}");
+    let mut with = c.clone();
+    with.init = Some(false);
+    assert_ne!(with.digest(), c.digest());
     let mut with = c.clone();
     with.tmpfs = vec![crate::runtime::tmpfs::Tmpfs {
         path: "/a".into(),
