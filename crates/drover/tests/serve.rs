@@ -848,3 +848,28 @@ fn a_manual_rollback_out_of_a_crash_loop_clears_the_back_off() {
         serve.log()
     );
 }
+
+/// Regression (issue 20): `status` said "in traffic" when no `serve` ran,
+/// so nothing proxied anything. It says the service is not served, until
+/// `serve` runs.
+#[test]
+fn status_says_not_served_until_serve_runs() {
+    let Some(env) = setup() else { return };
+    let port = free_port();
+    env.ok(&["apply", "-f", &fleet(&env, "1", 1, port, "")]);
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("NOT SERVED") && text.contains("ready, not served"),
+        "{text}"
+    );
+    assert!(!text.contains("in traffic"), "{text}");
+    assert_eq!(status(&env)["served"], false);
+    let serve = Serve::start(&env, &["--drift-interval", "0"]);
+    let served = eventually(Duration::from_secs(20), || status(&env)["served"] == true);
+    assert!(served, "{}\n{}", status(&env), serve.log());
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("in traffic") && !text.contains("NOT SERVED"),
+        "{text}"
+    );
+}

@@ -14,6 +14,8 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let mut store = ctx.store()?;
     let mut services = deploy::status(&mut store)?;
+    // Ready instances take traffic only through `serve`'s proxies.
+    let served = drover_core::supervisor::running(&mut store)?;
     if let Some(name) = &a.service {
         services.retain(|s| s.name == *name);
         if services.is_empty() {
@@ -24,16 +26,26 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             .into());
         }
         if ctx.json {
-            ctx.emit("Service", &services[0])?;
+            ctx.emit("Service", &with_served(&services[0], served)?)?;
             return Ok(ExitCode::SUCCESS);
         }
     }
     if ctx.json {
-        ctx.emit("Service", &services)?;
+        let docs = services
+            .iter()
+            .map(|s| with_served(s, served))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        ctx.emit("Service", &docs)?;
         return Ok(ExitCode::SUCCESS);
     }
     if services.is_empty() {
         outln!("no services (deploy some with `drover apply -f fleet.toml`)");
+    } else if !served {
+        outln!(
+            "{}: no `drover serve` runs on this store, so nothing proxies traffic to these \
+             services and nothing heals them (`drover serve`)",
+            color::paint_as("NOT SERVED", "out-of-sync")
+        );
     }
     for s in &services {
         let image = s.image.map_or("-".into(), |d| d.to_string());
@@ -107,8 +119,10 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             };
             let traffic = if i.draining {
                 "draining"
-            } else if i.ready {
+            } else if i.ready && served {
                 "in traffic"
+            } else if i.ready {
+                "ready, not served"
             } else {
                 "-"
             };
@@ -143,4 +157,12 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A service's document with `served`: whether a `drover serve` runs on
+/// the store (its proxies carry the ready instances' traffic).
+fn with_served(s: &deploy::ServiceStatus, served: bool) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(s)?;
+    v["served"] = served.into();
+    Ok(v)
 }
