@@ -9,9 +9,8 @@
 
 use crate::common;
 
-use std::net::TcpListener;
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Env, show, write};
 use serde_json::Value;
@@ -330,20 +329,12 @@ fn an_orphan_is_listed_then_pruned_and_service_rm_removes_the_rest() {
     assert_eq!(instances_of(&env, "web"), 1);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Regression: a second service on a port another service holds passed
 /// `plan` and `apply`; `serve` only logged "Address already in use".
 #[test]
 fn a_second_fleet_claiming_a_held_port_is_refused_naming_both() {
     let Some(env) = common::web_env() else { return };
-    let port = free_port();
+    let port = common::free_port();
     let ports = format!("ports = [{port}]");
     env.ok(&[
         "apply",
@@ -377,15 +368,7 @@ struct Serve(Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let t = Instant::now();
-        while self.0.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::stop(&mut self.0, Duration::from_secs(10));
     }
 }
 

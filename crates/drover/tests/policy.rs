@@ -419,18 +419,7 @@ fn serve_says(env: &Env, what: &[&str]) {
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if self.0.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::stop(&mut self.0, Duration::from_secs(10));
     }
 }
 

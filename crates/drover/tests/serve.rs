@@ -9,25 +9,16 @@ use crate::common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, show, write};
+use common::{Env, free_port, show, write};
 use serde_json::Value;
 
 fn setup() -> Option<Env> {
     common::web_env()
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Write the fleet file: service web, `replicas` of web:`tag`, proxied on

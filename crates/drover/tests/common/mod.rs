@@ -318,3 +318,26 @@ pub fn web_env() -> Option<Env> {
     web_image(&env, "2", "version two\n", "/", WEB_SERVER);
     Some(env)
 }
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stop a child (a `drover serve`) the way an operator would: SIGTERM,
+/// then SIGKILL if it is still there after `limit`.
+pub fn stop(child: &mut std::process::Child, limit: std::time::Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let t = std::time::Instant::now();
+    while child.try_wait().ok().flatten().is_none() && t.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
