@@ -227,7 +227,7 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 /// One reconciler thread per service, started as services appear; each
 /// ends when its service is gone or serve stops.
 fn reconcile_loop(store: &Path, opts: reconcile::Options, stop: &Arc<AtomicBool>, say: &Say) {
-    let db = match Store::open(store) {
+    let db = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("reconcile: cannot open the store: {e}")),
     };
@@ -275,7 +275,7 @@ fn reconcile_service(
     stop: &AtomicBool,
     say: &Say,
 ) {
-    let mut store = match Store::open(store) {
+    let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => {
             return say(format_args!(
@@ -333,7 +333,7 @@ fn traffic_loop(
     quiet: &AtomicBool,
     say: &Say,
 ) {
-    let mut store = match Store::open(store) {
+    let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("traffic: cannot open the store: {e}")),
     };
@@ -447,7 +447,7 @@ fn route(store: &mut Store, proxies: &mut impl Proxies) -> Result<()> {
 }
 
 fn drift_loop(store: &Path, every: Duration, budget: &drift::Budget, stop: &AtomicBool, say: &Say) {
-    let mut store = match Store::open(store) {
+    let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("drift: cannot open the store: {e}")),
     };

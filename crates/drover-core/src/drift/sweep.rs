@@ -110,6 +110,8 @@ pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy
         });
         roots.insert(image, r);
     }
+    // Roots are moved aside and deleted below: not while gc decides.
+    let _lease = store.lease("drift: set drifted roots aside")?;
     let mut tainted: BTreeSet<Digest> = BTreeSet::new();
     for inst in &chosen {
         let mut findings = Vec::new();

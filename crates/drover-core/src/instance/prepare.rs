@@ -119,6 +119,9 @@ pub(super) fn create(
     opts: &RunOptions,
 ) -> Result<(Instance, Made)> {
     let mut made = Made::default();
+    // From the root's unpack to the row, which then keeps image and root
+    // from gc (see `store`'s header: leases).
+    let _lease = store.lease(&format!("start of an instance of {image_ref}"))?;
     match create_in(store, image, image_ref, opts, &mut made) {
         Ok(inst) => Ok((inst, made)),
         Err(e) => {

@@ -1,14 +1,35 @@
 //! Reachability and garbage collection.
 //!
-//! Roots are the tags, the images of instances not yet removed, and the
-//! images of every release (so any release can be rolled back to); from a
-//! manifest
-//! its config and layers are reachable, from an index its manifests, and an
-//! artifact is reachable when its subject is. Everything else goes, and so
-//! do tainted roots (`unpack::taint`) of images no instance is left on.
+//! **Blobs.** Roots are the tags, the images of instances not yet removed,
+//! and the images of every release (so any release can be rolled back to);
+//! from a manifest its config and layers are reachable, from an index its
+//! manifests, and an artifact is reachable when its subject is. Everything
+//! else goes.
+//!
+//! **Unpacked roots** cost far more than the blobs they come from, and are
+//! only a cache of them: a root is kept while
+//!
+//! - an instance not yet removed runs on its image, or
+//! - it is the image of a service's current (desired) release, of a
+//!   release still rolling out (pending), or of one of the service's
+//!   `keep_roots` newest healthy releases before the current one (the
+//!   rollback targets; `drover gc --keep-roots N`, default 2).
+//!
+//! Every other root goes, tainted roots (`unpack::taint`) of images no
+//! instance is left on too. An older release can still be rolled back to:
+//! its blobs stay as long as the release exists, and the start unpacks its
+//! root again. Files shared between roots (`unpack::pool`) go when no root
+//! links them any more.
+//!
+//! **Concurrency** (see the store's header): [`Store::gc`] runs in the
+//! exclusive window and only marks, sweeps blobs and *moves* doomed roots
+//! into `rootfs/.trash/`; [`Store::gc_finish`] ends the window and then
+//! deletes the trash and the unshared pool files, which nothing reaches.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -133,23 +154,46 @@ pub(crate) fn walk(
     Ok((reachable, parents))
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What `gc` keeps beyond what is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Per service, how many healthy releases before the current one keep
+    /// their unpacked root (the others are unpacked again on rollback).
+    pub keep_roots: usize,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { keep_roots: 2 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
     pub removed_blobs: usize,
     pub removed_bytes: u64,
     pub removed_referrers: Vec<Digest>,
     pub kept_blobs: usize,
     pub removed_temp_files: usize,
-    /// Unpacked roots of images nothing reaches any more, and tainted
-    /// roots (see `unpack::taint`) of images no instance uses.
+    /// Unpacked roots no instance or recent release needs (see the module
+    /// header), and tainted roots (see `unpack::taint`) of images no
+    /// instance uses.
     pub removed_roots: usize,
+    /// Unpacked roots kept, each for a live instance or a recent release.
+    pub kept_roots: usize,
+    /// Files of the shared pool (`unpack::pool`) no root links any more.
+    pub removed_shared_files: usize,
+    pub removed_shared_bytes: u64,
 }
 
 impl Store {
-    /// Remove every blob no tag, instance or referrer reaches, and the
-    /// unpacked roots of images no longer reached. Needs the store opened
-    /// with `Store::open_exclusive`, so no build is writing meanwhile.
-    pub fn gc(&mut self) -> Result<GcReport> {
+    /// The exclusive window of gc: remove every blob no tag, instance,
+    /// release or referrer reaches, and move aside the unpacked roots no
+    /// live instance or recent release needs (see the module header).
+    /// Needs the store opened with `Store::open_exclusive*`; call
+    /// [`Store::gc_finish`] next, which ends the window and deletes what
+    /// was moved aside.
+    pub fn gc(&mut self, opts: &GcOptions) -> Result<GcReport> {
         if !self.exclusive {
             return Err(Error::Busy {
                 what: "store".into(),
@@ -163,9 +207,7 @@ impl Store {
             .filter(|r| !reachable.contains(&r.subject))
             .map(|r| r.digest)
             .collect();
-        let mut removed_blobs = 0;
-        let mut removed_bytes = 0;
-        let mut kept_blobs = 0;
+        let mut report = GcReport::default();
         let mut doomed = Vec::new();
         for entry in fs::read_dir(&self.layout.blobs).ctx("list blobs", &self.layout.blobs)? {
             let entry = entry.ctx("list blobs", &self.layout.blobs)?;
@@ -175,7 +217,7 @@ impl Store {
                 .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
                 .is_some_and(|d| reachable.contains(&d));
             if keep {
-                kept_blobs += 1;
+                report.kept_blobs += 1;
             } else {
                 doomed.push(entry.path());
             }
@@ -194,25 +236,32 @@ impl Store {
             ))
         })?;
         for path in doomed {
-            removed_bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            report.removed_bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&path).ctx("remove blob", &path)?;
-            removed_blobs += 1;
+            report.removed_blobs += 1;
         }
-        let mut removed_temp_files = 0;
+        report.removed_referrers = stale_referrers;
         for entry in fs::read_dir(&self.layout.tmp)
             .ctx("list temp files", &self.layout.tmp)?
             .flatten()
         {
             if fs::remove_file(entry.path()).is_ok() {
-                removed_temp_files += 1;
+                report.removed_temp_files += 1;
             }
         }
-        let mut removed_roots = 0;
+        let needed = needed_roots(self, opts)?;
+        let mut trash = None;
         for image in unpack::list(&self.layout)? {
-            if !reachable.contains(&image) {
-                unpack::remove(&self.layout, &image)?;
-                removed_roots += 1;
+            if needed.contains_key(&image) {
+                report.kept_roots += 1;
+                continue;
             }
+            let to = match &trash {
+                Some(t) => t,
+                None => trash.insert(new_trash(&self.layout)?),
+            };
+            unpack::discard(&self.layout, &image, to)?;
+            report.removed_roots += 1;
         }
         // A tainted root (moved aside by drift detection) is only ever used
         // by instances that started on it, so it goes once its image has
@@ -225,17 +274,120 @@ impl Store {
             .map(|(d, _)| d)
             .collect();
         for image in unpack::tainted_images(&self.layout)? {
-            if !live.contains(&image) {
-                removed_roots += unpack::remove_tainted(&self.layout, &image, None)?.len();
+            if live.contains(&image) {
+                continue;
+            }
+            for (path, _) in unpack::tainted(&self.layout, &image)? {
+                let to = match &trash {
+                    Some(t) => t,
+                    None => trash.insert(new_trash(&self.layout)?),
+                };
+                let mut record = path.clone().into_os_string();
+                record.push(".json");
+                for p in [path, PathBuf::from(record)] {
+                    move_into(&p, to)?;
+                }
+                report.removed_roots += 1;
             }
         }
-        Ok(GcReport {
-            removed_roots,
-            removed_blobs,
-            removed_bytes,
-            removed_referrers: stale_referrers,
-            kept_blobs,
-            removed_temp_files,
-        })
+        Ok(report)
     }
+
+    /// End gc's exclusive window, then delete the roots [`Store::gc`] moved
+    /// aside (and any a gc that died left behind) and the pool files no
+    /// root links any more.
+    pub fn gc_finish(&mut self, report: &mut GcReport) -> Result<()> {
+        self.end_exclusive();
+        empty_trash(&self.layout)?;
+        let (files, bytes) = unpack::pool::sweep(&self.layout)?;
+        report.removed_shared_files += files;
+        report.removed_shared_bytes += bytes;
+        Ok(())
+    }
+}
+
+/// The images whose unpacked root gc keeps, each with why (see the module
+/// header).
+pub(crate) fn needed_roots(store: &Store, opts: &GcOptions) -> Result<BTreeMap<Digest, String>> {
+    let mut keep = BTreeMap::new();
+    let db = store.db().read();
+    for (digest, id) in db.live_instance_images()? {
+        keep.entry(digest).or_insert(format!("instance {id}"));
+    }
+    for svc in db.services::<serde_json::Value>()? {
+        let mut releases = db.releases::<serde_json::Value>(&svc.name)?;
+        releases.sort_by_key(|r| std::cmp::Reverse(r.number));
+        let mut previous = 0;
+        for r in &releases {
+            let why = if Some(r.number) == svc.desired {
+                "current release"
+            } else if r.outcome == crate::state::Outcome::Pending {
+                "release rolling out"
+            } else if r.outcome == crate::state::Outcome::Healthy
+                && r.unstable.is_none()
+                && svc.desired.is_some_and(|d| r.number < d)
+                && previous < opts.keep_roots
+            {
+                previous += 1;
+                "recent release"
+            } else {
+                continue;
+            };
+            keep.entry(r.image)
+                .or_insert(format!("{why} {}#{}", svc.name, r.number));
+        }
+    }
+    Ok(keep)
+}
+
+fn trash_root(layout: &super::Layout) -> PathBuf {
+    unpack::rootfs_dir(layout).join(".trash")
+}
+
+/// `rootfs/.trash/<pid>-<nanos>`: where this gc moves what it deletes once
+/// its window is over.
+fn new_trash(layout: &super::Layout) -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let dir = trash_root(layout).join(format!("{}-{nanos}", std::process::id()));
+    fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+    Ok(dir)
+}
+
+/// Move `path` (if it exists) into directory `to`, keeping its name.
+pub(crate) fn move_into(path: &Path, to: &Path) -> Result<()> {
+    let Some(name) = path.file_name() else {
+        return Ok(());
+    };
+    match fs::rename(path, to.join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).ctx("move aside", path),
+        _ => Ok(()),
+    }
+}
+
+/// Delete this process's trash and that of gcs no longer running.
+fn empty_trash(layout: &super::Layout) -> Result<()> {
+    let root = trash_root(layout);
+    let me = std::process::id();
+    for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok());
+        let theirs_alive =
+            pid.is_some_and(|p| p != me && Path::new(&format!("/proc/{p}")).exists());
+        if theirs_alive {
+            continue;
+        }
+        match fs::remove_dir_all(entry.path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).ctx("remove unpacked roots moved aside", &entry.path());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -7,8 +7,30 @@
 //!   drover.db                  tags, referrers and the ledger (see `state`, `ledger`)
 //!   cache/                     build caches; deleting it only costs speed
 //!   rootfs/                    unpacked, verified image roots for containers (see `unpack`)
+//!   store.lock, leases/        who uses the store, and the lock gc waits on (see below)
 //!   tmp/                       in-flight writes; never read
 //! ```
+//!
+//! **gc beside everything else: leases and a short exclusive window.**
+//! Whatever may create content or need content gc would delete holds a
+//! [`Lease`] while it runs: a shared `flock` on `store.lock` plus a file in
+//! `leases/` naming it (see [`lease`]). A command's [`Store::open`] holds
+//! one for its lifetime, named by its command line, so a build, pull,
+//! tag, run, apply or rollback is covered from start to end, its "blob is
+//! present, skip the write" checks included. Long-lived holders — `serve`'s
+//! threads — open with [`Store::open_unleased`] and lease per operation:
+//! an instance start from materializing its root to recording its row
+//! (after which the row itself keeps the image and root alive), a drift
+//! pass's tainting. `gc` takes the lock exclusively
+//! ([`Store::open_exclusive_within`]); while it waits it names the holders
+//! and gives up after its `--wait`. Inside the window it marks (tags,
+//! instances, releases), sweeps blobs and moves doomed roots aside — all
+//! quick — then ends the window ([`Store::end_exclusive`]) before deleting
+//! the roots it moved and the unshared pool files (`unpack`), which nothing
+//! can reach any more. So a build or pull that starts during gc's sweep
+//! waits for the window to end, and then finds the blobs gc removed absent
+//! and writes them again: it can never have seen a blob present that gc
+//! then deletes.
 //!
 //! The database is the source of truth for tags and referrers: a tag change
 //! and its ledger entry commit in one transaction, and `index.json` is then
@@ -21,6 +43,7 @@ pub mod artifact;
 pub mod baseline;
 mod blob;
 mod gc;
+pub mod lease;
 pub mod oci;
 pub mod reference;
 pub mod registry;
@@ -32,11 +55,13 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
 pub use blob::{BlobWriter, VerifyingReader};
-pub use gc::GcReport;
+pub use gc::{GcOptions, GcReport};
+pub use lease::{Holder, Lease};
 pub use oci::{Descriptor, ImageConfig, Index, Manifest};
 pub use reference::{ImageInfo, ImageRef};
 pub use verify::{BlobProblem, TagProblem, VerifyReport};
@@ -90,10 +115,24 @@ pub struct Store {
     /// (`trust::policy::admit`): a start that finds its pair here costs no
     /// re-verification.
     admitted: std::cell::RefCell<std::collections::HashSet<(Digest, Digest)>>,
-    /// Held for the Store's lifetime: shared by ordinary commands, exclusive
-    /// by `gc`, so gc never deletes a blob that a running build has written
-    /// but not yet tagged.
-    _lock: File,
+    /// Held for the Store's lifetime: a lease ([`Store::open`]), the
+    /// exclusive lock (`gc`, until [`Store::end_exclusive`]), or nothing
+    /// ([`Store::open_unleased`], whose owner leases per operation).
+    _hold: Hold,
+}
+
+/// What a [`Store`] holds of the store lock for its lifetime.
+enum Hold {
+    Lease(#[allow(dead_code)] Lease),
+    Exclusive(#[allow(dead_code)] File),
+    Nothing,
+}
+
+/// How [`Store::open_with`] holds the store lock.
+enum Mode<'a> {
+    Leased,
+    Unleased,
+    Exclusive(Duration, &'a mut dyn FnMut(&[Holder], Duration)),
 }
 
 /// An artifact attached to an image (OCI 1.1 `subject`).
@@ -124,18 +163,55 @@ impl Store {
         root.join("oci-layout").is_file()
     }
 
-    /// Open (creating if needed) the store rooted at `root`.
+    /// Open (creating if needed) the store rooted at `root`, holding a lease
+    /// named after this process's command line until the Store is dropped:
+    /// what a command does in it is safe from `gc`. Waits while a `gc` is
+    /// in its exclusive window.
     pub fn open(root: &Path) -> Result<Store> {
-        Self::open_locked(root, false)
+        Self::open_with(root, Mode::Leased)
     }
 
-    /// Open the store with no other drover process in it (for `gc`); waits
-    /// for running builds to finish.
+    /// Open the store holding nothing: for long-lived holders (`serve`'s
+    /// threads), which take a [`Store::lease`] around each operation that
+    /// creates or needs content, so `gc` never waits for them long.
+    pub fn open_unleased(root: &Path) -> Result<Store> {
+        Self::open_with(root, Mode::Unleased)
+    }
+
+    /// Open the store with no other lease on it (for `gc`); waits for as
+    /// long as it takes.
     pub fn open_exclusive(root: &Path) -> Result<Store> {
-        Self::open_locked(root, true)
+        Self::open_exclusive_within(root, Duration::MAX, &mut |_, _| {})
     }
 
-    fn open_locked(root: &Path, exclusive: bool) -> Result<Store> {
+    /// Open the store with no other lease on it, waiting at most `wait`;
+    /// `waiting` is told who holds leases, about once a second meanwhile.
+    /// After `wait`, an [`Error::Busy`] names them.
+    pub fn open_exclusive_within(
+        root: &Path,
+        wait: Duration,
+        waiting: &mut dyn FnMut(&[Holder], Duration),
+    ) -> Result<Store> {
+        Self::open_with(root, Mode::Exclusive(wait, waiting))
+    }
+
+    /// A lease on this store for `what` (see [`lease`]), held until dropped.
+    /// Within a store opened exclusively it holds nothing more.
+    pub fn lease(&self, what: &str) -> Result<Lease> {
+        if self.exclusive {
+            return Ok(Lease::none());
+        }
+        lease::take(&self.layout.root, what)
+    }
+
+    /// Give up the exclusive lock (`gc`'s window is over); the Store then
+    /// holds nothing.
+    pub fn end_exclusive(&mut self) {
+        self.exclusive = false;
+        self._hold = Hold::Nothing;
+    }
+
+    fn open_with(root: &Path, how: Mode<'_>) -> Result<Store> {
         let limits = Limits::from_env()?;
         // Absolute, because paths under it end up in runtime configs that
         // other processes read from other directories.
@@ -156,18 +232,14 @@ impl Store {
             fs::set_permissions(root, fs::Permissions::from_mode(0o700))
                 .ctx("close the store to other users", root)?;
         }
-        let lock_path = root.join("store.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("open store lock", &lock_path)?;
-        if exclusive {
-            lock.lock().ctx("lock store", &lock_path)?;
-        } else {
-            lock.lock_shared().ctx("lock store", &lock_path)?;
-        }
+        let exclusive = matches!(how, Mode::Exclusive(..));
+        let hold = match how {
+            Mode::Leased => Hold::Lease(lease::take(root, &lease::this_process())?),
+            Mode::Unleased => Hold::Nothing,
+            Mode::Exclusive(wait, waiting) => {
+                Hold::Exclusive(lease::exclusive(root, wait, waiting)?)
+            }
+        };
         let layout = root.join("oci-layout");
         if !layout.exists() {
             crate::durable::write_atomic(&tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -183,7 +255,7 @@ impl Store {
             exclusive,
             limits,
             admitted: Default::default(),
-            _lock: lock,
+            _hold: hold,
         };
         store.sync_index()?;
         Ok(store)

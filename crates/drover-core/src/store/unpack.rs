@@ -53,7 +53,7 @@ pub fn rootfs_path(layout: &Layout, image: &Digest) -> PathBuf {
     rootfs_dir(layout).join(image.hex())
 }
 
-fn rootfs_dir(layout: &Layout) -> PathBuf {
+pub(crate) fn rootfs_dir(layout: &Layout) -> PathBuf {
     layout.root().join("rootfs")
 }
 
@@ -186,6 +186,36 @@ pub fn remove(layout: &Layout, image: &Digest) -> Result<()> {
     }
     let _lock = lock(layout, image)?;
     clear(layout, image)?;
+    remove_if_present(&side_file(layout, image, "lock"))
+}
+
+/// Move the root of `image`, and anything an unpack of it left behind,
+/// into directory `to` (on the same filesystem), where `gc` deletes it once
+/// its exclusive window is over; its record and lock go at once.
+pub fn discard(layout: &Layout, image: &Digest, to: &Path) -> Result<()> {
+    let dir = rootfs_dir(layout);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let _lock = lock(layout, image)?;
+    // The record first: without it nothing else counts as complete.
+    let record = side_file(layout, image, "json");
+    if record.exists() {
+        remove_if_present(&record)?;
+        sync_dir(&dir)?;
+    }
+    let hex = image.hex();
+    let tmp_prefix = format!(".tmp-{hex}-");
+    for entry in fs::read_dir(&dir).ctx("list directory", &dir)? {
+        let name = entry.ctx("list directory", &dir)?.file_name();
+        let text = name.to_string_lossy();
+        if *text == hex || text.starts_with(&tmp_prefix) {
+            let from = dir.join(&name);
+            fs::rename(&from, to.join(&name)).ctx("move unpacked root aside", &from)?;
+        }
+    }
+    // A fresh unpack is a verified one: the drift mark has done its work.
+    take_drift_mark(layout, image)?;
     remove_if_present(&side_file(layout, image, "lock"))
 }
 
@@ -501,6 +531,9 @@ fn unpack(store: &Store, image: &Digest, root: &Path) -> Result<(Vec<String>, Ve
             }
         }
     }
+    // Identical files of other roots become one inode (see `pool`); only
+    // now, when every file was written and hashed by this unpack.
+    pool::share(store.layout(), u.root.as_fd(), root, &got.files)?;
     // One syncfs instead of an fsync per file: the rename that follows must
     // not become durable before the files it publishes.
     nix::unistd::syncfs(u.root.as_raw_fd())
@@ -1027,5 +1060,6 @@ fn first_difference(got: &[FileRecord], want: &[FileRecord]) -> Option<String> {
 
 #[cfg(test)]
 mod fuzz;
+pub mod pool;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_core::builder::packages::cache::{self, PackageGcReport};
-use drover_core::store::{GcReport, Store};
+use drover_core::store::{GcOptions, GcReport, Store, lease};
 
 use super::Ctx;
 use crate::output;
@@ -14,6 +14,18 @@ pub struct Args {
     /// "0" removes them all).
     #[arg(long, value_name = "AGE", default_value = "14d", value_parser = age)]
     keep_packages: Duration,
+    /// Wait at most this long for builds, pulls and deploys using the store
+    /// ("30s", "2m"); then give up, naming them, with exit status 5 (busy).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    wait: Duration,
+    /// Per service, keep the unpacked roots of this many healthy releases
+    /// before the current one (older ones are unpacked again on rollback).
+    #[arg(long, value_name = "N", default_value_t = GcOptions::default().keep_roots)]
+    keep_roots: usize,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    drover_core::grammar::duration_ms(s).map(Duration::from_millis)
 }
 
 /// "14d" for whole days, else as durations are written.
@@ -38,11 +50,18 @@ struct Report {
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
-    let mut store = Store::open_exclusive(&ctx.store_dir)
-        .with_context(|| format!("opening the store at {} for gc", ctx.store_dir.display()))?;
+    let mut store = Store::open_exclusive_within(&ctx.store_dir, a.wait, &mut |holders, _| {
+        eprintln!("drover gc: waiting for {}…", lease::describe(holders))
+    })
+    .with_context(|| format!("opening the store at {} for gc", ctx.store_dir.display()))?;
     let views = drover_core::instance::collect_orphans(&mut store)?;
-    let report = store.gc()?;
+    let mut report = store.gc(&GcOptions {
+        keep_roots: a.keep_roots,
+    })?;
     let packages = cache::collect(&store, a.keep_packages)?;
+    // The exclusive window ends here: what follows deletes only what
+    // nothing can reach any more.
+    store.gc_finish(&mut report)?;
     if ctx.json {
         ctx.emit(
             "GcReport",
@@ -60,6 +79,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             report.removed_roots,
             report.removed_temp_files,
             report.kept_blobs
+        );
+        outln!(
+            "unpacked roots: kept {} (live instances and recent releases, --keep-roots {}); \
+             shared files: removed {} ({}) no root uses",
+            report.kept_roots,
+            a.keep_roots,
+            report.removed_shared_files,
+            output::size(report.removed_shared_bytes),
         );
         if packages.removed_files + packages.kept_files > 0 {
             outln!(

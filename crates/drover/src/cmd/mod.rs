@@ -100,6 +100,7 @@ const STORE_ENTRIES: &[&str] = &[
     "keys",
     "ledger.head",
     "ledger.head.lock",
+    "leases",
     "logs",
     "oci-layout",
     "packages",

@@ -574,11 +574,13 @@ fn a_tainted_root_is_moved_aside_and_unpacked_afresh() {
     store.tag(&image.to_string(), "t:1").unwrap();
     drop(store);
     let mut store = Store::open_exclusive(dir.path()).unwrap();
-    let report = store.gc().unwrap();
-    assert_eq!(report.removed_roots, 1);
+    let mut report = store.gc(&Default::default()).unwrap();
+    store.gc_finish(&mut report).unwrap();
+    // The tainted copy, and the fresh root: a tag alone keeps no root.
+    assert_eq!(report.removed_roots, 2);
     assert!(!moved.exists());
     assert!(!Path::new(&format!("{}.json", moved.display())).exists());
-    assert!(existing(store.layout(), &image).is_some());
+    assert!(existing(store.layout(), &image).is_none());
     assert_eq!(tainted_images(store.layout()).unwrap(), []);
 }
 
@@ -704,4 +706,117 @@ fn the_inflate_ratio_counts_only_past_the_floor() {
     let b = Budget::new(layer, limits);
     b.read_compressed(Limits::RATIO_FLOOR / 50);
     assert!(b.check(Limits::RATIO_FLOOR + 1).is_ok());
+}
+
+/// Two versions of an image: one shared file, one of their own, one
+/// identical in content but not in mode, and a hard link within the image.
+fn two_versions(store: &mut Store) -> (Digest, Digest) {
+    let layer = |own: &[u8], mode: u32| {
+        Tar::default()
+            .dir("etc")
+            .file("etc/base", b"shared by both\n")
+            .file("etc/own", own)
+            .entry("etc/mode", b'0', mode, 0, b"same bytes\n")
+            .file("etc/h1", b"linked\n")
+            .hardlink("etc/h2", "etc/h1")
+            .bytes()
+    };
+    let a = image(store, &[layer(b"version a\n", 0o644)], &[]);
+    let b = image(store, &[layer(b"version b\n", 0o600)], &[]);
+    (a, b)
+}
+
+fn ino(root: &Rootfs, path: &str) -> u64 {
+    fs::symlink_metadata(root.path.join(path)).unwrap().ino()
+}
+
+#[test]
+fn identical_files_of_two_versions_are_one_inode() {
+    let (_dir, mut store) = new_store();
+    let (a, b) = two_versions(&mut store);
+    let ra = materialize(&store, &a).unwrap();
+    let rb = materialize(&store, &b).unwrap();
+    assert_eq!(ino(&ra, "etc/base"), ino(&rb, "etc/base"));
+    assert_ne!(ino(&ra, "etc/own"), ino(&rb, "etc/own"));
+    // Same bytes, other mode: a hard link would share the mode, so no.
+    assert_ne!(ino(&ra, "etc/mode"), ino(&rb, "etc/mode"));
+    // A hard link within the image keeps its own inode pair.
+    assert_eq!(ino(&ra, "etc/h1"), ino(&ra, "etc/h2"));
+    assert_ne!(ino(&ra, "etc/h1"), ino(&rb, "etc/h1"));
+    assert_eq!(
+        fs::read(rb.path.join("etc/base")).unwrap(),
+        b"shared by both\n"
+    );
+    // Drift scans still find nothing in either.
+    for (image, root) in [(a, &ra), (b, &rb)] {
+        let want = baseline::stored(&store, &image).unwrap().unwrap();
+        let report = crate::drift::scan(root, &want, &crate::drift::Budget::unlimited()).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+}
+
+#[test]
+fn a_tampered_shared_file_is_never_linked_into_a_new_root() {
+    let (_dir, mut store) = new_store();
+    let (a, b) = two_versions(&mut store);
+    let ra = materialize(&store, &a).unwrap();
+    // Same length, same metadata kept: only the content differs.
+    let tampered = ra.path.join("etc/base");
+    let mtime = fs::metadata(&tampered).unwrap().modified().unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&tampered).unwrap();
+    (&f).write_all(b"shared by evil\n").unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let rb = materialize(&store, &b).unwrap();
+    assert_ne!(ino(&ra, "etc/base"), ino(&rb, "etc/base"));
+    assert_eq!(
+        fs::read(rb.path.join("etc/base")).unwrap(),
+        b"shared by both\n"
+    );
+    // The pool now holds the fresh copy: a third root links that one.
+    discard_all(&store, &[b]);
+    let rb2 = materialize(&store, &b).unwrap();
+    assert_eq!(
+        fs::read(rb2.path.join("etc/base")).unwrap(),
+        b"shared by both\n"
+    );
+    // Drift finds the tampered file in the root that links it.
+    let want = baseline::stored(&store, &a).unwrap().unwrap();
+    let report = crate::drift::scan(&ra, &want, &crate::drift::Budget::unlimited()).unwrap();
+    assert!(
+        report.findings.iter().any(|f| f.path == "/etc/base"),
+        "{:?}",
+        report.findings
+    );
+}
+
+fn discard_all(store: &Store, images: &[Digest]) {
+    let trash = store.root().join("trash");
+    fs::create_dir_all(&trash).unwrap();
+    for i in images {
+        discard(store.layout(), i, &trash).unwrap();
+    }
+    fs::remove_dir_all(&trash).unwrap();
+}
+
+#[test]
+fn the_pool_sweep_removes_only_files_no_root_links() {
+    let (_dir, mut store) = new_store();
+    let (a, b) = two_versions(&mut store);
+    materialize(&store, &a).unwrap();
+    let rb = materialize(&store, &b).unwrap();
+    assert_eq!(pool::sweep(store.layout()).unwrap().0, 0);
+    discard_all(&store, &[a]);
+    // a's own file and its mode variant; "base" is still b's.
+    let (files, _) = pool::sweep(store.layout()).unwrap();
+    assert_eq!(files, 2);
+    assert_eq!(
+        fs::symlink_metadata(rb.path.join("etc/base"))
+            .unwrap()
+            .nlink(),
+        2
+    );
+    discard_all(&store, &[b]);
+    assert_eq!(pool::sweep(store.layout()).unwrap().0, 3);
+    assert!(existing(store.layout(), &a).is_none());
 }
