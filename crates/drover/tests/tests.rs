@@ -17,6 +17,7 @@ mod drift;
 mod examples;
 mod first_hour;
 mod fleet_truth;
+mod gc;
 mod habits;
 mod hostile;
 mod instances;
