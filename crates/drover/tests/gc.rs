@@ -125,7 +125,10 @@ fn gc_runs_beside_serve_within_seconds_and_keeps_what_runs() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(get(port).as_deref(), Some("version one\n"));
-    assert!(root_of(&env, "web:1").is_dir(), "the running root was collected");
+    assert!(
+        root_of(&env, "web:1").is_dir(),
+        "the running root was collected"
+    );
     verify_clean(&env);
 }
 
@@ -165,7 +168,9 @@ fn gc_waiting_for_a_build_names_it_and_gives_up_after_wait() {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("build")))),
+            .any(
+                |e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("build"))
+            )),
         "no lease of the build"
     );
     let t = Instant::now();
@@ -174,9 +179,15 @@ fn gc_waiting_for_a_build_names_it_and_gives_up_after_wait() {
     assert_eq!(out.status.code(), Some(5), "{}", show(&out));
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     let pid = build.id().to_string();
-    assert!(err.contains("waiting for drover") && err.contains("build"), "{err}");
+    assert!(
+        err.contains("waiting for drover") && err.contains("build"),
+        "{err}"
+    );
     assert!(err.contains(&format!("pid {pid}")), "{err}");
-    assert!(err.contains("gave up after 1 s") && err.contains("--wait"), "{err}");
+    assert!(
+        err.contains("gave up after 1 s") && err.contains("--wait"),
+        "{err}"
+    );
     // Long enough a wait, and gc goes ahead once the build is done.
     let out = env.run(&["gc", "--wait", "60s"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -227,8 +238,14 @@ fn roots_of_old_releases_are_collected_and_rollback_unpacks_them_again() {
     }
     let report = env.json(&["gc", "--keep-roots", "1"]);
     assert_eq!(report["kept_roots"], 2, "{report}");
-    assert!(root_of(&env, "web:4").is_dir(), "the current release's root");
-    assert!(root_of(&env, "web:3").is_dir(), "the previous release's root");
+    assert!(
+        root_of(&env, "web:4").is_dir(),
+        "the current release's root"
+    );
+    assert!(
+        root_of(&env, "web:3").is_dir(),
+        "the previous release's root"
+    );
     assert!(!root_of(&env, "web:2").exists());
     assert!(!root_of(&env, "web:1").exists());
     verify_clean(&env);
@@ -275,7 +292,10 @@ fn two_versions_share_identical_files_and_drift_sees_a_tampered_one() {
     let (ra, rb) = (root_of(&env, "web:1"), root_of(&env, "web:2"));
     let ino = |p: PathBuf| std::fs::symlink_metadata(p).unwrap().ino();
     assert_eq!(ino(ra.join("bin/busybox")), ino(rb.join("bin/busybox")));
-    assert_ne!(ino(ra.join("www/index.html")), ino(rb.join("www/index.html")));
+    assert_ne!(
+        ino(ra.join("www/index.html")),
+        ino(rb.join("www/index.html"))
+    );
     assert!(findings(&env, &a).is_empty() && findings(&env, &b).is_empty());
     // Change one byte of a shared inode, keeping size and mtime.
     assert_eq!(ino(ra.join("etc/passwd")), ino(rb.join("etc/passwd")));

@@ -11,7 +11,24 @@
 //! rootfs/.tainted/<hex>.<nanos>.json  its record
 //! rootfs/.drifted/<hex>            drift was found in the root but it was left in place (a
 //!                                  report-only scan): the next start moves it aside first
+//! rootfs/.files/<xx>/<key>         the shared file pool: one inode per identical file (`pool`)
+//! rootfs/.trash/<pid>-<nanos>/     roots `gc` moved aside in its exclusive window, deleted after
 //! ```
+//!
+//! **What versions share.** Each image has its own full root, a directory
+//! tree every reader (the runtime's id-mapped read-only mount, drift scans,
+//! `debug`, a build's `run` step) walks as is. Its regular files are hard
+//! links into a content-addressed pool (`pool`): identical files — same
+//! content, mode, owner, modification time and extended attributes, all
+//! that a hard link shares — of any two roots are one inode, so 30
+//! versions that differ by one layer cost about one root plus their
+//! differences. Directories, symlinks and the few special files stay per
+//! root (they are small); so do files hard-linked within an image (they
+//! must keep their own shared inode, which drift checks). Per-layer unpack
+//! under a read-only overlay was not taken: a stack of id-mapped mounts per
+//! instance, drift scans and baselines over a merged view, and no sharing
+//! between builds whose layers differ only in digest; see `pool`'s header
+//! for how a tampered shared file is kept out of new roots.
 //!
 //! Layers are hostile until proven otherwise. Every path is walked one
 //! component at a time from a directory descriptor with `O_NOFOLLOW`, so no

@@ -14,7 +14,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
-    let mut store = ctx.store()?;
+    // Only reads, maybe for hours (-f): gc must not wait for it.
+    let mut store = ctx.store_unleased()?;
     instance::logs(
         &mut store,
         &a.instance,

@@ -141,6 +141,14 @@ impl Ctx {
             .with_context(|| format!("opening the store at {}", self.store_dir.display()))
     }
 
+    /// The store without a lease (see `store::lease`): for commands that
+    /// only read and may run for long (`logs -f`), which `gc` must not wait
+    /// for.
+    pub fn store_unleased(&self) -> anyhow::Result<Store> {
+        Store::open_unleased(&self.store_dir)
+            .with_context(|| format!("opening the store at {}", self.store_dir.display()))
+    }
+
     /// The public keys to trust: those named, else the policy's trusted keys.
     pub fn trusted_keys(
         &self,
