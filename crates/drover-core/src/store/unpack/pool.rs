@@ -92,6 +92,17 @@ pub(super) fn share(
         {
             continue;
         }
+        // The image has a file named like our temporary link here: the
+        // files of this directory stay unshared.
+        if fstatat(
+            Some(dir.as_raw_fd()),
+            LINK_TMP,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+        {
+            continue;
+        }
         let xattrs = xattrs_of(&via_proc(dir, name)).ctx("read extended attributes", &disk)?;
         let key = key(&sha, &st, &xattrs);
         let sub = pool.join(&key[..2]);
@@ -221,16 +232,6 @@ fn intact(entry: &Path, sha: &Digest, st: &FileStat, xattrs: &[(String, Vec<u8>)
 /// Replace `name` in `dir` by a link to the pool's `entry`; false if the
 /// entry is gone.
 fn use_pooled(dir: BorrowedFd<'_>, name: &str, entry: &Path, disk: &Path) -> Result<bool> {
-    if fstatat(
-        Some(dir.as_raw_fd()),
-        LINK_TMP,
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .is_ok()
-    {
-        // The image has a file of that name here: leave this one unshared.
-        return Ok(true);
-    }
     match linkat(
         None,
         entry,
