@@ -95,13 +95,13 @@ end=$(date +%s.%N)
 
 roots=("$W"/store/rootfs/[0-9a-f]*/)
 ((${#roots[@]} == VERSIONS)) || die "expected $VERSIONS roots, found ${#roots[@]}"
-without=$(du -s --count-links --block-size=1 "${roots[@]}" | awk '{ s += $1 } END { print s }')
+without=$(du -s --count-links --block-size=1 "${roots[@]}" | awk '{ s += $1 } END { printf "%.0f\n", s }')
 with=$(du -s --block-size=1 "$W/store/rootfs" | awk '{ print $1 }')
 pool=$(find "$W/store/rootfs/.files" -type f | wc -l)
 python3 - "$without" "$with" "$VERSIONS" "$start" "$end" "$pool" "$RES" <<'PY'
 import sys
 without, with_, n, start, end, pool, res = sys.argv[1:]
-without, with_, n = int(without), int(with_), int(n)
+without, with_, n = int(float(without)), int(float(with_)), int(n)
 mb = lambda b: b / 1e6
 lines = [
     f"versions: {n}",
