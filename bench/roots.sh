@@ -41,7 +41,8 @@ source "$REPO/bench/lib.sh"
 
 on_exit() {
   if [[ -n $W && -d $W && ${BENCH_KEEP:-0} != 1 ]]; then
-    # Instances first: their views are mounts.
+    # Instances first: their views are mounts. (Word splitting of the ids is meant.)
+    # shellcheck disable=SC2046
     "$DROVER" --store "$W/store" rm -f $("$DROVER" --store "$W/store" ps -q 2>/dev/null) >/dev/null 2>&1 || true
     rm -rf "$W"
   fi

@@ -318,3 +318,23 @@ fn two_versions_share_identical_files_and_drift_sees_a_tampered_one() {
         env.ok(&["rm", "-f", &id]);
     }
 }
+
+/// A `drover logs -f` left running in another terminal only reads: gc
+/// does not wait for it.
+#[test]
+fn gc_does_not_wait_for_a_following_logs() {
+    let Some(env) = common::web_env() else { return };
+    let id = common::last_line(&env.ok(&["run", "web:1"]));
+    let _logs = Background(
+        env.cmd()
+            .args(["logs", "-f", &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = env.run(&["gc", "--wait", "2s"]);
+    assert!(out.status.success(), "{}", show(&out));
+    env.ok(&["rm", "-f", &id]);
+}
