@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_core::builder::packages::cache::{self, PackageGcReport};
+use drover_core::instance::log::keep::{self, LogGcReport};
 use drover_core::store::{GcReport, Store};
 
 use super::Ctx;
@@ -35,6 +36,8 @@ struct Report {
     #[serde(flatten)]
     store: GcReport,
     packages: PackageGcReport,
+    /// Kept logs of removed instances, past their service's retention.
+    logs: LogGcReport,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
@@ -43,12 +46,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let views = drover_core::instance::collect_orphans(&mut store)?;
     let report = store.gc()?;
     let packages = cache::collect(&store, a.keep_packages)?;
+    let logs = keep::collect(store.root(), drover_core::clock::now_ms())?;
     if ctx.json {
         ctx.emit(
             "GcReport",
             &Report {
                 store: report,
                 packages,
+                logs,
             },
         )?;
     } else {
@@ -69,6 +74,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 days(a.keep_packages),
                 packages.kept_files,
                 output::size(packages.kept_bytes),
+            );
+        }
+        if !logs.removed.is_empty() {
+            outln!(
+                "kept logs: removed those of {} instances ({}) past their retention; kept {}",
+                logs.removed.len(),
+                output::size(logs.removed_bytes),
+                logs.kept
             );
         }
         if views > 0 {
