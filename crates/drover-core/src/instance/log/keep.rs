@@ -58,14 +58,15 @@ pub struct Meta {
 }
 
 /// Move the log of `inst` (being removed) out of its bundle into the kept
-/// logs. An instance that never wrote a log keeps nothing.
+/// logs. One that never wrote a line is kept too (its description), so
+/// `drover logs` shows it empty rather than unknown.
 pub fn keep(store_root: &Path, inst: &Instance) -> Result<()> {
     let log = runtime::log_path(&inst.bundle(store_root));
     let files: Vec<PathBuf> = super::rotated_files(&log)
         .into_iter()
         .chain(log.exists().then(|| log.clone()))
         .collect();
-    if files.is_empty() {
+    if files.is_empty() && !inst.bundle(store_root).exists() {
         return Ok(());
     }
     let to = dir(store_root, &inst.id);

@@ -268,13 +268,13 @@ fn sources(store: &Store, target: &Target) -> Result<Vec<Source>> {
         }),
         Target::Many { service, release } => {
             let all = instance::list(store.db(), release.is_some())?;
-            let v: Vec<Source> = all
+            let of: Vec<&Instance> = all
                 .iter()
                 .filter(|i| i.service.as_deref() == Some(service.as_str()))
                 .filter(|i| release.is_none() || i.release == *release)
-                .filter_map(source)
                 .collect();
-            if v.is_empty() && release.is_some() {
+            let v: Vec<Source> = of.iter().filter_map(|i| source(i)).collect();
+            if of.is_empty() && release.is_some() {
                 return Err(Error::NotFound {
                     what: format!("logs of {service}@{}", release.unwrap_or(0)),
                     hint: Some(format!(
