@@ -61,7 +61,7 @@ struct Source {
 
 /// What the target named.
 enum Target {
-    One(Instance),
+    One(Box<Instance>),
     Many {
         service: String,
         release: Option<i64>,
@@ -72,7 +72,7 @@ enum Target {
 pub fn show(store: &mut Store, req: &Request, out: &mut dyn Write) -> Result<()> {
     let target = resolve(store, &req.target)?;
     let target = match (target, req.previous) {
-        (Target::One(i), true) => Target::One(previous(store, &i)?),
+        (Target::One(i), true) => Target::One(Box::new(previous(store, &i)?)),
         (Target::Many { .. }, true) => {
             return Err(Error::Usage(format!(
                 "--previous takes an instance; {:?} names a service (give one of its instances)",
@@ -182,7 +182,7 @@ fn resolve(store: &Store, key: &str) -> Result<Target> {
         });
     }
     let not_found = match instance::find(store.db(), key) {
-        Ok(i) => return Ok(Target::One(i)),
+        Ok(i) => return Ok(Target::One(Box::new(i))),
         Err(e @ Error::NotFound { .. }) => e,
         Err(e) => return Err(e),
     };
@@ -199,7 +199,7 @@ fn resolve(store: &Store, key: &str) -> Result<Target> {
         .filter(|i| i.state == State::Deleted && i.id.starts_with(key))
         .collect();
     match removed.as_slice() {
-        [one] if !key.is_empty() => Ok(Target::One((*one).clone())),
+        [one] if !key.is_empty() => Ok(Target::One(Box::new((*one).clone()))),
         [] | [_] => Err(match not_found {
             Error::NotFound { .. } => Error::NotFound {
                 what: format!("instance or service {key:?}"),
