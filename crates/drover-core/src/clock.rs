@@ -120,6 +120,45 @@ pub fn parse_rfc3339_secs(s: &str) -> Option<i64> {
     Some(days * SECS_PER_DAY + hour * 3600 + minute * 60 + second)
 }
 
+/// Nanoseconds since the Unix epoch, now (what log lines are stamped with).
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Format nanoseconds since the Unix epoch as
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (fixed width, so it sorts as text).
+pub fn format_rfc3339_nanos(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let frac = ns.rem_euclid(1_000_000_000);
+    let mut s = format_rfc3339(secs, 0);
+    s.truncate(s.len() - 4);
+    format!("{s}{frac:09}Z")
+}
+
+/// Parse an RFC 3339 UTC timestamp (as [`parse_rfc3339_secs`]) into
+/// nanoseconds since the Unix epoch, its fraction kept to the nanosecond.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
+    let secs = parse_rfc3339_secs(s)?;
+    let frac = match s.as_bytes().get(19) {
+        Some(b'.') => {
+            let digits: Vec<u8> = s.as_bytes()[20..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .copied()
+                .collect();
+            let mut ns = 0i64;
+            for i in 0..9 {
+                ns = ns * 10 + digits.get(i).map_or(0, |d| i64::from(d - b'0'));
+            }
+            ns
+        }
+        _ => 0,
+    };
+    secs.checked_mul(1_000_000_000)?.checked_add(frac)
+}
+
 /// A fixed-width run of ASCII digits as a number.
 fn digits(b: &[u8]) -> Option<i64> {
     b.iter().try_fold(0i64, |acc, &c| {

@@ -292,6 +292,9 @@ fn reconcile_service(
                     for w in &rep.warnings {
                         say(format_args!("reconcile {}: {w}", rep.service));
                     }
+                    for h in &rep.heals {
+                        say(format_args!("reconcile {}: {h}", rep.service));
+                    }
                     let did = rep.started + rep.stopped + rep.healed > 0;
                     if let Some(e) = &rep.error {
                         if !rep.busy() {

@@ -441,6 +441,27 @@ pub fn detach(path: &Path) -> io::Result<()> {
     nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
+/// Wait up to `timeout` for `fd` to be readable (or closed, or failed):
+/// true when a read would not block. (A log pipe's reader uses it to write
+/// out a line that waits too long for its newline.)
+pub fn readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: one valid pollfd, borrowed for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        // On an error, the read that follows finds out what it is.
+        return n != 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

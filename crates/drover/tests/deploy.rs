@@ -215,8 +215,9 @@ fn a_failing_health_check_rolls_back_and_quarantines_the_image() {
         err.contains("/missing") && err.contains("rolled back to release 1"),
         "{err}"
     );
-    assert!(err.contains("logs/web/release-2"), "{err}");
-    assert!(env.store().join("logs/web/release-2").is_dir());
+    assert!(err.contains("drover logs web@2"), "{err}");
+    // The failed release's instance is removed; its (empty) log is kept.
+    assert!(env.run(&["logs", "web@2"]).status.success());
 
     // Release 1 kept serving throughout (rolling never went below 3) and serves now.
     assert_eq!(running_bounds(&env, before).0, 3);
@@ -553,7 +554,7 @@ fn a_release_that_crashes_after_ready_fails_inside_its_stability_window() {
         t.elapsed() < Duration::from_secs(30),
         "failed at the crash, not at a deadline"
     );
-    assert!(env.store().join("logs/web/release-2").is_dir());
+    assert!(env.run(&["logs", "web@2"]).status.success());
     // The old instances served throughout.
     assert_eq!(running_bounds(&env, before).0, 2);
     let s = status(&env);

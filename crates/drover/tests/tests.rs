@@ -23,6 +23,7 @@ mod hostile;
 mod instances;
 mod interop;
 mod layers;
+mod logs;
 mod package_scripts;
 mod packages;
 mod policy;

@@ -35,8 +35,6 @@
 //! release's image passed the whole policy when the release was made.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -135,13 +133,11 @@ pub(super) fn converge_or_roll_back(
                     &format!("failed its health check: {why}"),
                 )?;
             }
-            let logs = keep_logs(store, service, r.number);
+            let logs = keep_logs(service, r.number);
             Err(Error::Failed(format!(
                 "service {service}: release {} (healthy before) did not get back to {} healthy \
                  instances: instance {instance}: {why}. Logs: {}",
-                r.number,
-                svc.rollout.replicas,
-                logs.display()
+                r.number, svc.rollout.replicas, logs
             )))
         }
         Err(Failure::Health {
@@ -150,7 +146,7 @@ pub(super) fn converge_or_roll_back(
             unready,
         }) => {
             let failed = desired.expect("only a release's instances are gated");
-            let logs = keep_logs(store, service, failed.number);
+            let logs = keep_logs(service, failed.number);
             let reason = format!("instance {instance}: {why}");
             let back_to = failed.parent;
             store.db_mut().write(|tx| {
@@ -200,9 +196,7 @@ pub(super) fn converge_or_roll_back(
                 "service {service}: release {} failed: {reason}. {back}. Its image {} with its \
                  config is quarantined for {service} (applying it again needs --force). Logs of \
                  its instances: {}",
-                failed.number,
-                failed.image,
-                logs.display()
+                failed.number, failed.image, logs
             )))
         }
     }
@@ -462,25 +456,10 @@ pub(super) fn revert_crash_loop(
         .map(Some)
 }
 
-/// Copy the logs of a failed release's instances to
-/// `<store>/logs/<service>/release-<n>/` before they are removed.
-fn keep_logs(store: &Store, service: &str, number: i64) -> PathBuf {
-    let dir = store
-        .root()
-        .join("logs")
-        .join(service)
-        .join(format!("release-{number}"));
-    let _ = fs::create_dir_all(&dir);
-    if let Ok(all) = instance::list(store.db(), false) {
-        for i in all
-            .iter()
-            .filter(|i| i.service.as_deref() == Some(service) && i.release == Some(number))
-        {
-            let log = runtime::log_path(&i.bundle(store.root()));
-            let _ = fs::copy(&log, dir.join(format!("{}.log", i.id)));
-        }
-    }
-    dir
+/// Where the logs of release `number`'s instances are read: they are kept
+/// when the instances are removed (`instance::log::keep`).
+fn keep_logs(service: &str, number: i64) -> String {
+    format!("`drover logs {service}@{number}`")
 }
 
 /// The options an instance of `r` runs with (its slot aside).
@@ -502,6 +481,7 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
         release: Some(r.number),
         userns: r.config.userns_opt_out.is_none(),
         init: r.config.init,
+        logs: (!r.config.logs.is_default()).then_some(r.config.logs),
         ..RunOptions::default()
     })
 }
@@ -523,6 +503,41 @@ fn counts_as(i: &Instance) -> i64 {
     } else {
         i.release.unwrap_or(-1)
     }
+}
+
+/// How many of a dead instance's last lines of output its heal line shows.
+const HEAL_LINES: usize = 5;
+
+/// What `serve` says of a dead instance it replaces: which, how it ended,
+/// and its last lines (each cut to 200 characters), from its log.
+fn heal_line(store: &Store, i: &Instance) -> String {
+    let exit = i
+        .exit
+        .map_or("exit status unknown".into(), |e| e.to_string());
+    let mut s = format!(
+        "instance {} (release {}, slot {}) exited: {exit}; replacing it",
+        i.id,
+        i.release.map_or("-".into(), |n| n.to_string()),
+        i.slot.map_or("-".into(), |n| n.to_string()),
+    );
+    let log = runtime::log_path(&i.bundle(store.root()));
+    let last = instance::log::read::last_lines(&log, HEAL_LINES);
+    if last.is_empty() {
+        s.push_str("; it wrote nothing");
+    } else {
+        s.push_str("; last output:");
+        for l in last {
+            let l = l.trim();
+            let cut: String = l.chars().take(200).collect();
+            s.push_str(" | ");
+            s.push_str(&cut);
+            if cut.len() < l.len() {
+                s.push('…');
+            }
+        }
+    }
+    s.push_str(&format!(" (drover logs {})", i.id));
+    s
 }
 
 /// Remove an instance found dead, with a `service.heal` ledger entry (once,
@@ -638,7 +653,9 @@ fn converge(
                     unready: unready_of(&mine.iter().collect::<Vec<_>>(), target, &stable),
                 });
             }
+            let said = heal_line(store, i);
             if let Some(lived) = heal(store, service, i)? {
+                report.heals.push(said);
                 report.healed += 1;
                 if i.release == target {
                     report.healed_current += 1;

@@ -49,6 +49,12 @@
 //! init = true                  # a tiny init as PID 1 (reaps zombies, forwards
 //!                              # signals); default: on when the entrypoint is a
 //!                              # shell (sh, bash, busybox sh …), else off
+//! logs = { max_size = "10m", max_files = 5, keep = "7d", keep_instances = 10 }
+//!                              # rotate each instance's log at max_size (default
+//!                              # 16m), keeping max_files rotated files (default 3);
+//!                              # a removed instance's log is kept for `keep`
+//!                              # (default 7d), at most the newest keep_instances
+//!                              # (default 10) of the service, then `gc` collects it
 //!
 //! [service.web.health]         # overrides the image's check; see `health`
 //! kind = "http"
@@ -68,7 +74,7 @@ use crate::health::{self, Deadline};
 use crate::instance::VolumeSpec;
 use crate::instance::volume::Part;
 use crate::runtime::DriverKind;
-use crate::runtime::spec::{Limits, capability};
+use crate::runtime::spec::{Limits, LogPolicy, capability};
 use crate::store::registry::Remote;
 use crate::toml_doc::{self, Checker, Node, Table, Value};
 
@@ -96,6 +102,7 @@ const SERVICE_KEYS: &[&str] = &[
     "userns",
     "userns_reason",
     "init",
+    "logs",
     "health",
 ];
 
@@ -300,6 +307,7 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         None => DEFAULT_MIN_HEALTHY_MS,
     };
     let crash_loop = crash_loop(c, &t)?;
+    let logs = logs(c, &t)?;
     let volumes = volumes(c, &t, name, replicas, strategy)?;
     let tmpfs = match t.get("tmpfs") {
         Some(n) => crate::runtime::tmpfs::parse(c, n, &t.key("tmpfs"))?,
@@ -411,6 +419,67 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         driver,
         userns_opt_out,
         init,
+        logs,
+    })
+}
+
+/// `logs = { max_size = "10m", max_files = 5, keep = "7d", keep_instances = 10 }`,
+/// each optional.
+fn logs(c: &Checker<'_>, t: &Table<'_>) -> Result<LogPolicy> {
+    let Some(n) = t.get("logs") else {
+        return Ok(LogPolicy::default());
+    };
+    let key = t.key("logs");
+    if !matches!(n.value, Value::Table(_)) {
+        return Err(c.wrong_type(
+            n,
+            &key,
+            "a table such as { max_size = \"10m\", max_files = 5, keep = \"7d\" }",
+        ));
+    }
+    let lt = c.table(
+        n,
+        &key,
+        &["max_size", "max_files", "keep", "keep_instances"],
+    )?;
+    let max_size = match lt.get("max_size") {
+        Some(n) => {
+            let k = lt.key("max_size");
+            let s = c.string(n, &k)?;
+            let v = grammar::size(s).map_err(|e| c.err(n.at(), &k, e))?;
+            if !(4 << 10..=1 << 30).contains(&v) {
+                return Err(c.err(n.at(), &k, "between \"4k\" and \"1g\""));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let max_files = match lt.get("max_files") {
+        Some(_) => Some(u64::from(count(c, &lt, "max_files", 0, 1)?)),
+        None => None,
+    };
+    if let (Some(v), Some(n)) = (max_files, lt.get("max_files"))
+        && v > 100
+    {
+        return Err(c.err(n.at(), &lt.key("max_files"), "at most 100"));
+    }
+    let keep_ms = match lt.get("keep") {
+        Some(n) => {
+            let k = lt.key("keep");
+            let s = c.string(n, &k)?;
+            Some(grammar::age_ms(s).map_err(|e| c.err(n.at(), &k, e))?)
+        }
+        None => None,
+    };
+    let keep_instances = match lt.get("keep_instances") {
+        Some(_) => Some(count(c, &lt, "keep_instances", 0, 0)?),
+        None => None,
+    };
+    Ok(LogPolicy {
+        max_size,
+        max_files,
+        keep_ms,
+        keep_instances,
     })
 }
 

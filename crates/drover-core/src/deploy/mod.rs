@@ -129,6 +129,10 @@ pub struct Report {
     /// The service was removed (`apply --prune`, `service rm`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// One line per instance found dead and replaced: which, how it
+    /// exited, its last lines of output (what `serve` says).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub heals: Vec<String>,
 }
 
 impl Report {
@@ -226,6 +230,7 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             driver: spec.driver,
             userns_opt_out: spec.userns_opt_out.clone(),
             init: spec.init,
+            logs: spec.logs,
         },
     ))
 }

@@ -15,7 +15,7 @@ use crate::digest::Digest;
 use crate::health::HealthCheck;
 use crate::instance::VolumeSpec;
 use crate::runtime::DriverKind;
-use crate::runtime::spec::Limits;
+use crate::runtime::spec::{Limits, LogPolicy};
 use crate::runtime::tmpfs::Tmpfs;
 use crate::store::registry::Remote;
 
@@ -70,6 +70,8 @@ pub struct ServiceSpec {
     pub userns_opt_out: Option<String>,
     /// `init = true|false`; `None`: decided by the entrypoint (on for a shell).
     pub init: Option<bool>,
+    /// `logs = { max_size, max_files, keep, keep_instances }`.
+    pub logs: LogPolicy,
 }
 
 /// Everything about how a release's instances run, besides the image.
@@ -104,6 +106,10 @@ pub struct ReleaseConfig {
     /// entrypoint) from the JSON, so configs from before keep their digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// The fleet's `logs`; absent (the defaults) from the JSON, so configs
+    /// from before keep their digests.
+    #[serde(default, skip_serializing_if = "LogPolicy::is_default")]
+    pub logs: LogPolicy,
 }
 
 impl ReleaseConfig {

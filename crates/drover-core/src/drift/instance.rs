@@ -404,6 +404,7 @@ mod tests {
             writable_root: false,
             own_network: false,
             init: None,
+            logs: None,
         }
     }
 

@@ -54,6 +54,7 @@ pub fn options(target: &Instance, command: Vec<String>) -> Result<RunOptions> {
     };
     Ok(RunOptions {
         name: None,
+        logs: None,
         // PORT is given anew: the session must not take the instance's.
         env: launch
             .env

@@ -1,31 +1,44 @@
-//! Instance logs, bounded: the container's stdout and stderr go into a pipe
-//! that its monitor reads ([`Pump`]) and writes to `<bundle>/log`, capped at
-//! `limits.log_bytes` and rotated to `log.1` … `log.<log_files>` (oldest
-//! dropped), so an instance never holds more than (log_files + 1) ×
-//! log_bytes of log, however much it prints.
+//! Instance logs, stamped and bounded: the container's stdout and stderr
+//! go into two pipes that its monitor reads ([`Pump`]); each line is
+//! written to `<bundle>/log` with the time it was read and its stream, in
+//! the CRI (Kubernetes container log) format ([`line`]). The file is capped
+//! at the service's `logs.max_size` (default `limits.log_bytes`) and
+//! rotated to `log.1` … `log.<max_files>` (oldest dropped), so an instance
+//! never holds more than (max_files + 1) × max_size of log (plus one
+//! record), however much it prints. A file ends where a record does.
 //!
-//! The container never waits on the disk for long: the pipe is read into a
-//! bounded queue by one thread and written out by another. When the queue
-//! is full (the disk is slower than the output) the reader waits up to
-//! [`QUEUE_WAIT`] for room — the container's writes slow to the disk's pace,
-//! as under docker's blocking log mode — and then drops what it read; a
-//! failed write (a full disk) drops its bytes too. Dropped bytes are
-//! counted, and a marker line saying how many goes into the log as soon as
-//! writing works again: nothing is lost silently.
+//! The container never waits on the disk for long: each pipe is read into
+//! a bounded queue by its own thread and written out by another. When the
+//! queue is full (the disk is slower than the output) the reader waits up
+//! to [`QUEUE_WAIT`] for room — the container's writes slow to the disk's
+//! pace, as under docker's blocking log mode — and then drops what it read;
+//! a failed write (a full disk) drops its bytes too. Dropped bytes are
+//! counted, and a marker line saying how many goes into the log (as a
+//! stderr record) as soon as writing works again: nothing is lost silently.
 //!
-//! The pipe has one reader, the monitor: a container whose monitor was
+//! The pipes have one reader, the monitor: a container whose monitor was
 //! killed gets EPIPE (or SIGPIPE) on its next write, as under docker's or
 //! podman's shims.
+//!
+//! Reading back ([`read`]) joins pieces, merges instances by time and
+//! filters; when an instance is removed its files move to the store's kept
+//! logs ([`keep`]), which `gc` collects after the service's retention.
+
+pub mod keep;
+pub mod line;
+pub mod read;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
+use self::line::{Splitter, Stream};
+use crate::clock;
 use crate::error::{IoContext, Result};
 
 /// Output read from the pipe and not yet written: past this it is dropped
@@ -53,7 +66,8 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Copies a container's output from its pipe into its rotated log.
+/// Copies a container's stdout and stderr from their pipes into its
+/// rotated log, each line stamped.
 pub struct Pump {
     done: mpsc::Receiver<()>,
 }
@@ -71,20 +85,30 @@ type Shared = (Mutex<Queue>, Condvar, Condvar);
 struct Queue {
     items: VecDeque<Item>,
     bytes: usize,
-    eof: bool,
+    /// Readers whose pipe is still open.
+    readers: usize,
     /// The writer let the queue stay full for [`QUEUE_WAIT`] and has not
     /// taken from it since.
     stalled: bool,
 }
 
 impl Pump {
-    /// Start copying from `pipe` (a read end) into `log`, keeping at most
-    /// `bytes` per file and `files` rotated files.
-    pub fn start(pipe: OwnedFd, log: PathBuf, bytes: u64, files: u64) -> Pump {
-        let queue: Arc<Shared> = Arc::new(Default::default());
+    /// Start copying from `stdout` and `stderr` (read ends) into `log`,
+    /// keeping at most `bytes` per file and `files` rotated files.
+    pub fn start(stdout: OwnedFd, stderr: OwnedFd, log: PathBuf, bytes: u64, files: u64) -> Pump {
+        let queue: Arc<Shared> = Arc::new((
+            Mutex::new(Queue {
+                readers: 2,
+                ..Default::default()
+            }),
+            Condvar::new(),
+            Condvar::new(),
+        ));
         let (tx, done) = mpsc::channel();
-        let q = queue.clone();
-        std::thread::spawn(move || read_pipe(File::from(pipe), &q));
+        for (pipe, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
+            let q = queue.clone();
+            std::thread::spawn(move || read_pipe(File::from(pipe), stream, &q));
+        }
         std::thread::spawn(move || {
             write_log(&queue, Rotating::new(log, bytes, files));
             let _ = tx.send(());
@@ -99,38 +123,63 @@ impl Pump {
     }
 }
 
-fn read_pipe(mut pipe: File, queue: &Shared) {
-    let (lock, ready, room) = queue;
+fn read_pipe(mut pipe: File, stream: Stream, queue: &Shared) {
     let mut buf = vec![0u8; 64 << 10];
+    let mut lines = Splitter::new(stream);
     loop {
+        // Text without its newline waits for it only so long.
+        if lines.holds() && !crate::sys::readable(pipe.as_fd(), line::FLUSH_AFTER) {
+            let mut out = Vec::new();
+            lines.flush(clock::now_ns(), &mut out);
+            enqueue(queue, out, 0);
+            continue;
+        }
         let n = match pipe.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Wait for room once; while the writer stays stuck, drop at once.
-        if q.bytes + n > QUEUE_BYTES && !q.stalled {
-            q = room
-                .wait_timeout_while(q, QUEUE_WAIT, |q| q.bytes + n > QUEUE_BYTES)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            q.stalled = q.bytes + n > QUEUE_BYTES;
-        }
-        if q.bytes + n > QUEUE_BYTES {
-            match q.items.back_mut() {
-                Some(Item::Dropped(d)) => *d += n as u64,
-                _ => q.items.push_back(Item::Dropped(n as u64)),
-            }
-        } else {
-            q.bytes += n;
-            q.items.push_back(Item::Data(buf[..n].to_vec()));
-        }
-        ready.notify_one();
+        let mut out = Vec::with_capacity(n + 64);
+        lines.push(clock::now_ns(), &buf[..n], &mut out);
+        enqueue(queue, out, n);
     }
-    lock.lock().unwrap_or_else(|p| p.into_inner()).eof = true;
-    ready.notify_one();
+    let mut out = Vec::new();
+    lines.finish(clock::now_ns(), &mut out);
+    enqueue(queue, out, 0);
+    let (lock, ready, _) = queue;
+    lock.lock().unwrap_or_else(|p| p.into_inner()).readers -= 1;
+    ready.notify_all();
+}
+
+/// Queue `records` (`read` bytes of output), or drop and count them when
+/// the queue stays full.
+fn enqueue(queue: &Shared, records: Vec<u8>, read: usize) {
+    if records.is_empty() {
+        return;
+    }
+    let (lock, ready, room) = queue;
+    let n = records.len();
+    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+    // Wait for room once; while the writer stays stuck, drop at once.
+    if q.bytes + n > QUEUE_BYTES && !q.stalled {
+        q = room
+            .wait_timeout_while(q, QUEUE_WAIT, |q| q.bytes + n > QUEUE_BYTES)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        q.stalled = q.bytes + n > QUEUE_BYTES;
+    }
+    if q.bytes + n > QUEUE_BYTES {
+        let lost = read.max(1) as u64;
+        match q.items.back_mut() {
+            Some(Item::Dropped(d)) => *d += lost,
+            _ => q.items.push_back(Item::Dropped(lost)),
+        }
+    } else {
+        q.bytes += n;
+        q.items.push_back(Item::Data(records));
+    }
+    ready.notify_all();
 }
 
 fn write_log(queue: &Shared, mut log: Rotating) {
@@ -141,7 +190,7 @@ fn write_log(queue: &Shared, mut log: Rotating) {
     loop {
         let items: Vec<Item> = {
             let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
-            while q.items.is_empty() && !q.eof {
+            while q.items.is_empty() && q.readers > 0 {
                 q = ready.wait(q).unwrap_or_else(|p| p.into_inner());
             }
             if q.items.is_empty() {
@@ -162,8 +211,7 @@ fn write_log(queue: &Shared, mut log: Rotating) {
                 Item::Data(d) => d,
             };
             if lost > 0 {
-                let marker = format!("\n[drover: {lost} bytes of output dropped: {why}]\n");
-                if log.write(marker.as_bytes()).is_err() {
+                if log.write(&marker(lost, &why)).is_err() {
                     lost += data.len() as u64;
                     continue;
                 }
@@ -176,9 +224,22 @@ fn write_log(queue: &Shared, mut log: Rotating) {
         }
     }
     if lost > 0 {
-        let _ =
-            log.write(format!("\n[drover: {lost} bytes of output dropped: {why}]\n").as_bytes());
+        let _ = log.write(&marker(lost, &why));
     }
+}
+
+/// The record saying `lost` bytes of output were dropped, and why.
+fn marker(lost: u64, why: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let text = format!("[drover: {lost} bytes of output dropped: {why}]");
+    line::write(
+        &mut out,
+        clock::now_ns(),
+        Stream::Stderr,
+        false,
+        text.as_bytes(),
+    );
+    out
 }
 
 /// A log file that rotates itself: see the module docs.
@@ -222,15 +283,23 @@ impl Rotating {
             if room == 0 {
                 continue;
             }
-            // A whole number of lines when they fit, so a rotated file ends
-            // where a line does; a line longer than a file is cut.
+            // A whole number of records when they fit, so a rotated file
+            // ends where a record does; a record longer than a whole file
+            // goes alone into a file of its own.
             let n = if data.len() <= room {
                 data.len()
             } else {
-                data[..room]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(room, |i| i + 1)
+                match data[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if self.size > 0 => {
+                        self.size = self.bytes;
+                        continue;
+                    }
+                    None => data
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(data.len(), |i| i + 1),
+                }
             };
             file.write_all(&data[..n])?;
             self.size += n as u64;
@@ -377,129 +446,4 @@ impl Follower {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read_all(log: &Path) -> Vec<u8> {
-        let mut out = Vec::new();
-        copy_all(log, &mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn rotation_keeps_the_newest_output_within_the_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
-        let mut r = Rotating::new(log.clone(), 100, 2);
-        let lines: Vec<String> = (0..200).map(|i| format!("line {i:04}\n")).collect();
-        for l in &lines {
-            r.write(l.as_bytes()).unwrap();
-        }
-        let mut total = 0;
-        for p in rotated_files(&log).iter().chain([&log]) {
-            let len = fs::metadata(p).unwrap().len();
-            assert!(len <= 100, "{} holds {len} bytes", p.display());
-            total += len;
-        }
-        assert!(total <= 300);
-        assert_eq!(rotated_files(&log).len(), 2);
-        // Whole lines, in order, ending with the last one.
-        let text = String::from_utf8(read_all(&log)).unwrap();
-        assert!(text.ends_with("line 0199\n"), "{text}");
-        let tail: Vec<&str> = text.lines().collect();
-        let first = lines.len() - tail.len();
-        assert_eq!(
-            tail,
-            lines[first..]
-                .iter()
-                .map(|l| l.trim_end())
-                .collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn a_pump_copies_everything_and_follow_reads_across_rotations() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
-        let (r, w) = pipe().unwrap();
-        let pump = Pump::start(r, log.clone(), 1000, 1000);
-        let mut w = File::from(w);
-        let mut follower = Follower::start(&log, &mut Vec::new()).unwrap();
-        let mut seen = Vec::new();
-        let mut want = Vec::new();
-        for i in 0..500 {
-            let line = format!("{i}\n");
-            w.write_all(line.as_bytes()).unwrap();
-            want.extend_from_slice(line.as_bytes());
-            if i % 50 == 0 {
-                std::thread::sleep(Duration::from_millis(5));
-                follower.poll(&mut seen).unwrap();
-            }
-        }
-        drop(w);
-        assert!(pump.finish(Duration::from_secs(5)));
-        follower.poll(&mut seen).unwrap();
-        assert_eq!(
-            String::from_utf8(seen).unwrap(),
-            String::from_utf8(want.clone()).unwrap()
-        );
-        assert_eq!(read_all(&log), want);
-    }
-
-    #[test]
-    fn a_stalled_log_holds_the_container_back_only_for_a_while() {
-        let (r, w) = pipe().unwrap();
-        let queue: Arc<Shared> = Arc::new(Default::default());
-        let q = queue.clone();
-        let reader = std::thread::spawn(move || read_pipe(File::from(r), &q));
-        // Nobody writes the queue out: past QUEUE_BYTES the reader waits
-        // QUEUE_WAIT, then drops (and counts) instead of blocking the writer.
-        let started = std::time::Instant::now();
-        let mut w = File::from(w);
-        let chunk = vec![b'x'; 64 << 10];
-        for _ in 0..(QUEUE_BYTES / chunk.len() + 8) {
-            w.write_all(&chunk).unwrap();
-        }
-        drop(w);
-        reader.join().unwrap();
-        assert!(started.elapsed() >= QUEUE_WAIT);
-        assert!(
-            started.elapsed() < 2 * QUEUE_WAIT,
-            "one wait, not one per read"
-        );
-        let q = queue.0.lock().unwrap();
-        assert!(q.bytes <= QUEUE_BYTES);
-        let dropped: u64 = q
-            .items
-            .iter()
-            .map(|i| match i {
-                Item::Dropped(n) => *n,
-                Item::Data(_) => 0,
-            })
-            .sum();
-        assert_eq!(
-            dropped + q.bytes as u64,
-            (QUEUE_BYTES + 8 * chunk.len()) as u64
-        );
-    }
-
-    #[test]
-    fn a_failed_write_is_reported_in_the_log_not_lost_silently() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log");
-        let queue: Shared = Default::default();
-        {
-            let mut q = queue.0.lock().unwrap();
-            q.items.push_back(Item::Data(b"one\n".to_vec()));
-            q.items.push_back(Item::Dropped(1234));
-            q.items.push_back(Item::Data(b"two\n".to_vec()));
-            q.eof = true;
-        }
-        write_log(&queue, Rotating::new(log.clone(), 1 << 20, 1));
-        let text = String::from_utf8(read_all(&log)).unwrap();
-        assert_eq!(
-            text,
-            "one\n\n[drover: 1234 bytes of output dropped: the log could not keep up]\ntwo\n"
-        );
-    }
-}
+mod tests;

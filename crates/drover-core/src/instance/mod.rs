@@ -18,7 +18,8 @@
 //! instance whose process died is never shown as running.
 //!
 //! Files: `<store>/instances/<id>/` is the OCI bundle (`config.json`) and
-//! holds the log (`log`, rotated to `log.1` … by [`log`]); volumes live in `<store>/volumes/<name>/` and
+//! holds the log (`log`, rotated to `log.1` … by [`log`]; kept in
+//! `<store>/logs/instances/<id>/` once it is removed); volumes live in `<store>/volumes/<name>/` and
 //! outlive instances; runtimes keep their own state in `<store>/run/`.
 //!
 //! A volume mounted read-write has one writer unless it is declared shared
@@ -66,7 +67,8 @@ pub enum State {
     Stopping,
     /// Its process has exited (see [`Exit`]).
     Exited,
-    /// Removed: container, bundle and log are gone; the row stays as history.
+    /// Removed: container and bundle are gone (the log is kept for a
+    /// while, see [`log::keep`]); the row stays as history.
     Deleted,
 }
 
@@ -654,8 +656,9 @@ pub fn stop_many(store: &mut Store, ids: &[String], grace: Duration) -> Result<V
     Ok(out)
 }
 
-/// Remove an instance: its container, bundle and log. A live instance needs
-/// `force` (it is killed first).
+/// Remove an instance: its container and bundle; its log moves to the
+/// kept logs ([`log::keep`]). A live instance needs `force` (it is killed
+/// first).
 pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
     let found = find(store.db(), key)?;
     let inst = refresh_one(store.db_mut(), found)?;
@@ -686,6 +689,9 @@ pub fn remove(store: &mut Store, key: &str, force: bool) -> Result<Instance> {
     driver.delete(&inst.id)?;
     let bundle = inst.bundle(store.root());
     userns::detach(store.root(), &inst.id)?;
+    // Its log outlives it, for the service's retention (best effort: a
+    // removal must not fail for want of room).
+    let _ = log::keep::keep(store.root(), &inst);
     match fs::remove_dir_all(&bundle) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -751,39 +757,21 @@ pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Resu
     db.write(|tx| tx.claim_instance(id, pid, start))
 }
 
-/// Copy the instance's log (its rotated files, then the current one) to
-/// `out`; with `follow`, keep copying as it grows, across rotations, until
-/// the instance has exited.
+/// Print instance `key`'s log (its rotated files, then the current one) to
+/// `out`; with `follow`, keep printing as it grows, across rotations,
+/// until the instance has exited. (`drover logs` takes more: [`log::read`].)
 pub fn logs(
     store: &mut Store,
     key: &str,
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<()> {
-    let inst = find(store.db(), key)?;
-    if inst.state == State::Deleted {
-        return Err(Error::Usage(format!(
-            "instance {} was removed, and its log with it",
-            inst.id
-        )));
-    }
-    let path = runtime::log_path(&inst.bundle(store.root()));
-    let stdout = Path::new("<stdout>");
-    if !follow {
-        return log::copy_all(&path, out);
-    }
-    let mut follower = log::Follower::start(&path, out)?;
-    loop {
-        follower.poll(out)?;
-        out.flush().ctx("write log", stdout)?;
-        let found = find(store.db(), &inst.id)?;
-        let now = refresh_one(store.db_mut(), found)?;
-        if !now.state.is_live() {
-            // One last read: output written just before the exit.
-            return follower.poll(out);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let req = log::read::Request {
+        target: find(store.db(), key)?.id,
+        follow,
+        ..Default::default()
+    };
+    log::read::show(store, &req, out)
 }
 
 #[cfg(test)]

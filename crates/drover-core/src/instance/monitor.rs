@@ -10,7 +10,7 @@
 //! status. It holds no store lock, so `gc` never waits for instances.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -102,31 +102,37 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
 /// left.
 pub fn launch(store_root: &Path, db: &mut Db, inst: &Instance) -> Result<(u32, log::Pump)> {
     let limits = Limits::from_env()?;
-    let (output, pipe) = log::pipe()?;
-    // The container's user owns its output pipe, so it may reopen
+    // Two pipes, so each line is told apart by its stream.
+    let (out_r, out_w) = log::pipe()?;
+    let (err_r, err_w) = log::pipe()?;
+    // The container's user owns its output pipes, so it may reopen
     // /dev/stdout and /dev/stderr (/proc/self/fd/1, 2) as programs do
     // (nginx's `error_log /dev/stderr`); a pipe is otherwise its
     // creator's, mode 0600. Ids as the host sees them.
     let shift = inst.launch.userns.map_or(0, |m| m.host);
-    nix::unistd::fchown(
-        pipe.as_raw_fd(),
-        Some(nix::unistd::Uid::from_raw(shift + inst.launch.uid)),
-        Some(nix::unistd::Gid::from_raw(shift + inst.launch.gid)),
-    )
-    .map_err(std::io::Error::from)
-    .ctx(
-        "give the log pipe to the instance's user",
-        Path::new("<pipe>"),
-    )?;
-    let stdio = runtime::stdio(pipe.as_fd())?;
-    // Only the container may hold the write end: the log ends when it does.
-    drop(pipe);
+    for pipe in [&out_w, &err_w] {
+        nix::unistd::fchown(
+            pipe.as_raw_fd(),
+            Some(nix::unistd::Uid::from_raw(shift + inst.launch.uid)),
+            Some(nix::unistd::Gid::from_raw(shift + inst.launch.gid)),
+        )
+        .map_err(std::io::Error::from)
+        .ctx(
+            "give the log pipe to the instance's user",
+            Path::new("<pipe>"),
+        )?;
+    }
+    let null = std::fs::File::open("/dev/null").ctx("open", Path::new("/dev/null"))?;
+    // Only the container may hold the write ends: the log ends when it does.
+    let stdio = (null, std::fs::File::from(out_w), std::fs::File::from(err_w));
     let pid = launch_with(store_root, db, inst, stdio)?;
+    let policy = inst.launch.logs.unwrap_or_default();
     let log = log::Pump::start(
-        output,
+        out_r,
+        err_r,
         runtime::log_path(&inst.bundle(store_root)),
-        limits.log_bytes,
-        limits.log_files,
+        policy.max_size.unwrap_or(limits.log_bytes),
+        policy.max_files.unwrap_or(limits.log_files),
     );
     Ok((pid, log))
 }

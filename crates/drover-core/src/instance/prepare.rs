@@ -48,6 +48,8 @@ pub struct RunOptions {
     /// A tiny init as PID 1 (`--init`, a service's `init`): `None` decides
     /// by the command (on for a shell, see [`spec::is_shell`]).
     pub init: Option<bool>,
+    /// The service's log rotation and retention, if it sets any.
+    pub logs: Option<crate::runtime::spec::LogPolicy>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +70,7 @@ impl Default for RunOptions {
             userns: true,
             slot: None,
             init: None,
+            logs: None,
         }
     }
 }
@@ -296,6 +299,7 @@ fn create_in(
             &args,
             image_ref,
         )?,
+        logs: opts.logs,
     };
     let config_json =
         serde_json::to_vec_pretty(&spec::generate(&launch)).expect("JSON values serialize");

@@ -143,6 +143,7 @@ fn run_in(
         writable_root: true,
         own_network: !step.network,
         init: None,
+        logs: None,
     };
     let mut config = spec::generate(&launch);
     // The id is random; what the command sees of the host must not be.

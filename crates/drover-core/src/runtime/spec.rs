@@ -70,6 +70,37 @@ pub struct Launch {
     /// read (and hash) the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
+    /// The service's log rotation and retention (`logs = { … }`); read by
+    /// the monitor and when the instance is removed, not part of the
+    /// runtime config. Absent when `None` (defaults: `limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogPolicy>,
+}
+
+/// A service's `logs = { max_size, max_files, keep, keep_instances }`: how
+/// its instances' logs rotate, and how long they are kept after the
+/// instance is removed. `None`: the default (see `instance::log`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPolicy {
+    /// Bytes of one log file before it is rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Rotated files kept beside the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u64>,
+    /// How long a removed instance's log is kept (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_ms: Option<u64>,
+    /// The most removed instances' logs kept per service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_instances: Option<u32>,
+}
+
+impl LogPolicy {
+    /// Nothing set: every default.
+    pub fn is_default(&self) -> bool {
+        *self == LogPolicy::default()
+    }
 }
 
 /// Who is PID 1 in front of the entrypoint, when an instance has an init.
@@ -489,6 +520,7 @@ mod tests {
             writable_root: false,
             own_network: false,
             init: None,
+            logs: None,
         }
     }
 

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_core::builder::packages::cache::{self, PackageGcReport};
+use drover_core::instance::log::keep::{self, LogGcReport};
 use drover_core::store::{GcOptions, GcReport, Store, lease};
 
 use super::Ctx;
@@ -47,6 +48,8 @@ struct Report {
     #[serde(flatten)]
     store: GcReport,
     packages: PackageGcReport,
+    /// Kept logs of removed instances, past their service's retention.
+    logs: LogGcReport,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
@@ -59,6 +62,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         keep_roots: a.keep_roots,
     })?;
     let packages = cache::collect(&store, a.keep_packages)?;
+    let logs = keep::collect(store.root(), drover_core::clock::now_ms())?;
     // The exclusive window ends here: what follows deletes only what
     // nothing can reach any more.
     store.gc_finish(&mut report)?;
@@ -68,6 +72,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             &Report {
                 store: report,
                 packages,
+                logs,
             },
         )?;
     } else {
@@ -96,6 +101,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 days(a.keep_packages),
                 packages.kept_files,
                 output::size(packages.kept_bytes),
+            );
+        }
+        if !logs.removed.is_empty() {
+            outln!(
+                "kept logs: removed those of {} instances ({}) past their retention; kept {}",
+                logs.removed.len(),
+                output::size(logs.removed_bytes),
+                logs.kept
             );
         }
         if views > 0 {

@@ -104,6 +104,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         userns: true,
         slot: None,
         init: a.init,
+        logs: None,
     };
     let mut store = ctx.store()?;
     if !a.wait {

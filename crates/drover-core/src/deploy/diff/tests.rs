@@ -21,6 +21,7 @@ fn config(env: &[(&str, &str)], secret: &[&str]) -> ReleaseConfig {
         driver: DriverKind::Embedded,
         userns_opt_out: None,
         init: None,
+        logs: Default::default(),
     }
 }
 

@@ -135,6 +135,7 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                     cap_add: caps.into_iter().map(str::to_string).collect(),
                     driver,
                     init: None,
+                    logs: Default::default(),
                 }
             },
         )

@@ -412,6 +412,7 @@ fn a_release_config_without_tmpfs_keeps_its_digest() {
         driver: DriverKind::Embedded,
         userns_opt_out: None,
         init: None,
+        logs: Default::default(),
     };
     let json = serde_json::to_string(&c).unwrap();
     assert!(!json.contains("tmpfs"), "{json}");
@@ -529,4 +530,32 @@ fn env_values_may_be_marked_secret() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("quote it"), "{e}");
+}
+
+#[test]
+fn logs_rotation_and_retention_are_read_and_checked() {
+    let base = "[service.web]\nimage = \"web:1\"\n";
+    assert!(ok(base)[0].logs.is_default());
+    let l = ok(&format!(
+        "{base}logs = {{ max_size = \"10m\", max_files = 5, keep = \"2d\", keep_instances = 3 }}\n"
+    ))[0]
+        .logs;
+    assert_eq!(l.max_size, Some(10 << 20));
+    assert_eq!(l.max_files, Some(5));
+    assert_eq!(l.keep_ms, Some(2 * 86_400_000));
+    assert_eq!(l.keep_instances, Some(3));
+    for (bad, says) in [
+        ("logs = { max_size = \"1k\" }", "service.web.logs.max_size"),
+        ("logs = { max_size = \"ten\" }", "not a size"),
+        ("logs = { max_files = 0 }", "service.web.logs.max_files"),
+        ("logs = { max_files = 1000 }", "at most 100"),
+        ("logs = { keep = \"forever\" }", "service.web.logs.keep"),
+        ("logs = { rotate = true }", "rotate"),
+        ("logs = \"10m\"", "a table"),
+    ] {
+        let e = crate::deploy::fleet::parse(&format!("{base}{bad}\n"), Path::new("fleet.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
 }
