@@ -14,6 +14,7 @@ const ORDER: &[&str] = &[
     "reconcile",
     "drift",
     "deploy",
+    "backup",
     "instance",
     "builder",
     "trust",

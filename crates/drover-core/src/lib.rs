@@ -13,6 +13,7 @@
 //! | [`reconcile`] | `drover serve`'s reconciler: the deploy pass, run forever, with back-off |
 //! | [`drift`]  | drift: instances against their releases — image, runtime config, process, and the root's every file against the baseline (budgeted); condemns drifted instances for replacement |
 //! | [`deploy`] | fleet files, releases, the rollout planner, health gates, traffic hand-over, rollback |
+//! | [`backup`] | `store backup` and `store restore`: a whole store in one file, taken while it runs; a new store from it, checked member by member, its instances lost |
 //! | [`instance`] | instances: run, stop, remove; logs (stamped in the CRI format, rotated per service, kept after removal until `gc`, read merged by service or release: `log`); their state machine and monitor process; user namespaces and the id-mapped views of roots and volumes (`userns`); the sandbox a build's `run` steps run in (`sandbox`) |
 //! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, Debian packages under `drover.lock` (`packages`, `lock`), sandboxed `run` steps, accounts, compression, the layer cache, SLSA provenance, SPDX SBOMs |
 //! | [`trust`]  | signatures and attestations on images, the deploy policy, revocations: the one place that refuses an image |
@@ -33,6 +34,7 @@
 //! inside the same database transaction as the change itself, so the CLI and
 //! the daemon leave the same trail.
 
+pub mod backup;
 pub mod builder;
 pub mod clock;
 pub mod deploy;

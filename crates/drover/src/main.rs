@@ -124,6 +124,8 @@ enum Command {
     Rollout(cmd::rollout::Args),
     /// Manage recorded services: `service rm NAME` removes one.
     Service(cmd::service::Args),
+    /// Back up the store into one file, or restore a new store from one.
+    Store(cmd::store::Args),
     /// Keep services converged, forever: heal crashed instances, roll out
     /// what `apply --detach` records, proxy traffic to healthy instances,
     /// replace drifted ones. Stops on SIGTERM; instances keep running.
@@ -178,7 +180,7 @@ impl Command {
                 | Command::Completion(_)
                 | Command::Man(_)
                 | Command::Exec(_)
-        )
+        ) && !matches!(self, Command::Store(a) if !a.opens_store())
     }
 }
 
@@ -230,6 +232,7 @@ fn main() -> ExitCode {
         Command::Rollout(a) => cmd::rollout::run(&ctx, a),
         Command::Service(a) => cmd::service::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Store(a) => cmd::store::run(&ctx, a),
         Command::Completion(a) => cmd::completion::run(a),
         Command::Man(a) => cmd::man::run(a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)

@@ -86,7 +86,7 @@ impl Bar {
 /// What a phase counts, for people.
 fn unit(phase: &str) -> &'static str {
     match phase {
-        "push" | "pull" => "blobs",
+        "push" | "pull" | "restore" => "blobs",
         "download" | "unpack" => "packages",
         _ => "files",
     }

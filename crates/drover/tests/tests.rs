@@ -9,6 +9,7 @@ mod common;
 
 mod attest;
 mod audit;
+mod backup;
 mod bad_input;
 mod cli;
 mod crash;

@@ -48,6 +48,9 @@ pub struct InstanceStatus {
     pub release: Option<i64>,
     pub image: Digest,
     pub state: State,
+    /// Exited unseen: recorded on another host or boot, or its monitor
+    /// died with it (`instance::Instance::is_lost`).
+    pub lost: bool,
     pub pid: Option<u32>,
     pub port: Option<u16>,
     /// `None` when the release has no health check, or the instance is of
@@ -127,6 +130,7 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 release: i.release,
                 image: i.image,
                 state: i.state,
+                lost: i.is_lost(),
                 pid: i.pid,
                 port: i.port,
                 healthy,

@@ -15,7 +15,11 @@
 //! therefore keep running after the CLI exits, and any later drover process
 //! finds them in the database. If the monitor itself is killed, the next
 //! [`refresh`] sees the process gone and records the exit as unknown — an
-//! instance whose process died is never shown as running.
+//! instance whose process died is never shown as running. Nor is one
+//! recorded on another machine or an earlier boot ([`host`]: a restored or
+//! copied store, a reboot), whatever its pid says: [`refresh`] records it
+//! *lost* (`instance.lost`, exited with its status unknown), and deploys
+//! replace it as any exited instance.
 //!
 //! Files: `<store>/instances/<id>/` is the OCI bundle (`config.json`) and
 //! holds the log (`log`, rotated to `log.1` … by [`log`]; kept in
@@ -28,6 +32,7 @@
 //! replica slot, recorded with them, which names their per-replica volumes.
 
 pub mod debug;
+pub mod host;
 pub mod log;
 pub mod monitor;
 mod prepare;
@@ -182,6 +187,11 @@ pub struct Instance {
     pub slot: Option<u32>,
     /// The volumes it mounts, names resolved, and how.
     pub volumes: Vec<Held>,
+    /// The machine and boot its processes were started on ([`host`]).
+    #[serde(skip)]
+    pub machine_id: Option<String>,
+    #[serde(skip)]
+    pub boot_id: Option<String>,
 }
 
 impl Instance {
@@ -192,11 +202,24 @@ impl Instance {
     /// Is the process this row names still the one running? (pid and start
     /// time both match, so a reused pid does not count.)
     fn process_alive(&self) -> bool {
-        same_process_alive(self.pid, self.pid_start)
+        self.on_this_boot() && same_process_alive(self.pid, self.pid_start)
     }
 
     fn monitor_alive(&self) -> bool {
-        same_process_alive(self.monitor_pid, self.monitor_start)
+        self.on_this_boot() && same_process_alive(self.monitor_pid, self.monitor_start)
+    }
+
+    /// Whether its processes were recorded on this boot of this machine;
+    /// if not, its pids name nothing of its own ([`host`]).
+    pub fn on_this_boot(&self) -> bool {
+        host::current().admits(self.machine_id.as_deref(), self.boot_id.as_deref())
+    }
+
+    /// Exited unseen: nobody saw its process end (its monitor was gone
+    /// too, it was recorded on another host or boot, or the store was
+    /// restored from a backup).
+    pub fn is_lost(&self) -> bool {
+        matches!(self.state, State::Exited | State::Deleted) && self.exit == Some(Exit::Unknown)
     }
 
     /// Created, and its monitor is at work creating the container: it will
@@ -272,6 +295,8 @@ impl Instance {
             config_digest: row.config_digest,
             slot: row.slot,
             volumes,
+            machine_id: row.machine_id,
+            boot_id: row.boot_id,
         })
     }
 }
@@ -336,7 +361,7 @@ pub fn transition(
     action: Option<&str>,
     change: Change,
 ) -> Result<bool> {
-    let f = |tx: &mut Tx<'_>| transition_in(tx, id, to, action, &change);
+    let f = |tx: &mut Tx<'_>| transition_in(tx, id, to, action, &change, None);
     if to.frees() {
         // Stopping and removing must work on a full disk.
         db.write_freeing(f)
@@ -351,6 +376,7 @@ fn transition_in(
     to: State,
     action: Option<&str>,
     change: &Change,
+    why: Option<&str>,
 ) -> Result<bool> {
     let Some(inst) = get(tx.read(), id)? else {
         return Err(Error::not_found(format!("instance {id}")));
@@ -369,6 +395,10 @@ fn transition_in(
     }
     if let Some((pid, start)) = change.monitor {
         tx.set_instance_monitor(id, pid, start)?;
+    }
+    if change.pid.is_some() || change.monitor.is_some() {
+        let here = host::current();
+        tx.set_instance_host(id, here.machine_id.as_deref(), here.boot_id.as_deref())?;
     }
     let mut details = json!({
         "image": inst.image.to_string(),
@@ -396,6 +426,9 @@ fn transition_in(
         };
         tx.set_instance_exit(id, &now, code, signal)?;
         details["exit"] = json!(exit.to_string());
+    }
+    if let Some(why) = why {
+        details["why"] = json!(why);
     }
     if let Some(action) = action {
         tx.record(NewEntry::new(
@@ -425,6 +458,7 @@ pub fn record_exit(db: &mut Db, id: &str, exit: Exit) -> Result<bool> {
             State::Exited,
             Some(exit_action(inst.state)),
             &change,
+            None,
         )
     })
 }
@@ -444,6 +478,18 @@ fn refresh_one(db: &mut Db, inst: Instance) -> Result<Instance> {
     if !inst.state.is_live() || inst.process_alive() {
         return Ok(inst);
     }
+    if !inst.on_this_boot() {
+        let why = format!(
+            "recorded on {}; this is {}",
+            host::HostId::describe(inst.machine_id.as_deref(), inst.boot_id.as_deref()),
+            host::HostId::describe(
+                host::current().machine_id.as_deref(),
+                host::current().boot_id.as_deref()
+            )
+        );
+        mark_lost(db, &inst.id, &why)?;
+        return reload(db, &inst.id);
+    }
     // The process is gone. A live monitor records its status within
     // moments; give it that long before recording an unknown exit.
     if inst.monitor_alive() {
@@ -457,6 +503,27 @@ fn refresh_one(db: &mut Db, inst: Instance) -> Result<Instance> {
     }
     record_exit(db, &inst.id, Exit::Unknown)?;
     reload(db, &inst.id)
+}
+
+/// Record that instance `id` is lost — its process, if any, is not one
+/// this host can see or stop (another machine, an earlier boot, a restored
+/// store) — as an exit nobody saw (`instance.lost`, naming `why`).
+/// Returns `false` if it was not live.
+pub fn mark_lost(db: &mut Db, id: &str, why: &str) -> Result<bool> {
+    let change = Change {
+        exit: Some(Exit::Unknown),
+        ..Change::default()
+    };
+    db.write_freeing(|tx| {
+        transition_in(
+            tx,
+            id,
+            State::Exited,
+            Some("instance.lost"),
+            &change,
+            Some(why),
+        )
+    })
 }
 
 /// The ledger action for an exit seen in state `from`: a stop the user
@@ -754,7 +821,14 @@ pub fn collect_orphans(store: &mut Store) -> Result<usize> {
 /// A monitor takes charge of a created instance. `false` if it was removed
 /// meanwhile, or another monitor has it.
 pub(crate) fn claim(db: &mut Db, id: &str, pid: u32, start: Option<u64>) -> Result<bool> {
-    db.write(|tx| tx.claim_instance(id, pid, start))
+    db.write(|tx| {
+        let claimed = tx.claim_instance(id, pid, start)?;
+        if claimed {
+            let here = host::current();
+            tx.set_instance_host(id, here.machine_id.as_deref(), here.boot_id.as_deref())?;
+        }
+        Ok(claimed)
+    })
 }
 
 /// Print instance `key`'s log (its rotated files, then the current one) to

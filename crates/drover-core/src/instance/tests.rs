@@ -164,6 +164,59 @@ fn a_process_gone_without_its_monitor_shows_as_exited_unknown() {
     );
 }
 
+/// Issue 20, part 4: a store restored (or copied) elsewhere, or a host
+/// rebooted, must never show the recorded pids as its running instances.
+#[test]
+fn an_instance_recorded_on_another_boot_is_lost_even_if_its_pid_lives() {
+    let (_dir, mut store) = store_with_image();
+    let inst = start(&mut store, "a");
+    let here = host::current();
+    assert_eq!(inst.boot_id, here.boot_id, "the start records this boot");
+    assert_eq!(inst.machine_id, here.machine_id);
+    // Its pid and start time name a live process: this test's own.
+    let me = std::process::id();
+    let start = runtime::start_time(me).map(|s| s as i64);
+    store
+        .db()
+        .conn()
+        .execute(
+            "UPDATE instances SET pid = ?2, pid_start = ?3 WHERE id = ?1",
+            rusqlite::params![inst.id, me, start],
+        )
+        .unwrap();
+    let listed = refresh(store.db_mut(), false).unwrap();
+    assert_eq!(listed[0].state, State::Running, "same boot, live pid");
+    // The same row, as an earlier boot (or another machine) recorded it.
+    store
+        .db()
+        .conn()
+        .execute(
+            "UPDATE instances SET boot_id = 'an-earlier-boot' WHERE id = ?1",
+            [&inst.id],
+        )
+        .unwrap();
+    let listed = refresh(store.db_mut(), false).unwrap();
+    assert_eq!(
+        (listed[0].state, listed[0].exit),
+        (State::Exited, Some(Exit::Unknown))
+    );
+    assert!(listed[0].is_lost());
+    assert_eq!(
+        actions(&store, &inst.id),
+        ["instance.start", "instance.lost"]
+    );
+    let entry = store
+        .db()
+        .read()
+        .ledger(&crate::ledger::Filter::default())
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "instance.lost")
+        .unwrap();
+    let why = entry.details["why"].as_str().unwrap();
+    assert!(why.contains("boot an-earlier-b"), "{why}");
+}
+
 #[test]
 fn stop_never_signals_a_process_that_is_gone_and_rm_cleans_up() {
     let (_dir, mut store) = store_with_image();

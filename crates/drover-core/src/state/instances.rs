@@ -44,6 +44,10 @@ pub struct InstanceRow {
     /// The volumes it mounts and how (JSON, decoded by `instance`); `NULL`
     /// for instances recorded before this was.
     pub volumes: Option<String>,
+    /// The machine and boot its monitor and process were started on
+    /// (`instance::host`); `NULL` for rows from before this was recorded.
+    pub machine_id: Option<String>,
+    pub boot_id: Option<String>,
 }
 
 /// A new instance, in state `created`.
@@ -76,7 +80,8 @@ pub struct VolumeHolder {
 
 const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
      monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
-     stop_signal, launch, service, ready_at, drain_at, condemned, config_digest, slot, volumes";
+     stop_signal, launch, service, ready_at, drain_at, condemned, config_digest, slot, volumes, \
+     machine_id, boot_id";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -106,6 +111,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         config_digest: r.get(23)?,
         slot: r.get(24)?,
         volumes: r.get(25)?,
+        machine_id: r.get(26)?,
+        boot_id: r.get(27)?,
     })
 }
 
@@ -310,6 +317,23 @@ impl Tx<'_> {
             .execute(
                 "UPDATE instances SET pid = ?2, pid_start = ?3, started = ?4 WHERE id = ?1",
                 params![id, pid, start.map(|s| s as i64), started],
+            )
+            .db_ctx(self.path())
+            .map(drop)
+    }
+
+    /// The machine and boot the instance's processes run on (set with
+    /// each of them).
+    pub(crate) fn set_instance_host(
+        &self,
+        id: &str,
+        machine_id: Option<&str>,
+        boot_id: Option<&str>,
+    ) -> Result<()> {
+        self.sql()
+            .execute(
+                "UPDATE instances SET machine_id = ?2, boot_id = ?3 WHERE id = ?1",
+                params![id, machine_id, boot_id],
             )
             .db_ctx(self.path())
             .map(drop)

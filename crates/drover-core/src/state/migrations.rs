@@ -287,6 +287,13 @@ ALTER TABLE instances ADD COLUMN slot INTEGER;
 -- [{"name": "data", "access": "exclusive"}]. NULL for instances from before.
 ALTER TABLE instances ADD COLUMN volumes TEXT;
 "#,
+    // 10: host identity (instance/host.rs): the machine and boot an
+    // instance's monitor and process were started on; under another
+    // identity its pid names nothing of its own.
+    r#"
+ALTER TABLE instances ADD COLUMN machine_id TEXT;
+ALTER TABLE instances ADD COLUMN boot_id TEXT;
+"#,
 ];
 
 pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {

@@ -186,6 +186,21 @@ impl Db {
         }
     }
 
+    /// Copy the database as committed at one moment into a new file `to`
+    /// (SQLite's online backup API, all pages in one step under one read
+    /// transaction: writers go on meanwhile and the copy is consistent).
+    pub fn snapshot(&self, to: &Path) -> Result<()> {
+        let mut dst = Connection::open(to).db_ctx(to)?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut dst).db_ctx(to)?;
+        match backup.step(-1).db_ctx(&self.path)? {
+            rusqlite::backup::StepResult::Done => Ok(()),
+            other => Err(Error::Busy {
+                what: format!("state database {}", self.path.display()),
+                reason: format!("its snapshot did not complete ({other:?}); retry"),
+            }),
+        }
+    }
+
     /// The raw connection, for tests that play someone editing the file.
     #[cfg(test)]
     pub(crate) fn conn(&self) -> &Connection {

@@ -33,6 +33,7 @@ pub mod service;
 pub mod sign;
 pub mod status;
 pub mod stop;
+pub mod store;
 pub mod tag;
 pub mod trace;
 pub mod verify;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use drover_core::clock;
-use drover_core::instance::{self, Instance, State};
+use drover_core::instance::{self, Exit, Instance, State};
 
 use super::Ctx;
 use crate::filter::{self, Filter};
@@ -125,6 +125,9 @@ fn release(i: &Instance) -> String {
 
 fn state(i: &Instance) -> String {
     match (i.state, i.exit) {
+        // Nobody saw it end (its monitor died too, or it was recorded on
+        // another host or boot): it is not running here, whatever its pid.
+        (State::Exited, Some(Exit::Unknown)) => "lost (exit status unknown)".into(),
         (State::Exited | State::Deleted, Some(exit)) => format!("{} ({exit})", i.state.as_str()),
         (s, _) => s.as_str().to_string(),
     }

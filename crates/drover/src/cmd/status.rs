@@ -132,7 +132,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                     "release {}",
                     i.release.map_or("-".into(), |n| n.to_string())
                 ),
-                color::state(i.state.as_str()),
+                color::state(if i.lost { "lost" } else { i.state.as_str() }),
                 color::state(health),
                 traffic.to_string(),
                 format!("pid {}", i.pid.map_or("-".into(), |p| p.to_string())),

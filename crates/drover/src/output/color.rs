@@ -32,8 +32,8 @@ pub fn tone(word: &str) -> Tone {
     let head = word.split([' ', '(']).next().unwrap_or(word);
     match head {
         "running" | "healthy" | "succeeded" | "success" | "ok" | "valid" | "in-sync" => Tone::Good,
-        "failed" | "exited" | "unhealthy" | "crashed" | "revoked" | "refused" | "error"
-        | "unstable" => Tone::Bad,
+        "failed" | "exited" | "lost" | "unhealthy" | "crashed" | "revoked" | "refused"
+        | "error" | "unstable" => Tone::Bad,
         "drifted" | "out-of-sync" | "stopping" | "starting" | "created" | "pending" | "rolling"
         | "draining" | "condemned" | "degraded" | "backoff" => Tone::Warn,
         _ => Tone::Plain,
