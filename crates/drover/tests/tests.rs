@@ -18,6 +18,7 @@ mod examples;
 mod first_hour;
 mod fleet_truth;
 mod habits;
+mod handover;
 mod hostile;
 mod instances;
 mod interop;

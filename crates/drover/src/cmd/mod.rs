@@ -11,6 +11,7 @@ pub mod exec;
 pub mod gc;
 pub mod images;
 pub mod inspect;
+pub mod install_service;
 pub mod key;
 pub mod lock;
 pub mod logs;
@@ -35,6 +36,7 @@ pub mod status;
 pub mod stop;
 pub mod tag;
 pub mod trace;
+pub mod upgrade;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
