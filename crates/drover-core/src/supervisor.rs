@@ -31,6 +31,14 @@
 //! signal handling; a stop flag ([`Supervisor::stopping`],
 //! [`Supervisor::stop`]) is all that crosses the other way. What the threads
 //! do is told, a line at a time, to a [`Say`] the caller prints.
+//!
+//! **Restarts refuse nothing.** A new serve takes over from a running one
+//! ([`handover`]): it receives the listening sockets, accepts on them and
+//! routes as the database says while it waits for serve's lock
+//! ([`wait_for_lock`]); the old one, told so, stops ([`Supervisor::hand_over`]):
+//! its reconcilers first, then its listeners, finishing what is in flight
+//! without acknowledging drains (its successor does, once it holds the
+//! lock). Under systemd the sockets also go to its fd store ([`systemd`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -48,6 +56,9 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::reconcile::{self, Reconciler};
 use crate::store::Store;
+
+pub mod handover;
+pub mod systemd;
 
 /// How often the traffic thread syncs routes with the database.
 const SYNC: Duration = Duration::from_millis(50);
@@ -119,10 +130,53 @@ pub fn lock(store: &mut Store, dir: &Path) -> Result<lock::Lease> {
                 reason
                     .replace("another deploy holds its lock: ", "")
                     .replace("; wait for it, or leave out --no-wait to queue", "")
-            ),
+            ) + "; to replace it without refusing a connection, run `drover serve --takeover` \
+                 (or send it SIGHUP)",
         },
         e => e,
     })
+}
+
+/// Before holding serve's lock: keep `proxies` listening and routing as
+/// the database says, acknowledging no drain (the lock's holder does),
+/// until the lock is free — its holder handed over and stopped — for at
+/// most `wait`. `primed` is called once, after the first sync: the proxies
+/// then accept on every port with the routes in place.
+pub fn wait_for_lock(
+    store: &mut Store,
+    dir: &Path,
+    proxies: &mut impl Proxies,
+    primed: impl FnOnce(),
+    wait: Duration,
+) -> Result<lock::Lease> {
+    let services = release::services(store.db().read())?;
+    let mut by_service = routes_of(store)?;
+    proxies.route(by_service);
+    proxies.listen(&wanted(&services));
+    primed();
+    let deadline = Instant::now() + wait;
+    loop {
+        match lock(store, dir) {
+            Err(Error::Busy { .. }) if Instant::now() < deadline => {}
+            other => return other,
+        }
+        thread::sleep(SYNC);
+        let services = release::services(store.db().read())?;
+        by_service = routes_of(store)?;
+        proxies.route(by_service);
+        proxies.listen(&wanted(&services));
+    }
+}
+
+/// The pid of the `drover serve` that holds the store's lock, if one does
+/// and it runs on this host.
+pub fn serve_pid(store: &mut Store) -> Result<Option<u32>> {
+    let holder = lock::holder(store.db_mut(), SERVE_LOCK)?;
+    Ok(holder.and_then(|h| {
+        let words: Vec<&str> = h.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == "pid")?;
+        words.get(i + 1)?.parse().ok()
+    }))
 }
 
 /// Whether a `drover serve` runs for this store (holds its lock): what
@@ -137,6 +191,8 @@ pub struct Supervisor {
     stop: Arc<AtomicBool>,
     /// Then the proxies.
     quiet: Arc<AtomicBool>,
+    /// A successor acknowledges drains from here on.
+    handed: Arc<AtomicBool>,
     reconciler: thread::JoinHandle<()>,
     traffic: thread::JoinHandle<()>,
     drift: Option<io::Result<thread::JoinHandle<()>>>,
@@ -152,6 +208,7 @@ pub fn start(
 ) -> io::Result<Supervisor> {
     let stop = Arc::new(AtomicBool::new(false));
     let quiet = Arc::new(AtomicBool::new(false));
+    let handed = Arc::new(AtomicBool::new(false));
     let reconciler = {
         let (stop, store, ropts, say) = (
             stop.clone(),
@@ -166,9 +223,17 @@ pub fn start(
     let traffic = {
         let (stop, quiet, store, say) =
             (stop.clone(), quiet.clone(), opts.store.clone(), say.clone());
+        let handed = handed.clone();
         thread::Builder::new()
             .name("traffic".into())
-            .spawn(move || traffic_loop(&store, proxies, lease, &stop, &quiet, &say))?
+            .spawn(move || {
+                let flags = Flags {
+                    stop: &stop,
+                    quiet: &quiet,
+                    handed: &handed,
+                };
+                traffic_loop(&store, proxies, lease, flags, &say)
+            })?
     };
     let drift = opts.drift_interval.map(|every| {
         let (stop, store, budget, say) = (
@@ -184,6 +249,7 @@ pub fn start(
     Ok(Supervisor {
         stop,
         quiet,
+        handed,
         reconciler,
         traffic,
         drift,
@@ -203,6 +269,20 @@ impl Supervisor {
     /// end; then the proxies, which stop accepting and let requests finish.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.wind_down();
+    }
+
+    /// Stop for a successor that already accepts on the same sockets: as
+    /// [`Supervisor::stop`], but drains are left to the successor to
+    /// acknowledge (it may still have requests in flight to an instance
+    /// this one is done with).
+    pub fn hand_over(self) {
+        self.handed.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        self.wind_down();
+    }
+
+    fn wind_down(self) {
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.reconciler.is_finished() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
@@ -328,14 +408,26 @@ fn service_exists(store: &Store, service: &str) -> bool {
     release::service(db.read(), service).is_ok_and(|s| s.is_some_and(|s| s.removed.is_none()))
 }
 
+/// The traffic thread's flags: stop the reconcilers; stop the proxies;
+/// a successor took over.
+struct Flags<'a> {
+    stop: &'a AtomicBool,
+    quiet: &'a AtomicBool,
+    handed: &'a AtomicBool,
+}
+
 fn traffic_loop(
     store: &Path,
     mut proxies: impl Proxies,
     mut lease: lock::Lease,
-    stop: &AtomicBool,
-    quiet: &AtomicBool,
+    flags: Flags<'_>,
     say: &Say,
 ) {
+    let Flags {
+        stop,
+        quiet,
+        handed,
+    } = flags;
     let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("traffic: cannot open the store: {e}")),
@@ -360,7 +452,8 @@ fn traffic_loop(
         {
             break;
         }
-        if let Err(e) = sync(&mut store, &mut proxies, closing.is_none()) {
+        let ack = !handed.load(Ordering::SeqCst);
+        if let Err(e) = sync(&mut store, &mut proxies, closing.is_none(), ack) {
             say(format_args!("traffic: {e}"));
         }
         // Deploys wait for the drains of services with a live proxy.
@@ -378,15 +471,18 @@ fn traffic_loop(
     let _ = lease.release(store.db_mut());
 }
 
-fn sync(store: &mut Store, proxies: &mut impl Proxies, listen: bool) -> Result<()> {
+/// Routes first, then listeners: a listener opened now accepts only once
+/// its service has somewhere to send requests.
+fn sync(store: &mut Store, proxies: &mut impl Proxies, listen: bool, ack: bool) -> Result<()> {
     let services = {
         let db = store.db();
         release::services(db.read())?
     };
+    route(store, proxies, ack)?;
     if listen {
         proxies.listen(&wanted(&services));
     }
-    route(store, proxies)
+    Ok(())
 }
 
 /// What the services' ports and modes ask of the proxies. `plan` and
@@ -417,10 +513,8 @@ fn wanted(services: &[release::Service]) -> BTreeMap<String, Listen> {
     out
 }
 
-/// Give each proxy the routable instances, as recorded, and acknowledge the
-/// drains that are done.
-fn route(store: &mut Store, proxies: &mut impl Proxies) -> Result<()> {
-    // Routes: the routable instances, as recorded.
+/// The routable instances, as recorded, by service.
+fn routes_of(store: &Store) -> Result<BTreeMap<String, Vec<Backend>>> {
     let mut by_service: BTreeMap<String, Vec<Backend>> = BTreeMap::new();
     for r in traffic::routes(store.db())? {
         by_service.entry(r.service).or_default().push(Backend {
@@ -428,12 +522,22 @@ fn route(store: &mut Store, proxies: &mut impl Proxies) -> Result<()> {
             addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), r.port),
         });
     }
+    Ok(by_service)
+}
+
+/// Give each proxy the routable instances, as recorded, and (with `ack`)
+/// acknowledge the drains that are done.
+fn route(store: &mut Store, proxies: &mut impl Proxies, ack: bool) -> Result<()> {
+    let by_service = routes_of(store)?;
     let routed: BTreeSet<String> = by_service
         .values()
         .flatten()
         .map(|b| b.id.clone())
         .collect();
     proxies.route(by_service);
+    if !ack {
+        return Ok(());
+    }
     // Drains: an instance of a service this process proxies, out of the
     // routes just installed (a drain that began after they were read waits
     // for the next sync), with nothing in flight, is done.

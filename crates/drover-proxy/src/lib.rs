@@ -70,7 +70,7 @@ mod tcp;
 mod tests;
 
 use http::HttpProxy;
-pub use proxies::{Listen, Proxies, Say};
+pub use proxies::{Listen, Proxies, Say, Sockets};
 pub use routes::{Backend, BackendStats, COOL_DOWN, Routes, Stats};
 use tcp::TcpProxy;
 
@@ -192,6 +192,14 @@ async fn accept(
     }
 }
 
+/// How long a draining HTTP connection may stay open idle, waiting for a
+/// request to answer with `Connection: close`, before it is shut down.
+const IDLE_CLOSE: Duration = Duration::from_millis(300);
+
+fn self_closing(closing: &std::sync::atomic::AtomicBool) {
+    closing.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Where the open connections of a listener are in its shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -206,6 +214,12 @@ enum Phase {
 /// when the last one has ended (every task holds a clone of `alive`).
 struct Conns {
     phase: watch::Sender<Phase>,
+    /// Set at [`Phase::Drain`]: every HTTP/1 response from here on says
+    /// `Connection: close`, so a busy keep-alive client (wrk, a pool)
+    /// learns it must reconnect — to a successor accepting on the same
+    /// socket after a handover — instead of sending its next request on a
+    /// connection about to close under it (a read error on its side).
+    closing: Arc<std::sync::atomic::AtomicBool>,
     alive: mpsc::Sender<()>,
     ended: mpsc::Receiver<()>,
 }
@@ -215,6 +229,7 @@ impl Conns {
         let (alive, ended) = mpsc::channel(1);
         Self {
             phase: watch::Sender::new(Phase::Run),
+            closing: Arc::default(),
             alive,
             ended,
         }
@@ -230,10 +245,20 @@ impl Conns {
         let proxy = Arc::clone(proxy);
         let client_ip = HeaderValue::try_from(peer.ip().to_canonical().to_string())
             .expect("an IP address is a valid header value");
-        let service = hyper::service::service_fn(move |req| {
+        let closing = Arc::clone(&self.closing);
+        let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
             let proxy = Arc::clone(&proxy);
             let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, client_ip).await) }
+            let closing = Arc::clone(&closing);
+            async move {
+                let h1 = req.version() < hyper::Version::HTTP_2;
+                let mut resp = proxy.handle(req, client_ip).await;
+                if h1 && closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    resp.headers_mut()
+                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp)
+            }
         });
         let conn = server
             .serve_connection(TokioIo::new(sock), service)
@@ -243,9 +268,19 @@ impl Conns {
         tokio::spawn(async move {
             let _alive = alive;
             tokio::pin!(conn);
+            // Drain: a busy HTTP/1 connection closes after its next
+            // response (`Connection: close`); what is still open after
+            // IDLE_CLOSE is idle, and is shut down gracefully.
+            let later = tokio::time::sleep(Duration::MAX);
+            tokio::pin!(later);
+            let mut draining = false;
             loop {
                 tokio::select! {
                     _ = conn.as_mut() => return,
+                    () = &mut later, if draining => {
+                        draining = false;
+                        conn.as_mut().graceful_shutdown();
+                    }
                     changed = phase.changed() => {
                         if changed.is_err() {
                             return; // serve() is gone
@@ -254,7 +289,10 @@ impl Conns {
                             Phase::Run => {}
                             // h1: finish the request in progress, then close;
                             // h2: GOAWAY, finish the open streams.
-                            Phase::Drain => conn.as_mut().graceful_shutdown(),
+                            Phase::Drain => {
+                                draining = true;
+                                later.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE);
+                            }
                             Phase::Close => return,
                         }
                     }
@@ -282,10 +320,12 @@ impl Conns {
     async fn drain(self, grace: Duration) {
         let Self {
             phase,
+            closing,
             alive,
             mut ended,
         } = self;
         drop(alive);
+        self_closing(&closing);
         phase.send_replace(Phase::Drain);
         if tokio::time::timeout(grace, ended.recv()).await.is_err() {
             phase.send_replace(Phase::Close);

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -35,6 +35,43 @@ pub struct Proxies {
     proxied: BTreeMap<String, Proxied>,
     /// Ports that could not be bound, so that each is told once.
     failed_binds: BTreeSet<(String, u16)>,
+    /// Listening sockets handed over by a predecessor (or systemd), by
+    /// port: used instead of binding when a service wants the port.
+    adopted: BTreeMap<u16, TcpListener>,
+    sockets: Sockets,
+    /// The last routes given, so a service's listener opened after them
+    /// never accepts before it has somewhere to send requests.
+    routed: BTreeMap<String, Vec<Backend>>,
+}
+
+/// The open listening sockets, each a duplicate of the one a listener
+/// accepts on, by port: what `serve` hands to its successor (and to
+/// systemd's fd store). Shared: another thread may read it at any time.
+#[derive(Clone, Default)]
+pub struct Sockets(Arc<Mutex<BTreeMap<u16, (String, TcpListener)>>>);
+
+impl Sockets {
+    /// Duplicates of every open listening socket, with their service and port.
+    pub fn list(&self) -> Vec<(String, u16, TcpListener)> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter_map(|(port, (name, l))| Some((name.clone(), *port, l.try_clone().ok()?)))
+            .collect()
+    }
+
+    fn insert(&self, name: &str, port: u16, l: TcpListener) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(port, (name.to_string(), l));
+    }
+
+    fn remove(&self, port: u16) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&port);
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// One service's proxying: its routes and its listeners.
@@ -52,7 +89,34 @@ impl Proxies {
             say,
             proxied: BTreeMap::new(),
             failed_binds: BTreeSet::new(),
+            adopted: BTreeMap::new(),
+            sockets: Sockets::default(),
+            routed: BTreeMap::new(),
         }
+    }
+
+    /// Take listening sockets a predecessor bound (handed over, or kept by
+    /// systemd): the next [`Proxies::listen`] accepts on them instead of
+    /// binding, for the ports it wants; the others it closes. A socket not
+    /// bound to this proxy's address, or not listening, is closed at once.
+    pub fn adopt(&mut self, sockets: Vec<TcpListener>) {
+        for l in sockets {
+            match l.local_addr() {
+                Ok(a) if a.ip() == self.bind => {
+                    self.adopted.insert(a.port(), l);
+                }
+                Ok(a) => (self.say)(format_args!(
+                    "proxy: not taking over {a}: this serve listens on {}",
+                    self.bind
+                )),
+                Err(e) => (self.say)(format_args!("proxy: not taking over a socket: {e}")),
+            }
+        }
+    }
+
+    /// The open listening sockets, as they come and go.
+    pub fn sockets(&self) -> Sockets {
+        self.sockets.clone()
     }
 
     /// Open and close listeners as `wanted` says. A service missing from it,
@@ -61,25 +125,33 @@ impl Proxies {
     /// again at the next call.
     pub fn listen(&mut self, wanted: &BTreeMap<String, Listen>) {
         let say = &self.say;
+        let sockets = &self.sockets;
         self.proxied.retain(|name, p| {
             let keep = wanted.get(name).is_some_and(|w| w.mode == p.mode);
             if !keep {
-                for tx in p.listeners.values() {
+                for (port, tx) in &p.listeners {
                     let _ = tx.send(true);
+                    sockets.remove(*port);
                 }
             }
             keep
         });
         for (name, Listen { ports, mode }) in wanted {
-            let p = self.proxied.entry(name.clone()).or_insert_with(|| Proxied {
-                routes: Routes::new(),
-                listeners: BTreeMap::new(),
-                mode: *mode,
+            let routed = &self.routed;
+            let p = self.proxied.entry(name.clone()).or_insert_with(|| {
+                let routes = Routes::new();
+                routes.set(routed.get(name).cloned().unwrap_or_default());
+                Proxied {
+                    routes,
+                    listeners: BTreeMap::new(),
+                    mode: *mode,
+                }
             });
             p.listeners.retain(|port, tx| {
                 let keep = ports.contains(port);
                 if !keep {
                     let _ = tx.send(true);
+                    sockets.remove(*port);
                 }
                 keep
             });
@@ -88,8 +160,13 @@ impl Proxies {
                     continue;
                 }
                 let addr = SocketAddr::new(self.bind, *port);
-                match std::net::TcpListener::bind(addr).and_then(|l| {
+                let (l, how) = match self.adopted.remove(port) {
+                    Some(l) => (Ok(l), "taken over"),
+                    None => (TcpListener::bind(addr), "listening"),
+                };
+                match l.and_then(|l| {
                     l.set_nonblocking(true)?;
+                    self.sockets.insert(name, *port, l.try_clone()?);
                     let _guard = self.rt.enter();
                     tokio::net::TcpListener::from_std(l)
                 }) {
@@ -107,7 +184,7 @@ impl Proxies {
                         p.listeners.insert(*port, tx);
                         self.failed_binds.remove(&(name.clone(), *port));
                         say(format_args!(
-                            "proxy {name}: listening on {addr} ({})",
+                            "proxy {name}: {how} on {addr} ({})",
                             match mode {
                                 Mode::Http => "http/1.1, h2c",
                                 Mode::Tcp => "tcp",
@@ -115,6 +192,7 @@ impl Proxies {
                         ));
                     }
                     Err(e) => {
+                        self.sockets.remove(*port);
                         if self.failed_binds.insert((name.clone(), *port)) {
                             say(format_args!("proxy {name}: cannot listen on {addr}: {e}"));
                         }
@@ -122,15 +200,18 @@ impl Proxies {
                 }
             }
         }
+        // Handed over for ports no service wants any more: close them.
+        self.adopted.clear();
     }
 
     /// Give each proxied service its routable backends ([`Routes::set`]);
     /// a service missing from `routes` gets none. Routes of services not
-    /// proxied are ignored.
-    pub fn route(&self, mut routes: BTreeMap<String, Vec<Backend>>) {
+    /// proxied yet are kept for when they are (see [`Proxies::listen`]).
+    pub fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>) {
         for (name, p) in &self.proxied {
-            p.routes.set(routes.remove(name).unwrap_or_default());
+            p.routes.set(routes.get(name).cloned().unwrap_or_default());
         }
+        self.routed = routes;
     }
 
     /// The services with listeners, by name: open ones, or ones
@@ -155,6 +236,9 @@ impl Proxies {
     /// [`Config::shutdown_grace`](crate::Config::shutdown_grace)) and
     /// [`Proxies::route`] still updates the routes meanwhile.
     pub fn stop_accepting(&self) {
+        // A successor already holds its own duplicates of the sockets; with
+        // none, the ports close now rather than at exit.
+        self.sockets.clear();
         for p in self.proxied.values() {
             for tx in p.listeners.values() {
                 let _ = tx.send(true);

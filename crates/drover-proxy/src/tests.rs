@@ -647,7 +647,8 @@ fn proxies_open_route_and_close_listeners_as_told() {
     assert_eq!(told(&format!("cannot listen on 127.0.0.1:{other}")), 1);
     assert_eq!(told("listening on"), 1, "{:?}", said.lock().unwrap());
 
-    // Another mode: new listeners, and new routes (none yet).
+    // Another mode: new listeners, with the routes last given (none now).
+    proxies.route(BTreeMap::new());
     proxies.listen(&web(vec![port], Mode::Tcp));
     let resp = (0..100)
         .find_map(|_| {

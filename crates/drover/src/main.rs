@@ -130,6 +130,12 @@ enum Command {
     /// what `apply --detach` records, proxy traffic to healthy instances,
     /// replace drifted ones. Stops on SIGTERM; instances keep running.
     Serve(cmd::serve::Args),
+    /// Replace the drover binary (rename, never copy over) with a new one
+    /// that runs, and have the running serve hand over to it: no
+    /// connection refused.
+    Upgrade(cmd::upgrade::Args),
+    /// Write (or print) the systemd unit of `drover serve` for this store.
+    InstallService(cmd::install_service::Args),
     /// Print a shell completion script: bash, zsh or fish.
     Completion(cmd::completion::Args),
     /// Write man pages (drover.1 and one per subcommand) into a directory.
@@ -180,6 +186,7 @@ impl Command {
                 | Command::Completion(_)
                 | Command::Man(_)
                 | Command::Exec(_)
+                | Command::InstallService(_)
         ) && !matches!(self, Command::Store(a) if !a.opens_store())
     }
 }
@@ -233,6 +240,8 @@ fn main() -> ExitCode {
         Command::Service(a) => cmd::service::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Store(a) => cmd::store::run(&ctx, a),
+        Command::Upgrade(a) => cmd::upgrade::run(&ctx, a),
+        Command::InstallService(a) => cmd::install_service::run(&ctx, a),
         Command::Completion(a) => cmd::completion::run(a),
         Command::Man(a) => cmd::man::run(a),
         Command::Monitor { id } => drover_core::instance::monitor::main(&ctx.store_dir, id)

@@ -20,6 +20,7 @@ mod first_hour;
 mod fleet_truth;
 mod gc;
 mod habits;
+mod handover;
 mod hostile;
 mod instances;
 mod interop;

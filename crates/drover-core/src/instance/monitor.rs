@@ -30,7 +30,13 @@ pub const SUBCOMMAND: &str = "__monitor";
 
 /// Start the monitor of instance `id`; [`report`] then waits for its word.
 pub fn start(store_root: &Path, id: &str) -> Result<Child> {
-    let exe = std::env::current_exe().ctx("find the drover binary", Path::new("/proc/self/exe"))?;
+    let mut exe =
+        std::env::current_exe().ctx("find the drover binary", Path::new("/proc/self/exe"))?;
+    // Replaced by an upgrade (renamed over): this process's own binary is
+    // still reachable through /proc until it hands over.
+    if exe.to_string_lossy().ends_with(" (deleted)") {
+        exe = "/proc/self/exe".into();
+    }
     Command::new(&exe)
         .arg("--store")
         .arg(store_root)
@@ -73,7 +79,8 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::Failed(format!("instance {id}: cannot become a subreaper: {e}")))?;
     let db_path = store_root.join(state::FILE_NAME);
-    let mut db = Db::open(&db_path);
+    // After an upgrade the database may be newer than this binary.
+    let mut db = Db::open_for_monitor(&db_path);
     let launched = match &mut db {
         Ok(db) => super::reload(db, id).and_then(|inst| launch(store_root, db, &inst)),
         Err(e) => Err(Error::Failed(e.to_string())),

@@ -14,6 +14,14 @@ use crate::error::{Error, Result};
 /// APPEND-ONLY. Never edit or reorder a migration that has shipped: databases
 /// in the field have already run it, and would silently differ from fresh
 /// ones. Fix mistakes with a new migration.
+///
+/// OLDER MONITORS KEEP WRITING. An instance's monitor outlives upgrades:
+/// the drover binary that started it may be older than the schema
+/// ([`super::Db::open_for_monitor`]). A migration must keep what it writes
+/// valid — instance rows (`claim`, state transitions, exits) and ledger
+/// entries: add tables, nullable or defaulted columns, indexes; never drop
+/// or rename their columns, add a NOT NULL column without a default, or a
+/// trigger that refuses what an older drover writes.
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: image tags, OCI referrers, store metadata, the ledger.
     r#"

@@ -108,6 +108,20 @@ impl Db {
     /// past what this one knows: writing to a schema we do not understand
     /// could break the newer drover's invariants.
     pub fn open(path: &Path) -> Result<Db> {
+        Self::open_with(path, false)
+    }
+
+    /// [`Db::open`] for an instance's monitor: a database a newer drover
+    /// migrated past this binary's schema is opened as it is, not refused.
+    /// A monitor started by the drover before an upgrade must still record
+    /// its instance's exit (and the next `serve` heal it); it writes only
+    /// instance transitions and their ledger entries, which every later
+    /// schema keeps valid (the rule at the top of `MIGRATIONS`).
+    pub fn open_for_monitor(path: &Path) -> Result<Db> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, newer_ok: bool) -> Result<Db> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ctx("create state directory", parent)?;
         }
@@ -126,6 +140,10 @@ impl Db {
             let attempt = configure(&conn)
                 .db_ctx(path)
                 .and_then(|()| migrations::migrate(&mut conn, path, migrations::MIGRATIONS));
+            let attempt = match attempt {
+                Err(Error::DatabaseTooNew { .. }) if newer_ok => Ok(()),
+                other => other,
+            };
             match attempt {
                 Err(Error::Busy { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(pause);

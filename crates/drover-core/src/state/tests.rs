@@ -122,6 +122,39 @@ fn a_newer_schema_is_refused_with_both_versions_and_the_path() {
     assert_eq!(err.kind(), ErrorKind::Invalid);
 }
 
+/// An instance's monitor started by the drover before an upgrade records
+/// its exit in a database the new drover migrated further.
+#[test]
+fn a_monitor_writes_to_a_newer_schema() {
+    let (_dir, path) = temp_db();
+    drop(Db::open(&path).unwrap());
+    let raw = Connection::open(&path).unwrap();
+    // What a later migration may do: a column, a table.
+    raw.execute_batch(
+        "ALTER TABLE instances ADD COLUMN future TEXT; CREATE TABLE future (x TEXT);",
+    )
+    .unwrap();
+    raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(raw);
+    assert!(matches!(Db::open(&path), Err(Error::DatabaseTooNew { .. })));
+    let mut db = Db::open_for_monitor(&path).unwrap();
+    db.write(|tx| {
+        tx.record(crate::ledger::NewEntry::new(
+            "instance.exit",
+            ["i1".to_string()],
+            serde_json::json!({"code": 1}),
+        ))
+        .map(drop)
+    })
+    .unwrap();
+    let v: u32 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION + 1, "the newer schema is left alone");
+}
+
 #[test]
 fn a_failing_migration_rolls_back_entirely() {
     let (dir, _) = temp_db();

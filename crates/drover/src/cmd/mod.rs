@@ -11,6 +11,7 @@ pub mod exec;
 pub mod gc;
 pub mod images;
 pub mod inspect;
+pub mod install_service;
 pub mod key;
 pub mod lock;
 pub mod logs;
@@ -36,6 +37,7 @@ pub mod stop;
 pub mod store;
 pub mod tag;
 pub mod trace;
+pub mod upgrade;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -109,6 +111,7 @@ const STORE_ENTRIES: &[&str] = &[
     "reserve",
     "rootfs",
     "run",
+    "serve.sock",
     "sign.lock",
     "store.lock",
     "tmp",

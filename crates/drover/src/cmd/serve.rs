@@ -2,12 +2,22 @@
 //! drover-core's supervisor threads (reconcilers, traffic, drift) with the
 //! proxies of drover-proxy on a tokio runtime, and print what they say until
 //! SIGTERM or SIGINT. Stopping serve stops nothing that runs.
+//!
+//! Restarts refuse no connection: `serve --takeover` receives the running
+//! serve's listening sockets (drover-core's `supervisor::handover`), and
+//! SIGHUP makes serve start that successor itself from the binary on disk
+//! (after `drover upgrade`, the new one). Under systemd the sockets also
+//! go to the fd store and come back at the next start (`supervisor::systemd`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,7 +26,7 @@ use drover_core::drift::Budget;
 use drover_core::grammar;
 use drover_core::reconcile;
 use drover_core::store::Store;
-use drover_core::supervisor::{self, Backend, Listen, Say};
+use drover_core::supervisor::{self, Backend, Listen, Say, handover, systemd};
 use drover_proxy::Mode;
 
 use super::Ctx;
@@ -43,7 +53,16 @@ pub struct Args {
     /// Bytes per second a drift scan may read, e.g. "200m" ("0": unlimited).
     #[arg(long, default_value = "200m", value_name = "SIZE", value_parser = rate)]
     drift_rate: u64,
+    /// Take over from the serve running for this store without refusing a
+    /// connection: receive its listening sockets, accept on them, then let
+    /// it finish what is in flight and stop. With none running, start.
+    #[arg(long)]
+    takeover: bool,
 }
+
+/// How long a successor waits for the serve it takes over from to finish
+/// its requests and release the store (it takes at most about 7 s).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 
 fn duration(s: &str) -> Result<Duration, String> {
     grammar::duration_ms(s).map(Duration::from_millis)
@@ -58,6 +77,8 @@ fn rate(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    // First, while this process has one thread.
+    let sd = systemd::take();
     let opts = supervisor::Options {
         store: ctx.store_dir.clone(),
         reconcile: reconcile::Options {
@@ -71,7 +92,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             low_priority: true,
         },
     };
-    serve(opts, a.bind, sayer(ctx.json))?;
+    serve(opts, a.bind, a.takeover, sd, sayer(ctx.json))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,58 +145,293 @@ fn log_line(time: &str, text: &str) -> serde_json::Value {
     })
 }
 
-fn serve(opts: supervisor::Options, bind: IpAddr, say: Say) -> anyhow::Result<()> {
+fn serve(
+    opts: supervisor::Options,
+    bind: IpAddr,
+    takeover: bool,
+    sd: systemd::Environment,
+    say: Say,
+) -> anyhow::Result<()> {
+    // The binary as named now: after `drover upgrade` renamed a new one
+    // over it, SIGHUP starts that one.
+    let exe = std::env::current_exe().context("finding the drover binary")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // Fail early, in the foreground, if another serve runs for this store.
-    let mut store =
-        Store::open(&opts.store).with_context(|| format!("opening {}", opts.store.display()))?;
-    let lease = supervisor::lock(&mut store, &opts.store)?;
+    let mut store = Store::open_unleased(&opts.store)
+        .with_context(|| format!("opening {}", opts.store.display()))?;
+    let notify = sd.notify_socket.clone();
+    let mut proxies = Proxies {
+        inner: drover_proxy::Proxies::new(rt.handle().clone(), bind, say.clone()),
+        notify: notify.clone(),
+        stored: BTreeSet::new(),
+        say: say.clone(),
+    };
+    // Sockets systemd kept (fd store) or made (socket activation).
+    let mut inherited: Vec<std::net::TcpListener> =
+        sd.fds.into_iter().map(|(_, fd)| fd.into()).collect();
+    let predecessor = if takeover {
+        take_over(&mut store, &opts.store, &mut inherited, &say)?
+    } else {
+        None
+    };
+    proxies.inner.adopt(inherited);
+    let lease = match predecessor {
+        Some(p) => {
+            let mut p = Some(p);
+            let said = say.clone();
+            supervisor::wait_for_lock(
+                &mut store,
+                &opts.store,
+                &mut proxies,
+                || {
+                    if let Some(p) = p.take()
+                        && let Err(e) = p.go()
+                    {
+                        said(format_args!(
+                            "serve: the running serve did not confirm: {e}"
+                        ));
+                    }
+                },
+                TAKEOVER_WAIT,
+            )
+            .context("waiting for the serve taken over from to stop")?
+        }
+        // Fail early, in the foreground, if another serve runs.
+        None => supervisor::lock(&mut store, &opts.store)?,
+    };
     drop(store);
     say(format_args!(
-        "serve: store {}, proxies on {}, drift scans {}",
+        "serve: store {}, proxies on {}, drift scans {}{}",
         opts.store.display(),
         bind,
         opts.drift_interval
-            .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64()))
+            .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64())),
+        if takeover { ", taken over" } else { "" }
     ));
+    let sockets = proxies.inner.sockets();
+    let store_dir = opts.store.clone();
+    let running = supervisor::start(opts, lease, proxies, say.clone())?;
+    if let Some(n) = &notify {
+        let _ = systemd::notify(n, &format!("READY=1\nMAINPID={}", std::process::id()), &[]);
+    }
 
-    let said = say.clone();
-    let proxies = Proxies(drover_proxy::Proxies::new(
-        rt.handle().clone(),
-        bind,
-        said.clone(),
-    ));
-    let running = supervisor::start(opts, lease, proxies, said)?;
+    // Successors ask here; `handed` turns true once one took over.
+    let handed = Arc::new(AtomicBool::new(false));
+    let mut _socket_file = None;
+    match handover::Server::bind(&store_dir) {
+        Ok(server) => {
+            _socket_file = Some(server.file());
+            let (handed, say, notify) = (handed.clone(), say.clone(), notify.clone());
+            std::thread::Builder::new()
+                .name("handover".into())
+                .spawn(move || answer_successors(&server, &sockets, notify.as_ref(), &handed, &say))
+                .context("starting the handover thread")?;
+        }
+        Err(e) => say(format_args!(
+            "serve: cannot listen for a successor at {}: {e}; restarts will refuse connections",
+            store_dir.join(handover::SOCKET).display()
+        )),
+    }
 
-    rt.block_on(async {
+    let stopped = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let lost = async {
-            while !running.stopping() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            let watch = async {
+                while !running.stopping() && !handed.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {
+                    say(format_args!("serve: SIGTERM, stopping (instances keep running)"));
+                    return anyhow::Ok(false);
+                }
+                _ = int.recv() => {
+                    say(format_args!("serve: SIGINT, stopping (instances keep running)"));
+                    return anyhow::Ok(false);
+                }
+                _ = hup.recv() => start_successor(&exe, &store_dir, notify.as_ref(), &say),
+                () = watch => return anyhow::Ok(handed.load(Ordering::SeqCst)),
             }
-        };
-        tokio::select! {
-            _ = term.recv() => say(format_args!("serve: SIGTERM, stopping (instances keep running)")),
-            _ = int.recv() => say(format_args!("serve: SIGINT, stopping (instances keep running)")),
-            _ = lost => {}
         }
-        anyhow::Ok(())
     })?;
-    running.stop();
+    if stopped {
+        say(format_args!(
+            "serve: handed over; finishing what is in flight, then stopping"
+        ));
+        running.hand_over();
+    } else {
+        if let Some(n) = &notify {
+            let _ = systemd::notify(n, "STOPPING=1", &[]);
+        }
+        running.stop();
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
     say(format_args!("serve: stopped"));
     Ok(())
 }
 
+/// Connect to the running serve and receive its listening sockets into
+/// `sockets`. `None` when no serve runs (this one just starts); an error
+/// when one holds the store but does not answer (a drover from before
+/// handovers: stop it first).
+fn take_over(
+    store: &mut Store,
+    dir: &Path,
+    sockets: &mut Vec<std::net::TcpListener>,
+    say: &Say,
+) -> anyhow::Result<Option<handover::Predecessor>> {
+    let Some(mut p) = handover::connect(dir)
+        .with_context(|| format!("connecting to {}", dir.join(handover::SOCKET).display()))?
+    else {
+        if let Some(pid) = supervisor::serve_pid(store)? {
+            anyhow::bail!(
+                "the serve running for {} (pid {pid}) does not answer at {}: it cannot hand \
+                 over (a drover from before handovers?); stop it, then start serve",
+                dir.display(),
+                dir.join(handover::SOCKET).display()
+            );
+        }
+        say(format_args!(
+            "serve: no serve runs for this store; starting"
+        ));
+        return Ok(None);
+    };
+    let got = p
+        .receive()
+        .context("receiving the running serve's sockets")?;
+    say(format_args!(
+        "serve: taking over {} listening socket(s) from the running serve",
+        got.len()
+    ));
+    sockets.extend(
+        got.into_iter()
+            .map(|(_, fd)| std::net::TcpListener::from(fd)),
+    );
+    Ok(Some(p))
+}
+
+/// The handover thread: give each successor that asks the listening
+/// sockets; once one says `go`, tell systemd it is the main process now,
+/// and flag `handed` (serve then stops).
+fn answer_successors(
+    server: &handover::Server,
+    sockets: &drover_proxy::Sockets,
+    notify: Option<&OsString>,
+    handed: &AtomicBool,
+    say: &Say,
+) {
+    loop {
+        let result = server.accept().and_then(|mut succ| {
+            let list = sockets.list();
+            let named: Vec<(String, std::os::fd::BorrowedFd<'_>)> = list
+                .iter()
+                .map(|(svc, port, l)| (handover::fd_name(svc, *port), l.as_fd()))
+                .collect();
+            succ.send(&named)?;
+            let pid = succ.pid;
+            succ.wait_go()?;
+            Ok((pid, named.len()))
+        });
+        match result {
+            Ok((pid, n)) => {
+                say(format_args!(
+                    "serve: handed {n} listening socket(s) to pid {pid}"
+                ));
+                if let Some(n) = notify {
+                    let _ = systemd::notify(n, &format!("MAINPID={pid}"), &[]);
+                }
+                handed.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => say(format_args!("serve: a takeover failed: {e}; carrying on")),
+        }
+    }
+}
+
+/// SIGHUP: start `exe` (the binary now on disk there) as a successor with
+/// this serve's arguments and `--takeover`.
+fn start_successor(exe: &Path, store: &Path, notify: Option<&OsString>, say: &Say) {
+    let mut args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--takeover")
+        .collect();
+    if !args
+        .iter()
+        .any(|a| a == "--store" || a.to_string_lossy().starts_with("--store="))
+    {
+        args.splice(0..0, [OsString::from("--store"), store.as_os_str().into()]);
+    }
+    args.push("--takeover".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args);
+    if let Some(n) = notify {
+        cmd.env("NOTIFY_SOCKET", n);
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            say(format_args!(
+                "serve: SIGHUP, handing over to {} (pid {})",
+                exe.display(),
+                child.id()
+            ));
+            let say = say.clone();
+            std::thread::spawn(move || {
+                if let Ok(status) = child.wait()
+                    && !status.success()
+                {
+                    say(format_args!("serve: the successor exited ({status})"));
+                }
+            });
+        }
+        Err(e) => say(format_args!(
+            "serve: SIGHUP, but cannot start {}: {e}; carrying on",
+            exe.display()
+        )),
+    }
+}
+
 /// drover-proxy's proxies, as the supervisor's traffic thread drives them:
-/// the same calls, drover-core's types mapped to the proxy's.
-struct Proxies(drover_proxy::Proxies);
+/// the same calls, drover-core's types mapped to the proxy's. Under
+/// systemd, every listening socket also goes to the fd store.
+struct Proxies {
+    inner: drover_proxy::Proxies,
+    notify: Option<OsString>,
+    /// The names in systemd's fd store.
+    stored: BTreeSet<String>,
+    say: Say,
+}
+
+impl Proxies {
+    /// Give systemd's fd store the sockets it lacks; take back closed ones.
+    fn store_fds(&mut self) {
+        let Some(n) = &self.notify else { return };
+        let now = self.inner.sockets().list();
+        let names: BTreeSet<String> = now
+            .iter()
+            .map(|(svc, port, _)| handover::fd_name(svc, *port))
+            .collect();
+        for (svc, port, l) in &now {
+            let name = handover::fd_name(svc, *port);
+            if !self.stored.contains(&name) {
+                let msg = format!("FDSTORE=1\nFDNAME={name}");
+                if let Err(e) = systemd::notify(n, &msg, &[l.as_raw_fd()]) {
+                    (self.say)(format_args!("serve: cannot store {name} with systemd: {e}"));
+                }
+            }
+        }
+        for gone in self.stored.difference(&names) {
+            let _ = systemd::notify(n, &format!("FDSTOREREMOVE=1\nFDNAME={gone}"), &[]);
+        }
+        self.stored = names;
+    }
+}
 
 impl supervisor::Proxies for Proxies {
     fn listen(&mut self, wanted: &BTreeMap<String, Listen>) {
@@ -190,7 +446,8 @@ impl supervisor::Proxies for Proxies {
                 (name.clone(), drover_proxy::Listen { ports, mode })
             })
             .collect();
-        self.0.listen(&wanted);
+        self.inner.listen(&wanted);
+        self.store_fds();
     }
 
     fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>) {
@@ -207,23 +464,23 @@ impl supervisor::Proxies for Proxies {
                 (name, backends)
             })
             .collect();
-        self.0.route(routes);
+        self.inner.route(routes);
     }
 
     fn listening(&self) -> Vec<String> {
-        self.0.listening()
+        self.inner.listening()
     }
 
     fn in_flight(&self, service: &str, id: &str) -> usize {
-        self.0.in_flight(service, id)
+        self.inner.in_flight(service, id)
     }
 
     fn stop_accepting(&mut self) {
-        self.0.stop_accepting();
+        self.inner.stop_accepting();
     }
 
     fn busy(&self) -> bool {
-        self.0.busy()
+        self.inner.busy()
     }
 }
 
