@@ -143,7 +143,6 @@ pub(super) fn take(root: &Path, what: &str) -> Result<Lease> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
     let dir = leases_dir(root);
-    fs::create_dir_all(&dir).ctx("create directory", &dir)?;
     let holder = Holder {
         what: what.to_string(),
         pid,
@@ -153,10 +152,15 @@ pub(super) fn take(root: &Path, what: &str) -> Result<Lease> {
     let file = dir.join(format!("{pid}-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
     let bytes = serde_json::to_vec(&holder).map_err(|e| Error::corrupt("lease", e.to_string()))?;
     // The file first, so whoever sees the lock held can name its holder.
-    fs::write(&file, bytes).ctx("write lease", &file)?;
+    // It only names the holder: on a full disk (when `stop` and `rm` must
+    // still work) the lease is the lock alone.
+    let named = fs::create_dir_all(&dir).and_then(|()| fs::write(&file, bytes));
+    if named.is_err() {
+        let _ = fs::remove_file(&file);
+    }
     let mut lease = Lease {
         _lock: None,
-        file: Some(file),
+        file: named.is_ok().then_some(file),
     };
     let lock = open_lock(root)?;
     lock.lock_shared().ctx("lock store", &lock_path(root))?;
@@ -232,7 +236,7 @@ pub(super) fn exclusive(
 /// "A (pid 1, 3 s so far), B (…)", or what to say when no file names one.
 pub fn describe(holders: &[Holder]) -> String {
     if holders.is_empty() {
-        return "a process that holds the store lock without a lease file (an older drover?)"
+        return "a process that holds the store lock without a lease file (an older drover, or one that found the disk full)"
             .into();
     }
     holders
