@@ -357,20 +357,79 @@ fn rotated_files(log: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Copy the whole log at `log`, rotated files first, to `out`.
+/// Copy the whole log at `log`, rotated files first, to `out`: the files
+/// as they were at one moment (see [`Snapshot`]), so a rotation meanwhile
+/// neither repeats nor grows what is copied.
 pub fn copy_all(log: &Path, out: &mut dyn Write) -> Result<()> {
-    for path in rotated_files(log).iter().map(PathBuf::as_path).chain([log]) {
-        copy_file(path, out)?;
+    Follower::start(log, out).map(drop)
+}
+
+/// The files of a log opened at one moment: the rotated ones, oldest first,
+/// and the current one. Opened files keep their content when the writer
+/// renames them away (or drops the oldest), so what they hold is read
+/// whole however fast the instance writes.
+struct Snapshot {
+    rotated: Vec<(PathBuf, File)>,
+    current: Option<File>,
+}
+
+impl Snapshot {
+    /// Attempts before taking a snapshot a rotation went through: the
+    /// writer would have to rotate between every two opens.
+    const ATTEMPTS: usize = 20;
+
+    fn take(log: &Path) -> Result<Snapshot> {
+        let mut last = None;
+        for _ in 0..Self::ATTEMPTS {
+            let current = open_if_there(log)?;
+            let mut rotated = Vec::new();
+            for p in rotated_files(log) {
+                if let Some(f) = open_if_there(&p)? {
+                    rotated.push((p, f));
+                }
+            }
+            let snap = Snapshot { rotated, current };
+            // Rotation always renames `log` away: if it is still the file
+            // opened first, nothing rotated while the others were opened.
+            let Some(ino) = snap.current_ino() else {
+                return Ok(snap);
+            };
+            if fs::metadata(log).is_ok_and(|m| m.ino() == ino) {
+                return Ok(snap);
+            }
+            last = Some(snap);
+        }
+        // Rotating faster than files open: never read one file twice.
+        let mut snap = last.expect("at least one attempt");
+        let ino = snap.current_ino();
+        snap.rotated
+            .retain(|(_, f)| f.metadata().map(|m| m.ino()).ok() != ino);
+        Ok(snap)
     }
-    Ok(())
+
+    fn current_ino(&self) -> Option<u64> {
+        self.current
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.ino())
+    }
+}
+
+/// `path` opened, or `None` when it is not there (rotated away, or never
+/// written).
+fn open_if_there(path: &Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx("open log", path),
+    }
 }
 
 /// Copy one file to `out`; a file rotated away meanwhile is skipped.
 fn copy_file(path: &Path, out: &mut dyn Write) -> Result<()> {
-    match File::open(path) {
-        Ok(mut f) => copy(&mut f, path, out),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).ctx("open log", path),
+    match open_if_there(path)? {
+        Some(mut f) => copy(&mut f, path, out),
+        None => Ok(()),
     }
 }
 
@@ -393,14 +452,16 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Start at the beginning of the whole log: the rotated files are
-    /// copied to `out` now, the current file as it grows ([`Follower::poll`]).
+    /// Copy the whole log as it is now (a [`Snapshot`]) to `out`; the
+    /// follower then goes on from there ([`Follower::poll`]).
     pub fn start(log: &Path, out: &mut dyn Write) -> Result<Follower> {
-        // The current file first, so a rotation while the older ones are
-        // copied is seen (its inode moves to log.1) by the next poll.
-        let file = File::open(log).ok();
-        for path in rotated_files(log) {
-            copy_file(&path, out)?;
+        let Snapshot { rotated, current } = Snapshot::take(log)?;
+        for (path, mut f) in rotated {
+            copy(&mut f, &path, out)?;
+        }
+        let mut file = current;
+        if let Some(f) = &mut file {
+            copy(f, log, out)?;
         }
         Ok(Follower {
             log: log.to_path_buf(),

@@ -382,21 +382,26 @@ impl Tail {
             buf,
             asm: Assembler::default(),
         };
-        let lines = t.poll()?;
+        let lines = t.lines();
         Ok((t, lines))
     }
 
     /// The lines completed since the last call.
     fn poll(&mut self) -> Result<Vec<Line>> {
         self.follower.poll(&mut self.buf)?;
+        Ok(self.lines())
+    }
+
+    /// The complete lines read so far, taken out of the buffer.
+    fn lines(&mut self) -> Vec<Line> {
         let Some(end) = self.buf.iter().rposition(|&b| b == b'\n') else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let rest = self.buf.split_off(end + 1);
         let done = std::mem::replace(&mut self.buf, rest);
-        Ok(done[..end]
+        done[..end]
             .split(|&b| b == b'\n')
             .filter_map(|l| self.asm.push(l))
-            .collect())
+            .collect()
     }
 }

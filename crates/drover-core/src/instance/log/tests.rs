@@ -48,6 +48,51 @@ fn rotation_keeps_the_newest_output_within_the_bound() {
     );
 }
 
+/// `drover logs` of an instance printing as fast as it can: each read is
+/// the files of one moment, so no line comes twice, none is missing or out
+/// of order, and no more comes than the log holds.
+#[test]
+fn reading_while_the_log_rotates_repeats_and_skips_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut r = Rotating::new(log, 4096, 2);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                r.write(format!("line {i:012}\n").as_bytes()).unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    // Reads count once the writer is rotating.
+    while rotated_files(&log).len() < 2 {
+        std::thread::yield_now();
+    }
+    let mut reads = 0;
+    while reads < 300 {
+        let mut bytes = Vec::new();
+        Follower::start(&log, &mut bytes).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.len() <= 3 * 4096, "{} bytes read", text.len());
+        let numbers: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] + 1 == w[1]),
+            "a line repeated, missing or out of order"
+        );
+        assert!(!numbers.is_empty());
+        reads += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 1000);
+}
+
 #[test]
 fn a_record_longer_than_a_file_goes_whole_into_a_file_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
