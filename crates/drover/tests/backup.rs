@@ -7,13 +7,11 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{DROVER, Env, free_port, show, write};
+use common::{DROVER, Env, eventually, free_port, get, show, write};
 use serde_json::Value;
 
 /// drover on the store at `store` (no --init).
@@ -65,29 +63,6 @@ deadline = "10s"
     let path = env.ctx().join("fleet.toml");
     write(&path, text.as_bytes(), 0o644);
     path.to_str().unwrap().to_string()
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-fn get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.starts_with("HTTP/1.1 200")
-        .then(|| r.split("\r\n\r\n").nth(1).map(str::to_string))
-        .flatten()
 }
 
 fn serve(store: &Path, log: &Path) -> std::process::Child {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, WEB_SERVER, free_port, show, web_image, write};
+use common::{Env, WEB_SERVER, eventually, free_port, show, web_image, write};
 use serde_json::Value;
 
 fn fleet(env: &Env, tag: &str, port: u16) -> String {
@@ -63,17 +63,6 @@ fn get(port: u16) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 fn verify_clean(env: &Env) {

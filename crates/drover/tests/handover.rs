@@ -8,14 +8,13 @@
 use crate::common;
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DROVER, Env, free_port, show, write};
+use common::{DROVER, Env, eventually, free_port, get, show, write};
 use serde_json::Value;
 
 /// `drover` at `bin` on the test's store.
@@ -47,29 +46,6 @@ fn serve(env: &Env, bin: &Path, log: &Path, extra: &[&str]) -> Child {
         .stderr(file)
         .spawn()
         .expect("start drover serve")
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-fn get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.starts_with("HTTP/1.1 200")
-        .then(|| r.split("\r\n\r\n").nth(1).map(str::to_string))
-        .flatten()
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Env, write};
+use common::{Env, eventually, write};
 use serde_json::Value;
 
 /// `box:<tag>` whose entrypoint is the shell command `script`.
@@ -46,17 +46,6 @@ fn fleet(env: &Env, tag: &str, replicas: u32, extra: &str) -> String {
     let path = env.ctx().join("fleet.toml");
     write(&path, text.as_bytes(), 0o644);
     path.to_str().unwrap().to_string()
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 fn ps(env: &Env) -> Vec<Value> {

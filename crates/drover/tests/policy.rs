@@ -8,9 +8,9 @@
 use crate::common;
 
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Env, show, write};
+use common::{Env, eventually, show, write};
 use serde_json::Value;
 
 /// A tiny image (FROM scratch) that is never run: refusals come first.
@@ -378,17 +378,6 @@ fn status(env: &Env) -> Value {
 fn digest_of(env: &Env, reference: &str) -> String {
     let v = env.json(&["inspect", reference]);
     v["digest"].as_str().unwrap().to_string()
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    f()
 }
 
 struct Serve(Child);

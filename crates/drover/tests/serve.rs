@@ -8,13 +8,12 @@
 use crate::common;
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, free_port, show, write};
+use common::{Env, eventually, free_port, get, show, write};
 use serde_json::Value;
 
 fn setup() -> Option<Env> {
@@ -146,32 +145,6 @@ fn running(env: &Env) -> Vec<String> {
         .filter(|i| i["state"] == "running")
         .map(|i| i["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Poll `f` every 50 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-/// GET / on `port` (HTTP/1.1, one request); the body.
-fn get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    if !r.starts_with("HTTP/1.1 200") && !r.starts_with("HTTP/1.0 200") {
-        return None;
-    }
-    r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
 
 fn ledger(env: &Env) -> Vec<Value> {

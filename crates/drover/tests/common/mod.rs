@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
@@ -340,4 +341,32 @@ pub fn stop(child: &mut std::process::Child, limit: std::time::Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Poll `f` every 50 ms until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// GET / on loopback `port` (one HTTP/1.1 request): the body of a 200
+/// answer, `None` for anything else.
+pub fn get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    if !r.starts_with("HTTP/1.1 200") && !r.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
