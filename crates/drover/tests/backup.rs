@@ -84,10 +84,11 @@ fn serve(store: &Path, log: &Path) -> std::process::Child {
         .expect("start drover serve")
 }
 
+/// The running instances of the service `web`.
 fn running(store: &Path) -> Vec<Value> {
     items_at(store, &["ps"])
         .into_iter()
-        .filter(|i| i["state"] == "running")
+        .filter(|i| i["state"] == "running" && i["service"] == "web")
         .collect()
 }
 
@@ -112,6 +113,20 @@ fn a_backup_taken_while_serving_restores_elsewhere_with_its_instances_lost() {
         .map(|i| i["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(before.len(), 2);
+    // An instance run by hand that said something.
+    let talker = common::last_line(&env.ok(&[
+        "run",
+        "--name",
+        "talker",
+        "web:1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo said before the backup; exec sleep 1000",
+    ]));
+    assert!(eventually(Duration::from_secs(10), || {
+        env.ok(&["logs", "talker"]) == "said before the backup\n"
+    }));
     // A volume (as a service leaves one), with a link in it.
     let kept = Path::new("volumes/data/kept");
     write(&store.join(kept), b"state\n", 0o640);
@@ -146,7 +161,7 @@ fn a_backup_taken_while_serving_restores_elsewhere_with_its_instances_lost() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(lost.len(), 2, "{doc}");
+    assert_eq!(lost.len(), 3, "{doc}");
     ok_at(&restored, &["verify"]);
     ok_at(&restored, &["audit", "verify"]);
     // The source's instances: lost here, never running.
@@ -159,6 +174,16 @@ fn a_backup_taken_while_serving_restores_elsewhere_with_its_instances_lost() {
         assert!(line.contains("lost") && !line.contains("running"), "{line}");
     }
     assert!(ok_at(&restored, &["status"]).contains("lost"));
+    // What the lost instances printed came along, and stays when they go.
+    assert_eq!(
+        ok_at(&restored, &["logs", "talker"]),
+        "said before the backup\n"
+    );
+    ok_at(&restored, &["rm", "talker"]);
+    assert_eq!(
+        ok_at(&restored, &["logs", &talker]),
+        "said before the backup\n"
+    );
     let audit = items_at(&restored, &["audit"]);
     let entry = audit
         .iter()
@@ -176,7 +201,7 @@ fn a_backup_taken_while_serving_restores_elsewhere_with_its_instances_lost() {
             .iter()
             .filter(|e| e["action"] == "instance.lost")
             .count(),
-        2
+        3
     );
     // The volume came along.
     assert_eq!(std::fs::read(restored.join(kept)).unwrap(), b"state\n");
@@ -217,6 +242,7 @@ fn a_backup_taken_while_serving_restores_elsewhere_with_its_instances_lost() {
         .map(|i| i["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(still, before);
+    env.ok(&["rm", "--force", &talker]);
     env.ok(&["verify"]);
     env.ok(&["audit", "verify"]);
 }

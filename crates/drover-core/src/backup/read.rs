@@ -446,6 +446,9 @@ fn check_name(raw: &[u8]) -> std::result::Result<(PathBuf, Part), &'static str> 
             Part::Blob
         }
         ("logs", _) => Part::Log,
+        // Only the log files of an instance's bundle travel.
+        ("instances", 3) if super::write::is_log_name(parts[2].to_str().unwrap_or("")) => Part::Log,
+        ("instances", _) => return Err("is not an instance's log"),
         ("volumes", _) => Part::Volume,
         _ => return Err("is not part of a drover backup"),
     };
@@ -523,6 +526,16 @@ mod tests {
         );
         assert_eq!(check_name(b"volumes/data/x").unwrap().1, Part::Volume);
         assert_eq!(check_name(b"logs/a/log").unwrap().1, Part::Log);
+        assert_eq!(check_name(b"instances/abc/log").unwrap().1, Part::Log);
+        assert_eq!(check_name(b"instances/abc/log.2").unwrap().1, Part::Log);
+        for not_a_log in [
+            &b"instances/abc/config.json"[..],
+            b"instances/abc/log.x",
+            b"instances/abc",
+            b"instances/abc/sub/log",
+        ] {
+            assert!(check_name(not_a_log).is_err(), "{not_a_log:?}");
+        }
         for hostile in [
             &b"/etc/passwd"[..],
             b"../escape",

@@ -24,7 +24,7 @@ use crate::store::Store;
 const SKIPPED: &[&str] = &[
     "rootfs/ (unpacked roots: re-made from the blobs)",
     "cache/, tmp/ (build caches, in-flight writes)",
-    "run/, instances/ (runtime state and bundles of processes this host runs)",
+    "run/, instances/ (runtime state and bundles of processes this host runs; only their logs go)",
     "index.json (rewritten from the database)",
 ];
 
@@ -125,6 +125,7 @@ pub fn backup(
 
     let mut live = Vec::new();
     walk(root, Path::new("logs"), &mut live, false)?;
+    instance_logs(root, &mut live)?;
     let logs = live
         .iter()
         .filter(|i| matches!(i, Item::File { .. }))
@@ -317,7 +318,17 @@ fn append<W: Write>(
             gid,
             mtime,
         } => {
-            let f = File::open(path)?;
+            let f = match File::open(path) {
+                Ok(f) => f,
+                // Gone since it was listed (a log rotated past its last
+                // file, a file deleted in a volume): recorded empty, torn.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let mut h = header(tar::EntryType::Regular, *mode, *uid, *gid, *mtime);
+                    tar.append_data(&mut h, name, io::empty())?;
+                    return Ok(Some((name.clone(), Hasher::new().finish(), true)));
+                }
+                Err(e) => return Err(e),
+            };
             let mut h = header(tar::EntryType::Regular, *mode, *uid, *gid, *mtime);
             h.set_size(*size);
             let mut r = Exact::new(f, *size, progress);
@@ -423,6 +434,56 @@ fn file_item(name: &str, path: &Path) -> Result<Item> {
 /// Everything under `root/rel` (if it exists), directories before what
 /// they hold; symbolic links only with `links` (volumes); sockets, FIFOs
 /// and devices never.
+/// The logs of the instances the store has now (`instances/<id>/log`,
+/// `log.N`). Their bundles are this host's runtime state and stay behind,
+/// but their output goes along: restored beside the lost instances, it is
+/// what `drover logs` shows of them, and kept when `apply` replaces them.
+fn instance_logs(root: &Path, out: &mut Vec<Item>) -> Result<()> {
+    let dir = root.join("instances");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    for id in ids {
+        let bundle = dir.join(&id);
+        let mut names: Vec<String> = fs::read_dir(&bundle)
+            .ctx("list", &bundle)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_log_name(n))
+            .collect();
+        // Oldest first, as they were written.
+        names.sort_by_key(|n| std::cmp::Reverse(log_rank(n)));
+        for n in names {
+            walk(root, &Path::new("instances").join(&id).join(n), out, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// `log` or `log.<n>`: an instance's log files, and nothing else of its
+/// bundle.
+pub(super) fn is_log_name(name: &str) -> bool {
+    name == "log"
+        || name
+            .strip_prefix("log.")
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// How old a log file is: `log.3` before `log.2` … before `log` (0).
+fn log_rank(name: &str) -> u64 {
+    name.strip_prefix("log.")
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0)
+}
+
 fn walk(root: &Path, rel: &Path, out: &mut Vec<Item>, links: bool) -> Result<()> {
     let path = root.join(rel);
     let meta = match fs::symlink_metadata(&path) {
