@@ -217,6 +217,17 @@ fn serve_heals_names_the_exit_and_keeps_the_log_for_previous_and_gc() {
     let f = fleet(&env, "crash", 1, "crash_loop = false");
     // apply may report the crash itself; serve heals from then on.
     let _ = env.run(&["apply", "-f", &f]);
+    // Following the service before serve heals it: the instances that
+    // replace the first one come in as they start.
+    let first = app_ids(&env);
+    let followed = env.dir.path().join("follow.out");
+    let mut follow = env
+        .cmd()
+        .args(["logs", "-f", "app"])
+        .stdout(File::create(&followed).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let log = env.dir.path().join("serve.log");
     let mut serve = env
         .cmd()
@@ -243,6 +254,27 @@ fn serve_heals_names_the_exit_and_keeps_the_log_for_previous_and_gc() {
     common::stop(&mut serve, Duration::from_secs(10));
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(healed, "{said}");
+    // The follower printed the replacements' output, each line prefixed
+    // with its instance.
+    let replacements: Vec<String> = ps(&env)
+        .into_iter()
+        .filter(|i| i["service"] == "app")
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .filter(|id| !first.contains(id))
+        .collect();
+    let seen = eventually(Duration::from_secs(5), || {
+        let out = std::fs::read_to_string(&followed).unwrap_or_default();
+        replacements.iter().any(|id| {
+            out.lines()
+                .any(|l| l.starts_with(&id[..12]) && l.contains("boom-"))
+        })
+    });
+    common::stop(&mut follow, Duration::from_secs(5));
+    assert!(
+        seen,
+        "logs -f app, replacements {replacements:?}:\n{}",
+        std::fs::read_to_string(&followed).unwrap_or_default()
+    );
     let line = said
         .lines()
         .find(|l| l.contains("exited: exit code 3"))
