@@ -111,6 +111,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 logs.kept
             );
         }
+        if !logs.removed_old_layout.is_empty() {
+            outln!(
+                "kept logs: removed {} failed releases' logs of the old layout (logs/{})",
+                logs.removed_old_layout.len(),
+                logs.removed_old_layout.join(", logs/")
+            );
+        }
         if views > 0 {
             outln!("cleaned up after {views} instances whose run was cut short");
         }

@@ -133,6 +133,11 @@ pub struct LogGcReport {
     pub removed_bytes: u64,
     /// Kept logs left.
     pub kept: usize,
+    /// Failed releases' logs in the layout before logs were kept per
+    /// instance (`logs/<service>/release-<n>/`), removed after the default
+    /// retention: `<service>/release-<n>`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removed_old_layout: Vec<String>,
 }
 
 /// Remove the kept logs past their service's retention (see the module
@@ -197,7 +202,50 @@ pub fn collect(store_root: &Path, now_ms: i64) -> Result<LogGcReport> {
         report.removed.push(meta.id);
     }
     report.removed.sort();
+    collect_old_layout(store_root, now_ms, &mut report)?;
     Ok(report)
+}
+
+/// Remove `logs/<service>/release-<n>/` directories (written by drover
+/// before logs were kept per instance) older than [`DEFAULT_KEEP_MS`], and
+/// a service's directory once it is empty.
+fn collect_old_layout(store_root: &Path, now_ms: i64, report: &mut LogGcReport) -> Result<()> {
+    let logs = store_root.join("logs");
+    let Ok(services) = fs::read_dir(&logs) else {
+        return Ok(());
+    };
+    for service in services.flatten() {
+        let name = service.file_name().to_string_lossy().into_owned();
+        if name == "instances" || !service.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(releases) = fs::read_dir(service.path()) else {
+            continue;
+        };
+        for release in releases.flatten() {
+            let rname = release.file_name().to_string_lossy().into_owned();
+            if !rname.starts_with("release-") {
+                continue;
+            }
+            let changed_ms = release
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            if now_ms.saturating_sub(changed_ms) <= DEFAULT_KEEP_MS as i64 {
+                continue;
+            }
+            let d = release.path();
+            report.removed_bytes += dir_bytes(&d);
+            fs::remove_dir_all(&d).ctx("remove kept log", &d)?;
+            report.removed_old_layout.push(format!("{name}/{rname}"));
+        }
+        // Only when empty: anything else there is not drover's to remove.
+        let _ = fs::remove_dir(service.path());
+    }
+    report.removed_old_layout.sort();
+    Ok(())
 }
 
 fn dir_bytes(d: &Path) -> u64 {
@@ -213,6 +261,8 @@ fn dir_bytes(d: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::time::Duration;
 
     fn kept(root: &Path, id: &str, service: Option<&str>, removed_ms: i64, keep_ms: u64) {
         let d = dir(root, id);
@@ -253,5 +303,33 @@ mod tests {
         assert_eq!(r.removed, ["a", "db1", "old"]);
         assert_eq!(r.kept, 5);
         assert_eq!(ids(t.path()), ["adhoc1", "adhoc2", "adhoc3", "b", "c"]);
+    }
+
+    #[test]
+    fn failed_releases_logs_of_the_old_layout_go_after_the_default_retention() {
+        let t = tempfile::tempdir().unwrap();
+        let logs = t.path().join("logs");
+        for (rel, age_days) in [
+            ("web/release-2", 8),
+            ("web/release-3", 1),
+            ("db/release-1", 30),
+        ] {
+            let d = logs.join(rel);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("abc.log"), b"boom\n").unwrap();
+            let when = std::time::SystemTime::now() - Duration::from_secs(age_days * 86_400);
+            File::open(&d)
+                .unwrap()
+                .set_times(fs::FileTimes::new().set_modified(when))
+                .unwrap();
+        }
+        let r = collect(t.path(), clock::now_ms()).unwrap();
+        assert_eq!(r.removed_old_layout, ["db/release-1", "web/release-2"]);
+        assert_eq!(r.removed_bytes, 10);
+        assert!(logs.join("web/release-3/abc.log").exists());
+        assert!(
+            !logs.join("db").exists(),
+            "an emptied service directory goes"
+        );
     }
 }
