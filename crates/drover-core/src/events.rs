@@ -244,8 +244,7 @@ pub fn follow(
 
 /// The events a ledger entry means: none for the entries that are not
 /// events (builds, tags, gc), one for most, two for a rollback that makes a
-/// new release (the new release, and the one rolled back) or a drift that
-/// condemns its instance.
+/// new release (the new release, and the one rolled back).
 pub fn from_entry(e: &Entry) -> Vec<Event> {
     let d = &e.details;
     let text = |key: &str| d.get(key).and_then(Value::as_str).map(str::to_string);
@@ -373,18 +372,15 @@ pub fn from_entry(e: &Entry) -> Vec<Event> {
                 paths.join(", ")
             );
             let action = text("action").unwrap_or_default();
-            let mut out = vec![instance_event(
+            vec![instance_event(
                 Kind::DriftFound,
                 format!("{found} ({action})"),
-            )];
-            if action == "replaced" {
-                out.push(instance_event(
-                    Kind::InstanceCondemned,
-                    format!("drift: {found}"),
-                ));
-            }
-            out
+            )]
         }
+        "instance.condemn" => vec![instance_event(
+            Kind::InstanceCondemned,
+            text("reason").unwrap_or_default(),
+        )],
         "service.backoff" => vec![event(
             Kind::ServiceBackoff,
             format!(

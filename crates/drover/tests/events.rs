@@ -191,3 +191,69 @@ fn a_revocation_is_an_event_of_no_service() {
         "{text}"
     );
 }
+
+/// Drift found by `serve`'s scan, and the drifted instance condemned
+/// (`instance.condemn`, ledgered where it happens) and healed away.
+#[test]
+fn drift_found_by_serve_is_told_with_the_condemned_instance() {
+    let Some(env) = common::web_env() else { return };
+    env.ok(&["apply", "-f", &fleet(&env, "1")]);
+    let started = events(&env, &["--service", "web"]);
+    let id = started
+        .iter()
+        .find(|e| e["type"] == "instance.started")
+        .and_then(|e| e["instance"].as_str())
+        .unwrap()
+        .to_string();
+    // Behind drover's back: the instance's runtime config changed.
+    let bundle = env.store().join("instances").join(&id).join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    config["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push("INJECTED=1".into());
+    std::fs::write(&bundle, serde_json::to_vec(&config).unwrap()).unwrap();
+
+    let mut serve = env
+        .cmd()
+        .args(["serve", "--bind", "127.0.0.1", "--interval", "500ms"])
+        .args(["--drift-interval", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let condemned = |all: &[Value]| {
+        all.iter()
+            .any(|e| e["type"] == "instance.condemned" && e["instance"] == id.as_str())
+    };
+    let seen = common::eventually(Duration::from_secs(30), || {
+        condemned(&events(&env, &["--service", "web"]))
+    });
+    common::stop(&mut serve, Duration::from_secs(10));
+    let all = events(&env, &["--service", "web"]);
+    assert!(seen, "{all:#?}");
+    let drift = all
+        .iter()
+        .find(|e| e["type"] == "drift.found" && e["instance"] == id.as_str())
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert!(
+        drift["reason"].as_str().unwrap().contains("replaced"),
+        "{drift}"
+    );
+    let condemn = all
+        .iter()
+        .find(|e| e["type"] == "instance.condemned")
+        .unwrap();
+    assert!(
+        condemn["reason"].as_str().unwrap().starts_with("drift"),
+        "{condemn}"
+    );
+    assert_eq!(condemn["release"], 1);
+    // Condemned once, however many scans saw it.
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["type"] == "instance.condemned")
+            .count(),
+        1
+    );
+}

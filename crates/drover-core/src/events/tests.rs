@@ -214,21 +214,27 @@ fn service_heal_is_instance_healed() {
 }
 
 #[test]
-fn drift_reported_is_drift_found_and_replaced_also_condemns() {
-    let d = |action: &str| {
-        json!({"service": "web", "release": 3, "findings": 2,
-               "paths": ["/etc/passwd", "/bin/sh"], "action": action})
-    };
-    let reported = one(&entry("instance.drift", &["i1", IMAGE], d("reported")));
-    assert_eq!(reported.kind, Kind::DriftFound);
+fn instance_drift_is_drift_found() {
+    let d = json!({"service": "web", "release": 3, "findings": 2,
+                   "paths": ["/etc/passwd", "/bin/sh"], "action": "replaced"});
+    let e = one(&entry("instance.drift", &["i1", IMAGE], d));
+    assert_eq!(e.kind, Kind::DriftFound);
+    assert_eq!(e.reason, "2 finding(s): /etc/passwd, /bin/sh (replaced)");
+    assert_eq!(e.instance.as_deref(), Some("i1"));
+}
+
+#[test]
+fn instance_condemn_is_instance_condemned() {
+    let e = one(&entry(
+        "instance.condemn",
+        &["i1", IMAGE],
+        json!({"service": "web", "release": 3, "reason": "drift: 2 finding(s)"}),
+    ));
+    assert_eq!(e.kind, Kind::InstanceCondemned);
     assert_eq!(
-        reported.reason,
-        "2 finding(s): /etc/passwd, /bin/sh (reported)"
+        (e.release, e.reason.as_str()),
+        (Some(3), "drift: 2 finding(s)")
     );
-    let replaced = from_entry(&entry("instance.drift", &["i1", IMAGE], d("replaced")));
-    let kinds: Vec<Kind> = replaced.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [Kind::DriftFound, Kind::InstanceCondemned]);
-    assert_eq!(replaced[1].instance.as_deref(), Some("i1"));
 }
 
 #[test]

@@ -58,6 +58,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
             "sqlite_sequence",
             "store_meta",
             "tags",
+            "tokens",
         ]
     );
     let index: String = db
