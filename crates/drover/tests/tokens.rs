@@ -91,6 +91,16 @@ fn duplicate_names_bad_roles_and_unknown_tokens_are_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("read, deploy or admin"), "{err}");
 
+    for bad in ["0", "soon"] {
+        let out = env.run(&["token", "create", "ops", "--role", "read", "--expires", bad]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("e.g. 30d"),
+            "{}",
+            show(&out)
+        );
+    }
+
     let out = env.run(&["token", "revoke", "nope"]);
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     let out = env.run(&["token", "create", "bad name", "--role", "read"]);

@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
+use drover_core::clock;
 use drover_core::tokens::{self, Role};
-use drover_core::{clock, grammar};
 
 use super::Ctx;
 use crate::output::Table;
@@ -47,17 +47,12 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// A duration, days included (`30d`, `1d12h`, `2h`), in milliseconds.
 fn parse_duration(s: &str) -> Result<u64, String> {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (days, rest) = match s[digits..].strip_prefix('d') {
-        Some(rest) if digits > 0 => (s[..digits].parse::<u64>().map_err(|e| e.to_string())?, rest),
-        _ => (0, s),
-    };
-    let rest_ms = if rest.is_empty() && days > 0 {
-        0
-    } else {
-        grammar::duration_ms(rest)?
-    };
-    Ok(days.saturating_mul(86_400_000).saturating_add(rest_ms))
+    match crate::timearg::duration_ms(s.trim()) {
+        Ok(ms) if ms > 0 => Ok(ms as u64),
+        _ => Err(format!(
+            "{s:?} is not a duration longer than zero (e.g. 30d, 12h, 1d12h)"
+        )),
+    }
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
