@@ -30,6 +30,20 @@ pub enum ErrorKind {
     CheckFailed,
     /// The environment failed us (I/O, database), or a deploy did.
     Internal,
+    /// A caller's credentials (an API token) are not good (an HTTP API's 401).
+    Unauthenticated,
+}
+
+/// Why a token was not accepted ([`Error::Unauthenticated`]): for the log
+/// and the tests, never for the caller, who is told only "invalid token".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Not a drover token's shape.
+    Malformed,
+    /// No token has this secret.
+    Unknown,
+    Revoked,
+    Expired,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +66,12 @@ pub enum Error {
     /// An argument given by the user is malformed.
     #[error("{0}")]
     Usage(String),
+
+    /// A token was not accepted. The message is the same whatever the
+    /// reason (which is kept for the log), so a caller learns nothing of
+    /// which tokens exist.
+    #[error("invalid token")]
+    Unauthenticated(AuthFailure),
 
     #[error("{what} not found{hint}", hint = .hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     NotFound { what: String, hint: Option<String> },
@@ -164,6 +184,7 @@ impl Error {
             }
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Refused { .. } => ErrorKind::Refused,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::Check(_) => ErrorKind::CheckFailed,
             Error::Deploy { kind, .. } => *kind,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

@@ -19,6 +19,8 @@ const ORDER: &[&str] = &[
     "builder",
     "trust",
     "store",
+    "events",
+    "tokens",
     "state",
     "ledger",
     "keys",

@@ -18,6 +18,8 @@
 //! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, Debian packages under `drover.lock` (`packages`, `lock`), sandboxed `run` steps, accounts, compression, the layer cache, SLSA provenance, SPDX SBOMs |
 //! | [`trust`]  | signatures and attestations on images, the deploy policy, revocations: the one place that refuses an image |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify`, registries |
+//! | [`events`] | `drover events`: what happened (release created / healthy / failed / rolled back, instance started / exited / healed / condemned / lost, drift, refusals, revocations), read from the ledger — nothing new is recorded for them |
+//! | [`tokens`] | API tokens: created with a role, stored hashed, revoked, expired; `authenticate` for the HTTP API |
 //! | [`state`]  | the transaction seam (`Db`, `Reader`, `Tx`): every mutation and its ledger entry in one transaction; SQLite, its migrations; what a second backend must provide |
 //! | [`ledger`] | the audit log's rules: entries, canonical form, the hash chain, signatures, verification, export |
 //! | [`keys`]   | Ed25519 keys, the host key, DSSE envelopes (a leaf: the ledger and the trust chain both sign with it) |
@@ -42,6 +44,7 @@ pub mod digest;
 pub mod drift;
 mod durable;
 pub mod error;
+pub mod events;
 #[cfg(test)]
 mod fuzz;
 pub mod grammar;
@@ -59,6 +62,7 @@ pub mod state;
 pub mod store;
 pub mod supervisor;
 mod sys;
+pub mod tokens;
 mod toml_doc;
 pub mod trace;
 pub mod trust;

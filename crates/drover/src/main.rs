@@ -88,6 +88,10 @@ enum Command {
     Baseline(cmd::baseline::Args),
     /// List or verify the audit ledger.
     Audit(cmd::audit::Args),
+    /// What happened: releases created / healthy / failed / rolled back,
+    /// instances started / exited / healed / condemned, drift, refusals,
+    /// revocations — one line each, from the ledger; `-f` follows.
+    Events(cmd::events::Args),
     /// Check instances against their releases (files, image, config,
     /// process), or an image's root against its baseline; exit 3 on drift.
     Drift(cmd::drift::Args),
@@ -124,6 +128,9 @@ enum Command {
     Rollout(cmd::rollout::Args),
     /// Manage recorded services: `service rm NAME` removes one.
     Service(cmd::service::Args),
+    /// API tokens (for the HTTP API): `create NAME --role read|deploy|admin`
+    /// prints a secret once; `list`; `revoke NAME`.
+    Token(cmd::token::Args),
     /// Back up the store into one file, or restore a new store from one.
     Store(cmd::store::Args),
     /// Keep services converged, forever: heal crashed instances, roll out
@@ -224,6 +231,7 @@ fn main() -> ExitCode {
         Command::Baseline(a) => cmd::baseline::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
         Command::Drift(a) => cmd::drift::run(&ctx, a),
+        Command::Events(a) => cmd::events::run(&ctx, a),
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Ps(a) => cmd::ps::run(&ctx, a),
         Command::Logs(a) => cmd::logs::run(&ctx, a),
@@ -238,6 +246,7 @@ fn main() -> ExitCode {
         Command::Rollback(a) => cmd::rollback::run(&ctx, a),
         Command::Rollout(a) => cmd::rollout::run(&ctx, a),
         Command::Service(a) => cmd::service::run(&ctx, a),
+        Command::Token(a) => cmd::token::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Store(a) => cmd::store::run(&ctx, a),
         Command::Upgrade(a) => cmd::upgrade::run(&ctx, a),
@@ -360,6 +369,7 @@ fn kind_name(kind: Option<ErrorKind>) -> &'static str {
         Some(ErrorKind::Busy) => "busy",
         Some(ErrorKind::Refused) => "refused",
         Some(ErrorKind::CheckFailed) => "check-failed",
+        Some(ErrorKind::Unauthenticated) => "unauthenticated",
         Some(ErrorKind::Internal) | None => "internal",
     }
 }
@@ -368,7 +378,7 @@ fn kind_name(kind: Option<ErrorKind>) -> &'static str {
 /// rejects, `run --wait` passing on its instance's, and `plan
 /// --detailed-exitcode`'s 2 for "changes", under which every error is 1): 1 internal, 2 bad
 /// input, 3 corrupt data or a failed check (drift, verification, trace), 4
-/// not found, 5 busy, 6 refused by policy.
+/// not found, 5 busy, 6 refused by policy (or a token not accepted).
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e
         .chain()
@@ -379,7 +389,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ErrorKind::Corrupt | ErrorKind::CheckFailed) => 3,
         Some(ErrorKind::NotFound) => 4,
         Some(ErrorKind::Busy) => 5,
-        Some(ErrorKind::Refused) => 6,
+        Some(ErrorKind::Refused | ErrorKind::Unauthenticated) => 6,
         Some(ErrorKind::Internal) | None => 1,
     }
 }

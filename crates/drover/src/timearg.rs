@@ -41,8 +41,9 @@ fn parse_at(s: &str, now_ms: i64) -> Result<Time, String> {
     Ok(Time(now_ms.saturating_sub(ago)))
 }
 
-/// drover's duration grammar, with days in front (`2d`, `1d12h`).
-fn duration_ms(s: &str) -> Result<i64, String> {
+/// drover's duration grammar, with days in front (`2d`, `1d12h`); also
+/// what `token create --expires` takes.
+pub fn duration_ms(s: &str) -> Result<i64, String> {
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     let (days, rest) = match s[digits..].strip_prefix('d') {
         Some(rest) if digits > 0 => (s[..digits].parse::<i64>().map_err(|e| e.to_string())?, rest),

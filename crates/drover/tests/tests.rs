@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod drift;
+mod events;
 mod examples;
 mod first_hour;
 mod fleet_truth;
@@ -37,6 +38,7 @@ mod run_layers;
 mod serve;
 mod smoke;
 mod store;
+mod tokens;
 mod trace;
 mod volumes;
 

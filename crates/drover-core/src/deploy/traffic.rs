@@ -48,9 +48,20 @@ pub fn mark_ready(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
 
 /// Record why the instance must be replaced. It keeps its traffic until its
 /// replacement is ready: the service's strategy replaces it like an old
-/// release's instance (surge first), and drains it before it stops.
+/// release's instance (surge first), and drains it before it stops. The
+/// first condemnation of an instance is ledgered (`instance.condemn`).
 pub fn condemn(db: &mut Db, id: &str, why: &str) -> Result<()> {
-    db.write(|tx| tx.condemn(id, why, false))
+    db.write(|tx| {
+        let first = tx.read().instance(id)?.filter(|i| i.condemned.is_none());
+        tx.condemn(id, why, false)?;
+        let Some(inst) = first else { return Ok(()) };
+        tx.record(crate::ledger::NewEntry::new(
+            "instance.condemn",
+            [id.to_string(), inst.image.to_string()],
+            serde_json::json!({"service": inst.service, "release": inst.release, "reason": why}),
+        ))
+        .map(drop)
+    })
 }
 
 /// The instance failed its health check while serving: out of traffic at
@@ -216,6 +227,16 @@ mod tests {
         );
         condemn(&mut db, "b", "drift").unwrap();
         assert_eq!(ids(&db), ["b"], "condemned, it serves until it is replaced");
+        condemn(&mut db, "b", "drift again").unwrap();
+        let condemned: Vec<_> = db
+            .read()
+            .ledger(&crate::ledger::Filter {
+                action: Some("instance.condemn".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(condemned.len(), 1, "ledgered once: {condemned:?}");
+        assert_eq!(condemned[0].details["reason"], "drift");
     }
 
     #[test]

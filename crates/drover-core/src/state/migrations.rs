@@ -302,6 +302,20 @@ ALTER TABLE instances ADD COLUMN volumes TEXT;
 ALTER TABLE instances ADD COLUMN machine_id TEXT;
 ALTER TABLE instances ADD COLUMN boot_id TEXT;
 "#,
+    // 11: API tokens (crate::tokens): the SHA-256 of each secret, never the
+    // secret; names stay taken after revocation, so the ledger's names are
+    // unambiguous.
+    r#"
+CREATE TABLE tokens (
+    name     TEXT PRIMARY KEY,
+    role     TEXT NOT NULL,
+    hash     TEXT NOT NULL UNIQUE,
+    created  TEXT NOT NULL,
+    creator  TEXT NOT NULL,
+    expires  TEXT,
+    revoked  TEXT
+);
+"#,
 ];
 
 pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {

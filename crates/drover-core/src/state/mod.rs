@@ -12,7 +12,7 @@
 //! an image from gc), `ledger` (append, list, the rows verification and
 //! export walk), `releases` (services, releases, quarantine, service health),
 //! `instances` (rows, transitions, traffic columns), `leases`, `proxies`,
-//! `drift` (findings), `revocations`, and [`Reader::changes`]. Values whose
+//! `drift` (findings), `revocations`, `tokens` (API tokens, hashed), and [`Reader::changes`]. Values whose
 //! types belong to modules above this one (a release's config, a service's
 //! rollout) are stored as JSON and are generic here; `instance` decodes its
 //! own rows. Nothing outside this crate sees a database type, and outside
@@ -63,6 +63,7 @@ mod migrations;
 mod proxies;
 mod releases;
 mod revocations;
+mod tokens;
 
 use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,7 @@ pub use instances::{InstanceRow, NewInstance, VolumeHolder};
 pub use leases::LeaseRow;
 pub use releases::{NewReleaseRow, Outcome, Quarantined, ReleaseOf, ServiceHealth, ServiceOf};
 pub use revocations::Revocation;
+pub use tokens::TokenRow;
 
 use crate::error::{Error, IoContext, Result};
 use crate::keys::SigningKey;

@@ -58,6 +58,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
             "sqlite_sequence",
             "store_meta",
             "tags",
+            "tokens",
         ]
     );
     let index: String = db
@@ -306,6 +307,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:f76f4120f9eb5e46c74df06959861be77f5c2953b72f7a4c8a39c2775746f19c", // 8
         "sha256:3b4874079c014513fa8bb35b566be3a8168f5d6db08eca6a587702088f5a2af0", // 9
         "sha256:a74aea2cf693ea8f530f7f595fe1a3e19622f3808ad53f72f209c1dcb4d73d9b", // 10 (host identity)
+        "sha256:f68e8e86a8a0ee9848b9465287d6d6b27b993e9949f54dadc411a94b67116b9b", // 11 (tokens)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
