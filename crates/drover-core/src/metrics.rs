@@ -7,7 +7,8 @@
 //!   the proxies (requests by service and status code, their latency,
 //!   upstream errors and retries — fed through the binary's adapter of
 //!   `drover_proxy::Observe`), the supervisor's reconcile threads (from each
-//!   pass's `deploy::Report`: heals, rollouts, rollbacks, back-offs) and its
+//!   pass's `deploy::Report`: heals, rollouts, rollbacks, back-offs; the
+//!   serving instances' health probes, which the reconciler keeps for it) and its
 //!   drift thread (scans, their duration, drifted instances). Counters start
 //!   at 0 with each serve, as Prometheus' `rate()` expects.
 //! - **State, read from the database at each scrape** ([`StateCollector`]):
@@ -106,6 +107,8 @@ pub struct Metrics {
     drift_scans: Family<OutcomeLabel, Counter>,
     drift_scan_duration: Histogram,
     drift_findings: Counter,
+    probes: Family<ResultLabels, Counter>,
+    probe_duration: HistogramFamily<ServiceLabel>,
 }
 
 impl fmt::Debug for Metrics {
@@ -133,6 +136,8 @@ impl Metrics {
             drift_scans: Family::default(),
             drift_scan_duration: scan_buckets(),
             drift_findings: Counter::default(),
+            probes: Family::default(),
+            probe_duration: Family::new_with_constructor(request_buckets),
         };
         let r = root.sub_registry_with_prefix(PREFIX);
         r.register(
@@ -194,6 +199,18 @@ impl Metrics {
             "drift_findings",
             "Instances a drift scan found drifted (each condemned and replaced)",
             m.drift_findings.clone(),
+        );
+        r.register(
+            "health_probes",
+            "Health-check probes of serving instances by serve's reconciler, by result \
+             (ok, failed)",
+            m.probes.clone(),
+        );
+        r.register_with_unit(
+            "health_probe_duration",
+            "How long a health-check probe of a serving instance took",
+            Unit::Seconds,
+            m.probe_duration.clone(),
         );
         if let Some(dir) = store {
             r.register_collector(Box::new(StateCollector {
@@ -280,6 +297,21 @@ impl Metrics {
         if rep.backs_off() {
             self.backoffs.get_or_create(&svc).inc();
         }
+    }
+
+    /// A health-check probe of a serving instance of `service`.
+    pub fn health_probe(&self, service: &str, ok: bool, took: Duration) {
+        self.probes
+            .get_or_create(&ResultLabels {
+                service: service.into(),
+                result: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        self.probe_duration
+            .get_or_create(&ServiceLabel {
+                service: service.into(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// A drift scan ended after `took`: `Some(n)` found `n` instances
@@ -405,31 +437,31 @@ impl StateView {
         family(
             &mut enc,
             "instances",
-            "Instances of each service by state (created, running, stopping, exited)",
+            "Instances of each service by state (created, running, stopping, exited).",
             &self.instances,
         )?;
         family(
             &mut enc,
             "service_release_info",
-            "The release each service runs (its desired release), and its image: always 1",
+            "The release each service runs (its desired release), and its image: always 1.",
             &self.releases,
         )?;
         family(
             &mut enc,
             "service_replicas_desired",
-            "Instances each service asks for",
+            "Instances each service asks for.",
             &self.replicas,
         )?;
         family(
             &mut enc,
             "service_backing_off",
-            "1 while serve's reconciler backs a failing service off",
+            "1 while serve's reconciler backs a failing service off.",
             &self.backing_off,
         )?;
         family(
             &mut enc,
             "ledger_entries",
-            "Entries in the store's ledger, by action",
+            "Entries in the store's ledger, by action.",
             &self.ledger,
         )
     }
@@ -517,39 +549,39 @@ impl Collector for ProcessCollector {
         let c = ConstCounter::new(v.cpu_seconds);
         c.encode(enc.encode_descriptor(
             "process_cpu_seconds",
-            "User and system CPU time spent",
+            "User and system CPU time spent.",
             None,
             c.metric_type(),
         )?)?;
         let gauges: [(&str, &str, f64); 6] = [
             (
                 "process_resident_memory_bytes",
-                "Resident memory size",
+                "Resident memory size.",
                 v.resident_bytes as f64,
             ),
             (
                 "process_virtual_memory_bytes",
-                "Virtual memory size",
+                "Virtual memory size.",
                 v.virtual_bytes as f64,
             ),
             (
                 "process_open_fds",
-                "Open file descriptors",
+                "Open file descriptors.",
                 v.open_fds as f64,
             ),
             (
                 "process_max_fds",
-                "The limit of open file descriptors",
+                "The limit of open file descriptors.",
                 v.max_fds as f64,
             ),
             (
                 "process_start_time_seconds",
-                "Start time of the process since the Unix epoch",
+                "Start time of the process since the Unix epoch.",
                 v.start_time_seconds,
             ),
             (
                 "process_threads",
-                "Threads of the process",
+                "Threads of the process.",
                 v.threads as f64,
             ),
         ];

@@ -384,7 +384,11 @@ fn reconcile_service(
     // one rolled it out.
     let mut running = None;
     while !stop.load(Ordering::SeqCst) {
-        match r.round(&mut store) {
+        let round = r.round(&mut store);
+        for p in r.take_probes() {
+            metrics.health_probe(&p.service, p.ok, p.took);
+        }
+        match round {
             Ok(reports) if reports.is_empty() && !service_exists(&store, service) => return,
             Ok(reports) => {
                 for rep in reports {

@@ -234,6 +234,11 @@ fn prometheus_reads_requests_releases_instances_and_heals_from_serve() {
     );
     assert_eq!(running, 2.0);
     p.wait_for(
+        r#"sum(drover_health_probes_total{service="web",result="ok"})"#,
+        1.0,
+        &serve_log,
+    );
+    p.wait_for(
         r#"sum(drover_ledger_entries_total{action="service.heal"})"#,
         1.0,
         &serve_log,

@@ -52,6 +52,8 @@ fn events_are_counted_under_their_names_and_labels() {
     let mut r = report("web");
     (r.release, r.crashed_young) = (Some(2), 1);
     m.pass(&r, Some(2));
+    m.health_probe("web", true, Duration::from_millis(2));
+    m.health_probe("web", false, Duration::from_millis(500));
     m.drift_scan(Duration::from_millis(20), Some(1));
     m.drift_scan(Duration::from_millis(20), None);
 
@@ -92,6 +94,18 @@ fn events_are_counted_under_their_names_and_labels() {
         (r#"drover_drift_scans_total{result="ok"}"#, 1.0),
         (r#"drover_drift_scans_total{result="error"}"#, 1.0),
         ("drover_drift_findings_total", 1.0),
+        (
+            r#"drover_health_probes_total{service="web",result="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"drover_health_probes_total{service="web",result="failed"}"#,
+            1.0,
+        ),
+        (
+            r#"drover_health_probe_duration_seconds_count{service="web"}"#,
+            2.0,
+        ),
         ("drover_drift_scan_duration_seconds_count", 2.0),
     ];
     for (key, value) in want {
