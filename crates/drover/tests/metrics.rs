@@ -1,7 +1,8 @@
 //! `drover serve --admin`: its Prometheus metrics, scraped by a real
 //! Prometheus (Debian's `prometheus`) on loopback, and read back through
 //! Prometheus' query API after a rollout, requests through the proxy and a
-//! heal. Needs root and busybox (real instances), and prometheus.
+//! heal; and the admin port moving to a `--takeover` successor. Needs root
+//! and busybox (real instances), and prometheus.
 
 use crate::common;
 
@@ -250,6 +251,41 @@ fn prometheus_reads_requests_releases_instances_and_heals_from_serve() {
     );
     p.wait_for("sum(up{job=\"drover\"})", 1.0, &serve_log);
 
-    stop(&mut serve, Duration::from_secs(10));
+    // A successor (`--takeover`) binds the admin port once its
+    // predecessor lets go, and answers there: its own start time.
+    let started = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .map(str::to_string)
+    };
+    let before = fetch(admin, "/metrics").and_then(|(_, b)| started(&b));
+    assert!(before.is_some());
+    let next_log = env.dir.path().join("serve-next.log");
+    let mut next = env
+        .cmd()
+        .args([
+            "serve",
+            "--takeover",
+            "--interval",
+            "500ms",
+            "--drift-interval",
+            "0",
+        ])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .stdout(Stdio::null())
+        .stderr(File::create(&next_log).unwrap())
+        .spawn()
+        .expect("start the successor");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            serve.try_wait().unwrap().is_some()
+                && fetch(admin, "/metrics").is_some_and(|(_, b)| started(&b) != before)
+        }),
+        "the successor does not answer on :{admin}:\n{}",
+        std::fs::read_to_string(&next_log).unwrap_or_default()
+    );
+    assert_eq!(get(port).as_deref(), Some("version one\n"));
+
+    stop(&mut next, Duration::from_secs(10));
     drop(prom);
 }
