@@ -100,6 +100,7 @@ pub struct Metrics {
     proxy_duration: HistogramFamily<ServiceLabel>,
     proxy_upstream_errors: Family<KindLabels, Counter>,
     proxy_retries: Family<ServiceLabel, Counter>,
+    proxy_connections: Family<ResultLabels, Counter>,
     heals: Family<ServiceLabel, Counter>,
     rollouts: Family<ResultLabels, Counter>,
     rollbacks: Family<ServiceLabel, Counter>,
@@ -129,6 +130,7 @@ impl Metrics {
             proxy_duration: Family::new_with_constructor(request_buckets),
             proxy_upstream_errors: Family::default(),
             proxy_retries: Family::default(),
+            proxy_connections: Family::default(),
             heals: Family::default(),
             rollouts: Family::default(),
             rollbacks: Family::default(),
@@ -163,6 +165,12 @@ impl Metrics {
             "proxy_retries",
             "HTTP requests sent again to another instance after a connect error",
             m.proxy_retries.clone(),
+        );
+        r.register(
+            "proxy_connections",
+            "TCP connections a service's proxy accepted, by result: joined (to an \
+             instance), refused (none could be reached; closed)",
+            m.proxy_connections.clone(),
         );
         r.register(
             "heals",
@@ -265,6 +273,17 @@ impl Metrics {
         self.proxy_retries
             .get_or_create(&ServiceLabel {
                 service: service.into(),
+            })
+            .inc();
+    }
+
+    /// `service`'s TCP proxy joined a connection to an instance, or closed
+    /// it for want of one.
+    pub fn proxy_connection(&self, service: &str, joined: bool) {
+        self.proxy_connections
+            .get_or_create(&ResultLabels {
+                service: service.into(),
+                result: if joined { "joined" } else { "refused" }.into(),
             })
             .inc();
     }

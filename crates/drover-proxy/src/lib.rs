@@ -48,7 +48,8 @@
 //!
 //! **Observing**: a [`Routes`] made with [`Routes::observed`] (as
 //! [`Proxies`] makes them once given an [`Observe`]) reports each HTTP
-//! request's status and latency, upstream errors and retries.
+//! request's status and latency (TCP: each connection, joined or not),
+//! upstream errors and retries.
 //!
 //! **Errors** become statuses in one place (`http::reply`): 503 when
 //! nothing is routable, 502 when the backends failed, 504 after
@@ -88,8 +89,12 @@ pub trait Observe: Send + Sync {
     /// or timed out before anything was sent), `response` (failed after
     /// the request was sent), `timeout` (no response head in time).
     fn upstream_error(&self, service: &str, kind: &'static str);
-    /// A request went on to another instance after a connect error.
+    /// A request (TCP: a connection) went on to another instance after a
+    /// connect error.
     fn retry(&self, service: &str);
+    /// `service`'s TCP proxy joined a client connection to an instance
+    /// (`true`), or had none to join it to (`false`: closed).
+    fn connection(&self, service: &str, joined: bool);
 }
 pub use routes::{Backend, BackendStats, COOL_DOWN, Routes, Stats};
 use tcp::TcpProxy;

@@ -692,6 +692,12 @@ impl Observe for Diary {
     fn retry(&self, service: &str) {
         self.0.lock().unwrap().push(format!("{service} retry"));
     }
+    fn connection(&self, service: &str, joined: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{service} tcp {joined}"));
+    }
 }
 
 #[tokio::test]
@@ -730,5 +736,41 @@ async fn an_observer_hears_of_each_request_its_errors_and_retries() {
     assert_eq!(
         diary,
         ["web 200", "web 200", "web error connect", "web retry"]
+    );
+}
+
+#[tokio::test]
+async fn an_observer_hears_of_each_tcp_connection() {
+    let e = echo_backend("e").await;
+    let gone = dead("gone").await;
+    let diary = Arc::new(Diary::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::observed("db", diary.clone());
+    routes.set(vec![gone, e]);
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(serve_with(
+        listener,
+        Mode::Tcp,
+        routes.clone(),
+        Config::default(),
+        stopped,
+    ));
+    for msg in [b"ping", b"pong"] {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(msg).await.unwrap();
+        let mut buf = [0; 4];
+        c.read_exact(&mut buf).await.unwrap();
+    }
+    routes.set(Vec::new());
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    let mut diary = diary.0.lock().unwrap().clone();
+    assert_eq!(diary.pop().as_deref(), Some("db tcp false"));
+    diary.sort();
+    assert_eq!(
+        diary,
+        ["db error connect", "db retry", "db tcp true", "db tcp true"]
     );
 }

@@ -36,6 +36,8 @@ fn events_are_counted_under_their_names_and_labels() {
     m.proxy_request("web", 503, Duration::from_millis(1));
     m.proxy_upstream_error("web", "connect");
     m.proxy_retry("web");
+    m.proxy_connection("db", true);
+    m.proxy_connection("db", false);
     // A rollout to release 2, then a heal of one instance.
     let mut r = report("web");
     (r.release, r.started, r.stopped) = (Some(2), 2, 2);
@@ -80,6 +82,14 @@ fn events_are_counted_under_their_names_and_labels() {
             1.0,
         ),
         (r#"drover_proxy_retries_total{service="web"}"#, 1.0),
+        (
+            r#"drover_proxy_connections_total{service="db",result="joined"}"#,
+            1.0,
+        ),
+        (
+            r#"drover_proxy_connections_total{service="db",result="refused"}"#,
+            1.0,
+        ),
         (
             r#"drover_rollouts_total{service="web",result="succeeded"}"#,
             1.0,

@@ -96,6 +96,9 @@ impl drover_proxy::Observe for ProxyMetrics {
     fn retry(&self, service: &str) {
         self.0.proxy_retry(service);
     }
+    fn connection(&self, service: &str, joined: bool) {
+        self.0.proxy_connection(service, joined);
+    }
 }
 
 /// How long a successor waits for the serve it takes over from to finish
