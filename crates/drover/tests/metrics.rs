@@ -120,15 +120,15 @@ impl Drop for Prometheus {
     }
 }
 
-fn fleet(env: &Env, tag: &str, port: u16) -> String {
+fn fleet(env: &Env, tag: &str, port: u16, extra: &str) -> String {
     let text = format!(
         r#"
 [service.web]
 image = "web:{tag}"
-min_healthy = "0s"
 replicas = 2
 ports = [{port}]
 drain = "1s"
+{extra}
 
 [service.web.health]
 kind = "http"
@@ -184,7 +184,12 @@ fn prometheus_reads_requests_releases_instances_and_heals_from_serve() {
     assert_eq!(fetch(admin, "/nothing").map(|(c, _)| c), Some(404));
 
     // Serve rolls out what `apply --detach` recorded.
-    let out = env.ok(&["apply", "--detach", "-f", &fleet(&env, "1", port)]);
+    let out = env.ok(&[
+        "apply",
+        "--detach",
+        "-f",
+        &fleet(&env, "1", port, "min_healthy = \"0s\""),
+    ]);
     assert!(out.contains("recorded release 1"), "{out}");
     assert!(
         eventually(Duration::from_secs(20), || get(port).as_deref()
@@ -288,4 +293,104 @@ fn prometheus_reads_requests_releases_instances_and_heals_from_serve() {
 
     stop(&mut next, Duration::from_secs(10));
     drop(prom);
+}
+
+/// The samples of serve's `/metrics` on `port`, `name{labels}` → value.
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    let Some((200, body)) = fetch(port, "/metrics") else {
+        return Vec::new();
+    };
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sample(samples: &[(String, f64)], key: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// A release that was healthy and then crash-loops is rolled back by
+/// serve: counted as a failed rollout and a rollback, with a back-off
+/// while it looped, and the release info moves to the rollback.
+#[test]
+fn a_crash_loop_shows_as_a_failed_rollout_a_rollback_and_back_offs() {
+    let Some(env) = common::web_env() else { return };
+    common::web_image(
+        &env,
+        "crashy",
+        "crashy\n",
+        "/",
+        "httpd -f -p \\\"$PORT\\\" -h /www & sleep 2.5; kill $!; exit 3",
+    );
+    let (admin, port) = (free_port(), free_port());
+    env.ok(&[
+        "apply",
+        "-f",
+        &fleet(&env, "1", port, "min_healthy = \"0s\""),
+    ]);
+    let crashy = fleet(
+        &env,
+        "crashy",
+        port,
+        "min_healthy = \"1s\"\ncrash_loop = { restarts = 3, within = \"2m\" }",
+    );
+    env.ok(&["apply", "-f", &crashy]);
+    let log = env.dir.path().join("serve.log");
+    let mut serve = env
+        .cmd()
+        .args(["serve", "--interval", "500ms", "--drift-interval", "0"])
+        .args([
+            "--max-backoff",
+            "2s",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .expect("start drover serve");
+    let mut last = Vec::new();
+    let rolled_back = eventually(Duration::from_secs(60), || {
+        last = scrape(admin);
+        sample(&last, r#"drover_rollbacks_total{service="web"}"#) >= 1.0
+            && sample(
+                &last,
+                r#"drover_service_release_info{service="web",release="3",image="web:1"}"#,
+            ) == 1.0
+    });
+    stop(&mut serve, Duration::from_secs(10));
+    let shown = format!(
+        "{last:#?}\nserve:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(rolled_back, "{shown}");
+    assert!(
+        sample(
+            &last,
+            r#"drover_rollouts_total{service="web",result="failed"}"#
+        ) >= 1.0,
+        "{shown}"
+    );
+    assert!(
+        sample(&last, r#"drover_heals_total{service="web"}"#) >= 1.0,
+        "{shown}"
+    );
+    assert!(
+        sample(
+            &last,
+            r#"drover_ledger_entries_total{action="service.rollback"}"#
+        ) >= 1.0,
+        "{shown}"
+    );
+    assert!(
+        sample(&last, r#"drover_backoffs_total{service="web"}"#) >= 1.0,
+        "{shown}"
+    );
 }
