@@ -122,9 +122,9 @@ impl Metrics {
     /// The event metrics and the process's; with `store`, also what is read
     /// from its database at each scrape.
     pub fn new(store: Option<PathBuf>) -> Self {
-        let mut root = Registry::default();
-        root.register_collector(Box::new(ProcessCollector));
-        let m = Metrics {
+        // The handles first; then a registry holding clones of them (a
+        // clone shares its counts), which goes in last.
+        let mut m = Metrics {
             registry: Registry::default(),
             proxy_requests: Family::default(),
             proxy_duration: Family::new_with_constructor(request_buckets),
@@ -141,6 +141,8 @@ impl Metrics {
             probes: Family::default(),
             probe_duration: Family::new_with_constructor(request_buckets),
         };
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
         let r = root.sub_registry_with_prefix(PREFIX);
         r.register(
             "proxy_requests",
@@ -226,10 +228,8 @@ impl Metrics {
                 store: Mutex::new(None),
             }));
         }
-        Metrics {
-            registry: root,
-            ..m
-        }
+        m.registry = root;
+        m
     }
 
     /// Everything, in the OpenMetrics text format ([`CONTENT_TYPE`]).

@@ -129,6 +129,8 @@ fn record(
         )),
         None => None,
     };
+    // The rule serve's metrics count back-offs by.
+    debug_assert_eq!(failed.is_some(), report.backs_off(), "{report:?}");
     match &failed {
         Some(why) => {
             h.failures += 1;
