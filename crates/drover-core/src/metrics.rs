@@ -40,7 +40,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::deploy::{Report, release};
-use crate::instance;
+use crate::instance::{self, State};
 use crate::store::Store;
 
 #[cfg(test)]
@@ -414,13 +414,20 @@ pub(crate) fn read_state(store: &Store) -> crate::Result<StateView> {
     let db = store.db();
     let services = release::services(db.read())?;
     let now = crate::clock::now_ms();
-    for s in &services {
+    for s in services.iter().filter(|s| s.removed.is_none()) {
         let svc = ServiceLabel {
             service: s.name.clone(),
         };
         v.replicas
             .get_or_create(&svc)
             .set(i64::from(s.rollout.replicas));
+        // Every service has a running count, 0 included, so that an alert
+        // on it fires when the last instance goes, rather than the series
+        // going away.
+        let _ = v.instances.get_or_create(&StateLabels {
+            service: s.name.clone(),
+            state: State::Running.as_str().into(),
+        });
         let h = release::health(db.read(), &s.name)?;
         v.backing_off
             .get_or_create(&svc)
