@@ -8,6 +8,11 @@
 //! SIGHUP makes serve start that successor itself from the binary on disk
 //! (after `drover upgrade`, the new one). Under systemd the sockets also
 //! go to the fd store and come back at the next start (`supervisor::systemd`).
+//!
+//! Metrics: one `drover_core::metrics::Metrics` is fed by the supervisor's
+//! threads and, through [`ProxyMetrics`], by the proxies; the admin
+//! listener (`--admin`, [`crate::admin`]) serves it at `/metrics`. Its
+//! socket is not handed over: a successor binds it once it is free.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
