@@ -25,6 +25,7 @@ PACKAGES=(
   nginx                          # bench/proxy.sh's fast backend and peer proxy (here, so no benchmark needs the network)
   aide b3sum                     # bench/drift.sh peers
   curl                           # serve tests (HTTP/2 through the proxy)
+  prometheus                     # metrics tests: a loopback Prometheus scrapes serve's /metrics
   docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
   python3-venv openssl           # trust-chain tests: outside verifiers (in-toto, spdx-tools) in .test-venv; openssl reads our keys
   liblzma-dev                    # xz2: .deb members and Packages.xz (links the system liblzma)
@@ -70,8 +71,9 @@ if command -v dpkg-query >/dev/null 2>&1; then
   # The docker-registry package enables a system-wide registry on :5000. The
   # tests start their own on free loopback ports, so it is not needed; stop
   # it so it holds no port and no storage (only where systemd runs).
-  # Likewise nginx's system service on :80 (bench/proxy.sh starts its own).
-  for service in docker-registry nginx; do
+  # Likewise nginx's system service on :80 (bench/proxy.sh starts its own)
+  # and prometheus' on :9090 (the metrics tests start their own).
+  for service in docker-registry nginx prometheus; do
     if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet "$service" 2>/dev/null; then
       echo "setup.sh: disabling the $service system service (tests and benchmarks start their own)"
       SUDO=()

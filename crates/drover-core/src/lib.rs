@@ -9,6 +9,7 @@
 //! | module    | owns |
 //! |-----------|------|
 //! | [`supervisor`] | what `drover serve` runs: a reconciler per service, the traffic thread that drives the proxies (a trait: they are async, in `drover-proxy`), the drift scanner |
+//! | [`metrics`] | `drover serve`'s Prometheus metrics: the counters and histograms the supervisor and the proxies feed, what is read from the database at each scrape (instances, releases, ledger), the process's own resources; encoded by `prometheus-client` |
 //! | [`trace`]  | `drover trace`: instance → release → image → signatures, provenance, SBOM, baseline, drift |
 //! | [`reconcile`] | `drover serve`'s reconciler: the deploy pass, run forever, with back-off |
 //! | [`drift`]  | drift: instances against their releases — image, runtime config, process, and the root's every file against the baseline (budgeted); condemns drifted instances for replacement |
@@ -55,6 +56,7 @@ pub mod keys;
 mod layering;
 pub mod ledger;
 pub mod limits;
+pub mod metrics;
 pub mod progress;
 pub mod reconcile;
 pub mod runtime;

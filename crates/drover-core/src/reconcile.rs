@@ -129,6 +129,8 @@ fn record(
         )),
         None => None,
     };
+    // The rule serve's metrics count back-offs by.
+    debug_assert_eq!(failed.is_some(), report.backs_off(), "{report:?}");
     match &failed {
         Some(why) => {
             h.failures += 1;
@@ -189,7 +191,21 @@ pub struct Reconciler {
     /// Instances of each service's desired release taken out of traffic
     /// for failing their checks, not yet counted by a pass.
     unhealthy: BTreeMap<String, u32>,
+    /// The serving instances' probes since [`Reconciler::take_probes`]
+    /// (at most [`KEEP_PROBES`]: the oldest go first).
+    probes: Vec<Probe>,
 }
+
+/// One probe of a serving instance's health check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub service: String,
+    pub ok: bool,
+    pub took: Duration,
+}
+
+/// How many probes a reconciler keeps for [`Reconciler::take_probes`].
+const KEEP_PROBES: usize = 1024;
 
 impl Reconciler {
     /// A reconciler of every service.
@@ -201,6 +217,7 @@ impl Reconciler {
             seen: None,
             watch: BTreeMap::new(),
             unhealthy: BTreeMap::new(),
+            probes: Vec::new(),
         }
     }
 
@@ -210,6 +227,12 @@ impl Reconciler {
             only: Some(service.to_string()),
             ..Reconciler::new(opts)
         }
+    }
+
+    /// The serving instances' probes since the last call (serve counts
+    /// them in its metrics).
+    pub fn take_probes(&mut self) -> Vec<Probe> {
+        std::mem::take(&mut self.probes)
     }
 
     /// Run every pass that is due now; returns their reports.
@@ -307,7 +330,17 @@ impl Reconciler {
             }
             *next = now + Duration::from_millis(check.interval_ms.max(100));
             let timeout = Duration::from_millis(check.timeout_ms.max(1));
-            match gate::probe_instance(store.root(), i, &check.probe, timeout) {
+            let began = Instant::now();
+            let probed = gate::probe_instance(store.root(), i, &check.probe, timeout);
+            if self.probes.len() >= KEEP_PROBES {
+                self.probes.remove(0);
+            }
+            self.probes.push(Probe {
+                service: service.to_string(),
+                ok: probed.is_ok(),
+                took: began.elapsed(),
+            });
+            match probed {
                 Ok(()) => *failures = 0,
                 Err(e) => {
                     *failures += 1;

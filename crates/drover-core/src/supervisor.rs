@@ -30,7 +30,9 @@
 //! the trait over `drover_proxy::Proxies`, and owns the runtime and the
 //! signal handling; a stop flag ([`Supervisor::stopping`],
 //! [`Supervisor::stop`]) is all that crosses the other way. What the threads
-//! do is told, a line at a time, to a [`Say`] the caller prints.
+//! do is told, a line at a time, to a [`Say`] the caller prints, and
+//! counted in [`Options::metrics`] (each pass's report and each drift scan,
+//! in one place each: [`Metrics::pass`], [`Metrics::drift_scan`]).
 //!
 //! **Restarts refuse nothing.** A new serve takes over from a running one
 //! ([`handover`]): it receives the listening sockets, accepts on them and
@@ -54,6 +56,7 @@ use crate::deploy::spec::ProxyMode;
 use crate::deploy::{lock, release, traffic};
 use crate::drift;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::reconcile::{self, Reconciler};
 use crate::store::Store;
 
@@ -81,6 +84,8 @@ pub struct Options {
     /// How often instances are scanned for drift (`None`: never).
     pub drift_interval: Option<Duration>,
     pub drift_budget: drift::Budget,
+    /// Where the threads count what they do (heals, rollouts, drift scans).
+    pub metrics: Arc<Metrics>,
 }
 
 /// What one service wants of its proxy: its ports, and what they speak.
@@ -210,15 +215,16 @@ pub fn start(
     let quiet = Arc::new(AtomicBool::new(false));
     let handed = Arc::new(AtomicBool::new(false));
     let reconciler = {
-        let (stop, store, ropts, say) = (
+        let (stop, store, ropts, say, metrics) = (
             stop.clone(),
             opts.store.clone(),
             opts.reconcile.clone(),
             say.clone(),
+            opts.metrics.clone(),
         );
         thread::Builder::new()
             .name("reconcile".into())
-            .spawn(move || reconcile_loop(&store, ropts, &stop, &say))?
+            .spawn(move || reconcile_loop(&store, ropts, &stop, &say, &metrics))?
     };
     let traffic = {
         let (stop, quiet, store, say) =
@@ -236,15 +242,16 @@ pub fn start(
             })?
     };
     let drift = opts.drift_interval.map(|every| {
-        let (stop, store, budget, say) = (
+        let (stop, store, budget, say, metrics) = (
             stop.clone(),
             opts.store.clone(),
             opts.drift_budget.clone(),
             say.clone(),
+            opts.metrics.clone(),
         );
         thread::Builder::new()
             .name("drift".into())
-            .spawn(move || drift_loop(&store, every, &budget, &stop, &say))
+            .spawn(move || drift_loop(&store, every, &budget, &stop, &say, &metrics))
     });
     Ok(Supervisor {
         stop,
@@ -306,7 +313,13 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 
 /// One reconciler thread per service, started as services appear; each
 /// ends when its service is gone or serve stops.
-fn reconcile_loop(store: &Path, opts: reconcile::Options, stop: &Arc<AtomicBool>, say: &Say) {
+fn reconcile_loop(
+    store: &Path,
+    opts: reconcile::Options,
+    stop: &Arc<AtomicBool>,
+    say: &Say,
+    metrics: &Arc<Metrics>,
+) {
     let db = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("reconcile: cannot open the store: {e}")),
@@ -320,17 +333,19 @@ fn reconcile_loop(store: &Path, opts: reconcile::Options, stop: &Arc<AtomicBool>
                     if workers.contains_key(&svc.name) {
                         continue;
                     }
-                    let (store, opts, stop, name, say2) = (
+                    let (store, opts, stop, name, say2, metrics) = (
                         store.to_path_buf(),
                         opts.clone(),
                         stop.clone(),
                         svc.name.clone(),
                         say.clone(),
+                        metrics.clone(),
                     );
                     match thread::Builder::new()
                         .name(format!("reconcile {name}"))
-                        .spawn(move || reconcile_service(&store, opts, &name, &stop, &say2))
-                    {
+                        .spawn(move || {
+                            reconcile_service(&store, opts, &name, &stop, &say2, &metrics)
+                        }) {
                         Ok(w) => {
                             workers.insert(svc.name, w);
                         }
@@ -354,6 +369,7 @@ fn reconcile_service(
     service: &str,
     stop: &AtomicBool,
     say: &Say,
+    metrics: &Metrics,
 ) {
     let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
@@ -364,11 +380,22 @@ fn reconcile_service(
         }
     };
     let mut r = Reconciler::for_service(opts, service);
+    // The release the last pass left running: a pass that ends on another
+    // one rolled it out.
+    let mut running = None;
     while !stop.load(Ordering::SeqCst) {
-        match r.round(&mut store) {
+        let round = r.round(&mut store);
+        for p in r.take_probes() {
+            metrics.health_probe(&p.service, p.ok, p.took);
+        }
+        match round {
             Ok(reports) if reports.is_empty() && !service_exists(&store, service) => return,
             Ok(reports) => {
                 for rep in reports {
+                    metrics.pass(&rep, running);
+                    if !rep.busy() && rep.release.is_some() {
+                        running = rep.release;
+                    }
                     for w in &rep.warnings {
                         say(format_args!("reconcile {}: {w}", rep.service));
                     }
@@ -553,18 +580,35 @@ fn route(store: &mut Store, proxies: &mut impl Proxies, ack: bool) -> Result<()>
     Ok(())
 }
 
-fn drift_loop(store: &Path, every: Duration, budget: &drift::Budget, stop: &AtomicBool, say: &Say) {
+fn drift_loop(
+    store: &Path,
+    every: Duration,
+    budget: &drift::Budget,
+    stop: &AtomicBool,
+    say: &Say,
+    metrics: &Metrics,
+) {
     let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
         Err(e) => return say(format_args!("drift: cannot open the store: {e}")),
     };
     while !stop.load(Ordering::SeqCst) {
-        match drift::sweep(
+        let began = Instant::now();
+        let swept = drift::sweep(
             &mut store,
             &drift::Target::All,
             budget,
             drift::Remedy::Replace,
-        ) {
+        );
+        let drifted = swept.as_ref().ok().map(|found| {
+            found
+                .instances
+                .iter()
+                .filter(|d| !d.findings.is_empty())
+                .count()
+        });
+        metrics.drift_scan(began.elapsed(), drifted);
+        match swept {
             Ok(found) => {
                 for d in found.instances.iter().filter(|d| !d.findings.is_empty()) {
                     say(format_args!(
@@ -633,6 +677,7 @@ mod tests {
                 bytes_per_sec: None,
                 low_priority: false,
             },
+            metrics: Arc::new(Metrics::new(None)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -94,6 +94,7 @@ impl HttpProxy {
         client_ip: HeaderValue,
     ) -> Response<RespBody> {
         self.routes.count(|s| &s.requests);
+        let began = Instant::now();
         let (parts, body) = req.into_parts();
         let mut head = Head {
             method: parts.method,
@@ -127,10 +128,24 @@ impl HttpProxy {
         }
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 
-        match tokio::time::timeout(self.request_timeout, self.dispatch(head, body)).await {
+        let resp = match tokio::time::timeout(self.request_timeout, self.dispatch(head, body)).await
+        {
             Ok(Ok(resp)) => resp,
             Ok(Err(status)) => reply(&self.routes, status),
-            Err(_) => reply(&self.routes, StatusCode::GATEWAY_TIMEOUT),
+            Err(_) => {
+                self.observe_error("timeout");
+                reply(&self.routes, StatusCode::GATEWAY_TIMEOUT)
+            }
+        };
+        if let Some((service, o)) = self.routes.observer() {
+            o.request(service, resp.status().as_u16(), began.elapsed());
+        }
+        resp
+    }
+
+    fn observe_error(&self, kind: &'static str) {
+        if let Some((service, o)) = self.routes.observer() {
+            o.upstream_error(service, kind);
         }
     }
 
@@ -170,8 +185,12 @@ impl HttpProxy {
                 }
                 Err(e) if e.is_connect() => {
                     self.routes.cool_down(&guard.0);
+                    self.observe_error("connect");
                     if !more {
                         return Err(StatusCode::BAD_GATEWAY);
+                    }
+                    if let Some((service, o)) = self.routes.observer() {
+                        o.retry(service);
                     }
                     // The body was never polled: the pool hands it back when it
                     // drops the request, before the error comes out.
@@ -183,7 +202,10 @@ impl HttpProxy {
                     }
                     tried.push(Arc::clone(&guard.0));
                 }
-                Err(_) => return Err(StatusCode::BAD_GATEWAY),
+                Err(_) => {
+                    self.observe_error("response");
+                    return Err(StatusCode::BAD_GATEWAY);
+                }
             }
         }
     }

@@ -46,6 +46,11 @@
 //! counts from dispatch until its response body has been passed on in full
 //! (or the client went away); a TCP connection while it is open.
 //!
+//! **Observing**: a [`Routes`] made with [`Routes::observed`] (as
+//! [`Proxies`] makes them once given an [`Observe`]) reports each HTTP
+//! request's status and latency (TCP: each connection, joined or not),
+//! upstream errors and retries.
+//!
 //! **Errors** become statuses in one place (`http::reply`): 503 when
 //! nothing is routable, 502 when the backends failed, 504 after
 //! [`Config::request_timeout`] without a response head.
@@ -71,6 +76,26 @@ mod tests;
 
 use http::HttpProxy;
 pub use proxies::{Listen, Proxies, Say, Sockets};
+
+/// Where the proxies tell what became of each HTTP request (`drover
+/// serve`: its Prometheus metrics). Called on the request's task: keep it
+/// to a few atomics.
+pub trait Observe: Send + Sync {
+    /// `service`'s proxy answered a request with `status` (the backend's,
+    /// or its own 502/503/504), `elapsed` after receiving it (to the
+    /// response head; the body may stream on).
+    fn request(&self, service: &str, status: u16, elapsed: Duration);
+    /// An attempt to reach an instance failed: `connect` (refused, reset
+    /// or timed out before anything was sent), `response` (failed after
+    /// the request was sent), `timeout` (no response head in time).
+    fn upstream_error(&self, service: &str, kind: &'static str);
+    /// A request (TCP: a connection) went on to another instance after a
+    /// connect error.
+    fn retry(&self, service: &str);
+    /// `service`'s TCP proxy joined a client connection to an instance
+    /// (`true`), or had none to join it to (`false`: closed).
+    fn connection(&self, service: &str, joined: bool);
+}
 pub use routes::{Backend, BackendStats, COOL_DOWN, Routes, Stats};
 use tcp::TcpProxy;
 

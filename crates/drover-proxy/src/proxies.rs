@@ -42,6 +42,8 @@ pub struct Proxies {
     /// The last routes given, so a service's listener opened after them
     /// never accepts before it has somewhere to send requests.
     routed: BTreeMap<String, Vec<Backend>>,
+    /// Given to each service's routes made from now on.
+    observer: Option<Arc<dyn crate::Observe>>,
 }
 
 /// The open listening sockets, each a duplicate of the one a listener
@@ -92,7 +94,14 @@ impl Proxies {
             adopted: BTreeMap::new(),
             sockets: Sockets::default(),
             routed: BTreeMap::new(),
+            observer: None,
         }
+    }
+
+    /// Tell `observer` of every HTTP request of the services proxied from
+    /// now on (call before the first [`Proxies::listen`]).
+    pub fn observe(&mut self, observer: Arc<dyn crate::Observe>) {
+        self.observer = Some(observer);
     }
 
     /// Take listening sockets a predecessor bound (handed over, or kept by
@@ -138,8 +147,12 @@ impl Proxies {
         });
         for (name, Listen { ports, mode }) in wanted {
             let routed = &self.routed;
+            let observer = &self.observer;
             let p = self.proxied.entry(name.clone()).or_insert_with(|| {
-                let routes = Routes::new();
+                let routes = match observer {
+                    Some(o) => Routes::observed(name, Arc::clone(o)),
+                    None => Routes::new(),
+                };
                 routes.set(routed.get(name).cloned().unwrap_or_default());
                 Proxied {
                     routes,

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) failures: AtomicU64,
     pub(crate) unavailable: AtomicU64,
     connect_errors: AtomicU64,
+    /// Told of each request, with the service's name.
+    observer: Option<(String, Arc<dyn crate::Observe>)>,
 }
 
 pub(crate) struct Target {
@@ -118,6 +120,15 @@ impl Default for Routes {
 
 impl Routes {
     pub fn new() -> Self {
+        Self::with_observer(None)
+    }
+
+    /// Routes of `service` whose requests `observer` is told of.
+    pub fn observed(service: &str, observer: Arc<dyn crate::Observe>) -> Self {
+        Self::with_observer(Some((service.to_string(), observer)))
+    }
+
+    fn with_observer(observer: Option<(String, Arc<dyn crate::Observe>)>) -> Self {
         Self(Arc::new(Shared {
             live: RwLock::new(Vec::new()),
             known: Mutex::new(Vec::new()),
@@ -127,6 +138,7 @@ impl Routes {
             failures: AtomicU64::new(0),
             unavailable: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            observer,
         }))
     }
 
@@ -253,6 +265,14 @@ impl Routes {
         let until = self.now_ms() + COOL_DOWN.as_millis() as u64;
         t.cool_until.store(until, Ordering::Relaxed);
         self.0.connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The observer, and the service it knows these routes as.
+    pub(crate) fn observer(&self) -> Option<(&str, &dyn crate::Observe)> {
+        self.0
+            .observer
+            .as_ref()
+            .map(|(s, o)| (s.as_str(), o.as_ref()))
     }
 
     pub(crate) fn count(&self, counter: fn(&Shared) -> &AtomicU64) {

@@ -21,7 +21,10 @@ impl TcpProxy {
         routes.count(|s| &s.requests);
         let mut tried: Vec<Arc<Target>> = Vec::new();
         loop {
-            let Some((guard, _)) = routes.pick(&tried) else {
+            let Some((guard, more)) = routes.pick(&tried) else {
+                if let Some((service, o)) = routes.observer() {
+                    o.connection(service, false);
+                }
                 // Closing the connection is all TCP can say.
                 routes.count(if tried.is_empty() {
                     |s| &s.unavailable
@@ -34,6 +37,9 @@ impl TcpProxy {
             match tokio::time::timeout(self.connect_timeout, connect).await {
                 Ok(Ok(mut backend)) => {
                     guard.0.served.fetch_add(1, Ordering::Relaxed);
+                    if let Some((service, o)) = routes.observer() {
+                        o.connection(service, true);
+                    }
                     let _ = backend.set_nodelay(true);
                     // Errors are either side going away: nothing to report.
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
@@ -41,6 +47,12 @@ impl TcpProxy {
                 }
                 Ok(Err(_)) | Err(_) => {
                     routes.cool_down(&guard.0);
+                    if let Some((service, o)) = routes.observer() {
+                        o.upstream_error(service, "connect");
+                        if more {
+                            o.retry(service);
+                        }
+                    }
                     tried.push(Arc::clone(&guard.0));
                 }
             }

@@ -673,3 +673,104 @@ fn proxies_open_route_and_close_listeners_as_told() {
     });
     assert!(closed, "still accepting on {port}");
 }
+
+/// An observer that keeps a diary.
+#[derive(Default)]
+struct Diary(std::sync::Mutex<Vec<String>>);
+
+impl Observe for Diary {
+    fn request(&self, service: &str, status: u16, elapsed: Duration) {
+        assert!(elapsed < Duration::from_secs(5));
+        self.0.lock().unwrap().push(format!("{service} {status}"));
+    }
+    fn upstream_error(&self, service: &str, kind: &'static str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{service} error {kind}"));
+    }
+    fn retry(&self, service: &str) {
+        self.0.lock().unwrap().push(format!("{service} retry"));
+    }
+    fn connection(&self, service: &str, joined: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{service} tcp {joined}"));
+    }
+}
+
+#[tokio::test]
+async fn an_observer_hears_of_each_request_its_errors_and_retries() {
+    let a = backend("a").await;
+    let gone = dead("gone").await;
+    let diary = Arc::new(Diary::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::observed("web", diary.clone());
+    routes.set(vec![gone.clone(), a.route()]);
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(serve_with(
+        listener,
+        Mode::Http,
+        routes.clone(),
+        Config::default(),
+        stopped,
+    ));
+    let client = h1_client();
+    let url = format!("http://{addr}/");
+    // Round-robin: one of two requests goes to the dead one first.
+    for _ in 0..2 {
+        assert_eq!(get(&client, &url).await.0, StatusCode::OK);
+    }
+    routes.set(vec![gone]);
+    assert_eq!(get(&client, &url).await.0, StatusCode::BAD_GATEWAY);
+    routes.set(Vec::new());
+    assert_eq!(get(&client, &url).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let mut diary = diary.0.lock().unwrap().clone();
+    assert_eq!(
+        diary.split_off(diary.len() - 3),
+        ["web error connect", "web 502", "web 503"]
+    );
+    diary.sort();
+    assert_eq!(
+        diary,
+        ["web 200", "web 200", "web error connect", "web retry"]
+    );
+}
+
+#[tokio::test]
+async fn an_observer_hears_of_each_tcp_connection() {
+    let e = echo_backend("e").await;
+    let gone = dead("gone").await;
+    let diary = Arc::new(Diary::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::observed("db", diary.clone());
+    routes.set(vec![gone, e]);
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(serve_with(
+        listener,
+        Mode::Tcp,
+        routes.clone(),
+        Config::default(),
+        stopped,
+    ));
+    for msg in [b"ping", b"pong"] {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(msg).await.unwrap();
+        let mut buf = [0; 4];
+        c.read_exact(&mut buf).await.unwrap();
+    }
+    routes.set(Vec::new());
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    let mut diary = diary.0.lock().unwrap().clone();
+    assert_eq!(diary.pop().as_deref(), Some("db tcp false"));
+    diary.sort();
+    assert_eq!(
+        diary,
+        ["db error connect", "db retry", "db tcp true", "db tcp true"]
+    );
+}

@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod output;
+mod admin;
 mod cmd;
 mod filter;
 mod progress;

@@ -276,6 +276,7 @@ fn bad_flag_values_exit_2_and_name_the_value() {
         &["serve", "--drift-rate", "lots"][..],
         &["serve", "--drift-rate", "1.5g"],
         &["serve", "--interval", "5"],
+        &["serve", "--admin", "nowhere"],
         &["run", "--memory", "256q", "app:1"],
         &["run", "--tmp-size", "0", "app:1"],
     ] {

@@ -27,6 +27,7 @@ mod instances;
 mod interop;
 mod layers;
 mod logs;
+mod metrics;
 mod package_scripts;
 mod packages;
 mod policy;

@@ -142,6 +142,16 @@ impl Report {
             .as_ref()
             .is_some_and(|f| f.kind == ErrorKind::Busy)
     }
+
+    /// Whether serve's reconciler backs the service off after this pass
+    /// (`reconcile::record`'s rule): it failed without rolling back, or
+    /// instances crashed young.
+    pub fn backs_off(&self) -> bool {
+        match &self.error {
+            Some(_) => !self.busy() && self.failed.is_none(),
+            None => self.crashed_young > 0,
+        }
+    }
 }
 
 /// Why one service's deploy failed: the error's kind and its message.

@@ -128,6 +128,22 @@ impl Reader<'_> {
         list(self.sql(), self.path(), f)
     }
 
+    /// How many entries the ledger holds of each action (for
+    /// `drover_ledger_entries_total`), by action.
+    pub fn ledger_counts(&self) -> Result<Vec<(String, u64)>> {
+        let mut st = self
+            .sql()
+            .prepare("SELECT action, count(*) FROM ledger GROUP BY action ORDER BY action")
+            .db_ctx(self.path())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .db_ctx(self.path())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .db_ctx(self.path())
+    }
+
     /// Walk the whole ledger in one read snapshot and report the first entry
     /// not as written (see [`ledger::verify`]).
     pub fn verify_ledger(&self, trusted: &[PublicKey]) -> Result<VerifyReport> {

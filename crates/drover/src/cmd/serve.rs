@@ -8,11 +8,16 @@
 //! SIGHUP makes serve start that successor itself from the binary on disk
 //! (after `drover upgrade`, the new one). Under systemd the sockets also
 //! go to the fd store and come back at the next start (`supervisor::systemd`).
+//!
+//! Metrics: one `drover_core::metrics::Metrics` is fed by the supervisor's
+//! threads and, through [`ProxyMetrics`], by the proxies; the admin
+//! listener (`--admin`, [`crate::admin`]) serves it at `/metrics`. Its
+//! socket is not handed over: a successor binds it once it is free.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,12 +29,14 @@ use anyhow::Context;
 use drover_core::deploy::spec::ProxyMode;
 use drover_core::drift::Budget;
 use drover_core::grammar;
+use drover_core::metrics::Metrics;
 use drover_core::reconcile;
 use drover_core::store::Store;
 use drover_core::supervisor::{self, Backend, Listen, Say, handover, systemd};
 use drover_proxy::Mode;
 
 use super::Ctx;
+use crate::admin;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,6 +65,45 @@ pub struct Args {
     /// it finish what is in flight and stop. With none running, start.
     #[arg(long)]
     takeover: bool,
+    /// Address of the admin listener: Prometheus metrics at /metrics
+    /// ("off": none). Loopback by default; a successor (`--takeover`)
+    /// binds it once the serve it replaces lets go.
+    #[arg(long, value_name = "ADDR", default_value = admin::DEFAULT_ADDR, value_parser = admin_addr)]
+    admin: AdminAddr,
+}
+
+/// `--admin`: an address, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AdminAddr {
+    Off,
+    At(SocketAddr),
+}
+
+fn admin_addr(s: &str) -> Result<AdminAddr, String> {
+    match s {
+        "off" => Ok(AdminAddr::Off),
+        s => s.parse().map(AdminAddr::At).map_err(|_| {
+            format!("{s:?} is not an address and port (like 127.0.0.1:9465), nor \"off\"")
+        }),
+    }
+}
+
+/// The proxies' requests, counted in serve's metrics.
+struct ProxyMetrics(Arc<Metrics>);
+
+impl drover_proxy::Observe for ProxyMetrics {
+    fn request(&self, service: &str, status: u16, elapsed: Duration) {
+        self.0.proxy_request(service, status, elapsed);
+    }
+    fn upstream_error(&self, service: &str, kind: &'static str) {
+        self.0.proxy_upstream_error(service, kind);
+    }
+    fn retry(&self, service: &str) {
+        self.0.proxy_retry(service);
+    }
+    fn connection(&self, service: &str, joined: bool) {
+        self.0.proxy_connection(service, joined);
+    }
 }
 
 /// How long a successor waits for the serve it takes over from to finish
@@ -91,8 +137,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             bytes_per_sec: (a.drift_rate > 0).then_some(a.drift_rate),
             low_priority: true,
         },
+        metrics: Arc::new(Metrics::new(Some(ctx.store_dir.clone()))),
     };
-    serve(opts, a.bind, a.takeover, sd, sayer(ctx.json))?;
+    serve(opts, a.bind, a.takeover, a.admin, sd, sayer(ctx.json))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -149,6 +196,7 @@ fn serve(
     opts: supervisor::Options,
     bind: IpAddr,
     takeover: bool,
+    admin: AdminAddr,
     sd: systemd::Environment,
     say: Say,
 ) -> anyhow::Result<()> {
@@ -169,6 +217,9 @@ fn serve(
         stored: BTreeSet::new(),
         say: say.clone(),
     };
+    proxies
+        .inner
+        .observe(Arc::new(ProxyMetrics(opts.metrics.clone())));
     // Sockets systemd kept (fd store) or made (socket activation).
     let mut inherited: Vec<std::net::TcpListener> =
         sd.fds.into_iter().map(|(_, fd)| fd.into()).collect();
@@ -203,6 +254,12 @@ fn serve(
         None => supervisor::lock(&mut store, &opts.store)?,
     };
     drop(store);
+    if let AdminAddr::At(addr) = admin {
+        let state = Arc::new(admin::State {
+            metrics: opts.metrics.clone(),
+        });
+        admin::spawn(rt.handle(), addr, state, say.clone());
+    }
     say(format_args!(
         "serve: store {}, proxies on {}, drift scans {}{}",
         opts.store.display(),
