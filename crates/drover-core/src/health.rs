@@ -51,6 +51,17 @@ pub enum Probe {
     Exec { command: Vec<String> },
 }
 
+impl Probe {
+    /// The port the probe names, when it names one rather than taking each
+    /// instance's own.
+    pub fn fixed_port(&self) -> Option<u16> {
+        match self {
+            Probe::Http { port, .. } | Probe::Tcp { port } => *port,
+            Probe::Exec { .. } => None,
+        }
+    }
+}
+
 /// Whether a format's health table may say `deadline`. Where it may not, the
 /// key is unknown like any other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -428,6 +428,38 @@ fn an_image_whose_own_health_check_fails_is_rolled_back() {
     assert_eq!(pages(&s), vec!["version one\n"; 2]);
 }
 
+/// Replicas share the host network: a health check on a fixed port would
+/// reach one of them for all (nginx's 8080 let a replica that could not
+/// bind pass). plan and apply refuse it, naming the service and the way out.
+#[test]
+fn replicas_with_a_health_check_on_a_fixed_port_are_refused() {
+    let Some(env) = setup() else { return };
+    let fleet = fleet_n(&env, "1", 2, "");
+    let text = std::fs::read_to_string(&fleet)
+        .unwrap()
+        .replace("kind = \"http\"\n", "kind = \"http\"\nport = 8080\n");
+    write(std::path::Path::new(&fleet), text.as_bytes(), 0o644);
+    for cmd in ["plan", "apply"] {
+        let out = env.run(&[cmd, "-f", &fleet]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("service web: 2 replicas")
+                && err.contains("port 8080")
+                && err.contains("$PORT"),
+            "{err}"
+        );
+    }
+    assert!(env.items(&["ps"]).is_empty());
+    // One replica may: nothing else answers on that port.
+    let one = std::fs::read_to_string(&fleet)
+        .unwrap()
+        .replace("replicas = 2", "replicas = 1");
+    write(std::path::Path::new(&fleet), one.as_bytes(), 0o644);
+    let out = env.run(&["plan", "-f", &fleet]);
+    assert!(out.status.success(), "{}", show(&out));
+}
+
 /// A release whose instances cannot start (here: a volume the image has no
 /// mount point for) fails like one that never gets healthy.
 #[test]

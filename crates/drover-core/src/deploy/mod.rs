@@ -185,7 +185,8 @@ impl Serialize for Failure {
 /// `Ok` when every service of `reports` deployed; else the error a deploy
 /// command ends with, naming every failure. Its kind is
 /// [`ErrorKind::Busy`] when each failure was another deploy holding a lock,
-/// [`ErrorKind::Refused`] when each was the deploy policy, and
+/// [`ErrorKind::Refused`] when each was the deploy policy,
+/// [`ErrorKind::Invalid`] when each was the fleet's own (nothing was tried), and
 /// [`ErrorKind::Internal`] otherwise: a deploy that was tried and failed,
 /// whatever the cause.
 pub fn outcome(reports: &[Report]) -> Result<()> {
@@ -194,7 +195,11 @@ pub fn outcome(reports: &[Report]) -> Result<()> {
         return Ok(());
     };
     let kind = match first.kind {
-        k @ (ErrorKind::Busy | ErrorKind::Refused) if failures.iter().all(|f| f.kind == k) => k,
+        k @ (ErrorKind::Busy | ErrorKind::Refused | ErrorKind::Invalid)
+            if failures.iter().all(|f| f.kind == k) =>
+        {
+            k
+        }
         _ => ErrorKind::Internal,
     };
     Err(Error::Deploy {
@@ -225,6 +230,27 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             None => None,
         },
     };
+    // Instances share the host network, each on its own `PORT`: a check on
+    // a fixed port reaches whichever replica holds it, not the one it
+    // checks — it would call a replica that cannot even bind healthy.
+    if spec.replicas > 1
+        && let Some(port) = health.as_ref().and_then(|h| h.probe.fixed_port())
+    {
+        return Err(Error::Usage(format!(
+            "service {}: {} replicas, but its health check{} probes port {port}, a fixed \
+             port: instances share the host network, so every replica's check would reach \
+             whichever one holds {port} (and only one can bind it). Make the program listen \
+             on $PORT and drop `port` from the check (each instance is then probed on its \
+             own), or run 1 replica",
+            spec.name,
+            spec.replicas,
+            if spec.health.is_some() {
+                ""
+            } else {
+                " (the image's)"
+            },
+        )));
+    }
     let volumes = spec.volumes.iter().map(VolumeSpec::canonical).collect();
     Ok((
         image,
