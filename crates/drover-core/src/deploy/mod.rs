@@ -185,8 +185,7 @@ impl Serialize for Failure {
 /// `Ok` when every service of `reports` deployed; else the error a deploy
 /// command ends with, naming every failure. Its kind is
 /// [`ErrorKind::Busy`] when each failure was another deploy holding a lock,
-/// [`ErrorKind::Refused`] when each was the deploy policy,
-/// [`ErrorKind::Invalid`] when each was the fleet's own (nothing was tried), and
+/// [`ErrorKind::Refused`] when each was the deploy policy, and
 /// [`ErrorKind::Internal`] otherwise: a deploy that was tried and failed,
 /// whatever the cause.
 pub fn outcome(reports: &[Report]) -> Result<()> {
@@ -195,11 +194,7 @@ pub fn outcome(reports: &[Report]) -> Result<()> {
         return Ok(());
     };
     let kind = match first.kind {
-        k @ (ErrorKind::Busy | ErrorKind::Refused | ErrorKind::Invalid)
-            if failures.iter().all(|f| f.kind == k) =>
-        {
-            k
-        }
+        k @ (ErrorKind::Busy | ErrorKind::Refused) if failures.iter().all(|f| f.kind == k) => k,
         _ => ErrorKind::Internal,
     };
     Err(Error::Deploy {
