@@ -192,7 +192,13 @@ fn redis_keeps_its_data_in_a_volume_across_instances() {
         "redisdata:/data",
         "redis:7.0",
     ]);
-    let reply = redis("GET greeting");
+    // Just started, redis answers LOADING until it has read its dump.
+    let mut reply = redis("GET greeting");
+    let t = Instant::now();
+    while reply.starts_with("-LOADING") && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        reply = redis("GET greeting");
+    }
     assert!(reply.starts_with("$9\r\npersisted\r\n"), "{reply:?}");
     let out = env.run(&["rm", "--force", "again"]);
     assert!(out.status.success(), "{}", show(&out));
