@@ -447,12 +447,21 @@ fn check_name(raw: &[u8]) -> std::result::Result<(PathBuf, Part), &'static str> 
         }
         ("logs", _) => Part::Log,
         // Only the log files of an instance's bundle travel.
-        ("instances", 3) if super::write::is_log_name(parts[2].to_str().unwrap_or("")) => Part::Log,
+        ("instances", 3) if is_log_name(parts[2].to_str().unwrap_or("")) => Part::Log,
         ("instances", _) => return Err("is not an instance's log"),
         ("volumes", _) => Part::Volume,
         _ => return Err("is not part of a drover backup"),
     };
     Ok((path.to_path_buf(), part))
+}
+
+/// `log` or `log.<n>`: an instance's log files, and nothing else of its
+/// bundle.
+fn is_log_name(name: &str) -> bool {
+    name == "log"
+        || name
+            .strip_prefix("log.")
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Refuse a member whose way down goes through a symbolic link (one an

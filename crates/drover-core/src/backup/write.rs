@@ -452,36 +452,18 @@ fn instance_logs(root: &Path, out: &mut Vec<Item>) -> Result<()> {
         .collect();
     ids.sort();
     for id in ids {
-        let bundle = dir.join(&id);
-        let mut names: Vec<String> = fs::read_dir(&bundle)
-            .ctx("list", &bundle)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| is_log_name(n))
-            .collect();
-        // Oldest first, as they were written.
-        names.sort_by_key(|n| std::cmp::Reverse(log_rank(n)));
-        for n in names {
-            walk(root, &Path::new("instances").join(&id).join(n), out, false)?;
+        let log = crate::runtime::log_path(&dir.join(&id));
+        for file in crate::instance::log::files(&log) {
+            let name = file.file_name().expect("a log file has a name");
+            walk(
+                root,
+                &Path::new("instances").join(&id).join(name),
+                out,
+                false,
+            )?;
         }
     }
     Ok(())
-}
-
-/// `log` or `log.<n>`: an instance's log files, and nothing else of its
-/// bundle.
-pub(super) fn is_log_name(name: &str) -> bool {
-    name == "log"
-        || name
-            .strip_prefix("log.")
-            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// How old a log file is: `log.3` before `log.2` … before `log` (0).
-fn log_rank(name: &str) -> u64 {
-    name.strip_prefix("log.")
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(0)
 }
 
 fn walk(root: &Path, rel: &Path, out: &mut Vec<Item>, links: bool) -> Result<()> {

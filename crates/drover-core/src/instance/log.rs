@@ -337,6 +337,16 @@ fn rotated(log: &Path, k: u64) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Every file of the log at `log`, oldest first: the rotated ones, then
+/// `log` itself if it is there.
+pub(crate) fn files(log: &Path) -> Vec<PathBuf> {
+    let mut all = rotated_files(log);
+    if log.exists() {
+        all.push(log.to_path_buf());
+    }
+    all
+}
+
 /// The rotated files of `log` that exist, oldest first (highest number first).
 fn rotated_files(log: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {

@@ -62,10 +62,7 @@ pub struct Meta {
 /// `drover logs` shows it empty rather than unknown.
 pub fn keep(store_root: &Path, inst: &Instance) -> Result<()> {
     let log = runtime::log_path(&inst.bundle(store_root));
-    let files: Vec<PathBuf> = super::rotated_files(&log)
-        .into_iter()
-        .chain(log.exists().then(|| log.clone()))
-        .collect();
+    let files = super::files(&log);
     if files.is_empty() && !inst.bundle(store_root).exists() {
         return Ok(());
     }
@@ -147,11 +144,7 @@ pub fn collect(store_root: &Path, now_ms: i64) -> Result<LogGcReport> {
     let mut all: Vec<(Meta, i64)> = Vec::new();
     for id in ids(store_root) {
         let d = dir(store_root, &id);
-        let mtime_ms = fs::metadata(&d)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
+        let mtime_ms = fs::metadata(&d).map_or(0, |m| modified_ms(&m));
         let (meta, at) = match meta(store_root, &id) {
             Some(m) => {
                 let at = clock::parse_rfc3339_secs(&m.removed).map_or(mtime_ms, |s| s * 1000);
@@ -227,12 +220,7 @@ fn collect_old_layout(store_root: &Path, now_ms: i64, report: &mut LogGcReport) 
             if !rname.starts_with("release-") {
                 continue;
             }
-            let changed_ms = release
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_millis() as i64);
+            let changed_ms = release.metadata().map_or(0, |m| modified_ms(&m));
             if now_ms.saturating_sub(changed_ms) <= DEFAULT_KEEP_MS as i64 {
                 continue;
             }
@@ -246,6 +234,15 @@ fn collect_old_layout(store_root: &Path, now_ms: i64, report: &mut LogGcReport) 
     }
     report.removed_old_layout.sort();
     Ok(())
+}
+
+/// When `m`'s file was last changed, in milliseconds since the epoch (0 if
+/// unknown).
+fn modified_ms(m: &fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn dir_bytes(d: &Path) -> u64 {
