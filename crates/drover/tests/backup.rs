@@ -50,19 +50,9 @@ replicas = 2
 ports = [{port}]
 min_healthy = "0s"
 
-[service.web.health]
-kind = "http"
-path = "/"
-interval = "500ms"
-timeout = "500ms"
-retries = 2
-start_period = "1s"
-deadline = "10s"
 "#
     );
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &(text + common::WEB_HEALTH))
 }
 
 fn serve(store: &Path, log: &Path) -> std::process::Child {

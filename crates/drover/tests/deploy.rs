@@ -47,9 +47,7 @@ start_period = "1s"
 deadline = "10s"
 "#
     );
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &text)
 }
 
 fn setup() -> Option<Env> {

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Env, write};
+use common::Env;
 use serde_json::Value;
 
 /// Services `web` and `api`, one instance each, of `web:<tag>`.
@@ -35,9 +35,7 @@ deadline = "10s"
 "#
         ));
     }
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &text)
 }
 
 /// `drover --json events ARGS`: one JSON object a line.

@@ -26,19 +26,9 @@ replicas = 1
 ports = [{port}]
 drain = "1s"
 
-[service.web.health]
-kind = "http"
-path = "/"
-interval = "500ms"
-timeout = "500ms"
-retries = 2
-start_period = "1s"
-deadline = "10s"
 "#
     );
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &(text + common::WEB_HEALTH))
 }
 
 fn digest(env: &Env, tag: &str) -> String {

@@ -43,9 +43,7 @@ fn fleet(env: &Env, tag: &str, replicas: u32, extra: &str) -> String {
     let text = format!(
         "[service.app]\nimage = \"box:{tag}\"\nreplicas = {replicas}\nmin_healthy = \"0s\"\n{extra}\n"
     );
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &text)
 }
 
 fn ps(env: &Env) -> Vec<Value> {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, eventually, free_port, get, show, write};
+use common::{Env, eventually, free_port, get, show};
 use serde_json::Value;
 
 fn setup() -> Option<Env> {
@@ -38,19 +38,9 @@ ports = [{port}]
 drain = "5s"
 {extra}
 
-[service.web.health]
-kind = "http"
-path = "/"
-interval = "500ms"
-timeout = "500ms"
-retries = 2
-start_period = "1s"
-deadline = "10s"
 "#
     );
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &(text + common::WEB_HEALTH))
 }
 
 /// A running `drover serve`, stopped (SIGTERM) when dropped.

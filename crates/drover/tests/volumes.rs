@@ -85,9 +85,7 @@ start_period = "1s"
 deadline = "10s"
 "#
     );
-    let path = env.ctx().join("fleet.toml");
-    write(&path, text.as_bytes(), 0o644);
-    path.to_str().unwrap().to_string()
+    common::write_fleet(env, &text)
 }
 
 /// The live instances of service db, as `ps --json` shows them.

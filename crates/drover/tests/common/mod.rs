@@ -370,3 +370,23 @@ pub fn get(port: u16) -> Option<String> {
     }
     r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
+
+/// The health check the web fleets of the serve tests use (HTTP on `/`,
+/// every 500 ms), to follow a `[service.web]` table.
+pub const WEB_HEALTH: &str = r#"
+[service.web.health]
+kind = "http"
+path = "/"
+interval = "500ms"
+timeout = "500ms"
+retries = 2
+start_period = "1s"
+deadline = "10s"
+"#;
+
+/// Write `text` as the fleet file of `env`'s build context; its path.
+pub fn write_fleet(env: &Env, text: &str) -> String {
+    let path = env.ctx().join("fleet.toml");
+    write(&path, text.as_bytes(), 0o644);
+    path.to_str().unwrap().to_string()
+}
