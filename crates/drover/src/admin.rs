@@ -154,7 +154,12 @@ where
 {
     let path = req.uri().path();
     if path == "/api/v1" || path.starts_with("/api/v1/") {
-        return api::handle(req, state.api.clone()).await;
+        let (method, route) = (req.method().clone(), api::pattern(path));
+        let r = api::handle(req, state.api.clone()).await;
+        state
+            .metrics
+            .api_request(method.as_str(), route, r.status().as_u16());
+        return r;
     }
     match path {
         "/metrics" => match *req.method() {
@@ -224,6 +229,27 @@ mod tests {
         );
         let r = get("/metrics", Method::POST).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        // Requests to the API are counted by route, not by path.
+        let state = State {
+            metrics: Arc::new(Metrics::new(None)),
+            api: Arc::new(Api::new("/nonexistent".into())),
+            tls: None,
+        };
+        for path in ["/api/v1/services/a", "/api/v1/services/b", "/api/v1/x"] {
+            let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+            route(req, &state).await;
+        }
+        let text = state.metrics.encode();
+        assert!(
+            text.contains(
+                r#"drover_api_requests_total{method="GET",route="/api/v1/services/{name}",code="401"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"drover_api_requests_total{method="GET",route="other",code="404"} 1"#),
+            "{text}"
+        );
         assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     }
 }

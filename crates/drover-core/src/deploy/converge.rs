@@ -164,6 +164,7 @@ pub(super) fn converge_or_roll_back(
                 .map(drop)
             })?;
             report.failed = Some(failed.number);
+            report.rollback_reason = Some("health_check");
             let previous = match back_to {
                 Some(n) => Some(release::release(store.db().read(), service, n)?),
                 None => None,
@@ -807,6 +808,7 @@ fn converge(
                             }
                         };
                         if let Verdict::Failed(why) = verdict {
+                            take_probes(report, &mut gates, &mut windows);
                             return Err(Failure::Health {
                                 instance: i.id.clone(),
                                 why,
@@ -819,9 +821,24 @@ fn converge(
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                take_probes(report, &mut gates, &mut windows);
                 report.health_wait_seconds += t.elapsed().as_secs_f64();
             }
         }
+    }
+}
+
+/// Move the gates' and windows' probes into the report (serve counts them).
+fn take_probes(
+    report: &mut Report,
+    gates: &mut BTreeMap<String, Gate>,
+    windows: &mut BTreeMap<String, Window>,
+) {
+    for g in gates.values_mut() {
+        report.gate_probes.extend(g.take_probed());
+    }
+    for w in windows.values_mut() {
+        report.gate_probes.extend(w.take_probed());
     }
 }
 

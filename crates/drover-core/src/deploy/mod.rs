@@ -121,6 +121,15 @@ pub struct Report {
     /// what a crash loop is counted from.
     #[serde(skip)]
     pub healed_current: u32,
+    /// The health-check probes of the rollout's gates and stability
+    /// windows: whether each passed, how long it took.
+    #[serde(skip)]
+    pub gate_probes: Vec<(bool, Duration)>,
+    /// Why the pass rolled a release back, for the metrics' label:
+    /// `health_check` (a new release failed its gate or window) or
+    /// `crash_loop` (a healthy release's instances kept dying).
+    #[serde(skip)]
+    pub rollback_reason: Option<&'static str>,
     /// Why the deploy failed; in JSON, its message.
     pub error: Option<Failure>,
     /// What went wrong without stopping the deploy.
@@ -523,6 +532,7 @@ pub fn revert(store: &mut Store, service: &str, number: i64, why: &str) -> Repor
                 };
                 report.created = Some(new);
                 report.failed = Some(number);
+                report.rollback_reason = Some("crash_loop");
                 report.warnings.push(format!(
                     "release {number} is in a crash loop ({why}): rolled back to release {of}'s \
                      content as release {new}; release {number}'s content is quarantined"

@@ -298,6 +298,15 @@ enum Found {
     None,
 }
 
+/// The pattern of the route `path` falls under (whatever the method), for
+/// the metrics' label; `other` for none.
+pub fn pattern(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| matches(r.path, path).is_some())
+        .map_or("other", |r| r.path)
+}
+
 fn find(method: &Method, path: &str) -> Found {
     let mut allowed = Vec::new();
     for r in ROUTES {
