@@ -131,6 +131,7 @@ pub struct Metrics {
     rollouts: Family<ResultLabels, Counter>,
     rollbacks: Family<ReasonLabels, Counter>,
     api_requests: Family<ApiLabels, Counter>,
+    pull_duration: Histogram,
     backoffs: Family<ServiceLabel, Counter>,
     drift_scans: Family<OutcomeLabel, Counter>,
     drift_scan_duration: Histogram,
@@ -162,6 +163,7 @@ impl Metrics {
             rollouts: Family::default(),
             rollbacks: Family::default(),
             api_requests: Family::default(),
+            pull_duration: scan_buckets(),
             backoffs: Family::default(),
             drift_scans: Family::default(),
             drift_scan_duration: scan_buckets(),
@@ -218,6 +220,13 @@ impl Metrics {
              release failed its gate or stability window), crash_loop (a healthy release's \
              instances kept dying)",
             m.rollbacks.clone(),
+        );
+        r.register_with_unit(
+            "image_pull_duration",
+            "How long the image pulls serve made took (deploys through the HTTP API pull \
+             what the store lacks)",
+            Unit::Seconds,
+            m.pull_duration.clone(),
         );
         r.register(
             "api_requests",
@@ -361,6 +370,11 @@ impl Metrics {
         if rep.backs_off() {
             self.backoffs.get_or_create(&svc).inc();
         }
+    }
+
+    /// An image pull serve made took `took`.
+    pub fn image_pull(&self, took: Duration) {
+        self.pull_duration.observe(took.as_secs_f64());
     }
 
     /// A request to the HTTP API: `route` is the path's pattern

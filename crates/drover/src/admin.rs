@@ -201,7 +201,10 @@ mod tests {
     async fn get(path: &str, method: Method) -> Response<Body> {
         let state = State {
             metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new("/nonexistent".into())),
+            api: Arc::new(Api::new(
+                "/nonexistent".into(),
+                Arc::new(Metrics::new(None)),
+            )),
             tls: None,
         };
         state
@@ -232,7 +235,10 @@ mod tests {
         // Requests to the API are counted by route, not by path.
         let state = State {
             metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new("/nonexistent".into())),
+            api: Arc::new(Api::new(
+                "/nonexistent".into(),
+                Arc::new(Metrics::new(None)),
+            )),
             tls: None,
         };
         for path in ["/api/v1/services/a", "/api/v1/services/b", "/api/v1/x"] {

@@ -121,6 +121,10 @@ pub struct Report {
     /// what a crash loop is counted from.
     #[serde(skip)]
     pub healed_current: u32,
+    /// How long pulling the image from its registry took, when this
+    /// deploy pulled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_seconds: Option<f64>,
     /// The health-check probes of the rollout's gates and stability
     /// windows: whether each passed, how long it took.
     #[serde(skip)]
@@ -311,7 +315,9 @@ fn fetch(
         })
     };
     if to_pull(store, spec).is_some() {
+        let began = Instant::now();
         registry::pull(store, remote, &opts()?)?;
+        report.pull_seconds = Some(began.elapsed().as_secs_f64());
     } else if let Err(e) = opts().and_then(|o| registry::pull_referrers(store, remote, &digest, &o))
     {
         report.warnings.push(format!(

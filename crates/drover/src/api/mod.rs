@@ -55,6 +55,8 @@ pub const MAX_BODY: usize = 1 << 20;
 /// What the handlers share.
 pub struct Api {
     store: PathBuf,
+    /// Serve's metrics: the pulls the API's deploys make are counted.
+    metrics: Arc<drover_core::metrics::Metrics>,
     /// The last ledger verification, by the head it verified up to: a
     /// ledger page verifies only when the ledger has grown.
     verified: Mutex<Option<((i64, String), Value)>>,
@@ -63,9 +65,10 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(store: PathBuf) -> Api {
+    pub fn new(store: PathBuf, metrics: Arc<drover_core::metrics::Metrics>) -> Api {
         Api {
             store,
+            metrics,
             verified: Mutex::new(None),
             drift: Mutex::new(()),
         }
