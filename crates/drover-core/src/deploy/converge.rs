@@ -483,17 +483,23 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
         userns: r.config.userns_opt_out.is_none(),
         init: r.config.init,
         logs: (!r.config.logs.is_default()).then_some(r.config.logs),
+        // A program on a fixed port gets it as `$PORT` too, and the proxy
+        // sends its traffic there.
+        port: r.config.fixed_port(),
         ..RunOptions::default()
     })
 }
 
 /// Whether the service must roll stop-before-start: the desired release,
-/// or a live instance (of any release), mounts a volume with one writer.
+/// or a live instance (of any release), mounts a volume with one writer;
+/// or the desired release listens on a fixed port (the old instance holds
+/// it until it stops).
 fn single_writer(desired: Option<&Release>, live: &[&Instance]) -> bool {
-    desired.is_some_and(|r| !r.config.single_writer_volumes().is_empty())
-        || live
-            .iter()
-            .any(|i| i.volumes.iter().any(|h| h.access == Access::Exclusive))
+    desired.is_some_and(|r| {
+        !r.config.single_writer_volumes().is_empty() || r.config.fixed_port().is_some()
+    }) || live
+        .iter()
+        .any(|i| i.volumes.iter().any(|h| h.access == Access::Exclusive))
 }
 
 /// The release an instance counts as for the planner: its own, unless it

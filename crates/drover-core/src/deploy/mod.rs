@@ -259,6 +259,23 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             },
         )));
     }
+    // The program binds its fixed port on every address: the service's
+    // proxy cannot listen there too.
+    if let Some(port) = health.as_ref().and_then(|h| h.probe.fixed_port())
+        && spec.ports.contains(&port)
+    {
+        return Err(Error::Usage(format!(
+            "service {}: ports = [{port}], but its program listens on {port} itself (its \
+             health check{} probes {port}): the proxy cannot listen there too. Choose \
+             another port for the proxy; it sends the traffic on to {port}",
+            spec.name,
+            if spec.health.is_some() {
+                ""
+            } else {
+                " (the image's)"
+            },
+        )));
+    }
     let volumes = spec.volumes.iter().map(VolumeSpec::canonical).collect();
     Ok((
         image,
