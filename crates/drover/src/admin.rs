@@ -107,15 +107,25 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
     });
 }
 
+/// The most connections the admin listener holds open at once (event
+/// streams included); one more is closed at once.
+const MAX_CONNECTIONS: usize = 512;
+
 async fn accept(listener: TcpListener, state: Arc<State>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             // Out of descriptors, say: give closing ones a moment.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(sock);
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match state.tls.clone() {
                 None => serve_connection(TokioIo::new(sock), state).await,
                 Some(tls) => {

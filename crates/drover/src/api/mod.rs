@@ -52,6 +52,9 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// services is a few hundred KiB.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the handlers share.
 pub struct Api {
     store: PathBuf,
@@ -602,7 +605,20 @@ where
     if body.size_hint().lower() > MAX_BODY as u64 {
         return Err(too_large());
     }
-    match Limited::new(body, MAX_BODY).collect().await {
+    // A client that trickles its body must not hold the request forever.
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let Ok(read) = read.await else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid",
+            &format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            None,
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(error(
