@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::metrics::{self, Metrics};
-use drover_core::supervisor::Say;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -43,7 +42,7 @@ pub struct State {
 
 /// Listen on `addr` (retrying while it is taken) and answer there until
 /// the runtime stops.
-pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
+pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>) {
     rt.spawn(async move {
         let mut told = false;
         let listener = loop {
@@ -51,17 +50,19 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
                 Ok(l) => break l,
                 Err(e) => {
                     if !told {
-                        say(format_args!(
-                            "admin: cannot listen on {addr}: {e}; retrying every second \
+                        tracing::warn!(
+                            %addr,
+                            error = %e,
+                            "admin: cannot listen on {addr}; retrying every second \
                              (metrics are unavailable until then)"
-                        ));
+                        );
                         told = true;
                     }
                     tokio::time::sleep(RETRY).await;
                 }
             }
         };
-        say(format_args!("admin: metrics on http://{addr}/metrics"));
+        tracing::info!(%addr, "admin: metrics on http://{addr}/metrics");
         accept(listener, state).await;
     });
 }

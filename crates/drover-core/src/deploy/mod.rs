@@ -129,10 +129,51 @@ pub struct Report {
     /// The service was removed (`apply --prune`, `service rm`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
-    /// One line per instance found dead and replaced: which, how it
-    /// exited, its last lines of output (what `serve` says).
+    /// The instances found dead and replaced (what `serve` logs; in JSON,
+    /// each one's line).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub heals: Vec<String>,
+    pub heals: Vec<Heal>,
+}
+
+/// One instance found dead and replaced: which, how it exited, its last
+/// lines of output. Displayed (and serialized) as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heal {
+    pub instance: String,
+    pub release: Option<i64>,
+    pub slot: Option<u32>,
+    /// How it exited ("exit code 3", "killed by signal 9", …).
+    pub exit: String,
+    /// Its last lines of output, each cut to 200 characters.
+    pub last_output: Vec<String>,
+}
+
+impl fmt::Display for Heal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "instance {} (release {}, slot {}) exited: {}; replacing it",
+            self.instance,
+            self.release.map_or("-".into(), |n| n.to_string()),
+            self.slot.map_or("-".into(), |n| n.to_string()),
+            self.exit
+        )?;
+        if self.last_output.is_empty() {
+            f.write_str("; it wrote nothing")?;
+        } else {
+            f.write_str("; last output:")?;
+            for l in &self.last_output {
+                write!(f, " | {l}")?;
+            }
+        }
+        write!(f, " (drover logs {})", self.instance)
+    }
+}
+
+impl Serialize for Heal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl Report {
