@@ -675,6 +675,32 @@ fn rollback_target(r: Reader<'_>, service: &str, to: Option<i64>) -> Result<(i64
 mod tests {
     use super::*;
 
+    /// A heal is one line for people (serve's log message, apply's JSON)
+    /// and fields for machines (serve's log event).
+    #[test]
+    fn a_heal_reads_as_one_line_and_serializes_as_it() {
+        let h = Heal {
+            instance: "3f9c".into(),
+            release: Some(4),
+            slot: None,
+            exit: "exit code 3".into(),
+            last_output: vec!["starting".into(), "boom".into()],
+        };
+        let line = "instance 3f9c (release 4, slot -) exited: exit code 3; replacing it; \
+                    last output: | starting | boom (drover logs 3f9c)";
+        assert_eq!(h.to_string(), line);
+        assert_eq!(serde_json::to_value(&h).unwrap(), line);
+        let quiet = Heal {
+            last_output: vec![],
+            ..h
+        };
+        assert!(
+            quiet
+                .to_string()
+                .contains("replacing it; it wrote nothing (drover")
+        );
+    }
+
     fn failed(service: &str, e: Error) -> Report {
         Report {
             service: service.into(),
