@@ -433,7 +433,7 @@ fn log_pass(rep: &crate::deploy::Report) {
             started = rep.started,
             stopped = rep.stopped,
             replaced = rep.healed,
-            seconds = format_args!("{:.2}", rep.seconds),
+            seconds = (rep.seconds * 100.0).round() / 100.0,
             "instances started or stopped"
         ),
         None => tracing::trace!(%service, release = rep.release, "pass: nothing to do"),
@@ -616,7 +616,7 @@ fn drift_loop(
                 debug!(
                     instances = found.instances.len(),
                     drifted = drifted.unwrap_or(0),
-                    seconds = began.elapsed().as_secs_f64(),
+                    seconds = (began.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
                     "drift scan done"
                 );
                 for d in found.instances.iter().filter(|d| !d.findings.is_empty()) {

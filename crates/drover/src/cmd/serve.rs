@@ -1,6 +1,6 @@
 //! `drover serve`: parse the arguments, take the store's serve lock, start
 //! drover-core's supervisor threads (reconcilers, traffic, drift) with the
-//! proxies of drover-proxy on a tokio runtime, and print what they say until
+//! proxies of drover-proxy on a tokio runtime, and keep them running until
 //! SIGTERM or SIGINT. Stopping serve stops nothing that runs. What they do
 //! is logged through `tracing` ([`crate::logging`] prints it).
 //!
