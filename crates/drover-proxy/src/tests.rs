@@ -745,8 +745,12 @@ impl Observe for Diary {
     }
 }
 
+/// ... and the log hears of the errors, with the service and instance
+/// (a current-thread runtime: every task logs on this thread).
 #[tokio::test]
 async fn an_observer_hears_of_each_request_its_errors_and_retries() {
+    let logged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let _events = tracing::subscriber::set_default(Events(Arc::clone(&logged)));
     let a = backend("a").await;
     let gone = dead("gone").await;
     let diary = Arc::new(Diary::default());
@@ -768,7 +772,7 @@ async fn an_observer_hears_of_each_request_its_errors_and_retries() {
     for _ in 0..2 {
         assert_eq!(get(&client, &url).await.0, StatusCode::OK);
     }
-    routes.set(vec![gone]);
+    routes.set(vec![gone.clone()]);
     assert_eq!(get(&client, &url).await.0, StatusCode::BAD_GATEWAY);
     routes.set(Vec::new());
     assert_eq!(get(&client, &url).await.0, StatusCode::SERVICE_UNAVAILABLE);
@@ -782,6 +786,40 @@ async fn an_observer_hears_of_each_request_its_errors_and_retries() {
         diary,
         ["web 200", "web 200", "web error connect", "web retry"]
     );
+    let logged = logged.lock().unwrap();
+    let at = |level: &str, what: &str| {
+        logged
+            .iter()
+            .filter(|l| l.starts_with(level) && l.contains(what))
+            .count()
+    };
+    let gone_at = format!("service=web instance=gone addr={}", gone.addr);
+    assert_eq!(
+        at(
+            "DEBUG cannot connect to the instance; trying the next",
+            &gone_at
+        ),
+        1,
+        "{logged:?}"
+    );
+    assert_eq!(
+        at(
+            "WARN cannot connect to the instance, and none is left",
+            &gone_at
+        ),
+        1,
+        "{logged:?}"
+    );
+    assert_eq!(
+        at(
+            "DEBUG no instance is routable; answering 503",
+            "service=web"
+        ),
+        1,
+        "{logged:?}"
+    );
+    // hyper's "client error (Connect)", and why.
+    assert_eq!(at("WARN", "Connection refused"), 1, "{logged:?}");
 }
 
 #[tokio::test]

@@ -164,6 +164,10 @@ fn json_logs_are_objects_with_fields_and_a_heal_names_service_and_instance() {
         v["service"] == "web" && v["replaced"] == 1 && v["started"] == 1
     });
     assert_eq!(pass["level"], "INFO", "{pass}");
+    assert!(
+        pass["seconds"].is_number() && pass["release"] == 1,
+        "{pass}"
+    );
     find("stopped", &|v| v["message"] == "stopped");
 
     // The replacement's monitor logs in the same format, to its monitor.log.
