@@ -27,9 +27,28 @@ fn deployed(port: u16) -> Option<Env> {
     Some(env)
 }
 
+/// A running `drover serve`, stopped (SIGTERM) when dropped, so a failed
+/// assertion leaves none behind.
+struct Serve(Option<Child>);
+
+impl Serve {
+    /// SIGTERM, and wait (once: a reaped pid may be anyone's next).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            common::stop(&mut child, Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// `drover serve` with its stderr in `log`, with `env_vars` and nothing
 /// else of DROVER_LOG* from the test's own environment.
-fn serve(env: &Env, log: &Path, args: &[&str], env_vars: &[(&str, &str)]) -> Child {
+fn serve(env: &Env, log: &Path, args: &[&str], env_vars: &[(&str, &str)]) -> Serve {
     let mut cmd = env.cmd();
     cmd.env_remove("DROVER_LOG").env_remove("DROVER_LOG_FORMAT");
     for (k, v) in env_vars {
@@ -41,6 +60,7 @@ fn serve(env: &Env, log: &Path, args: &[&str], env_vars: &[(&str, &str)]) -> Chi
         .stdout(Stdio::null())
         .stderr(File::create(log).unwrap())
         .spawn()
+        .map(|c| Serve(Some(c)))
         .expect("start drover serve")
 }
 
@@ -113,7 +133,7 @@ fn json_logs_are_objects_with_fields_and_a_heal_names_service_and_instance() {
         running(&env).is_some_and(|(id, _)| id != victim)
     });
     assert!(replaced, "{}", read(&log));
-    common::stop(&mut child, Duration::from_secs(10));
+    child.stop();
 
     let lines = json_lines(&read(&log));
     for v in &lines {
@@ -192,7 +212,7 @@ fn text_logs_read_as_lines_and_drover_log_debug_shows_libcontainer() {
         get(port).as_deref() == Some("version one\n")
     });
     assert!(up, "{}", read(&log));
-    common::stop(&mut child, Duration::from_secs(10));
+    child.stop();
     let text = read(&log);
     let listening = format!(
         " INFO drover_proxy::proxies: listening service=web addr=127.0.0.1:{port} \
@@ -229,7 +249,7 @@ fn text_logs_read_as_lines_and_drover_log_debug_shows_libcontainer() {
     let from_libcontainer = eventually(Duration::from_secs(5), || {
         read(&log).contains(" DEBUG libcontainer::")
     });
-    common::stop(&mut child, Duration::from_secs(10));
+    child.stop();
     let text = read(&log);
     assert!(from_libcontainer, "no libcontainer event:\n{text}");
     assert!(
@@ -259,7 +279,7 @@ fn text_logs_read_as_lines_and_drover_log_debug_shows_libcontainer() {
     let started = eventually(Duration::from_secs(10), || {
         read(&log).contains("reconciler started")
     });
-    common::stop(&mut child, Duration::from_secs(10));
+    child.stop();
     let text = read(&log);
     assert!(started, "{text}");
     assert!(
