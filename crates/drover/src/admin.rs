@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_core::metrics::{self, Metrics};
-use drover_core::supervisor::Say;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as HttpBody, Bytes, Incoming};
@@ -81,7 +80,7 @@ pub fn tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 
 /// Listen on `addr` (retrying while it is taken) and answer there until
 /// the runtime stops.
-pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
+pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>) {
     rt.spawn(async move {
         let mut told = false;
         let listener = loop {
@@ -89,10 +88,12 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
                 Ok(l) => break l,
                 Err(e) => {
                     if !told {
-                        say(format_args!(
-                            "admin: cannot listen on {addr}: {e}; retrying every second \
+                        tracing::warn!(
+                            %addr,
+                            error = %e,
+                            "admin: cannot listen on {addr}; retrying every second \
                              (metrics are unavailable until then)"
-                        ));
+                        );
                         told = true;
                     }
                     tokio::time::sleep(RETRY).await;
@@ -100,9 +101,10 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
             }
         };
         let scheme = if state.tls.is_some() { "https" } else { "http" };
-        say(format_args!(
+        tracing::info!(
+            %addr,
             "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/"
-        ));
+        );
         accept(listener, state).await;
     });
 }
