@@ -7,12 +7,12 @@
 //! `/api/v1/` ([`crate::api`], bearer tokens). With `--admin-cert` and
 //! `--admin-key` it speaks TLS only.
 //!
-//! **Binding, and handovers.** The admin socket is not handed over to a
-//! successor (`serve --takeover`) as the proxies' are: the successor binds
-//! it itself, retrying every second while the serve it takes over from
-//! still holds it; so for the second or so a handover takes, scrapes go to
-//! the old serve, then to the new one. A port that cannot be bound (taken
-//! by something else) is said once, and retried: serve carries on without
+//! **Binding, and handovers.** The admin socket is handed over to a
+//! successor (`serve --takeover`) with the proxies' ([`HANDOVER_NAME`]):
+//! both serves accept on it while the old one drains, so no scrape or API
+//! call is refused across a restart. A successor started with another
+//! `--admin` address binds its own. A port that cannot be bound (taken by
+//! something else) is said once, and retried: serve carries on without
 //! metrics rather than refusing to run its services.
 
 use std::convert::Infallible;
@@ -78,14 +78,44 @@ pub fn tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Listen on `addr` (retrying while it is taken) and answer there until
-/// the runtime stops.
-pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>) {
+/// The admin listening socket, once bound: a duplicate a successor
+/// (`serve --takeover`) is handed, so the admin port, like the proxies',
+/// never refuses a connection across a restart.
+pub type Handed = Arc<std::sync::Mutex<Option<std::net::TcpListener>>>;
+
+/// The name the admin socket goes by in a handover (a proxy's is
+/// `service/port`; a service name has no `@`).
+pub const HANDOVER_NAME: &str = "@admin";
+
+/// Listen on `addr` — on `inherited` if it is a socket listening there
+/// (the one the serve taken over from handed over), else a new one,
+/// retrying while the address is taken — and answer there until the
+/// runtime stops. `handed` gets a duplicate of the socket once it listens.
+pub fn spawn(
+    rt: &Handle,
+    addr: SocketAddr,
+    state: Arc<State>,
+    inherited: Option<std::net::TcpListener>,
+    handed: Handed,
+) {
     rt.spawn(async move {
         let mut told = false;
+        let mut inherited = inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr));
         let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
+            let bound = match inherited.take() {
+                Some(l) => Ok(l),
+                None => std::net::TcpListener::bind(addr),
+            };
+            let listening = bound.and_then(|l| {
+                l.set_nonblocking(true)?;
+                let dup = l.try_clone()?;
+                Ok((TcpListener::from_std(l)?, dup))
+            });
+            match listening {
+                Ok((l, dup)) => {
+                    *handed.lock().unwrap_or_else(|e| e.into_inner()) = Some(dup);
+                    break l;
+                }
                 Err(e) => {
                     if !told {
                         tracing::warn!(

@@ -12,8 +12,8 @@
 //!
 //! Metrics: one `drover_core::metrics::Metrics` is fed by the supervisor's
 //! threads and, through [`ProxyMetrics`], by the proxies; the admin
-//! listener (`--admin`, [`crate::admin`]) serves it at `/metrics`. Its
-//! socket is not handed over: a successor binds it once it is free.
+//! listener (`--admin`, [`crate::admin`]) serves it at `/metrics`, and
+//! the HTTP API; its socket is handed over with the proxies'.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -67,9 +67,9 @@ pub struct Args {
     /// it finish what is in flight and stop. With none running, start.
     #[arg(long)]
     takeover: bool,
-    /// Address of the admin listener: Prometheus metrics at /metrics
-    /// ("off": none). Loopback by default; a successor (`--takeover`)
-    /// binds it once the serve it replaces lets go.
+    /// Address of the admin listener: Prometheus metrics at /metrics and
+    /// the HTTP API at /api/v1/ ("off": none). Loopback by default; a
+    /// successor (`--takeover`) is handed its socket.
     #[arg(long, value_name = "ADDR", default_value = admin::DEFAULT_ADDR, value_parser = admin_addr)]
     admin: AdminAddr,
     /// Serve the admin listener over TLS with this PEM certificate chain
@@ -210,8 +210,10 @@ fn serve(
     // Sockets systemd kept (fd store) or made (socket activation).
     let mut inherited: Vec<std::net::TcpListener> =
         sd.fds.into_iter().map(|(_, fd)| fd.into()).collect();
+    // The admin socket a predecessor handed over, if any.
+    let mut admin_socket = None;
     let predecessor = if takeover {
-        take_over(&mut store, &opts.store, &mut inherited)?
+        take_over(&mut store, &opts.store, &mut inherited, &mut admin_socket)?
     } else {
         None
     };
@@ -238,6 +240,7 @@ fn serve(
         None => supervisor::lock(&mut store, &opts.store)?,
     };
     drop(store);
+    let admin_handed = admin::Handed::default();
     if let Some(Admin { addr, tls }) = admin {
         if tls.is_none() && !addr.ip().is_loopback() {
             warn!(
@@ -254,7 +257,7 @@ fn serve(
             )),
             tls,
         });
-        admin::spawn(rt.handle(), addr, state);
+        admin::spawn(rt.handle(), addr, state, admin_socket, admin_handed.clone());
     }
     let drift = opts
         .drift_interval
@@ -282,7 +285,9 @@ fn serve(
             let (handed, notify) = (handed.clone(), notify.clone());
             std::thread::Builder::new()
                 .name("handover".into())
-                .spawn(move || answer_successors(&server, &sockets, notify.as_ref(), &handed))
+                .spawn(move || {
+                    answer_successors(&server, &sockets, &admin_handed, notify.as_ref(), &handed)
+                })
                 .context("starting the handover thread")?;
         }
         Err(e) => warn!(
@@ -339,6 +344,7 @@ fn take_over(
     store: &mut Store,
     dir: &Path,
     sockets: &mut Vec<std::net::TcpListener>,
+    admin_socket: &mut Option<std::net::TcpListener>,
 ) -> anyhow::Result<Option<handover::Predecessor>> {
     let Some(mut p) = handover::connect(dir)
         .with_context(|| format!("connecting to {}", dir.join(handover::SOCKET).display()))?
@@ -362,10 +368,14 @@ fn take_over(
         "taking over {} listening socket(s) from the running serve",
         got.len()
     );
-    sockets.extend(
-        got.into_iter()
-            .map(|(_, fd)| std::net::TcpListener::from(fd)),
-    );
+    for (name, fd) in got {
+        let l = std::net::TcpListener::from(fd);
+        if name == admin::HANDOVER_NAME {
+            *admin_socket = Some(l);
+        } else {
+            sockets.push(l);
+        }
+    }
     Ok(Some(p))
 }
 
@@ -375,26 +385,43 @@ fn take_over(
 fn answer_successors(
     server: &handover::Server,
     sockets: &drover_proxy::Sockets,
+    admin_socket: &admin::Handed,
     notify: Option<&OsString>,
     handed: &AtomicBool,
 ) {
     loop {
         let result = server.accept().and_then(|mut succ| {
             let list = sockets.list();
-            let named: Vec<(String, std::os::fd::BorrowedFd<'_>)> = list
+            let admin = admin_socket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|l| l.try_clone().ok());
+            let mut named: Vec<(String, std::os::fd::BorrowedFd<'_>)> = list
                 .iter()
                 .map(|(svc, port, l)| (handover::fd_name(svc, *port), l.as_fd()))
                 .collect();
+            let proxies = named.len();
+            if let Some(l) = &admin {
+                named.push((admin::HANDOVER_NAME.to_string(), l.as_fd()));
+            }
             succ.send(&named)?;
             let pid = succ.pid;
             succ.wait_go()?;
-            Ok((pid, named.len()))
+            Ok((pid, proxies, admin.is_some()))
         });
         match result {
-            Ok((pid, n)) => {
+            Ok((pid, n, with_admin)) => {
+                let admin = if with_admin {
+                    " and the admin listener"
+                } else {
+                    ""
+                };
                 info!(
                     sockets = n,
-                    pid, "handed {n} listening socket(s) to pid {pid}"
+                    admin = with_admin,
+                    pid,
+                    "handed {n} listening socket(s){admin} to pid {pid}"
                 );
                 if let Some(n) = notify {
                     let _ = systemd::notify(n, &format!("MAINPID={pid}"), &[]);
