@@ -240,15 +240,18 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 mod tests {
     use super::*;
 
-    async fn get(path: &str, method: Method) -> Response<Body> {
-        let state = State {
-            metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new(
-                "/nonexistent".into(),
-                Arc::new(Metrics::new(None)),
-            )),
+    /// A state with no store: the API answers only what needs none.
+    fn state() -> State {
+        let metrics = Arc::new(Metrics::new(None));
+        State {
+            api: Arc::new(Api::new("/nonexistent".into(), metrics.clone())),
+            metrics,
             tls: None,
-        };
+        }
+    }
+
+    async fn get(path: &str, method: Method) -> Response<Body> {
+        let state = state();
         state
             .metrics
             .proxy_request("web", 200, Duration::from_millis(2));
@@ -275,14 +278,7 @@ mod tests {
         let r = get("/metrics", Method::POST).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         // Requests to the API are counted by route, not by path.
-        let state = State {
-            metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new(
-                "/nonexistent".into(),
-                Arc::new(Metrics::new(None)),
-            )),
-            tls: None,
-        };
+        let state = state();
         for path in ["/api/v1/services/a", "/api/v1/services/b", "/api/v1/x"] {
             let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
             route(req, &state).await;
