@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_core::metrics::{self, Metrics};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as HttpBody, Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -33,10 +32,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, Api};
-
-/// A response body: whole, or a stream (the API's events).
-pub type Body = BoxBody<Bytes, Infallible>;
+use crate::api::{self, Api, Body};
 
 /// The default admin address: loopback only; 9465 is free in Prometheus'
 /// list of default exporter ports, next to the proxies' usual ones.
