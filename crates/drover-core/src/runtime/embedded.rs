@@ -19,6 +19,10 @@ pub struct Embedded {
     root: PathBuf,
 }
 
+/// How many times a container's state is read before its failure counts:
+/// the first two at once, then every 25 ms (about a second in all).
+const LOAD_TRIES: u32 = 42;
+
 impl Embedded {
     pub fn new(root: PathBuf) -> Self {
         Embedded { root }
@@ -30,12 +34,20 @@ impl Embedded {
             return Ok(None);
         }
         // Loading reads /proc/<pid>/stat; a process exiting in between makes
-        // it fail once, after which it reads as stopped.
+        // it fail once, after which it reads as stopped. And libcontainer
+        // rewrites state.json in place (truncate, then many small writes),
+        // so a read while the instance's monitor saves it sees a torn file:
+        // look again a little later, for up to a second.
         let mut tries = 0;
         loop {
             match Container::load(dir.clone()) {
                 Ok(c) => return Ok(Some(c)),
-                Err(_) if tries < 3 => tries += 1,
+                Err(_) if tries < LOAD_TRIES => {
+                    tries += 1;
+                    if tries > 2 {
+                        std::thread::sleep(Duration::from_millis(25));
+                    }
+                }
                 Err(e) => return Err(failed(id, "load", e)),
             }
         }
@@ -205,5 +217,41 @@ impl Driver for Embedded {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file caught mid-rewrite (empty, or cut short) is read again
+    /// until the writer is done, not reported as a failed load.
+    #[test]
+    fn a_state_file_caught_mid_write_is_read_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c1");
+        fs::create_dir_all(&dir).unwrap();
+        let bundle = root.path().join("bundle");
+        fs::create_dir_all(&bundle).unwrap();
+        fs::write(dir.join("state.json"), b"{\"id\": \"c1\", \"sta").unwrap();
+        let writer = {
+            let (dir, bundle) = (dir.clone(), bundle.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                Container::new("c1", ContainerStatus::Stopped, None, &bundle, &dir)
+                    .unwrap()
+                    .save()
+                    .unwrap();
+            })
+        };
+        let e = Embedded::new(root.path().to_path_buf());
+        let c = e.inspect("c1").unwrap().expect("the container");
+        assert_eq!(c.status, Status::Stopped);
+        writer.join().unwrap();
+        // A file that stays torn is an error after about a second.
+        fs::write(dir.join("state.json"), b"").unwrap();
+        let t = std::time::Instant::now();
+        assert!(e.inspect("c1").is_err());
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }
