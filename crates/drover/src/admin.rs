@@ -102,6 +102,9 @@ pub fn route<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
                 r
             }
         },
+        p if p == "/" || p == "/ui" || p.starts_with("/ui/") => {
+            crate::dashboard::response(req.method(), p)
+        }
         _ => plain(
             StatusCode::NOT_FOUND,
             "not found; drover serve's admin listener serves /metrics\n",
@@ -145,7 +148,7 @@ mod tests {
         let r = get("/metrics", Method::GET);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], metrics::CONTENT_TYPE);
-        assert_eq!(get("/", Method::GET).status(), StatusCode::NOT_FOUND);
+        assert_eq!(get("/", Method::GET).status(), StatusCode::OK); // the dashboard
         assert_eq!(
             get("/api/v1/services", Method::GET).status(),
             StatusCode::NOT_FOUND

@@ -5,6 +5,7 @@
 mod output;
 mod admin;
 mod cmd;
+mod dashboard;
 mod filter;
 mod progress;
 mod timearg;
