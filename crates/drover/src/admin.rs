@@ -1,10 +1,11 @@
 //! `drover serve`'s admin listener (`--admin ADDR`, loopback by default):
 //! a small HTTP/1.1 server on serve's tokio runtime, and its router.
 //!
-//! Today it serves `GET /metrics` (Prometheus, in the OpenMetrics text
-//! format `prometheus-client` writes); everything else is a 404, and other
-//! methods on a known path a 405. New endpoints (the `/api/v1` of issue
-//! 21) are new arms of [`route`].
+//! It serves `GET /metrics` (Prometheus, in the OpenMetrics text format
+//! `prometheus-client` writes, without a token: scrapers rarely carry
+//! one, and the default address is loopback) and the HTTP API under
+//! `/api/v1/` ([`crate::api`], bearer tokens). With `--admin-cert` and
+//! `--admin-key` it speaks TLS only.
 //!
 //! **Binding, and handovers.** The admin socket is not handed over to a
 //! successor (`serve --takeover`) as the proxies' are: the successor binds
@@ -16,18 +17,27 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use drover_core::metrics::{self, Metrics};
 use drover_core::supervisor::Say;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as HttpBody, Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, Api};
+
+/// A response body: whole, or a stream (the API's events).
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// The default admin address: loopback only; 9465 is free in Prometheus'
 /// list of default exporter ports, next to the proxies' usual ones.
@@ -39,6 +49,34 @@ const RETRY: Duration = Duration::from_secs(1);
 /// What the handlers read.
 pub struct State {
     pub metrics: Arc<Metrics>,
+    pub api: Arc<Api>,
+    /// Set: every connection is TLS.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// A TLS acceptor from a PEM certificate chain and private key (what
+/// `--admin-cert` and `--admin-key` name); HTTP/1.1 by ALPN.
+pub fn tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificate chain {}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no PEM certificate in it", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the certificate and the key do not make a TLS identity")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Listen on `addr` (retrying while it is taken) and answer there until
@@ -61,7 +99,10 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
                 }
             }
         };
-        say(format_args!("admin: metrics on http://{addr}/metrics"));
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        say(format_args!(
+            "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/"
+        ));
         accept(listener, state).await;
     });
 }
@@ -75,20 +116,47 @@ async fn accept(listener: TcpListener, state: Arc<State>) {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), service)
-                .await;
+            match state.tls.clone() {
+                None => serve_connection(TokioIo::new(sock), state).await,
+                Some(tls) => {
+                    // A handshake that stalls must not hold a task forever.
+                    let accepted =
+                        tokio::time::timeout(Duration::from_secs(10), tls.accept(sock)).await;
+                    if let Ok(Ok(stream)) = accepted {
+                        serve_connection(TokioIo::new(stream), state).await;
+                    }
+                }
+            }
         });
     }
 }
 
-/// The router: one arm per path.
-pub fn route<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
-    match req.uri().path() {
+async fn serve_connection<I>(io: I, state: Arc<State>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(req, &state).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(io, service)
+        .await;
+}
+
+/// The router: one arm per path (the API's own are in [`api::ROUTES`]).
+pub async fn route<B>(req: Request<B>, state: &State) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path();
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
+        return api::handle(req, state.api.clone()).await;
+    }
+    match path {
         "/metrics" => match *req.method() {
             Method::GET | Method::HEAD => text(
                 StatusCode::OK,
@@ -103,21 +171,21 @@ pub fn route<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
             }
         },
         p if p == "/" || p == "/ui" || p.starts_with("/ui/") => {
-            crate::dashboard::response(req.method(), p)
+            crate::dashboard::response(req.method(), p).map(|b| b.map_err(|e| match e {}).boxed())
         }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found; drover serve's admin listener serves /metrics\n",
+            "not found; drover serve's admin listener serves /metrics and /api/v1/\n",
         ),
     }
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
     text(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -128,9 +196,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 mod tests {
     use super::*;
 
-    fn get(path: &str, method: Method) -> Response<Full<Bytes>> {
+    async fn get(path: &str, method: Method) -> Response<Body> {
         let state = State {
             metrics: Arc::new(Metrics::new(None)),
+            api: Arc::new(Api::new("/nonexistent".into())),
+            tls: None,
         };
         state
             .metrics
@@ -138,22 +208,24 @@ mod tests {
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .body(())
+            .body(Full::new(Bytes::new()))
             .unwrap();
-        route(&req, &state)
+        route(req, &state).await
     }
 
-    #[test]
-    fn metrics_are_served_and_nothing_else_yet() {
-        let r = get("/metrics", Method::GET);
+    #[tokio::test]
+    async fn metrics_are_served_and_the_api_needs_a_token() {
+        let r = get("/metrics", Method::GET).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], metrics::CONTENT_TYPE);
-        assert_eq!(get("/", Method::GET).status(), StatusCode::OK); // the dashboard
+        assert_eq!(get("/", Method::GET).await.status(), StatusCode::OK); // the dashboard
+        let r = get("/api/v1/services", Method::GET).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            get("/api/v1/services", Method::GET).status(),
-            StatusCode::NOT_FOUND
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"drover\""
         );
-        let r = get("/metrics", Method::POST);
+        let r = get("/metrics", Method::POST).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     }

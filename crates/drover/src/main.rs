@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 mod admin;
+mod api;
 mod cmd;
 mod dashboard;
 mod filter;
@@ -274,24 +275,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error and its causes, joined by ": ", each cause said once: many
-/// errors (drover's own among them) already end with their source's text,
-/// which `{:#}` would repeat ("read x: No such file…: No such file…").
-fn message(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 /// Parse the command line; clap's own refusals (exit 2) are documents too
 /// when the arguments ask for machine output.
 fn parse_args() -> Cli {
@@ -339,7 +322,7 @@ fn machine_format_requested(args: impl Iterator<Item = String>) -> Option<output
 /// hint}}`).
 fn report(format: output::Format, e: &anyhow::Error) {
     if !format.machine() {
-        eprintln!("drover: error: {}", message(e));
+        eprintln!("drover: error: {}", output::message(e));
         return;
     }
     let core = e
@@ -349,8 +332,8 @@ fn report(format: output::Format, e: &anyhow::Error) {
         Some(drover_core::Error::NotFound { hint, .. }) => hint.as_deref(),
         _ => None,
     };
-    let kind = kind_name(core.map(|c| c.kind()));
-    let doc = output::error_document(kind, &message(e), hint);
+    let kind = output::kind_name(core.map(|c| c.kind()));
+    let doc = output::error_document(kind, &output::message(e), hint);
     print_error_document(format, &doc);
 }
 
@@ -360,20 +343,6 @@ fn print_error_document(format: output::Format, doc: &serde_json::Value) {
         _ => format!("{doc}\n"),
     };
     eprint!("{text}");
-}
-
-/// An error kind's name in documents: its variant in kebab-case.
-fn kind_name(kind: Option<ErrorKind>) -> &'static str {
-    match kind {
-        Some(ErrorKind::Invalid) => "invalid",
-        Some(ErrorKind::NotFound) => "not-found",
-        Some(ErrorKind::Corrupt) => "corrupt",
-        Some(ErrorKind::Busy) => "busy",
-        Some(ErrorKind::Refused) => "refused",
-        Some(ErrorKind::CheckFailed) => "check-failed",
-        Some(ErrorKind::Unauthenticated) => "unauthenticated",
-        Some(ErrorKind::Internal) | None => "internal",
-    }
 }
 
 /// The one place an exit code is decided (besides clap's 2 for arguments it
@@ -411,7 +380,7 @@ mod tests {
     fn an_error_names_each_cause_once() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let e = anyhow::Error::from(Error::io("read", "nope.toml", io)).context("building");
-        let m = super::message(&e);
+        let m = crate::output::message(&e);
         assert_eq!(m.matches("not found").count(), 1, "{m}");
         assert!(m.starts_with("building: read nope.toml: "), "{m}");
     }

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod api;
 mod attest;
 mod audit;
 mod backup;

@@ -587,6 +587,10 @@ pub fn rollback(
             release::set_desired(tx, service, Some(r.number))?;
             Ok(r.number)
         })?);
+        if opts.detach {
+            // Recorded as desired: `drover serve` rolls it out.
+            return Ok(());
+        }
         converge::converge_or_roll_back(store, service, &mut lease, &mut report)
     })();
     let released = lease.release(store.db_mut());

@@ -144,8 +144,28 @@ pub(crate) fn canonical(v: Value) -> Value {
     }
 }
 
+thread_local! {
+    static ACTING_FOR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with [`actor`] answering `who` on this thread: how `serve`'s
+/// HTTP API records an action as the authenticated caller's (a token's
+/// name), not as serve's own user. Scoped to the thread and to `f`, so
+/// concurrent requests on other threads keep their own.
+pub fn acting_for<T>(who: &str, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ACTING_FOR.with(|a| *a.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(ACTING_FOR.with(|a| a.borrow_mut().replace(who.to_string())));
+    f()
+}
+
 /// Who is acting, for [`Entry::actor`]:
 ///
+/// 0. The caller [`acting_for`] names, inside it.
 /// 1. `$DROVER_ACTOR`, verbatim, if set and non-empty: for automation, and
 ///    for a service acting on behalf of a caller it has authenticated.
 /// 2. Otherwise the login name of the real uid (or `uid:N` if it has none),
@@ -155,6 +175,9 @@ pub(crate) fn canonical(v: Value) -> Value {
 /// This attributes, it does not authenticate: anyone who can write to the
 /// database can also set these variables.
 pub fn actor() -> String {
+    if let Some(who) = ACTING_FOR.with(|a| a.borrow().clone()) {
+        return who;
+    }
     let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
     let uid = sys::uid();
     compose_actor(

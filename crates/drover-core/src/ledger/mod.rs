@@ -82,7 +82,7 @@ mod verify;
 mod tests;
 
 pub use append::next;
-pub use entry::{Entry, NewEntry, actor, canonical_json};
+pub use entry::{Entry, NewEntry, acting_for, actor, canonical_json};
 pub use head::SignedHead;
 pub use verify::{Problem, VerifyReport, verify};
 

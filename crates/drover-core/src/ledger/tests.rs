@@ -1192,3 +1192,18 @@ fn a_store_without_a_signed_head_gets_one_when_opened() {
     );
     assert!(db.read().verify_ledger(&trusted(&db)).unwrap().is_ok());
 }
+
+#[test]
+fn acting_for_names_the_caller_on_its_thread_only_and_only_inside() {
+    let before = actor();
+    let (inside, other_thread) = crate::ledger::acting_for("token:ci", || {
+        let other = std::thread::spawn(actor).join().unwrap();
+        (actor(), other)
+    });
+    assert_eq!(inside, "token:ci");
+    assert_eq!(other_thread, before);
+    assert_eq!(actor(), before);
+    // Restored even when `f` panics.
+    let _ = std::panic::catch_unwind(|| crate::ledger::acting_for("x", || panic!("boom")));
+    assert_eq!(actor(), before);
+}

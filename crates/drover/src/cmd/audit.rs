@@ -342,11 +342,16 @@ fn list(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 /// exists yet. Only as trustworthy as the store directory: for tamper
 /// evidence against its writers, pass a copy kept elsewhere with --key.
 fn host_public(ctx: &Ctx) -> anyhow::Result<Vec<PublicKey>> {
-    let pub_path = ctx.store_dir.join(keys::HOST_PUB);
+    host_keys(&ctx.store_dir)
+}
+
+/// The keys `audit verify` trusts by default: the store's host key.
+pub fn host_keys(store_dir: &Path) -> anyhow::Result<Vec<PublicKey>> {
+    let pub_path = store_dir.join(keys::HOST_PUB);
     if pub_path.exists() {
         return Ok(vec![PublicKey::load(&pub_path)?]);
     }
-    Ok(vec![keys::host_key(&ctx.store_dir)?.public()])
+    Ok(vec![keys::host_key(store_dir)?.public()])
 }
 
 fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {

@@ -66,18 +66,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             })
         }
         None => {
-            let target = match &a.target {
-                None => Target::All,
-                Some(t) => {
-                    let db = store.db();
-                    let services = drover_core::deploy::release::services(db.read())?;
-                    if services.iter().any(|s| s.name == *t) {
-                        Target::Service(t.clone())
-                    } else {
-                        Target::Instance(t.clone())
-                    }
-                }
-            };
+            let target = target(&store, a.target.as_deref())?;
             let sweep = drift::sweep(&mut store, &target, &budget, Remedy::Report)?;
             if ctx.json {
                 ctx.emit("DriftSweep", &sweep)?;
@@ -121,4 +110,19 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         Some(what) => Err(drover_core::Error::Check(what).into()),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// What `drift [TARGET]` sweeps: everything, a service by its name, else an
+/// instance.
+pub fn target(store: &drover_core::store::Store, name: Option<&str>) -> anyhow::Result<Target> {
+    let Some(t) = name else {
+        return Ok(Target::All);
+    };
+    let db = store.db();
+    let services = drover_core::deploy::release::services(db.read())?;
+    Ok(if services.iter().any(|s| s.name == t) {
+        Target::Service(t.to_string())
+    } else {
+        Target::Instance(t.to_string())
+    })
 }

@@ -48,8 +48,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if ctx.json {
-        // Secret env values of service instances are never shown.
-        drover_core::deploy::release::mask_secrets(store.db().read(), &mut list)?;
+        masked(&store, &mut list)?;
         ctx.emit("Instance", &list)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -95,6 +94,23 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     }
     t.print();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Instances (`all`: stopped ones too) as `ps --json` and the HTTP API
+/// show them.
+pub fn documents(
+    store: &mut drover_core::store::Store,
+    all: bool,
+) -> anyhow::Result<Vec<Instance>> {
+    let mut list = instance::refresh(store.db_mut(), all)?;
+    masked(store, &mut list)?;
+    Ok(list)
+}
+
+/// Secret env values of service instances are never shown.
+fn masked(store: &drover_core::store::Store, list: &mut [Instance]) -> anyhow::Result<()> {
+    drover_core::deploy::release::mask_secrets(store.db().read(), list)?;
+    Ok(())
 }
 
 fn matches(i: &Instance, f: &Filter) -> bool {

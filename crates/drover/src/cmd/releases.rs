@@ -25,30 +25,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     filter::check(&a.filter, "releases", &["outcome", "service"])?;
     let store = ctx.store()?;
-    let db = store.db();
-    let services = match &a.service {
-        Some(name) => vec![release::service(db.read(), name)?.ok_or_else(|| {
-            drover_core::Error::NotFound {
-                what: format!("service {name}"),
-                hint: Some("`drover status` lists services".into()),
-            }
-        })?],
-        None => release::services(db.read())?,
-    };
-    let mut list = Vec::new();
-    let mut current = Vec::new();
-    for s in &services {
-        current.push((s.name.clone(), s.desired));
-        // Secret env values are never shown.
-        list.extend(
-            release::releases(db.read(), &s.name)?
-                .into_iter()
-                .map(|mut r| {
-                    r.config = r.config.masked();
-                    r
-                }),
-        );
-    }
+    let (mut list, current) = releases(&store, a.service.as_deref())?;
     list.retain(|r| {
         a.filter.iter().all(|f| match f.key.as_str() {
             "outcome" => outcome(r) == f.value,
@@ -112,6 +89,41 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 
 /// The outcome as shown: `unstable` when a healthy release was rolled back
 /// later.
+/// The releases of `service` (or of every service), secret env values
+/// masked, as `releases --json` and the HTTP API show them; and each
+/// service's desired release.
+#[allow(clippy::type_complexity)]
+pub fn releases(
+    store: &drover_core::store::Store,
+    service: Option<&str>,
+) -> anyhow::Result<(Vec<release::Release>, Vec<(String, Option<i64>)>)> {
+    let db = store.db();
+    let services = match service {
+        Some(name) => vec![release::service(db.read(), name)?.ok_or_else(|| {
+            drover_core::Error::NotFound {
+                what: format!("service {name}"),
+                hint: Some("`drover status` lists services".into()),
+            }
+        })?],
+        None => release::services(db.read())?,
+    };
+    let mut list = Vec::new();
+    let mut current = Vec::new();
+    for s in &services {
+        current.push((s.name.clone(), s.desired));
+        // Secret env values are never shown.
+        list.extend(
+            release::releases(db.read(), &s.name)?
+                .into_iter()
+                .map(|mut r| {
+                    r.config = r.config.masked();
+                    r
+                }),
+        );
+    }
+    Ok((list, current))
+}
+
 fn outcome(r: &release::Release) -> &str {
     match &r.unstable {
         Some(_) => "unstable",

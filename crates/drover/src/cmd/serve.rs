@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +70,14 @@ pub struct Args {
     /// binds it once the serve it replaces lets go.
     #[arg(long, value_name = "ADDR", default_value = admin::DEFAULT_ADDR, value_parser = admin_addr)]
     admin: AdminAddr,
+    /// Serve the admin listener over TLS with this PEM certificate chain
+    /// (with --admin-key). Without it, tokens cross the network in clear:
+    /// keep --admin on loopback then.
+    #[arg(long, value_name = "PEM", requires = "admin_key")]
+    admin_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-cert.
+    #[arg(long, value_name = "PEM", requires = "admin_cert")]
+    admin_key: Option<PathBuf>,
 }
 
 /// `--admin`: an address, or off.
@@ -86,6 +94,12 @@ fn admin_addr(s: &str) -> Result<AdminAddr, String> {
             format!("{s:?} is not an address and port (like 127.0.0.1:9465), nor \"off\"")
         }),
     }
+}
+
+/// Where and how the admin listener listens.
+struct Admin {
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The proxies' requests, counted in serve's metrics.
@@ -139,7 +153,17 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         },
         metrics: Arc::new(Metrics::new(Some(ctx.store_dir.clone()))),
     };
-    serve(opts, a.bind, a.takeover, a.admin, sd, sayer(ctx.json))?;
+    let admin = match a.admin {
+        AdminAddr::Off => None,
+        AdminAddr::At(addr) => {
+            let tls = match (&a.admin_cert, &a.admin_key) {
+                (Some(cert), Some(key)) => Some(admin::tls(cert, key)?),
+                _ => None,
+            };
+            Some(Admin { addr, tls })
+        }
+    };
+    serve(opts, a.bind, a.takeover, admin, sd, sayer(ctx.json))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -196,7 +220,7 @@ fn serve(
     opts: supervisor::Options,
     bind: IpAddr,
     takeover: bool,
-    admin: AdminAddr,
+    admin: Option<Admin>,
     sd: systemd::Environment,
     say: Say,
 ) -> anyhow::Result<()> {
@@ -254,9 +278,17 @@ fn serve(
         None => supervisor::lock(&mut store, &opts.store)?,
     };
     drop(store);
-    if let AdminAddr::At(addr) = admin {
+    if let Some(Admin { addr, tls }) = admin {
+        if tls.is_none() && !addr.ip().is_loopback() {
+            say(format_args!(
+                "admin: WARNING: {addr} is not loopback and there is no --admin-cert: \
+                 API tokens would cross the network in clear"
+            ));
+        }
         let state = Arc::new(admin::State {
             metrics: opts.metrics.clone(),
+            api: Arc::new(crate::api::Api::new(opts.store.clone())),
+            tls,
         });
         admin::spawn(rt.handle(), addr, state, say.clone());
     }

@@ -161,6 +161,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
 
 /// A service's document with `served`: whether a `drover serve` runs on
 /// the store (its proxies carry the ready instances' traffic).
+/// Every service's `Service` document (`status --json`'s items, and the
+/// HTTP API's `/api/v1/services`).
+pub fn documents(store: &mut drover_core::store::Store) -> anyhow::Result<Vec<serde_json::Value>> {
+    let services = deploy::status(store)?;
+    let served = drover_core::supervisor::running(store)?;
+    services.iter().map(|s| with_served(s, served)).collect()
+}
+
 fn with_served(s: &deploy::ServiceStatus, served: bool) -> anyhow::Result<serde_json::Value> {
     let mut v = serde_json::to_value(s)?;
     v["served"] = served.into();

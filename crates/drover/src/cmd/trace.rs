@@ -18,11 +18,7 @@ pub struct Args {
 /// every link holds.
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
-    let trust = trace::Trust {
-        keys: ctx.trusted_keys(&a.key)?,
-        builders: drover_core::trust::policy::load(&ctx.store_dir)?.trusted_builders,
-    };
-    let root = trace::trace(&store, &a.target, &trust)?;
+    let root = link(&store, &a.target, ctx.trusted_keys(&a.key)?)?;
     if ctx.json {
         // The chain's links have kinds of their own (`instance`, `image`):
         // the document holds the first link as `root`.
@@ -46,6 +42,21 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         .into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The trace of `target` (an instance, service, image…), checked against
+/// `keys` and the policy's trusted builders: what `trace` prints and the
+/// HTTP API returns.
+pub fn link(
+    store: &drover_core::store::Store,
+    target: &str,
+    keys: Vec<drover_core::keys::PublicKey>,
+) -> anyhow::Result<Link> {
+    let trust = trace::Trust {
+        keys,
+        builders: drover_core::trust::policy::load(store.root())?.trusted_builders,
+    };
+    Ok(trace::trace(store, target, &trust)?)
 }
 
 fn print_link(l: &Link, first: &str, rest: &str) {

@@ -31,6 +31,7 @@ pub mod yaml;
 use std::fmt;
 use std::io::{self, Write};
 
+use drover_core::ErrorKind;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -163,6 +164,38 @@ pub fn size(bytes: u64) -> String {
 pub fn short_digest(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..12.min(hex.len())]
+}
+
+/// An error kind's name in documents: its variant in kebab-case.
+pub fn kind_name(kind: Option<ErrorKind>) -> &'static str {
+    match kind {
+        Some(ErrorKind::Invalid) => "invalid",
+        Some(ErrorKind::NotFound) => "not-found",
+        Some(ErrorKind::Corrupt) => "corrupt",
+        Some(ErrorKind::Busy) => "busy",
+        Some(ErrorKind::Refused) => "refused",
+        Some(ErrorKind::CheckFailed) => "check-failed",
+        Some(ErrorKind::Unauthenticated) => "unauthenticated",
+        Some(ErrorKind::Internal) | None => "internal",
+    }
+}
+
+/// An error and its causes, joined by ": ", each cause said once: many
+/// errors (drover's own among them) already end with their source's text,
+/// which `{:#}` would repeat ("read x: No such file…: No such file…").
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 #[cfg(test)]
