@@ -304,17 +304,25 @@
       h('h2', {}, 'Log tail'), logs);
 
     const path = '/services/' + encodeURIComponent(name);
-    // Drift results are asked for once per visit (a sweep hashes files);
-    // "Check drift again" asks anew.
+    // Drift is asked for once per set of instances (a sweep hashes their
+    // files), not at every refresh; "Check drift again" asks anew.
     let drift = null;
+    let driftFor = null;
     let lastService = null;
+    const idsOf = (s) => (s.instances || []).map((i) => i.id).sort().join(' ');
     const drawInstances = () => {
-      if (lastService) fill(instances, instanceTable(lastService, drift, () => loadDrift()));
+      if (!lastService) return;
+      // The first answer after the first sweep was asked for tells which
+      // instances it covers; other instances later (a rollout): ask again.
+      if (driftFor === '') driftFor = idsOf(lastService);
+      else if (driftFor !== idsOf(lastService) && !(drift && drift.checking)) return loadDrift();
+      fill(instances, instanceTable(lastService, drift, () => loadDrift()));
     };
     const loadDrift = () => {
+      driftFor = lastService ? idsOf(lastService) : '';
       drift = { checking: true };
       drawInstances();
-      api('/drift?service=' + encodeURIComponent(name)).then((d) => {
+      api('/drift?target=' + encodeURIComponent(name)).then((d) => {
         drift = d;
       }, (e) => {
         drift = { error: e.message };
@@ -444,7 +452,7 @@
   function rollbackPanel(name, releasesRegion) {
     const to = h('select', { id: 'rollback-to', name: 'to' },
       h('option', { value: '' }, 'the last healthy release before the current one'));
-    const reason = h('input', { id: 'rollback-reason', type: 'text', name: 'reason', placeholder: 'why (recorded in the ledger)' });
+    const reason = h('input', { id: 'rollback-message', type: 'text', name: 'message', placeholder: 'why (recorded with the new release)' });
     const button = h('button', { id: 'rollback', type: 'submit', class: 'danger' }, 'Roll back');
     const result = h('div', { id: 'rollback-result' });
     const fillOptions = () => api('/services/' + encodeURIComponent(name) + '/releases').then((doc) => {
@@ -457,7 +465,7 @@
       }
     }, () => {});
     fillOptions();
-    if (lastRollback && lastRollback.service === name) fill(result, rollbackResult(lastRollback));
+    if (lastRollback && lastRollback.service === name) fill(result, rollbackResult(lastRollback.doc));
     lastRollback = null;
     const form = h('form', {
       class: 'panel inline', id: 'rollback-form',
@@ -465,12 +473,13 @@
         ev.preventDefault();
         const body = {};
         if (to.value) body.to = Number(to.value);
-        if (reason.value.trim()) body.reason = reason.value.trim();
+        if (reason.value.trim()) body.message = reason.value.trim();
         button.disabled = true;
         button.textContent = 'Rolling back…';
-        fill(result, h('div', { class: 'banner warn' }, 'Rolling back ' + name + '; this waits for the new instances to be healthy.'));
+        fill(result, h('div', { class: 'banner warn' }, 'Rolling back ' + name + '…'));
         try {
-          lastRollback = await api('/services/' + encodeURIComponent(name) + '/rollback', { method: 'POST', body });
+          const doc = await api('/services/' + encodeURIComponent(name) + '/rollback', { method: 'POST', body });
+          lastRollback = { service: name, doc };
           // Draw the page anew (the new release and instances now rather
           // than at the next refresh), the result above it.
           route();
@@ -484,19 +493,25 @@
       },
     },
     h('div', { class: 'field' }, h('label', { for: 'rollback-to' }, 'Roll back to'), to),
-    h('div', { class: 'field wide' }, h('label', { for: 'rollback-reason' }, 'Reason'), reason),
+    h('div', { class: 'field wide' }, h('label', { for: 'rollback-message' }, 'Message'), reason),
     button);
     return h('div', {}, form, result);
   }
 
+  // The answer to a rollback: its deploy report (a new release recorded,
+  // which `drover serve` rolls out; the page follows it).
   function rollbackResult(doc) {
-    const failed = doc.failed || doc.error;
-    const text = failed
-      ? 'Rollback of ' + doc.service + ' failed: ' + (doc.error || 'release ' + doc.failed + ' failed')
-      : 'Rolled back ' + doc.service + ': release ' + doc.release + ' is running (' +
-        (doc.started || 0) + ' started, ' + (doc.stopped || 0) + ' stopped' +
-        (doc.seconds ? ', ' + doc.seconds.toFixed(1) + ' s' : '') + ').';
-    return h('div', { class: 'banner ' + (failed ? 'bad' : 'ok'), role: 'status', id: 'rollback-done' }, text);
+    const r = itemsOf(doc)[0] || doc;
+    let text;
+    if (r.created !== null && r.created !== undefined) {
+      text = 'Rollback of ' + r.service + ' recorded as release ' + r.created +
+        (r.started || r.stopped
+          ? ': rolled out (' + (r.started || 0) + ' started, ' + (r.stopped || 0) + ' stopped).'
+          : '; drover serve is rolling it out (this page follows it).');
+    } else {
+      text = 'Nothing to roll back: ' + r.service + ' already runs that content (release ' + r.release + ').';
+    }
+    return h('div', { class: 'banner ok', role: 'status', id: 'rollback-done' }, text);
   }
 
   // --- an instance's trace -------------------------------------------------------
@@ -539,26 +554,13 @@
   function ledgerPage(params) {
     const body = region();
     page('Ledger', 'Every change drover made, hash-chained and signed by the host key.', body);
-    const gen = generation;
-    (async () => {
-      try {
-        let from = Number(params.get('from'));
-        if (!from) {
-          // Start at the newest page: the first answer tells how many there are.
-          const head = await api('/ledger?from=1&limit=1');
-          const n = (head.verification && head.verification.entries) || 0;
-          from = Math.max(1, n - LEDGER_PAGE + 1);
-        }
-        const doc = await api('/ledger?from=' + from + '&limit=' + LEDGER_PAGE);
-        if (gen !== generation) return;
-        fill(body, ledgerView(doc, from));
-      } catch (e) {
-        if (gen === generation) fill(body, errorBanner(e));
-      }
-    })();
+    // Without `from` the API answers the newest page.
+    const from = Number(params.get('from')) || null;
+    const q = '/ledger?limit=' + LEDGER_PAGE + (from ? '&from=' + from : '');
+    live(body, () => api(q), ledgerView, from ? 0 : REFRESH_MS);
   }
 
-  function ledgerView(doc, from) {
+  function ledgerView(doc) {
     const v = doc.verification || {};
     const banner = v.valid
       ? h('div', { class: 'banner ok', role: 'status', id: 'ledger-verification' },
@@ -567,15 +569,15 @@
         'Ledger NOT verified' + (v.entries !== undefined ? ' (' + v.entries + ' entries)' : '') + ': ' +
         problemText(v.problem));
     const items = itemsOf(doc);
-    const prev = Math.max(1, from - LEDGER_PAGE);
+    const newest = doc.next === null || doc.next === undefined;
     const pager = h('div', { class: 'pager' },
-      from > 1 ? link('#/ledger?from=1', '« first') : null,
-      from > 1 ? link('#/ledger?from=' + prev, '‹ older') : null,
+      doc.previous ? link('#/ledger?from=1', '« first') : null,
+      doc.previous ? link('#/ledger?from=' + doc.previous, '‹ older') : null,
       h('span', { class: 'muted' }, items.length
-        ? 'entries ' + items[0].seq + '–' + items[items.length - 1].seq + (v.entries ? ' of ' + v.entries : '')
+        ? 'entries ' + items[0].seq + '–' + items[items.length - 1].seq + (doc.head ? ' of ' + doc.head : '')
         : 'no entries here'),
-      doc.next ? link('#/ledger?from=' + doc.next, 'newer ›') : null,
-      doc.next ? link('#/ledger', 'newest »') : null);
+      newest ? null : link('#/ledger?from=' + doc.next, 'newer ›'),
+      newest ? null : link('#/ledger', 'newest »'));
     const rows = items.slice().reverse().map((e) => [
       h('td', { class: 'num' }, String(e.seq)),
       when(e.time),
