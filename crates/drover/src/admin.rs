@@ -101,7 +101,8 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
         };
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         say(format_args!(
-            "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/"
+            "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/, \
+             dashboard on {scheme}://{addr}/"
         ));
         accept(listener, state).await;
     });

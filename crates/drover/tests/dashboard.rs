@@ -407,6 +407,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
             "web@2",
             "Signature",
             "Provenance",
+            "← web",
         ],
         &serve_log,
     );
@@ -480,6 +481,12 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         &serve_log,
     );
     browser.screenshot("09-ledger-after-rollback");
+    // Paging: from an entry on, back to the first.
+    browser.go(&format!("{base}#/ledger?from=20"));
+    browser.wait_for(&["entries 20–", "‹ older", "« first"], &serve_log);
+    browser.click("a[href='#/ledger?from=1']");
+    let text = browser.wait_for(&["entries 1–", "Ledger verified"], &serve_log);
+    assert!(!text.contains("‹ older"), "{text}");
     let audit = env.items(&["audit", "--action", "release.rollback"]);
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["actor"], "token:deployer", "{audit:?}");

@@ -522,15 +522,19 @@
     live(tree, () => api('/instances/' + encodeURIComponent(id) + '/trace'), (doc) => {
       const root = doc.root || doc;
       const bad = [];
+      let svc = null;
       const walk = (n) => {
         if (!n.ok) bad.push(n);
+        // The release link is named SERVICE@NUMBER.
+        if (n.kind === 'release' && !svc && typeof n.name === 'string' && n.name.includes('@')) {
+          svc = n.name.slice(0, n.name.lastIndexOf('@'));
+        }
         (n.children || []).forEach(walk);
       };
       walk(root);
       const banner = bad.length
         ? h('div', { class: 'banner bad', role: 'status' }, bad.length + (bad.length === 1 ? ' link does' : ' links do') + ' not hold: ' + bad.map((n) => n.kind + ' ' + n.name).join(', '))
         : h('div', { class: 'banner ok', role: 'status' }, 'Every link holds.');
-      const svc = doc.service || null;
       return h('div', {}, banner,
         svc ? h('p', {}, link(serviceHref(svc), '← ' + svc)) : null,
         h('ul', { class: 'tree root' }, traceNode(root)));
