@@ -236,9 +236,20 @@ impl Browser {
         );
     }
 
-    /// Save the viewport as `<name>.png` among the artifacts.
+    /// Save the whole page as `<name>.png` among the artifacts: the window
+    /// is made as tall as the page (WebDriver shoots the viewport), then
+    /// put back.
     fn screenshot(&self, name: &str) {
+        let height = self
+            .script("return document.documentElement.scrollHeight;")
+            .as_u64()
+            .unwrap_or(1600)
+            .clamp(900, 6000);
+        let rect = |h: u64| json!({"x": 0, "y": 0, "width": 1280, "height": h});
+        // The window's frame takes some of its height: ask for more.
+        self.session("POST", "/window/rect", Some(&rect(height + 160)));
         let b64 = self.session("GET", "/screenshot", None);
+        self.session("POST", "/window/rect", Some(&rect(1600)));
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64.as_str().expect("a base64 screenshot"))
             .expect("base64");
@@ -268,6 +279,11 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+/// The web image's server, saying so on its output (for the log tail)
+/// and logging each request it answers (`-v`).
+const TALKING_SERVER: &str =
+    "echo web listening on \\\"$PORT\\\"; sleep 0.2; httpd -f -v -p \\\"$PORT\\\" -h /www";
 
 /// `web` with two replicas of `web:<tag>` behind the proxy on `port`.
 fn fleet(env: &Env, tag: &str, port: u16) -> String {
@@ -299,9 +315,11 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         return;
     }
     let Some(env) = common::web_env() else { return };
+    common::web_image(&env, "v1", "version one\n", "/", TALKING_SERVER);
+    common::web_image(&env, "v2", "version two\n", "/", TALKING_SERVER);
     let port = free_port();
-    env.ok(&["apply", "-f", &fleet(&env, "1", port)]);
-    env.ok(&["apply", "-f", &fleet(&env, "2", port)]);
+    env.ok(&["apply", "-f", &fleet(&env, "v1", port)]);
+    env.ok(&["apply", "-f", &fleet(&env, "v2", port)]);
     let web1 = env.json(&["releases", "web"])["items"][0]["image"].clone();
     let viewer = token(&env, "viewer", "read");
     let deployer = token(&env, "deployer", "deploy");
@@ -386,8 +404,9 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     let mut wanted = vec![
         "Release 2",
         "Release 1",
-        "apply web:2",
+        "apply web:v2",
         "no drift",
+        "web listening on",
         "release.healthy",
         "Instances",
     ];
@@ -413,6 +432,31 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     );
     browser.screenshot("04-trace");
 
+    // A link that does not hold is said so, with why: the other instance's
+    // config changed behind drover's back (put back afterwards).
+    let config = env
+        .store()
+        .join(format!("instances/{}/config.json", ids[1]));
+    let launched = std::fs::read(&config).unwrap();
+    let mut tampered: Value = serde_json::from_slice(&launched).unwrap();
+    tampered["process"]["env"]
+        .as_array_mut()
+        .expect("the config's process env")
+        .push("SNEAKY=1".into());
+    std::fs::write(&config, tampered.to_string()).unwrap();
+    browser.go(&format!("{base}#/instances/{}/trace", ids[1]));
+    browser.wait_for(
+        &[
+            "1 link does not hold: config",
+            "✗ does not hold",
+            "SNEAKY=1",
+            "✓ holds",
+        ],
+        &serve_log,
+    );
+    browser.screenshot("05-trace-broken-link");
+    std::fs::write(&config, launched).unwrap();
+
     // The ledger, verified; the revocations.
     browser.click("nav a[href='#/ledger']");
     browser.wait_for(
@@ -424,7 +468,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         ],
         &serve_log,
     );
-    browser.screenshot("05-ledger");
+    browser.screenshot("06-ledger");
     browser.click("nav a[href='#/revocations']");
     browser.wait_for(
         &[
@@ -434,7 +478,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         ],
         &serve_log,
     );
-    browser.screenshot("06-revocations");
+    browser.screenshot("07-revocations");
 
     // A deploy token: the rollback button, and what it does.
     browser.click("#sign-out");
@@ -444,7 +488,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     browser.go(&format!("{base}#/services/web"));
     browser.wait_for(&["Roll back to", "Release 2"], &serve_log);
     browser.type_into("#rollback-message", "release 2 misbehaves");
-    browser.screenshot("07-service-deploy-token");
+    browser.screenshot("08-service-deploy-token");
     browser.click("#rollback");
     browser.wait_for(
         &[
@@ -472,7 +516,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     assert_eq!(status["image"], web1, "{status}");
     browser.go(&format!("{base}#/services/web"));
     browser.wait_for(&["out-of-sync", "runs release 3", "Release 3"], &serve_log);
-    browser.screenshot("08-service-rolled-back");
+    browser.screenshot("09-service-rolled-back");
 
     // The ledger names the token as the actor, on the page and in `audit`.
     browser.click("nav a[href='#/ledger']");
@@ -480,7 +524,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         &["Ledger verified", "token:deployer", "release.rollback"],
         &serve_log,
     );
-    browser.screenshot("09-ledger-after-rollback");
+    browser.screenshot("10-ledger-after-rollback");
     // Paging: from an entry on, back to the first.
     browser.go(&format!("{base}#/ledger?from=20"));
     browser.wait_for(&["entries 20–", "‹ older", "« first"], &serve_log);
@@ -494,6 +538,6 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     drop(browser);
     stop(&mut serve, Duration::from_secs(10));
     let pngs = std::fs::read_dir(&shots).unwrap().count();
-    assert_eq!(pngs, 9, "screenshots in {}", shots.display());
+    assert_eq!(pngs, 10, "screenshots in {}", shots.display());
     eprintln!("dashboard: {pngs} screenshots in {}", shots.display());
 }

@@ -545,7 +545,7 @@
     const card = h('div', { class: 'link-card' + (n.ok ? '' : ' bad'), 'data-kind': n.kind },
       h('div', { class: 'link-title' },
         badge(n.ok ? '✓ holds' : '✗ does not hold', n.ok ? 'ok' : 'bad'),
-        h('span', { class: 'link-kind' }, n.kind),
+        h('span', { class: 'link-kind' }, n.kind === 'sbom' ? 'SBOM' : n.kind),
         h('span', { class: 'link-name' }, n.name)),
       (n.facts || []).length ? facts(n.facts.map((f) => Array.isArray(f) ? [f[0], f[1]] : [String(f), ''])) : null,
       n.problem ? h('div', { class: 'problem' }, n.problem) : null);
