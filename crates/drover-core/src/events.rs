@@ -77,6 +77,9 @@ pub enum Kind {
     TokenCreated,
     #[serde(rename = "token.revoked")]
     TokenRevoked,
+    /// A valid token asked the HTTP API for more than its role allows.
+    #[serde(rename = "api.denied")]
+    ApiDenied,
 }
 
 impl Kind {
@@ -104,6 +107,7 @@ impl Kind {
             Kind::ImageUnrevoked => "image.unrevoked",
             Kind::TokenCreated => "token.created",
             Kind::TokenRevoked => "token.revoked",
+            Kind::ApiDenied => "api.denied",
         }
     }
 }
@@ -424,6 +428,19 @@ pub fn from_entry(e: &Entry) -> Vec<Event> {
         "token.revoke" => vec![Event {
             token: subject(0),
             ..event(Kind::TokenRevoked, "revoked".into())
+        }],
+        "api.denied" => vec![Event {
+            token: subject(0),
+            ..event(
+                Kind::ApiDenied,
+                format!(
+                    "{} {} needs role {}, the token has {}",
+                    text("method").unwrap_or_default(),
+                    text("path").unwrap_or_default(),
+                    text("needed").unwrap_or_default(),
+                    text("role").unwrap_or_default()
+                ),
+            )
         }],
         _ => Vec::new(),
     }

@@ -76,6 +76,32 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    service: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    service: String,
+    result: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    service: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    method: String,
+    route: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     result: String,
 }
@@ -103,13 +129,15 @@ pub struct Metrics {
     proxy_connections: Family<ResultLabels, Counter>,
     heals: Family<ServiceLabel, Counter>,
     rollouts: Family<ResultLabels, Counter>,
-    rollbacks: Family<ServiceLabel, Counter>,
+    rollbacks: Family<ReasonLabels, Counter>,
+    api_requests: Family<ApiLabels, Counter>,
+    pull_duration: Histogram,
     backoffs: Family<ServiceLabel, Counter>,
     drift_scans: Family<OutcomeLabel, Counter>,
     drift_scan_duration: Histogram,
     drift_findings: Counter,
-    probes: Family<ResultLabels, Counter>,
-    probe_duration: HistogramFamily<ServiceLabel>,
+    probes: Family<ProbeLabels, Counter>,
+    probe_duration: HistogramFamily<PhaseLabels>,
 }
 
 impl fmt::Debug for Metrics {
@@ -134,6 +162,8 @@ impl Metrics {
             heals: Family::default(),
             rollouts: Family::default(),
             rollbacks: Family::default(),
+            api_requests: Family::default(),
+            pull_duration: scan_buckets(),
             backoffs: Family::default(),
             drift_scans: Family::default(),
             drift_scan_duration: scan_buckets(),
@@ -186,8 +216,23 @@ impl Metrics {
         );
         r.register(
             "rollbacks",
-            "Releases rolled back by serve's reconciler (a failed rollout, a crash loop)",
+            "Releases rolled back by serve's reconciler, by reason: health_check (a new \
+             release failed its gate or stability window), crash_loop (a healthy release's \
+             instances kept dying)",
             m.rollbacks.clone(),
+        );
+        r.register_with_unit(
+            "image_pull_duration",
+            "How long the image pulls serve made took (deploys through the HTTP API pull \
+             what the store lacks)",
+            Unit::Seconds,
+            m.pull_duration.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Requests to the HTTP API (/api/v1/), by method, route (the path's pattern, \
+             `other` for none) and status code",
+            m.api_requests.clone(),
         );
         r.register(
             "backoffs",
@@ -212,13 +257,13 @@ impl Metrics {
         );
         r.register(
             "health_probes",
-            "Health-check probes of serving instances by serve's reconciler, by result \
-             (ok, failed)",
+            "Health-check probes by serve, by result (ok, failed) and phase: rollout (the \
+             gate and stability window of new instances), serving (instances in traffic)",
             m.probes.clone(),
         );
         r.register_with_unit(
             "health_probe_duration",
-            "How long a health-check probe of a serving instance took",
+            "How long a health-check probe took, by phase (rollout, serving)",
             Unit::Seconds,
             m.probe_duration.clone(),
         );
@@ -311,24 +356,56 @@ impl Metrics {
             self.rollouts.get_or_create(&result("succeeded")).inc();
         }
         if rep.failed.is_some() {
-            self.rollbacks.get_or_create(&svc).inc();
+            let reason = rep.rollback_reason.unwrap_or("health_check");
+            self.rollbacks
+                .get_or_create(&ReasonLabels {
+                    service: rep.service.clone(),
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        for (ok, took) in &rep.gate_probes {
+            self.probe(&rep.service, "rollout", *ok, *took);
         }
         if rep.backs_off() {
             self.backoffs.get_or_create(&svc).inc();
         }
     }
 
+    /// An image pull serve made took `took`.
+    pub fn image_pull(&self, took: Duration) {
+        self.pull_duration.observe(took.as_secs_f64());
+    }
+
+    /// A request to the HTTP API: `route` is the path's pattern
+    /// (`/api/v1/services/{name}`), so the label's values stay few.
+    pub fn api_request(&self, method: &str, route: &str, code: u16) {
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                method: method.into(),
+                route: route.into(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
     /// A health-check probe of a serving instance of `service`.
     pub fn health_probe(&self, service: &str, ok: bool, took: Duration) {
+        self.probe(service, "serving", ok, took);
+    }
+
+    fn probe(&self, service: &str, phase: &str, ok: bool, took: Duration) {
         self.probes
-            .get_or_create(&ResultLabels {
+            .get_or_create(&ProbeLabels {
                 service: service.into(),
                 result: if ok { "ok" } else { "failed" }.into(),
+                phase: phase.into(),
             })
             .inc();
         self.probe_duration
-            .get_or_create(&ServiceLabel {
+            .get_or_create(&PhaseLabels {
                 service: service.into(),
+                phase: phase.into(),
             })
             .observe(took.as_secs_f64());
     }

@@ -381,8 +381,10 @@ fn reconcile_service(
     };
     let mut r = Reconciler::for_service(opts, service);
     // The release the last pass left running: a pass that ends on another
-    // one rolled it out.
-    let mut running = None;
+    // one rolled it out. At the start, the release of the instances running
+    // now, so a serve restarted beside them (that may scale them up) counts
+    // no rollout.
+    let mut running = running_release(&store, service);
     while !stop.load(Ordering::SeqCst) {
         let round = r.round(&mut store);
         for p in r.take_probes() {
@@ -428,6 +430,16 @@ fn reconcile_service(
         }
         sleep_unless(stop, POLL);
     }
+}
+
+/// The newest release of `service` with a running instance, if any.
+fn running_release(store: &Store, service: &str) -> Option<i64> {
+    let db = store.db();
+    let rows = db.read().instances(false).ok()?;
+    rows.iter()
+        .filter(|i| i.service.as_deref() == Some(service) && i.state == "running")
+        .filter_map(|i| i.release)
+        .max()
 }
 
 fn service_exists(store: &Store, service: &str) -> bool {

@@ -108,15 +108,25 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
     });
 }
 
+/// The most connections the admin listener holds open at once (event
+/// streams included); one more is closed at once.
+const MAX_CONNECTIONS: usize = 512;
+
 async fn accept(listener: TcpListener, state: Arc<State>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             // Out of descriptors, say: give closing ones a moment.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(sock);
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match state.tls.clone() {
                 None => serve_connection(TokioIo::new(sock), state).await,
                 Some(tls) => {
@@ -155,7 +165,12 @@ where
 {
     let path = req.uri().path();
     if path == "/api/v1" || path.starts_with("/api/v1/") {
-        return api::handle(req, state.api.clone()).await;
+        let (method, route) = (req.method().clone(), api::pattern(path));
+        let r = api::handle(req, state.api.clone()).await;
+        state
+            .metrics
+            .api_request(method.as_str(), route, r.status().as_u16());
+        return r;
     }
     match path {
         "/metrics" => match *req.method() {
@@ -200,7 +215,10 @@ mod tests {
     async fn get(path: &str, method: Method) -> Response<Body> {
         let state = State {
             metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new("/nonexistent".into())),
+            api: Arc::new(Api::new(
+                "/nonexistent".into(),
+                Arc::new(Metrics::new(None)),
+            )),
             tls: None,
         };
         state
@@ -228,6 +246,30 @@ mod tests {
         );
         let r = get("/metrics", Method::POST).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        // Requests to the API are counted by route, not by path.
+        let state = State {
+            metrics: Arc::new(Metrics::new(None)),
+            api: Arc::new(Api::new(
+                "/nonexistent".into(),
+                Arc::new(Metrics::new(None)),
+            )),
+            tls: None,
+        };
+        for path in ["/api/v1/services/a", "/api/v1/services/b", "/api/v1/x"] {
+            let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+            route(req, &state).await;
+        }
+        let text = state.metrics.encode();
+        assert!(
+            text.contains(
+                r#"drover_api_requests_total{method="GET",route="/api/v1/services/{name}",code="401"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"drover_api_requests_total{method="GET",route="other",code="404"} 1"#),
+            "{text}"
+        );
         assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     }
 }

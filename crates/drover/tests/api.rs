@@ -29,6 +29,11 @@ struct Server {
 
 impl Server {
     fn start(env: &Env) -> Server {
+        Server::start_with(env, &[])
+    }
+
+    /// With `vars` in serve's environment.
+    fn start_with(env: &Env, vars: &[(&str, &Path)]) -> Server {
         let dir = env.dir.path().join("tls");
         std::fs::create_dir_all(&dir).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -50,8 +55,11 @@ impl Server {
         assert!(out.status.success(), "{}", common::show(&out));
         let admin = free_port();
         let log = env.dir.path().join("serve.log");
-        let serve = env
-            .cmd()
+        let mut cmd = env.cmd();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let serve = cmd
             .args(["serve", "--interval", "500ms", "--drift-interval", "0"])
             .args(["--admin", &format!("127.0.0.1:{admin}")])
             .arg("--admin-cert")
@@ -507,4 +515,67 @@ fn the_api_answers_as_the_cli_and_acts_as_its_tokens() {
     let doc: Value = serde_json::from_str(&doc).unwrap();
     assert!(doc["paths"]["/api/v1/services/{name}/rollback"]["post"].is_object());
     assert!(Path::new(&s.ca).exists());
+}
+
+/// An apply through the API of an image the store lacks: serve pulls it
+/// from a real registry (as the token: the pull is ledgered as
+/// `token:ci`), rolls it out, and times the pull in its metrics.
+#[test]
+fn an_apply_through_the_api_pulls_what_the_store_lacks_and_serve_times_it() {
+    let Some(reg) = crate::registry::Registry::start(None) else {
+        return;
+    };
+    let Some(src) = common::web_env() else { return };
+    if !common::require("curl") || !common::require("openssl") {
+        return;
+    }
+    let nocreds = tempfile::tempdir().unwrap();
+    let out = src
+        .cmd()
+        .env("DOCKER_CONFIG", nocreds.path())
+        .args([
+            "push",
+            "web:1",
+            &format!("{}/team/web:1", reg.addr),
+            "--insecure",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::show(&out));
+    let digest = common::last_line(&String::from_utf8_lossy(&out.stdout));
+
+    let dst = Env::new();
+    dst.trust(&src);
+    let ci = token(&dst, "ci", "deploy");
+    let s = Server::start_with(&dst, &[("DOCKER_CONFIG", nocreds.path())]);
+    let port = free_port();
+    let text = format!(
+        "[service.web]\nimage = \"{}/team/web@{digest}\"\ninsecure_registry = true\nreplicas = 1\nports = [{port}]\nmin_healthy = \"0s\"\n{}",
+        reg.addr,
+        common::WEB_HEALTH
+    );
+    let r = s.json(
+        "POST",
+        "/api/v1/apply",
+        &ci,
+        Some(("application/toml", text.as_bytes())),
+        202,
+    );
+    assert!(r["items"][0]["pull_seconds"].as_f64().is_some(), "{r}");
+    assert!(serving(port, "version one\n"), "{}", s.log());
+    assert_eq!(last_entry(&dst, "image.pull")["actor"], "token:ci");
+    let (code, metrics) = s.call("GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "drover_image_pull_duration_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            r#"drover_api_requests_total{method="POST",route="/api/v1/apply",code="202"} 1"#
+        )),
+        "{metrics}"
+    );
 }

@@ -458,6 +458,16 @@ fn replicas_with_a_health_check_on_a_fixed_port_are_refused() {
     write(std::path::Path::new(&fleet), one.as_bytes(), 0o644);
     let out = env.run(&["plan", "-f", &fleet]);
     assert!(out.status.success(), "{}", show(&out));
+    // But not with the proxy on the program's own port.
+    let clash = one.replace("replicas = 1", "replicas = 1\nports = [8080]");
+    write(std::path::Path::new(&fleet), clash.as_bytes(), 0o644);
+    let out = env.run(&["plan", "-f", &fleet]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        show(&out).contains("the proxy cannot listen there too"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// A release whose instances cannot start (here: a volume the image has no

@@ -162,7 +162,63 @@ fn nginx_builds_bit_identically_and_serves_read_only() {
     // Logs go to the instance's stdout, as the config says.
     let id = instances[0]["id"].as_str().unwrap();
     assert!(env.ok(&["logs", id]).contains("\"GET / HTTP/1.0\" 200"));
-    env.ok(&["rm", "--force", id]);
+    // nginx listens on 8080 whatever $PORT says; its health check names
+    // 8080, so that is the instance's port (and $PORT).
+    assert_eq!(instances[0]["port"], 8080, "{}", instances[0]);
+
+    // Through serve's proxy, and across a rolling update: the new
+    // instance can only bind 8080 once the old one let go, so the rollout
+    // stops the old one first (plan says why), and the proxy follows.
+    let proxy = common::free_port();
+    let fleet = |v: &str| {
+        format!(
+            "[service.nginx]\nimage = \"nginx:1.22\"\nmin_healthy = \"0s\"\nports = [{proxy}]\n\
+             env = {{ RELEASE = \"{v}\" }}\n"
+        )
+    };
+    let file = env.ctx().join("fleet.toml");
+    common::write(&file, fleet("1").as_bytes(), 0o644);
+    let f = file.to_str().unwrap();
+    env.ok(&["apply", "-f", f]);
+    let log = env.dir.path().join("serve.log");
+    let mut serve = env
+        .cmd()
+        .args([
+            "serve",
+            "--interval",
+            "500ms",
+            "--drift-interval",
+            "0",
+            "--admin",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let page_via_proxy = || common::get(proxy).is_some_and(|b| b == want);
+    assert!(
+        common::eventually(Duration::from_secs(20), page_via_proxy),
+        "no page through the proxy on :{proxy}:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    common::write(&file, fleet("2").as_bytes(), 0o644);
+    let plan = env.ok(&["plan", "-f", f]);
+    assert!(
+        plan.contains(
+            "each old instance stopped before its replacement starts: port 8080 is fixed"
+        ),
+        "{plan}"
+    );
+    let out = env.ok(&["apply", "-f", f]);
+    assert!(out.contains("rolled out release 3"), "{out}");
+    assert!(
+        common::eventually(Duration::from_secs(20), page_via_proxy),
+        "no page through the proxy after the update:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    common::stop(&mut serve, Duration::from_secs(10));
+    env.ok(&["service", "rm", "nginx"]);
 }
 
 #[test]

@@ -230,8 +230,14 @@ fn prometheus_reads_requests_releases_instances_and_heals_from_serve() {
     );
     assert_eq!(running, 2.0);
     p.wait_for(
-        r#"sum(drover_health_probes_total{service="web",result="ok"})"#,
+        r#"sum(drover_health_probes_total{service="web",result="ok",phase="serving"})"#,
         1.0,
+        &serve_log,
+    );
+    // The rollout's gates probed the new instances until they passed.
+    p.wait_for(
+        r#"sum(drover_health_probes_total{service="web",result="ok",phase="rollout"})"#,
+        2.0,
         &serve_log,
     );
     p.wait_for(
@@ -349,7 +355,10 @@ fn a_crash_loop_shows_as_a_failed_rollout_a_rollback_and_back_offs() {
     let mut last = Vec::new();
     let rolled_back = eventually(Duration::from_secs(60), || {
         last = scrape(admin);
-        sample(&last, r#"drover_rollbacks_total{service="web"}"#) >= 1.0
+        sample(
+            &last,
+            r#"drover_rollbacks_total{service="web",reason="crash_loop"}"#,
+        ) >= 1.0
             && sample(
                 &last,
                 r#"drover_service_release_info{service="web",release="3",image="web:1"}"#,

@@ -164,6 +164,7 @@ pub(super) fn converge_or_roll_back(
                 .map(drop)
             })?;
             report.failed = Some(failed.number);
+            report.rollback_reason = Some("health_check");
             let previous = match back_to {
                 Some(n) => Some(release::release(store.db().read(), service, n)?),
                 None => None,
@@ -482,17 +483,23 @@ fn run_options(service: &str, r: &Release) -> Result<RunOptions> {
         userns: r.config.userns_opt_out.is_none(),
         init: r.config.init,
         logs: (!r.config.logs.is_default()).then_some(r.config.logs),
+        // A program on a fixed port gets it as `$PORT` too, and the proxy
+        // sends its traffic there.
+        port: r.config.fixed_port(),
         ..RunOptions::default()
     })
 }
 
 /// Whether the service must roll stop-before-start: the desired release,
-/// or a live instance (of any release), mounts a volume with one writer.
+/// or a live instance (of any release), mounts a volume with one writer;
+/// or the desired release listens on a fixed port (the old instance holds
+/// it until it stops).
 fn single_writer(desired: Option<&Release>, live: &[&Instance]) -> bool {
-    desired.is_some_and(|r| !r.config.single_writer_volumes().is_empty())
-        || live
-            .iter()
-            .any(|i| i.volumes.iter().any(|h| h.access == Access::Exclusive))
+    desired.is_some_and(|r| {
+        !r.config.single_writer_volumes().is_empty() || r.config.fixed_port().is_some()
+    }) || live
+        .iter()
+        .any(|i| i.volumes.iter().any(|h| h.access == Access::Exclusive))
 }
 
 /// The release an instance counts as for the planner: its own, unless it
@@ -807,6 +814,7 @@ fn converge(
                             }
                         };
                         if let Verdict::Failed(why) = verdict {
+                            take_probes(report, &mut gates, &mut windows);
                             return Err(Failure::Health {
                                 instance: i.id.clone(),
                                 why,
@@ -819,9 +827,24 @@ fn converge(
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                take_probes(report, &mut gates, &mut windows);
                 report.health_wait_seconds += t.elapsed().as_secs_f64();
             }
         }
+    }
+}
+
+/// Move the gates' and windows' probes into the report (serve counts them).
+fn take_probes(
+    report: &mut Report,
+    gates: &mut BTreeMap<String, Gate>,
+    windows: &mut BTreeMap<String, Window>,
+) {
+    for g in gates.values_mut() {
+        report.gate_probes.extend(g.take_probed());
+    }
+    for w in windows.values_mut() {
+        report.gate_probes.extend(w.take_probed());
     }
 }
 

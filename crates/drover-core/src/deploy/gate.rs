@@ -54,6 +54,8 @@ pub struct Gate {
     last_error: String,
     /// Time spent probing (for the benchmark's overhead split).
     pub probing: Duration,
+    /// Each probe's result and time, until [`Gate::take_probed`].
+    probed: Vec<(bool, Duration)>,
 }
 
 /// Describe a check for messages: `http GET :8080/healthz`.
@@ -79,7 +81,14 @@ impl Gate {
             last_strike: None,
             last_error: "not probed yet".into(),
             probing: Duration::ZERO,
+            probed: Vec::new(),
         }
+    }
+
+    /// The probes since the last call: whether each passed, how long it took
+    /// (serve counts them in its metrics).
+    pub fn take_probed(&mut self) -> Vec<(bool, Duration)> {
+        std::mem::take(&mut self.probed)
     }
 
     /// Probe if it is time, and say where the instance stands. `alive`:
@@ -108,6 +117,7 @@ impl Gate {
         let t = Instant::now();
         let result = probe(&check.probe, self.port, timeout, exec);
         self.probing += t.elapsed();
+        self.probed.push((result.is_ok(), t.elapsed()));
         let interval = Duration::from_millis(check.interval_ms);
         self.next_probe = Instant::now() + self.pause;
         self.pause = (self.pause * 2).min(interval.min(Duration::from_millis(250)));
@@ -159,6 +169,7 @@ pub struct Window {
     until: Instant,
     next_probe: Instant,
     failures: u32,
+    probed: Vec<(bool, Duration)>,
 }
 
 impl Window {
@@ -175,7 +186,13 @@ impl Window {
             until: since + length,
             next_probe: Instant::now() + interval,
             failures: 0,
+            probed: Vec::new(),
         }
+    }
+
+    /// The probes since the last call, as [`Gate::take_probed`].
+    pub fn take_probed(&mut self) -> Vec<(bool, Duration)> {
+        std::mem::take(&mut self.probed)
     }
 
     /// Whether the window is over with nothing wrong ([`Verdict::Healthy`]),
@@ -199,7 +216,9 @@ impl Window {
             && now >= self.next_probe
         {
             let timeout = Duration::from_millis(check.timeout_ms);
+            let t = Instant::now();
             let result = probe(&check.probe, self.port, timeout, exec);
+            self.probed.push((result.is_ok(), t.elapsed()));
             self.next_probe = Instant::now() + Duration::from_millis(check.interval_ms.max(10));
             match result {
                 Ok(()) => self.failures = 0,

@@ -121,6 +121,19 @@ pub struct Report {
     /// what a crash loop is counted from.
     #[serde(skip)]
     pub healed_current: u32,
+    /// How long pulling the image from its registry took, when this
+    /// deploy pulled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_seconds: Option<f64>,
+    /// The health-check probes of the rollout's gates and stability
+    /// windows: whether each passed, how long it took.
+    #[serde(skip)]
+    pub gate_probes: Vec<(bool, Duration)>,
+    /// Why the pass rolled a release back, for the metrics' label:
+    /// `health_check` (a new release failed its gate or window) or
+    /// `crash_loop` (a healthy release's instances kept dying).
+    #[serde(skip)]
+    pub rollback_reason: Option<&'static str>,
     /// Why the deploy failed; in JSON, its message.
     pub error: Option<Failure>,
     /// What went wrong without stopping the deploy.
@@ -246,6 +259,23 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             },
         )));
     }
+    // The program binds its fixed port on every address: the service's
+    // proxy cannot listen there too.
+    if let Some(port) = health.as_ref().and_then(|h| h.probe.fixed_port())
+        && spec.ports.contains(&port)
+    {
+        return Err(Error::Usage(format!(
+            "service {}: ports = [{port}], but its program listens on {port} itself (its \
+             health check{} probes {port}): the proxy cannot listen there too. Choose \
+             another port for the proxy; it sends the traffic on to {port}",
+            spec.name,
+            if spec.health.is_some() {
+                ""
+            } else {
+                " (the image's)"
+            },
+        )));
+    }
     let volumes = spec.volumes.iter().map(VolumeSpec::canonical).collect();
     Ok((
         image,
@@ -302,7 +332,9 @@ fn fetch(
         })
     };
     if to_pull(store, spec).is_some() {
+        let began = Instant::now();
         registry::pull(store, remote, &opts()?)?;
+        report.pull_seconds = Some(began.elapsed().as_secs_f64());
     } else if let Err(e) = opts().and_then(|o| registry::pull_referrers(store, remote, &digest, &o))
     {
         report.warnings.push(format!(
@@ -523,6 +555,7 @@ pub fn revert(store: &mut Store, service: &str, number: i64, why: &str) -> Repor
                 };
                 report.created = Some(new);
                 report.failed = Some(number);
+                report.rollback_reason = Some("crash_loop");
                 report.warnings.push(format!(
                     "release {number} is in a crash loop ({why}): rolled back to release {of}'s \
                      content as release {new}; release {number}'s content is quarantined"

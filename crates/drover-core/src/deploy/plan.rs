@@ -79,11 +79,10 @@ pub fn for_volumes(strategy: Strategy, single_writer: bool) -> Strategy {
 }
 
 /// What `drover plan` says about [`for_volumes`]'s change, if it changed
-/// anything; `volumes` names the single-writer volumes.
-pub fn single_writer_note(strategy: Strategy, volumes: &[String]) -> Option<String> {
-    let names = volumes.join(", ");
-    let one = if volumes.len() == 1 { "is" } else { "are" };
-    match (strategy, for_volumes(strategy, !volumes.is_empty())) {
+/// anything; `held` says why, a clause each ("volume data is single-writer").
+pub fn single_writer_note(strategy: Strategy, held: &[String]) -> Option<String> {
+    let why = held.join("; ");
+    match (strategy, for_volumes(strategy, !held.is_empty())) {
         (a, b) if a == b => None,
         (
             _,
@@ -91,8 +90,7 @@ pub fn single_writer_note(strategy: Strategy, volumes: &[String]) -> Option<Stri
                 max_unavailable, ..
             },
         ) => Some(format!(
-            "rolling {}, each old instance stopped before its replacement starts: volume {names} \
-             {one} single-writer",
+            "rolling {}, each old instance stopped before its replacement starts: {why}",
             if max_unavailable == 1 {
                 "one at a time".to_string()
             } else {
@@ -101,7 +99,7 @@ pub fn single_writer_note(strategy: Strategy, volumes: &[String]) -> Option<Stri
         )),
         (_, _) => Some(format!(
             "recreate instead of blue-green, every old instance stopped before a new one starts: \
-             volume {names} {one} single-writer"
+             {why}"
         )),
     }
 }
@@ -505,7 +503,8 @@ mod tests {
         for s in [rolling(1, 0), Strategy::BlueGreen, Strategy::Recreate] {
             assert_eq!(for_volumes(s, false), s);
         }
-        let note = single_writer_note(rolling(1, 0), &["data".into()]).unwrap();
+        let note =
+            single_writer_note(rolling(1, 0), &["volume data is single-writer".into()]).unwrap();
         assert_eq!(
             note,
             "rolling one at a time, each old instance stopped before its replacement starts: \

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::plan::{self, Seen, Step};
-use super::spec::ServiceSpec;
+use super::spec::{ReleaseConfig, ServiceSpec};
 use super::{
     diff, needs_release, release, remove, requested, resolve, sync, to_pull, with_content,
 };
@@ -231,15 +231,32 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec], prune: bool) -> Result<Pla
                 }
             }
         }
+        let mut held: Vec<String> = Vec::new();
+        if !single_writer.is_empty() {
+            let one = if single_writer.len() == 1 {
+                "is"
+            } else {
+                "are"
+            };
+            held.push(format!(
+                "volume {} {one} single-writer",
+                single_writer.join(", ")
+            ));
+        }
+        if let Some(port) = config.as_ref().and_then(ReleaseConfig::fixed_port) {
+            held.push(format!(
+                "port {port} is fixed (the health check's), one instance holds it at a time"
+            ));
+        }
         // A refused service gets no steps: none of them would run.
-        let strategy = plan::for_volumes(spec.strategy, !single_writer.is_empty());
+        let strategy = plan::for_volumes(spec.strategy, !held.is_empty());
         let steps = match target {
             Some(n) if refused.is_none() => plan::simulate(n, spec.replicas, strategy, &seen),
             _ => vec![],
         };
         let notes = match &steps[..] {
             [] => vec![],
-            _ => plan::single_writer_note(spec.strategy, &single_writer)
+            _ => plan::single_writer_note(spec.strategy, &held)
                 .into_iter()
                 .collect(),
         };

@@ -130,6 +130,13 @@ impl ReleaseConfig {
         c
     }
 
+    /// The port its health check names, when it names one: the program
+    /// listens there whatever `$PORT` says (nginx's `listen 8080`), so
+    /// traffic goes there, and only one instance can hold it at a time.
+    pub fn fixed_port(&self) -> Option<u16> {
+        self.health.as_ref().and_then(|h| h.probe.fixed_port())
+    }
+
     /// The names (as written, `{replica}` kept) of its volumes that have
     /// one writer: read-write and not shared.
     pub fn single_writer_volumes(&self) -> Vec<String> {

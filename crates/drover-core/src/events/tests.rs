@@ -307,6 +307,18 @@ fn token_entries_are_token_events() {
     assert_eq!(c.subject(), "token ci");
     let r = one(&entry("token.revoke", &["ci"], json!({"name": "ci"})));
     assert_eq!(r.kind, Kind::TokenRevoked);
+    let d = one(&entry(
+        "api.denied",
+        &["viewer"],
+        json!({"token": "viewer", "role": "read", "needed": "deploy",
+               "method": "POST", "path": "/api/v1/services/web/rollback"}),
+    ));
+    assert_eq!(d.kind, Kind::ApiDenied);
+    assert_eq!(d.token.as_deref(), Some("viewer"));
+    assert_eq!(
+        d.reason,
+        "POST /api/v1/services/web/rollback needs role deploy, the token has read"
+    );
 }
 
 #[test]

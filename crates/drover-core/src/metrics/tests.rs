@@ -48,6 +48,11 @@ fn events_are_counted_under_their_names_and_labels() {
     // A failed rollout, rolled back.
     let mut r = report("web");
     (r.release, r.failed) = (Some(2), Some(3));
+    r.rollback_reason = Some("health_check");
+    r.gate_probes = vec![
+        (true, Duration::from_millis(3)),
+        (false, Duration::from_millis(9)),
+    ];
     r.error = Some(crate::Error::Usage("unhealthy".into()).into());
     m.pass(&r, Some(2));
     // A crash loop: backed off.
@@ -98,22 +103,37 @@ fn events_are_counted_under_their_names_and_labels() {
             r#"drover_rollouts_total{service="web",result="failed"}"#,
             1.0,
         ),
-        (r#"drover_rollbacks_total{service="web"}"#, 1.0),
+        (
+            r#"drover_rollbacks_total{service="web",reason="health_check"}"#,
+            1.0,
+        ),
         (r#"drover_heals_total{service="web"}"#, 1.0),
         (r#"drover_backoffs_total{service="web"}"#, 1.0),
         (r#"drover_drift_scans_total{result="ok"}"#, 1.0),
         (r#"drover_drift_scans_total{result="error"}"#, 1.0),
         ("drover_drift_findings_total", 1.0),
         (
-            r#"drover_health_probes_total{service="web",result="ok"}"#,
+            r#"drover_health_probes_total{service="web",result="ok",phase="serving"}"#,
             1.0,
         ),
         (
-            r#"drover_health_probes_total{service="web",result="failed"}"#,
+            r#"drover_health_probes_total{service="web",result="failed",phase="serving"}"#,
             1.0,
         ),
         (
-            r#"drover_health_probe_duration_seconds_count{service="web"}"#,
+            r#"drover_health_probes_total{service="web",result="ok",phase="rollout"}"#,
+            1.0,
+        ),
+        (
+            r#"drover_health_probes_total{service="web",result="failed",phase="rollout"}"#,
+            1.0,
+        ),
+        (
+            r#"drover_health_probe_duration_seconds_count{service="web",phase="serving"}"#,
+            2.0,
+        ),
+        (
+            r#"drover_health_probe_duration_seconds_count{service="web",phase="rollout"}"#,
             2.0,
         ),
         ("drover_drift_scan_duration_seconds_count", 2.0),

@@ -43,6 +43,11 @@ pub fn apply(c: &Call) -> anyhow::Result<Reply> {
         ..Options::default()
     };
     let reports = deploy::apply(&mut store, &fleet, &opts)?;
+    for s in reports.iter().filter_map(|r| r.pull_seconds) {
+        c.api
+            .metrics
+            .image_pull(std::time::Duration::from_secs_f64(s));
+    }
     deployed(&reports, wait)
 }
 

@@ -52,9 +52,14 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// services is a few hundred KiB.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the handlers share.
 pub struct Api {
     store: PathBuf,
+    /// Serve's metrics: the pulls the API's deploys make are counted.
+    metrics: Arc<drover_core::metrics::Metrics>,
     /// The last ledger verification, by the head it verified up to: a
     /// ledger page verifies only when the ledger has grown.
     verified: Mutex<Option<((i64, String), Value)>>,
@@ -63,9 +68,10 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(store: PathBuf) -> Api {
+    pub fn new(store: PathBuf, metrics: Arc<drover_core::metrics::Metrics>) -> Api {
         Api {
             store,
+            metrics,
             verified: Mutex::new(None),
             drift: Mutex::new(()),
         }
@@ -296,6 +302,15 @@ enum Found {
     /// The path exists, not with this method: the methods it has.
     Method(Vec<&'static str>),
     None,
+}
+
+/// The pattern of the route `path` falls under (whatever the method), for
+/// the metrics' label; `other` for none.
+pub fn pattern(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| matches(r.path, path).is_some())
+        .map_or("other", |r| r.path)
 }
 
 fn find(method: &Method, path: &str) -> Found {
@@ -590,7 +605,20 @@ where
     if body.size_hint().lower() > MAX_BODY as u64 {
         return Err(too_large());
     }
-    match Limited::new(body, MAX_BODY).collect().await {
+    // A client that trickles its body must not hold the request forever.
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let Ok(read) = read.await else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid",
+            &format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            None,
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(error(

@@ -287,7 +287,10 @@ fn serve(
         }
         let state = Arc::new(admin::State {
             metrics: opts.metrics.clone(),
-            api: Arc::new(crate::api::Api::new(opts.store.clone())),
+            api: Arc::new(crate::api::Api::new(
+                opts.store.clone(),
+                opts.metrics.clone(),
+            )),
             tls,
         });
         admin::spawn(rt.handle(), addr, state, say.clone());
