@@ -182,14 +182,21 @@ impl Browser {
 
     /// Wait until the page's text holds every one of `wanted`; the text.
     fn wait_for(&self, wanted: &[&str], serve_log: &Path) -> String {
+        self.wait_until(&format!("all of {wanted:?}"), serve_log, |text| {
+            wanted.iter().all(|w| text.contains(w))
+        })
+    }
+
+    /// Wait until the page's text satisfies `test` (`what` says how).
+    fn wait_until(&self, what: &str, serve_log: &Path, test: impl Fn(&str) -> bool) -> String {
         let mut text = String::new();
         let ok = eventually(Duration::from_secs(30), || {
             text = self.text();
-            wanted.iter().all(|w| text.contains(w))
+            test(&text)
         });
         assert!(
             ok,
-            "the page ({}) does not show all of {wanted:?}; it shows:\n{text}\nserve:\n{}",
+            "the page ({}) does not show {what}; it shows:\n{text}\nserve:\n{}",
             self.script("return location.href;"),
             std::fs::read_to_string(serve_log).unwrap_or_default()
         );
@@ -408,6 +415,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         "no drift",
         "web listening on",
         "release.healthy",
+        "Live: new events appear as they happen.",
         "Instances",
     ];
     wanted.extend(ids.iter().map(String::as_str));
@@ -499,10 +507,14 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         ],
         &serve_log,
     );
-    // serve rolls it out; the page follows.
+    // serve rolls it out; the page follows, its events from the stream
+    // (releases 1, 2 and now 3 rolled out).
     let t = Instant::now();
-    let text = browser.wait_for(&["release.healthy", "2/2 ready"], &serve_log);
+    let text = browser.wait_until("release 3's release.healthy event", &serve_log, |text| {
+        text.matches("rolled out: every instance ready").count() == 3
+    });
     assert!(text.contains("Release 3"), "{text}");
+    browser.wait_for(&["2/2 ready", "runs release 3"], &serve_log);
     let mut status = Value::Null;
     assert!(
         eventually(Duration::from_secs(30), || {

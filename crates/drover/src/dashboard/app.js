@@ -13,6 +13,7 @@
   let whoami = null; // {name, role} of the token in use
   let generation = 0; // bumped on every navigation: late answers for old pages are dropped
   let timers = [];
+  let streams = []; // AbortControllers of the event streams this page follows
   let lastRollback = null; // a rollback's result, shown above the page redrawn after it
 
   // --- DOM -----------------------------------------------------------------
@@ -200,12 +201,23 @@
   // --- pages and refresh -------------------------------------------------------
 
   // Load with `load` and draw into `el` with `draw`, now and every
-  // REFRESH_MS while this page is shown; redraws only when the answer
-  // changed (so a reader's place and a click in progress are kept).
+  // REFRESH_MS while this page is shown (never again when `ms` is 0);
+  // redraws only when the answer changed (so a reader's place and a click
+  // in progress are kept). Returns `poke`: load again now (an event said
+  // something changed).
   function live(el, load, draw, ms) {
     const gen = generation;
     let last = null;
+    let timer = null;
+    let running = false;
+    let again = false;
     const tick = async () => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      clearTimeout(timer);
       try {
         const data = await load();
         if (gen !== generation) return;
@@ -214,15 +226,29 @@
           last = key;
           fill(el, draw(data));
         }
-        el.classList.remove('stale');
       } catch (e) {
         if (gen !== generation) return;
-        if (last === null || !(e instanceof ApiError) || e.status !== 0) fill(el, errorBanner(e));
-        last = null;
+        // A moment without an answer keeps what is shown; anything else says why.
+        if (last === null || !(e instanceof ApiError) || e.status !== 0) {
+          fill(el, errorBanner(e));
+          last = null;
+        }
+      } finally {
+        running = false;
       }
-      if (gen === generation && ms !== 0) timers.push(setTimeout(tick, ms || REFRESH_MS));
+      if (gen !== generation) return;
+      if (again) {
+        again = false;
+        tick();
+      } else if (ms !== 0) {
+        timer = setTimeout(tick, ms || REFRESH_MS);
+        timers.push(timer);
+      }
     };
     tick();
+    return () => {
+      if (gen === generation) tick();
+    };
   }
 
   function page(title, sub, ...sections) {
@@ -300,7 +326,7 @@
       rollback,
       h('h2', {}, 'Instances'), instances,
       h('h2', {}, 'Releases'), releases,
-      h('h2', {}, 'Recent events'), events,
+      h('h2', {}, 'Events of the last 24 hours'), events,
       h('h2', {}, 'Log tail'), logs);
 
     const path = '/services/' + encodeURIComponent(name);
@@ -329,15 +355,18 @@
       }).then(drawInstances);
     };
 
-    live(summary, () => api(path), (s) => {
-      lastService = s;
-      drawInstances();
-      return serviceSummary(s);
-    });
+    const pokes = [
+      live(summary, () => api(path), (s) => {
+        lastService = s;
+        drawInstances();
+        return serviceSummary(s);
+      }),
+      live(releases, () => api(path + '/releases'), (doc) => timeline(itemsOf(doc))),
+      live(logs, () => api(path + '/logs?tail=50'), (doc) => logTail(itemsOf(doc))),
+    ];
     loadDrift();
-    live(releases, () => api(path + '/releases'), (doc) => timeline(itemsOf(doc)));
-    live(events, () => api('/events?service=' + encodeURIComponent(name)), (doc) => eventList(itemsOf(doc)));
-    live(logs, () => api(path + '/logs?tail=50'), (doc) => logTail(itemsOf(doc)));
+    // Each new event redraws the rest now rather than at the next refresh.
+    followEvents(events, name, () => pokes.forEach((poke) => poke()));
   }
 
   function serviceSummary(s) {
@@ -437,7 +466,91 @@
         e.instance ? h('code', {}, ' ' + e.instance) : null],
       e.reason || '',
       e.actor || '',
-    ]), 'No events yet.');
+    ]), 'No events in the last 24 hours.');
+  }
+
+  // The service's events of the last 24 hours, then new ones as they
+  // happen: the API's server-sent events, read from a fetch (EventSource
+  // cannot send a bearer token). A broken stream is taken up again from
+  // the last event seen.
+  function followEvents(el, name, changed) {
+    const gen = generation;
+    const ctl = new AbortController();
+    streams.push(ctl);
+    const q = '/events?service=' + encodeURIComponent(name);
+    let items = [];
+    let live = false;
+    const draw = () => fill(el,
+      h('p', { class: 'muted', id: 'events-state' }, live ? 'Live: new events appear as they happen.' : 'Reconnecting…'),
+      eventList(items));
+    (async () => {
+      let next;
+      try {
+        const doc = await api(q + '&since=24h');
+        items = itemsOf(doc);
+        next = doc.next;
+      } catch (e) {
+        if (gen === generation) fill(el, errorBanner(e));
+        return;
+      }
+      while (gen === generation) {
+        try {
+          await readStream(q + '&from=' + next, ctl.signal, () => {
+            live = true;
+            draw();
+          }, (ev) => {
+            items.push(ev);
+            if (items.length > 500) items = items.slice(-500);
+            next = ev.seq + 1;
+            draw();
+            changed();
+          });
+        } catch (_) {
+          // Dropped (or the page was left): below.
+        }
+        if (gen !== generation) return;
+        live = false;
+        draw();
+        await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
+      }
+    })();
+  }
+
+  // Read the server-sent events at /api/v1`path`: `opened` once the
+  // stream answers, `onEvent` with each event's data (JSON).
+  async function readStream(path, signal, opened, onEvent) {
+    const res = await fetch(API + path, {
+      headers: { Accept: 'text/event-stream', Authorization: 'Bearer ' + token() },
+      signal, cache: 'no-store', credentials: 'omit',
+    });
+    if (res.status === 401) signOut('The token was refused (unknown, expired or revoked): paste a valid one.');
+    if (!res.ok || !res.body) throw new ApiError(res.status, 'http', 'event stream: HTTP ' + res.status, null);
+    opened();
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      let end;
+      while ((end = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        let type = 'message';
+        const data = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) type = line.slice(6).trim();
+          else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+        }
+        if (!data.length) continue; // a comment (keep-alive) or retry:
+        if (type === 'error') throw new ApiError(500, 'internal', 'event stream: ' + data.join('\n'), null);
+        try {
+          onEvent(JSON.parse(data.join('\n')));
+        } catch (_) {
+          // Not an event: skip it.
+        }
+      }
+    }
   }
 
   function logTail(items) {
@@ -679,6 +792,8 @@
   function stopTimers() {
     for (const t of timers) clearTimeout(t);
     timers = [];
+    for (const a of streams) a.abort();
+    streams = [];
   }
 
   async function route() {
