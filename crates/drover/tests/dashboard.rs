@@ -463,6 +463,11 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
         &serve_log,
     );
     browser.screenshot("05-trace-broken-link");
+    // The service page's drift check finds it too.
+    browser.click("a[href='#/services/web']");
+    browser.wait_for(&["no drift"], &serve_log);
+    browser.click("#check-drift");
+    browser.wait_for(&["1 finding", "config /process/env"], &serve_log);
     std::fs::write(&config, launched).unwrap();
 
     // The ledger, verified; the revocations.

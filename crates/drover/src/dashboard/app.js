@@ -419,18 +419,21 @@
     });
     return h('div', {},
       table(['Instance', 'Release', 'State', 'Health', 'Ready', 'Port', 'PID', 'Drift'], rows, 'No instances.'),
-      h('p', {}, h('button', { type: 'button', class: 'secondary', onclick: recheck }, 'Check drift again'),
+      h('p', {}, h('button', { type: 'button', id: 'check-drift', class: 'secondary', onclick: recheck }, 'Check drift again'),
         ' ', h('span', { class: 'muted' }, 'Click an instance for its trace.')));
   }
 
+  // One drift finding (drift::Drift: tagged by `area`), as `drover drift` says it.
   function findingText(f) {
-    if (typeof f === 'string') return f;
-    if (f && typeof f === 'object') {
-      const what = f.kind || f.type || '';
-      const where = f.path || f.name || f.detail || '';
-      return (what + ' ' + where).trim() || JSON.stringify(f);
+    if (!f || typeof f !== 'object') return String(f);
+    switch (f.area) {
+      case 'file': return 'file ' + f.path + ' ' + (f.change || 'changed');
+      case 'config': return 'config ' + f.path + ': ' + f.detail;
+      case 'process': return 'process ' + f.what + ': ' + f.detail;
+      case 'image': return 'image ' + f.got + ', but its release has ' + f.want;
+      case 'root': return 'root: ' + f.detail;
+      default: return JSON.stringify(f);
     }
-    return String(f);
   }
 
   function timeline(items) {
