@@ -548,6 +548,12 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     browser.click("a[href='#/ledger?from=1']");
     let text = browser.wait_for(&["entries 1–", "Ledger verified"], &serve_log);
     assert!(!text.contains("‹ older"), "{text}");
+    // Filtered by actor: the token's own entries only.
+    browser.type_into("#ledger-actor", "token:deployer");
+    browser.click("#ledger-filter button[type=submit]");
+    let text = browser.wait_for(&["1 matching entry", "release.rollback"], &serve_log);
+    assert!(!text.contains("root@"), "{text}");
+    browser.screenshot("11-ledger-by-actor");
     let audit = env.items(&["audit", "--action", "release.rollback"]);
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["actor"], "token:deployer", "{audit:?}");
@@ -555,6 +561,6 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     drop(browser);
     stop(&mut serve, Duration::from_secs(10));
     let pngs = std::fs::read_dir(&shots).unwrap().count();
-    assert_eq!(pngs, 10, "screenshots in {}", shots.display());
+    assert_eq!(pngs, 11, "screenshots in {}", shots.display());
     eprintln!("dashboard: {pngs} screenshots in {}", shots.display());
 }

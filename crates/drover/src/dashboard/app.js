@@ -671,16 +671,47 @@
 
   // --- the ledger ------------------------------------------------------------------
 
+  const LEDGER_FILTERS = ['actor', 'action', 'subject'];
+
   function ledgerPage(params) {
     const body = region();
-    page('Ledger', 'Every change drover made, hash-chained and signed by the host key.', body);
+    const filters = {};
+    for (const k of LEDGER_FILTERS) if (params.get(k)) filters[k] = params.get(k);
+    const inputs = LEDGER_FILTERS.map((k) => h('input', {
+      type: 'text', id: 'ledger-' + k, name: k, value: filters[k] || '',
+      placeholder: { actor: 'token:ci', action: 'release.*', subject: 'web' }[k],
+    }));
+    const form = h('form', {
+      class: 'panel inline', id: 'ledger-filter',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const f = {};
+        inputs.forEach((input, i) => {
+          if (input.value.trim()) f[LEDGER_FILTERS[i]] = input.value.trim();
+        });
+        location.hash = ledgerHref(null, f);
+      },
+    },
+    LEDGER_FILTERS.map((k, i) => h('div', { class: 'field' }, h('label', { for: 'ledger-' + k }, k[0].toUpperCase() + k.slice(1)), inputs[i])),
+    h('button', { type: 'submit' }, 'Filter'),
+    Object.keys(filters).length ? link('#/ledger', 'all entries') : null);
+    page('Ledger', 'Every change drover made, hash-chained and signed by the host key.', form, body);
     // Without `from` the API answers the newest page.
     const from = Number(params.get('from')) || null;
-    const q = '/ledger?limit=' + LEDGER_PAGE + (from ? '&from=' + from : '');
-    live(body, () => api(q), ledgerView, from ? 0 : REFRESH_MS);
+    let q = '/ledger?limit=' + LEDGER_PAGE + (from ? '&from=' + from : '');
+    for (const [k, v] of Object.entries(filters)) q += '&' + k + '=' + encodeURIComponent(v);
+    live(body, () => api(q), (doc) => ledgerView(doc, filters), from ? 0 : REFRESH_MS);
   }
 
-  function ledgerView(doc) {
+  function ledgerHref(from, filters) {
+    const p = new URLSearchParams();
+    if (from) p.set('from', from);
+    for (const [k, v] of Object.entries(filters)) p.set(k, v);
+    const q = p.toString();
+    return '#/ledger' + (q ? '?' + q : '');
+  }
+
+  function ledgerView(doc, filters) {
     const v = doc.verification || {};
     const banner = v.valid
       ? h('div', { class: 'banner ok', role: 'status', id: 'ledger-verification' },
@@ -690,14 +721,17 @@
         problemText(v.problem));
     const items = itemsOf(doc);
     const newest = doc.next === null || doc.next === undefined;
+    const filtered = Object.keys(filters).length > 0;
     const pager = h('div', { class: 'pager' },
-      doc.previous ? link('#/ledger?from=1', '« first') : null,
-      doc.previous ? link('#/ledger?from=' + doc.previous, '‹ older') : null,
+      doc.previous ? link(ledgerHref(1, filters), '« first') : null,
+      doc.previous ? link(ledgerHref(doc.previous, filters), '‹ older') : null,
       h('span', { class: 'muted' }, items.length
-        ? 'entries ' + items[0].seq + '–' + items[items.length - 1].seq + (doc.head ? ' of ' + doc.head : '')
+        ? (filtered ? items.length + (items.length === 1 ? ' matching entry: ' : ' matching entries: ') : 'entries ') +
+          (items.length === 1 ? items[0].seq : items[0].seq + '–' + items[items.length - 1].seq) +
+          (doc.head ? ' of ' + doc.head : '')
         : 'no entries here'),
-      newest ? null : link('#/ledger?from=' + doc.next, 'newer ›'),
-      newest ? null : link('#/ledger', 'newest »'));
+      newest ? null : link(ledgerHref(doc.next, filters), 'newer ›'),
+      newest ? null : link(ledgerHref(null, filters), 'newest »'));
     const rows = items.slice().reverse().map((e) => [
       h('td', { class: 'num' }, String(e.seq)),
       when(e.time),
