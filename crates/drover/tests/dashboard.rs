@@ -292,6 +292,17 @@ impl Drop for Browser {
 const TALKING_SERVER: &str =
     "echo web listening on \\\"$PORT\\\"; sleep 0.2; httpd -f -v -p \\\"$PORT\\\" -h /www";
 
+/// A `drover serve`, stopped when dropped: before the test's store goes,
+/// also when the test fails (else it would heal the instances `Env`
+/// removes, in a store that no longer exists).
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        stop(&mut self.0, Duration::from_secs(10));
+    }
+}
+
 /// `web` with two replicas of `web:<tag>` behind the proxy on `port`.
 fn fleet(env: &Env, tag: &str, port: u16) -> String {
     let text = format!(
@@ -340,14 +351,15 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
 
     let admin = free_port();
     let serve_log = env.dir.path().join("serve.log");
-    let mut serve = env
-        .cmd()
-        .args(["serve", "--interval", "500ms", "--drift-interval", "0"])
-        .args(["--admin", &format!("127.0.0.1:{admin}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&serve_log).unwrap())
-        .spawn()
-        .expect("start drover serve");
+    let _serve = Serving(
+        env.cmd()
+            .args(["serve", "--interval", "500ms", "--drift-interval", "0"])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&serve_log).unwrap())
+            .spawn()
+            .expect("start drover serve"),
+    );
     let base = format!("http://127.0.0.1:{admin}/");
     assert!(
         eventually(Duration::from_secs(10), || TcpStream::connect((
@@ -559,7 +571,6 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
     assert_eq!(audit[0]["actor"], "token:deployer", "{audit:?}");
 
     drop(browser);
-    stop(&mut serve, Duration::from_secs(10));
     let pngs = std::fs::read_dir(&shots).unwrap().count();
     assert_eq!(pngs, 11, "screenshots in {}", shots.display());
     eprintln!("dashboard: {pngs} screenshots in {}", shots.display());
