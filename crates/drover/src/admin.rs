@@ -4,7 +4,9 @@
 //! It serves `GET /metrics` (Prometheus, in the OpenMetrics text format
 //! `prometheus-client` writes, without a token: scrapers rarely carry
 //! one, and the default address is loopback) and the HTTP API under
-//! `/api/v1/` ([`crate::api`], bearer tokens). With `--admin-cert` and
+//! `/api/v1/` ([`crate::api`], bearer tokens), and the web dashboard at
+//! `/` and `/ui/…` ([`crate::dashboard`]: public assets that call the API
+//! with the token a person pastes). With `--admin-cert` and
 //! `--admin-key` it speaks TLS only.
 //!
 //! **Binding, and handovers.** The admin socket is not handed over to a
@@ -191,7 +193,7 @@ where
         }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found; drover serve's admin listener serves /metrics and /api/v1/\n",
+            "not found; drover serve's admin listener serves /metrics, /api/v1/ and the dashboard at /\n",
         ),
     }
 }
