@@ -30,7 +30,8 @@
 //! the trait over `drover_proxy::Proxies`, and owns the runtime and the
 //! signal handling; a stop flag ([`Supervisor::stopping`],
 //! [`Supervisor::stop`]) is all that crosses the other way. What the threads
-//! do is told, a line at a time, to a [`Say`] the caller prints, and
+//! do is logged as `tracing` events with the service, instance and release
+//! as fields (the binary installs the subscriber that prints them), and
 //! counted in [`Options::metrics`] (each pass's report and each drift scan,
 //! in one place each: [`Metrics::pass`], [`Metrics::drift_scan`]).
 //!
@@ -43,7 +44,6 @@
 //! lock). Under systemd the sockets also go to its fd store ([`systemd`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Reconciler};
 use crate::store::Store;
+use tracing::{debug, error, info, warn};
 
 pub mod handover;
 pub mod systemd;
@@ -71,10 +72,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SERVE_LOCK: &str = "serve";
 /// How often the reconciler looks for changes made by others.
 const POLL: Duration = Duration::from_millis(100);
-
-/// Where the threads tell what they did, one line at a time (the binary
-/// prints each with a timestamp).
-pub type Say = Arc<dyn Fn(fmt::Arguments<'_>) + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -209,26 +206,23 @@ pub fn start(
     opts: Options,
     lease: lock::Lease,
     proxies: impl Proxies + Send + 'static,
-    say: Say,
 ) -> io::Result<Supervisor> {
     let stop = Arc::new(AtomicBool::new(false));
     let quiet = Arc::new(AtomicBool::new(false));
     let handed = Arc::new(AtomicBool::new(false));
     let reconciler = {
-        let (stop, store, ropts, say, metrics) = (
+        let (stop, store, ropts, metrics) = (
             stop.clone(),
             opts.store.clone(),
             opts.reconcile.clone(),
-            say.clone(),
             opts.metrics.clone(),
         );
         thread::Builder::new()
             .name("reconcile".into())
-            .spawn(move || reconcile_loop(&store, ropts, &stop, &say, &metrics))?
+            .spawn(move || reconcile_loop(&store, ropts, &stop, &metrics))?
     };
     let traffic = {
-        let (stop, quiet, store, say) =
-            (stop.clone(), quiet.clone(), opts.store.clone(), say.clone());
+        let (stop, quiet, store) = (stop.clone(), quiet.clone(), opts.store.clone());
         let handed = handed.clone();
         thread::Builder::new()
             .name("traffic".into())
@@ -238,20 +232,19 @@ pub fn start(
                     quiet: &quiet,
                     handed: &handed,
                 };
-                traffic_loop(&store, proxies, lease, flags, &say)
+                traffic_loop(&store, proxies, lease, flags)
             })?
     };
     let drift = opts.drift_interval.map(|every| {
-        let (stop, store, budget, say, metrics) = (
+        let (stop, store, budget, metrics) = (
             stop.clone(),
             opts.store.clone(),
             opts.drift_budget.clone(),
-            say.clone(),
             opts.metrics.clone(),
         );
         thread::Builder::new()
             .name("drift".into())
-            .spawn(move || drift_loop(&store, every, &budget, &stop, &say, &metrics))
+            .spawn(move || drift_loop(&store, every, &budget, &stop, &metrics))
     });
     Ok(Supervisor {
         stop,
@@ -317,12 +310,11 @@ fn reconcile_loop(
     store: &Path,
     opts: reconcile::Options,
     stop: &Arc<AtomicBool>,
-    say: &Say,
     metrics: &Arc<Metrics>,
 ) {
     let db = match Store::open_unleased(store) {
         Ok(s) => s,
-        Err(e) => return say(format_args!("reconcile: cannot open the store: {e}")),
+        Err(e) => return error!(error = %e, "the reconcilers cannot open the store"),
     };
     let mut workers: BTreeMap<String, thread::JoinHandle<()>> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
@@ -333,27 +325,30 @@ fn reconcile_loop(
                     if workers.contains_key(&svc.name) {
                         continue;
                     }
-                    let (store, opts, stop, name, say2, metrics) = (
+                    let (store, opts, stop, name, metrics) = (
                         store.to_path_buf(),
                         opts.clone(),
                         stop.clone(),
                         svc.name.clone(),
-                        say.clone(),
                         metrics.clone(),
                     );
                     match thread::Builder::new()
                         .name(format!("reconcile {name}"))
-                        .spawn(move || {
-                            reconcile_service(&store, opts, &name, &stop, &say2, &metrics)
-                        }) {
+                        .spawn(move || reconcile_service(&store, opts, &name, &stop, &metrics))
+                    {
                         Ok(w) => {
+                            debug!(service = %svc.name, "reconciler started");
                             workers.insert(svc.name, w);
                         }
-                        Err(e) => say(format_args!("reconcile {}: no thread: {e}", svc.name)),
+                        Err(e) => error!(
+                            service = %svc.name,
+                            error = %e,
+                            "cannot start the service's reconciler thread"
+                        ),
                     }
                 }
             }
-            Err(e) => say(format_args!("reconcile: {e}")),
+            Err(e) => warn!(error = %e, "cannot read the services"),
         }
         sleep_unless(stop, POLL);
     }
@@ -368,16 +363,11 @@ fn reconcile_service(
     opts: reconcile::Options,
     service: &str,
     stop: &AtomicBool,
-    say: &Say,
     metrics: &Metrics,
 ) {
     let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
-        Err(e) => {
-            return say(format_args!(
-                "reconcile {service}: cannot open the store: {e}"
-            ));
-        }
+        Err(e) => return error!(%service, error = %e, "the reconciler cannot open the store"),
     };
     let mut r = Reconciler::for_service(opts, service);
     // The release the last pass left running: a pass that ends on another
@@ -391,40 +381,20 @@ fn reconcile_service(
             metrics.health_probe(&p.service, p.ok, p.took);
         }
         match round {
-            Ok(reports) if reports.is_empty() && !service_exists(&store, service) => return,
+            Ok(reports) if reports.is_empty() && !service_exists(&store, service) => {
+                return debug!(%service, "service removed; its reconciler ends");
+            }
             Ok(reports) => {
                 for rep in reports {
                     metrics.pass(&rep, running);
                     if !rep.busy() && rep.release.is_some() {
                         running = rep.release;
                     }
-                    for w in &rep.warnings {
-                        say(format_args!("reconcile {}: {w}", rep.service));
-                    }
-                    for h in &rep.heals {
-                        say(format_args!("reconcile {}: {h}", rep.service));
-                    }
-                    let did = rep.started + rep.stopped + rep.healed > 0;
-                    if let Some(e) = &rep.error {
-                        if !rep.busy() {
-                            say(format_args!("reconcile {}: {e}", rep.service));
-                        }
-                    } else if did {
-                        say(format_args!(
-                            "reconcile {}: release {} — started {}, stopped {}, replaced {} \
-                             dead ({:.2} s)",
-                            rep.service,
-                            rep.release.map_or("-".into(), |n| n.to_string()),
-                            rep.started,
-                            rep.stopped,
-                            rep.healed,
-                            rep.seconds
-                        ));
-                    }
+                    log_pass(&rep);
                 }
             }
             Err(e) => {
-                say(format_args!("reconcile {service}: {e}"));
+                warn!(%service, error = %e, "the reconciler's pass failed");
                 sleep_unless(stop, Duration::from_secs(1));
             }
         }
@@ -442,6 +412,46 @@ fn running_release(store: &Store, service: &str) -> Option<i64> {
         .max()
 }
 
+/// What one pass did, as events: its warnings, each instance it healed, its
+/// failure, or what it started and stopped. A pass that did nothing, or
+/// found the service's lock held, says so only at trace level.
+fn log_pass(rep: &crate::deploy::Report) {
+    let service = rep.service.as_str();
+    for w in &rep.warnings {
+        warn!(%service, release = rep.release, "{w}");
+    }
+    for h in &rep.heals {
+        warn!(
+            %service,
+            instance = %h.instance,
+            release = h.release,
+            slot = h.slot,
+            exit = %h.exit,
+            "{h}"
+        );
+    }
+    let did = rep.started + rep.stopped + rep.healed > 0;
+    match &rep.error {
+        Some(e) if rep.busy() => tracing::trace!(%service, reason = %e, "pass skipped"),
+        Some(e) => warn!(
+            %service,
+            release = rep.release,
+            failed_release = rep.failed,
+            "{e}"
+        ),
+        None if did => info!(
+            %service,
+            release = rep.release,
+            started = rep.started,
+            stopped = rep.stopped,
+            replaced = rep.healed,
+            seconds = (rep.seconds * 100.0).round() / 100.0,
+            "instances started or stopped"
+        ),
+        None => tracing::trace!(%service, release = rep.release, "pass: nothing to do"),
+    }
+}
+
 fn service_exists(store: &Store, service: &str) -> bool {
     let db = store.db();
     release::service(db.read(), service).is_ok_and(|s| s.is_some_and(|s| s.removed.is_none()))
@@ -455,13 +465,7 @@ struct Flags<'a> {
     handed: &'a AtomicBool,
 }
 
-fn traffic_loop(
-    store: &Path,
-    mut proxies: impl Proxies,
-    mut lease: lock::Lease,
-    flags: Flags<'_>,
-    say: &Say,
-) {
+fn traffic_loop(store: &Path, mut proxies: impl Proxies, mut lease: lock::Lease, flags: Flags<'_>) {
     let Flags {
         stop,
         quiet,
@@ -469,14 +473,14 @@ fn traffic_loop(
     } = flags;
     let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
-        Err(e) => return say(format_args!("traffic: cannot open the store: {e}")),
+        Err(e) => return error!(error = %e, "the traffic thread cannot open the store"),
     };
     let holder = lock::me();
     let mut last_beat = Instant::now() - HEARTBEAT;
     let mut closing: Option<Instant> = None;
     loop {
         if let Err(e) = lease.renew(store.db_mut()) {
-            say(format_args!("serve: lost its lock ({e}); stopping"));
+            error!(error = %e, "serve lost its lock; stopping");
             stop.store(true, Ordering::SeqCst);
             quiet.store(true, Ordering::SeqCst);
         }
@@ -493,13 +497,13 @@ fn traffic_loop(
         }
         let ack = !handed.load(Ordering::SeqCst);
         if let Err(e) = sync(&mut store, &mut proxies, closing.is_none(), ack) {
-            say(format_args!("traffic: {e}"));
+            warn!(error = %e, "cannot bring the proxies in line with the database");
         }
         // Deploys wait for the drains of services with a live proxy.
         if last_beat.elapsed() >= HEARTBEAT {
             let names: Vec<String> = proxies.listening();
             if let Err(e) = traffic::heartbeat(store.db_mut(), &names, &holder) {
-                say(format_args!("traffic: {e}"));
+                warn!(error = %e, "cannot write the proxies' heartbeat");
             }
             last_beat = Instant::now();
         }
@@ -597,12 +601,11 @@ fn drift_loop(
     every: Duration,
     budget: &drift::Budget,
     stop: &AtomicBool,
-    say: &Say,
     metrics: &Metrics,
 ) {
     let mut store = match Store::open_unleased(store) {
         Ok(s) => s,
-        Err(e) => return say(format_args!("drift: cannot open the store: {e}")),
+        Err(e) => return error!(error = %e, "the drift scanner cannot open the store"),
     };
     while !stop.load(Ordering::SeqCst) {
         let began = Instant::now();
@@ -622,16 +625,26 @@ fn drift_loop(
         metrics.drift_scan(began.elapsed(), drifted);
         match swept {
             Ok(found) => {
+                debug!(
+                    instances = found.instances.len(),
+                    drifted = drifted.unwrap_or(0),
+                    seconds = (began.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                    "drift scan done"
+                );
                 for d in found.instances.iter().filter(|d| !d.findings.is_empty()) {
-                    say(format_args!(
-                        "drift {}: {} finding(s), first {}; replacing it",
+                    warn!(
+                        service = %d.service.as_deref().unwrap_or("-"),
+                        instance = %d.instance,
+                        findings = d.findings.len(),
+                        first = %d.findings[0],
+                        "instance {} drifted: {} finding(s), first {}; replacing it",
                         d.instance,
                         d.findings.len(),
                         d.findings[0]
-                    ));
+                    );
                 }
             }
-            Err(e) => say(format_args!("drift: {e}")),
+            Err(e) => warn!(error = %e, "drift scan failed"),
         }
         sleep_unless(stop, every);
     }
@@ -741,8 +754,7 @@ mod tests {
         let lease = lock(&mut store, dir.path()).unwrap();
         let fake = Fake::default();
         fake.busy.store(true, Ordering::SeqCst);
-        let said: Say = Arc::new(|_| {});
-        let running = start(options(dir.path()), lease, fake.clone(), said).unwrap();
+        let running = start(options(dir.path()), lease, fake.clone()).unwrap();
         let t0 = Instant::now();
         while !fake.wrote("route []") && t0.elapsed() < Duration::from_secs(5) {
             thread::sleep(Duration::from_millis(10));

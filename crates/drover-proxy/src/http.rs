@@ -19,8 +19,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
-use crate::Config;
+use tracing::{debug, warn};
+
 use crate::routes::{InFlight, Routes, Target};
+use crate::{Chain, Config};
 
 /// Idle pooled connections to backends are closed after this long: shorter
 /// than the keep-alive timeouts of common servers (Node.js: 5 s), so the
@@ -133,6 +135,11 @@ impl HttpProxy {
             Ok(Ok(resp)) => resp,
             Ok(Err(status)) => reply(&self.routes, status),
             Err(_) => {
+                warn!(
+                    service = %self.routes.service(),
+                    timeout = ?self.request_timeout,
+                    "no instance answered in time; answering 504"
+                );
                 self.observe_error("timeout");
                 reply(&self.routes, StatusCode::GATEWAY_TIMEOUT)
             }
@@ -161,6 +168,10 @@ impl HttpProxy {
         loop {
             let Some((guard, more)) = self.routes.pick(&tried) else {
                 return Err(if tried.is_empty() {
+                    debug!(
+                        service = %self.routes.service(),
+                        "no instance is routable; answering 503"
+                    );
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
                     StatusCode::BAD_GATEWAY
@@ -184,11 +195,20 @@ impl HttpProxy {
                     return Ok(Response::from_parts(parts, RespBody::relay(body, guard)));
                 }
                 Err(e) if e.is_connect() => {
-                    self.routes.cool_down(&guard.0);
+                    let (service, t) = (self.routes.service(), &guard.0);
+                    self.routes.cool_down(t);
                     self.observe_error("connect");
                     if !more {
+                        warn!(
+                            %service, instance = %t.id, addr = %t.addr, error = %Chain(&e),
+                            "cannot connect to the instance, and none is left to try; answering 502"
+                        );
                         return Err(StatusCode::BAD_GATEWAY);
                     }
+                    debug!(
+                        %service, instance = %t.id, addr = %t.addr, error = %Chain(&e),
+                        "cannot connect to the instance; trying the next"
+                    );
                     if let Some((service, o)) = self.routes.observer() {
                         o.retry(service);
                     }
@@ -202,7 +222,14 @@ impl HttpProxy {
                     }
                     tried.push(Arc::clone(&guard.0));
                 }
-                Err(_) => {
+                Err(e) => {
+                    warn!(
+                        service = %self.routes.service(),
+                        instance = %guard.0.id,
+                        addr = %guard.0.addr,
+                        error = %Chain(&e),
+                        "the instance failed after the request was sent; answering 502"
+                    );
                     self.observe_error("response");
                     return Err(StatusCode::BAD_GATEWAY);
                 }

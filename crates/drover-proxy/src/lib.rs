@@ -54,6 +54,12 @@
 //! **Errors** become statuses in one place (`http::reply`): 503 when
 //! nothing is routable, 502 when the backends failed, 504 after
 //! [`Config::request_timeout`] without a response head.
+//!
+//! **Logs**: `tracing` events with the service (and the instance, its
+//! address and the error) as fields: a request answered 502 or 504, or a
+//! listener that stopped, at warn; a connect error that was retried, a 503,
+//! a client connection that ended in an error, at debug. The binary decides
+//! where they go and which are kept.
 
 use std::convert::Infallible;
 use std::io;
@@ -66,6 +72,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
 
 mod http;
 mod proxies;
@@ -75,7 +82,23 @@ mod tcp;
 mod tests;
 
 use http::HttpProxy;
-pub use proxies::{Listen, Proxies, Say, Sockets};
+pub use proxies::{Listen, Proxies, Sockets};
+
+/// An error and its sources, joined by ": " (hyper's own message is often
+/// only "client error (Connect)"; the cause is in its sources).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
 
 /// Where the proxies tell what became of each HTTP request (`drover
 /// serve`: its Prometheus metrics). Called on the request's task: keep it
@@ -207,10 +230,11 @@ async fn accept(
                     }
                     // Out of descriptors or memory: give closing ones a moment.
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        warn!(error = %e, "cannot accept a connection; retrying in 50 ms");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     // Errors of one connection (aborted, reset): next.
-                    _ => {}
+                    _ => debug!(error = %e, "a connection failed before it was accepted"),
                 },
             },
         }
@@ -301,7 +325,12 @@ impl Conns {
             let mut draining = false;
             loop {
                 tokio::select! {
-                    _ = conn.as_mut() => return,
+                    ended = conn.as_mut() => {
+                        if let Err(e) = ended {
+                            debug!(%peer, error = %Chain(e.as_ref()), "a client connection ended in an error");
+                        }
+                        return;
+                    }
                     () = &mut later, if draining => {
                         draining = false;
                         conn.as_mut().graceful_shutdown();

@@ -3,21 +3,19 @@
 //! the wanted set changes. Every method returns at once; the listeners run
 //! on the runtime. `drover serve`'s traffic thread (drover-core's
 //! `supervisor`) drives one of these, with the wanted set and the routes
-//! it reads from the state database.
+//! it reads from the state database. What they do (listeners opened, taken
+//! over, failing) is logged as `tracing` events with the service and the
+//! address as fields.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::{Backend, Mode, Routes};
-
-/// Where the proxies tell what they did, one line at a time
-/// ("proxy web: listening on 127.0.0.1:8080 (http/1.1, h2c)").
-pub type Say = Arc<dyn Fn(fmt::Arguments<'_>) + Send + Sync>;
 
 /// What one service wants: its ports, and what they speak.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +29,6 @@ pub struct Proxies {
     rt: Handle,
     /// The address every listener binds.
     bind: IpAddr,
-    say: Say,
     proxied: BTreeMap<String, Proxied>,
     /// Ports that could not be bound, so that each is told once.
     failed_binds: BTreeSet<(String, u16)>,
@@ -84,11 +81,10 @@ struct Proxied {
 }
 
 impl Proxies {
-    pub fn new(rt: Handle, bind: IpAddr, say: Say) -> Self {
+    pub fn new(rt: Handle, bind: IpAddr) -> Self {
         Self {
             rt,
             bind,
-            say,
             proxied: BTreeMap::new(),
             failed_binds: BTreeSet::new(),
             adopted: BTreeMap::new(),
@@ -114,11 +110,13 @@ impl Proxies {
                 Ok(a) if a.ip() == self.bind => {
                     self.adopted.insert(a.port(), l);
                 }
-                Ok(a) => (self.say)(format_args!(
-                    "proxy: not taking over {a}: this serve listens on {}",
+                Ok(a) => warn!(
+                    addr = %a,
+                    bind = %self.bind,
+                    "not taking over {a}: this serve listens on {}",
                     self.bind
-                )),
-                Err(e) => (self.say)(format_args!("proxy: not taking over a socket: {e}")),
+                ),
+                Err(e) => warn!(error = %e, "not taking over a socket"),
             }
         }
     }
@@ -133,7 +131,6 @@ impl Proxies {
     /// connections they carry finish); a port that cannot be bound is tried
     /// again at the next call.
     pub fn listen(&mut self, wanted: &BTreeMap<String, Listen>) {
-        let say = &self.say;
         let sockets = &self.sockets;
         self.proxied.retain(|name, p| {
             let keep = wanted.get(name).is_some_and(|w| w.mode == p.mode);
@@ -187,27 +184,24 @@ impl Proxies {
                         let (tx, rx) = watch::channel(false);
                         let mode = *mode;
                         let routes = p.routes.clone();
-                        let label = format!("{name} {addr}");
-                        let tell = Arc::clone(say);
+                        let service = name.clone();
                         self.rt.spawn(async move {
                             if let Err(e) = crate::serve(listener, mode, routes, rx).await {
-                                tell(format_args!("proxy {label}: {e}"));
+                                warn!(%service, %addr, error = %e, "the listener stopped");
                             }
                         });
                         p.listeners.insert(*port, tx);
                         self.failed_binds.remove(&(name.clone(), *port));
-                        say(format_args!(
-                            "proxy {name}: {how} on {addr} ({})",
-                            match mode {
-                                Mode::Http => "http/1.1, h2c",
-                                Mode::Tcp => "tcp",
-                            }
-                        ));
+                        let speaks = match mode {
+                            Mode::Http => "http/1.1, h2c",
+                            Mode::Tcp => "tcp",
+                        };
+                        info!(service = %name, %addr, protocols = speaks, "{how}");
                     }
                     Err(e) => {
                         self.sockets.remove(*port);
                         if self.failed_binds.insert((name.clone(), *port)) {
-                            say(format_args!("proxy {name}: cannot listen on {addr}: {e}"));
+                            warn!(service = %name, %addr, error = %e, "cannot listen on {addr}");
                         }
                     }
                 }

@@ -268,6 +268,11 @@ impl Routes {
     }
 
     /// The observer, and the service it knows these routes as.
+    /// The service these routes are of, for log events ("" if not named).
+    pub(crate) fn service(&self) -> &str {
+        self.0.observer.as_ref().map_or("", |(s, _)| s.as_str())
+    }
+
     pub(crate) fn observer(&self) -> Option<(&str, &dyn crate::Observe)> {
         self.0
             .observer

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tracing::debug;
 
 use crate::routes::{Routes, Target};
 
@@ -22,6 +23,11 @@ impl TcpProxy {
         let mut tried: Vec<Arc<Target>> = Vec::new();
         loop {
             let Some((guard, more)) = routes.pick(&tried) else {
+                debug!(
+                    service = %routes.service(),
+                    tried = tried.len(),
+                    "no instance to join a connection to; closing it"
+                );
                 if let Some((service, o)) = routes.observer() {
                     o.connection(service, false);
                 }
@@ -41,11 +47,27 @@ impl TcpProxy {
                         o.connection(service, true);
                     }
                     let _ = backend.set_nodelay(true);
-                    // Errors are either side going away: nothing to report.
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                    // Errors are either side going away: debug at most.
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                        debug!(
+                            service = %routes.service(), instance = %guard.0.id, error = %e,
+                            "a joined connection ended in an error"
+                        );
+                    }
                     return;
                 }
-                Ok(Err(_)) | Err(_) => {
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("not accepted within {:?}", self.connect_timeout),
+                    };
+                    debug!(
+                        service = %routes.service(),
+                        instance = %guard.0.id,
+                        addr = %guard.0.addr,
+                        %error,
+                        "cannot connect to the instance"
+                    );
                     routes.cool_down(&guard.0);
                     if let Some((service, o)) = routes.observer() {
                         o.upstream_error(service, "connect");

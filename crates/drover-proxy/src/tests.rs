@@ -601,11 +601,9 @@ fn proxies_open_route_and_close_listeners_as_told() {
         .unwrap();
     let a = rt.block_on(backend("a"));
     let said = Arc::new(Mutex::new(Vec::<String>::new()));
-    let say: Say = {
-        let said = Arc::clone(&said);
-        Arc::new(move |line| said.lock().unwrap().push(line.to_string()))
-    };
-    let mut proxies = Proxies::new(rt.handle().clone(), IpAddr::from([127, 0, 0, 1]), say);
+    // `listen` logs on the calling thread: this one.
+    let _events = tracing::subscriber::set_default(Events(Arc::clone(&said)));
+    let mut proxies = Proxies::new(rt.handle().clone(), IpAddr::from([127, 0, 0, 1]));
     let told = |what: &str| {
         said.lock()
             .unwrap()
@@ -620,9 +618,11 @@ fn proxies_open_route_and_close_listeners_as_told() {
     assert_eq!(proxies.listening(), ["web"]);
     assert_eq!(
         told(&format!(
-            "proxy web: listening on 127.0.0.1:{port} (http/1.1, h2c)"
+            "INFO listening service=web addr=127.0.0.1:{port} protocols=http/1.1, h2c"
         )),
-        1
+        1,
+        "{:?}",
+        said.lock().unwrap()
     );
     let resp = get_blocking(port).unwrap();
     assert!(resp.starts_with("HTTP/1.1 503"), "no routes yet: {resp}");
@@ -644,15 +644,21 @@ fn proxies_open_route_and_close_listeners_as_told() {
     for _ in 0..3 {
         proxies.listen(&web(vec![port, other], Mode::Http));
     }
-    assert_eq!(told(&format!("cannot listen on 127.0.0.1:{other}")), 1);
-    assert_eq!(told("listening on"), 1, "{:?}", said.lock().unwrap());
+    let refused = format!(
+        "WARN cannot listen on 127.0.0.1:{other} service=web addr=127.0.0.1:{other} error="
+    );
+    assert_eq!(told(&refused), 1, "{:?}", said.lock().unwrap());
+    assert_eq!(told("INFO listening "), 1, "{:?}", said.lock().unwrap());
 
     // Another mode: new listeners, with the routes last given (none now).
     proxies.route(BTreeMap::new());
     proxies.listen(&web(vec![port], Mode::Tcp));
     let resp = (0..100)
         .find_map(|_| {
-            if told(&format!("listening on 127.0.0.1:{port} (tcp)")) == 0 {
+            if told(&format!(
+                "listening service=web addr=127.0.0.1:{port} protocols=tcp"
+            )) == 0
+            {
                 // The old listener had the port still: tried again next time.
                 std::thread::sleep(Duration::from_millis(10));
                 proxies.listen(&web(vec![port], Mode::Tcp));
@@ -672,6 +678,45 @@ fn proxies_open_route_and_close_listeners_as_told() {
         get_blocking(port).is_none()
     });
     assert!(closed, "still accepting on {port}");
+}
+
+/// A `tracing` subscriber that keeps each event as a line: its level, its
+/// message, then its other fields as `name=value`.
+struct Events(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Line(String, String);
+        impl tracing::field::Visit for Line {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                } else {
+                    self.1.push_str(&format!(" {}={v:?}", f.name()));
+                }
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                self.record_debug(f, &format_args!("{v}"));
+            }
+        }
+        let mut line = Line(String::new(), String::new());
+        event.record(&mut line);
+        let level = event.metadata().level();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{level} {}{}", line.0, line.1));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// An observer that keeps a diary.
@@ -700,8 +745,12 @@ impl Observe for Diary {
     }
 }
 
+/// ... and the log hears of the errors, with the service and instance
+/// (a current-thread runtime: every task logs on this thread).
 #[tokio::test]
 async fn an_observer_hears_of_each_request_its_errors_and_retries() {
+    let logged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let _events = tracing::subscriber::set_default(Events(Arc::clone(&logged)));
     let a = backend("a").await;
     let gone = dead("gone").await;
     let diary = Arc::new(Diary::default());
@@ -723,7 +772,7 @@ async fn an_observer_hears_of_each_request_its_errors_and_retries() {
     for _ in 0..2 {
         assert_eq!(get(&client, &url).await.0, StatusCode::OK);
     }
-    routes.set(vec![gone]);
+    routes.set(vec![gone.clone()]);
     assert_eq!(get(&client, &url).await.0, StatusCode::BAD_GATEWAY);
     routes.set(Vec::new());
     assert_eq!(get(&client, &url).await.0, StatusCode::SERVICE_UNAVAILABLE);
@@ -737,6 +786,40 @@ async fn an_observer_hears_of_each_request_its_errors_and_retries() {
         diary,
         ["web 200", "web 200", "web error connect", "web retry"]
     );
+    let logged = logged.lock().unwrap();
+    let at = |level: &str, what: &str| {
+        logged
+            .iter()
+            .filter(|l| l.starts_with(level) && l.contains(what))
+            .count()
+    };
+    let gone_at = format!("service=web instance=gone addr={}", gone.addr);
+    assert_eq!(
+        at(
+            "DEBUG cannot connect to the instance; trying the next",
+            &gone_at
+        ),
+        1,
+        "{logged:?}"
+    );
+    assert_eq!(
+        at(
+            "WARN cannot connect to the instance, and none is left",
+            &gone_at
+        ),
+        1,
+        "{logged:?}"
+    );
+    assert_eq!(
+        at(
+            "DEBUG no instance is routable; answering 503",
+            "service=web"
+        ),
+        1,
+        "{logged:?}"
+    );
+    // hyper's "client error (Connect)", and why.
+    assert_eq!(at("WARN", "Connection refused"), 1, "{logged:?}");
 }
 
 #[tokio::test]

@@ -9,12 +9,12 @@
 //! with the token a person pastes). With `--admin-cert` and
 //! `--admin-key` it speaks TLS only.
 //!
-//! **Binding, and handovers.** The admin socket is not handed over to a
-//! successor (`serve --takeover`) as the proxies' are: the successor binds
-//! it itself, retrying every second while the serve it takes over from
-//! still holds it; so for the second or so a handover takes, scrapes go to
-//! the old serve, then to the new one. A port that cannot be bound (taken
-//! by something else) is said once, and retried: serve carries on without
+//! **Binding, and handovers.** The admin socket is handed over to a
+//! successor (`serve --takeover`) with the proxies' ([`HANDOVER_NAME`]):
+//! both serves accept on it while the old one drains, so no scrape or API
+//! call is refused across a restart. A successor started with another
+//! `--admin` address binds its own. A port that cannot be bound (taken by
+//! something else) is said once, and retried: serve carries on without
 //! metrics rather than refusing to run its services.
 
 use std::convert::Infallible;
@@ -25,8 +25,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_core::metrics::{self, Metrics};
-use drover_core::supervisor::Say;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as HttpBody, Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -36,10 +34,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, Api};
-
-/// A response body: whole, or a stream (the API's events).
-pub type Body = BoxBody<Bytes, Infallible>;
+use crate::api::{self, Api, Body};
 
 /// The default admin address: loopback only; 9465 is free in Prometheus'
 /// list of default exporter ports, next to the proxies' usual ones.
@@ -81,20 +76,52 @@ pub fn tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Listen on `addr` (retrying while it is taken) and answer there until
-/// the runtime stops.
-pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
+/// The admin listening socket, once bound: a duplicate a successor
+/// (`serve --takeover`) is handed, so the admin port, like the proxies',
+/// never refuses a connection across a restart.
+pub type Handed = Arc<std::sync::Mutex<Option<std::net::TcpListener>>>;
+
+/// The name the admin socket goes by in a handover (a proxy's is
+/// `service/port`; a service name has no `@`).
+pub const HANDOVER_NAME: &str = "@admin";
+
+/// Listen on `addr` — on `inherited` if it is a socket listening there
+/// (the one the serve taken over from handed over), else a new one,
+/// retrying while the address is taken — and answer there until the
+/// runtime stops. `handed` gets a duplicate of the socket once it listens.
+pub fn spawn(
+    rt: &Handle,
+    addr: SocketAddr,
+    state: Arc<State>,
+    inherited: Option<std::net::TcpListener>,
+    handed: Handed,
+) {
     rt.spawn(async move {
         let mut told = false;
+        let mut inherited = inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr));
         let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
+            let bound = match inherited.take() {
+                Some(l) => Ok(l),
+                None => std::net::TcpListener::bind(addr),
+            };
+            let listening = bound.and_then(|l| {
+                l.set_nonblocking(true)?;
+                let dup = l.try_clone()?;
+                Ok((TcpListener::from_std(l)?, dup))
+            });
+            match listening {
+                Ok((l, dup)) => {
+                    *handed.lock().unwrap_or_else(|e| e.into_inner()) = Some(dup);
+                    break l;
+                }
                 Err(e) => {
                     if !told {
-                        say(format_args!(
-                            "admin: cannot listen on {addr}: {e}; retrying every second \
+                        tracing::warn!(
+                            %addr,
+                            error = %e,
+                            "admin: cannot listen on {addr}; retrying every second \
                              (metrics are unavailable until then)"
-                        ));
+                        );
                         told = true;
                     }
                     tokio::time::sleep(RETRY).await;
@@ -102,10 +129,11 @@ pub fn spawn(rt: &Handle, addr: SocketAddr, state: Arc<State>, say: Say) {
             }
         };
         let scheme = if state.tls.is_some() { "https" } else { "http" };
-        say(format_args!(
+        tracing::info!(
+            %addr,
             "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/, \
              dashboard on {scheme}://{addr}/"
-        ));
+        );
         accept(listener, state).await;
     });
 }
@@ -214,15 +242,18 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 mod tests {
     use super::*;
 
-    async fn get(path: &str, method: Method) -> Response<Body> {
-        let state = State {
-            metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new(
-                "/nonexistent".into(),
-                Arc::new(Metrics::new(None)),
-            )),
+    /// A state with no store: the API answers only what needs none.
+    fn state() -> State {
+        let metrics = Arc::new(Metrics::new(None));
+        State {
+            api: Arc::new(Api::new("/nonexistent".into(), metrics.clone())),
+            metrics,
             tls: None,
-        };
+        }
+    }
+
+    async fn get(path: &str, method: Method) -> Response<Body> {
+        let state = state();
         state
             .metrics
             .proxy_request("web", 200, Duration::from_millis(2));
@@ -249,14 +280,7 @@ mod tests {
         let r = get("/metrics", Method::POST).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         // Requests to the API are counted by route, not by path.
-        let state = State {
-            metrics: Arc::new(Metrics::new(None)),
-            api: Arc::new(Api::new(
-                "/nonexistent".into(),
-                Arc::new(Metrics::new(None)),
-            )),
-            tls: None,
-        };
+        let state = state();
         for path in ["/api/v1/services/a", "/api/v1/services/b", "/api/v1/x"] {
             let req = Request::get(path).body(Full::new(Bytes::new())).unwrap();
             route(req, &state).await;

@@ -8,6 +8,7 @@ mod api;
 mod cmd;
 mod dashboard;
 mod filter;
+mod logging;
 mod progress;
 mod timearg;
 
@@ -210,11 +211,15 @@ fn main() -> ExitCode {
         format,
         json: format.machine(),
     };
-    let result = if cli.command.opens_store() {
-        cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init).map_err(Into::into)
-    } else {
-        Ok(())
-    };
+    let result = logs(&cli.command, &ctx)
+        .map_err(|e| anyhow::Error::from(drover_core::Error::Usage(e)))
+        .and_then(|()| {
+            if cli.command.opens_store() {
+                cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init).map_err(Into::into)
+            } else {
+                Ok(())
+            }
+        });
     let result = result.and_then(|()| match &cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
         Command::Lock(a) => cmd::lock::run(&ctx, a),
@@ -273,6 +278,36 @@ fn main() -> ExitCode {
             ExitCode::from(if collapse { 1 } else { exit_code(&e) })
         }
     }
+}
+
+/// Install the log subscriber ([`logging`]): serve logs to stderr, as
+/// `--log-format` (or `DROVER_LOG_FORMAT`; under `-o json`, JSON) says;
+/// a monitor to its instance's `monitor.log`; other commands say what they
+/// did themselves, and log to stderr only when `DROVER_LOG` is set.
+fn logs(command: &Command, ctx: &cmd::Ctx) -> Result<(), String> {
+    use logging::LogFormat;
+    match command {
+        Command::Serve(a) => {
+            let format = a.log_format().unwrap_or(if ctx.json {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            });
+            logging::to_stderr(format, logging::filter()?);
+        }
+        // A monitor makes do with defaults rather than fail.
+        Command::Monitor { id } => logging::to_file(
+            logging::env_format().ok().flatten().unwrap_or_default(),
+            logging::filter().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            &drover_core::instance::monitor::log_path(&ctx.store_dir, id),
+        ),
+        _ if std::env::var_os(logging::FILTER_ENV).is_some() => {
+            let format = logging::env_format()?.unwrap_or_default();
+            logging::to_stderr(format, logging::filter()?);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Parse the command line; clap's own refusals (exit 2) are documents too

@@ -375,7 +375,7 @@ fn ps_columns_line_up_and_ps_filters() {
 }
 
 /// Regression (issue 19): `serve --json` was accepted and ignored. Its log
-/// lines are JSON objects now, one per line.
+/// lines are JSON objects now, one per line (as `--log-format json`).
 #[test]
 fn serve_logs_json_lines_under_json() {
     let env = Env::new();
@@ -399,18 +399,24 @@ fn serve_logs_json_lines_under_json() {
     assert!(status.success(), "{status}: {first}{rest}");
     for line in first.lines().chain(rest.lines()) {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["time"].is_string() && v["level"].is_string(), "{line}");
-        assert!(v["message"].is_string(), "{line}");
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        assert!(
+            v["target"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
     }
     // serve's own start line (the admin listener may speak first).
     assert!(
         first.lines().chain(rest.lines()).any(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            v["component"] == "serve" && v["message"].as_str().unwrap().starts_with("store ")
+            v["target"] == "drover::cmd::serve" && v["message"] == "started" && v["drift"] == "off"
         }),
         "{first}{rest}"
     );
-    assert!(rest.contains("\"stopped\""), "{rest}");
+    assert!(rest.contains("\"message\":\"stopped\""), "{rest}");
 }
 
 fn kill(signal: &str, pid: u64) {

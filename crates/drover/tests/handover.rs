@@ -12,6 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{DROVER, Env, eventually, free_port, get, show, write};
@@ -46,6 +48,24 @@ fn serve(env: &Env, bin: &Path, log: &Path, extra: &[&str]) -> Child {
         .stderr(file)
         .spawn()
         .expect("start drover serve")
+}
+
+/// One scrape of `/metrics` on loopback `port`: Ok for a 200 with the
+/// exposition's end, else what went wrong.
+fn metrics(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    if r.starts_with("HTTP/1.1 200") && r.ends_with("# EOF\n") {
+        Ok(())
+    } else {
+        Err(r.lines().next().unwrap_or("nothing").to_string())
+    }
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -118,7 +138,10 @@ fn three_restarts_and_an_upgrade_under_load_refuse_no_connection() {
     );
     // Instances (and their monitors) started by the installed binary.
     ok(&env, &installed, &["apply", "-f", fleet.to_str().unwrap()]);
-    let mut first = serve(&env, &installed, &log, &[]);
+    // The admin listener moves with the proxies: scraped all along.
+    let admin = free_port().to_string();
+    let admin_at = format!("127.0.0.1:{admin}");
+    let mut first = serve(&env, &installed, &log, &["--admin", &admin_at]);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         eventually(Duration::from_secs(10), || get(port).as_deref()
@@ -135,12 +158,34 @@ fn three_restarts_and_an_upgrade_under_load_refuse_no_connection() {
         .spawn()
         .expect("wrk");
     std::thread::sleep(Duration::from_secs(1));
+    let scraping = Arc::new(AtomicBool::new(true));
+    let scraper = {
+        let (scraping, admin) = (scraping.clone(), admin.parse::<u16>().unwrap());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            // The first scrape may come before the admin port is bound.
+            eventually(Duration::from_secs(10), || metrics(admin).is_ok());
+            while scraping.load(Ordering::SeqCst) {
+                match metrics(admin) {
+                    Ok(()) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
 
     // Three restarts: each new serve takes over from the running one.
     let mut current = Some(&mut first);
     let mut successors: Vec<Child> = Vec::new();
     for n in 0..3 {
-        let child = serve(&env, &installed, &log, &["--takeover"]);
+        let child = serve(
+            &env,
+            &installed,
+            &log,
+            &["--takeover", "--admin", &admin_at],
+        );
         let old = match current.take() {
             Some(c) => c,
             None => successors.last_mut().unwrap(),
@@ -223,9 +268,18 @@ fn three_restarts_and_an_upgrade_under_load_refuse_no_connection() {
         "socket errors across the restarts:\n{text}\n{}",
         read_log()
     );
+    scraping.store(false, Ordering::SeqCst);
+    let (scrapes, failed) = scraper.join().unwrap();
+    assert!(
+        scrapes > 50 && failed.is_empty(),
+        "{scrapes} scrapes of /metrics, failed: {failed:?}\n{}",
+        read_log()
+    );
     let log_text = read_log();
     assert_eq!(
-        log_text.matches("handed 1 listening socket(s)").count(),
+        log_text
+            .matches("handed 1 listening socket(s) and the admin listener")
+            .count(),
         4,
         "{log_text}"
     );

@@ -28,6 +28,7 @@ mod hostile;
 mod instances;
 mod interop;
 mod layers;
+mod logformat;
 mod logs;
 mod metrics;
 mod package_scripts;

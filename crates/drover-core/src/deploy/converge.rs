@@ -44,7 +44,7 @@ use super::lock::Lease;
 use super::plan::{self, Seen, Step};
 use super::release::{self, Outcome, Release};
 use super::spec::Rollout;
-use super::{Report, STOP_GRACE, diff, traffic};
+use super::{Heal, Report, STOP_GRACE, diff, traffic};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::instance::{self, Access, Instance, RunOptions, State, VolumeSpec};
@@ -517,34 +517,28 @@ const HEAL_LINES: usize = 5;
 
 /// What `serve` says of a dead instance it replaces: which, how it ended,
 /// and its last lines (each cut to 200 characters), from its log.
-fn heal_line(store: &Store, i: &Instance) -> String {
-    let exit = i
-        .exit
-        .map_or("exit status unknown".into(), |e| e.to_string());
-    let mut s = format!(
-        "instance {} (release {}, slot {}) exited: {exit}; replacing it",
-        i.id,
-        i.release.map_or("-".into(), |n| n.to_string()),
-        i.slot.map_or("-".into(), |n| n.to_string()),
-    );
+fn heal_line(store: &Store, i: &Instance) -> Heal {
     let log = runtime::log_path(&i.bundle(store.root()));
-    let last = instance::log::read::last_lines(&log, HEAL_LINES);
-    if last.is_empty() {
-        s.push_str("; it wrote nothing");
-    } else {
-        s.push_str("; last output:");
-        for l in last {
+    let last_output = instance::log::read::last_lines(&log, HEAL_LINES)
+        .iter()
+        .map(|l| {
             let l = l.trim();
-            let cut: String = l.chars().take(200).collect();
-            s.push_str(" | ");
-            s.push_str(&cut);
+            let mut cut: String = l.chars().take(200).collect();
             if cut.len() < l.len() {
-                s.push('…');
+                cut.push('…');
             }
-        }
+            cut
+        })
+        .collect();
+    Heal {
+        instance: i.id.clone(),
+        release: i.release,
+        slot: i.slot,
+        exit: i
+            .exit
+            .map_or("exit status unknown".into(), |e| e.to_string()),
+        last_output,
     }
-    s.push_str(&format!(" (drover logs {})", i.id));
-    s
 }
 
 /// Remove an instance found dead, with a `service.heal` ledger entry (once,

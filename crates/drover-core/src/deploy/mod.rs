@@ -142,10 +142,51 @@ pub struct Report {
     /// The service was removed (`apply --prune`, `service rm`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
-    /// One line per instance found dead and replaced: which, how it
-    /// exited, its last lines of output (what `serve` says).
+    /// The instances found dead and replaced (what `serve` logs; in JSON,
+    /// each one's line).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub heals: Vec<String>,
+    pub heals: Vec<Heal>,
+}
+
+/// One instance found dead and replaced: which, how it exited, its last
+/// lines of output. Displayed (and serialized) as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heal {
+    pub instance: String,
+    pub release: Option<i64>,
+    pub slot: Option<u32>,
+    /// How it exited ("exit code 3", "killed by signal 9", …).
+    pub exit: String,
+    /// Its last lines of output, each cut to 200 characters.
+    pub last_output: Vec<String>,
+}
+
+impl fmt::Display for Heal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "instance {} (release {}, slot {}) exited: {}; replacing it",
+            self.instance,
+            self.release.map_or("-".into(), |n| n.to_string()),
+            self.slot.map_or("-".into(), |n| n.to_string()),
+            self.exit
+        )?;
+        if self.last_output.is_empty() {
+            f.write_str("; it wrote nothing")?;
+        } else {
+            f.write_str("; last output:")?;
+            for l in &self.last_output {
+                write!(f, " | {l}")?;
+            }
+        }
+        write!(f, " (drover logs {})", self.instance)
+    }
+}
+
+impl Serialize for Heal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl Report {
@@ -670,6 +711,32 @@ fn rollback_target(r: Reader<'_>, service: &str, to: Option<i64>) -> Result<(i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A heal is one line for people (serve's log message, apply's JSON)
+    /// and fields for machines (serve's log event).
+    #[test]
+    fn a_heal_reads_as_one_line_and_serializes_as_it() {
+        let h = Heal {
+            instance: "3f9c".into(),
+            release: Some(4),
+            slot: None,
+            exit: "exit code 3".into(),
+            last_output: vec!["starting".into(), "boom".into()],
+        };
+        let line = "instance 3f9c (release 4, slot -) exited: exit code 3; replacing it; \
+                    last output: | starting | boom (drover logs 3f9c)";
+        assert_eq!(h.to_string(), line);
+        assert_eq!(serde_json::to_value(&h).unwrap(), line);
+        let quiet = Heal {
+            last_output: vec![],
+            ..h
+        };
+        assert!(
+            quiet
+                .to_string()
+                .contains("replacing it; it wrote nothing (drover")
+        );
+    }
 
     fn failed(service: &str, e: Error) -> Report {
         Report {

@@ -8,11 +8,18 @@
 //! process's parent — directly for the embedded runtime, by adoption as a
 //! child subreaper when `runc create` exits — so it alone can learn the exit
 //! status. It holds no store lock, so `gc` never waits for instances.
+//!
+//! Its own log (`tracing` events: started, exited, and at `DROVER_LOG=debug`
+//! libcontainer's, which creates the container here) goes to
+//! [`log_path`], in the format of the process that started it
+//! ([`pass_env`]): its stdout is the pipe to the CLI, and its stderr
+//! nobody's once it reported.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -24,9 +31,25 @@ use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
 use crate::runtime;
 use crate::state::{self, Db};
+use tracing::{info, warn};
 
 /// The hidden subcommand the binary routes to [`main`].
 pub const SUBCOMMAND: &str = "__monitor";
+
+/// Environment variables every monitor started from now on gets, beyond
+/// this process's own: the binary's log settings (`serve --log-format`).
+static PASSED_ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Give the monitors this process starts the variables `vars` (once; later
+/// calls change nothing), so they log as it does.
+pub fn pass_env(vars: Vec<(String, String)>) {
+    let _ = PASSED_ENV.set(vars);
+}
+
+/// Where the monitor of instance `id` logs: beside the instance's own log.
+pub fn log_path(store_root: &Path, id: &str) -> PathBuf {
+    super::bundle_dir(store_root, id).join("monitor.log")
+}
 
 /// Start the monitor of instance `id`; [`report`] then waits for its word.
 pub fn start(store_root: &Path, id: &str) -> Result<Child> {
@@ -42,6 +65,7 @@ pub fn start(store_root: &Path, id: &str) -> Result<Child> {
         .arg(store_root)
         .arg(SUBCOMMAND)
         .arg(id)
+        .envs(PASSED_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -99,7 +123,14 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
         let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
         let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
     }
-    let (pid, log) = launched?;
+    let (pid, log) = match launched {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(instance = %id, error = %e, "the instance could not start");
+            return Err(e);
+        }
+    };
+    info!(instance = %id, pid, "instance started");
     watch(&mut db?, id, pid, log)
 }
 
@@ -201,10 +232,13 @@ pub(super) fn launch_with(
 /// output is in its log (so `logs -f`, which stops at the exit, sees it all).
 pub fn watch(db: &mut Db, id: &str, pid: u32, log: log::Pump) -> Result<()> {
     let exit = wait_for(pid);
+    info!(instance = %id, pid, exit = %exit, "instance exited");
     // The pipe closes when the container's last process is gone, which
     // follows its init's exit at once (its PID namespace dies with it).
     log.finish(Duration::from_secs(5));
-    record_exit(db, id, exit).map(drop)
+    record_exit(db, id, exit)
+        .map(drop)
+        .inspect_err(|e| warn!(instance = %id, error = %e, "cannot record the exit"))
 }
 
 pub(super) fn wait_for(pid: u32) -> Exit {

@@ -154,7 +154,10 @@ impl Tx<'_> {
     pub(crate) fn add_referrer(&self, r: &Referrer) -> Result<()> {
         self.sql()
             .execute(
-                "INSERT OR REPLACE INTO referrers(digest, subject, artifact_type, media_type, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO referrers(digest, subject, artifact_type, media_type, size) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(digest) DO UPDATE SET subject = excluded.subject,
+                     artifact_type = excluded.artifact_type, media_type = excluded.media_type,
+                     size = excluded.size",
                 params![r.digest.to_string(), r.subject.to_string(), r.artifact_type, r.media_type, r.size as i64],
             )
             .db_ctx(self.path())
@@ -176,7 +179,7 @@ impl Tx<'_> {
         self.sql()
             .execute(
                 "INSERT INTO store_meta(key, value) VALUES ('generation', '1')
-                 ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+                 ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(store_meta.value AS INTEGER) + 1 AS TEXT)",
                 [],
             )
             .db_ctx(self.path())

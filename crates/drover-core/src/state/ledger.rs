@@ -338,7 +338,7 @@ fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
         Some(n) => {
             args.push(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
             format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM ledger{filter} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+                "SELECT * FROM (SELECT {COLUMNS} FROM ledger{filter} ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
             )
         }
     };

@@ -39,9 +39,14 @@
 //!   token that only grows, taken and checked inside the same transaction as
 //!   the change they guard (`deploy::lock`).
 //! - **Change notification**: a cheap way for a long-running process to learn
-//!   that another one committed (SQLite: `PRAGMA data_version` polled;
-//!   PostgreSQL: `LISTEN`/`NOTIFY`), so `serve` reacts without re-reading
-//!   everything.
+//!   that another one committed something it must react to (SQLite: the
+//!   fingerprint [`Reader::changes`], polled; PostgreSQL: `LISTEN`/`NOTIFY`),
+//!   so `serve` reacts without re-reading everything.
+//!
+//! The statements are written in the SQL both SQLite and PostgreSQL take
+//! (`ON CONFLICT … DO UPDATE`, not `INSERT OR REPLACE`; subqueries in
+//! `FROM` named; columns qualified where an upsert could read two), so a
+//! second backend shares their text (docs/fleet-plan.md).
 //! - **Versioned migrations**: a schema version that only grows, refused when
 //!   newer than the binary ([`Error::DatabaseTooNew`]).
 //!

@@ -472,8 +472,10 @@ impl Tx<'_> {
     ) -> Result<()> {
         self.sql()
             .execute(
-                "INSERT OR REPLACE INTO quarantine (service, image, config, release, reason, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO quarantine (service, image, config, release, reason, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(service, image, config) DO UPDATE SET release = excluded.release,
+                     reason = excluded.reason, created = excluded.created",
                 params![
                     service,
                     image.to_string(),

@@ -68,12 +68,21 @@ pub struct Server {
 #[derive(Clone)]
 pub struct SocketFile {
     path: PathBuf,
-    ino: u64,
+    id: FileId,
+}
+
+/// What tells one socket file from the next at the same path: the inode
+/// number alone does not (a successor's socket, made just after the old
+/// one was unlinked, often gets the same number), its change time too.
+type FileId = (u64, i64, i64);
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    (m.ino(), m.ctime(), m.ctime_nsec())
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| file_id(&m) == self.id) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -89,10 +98,10 @@ impl Server {
         }
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        let ino = std::fs::symlink_metadata(&path)?.ino();
+        let id = file_id(&std::fs::symlink_metadata(&path)?);
         Ok(Server {
             listener,
-            file: SocketFile { path, ino },
+            file: SocketFile { path, id },
         })
     }
 
@@ -276,6 +285,25 @@ mod tests {
         assert_eq!(parse_fd_name("web.v2/8080"), Some(("web.v2", 8080)));
         assert_eq!(parse_fd_name("stored"), None);
         assert_eq!(parse_fd_name("web/http"), None);
+    }
+
+    /// A successor's socket file often gets the inode number of the one it
+    /// replaced; the old serve's file must still not take it away.
+    #[test]
+    fn the_old_socket_file_never_removes_the_successors() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..50 {
+            let old = Server::bind(dir.path()).unwrap();
+            let file = old.file();
+            drop(old);
+            let new = Server::bind(dir.path()).unwrap();
+            drop(file);
+            assert!(
+                dir.path().join(SOCKET).exists(),
+                "the old serve removed its successor's socket"
+            );
+            drop(new);
+        }
     }
 
     /// The sockets arrive, still listening, with their names; the running

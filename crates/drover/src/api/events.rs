@@ -18,8 +18,7 @@ use hyper::body::{Bytes, Frame};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::{Call, Reply};
-use crate::admin::Body;
+use super::{Body, Call, Reply};
 use crate::output;
 
 /// How often a stream looks for new entries.

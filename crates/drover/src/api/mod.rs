@@ -41,7 +41,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::admin::Body;
 use crate::output;
 
 /// The OpenAPI 3.1 document describing [`ROUTES`], served at
@@ -51,6 +50,9 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// The largest request body taken: a fleet document of hundreds of
 /// services is a few hundred KiB.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// A response body: whole, or a stream (the event stream).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 /// How long a request's body may take to arrive.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

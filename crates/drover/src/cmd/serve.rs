@@ -1,7 +1,8 @@
 //! `drover serve`: parse the arguments, take the store's serve lock, start
 //! drover-core's supervisor threads (reconcilers, traffic, drift) with the
-//! proxies of drover-proxy on a tokio runtime, and print what they say until
-//! SIGTERM or SIGINT. Stopping serve stops nothing that runs.
+//! proxies of drover-proxy on a tokio runtime, and keep them running until
+//! SIGTERM or SIGINT. Stopping serve stops nothing that runs. What they do
+//! is logged through `tracing` ([`crate::logging`] prints it).
 //!
 //! Restarts refuse no connection: `serve --takeover` receives the running
 //! serve's listening sockets (drover-core's `supervisor::handover`), and
@@ -11,12 +12,11 @@
 //!
 //! Metrics: one `drover_core::metrics::Metrics` is fed by the supervisor's
 //! threads and, through [`ProxyMetrics`], by the proxies; the admin
-//! listener (`--admin`, [`crate::admin`]) serves it at `/metrics`. Its
-//! socket is not handed over: a successor binds it once it is free.
+//! listener (`--admin`, [`crate::admin`]) serves it at `/metrics`, and
+//! the HTTP API; its socket is handed over with the proxies'.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
@@ -32,11 +32,13 @@ use drover_core::grammar;
 use drover_core::metrics::Metrics;
 use drover_core::reconcile;
 use drover_core::store::Store;
-use drover_core::supervisor::{self, Backend, Listen, Say, handover, systemd};
+use drover_core::supervisor::{self, Backend, Listen, handover, systemd};
 use drover_proxy::Mode;
+use tracing::{error, info, warn};
 
 use super::Ctx;
 use crate::admin;
+use crate::logging::LogFormat;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,9 +67,9 @@ pub struct Args {
     /// it finish what is in flight and stop. With none running, start.
     #[arg(long)]
     takeover: bool,
-    /// Address of the admin listener: Prometheus metrics at /metrics
-    /// ("off": none). Loopback by default; a successor (`--takeover`)
-    /// binds it once the serve it replaces lets go.
+    /// Address of the admin listener: Prometheus metrics at /metrics and
+    /// the HTTP API at /api/v1/ ("off": none). Loopback by default; a
+    /// successor (`--takeover`) is handed its socket.
     #[arg(long, value_name = "ADDR", default_value = admin::DEFAULT_ADDR, value_parser = admin_addr)]
     admin: AdminAddr,
     /// Serve the admin listener over TLS with this PEM certificate chain
@@ -78,6 +80,18 @@ pub struct Args {
     /// The PEM private key of --admin-cert.
     #[arg(long, value_name = "PEM", requires = "admin_cert")]
     admin_key: Option<PathBuf>,
+    /// How serve (and the monitors it starts) log: `text`, a line for
+    /// people, or `json`, one object per line (default: text; json under
+    /// `-o json`). Levels: DROVER_LOG (e.g. "debug", "drover=debug").
+    #[arg(long, value_enum, value_name = "FORMAT", env = crate::logging::FORMAT_ENV)]
+    log_format: Option<LogFormat>,
+}
+
+impl Args {
+    /// `--log-format`, or `DROVER_LOG_FORMAT`.
+    pub fn log_format(&self) -> Option<LogFormat> {
+        self.log_format
+    }
 }
 
 /// `--admin`: an address, or off.
@@ -163,57 +177,8 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             Some(Admin { addr, tls })
         }
     };
-    serve(opts, a.bind, a.takeover, admin, sd, sayer(ctx.json))?;
+    serve(opts, a.bind, a.takeover, admin, sd)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// How serve says what it did, on stderr: a line with a timestamp, or
-/// under `-o json` (and `yaml`: a log is a stream) one JSON object per line.
-fn sayer(json: bool) -> Say {
-    Arc::new(move |what: fmt::Arguments<'_>| {
-        let time = drover_core::clock::now_rfc3339();
-        if json {
-            eprintln!("{}", log_line(&time, &what.to_string()));
-        } else {
-            eprintln!("{time} {what}");
-        }
-    })
-}
-
-/// One log line as JSON: `{time, level, component, service, message}`.
-/// Serve's lines start with their component (`serve:`, `traffic:`) or a
-/// component and the service (`reconcile web:`, `proxy web:`); the level
-/// is `warn` for lines that report something that did not work.
-fn log_line(time: &str, text: &str) -> serde_json::Value {
-    let (head, message) = text.split_once(": ").unwrap_or(("", text));
-    let words: Vec<&str> = head.split(' ').collect();
-    let (component, service) = match words.as_slice() {
-        [c] if !c.is_empty() => (Some(*c), None),
-        [c, s] => (Some(*c), Some(*s)),
-        _ => (None, None),
-    };
-    let message = if component.is_none() { text } else { message };
-    let bad = [
-        "cannot",
-        "failed",
-        "error",
-        "lost",
-        "refused",
-        "unhealthy",
-        "no thread",
-    ];
-    let level = if bad.iter().any(|w| message.contains(w)) {
-        "warn"
-    } else {
-        "info"
-    };
-    serde_json::json!({
-        "time": time,
-        "level": level,
-        "component": component,
-        "service": service,
-        "message": message,
-    })
 }
 
 fn serve(
@@ -222,7 +187,6 @@ fn serve(
     takeover: bool,
     admin: Option<Admin>,
     sd: systemd::Environment,
-    say: Say,
 ) -> anyhow::Result<()> {
     // The binary as named now: after `drover upgrade` renamed a new one
     // over it, SIGHUP starts that one.
@@ -236,10 +200,9 @@ fn serve(
         .with_context(|| format!("opening {}", opts.store.display()))?;
     let notify = sd.notify_socket.clone();
     let mut proxies = Proxies {
-        inner: drover_proxy::Proxies::new(rt.handle().clone(), bind, say.clone()),
+        inner: drover_proxy::Proxies::new(rt.handle().clone(), bind),
         notify: notify.clone(),
         stored: BTreeSet::new(),
-        say: say.clone(),
     };
     proxies
         .inner
@@ -247,8 +210,10 @@ fn serve(
     // Sockets systemd kept (fd store) or made (socket activation).
     let mut inherited: Vec<std::net::TcpListener> =
         sd.fds.into_iter().map(|(_, fd)| fd.into()).collect();
+    // The admin socket a predecessor handed over, if any.
+    let mut admin_socket = None;
     let predecessor = if takeover {
-        take_over(&mut store, &opts.store, &mut inherited, &say)?
+        take_over(&mut store, &opts.store, &mut inherited, &mut admin_socket)?
     } else {
         None
     };
@@ -256,7 +221,6 @@ fn serve(
     let lease = match predecessor {
         Some(p) => {
             let mut p = Some(p);
-            let said = say.clone();
             supervisor::wait_for_lock(
                 &mut store,
                 &opts.store,
@@ -265,9 +229,7 @@ fn serve(
                     if let Some(p) = p.take()
                         && let Err(e) = p.go()
                     {
-                        said(format_args!(
-                            "serve: the running serve did not confirm: {e}"
-                        ));
+                        warn!(error = %e, "the running serve did not confirm the takeover");
                     }
                 },
                 TAKEOVER_WAIT,
@@ -278,12 +240,14 @@ fn serve(
         None => supervisor::lock(&mut store, &opts.store)?,
     };
     drop(store);
+    let admin_handed = admin::Handed::default();
     if let Some(Admin { addr, tls }) = admin {
         if tls.is_none() && !addr.ip().is_loopback() {
-            say(format_args!(
-                "admin: WARNING: {addr} is not loopback and there is no --admin-cert: \
-                 API tokens would cross the network in clear"
-            ));
+            warn!(
+                %addr,
+                "admin: {addr} is not loopback and there is no --admin-cert: API tokens \
+                 would cross the network in clear"
+            );
         }
         let state = Arc::new(admin::State {
             metrics: opts.metrics.clone(),
@@ -293,19 +257,21 @@ fn serve(
             )),
             tls,
         });
-        admin::spawn(rt.handle(), addr, state, say.clone());
+        admin::spawn(rt.handle(), addr, state, admin_socket, admin_handed.clone());
     }
-    say(format_args!(
-        "serve: store {}, proxies on {}, drift scans {}{}",
-        opts.store.display(),
-        bind,
-        opts.drift_interval
-            .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64())),
-        if takeover { ", taken over" } else { "" }
-    ));
+    let drift = opts
+        .drift_interval
+        .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64()));
+    info!(
+        store = %opts.store.display(),
+        bind = %bind,
+        %drift,
+        takeover,
+        "started"
+    );
     let sockets = proxies.inner.sockets();
     let store_dir = opts.store.clone();
-    let running = supervisor::start(opts, lease, proxies, say.clone())?;
+    let running = supervisor::start(opts, lease, proxies)?;
     if let Some(n) = &notify {
         let _ = systemd::notify(n, &format!("READY=1\nMAINPID={}", std::process::id()), &[]);
     }
@@ -316,16 +282,19 @@ fn serve(
     match handover::Server::bind(&store_dir) {
         Ok(server) => {
             _socket_file = Some(server.file());
-            let (handed, say, notify) = (handed.clone(), say.clone(), notify.clone());
+            let (handed, notify) = (handed.clone(), notify.clone());
             std::thread::Builder::new()
                 .name("handover".into())
-                .spawn(move || answer_successors(&server, &sockets, notify.as_ref(), &handed, &say))
+                .spawn(move || {
+                    answer_successors(&server, &sockets, &admin_handed, notify.as_ref(), &handed)
+                })
                 .context("starting the handover thread")?;
         }
-        Err(e) => say(format_args!(
-            "serve: cannot listen for a successor at {}: {e}; restarts will refuse connections",
-            store_dir.join(handover::SOCKET).display()
-        )),
+        Err(e) => warn!(
+            socket = %store_dir.join(handover::SOCKET).display(),
+            error = %e,
+            "cannot listen for a successor; restarts will refuse connections"
+        ),
     }
 
     let stopped = rt.block_on(async {
@@ -341,22 +310,20 @@ fn serve(
             };
             tokio::select! {
                 _ = term.recv() => {
-                    say(format_args!("serve: SIGTERM, stopping (instances keep running)"));
+                    info!("SIGTERM, stopping (instances keep running)");
                     return anyhow::Ok(false);
                 }
                 _ = int.recv() => {
-                    say(format_args!("serve: SIGINT, stopping (instances keep running)"));
+                    info!("SIGINT, stopping (instances keep running)");
                     return anyhow::Ok(false);
                 }
-                _ = hup.recv() => start_successor(&exe, &store_dir, notify.as_ref(), &say),
+                _ = hup.recv() => start_successor(&exe, &store_dir, notify.as_ref()),
                 () = watch => return anyhow::Ok(handed.load(Ordering::SeqCst)),
             }
         }
     })?;
     if stopped {
-        say(format_args!(
-            "serve: handed over; finishing what is in flight, then stopping"
-        ));
+        info!("handed over; finishing what is in flight, then stopping");
         running.hand_over();
     } else {
         if let Some(n) = &notify {
@@ -365,7 +332,7 @@ fn serve(
         running.stop();
     }
     rt.shutdown_timeout(Duration::from_secs(1));
-    say(format_args!("serve: stopped"));
+    info!("stopped");
     Ok(())
 }
 
@@ -377,7 +344,7 @@ fn take_over(
     store: &mut Store,
     dir: &Path,
     sockets: &mut Vec<std::net::TcpListener>,
-    say: &Say,
+    admin_socket: &mut Option<std::net::TcpListener>,
 ) -> anyhow::Result<Option<handover::Predecessor>> {
     let Some(mut p) = handover::connect(dir)
         .with_context(|| format!("connecting to {}", dir.join(handover::SOCKET).display()))?
@@ -390,22 +357,25 @@ fn take_over(
                 dir.join(handover::SOCKET).display()
             );
         }
-        say(format_args!(
-            "serve: no serve runs for this store; starting"
-        ));
+        info!("no serve runs for this store; starting");
         return Ok(None);
     };
     let got = p
         .receive()
         .context("receiving the running serve's sockets")?;
-    say(format_args!(
-        "serve: taking over {} listening socket(s) from the running serve",
+    info!(
+        sockets = got.len(),
+        "taking over {} listening socket(s) from the running serve",
         got.len()
-    ));
-    sockets.extend(
-        got.into_iter()
-            .map(|(_, fd)| std::net::TcpListener::from(fd)),
     );
+    for (name, fd) in got {
+        let l = std::net::TcpListener::from(fd);
+        if name == admin::HANDOVER_NAME {
+            *admin_socket = Some(l);
+        } else {
+            sockets.push(l);
+        }
+    }
     Ok(Some(p))
 }
 
@@ -415,41 +385,58 @@ fn take_over(
 fn answer_successors(
     server: &handover::Server,
     sockets: &drover_proxy::Sockets,
+    admin_socket: &admin::Handed,
     notify: Option<&OsString>,
     handed: &AtomicBool,
-    say: &Say,
 ) {
     loop {
         let result = server.accept().and_then(|mut succ| {
             let list = sockets.list();
-            let named: Vec<(String, std::os::fd::BorrowedFd<'_>)> = list
+            let admin = admin_socket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|l| l.try_clone().ok());
+            let mut named: Vec<(String, std::os::fd::BorrowedFd<'_>)> = list
                 .iter()
                 .map(|(svc, port, l)| (handover::fd_name(svc, *port), l.as_fd()))
                 .collect();
+            let proxies = named.len();
+            if let Some(l) = &admin {
+                named.push((admin::HANDOVER_NAME.to_string(), l.as_fd()));
+            }
             succ.send(&named)?;
             let pid = succ.pid;
             succ.wait_go()?;
-            Ok((pid, named.len()))
+            Ok((pid, proxies, admin.is_some()))
         });
         match result {
-            Ok((pid, n)) => {
-                say(format_args!(
-                    "serve: handed {n} listening socket(s) to pid {pid}"
-                ));
+            Ok((pid, n, with_admin)) => {
+                let admin = if with_admin {
+                    " and the admin listener"
+                } else {
+                    ""
+                };
+                info!(
+                    sockets = n,
+                    admin = with_admin,
+                    pid,
+                    "handed {n} listening socket(s){admin} to pid {pid}"
+                );
                 if let Some(n) = notify {
                     let _ = systemd::notify(n, &format!("MAINPID={pid}"), &[]);
                 }
                 handed.store(true, Ordering::SeqCst);
                 return;
             }
-            Err(e) => say(format_args!("serve: a takeover failed: {e}; carrying on")),
+            Err(e) => warn!(error = %e, "a takeover failed; carrying on"),
         }
     }
 }
 
 /// SIGHUP: start `exe` (the binary now on disk there) as a successor with
 /// this serve's arguments and `--takeover`.
-fn start_successor(exe: &Path, store: &Path, notify: Option<&OsString>, say: &Say) {
+fn start_successor(exe: &Path, store: &Path, notify: Option<&OsString>) {
     let mut args: Vec<OsString> = std::env::args_os()
         .skip(1)
         .filter(|a| a != "--takeover")
@@ -468,24 +455,27 @@ fn start_successor(exe: &Path, store: &Path, notify: Option<&OsString>, say: &Sa
     }
     match cmd.spawn() {
         Ok(mut child) => {
-            say(format_args!(
-                "serve: SIGHUP, handing over to {} (pid {})",
+            info!(
+                exe = %exe.display(),
+                pid = child.id(),
+                "SIGHUP, handing over to {} (pid {})",
                 exe.display(),
                 child.id()
-            ));
-            let say = say.clone();
+            );
             std::thread::spawn(move || {
                 if let Ok(status) = child.wait()
                     && !status.success()
                 {
-                    say(format_args!("serve: the successor exited ({status})"));
+                    error!(%status, "the successor exited ({status})");
                 }
             });
         }
-        Err(e) => say(format_args!(
-            "serve: SIGHUP, but cannot start {}: {e}; carrying on",
+        Err(e) => error!(
+            exe = %exe.display(),
+            error = %e,
+            "SIGHUP, but cannot start {}; carrying on",
             exe.display()
-        )),
+        ),
     }
 }
 
@@ -497,7 +487,6 @@ struct Proxies {
     notify: Option<OsString>,
     /// The names in systemd's fd store.
     stored: BTreeSet<String>,
-    say: Say,
 }
 
 impl Proxies {
@@ -514,7 +503,7 @@ impl Proxies {
             if !self.stored.contains(&name) {
                 let msg = format!("FDSTORE=1\nFDNAME={name}");
                 if let Err(e) = systemd::notify(n, &msg, &[l.as_raw_fd()]) {
-                    (self.say)(format_args!("serve: cannot store {name} with systemd: {e}"));
+                    warn!(socket = %name, error = %e, "cannot store {name} with systemd");
                 }
             }
         }
@@ -573,30 +562,5 @@ impl supervisor::Proxies for Proxies {
 
     fn busy(&self) -> bool {
         self.inner.busy()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_line;
-
-    #[test]
-    fn log_lines_name_their_component_and_service() {
-        let l = log_line("t", "reconcile web: rolled out release 2");
-        assert_eq!(l["component"], "reconcile");
-        assert_eq!(l["service"], "web");
-        assert_eq!(l["message"], "rolled out release 2");
-        assert_eq!(l["level"], "info");
-        let l = log_line("t", "serve: store /x, proxies on 127.0.0.1");
-        assert_eq!(l["component"], "serve");
-        assert!(l["service"].is_null());
-        let l = log_line("t", "proxy api: cannot listen on 1.2.3.4:80: in use");
-        assert_eq!(
-            (l["service"].as_str(), l["level"].as_str()),
-            (Some("api"), Some("warn"))
-        );
-        let l = log_line("t", "something odd happened");
-        assert_eq!(l["message"], "something odd happened");
-        assert!(l["component"].is_null());
     }
 }
