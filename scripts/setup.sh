@@ -26,6 +26,7 @@ PACKAGES=(
   aide b3sum                     # bench/drift.sh peers
   curl                           # serve tests (HTTP/2 through the proxy)
   prometheus                     # metrics tests: a loopback Prometheus scrapes serve's /metrics
+  chromium chromium-driver       # dashboard tests: headless Chromium driven over WebDriver
   docker-registry apache2-utils  # registry tests: a loopback registry (distribution 2.8), htpasswd for its auth
   python3-venv openssl           # trust-chain tests: outside verifiers (in-toto, spdx-tools) in .test-venv; openssl reads our keys
   liblzma-dev                    # xz2: .deb members and Packages.xz (links the system liblzma)

@@ -4,7 +4,9 @@
 //! It serves `GET /metrics` (Prometheus, in the OpenMetrics text format
 //! `prometheus-client` writes, without a token: scrapers rarely carry
 //! one, and the default address is loopback) and the HTTP API under
-//! `/api/v1/` ([`crate::api`], bearer tokens). With `--admin-cert` and
+//! `/api/v1/` ([`crate::api`], bearer tokens), and the web dashboard at
+//! `/` and `/ui/…` ([`crate::dashboard`]: public assets that call the API
+//! with the token a person pastes). With `--admin-cert` and
 //! `--admin-key` it speaks TLS only.
 //!
 //! **Binding, and handovers.** The admin socket is handed over to a
@@ -129,7 +131,8 @@ pub fn spawn(
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(
             %addr,
-            "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/"
+            "admin: metrics on {scheme}://{addr}/metrics, API on {scheme}://{addr}/api/v1/, \
+             dashboard on {scheme}://{addr}/"
         );
         accept(listener, state).await;
     });
@@ -213,9 +216,12 @@ where
                 r
             }
         },
+        p if p == "/" || p == "/ui" || p.starts_with("/ui/") => {
+            crate::dashboard::response(req.method(), p).map(|b| b.map_err(|e| match e {}).boxed())
+        }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found; drover serve's admin listener serves /metrics and /api/v1/\n",
+            "not found; drover serve's admin listener serves /metrics, /api/v1/ and the dashboard at /\n",
         ),
     }
 }
@@ -264,7 +270,7 @@ mod tests {
         let r = get("/metrics", Method::GET).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], metrics::CONTENT_TYPE);
-        assert_eq!(get("/", Method::GET).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(get("/", Method::GET).await.status(), StatusCode::OK); // the dashboard
         let r = get("/api/v1/services", Method::GET).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(

@@ -6,6 +6,7 @@ mod output;
 mod admin;
 mod api;
 mod cmd;
+mod dashboard;
 mod filter;
 mod logging;
 mod progress;

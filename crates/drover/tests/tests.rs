@@ -14,6 +14,7 @@ mod backup;
 mod bad_input;
 mod cli;
 mod crash;
+mod dashboard;
 mod deploy;
 mod drift;
 mod events;
