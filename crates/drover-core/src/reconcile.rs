@@ -408,7 +408,7 @@ mod tests {
         );
         db.write(|tx| {
             tx.sql()
-                .execute("UPDATE service_health SET backoff_until = 0", [])
+                .execute("UPDATE service_health SET backoff_until = 0", ())
                 .unwrap();
             Ok(())
         })

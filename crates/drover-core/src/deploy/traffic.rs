@@ -158,7 +158,7 @@ mod tests {
     use super::*;
     use crate::deploy::lock;
     use crate::state::DbContext;
-    use rusqlite::params;
+    use crate::state::sql::params;
 
     fn db_with(ids: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();

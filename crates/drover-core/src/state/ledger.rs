@@ -456,11 +456,7 @@ impl Gap {
 
 /// The [`Gap`] between the chain whose head row is `head` and the signed
 /// head file, if there is one.
-fn signed_gap(
-    conn: &Conn,
-    db_path: &Path,
-    head: Option<&(i64, String)>,
-) -> Result<Option<Gap>> {
+fn signed_gap(conn: &Conn, db_path: &Path, head: Option<&(i64, String)>) -> Result<Option<Gap>> {
     let Some(Ok(signed)) = read_signed_head(db_path) else {
         return Ok(None);
     };

@@ -635,7 +635,10 @@ pub(super) fn migrate(conn: &Conn, path: &Path, migrations: &[&str]) -> Result<(
             let bump = match conn.dialect() {
                 Dialect::Sqlite => format!("PRAGMA user_version = {}", current + 1),
                 Dialect::Postgres => {
-                    format!("UPDATE drover_schema SET version = {} WHERE id = 1", current + 1)
+                    format!(
+                        "UPDATE drover_schema SET version = {} WHERE id = 1",
+                        current + 1
+                    )
                 }
             };
             conn.execute_batch(&bump).db_ctx(path)?;

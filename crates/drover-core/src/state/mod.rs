@@ -65,6 +65,8 @@ mod instances;
 mod leases;
 mod ledger;
 mod migrations;
+#[cfg(test)]
+pub(crate) mod pgtest;
 mod proxies;
 mod releases;
 mod revocations;
@@ -171,11 +173,6 @@ impl Db {
         };
         db.start_signed_head();
         Ok(db)
-    }
-
-    /// Which SQL the database speaks.
-    pub(crate) fn dialect(&self) -> Dialect {
-        self.conn.dialect()
     }
 
     fn open_with(path: &Path, newer_ok: bool) -> Result<Db> {
@@ -618,9 +615,9 @@ pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
         ),
         // lock_not_available (lock_timeout), serialization_failure, deadlock.
-        SqlError::Postgres(e) => e.code().is_some_and(|c| {
-            ["55P03", "40001", "40P01"].contains(&c.code())
-        }),
+        SqlError::Postgres(e) => e
+            .code()
+            .is_some_and(|c| ["55P03", "40001", "40P01"].contains(&c.code())),
         _ => false,
     };
     match busy {
@@ -674,14 +671,21 @@ fn pg_connect(url: &str, local: &Path) -> Result<Conn> {
 /// drover's statements order text by bytes (names, RFC 3339 times), as
 /// SQLite's BINARY collation does: refuse a database that collates otherwise.
 fn check_collation(conn: &Conn, local: &Path) -> Result<()> {
-    let collate: String = conn
+    // PostgreSQL 15 added ICU as a database's collation provider.
+    let (collate, provider): (String, String) = conn
         .query_row(
-            "SELECT datcollate::text FROM pg_database WHERE datname = current_database()",
+            "SELECT datcollate::text, CASE WHEN current_setting('server_version_num')::int >= 150000 \
+             THEN (SELECT datlocprovider::text FROM pg_database WHERE datname = current_database()) \
+             ELSE 'c' END FROM pg_database WHERE datname = current_database()",
             (),
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .db_ctx(local)?;
-    if collate == "C" || collate == "POSIX" {
+    let collate = match provider.as_str() {
+        "c" => collate,
+        _ => format!("{collate} (provider {provider})"),
+    };
+    if ["C", "POSIX", "C.UTF-8", "C.utf8"].contains(&collate.as_str()) {
         return Ok(());
     }
     Err(Error::Usage(format!(

@@ -40,7 +40,10 @@ pub(crate) enum SqlError {
     /// `query_row` found no row.
     NoRows,
     /// A column's value is not what the row function expects.
-    Column { col: usize, reason: String },
+    Column {
+        col: usize,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for SqlError {
@@ -291,11 +294,14 @@ impl Row {
             let v = if *ty == Type::INT8 {
                 r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
             } else if *ty == Type::INT4 {
-                r.try_get::<_, Option<i32>>(i)?.map(|v| Value::Int(v.into()))
+                r.try_get::<_, Option<i32>>(i)?
+                    .map(|v| Value::Int(v.into()))
             } else if *ty == Type::INT2 {
-                r.try_get::<_, Option<i16>>(i)?.map(|v| Value::Int(v.into()))
+                r.try_get::<_, Option<i16>>(i)?
+                    .map(|v| Value::Int(v.into()))
             } else if *ty == Type::BOOL {
-                r.try_get::<_, Option<bool>>(i)?.map(|v| Value::Int(v.into()))
+                r.try_get::<_, Option<bool>>(i)?
+                    .map(|v| Value::Int(v.into()))
             } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) {
                 r.try_get::<_, Option<String>>(i)?.map(Value::Text)
             } else {
