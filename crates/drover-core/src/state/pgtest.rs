@@ -24,7 +24,18 @@ use std::time::{Duration, Instant};
 use super::{Db, Location};
 use crate::error::Result;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest Debian PostgreSQL (15 or later: `STRATEGY FILE_COPY`, ICU
+/// databases) installed: its bin directory.
+fn bin() -> Option<PathBuf> {
+    let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+    versions
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|v| *v >= 15)
+        .map(|v| (v, PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))))
+        .filter(|(_, b)| b.join("initdb").exists())
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, b)| b)
+}
 
 /// Which database the running test uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +144,15 @@ pub(crate) struct Cluster {
 pub(crate) fn cluster() -> Option<&'static Cluster> {
     static PG: OnceLock<Option<Cluster>> = OnceLock::new();
     PG.get_or_init(|| {
-        if !Path::new(BIN).join("initdb").exists() {
+        let Some(bin) = bin() else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "PostgreSQL 15 is required in CI (scripts/setup.sh installs it)"
+                "PostgreSQL 15 or later is required in CI (scripts/setup.sh installs it)"
             );
-            eprintln!("skipping: PostgreSQL 15 not installed (run scripts/setup.sh)");
+            eprintln!("skipping: PostgreSQL (15 or later) not installed (run scripts/setup.sh)");
             return None;
-        }
-        Some(start())
+        };
+        Some(start(&bin))
     })
     .as_ref()
 }
@@ -156,7 +167,7 @@ fn ids(user: &str) -> Option<(u32, u32)> {
     })
 }
 
-fn start() -> Cluster {
+fn start(bin: &Path) -> Cluster {
     // Not a TempDir: the shell below deletes it once PostgreSQL has stopped.
     let dir = tempfile::Builder::new()
         .prefix("drover-pg-")
@@ -181,7 +192,7 @@ fn start() -> Cluster {
             nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).unwrap();
         }
     }
-    let mut initdb = Command::new(Path::new(BIN).join("initdb"));
+    let mut initdb = Command::new(bin.join("initdb"));
     initdb.args(["-D"]).arg(&data).args([
         "-U",
         "drover",
@@ -203,7 +214,7 @@ fn start() -> Cluster {
          -c fsync=off -c full_page_writes=off -c synchronous_commit=off \
          -c max_connections=300 >{dir}/log 2>&1 & pg=$!; \
          cat >/dev/null; kill -INT $pg; wait $pg; rm -rf {dir}",
-        bin = BIN,
+        bin = bin.display(),
         data = data.display(),
         sock = sock.display(),
         dir = dir.display(),
