@@ -464,11 +464,20 @@ impl Conn {
     /// Begin a transaction with `begin` (dialect-specific text); the
     /// connection remembers it is in one.
     pub(crate) fn begin(&self, begin: &str) -> Result<()> {
-        self.execute_batch(begin)?;
-        if let Conn::Postgres(pg) = self {
-            pg.borrow_mut().in_tx = true;
+        match self {
+            Conn::Sqlite(c) => Ok(c.execute_batch(begin)?),
+            Conn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                // BEGIN may succeed and a later statement of the prologue
+                // (the write lock) fail: leave no aborted transaction open.
+                if let Err(e) = pg.client.batch_execute(begin) {
+                    let _ = pg.client.batch_execute("ROLLBACK");
+                    return Err(e.into());
+                }
+                pg.in_tx = true;
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// End the transaction with `COMMIT` or `ROLLBACK`.

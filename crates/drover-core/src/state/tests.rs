@@ -482,17 +482,22 @@ fn a_postgres_busy_writer_is_busy_not_a_failure() {
     let second = Db::open_at(&loc).unwrap();
     let tx = first.begin().unwrap();
     // What a writer waiting past BUSY_TIMEOUT gets, without the wait.
-    second
+    let err = second
         .sql()
-        .execute_batch(&format!(
+        .begin(&format!(
             "BEGIN; SET LOCAL lock_timeout = '50ms'; SELECT pg_advisory_xact_lock({K_WRITE})"
         ))
         .map_err(|e| db_error(second.path(), e))
-        .map(|()| panic!("the second writer got the lock"))
-        .unwrap_err()
-        .kind()
-        .eq(&ErrorKind::Busy)
-        .then_some(())
-        .expect("lock_not_available is Busy");
+        .expect_err("the second writer waits, then fails");
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err:?}");
+    // Readers are not blocked by the writer.
+    let n: i64 = second
+        .sql()
+        .query_row("SELECT count(*) FROM tags", (), |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
     drop(tx);
+    // The failed begin left no aborted transaction behind.
+    let mut second = second;
+    second.begin().unwrap();
 }
