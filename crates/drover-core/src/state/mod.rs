@@ -22,16 +22,19 @@
 //!
 //! # What a backend must provide
 //!
-//! Today the backend is SQLite (`<state dir>/drover.db`); PostgreSQL, for a
-//! fleet of hosts, is to be a second implementation of this seam, not a
-//! rewrite. A backend must give:
+//! The backend is SQLite (`<state dir>/drover.db`) by default, or
+//! PostgreSQL, for a fleet of hosts ([`Db::open_at`] with a
+//! [`Location::Postgres`]; nothing chooses it from the command line yet).
+//! Both sit behind `sql.rs`, the one file that names the drivers; the noun
+//! modules' statements are shared text. A backend must give:
 //!
 //! - **Transactions**: serializable, all-or-nothing changes, begun with the
-//!   write intent up front (SQLite: `BEGIN IMMEDIATE`; PostgreSQL:
-//!   `SERIALIZABLE` or row locks), waiting a bounded time ([`BUSY_TIMEOUT`])
+//!   write intent up front (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `BEGIN`
+//!   READ COMMITTED then one advisory lock every writer takes, under
+//!   `lock_timeout`), waiting a bounded time ([`BUSY_TIMEOUT`])
 //!   for other writers and then failing with [`Error::Busy`], never halfway.
 //! - **The append-only ledger**: rows that can be inserted but not updated or
-//!   deleted (SQLite: triggers; PostgreSQL: triggers or grants), plus the
+//!   deleted (triggers on both; PostgreSQL's also refuse TRUNCATE), plus the
 //!   head row written in the same transaction. Entries are chained and
 //!   signed by [`crate::ledger`], not by the backend, so any backend's
 //!   ledger verifies the same way and exports the same bytes.
@@ -40,15 +43,27 @@
 //!   the change they guard (`deploy::lock`).
 //! - **Change notification**: a cheap way for a long-running process to learn
 //!   that another one committed something it must react to (SQLite: the
-//!   fingerprint [`Reader::changes`], polled; PostgreSQL: `LISTEN`/`NOTIFY`),
-//!   so `serve` reacts without re-reading everything.
+//!   fingerprint [`Reader::changes`], polled, on both for now; PostgreSQL's
+//!   `LISTEN`/`NOTIFY` is to replace it there), so `serve` reacts without
+//!   re-reading everything.
+//! - **Versioned migrations**: a schema version that only grows, refused when
+//!   newer than the binary ([`Error::DatabaseTooNew`]); PostgreSQL's list is
+//!   a one-for-one translation of SQLite's, under the same numbers.
 //!
 //! The statements are written in the SQL both SQLite and PostgreSQL take
 //! (`ON CONFLICT … DO UPDATE`, not `INSERT OR REPLACE`; subqueries in
-//! `FROM` named; columns qualified where an upsert could read two), so a
-//! second backend shares their text (docs/fleet-plan.md).
-//! - **Versioned migrations**: a schema version that only grows, refused when
-//!   newer than the binary ([`Error::DatabaseTooNew`]).
+//! `FROM` named; columns qualified where an upsert could read two), so the
+//! backends share their text; only the ledger's two JSON queries differ
+//! (docs/fleet-plan.md).
+//!
+//! # PostgreSQL specifics
+//!
+//! The database must collate text bytewise (`LC_COLLATE 'C'`, the libc
+//! provider), as SQLite does: names and RFC 3339 times are ordered and
+//! compared as bytes. Opening any other is refused, saying how to create one.
+//! The host key and the signed ledger head stay in the local directory
+//! [`Location::Postgres`] names. `store backup` is SQLite's; back PostgreSQL
+//! up with `pg_dump`. No TLS yet: connect over a unix socket or loopback.
 //!
 //! # SQLite specifics
 //!

@@ -366,16 +366,16 @@ pub(crate) struct Pg {
 /// An open connection to either database.
 pub(crate) enum Conn {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Pg>),
+    Postgres(Box<RefCell<Pg>>),
 }
 
 impl Conn {
     pub(crate) fn postgres(client: postgres::Client) -> Conn {
-        Conn::Postgres(RefCell::new(Pg {
+        Conn::Postgres(Box::new(RefCell::new(Pg {
             client,
             stmts: HashMap::new(),
             in_tx: false,
-        }))
+        })))
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
