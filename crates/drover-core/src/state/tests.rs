@@ -1,6 +1,6 @@
 use super::migrations::{POSTGRES, SQLITE as MIGRATIONS, migrate, user_version};
 use super::pgtest::{self, backends};
-use super::sql::{self, Conn};
+use super::sql::{self, Conn, params};
 use super::*;
 use crate::error::ErrorKind;
 
@@ -500,4 +500,27 @@ fn a_postgres_busy_writer_is_busy_not_a_failure() {
     // The failed begin left no aborted transaction behind.
     let mut second = second;
     second.begin().unwrap();
+}
+
+backends! {
+/// The change fingerprint `serve` polls runs on both backends and moves
+/// when something a reconciler reacts to is committed.
+fn changes_move_when_a_revocation_is_made() {
+    let (_dir, path) = temp_db();
+    let mut db = pgtest::open(&path).unwrap();
+    let before = db.read().changes().unwrap();
+    assert_eq!(before, db.read().changes().unwrap());
+    db.write(|tx| {
+        tx.sql()
+            .execute(
+                "INSERT INTO revocations (digest, reason, time, actor) VALUES (?1, 'r', ?2, 'a')",
+                params![format!("sha256:{}", "b".repeat(64)), "2026-01-01T00:00:00Z"],
+            )
+            .db_ctx(tx.path())
+    })
+    .unwrap();
+    let after = db.read().changes().unwrap();
+    assert_ne!(before, after);
+    assert!(after.ends_with("1:2026-01-01T00:00:00Z"), "{after}");
+}
 }
