@@ -419,7 +419,7 @@ pub fn is_disk_full(e: &Error) -> bool {
     match e {
         Error::Database { source, .. } => match source.downcast_ref::<SqlError>() {
             Some(SqlError::Sqlite(e)) => e.sqlite_error_code() == Some(ErrorCode::DiskFull),
-            Some(SqlError::Postgres(e)) => e.code().is_some_and(|c| c.code() == "53100"),
+            Some(SqlError::Postgres(e, _)) => e.code().is_some_and(|c| c.code() == "53100"),
             _ => false,
         },
         Error::Io { source, .. } => {
@@ -630,7 +630,7 @@ pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
         ),
         // lock_not_available (lock_timeout), serialization_failure, deadlock.
-        SqlError::Postgres(e) => e
+        SqlError::Postgres(e, _) => e
             .code()
             .is_some_and(|c| ["55P03", "40001", "40P01"].contains(&c.code())),
         _ => false,
@@ -669,18 +669,41 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Connect to PostgreSQL at `url` (no TLS yet: a unix socket or loopback).
 fn pg_connect(url: &str, local: &Path) -> Result<Conn> {
+    let mut config: postgres::Config = url.parse().map_err(|e| Error::Database {
+        path: local.to_path_buf(),
+        source: format!("not a PostgreSQL URL: {e}").into(),
+    })?;
+    let label = pg_label(&config);
     let unreachable = |e: postgres::Error| Error::Database {
         path: local.to_path_buf(),
-        source: format!("cannot reach the PostgreSQL state database: {e}").into(),
+        source: format!("cannot reach the PostgreSQL state database {label}: {e}").into(),
     };
-    let mut config: postgres::Config = url.parse().map_err(unreachable)?;
     if config.get_application_name().is_none() {
         config.application_name("drover");
     }
     config.connect_timeout(Duration::from_secs(10));
     config.options("-c idle_in_transaction_session_timeout=60s");
     let client = config.connect(postgres::NoTls).map_err(unreachable)?;
-    Ok(Conn::postgres(client))
+    Ok(Conn::postgres(client, label))
+}
+
+/// What errors call a PostgreSQL database: its URL without the password.
+fn pg_label(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!(
+        "postgres://{}@{host}{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 /// drover's statements order text by bytes (names, RFC 3339 times), as

@@ -36,7 +36,9 @@ pub(crate) enum Dialect {
 #[derive(Debug)]
 pub(crate) enum SqlError {
     Sqlite(rusqlite::Error),
-    Postgres(postgres::Error),
+    /// With the database it came from (its URL without a password), once
+    /// the connection has named it.
+    Postgres(postgres::Error, Option<String>),
     /// `query_row` found no row.
     NoRows,
     /// A column's value is not what the row function expects.
@@ -50,13 +52,18 @@ impl std::fmt::Display for SqlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SqlError::Sqlite(e) => e.fmt(f),
-            SqlError::Postgres(e) => match e.as_db_error() {
-                Some(db) => write!(f, "{}: {}", db.severity(), db.message()),
-                None if e.is_closed() => {
-                    write!(f, "the connection to PostgreSQL is closed: {e}")
+            SqlError::Postgres(e, db) => {
+                if let Some(db) = db {
+                    write!(f, "{db}: ")?;
                 }
-                None => write!(f, "PostgreSQL: {e}"),
-            },
+                match e.as_db_error() {
+                    Some(d) => write!(f, "{}: {}", d.severity(), d.message()),
+                    None if e.is_closed() => {
+                        write!(f, "the connection to PostgreSQL was lost: {e}")
+                    }
+                    None => write!(f, "PostgreSQL: {e}"),
+                }
+            }
             SqlError::NoRows => f.write_str("query returned no rows"),
             SqlError::Column { col, reason } => write!(f, "column {col}: {reason}"),
         }
@@ -67,7 +74,7 @@ impl std::error::Error for SqlError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SqlError::Sqlite(e) => Some(e),
-            SqlError::Postgres(e) => Some(e),
+            SqlError::Postgres(e, _) => Some(e),
             _ => None,
         }
     }
@@ -84,7 +91,7 @@ impl From<rusqlite::Error> for SqlError {
 
 impl From<postgres::Error> for SqlError {
     fn from(e: postgres::Error) -> Self {
-        SqlError::Postgres(e)
+        SqlError::Postgres(e, None)
     }
 }
 
@@ -359,6 +366,8 @@ pub(crate) use params;
 /// A PostgreSQL connection and its prepared statements.
 pub(crate) struct Pg {
     client: postgres::Client,
+    /// The database, for errors: `postgres://user@host:port/db`.
+    label: String,
     stmts: HashMap<String, postgres::Statement>,
     in_tx: bool,
 }
@@ -370,9 +379,10 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    pub(crate) fn postgres(client: postgres::Client) -> Conn {
+    pub(crate) fn postgres(client: postgres::Client, label: String) -> Conn {
         Conn::Postgres(Box::new(RefCell::new(Pg {
             client,
+            label,
             stmts: HashMap::new(),
             in_tx: false,
         })))
@@ -394,8 +404,22 @@ impl Conn {
         }
     }
 
+    /// Name the database in a PostgreSQL error.
+    fn named<T>(&self, r: Result<T>) -> Result<T> {
+        match (r, self) {
+            (Err(SqlError::Postgres(e, None)), Conn::Postgres(pg)) => {
+                Err(SqlError::Postgres(e, Some(pg.borrow().label.clone())))
+            }
+            (r, _) => r,
+        }
+    }
+
     /// Run `sql` (one or more statements, no parameters).
     pub(crate) fn execute_batch(&self, sql: &str) -> Result<()> {
+        self.named(self.execute_batch_(sql))
+    }
+
+    fn execute_batch_(&self, sql: &str) -> Result<()> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Conn::Postgres(pg) => {
@@ -408,7 +432,10 @@ impl Conn {
 
     /// Run one statement; the number of rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: impl Params) -> Result<usize> {
-        let values = params.values();
+        self.named(self.execute_(sql, params.values()))
+    }
+
+    fn execute_(&self, sql: &str, values: Vec<Value>) -> Result<usize> {
         match self {
             Conn::Sqlite(c) => {
                 let mut stmt = c.prepare_cached(sql)?;
@@ -464,6 +491,10 @@ impl Conn {
     /// Begin a transaction with `begin` (dialect-specific text); the
     /// connection remembers it is in one.
     pub(crate) fn begin(&self, begin: &str) -> Result<()> {
+        self.named(self.begin_(begin))
+    }
+
+    fn begin_(&self, begin: &str) -> Result<()> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(begin)?),
             Conn::Postgres(pg) => {
@@ -529,6 +560,15 @@ impl Statement<'_> {
     /// Run the query; its rows, one at a time.
     pub(crate) fn query(&mut self, params: impl Params) -> Result<Rows<'_>> {
         let values = params.values();
+        if let Statement::Postgres { conn, .. } = self {
+            let conn: &Conn = conn;
+            let r = self.query_(values);
+            return conn.named(r);
+        }
+        self.query_(values)
+    }
+
+    fn query_(&mut self, values: Vec<Value>) -> Result<Rows<'_>> {
         match self {
             Statement::Sqlite(s) => Ok(Rows::Sqlite {
                 rows: s.query(rusqlite::params_from_iter(values.iter().map(lite)))?,

@@ -524,3 +524,51 @@ fn changes_move_when_a_revocation_is_made() {
     assert!(after.ends_with("1:2026-01-01T00:00:00Z"), "{after}");
 }
 }
+
+/// A lost or unreachable PostgreSQL is an error naming the database (its
+/// URL without a password) and saying what happened.
+#[test]
+fn a_lost_or_unreachable_postgres_is_a_clear_error() {
+    let Some(cluster) = pgtest::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join(FILE_NAME);
+    let url = cluster.database();
+    let loc = Location::Postgres {
+        url: url.clone(),
+        local: local.clone(),
+    };
+    let db = Db::open_at(&loc).unwrap();
+    let killer = Db::open_at(&loc).unwrap();
+    let db_name = url.split('?').next().unwrap().rsplit('/').next().unwrap();
+    killer
+        .sql()
+        .execute_batch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    let err = db.read().changes().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    assert!(msg.contains("postgres://drover@"), "{msg}");
+    assert!(msg.contains(&format!("/{db_name}")), "{msg}");
+
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Db::open_at(&Location::Postgres {
+        url: format!("postgres://drover:secret@127.0.0.1:{nowhere}/drover"),
+        local,
+    })
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("cannot reach the PostgreSQL state database postgres://drover@127.0.0.1:{nowhere}/drover")),
+        "{msg}"
+    );
+    assert!(!msg.contains("secret"), "{msg}");
+}
