@@ -572,3 +572,40 @@ fn a_lost_or_unreachable_postgres_is_a_clear_error() {
     );
     assert!(!msg.contains("secret"), "{msg}");
 }
+
+backends! {
+/// The ledger's one query into JSON details (the entries that made a
+/// release) matches the same rows on both backends, and a row whose
+/// details are not JSON is passed over, not an error.
+fn release_entries_match_service_and_number_in_the_details() {
+    let (_dir, path) = temp_db();
+    let mut db = pgtest::open(&path).unwrap();
+    for (action, details) in [
+        ("release.create", serde_json::json!({"service": "web", "release": 7})),
+        ("release.create", serde_json::json!({"service": "web", "release": "7"})),
+        ("release.create", serde_json::json!({"service": "api", "release": 7})),
+        ("release.rollback", serde_json::json!({"service": "web", "release": 7, "to": 3})),
+        ("tag.set", serde_json::json!({"service": "web", "release": 7})),
+    ] {
+        db.write(|tx| tx.record(crate::ledger::NewEntry::new(action, ["s"], details.clone())))
+            .unwrap();
+    }
+    db.sql()
+        .execute(
+            "INSERT INTO ledger VALUES (100, 't', 'a', 'release.create', '[]', 'not json', 'p', 'h', NULL, NULL)",
+            (),
+        )
+        .unwrap();
+    let got: Vec<(u64, String)> = db
+        .read()
+        .release_entries("web", 7)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.action))
+        .collect();
+    assert_eq!(
+        got,
+        [(1, "release.create".to_string()), (4, "release.rollback".to_string())]
+    );
+}
+}
