@@ -32,6 +32,7 @@ PACKAGES=(
   liblzma-dev                    # xz2: .deb members and Packages.xz (links the system liblzma)
   gpgv debian-archive-keyring    # packages layers: InRelease signatures, Debian's signing keys
   mmdebstrap                     # bench/packages.sh's peer: the same package set as a tarball
+  postgresql                     # state tests on PostgreSQL: each test binary runs its own throwaway cluster
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})
@@ -73,8 +74,9 @@ if command -v dpkg-query >/dev/null 2>&1; then
   # tests start their own on free loopback ports, so it is not needed; stop
   # it so it holds no port and no storage (only where systemd runs).
   # Likewise nginx's system service on :80 (bench/proxy.sh starts its own)
-  # and prometheus' on :9090 (the metrics tests start their own).
-  for service in docker-registry nginx prometheus; do
+  # and prometheus' on :9090 (the metrics tests start their own), and
+  # postgresql's cluster on :5432 (the state tests initdb their own).
+  for service in docker-registry nginx prometheus postgresql; do
     if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet "$service" 2>/dev/null; then
       echo "setup.sh: disabling the $service system service (tests and benchmarks start their own)"
       SUDO=()

@@ -363,6 +363,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::pgtest::{self, backends};
 
     #[test]
     fn backoff_doubles_up_to_the_limit() {
@@ -372,10 +373,10 @@ mod tests {
         assert_eq!(backoff(1000, max), max);
     }
 
-    #[test]
+    backends! {
     fn failures_back_off_and_a_clean_pass_resets() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut db = pgtest::open(&dir.path().join("state.db")).unwrap();
         let max = Duration::from_secs(60);
         let young = Report {
             service: "web".into(),
@@ -408,7 +409,7 @@ mod tests {
         );
         db.write(|tx| {
             tx.sql()
-                .execute("UPDATE service_health SET backoff_until = 0", [])
+                .execute("UPDATE service_health SET backoff_until = 0", ())
                 .unwrap();
             Ok(())
         })
@@ -417,13 +418,14 @@ mod tests {
         assert_eq!((h.restarts, h.failures, h.backoff_until), (2, 0, None));
         assert_eq!(health(db.read(), "web").unwrap(), h);
         let entries: i64 = db
-            .conn()
+            .sql()
             .query_row(
                 "SELECT count(*) FROM ledger WHERE action = 'service.backoff'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .unwrap();
         assert_eq!(entries, 2);
+    }
     }
 }

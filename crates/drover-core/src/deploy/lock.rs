@@ -173,14 +173,15 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::pgtest::{self, backends};
 
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("drover.db")).unwrap();
+        let db = pgtest::open(&dir.path().join("drover.db")).unwrap();
         (dir, db)
     }
 
-    #[test]
+    backends! {
     fn a_second_holder_is_refused_with_the_holders_name_then_gets_a_higher_token() {
         let (_d, mut db) = db();
         let first = acquire(&mut db, "service web", false).unwrap();
@@ -193,15 +194,16 @@ mod tests {
         let second = acquire(&mut db, "service web", false).unwrap();
         assert_eq!(second.token, 2);
     }
+    }
 
-    #[test]
+    backends! {
     fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off() {
         let (_d, mut db) = db();
         let mut stale = acquire(&mut db, "l", false).unwrap();
-        db.conn()
+        db.sql()
             .execute(
                 "UPDATE locks SET expires = 1, holder = 'x@elsewhere pid 1 start 1'",
-                [],
+                (),
             )
             .unwrap();
         let fresh = acquire(&mut db, "l", false).unwrap();
@@ -213,15 +215,17 @@ mod tests {
         stale.expires_ms = 0;
         assert!(stale.renew(&mut db).is_err());
     }
+    }
 
-    #[test]
+    backends! {
     fn a_lock_held_by_a_dead_process_here_is_free_at_once() {
         let (_d, mut db) = db();
         acquire(&mut db, "l", false).unwrap();
         let dead = format!("{} pid {} start 1", crate::ledger::actor(), u32::MAX / 2);
-        db.conn()
+        db.sql()
             .execute("UPDATE locks SET holder = ?1", [&dead])
             .unwrap();
         assert_eq!(acquire(&mut db, "l", false).unwrap().token, 2);
+    }
     }
 }

@@ -141,6 +141,7 @@ mod tests {
     use crate::digest::Digest;
     use crate::error::ErrorKind;
     use crate::state::Db;
+    use crate::state::pgtest::{self, backends};
 
     fn record(db: &mut Db, fleet_text: &str) {
         for spec in fleet::parse(fleet_text, Path::new("a.toml")).unwrap() {
@@ -151,10 +152,10 @@ mod tests {
         }
     }
 
-    #[test]
+    backends! {
     fn orphans_and_ports_held_outside_the_fleet() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut db = pgtest::open(&dir.path().join("state.db")).unwrap();
         record(
             &mut db,
             "[service.web]\nimage = \"w\"\nports = [8080]\n[service.old]\nimage = \"o\"\n",
@@ -197,5 +198,6 @@ mod tests {
                 .removed
                 .is_none()
         );
+    }
     }
 }

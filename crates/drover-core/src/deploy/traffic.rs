@@ -158,11 +158,12 @@ mod tests {
     use super::*;
     use crate::deploy::lock;
     use crate::state::DbContext;
-    use rusqlite::params;
+    use crate::state::pgtest::{self, backends};
+    use crate::state::sql::params;
 
     fn db_with(ids: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("state.db")).unwrap();
+        let mut db = pgtest::open(&dir.path().join("state.db")).unwrap();
         db.write(|tx| {
             for (n, (id, state)) in ids.iter().enumerate() {
                 tx.sql().execute(
@@ -185,7 +186,7 @@ mod tests {
         (dir, db)
     }
 
-    #[test]
+    backends! {
     fn routes_follow_ready_and_drain() {
         let (_d, mut db) = db_with(&[("a", "running"), ("b", "running"), ("c", "created")]);
         let mut lease = lock::acquire(&mut db, "service web", false).unwrap();
@@ -238,8 +239,9 @@ mod tests {
         assert_eq!(condemned.len(), 1, "ledgered once: {condemned:?}");
         assert_eq!(condemned[0].details["reason"], "drift");
     }
+    }
 
-    #[test]
+    backends! {
     fn drain_waits_for_a_live_proxy_until_it_acks_or_times_out() {
         let (dir, mut db) = db_with(&[("a", "running"), ("b", "running")]);
         let mut lease = lock::acquire(&mut db, "service web", false).unwrap();
@@ -260,7 +262,7 @@ mod tests {
 
         let path = dir.path().join("state.db");
         let acker = std::thread::spawn(move || {
-            let mut db = Db::open(&path).unwrap();
+            let mut db = pgtest::open(&path).unwrap();
             std::thread::sleep(Duration::from_millis(100));
             ack_drained(&mut db, "b").unwrap();
         });
@@ -280,5 +282,6 @@ mod tests {
 
         unregister(&mut db, "me").unwrap();
         assert!(!proxy_alive(&db, "web").unwrap());
+    }
     }
 }

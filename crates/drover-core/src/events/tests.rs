@@ -352,10 +352,10 @@ fn kinds_serialize_as_their_names() {
     assert_eq!(Kind::ReleaseRolledBack.to_string(), "release.rolled_back");
 }
 
-#[test]
+crate::state::pgtest::backends! {
 fn read_filters_by_service_and_time_and_resumes_after_its_cursor() {
     let dir = tempfile::tempdir().unwrap();
-    let mut db = Db::open(&dir.path().join("drover.db")).unwrap();
+    let mut db = crate::state::pgtest::open(&dir.path().join("drover.db")).unwrap();
     let put = |db: &mut Db, service: &str| {
         db.write(|tx| {
             tx.record(NewEntry::new(
@@ -393,4 +393,5 @@ fn read_filters_by_service_and_time_and_resumes_after_its_cursor() {
     let more = read(db.read(), &Query::default(), all.next).unwrap();
     assert_eq!(more.events.len(), 1);
     assert_eq!(more.events[0].seq, 4);
+}
 }

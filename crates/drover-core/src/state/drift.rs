@@ -1,6 +1,6 @@
 //! Drift findings: what each scan of an instance found, and what was done.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 
 use super::{DbContext, Reader, Tx};
 use crate::clock;

@@ -3,7 +3,7 @@
 //! The policy (where ranges start, how big they are) is `instance::userns`'s;
 //! this only hands out the lowest free index, once per owner.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 
 use super::{DbContext, Reader, Tx};
 use crate::error::{Error, Result};
@@ -26,9 +26,9 @@ impl Reader<'_> {
             .prepare("SELECT idx, owner FROM id_ranges ORDER BY idx")
             .db_ctx(self.path())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
+        rows.collect::<super::sql::Result<Vec<_>>>()
             .db_ctx(self.path())
     }
 }
@@ -49,7 +49,7 @@ impl Tx<'_> {
                         ELSE (SELECT min(a.idx) + 1 FROM id_ranges a
                               WHERE NOT EXISTS (SELECT 1 FROM id_ranges b WHERE b.idx = a.idx + 1))
                         END",
-                [],
+                (),
                 |r| r.get(0),
             )
             .db_ctx(self.path())?;

@@ -1,7 +1,7 @@
 //! The store's names in the database: tags, OCI referrers, the generation
 //! `index.json` is written from, and what keeps an image from `gc`.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{DbContext, Reader, Tx};
@@ -36,7 +36,7 @@ impl Reader<'_> {
             .prepare("SELECT name, digest, media_type, size, created FROM tags ORDER BY name")
             .db_ctx(self.path())?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(Tag {
                     name: r.get(0)?,
                     digest: r.get(1)?,
@@ -46,7 +46,7 @@ impl Reader<'_> {
                 })
             })
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// Artifacts attached to `subject` (every artifact with `None`), by
@@ -65,7 +65,7 @@ impl Reader<'_> {
             None => self.sql().prepare(&sql("")),
         }
         .db_ctx(self.path())?;
-        let row = |r: &rusqlite::Row<'_>| {
+        let row = |r: &super::sql::Row| {
             Ok(Referrer {
                 digest: r.get(0)?,
                 subject: r.get(1)?,
@@ -76,10 +76,10 @@ impl Reader<'_> {
         };
         let rows = match subject {
             Some(d) => stmt.query_map([d.to_string()], row),
-            None => stmt.query_map([], row),
+            None => stmt.query_map((), row),
         }
         .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// The store generation: bumped by every change of tags or referrers.
@@ -88,7 +88,7 @@ impl Reader<'_> {
             .sql()
             .query_row(
                 "SELECT value FROM store_meta WHERE key = 'generation'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .optional()
@@ -110,9 +110,9 @@ impl Reader<'_> {
     fn pairs(&self, sql: &str) -> Result<Vec<(Digest, String)>> {
         let mut stmt = self.sql().prepare(sql).db_ctx(self.path())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 }
 
@@ -180,7 +180,7 @@ impl Tx<'_> {
             .execute(
                 "INSERT INTO store_meta(key, value) VALUES ('generation', '1')
                  ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(store_meta.value AS INTEGER) + 1 AS TEXT)",
-                [],
+                (),
             )
             .db_ctx(self.path())
             .map(drop)

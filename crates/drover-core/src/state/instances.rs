@@ -4,7 +4,7 @@
 //! the columns mean belong to `instance` and `deploy::traffic`; rows here are
 //! plain values they decode.
 
-use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use super::sql::{OptionalExtension, Row, params, params_from_iter};
 
 use super::{DbContext, Reader, Tx};
 use crate::clock;
@@ -83,7 +83,7 @@ const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, 
      stop_signal, launch, service, ready_at, drain_at, condemned, config_digest, slot, volumes, \
      machine_id, boot_id";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<InstanceRow> {
+fn row(r: &Row) -> super::sql::Result<InstanceRow> {
     Ok(InstanceRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -136,8 +136,8 @@ impl Reader<'_> {
             if all { "" } else { "WHERE state != 'deleted'" }
         );
         let mut stmt = self.sql().prepare(&sql).db_ctx(self.path())?;
-        let rows = stmt.query_map([], row).db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        let rows = stmt.query_map((), row).db_ctx(self.path())?;
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// Whether a live instance is called `name`.
@@ -163,7 +163,7 @@ impl Reader<'_> {
             )
             .db_ctx(self.path())?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(VolumeHolder {
                     id: r.get(0)?,
                     name: r.get(1)?,
@@ -173,7 +173,7 @@ impl Reader<'_> {
                 })
             })
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// `(service, instance, port)` of every instance that takes traffic:
@@ -188,9 +188,9 @@ impl Reader<'_> {
             )
             .db_ctx(self.path())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// `(service, instance)` of every instance being drained whose drain no
@@ -204,9 +204,9 @@ impl Reader<'_> {
             )
             .db_ctx(self.path())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// How many of `ids` still run (or are starting) undrained.

@@ -1,7 +1,7 @@
 //! Named leases with fencing tokens (`locks`): the rows behind
 //! `deploy::lock`. Rows stay when a lease ends, so a token only grows.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 
 use super::{DbContext, Tx};
 use crate::error::Result;

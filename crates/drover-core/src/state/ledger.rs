@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use super::sql::{Conn, Dialect, OptionalExtension, Row, Value as SqlValue, params};
 use serde_json::Value;
 
 use super::{DbContext, Reader, Tx};
@@ -28,7 +27,7 @@ pub(super) fn append(
     let (sql, db_path) = (tx.sql(), tx.path());
     let head = read_head(sql, db_path)?;
     let last: Option<i64> = sql
-        .query_row("SELECT max(seq) FROM ledger", [], |r| r.get(0))
+        .query_row("SELECT max(seq) FROM ledger", (), |r| r.get(0))
         .db_ctx(db_path)?;
     if let Some(gap) = signed_gap(sql, db_path, head.as_ref())? {
         match tx.mode {
@@ -136,11 +135,11 @@ impl Reader<'_> {
             .prepare("SELECT action, count(*) FROM ledger GROUP BY action ORDER BY action")
             .db_ctx(self.path())?;
         let rows = st
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
             })
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
+        rows.collect::<super::sql::Result<Vec<_>>>()
             .db_ctx(self.path())
     }
 
@@ -165,8 +164,19 @@ impl Reader<'_> {
             .sql()
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM ledger WHERE action IN ('release.create', 'release.rollback') \
-                 AND json_valid(details) AND json_extract(details, '$.service') = ?1 \
-                 AND json_extract(details, '$.release') = ?2 ORDER BY seq"
+                 AND {} ORDER BY seq",
+                match self.sql().dialect() {
+                    Dialect::Sqlite => {
+                        "json_valid(details) AND json_extract(details, '$.service') = ?1 \
+                         AND json_extract(details, '$.release') = ?2"
+                    }
+                    // drover_jsonb: NULL for text that is not JSON (a
+                    // tampered row), where a cast would fail the query.
+                    Dialect::Postgres => {
+                        "drover_jsonb(details) ->> 'service' = ?1 \
+                         AND drover_jsonb(details) -> 'release' = to_jsonb(?2::bigint)"
+                    }
+                }
             ))
             .db_ctx(self.path())?;
         let mut rows = stmt.query(params![service, number]).db_ctx(self.path())?;
@@ -212,7 +222,7 @@ impl Reader<'_> {
     fn snapshot<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> Result<T>) -> Result<T> {
         let (_snapshot, signed) = if self.sql().is_autocommit() {
             let signed = read_signed_head(self.path());
-            let tx = self.sql().unchecked_transaction().db_ctx(self.path())?;
+            let tx = self.sql().snapshot().db_ctx(self.path())?;
             (Some(tx), signed)
         } else {
             (None, None)
@@ -242,7 +252,7 @@ impl Source for Snapshot<'_> {
             .sql()
             .query_row(
                 "SELECT value FROM store_meta WHERE key = 'ledger_signed_from'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .optional()
@@ -267,6 +277,9 @@ impl Source for Snapshot<'_> {
         // From the start means every row, those numbered below 1 too: they
         // are damage for verify to report, not rows to skip.
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        if self.0.sql().dialect() == Dialect::Postgres {
+            return self.each_paged(from, f);
+        }
         let mut stmt = self
             .0
             .sql()
@@ -283,18 +296,56 @@ impl Source for Snapshot<'_> {
     }
 }
 
+/// How many ledger rows [`Snapshot::each_paged`] holds at once.
+const PAGE: i64 = if cfg!(test) { 7 } else { 5000 };
+
+impl Snapshot<'_> {
+    /// [`Source::each`] a page at a time, by seq: PostgreSQL's client reads
+    /// a query's rows whole, and the ledger only grows. Its seq is a BIGINT
+    /// key there, so every row has one and the pages neither skip nor repeat.
+    fn each_paged(
+        &self,
+        from: i64,
+        f: &mut dyn FnMut(i64, std::result::Result<Entry, String>) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.0.path();
+        let mut after = i64::MIN;
+        loop {
+            let page = self
+                .0
+                .sql()
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE (?1 <= 1 OR seq >= ?1) AND seq > ?2 \
+                     ORDER BY seq LIMIT ?3"
+                ))
+                .db_ctx(path)?
+                .query_map(params![from, after, PAGE], |r| Ok(r.clone()))
+                .db_ctx(path)?
+                .collect::<super::sql::Result<Vec<Row>>>()
+                .db_ctx(path)?;
+            for row in &page {
+                after = row.get(0).db_ctx(path)?;
+                f(after, entry_from_row(row))?;
+            }
+            if page.len() < PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// The entries matching `f`, in ascending `seq` order.
 ///
 /// Entries are returned as stored, not verified: use [`Reader::verify_ledger`]. A
 /// row too damaged to decode is an [`Error::LedgerTampered`].
-fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
+fn list(conn: &Conn, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
     // Plain comparisons rather than LIKE/GLOB: those treat `_`, `%`, `?` and
     // `[` in names as wildcards, and LIKE ignores ASCII case.
     let mut exact_or_prefix = |column: &str, pattern: &str| match pattern.strip_suffix('*') {
         Some(prefix) => {
-            clauses.push(format!("substr({column}, 1, length(?)) = ?"));
+            clauses.push(format!("substr({column}, 1, length(CAST(? AS TEXT))) = ?"));
             args.push(SqlValue::Text(prefix.to_string()));
             args.push(SqlValue::Text(prefix.to_string()));
         }
@@ -311,14 +362,25 @@ fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
     }
     if let Some(subject) = &f.subject {
         clauses.push(
-            "EXISTS (SELECT 1 FROM json_each(ledger.subjects) AS s WHERE instr(s.value, ?) > 0)"
-                .into(),
+            match conn.dialect() {
+                Dialect::Sqlite => {
+                    "EXISTS (SELECT 1 FROM json_each(ledger.subjects) AS s WHERE instr(s.value, ?) > 0)"
+                }
+                // The CASE: PostgreSQL does not short-circuit, and a
+                // tampered row's subjects may be no array (or no JSON).
+                Dialect::Postgres => {
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN \
+                     jsonb_typeof(drover_jsonb(subjects)) = 'array' THEN drover_jsonb(subjects) \
+                     ELSE '[]'::jsonb END) AS s(v) WHERE strpos(s.v, ?) > 0)"
+                }
+            }
+            .into(),
         );
         args.push(SqlValue::Text(subject.clone()));
     }
     if let Some(since) = f.since_seq {
         clauses.push("seq >= ?".into());
-        args.push(SqlValue::Integer(i64::try_from(since).unwrap_or(i64::MAX)));
+        args.push(SqlValue::Int(i64::try_from(since).unwrap_or(i64::MAX)));
     }
     if let Some(t) = &f.since_time {
         clauses.push("time >= ?".into());
@@ -336,7 +398,7 @@ fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
     let sql = match f.limit {
         None => format!("SELECT {COLUMNS} FROM ledger{filter} ORDER BY seq"),
         Some(n) => {
-            args.push(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+            args.push(SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX)));
             format!(
                 "SELECT * FROM (SELECT {COLUMNS} FROM ledger{filter} ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
             )
@@ -344,7 +406,7 @@ fn list(conn: &Connection, db_path: &Path, f: &Filter) -> Result<Vec<Entry>> {
     };
 
     let mut stmt = conn.prepare(&sql).db_ctx(db_path)?;
-    let mut rows = stmt.query(params_from_iter(args)).db_ctx(db_path)?;
+    let mut rows = stmt.query(args).db_ctx(db_path)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().db_ctx(db_path)? {
         let seq: i64 = row.get(0).db_ctx(db_path)?;
@@ -435,11 +497,7 @@ impl Gap {
 
 /// The [`Gap`] between the chain whose head row is `head` and the signed
 /// head file, if there is one.
-fn signed_gap(
-    conn: &Connection,
-    db_path: &Path,
-    head: Option<&(i64, String)>,
-) -> Result<Option<Gap>> {
+fn signed_gap(conn: &Conn, db_path: &Path, head: Option<&(i64, String)>) -> Result<Option<Gap>> {
     let Some(Ok(signed)) = read_signed_head(db_path) else {
         return Ok(None);
     };
@@ -514,8 +572,8 @@ pub(super) fn write_signed_head(
     crate::durable::write_atomic(dir, &path, &signed.to_bytes())
 }
 
-fn read_head(conn: &Connection, db_path: &Path) -> Result<Option<(i64, String)>> {
-    conn.query_row("SELECT seq, hash FROM ledger_head WHERE id = 1", [], |r| {
+fn read_head(conn: &Conn, db_path: &Path) -> Result<Option<(i64, String)>> {
+    conn.query_row("SELECT seq, hash FROM ledger_head WHERE id = 1", (), |r| {
         Ok((r.get(0)?, r.get(1)?))
     })
     .optional()
@@ -525,7 +583,7 @@ fn read_head(conn: &Connection, db_path: &Path) -> Result<Option<(i64, String)>>
 /// Decode a row selected with [`COLUMNS`]. Rows are not trusted (that is the
 /// point of the ledger), so a value of the wrong type or unparsable JSON is a
 /// reason to report, not a database error.
-fn entry_from_row(row: &Row<'_>) -> std::result::Result<Entry, String> {
+fn entry_from_row(row: &Row) -> std::result::Result<Entry, String> {
     let text = |i: usize, name: &str| {
         row.get::<_, String>(i)
             .map_err(|_| format!("its {name} column is not text"))

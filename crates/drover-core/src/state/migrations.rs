@@ -2,9 +2,8 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
-
 use super::DbContext;
+use super::sql::{Conn, Dialect, OptionalExtension};
 use crate::error::{Error, Result};
 
 /// Schema migrations, in order. Migration `i` (0-based) takes the database
@@ -22,7 +21,7 @@ use crate::error::{Error, Result};
 /// entries: add tables, nullable or defaulted columns, indexes; never drop
 /// or rename their columns, add a NOT NULL column without a default, or a
 /// trigger that refuses what an older drover writes.
-pub(super) const MIGRATIONS: &[&str] = &[
+pub(super) const SQLITE: &[&str] = &[
     // 1: image tags, OCI referrers, store metadata, the ledger.
     r#"
 -- Image tags: `name:tag` -> manifest digest.
@@ -318,10 +317,276 @@ CREATE TABLE tokens (
 "#,
 ];
 
-pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {
-    let v: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .db_ctx(path)?;
+/// The same migrations for PostgreSQL, one for one: migration `i` here
+/// makes the tables, columns and rules migration `i` of [`SQLITE`] makes
+/// (a test compares the two schemas), so a schema version means the same
+/// on both. Integers are BIGINT throughout; append-only tables refuse
+/// TRUNCATE too (it skips row triggers). Helpers only PostgreSQL needs
+/// (`drover_refuse`, `drover_jsonb`) come with migration 1. APPEND-ONLY,
+/// like [`SQLITE`], and under the same rule for older monitors.
+pub(super) const POSTGRES: &[&str] = &[
+    // 1: image tags, OCI referrers, store metadata, the ledger.
+    r#"
+CREATE FUNCTION drover_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', TG_ARGV[0];
+END $$;
+-- Text as JSON, or NULL when it is not JSON (a tampered row must not fail
+-- a query that merely looks at it).
+CREATE FUNCTION drover_jsonb(t TEXT) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN t::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+
+CREATE TABLE tags (
+    name       TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       BIGINT NOT NULL,
+    created    TEXT NOT NULL
+);
+CREATE TABLE referrers (
+    digest        TEXT PRIMARY KEY,
+    subject       TEXT NOT NULL,
+    artifact_type TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    size          BIGINT NOT NULL
+);
+CREATE INDEX referrers_subject ON referrers (subject);
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE ledger (
+    seq       BIGINT PRIMARY KEY,
+    time      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    subjects  TEXT NOT NULL,
+    details   TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE TABLE ledger_head (
+    id   BIGINT PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger FOR EACH ROW
+    EXECUTE FUNCTION drover_refuse('the ledger is append-only: entries cannot be changed');
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger FOR EACH ROW
+    EXECUTE FUNCTION drover_refuse('the ledger is append-only: entries cannot be deleted');
+CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON ledger FOR EACH STATEMENT
+    EXECUTE FUNCTION drover_refuse('the ledger is append-only: entries cannot be deleted');
+"#,
+    // 2: instances.
+    r#"
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY,
+    name          TEXT,
+    image         TEXT NOT NULL,
+    image_ref     TEXT NOT NULL,
+    release       BIGINT,
+    driver        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    pid           BIGINT,
+    pid_start     BIGINT,
+    monitor_pid   BIGINT,
+    monitor_start BIGINT,
+    port          BIGINT,
+    created       TEXT NOT NULL,
+    started       TEXT,
+    finished      TEXT,
+    exit_code     BIGINT,
+    exit_signal   BIGINT,
+    stop_signal   BIGINT NOT NULL,
+    launch        TEXT NOT NULL
+);
+CREATE UNIQUE INDEX instances_live_name ON instances (name)
+    WHERE name IS NOT NULL AND state != 'deleted';
+"#,
+    // 3: services, releases, quarantine, deploy locks, instance transitions.
+    r#"
+CREATE TABLE services (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    spec_digest TEXT NOT NULL,
+    desired     BIGINT,
+    created     TEXT NOT NULL,
+    updated     TEXT NOT NULL
+);
+CREATE TABLE releases (
+    service       TEXT NOT NULL REFERENCES services (name),
+    number        BIGINT NOT NULL,
+    image         TEXT NOT NULL,
+    image_ref     TEXT NOT NULL,
+    config        TEXT NOT NULL,
+    config_digest TEXT NOT NULL,
+    author        TEXT NOT NULL,
+    message       TEXT NOT NULL,
+    created       TEXT NOT NULL,
+    parent        BIGINT,
+    rollback_of   BIGINT,
+    outcome       TEXT NOT NULL,
+    reason        TEXT,
+    PRIMARY KEY (service, number)
+);
+CREATE TRIGGER releases_no_delete BEFORE DELETE ON releases FOR EACH ROW
+    EXECUTE FUNCTION drover_refuse('releases are append-only: they cannot be deleted');
+CREATE TRIGGER releases_no_truncate BEFORE TRUNCATE ON releases FOR EACH STATEMENT
+    EXECUTE FUNCTION drover_refuse('releases are append-only: they cannot be deleted');
+CREATE TRIGGER releases_immutable BEFORE UPDATE OF service, number, image, image_ref, config,
+    config_digest, author, message, created, parent, rollback_of ON releases FOR EACH ROW
+    EXECUTE FUNCTION drover_refuse('releases are immutable');
+CREATE TRIGGER releases_outcome_once BEFORE UPDATE OF outcome ON releases FOR EACH ROW
+    WHEN (OLD.outcome != 'pending')
+    EXECUTE FUNCTION drover_refuse('a release outcome is final');
+CREATE TABLE quarantine (
+    service TEXT NOT NULL,
+    image   TEXT NOT NULL,
+    config  TEXT NOT NULL,
+    release BIGINT NOT NULL,
+    reason  TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (service, image, config)
+);
+CREATE TABLE locks (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    token   BIGINT NOT NULL,
+    expires BIGINT NOT NULL
+);
+ALTER TABLE instances ADD COLUMN service TEXT;
+CREATE INDEX instances_service ON instances (service);
+CREATE TABLE instance_transitions (
+    seq      BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    instance TEXT NOT NULL,
+    time     TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL
+);
+CREATE INDEX instance_transitions_instance ON instance_transitions (instance);
+"#,
+    // 4: traffic, self-healing and drift.
+    r#"
+ALTER TABLE instances ADD COLUMN ready_at BIGINT;
+ALTER TABLE instances ADD COLUMN drain_at BIGINT;
+ALTER TABLE instances ADD COLUMN drained_at BIGINT;
+ALTER TABLE instances ADD COLUMN condemned TEXT;
+ALTER TABLE instances ADD COLUMN config_digest TEXT;
+UPDATE instances SET ready_at = 0 WHERE service IS NOT NULL AND state = 'running';
+CREATE TABLE proxies (
+    service   TEXT PRIMARY KEY,
+    holder    TEXT NOT NULL,
+    heartbeat BIGINT NOT NULL
+);
+CREATE TABLE service_health (
+    service       TEXT PRIMARY KEY,
+    restarts      BIGINT NOT NULL DEFAULT 0,
+    failures      BIGINT NOT NULL DEFAULT 0,
+    backoff_until BIGINT,
+    last_error    TEXT,
+    updated       TEXT NOT NULL
+);
+CREATE TABLE drift_findings (
+    seq      BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    time     TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    image    TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    action   TEXT NOT NULL
+);
+CREATE INDEX drift_findings_instance ON drift_findings (instance);
+"#,
+    // 5: the trust chain.
+    r#"
+ALTER TABLE ledger ADD COLUMN keyid TEXT;
+ALTER TABLE ledger ADD COLUMN signature TEXT;
+INSERT INTO store_meta (key, value)
+    SELECT 'ledger_signed_from', CAST(coalesce(max(seq), 0) + 1 AS TEXT) FROM ledger
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+CREATE TABLE revocations (
+    digest TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    time   TEXT NOT NULL,
+    actor  TEXT NOT NULL
+);
+"#,
+    // 6: user-namespace id ranges.
+    r#"
+CREATE TABLE id_ranges (
+    idx     BIGINT PRIMARY KEY,
+    owner   TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+"#,
+    // 7: stable releases and crash loops.
+    r#"
+ALTER TABLE releases ADD COLUMN unstable TEXT;
+CREATE TRIGGER releases_unstable_once BEFORE UPDATE OF unstable ON releases FOR EACH ROW
+    WHEN (OLD.unstable IS NOT NULL)
+    EXECUTE FUNCTION drover_refuse('a release is found unstable once');
+ALTER TABLE service_health ADD COLUMN release BIGINT;
+ALTER TABLE service_health ADD COLUMN recent TEXT NOT NULL DEFAULT '[]';
+"#,
+    // 8: fleet truth.
+    r#"
+ALTER TABLE services ADD COLUMN fleet_release BIGINT;
+ALTER TABLE services ADD COLUMN removed TEXT;
+"#,
+    // 9: replica slots and volumes.
+    r#"
+ALTER TABLE instances ADD COLUMN slot BIGINT;
+ALTER TABLE instances ADD COLUMN volumes TEXT;
+"#,
+    // 10: host identity.
+    r#"
+ALTER TABLE instances ADD COLUMN machine_id TEXT;
+ALTER TABLE instances ADD COLUMN boot_id TEXT;
+"#,
+    // 11: API tokens.
+    r#"
+CREATE TABLE tokens (
+    name     TEXT PRIMARY KEY,
+    role     TEXT NOT NULL,
+    hash     TEXT NOT NULL UNIQUE,
+    created  TEXT NOT NULL,
+    creator  TEXT NOT NULL,
+    expires  TEXT,
+    revoked  TEXT
+);
+"#,
+];
+
+const _: () = assert!(SQLITE.len() == POSTGRES.len());
+
+/// The version the schema is at: SQLite's `PRAGMA user_version`, or
+/// PostgreSQL's `drover_schema` row (0 before the first migration).
+pub(super) fn user_version(conn: &Conn, path: &Path) -> Result<u32> {
+    let v: i64 = match conn.dialect() {
+        Dialect::Sqlite => conn
+            .query_row("PRAGMA user_version", (), |row| row.get(0))
+            .db_ctx(path)?,
+        Dialect::Postgres => {
+            let exists: bool = conn
+                .query_row("SELECT to_regclass('drover_schema') IS NOT NULL", (), |r| {
+                    r.get(0)
+                })
+                .db_ctx(path)?;
+            match exists {
+                false => 0,
+                true => conn
+                    .query_row("SELECT version FROM drover_schema WHERE id = 1", (), |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .db_ctx(path)?
+                    .unwrap_or(0),
+            }
+        }
+    };
     u32::try_from(v).map_err(|_| {
         Error::corrupt(
             format!("state database {}", path.display()),
@@ -330,8 +595,11 @@ pub(super) fn user_version(conn: &Connection, path: &Path) -> Result<u32> {
     })
 }
 
+/// The advisory lock PostgreSQL migrations hold (each in its transaction).
+const K_MIGRATE: i64 = 7_234_000;
+
 /// Apply `migrations[user_version..]`, each in its own transaction.
-pub(super) fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()> {
+pub(super) fn migrate(conn: &Conn, path: &Path, migrations: &[&str]) -> Result<()> {
     let supported = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
     loop {
         // Checked outside a transaction first: the common case (up to date)
@@ -347,17 +615,39 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -
         let Some(&sql) = migrations.get(current as usize) else {
             return Ok(());
         };
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db_ctx(path)?;
-        // Another process may have migrated while we waited for the lock;
-        // if so, drop (roll back) and look again.
-        if user_version(&tx, path)? != current {
-            continue;
+        let begin = match conn.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE".to_string(),
+            Dialect::Postgres => format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({K_MIGRATE});
+                 CREATE TABLE IF NOT EXISTS drover_schema (
+                     id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+                 INSERT INTO drover_schema VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+            ),
+        };
+        conn.begin(&begin).db_ctx(path)?;
+        let step = (|| -> Result<bool> {
+            // Another process may have migrated while we waited for the
+            // lock; if so, roll back and look again.
+            if user_version(conn, path)? != current {
+                return Ok(false);
+            }
+            conn.execute_batch(sql).db_ctx(path)?;
+            let bump = match conn.dialect() {
+                Dialect::Sqlite => format!("PRAGMA user_version = {}", current + 1),
+                Dialect::Postgres => {
+                    format!(
+                        "UPDATE drover_schema SET version = {} WHERE id = 1",
+                        current + 1
+                    )
+                }
+            };
+            conn.execute_batch(&bump).db_ctx(path)?;
+            conn.end("COMMIT").db_ctx(path)?;
+            Ok(true)
+        })();
+        if !matches!(step, Ok(true)) {
+            let _ = conn.end("ROLLBACK");
         }
-        tx.execute_batch(sql).db_ctx(path)?;
-        tx.pragma_update(None, "user_version", current + 1)
-            .db_ctx(path)?;
-        tx.commit().db_ctx(path)?;
+        step?;
     }
 }

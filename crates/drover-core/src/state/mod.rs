@@ -22,16 +22,19 @@
 //!
 //! # What a backend must provide
 //!
-//! Today the backend is SQLite (`<state dir>/drover.db`); PostgreSQL, for a
-//! fleet of hosts, is to be a second implementation of this seam, not a
-//! rewrite. A backend must give:
+//! The backend is SQLite (`<state dir>/drover.db`) by default, or
+//! PostgreSQL, for a fleet of hosts ([`Db::open_at`] with a
+//! [`Location::Postgres`]; nothing chooses it from the command line yet).
+//! Both sit behind `sql.rs`, the one file that names the drivers; the noun
+//! modules' statements are shared text. A backend must give:
 //!
 //! - **Transactions**: serializable, all-or-nothing changes, begun with the
-//!   write intent up front (SQLite: `BEGIN IMMEDIATE`; PostgreSQL:
-//!   `SERIALIZABLE` or row locks), waiting a bounded time ([`BUSY_TIMEOUT`])
+//!   write intent up front (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `BEGIN`
+//!   READ COMMITTED then one advisory lock every writer takes, under
+//!   `lock_timeout`), waiting a bounded time ([`BUSY_TIMEOUT`])
 //!   for other writers and then failing with [`Error::Busy`], never halfway.
 //! - **The append-only ledger**: rows that can be inserted but not updated or
-//!   deleted (SQLite: triggers; PostgreSQL: triggers or grants), plus the
+//!   deleted (triggers on both; PostgreSQL's also refuse TRUNCATE), plus the
 //!   head row written in the same transaction. Entries are chained and
 //!   signed by [`crate::ledger`], not by the backend, so any backend's
 //!   ledger verifies the same way and exports the same bytes.
@@ -40,15 +43,27 @@
 //!   the change they guard (`deploy::lock`).
 //! - **Change notification**: a cheap way for a long-running process to learn
 //!   that another one committed something it must react to (SQLite: the
-//!   fingerprint [`Reader::changes`], polled; PostgreSQL: `LISTEN`/`NOTIFY`),
-//!   so `serve` reacts without re-reading everything.
+//!   fingerprint [`Reader::changes`], polled, on both for now; PostgreSQL's
+//!   `LISTEN`/`NOTIFY` is to replace it there), so `serve` reacts without
+//!   re-reading everything.
+//! - **Versioned migrations**: a schema version that only grows, refused when
+//!   newer than the binary ([`Error::DatabaseTooNew`]); PostgreSQL's list is
+//!   a one-for-one translation of SQLite's, under the same numbers.
 //!
 //! The statements are written in the SQL both SQLite and PostgreSQL take
 //! (`ON CONFLICT … DO UPDATE`, not `INSERT OR REPLACE`; subqueries in
-//! `FROM` named; columns qualified where an upsert could read two), so a
-//! second backend shares their text (docs/fleet-plan.md).
-//! - **Versioned migrations**: a schema version that only grows, refused when
-//!   newer than the binary ([`Error::DatabaseTooNew`]).
+//! `FROM` named; columns qualified where an upsert could read two), so the
+//! backends share their text; only the ledger's two JSON queries differ
+//! (docs/fleet-plan.md).
+//!
+//! # PostgreSQL specifics
+//!
+//! The database must collate text bytewise (`LC_COLLATE 'C'`, the libc
+//! provider), as SQLite does: names and RFC 3339 times are ordered and
+//! compared as bytes. Opening any other is refused, saying how to create one.
+//! The host key and the signed ledger head stay in the local directory
+//! [`Location::Postgres`] names. `store backup` is SQLite's; back PostgreSQL
+//! up with `pg_dump`. No TLS yet: connect over a unix socket or loopback.
 //!
 //! # SQLite specifics
 //!
@@ -65,17 +80,22 @@ mod instances;
 mod leases;
 mod ledger;
 mod migrations;
+#[cfg(test)]
+pub(crate) mod pgtest;
 mod proxies;
 mod releases;
 mod revocations;
+pub(crate) mod sql;
 mod tokens;
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use sql::{Conn, Dialect, SqlError};
 
 pub use images::{Referrer, Tag};
 pub use instances::{InstanceRow, NewInstance, VolumeHolder};
@@ -96,11 +116,26 @@ pub const FILE_NAME: &str = "drover.db";
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema version this binary creates and understands.
-pub const SCHEMA_VERSION: u32 = migrations::MIGRATIONS.len() as u32;
+pub const SCHEMA_VERSION: u32 = migrations::SQLITE.len() as u32;
+
+/// The advisory lock every PostgreSQL writer holds for its whole
+/// transaction: writers serialize, as under SQLite's `BEGIN IMMEDIATE`.
+const K_WRITE: i64 = 7_234_001;
+
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (`<store>/drover.db`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://…`). `local` stands where the
+    /// SQLite file would: the host key and the signed ledger head live in
+    /// its directory.
+    Postgres { url: String, local: PathBuf },
+}
 
 /// An open state database.
 pub struct Db {
-    conn: Connection,
+    conn: Conn,
     path: PathBuf,
     /// The key every ledger entry is signed with: the host key of the
     /// directory holding the database, loaded once, when first needed.
@@ -128,6 +163,33 @@ impl Db {
         Self::open_with(path, true)
     }
 
+    /// Open the state at `loc` (see [`Db::open`]).
+    pub fn open_at(loc: &Location) -> Result<Db> {
+        match loc {
+            Location::Sqlite(path) => Self::open_with(path, false),
+            Location::Postgres { url, local } => Self::open_postgres(url, local, false),
+        }
+    }
+
+    fn open_postgres(url: &str, local: &Path, newer_ok: bool) -> Result<Db> {
+        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).ctx("create state directory", parent)?;
+        }
+        let conn = pg_connect(url, local)?;
+        check_collation(&conn, local)?;
+        match migrations::migrate(&conn, local, migrations::POSTGRES) {
+            Err(Error::DatabaseTooNew { .. }) if newer_ok => {}
+            other => other?,
+        }
+        let db = Db {
+            conn,
+            path: local.to_path_buf(),
+            signer: OnceCell::new(),
+        };
+        db.start_signed_head();
+        Ok(db)
+    }
+
     fn open_with(path: &Path, newer_ok: bool) -> Result<Db> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ctx("create state directory", parent)?;
@@ -136,7 +198,7 @@ impl Db {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags).db_ctx(path)?;
+        let conn = Conn::Sqlite(Connection::open_with_flags(path, flags).db_ctx(path)?);
         // Two processes opening a new database at once can each hold a lock
         // the other needs (switching to WAL, the first migration); SQLite
         // then answers SQLITE_BUSY at once instead of waiting, to avoid a
@@ -144,9 +206,9 @@ impl Db {
         let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
-            let attempt = configure(&conn)
+            let attempt = configure(conn.sqlite().expect("SQLite"))
                 .db_ctx(path)
-                .and_then(|()| migrations::migrate(&mut conn, path, migrations::MIGRATIONS));
+                .and_then(|()| migrations::migrate(&conn, path, migrations::SQLITE));
             let attempt = match attempt {
                 Err(Error::DatabaseTooNew { .. }) if newer_ok => Ok(()),
                 other => other,
@@ -215,8 +277,13 @@ impl Db {
     /// (SQLite's online backup API, all pages in one step under one read
     /// transaction: writers go on meanwhile and the copy is consistent).
     pub fn snapshot(&self, to: &Path) -> Result<()> {
+        let Some(conn) = self.conn.sqlite() else {
+            return Err(Error::Usage(
+                "the state is in PostgreSQL: back it up with pg_dump".to_string(),
+            ));
+        };
         let mut dst = Connection::open(to).db_ctx(to)?;
-        let backup = rusqlite::backup::Backup::new(&self.conn, &mut dst).db_ctx(to)?;
+        let backup = rusqlite::backup::Backup::new(conn, &mut dst).db_ctx(to)?;
         match backup.step(-1).db_ctx(&self.path)? {
             rusqlite::backup::StepResult::Done => Ok(()),
             other => Err(Error::Busy {
@@ -229,6 +296,12 @@ impl Db {
     /// The raw connection, for tests that play someone editing the file.
     #[cfg(test)]
     pub(crate) fn conn(&self) -> &Connection {
+        self.conn.sqlite().expect("a test of SQLite's file")
+    }
+
+    /// The connection, whichever the backend, for tests.
+    #[cfg(test)]
+    pub(crate) fn sql(&self) -> &Conn {
         &self.conn
     }
 
@@ -241,12 +314,22 @@ impl Db {
     }
 
     fn begin_as(&mut self, mode: Mode) -> Result<Tx<'_>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db_ctx(&self.path)?;
+        let begin = match self.conn.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE".to_string(),
+            // READ COMMITTED on purpose: each statement after the lock sees
+            // every commit made before it was granted (under REPEATABLE READ
+            // the snapshot would predate the wait), and as every writer holds
+            // the lock nothing changes under us.
+            Dialect::Postgres => format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '{}s'; \
+                 SELECT pg_advisory_xact_lock({K_WRITE})",
+                BUSY_TIMEOUT.as_secs()
+            ),
+        };
+        self.conn.begin(&begin).db_ctx(&self.path)?;
         Ok(Tx {
-            tx,
+            conn: &self.conn,
+            done: Cell::new(false),
             path: &self.path,
             signer: &self.signer,
             appended: RefCell::new(None),
@@ -334,10 +417,11 @@ fn release_reserve(db_path: &Path) -> bool {
 /// Whether `e` is the disk (or its quota) running out of space.
 pub fn is_disk_full(e: &Error) -> bool {
     match e {
-        Error::Database { source, .. } => source
-            .downcast_ref::<rusqlite::Error>()
-            .and_then(rusqlite::Error::sqlite_error_code)
-            .is_some_and(|c| c == ErrorCode::DiskFull),
+        Error::Database { source, .. } => match source.downcast_ref::<SqlError>() {
+            Some(SqlError::Sqlite(e)) => e.sqlite_error_code() == Some(ErrorCode::DiskFull),
+            Some(SqlError::Postgres(e, _)) => e.code().is_some_and(|c| c.code() == "53100"),
+            _ => false,
+        },
         Error::Io { source, .. } => {
             matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
         }
@@ -365,24 +449,18 @@ pub fn state_dir(db_path: &Path) -> &Path {
 /// Reads of committed state (or, from [`Tx::read`], of the change so far).
 #[derive(Clone, Copy)]
 pub struct Reader<'a> {
-    conn: &'a Connection,
+    conn: &'a Conn,
     path: &'a Path,
 }
 
 impl<'a> Reader<'a> {
-    /// Reads over `conn` as it is (a test's own snapshot, say).
-    #[cfg(test)]
-    pub(crate) fn over(conn: &'a Connection, path: &'a Path) -> Self {
-        Reader { conn, path }
-    }
-
     /// The database file, for error messages.
     pub fn path(&self) -> &'a Path {
         self.path
     }
 
     /// The connection, for the noun modules' queries.
-    pub(crate) fn sql(&self) -> &'a Connection {
+    pub(crate) fn sql(&self) -> &'a Conn {
         self.conn
     }
 
@@ -400,7 +478,7 @@ impl<'a> Reader<'a> {
                  (SELECT count(*) FROM releases) || '/' || \
                  (SELECT count(*) FROM instances WHERE condemned IS NOT NULL AND state != 'deleted') || '/' || \
                  (SELECT count(*) || ':' || coalesce(max(time), '') FROM revocations)",
-                [],
+                (),
                 |r| r.get(0),
             )
             .db_ctx(self.path)
@@ -421,7 +499,9 @@ pub(crate) enum Mode {
 
 /// One atomic change of the state, with its ledger entries.
 pub struct Tx<'a> {
-    tx: Transaction<'a>,
+    conn: &'a Conn,
+    /// Committed (or its commit was tried): nothing to roll back on drop.
+    done: Cell<bool>,
     path: &'a Path,
     signer: &'a OnceCell<Arc<SigningKey>>,
     /// The last entry this change appended (seq, hash): signed as the
@@ -443,7 +523,7 @@ impl Tx<'_> {
     /// Read inside this change: sees its own writes.
     pub fn read(&self) -> Reader<'_> {
         Reader {
-            conn: &self.tx,
+            conn: self.conn,
             path: self.path,
         }
     }
@@ -480,7 +560,11 @@ impl Tx<'_> {
         } else {
             None
         };
-        self.tx.commit().db_ctx(self.path)?;
+        self.done.set(true);
+        if let Err(e) = self.conn.end("COMMIT") {
+            let _ = self.conn.end("ROLLBACK");
+            return Err(db_error(self.path, e));
+        }
         if let (Some((seq, hash)), Some(key)) = (appended, self.signer.get()) {
             match (gap, self.mode) {
                 (false, _) => {
@@ -499,8 +583,16 @@ impl Tx<'_> {
     }
 
     /// The transaction, for the noun modules' statements.
-    pub(crate) fn sql(&self) -> &Transaction<'_> {
-        &self.tx
+    pub(crate) fn sql(&self) -> &Conn {
+        self.conn
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.done.get() {
+            let _ = self.conn.end("ROLLBACK");
+        }
     }
 }
 
@@ -517,6 +609,12 @@ pub(crate) trait DbContext<T> {
 
 impl<T> DbContext<T> for rusqlite::Result<T> {
     fn db_ctx(self, path: &Path) -> Result<T> {
+        self.map_err(|source| db_error(path, SqlError::from(source)))
+    }
+}
+
+impl<T> DbContext<T> for sql::Result<T> {
+    fn db_ctx(self, path: &Path) -> Result<T> {
         self.map_err(|source| db_error(path, source))
     }
 }
@@ -525,16 +623,27 @@ impl<T> DbContext<T> for rusqlite::Result<T> {
 ///
 /// Lock timeouts become [`Error::Busy`] rather than [`Error::Database`]: they
 /// are not a fault, and the caller (or the user) should simply retry.
-pub(crate) fn db_error(path: &Path, source: rusqlite::Error) -> Error {
-    match source.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
+pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
+    let busy = match &source {
+        SqlError::Sqlite(e) => matches!(
+            e.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        ),
+        // lock_not_available (lock_timeout), serialization_failure, deadlock.
+        SqlError::Postgres(e, _) => e
+            .code()
+            .is_some_and(|c| ["55P03", "40001", "40P01"].contains(&c.code())),
+        _ => false,
+    };
+    match busy {
+        true => Error::Busy {
             what: format!("state database {}", path.display()),
             reason: format!(
                 "another drover process kept it locked for longer than {} s; retry when it has finished",
                 BUSY_TIMEOUT.as_secs()
             ),
         },
-        _ => Error::Database {
+        false => Error::Database {
             path: path.to_path_buf(),
             source: Box::new(source),
         },
@@ -556,6 +665,71 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Connect to PostgreSQL at `url` (no TLS yet: a unix socket or loopback).
+fn pg_connect(url: &str, local: &Path) -> Result<Conn> {
+    let mut config: postgres::Config = url.parse().map_err(|e| Error::Database {
+        path: local.to_path_buf(),
+        source: format!("not a PostgreSQL URL: {e}").into(),
+    })?;
+    let label = pg_label(&config);
+    let unreachable = |e: postgres::Error| Error::Database {
+        path: local.to_path_buf(),
+        source: format!("cannot reach the PostgreSQL state database {label}: {e}").into(),
+    };
+    if config.get_application_name().is_none() {
+        config.application_name("drover");
+    }
+    config.connect_timeout(Duration::from_secs(10));
+    config.options("-c idle_in_transaction_session_timeout=60s");
+    let client = config.connect(postgres::NoTls).map_err(unreachable)?;
+    Ok(Conn::postgres(client, label))
+}
+
+/// What errors call a PostgreSQL database: its URL without the password.
+fn pg_label(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!(
+        "postgres://{}@{host}{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// drover's statements order text by bytes (names, RFC 3339 times), as
+/// SQLite's BINARY collation does: refuse a database that collates otherwise.
+fn check_collation(conn: &Conn, local: &Path) -> Result<()> {
+    // PostgreSQL 15 added ICU as a database's collation provider.
+    let (collate, provider): (String, String) = conn
+        .query_row(
+            "SELECT datcollate::text, CASE WHEN current_setting('server_version_num')::int >= 150000 \
+             THEN (SELECT datlocprovider::text FROM pg_database WHERE datname = current_database()) \
+             ELSE 'c' END FROM pg_database WHERE datname = current_database()",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .db_ctx(local)?;
+    let collate = match provider.as_str() {
+        "c" => collate,
+        _ => format!("{collate} (provider {provider})"),
+    };
+    if ["C", "POSIX", "C.UTF-8", "C.utf8"].contains(&collate.as_str()) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the PostgreSQL state database collates text as {collate:?}, but drover needs byte order; \
+         create it with: CREATE DATABASE drover TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+    )))
 }
 
 /// Digests are stored as their `sha256:<hex>` text; a malformed one reads

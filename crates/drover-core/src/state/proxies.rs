@@ -1,7 +1,7 @@
 //! Live proxies of `drover serve`: one heartbeat row per service, so a
 //! deploy that drains an instance knows whether anyone will acknowledge it.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{DbContext, Reader, Tx};
 use crate::clock;

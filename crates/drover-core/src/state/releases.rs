@@ -5,7 +5,7 @@
 //! are generic here (`S`, `C`): their types belong to `deploy`, which sits
 //! above this seam; `deploy::release` names the concrete ones.
 
-use rusqlite::{OptionalExtension, Row, params};
+use super::sql::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -129,11 +129,11 @@ const SERVICE_COLUMNS: &str =
 const RELEASE_COLUMNS: &str = "service, number, image, image_ref, config, config_digest, author, \
      message, created, parent, rollback_of, outcome, reason, unstable";
 
-fn bad(i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
+fn bad(i: usize, e: impl std::fmt::Display) -> super::sql::SqlError {
+    super::sql::SqlError::column(i, e)
 }
 
-fn service_row<S: DeserializeOwned>(r: &Row<'_>) -> rusqlite::Result<ServiceOf<S>> {
+fn service_row<S: DeserializeOwned>(r: &Row) -> super::sql::Result<ServiceOf<S>> {
     let spec: String = r.get(1)?;
     Ok(ServiceOf {
         name: r.get(0)?,
@@ -147,7 +147,7 @@ fn service_row<S: DeserializeOwned>(r: &Row<'_>) -> rusqlite::Result<ServiceOf<S
     })
 }
 
-fn release_row<C: DeserializeOwned>(r: &Row<'_>) -> rusqlite::Result<ReleaseOf<C>> {
+fn release_row<C: DeserializeOwned>(r: &Row) -> super::sql::Result<ReleaseOf<C>> {
     let config: String = r.get(4)?;
     let outcome: String = r.get(11)?;
     Ok(ReleaseOf {
@@ -190,8 +190,8 @@ impl Reader<'_> {
                 "SELECT {SERVICE_COLUMNS} FROM services WHERE removed IS NULL ORDER BY name"
             ))
             .db_ctx(self.path())?;
-        let rows = stmt.query_map([], service_row).db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        let rows = stmt.query_map((), service_row).db_ctx(self.path())?;
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// Release `number` of `service`; not found is an error naming both.
@@ -221,7 +221,7 @@ impl Reader<'_> {
             ))
             .db_ctx(self.path())?;
         let rows = stmt.query_map([service], release_row).db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// The number the next release of `service` gets.
@@ -253,7 +253,7 @@ impl Reader<'_> {
                 })
             })
             .db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// Why this release content is quarantined for `service`, if it is:

@@ -1,7 +1,7 @@
 //! Revoked images: never deployed, run or built FROM again (the rules are
 //! `trust::policy`'s; this is where they are kept).
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{DbContext, Reader, Tx};
@@ -37,14 +37,14 @@ impl Reader<'_> {
             .sql()
             .prepare("SELECT digest, reason, time, actor FROM revocations ORDER BY time, digest")
             .db_ctx(self.path())?;
-        let rows = stmt.query_map([], row).db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        let rows = stmt.query_map((), row).db_ctx(self.path())?;
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// How many images are revoked.
     pub fn revocation_count(&self) -> Result<u64> {
         self.sql()
-            .query_row("SELECT count(*) FROM revocations", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM revocations", (), |r| r.get(0))
             .db_ctx(self.path())
     }
 }
@@ -73,7 +73,7 @@ impl Tx<'_> {
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Revocation> {
+fn row(r: &super::sql::Row) -> super::sql::Result<Revocation> {
     Ok(Revocation {
         digest: r.get(0)?,
         reason: r.get(1)?,

@@ -2,7 +2,7 @@
 //! secret), when made and by whom, when they expire and when revoked. The
 //! rules (secrets, roles, authentication) are `crate::tokens`'.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 
 use super::{DbContext, Reader, Tx};
 use crate::error::Result;
@@ -30,8 +30,8 @@ impl Reader<'_> {
             .sql()
             .prepare(&format!("SELECT {COLUMNS} FROM tokens ORDER BY name"))
             .db_ctx(self.path())?;
-        let rows = stmt.query_map([], row).db_ctx(self.path())?;
-        rows.collect::<rusqlite::Result<_>>().db_ctx(self.path())
+        let rows = stmt.query_map((), row).db_ctx(self.path())?;
+        rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
     /// The token named `name`, revoked or not.
@@ -74,7 +74,7 @@ impl Tx<'_> {
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+fn row(r: &super::sql::Row) -> super::sql::Result<TokenRow> {
     Ok(TokenRow {
         name: r.get(0)?,
         role: r.get(1)?,
