@@ -121,7 +121,10 @@ fi
 if [[ -z ${SETUP_NO_DOCS:-} ]]; then
   repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   (cd "$repo" && cargo build -q -p drover) || die "cargo build -p drover failed"
-  drover="$repo/target/debug/drover"
+  # Where cargo put it: CARGO_TARGET_DIR, when set, moves the target dir.
+  target=${CARGO_TARGET_DIR:-$repo/target}
+  [[ $target == /* ]] || target="$repo/$target"
+  drover="$target/debug/drover"
   SUDO=()
   ((EUID == 0)) || SUDO=(sudo -n)
   # install_if_changed FILE DEST: copy when DEST differs; says so.
