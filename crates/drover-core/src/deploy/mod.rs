@@ -279,43 +279,35 @@ fn resolve(store: &Store, spec: &ServiceSpec) -> Result<(Digest, ReleaseConfig)>
             None => None,
         },
     };
-    // Instances share the host network, each on its own `PORT`: a check on
-    // a fixed port reaches whichever replica holds it, not the one it
-    // checks — it would call a replica that cannot even bind healthy.
-    if spec.replicas > 1
-        && let Some(port) = health.as_ref().and_then(|h| h.probe.fixed_port())
-    {
-        return Err(Error::Usage(format!(
-            "service {}: {} replicas, but its health check{} probes port {port}, a fixed \
-             port: instances share the host network, so every replica's check would reach \
-             whichever one holds {port} (and only one can bind it). Make the program listen \
-             on $PORT and drop `port` from the check (each instance is then probed on its \
-             own), or run 1 replica",
-            spec.name,
-            spec.replicas,
-            if spec.health.is_some() {
-                ""
-            } else {
-                " (the image's)"
-            },
-        )));
-    }
-    // The program binds its fixed port on every address: the service's
-    // proxy cannot listen there too.
-    if let Some(port) = health.as_ref().and_then(|h| h.probe.fixed_port())
-        && spec.ports.contains(&port)
-    {
-        return Err(Error::Usage(format!(
-            "service {}: ports = [{port}], but its program listens on {port} itself (its \
-             health check{} probes {port}): the proxy cannot listen there too. Choose \
-             another port for the proxy; it sends the traffic on to {port}",
-            spec.name,
-            if spec.health.is_some() {
-                ""
-            } else {
-                " (the image's)"
-            },
-        )));
+    if let Some(port) = health.as_ref().and_then(|h| h.probe.fixed_port()) {
+        let whose = if spec.health.is_some() {
+            ""
+        } else {
+            " (the image's)"
+        };
+        // Instances share the host network, each on its own `PORT`: a check
+        // on a fixed port reaches whichever replica holds it, not the one it
+        // checks — it would call a replica that cannot even bind healthy.
+        if spec.replicas > 1 {
+            return Err(Error::Usage(format!(
+                "service {}: {} replicas, but its health check{whose} probes port {port}, a \
+                 fixed port: instances share the host network, so every replica's check would \
+                 reach whichever one holds {port} (and only one can bind it). Make the program \
+                 listen on $PORT and drop `port` from the check (each instance is then probed \
+                 on its own), or run 1 replica",
+                spec.name, spec.replicas,
+            )));
+        }
+        // The program binds its fixed port on every address: the service's
+        // proxy cannot listen there too.
+        if spec.ports.contains(&port) {
+            return Err(Error::Usage(format!(
+                "service {}: ports = [{port}], but its program listens on {port} itself (its \
+                 health check{whose} probes {port}): the proxy cannot listen there too. Choose \
+                 another port for the proxy; it sends the traffic on to {port}",
+                spec.name,
+            )));
+        }
     }
     let volumes = spec.volumes.iter().map(VolumeSpec::canonical).collect();
     Ok((
