@@ -454,16 +454,7 @@ fn a_person_reads_every_page_in_chromium_and_a_deploy_token_rolls_back() {
 
     // A link that does not hold is said so, with why: the other instance's
     // config changed behind drover's back (put back afterwards).
-    let config = env
-        .store()
-        .join(format!("instances/{}/config.json", ids[1]));
-    let launched = std::fs::read(&config).unwrap();
-    let mut tampered: Value = serde_json::from_slice(&launched).unwrap();
-    tampered["process"]["env"]
-        .as_array_mut()
-        .expect("the config's process env")
-        .push("SNEAKY=1".into());
-    std::fs::write(&config, tampered.to_string()).unwrap();
+    let (config, launched) = common::tamper_env(&env, &ids[1], "SNEAKY=1");
     browser.go(&format!("{base}#/instances/{}/trace", ids[1]));
     browser.wait_for(
         &[

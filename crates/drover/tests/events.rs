@@ -204,13 +204,7 @@ fn drift_found_by_serve_is_told_with_the_condemned_instance() {
         .unwrap()
         .to_string();
     // Behind drover's back: the instance's runtime config changed.
-    let bundle = env.store().join("instances").join(&id).join("config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
-    config["process"]["env"]
-        .as_array_mut()
-        .unwrap()
-        .push("INJECTED=1".into());
-    std::fs::write(&bundle, serde_json::to_vec(&config).unwrap()).unwrap();
+    common::tamper_env(&env, &id, "INJECTED=1");
 
     let mut serve = env
         .cmd()

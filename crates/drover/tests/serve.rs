@@ -554,13 +554,7 @@ fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let bundle = env.store().join("instances").join(&b).join("config.json");
-    let mut config: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
-    config["process"]["env"]
-        .as_array_mut()
-        .unwrap()
-        .push("INJECTED=1".into());
-    std::fs::write(&bundle, serde_json::to_vec(&config).unwrap()).unwrap();
+    common::tamper_env(&env, &b, "INJECTED=1");
 
     let (code, report) = drift_json(&env, "web");
     assert_eq!(code, 3, "drift found: exit 3");

@@ -390,3 +390,18 @@ pub fn write_fleet(env: &Env, text: &str) -> String {
     write(&path, text.as_bytes(), 0o644);
     path.to_str().unwrap().to_string()
 }
+
+/// Change instance `id`'s runtime config behind drover's back: add `var`
+/// (`NAME=value`) to its process's env. Returns the config's path and its
+/// bytes before, to put it back.
+pub fn tamper_env(env: &Env, id: &str, var: &str) -> (PathBuf, Vec<u8>) {
+    let path = env.store().join("instances").join(id).join("config.json");
+    let before = fs::read(&path).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    config["process"]["env"]
+        .as_array_mut()
+        .expect("the config's process env")
+        .push(var.into());
+    fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    (path, before)
+}
