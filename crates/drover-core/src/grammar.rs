@@ -239,6 +239,45 @@ pub fn name(s: &str) -> Result<(), String> {
     }
 }
 
+/// A host label's name, as `drover serve --join --label NAME=VALUE` gives
+/// it and a fleet's `constraints` and `spread_by` name it: letters, digits,
+/// '.', '_', '-' and '/', starting and ending with a letter or digit, at
+/// most 63 characters (`zone`, `disk`, `example.com/rack`).
+pub fn host_label(s: &str) -> Result<(), String> {
+    if label_word(s, true) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a host label name (expected letters, digits, '.', '_', '-' and '/', \
+             starting and ending with a letter or digit, at most 63 characters, e.g. \"zone\")"
+        ))
+    }
+}
+
+/// A host label's value (`eu-west-1a`, `ssd`): letters, digits, '.', '_'
+/// and '-', starting and ending with a letter or digit, at most 63
+/// characters.
+pub fn host_label_value(s: &str) -> Result<(), String> {
+    if label_word(s, false) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a host label value (expected letters, digits, '.', '_' and '-', \
+             starting and ending with a letter or digit, at most 63 characters, e.g. \"eu-1a\")"
+        ))
+    }
+}
+
+fn label_word(s: &str, slash: bool) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-') || (slash && *c == b'/')
+        })
+}
+
 /// The OCI distribution spec's repository name:
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
 pub fn repository(s: &str) -> Result<(), String> {
@@ -724,6 +763,39 @@ pub fn deb_word(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_labels_are_short_words() {
+        for ok in [
+            "zone",
+            "disk",
+            "example.com/rack",
+            "a",
+            "Z9",
+            &"x".repeat(63),
+        ] {
+            assert!(host_label(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-zone",
+            "zone-",
+            "zo ne",
+            "zone=a",
+            "/x",
+            "x/",
+            &"x".repeat(64),
+            "zöne",
+        ] {
+            assert!(host_label(bad).is_err(), "{bad}");
+        }
+        for ok in ["eu-west-1a", "ssd", "1", "a.b_c"] {
+            assert!(host_label_value(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", " a", "a\n", "-a", &"v".repeat(64)] {
+            assert!(host_label_value(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn debian_names_and_versions() {

@@ -43,6 +43,7 @@ pub mod diff;
 pub mod fleet;
 pub mod gate;
 pub mod lock;
+pub mod placement;
 pub mod plan;
 mod preview;
 pub mod release;
