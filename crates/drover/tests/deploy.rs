@@ -648,3 +648,72 @@ fn a_stable_release_passes_its_window() {
         (Some(1), Some("healthy"))
     );
 }
+
+/// `constraints` and `spread_by` (issue 22) on a store that is not part of
+/// a fleet: accepted, recorded as rollout settings (a change is no new
+/// release and replaces no instance), and `plan` says in one line that they
+/// apply when hosts join.
+#[test]
+fn placement_settings_wait_for_hosts_and_make_no_release() {
+    let Some(env) = setup() else { return };
+    let f = fleet_n(
+        &env,
+        "1",
+        1,
+        "constraints = { zone = [\"eu-1a\", \"eu-1b\"] }\nspread_by = \"zone\"",
+    );
+    let plan = env.ok(&["plan", "-f", &f]);
+    assert!(
+        plan.contains(
+            "note: constraints (zone) and spread_by (zone) apply when hosts join a fleet"
+        ),
+        "{plan}"
+    );
+    assert_eq!(plan.matches("apply when hosts join").count(), 1, "{plan}");
+    let out = env.ok(&["apply", "-f", &f]);
+    assert!(out.contains("rolled out release 1"), "{out}");
+    let ids = |env: &Env| -> Vec<Value> {
+        status(env)["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].clone())
+            .collect()
+    };
+    let before = ids(&env);
+    assert_eq!(before.len(), 1);
+
+    // Changed: a rollout setting, shown as such, no release, no new instance.
+    let f = fleet_n(
+        &env,
+        "1",
+        1,
+        "constraints = { zone = \"eu-1a\", disk = \"ssd\" }",
+    );
+    let plan = env.json(&["plan", "-f", &f]);
+    let web = &plan["services"][0];
+    assert_eq!(web["new_release"], Value::Null, "{plan}");
+    let changes: Vec<String> = web["rollout_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        changes,
+        ["constraints.disk", "constraints.zone", "spread_by"],
+        "{plan}"
+    );
+    let out = env.ok(&["apply", "-f", &f]);
+    assert!(!out.contains("release 2"), "{out}");
+    assert_eq!(env.items(&["releases", "web"]).len(), 1);
+    assert_eq!(ids(&env), before, "a placement change replaced an instance");
+    // And bad ones are located, like every fleet field.
+    let bad = fleet_n(&env, "1", 1, "constraints = { zone = [] }");
+    let out = env.run(&["plan", "-f", &bad]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fleet.toml:6:") && err.contains("service.web.constraints.zone"),
+        "{err}"
+    );
+}

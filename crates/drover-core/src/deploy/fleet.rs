@@ -55,6 +55,12 @@
 //!                              # a removed instance's log is kept for `keep`
 //!                              # (default 7d), at most the newest keep_instances
 //!                              # (default 10) of the service, then `gc` collects it
+//! constraints = { zone = ["eu-1a", "eu-1b"], disk = "ssd" }
+//!                              # on a fleet, only hosts whose labels (`serve --join
+//!                              # --label zone=eu-1a`) match every one: the value,
+//!                              # or one of the list
+//! spread_by = "zone"           # on a fleet, spread replicas evenly over this label's
+//!                              # values, then over hosts; hosts without it take none
 //!
 //! [service.web.health]         # overrides the image's check; see `health`
 //! kind = "http"
@@ -65,6 +71,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::placement::Constraints;
 use super::plan::Strategy;
 use super::spec::{CrashLoop, DEFAULT_DEADLINE_MS, DEFAULT_MIN_HEALTHY_MS, ProxyMode, ServiceSpec};
 use super::traffic::DEFAULT_DRAIN_MS;
@@ -103,6 +110,8 @@ const SERVICE_KEYS: &[&str] = &[
     "userns_reason",
     "init",
     "logs",
+    "constraints",
+    "spread_by",
     "health",
 ];
 
@@ -308,6 +317,8 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
     };
     let crash_loop = crash_loop(c, &t)?;
     let logs = logs(c, &t)?;
+    let constraints = constraints(c, &t)?;
+    let spread_by = spread_by(c, &t)?;
     let volumes = volumes(c, &t, name, replicas, strategy)?;
     let tmpfs = match t.get("tmpfs") {
         Some(n) => crate::runtime::tmpfs::parse(c, n, &t.key("tmpfs"))?,
@@ -420,7 +431,86 @@ fn service(c: &Checker<'_>, name: &str, node: &Node, path: &str) -> Result<Servi
         userns_opt_out,
         init,
         logs,
+        constraints,
+        spread_by,
     })
+}
+
+/// `constraints = { zone = "eu-1a", disk = ["ssd", "nvme"] }`: each key a
+/// host label, each value the label's value or a list of the values a host
+/// may have.
+fn constraints(c: &Checker<'_>, t: &Table<'_>) -> Result<Constraints> {
+    let Some(n) = t.get("constraints") else {
+        return Ok(Constraints::new());
+    };
+    let key = t.key("constraints");
+    let expected = "a table of host labels, each a value or a list of values, such as \
+                    { zone = [\"eu-1a\", \"eu-1b\"], disk = \"ssd\" }";
+    let Value::Table(entries) = &n.value else {
+        return Err(c.wrong_type(n, &key, expected));
+    };
+    let mut out = Constraints::new();
+    for entry in entries {
+        let k = toml_doc::child_key(&key, &entry.key);
+        grammar::host_label(&entry.key).map_err(|e| c.err(entry.key_at(), &k, e))?;
+        let value = |node: &Node, k: &str| -> Result<String> {
+            let Value::String(v) = &node.value else {
+                let mut e = format!(
+                    "expected a label value such as \"eu-1a\", found {}",
+                    node.type_name()
+                );
+                if matches!(
+                    node.value,
+                    Value::Integer(_) | Value::Float(_) | Value::Boolean(_)
+                ) {
+                    e.push_str(" (quote it)");
+                }
+                return Err(c.err(node.at(), k, e));
+            };
+            grammar::host_label_value(v).map_err(|e| c.err(node.at(), k, e))?;
+            Ok(v.clone())
+        };
+        let mut values = std::collections::BTreeSet::new();
+        match &entry.node.value {
+            Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(c.err(
+                        entry.node.at(),
+                        &k,
+                        format!(
+                            "an empty list matches no host: name the values a host's {} may \
+                             have, or remove the constraint",
+                            entry.key
+                        ),
+                    ));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let ik = toml_doc::index_key(&k, i);
+                    let v = value(item, &ik)?;
+                    if !values.insert(v.clone()) {
+                        return Err(c.err(item.at(), &ik, format!("{v:?} is listed twice")));
+                    }
+                }
+            }
+            _ => {
+                values.insert(value(&entry.node, &k)?);
+            }
+        }
+        out.insert(entry.key.clone(), values);
+    }
+    Ok(out)
+}
+
+/// `spread_by = "zone"`: the host label whose values the replicas spread
+/// over.
+fn spread_by(c: &Checker<'_>, t: &Table<'_>) -> Result<Option<String>> {
+    let Some(n) = t.get("spread_by") else {
+        return Ok(None);
+    };
+    let key = t.key("spread_by");
+    let label = c.string(n, &key)?;
+    grammar::host_label(label).map_err(|e| c.err(n.at(), &key, e))?;
+    Ok(Some(label.to_string()))
 }
 
 /// `logs = { max_size = "10m", max_files = 5, keep = "7d", keep_instances = 10 }`,

@@ -167,6 +167,28 @@ pub struct Exclusion {
     pub why: Why,
 }
 
+/// What `drover plan` says of a service's `constraints` and `spread_by` on
+/// a store that is not part of a fleet: they are recorded, and take effect
+/// when hosts join. `None` when it has neither.
+pub fn one_host_note(constraints: &Constraints, spread_by: Option<&str>) -> Option<String> {
+    let mut what = Vec::new();
+    if !constraints.is_empty() {
+        let labels: Vec<&str> = constraints.keys().map(String::as_str).collect();
+        what.push(format!("constraints ({})", labels.join(", ")));
+    }
+    if let Some(label) = spread_by {
+        what.push(format!("spread_by ({label})"));
+    }
+    if what.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} apply when hosts join a fleet (`drover serve --join`); this store has none, \
+         so every replica runs on this host",
+        what.join(" and ")
+    ))
+}
+
 /// What excludes a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::placement;
 use super::plan::{self, Seen, Step};
 use super::spec::{ReleaseConfig, ServiceSpec};
 use super::{
@@ -254,12 +255,18 @@ pub fn plan(store: &mut Store, fleet: &[ServiceSpec], prune: bool) -> Result<Pla
             Some(n) if refused.is_none() => plan::simulate(n, spec.replicas, strategy, &seen),
             _ => vec![],
         };
-        let notes = match &steps[..] {
+        let mut notes: Vec<String> = match &steps[..] {
             [] => vec![],
             _ => plan::single_writer_note(spec.strategy, &held)
                 .into_iter()
                 .collect(),
         };
+        // No store is part of a fleet yet (hosts join with `serve --join`):
+        // placement settings are recorded, and said to wait for hosts.
+        notes.extend(placement::one_host_note(
+            &spec.constraints,
+            spec.spread_by.as_deref(),
+        ));
         out.push(ServicePlan {
             service: spec.name.clone(),
             image_ref: spec.image.clone(),

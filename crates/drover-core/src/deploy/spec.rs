@@ -3,13 +3,15 @@
 //! A [`ServiceSpec`] is one `[service.<name>]` table as written. Applying it
 //! resolves its image to a digest and splits it in two: the release content
 //! ([`ReleaseConfig`] plus the image digest — what runs, and what a rollback
-//! repeats) and the rollout settings (replicas, strategy — how many, and how
-//! to get there), which change without a new release.
+//! repeats) and the rollout settings (replicas, strategy, constraints,
+//! spread_by — how many, how to get there, and on which hosts), which change
+//! without a new release.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::placement::Constraints;
 use super::plan::Strategy;
 use crate::digest::Digest;
 use crate::health::HealthCheck;
@@ -72,6 +74,10 @@ pub struct ServiceSpec {
     pub init: Option<bool>,
     /// `logs = { max_size, max_files, keep, keep_instances }`.
     pub logs: LogPolicy,
+    /// On a fleet, the host labels a host must have to run it.
+    pub constraints: Constraints,
+    /// On a fleet, the host label whose values its replicas spread over.
+    pub spread_by: Option<String>,
 }
 
 /// Everything about how a release's instances run, besides the image.
@@ -160,6 +166,8 @@ impl ServiceSpec {
             drain_ms: self.drain_ms,
             min_healthy_ms: self.min_healthy_ms,
             crash_loop: self.crash_loop,
+            constraints: self.constraints.clone(),
+            spread_by: self.spread_by.clone(),
         }
     }
 }
@@ -192,6 +200,13 @@ pub struct Rollout {
     pub min_healthy_ms: u64,
     #[serde(default)]
     pub crash_loop: CrashLoop,
+    /// Where, on a fleet, its replicas may run ([`super::placement`]): like
+    /// the replica count, a setting, not part of a release. Absent from
+    /// the JSON when empty, so services recorded before read the same.
+    #[serde(default, skip_serializing_if = "Constraints::is_empty")]
+    pub constraints: Constraints,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by: Option<String>,
 }
 
 fn default_drain_ms() -> u64 {

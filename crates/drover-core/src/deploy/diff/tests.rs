@@ -142,6 +142,8 @@ fn rollout_changes_name_each_setting() {
         drain_ms: 10_000,
         min_healthy_ms: 10_000,
         crash_loop: CrashLoop::default(),
+        constraints: Default::default(),
+        spread_by: None,
     };
     assert!(rollout(&a, &a).is_empty());
     let b = Rollout {
@@ -155,15 +157,19 @@ fn rollout_changes_name_each_setting() {
             restarts: 5,
             ..CrashLoop::default()
         },
+        constraints: [("zone".to_string(), ["a".to_string()].into())].into(),
+        spread_by: Some("zone".into()),
     };
     assert_eq!(
         shown(&rollout(&a, &b)),
         [
+            "constraints.zone: (unset) -> [\"a\"]",
             "crash_loop.restarts: 3 -> 5",
             "min_healthy_ms: 10000 -> 0",
             "ports: [8080] -> [8081]",
             "proxy: \"http\" -> \"tcp\"",
             "replicas: 2 -> 3",
+            "spread_by: (unset) -> \"zone\"",
             "strategy: rolling (max_surge 1, max_unavailable 0) -> recreate",
         ]
     );

@@ -82,6 +82,19 @@ fn strategy() -> impl Strategy<Value = Rollout> {
     ]
 }
 
+/// `constraints` and `spread_by`.
+fn placement() -> impl Strategy<Value = (crate::deploy::placement::Constraints, Option<String>)> {
+    let word = "[a-z0-9]([a-z0-9._-]{0,6}[a-z0-9])?";
+    (
+        proptest::collection::btree_map(
+            "[a-z0-9]([a-z0-9._/-]{0,6}[a-z0-9])?",
+            proptest::collection::btree_set(word, 1..3),
+            0..3,
+        ),
+        proptest::option::of(word),
+    )
+}
+
 /// One service: its spec (as parsing must give it back), ports aside.
 fn service() -> impl Strategy<Value = ServiceSpec> {
     (
@@ -96,9 +109,22 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
         proptest::sample::subsequence(vec!["CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_KILL"], 0..=3),
         prop_oneof![Just(DriverKind::Embedded), Just(DriverKind::Runc)],
         0..600u64,
+        placement(),
     )
         .prop_map(
-            |(name, image, replicas, strategy, env, mut volumes, limits, caps, driver, drain_s)| {
+            |(
+                name,
+                image,
+                replicas,
+                strategy,
+                env,
+                mut volumes,
+                limits,
+                caps,
+                driver,
+                drain_s,
+                (constraints, spread_by),
+            )| {
                 // A volume with one writer: not beside another replica, not
                 // under blue-green (the parser refuses both).
                 for v in &mut volumes {
@@ -136,6 +162,8 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                     driver,
                     init: None,
                     logs: Default::default(),
+                    constraints,
+                    spread_by,
                 }
             },
         )
@@ -244,6 +272,22 @@ fn render(fleet: &[ServiceSpec]) -> String {
         t += &format!("cap_add = [{}]\n", caps.join(", "));
         if let Some(why) = &s.userns_opt_out {
             t += &format!("userns = false\nuserns_reason = {}\n", quoted(why));
+        }
+        // A value alone when there is one (either form reads the same).
+        let constraints: Vec<String> = s
+            .constraints
+            .iter()
+            .map(|(label, values)| {
+                let v: Vec<String> = values.iter().map(|v| quoted(v)).collect();
+                match &v[..] {
+                    [one] if label.len() % 2 == 0 => format!("{} = {one}", quoted(label)),
+                    _ => format!("{} = [{}]", quoted(label), v.join(", ")),
+                }
+            })
+            .collect();
+        t += &format!("constraints = {{ {} }}\n", constraints.join(", "));
+        if let Some(l) = &s.spread_by {
+            t += &format!("spread_by = {}\n", quoted(l));
         }
         t += &format!("driver = \"{}\"\n\n", s.driver.as_str());
     }

@@ -559,3 +559,106 @@ fn logs_rotation_and_retention_are_read_and_checked() {
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+/// `constraints` and `spread_by` (issue 22): host labels a service's
+/// replicas need and spread over; rollout settings, not release content.
+#[test]
+fn placement_constraints_and_spread_parse_and_bad_ones_are_located() {
+    let f = ok(r#"
+[service.web]
+image = "w:1"
+constraints = { zone = ["eu-1b", "eu-1a"], disk = "ssd", "example.com/rack" = ["r1"] }
+spread_by = "zone"
+
+[service.x]
+image = "x:1"
+"#);
+    let zone: std::collections::BTreeSet<String> = ["eu-1a".into(), "eu-1b".into()].into();
+    assert_eq!(f[0].constraints["zone"], zone);
+    assert_eq!(f[0].constraints["disk"], ["ssd".to_string()].into());
+    assert_eq!(
+        f[0].constraints["example.com/rack"],
+        ["r1".to_string()].into()
+    );
+    assert_eq!(f[0].spread_by.as_deref(), Some("zone"));
+    assert_eq!(f[0].rollout().constraints, f[0].constraints);
+    assert_eq!(f[0].rollout().spread_by.as_deref(), Some("zone"));
+    assert!(f[1].constraints.is_empty() && f[1].spread_by.is_none());
+    // A value and a list of one are the same constraint.
+    let one = ok("[service.w]\nimage = \"w\"\nconstraints = { disk = [\"ssd\"] }\n");
+    assert_eq!(one[0].constraints["disk"], f[0].constraints["disk"]);
+
+    // Recorded services from before have neither: they read as empty, and
+    // an empty one writes nothing.
+    let old: crate::deploy::spec::Rollout =
+        serde_json::from_str(r#"{"replicas":1,"strategy":{"kind":"recreate"},"ports":[]}"#)
+            .unwrap();
+    assert!(old.constraints.is_empty() && old.spread_by.is_none());
+    let json = serde_json::to_string(&f[1].rollout()).unwrap();
+    assert!(
+        !json.contains("constraints") && !json.contains("spread_by"),
+        "{json}"
+    );
+
+    let svc = "[service.web]\nimage = \"w:1\"\n";
+    fails(
+        &format!("{svc}constraints = \"zone=a\"\n"),
+        3,
+        "service.web.constraints",
+        "expected a table of host labels",
+    );
+    fails(
+        &format!("{svc}constraints = {{ zone = [] }}\n"),
+        3,
+        "service.web.constraints.zone",
+        "an empty list matches no host",
+    );
+    fails(
+        &format!("{svc}constraints = {{ zone = [\"a\", \"b\", \"a\"] }}\n"),
+        3,
+        "service.web.constraints.zone[2]",
+        "\"a\" is listed twice",
+    );
+    fails(
+        &format!("{svc}constraints = {{ rack = 3 }}\n"),
+        3,
+        "service.web.constraints.rack",
+        "found an integer (quote it)",
+    );
+    fails(
+        &format!("{svc}constraints = {{ zone = [\"a\", 1] }}\n"),
+        3,
+        "service.web.constraints.zone[1]",
+        "expected a label value",
+    );
+    fails(
+        &format!("{svc}constraints = {{ \"zone=a\" = \"b\" }}\n"),
+        3,
+        "service.web.constraints.\"zone=a\"",
+        "is not a host label name",
+    );
+    fails(
+        &format!("{svc}constraints = {{ zone = \"eu 1\" }}\n"),
+        3,
+        "service.web.constraints.zone",
+        "is not a host label value",
+    );
+    fails(
+        &format!("{svc}\n[service.web.constraints]\nzone = {{ in = [\"a\"] }}\n"),
+        5,
+        "service.web.constraints.zone",
+        "expected a label value",
+    );
+    fails(
+        &format!("{svc}spread_by = [\"zone\"]\n"),
+        3,
+        "service.web.spread_by",
+        "expected a string",
+    );
+    fails(
+        &format!("{svc}spread_by = \"-zone\"\n"),
+        3,
+        "service.web.spread_by",
+        "is not a host label name",
+    );
+}

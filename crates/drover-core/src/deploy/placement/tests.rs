@@ -704,3 +704,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn one_host_says_placement_waits_for_hosts_in_one_line() {
+    assert_eq!(one_host_note(&Constraints::new(), None), None);
+    let s = constrained(1, "zone", &["a"]);
+    assert_eq!(
+        one_host_note(&s.constraints, Some("zone")).unwrap(),
+        "constraints (zone) and spread_by (zone) apply when hosts join a fleet \
+         (`drover serve --join`); this store has none, so every replica runs on this host"
+    );
+    assert!(
+        one_host_note(&Constraints::new(), Some("rack"))
+            .unwrap()
+            .starts_with("spread_by (rack) apply")
+    );
+}
