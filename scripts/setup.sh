@@ -33,6 +33,7 @@ PACKAGES=(
   gpgv debian-archive-keyring    # packages layers: InRelease signatures, Debian's signing keys
   mmdebstrap                     # bench/packages.sh's peer: the same package set as a tarball
   postgresql                     # state tests on PostgreSQL: each test binary runs its own throwaway cluster
+  iproute2                       # fleet tests: hosts as network namespaces (ip netns, veth pairs, a bridge)
 )
 # shellcheck disable=SC2206  # word splitting of the extra list is intended
 PACKAGES+=(${SETUP_EXTRA_PACKAGES:-})

@@ -31,6 +31,7 @@ mod layers;
 mod logformat;
 mod logs;
 mod metrics;
+mod netns;
 mod package_scripts;
 mod packages;
 mod policy;

@@ -2,6 +2,8 @@
 //! against a temp store and a generated build context.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
