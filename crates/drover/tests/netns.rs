@@ -163,7 +163,7 @@ fn holds_a_net_until_killed() {
         return;
     }
     let net = Net::new(1).expect("root and ip");
-    let sleeper = net
+    let mut sleeper = net
         .cmd("h1")
         .args(["sleep", "600"])
         .stdout(Stdio::null())
@@ -175,6 +175,8 @@ fn holds_a_net_until_killed() {
         .contains(&pid)));
     println!("NET {} PID {pid}", net.namespaces().join(" "));
     std::thread::sleep(Duration::from_secs(600));
+    drop(net);
+    let _ = sleeper.wait();
 }
 
 #[test]
