@@ -418,7 +418,8 @@ impl Db {
     /// `timeout_ms` by the server clock, in one change: state `down`, epoch
     /// one more, their live instances counted lost ("host h2 down (epoch
     /// 3)"), and `host.down {host, epoch, lost}` for each. Whichever serve
-    /// gets here first does it; the others find nothing.
+    /// gets here first does it; the others find nothing. The checker, host
+    /// `by`, does not judge itself: it is alive enough to look.
     pub fn mark_lapsed_hosts_down(&mut self, timeout_ms: i64, by: &str) -> Result<Vec<HostDown>> {
         self.write(|tx| {
             let now = tx.read().now_ms()?;
@@ -427,12 +428,12 @@ impl Db {
                     .sql()
                     .prepare(
                         "SELECT name, epoch, heartbeat FROM hosts \
-                         WHERE state IN ('up', 'draining') \
+                         WHERE state IN ('up', 'draining') AND name != ?2 \
                          AND (heartbeat IS NULL OR heartbeat < ?1) ORDER BY name",
                     )
                     .db_ctx(tx.path())?;
                 let rows = stmt
-                    .query_map([now - timeout_ms], |r| {
+                    .query_map(params![now - timeout_ms, by], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .db_ctx(tx.path())?;

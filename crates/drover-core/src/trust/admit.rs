@@ -28,7 +28,7 @@ use crate::store::Store;
 /// refusal is recorded (`policy.refuse`, as `op`) and returned as
 /// [`crate::Error::Refused`].
 pub fn image(store: &mut Store, image: &Digest, op: Operation) -> Result<()> {
-    let policy = policy::load(store.root())?;
+    let policy = policy::load_for(store)?;
     let key = (*image, fingerprint(store, &policy)?);
     if store.admitted().borrow().contains(&key) {
         return Ok(());

@@ -288,7 +288,7 @@ backends! {
         assert_eq!(a.untrust_key(&ci.keyid()[..12]).unwrap(), ci.keyid());
         assert!(a.untrust_key(&ci.keyid()).is_err(), "no longer trusted");
         assert!(b.read().trusted_public_keys().unwrap().is_empty());
-        assert_eq!(b.read().trusted_keys(true).unwrap()[0].removed.is_some(), true);
+        assert!(b.read().trusted_keys(true).unwrap()[0].removed.is_some());
         assert_eq!(actions(&b, "key.untrust").len(), 1);
         // Trusted anew.
         assert!(a.trust_key(&ci, None).unwrap());
