@@ -155,6 +155,20 @@ fn a_joined_serve_is_listed_up_with_its_labels_and_a_fresh_heartbeat() {
     );
     assert_eq!(entries(&env, "host.join").len(), 1);
 
+    // Draining is a flag for now, and says so.
+    let drained = env.ok(&["drain", "h1"]);
+    assert!(drained.contains("lands with placement"), "{drained}");
+    assert_eq!(host(&env, "h1").unwrap()["state"], "draining");
+    let out = env.run(&["drain", "nope"]);
+    assert!(
+        !out.status.success() && show(&out).contains("host \"nope\""),
+        "{}",
+        show(&out)
+    );
+    env.ok(&["drain", "--undo", "h1"]);
+    assert_eq!(host(&env, "h1").unwrap()["state"], "up");
+    assert_eq!(entries(&env, "host.drain").len(), 1);
+
     // The store is host h1: the same host key under another name is refused.
     serve.kill9();
     let out = env.run(&["serve", "--admin", "off", "--join", "--host", "h2"]);
