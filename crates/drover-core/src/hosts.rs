@@ -123,8 +123,11 @@ pub fn join(store: &mut Store, opts: &JoinOptions) -> Result<Joined> {
     let moved = recorded
         .as_ref()
         .is_some_and(|(name, epoch)| *name == opts.name && row.epoch > *epoch);
-    let fenced = match row.state == "down" || moved {
-        true => Some(stop_stale(store, &opts.name, row.epoch)?),
+    // Instances counted lost or from an older epoch are stale however this
+    // store came to forget its epoch (a restored backup): stop them too.
+    let stale = store.db().read().stale_instances(&opts.name, row.epoch)?;
+    let fenced = match row.state == "down" || moved || !stale.is_empty() {
+        true => Some(stop_stale(store, &opts.name, row.epoch, stale)?),
         false => None,
     };
     store
@@ -139,8 +142,12 @@ pub fn join(store: &mut Store, opts: &JoinOptions) -> Result<Joined> {
 }
 
 /// Stop `host`'s instances a fence made stale at `epoch`; their ids.
-fn stop_stale(store: &mut Store, host: &str, epoch: i64) -> Result<Vec<String>> {
-    let stale = store.db().read().stale_instances(host, epoch)?;
+fn stop_stale(
+    store: &mut Store,
+    host: &str,
+    epoch: i64,
+    stale: Vec<String>,
+) -> Result<Vec<String>> {
     warn!(
         host,
         epoch,
