@@ -263,6 +263,13 @@ fn a_host_whose_heartbeat_lapsed_is_marked_down_and_fenced_when_it_comes_back() 
             .unwrap();
     assert_eq!(epoch, serde_json::json!({"host": "h1", "epoch": 2}));
     drop(back);
+    let events = env.ok(&["events"]);
+    assert!(
+        events.contains("host.down")
+            && events.contains("host.fenced")
+            && events.contains("host h1"),
+        "{events}"
+    );
     // Each host signed its own entries; audit verify trusts every joined
     // host's key.
     let verified = env.ok(&["audit", "verify"]);
