@@ -80,6 +80,13 @@ pub enum Kind {
     /// A valid token asked the HTTP API for more than its role allows.
     #[serde(rename = "api.denied")]
     ApiDenied,
+    /// A host's heartbeat lapsed: marked down, its instances counted lost.
+    #[serde(rename = "host.down")]
+    HostDown,
+    /// A host came back after being marked down and stopped its stale
+    /// instances before anything else.
+    #[serde(rename = "host.fenced")]
+    HostFenced,
 }
 
 impl Kind {
@@ -108,6 +115,8 @@ impl Kind {
             Kind::TokenCreated => "token.created",
             Kind::TokenRevoked => "token.revoked",
             Kind::ApiDenied => "api.denied",
+            Kind::HostDown => "host.down",
+            Kind::HostFenced => "host.fenced",
         }
     }
 }
@@ -141,6 +150,9 @@ pub struct Event {
     /// A token's name, for token events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A host's name, for host events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Why, or what, in a sentence.
     pub reason: String,
     /// Who did it (the entry's actor).
@@ -163,6 +175,8 @@ impl Event {
         if parts.is_empty() {
             if let Some(t) = &self.token {
                 parts.push(format!("token {t}"));
+            } else if let Some(h) = &self.host {
+                parts.push(format!("host {h}"));
             } else if let Some(image) = &self.image {
                 parts.push(image.clone());
             }
@@ -263,6 +277,7 @@ pub fn from_entry(e: &Entry) -> Vec<Event> {
         instance: None,
         image: None,
         token: None,
+        host: None,
         reason,
         actor: e.actor.clone(),
     };
@@ -418,6 +433,36 @@ pub fn from_entry(e: &Entry) -> Vec<Event> {
             image: subject(0),
             ..event(Kind::ImageUnrevoked, text("reason").unwrap_or_default())
         }],
+        "host.down" => {
+            let lost = d.get("lost").and_then(Value::as_array).map_or(0, Vec::len);
+            vec![Event {
+                host: text("host"),
+                ..event(
+                    Kind::HostDown,
+                    format!(
+                        "down (epoch {}): {}; {lost} instance(s) counted lost",
+                        int("epoch").map_or("?".into(), |n| n.to_string()),
+                        text("reason").unwrap_or_else(|| "its heartbeat lapsed".into())
+                    ),
+                )
+            }]
+        }
+        "host.fenced" => {
+            let stopped = d
+                .get("stopped")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            vec![Event {
+                host: text("host"),
+                ..event(
+                    Kind::HostFenced,
+                    format!(
+                        "back after being marked down: stopped {stopped} stale instance(s) first (epoch {})",
+                        int("epoch").map_or("?".into(), |n| n.to_string())
+                    ),
+                )
+            }]
+        }
         "token.create" => vec![Event {
             token: subject(0),
             ..event(

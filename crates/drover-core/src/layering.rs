@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// after it in this list.
 const ORDER: &[&str] = &[
     "supervisor",
+    "hosts",
     "metrics",
     "trace",
     "reconcile",

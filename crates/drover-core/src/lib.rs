@@ -9,6 +9,7 @@
 //! | module    | owns |
 //! |-----------|------|
 //! | [`supervisor`] | what `drover serve` runs: a reconciler per service, the traffic thread that drives the proxies (a trait: they are async, in `drover-proxy`), the drift scanner |
+//! | [`hosts`] | a host in a fleet (`serve --join`): joining, fencing on return, the heartbeat and the check that marks lapsed hosts down |
 //! | [`metrics`] | `drover serve`'s Prometheus metrics: the counters and histograms the supervisor and the proxies feed, what is read from the database at each scrape (instances, releases, ledger), the process's own resources; encoded by `prometheus-client` |
 //! | [`trace`]  | `drover trace`: instance → release → image → signatures, provenance, SBOM, baseline, drift |
 //! | [`reconcile`] | `drover serve`'s reconciler: the deploy pass, run forever, with back-off |
@@ -50,6 +51,7 @@ pub mod events;
 mod fuzz;
 pub mod grammar;
 pub mod health;
+pub mod hosts;
 pub mod instance;
 pub mod keys;
 #[cfg(test)]

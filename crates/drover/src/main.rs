@@ -82,7 +82,8 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Generate and show Ed25519 signing keys.
     Key(cmd::key::Args),
-    /// Show the deploy policy (policy.toml), or check an image against it.
+    /// Show the deploy policy (policy.toml), check an image against it, or
+    /// trust a signing key for the whole fleet (`policy trust KEY.pub`).
     Policy(cmd::policy::Args),
     /// Revoke an image: refused from now on by run, apply, rollback and
     /// build; `serve` moves services off it. `--list` lists revocations,
@@ -141,6 +142,12 @@ enum Command {
     /// what `apply --detach` records, proxy traffic to healthy instances,
     /// replace drifted ones. Stops on SIGTERM; instances keep running.
     Serve(cmd::serve::Args),
+    /// The hosts that joined the fleet (`serve --join`): state, labels,
+    /// address, last heartbeat, epoch, instances.
+    Hosts(cmd::hosts::Args),
+    /// Mark a host draining (`--undo`: up again). A flag only for now:
+    /// moving its instances to other hosts lands with placement.
+    Drain(cmd::hosts::DrainArgs),
     /// Replace the drover binary (rename, never copy over) with a new one
     /// that runs, and have the running serve hand over to it: no
     /// connection refused.
@@ -256,6 +263,8 @@ fn main() -> ExitCode {
         Command::Service(a) => cmd::service::run(&ctx, a),
         Command::Token(a) => cmd::token::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Hosts(a) => cmd::hosts::run(&ctx, a),
+        Command::Drain(a) => cmd::hosts::drain(&ctx, a),
         Command::Store(a) => cmd::store::run(&ctx, a),
         Command::Upgrade(a) => cmd::upgrade::run(&ctx, a),
         Command::InstallService(a) => cmd::install_service::run(&ctx, a),

@@ -25,6 +25,7 @@ mod gc;
 mod habits;
 mod handover;
 mod hostile;
+mod hosts;
 mod instances;
 mod interop;
 mod layers;

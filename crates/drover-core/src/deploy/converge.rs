@@ -318,7 +318,7 @@ fn fallback(
     from: &Release,
     same: impl Fn(&Release) -> Option<&'static str>,
 ) -> Result<(Option<Release>, Vec<PassedOver>)> {
-    let policy = policy::load(store.root())?;
+    let policy = policy::load_for(store)?;
     let db = store.db();
     let mut passed = Vec::new();
     for r in release::releases(db.read(), service)?.into_iter().rev() {

@@ -92,7 +92,7 @@ impl Plan {
 /// port another recorded service holds is an error naming both.
 pub fn plan(store: &mut Store, fleet: &[ServiceSpec], prune: bool) -> Result<Plan> {
     let instances = instance::refresh(store.db_mut(), false)?;
-    let policy = policy::load(store.root())?;
+    let policy = policy::load_for(store)?;
     let db = store.db();
     remove::check_ports(db.read(), fleet, prune)?;
     let mut out = Vec::new();

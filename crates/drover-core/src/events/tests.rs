@@ -322,6 +322,40 @@ fn token_entries_are_token_events() {
 }
 
 #[test]
+fn a_host_down_and_its_fencing_are_host_events() {
+    let d = one(&entry(
+        "host.down",
+        &["h2", "i1", "i2"],
+        json!({"host": "h2", "epoch": 3, "lost": ["i1", "i2"], "reason": "no heartbeat for 16.0 s"}),
+    ));
+    assert_eq!(d.kind, Kind::HostDown);
+    assert_eq!(d.subject(), "host h2");
+    assert_eq!(
+        d.reason,
+        "down (epoch 3): no heartbeat for 16.0 s; 2 instance(s) counted lost"
+    );
+    let f = one(&entry(
+        "host.fenced",
+        &["h2", "i1"],
+        json!({"host": "h2", "epoch": 3, "stopped": ["i1"]}),
+    ));
+    assert_eq!(f.kind, Kind::HostFenced);
+    assert_eq!(f.host.as_deref(), Some("h2"));
+    assert!(
+        f.reason.contains("stopped 1 stale instance(s)"),
+        "{}",
+        f.reason
+    );
+    // Joining, draining and trusting keys are not events.
+    for action in ["host.join", "host.drain", "key.trust", "key.untrust"] {
+        assert!(
+            from_entry(&entry(action, &["h2"], json!({}))).is_empty(),
+            "{action}"
+        );
+    }
+}
+
+#[test]
 fn entries_that_are_not_events_mean_none() {
     for action in [
         "image.build",

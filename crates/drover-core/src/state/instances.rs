@@ -244,12 +244,16 @@ impl Reader<'_> {
 
 impl Tx<'_> {
     /// Record a new instance (see [`NewInstance`]).
+    /// On a store that joined a fleet, it is stamped with the host and
+    /// its epoch ([`super::hosts::local_host`]).
     pub(crate) fn insert_instance(&self, i: &NewInstance<'_>) -> Result<()> {
+        let joined = super::hosts::local_host(super::state_dir(self.path()));
         self.sql()
             .execute(
                 "INSERT INTO instances (id, name, image, image_ref, release, driver, state, port, \
-                 created, stop_signal, launch, service, config_digest, slot, volumes) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 created, stop_signal, launch, service, config_digest, slot, volumes, host, \
+                 host_epoch) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     i.id,
                     i.name,
@@ -265,7 +269,9 @@ impl Tx<'_> {
                     i.service,
                     i.config_digest.to_string(),
                     i.slot,
-                    i.volumes
+                    i.volumes,
+                    joined.as_ref().map(|(h, _)| h.as_str()),
+                    joined.as_ref().map(|(_, e)| *e)
                 ],
             )
             .db_ctx(self.path())

@@ -315,6 +315,42 @@ CREATE TABLE tokens (
     revoked  TEXT
 );
 "#,
+    // 12: hosts of a fleet (state/hosts.rs), and which host an instance
+    // lives on. NULL host: the single host of a store that never joined.
+    r#"
+CREATE TABLE hosts (
+    name       TEXT PRIMARY KEY,
+    labels     TEXT NOT NULL DEFAULT '{}',
+    capacity   TEXT NOT NULL DEFAULT '{}',
+    address    TEXT,
+    keyid      TEXT UNIQUE,
+    public_key TEXT,
+    state      TEXT NOT NULL,
+    epoch      INTEGER NOT NULL DEFAULT 1,
+    heartbeat  INTEGER,
+    joined     TEXT NOT NULL,
+    updated    TEXT NOT NULL,
+    version    TEXT,
+    reason     TEXT
+);
+ALTER TABLE instances ADD COLUMN host TEXT;
+ALTER TABLE instances ADD COLUMN host_epoch INTEGER;
+ALTER TABLE instances ADD COLUMN lost TEXT;
+CREATE INDEX instances_host ON instances (host);
+"#,
+    // 13: one trust domain: image signing keys every host trusts
+    // (`drover policy trust`); removed keys stay, so the ledger's keyids
+    // keep their names.
+    r#"
+CREATE TABLE trusted_keys (
+    keyid      TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    name       TEXT,
+    added      TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    removed    TEXT
+);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, one for one: migration `i` here
@@ -556,6 +592,39 @@ CREATE TABLE tokens (
     creator  TEXT NOT NULL,
     expires  TEXT,
     revoked  TEXT
+);
+"#,
+    // 12: hosts, and which host an instance lives on.
+    r#"
+CREATE TABLE hosts (
+    name       TEXT PRIMARY KEY,
+    labels     TEXT NOT NULL DEFAULT '{}',
+    capacity   TEXT NOT NULL DEFAULT '{}',
+    address    TEXT,
+    keyid      TEXT UNIQUE,
+    public_key TEXT,
+    state      TEXT NOT NULL,
+    epoch      BIGINT NOT NULL DEFAULT 1,
+    heartbeat  BIGINT,
+    joined     TEXT NOT NULL,
+    updated    TEXT NOT NULL,
+    version    TEXT,
+    reason     TEXT
+);
+ALTER TABLE instances ADD COLUMN host TEXT;
+ALTER TABLE instances ADD COLUMN host_epoch BIGINT;
+ALTER TABLE instances ADD COLUMN lost TEXT;
+CREATE INDEX instances_host ON instances (host);
+"#,
+    // 13: one trust domain.
+    r#"
+CREATE TABLE trusted_keys (
+    keyid      TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    name       TEXT,
+    added      TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    removed    TEXT
 );
 "#,
 ];

@@ -12,7 +12,8 @@
 //! an image from gc), `ledger` (append, list, the rows verification and
 //! export walk), `releases` (services, releases, quarantine, service health),
 //! `instances` (rows, transitions, traffic columns), `leases`, `proxies`,
-//! `drift` (findings), `revocations`, `tokens` (API tokens, hashed), and [`Reader::changes`]. Values whose
+//! `drift` (findings), `revocations`, `tokens` (API tokens, hashed), `hosts`
+//! (a fleet's hosts, heartbeats, fencing, trusted signing keys), and [`Reader::changes`]. Values whose
 //! types belong to modules above this one (a release's config, a service's
 //! rollout) are stored as JSON and are generic here; `instance` decodes its
 //! own rows. Nothing outside this crate sees a database type, and outside
@@ -74,6 +75,7 @@
 //! lives on disk beside the database; the database only names it.
 
 mod drift;
+pub mod hosts;
 mod id_ranges;
 mod images;
 mod instances;
@@ -97,6 +99,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use sql::{Conn, Dialect, SqlError};
 
+pub use hosts::{HostDown, HostJoin, HostRow, TrustedKey};
 pub use images::{Referrer, Tag};
 pub use instances::{InstanceRow, NewInstance, VolumeHolder};
 pub use leases::LeaseRow;

@@ -44,6 +44,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
         tables(db.conn()),
         [
             "drift_findings",
+            "hosts",
             "id_ranges",
             "instance_transitions",
             "instances",
@@ -61,6 +62,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
             "store_meta",
             "tags",
             "tokens",
+            "trusted_keys",
         ]
     );
     let index: String = db
@@ -368,6 +370,8 @@ fn shipped_migrations_are_unchanged() {
         "sha256:3b4874079c014513fa8bb35b566be3a8168f5d6db08eca6a587702088f5a2af0", // 9
         "sha256:a74aea2cf693ea8f530f7f595fe1a3e19622f3808ad53f72f209c1dcb4d73d9b", // 10 (host identity)
         "sha256:f68e8e86a8a0ee9848b9465287d6d6b27b993e9949f54dadc411a94b67116b9b", // 11 (tokens)
+        "sha256:c3f30d87ee2b77b2ffd7c21ab2f88adf22a117a9073fe7ee70cea1488524477c", // 12 (hosts)
+        "sha256:9ec2773ea637aaf3e5c84a89a3252eb054fdb0f7b520c532edcfdd10c3de09ee", // 13 (trusted keys)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

@@ -28,7 +28,7 @@ use crate::store::Store;
 /// refusal is recorded (`policy.refuse`, as `op`) and returned as
 /// [`crate::Error::Refused`].
 pub fn image(store: &mut Store, image: &Digest, op: Operation) -> Result<()> {
-    let policy = policy::load(store.root())?;
+    let policy = policy::load_for(store)?;
     let key = (*image, fingerprint(store, &policy)?);
     if store.admitted().borrow().contains(&key) {
         return Ok(());
@@ -349,6 +349,38 @@ mod tests {
             matches!(err, Error::Refused { ref rule, .. } if rule == "require_signature"),
             "{err}"
         );
+    }
+
+    /// Keys trusted for the fleet (`drover policy trust`) count as the
+    /// policy's own: what they signed is admitted, and no longer once
+    /// untrusted (the admission cache notices both).
+    #[test]
+    fn a_key_trusted_for_the_fleet_admits_what_it_signed_until_untrusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store")).unwrap();
+        let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
+                    [[layer]]\nkind = \"file\"\ndest = \"/app\"\ncontent = \"ci\"\n";
+        let def = builder::def::parse(text, Path::new("drover.toml")).unwrap();
+        let image = builder::build(&mut store, &def, &BuildOptions::default(), &NoProgress)
+            .unwrap()
+            .digest;
+        let ci = crate::keys::SigningKey::generate().unwrap();
+        super::super::signature::sign(&mut store, "app:1", &ci).unwrap();
+        let refused = |store: &mut Store| {
+            let err = super::image(store, &image, Operation::Run).unwrap_err();
+            assert!(
+                matches!(err, Error::Refused { ref rule, .. } if rule == "require_signature"),
+                "{err}"
+            );
+        };
+        refused(&mut store);
+        assert!(store.db_mut().trust_key(&ci.public(), Some("ci")).unwrap());
+        super::image(&mut store, &image, Operation::Run).unwrap();
+        let policy = policy::load_for(&store).unwrap();
+        assert!(policy.keys().contains(&ci.public()));
+        assert!(policy.to_toml().contains(&ci.public().keyid()));
+        store.db_mut().untrust_key(&ci.public().keyid()).unwrap();
+        refused(&mut store);
     }
 
     #[test]

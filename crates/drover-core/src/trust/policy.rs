@@ -82,6 +82,9 @@ pub struct Policy {
     pub replace_revoked: bool,
     /// Where this policy came from.
     pub source: Source,
+    /// Signing keys the whole fleet trusts (`drover policy trust`, kept in
+    /// the state database), in addition to `trusted_keys`.
+    pub fleet_keys: Vec<crate::state::TrustedKey>,
     #[serde(skip)]
     keys: Vec<PublicKey>,
 }
@@ -189,6 +192,7 @@ impl Policy {
             allowed_base_images: vec![],
             replace_revoked: true,
             source: Source::Default(state_dir.join(FILE)),
+            fleet_keys: vec![],
             keys: vec![host],
         })
     }
@@ -207,6 +211,23 @@ impl Policy {
         let mut keys = String::new();
         for (path, key) in self.trusted_keys.iter().zip(&self.keys) {
             keys.push_str(&format!("  {path:?}, # key {}\n", &key.keyid()[..12]));
+        }
+        if !self.fleet_keys.is_empty() {
+            keys.push_str(
+                "  # and, for the whole fleet (`drover policy trust`, `policy untrust KEYID`):\n",
+            );
+        }
+        for k in &self.fleet_keys {
+            keys.push_str(&format!(
+                "  # key {}{}, trusted {} by {}\n",
+                k.keyid,
+                k.name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
+                k.added,
+                k.actor
+            ));
         }
         format!(
             "# drover deploy policy; effective policy from {}\n\
@@ -473,6 +494,22 @@ pub fn load(state_dir: &Path) -> Result<Policy> {
     parse(&text, &path, state_dir)
 }
 
+/// The policy of `store` ([`load`]) with the signing keys the fleet trusts
+/// (`drover policy trust`) added to its trusted keys: what every check of
+/// an image in the store goes by.
+pub fn load_for(store: &Store) -> Result<Policy> {
+    let mut policy = load(store.root())?;
+    let read = store.db().read();
+    for k in read.trusted_keys(false)? {
+        let key = PublicKey::from_pem(&k.public_key, read.path())?;
+        if !policy.keys.contains(&key) {
+            policy.keys.push(key);
+        }
+        policy.fleet_keys.push(k);
+    }
+    Ok(policy)
+}
+
 /// Check policy `text` (from `file`, named in errors); key paths are
 /// relative to `state_dir`.
 pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
@@ -580,6 +617,7 @@ pub fn parse(text: &str, file: &Path, state_dir: &Path) -> Result<Policy> {
         allowed_base_images,
         replace_revoked,
         source: Source::File(file.to_path_buf()),
+        fleet_keys: vec![],
         keys,
     })
 }
@@ -627,7 +665,7 @@ fn non_empty_strings(c: &Checker<'_>, t: &Table<'_>, n: &Node, name: &str) -> Re
 /// Load the store's policy and evaluate `image` for `op`; on refusal commit
 /// a `policy.refuse` ledger entry and return [`Error::Refused`].
 pub fn enforce(store: &mut Store, image: &Digest, origin: Origin<'_>, op: Operation) -> Result<()> {
-    let policy = load(store.root())?;
+    let policy = load_for(store)?;
     match policy.evaluate(store, image, origin)? {
         Verdict::Allowed { .. } => Ok(()),
         Verdict::Refused(r) => Err(refuse(store, r, op)),
@@ -637,7 +675,7 @@ pub fn enforce(store: &mut Store, image: &Digest, origin: Origin<'_>, op: Operat
 /// Refuse to build `building` (the tag being built) on `base` when the policy
 /// does not allow that base (recorded like any refusal, as `build`).
 pub fn enforce_base(store: &mut Store, base: &Digest, building: &str) -> Result<()> {
-    let policy = load(store.root())?;
+    let policy = load_for(store)?;
     match policy.check_base(store, base)? {
         None => Ok(()),
         Some((rule, why)) => Err(refuse(
@@ -661,7 +699,7 @@ pub fn enforce_pull(
     registry: &str,
     op: Operation,
 ) -> Result<()> {
-    let policy = load(store.root())?;
+    let policy = load_for(store)?;
     match policy.registry_problem(Origin::Registry(registry)) {
         None => Ok(()),
         Some(reason) => Err(refuse(

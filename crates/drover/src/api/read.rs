@@ -65,7 +65,7 @@ pub fn instances(c: &Call) -> anyhow::Result<Reply> {
 /// not hold is in the document (`ok: false`), not an error.
 pub fn trace(c: &Call) -> anyhow::Result<Reply> {
     let store = c.store()?;
-    let keys = drover_core::trust::policy::load(store.root())?
+    let keys = drover_core::trust::policy::load_for(&store)?
         .keys()
         .to_vec();
     let root = cmd::trace::link(&store, c.param(0), keys)?;
@@ -184,7 +184,7 @@ fn verification(
 /// `drover policy show --json`.
 pub fn policy(c: &Call) -> anyhow::Result<Reply> {
     let store = c.store()?;
-    Reply::doc("Policy", &drover_core::trust::policy::load(store.root())?)
+    Reply::doc("Policy", &drover_core::trust::policy::load_for(&store)?)
 }
 
 /// `drover revoke --list --json`.

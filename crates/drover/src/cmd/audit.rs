@@ -61,8 +61,9 @@ enum Sub {
     /// that was changed, removed, inserted, reordered or not signed by a
     /// trusted key. Exit 3 when not valid.
     Verify {
-        /// A public key to trust (repeatable): the store's host key when
-        /// omitted. Required with --export.
+        /// A public key to trust (repeatable): when omitted, the store's
+        /// host key and those of every host that joined the fleet
+        /// (`serve --join`). Required with --export.
         #[arg(long, value_name = "PUB")]
         key: Vec<PathBuf>,
         /// Verify this export (`drover audit export`, `-` for stdin) offline
@@ -130,8 +131,12 @@ fn accept_truncation(ctx: &Ctx, reason: &str) -> anyhow::Result<ExitCode> {
 fn verify_store(ctx: &Ctx, keys: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let db = store.db();
+    // Each entry is signed by the host that made it: this store's host key
+    // and those of the hosts that joined the fleet.
     let trusted = if keys.is_empty() {
-        host_public(ctx)?
+        let mut trusted = host_public(ctx)?;
+        trusted.extend(db.read().host_public_keys()?);
+        trusted
     } else {
         load_keys(keys)?
     };
@@ -230,6 +235,7 @@ fn export(
     let db = store.db();
     let key = ctx.signing_key(&store, None)?;
     let mut trusted = vec![key.public()];
+    trusted.extend(db.read().host_public_keys()?);
     trusted.extend(load_keys(keys)?);
     let summary = match out {
         None => {

@@ -10,6 +10,7 @@ pub mod drift;
 pub mod events;
 pub mod exec;
 pub mod gc;
+pub mod hosts;
 pub mod images;
 pub mod inspect;
 pub mod install_service;
@@ -99,6 +100,7 @@ pub fn check_store(dir: &Path, named: bool, init: bool) -> Result<(), drover_cor
 const STORE_ENTRIES: &[&str] = &[
     "blobs",
     "cache",
+    "host.epoch",
     "index.json",
     "index.lock",
     "instances",
@@ -155,15 +157,18 @@ impl Ctx {
             .with_context(|| format!("opening the store at {}", self.store_dir.display()))
     }
 
-    /// The public keys to trust: those named, else the policy's trusted keys.
+    /// The public keys to trust: those named, else the policy's trusted keys
+    /// and the fleet's (`drover policy trust`).
     pub fn trusted_keys(
         &self,
         files: &[std::path::PathBuf],
     ) -> anyhow::Result<Vec<drover_core::keys::PublicKey>> {
         if files.is_empty() {
-            return Ok(drover_core::trust::policy::load(&self.store_dir)?
-                .keys()
-                .to_vec());
+            return Ok(
+                drover_core::trust::policy::load_for(&self.store_unleased()?)?
+                    .keys()
+                    .to_vec(),
+            );
         }
         Ok(files
             .iter()

@@ -1,4 +1,7 @@
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use drover_core::keys::PublicKey;
 
 use drover_core::store::registry::Remote;
 use drover_core::trust::policy::{self, Origin, Verdict};
@@ -22,11 +25,31 @@ enum Sub {
         /// <registry>/<repository>@sha256:… as a fleet file names it.
         reference: String,
     },
+    /// Trust a signing key (e.g. the CI builder's) for image signatures and
+    /// provenance on every host of the fleet, in addition to policy.toml's
+    /// trusted_keys. Recorded in the ledger (`key.trust`) with who did it.
+    Trust {
+        /// The public key file (PEM, as `drover key generate` writes).
+        key: PathBuf,
+        /// Whose key it is, shown by `policy show`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop trusting a key `policy trust` added (`key.untrust`).
+    Untrust {
+        /// Its key id, or a unique prefix of at least 8 hex digits.
+        keyid: String,
+    },
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
+    match &a.sub {
+        Sub::Trust { key, name } => return trust(ctx, key, name.as_deref()),
+        Sub::Untrust { keyid } => return untrust(ctx, keyid),
+        _ => {}
+    }
     let store = ctx.store()?;
-    let policy = policy::load(store.root())?;
+    let policy = policy::load_for(&store)?;
     let reference = match &a.sub {
         Sub::Show => {
             if ctx.json {
@@ -37,6 +60,7 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Sub::Check { reference } => reference,
+        Sub::Trust { .. } | Sub::Untrust { .. } => unreachable!("handled above"),
     };
     let remote = Remote::is_remote(reference)
         .then(|| Remote::parse(reference))
@@ -78,4 +102,35 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
         .into()),
     }
+}
+
+fn trust(ctx: &Ctx, file: &Path, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let key = PublicKey::load(file)?;
+    let mut store = ctx.store()?;
+    let added = store.db_mut().trust_key(&key, name)?;
+    if ctx.json {
+        let all = store.db().read().trusted_keys(false)?;
+        ctx.emit("TrustedKey", &all.iter().find(|k| k.keyid == key.keyid()))?;
+    } else if added {
+        outln!(
+            "trusted key {} for the whole fleet: images signed by it pass require_signature \
+             (and require_provenance, for provenance it signs)",
+            key.keyid()
+        );
+    } else {
+        outln!("key {} was already trusted", key.keyid());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn untrust(ctx: &Ctx, keyid: &str) -> anyhow::Result<ExitCode> {
+    let mut store = ctx.store()?;
+    let full = store.db_mut().untrust_key(keyid)?;
+    if ctx.json {
+        let all = store.db().read().trusted_keys(true)?;
+        ctx.emit("TrustedKey", &all.iter().find(|k| k.keyid == full))?;
+    } else {
+        outln!("key {full} is no longer trusted");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -29,6 +29,7 @@ use anyhow::Context;
 use drover_core::deploy::spec::ProxyMode;
 use drover_core::drift::Budget;
 use drover_core::grammar;
+use drover_core::hosts::{Agent, JoinOptions};
 use drover_core::metrics::Metrics;
 use drover_core::reconcile;
 use drover_core::store::Store;
@@ -85,6 +86,26 @@ pub struct Args {
     /// `-o json`). Levels: DROVER_LOG (e.g. "debug", "drover=debug").
     #[arg(long, value_enum, value_name = "FORMAT", env = crate::logging::FORMAT_ENV)]
     log_format: Option<LogFormat>,
+    /// Join the fleet as a host: register this store's host (its host key
+    /// is pinned at first join), beat every 3 s, and mark down hosts whose
+    /// heartbeat lapsed. A host that was marked down while away stops its
+    /// stale instances first (`host.fenced`). See `drover hosts`.
+    #[arg(long)]
+    join: bool,
+    /// The host's name in the fleet (default: this machine's host name).
+    #[arg(long, value_name = "NAME", requires = "join")]
+    host: Option<String>,
+    /// A label of the host (repeatable), e.g. `zone=a`.
+    #[arg(long = "label", value_name = "KEY=VALUE", requires = "join", value_parser = drover_core::hosts::label)]
+    labels: Vec<(String, String)>,
+    /// Where other hosts reach this host's instances (an IP address or
+    /// name).
+    #[arg(long, value_name = "ADDR", requires = "join")]
+    address: Option<String>,
+    /// A host whose heartbeat is older than this is marked down, its
+    /// instances counted lost.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration)]
+    host_timeout: Duration,
 }
 
 impl Args {
@@ -177,7 +198,19 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             Some(Admin { addr, tls })
         }
     };
-    serve(opts, a.bind, a.takeover, admin, sd)?;
+    let join = match a.join {
+        false => None,
+        true => Some(JoinOptions {
+            name: match &a.host {
+                Some(h) => h.clone(),
+                None => drover_core::hosts::default_name()?,
+            },
+            labels: a.labels.iter().cloned().collect(),
+            address: a.address.clone(),
+            timeout: a.host_timeout,
+        }),
+    };
+    serve(opts, a.bind, a.takeover, admin, sd, join)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -187,6 +220,7 @@ fn serve(
     takeover: bool,
     admin: Option<Admin>,
     sd: systemd::Environment,
+    join: Option<JoinOptions>,
 ) -> anyhow::Result<()> {
     // The binary as named now: after `drover upgrade` renamed a new one
     // over it, SIGHUP starts that one.
@@ -239,6 +273,16 @@ fn serve(
         // Fail early, in the foreground, if another serve runs.
         None => supervisor::lock(&mut store, &opts.store)?,
     };
+    // Joined: before any reconcile (and before the proxies route), stop
+    // what a fence left behind, then be up.
+    let joined = match &join {
+        Some(j) => {
+            let joined = drover_core::hosts::join(&mut store, j)?;
+            info!(host = %joined.name, epoch = joined.epoch, fenced = ?joined.fenced, "joined the fleet");
+            Some(joined)
+        }
+        None => None,
+    };
     drop(store);
     let admin_handed = admin::Handed::default();
     if let Some(Admin { addr, tls }) = admin {
@@ -272,6 +316,10 @@ fn serve(
     let sockets = proxies.inner.sockets();
     let store_dir = opts.store.clone();
     let running = supervisor::start(opts, lease, proxies)?;
+    let agent = match (joined, &join) {
+        (Some(joined), Some(j)) => Some(Agent::start(store_dir.clone(), joined, j)?),
+        _ => None,
+    };
     if let Some(n) = &notify {
         let _ = systemd::notify(n, &format!("READY=1\nMAINPID={}", std::process::id()), &[]);
     }
@@ -322,6 +370,9 @@ fn serve(
             }
         }
     })?;
+    if let Some(agent) = agent {
+        agent.stop();
+    }
     if stopped {
         info!("handed over; finishing what is in flight, then stopping");
         running.hand_over();
