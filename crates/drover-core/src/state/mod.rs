@@ -24,7 +24,8 @@
 //!
 //! The backend is SQLite (`<state dir>/drover.db`) by default, or
 //! PostgreSQL, for a fleet of hosts ([`Db::open_at`] with a
-//! [`Location::Postgres`]; nothing chooses it from the command line yet).
+//! [`Location::Postgres`]). Which one a store uses is decided in one place,
+//! [`location::resolve`] (`--state`, recorded in `<store>/state`).
 //! Both sit behind `sql.rs`, the one file that names the drivers; the noun
 //! modules' statements are shared text. A backend must give:
 //!
@@ -64,6 +65,11 @@
 //! The host key and the signed ledger head stay in the local directory
 //! [`Location::Postgres`] names. `store backup` is SQLite's; back PostgreSQL
 //! up with `pg_dump`. No TLS yet: connect over a unix socket or loopback.
+//! A process that holds a `Db` for long but seldom uses it (an instance's
+//! monitor) parks it ([`Db::park`]): the connection closes and the next use
+//! opens a new one. A connection the server dropped is replaced the same
+//! way on next use, never inside a transaction ([`is_unreachable`] says
+//! which errors are worth retrying later).
 //!
 //! # SQLite specifics
 //!

@@ -10,6 +10,11 @@
 //! [`backends!`] makes each test twice, `name::sqlite` and
 //! `name::postgres`; the test opens its database with [`open`], which
 //! follows the backend of the test it runs in.
+//!
+//! drover's integration tests use the same cluster (the `test-support`
+//! feature makes this module public): `tests/common`'s `backends!` runs a
+//! test under [`with`], and its `Env` takes a [`Cluster::database`] for
+//! its store's `DROVER_STATE`.
 
 use std::cell::Cell;
 use std::collections::HashMap;
