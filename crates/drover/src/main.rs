@@ -230,7 +230,8 @@ fn main() -> ExitCode {
                 // Chosen (and recorded) before anything opens the store:
                 // every later open, in this process or another, reads it.
                 if let Some(state) = &state {
-                    let root = std::path::absolute(&ctx.store_dir).unwrap_or_else(|_| ctx.store_dir.clone());
+                    let root = std::path::absolute(&ctx.store_dir)
+                        .unwrap_or_else(|_| ctx.store_dir.clone());
                     drover_core::state::location::resolve(&root, Some(state))?;
                 }
             }

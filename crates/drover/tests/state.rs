@@ -93,7 +93,10 @@ fn another_backend_than_the_recorded_one_is_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(code(&out), Some(2), "{}", show(&out));
         assert!(!err.contains("s3cret"), "{err}");
-        assert!(err.contains("postgres://drover:***@127.0.0.1:1/other"), "{err}");
+        assert!(
+            err.contains("postgres://drover:***@127.0.0.1:1/other"),
+            "{err}"
+        );
         // The same database, named again, is fine.
         let out = bare(&env, &["--state", &url, "images"]);
         assert!(out.status.success(), "{}", show(&out));
@@ -108,7 +111,10 @@ fn another_backend_than_the_recorded_one_is_refused() {
     // A SQLite store refuses PostgreSQL the same way.
     let env = Env::on(Backend::Sqlite);
     env.ok(&["images"]);
-    let out = bare(&env, &["--state", "postgres://drover@127.0.0.1:1/x", "images"]);
+    let out = bare(
+        &env,
+        &["--state", "postgres://drover@127.0.0.1:1/x", "images"],
+    );
     assert_eq!(code(&out), Some(2), "{}", show(&out));
 }
 

@@ -103,7 +103,8 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::Failed(format!("instance {id}: cannot become a subreaper: {e}")))?;
     // After an upgrade the database may be newer than this binary.
-    let mut db = state::location::resolve(store_root, None).and_then(|loc| Db::open_for_monitor(&loc));
+    let mut db =
+        state::location::resolve(store_root, None).and_then(|loc| Db::open_for_monitor(&loc));
     let launched = match &mut db {
         Ok(db) => super::reload(db, id).and_then(|inst| launch(store_root, db, &inst)),
         Err(e) => Err(Error::Failed(e.to_string())),
@@ -258,9 +259,15 @@ pub(super) fn record_exit_patiently(
 ) -> Result<()> {
     let deadline = std::time::Instant::now() + patience;
     let mut pause = Duration::from_millis(500);
+    let mut waited = false;
     loop {
         match record_exit(db, id, exit) {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                if waited {
+                    info!(instance = %id, "the state database answers again; the exit is recorded");
+                }
+                return Ok(());
+            }
             Err(e) if state::is_unreachable(&e) && std::time::Instant::now() < deadline => {
                 warn!(
                     instance = %id,
@@ -270,6 +277,7 @@ pub(super) fn record_exit_patiently(
                 );
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(30));
+                waited = true;
             }
             Err(e) => {
                 warn!(instance = %id, error = %e, "cannot record the exit");

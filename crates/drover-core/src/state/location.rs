@@ -226,11 +226,10 @@ mod tests {
             redact("postgresql:///drover?host=/run/pg&password=s3cret&user=d"),
             "postgresql:///drover?host=/run/pg&password=***&user=d"
         );
-        assert_eq!(
-            redact("postgres://drover@h/d"),
-            "postgres://drover@h/d"
-        );
-        let e = Choice::parse("mysql://u:s3cret@h/d").unwrap_err().to_string();
+        assert_eq!(redact("postgres://drover@h/d"), "postgres://drover@h/d");
+        let e = Choice::parse("mysql://u:s3cret@h/d")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("s3cret") && e.contains("sqlite"), "{e}");
     }
 
@@ -241,7 +240,12 @@ mod tests {
             Choice::parse("postgresql:///d?host=/tmp/s"),
             Ok(Choice::Postgres(_))
         ));
-        for bad in ["", "SQLite", "/var/lib/drover/drover.db", "postgres://h/d?nope=1"] {
+        for bad in [
+            "",
+            "SQLite",
+            "/var/lib/drover/drover.db",
+            "postgres://h/d?nope=1",
+        ] {
             let e = Choice::parse(bad).unwrap_err();
             assert!(matches!(e, Error::Usage(_)), "{bad}: {e}");
         }

@@ -495,7 +495,9 @@ pub fn is_unreachable(e: &Error) -> bool {
         Some(SqlError::Lost) => true,
         Some(SqlError::Postgres(e, _)) => match e.code() {
             // connection_exception, admin/crash shutdown, cannot connect now.
-            Some(c) => c.code().starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.code()),
+            Some(c) => {
+                c.code().starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.code())
+            }
             // Not the server's answer: connecting, or the socket, failed.
             None => e.as_db_error().is_none(),
         },
@@ -709,6 +711,12 @@ pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
             .is_some_and(|c| ["55P03", "40001", "40P01"].contains(&c.code())),
         _ => false,
     };
+    // A PostgreSQL database is named by its URL (without password), not by
+    // the local path that stands for it.
+    let (path, source) = match source {
+        SqlError::Postgres(e, Some(label)) => (PathBuf::from(label), SqlError::Postgres(e, None)),
+        other => (path.to_path_buf(), other),
+    };
     match busy {
         true => Error::Busy {
             what: format!("state database {}", path.display()),
@@ -718,7 +726,7 @@ pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
             ),
         },
         false => Error::Database {
-            path: path.to_path_buf(),
+            path,
             source: Box::new(source),
         },
     }

@@ -60,11 +60,17 @@ impl std::fmt::Display for SqlError {
                     write!(f, "{db}: ")?;
                 }
                 match e.as_db_error() {
-                    Some(d) => write!(f, "{}: {}", d.severity(), d.message()),
+                    Some(d) => return write!(f, "{}: {}", d.severity(), d.message()),
                     None if e.is_closed() => {
-                        write!(f, "the connection to PostgreSQL was lost: {e}")
+                        write!(f, "the connection to PostgreSQL was lost: {e}")?
                     }
-                    None => write!(f, "PostgreSQL: {e}"),
+                    None => write!(f, "PostgreSQL: {e}")?,
+                }
+                // Why it could not connect (refused, no such socket), which
+                // the driver's own message leaves to its source.
+                match std::error::Error::source(e) {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
                 }
             }
             SqlError::NoRows => f.write_str("query returned no rows"),
