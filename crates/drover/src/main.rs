@@ -225,6 +225,17 @@ fn main() -> ExitCode {
         .map_err(|e| anyhow::Error::from(drover_core::Error::Usage(e)))
         .and_then(|()| {
             let state = cli.state.as_deref().map(Choice::parse).transpose()?;
+            if matches!(state, Some(Choice::Postgres(_)))
+                && matches!(&cli.command, Command::Store(a) if !a.opens_store())
+            {
+                return Err(drover_core::Error::Usage(
+                    "`store restore` makes a store with its state in SQLite (a backup holds \
+                     SQLite's state): drop --state (and DROVER_STATE); PostgreSQL is restored \
+                     with pg_restore"
+                        .into(),
+                )
+                .into());
+            }
             if cli.command.opens_store() {
                 cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init)?;
                 // Chosen (and recorded) before anything opens the store:

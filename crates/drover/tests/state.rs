@@ -134,6 +134,16 @@ fn a_state_drover_does_not_know_is_a_usage_error() {
         !env.store().join("state").exists(),
         "nothing recorded from a refused choice"
     );
+    // A backup holds SQLite's state: restoring it "into PostgreSQL" is refused.
+    let out = env
+        .cmd()
+        .args(["--state", "postgres://drover@127.0.0.1:1/x"])
+        .args(["store", "restore", "/nonexistent.tar"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), Some(2), "{}", show(&out));
+    assert!(err.contains("pg_restore"), "{err}");
 }
 
 /// Running instances' monitors park their connection (the server's
