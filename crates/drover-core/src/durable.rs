@@ -26,9 +26,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Write `bytes` to `dest` atomically (temp file + fsync + rename + dir fsync).
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(tmp_dir, dest, bytes, 0o666)
+}
+
+/// [`write_atomic`] for a file only its owner may read (it may hold a
+/// password): created 0600, never visible with a wider mode.
+pub fn write_atomic_private(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_mode(tmp_dir, dest, bytes, 0o600)
+}
+
+fn write_atomic_mode(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = tmp_path(tmp_dir, "file");
     let result = (|| {
-        let mut f = File::create(&tmp).ctx("create temp file", &tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .ctx("create temp file", &tmp)?;
         f.write_all(bytes).ctx("write temp file", &tmp)?;
         f.sync_all().ctx("fsync temp file", &tmp)?;
         fs::rename(&tmp, dest).ctx("rename into place", dest)?;

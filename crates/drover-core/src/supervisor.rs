@@ -348,6 +348,10 @@ fn reconcile_loop(
                     }
                 }
             }
+            // The traffic thread says once that the database is out of reach.
+            Err(e) if crate::state::is_unreachable(&e) => {
+                debug!(error = %e, "cannot read the services")
+            }
             Err(e) => warn!(error = %e, "cannot read the services"),
         }
         sleep_unless(stop, POLL);
@@ -478,11 +482,18 @@ fn traffic_loop(store: &Path, mut proxies: impl Proxies, mut lease: lock::Lease,
     let holder = lock::me();
     let mut last_beat = Instant::now() - HEARTBEAT;
     let mut closing: Option<Instant> = None;
+    let mut out_of_reach = false;
     loop {
-        if let Err(e) = lease.renew(store.db_mut()) {
-            error!(error = %e, "serve lost its lock; stopping");
-            stop.store(true, Ordering::SeqCst);
-            quiet.store(true, Ordering::SeqCst);
+        match lease.renew(store.db_mut()) {
+            Ok(()) => {}
+            // Nobody can take the lock meanwhile without the database
+            // either; once it answers, a lock lost by then stops us.
+            Err(e) if crate::state::is_unreachable(&e) => out_of_reach_once(&mut out_of_reach, &e),
+            Err(e) => {
+                error!(error = %e, "serve lost its lock; stopping");
+                stop.store(true, Ordering::SeqCst);
+                quiet.store(true, Ordering::SeqCst);
+            }
         }
         if quiet.load(Ordering::SeqCst) && closing.is_none() {
             // Stop accepting; keep syncing (drains are still acknowledged)
@@ -496,14 +507,24 @@ fn traffic_loop(store: &Path, mut proxies: impl Proxies, mut lease: lock::Lease,
             break;
         }
         let ack = !handed.load(Ordering::SeqCst);
-        if let Err(e) = sync(&mut store, &mut proxies, closing.is_none(), ack) {
-            warn!(error = %e, "cannot bring the proxies in line with the database");
+        match sync(&mut store, &mut proxies, closing.is_none(), ack) {
+            // (A renewal may not touch the database; a sync always does.)
+            Ok(()) if std::mem::take(&mut out_of_reach) => {
+                info!("the state database answers again");
+            }
+            Ok(()) => {}
+            Err(e) if crate::state::is_unreachable(&e) => out_of_reach_once(&mut out_of_reach, &e),
+            Err(e) => warn!(error = %e, "cannot bring the proxies in line with the database"),
         }
         // Deploys wait for the drains of services with a live proxy.
         if last_beat.elapsed() >= HEARTBEAT {
             let names: Vec<String> = proxies.listening();
-            if let Err(e) = traffic::heartbeat(store.db_mut(), &names, &holder) {
-                warn!(error = %e, "cannot write the proxies' heartbeat");
+            match traffic::heartbeat(store.db_mut(), &names, &holder) {
+                Err(e) if crate::state::is_unreachable(&e) => {
+                    out_of_reach_once(&mut out_of_reach, &e)
+                }
+                Err(e) => warn!(error = %e, "cannot write the proxies' heartbeat"),
+                Ok(()) => {}
             }
             last_beat = Instant::now();
         }
@@ -512,6 +533,18 @@ fn traffic_loop(store: &Path, mut proxies: impl Proxies, mut lease: lock::Lease,
     // Deploys no longer wait for this serve's drains.
     let _ = traffic::unregister(store.db_mut(), &holder);
     let _ = lease.release(store.db_mut());
+}
+
+/// Say once (per outage) that the state database is out of reach, and what
+/// serve does meanwhile.
+fn out_of_reach_once(said: &mut bool, e: &crate::error::Error) {
+    if !std::mem::replace(said, true) {
+        warn!(
+            error = %e,
+            "the state database is out of reach: serving on with the routes it last gave and \
+             changing nothing until it answers"
+        );
+    }
 }
 
 /// Routes first, then listeners: a listener opened now accepts only once

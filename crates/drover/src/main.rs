@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use drover_core::ErrorKind;
+use drover_core::state::location::Choice;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,15 @@ pub struct Cli {
     /// Defaults to /var/lib/drover as root, else ~/.local/share/drover.
     #[arg(long, global = true, env = "DROVER_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
+
+    /// Where the store's state (services, releases, instances, policy,
+    /// the ledger) lives: `sqlite` (the default: DIR/drover.db) or a
+    /// PostgreSQL URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (or
+    /// `postgresql:///DB?host=/socket/dir`). Chosen once, by the first
+    /// command on a new store, and recorded in DIR/state; later commands
+    /// need not repeat it, and one naming another database is refused.
+    #[arg(long, global = true, env = "DROVER_STATE", value_name = "URL")]
+    state: Option<String>,
 
     /// Make a new store at the `--store` directory if it is not one yet
     /// (missing or empty). Without it, a named directory that is not a
@@ -221,11 +231,29 @@ fn main() -> ExitCode {
     let result = logs(&cli.command, &ctx)
         .map_err(|e| anyhow::Error::from(drover_core::Error::Usage(e)))
         .and_then(|()| {
-            if cli.command.opens_store() {
-                cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init).map_err(Into::into)
-            } else {
-                Ok(())
+            let state = cli.state.as_deref().map(Choice::parse).transpose()?;
+            if matches!(state, Some(Choice::Postgres(_)))
+                && matches!(&cli.command, Command::Store(a) if !a.opens_store())
+            {
+                return Err(drover_core::Error::Usage(
+                    "`store restore` makes a store with its state in SQLite (a backup holds \
+                     SQLite's state): drop --state (and DROVER_STATE); PostgreSQL is restored \
+                     with pg_restore"
+                        .into(),
+                )
+                .into());
             }
+            if cli.command.opens_store() {
+                cmd::check_store(&ctx.store_dir, cli.store.is_some(), cli.init)?;
+                // Chosen (and recorded) before anything opens the store:
+                // every later open, in this process or another, reads it.
+                if let Some(state) = &state {
+                    let root = std::path::absolute(&ctx.store_dir)
+                        .unwrap_or_else(|_| ctx.store_dir.clone());
+                    drover_core::state::location::resolve(&root, Some(state))?;
+                }
+            }
+            Ok(())
         });
     let result = result.and_then(|()| match &cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),

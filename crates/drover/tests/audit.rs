@@ -157,7 +157,7 @@ fn line(e: &Entry) -> String {
     serde_json::to_string(e).unwrap()
 }
 
-#[test]
+common::backends!(an_export_verifies_with_drover_and_independently);
 fn an_export_verifies_with_drover_and_independently() {
     let x = exported();
     assert_valid(&x.env, &x.file, &[&x.key]);
@@ -204,7 +204,7 @@ fn an_export_verifies_with_drover_and_independently() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
 
-#[test]
+common::backends!(a_tampered_export_fails_both_verifiers_at_the_bad_line);
 fn a_tampered_export_fails_both_verifiers_at_the_bad_line() {
     let x = exported();
     let n = x.lines.len() as u64; // the last line's number
@@ -294,6 +294,7 @@ fn a_tampered_export_fails_both_verifiers_at_the_bad_line() {
     );
 }
 
+// SQLite only: it edits drover.db behind drover's back with sqlite3.
 #[test]
 fn a_tampered_database_is_caught_by_audit_verify() {
     if !require("sqlite3") {
@@ -372,6 +373,7 @@ fn a_tampered_database_is_caught_by_audit_verify() {
     );
 }
 
+// SQLite only: it edits drover.db behind drover's back with sqlite3.
 #[test]
 fn entries_from_before_signing_are_counted_not_failed() {
     if !require("sqlite3") {

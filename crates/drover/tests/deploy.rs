@@ -114,7 +114,7 @@ fn last_seq(env: &Env) -> u64 {
     ledger(env).last().map_or(0, |e| e["seq"].as_u64().unwrap())
 }
 
-#[test]
+common::backends!(rolling_deploy_then_nothing_to_do_then_a_new_image_without_going_below_replicas);
 fn rolling_deploy_then_nothing_to_do_then_a_new_image_without_going_below_replicas() {
     let Some(env) = setup() else { return };
     let f = fleet(
@@ -190,7 +190,7 @@ fn rolling_deploy_then_nothing_to_do_then_a_new_image_without_going_below_replic
     env.ok(&["audit", "verify"]);
 }
 
-#[test]
+common::backends!(a_failing_health_check_rolls_back_and_quarantines_the_image);
 fn a_failing_health_check_rolls_back_and_quarantines_the_image() {
     let Some(env) = setup() else { return };
     env.ok(&["apply", "-f", &fleet(&env, "1", "")]);
@@ -257,7 +257,7 @@ fn a_failing_health_check_rolls_back_and_quarantines_the_image() {
     env.ok(&["audit", "verify"]);
 }
 
-#[test]
+common::backends!(manual_rollback_is_a_new_release_and_a_reapply_respects_it);
 fn manual_rollback_is_a_new_release_and_a_reapply_respects_it() {
     let Some(env) = setup() else { return };
     env.ok(&["apply", "-f", &fleet_n(&env, "1", 2, "")]);
@@ -285,7 +285,7 @@ fn manual_rollback_is_a_new_release_and_a_reapply_respects_it() {
     assert_eq!(pages(&status(&env)), vec!["version one\n"; 2]);
 }
 
-#[test]
+common::backends!(recreate_and_blue_green_order_their_steps);
 fn recreate_and_blue_green_order_their_steps() {
     let Some(env) = setup() else { return };
     env.ok(&["apply", "-f", &fleet(&env, "1", "strategy = \"recreate\"")]);
@@ -310,7 +310,7 @@ fn recreate_and_blue_green_order_their_steps() {
     assert_eq!(pages(&status(&env)), vec!["version one\n"; 3]);
 }
 
-#[test]
+common::backends!(a_second_apply_waits_or_fails_naming_the_holder);
 fn a_second_apply_waits_or_fails_naming_the_holder() {
     let Some(env) = setup() else { return };
     // A slow rollout: the health check only passes after a start period.
@@ -339,9 +339,9 @@ fn a_second_apply_waits_or_fails_naming_the_holder() {
     first.wait().unwrap();
 }
 
+common::backends!(apply_killed_at_any_point_converges_on_the_next_run);
 /// SIGKILL `apply` at many moments; the next `apply` must converge to
 /// exactly the desired replicas of the desired release, with no orphans.
-#[test]
 fn apply_killed_at_any_point_converges_on_the_next_run() {
     let Some(env) = setup() else { return };
     let f1 = fleet(&env, "1", "");
@@ -396,9 +396,9 @@ fn apply_killed_at_any_point_converges_on_the_next_run() {
     env.ok(&["audit", "verify"]);
 }
 
+common::backends!(an_image_whose_own_health_check_fails_is_rolled_back);
 /// The image's own health check (no override in the fleet) gates the
 /// rollout: an image whose check fails is rolled back.
-#[test]
 fn an_image_whose_own_health_check_fails_is_rolled_back() {
     let Some(env) = setup() else { return };
     image_checking(&env, "3", "version three\n", "/missing");
@@ -426,10 +426,10 @@ fn an_image_whose_own_health_check_fails_is_rolled_back() {
     assert_eq!(pages(&s), vec!["version one\n"; 2]);
 }
 
+common::backends!(replicas_with_a_health_check_on_a_fixed_port_are_refused);
 /// Replicas share the host network: a health check on a fixed port would
 /// reach one of them for all (nginx's 8080 let a replica that could not
 /// bind pass). plan and apply refuse it, naming the service and the way out.
-#[test]
 fn replicas_with_a_health_check_on_a_fixed_port_are_refused() {
     let Some(env) = setup() else { return };
     let fleet = fleet_n(&env, "1", 2, "");
@@ -470,9 +470,9 @@ fn replicas_with_a_health_check_on_a_fixed_port_are_refused() {
     );
 }
 
+common::backends!(a_release_that_cannot_start_is_rolled_back);
 /// A release whose instances cannot start (here: a volume the image has no
 /// mount point for) fails like one that never gets healthy.
-#[test]
 fn a_release_that_cannot_start_is_rolled_back() {
     let Some(env) = setup() else { return };
     env.ok(&["apply", "-f", &fleet(&env, "1", "")]);
@@ -496,8 +496,8 @@ fn a_release_that_cannot_start_is_rolled_back() {
     );
 }
 
+common::backends!(exec_health_checks_run_inside_the_instance);
 /// An exec health check runs inside the instance, through either driver.
-#[test]
 fn exec_health_checks_run_inside_the_instance() {
     let Some(env) = setup() else { return };
     // The check runs as the image's user (65534), on both drivers.
@@ -538,7 +538,7 @@ fn exec_health_checks_run_inside_the_instance() {
     }
 }
 
-#[test]
+common::backends!(fleet_errors_name_file_line_and_key);
 fn fleet_errors_name_file_line_and_key() {
     let Some(env) = setup() else { return };
     let path = env.ctx().join("fleet.toml");
@@ -557,12 +557,12 @@ fn fleet_errors_name_file_line_and_key() {
     let _ = Command::new("true").status();
 }
 
+common::backends!(a_release_that_crashes_after_ready_fails_inside_its_stability_window);
 /// Regression (issue 18): a release whose instances pass their health check
 /// and then exit (`sleep 3; exit 3`) was called healthy. With the default
 /// stability window (10 s) it fails like a failed gate: rolled back, its
 /// content quarantined, its logs kept, `apply` failing with what happened.
 /// Rolling kept the old instances serving until the new ones were stable.
-#[test]
 fn a_release_that_crashes_after_ready_fails_inside_its_stability_window() {
     let Some(env) = setup() else { return };
     common::web_image(
@@ -627,9 +627,9 @@ fn a_release_that_crashes_after_ready_fails_inside_its_stability_window() {
     env.ok(&["audit", "verify"]);
 }
 
+common::backends!(a_stable_release_passes_its_window);
 /// A stable release still deploys (the window passes), and a window of 0
 /// behaves as before: healthy at the gate.
-#[test]
 fn a_stable_release_passes_its_window() {
     let Some(env) = setup() else { return };
     let t = std::time::Instant::now();

@@ -74,7 +74,7 @@ fn fleet(env: &Env, image: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-#[test]
+common::backends!(unsigned_images_are_refused_by_run_and_apply);
 fn unsigned_images_are_refused_by_run_and_apply() {
     let (env, digest) = app_env();
     let err = refused(&env.run(&["run", "app:1"]), "require_signature", &digest);
@@ -117,7 +117,7 @@ fn unsigned_images_are_refused_by_run_and_apply() {
     env.ok(&["audit", "verify"]);
 }
 
-#[test]
+common::backends!(a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted);
 fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
     let (env, digest) = app_env();
     let key = env.dir.path().join("ci");
@@ -157,10 +157,10 @@ fn a_signature_by_an_untrusted_key_is_refused_until_the_key_is_trusted() {
     env.ok(&["policy", "check", "app:1"]);
 }
 
+common::backends!(a_tampered_signature_is_refused);
 /// Someone with write access to the store attaches a copy of the host's
 /// signature with its signature bytes changed: a signature by a trusted
 /// key that does not verify refuses the image, valid one or not.
-#[test]
 fn a_tampered_signature_is_refused() {
     use drover_core::keys::dsse;
     use drover_core::store::{Store, artifact};
@@ -226,7 +226,7 @@ fn a_tampered_signature_is_refused() {
     assert_eq!(env.run(&["verify", "app:1"]).status.code(), Some(3));
 }
 
-#[test]
+common::backends!(builds_on_a_base_that_is_revoked_or_not_allowed_are_refused);
 fn builds_on_a_base_that_is_revoked_or_not_allowed_are_refused() {
     let (env, base) = app_env();
     let child = format!(
@@ -280,7 +280,7 @@ fn builds_on_a_base_that_is_revoked_or_not_allowed_are_refused() {
     );
 }
 
-#[test]
+common::backends!(pulls_from_registries_not_allowed_are_refused_before_any_request);
 fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
     let env = Env::new();
     env.set_policy("allowed_registries = [\"registry.example.com\"]\n");
@@ -319,7 +319,7 @@ fn pulls_from_registries_not_allowed_are_refused_before_any_request() {
     assert_eq!(ops, vec!["pull", "apply"]);
 }
 
-#[test]
+common::backends!(the_policy_file_is_shown_and_its_errors_located);
 fn the_policy_file_is_shown_and_its_errors_located() {
     let env = Env::new();
     let shown = env.ok(&["policy", "show"]);
@@ -412,7 +412,7 @@ impl Drop for Serve {
     }
 }
 
-#[test]
+common::backends!(revoked_images_are_refused_flagged_and_served_around);
 fn revoked_images_are_refused_flagged_and_served_around() {
     let Some(env) = common::web_env() else {
         return;

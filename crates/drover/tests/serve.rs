@@ -151,7 +151,7 @@ fn pid_of(env: &Env, id: &str) -> u32 {
         .expect("a pid") as u32
 }
 
-#[test]
+common::backends!(serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart);
 fn serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart() {
     let Some(env) = setup() else { return };
     let port = free_port();
@@ -231,7 +231,7 @@ fn serve_heals_a_killed_instance_and_adopts_what_runs_after_a_restart() {
     env.ok(&["audit", "verify"]);
 }
 
-#[test]
+common::backends!(serve_rolls_out_what_apply_recorded_from_another_process);
 fn serve_rolls_out_what_apply_recorded_from_another_process() {
     let Some(env) = setup() else { return };
     let port = free_port();
@@ -250,7 +250,7 @@ fn serve_rolls_out_what_apply_recorded_from_another_process() {
     assert_eq!(get(port).as_deref(), Some("version two\n"));
 }
 
-#[test]
+common::backends!(an_instance_that_stops_answering_its_health_check_is_replaced);
 fn an_instance_that_stops_answering_its_health_check_is_replaced() {
     let Some(env) = setup() else { return };
     let port = free_port();
@@ -291,7 +291,7 @@ fn an_instance_that_stops_answering_its_health_check_is_replaced() {
     );
 }
 
-#[test]
+common::backends!(a_crash_looping_release_backs_off_and_shows_in_status);
 fn a_crash_looping_release_backs_off_and_shows_in_status() {
     let Some(env) = setup() else { return };
     // Healthy long enough to be released, then it dies after 1.5 s.
@@ -385,7 +385,7 @@ fn wrk_during(port: u16, work: impl FnOnce()) -> (u64, u64, u64, String) {
     (requests, errors, non2xx, text)
 }
 
-#[test]
+common::backends!(ten_deploys_and_a_rollback_under_load_fail_no_request);
 fn ten_deploys_and_a_rollback_under_load_fail_no_request() {
     let Some(env) = setup() else { return };
     if !common::require("wrk") {
@@ -421,7 +421,7 @@ fn ten_deploys_and_a_rollback_under_load_fail_no_request() {
     );
 }
 
-#[test]
+common::backends!(the_proxy_speaks_http2_and_plain_tcp);
 fn the_proxy_speaks_http2_and_plain_tcp() {
     let Some(env) = setup() else { return };
     let port = free_port();
@@ -523,7 +523,7 @@ fn paths_of(report: &Value, id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
+common::backends!(drift_behind_drovers_back_is_found_and_replaced_not_patched);
 fn drift_behind_drovers_back_is_found_and_replaced_not_patched() {
     let Some(env) = setup() else { return };
     let port = free_port();
@@ -668,12 +668,12 @@ fn healthy_then_crashy(env: &Env, secs: &str) -> u16 {
     port
 }
 
+common::backends!(a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one);
 /// Issue 18: a release that was healthy (it passed its window) and then
 /// crash-loops under `serve` is rolled back to the last release that was
 /// healthy and stable, with a `service.rollback` ledger entry saying why;
 /// the crash-looping release is marked unstable and quarantined, and the
 /// back-off clears once the service is healthy again.
-#[test]
 fn a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one() {
     let Some(env) = setup() else { return };
     let port = healthy_then_crashy(&env, "2.5");
@@ -755,11 +755,11 @@ fn a_healthy_release_that_crash_loops_is_rolled_back_to_the_last_stable_one() {
     env.ok(&["audit", "verify"]);
 }
 
+common::backends!(a_manual_rollback_out_of_a_crash_loop_clears_the_back_off);
 /// Regression (issue 18): after a manual rollback out of a crash loop,
 /// `status` still said "backing off: crash loop". The back-off belongs to
 /// the release that crash-looped. (`crash_loop = false`: serve only backs
 /// off, it does not roll back by itself.)
-#[test]
 fn a_manual_rollback_out_of_a_crash_loop_clears_the_back_off() {
     let Some(env) = setup() else { return };
     let port = healthy_then_crashy(&env, "1.5");
@@ -797,10 +797,10 @@ fn a_manual_rollback_out_of_a_crash_loop_clears_the_back_off() {
     );
 }
 
+common::backends!(status_says_not_served_until_serve_runs);
 /// Regression (issue 20): `status` said "in traffic" when no `serve` ran,
 /// so nothing proxied anything. It says the service is not served, until
 /// `serve` runs.
-#[test]
 fn status_says_not_served_until_serve_runs() {
     let Some(env) = setup() else { return };
     let port = free_port();

@@ -43,6 +43,7 @@ mod reproducible;
 mod run_layers;
 mod serve;
 mod smoke;
+mod state;
 mod store;
 mod tokens;
 mod trace;

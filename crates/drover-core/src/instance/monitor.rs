@@ -102,9 +102,9 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
     let _ = nix::unistd::setsid();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::Failed(format!("instance {id}: cannot become a subreaper: {e}")))?;
-    let db_path = store_root.join(state::FILE_NAME);
     // After an upgrade the database may be newer than this binary.
-    let mut db = Db::open_for_monitor(&db_path);
+    let mut db =
+        state::location::resolve(store_root, None).and_then(|loc| Db::open_for_monitor(&loc));
     let launched = match &mut db {
         Ok(db) => super::reload(db, id).and_then(|inst| launch(store_root, db, &inst)),
         Err(e) => Err(Error::Failed(e.to_string())),
@@ -131,7 +131,11 @@ pub fn main(store_root: &Path, id: &str) -> Result<()> {
         }
     };
     info!(instance = %id, pid, "instance started");
-    watch(&mut db?, id, pid, log)
+    let mut db = db?;
+    // Nothing to write until the instance exits: hold no server connection
+    // meanwhile (PostgreSQL's max_connections would bound the instances).
+    db.park();
+    watch(&mut db, id, pid, log)
 }
 
 /// Create and start the container of `inst` and record it running, with
@@ -236,9 +240,51 @@ pub fn watch(db: &mut Db, id: &str, pid: u32, log: log::Pump) -> Result<()> {
     // The pipe closes when the container's last process is gone, which
     // follows its init's exit at once (its PID namespace dies with it).
     log.finish(Duration::from_secs(5));
-    record_exit(db, id, exit)
-        .map(drop)
-        .inspect_err(|e| warn!(instance = %id, error = %e, "cannot record the exit"))
+    record_exit_patiently(db, id, exit, RECORD_PATIENCE)
+}
+
+/// How long a monitor keeps trying to reach the state database to record
+/// its instance's exit before it gives up (`serve` then finds the instance
+/// gone by its pid).
+const RECORD_PATIENCE: Duration = Duration::from_secs(3600);
+
+/// Record the exit; while the database server is out of reach (restarted,
+/// down), retry with back-off, saying so in the monitor's log, for up to
+/// `patience`. Other errors are not retried.
+pub(super) fn record_exit_patiently(
+    db: &mut Db,
+    id: &str,
+    exit: Exit,
+    patience: Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(500);
+    let mut waited = false;
+    loop {
+        match record_exit(db, id, exit) {
+            Ok(_) => {
+                if waited {
+                    info!(instance = %id, "the state database answers again; the exit is recorded");
+                }
+                return Ok(());
+            }
+            Err(e) if state::is_unreachable(&e) && std::time::Instant::now() < deadline => {
+                warn!(
+                    instance = %id,
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "cannot reach the state database to record the exit; retrying"
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(30));
+                waited = true;
+            }
+            Err(e) => {
+                warn!(instance = %id, error = %e, "cannot record the exit");
+                return Err(e);
+            }
+        }
+    }
 }
 
 pub(super) fn wait_for(pid: u32) -> Exit {

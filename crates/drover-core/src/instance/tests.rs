@@ -5,8 +5,19 @@ use std::os::fd::AsFd;
 
 /// A store holding `app:1`, a one-file image whose stop signal is SIGQUIT.
 fn store_with_image() -> (tempfile::TempDir, Store) {
+    store_with_image_in(None)
+}
+
+/// [`store_with_image`] with its state at `state` (a PostgreSQL URL
+/// recorded in the store's state file), or in SQLite.
+fn store_with_image_in(state: Option<&str>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("store")).unwrap();
+    let root = dir.path().join("store");
+    if let Some(url) = state {
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join(crate::state::location::STATE_FILE), url).unwrap();
+    }
+    let mut store = Store::open(&root).unwrap();
     let text = "[image]\nname = \"app\"\ntag = \"1\"\n\
                     [[layer]]\nkind = \"file\"\ndest = \"/bin/app\"\ncontent = \"x\"\nmode = \"0755\"\n\
                     [config]\nentrypoint = [\"/bin/app\"]\nstop_signal = \"SIGQUIT\"\nuser = \"1000:1000\"\n";
@@ -38,13 +49,87 @@ fn start(store: &mut Store, name: &str) -> Instance {
     // monitor had gone (the fake has no process for it to wait for).
     store
         .db()
-        .conn()
+        .sql()
         .execute(
             "UPDATE instances SET monitor_pid = NULL WHERE id = ?1",
             [&inst.id],
         )
         .unwrap();
     reload(store.db(), &inst.id).unwrap()
+}
+
+/// The server connections to the database at `url` other than the asker's.
+fn connections(url: &str) -> i64 {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// A monitor parks its PostgreSQL connection while its instance runs (so
+/// running instances hold none of the server's max_connections), and
+/// records the exit by connecting again, also when the connection it had
+/// was cut under it (the server restarted): it retries until the server
+/// answers. (Restarting the shared test cluster would disturb other tests;
+/// terminating the connection is what a restart does to a client.)
+#[test]
+fn a_parked_monitor_reconnects_to_record_the_exit() {
+    let Some(cluster) = crate::state::pgtest::cluster() else {
+        return;
+    };
+    let url = cluster.database();
+    let (_dir, mut store) = store_with_image_in(Some(&url));
+    assert_eq!(store.db().location().backend(), "postgres");
+    let a = start(&mut store, "a");
+    let b = start(&mut store, "b");
+    store.db_mut().park();
+    assert_eq!(connections(&url), 0, "a parked Db holds no connection");
+    let patience = Duration::from_secs(30);
+    monitor::record_exit_patiently(store.db_mut(), &a.id, Exit::Code(3), patience).unwrap();
+    assert!(connections(&url) >= 1, "it connected again");
+    // Cut the connection, as a server restart does.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    // Without patience the cut shows: the server is out of reach.
+    let e = monitor::record_exit_patiently(store.db_mut(), &b.id, Exit::Code(4), Duration::ZERO)
+        .unwrap_err();
+    assert!(crate::state::is_unreachable(&e), "{e}");
+    assert!(e.to_string().contains("postgres://drover@"), "{e}");
+    monitor::record_exit_patiently(store.db_mut(), &b.id, Exit::Code(4), patience).unwrap();
+    for (inst, code) in [(&a, 3), (&b, 4)] {
+        let row = reload(store.db(), &inst.id).unwrap();
+        assert_eq!(row.state, State::Exited, "{}", inst.id);
+        assert_eq!(row.exit, Some(Exit::Code(code)), "{}", inst.id);
+    }
+}
+
+/// An unreachable server is an error worth retrying, named by its URL
+/// without the password.
+#[test]
+fn an_unreachable_server_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let loc = crate::state::Location::Postgres {
+        url: format!("postgres://drover:s3cret@127.0.0.1:{port}/drover"),
+        local: dir.path().join("drover.db"),
+    };
+    let e = Db::open_at(&loc).unwrap_err();
+    let text = e.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}/drover")), "{text}");
 }
 
 fn actions(store: &Store, id: &str) -> Vec<String> {
@@ -189,7 +274,7 @@ fn an_instance_recorded_on_another_boot_is_lost_even_if_its_pid_lives() {
     // The same row, as an earlier boot (or another machine) recorded it.
     store
         .db()
-        .conn()
+        .sql()
         .execute(
             "UPDATE instances SET boot_id = 'an-earlier-boot' WHERE id = ?1",
             [&inst.id],

@@ -25,7 +25,8 @@
 //!
 //! The backend is SQLite (`<state dir>/drover.db`) by default, or
 //! PostgreSQL, for a fleet of hosts ([`Db::open_at`] with a
-//! [`Location::Postgres`]; nothing chooses it from the command line yet).
+//! [`Location::Postgres`]). Which one a store uses is decided in one place,
+//! [`location::resolve`] (`--state`, recorded in `<store>/state`).
 //! Both sit behind `sql.rs`, the one file that names the drivers; the noun
 //! modules' statements are shared text. A backend must give:
 //!
@@ -65,6 +66,11 @@
 //! The host key and the signed ledger head stay in the local directory
 //! [`Location::Postgres`] names. `store backup` is SQLite's; back PostgreSQL
 //! up with `pg_dump`. No TLS yet: connect over a unix socket or loopback.
+//! A process that holds a `Db` for long but seldom uses it (an instance's
+//! monitor) parks it ([`Db::park`]): the connection closes and the next use
+//! opens a new one. A connection the server dropped is replaced the same
+//! way on next use, never inside a transaction ([`is_unreachable`] says
+//! which errors are worth retrying later).
 //!
 //! # SQLite specifics
 //!
@@ -81,9 +87,12 @@ mod images;
 mod instances;
 mod leases;
 mod ledger;
+pub mod location;
 mod migrations;
-#[cfg(test)]
-pub(crate) mod pgtest;
+/// The PostgreSQL test harness; public to drover's integration tests with
+/// the `test-support` feature (a dev-dependency feature only).
+#[cfg(any(test, feature = "test-support"))]
+pub mod pgtest;
 mod proxies;
 mod releases;
 mod revocations;
@@ -136,10 +145,30 @@ pub enum Location {
     Postgres { url: String, local: PathBuf },
 }
 
+impl Location {
+    /// The backend's name: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Location::Sqlite(_) => "sqlite",
+            Location::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Where, for users: the SQLite file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres { url, .. } => location::redact(url),
+        }
+    }
+}
+
 /// An open state database.
 pub struct Db {
     conn: Conn,
     path: PathBuf,
+    /// Where it lives (what `status` names).
+    loc: Location,
     /// The key every ledger entry is signed with: the host key of the
     /// directory holding the database, loaded once, when first needed.
     signer: OnceCell<Arc<SigningKey>>,
@@ -162,16 +191,34 @@ impl Db {
     /// its instance's exit (and the next `serve` heal it); it writes only
     /// instance transitions and their ledger entries, which every later
     /// schema keeps valid (the rule at the top of `MIGRATIONS`).
-    pub fn open_for_monitor(path: &Path) -> Result<Db> {
-        Self::open_with(path, true)
+    pub fn open_for_monitor(loc: &Location) -> Result<Db> {
+        Self::open_loc(loc, true)
     }
 
     /// Open the state at `loc` (see [`Db::open`]).
     pub fn open_at(loc: &Location) -> Result<Db> {
+        Self::open_loc(loc, false)
+    }
+
+    fn open_loc(loc: &Location, newer_ok: bool) -> Result<Db> {
         match loc {
-            Location::Sqlite(path) => Self::open_with(path, false),
-            Location::Postgres { url, local } => Self::open_postgres(url, local, false),
+            Location::Sqlite(path) => Self::open_with(path, newer_ok),
+            Location::Postgres { url, local } => Self::open_postgres(url, local, newer_ok),
         }
+    }
+
+    /// Where this database lives.
+    pub fn location(&self) -> &Location {
+        &self.loc
+    }
+
+    /// Let go of the server connection until the next use, which reconnects
+    /// (PostgreSQL; on SQLite nothing happens): for a process that holds a
+    /// `Db` for long but uses it seldom, such as an instance's monitor, so
+    /// that running instances do not each hold one of the server's
+    /// `max_connections`. Never inside a change.
+    pub fn park(&mut self) {
+        self.conn.park();
     }
 
     fn open_postgres(url: &str, local: &Path, newer_ok: bool) -> Result<Db> {
@@ -187,6 +234,10 @@ impl Db {
         let db = Db {
             conn,
             path: local.to_path_buf(),
+            loc: Location::Postgres {
+                url: url.to_string(),
+                local: local.to_path_buf(),
+            },
             signer: OnceCell::new(),
         };
         db.start_signed_head();
@@ -231,6 +282,7 @@ impl Db {
         let db = Db {
             conn,
             path: path.to_path_buf(),
+            loc: Location::Sqlite(path.to_path_buf()),
             signer: OnceCell::new(),
         };
         db.start_signed_head();
@@ -281,9 +333,12 @@ impl Db {
     /// transaction: writers go on meanwhile and the copy is consistent).
     pub fn snapshot(&self, to: &Path) -> Result<()> {
         let Some(conn) = self.conn.sqlite() else {
-            return Err(Error::Usage(
-                "the state is in PostgreSQL: back it up with pg_dump".to_string(),
-            ));
+            return Err(Error::Usage(format!(
+                "the store's state is in PostgreSQL ({}), which `drover store backup` does not copy: \
+                 back the database up with pg_dump, and the store directory's keys/, policy.toml \
+                 and ledger.head with it",
+                self.loc.describe()
+            )));
         };
         let mut dst = Connection::open(to).db_ctx(to)?;
         let backup = rusqlite::backup::Backup::new(conn, &mut dst).db_ctx(to)?;
@@ -428,6 +483,27 @@ pub fn is_disk_full(e: &Error) -> bool {
         Error::Io { source, .. } => {
             matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
         }
+        _ => false,
+    }
+}
+
+/// Whether `e` is the PostgreSQL server being out of reach (refused, gone,
+/// shutting down, the connection lost): worth retrying later, unlike an
+/// error in what was asked.
+pub fn is_unreachable(e: &Error) -> bool {
+    let Error::Database { source, .. } = e else {
+        return false;
+    };
+    match source.downcast_ref::<SqlError>() {
+        Some(SqlError::Lost) => true,
+        Some(SqlError::Postgres(e, _)) => match e.code() {
+            // connection_exception, admin/crash shutdown, cannot connect now.
+            Some(c) => {
+                c.code().starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.code())
+            }
+            // Not the server's answer: connecting, or the socket, failed.
+            None => e.as_db_error().is_none(),
+        },
         _ => false,
     }
 }
@@ -638,6 +714,12 @@ pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
             .is_some_and(|c| ["55P03", "40001", "40P01"].contains(&c.code())),
         _ => false,
     };
+    // A PostgreSQL database is named by its URL (without password), not by
+    // the local path that stands for it.
+    let (path, source) = match source {
+        SqlError::Postgres(e, Some(label)) => (PathBuf::from(label), SqlError::Postgres(e, None)),
+        other => (path.to_path_buf(), other),
+    };
     match busy {
         true => Error::Busy {
             what: format!("state database {}", path.display()),
@@ -647,7 +729,7 @@ pub(crate) fn db_error(path: &Path, source: SqlError) -> Error {
             ),
         },
         false => Error::Database {
-            path: path.to_path_buf(),
+            path,
             source: Box::new(source),
         },
     }
@@ -687,7 +769,7 @@ fn pg_connect(url: &str, local: &Path) -> Result<Conn> {
     config.connect_timeout(Duration::from_secs(10));
     config.options("-c idle_in_transaction_session_timeout=60s");
     let client = config.connect(postgres::NoTls).map_err(unreachable)?;
-    Ok(Conn::postgres(client, label))
+    Ok(Conn::postgres(client, config, label))
 }
 
 /// What errors call a PostgreSQL database: its URL without the password.

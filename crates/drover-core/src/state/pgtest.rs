@@ -10,6 +10,11 @@
 //! [`backends!`] makes each test twice, `name::sqlite` and
 //! `name::postgres`; the test opens its database with [`open`], which
 //! follows the backend of the test it runs in.
+//!
+//! drover's integration tests use the same cluster (the `test-support`
+//! feature makes this module public): `tests/common`'s `backends!` runs a
+//! test under [`with`], and its `Env` takes a [`Cluster::database`] for
+//! its store's `DROVER_STATE`.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -39,7 +44,7 @@ fn bin() -> Option<PathBuf> {
 
 /// Which database the running test uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
+pub enum Backend {
     Sqlite,
     Postgres,
 }
@@ -58,7 +63,7 @@ fn made() -> &'static Mutex<HashMap<PathBuf, String>> {
 
 /// Run `f` as a test on `backend`; on PostgreSQL, skipped (with a word)
 /// when PostgreSQL is not installed, unless in CI, where that fails.
-pub(crate) fn with(backend: Backend, f: impl FnOnce()) {
+pub fn with(backend: Backend, f: impl FnOnce()) {
     if backend == Backend::Postgres && cluster().is_none() {
         return;
     }
@@ -67,19 +72,19 @@ pub(crate) fn with(backend: Backend, f: impl FnOnce()) {
 }
 
 /// The backend of the running test.
-pub(crate) fn backend() -> Backend {
+pub fn backend() -> Backend {
     BACKEND.with(Cell::get)
 }
 
 /// Open the state "at" `path` on the running test's backend: SQLite's file,
 /// or a fresh PostgreSQL database standing for it (the same one each time
 /// for the same path).
-pub(crate) fn open(path: &Path) -> Result<Db> {
+pub fn open(path: &Path) -> Result<Db> {
     Db::open_at(&location(path))
 }
 
 /// [`open`]'s location.
-pub(crate) fn location(path: &Path) -> Location {
+pub fn location(path: &Path) -> Location {
     let known = made().lock().unwrap().get(path).cloned();
     match (known, backend()) {
         (Some(url), _) => Location::Postgres {
@@ -105,12 +110,13 @@ pub(crate) fn location(path: &Path) -> Location {
 
 /// A fresh, empty (unmigrated) database on the cluster, for tests of
 /// migrations themselves.
-pub(crate) fn empty_database() -> Option<String> {
+pub fn empty_database() -> Option<String> {
     let c = cluster()?;
     Some(c.create("template0"))
 }
 
 /// Each test twice: `name::sqlite` and `name::postgres`.
+#[cfg(test)]
 macro_rules! backends {
     ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
         mod $name {
@@ -129,9 +135,10 @@ macro_rules! backends {
         }
     )*};
 }
+#[cfg(test)]
 pub(crate) use backends;
 
-pub(crate) struct Cluster {
+pub struct Cluster {
     port: u16,
     sock: PathBuf,
     next: Mutex<u32>,
@@ -141,7 +148,7 @@ pub(crate) struct Cluster {
 
 /// The cluster, started on first use; `None` (after saying so) when
 /// PostgreSQL is not installed and this is not CI.
-pub(crate) fn cluster() -> Option<&'static Cluster> {
+pub fn cluster() -> Option<&'static Cluster> {
     static PG: OnceLock<Option<Cluster>> = OnceLock::new();
     PG.get_or_init(|| {
         let Some(bin) = bin() else {
@@ -268,8 +275,7 @@ impl Cluster {
     }
 
     /// The TCP address (loopback), for tests that connect that way.
-    #[allow(dead_code)]
-    pub(crate) fn tcp_url(&self, db: &str) -> String {
+    pub fn tcp_url(&self, db: &str) -> String {
         format!("postgresql://drover@127.0.0.1:{}/{db}", self.port)
     }
 
@@ -294,7 +300,7 @@ impl Cluster {
     }
 
     /// A fresh migrated database: its URL.
-    pub(crate) fn database(&self) -> String {
+    pub fn database(&self) -> String {
         self.create("drover_tmpl")
     }
 }
@@ -310,7 +316,7 @@ fn free_port() -> u16 {
 impl Cluster {
     /// A fresh empty database made with `how` (`LC_COLLATE …`,
     /// `LOCALE_PROVIDER …`), if the system can make it.
-    pub(crate) fn database_with(&self, how: &str) -> Option<String> {
+    pub fn database_with(&self, how: &str) -> Option<String> {
         let mut next = self.next.lock().unwrap();
         *next += 1;
         let name = format!("t_{}", *next);

@@ -41,6 +41,9 @@ pub(crate) enum SqlError {
     Postgres(postgres::Error, Option<String>),
     /// `query_row` found no row.
     NoRows,
+    /// The PostgreSQL connection was lost inside a transaction: nothing of
+    /// it was committed, and nothing more may run in it.
+    Lost,
     /// A column's value is not what the row function expects.
     Column {
         col: usize,
@@ -57,14 +60,23 @@ impl std::fmt::Display for SqlError {
                     write!(f, "{db}: ")?;
                 }
                 match e.as_db_error() {
-                    Some(d) => write!(f, "{}: {}", d.severity(), d.message()),
+                    Some(d) => return write!(f, "{}: {}", d.severity(), d.message()),
                     None if e.is_closed() => {
-                        write!(f, "the connection to PostgreSQL was lost: {e}")
+                        write!(f, "the connection to PostgreSQL was lost: {e}")?
                     }
-                    None => write!(f, "PostgreSQL: {e}"),
+                    None => write!(f, "PostgreSQL: {e}")?,
+                }
+                // Why it could not connect (refused, no such socket), which
+                // the driver's own message leaves to its source.
+                match std::error::Error::source(e) {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
                 }
             }
             SqlError::NoRows => f.write_str("query returned no rows"),
+            SqlError::Lost => f.write_str(
+                "the connection to PostgreSQL was lost during a transaction; nothing of it was committed",
+            ),
             SqlError::Column { col, reason } => write!(f, "column {col}: {reason}"),
         }
     }
@@ -363,9 +375,14 @@ macro_rules! params {
 }
 pub(crate) use params;
 
-/// A PostgreSQL connection and its prepared statements.
+/// A PostgreSQL connection and its prepared statements. The client is
+/// made again on the next use after it was parked ([`Conn::park`]) or
+/// lost (the server restarted), except inside a transaction, which a new
+/// connection would not continue.
 pub(crate) struct Pg {
-    client: postgres::Client,
+    client: Option<postgres::Client>,
+    /// How to connect again.
+    config: postgres::Config,
     /// The database, for errors: `postgres://user@host:port/db`.
     label: String,
     stmts: HashMap<String, postgres::Statement>,
@@ -379,9 +396,14 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    pub(crate) fn postgres(client: postgres::Client, label: String) -> Conn {
+    pub(crate) fn postgres(
+        client: postgres::Client,
+        config: postgres::Config,
+        label: String,
+    ) -> Conn {
         Conn::Postgres(Box::new(RefCell::new(Pg {
-            client,
+            client: Some(client),
+            config,
             label,
             stmts: HashMap::new(),
             in_tx: false,
@@ -404,8 +426,28 @@ impl Conn {
         }
     }
 
-    /// Name the database in a PostgreSQL error.
+    /// Close the PostgreSQL connection until the next use (outside a
+    /// transaction; SQLite's file stays open).
+    pub(crate) fn park(&self) {
+        if let Conn::Postgres(pg) = self {
+            let mut pg = pg.borrow_mut();
+            if !pg.in_tx {
+                pg.drop_client();
+            }
+        }
+    }
+
+    /// Name the database in a PostgreSQL error; forget a connection that
+    /// closed, so the next use makes a new one.
     fn named<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err()
+            && let Conn::Postgres(pg) = self
+        {
+            let mut pg = pg.borrow_mut();
+            if pg.client.as_ref().is_some_and(postgres::Client::is_closed) {
+                pg.drop_client();
+            }
+        }
         match (r, self) {
             (Err(SqlError::Postgres(e, None)), Conn::Postgres(pg)) => {
                 Err(SqlError::Postgres(e, Some(pg.borrow().label.clone())))
@@ -424,7 +466,7 @@ impl Conn {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                pg.client.batch_execute(sql)?;
+                pg.client()?.batch_execute(sql)?;
                 Ok(())
             }
         }
@@ -445,7 +487,7 @@ impl Conn {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.prepare(sql)?;
                 let binds = binds(&values, stmt.params());
-                let n = pg.client.execute(&stmt, &refs(&binds))?;
+                let n = pg.client()?.execute(&stmt, &refs(&binds))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -499,10 +541,11 @@ impl Conn {
             Conn::Sqlite(c) => Ok(c.execute_batch(begin)?),
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
+                let client = pg.client()?;
                 // BEGIN may succeed and a later statement of the prologue
                 // (the write lock) fail: leave no aborted transaction open.
-                if let Err(e) = pg.client.batch_execute(begin) {
-                    let _ = pg.client.batch_execute("ROLLBACK");
+                if let Err(e) = client.batch_execute(begin) {
+                    let _ = client.batch_execute("ROLLBACK");
                     return Err(e.into());
                 }
                 pg.in_tx = true;
@@ -514,7 +557,17 @@ impl Conn {
     /// End the transaction with `COMMIT` or `ROLLBACK`.
     pub(crate) fn end(&self, how: &str) -> Result<()> {
         if let Conn::Postgres(pg) = self {
-            pg.borrow_mut().in_tx = false;
+            let mut pg = pg.borrow_mut();
+            pg.in_tx = false;
+            // Lost with its connection: a ROLLBACK has nothing left to do,
+            // and a COMMIT must not run on a new connection, where it would
+            // "succeed" with nothing.
+            if pg.client.is_none() {
+                return match how {
+                    "ROLLBACK" => Ok(()),
+                    _ => Err(SqlError::Lost),
+                };
+            }
         }
         self.execute_batch(how)
     }
@@ -540,11 +593,29 @@ impl Drop for Snapshot<'_> {
 }
 
 impl Pg {
+    /// The connection, made again if it was parked or lost; never inside a
+    /// transaction (whose connection is gone with it).
+    fn client(&mut self) -> Result<&mut postgres::Client> {
+        if self.client.is_none() {
+            if self.in_tx {
+                return Err(SqlError::Lost);
+            }
+            self.client = Some(self.config.connect(postgres::NoTls)?);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    /// Close the connection; its prepared statements go with it.
+    fn drop_client(&mut self) {
+        self.client = None;
+        self.stmts.clear();
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self.client.prepare(&placeholders(sql))?;
+        let stmt = self.client()?.prepare(&placeholders(sql))?;
         self.stmts.insert(sql.to_string(), stmt.clone());
         Ok(stmt)
     }
@@ -581,7 +652,7 @@ impl Statement<'_> {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.prepare(sql)?;
                 let binds = binds(&values, stmt.params());
-                let rows = pg.client.query(&stmt, &refs(&binds))?;
+                let rows = pg.client()?.query(&stmt, &refs(&binds))?;
                 Ok(Rows::Memory {
                     rows: rows.into_iter(),
                     current: None,

@@ -144,7 +144,7 @@ fn a_monitor_writes_to_a_newer_schema() {
         .unwrap();
     drop(raw);
     assert!(matches!(Db::open(&path), Err(Error::DatabaseTooNew { .. })));
-    let mut db = Db::open_for_monitor(&path).unwrap();
+    let mut db = Db::open_for_monitor(&Location::Sqlite(path.clone())).unwrap();
     db.write(|tx| {
         tx.record(crate::ledger::NewEntry::new(
             "instance.exit",

@@ -5,6 +5,8 @@
 //!   oci-layout, index.json     the OCI image layout (readable by skopeo, umoci, buildah)
 //!   blobs/sha256/<hex>         immutable, content-addressed blobs (see `blob`)
 //!   drover.db                  tags, referrers and the ledger (see `state`, `ledger`)
+//!   state                      where that state lives: `sqlite` (drover.db) or a
+//!                              PostgreSQL URL (see `state::location`)
 //!   cache/                     build caches; deleting it only costs speed
 //!   rootfs/                    unpacked, verified image roots for containers (see `unpack`)
 //!   store.lock, leases/        who uses the store, and the lock gc waits on (see below)
@@ -244,7 +246,7 @@ impl Store {
         if !layout.exists() {
             crate::durable::write_atomic(&tmp, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
-        let db = Db::open(&root.join("drover.db"))?;
+        let db = Db::open_at(&crate::state::location::resolve(root, None)?)?;
         let store = Store {
             layout: Layout {
                 root: root.to_path_buf(),

@@ -117,6 +117,7 @@ const STORE_ENTRIES: &[&str] = &[
     "run",
     "serve.sock",
     "sign.lock",
+    "state",
     "store.lock",
     "tmp",
     "volumes",

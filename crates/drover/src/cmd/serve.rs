@@ -232,6 +232,7 @@ fn serve(
         .context("starting the async runtime")?;
     let mut store = Store::open_unleased(&opts.store)
         .with_context(|| format!("opening {}", opts.store.display()))?;
+    let state = store.db().location().clone();
     let notify = sd.notify_socket.clone();
     let mut proxies = Proxies {
         inner: drover_proxy::Proxies::new(rt.handle().clone(), bind),
@@ -308,6 +309,7 @@ fn serve(
         .map_or("off".into(), |d| format!("every {} s", d.as_secs_f64()));
     info!(
         store = %opts.store.display(),
+        state = %format!("{} {}", state.backend(), state.describe()),
         bind = %bind,
         %drift,
         takeover,

@@ -26,7 +26,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             .into());
         }
         if ctx.json {
-            ctx.emit("Service", &with_served(&services[0], served)?)?;
+            let mut doc = with_served(&services[0], served)?;
+            doc["state"] = state_doc(store.db().location());
+            ctx.emit("Service", &doc)?;
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -35,9 +37,13 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|s| with_served(s, served))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        ctx.emit("Service", &docs)?;
+        let mut doc = crate::output::document("Service", docs.into());
+        doc["state"] = state_doc(store.db().location());
+        crate::output::emit_document(ctx.format, &doc)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let loc = store.db().location();
+    outln!("state: {} {}", loc.backend(), loc.describe());
     if services.is_empty() {
         outln!("no services (deploy some with `drover apply -f fleet.toml`)");
     } else if !served {
@@ -167,6 +173,12 @@ pub fn documents(store: &mut drover_core::store::Store) -> anyhow::Result<Vec<se
     let services = deploy::status(store)?;
     let served = drover_core::supervisor::running(store)?;
     services.iter().map(|s| with_served(s, served)).collect()
+}
+
+/// Where the store's state lives, for documents: `{backend, location}`
+/// (a PostgreSQL URL without its password).
+pub fn state_doc(loc: &drover_core::state::Location) -> serde_json::Value {
+    serde_json::json!({ "backend": loc.backend(), "location": loc.describe() })
 }
 
 fn with_served(s: &deploy::ServiceStatus, served: bool) -> anyhow::Result<serde_json::Value> {

@@ -1,3 +1,4 @@
+//! `drover store info`: where the store and its state are;
 //! `drover store backup FILE` and `drover store restore FILE`: the whole
 //! store in one file, and a new store from it (see `drover_core::backup`).
 
@@ -17,6 +18,9 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    /// Where the store is and where its state lives (SQLite's file, or the
+    /// PostgreSQL URL without its password).
+    Info,
     /// Write a consistent copy of the store (database, ledger head, keys,
     /// policy, every blob re-hashed, kept logs; volumes with --volumes)
     /// into one file, while everything runs. Unpacked roots, caches,
@@ -59,6 +63,27 @@ impl Args {
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     let progress = crate::progress::Bar::new(ctx.json);
     match &a.command {
+        Command::Info => {
+            let store = ctx.store()?;
+            let loc = store.db().location();
+            if ctx.json {
+                ctx.emit(
+                    "StoreInfo",
+                    &serde_json::json!({
+                        "root": store.root(),
+                        "state": super::status::state_doc(loc),
+                    }),
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!("store: {}", store.root().display());
+            outln!("state: {} {}", loc.backend(), loc.describe());
+            if matches!(loc, drover_core::state::Location::Postgres { .. }) {
+                outln!(
+                    "  kept in the store directory: blobs, unpacked roots, keys, policy.toml, the signed ledger head"
+                );
+            }
+        }
         Command::Backup(b) => {
             let store = ctx.store()?;
             let ext = b.file.extension().and_then(|e| e.to_str());

@@ -124,10 +124,14 @@ pub fn document(kind: &str, value: Value) -> Value {
 /// Print `value` as a `kind` document in `format` (YAML for `yaml`, else
 /// pretty JSON).
 pub fn emit<T: Serialize>(format: Format, kind: &str, value: &T) -> anyhow::Result<()> {
-    let doc = document(kind, serde_json::to_value(value)?);
+    emit_document(format, &document(kind, serde_json::to_value(value)?))
+}
+
+/// Print a document made with [`document`] (and added to) in `format`.
+pub fn emit_document(format: Format, doc: &Value) -> anyhow::Result<()> {
     match format {
-        Format::Yaml => out!("{}", yaml::to_string(&doc)),
-        _ => outln!("{}", serde_json::to_string_pretty(&doc)?),
+        Format::Yaml => out!("{}", yaml::to_string(doc)),
+        _ => outln!("{}", serde_json::to_string_pretty(doc)?),
     }
     Ok(())
 }

@@ -12,17 +12,58 @@ use std::time::{Duration, Instant};
 
 pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
+pub use drover_core::state::pgtest::Backend;
+
+/// Each test twice, on both state backends: `name::sqlite` and
+/// `name::postgres` run the plain function `name` (which makes its
+/// [`Env`]s on that backend). PostgreSQL runs on a throwaway cluster, one
+/// per test binary, a database per `Env`; skipped where PostgreSQL is not
+/// installed, except in CI, where that fails.
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                drover_core::state::pgtest::with($crate::common::Backend::Sqlite, super::$name)
+            }
+            #[test]
+            fn postgres() {
+                drover_core::state::pgtest::with($crate::common::Backend::Postgres, super::$name)
+            }
+        }
+    )*};
+}
+pub(crate) use backends;
+
 /// A temp dir holding a store (`store/`) and a build context (`ctx/`).
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// `DROVER_STATE` for every command: a PostgreSQL database of the test
+    /// cluster, or none (SQLite).
+    pub state: Option<String>,
 }
 
 impl Env {
     /// A temp dir; its store has the built-in default policy (images built
-    /// and signed by its host key).
+    /// and signed by its host key). Its state is on the running test's
+    /// backend ([`backends!`]; SQLite outside it).
     pub fn new() -> Env {
+        Env::on(drover_core::state::pgtest::backend())
+    }
+
+    /// [`Env::new`] on `backend`.
+    pub fn on(backend: Backend) -> Env {
+        let state = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                drover_core::state::pgtest::cluster()
+                    .expect("a PostgreSQL test runs only with a cluster")
+                    .database(),
+            ),
+        };
         Env {
             dir: tempfile::tempdir().expect("tempdir"),
+            state,
         }
     }
 
@@ -62,6 +103,10 @@ impl Env {
             .arg("--store")
             .arg(self.store())
             .env_remove("SOURCE_DATE_EPOCH");
+        match &self.state {
+            Some(url) => c.env("DROVER_STATE", url),
+            None => c.env_remove("DROVER_STATE"),
+        };
         c
     }
 
@@ -114,7 +159,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let store = self.store();
-        if !store.join("drover.db").exists() {
+        if !store.join("oci-layout").exists() {
             return;
         }
         let Ok(out) = self.cmd().args(["--json", "ps"]).output() else {
