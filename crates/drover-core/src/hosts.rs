@@ -69,15 +69,14 @@ pub fn default_name() -> Result<String> {
     Ok(name)
 }
 
-/// A `--label k=v`.
+/// A `--label k=v`, in the grammar a fleet's `constraints` and
+/// `spread_by` name labels with (so every label a host has can be asked for).
 pub fn label(s: &str) -> std::result::Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not a label (expected KEY=VALUE, like zone=a)"))?;
-    crate::grammar::label_key(k)?;
-    if v.chars().any(char::is_control) {
-        return Err(format!("the value of label {k:?} has a control character"));
-    }
+    crate::grammar::host_label(k)?;
+    crate::grammar::host_label_value(v)?;
     Ok((k.to_string(), v.to_string()))
 }
 

@@ -68,7 +68,8 @@ pub mod systemd;
 const SYNC: Duration = Duration::from_millis(50);
 /// How often the proxy heartbeat is written.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// The lock that makes `serve` one per store.
+/// The lock that makes `serve` one per store; on a store joined to a fleet
+/// (whose state others share), one per host: [`serve_lock`].
 const SERVE_LOCK: &str = "serve";
 /// How often the reconciler looks for changes made by others.
 const POLL: Duration = Duration::from_millis(100);
@@ -120,11 +121,27 @@ pub trait Proxies {
     fn busy(&self) -> bool;
 }
 
+/// The name of serve's lock: `serve`, or `serve:HOST` for the serve that
+/// joins (or joined) the fleet as `host` — the hosts of a fleet share one
+/// database, and each runs its own serve.
+fn serve_lock(host: Option<&str>) -> String {
+    match host {
+        Some(host) => format!("{SERVE_LOCK}:{host}"),
+        None => SERVE_LOCK.to_string(),
+    }
+}
+
+/// serve's lock for the store as it stands: per host once it joined.
+fn serve_lock_of(store: &Store) -> String {
+    let host = crate::state::hosts::local_host(store.root()).map(|(name, _)| name);
+    serve_lock(host.as_deref())
+}
+
 /// Take the lock that makes `serve` one per store (`dir`, as the user
-/// named it): two would scan, taint and proxy against each other. Hand it
-/// to [`start`].
-pub fn lock(store: &mut Store, dir: &Path) -> Result<lock::Lease> {
-    lock::acquire(store.db_mut(), SERVE_LOCK, false).map_err(|e| match e {
+/// named it), or one per `host` when it joins a fleet: two would scan,
+/// taint and proxy against each other. Hand it to [`start`].
+pub fn lock(store: &mut Store, dir: &Path, host: Option<&str>) -> Result<lock::Lease> {
+    lock::acquire(store.db_mut(), &serve_lock(host), false).map_err(|e| match e {
         Error::Busy { reason, .. } => Error::Busy {
             what: format!("store {}", dir.display()),
             reason: format!(
@@ -147,6 +164,7 @@ pub fn lock(store: &mut Store, dir: &Path) -> Result<lock::Lease> {
 pub fn wait_for_lock(
     store: &mut Store,
     dir: &Path,
+    host: Option<&str>,
     proxies: &mut impl Proxies,
     primed: impl FnOnce(),
     wait: Duration,
@@ -158,7 +176,7 @@ pub fn wait_for_lock(
     primed();
     let deadline = Instant::now() + wait;
     loop {
-        match lock(store, dir) {
+        match lock(store, dir, host) {
             Err(Error::Busy { .. }) if Instant::now() < deadline => {}
             other => return other,
         }
@@ -173,7 +191,8 @@ pub fn wait_for_lock(
 /// The pid of the `drover serve` that holds the store's lock, if one does
 /// and it runs on this host.
 pub fn serve_pid(store: &mut Store) -> Result<Option<u32>> {
-    let holder = lock::holder(store.db_mut(), SERVE_LOCK)?;
+    let name = serve_lock_of(store);
+    let holder = lock::holder(store.db_mut(), &name)?;
     Ok(holder.and_then(|h| {
         let words: Vec<&str> = h.split_whitespace().collect();
         let i = words.iter().position(|w| *w == "pid")?;
@@ -184,7 +203,8 @@ pub fn serve_pid(store: &mut Store) -> Result<Option<u32>> {
 /// Whether a `drover serve` runs for this store (holds its lock): what
 /// `apply --detach` records is rolled out only while one does.
 pub fn running(store: &mut Store) -> Result<bool> {
-    Ok(lock::holder(store.db_mut(), SERVE_LOCK)?.is_some())
+    let name = serve_lock_of(store);
+    Ok(lock::holder(store.db_mut(), &name)?.is_some())
 }
 
 /// The running threads.

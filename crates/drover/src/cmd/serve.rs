@@ -253,12 +253,15 @@ fn serve(
         None
     };
     proxies.inner.adopt(inherited);
+    // Joined, serve is one per host: the fleet's hosts share the database.
+    let host = join.as_ref().map(|j| j.name.as_str());
     let lease = match predecessor {
         Some(p) => {
             let mut p = Some(p);
             supervisor::wait_for_lock(
                 &mut store,
                 &opts.store,
+                host,
                 &mut proxies,
                 || {
                     if let Some(p) = p.take()
@@ -272,7 +275,7 @@ fn serve(
             .context("waiting for the serve taken over from to stop")?
         }
         // Fail early, in the foreground, if another serve runs.
-        None => supervisor::lock(&mut store, &opts.store)?,
+        None => supervisor::lock(&mut store, &opts.store, host)?,
     };
     // Joined: before any reconcile (and before the proxies route), stop
     // what a fence left behind, then be up.
