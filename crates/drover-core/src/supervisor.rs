@@ -788,9 +788,25 @@ mod tests {
     fn one_serve_per_store() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let _lease = lock(&mut store, dir.path()).unwrap();
+        let _lease = lock(&mut store, dir.path(), None).unwrap();
         let mut other = Store::open(dir.path()).unwrap();
-        let e = lock(&mut other, dir.path()).unwrap_err();
+        let e = lock(&mut other, dir.path(), None).unwrap_err();
+        assert!(
+            e.to_string().contains("another `drover serve` runs for it"),
+            "{e}"
+        );
+    }
+
+    /// The hosts of a fleet share one database: each host's serve holds
+    /// its own lock, and a second serve for one host is still refused.
+    #[test]
+    fn one_serve_per_host_of_a_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let _h1 = lock(&mut store, dir.path(), Some("h1")).unwrap();
+        let mut other = Store::open(dir.path()).unwrap();
+        let _h2 = lock(&mut other, dir.path(), Some("h2")).unwrap();
+        let e = lock(&mut other, dir.path(), Some("h1")).unwrap_err();
         assert!(
             e.to_string().contains("another `drover serve` runs for it"),
             "{e}"
@@ -804,7 +820,7 @@ mod tests {
     fn stop_lets_the_proxies_finish_then_frees_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let lease = lock(&mut store, dir.path()).unwrap();
+        let lease = lock(&mut store, dir.path(), None).unwrap();
         let fake = Fake::default();
         fake.busy.store(true, Ordering::SeqCst);
         let running = start(options(dir.path()), lease, fake.clone()).unwrap();
@@ -834,6 +850,6 @@ mod tests {
         assert!(diary[after..].iter().any(|l| l == "route []"), "{diary:?}");
 
         let mut store = Store::open(dir.path()).unwrap();
-        lock(&mut store, dir.path()).expect("the lock was released");
+        lock(&mut store, dir.path(), None).expect("the lock was released");
     }
 }
