@@ -25,7 +25,13 @@
 //! - **TCP** ([`Mode::Tcp`]): each connection is joined to one backend
 //!   connection, bytes copied both ways.
 //!
-//! **Balancing** is round-robin over the routable set (an atomic counter).
+//! **Balancing** is round-robin over the routable set (an atomic counter),
+//! by tier: each [`Backend`] has one (`drover serve`: 0 for an instance on
+//! this host, 1 for one on another host of the fleet), and a request goes to
+//! the lowest tier that has a backend it has not tried yet and that is not
+//! cooling down, round-robin within it. So while a service has a ready
+//! instance on this host, its new requests stay on this host; with none (or
+//! all of them refusing), they go to the other hosts' instances.
 //! A backend that refused a connection is skipped for [`COOL_DOWN`] unless
 //! every backend is, so a crashed instance costs one refused connect, not one
 //! per request, until the reconciler takes it out.

@@ -17,6 +17,22 @@ pub const COOL_DOWN: Duration = Duration::from_secs(1);
 pub struct Backend {
     pub id: String,
     pub addr: SocketAddr,
+    /// Preference: a request goes to the lowest tier that has a backend
+    /// it has not tried and that is not cooling down (`drover serve`: 0 for
+    /// an instance on this host, 1 for one on another host). Within a tier,
+    /// round-robin.
+    pub tier: u8,
+}
+
+impl Backend {
+    /// A backend of tier 0 (the preferred one).
+    pub fn new(id: impl Into<String>, addr: SocketAddr) -> Self {
+        Self {
+            id: id.into(),
+            addr,
+            tier: 0,
+        }
+    }
 }
 
 /// Counters of one listener since its [`Routes`] was made. For TCP, a
@@ -41,6 +57,7 @@ pub struct Stats {
 pub struct BackendStats {
     pub id: String,
     pub addr: SocketAddr,
+    pub tier: u8,
     pub routable: bool,
     pub in_flight: usize,
     /// Responses (TCP: connections) this backend produced. A backend's
@@ -72,6 +89,7 @@ pub(crate) struct Shared {
 pub(crate) struct Target {
     pub(crate) id: String,
     pub(crate) addr: SocketAddr,
+    pub(crate) tier: u8,
     /// `addr` as a URI authority, made once.
     pub(crate) authority: Authority,
     in_flight: AtomicUsize,
@@ -87,6 +105,7 @@ impl Target {
         Self {
             id: b.id,
             addr: b.addr,
+            tier: b.tier,
             authority,
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -156,11 +175,13 @@ impl Routes {
             }
             let t = known
                 .iter()
-                .find(|t| t.id == b.id && t.addr == b.addr)
+                .find(|t| t.id == b.id && t.addr == b.addr && t.tier == b.tier)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Target::new(b)));
             live.push(t);
         }
+        // Tiers in order, each in the order given: picks walk them so.
+        live.sort_by_key(|t| t.tier);
         // Once the write lock is ours, no pick is running on the old set:
         // every request it let through is already counted in flight.
         *s.live.write().unwrap_or_else(PoisonError::into_inner) = live.clone();
@@ -196,6 +217,7 @@ impl Routes {
                 .map(|t| BackendStats {
                     id: t.id.clone(),
                     addr: t.addr,
+                    tier: t.tier,
                     routable: live.iter().any(|l| Arc::ptr_eq(l, t)),
                     in_flight: t.in_flight.load(Ordering::SeqCst),
                     served: t.served.load(Ordering::Relaxed),
@@ -206,8 +228,9 @@ impl Routes {
 
     /// The next backend for a request that has already failed on `tried`,
     /// counted in flight, and whether another untried one was left besides
-    /// it. Round-robin, passing over backends that are cooling down unless
-    /// nothing else is left.
+    /// it. The lowest tier with an untried backend that is not cooling
+    /// down wins, round-robin within it; a cooling one is taken only when
+    /// every untried backend is (then the lowest tier's).
     pub(crate) fn pick(&self, tried: &[Arc<Target>]) -> Option<(InFlight, bool)> {
         let s = &self.0;
         let live = s.live.read().unwrap_or_else(PoisonError::into_inner);
@@ -215,25 +238,37 @@ impl Routes {
         if n == 0 {
             return None;
         }
-        let base = s.next.fetch_add(1, Ordering::Relaxed) % n;
+        let turn = s.next.fetch_add(1, Ordering::Relaxed);
         let mut now = None;
         let (mut chosen, mut fallback, mut candidates) = (None, None, 0);
-        for k in 0..n {
-            let t = &live[(base + k) % n];
-            if tried.iter().any(|x| Arc::ptr_eq(x, t)) {
-                continue;
-            }
-            candidates += 1;
-            if chosen.is_none() {
-                if self.cooling(t, &mut now) {
-                    fallback.get_or_insert(t);
-                } else {
-                    chosen = Some(t);
+        // `live` is sorted by tier: walk each tier's run from its own
+        // round-robin offset.
+        let mut start = 0;
+        while start < n {
+            let tier = live[start].tier;
+            let len = live[start..].iter().take_while(|t| t.tier == tier).count();
+            let base = turn % len;
+            for k in 0..len {
+                let t = &live[start + (base + k) % len];
+                if tried.iter().any(|x| Arc::ptr_eq(x, t)) {
+                    continue;
+                }
+                candidates += 1;
+                if chosen.is_none() {
+                    if self.cooling(t, &mut now) {
+                        fallback.get_or_insert(t);
+                    } else {
+                        chosen = Some(t);
+                    }
+                }
+                if chosen.is_some() && candidates > 1 {
+                    break;
                 }
             }
             if chosen.is_some() && candidates > 1 {
                 break;
             }
+            start += len;
         }
         let t = chosen.or(fallback)?;
         // Counted while the read lock is held: see `set`.

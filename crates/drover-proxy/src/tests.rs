@@ -41,6 +41,7 @@ impl TestBackend {
         Backend {
             id: self.id.to_string(),
             addr: self.addr,
+            tier: 0,
         }
     }
 }
@@ -119,6 +120,7 @@ async fn echo_backend(id: &'static str) -> Backend {
     Backend {
         id: id.to_string(),
         addr,
+        tier: 0,
     }
 }
 
@@ -130,6 +132,7 @@ async fn dead(id: &str) -> Backend {
     Backend {
         id: id.to_string(),
         addr,
+        tier: 0,
     }
 }
 
@@ -495,10 +498,12 @@ fn set_drains_removed_backends_and_forgets_them_once_idle() {
         Backend {
             id: "a".into(),
             addr: addr(1),
+            tier: 0,
         },
         Backend {
             id: "b".into(),
             addr: addr(2),
+            tier: 0,
         },
     );
     let routes = Routes::new();
@@ -543,10 +548,12 @@ fn pick_passes_over_a_cooling_backend_unless_it_is_the_last() {
         Backend {
             id: "a".into(),
             addr: addr(1),
+            tier: 0,
         },
         Backend {
             id: "b".into(),
             addr: addr(2),
+            tier: 0,
         },
     ]);
     let (a, _) = routes.pick(&[]).unwrap();
@@ -559,6 +566,90 @@ fn pick_passes_over_a_cooling_backend_unless_it_is_the_last() {
     let (b, _) = routes.pick(&[]).unwrap();
     let (last, more) = routes.pick(&[Arc::clone(&b.0)]).unwrap();
     assert_eq!((last.0.id.as_str(), more), ("a", false));
+}
+
+/// Local first: while a tier-0 backend is routable and not cooling down,
+/// every request goes to tier 0 (round-robin within it); tier 1 takes them
+/// when tier 0 is empty, cooling down, or already tried by the request.
+#[test]
+fn pick_prefers_the_lowest_tier_and_falls_back_to_the_next() {
+    let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let b = |id: &str, port, tier| Backend {
+        id: id.into(),
+        addr: addr(port),
+        tier,
+    };
+    let routes = Routes::new();
+    // Given remote first: the order given does not beat the tier.
+    routes.set(vec![b("r1", 3, 1), b("l1", 1, 0), b("r2", 4, 1), b("l2", 2, 0)]);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..8 {
+        let (g, more) = routes.pick(&[]).unwrap();
+        assert!(more, "others are left to retry on");
+        *seen.entry(g.0.id.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen,
+        [("l1".to_string(), 4), ("l2".to_string(), 4)].into(),
+        "only the local tier, round-robin"
+    );
+    let tiers: Vec<(String, u8)> = routes
+        .stats()
+        .backends
+        .into_iter()
+        .map(|s| (s.id, s.tier))
+        .collect();
+    assert_eq!(tiers[0].1, 0, "{tiers:?}");
+
+    // A retry after both locals failed goes remote.
+    let (l, _) = routes.pick(&[]).unwrap();
+    let (l2, _) = routes.pick(&[Arc::clone(&l.0)]).unwrap();
+    assert_eq!(l2.0.tier, 0);
+    let (r, more) = routes
+        .pick(&[Arc::clone(&l.0), Arc::clone(&l2.0)])
+        .unwrap();
+    assert_eq!((r.0.tier, more), (1, true));
+
+    // Both locals cooling down: remote, until they are done cooling.
+    routes.cool_down(&l.0);
+    routes.cool_down(&l2.0);
+    for _ in 0..4 {
+        assert_eq!(routes.pick(&[]).unwrap().0.0.tier, 1);
+    }
+
+    // No local instance at all: remote ones, round-robin.
+    routes.set(vec![b("r1", 3, 1), b("r2", 4, 1)]);
+    let ids: std::collections::BTreeSet<String> = (0..4)
+        .map(|_| routes.pick(&[]).unwrap().0.0.id.clone())
+        .collect();
+    assert_eq!(ids, ["r1".to_string(), "r2".to_string()].into());
+
+    // Everything cooling: the lowest tier's, rather than nothing.
+    routes.set(vec![b("l3", 5, 0), b("r3", 6, 1)]);
+    let (l, _) = routes.pick(&[]).unwrap();
+    assert_eq!(l.0.id, "l3");
+    routes.cool_down(&l.0);
+    let (r, _) = routes.pick(&[]).unwrap();
+    assert_eq!(r.0.id, "r3");
+    routes.cool_down(&r.0);
+    assert_eq!(routes.pick(&[]).unwrap().0.0.id, "l3");
+}
+
+/// A backend moving to another tier (its host became this one, say) is a
+/// new target: the pick follows the new tier at once.
+#[test]
+fn set_follows_a_tier_change() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+    let routes = Routes::new();
+    let b = |id: &str, tier| Backend {
+        id: id.into(),
+        addr,
+        tier,
+    };
+    routes.set(vec![b("a", 1), b("b", 0)]);
+    assert_eq!(routes.pick(&[]).unwrap().0.0.id, "b");
+    routes.set(vec![b("a", 0), b("b", 1)]);
+    assert_eq!(routes.pick(&[]).unwrap().0.0.id, "a");
 }
 
 /// From a plain thread: connect to 127.0.0.1:`port`, send `request`, and

@@ -63,6 +63,7 @@ async fn serve(a: &Args) -> anyhow::Result<ExitCode> {
             .map(|&addr| Backend {
                 id: addr.to_string(),
                 addr,
+                tier: 0,
             })
             .collect(),
     );
