@@ -9,9 +9,11 @@
 //!                     condemned instances); one service's long rollout holds
 //!                     up no other
 //!  traffic thread     every 50 ms: the services' ports → the proxies'
-//!                     listeners; routable instances → each service's
-//!                     routes; drains acknowledged; a heartbeat so deploys
-//!                     wait for drains; serve's lock renewed
+//!                     listeners; routable instances (on a fleet: every
+//!                     host's, local first) → each service's routes;
+//!                     drains acknowledged (on a fleet: by this host); a
+//!                     heartbeat so deploys wait for drains; serve's lock
+//!                     renewed
 //!  drift thread       every `drift_interval`: scan instances (budgeted);
 //!                     condemn the drifted ones (the reconciler replaces them)
 //! ```
@@ -45,7 +47,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,6 +101,10 @@ pub struct Listen {
 pub struct Backend {
     pub id: String,
     pub addr: SocketAddr,
+    /// It runs on this host: the proxy prefers such backends, and sends a
+    /// service's requests to other hosts' instances only while it has none
+    /// it can reach ([`traffic::routes`]).
+    pub local: bool,
 }
 
 /// The proxies the traffic thread drives. Every call returns at once.
@@ -609,13 +615,15 @@ fn wanted(services: &[release::Service]) -> BTreeMap<String, Listen> {
     out
 }
 
-/// The routable instances, as recorded, by service.
+/// The routable instances, as recorded, by service: on a fleet, every
+/// host's, each where this host reaches it.
 fn routes_of(store: &Store) -> Result<BTreeMap<String, Vec<Backend>>> {
     let mut by_service: BTreeMap<String, Vec<Backend>> = BTreeMap::new();
     for r in traffic::routes(store.db())? {
         by_service.entry(r.service).or_default().push(Backend {
             id: r.instance,
-            addr: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), r.port),
+            addr: r.addr,
+            local: r.local,
         });
     }
     Ok(by_service)

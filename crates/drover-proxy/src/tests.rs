@@ -581,7 +581,12 @@ fn pick_prefers_the_lowest_tier_and_falls_back_to_the_next() {
     };
     let routes = Routes::new();
     // Given remote first: the order given does not beat the tier.
-    routes.set(vec![b("r1", 3, 1), b("l1", 1, 0), b("r2", 4, 1), b("l2", 2, 0)]);
+    routes.set(vec![
+        b("r1", 3, 1),
+        b("l1", 1, 0),
+        b("r2", 4, 1),
+        b("l2", 2, 0),
+    ]);
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..8 {
         let (g, more) = routes.pick(&[]).unwrap();
@@ -605,9 +610,7 @@ fn pick_prefers_the_lowest_tier_and_falls_back_to_the_next() {
     let (l, _) = routes.pick(&[]).unwrap();
     let (l2, _) = routes.pick(&[Arc::clone(&l.0)]).unwrap();
     assert_eq!(l2.0.tier, 0);
-    let (r, more) = routes
-        .pick(&[Arc::clone(&l.0), Arc::clone(&l2.0)])
-        .unwrap();
+    let (r, more) = routes.pick(&[Arc::clone(&l.0), Arc::clone(&l2.0)]).unwrap();
     assert_eq!((r.0.tier, more), (1, true));
 
     // Both locals cooling down: remote, until they are done cooling.

@@ -14,7 +14,18 @@
 //! heartbeat is recent), and waits never longer than the service's drain
 //! timeout; with no proxy nobody routes to the instance, so it stops at
 //! once.
+//!
+//! **Across hosts.** On a store that joined a fleet, every host's proxy
+//! routes a service to its ready instances on any host ([`routes`]: an
+//! instance of this host at 127.0.0.1, local; another host's at that host's
+//! `address`, remote; none that is lost or whose host is down), and the
+//! proxy prefers local ones. Each host's proxy beats per service and
+//! acknowledges each drain itself (`proxy_beats`, `drain_acks`): an instance
+//! is drained once every proxy that may still route it — fresh, on a host
+//! that is not down — acknowledged, so it stops only after no host sends
+//! it new requests. A down or silent host holds nothing up.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::lock::Lease;
@@ -35,6 +46,83 @@ pub struct Route {
     pub service: String,
     pub instance: String,
     pub port: u16,
+    /// Where to reach it from this host.
+    pub addr: SocketAddr,
+    /// Whether it runs on this host (preferred by the proxy).
+    pub local: bool,
+}
+
+/// The host this store joined the fleet as, if it did.
+fn fleet_host(db: &Db) -> Option<String> {
+    crate::state::hosts::local_host(crate::state::state_dir(db.path())).map(|(h, _)| h)
+}
+
+/// How fresh a proxy's heartbeat must be for deploys to wait for it, in ms.
+fn fresh_ms() -> i64 {
+    PROXY_FRESH.as_millis() as i64
+}
+
+/// Where this host reaches an instance on `host` (`None`: a store that
+/// never joined) at `port`: 127.0.0.1 for its own (`me`), the host's
+/// `address` for another host's (an IP address, or a name resolved here);
+/// `None` if that host gave no address, or it does not resolve.
+fn locate(
+    me: Option<&str>,
+    host: Option<&str>,
+    address: Option<&str>,
+    port: u16,
+) -> Option<(SocketAddr, bool)> {
+    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    match host {
+        None => Some((local, true)),
+        Some(h) if Some(h) == me => Some((local, true)),
+        Some(_) => Some((SocketAddr::new(resolve(address?)?, port), false)),
+    }
+}
+
+/// An IP address as is; a name through the system's resolver, kept for
+/// 30 s (the traffic thread asks 20 times a second).
+fn resolve(address: &str) -> Option<IpAddr> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    type Cache = Mutex<HashMap<String, (Instant, Option<IpAddr>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, ip)) = cache.get(address)
+        && at.elapsed() < Duration::from_secs(30)
+    {
+        return *ip;
+    }
+    use std::net::ToSocketAddrs;
+    let ip = (address, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip());
+    if ip.is_none() {
+        tracing::warn!(%address, "cannot resolve host address {address:?}: its instances get no traffic from this host");
+    }
+    cache.insert(address.to_string(), (Instant::now(), ip));
+    ip
+}
+
+/// Where instance `id` is reached from this host — its health checks, its
+/// traffic: 127.0.0.1 and its port for an instance of this host (or of a
+/// store that never joined a fleet), its host's `address` for another
+/// host's. `None` when it has no port, is unknown, or its host gave no
+/// (resolvable) address.
+pub fn instance_addr(reader: crate::state::Reader<'_>, id: &str) -> Result<Option<SocketAddr>> {
+    let me =
+        crate::state::hosts::local_host(crate::state::state_dir(reader.path())).map(|(h, _)| h);
+    let Some((host, address, port)) = reader.instance_location(id)? else {
+        return Ok(None);
+    };
+    let Some(port) = port else { return Ok(None) };
+    Ok(locate(me.as_deref(), host.as_deref(), address.as_deref(), port).map(|(a, _)| a))
 }
 
 /// The instances passed their health checks: they may take traffic. Inside
@@ -78,36 +166,61 @@ pub fn fail(db: &mut Db, id: &str, service: &str, why: &str) -> Result<()> {
     })
 }
 
-/// Every routable instance: running, ready and not draining.
+/// Every routable instance: running, ready, not draining, not lost, on a
+/// host that is not down, and reachable from this host (see
+/// [`instance_addr`]).
 pub fn routes(db: &Db) -> Result<Vec<Route>> {
+    let me = fleet_host(db);
     Ok(db
         .read()
         .routable()?
         .into_iter()
-        .map(|(service, instance, port)| Route {
-            service,
-            instance,
-            port,
+        .filter_map(|r| {
+            let (addr, local) = locate(
+                me.as_deref(),
+                r.host.as_deref(),
+                r.address.as_deref(),
+                r.port,
+            )?;
+            Some(Route {
+                service: r.service,
+                instance: r.id,
+                port: r.port,
+                addr,
+                local,
+            })
         })
         .collect())
 }
 
-/// Instances being drained that no proxy has reported drained yet.
-/// (service, instance) pairs.
+/// Instances being drained that this host's proxy (on a store that never
+/// joined: any proxy) has not reported drained yet. (service, instance)
+/// pairs.
 pub fn draining(db: &Db) -> Result<Vec<(String, String)>> {
-    db.read().draining()
+    match fleet_host(db) {
+        Some(host) => db.read().draining_on(&host),
+        None => db.read().draining(),
+    }
 }
 
-/// A proxy reports that nothing is in flight to `id` any more.
+/// This host's proxy reports that nothing is in flight to `id` any more.
 pub fn ack_drained(db: &mut Db, id: &str) -> Result<()> {
-    db.write(|tx| tx.ack_drained(id))
+    match fleet_host(db) {
+        Some(host) => db.write(|tx| tx.fleet_ack_drained(id, &host, fresh_ms())),
+        None => db.write(|tx| tx.ack_drained(id)),
+    }
 }
 
-/// A proxy says it is alive and routing `services`.
+/// A proxy says it is alive and routing `services` (on a fleet: this
+/// host's proxy).
 pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
+    let host = fleet_host(db);
     db.write(|tx| {
         for s in services {
             tx.proxy_heartbeat(s, holder)?;
+            if let Some(host) = &host {
+                tx.fleet_proxy_beat(host, s, holder)?;
+            }
         }
         Ok(())
     })
@@ -115,17 +228,37 @@ pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
 
 /// A proxy that stops routing says so, so no deploy waits for it.
 pub fn unregister(db: &mut Db, holder: &str) -> Result<()> {
-    db.write(|tx| tx.remove_proxies(holder))
+    let host = fleet_host(db);
+    db.write(|tx| {
+        tx.remove_proxies(holder)?;
+        match &host {
+            Some(host) => tx.remove_fleet_proxy(host, holder),
+            None => Ok(()),
+        }
+    })
 }
 
+/// Whether a proxy routes `service`: on a fleet, any host's that is not
+/// down.
 fn proxy_alive(db: &Db, service: &str) -> Result<bool> {
+    if fleet_host(db).is_some() {
+        return db.read().fleet_proxy_alive(service, fresh_ms());
+    }
     let since = clock::now_ms() - PROXY_FRESH.as_millis() as i64;
     db.read().proxy_alive(service, since)
 }
 
+/// How many of `ids` some live proxy has not reported drained.
+fn undrained(db: &Db, ids: &[String]) -> Result<u64> {
+    if fleet_host(db).is_some() {
+        return db.read().fleet_undrained(ids, fresh_ms());
+    }
+    db.read().undrained(ids)
+}
+
 /// Stop new traffic to `ids` and wait (at most `timeout`) until the
-/// service's proxy has seen their last requests finish, renewing `lease`
-/// meanwhile. Returns how long it waited.
+/// service's proxy — on a fleet, every live host's — has seen their last
+/// requests finish, renewing `lease` meanwhile. Returns how long it waited.
 pub fn drain(
     db: &mut Db,
     lease: &mut Lease,
@@ -147,7 +280,7 @@ pub fn drain(
     let t = Instant::now();
     runtime::wait_until(timeout, || {
         lease.renew(db)?;
-        let pending = db.read().undrained(ids)?;
+        let pending = undrained(db, ids)?;
         Ok(pending == 0 || !proxy_alive(db, service)?)
     })?;
     Ok(t.elapsed())

@@ -133,7 +133,7 @@ fn row(r: &Row) -> super::sql::Result<HostRow> {
 
 /// The server clock as unix ms, in SQL: PostgreSQL's own for a fleet, the
 /// local one on SQLite (which has no server).
-fn now_sql(d: Dialect) -> &'static str {
+pub(super) fn now_sql(d: Dialect) -> &'static str {
     match d {
         Dialect::Postgres => "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
         Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",

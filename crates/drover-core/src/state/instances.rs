@@ -68,6 +68,18 @@ pub struct NewInstance<'a> {
     pub volumes: &'a str,
 }
 
+/// An instance that takes traffic ([`Reader::routable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutableRow {
+    pub service: String,
+    pub id: String,
+    pub port: u16,
+    /// Its host; `None` on a store that never joined a fleet.
+    pub host: Option<String>,
+    /// Its host's address (`serve --join --address`), if it gave one.
+    pub address: Option<String>,
+}
+
 /// A live instance that mounts volumes: who it is, and its `volumes` JSON.
 #[derive(Debug, Clone)]
 pub struct VolumeHolder {
@@ -176,21 +188,50 @@ impl Reader<'_> {
         rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
-    /// `(service, instance, port)` of every instance that takes traffic:
-    /// running, ready, not draining; by service, then oldest first.
-    pub fn routable(&self) -> Result<Vec<(String, String, u16)>> {
+    /// Every instance that takes traffic: running, ready, not draining,
+    /// not counted lost, and not on a host that is down; by service, then
+    /// oldest first, with its host and that host's address.
+    pub fn routable(&self) -> Result<Vec<RoutableRow>> {
         let mut stmt = self
             .sql()
             .prepare_cached(
-                "SELECT service, id, port FROM instances WHERE state = 'running' AND service IS NOT \
-                 NULL AND port IS NOT NULL AND ready_at IS NOT NULL AND drain_at IS NULL \
-                 ORDER BY service, created, id",
+                "SELECT i.service, i.id, i.port, i.host, h.address FROM instances i \
+                 LEFT JOIN hosts h ON h.name = i.host \
+                 WHERE i.state = 'running' AND i.service IS NOT NULL AND i.port IS NOT NULL \
+                 AND i.ready_at IS NOT NULL AND i.drain_at IS NULL AND i.lost IS NULL \
+                 AND (h.state IS NULL OR h.state != 'down') \
+                 ORDER BY i.service, i.created, i.id",
             )
             .db_ctx(self.path())?;
         let rows = stmt
-            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map((), |r| {
+                Ok(RoutableRow {
+                    service: r.get(0)?,
+                    id: r.get(1)?,
+                    port: r.get(2)?,
+                    host: r.get(3)?,
+                    address: r.get(4)?,
+                })
+            })
             .db_ctx(self.path())?;
         rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
+    }
+
+    /// Where instance `id` runs: its host (`None`: the single host of a
+    /// store that never joined a fleet), that host's address, and its port.
+    pub fn instance_location(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Option<String>, Option<String>, Option<u16>)>> {
+        self.sql()
+            .query_row(
+                "SELECT i.host, h.address, i.port FROM instances i \
+                 LEFT JOIN hosts h ON h.name = i.host WHERE i.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .db_ctx(self.path())
     }
 
     /// `(service, instance)` of every instance being drained whose drain no

@@ -351,6 +351,25 @@ CREATE TABLE trusted_keys (
     removed    TEXT
 );
 "#,
+    // 14: traffic across hosts: each host's proxy beats per service
+    // (`proxies` is one row per service, so it cannot say which hosts route
+    // it), and acknowledges each drain itself; an instance of a fleet is
+    // drained once every up host whose proxy routes its service acked.
+    r#"
+CREATE TABLE proxy_beats (
+    host      TEXT NOT NULL,
+    service   TEXT NOT NULL,
+    holder    TEXT NOT NULL,
+    heartbeat INTEGER NOT NULL,
+    PRIMARY KEY (host, service)
+);
+CREATE TABLE drain_acks (
+    instance TEXT NOT NULL,
+    host     TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (instance, host)
+);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, one for one: migration `i` here
@@ -625,6 +644,22 @@ CREATE TABLE trusted_keys (
     added      TEXT NOT NULL,
     actor      TEXT NOT NULL,
     removed    TEXT
+);
+"#,
+    // 14: proxy heartbeats and drain acknowledgements per host.
+    r#"
+CREATE TABLE proxy_beats (
+    host      TEXT NOT NULL,
+    service   TEXT NOT NULL,
+    holder    TEXT NOT NULL,
+    heartbeat BIGINT NOT NULL,
+    PRIMARY KEY (host, service)
+);
+CREATE TABLE drain_acks (
+    instance TEXT NOT NULL,
+    host     TEXT NOT NULL,
+    at       BIGINT NOT NULL,
+    PRIMARY KEY (instance, host)
 );
 "#,
 ];

@@ -596,6 +596,8 @@ impl supervisor::Proxies for Proxies {
                     .map(|b| drover_proxy::Backend {
                         id: b.id,
                         addr: b.addr,
+                        // Local first: this host's instances, then others'.
+                        tier: u8::from(!b.local),
                     })
                     .collect();
                 (name, backends)
