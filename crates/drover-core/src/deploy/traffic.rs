@@ -170,18 +170,17 @@ pub fn fail(db: &mut Db, id: &str, service: &str, why: &str) -> Result<()> {
 /// host that is not down, and reachable from this host (see
 /// [`instance_addr`]).
 pub fn routes(db: &Db) -> Result<Vec<Route>> {
-    let me = fleet_host(db);
+    routes_as(db, fleet_host(db).as_deref())
+}
+
+/// [`routes`], as host `me` sees them.
+fn routes_as(db: &Db, me: Option<&str>) -> Result<Vec<Route>> {
     Ok(db
         .read()
         .routable()?
         .into_iter()
         .filter_map(|r| {
-            let (addr, local) = locate(
-                me.as_deref(),
-                r.host.as_deref(),
-                r.address.as_deref(),
-                r.port,
-            )?;
+            let (addr, local) = locate(me, r.host.as_deref(), r.address.as_deref(), r.port)?;
             Some(Route {
                 service: r.service,
                 instance: r.id,
@@ -197,16 +196,25 @@ pub fn routes(db: &Db) -> Result<Vec<Route>> {
 /// joined: any proxy) has not reported drained yet. (service, instance)
 /// pairs.
 pub fn draining(db: &Db) -> Result<Vec<(String, String)>> {
-    match fleet_host(db) {
-        Some(host) => db.read().draining_on(&host),
+    draining_as(db, fleet_host(db).as_deref())
+}
+
+fn draining_as(db: &Db, me: Option<&str>) -> Result<Vec<(String, String)>> {
+    match me {
+        Some(host) => db.read().draining_on(host),
         None => db.read().draining(),
     }
 }
 
 /// This host's proxy reports that nothing is in flight to `id` any more.
 pub fn ack_drained(db: &mut Db, id: &str) -> Result<()> {
-    match fleet_host(db) {
-        Some(host) => db.write(|tx| tx.fleet_ack_drained(id, &host, fresh_ms())),
+    let me = fleet_host(db);
+    ack_drained_as(db, id, me.as_deref())
+}
+
+fn ack_drained_as(db: &mut Db, id: &str, me: Option<&str>) -> Result<()> {
+    match me {
+        Some(host) => db.write(|tx| tx.fleet_ack_drained(id, host, fresh_ms())),
         None => db.write(|tx| tx.ack_drained(id)),
     }
 }
@@ -214,11 +222,15 @@ pub fn ack_drained(db: &mut Db, id: &str) -> Result<()> {
 /// A proxy says it is alive and routing `services` (on a fleet: this
 /// host's proxy).
 pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
-    let host = fleet_host(db);
+    let me = fleet_host(db);
+    heartbeat_as(db, services, holder, me.as_deref())
+}
+
+fn heartbeat_as(db: &mut Db, services: &[String], holder: &str, me: Option<&str>) -> Result<()> {
     db.write(|tx| {
         for s in services {
             tx.proxy_heartbeat(s, holder)?;
-            if let Some(host) = &host {
+            if let Some(host) = me {
                 tx.fleet_proxy_beat(host, s, holder)?;
             }
         }
@@ -228,10 +240,14 @@ pub fn heartbeat(db: &mut Db, services: &[String], holder: &str) -> Result<()> {
 
 /// A proxy that stops routing says so, so no deploy waits for it.
 pub fn unregister(db: &mut Db, holder: &str) -> Result<()> {
-    let host = fleet_host(db);
+    let me = fleet_host(db);
+    unregister_as(db, holder, me.as_deref())
+}
+
+fn unregister_as(db: &mut Db, holder: &str, me: Option<&str>) -> Result<()> {
     db.write(|tx| {
         tx.remove_proxies(holder)?;
-        match &host {
+        match me {
             Some(host) => tx.remove_fleet_proxy(host, holder),
             None => Ok(()),
         }
@@ -414,6 +430,207 @@ mod tests {
         );
 
         unregister(&mut db, "me").unwrap();
+        assert!(!proxy_alive(&db, "web").unwrap());
+    }
+    }
+
+    /// A store that joined the fleet as h1, sharing its database with h2,
+    /// h3 (down) and h4 (no address); `instances` are (id, host, lost).
+    fn fleet_with(instances: &[(&str, Option<&str>, bool)]) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::state::hosts::write_local_host(dir.path(), "h1", 1).unwrap();
+        let mut db = pgtest::open(&dir.path().join("state.db")).unwrap();
+        db.write(|tx| {
+            for (name, address, state) in [
+                ("h1", Some("198.18.0.11"), "up"),
+                ("h2", Some("198.18.0.12"), "up"),
+                ("h3", Some("198.18.0.13"), "down"),
+                ("h4", None, "up"),
+            ] {
+                tx.sql()
+                    .execute(
+                        "INSERT INTO hosts (name, address, state, heartbeat, joined, updated) \
+                         VALUES (?1, ?2, ?3, 0, 'now', 'now')",
+                        params![name, address, state],
+                    )
+                    .db_ctx(tx.path())?;
+            }
+            for (n, (id, host, lost)) in instances.iter().enumerate() {
+                tx.sql()
+                    .execute(
+                        "INSERT INTO instances (id, image, image_ref, driver, state, port, \
+                         created, stop_signal, launch, service, host, lost, ready_at) \
+                         VALUES (?1, ?2, 'x', 'fake', 'running', ?3, ?4, 15, '{}', 'web', ?5, \
+                         ?6, 1)",
+                        params![
+                            id,
+                            format!("sha256:{}", "a".repeat(64)),
+                            8000 + n as i64,
+                            format!("2026-01-01T00:00:0{n}Z"),
+                            host,
+                            lost.then_some("host down")
+                        ],
+                    )
+                    .db_ctx(tx.path())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        (dir, db)
+    }
+
+    fn seen(routes: &[Route]) -> Vec<(String, String, bool)> {
+        routes
+            .iter()
+            .map(|r| (r.instance.clone(), r.addr.to_string(), r.local))
+            .collect()
+    }
+
+    backends! {
+    fn every_host_routes_to_every_hosts_ready_instances_its_own_first() {
+        let (_d, db) = fleet_with(&[
+            ("a", Some("h1"), false),
+            ("b", Some("h2"), false),
+            ("lost", Some("h2"), true),
+            ("on-down", Some("h3"), false),
+            ("no-addr", Some("h4"), false),
+        ]);
+        let s = |id: &str, addr: &str, local| (id.to_string(), addr.to_string(), local);
+        assert_eq!(
+            seen(&routes(&db).unwrap()),
+            [s("a", "127.0.0.1:8000", true), s("b", "198.18.0.12:8001", false)],
+            "this store is h1: its own at loopback, h2's at h2's address; lost \
+             instances, a down host's, and a host without an address are left out"
+        );
+        assert_eq!(
+            seen(&routes_as(&db, Some("h2")).unwrap()),
+            [s("a", "198.18.0.11:8000", false), s("b", "127.0.0.1:8001", true)],
+        );
+        assert_eq!(
+            instance_addr(db.read(), "b").unwrap(),
+            Some("198.18.0.12:8001".parse().unwrap())
+        );
+        assert_eq!(
+            instance_addr(db.read(), "a").unwrap(),
+            Some("127.0.0.1:8000".parse().unwrap())
+        );
+        assert_eq!(instance_addr(db.read(), "no-addr").unwrap(), None);
+        assert_eq!(instance_addr(db.read(), "nope").unwrap(), None);
+    }
+    }
+
+    backends! {
+    fn a_store_that_never_joined_routes_its_instances_at_loopback() {
+        let (_d, mut db) = db_with(&[("a", "running")]);
+        db.write(|tx| mark_ready(tx, &["a".into()])).unwrap();
+        assert_eq!(
+            seen(&routes(&db).unwrap()),
+            [("a".to_string(), "127.0.0.1:8000".to_string(), true)]
+        );
+    }
+    }
+
+    backends! {
+    fn a_fleet_drain_waits_for_every_live_hosts_proxy() {
+        let (dir, mut db) = fleet_with(&[
+            ("a", Some("h2"), false),
+            ("b", Some("h2"), false),
+            ("c", Some("h1"), false),
+        ]);
+        let web = ["web".to_string()];
+        heartbeat_as(&mut db, &web, "p1", Some("h1")).unwrap();
+        heartbeat_as(&mut db, &web, "p2", Some("h2")).unwrap();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(proxy_alive(&db, "web").unwrap());
+        db.write(|tx| tx.start_drain("a", 1)).unwrap();
+        let pair = |id: &str| vec![("web".to_string(), id.to_string())];
+        assert_eq!(draining_as(&db, Some("h1")).unwrap(), pair("a"));
+        assert_eq!(draining_as(&db, Some("h2")).unwrap(), pair("a"));
+
+        ack_drained_as(&mut db, "a", Some("h1")).unwrap();
+        assert_eq!(undrained(&db, &ids(&["a"])).unwrap(), 1, "h2's proxy has not acked");
+        assert!(draining_as(&db, Some("h1")).unwrap().is_empty());
+        assert_eq!(draining_as(&db, Some("h2")).unwrap(), pair("a"));
+        ack_drained_as(&mut db, "a", Some("h2")).unwrap();
+        assert_eq!(undrained(&db, &ids(&["a"])).unwrap(), 0);
+        assert!(draining_as(&db, Some("h2")).unwrap().is_empty());
+
+        // A host that is down holds nothing up; nor does a silent proxy.
+        db.write(|tx| tx.start_drain("b", 1)).unwrap();
+        ack_drained_as(&mut db, "b", Some("h1")).unwrap();
+        assert_eq!(undrained(&db, &ids(&["b"])).unwrap(), 1);
+        db.write(|tx| {
+            tx.sql()
+                .execute("UPDATE proxy_beats SET heartbeat = 0 WHERE host = 'h2'", ())
+                .db_ctx(tx.path())
+                .map(drop)
+        })
+        .unwrap();
+        assert_eq!(undrained(&db, &ids(&["b"])).unwrap(), 0, "h2's proxy is silent");
+        heartbeat_as(&mut db, &web, "p2", Some("h2")).unwrap();
+        assert_eq!(undrained(&db, &ids(&["b"])).unwrap(), 1, "h2's proxy is back");
+        db.write(|tx| {
+            tx.sql()
+                .execute("UPDATE hosts SET state = 'down' WHERE name = 'h2'", ())
+                .db_ctx(tx.path())
+                .map(drop)
+        })
+        .unwrap();
+        assert_eq!(undrained(&db, &ids(&["b"])).unwrap(), 0, "h2 is down");
+        db.write(|tx| {
+            tx.sql()
+                .execute("UPDATE hosts SET state = 'up' WHERE name = 'h2'", ())
+                .db_ctx(tx.path())
+                .map(drop)
+        })
+        .unwrap();
+
+        // The deploy's wait: h1's ack alone does not end it; h2's does.
+        let mut lease = lock::acquire(&mut db, "service web", false).unwrap();
+        heartbeat_as(&mut db, &web, "p1", Some("h1")).unwrap();
+        heartbeat_as(&mut db, &web, "p2", Some("h2")).unwrap();
+        let t = Instant::now();
+        let path = dir.path().join("state.db");
+        let acker = std::thread::spawn(move || {
+            let mut db = pgtest::open(&path).unwrap();
+            // Wait for the drain to begin, then ack from h1 only.
+            while draining_as(&db, Some("h1")).unwrap().is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            ack_drained_as(&mut db, "c", Some("h1")).unwrap();
+        });
+        drain(&mut db, &mut lease, "web", &ids(&["c"]), Duration::from_millis(500)).unwrap();
+        acker.join().unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(500), "h1's ack alone: waits it out");
+        assert_eq!(undrained(&db, &ids(&["c"])).unwrap(), 1);
+
+        db.write(|tx| {
+            tx.sql()
+                .execute("UPDATE instances SET drain_at = NULL WHERE id = 'b'", ())
+                .db_ctx(tx.path())
+                .map(drop)
+        })
+        .unwrap();
+        heartbeat_as(&mut db, &web, "p1", Some("h1")).unwrap();
+        heartbeat_as(&mut db, &web, "p2", Some("h2")).unwrap();
+        let path = dir.path().join("state.db");
+        let acker = std::thread::spawn(move || {
+            let mut db = pgtest::open(&path).unwrap();
+            while draining_as(&db, Some("h2")).unwrap().is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for h in ["h1", "h2"] {
+                ack_drained_as(&mut db, "b", Some(h)).unwrap();
+            }
+        });
+        let waited = drain(&mut db, &mut lease, "web", &ids(&["b"]), Duration::from_secs(20)).unwrap();
+        acker.join().unwrap();
+        assert!(waited < Duration::from_secs(10), "both acks end the wait: {waited:?}");
+        assert!(db.read().instance("b").unwrap().unwrap().drain_at.is_some());
+
+        unregister(&mut db, "p1").unwrap();
+        assert!(proxy_alive(&db, "web").unwrap(), "h2's proxy still routes web");
+        unregister_as(&mut db, "p2", Some("h2")).unwrap();
         assert!(!proxy_alive(&db, "web").unwrap());
     }
     }
