@@ -43,6 +43,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
     assert_eq!(
         tables(db.conn()),
         [
+            "drain_acks",
             "drift_findings",
             "hosts",
             "id_ranges",
@@ -52,6 +53,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
             "ledger_head",
             "locks",
             "proxies",
+            "proxy_beats",
             "quarantine",
             "referrers",
             "releases",
@@ -372,6 +374,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:f68e8e86a8a0ee9848b9465287d6d6b27b993e9949f54dadc411a94b67116b9b", // 11 (tokens)
         "sha256:c3f30d87ee2b77b2ffd7c21ab2f88adf22a117a9073fe7ee70cea1488524477c", // 12 (hosts)
         "sha256:9ec2773ea637aaf3e5c84a89a3252eb054fdb0f7b520c532edcfdd10c3de09ee", // 13 (trusted keys)
+        "sha256:8a70ff7f478b8d8c8f12bb4c3d3290ca5b79099c916d6e6f37e792c18a20db71", // 14 (proxy beats, drain acks per host)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
