@@ -118,11 +118,19 @@ fn resolve(address: &str) -> Option<IpAddr> {
 pub fn instance_addr(reader: crate::state::Reader<'_>, id: &str) -> Result<Option<SocketAddr>> {
     let me =
         crate::state::hosts::local_host(crate::state::state_dir(reader.path())).map(|(h, _)| h);
-    let Some((host, address, port)) = reader.instance_location(id)? else {
+    let Some(at) = reader.instance_location(id)? else {
         return Ok(None);
     };
-    let Some(port) = port else { return Ok(None) };
-    Ok(locate(me.as_deref(), host.as_deref(), address.as_deref(), port).map(|(a, _)| a))
+    let Some(port) = at.port else {
+        return Ok(None);
+    };
+    Ok(locate(
+        me.as_deref(),
+        at.host.as_deref(),
+        at.address.as_deref(),
+        port,
+    )
+    .map(|(a, _)| a))
 }
 
 /// The instances passed their health checks: they may take traffic. Inside

@@ -80,6 +80,16 @@ pub struct RoutableRow {
     pub address: Option<String>,
 }
 
+/// Where an instance runs ([`Reader::instance_location`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLocation {
+    /// Its host; `None` on a store that never joined a fleet.
+    pub host: Option<String>,
+    /// Its host's address, if it gave one.
+    pub address: Option<String>,
+    pub port: Option<u16>,
+}
+
 /// A live instance that mounts volumes: who it is, and its `volumes` JSON.
 #[derive(Debug, Clone)]
 pub struct VolumeHolder {
@@ -219,16 +229,19 @@ impl Reader<'_> {
 
     /// Where instance `id` runs: its host (`None`: the single host of a
     /// store that never joined a fleet), that host's address, and its port.
-    pub fn instance_location(
-        &self,
-        id: &str,
-    ) -> Result<Option<(Option<String>, Option<String>, Option<u16>)>> {
+    pub fn instance_location(&self, id: &str) -> Result<Option<InstanceLocation>> {
         self.sql()
             .query_row(
                 "SELECT i.host, h.address, i.port FROM instances i \
                  LEFT JOIN hosts h ON h.name = i.host WHERE i.id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(InstanceLocation {
+                        host: r.get(0)?,
+                        address: r.get(1)?,
+                        port: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .db_ctx(self.path())
