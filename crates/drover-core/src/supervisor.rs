@@ -722,6 +722,10 @@ mod tests {
     struct Fake {
         diary: Arc<Mutex<Vec<String>>>,
         busy: Arc<AtomicBool>,
+        /// The services it says it listens for.
+        listening: Vec<String>,
+        /// The last routes it was given.
+        routes: Arc<Mutex<BTreeMap<String, Vec<Backend>>>>,
     }
 
     impl Fake {
@@ -738,9 +742,10 @@ mod tests {
         fn route(&mut self, routes: BTreeMap<String, Vec<Backend>>) {
             let names: Vec<&String> = routes.keys().collect();
             self.diary.lock().unwrap().push(format!("route {names:?}"));
+            *self.routes.lock().unwrap() = routes;
         }
         fn listening(&self) -> Vec<String> {
-            Vec::new()
+            self.listening.clone()
         }
         fn in_flight(&self, _: &str, _: &str) -> usize {
             0
@@ -859,5 +864,119 @@ mod tests {
 
         let mut store = Store::open(dir.path()).unwrap();
         lock(&mut store, dir.path(), None).expect("the lock was released");
+    }
+
+    /// On a store that joined the fleet as h1, the traffic thread routes
+    /// to h2's instances at h2's address (h1's own at loopback, preferred),
+    /// beats as h1's proxy, and acknowledges a drain as h1 only: h2's live
+    /// proxy still holds it.
+    #[test]
+    fn on_a_fleet_the_traffic_thread_routes_across_hosts_and_acks_as_its_host() {
+        use crate::state::DbContext;
+        use crate::state::sql::params;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        crate::state::hosts::write_local_host(dir.path(), "h1", 1).unwrap();
+        store
+            .db_mut()
+            .write(|tx| {
+                for (name, address) in [("h1", "198.18.0.11"), ("h2", "198.18.0.12")] {
+                    tx.sql()
+                        .execute(
+                            "INSERT INTO hosts (name, address, state, heartbeat, joined, updated) \
+                             VALUES (?1, ?2, 'up', 0, 'now', 'now')",
+                            params![name, address],
+                        )
+                        .db_ctx(tx.path())?;
+                }
+                for (n, (id, host)) in [("a", "h2"), ("b", "h1")].into_iter().enumerate() {
+                    tx.sql()
+                        .execute(
+                            "INSERT INTO instances (id, image, image_ref, driver, state, port, \
+                             created, stop_signal, launch, service, host, ready_at) \
+                             VALUES (?1, ?2, 'x', 'fake', 'running', ?3, ?4, 15, '{}', 'web', \
+                             ?5, 1)",
+                            params![
+                                id,
+                                format!("sha256:{}", "a".repeat(64)),
+                                8000 + n as i64,
+                                format!("2026-01-01T00:00:0{n}Z"),
+                                host
+                            ],
+                        )
+                        .db_ctx(tx.path())?;
+                }
+                // h2's proxy routes web too.
+                tx.fleet_proxy_beat("h2", "web", "p2")
+            })
+            .unwrap();
+        let lease = lock(&mut store, dir.path(), Some("h1")).unwrap();
+        let fake = Fake {
+            listening: vec!["web".into()],
+            ..Fake::default()
+        };
+        let running = start(options(dir.path()), lease, fake.clone()).unwrap();
+        let t0 = Instant::now();
+        let routed = || fake.routes.lock().unwrap().get("web").cloned();
+        while routed().is_none() && t0.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let b = |id: &str, addr: &str, local| Backend {
+            id: id.into(),
+            addr: addr.parse().unwrap(),
+            local,
+        };
+        assert_eq!(
+            routed(),
+            Some(vec![
+                b("a", "198.18.0.12:8000", false),
+                b("b", "127.0.0.1:8001", true)
+            ])
+        );
+
+        store
+            .db_mut()
+            .write(|tx| {
+                tx.fleet_proxy_beat("h2", "web", "p2")?;
+                tx.start_drain("a", 1)
+            })
+            .unwrap();
+        let acked = |store: &Store| store.db().read().draining_on("h1").unwrap().is_empty();
+        while !acked(&store) && t0.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(acked(&store), "h1's proxy acknowledged the drain");
+        assert!(
+            fake.routes.lock().unwrap()["web"]
+                .iter()
+                .all(|r| r.id != "a"),
+            "a left h1's routes"
+        );
+        let ids = ["a".to_string()];
+        assert_eq!(
+            store.db().read().draining_on("h2").unwrap(),
+            [("web".to_string(), "a".to_string())],
+            "h2's proxy has not acknowledged it"
+        );
+        assert_eq!(store.db().read().fleet_undrained(&ids, 3_000).unwrap(), 1);
+        let beats = |store: &Store| -> i64 {
+            store
+                .db()
+                .read()
+                .sql()
+                .query_row(
+                    "SELECT count(*) FROM proxy_beats WHERE host = 'h1' AND service = 'web'",
+                    (),
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(beats(&store), 1, "h1's proxy beats for web");
+        running.stop();
+        assert_eq!(
+            beats(&store),
+            0,
+            "a stopped serve's proxy no longer holds drains up"
+        );
     }
 }
