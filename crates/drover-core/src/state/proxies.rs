@@ -1,5 +1,7 @@
 //! Live proxies of `drover serve`: one heartbeat row per service, so a
-//! deploy that drains an instance knows whether anyone will acknowledge it.
+//! deploy that drains an instance knows whether anyone will acknowledge it;
+//! on a fleet, one per host and service (`proxy_beats`), with each host's
+//! drain acknowledgements (`drain_acks`).
 
 use super::sql::params;
 
