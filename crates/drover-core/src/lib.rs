@@ -47,6 +47,7 @@ pub mod drift;
 mod durable;
 pub mod error;
 pub mod events;
+pub mod fleet;
 #[cfg(test)]
 mod fuzz;
 pub mod grammar;

@@ -81,6 +81,7 @@
 //! lives on disk beside the database; the database only names it.
 
 mod drift;
+pub mod fleet;
 pub mod hosts;
 mod id_ranges;
 mod images;
@@ -108,6 +109,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use sql::{Conn, Dialect, SqlError};
 
+pub use fleet::FleetSetting;
 pub use hosts::{HostDown, HostJoin, HostRow, TrustedKey};
 pub use images::{Referrer, Tag};
 pub use instances::{InstanceRow, NewInstance, VolumeHolder};

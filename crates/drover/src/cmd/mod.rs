@@ -10,6 +10,7 @@ pub mod drift;
 pub mod events;
 pub mod exec;
 pub mod gc;
+pub mod fleet;
 pub mod hosts;
 pub mod images;
 pub mod inspect;
