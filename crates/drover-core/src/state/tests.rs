@@ -44,6 +44,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
         tables(db.conn()),
         [
             "drift_findings",
+            "fleet_settings",
             "hosts",
             "id_ranges",
             "instance_transitions",
@@ -372,6 +373,8 @@ fn shipped_migrations_are_unchanged() {
         "sha256:f68e8e86a8a0ee9848b9465287d6d6b27b993e9949f54dadc411a94b67116b9b", // 11 (tokens)
         "sha256:c3f30d87ee2b77b2ffd7c21ab2f88adf22a117a9073fe7ee70cea1488524477c", // 12 (hosts)
         "sha256:9ec2773ea637aaf3e5c84a89a3252eb054fdb0f7b520c532edcfdd10c3de09ee", // 13 (trusted keys)
+        "sha256:a841dea317cce023c55d70c83bac83a826276445df7c7e00af36d8987c6baa86", // 14 (fleet settings)
+        "sha256:76a6bfe750d7728cdf5634b0f7b8b0293503dac4ebca314712df9b435d6599a5", // 15 (PG notify; none)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
