@@ -48,10 +48,14 @@ impl FleetRegistry {
         }
         let remote = Remote::parse(rest)?;
         if remote.tag.is_some() || remote.digest.is_some() {
-            return Err(bad("a fleet registry has no tag or digest: images are pulled by digest"));
+            return Err(bad(
+                "a fleet registry has no tag or digest: images are pulled by digest",
+            ));
         }
         if insecure && !remote.is_loopback() {
-            return Err(bad("plain HTTP is only allowed for loopback registries; use TLS"));
+            return Err(bad(
+                "plain HTTP is only allowed for loopback registries; use TLS",
+            ));
         }
         Ok(FleetRegistry { remote, insecure })
     }
@@ -91,12 +95,9 @@ pub fn set_registry(store: &mut Store, text: Option<&str>) -> Result<bool> {
         .map(FleetRegistry::parse)
         .transpose()?
         .map(|r| r.to_string());
-    store.db_mut().set_fleet_setting(
-        REGISTRY,
-        normal.as_deref(),
-        "fleet.registry",
-        json!({}),
-    )
+    store
+        .db_mut()
+        .set_fleet_setting(REGISTRY, normal.as_deref(), "fleet.registry", json!({}))
 }
 
 /// Make sure image `digest` is in this host's blob store: if its manifest
@@ -142,4 +143,3 @@ pub fn fetch_image(store: &mut Store, digest: &Digest) -> Result<()> {
         Verdict::Refused(r) => Err(policy::refuse(store, r, Operation::Pull)),
     }
 }
-

@@ -558,7 +558,11 @@ pub fn set_fleet(store: &mut Store, text: Option<&str>, file: &Path) -> Result<b
         }
         None => json!({}),
     };
-    let action = if text.is_some() { "policy.set" } else { "policy.unset" };
+    let action = if text.is_some() {
+        "policy.set"
+    } else {
+        "policy.unset"
+    };
     store
         .db_mut()
         .set_fleet_setting(crate::state::fleet::POLICY, text, action, details)

@@ -24,6 +24,14 @@ enum Sub {
         #[command(subcommand)]
         sub: RegistrySub,
     },
+    /// Make sure this host's store holds an image: if not, pull it by
+    /// digest from the fleet's registry (with its signatures and
+    /// provenance) and check it against the policy, as a host does for a
+    /// release it is to run. Exit 6 when the policy refuses it.
+    Fetch {
+        /// The image manifest's digest (sha256:…).
+        digest: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -47,7 +55,10 @@ struct Registry {
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
-    let Sub::Registry { sub } = &a.sub;
+    let sub = match &a.sub {
+        Sub::Registry { sub } => sub,
+        Sub::Fetch { digest } => return fetch(ctx, digest),
+    };
     let mut store = ctx.store()?;
     match sub {
         RegistrySub::Set { registry } => {
@@ -96,9 +107,27 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
         }
         None => {
             if !ctx.json {
-                outln!("no fleet registry is set (`drover fleet registry set <registry>/<repository>`)");
+                outln!(
+                    "no fleet registry is set (`drover fleet registry set <registry>/<repository>`)"
+                );
             }
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn fetch(ctx: &Ctx, digest: &str) -> anyhow::Result<ExitCode> {
+    let digest: drover_core::Digest = digest.parse().map_err(|e| {
+        drover_core::Error::Usage(format!("{digest:?} is not an image digest: {e}"))
+    })?;
+    let mut store = ctx.store()?;
+    let had = store.has_blob(&digest);
+    fleet::fetch_image(&mut store, &digest)?;
+    if !ctx.json {
+        match had {
+            true => outln!("{digest} is already in this host's store"),
+            false => outln!("{digest} pulled from the fleet's registry and admitted"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

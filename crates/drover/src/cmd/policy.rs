@@ -72,7 +72,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Sub::Check { reference } => reference,
-        Sub::Trust { .. } | Sub::Untrust { .. } | Sub::Set { .. } | Sub::Unset => unreachable!("handled above"),
+        Sub::Trust { .. } | Sub::Untrust { .. } | Sub::Set { .. } | Sub::Unset => {
+            unreachable!("handled above")
+        }
     };
     let remote = Remote::is_remote(reference)
         .then(|| Remote::parse(reference))
@@ -150,9 +152,10 @@ fn untrust(ctx: &Ctx, keyid: &str) -> anyhow::Result<ExitCode> {
 fn set(ctx: &Ctx, file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let text = match file {
         Some(f) if f == Path::new("-") => Some(std::io::read_to_string(std::io::stdin())?),
-        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
-            anyhow::anyhow!("cannot read policy file {}: {e}", f.display())
-        })?),
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", f.display()))?,
+        ),
         None => None,
     };
     let mut store = ctx.store()?;
