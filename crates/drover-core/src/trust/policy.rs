@@ -1,7 +1,10 @@
 //! Deploy policy and revocation: which images may be run, deployed, built
 //! on or pulled, and the one place that says no.
 //!
-//! The policy lives in `<store>/policy.toml`. When the file is absent the
+//! The policy lives in `<store>/policy.toml`, unless the fleet's policy is
+//! set in the state database (`drover policy set`, [`set_fleet`]), which
+//! then wins for every store sharing it (see [`load_for`]). When neither is
+//! there the
 //! built-in default applies ([`Policy::default_for`]): only images built and
 //! signed on this host — a valid signature by the host key (`keys/host.pub`)
 //! and provenance signed by it naming drover's builder. The default is not
