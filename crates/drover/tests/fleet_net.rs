@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::netns::Net;
-use crate::common::{self, DROVER, eventually, show};
+use crate::common::{self, DROVER, Env, eventually, show};
 
 /// How long after its heartbeat lapses a host may still be listed up:
 /// `--host-timeout` (3 s here) plus one fleet check (1 s), with slack for
@@ -28,7 +28,8 @@ const DOWN_BOUND: Duration = Duration::from_secs(12);
 /// A host of the fleet: its namespace, its store, its serve.
 struct Host {
     node: String,
-    store: tempfile::TempDir,
+    /// Its store (`env.store()`), on the fleet's database.
+    env: Env,
     serve: Option<Child>,
     log: PathBuf,
 }
@@ -38,6 +39,8 @@ struct Fleet {
     net: Net,
     url: String,
     hosts: Vec<Host>,
+    /// Instances h1 started outside the namespaces: stopped on drop.
+    instances: Vec<String>,
 }
 
 impl Fleet {
@@ -47,7 +50,7 @@ impl Fleet {
         c.arg(DROVER)
             .arg("--init")
             .arg("--store")
-            .arg(h.store.path().join("store"))
+            .arg(h.env.store())
             .env("DROVER_STATE", &self.url)
             .env_remove("SOURCE_DATE_EPOCH");
         c
@@ -130,6 +133,9 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        for id in &self.instances {
+            let _ = self.hosts[0].env.run(&["stop", id]);
+        }
         for h in &mut self.hosts {
             if let Some(c) = &mut h.serve
                 && c.try_wait().ok().flatten().is_none()
@@ -177,17 +183,25 @@ fn three_hosts_share_one_trust_domain() {
     );
     let hosts = (1..=3)
         .map(|n| {
-            let store = tempfile::tempdir().unwrap();
-            let log = store.path().join("serve.log");
+            let env = Env {
+                dir: tempfile::tempdir().unwrap(),
+                state: Some(url.clone()),
+            };
+            let log = env.dir.path().join("serve.log");
             Host {
                 node: format!("h{n}"),
-                store,
+                env,
                 serve: None,
                 log,
             }
         })
         .collect();
-    let mut f = Fleet { net, url, hosts };
+    let mut f = Fleet {
+        net,
+        url,
+        hosts,
+        instances: vec![],
+    };
     let t0 = Instant::now();
     for i in 0..3 {
         f.ok(i, &["key", "show"]);
@@ -220,10 +234,10 @@ fn three_hosts_share_one_trust_domain() {
 
     // c) a CI key trusted on h2 admits, on h3, what it signed; the fleet's
     // policy set on h1 applies on h2.
-    let dir = f.hosts[1].store.path().to_path_buf();
+    let dir = f.hosts[1].env.dir.path().to_path_buf();
     let ci = dir.join("ci");
     f.ok(1, &["key", "generate", ci.to_str().unwrap()]);
-    let def = app_def(f.hosts[2].store.path(), "1");
+    let def = app_def(f.hosts[2].env.dir.path(), "1");
     let digest = common::last_line(&f.ok(2, &["build", "-f", def.to_str().unwrap()]));
     let ci_key = ci.with_extension("key");
     f.ok(2, &["sign", "app:1", "--key", ci_key.to_str().unwrap()]);
@@ -256,7 +270,7 @@ fn three_hosts_share_one_trust_domain() {
     // `apply` (which would roll it out), with nothing to wait for: every
     // host's admission reads the revocations from the shared database at
     // each start, and serve's reconcilers are woken by its notification.
-    let fleet_file = f.hosts[2].store.path().join("fleet.toml");
+    let fleet_file = f.hosts[2].env.dir.path().join("fleet.toml");
     common::write(
         &fleet_file,
         format!("[service.app]\nimage = \"{digest}\"\nmin_healthy = \"0s\"\nreplicas = 1\n")
@@ -308,6 +322,38 @@ fn three_hosts_share_one_trust_domain() {
         Some(Value::from("host.fenced")),
         "h2's first entry after it was marked down (but its join) is host.fenced"
     );
+
+    // f) an instance made on h1, traced from h3: the database's side of
+    // the chain (instance, host, release or image, revocation) is traced
+    // there; its config and root are h1's, and the image, which h3's store
+    // does not hold, is said to be missing with how to fetch it.
+    if common::require("busybox") {
+        common::web_image(
+            &f.hosts[0].env,
+            "1",
+            "version one\n",
+            "/",
+            common::WEB_SERVER,
+        );
+        // From the root namespace: `ip netns exec` mounts a sysfs of its
+        // own, without the cgroup tree the runtime needs. The instance is
+        // h1's all the same (its store joined as h1).
+        let id = common::last_line(&f.hosts[0].env.ok(&["run", "web:1"]));
+        f.instances.push(id.clone());
+        let out = f.run(2, &["trace", &id]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&id) && text.contains("h1"), "{}", show(&out));
+        assert!(text.contains("on host h1"), "{}", show(&out));
+        assert!(text.contains("not in this host's store"), "{}", show(&out));
+        let here = f.run(0, &["trace", &id]);
+        assert!(
+            !String::from_utf8_lossy(&here.stdout).contains("on host h1"),
+            "{}",
+            show(&here)
+        );
+        f.hosts[0].env.ok(&["stop", &id]);
+        f.instances.clear();
+    }
 
     // d) `audit verify` on h3 checks the whole fleet's ledger: entries
     // signed by three host keys.
