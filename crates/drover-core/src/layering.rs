@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     "backup",
     "instance",
     "builder",
+    "fleet",
     "trust",
     "store",
     "events",

@@ -18,6 +18,7 @@
 //! | [`backup`] | `store backup` and `store restore`: a whole store in one file, taken while it runs; a new store from it, checked member by member, its instances lost |
 //! | [`instance`] | instances: run, stop, remove; logs (stamped in the CRI format, rotated per service, kept after removal until `gc`, read merged by service or release: `log`); their state machine and monitor process; user namespaces and the id-mapped views of roots and volumes (`userns`); the sandbox a build's `run` steps run in (`sandbox`) |
 //! | [`builder`] | `drover.toml` parsing, the build plan, deterministic layers, Debian packages under `drover.lock` (`packages`, `lock`), sandboxed `run` steps, accounts, compression, the layer cache, SLSA provenance, SPDX SBOMs |
+//! | [`fleet`]  | the fleet's registry (configured once, in the state database) and `fetch_image`: a release's image pulled by digest onto a host that lacks it, checked by the fleet's policy |
 //! | [`trust`]  | signatures and attestations on images, the deploy policy, revocations: the one place that refuses an image |
 //! | [`store`]  | the OCI image layout: atomic verified blobs, tags, referrers, baselines, unpacked roots, `gc`, `verify`, registries |
 //! | [`events`] | `drover events`: what happened (release created / healthy / failed / rolled back, instance started / exited / healed / condemned / lost, drift, refusals, revocations), read from the ledger — nothing new is recorded for them |
@@ -47,6 +48,7 @@ pub mod drift;
 mod durable;
 pub mod error;
 pub mod events;
+pub mod fleet;
 #[cfg(test)]
 mod fuzz;
 pub mod grammar;

@@ -342,8 +342,24 @@ fn reconcile_loop(
         Ok(s) => s,
         Err(e) => return error!(error = %e, "the reconcilers cannot open the store"),
     };
+    // On PostgreSQL, one listener per process keeps the change generation
+    // every reconciler reads (state/notify.rs) instead of polling the
+    // server; the services are re-read only when it moves.
+    let changes = match db.db().location() {
+        crate::state::Location::Postgres { url, .. } => crate::state::notify::listen(url),
+        crate::state::Location::Sqlite(_) => None,
+    };
+    let mut seen = None;
     let mut workers: BTreeMap<String, thread::JoinHandle<()>> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
+        if let Some(c) = &changes {
+            let now = Some(c.generation());
+            if now == seen && workers.values().all(|w| !w.is_finished()) {
+                sleep_unless(stop, POLL);
+                continue;
+            }
+            seen = now;
+        }
         match release::services(db.db().read()) {
             Ok(services) => {
                 workers.retain(|_, w| !w.is_finished());

@@ -115,8 +115,27 @@ fn of_instance(store: &Store, i: &Instance, trust: &Trust) -> Result<Link> {
     if let Some(c) = &i.condemned {
         link = link.fact("condemned", c);
     }
+    // An instance of another host of the fleet: what the database and this
+    // store hold is traced here; its bundle, root and process are that
+    // host's, checked by a trace there.
+    let elsewhere =
+        store.db().read().instance_host(&i.id)?.filter(|h| {
+            crate::state::hosts::local_host(store.root()).is_none_or(|(me, _)| &me != h)
+        });
+    if let Some(h) = &elsewhere {
+        link = link.fact("host", h);
+    }
     link.children.push(drift_link(store, &i.id)?);
-    if i.state.is_live() {
+    if let Some(h) = &elsewhere {
+        link.children
+            .push(Link::new("config and root", format!("on host {h}")).fact(
+                "checked",
+                format!(
+                    "not from here: they are on {h} (`drover trace {}` there checks them now)",
+                    i.id
+                ),
+            ));
+    } else if i.state.is_live() {
         // Checked now, not taken from the last scan: a config.json edited
         // or a root file changed a minute ago must show here.
         link.children.push(config_now(store, i));
@@ -186,6 +205,12 @@ pub fn of_image(store: &Store, digest: &Digest, trust: &Trust) -> Link {
         Ok(Some(why)) => link = link.fail(format!("revoked: {why}")),
         Ok(None) => {}
         Err(e) => link = link.fail(e.to_string()),
+    }
+    if !store.has_blob(digest) {
+        // A host of a fleet holds only the images it runs.
+        return link.fail(
+            "not in this host's store (`drover fleet fetch` pulls it from the fleet's registry)",
+        );
     }
     match blobs_intact(store, digest) {
         Ok((n, bytes)) => {

@@ -158,6 +158,9 @@ enum Command {
     /// Mark a host draining (`--undo`: up again). A flag only for now:
     /// moving its instances to other hosts lands with placement.
     Drain(cmd::hosts::DrainArgs),
+    /// Settings every host of the fleet shares, in the state database: the
+    /// registry hosts pull release images from (`fleet registry set`).
+    Fleet(cmd::fleet::Args),
     /// Replace the drover binary (rename, never copy over) with a new one
     /// that runs, and have the running serve hand over to it: no
     /// connection refused.
@@ -293,6 +296,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Hosts(a) => cmd::hosts::run(&ctx, a),
         Command::Drain(a) => cmd::hosts::drain(&ctx, a),
+        Command::Fleet(a) => cmd::fleet::run(&ctx, a),
         Command::Store(a) => cmd::store::run(&ctx, a),
         Command::Upgrade(a) => cmd::upgrade::run(&ctx, a),
         Command::InstallService(a) => cmd::install_service::run(&ctx, a),

@@ -559,3 +559,70 @@ fn revoked_images_are_refused_flagged_and_served_around() {
     let ops: Vec<String> = refusals(&env).into_iter().map(|r| r.2).collect();
     assert_eq!(ops, vec!["run", "apply", "rollback", "rollback"]);
 }
+
+common::backends!(policy_set_puts_the_policy_in_the_database_where_it_wins_for_every_store);
+/// `policy set FILE` makes FILE the policy in the state database: it wins
+/// over the store's own policy.toml, `policy show` says so, every store
+/// sharing the database (another host, on PostgreSQL) goes by it, and
+/// `policy unset` goes back to the file. Both are ledgered.
+fn policy_set_puts_the_policy_in_the_database_where_it_wins_for_every_store() {
+    let (env, digest) = app_env();
+    // The app is not signed: the default refuses it.
+    refused(
+        &env.run(&["policy", "check", "app:1"]),
+        "require_signature",
+        &digest,
+    );
+    let file = env.dir.path().join("fleet-policy.toml");
+    write(
+        &file,
+        b"require_signature = false\nrequire_provenance = false\n",
+        0o644,
+    );
+    let bad = env.dir.path().join("bad.toml");
+    write(&bad, b"require_signature = \"no\"\n", 0o644);
+    let out = env.run(&["policy", "set", bad.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("require_signature"),
+        "{}",
+        show(&out)
+    );
+
+    env.ok(&["policy", "set", file.to_str().unwrap()]);
+    env.ok(&["policy", "check", "app:1"]);
+    // A local policy.toml no longer counts.
+    env.set_policy("require_signature = true\n");
+    env.ok(&["policy", "check", "app:1"]);
+    let shown = env.ok(&["policy", "show"]);
+    assert!(
+        shown.contains("the fleet's policy in the state database"),
+        "{shown}"
+    );
+    assert!(shown.contains("require_signature = false"), "{shown}");
+    let set = env.items(&["audit", "--action", "policy.set"]);
+    assert_eq!(set.len(), 1, "{set:?}");
+
+    if let Some(url) = &env.state {
+        // Another host's store on the same database.
+        let other = Env {
+            dir: tempfile::tempdir().unwrap(),
+            state: Some(url.clone()),
+        };
+        let shown = other.ok(&["policy", "show"]);
+        assert!(
+            shown.contains("the fleet's policy in the state database"),
+            "{shown}"
+        );
+        assert!(shown.contains("require_provenance = false"), "{shown}");
+    }
+
+    env.ok(&["policy", "unset"]);
+    refused(
+        &env.run(&["policy", "check", "app:1"]),
+        "require_signature",
+        &digest,
+    );
+    assert!(env.ok(&["policy", "show"]).contains("policy.toml"));
+    assert_eq!(env.items(&["audit", "--action", "policy.unset"]).len(), 1);
+}

@@ -1283,3 +1283,72 @@ fn an_interrupted_push_or_pull_resumes_without_resending() {
     );
     ok(&dst, nocreds.path(), &["verify"]);
 }
+
+/// The fleet's registry, set once: a store that lacks an image pulls it by
+/// digest from there (`fleet fetch`, what a host does for a release it is
+/// to run), and only if the policy admits what arrived; without the
+/// registry it says how to set one.
+#[test]
+fn fleet_fetch_pulls_by_digest_from_the_fleet_registry_checked_by_policy() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let nocreds = tempfile::tempdir().unwrap();
+    let src = sample_env();
+    let digest = src.build(&["--sign"]);
+    let remote = format!("{}/fleet/sample:1.0", reg.addr);
+    ok(
+        &src,
+        nocreds.path(),
+        &["push", "sample:1.0", &remote, "--insecure"],
+    );
+
+    // A host that trusts the builder's key.
+    let host = Env::new();
+    host.trust(&src);
+    let out = drover(&host, nocreds.path(), &["fleet", "fetch", &digest]);
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    assert!(show(&out).contains("fleet registry set"), "{}", show(&out));
+    let out = drover(&host, nocreds.path(), &["fleet", "registry", "show"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let bad = drover(
+        &host,
+        nocreds.path(),
+        &["fleet", "registry", "set", "http://198.18.0.10:5000/fleet"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+    assert!(show(&bad).contains("loopback"), "{}", show(&bad));
+    let fleet = format!("http://{}/fleet/sample", reg.addr);
+    ok(&host, nocreds.path(), &["fleet", "registry", "set", &fleet]);
+    assert!(ok(&host, nocreds.path(), &["fleet", "registry", "show"]).contains(&fleet));
+    let fetched = ok(&host, nocreds.path(), &["fleet", "fetch", &digest]);
+    assert!(fetched.contains("pulled"), "{fetched}");
+    assert!(ok(&host, nocreds.path(), &["fleet", "fetch", &digest]).contains("already"));
+    ok(&host, nocreds.path(), &["policy", "check", &digest]);
+    assert_eq!(
+        artifacts(&host.store()),
+        artifacts(&src.store()),
+        "the signature and provenance came along"
+    );
+    assert_eq!(
+        host.items(&["audit", "--action", "fleet.registry"]).len(),
+        1
+    );
+
+    // A host that does not trust it: pulled, then refused, and ledgered.
+    let stranger = Env::new();
+    ok(
+        &stranger,
+        nocreds.path(),
+        &["fleet", "registry", "set", &fleet],
+    );
+    let out = drover(&stranger, nocreds.path(), &["fleet", "fetch", &digest]);
+    assert_eq!(out.status.code(), Some(6), "{}", show(&out));
+    assert!(show(&out).contains("require_signature"), "{}", show(&out));
+    assert_eq!(
+        stranger
+            .items(&["audit", "--action", "policy.refuse"])
+            .len(),
+        1
+    );
+}

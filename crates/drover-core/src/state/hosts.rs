@@ -204,6 +204,17 @@ impl Reader<'_> {
         rows.collect::<super::sql::Result<_>>().db_ctx(self.path())
     }
 
+    /// The host instance `id` lives on (`None`: a store that never joined).
+    pub fn instance_host(&self, id: &str) -> Result<Option<String>> {
+        self.sql()
+            .query_row("SELECT host FROM instances WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .db_ctx(self.path())
+            .map(Option::flatten)
+    }
+
     /// Why instance `id` is counted lost, if it is.
     pub fn instance_lost(&self, id: &str) -> Result<Option<String>> {
         self.sql()

@@ -370,6 +370,20 @@ CREATE TABLE drain_acks (
     PRIMARY KEY (instance, host)
 );
 "#,
+    // 15: fleet-wide settings (state/fleet.rs): the fleet's deploy policy
+    // (`policy set`, key `policy`, the policy.toml text) and its registry
+    // (`fleet registry set`, key `registry`), with who set them and when.
+    r#"
+CREATE TABLE fleet_settings (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    actor   TEXT NOT NULL
+);
+"#,
+    // 16: change notification is PostgreSQL's (LISTEN/NOTIFY triggers);
+    // SQLite's readers keep polling, so nothing changes here.
+    "-- nothing: SQLite has no notifications",
 ];
 
 /// The same migrations for PostgreSQL, one for one: migration `i` here
@@ -661,6 +675,43 @@ CREATE TABLE drain_acks (
     at       BIGINT NOT NULL,
     PRIMARY KEY (instance, host)
 );
+"#,
+    // 15: fleet-wide settings.
+    r#"
+CREATE TABLE fleet_settings (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    actor   TEXT NOT NULL
+);
+"#,
+    // 16: change notification (state/notify.rs): every statement changing
+    // what `Reader::changes` looks at, or the hosts, notifies
+    // `drover_changes` with the table's name (delivered at commit, once per
+    // transaction and payload), so serve's readers wake at once instead of
+    // polling.
+    r#"
+CREATE FUNCTION drover_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('drover_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER instance_transitions_notify AFTER INSERT OR UPDATE OR DELETE ON instance_transitions
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER services_notify AFTER INSERT OR UPDATE OR DELETE ON services
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER releases_notify AFTER INSERT OR UPDATE OR DELETE ON releases
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER revocations_notify AFTER INSERT OR UPDATE OR DELETE ON revocations
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER instances_notify AFTER UPDATE OF condemned, lost ON instances
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER hosts_notify AFTER INSERT OR UPDATE OF state, epoch, labels, address OR DELETE ON hosts
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER fleet_settings_notify AFTER INSERT OR UPDATE OR DELETE ON fleet_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+CREATE TRIGGER trusted_keys_notify AFTER INSERT OR UPDATE OR DELETE ON trusted_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
 "#,
 ];
 

@@ -44,10 +44,10 @@
 //!   token that only grows, taken and checked inside the same transaction as
 //!   the change they guard (`deploy::lock`).
 //! - **Change notification**: a cheap way for a long-running process to learn
-//!   that another one committed something it must react to (SQLite: the
-//!   fingerprint [`Reader::changes`], polled, on both for now; PostgreSQL's
-//!   `LISTEN`/`NOTIFY` is to replace it there), so `serve` reacts without
-//!   re-reading everything.
+//!   that another one committed something it must react to: the
+//!   fingerprint [`Reader::changes`], polled, on SQLite; on PostgreSQL in
+//!   `serve`, a generation kept by one `LISTEN`ing connection per process
+//!   ([`notify`]), so reconcilers poll memory, not the server.
 //! - **Versioned migrations**: a schema version that only grows, refused when
 //!   newer than the binary ([`Error::DatabaseTooNew`]); PostgreSQL's list is
 //!   a one-for-one translation of SQLite's, under the same numbers.
@@ -81,6 +81,7 @@
 //! lives on disk beside the database; the database only names it.
 
 mod drift;
+pub mod fleet;
 pub mod hosts;
 mod id_ranges;
 mod images;
@@ -89,6 +90,7 @@ mod leases;
 mod ledger;
 pub mod location;
 mod migrations;
+pub mod notify;
 /// The PostgreSQL test harness; public to drover's integration tests with
 /// the `test-support` feature (a dev-dependency feature only).
 #[cfg(any(test, feature = "test-support"))]
@@ -108,6 +110,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use sql::{Conn, Dialect, SqlError};
 
+pub use fleet::FleetSetting;
 pub use hosts::{HostDown, HostJoin, HostRow, TrustedKey};
 pub use images::{Referrer, Tag};
 pub use instances::{InstanceRow, NewInstance, VolumeHolder};
@@ -550,6 +553,11 @@ impl<'a> Reader<'a> {
     /// drains do not change it, so they cost no reconcile pass. (A backend
     /// with notifications, PostgreSQL's `LISTEN`, can wake on the same set.)
     pub fn changes(&self) -> Result<String> {
+        // With this process's listener running (PostgreSQL, serve), the
+        // generation it keeps: no query (see [`notify`]).
+        if let Some(c) = self.conn.pg_label().and_then(|l| notify::of(&l)) {
+            return Ok(format!("n:{}", c.generation()));
+        }
         self.conn
             .query_row(
                 "SELECT (SELECT coalesce(max(seq), 0) FROM instance_transitions) || '/' || \
@@ -773,7 +781,7 @@ fn pg_connect(url: &str, local: &Path) -> Result<Conn> {
 }
 
 /// What errors call a PostgreSQL database: its URL without the password.
-fn pg_label(config: &postgres::Config) -> String {
+pub(crate) fn pg_label(config: &postgres::Config) -> String {
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
         Some(postgres::config::Host::Unix(p)) => p.display().to_string(),

@@ -426,6 +426,23 @@ impl Conn {
         }
     }
 
+    /// The PostgreSQL database's label (its URL without a password).
+    pub(crate) fn pg_label(&self) -> Option<String> {
+        match self {
+            Conn::Sqlite(_) => None,
+            Conn::Postgres(pg) => Some(pg.borrow().label.clone()),
+        }
+    }
+
+    /// Whether a PostgreSQL connection is open now (`false` when parked).
+    #[cfg(test)]
+    pub(crate) fn connected(&self) -> bool {
+        match self {
+            Conn::Sqlite(_) => true,
+            Conn::Postgres(pg) => pg.borrow().client.is_some(),
+        }
+    }
+
     /// Close the PostgreSQL connection until the next use (outside a
     /// transaction; SQLite's file stays open).
     pub(crate) fn park(&self) {

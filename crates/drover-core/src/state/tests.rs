@@ -45,6 +45,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
         [
             "drain_acks",
             "drift_findings",
+            "fleet_settings",
             "hosts",
             "id_ranges",
             "instance_transitions",
@@ -375,6 +376,8 @@ fn shipped_migrations_are_unchanged() {
         "sha256:c3f30d87ee2b77b2ffd7c21ab2f88adf22a117a9073fe7ee70cea1488524477c", // 12 (hosts)
         "sha256:9ec2773ea637aaf3e5c84a89a3252eb054fdb0f7b520c532edcfdd10c3de09ee", // 13 (trusted keys)
         "sha256:8a70ff7f478b8d8c8f12bb4c3d3290ca5b79099c916d6e6f37e792c18a20db71", // 14 (proxy beats, drain acks per host)
+        "sha256:a841dea317cce023c55d70c83bac83a826276445df7c7e00af36d8987c6baa86", // 15 (fleet settings)
+        "sha256:76a6bfe750d7728cdf5634b0f7b8b0293503dac4ebca314712df9b435d6599a5", // 16 (PG notify; none)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

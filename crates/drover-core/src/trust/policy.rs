@@ -1,7 +1,10 @@
 //! Deploy policy and revocation: which images may be run, deployed, built
 //! on or pulled, and the one place that says no.
 //!
-//! The policy lives in `<store>/policy.toml`. When the file is absent the
+//! The policy lives in `<store>/policy.toml`, unless the fleet's policy is
+//! set in the state database (`drover policy set`, [`set_fleet`]), which
+//! then wins for every store sharing it (see [`load_for`]). When neither is
+//! there the
 //! built-in default applies ([`Policy::default_for`]): only images built and
 //! signed on this host — a valid signature by the host key (`keys/host.pub`)
 //! and provenance signed by it naming drover's builder. The default is not
@@ -97,6 +100,10 @@ pub enum Source {
     File(PathBuf),
     /// The built-in default, because this file does not exist.
     Default(PathBuf),
+    /// The fleet's policy, kept in the state database (`drover policy
+    /// set`): says when and by whom it was set. It wins over a
+    /// `policy.toml` beside the store, which is then not read.
+    Fleet(String),
 }
 
 impl fmt::Display for Source {
@@ -107,6 +114,10 @@ impl fmt::Display for Source {
                 f,
                 "the built-in default ({} does not exist; write this there to change it)",
                 p.display()
+            ),
+            Source::Fleet(how) => write!(
+                f,
+                "the fleet's policy in the state database ({how}; `drover policy unset` goes back to policy.toml)"
             ),
         }
     }
@@ -497,9 +508,33 @@ pub fn load(state_dir: &Path) -> Result<Policy> {
 /// The policy of `store` ([`load`]) with the signing keys the fleet trusts
 /// (`drover policy trust`) added to its trusted keys: what every check of
 /// an image in the store goes by.
+///
+/// The fleet's policy (`drover policy set`, in the state database) wins
+/// over `<store>/policy.toml` once it is set: every host of a fleet then
+/// goes by the same text. Its `trusted_keys` paths are read on each host
+/// (relative to that host's store), so the default `keys/host.pub` is each
+/// host's own key; on a store that joined a fleet, that entry also stands
+/// for every joined host's key (registered in the `hosts` table), so an
+/// image built and signed on one host of the fleet passes on the others.
 pub fn load_for(store: &Store) -> Result<Policy> {
-    let mut policy = load(store.root())?;
     let read = store.db().read();
+    let mut policy = match read.fleet_setting(crate::state::fleet::POLICY)? {
+        None => load(store.root())?,
+        Some(set) => {
+            let mut p = parse(&set.value, Path::new(FLEET_FILE), store.root())?;
+            p.source = Source::Fleet(format!("set {} by {}", set.updated, set.actor));
+            p
+        }
+    };
+    if policy.trusted_keys.iter().any(|k| k == HOST_PUB)
+        && crate::state::hosts::local_host(store.root()).is_some()
+    {
+        for key in read.host_public_keys()? {
+            if !policy.keys.contains(&key) {
+                policy.keys.push(key);
+            }
+        }
+    }
     for k in read.trusted_keys(false)? {
         let key = PublicKey::from_pem(&k.public_key, read.path())?;
         if !policy.keys.contains(&key) {
@@ -508,6 +543,32 @@ pub fn load_for(store: &Store) -> Result<Policy> {
         policy.fleet_keys.push(k);
     }
     Ok(policy)
+}
+
+/// What errors in the fleet's policy name as its file.
+pub const FLEET_FILE: &str = "the fleet policy (state database)";
+
+/// Make `text` the fleet's policy (`drover policy set`), or clear it with
+/// `None` (`drover policy unset`: `policy.toml` applies again). The text is
+/// checked first as this store reads it. Recorded in the ledger
+/// (`policy.set`, with the text's digest; `policy.unset`). Returns whether
+/// anything changed.
+pub fn set_fleet(store: &mut Store, text: Option<&str>, file: &Path) -> Result<bool> {
+    let details = match text {
+        Some(t) => {
+            parse(t, file, store.root())?;
+            json!({"digest": Digest::of(t.as_bytes()).to_string(), "from": file.display().to_string()})
+        }
+        None => json!({}),
+    };
+    let action = if text.is_some() {
+        "policy.set"
+    } else {
+        "policy.unset"
+    };
+    store
+        .db_mut()
+        .set_fleet_setting(crate::state::fleet::POLICY, text, action, details)
 }
 
 /// Check policy `text` (from `file`, named in errors); key paths are

@@ -9,6 +9,7 @@ pub mod debug;
 pub mod drift;
 pub mod events;
 pub mod exec;
+pub mod fleet;
 pub mod gc;
 pub mod hosts;
 pub mod images;

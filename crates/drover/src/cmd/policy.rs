@@ -40,12 +40,24 @@ enum Sub {
         /// Its key id, or a unique prefix of at least 8 hex digits.
         keyid: String,
     },
+    /// Make FILE (a policy.toml) the fleet's policy: stored in the state
+    /// database, it applies on every host sharing it and wins over a
+    /// store's own policy.toml. Checked first; recorded (`policy.set`).
+    Set {
+        /// The policy file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Drop the fleet's policy (`policy.unset`): each store goes by its
+    /// own policy.toml (or the default) again.
+    Unset,
 }
 
 pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
     match &a.sub {
         Sub::Trust { key, name } => return trust(ctx, key, name.as_deref()),
         Sub::Untrust { keyid } => return untrust(ctx, keyid),
+        Sub::Set { file } => return set(ctx, Some(file)),
+        Sub::Unset => return set(ctx, None),
         _ => {}
     }
     let store = ctx.store()?;
@@ -60,7 +72,9 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Sub::Check { reference } => reference,
-        Sub::Trust { .. } | Sub::Untrust { .. } => unreachable!("handled above"),
+        Sub::Trust { .. } | Sub::Untrust { .. } | Sub::Set { .. } | Sub::Unset => {
+            unreachable!("handled above")
+        }
     };
     let remote = Remote::is_remote(reference)
         .then(|| Remote::parse(reference))
@@ -131,6 +145,29 @@ fn untrust(ctx: &Ctx, keyid: &str) -> anyhow::Result<ExitCode> {
         ctx.emit("TrustedKey", &all.iter().find(|k| k.keyid == full))?;
     } else {
         outln!("key {full} is no longer trusted");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set(ctx: &Ctx, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let text = match file {
+        Some(f) if f == Path::new("-") => Some(std::io::read_to_string(std::io::stdin())?),
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", f.display()))?,
+        ),
+        None => None,
+    };
+    let mut store = ctx.store()?;
+    let shown = file.unwrap_or(Path::new("-"));
+    let changed = policy::set_fleet(&mut store, text.as_deref(), shown)?;
+    let now = policy::load_for(&store)?;
+    if ctx.json {
+        ctx.emit("Policy", &now)?;
+    } else if !changed {
+        outln!("unchanged: the policy is {}", now.source);
+    } else {
+        outln!("the policy is now {}", now.source);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,7 @@ pub fn link(
 ) -> anyhow::Result<Link> {
     let trust = trace::Trust {
         keys,
-        builders: drover_core::trust::policy::load(store.root())?.trusted_builders,
+        builders: drover_core::trust::policy::load_for(store)?.trusted_builders,
     };
     Ok(trace::trace(store, target, &trust)?)
 }
