@@ -351,6 +351,24 @@ CREATE TABLE trusted_keys (
     removed    TEXT
 );
 "#,
+    // 14: desired placements of a fleet's services: which host runs a
+    // slot of a release, decided by the holder of the service's lease
+    // (its token fences it); the host's serve realizes it. `retired`: no
+    // longer wanted.
+    r#"
+CREATE TABLE placements (
+    service TEXT NOT NULL,
+    slot    INTEGER NOT NULL,
+    release INTEGER NOT NULL,
+    host    TEXT NOT NULL,
+    token   INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    decided TEXT NOT NULL,
+    retired TEXT,
+    PRIMARY KEY (service, slot, release)
+);
+CREATE INDEX placements_host ON placements (host);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, one for one: migration `i` here
@@ -626,6 +644,24 @@ CREATE TABLE trusted_keys (
     actor      TEXT NOT NULL,
     removed    TEXT
 );
+"#,
+    // 14: desired placements of a fleet's services: which host runs a
+    // slot of a release, decided by the holder of the service's lease
+    // (its token fences it); the host's serve realizes it. `retired`: no
+    // longer wanted.
+    r#"
+CREATE TABLE placements (
+    service TEXT NOT NULL,
+    slot    BIGINT NOT NULL,
+    release BIGINT NOT NULL,
+    host    TEXT NOT NULL,
+    token   BIGINT NOT NULL,
+    reason  TEXT NOT NULL,
+    decided TEXT NOT NULL,
+    retired TEXT,
+    PRIMARY KEY (service, slot, release)
+);
+CREATE INDEX placements_host ON placements (host);
 "#,
 ];
 
