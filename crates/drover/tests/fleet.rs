@@ -29,30 +29,28 @@ const HOST_TIMEOUT: &str = "3s";
 /// (start, health gate) with room for a loaded machine.
 const REPLACED_WITHIN: Duration = Duration::from_secs(45);
 
-/// Three hosts h1, h2, h3 (zones a, b, c) over one database, each with
-/// `web:1` and `web:2` built in its own store (reproducibly: the same
-/// digests), or `None` (skip) without PostgreSQL, busybox or root.
+/// Three hosts h1, h2, h3 (zones a, b, c) over one database, with `web:1`
+/// and `web:2` built on h1, or `None` (skip) without PostgreSQL, busybox
+/// or root. The other hosts get h1's blobs copied into their own stores:
+/// what a pull by digest from the fleet's registry does (a build on each
+/// host cannot stand in for it: the image's names are fleet-wide, so a
+/// second host's build finds them recorded and its blob store empty).
 fn three_hosts() -> Option<[Env; 3]> {
     let h1 = common::web_env()?;
     h1.state.as_ref()?;
     let h2 = h1.sharing();
     let h3 = h1.sharing();
+    // h1 signed the images: every host trusts its key (fleet-wide).
+    let key = h1.store().join("keys/host.pub");
+    h1.ok(&["policy", "trust", key.to_str().unwrap(), "--name", "h1"]);
+    let blobs = h1.store().join("blobs/sha256");
     for env in [&h2, &h3] {
-        common::web_image(env, "1", "version one\n", "/", common::WEB_SERVER);
-        common::web_image(env, "2", "version two\n", "/", common::WEB_SERVER);
-    }
-    let digest = |env: &Env, tag: &str| {
-        env.items(&["images"])
-            .into_iter()
-            .find(|i| i["tag"] == tag || i["name"] == format!("web:{tag}"))
-            .map(|i| i["digest"].clone())
-    };
-    for tag in ["1", "2"] {
-        assert_eq!(
-            digest(&h1, tag),
-            digest(&h2, tag),
-            "web:{tag} built on two hosts differs"
-        );
+        env.ok(&["key", "show"]);
+        let to = env.store().join("blobs/sha256");
+        std::fs::create_dir_all(&to).unwrap();
+        for b in std::fs::read_dir(&blobs).unwrap().flatten() {
+            std::fs::copy(b.path(), to.join(b.file_name())).unwrap();
+        }
     }
     Some([h1, h2, h3])
 }

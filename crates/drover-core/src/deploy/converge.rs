@@ -734,6 +734,14 @@ fn converge(
                 ids: seen.iter().map(|s| s.id.clone()).collect(),
             },
         };
+        if matches!(step, Step::Start { .. } | Step::Stop { .. }) || !newly_ready.is_empty() {
+            // Fenced: a deploy whose lease was taken over changes nothing.
+            store.db_mut().write(|tx| {
+                lease.check(tx)?;
+                traffic::mark_ready(tx, &newly_ready)
+            })?;
+            newly_ready.clear();
+        }
         // On a fleet, this host carries out its own part of the step only.
         let mut placed_here: Option<Vec<u32>> = None;
         let step = match (&fleet, step) {
@@ -780,14 +788,6 @@ fn converge(
                 "the health gates of instances on other hosts".into(),
             )?,
         };
-        if matches!(step, Step::Start { .. } | Step::Stop { .. }) || !newly_ready.is_empty() {
-            // Fenced: a deploy whose lease was taken over changes nothing.
-            store.db_mut().write(|tx| {
-                lease.check(tx)?;
-                traffic::mark_ready(tx, &newly_ready)
-            })?;
-            newly_ready.clear();
-        }
         match step {
             Step::Done => return Ok(()),
             Step::Start { count } => {
