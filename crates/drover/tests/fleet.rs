@@ -85,10 +85,35 @@ fn live(env: &Env) -> Vec<Value> {
         .into_iter()
         .filter(|i| {
             i["service"] == "web"
-                && matches!(i["state"].as_str(), Some("running" | "created" | "stopping"))
+                && matches!(
+                    i["state"].as_str(),
+                    Some("running" | "created" | "stopping")
+                )
                 && i["lost"].is_null()
         })
         .collect()
+}
+
+/// One line per instance: id, host, release, slot, ready, for messages.
+fn summary(env: &Env) -> String {
+    live(env)
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {} r{} s{} {}",
+                i["id"].as_str().unwrap_or_default(),
+                i["host"].as_str().unwrap_or("-"),
+                i["release"],
+                i["slot"],
+                if i["ready_at"].is_null() {
+                    "unready"
+                } else {
+                    "ready"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Of those, the ones in traffic: ready, not draining.
@@ -206,16 +231,24 @@ fn fleet_scenario() {
     let out = e1.run(&["apply", "-f", &fleet(&e1, "1", "/")]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(
-        eventually(Duration::from_secs(60), || settled(&e1, 1, &["h1", "h2", "h3"])),
+        eventually(Duration::from_secs(60), || settled(
+            &e1,
+            1,
+            &["h1", "h2", "h3"]
+        )),
         "not 2/2/2: {:?}\n{}",
-        live(&e1),
+        summary(&e1),
         logs(&s3)
     );
     let counts: BTreeMap<String, i64> = hosts(&e1)
         .into_iter()
         .map(|(n, h)| (n, h["instances"].as_i64().unwrap()))
         .collect();
-    assert_eq!(counts.values().collect::<Vec<_>>(), [&2, &2, &2], "{counts:?}");
+    assert_eq!(
+        counts.values().collect::<Vec<_>>(),
+        [&2, &2, &2],
+        "{counts:?}"
+    );
     let status = web_status(&e1);
     let on: BTreeSet<&str> = status["instances"]
         .as_array()
@@ -245,7 +278,11 @@ fn fleet_scenario() {
             .iter()
             .find(|e| e.to_string().contains(id))
             .unwrap_or_else(|| panic!("no instance.start of {id}"));
-        assert_eq!(start["keyid"].as_str(), Some(keyid[host].as_str()), "{start}");
+        assert_eq!(
+            start["keyid"].as_str(),
+            Some(keyid[host].as_str()),
+            "{start}"
+        );
     }
     let placements = per_host(&ready(&live(&e1)));
     assert_eq!(placements.len(), 3, "{placements:?}");
@@ -260,7 +297,7 @@ fn fleet_scenario() {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "the rollout did not finish: {:?}\n{}",
-            live(&e1),
+            summary(&e1),
             logs(&s3)
         );
         let all = live(&e1);
@@ -268,7 +305,10 @@ fn fleet_scenario() {
         most = most.max(all.len());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(least >= 5, "{least} ready at the worst moment (max_unavailable 1)");
+    assert!(
+        least >= 5,
+        "{least} ready at the worst moment (max_unavailable 1)"
+    );
     assert!(most <= 8, "{most} live at the busiest moment (max_surge 2)");
 
     // 3. A release whose check fails is rolled back fleet-wide and
@@ -291,14 +331,18 @@ fn fleet_scenario() {
                 && settled(&e1, 2, &["h1", "h2", "h3"])
         }),
         "not rolled back: {:?}\n{}",
-        live(&e1),
+        summary(&e1),
         logs(&s3)
     );
     // Back to release 2, the one it replaced.
     assert_eq!(web_status(&e1)["release"], 2);
     let back = 2;
     assert!(
-        eventually(Duration::from_secs(60), || settled(&e1, back, &["h1", "h2", "h3"])),
+        eventually(Duration::from_secs(60), || settled(
+            &e1,
+            back,
+            &["h1", "h2", "h3"]
+        )),
         "{:?}",
         live(&e1)
     );
@@ -326,7 +370,7 @@ fn fleet_scenario() {
             && hosts(&e1)["h3"]["state"] == "down"),
         "h3's replicas were not replaced within {REPLACED_WITHIN:?}: {:?} {:?}\n{}",
         hosts(&e1),
-        live(&e1),
+        summary(&e1),
         logs(&s3)
     );
     eprintln!("h3's replicas replaced {:?} after it died", died.elapsed());
@@ -334,7 +378,10 @@ fn fleet_scenario() {
         .iter()
         .map(|i| i["id"].as_str().unwrap().to_string())
         .collect();
-    assert!(kept.is_subset(&now), "a survivor was replaced: {kept:?} {now:?}");
+    assert!(
+        kept.is_subset(&now),
+        "a survivor was replaced: {kept:?} {now:?}"
+    );
     let down = e1.items(&["audit", "--action", "host.down"]);
     assert_eq!(down.len(), 1, "{down:?}");
 
@@ -342,7 +389,8 @@ fn fleet_scenario() {
     // else; no instance moves back (no rebalancing).
     s3 = Some(join(&e3, "h3", "c"));
     assert!(
-        eventually(Duration::from_secs(20), || hosts(&e1)["h3"]["state"] == "up"),
+        eventually(Duration::from_secs(20), || hosts(&e1)["h3"]["state"]
+            == "up"),
         "{}",
         logs(&s3)
     );
@@ -359,11 +407,15 @@ fn fleet_scenario() {
     let out = e1.ok(&["drain", "h2"]);
     assert!(out.contains("replaced on other hosts"), "{out}");
     assert!(
-        eventually(Duration::from_secs(60), || settled(&e1, back, &["h1", "h3"])
-            && hosts(&e1)["h2"]["state"] == "drained"),
-        "h2 did not drain: {:?} {:?}\n{}",
-        hosts(&e1),
-        live(&e1),
+        eventually(Duration::from_secs(60), || settled(
+            &e1,
+            back,
+            &["h1", "h3"]
+        ) && hosts(&e1)["h2"]["state"]
+            == "drained"),
+        "h2 did not drain: {} {:?}\n{}",
+        summary(&e1),
+        hosts(&e1)["h2"]["state"],
         logs(&s3)
     );
     e1.ok(&["drain", "--undo", "h2"]);

@@ -985,16 +985,25 @@ fn place_slots(
     let Some(release) = target else {
         return Ok((Vec::new(), String::new()));
     };
-    // Where the instances that stay run.
+    // Where the instances that stay run: the target release's (another
+    // release's are on their way out, so a rollout ends spread as evenly
+    // as a fresh start).
     let mut others: BTreeMap<u32, String> = live
         .iter()
-        .filter(|i| !fleet.misplaced(i))
+        .filter(|i| i.release == target && counts_as(i) != -1 && !fleet.misplaced(i))
         .filter_map(|i| Some((i.slot?, i.host.clone().unwrap_or_else(|| fleet.me.clone()))))
         .collect();
     let mut placed = Vec::new();
     for &slot in slots {
         let wanted = fleet.placed.get(&slot).map(String::as_str);
-        let p = hosting::choose(service, rollout, &fleet.hosts, &others, slot, wanted)?;
+        let p = hosting::choose(
+            service,
+            &rollout.into(),
+            &fleet.hosts,
+            &others,
+            slot,
+            wanted,
+        )?;
         others.insert(slot, p.host.clone());
         placed.push(p);
     }

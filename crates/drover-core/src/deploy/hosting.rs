@@ -34,6 +34,22 @@ use crate::instance::Instance;
 use crate::state::Tx;
 use crate::store::Store;
 
+/// What placement reads of a service's rollout settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placing {
+    pub constraints: placement::Constraints,
+    pub spread_by: Option<String>,
+}
+
+impl From<&Rollout> for Placing {
+    fn from(r: &Rollout) -> Self {
+        Placing {
+            constraints: r.constraints.clone(),
+            spread_by: r.spread_by.clone(),
+        }
+    }
+}
+
 /// A fleet service's pass: who this host is, and the fleet's hosts.
 #[derive(Debug, Clone)]
 pub struct Hosting {
@@ -102,29 +118,36 @@ impl Hosting {
 /// answer on every host.
 pub fn choose(
     service: &str,
-    rollout: &Rollout,
+    rollout: &Placing,
     hosts: &[Host],
     others: &BTreeMap<u32, String>,
     slot: u32,
     wanted: Option<&str>,
 ) -> Result<Placement> {
-    let mut current = others.clone();
-    current.remove(&slot);
+    // `place` fills slots lowest first: the others are renumbered below
+    // this one, so no empty slot of theirs is placed (and counted) first.
+    let mut current: BTreeMap<u32, String> = others
+        .iter()
+        .filter(|(s, _)| **s != slot)
+        .enumerate()
+        .map(|(n, (_, h))| (n as u32, h.clone()))
+        .collect();
+    let at = current.len() as u32;
     if let Some(h) = wanted {
-        current.insert(slot, h.to_string());
+        current.insert(at, h.to_string());
     }
-    let top = current.keys().copied().max().unwrap_or(0).max(slot);
     let spec = Spec {
         service: service.to_string(),
-        replicas: top + 1,
+        replicas: at + 1,
         constraints: rollout.constraints.clone(),
         spread_by: rollout.spread_by.clone(),
         max_per_host: None,
     };
     let decision = placement::place(&spec, hosts, &current);
-    if let Some(p) = decision.placed.iter().find(|p| p.slot == slot) {
+    if let Some(p) = decision.placed.iter().find(|p| p.slot == at) {
         // A slot placed anew after its host went away says so.
         let mut p = p.clone();
+        p.slot = slot;
         if p.reason == Reason::Spread
             && let Some(from) = wanted
             && from != p.host
@@ -137,7 +160,11 @@ pub fn choose(
     let unplaced: Vec<_> = decision
         .unplaced
         .into_iter()
-        .filter(|u| u.slot == slot)
+        .filter(|u| u.slot == at)
+        .map(|mut u| {
+            u.slot = slot;
+            u
+        })
         .collect();
     Err(Error::Failed(format!(
         "service {service}: slot {slot} cannot be placed: {}",
