@@ -165,12 +165,21 @@ fn web_status(env: &Env) -> Value {
         .expect("service web")
 }
 
-/// Six ready instances of release `n`, two on each of `on`.
+/// Six ready instances of release `n`, on each of `on` and nowhere else.
 fn settled(env: &Env, n: i64, on: &[&str]) -> bool {
     let all = live(env);
     let r = ready(&all);
+    let hosts: BTreeSet<String> = per_host(&r).into_keys().collect();
+    all.len() == 6
+        && r.len() == 6
+        && r.iter().all(|i| i["release"] == n)
+        && hosts == on.iter().map(|h| h.to_string()).collect()
+}
+
+/// Six ready instances of release `n`, two on each of `on`.
+fn even(env: &Env, n: i64, on: &[&str]) -> bool {
     let want: BTreeMap<String, usize> = on.iter().map(|h| (h.to_string(), 6 / on.len())).collect();
-    all.len() == 6 && r.len() == 6 && r.iter().all(|i| i["release"] == n) && per_host(&r) == want
+    settled(env, n, on) && per_host(&ready(&live(env))) == want
 }
 
 /// Pids of processes whose command line names `store` (its serve and the

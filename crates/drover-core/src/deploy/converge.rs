@@ -993,6 +993,13 @@ fn place_slots(
         .filter(|i| i.release == target && counts_as(i) != -1 && !fleet.misplaced(i))
         .filter_map(|i| Some((i.slot?, i.host.clone().unwrap_or_else(|| fleet.me.clone()))))
         .collect();
+    // And the placements other hosts have not realized yet.
+    for (slot, host) in &fleet.placed {
+        let held = live.iter().any(|i| i.slot == Some(*slot));
+        if !held && !slots.contains(slot) {
+            others.entry(*slot).or_insert_with(|| host.clone());
+        }
+    }
     let mut placed = Vec::new();
     for &slot in slots {
         let wanted = fleet.placed.get(&slot).map(String::as_str);
