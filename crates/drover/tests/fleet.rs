@@ -240,7 +240,7 @@ fn fleet_scenario() {
     let out = e1.run(&["apply", "-f", &fleet(&e1, "1", "/")]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(
-        eventually(Duration::from_secs(60), || settled(
+        eventually(Duration::from_secs(60), || even(
             &e1,
             1,
             &["h1", "h2", "h3"]

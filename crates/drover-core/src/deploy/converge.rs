@@ -746,9 +746,8 @@ fn converge(
         let mut placed_here: Option<Vec<u32>> = None;
         let step = match (&fleet, step) {
             (None, step) => step,
-            (Some(f), Step::Done) => {
+            (Some(_), Step::Done) => {
                 retire_placements(store, service, target, &live, lease)?;
-                let _ = f;
                 Step::Done
             }
             (Some(f), Step::Start { count }) => {

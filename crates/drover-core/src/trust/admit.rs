@@ -177,7 +177,7 @@ fn release_problem(
     let host = store.db().signer()?.public();
     // On a fleet, a release may be made on any host: each signs with its
     // own host key, registered when it joined (as `audit verify` trusts).
-    let mut signers = vec![host.clone()];
+    let mut signers = vec![host];
     signers.extend(read.host_public_keys()?);
     // Where signing began, from the signed head only: the database's own
     // record (`store_meta`) is writable by the attacker this guards
