@@ -51,6 +51,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
             "ledger",
             "ledger_head",
             "locks",
+            "placements",
             "proxies",
             "quarantine",
             "referrers",
@@ -372,6 +373,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:f68e8e86a8a0ee9848b9465287d6d6b27b993e9949f54dadc411a94b67116b9b", // 11 (tokens)
         "sha256:c3f30d87ee2b77b2ffd7c21ab2f88adf22a117a9073fe7ee70cea1488524477c", // 12 (hosts)
         "sha256:9ec2773ea637aaf3e5c84a89a3252eb054fdb0f7b520c532edcfdd10c3de09ee", // 13 (trusted keys)
+        "sha256:d5997f8746b6d2c8af25599d8321dc9e378e2f414ecac19660076dd1dca737db", // 14 (placements)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {
