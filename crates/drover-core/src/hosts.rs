@@ -10,8 +10,8 @@
 //! beats every [`HEARTBEAT`] (a fenced beat runs the same fencing again) and
 //! every [`CHECK`] marks down the hosts whose heartbeat lapsed
 //! ([`crate::state::Db::mark_lapsed_hosts_down`]: the first serve to look
-//! does it, the others find nothing). Replacing a down host's instances
-//! elsewhere lands with placement.
+//! does it, the others find nothing). Each service's reconciler then places
+//! a down host's instances again on other hosts (`deploy::hosting`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -284,7 +284,7 @@ fn check(dir: &Path, me: &str, timeout_ms: i64, stop: &AtomicBool) {
                     epoch = down.epoch,
                     lost = ?down.lost,
                     "host down: its heartbeat lapsed; its instances are counted lost \
-                     (replacing them on other hosts lands with placement)"
+                     (each service's reconciler places them again on other hosts)"
                 );
             }
             Ok(())

@@ -269,7 +269,12 @@ impl Reconciler {
             } else {
                 let unhealthy = self.unhealthy.remove(name).unwrap_or(0);
                 revert = record(store.db_mut(), &report, self.opts.max_backoff, unhealthy)?.1;
-                self.opts.interval
+                // On a fleet, a rollout other hosts carry on is looked at
+                // again soon: this host may have the next step.
+                match report.waiting {
+                    Some(_) => BUSY_RETRY,
+                    None => self.opts.interval,
+                }
             };
             self.next.insert(name.clone(), Instant::now() + again);
             reports.push(report);
@@ -307,10 +312,14 @@ impl Reconciler {
             let Some(check) = r.config.health else {
                 return Ok(());
             };
+            // Another fleet host's instances are its own to probe.
+            let me = instance::this_host(db);
             let serving: Vec<Instance> = instance::list(db, false)?
                 .into_iter()
                 .filter(|i| {
                     i.service.as_deref() == Some(service)
+                        && !i.elsewhere(me.as_deref())
+                        && i.lost.is_none()
                         && i.release == Some(n)
                         && i.state == State::Running
                         && i.ready_at.is_some()

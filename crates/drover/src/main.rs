@@ -155,8 +155,8 @@ enum Command {
     /// The hosts that joined the fleet (`serve --join`): state, labels,
     /// address, last heartbeat, epoch, instances.
     Hosts(cmd::hosts::Args),
-    /// Mark a host draining (`--undo`: up again). A flag only for now:
-    /// moving its instances to other hosts lands with placement.
+    /// Mark a host draining (`--undo`: up again): its instances are
+    /// replaced on other hosts, then stopped; it gets no new ones.
     Drain(cmd::hosts::DrainArgs),
     /// Settings every host of the fleet shares, in the state database: the
     /// registry hosts pull release images from (`fleet registry set`).

@@ -19,13 +19,13 @@ use common::{Env, eventually, free_port, show};
 use serde_json::Value;
 
 /// A running `drover serve --join …`, SIGTERMed when dropped.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     log: PathBuf,
 }
 
 impl Serve {
-    fn start(env: &Env, args: &[&str]) -> Serve {
+    pub(crate) fn start(env: &Env, args: &[&str]) -> Serve {
         let log = env.dir.path().join(format!(
             "serve-{}.log",
             std::process::id() as u128 + Instant::now().elapsed().as_nanos()
@@ -49,12 +49,12 @@ impl Serve {
         Serve { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: the host dies without a word.
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -155,10 +155,11 @@ fn a_joined_serve_is_listed_up_with_its_labels_and_a_fresh_heartbeat() {
     );
     assert_eq!(entries(&env, "host.join").len(), 1);
 
-    // Draining is a flag for now, and says so.
+    // Draining says what it does.
     let drained = env.ok(&["drain", "h1"]);
-    assert!(drained.contains("lands with placement"), "{drained}");
-    assert_eq!(host(&env, "h1").unwrap()["state"], "draining");
+    assert!(drained.contains("replaced on other hosts"), "{drained}");
+    // Nothing runs on it: drained at once.
+    assert_eq!(host(&env, "h1").unwrap()["state"], "drained");
     let out = env.run(&["drain", "nope"]);
     assert!(
         !out.status.success() && show(&out).contains("host \"nope\""),

@@ -20,6 +20,7 @@ mod drift;
 mod events;
 mod examples;
 mod first_hour;
+mod fleet;
 mod fleet_net;
 mod fleet_truth;
 mod gc;

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::gate::{self, Gate, Verdict, Window};
+use super::hosting::{self, Hosting};
 use super::lock::Lease;
 use super::plan::{self, Seen, Step};
 use super::release::{self, Outcome, Release};
@@ -67,6 +68,9 @@ enum Failure {
         why: String,
         unready: BTreeSet<String>,
     },
+    /// On a fleet: this host did its part of the step; the rest is other
+    /// hosts' ([`hosting`]), named here.
+    Elsewhere(String),
     Other(Error),
 }
 
@@ -111,6 +115,11 @@ pub(super) fn converge_or_roll_back(
                     release::settle(tx, service, r.number, Outcome::Healthy, None)
                 })?;
             }
+            Ok(())
+        }
+        Err(Failure::Elsewhere(waiting)) => {
+            report.release = desired.as_ref().map(|r| r.number);
+            report.waiting = Some(waiting);
             Ok(())
         }
         Err(Failure::Other(e)) => Err(e),
@@ -179,6 +188,10 @@ pub(super) fn converge_or_roll_back(
                 &unready,
             ) {
                 Ok(()) => report.release = back_to,
+                Err(Failure::Elsewhere(waiting)) => {
+                    report.release = back_to;
+                    report.waiting = Some(waiting);
+                }
                 Err(Failure::Health { instance, why, .. }) => {
                     return Err(Error::Failed(format!(
                         "service {service}: release {} failed ({reason}), and rolling back to \
@@ -227,7 +240,7 @@ fn off_revoked(
             desired.number
         ),
     };
-    if !policy::load(store.root())?.replace_revoked {
+    if !policy::load_for(store)?.replace_revoked {
         return Err(refused("replace_revoked is off".into()));
     }
     let (target, passed) = fallback(store, service, &desired, |r| {
@@ -598,19 +611,37 @@ fn converge(
     let mut newly_ready: Vec<String> = Vec::new();
     loop {
         lease.renew(store.db_mut())?;
+        // On a fleet: the hosts as they are now (one may have gone down
+        // or be draining since the last look).
+        let fleet = Hosting::load(store, service, target)?;
+        let here = |i: &Instance| fleet.as_ref().is_none_or(|f| f.mine(i));
         let mine: Vec<Instance> = instance::refresh(store.db_mut(), false)?
             .into_iter()
             .filter(|i| i.service.as_deref() == Some(service))
             .collect();
         // One being created (by the monitor of an `apply` that was killed)
         // is running or gone in a moment: look again then.
-        if mine.iter().any(Instance::is_starting) {
+        if mine.iter().any(|i| here(i) && i.is_starting()) {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
         // Passed its gate before (in this process or another): it serves,
         // and is healthy once its window is over.
         for i in &mine {
+            // Another host's: only its row says how it is; it is healthy
+            // once its window is over, which its own host watches.
+            if !here(i) {
+                if let Some(at) = i.ready_at
+                    && i.release == target
+                    && counts_as(i) != -1
+                {
+                    ready.insert(i.id.clone());
+                    if clock::now_ms() - at >= min_healthy.as_millis() as i64 {
+                        stable.insert(i.id.clone());
+                    }
+                }
+                continue;
+            }
             if let Some(at) = i.ready_at
                 && i.release == target
                 && counts_as(i) != -1
@@ -632,7 +663,8 @@ fn converge(
         // Instances that are not running serve nobody: remove them. One of
         // the desired release that died while gated failed its gate; one
         // that died inside its window failed it as surely.
-        for i in mine.iter().filter(|i| !i.state.is_live()) {
+        // (Another host's dead instances are its own to heal.)
+        for i in mine.iter().filter(|i| !i.state.is_live() && here(i)) {
             let in_window = ready.contains(&i.id) && !stable.contains(&i.id);
             let gated = gates.contains_key(&i.id) && !ready.contains(&i.id);
             if i.release == target && (gated || in_window) {
@@ -666,11 +698,20 @@ fn converge(
                 }
             }
         }
-        let live: Vec<&Instance> = mine.iter().filter(|i| i.state.is_live()).collect();
+        // Counted lost (its host is down): gone; its slot is placed again.
+        let live: Vec<&Instance> = mine
+            .iter()
+            .filter(|i| i.state.is_live() && i.lost.is_none())
+            .collect();
         let seen: Vec<Seen> = live
             .iter()
             .map(|i| {
-                let release = counts_as(i);
+                // On a host that is down or draining: in the way, like a
+                // condemned one.
+                let release = match fleet.as_ref().is_some_and(|f| f.misplaced(i)) {
+                    true => -1,
+                    false => counts_as(i),
+                };
                 Seen {
                     id: i.id.clone(),
                     release,
@@ -701,12 +742,69 @@ fn converge(
             })?;
             newly_ready.clear();
         }
+        // On a fleet, this host carries out its own part of the step only.
+        let mut placed_here: Option<Vec<u32>> = None;
+        let step = match (&fleet, step) {
+            (None, step) => step,
+            (Some(_), Step::Done) => {
+                retire_placements(store, service, target, &live, lease)?;
+                Step::Done
+            }
+            (Some(f), Step::Start { count }) => {
+                let slots = plan::free_slots(live.iter().map(|i| i.slot), count);
+                let (local, remote) =
+                    place_slots(store, service, rollout, f, target, &live, &slots, lease)?;
+                match local.is_empty() {
+                    false => {
+                        placed_here = Some(local);
+                        Step::Start { count }
+                    }
+                    true => {
+                        local_wait_or(f, &live, target, &stable, format!("placed on {remote}"))?
+                    }
+                }
+            }
+            (Some(f), Step::Stop { ids }) => {
+                let (local, remote): (Vec<String>, Vec<String>) = ids
+                    .into_iter()
+                    .partition(|id| live.iter().any(|i| i.id == *id && f.mine(i)));
+                match local.is_empty() {
+                    false => Step::Stop { ids: local },
+                    true => local_wait_or(
+                        f,
+                        &live,
+                        target,
+                        &stable,
+                        format!("their hosts stopping {}", hosts_of(&live, &remote)),
+                    )?,
+                }
+            }
+            (Some(f), Step::Wait) => local_wait_or(
+                f,
+                &live,
+                target,
+                &stable,
+                "the health gates of instances on other hosts".into(),
+            )?,
+        };
         match step {
             Step::Done => return Ok(()),
             Step::Start { count } => {
                 let r = desired.expect("only a release is started");
                 let opts = run_options(service, r)?;
-                let each: Vec<RunOptions> = plan::free_slots(live.iter().map(|i| i.slot), count)
+                let slots = match placed_here {
+                    Some(slots) => {
+                        let f = fleet.as_ref().expect("placed on a fleet");
+                        hosting::ensure_image(store, &r.image, &f.me)?;
+                        store.db_mut().write(|tx| {
+                            lease.check(tx)?;
+                            hosting::check_host(tx, &f.me, f.epoch)
+                        })?;
+                        slots
+                    }
+                    None => plan::free_slots(live.iter().map(|i| i.slot), count),
+                };
+                let each: Vec<RunOptions> = slots
                     .into_iter()
                     .map(|slot| RunOptions {
                         slot: Some(slot),
@@ -755,7 +853,10 @@ fn converge(
                 let waiting: Vec<&&Instance> = live
                     .iter()
                     .filter(|i| {
-                        i.release == target && counts_as(i) != -1 && !stable.contains(&i.id)
+                        i.release == target
+                            && counts_as(i) != -1
+                            && !stable.contains(&i.id)
+                            && here(i)
                     })
                     .collect();
                 // Probe until one passes its gate (it goes into traffic at
@@ -864,4 +965,151 @@ fn new_gate(r: &Release, i: &Instance) -> Gate {
 
 fn port_of(i: &Instance) -> u16 {
     i.port.unwrap_or(0)
+}
+
+/// On a fleet: place `slots` of release `target` (the step's new
+/// instances) and record the placements under the lease. Returns the slots
+/// placed on this host, and who has the others, for people.
+#[allow(clippy::too_many_arguments)]
+fn place_slots(
+    store: &mut Store,
+    service: &str,
+    rollout: &Rollout,
+    fleet: &Hosting,
+    target: Option<i64>,
+    live: &[&Instance],
+    slots: &[u32],
+    lease: &mut Lease,
+) -> Result<(Vec<u32>, String)> {
+    let Some(release) = target else {
+        return Ok((Vec::new(), String::new()));
+    };
+    // Where the instances that stay run: the target release's (another
+    // release's are on their way out, so a rollout ends spread as evenly
+    // as a fresh start).
+    let mut others: BTreeMap<u32, String> = live
+        .iter()
+        .filter(|i| i.release == target && counts_as(i) != -1 && !fleet.misplaced(i))
+        .filter_map(|i| Some((i.slot?, i.host.clone().unwrap_or_else(|| fleet.me.clone()))))
+        .collect();
+    // And the placements other hosts have not realized yet.
+    for (slot, host) in &fleet.placed {
+        let held = live.iter().any(|i| i.slot == Some(*slot));
+        if !held && !slots.contains(slot) {
+            others.entry(*slot).or_insert_with(|| host.clone());
+        }
+    }
+    let mut placed = Vec::new();
+    for &slot in slots {
+        let wanted = fleet.placed.get(&slot).map(String::as_str);
+        let p = hosting::choose(
+            service,
+            &rollout.into(),
+            &fleet.hosts,
+            &others,
+            slot,
+            wanted,
+        )?;
+        others.insert(slot, p.host.clone());
+        placed.push(p);
+    }
+    store.db_mut().write(|tx| {
+        lease.check(tx)?;
+        for p in &placed {
+            if fleet.placed.get(&p.slot) != Some(&p.host) {
+                tx.place(
+                    service,
+                    p.slot,
+                    release,
+                    &p.host,
+                    lease.token,
+                    p.reason.as_str(),
+                )?;
+            }
+        }
+        Ok(())
+    })?;
+    let local = placed
+        .iter()
+        .filter(|p| p.host == fleet.me)
+        .map(|p| p.slot)
+        .collect();
+    let remote: Vec<String> = placed
+        .iter()
+        .filter(|p| p.host != fleet.me)
+        .map(|p| format!("slot {} on host {}", p.slot, p.host))
+        .collect();
+    Ok((local, remote.join(", ")))
+}
+
+/// On a fleet, when the step is other hosts' to carry out: gate this
+/// host's own new instances meanwhile if it has any (a [`Step::Wait`]),
+/// else end the pass, waiting for `what`.
+fn local_wait_or(
+    fleet: &Hosting,
+    live: &[&Instance],
+    target: Option<i64>,
+    stable: &BTreeSet<String>,
+    what: String,
+) -> std::result::Result<Step, Failure> {
+    let gating = live.iter().any(|i| {
+        fleet.mine(i) && i.release == target && counts_as(i) != -1 && !stable.contains(&i.id)
+    });
+    match gating {
+        true => Ok(Step::Wait),
+        false => Err(Failure::Elsewhere(format!("waiting for {what}"))),
+    }
+}
+
+/// "instance a1b2 on host h2, …".
+fn hosts_of(live: &[&Instance], ids: &[String]) -> String {
+    let each: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let host = live
+                .iter()
+                .find(|i| i.id == *id)
+                .and_then(|i| i.host.clone())
+                .unwrap_or_default();
+            format!("instance {id} on host {host}")
+        })
+        .collect();
+    each.join(", ")
+}
+
+/// On a fleet, once the service runs as wanted: retire the placements no
+/// live instance of release `target` realizes (other releases', moved
+/// slots').
+fn retire_placements(
+    store: &mut Store,
+    service: &str,
+    target: Option<i64>,
+    live: &[&Instance],
+    lease: &mut Lease,
+) -> Result<()> {
+    let stale: Vec<(u32, i64)> = store
+        .db()
+        .read()
+        .placements(service)?
+        .into_iter()
+        .filter(|p| {
+            Some(p.release) != target
+                || !live.iter().any(|i| {
+                    i.release == target
+                        && i.slot == Some(p.slot)
+                        && i.host.as_ref() == Some(&p.host)
+                })
+        })
+        .map(|p| (p.slot, p.release))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    store.db_mut().write(|tx| {
+        lease.check(tx)?;
+        for (slot, release) in &stale {
+            tx.retire_placement(service, *slot, *release)?;
+        }
+        Ok(())
+    })
 }

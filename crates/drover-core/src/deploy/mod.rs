@@ -42,6 +42,7 @@ pub mod converge;
 pub mod diff;
 pub mod fleet;
 pub mod gate;
+pub mod hosting;
 pub mod lock;
 pub mod placement;
 pub mod plan;
@@ -147,6 +148,10 @@ pub struct Report {
     /// each one's line).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub heals: Vec<Heal>,
+    /// On a fleet: the pass did what this host could and left the rest to
+    /// the hosts named here ([`hosting`]); the rollout is not over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// One instance found dead and replaced: which, how it exited, its last

@@ -51,6 +51,9 @@ pub struct InstanceStatus {
     /// Exited unseen: recorded on another host or boot, or its monitor
     /// died with it (`instance::Instance::is_lost`).
     pub lost: bool,
+    /// The fleet host it runs on (none: a store that never joined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub pid: Option<u32>,
     pub port: Option<u16>,
     /// `None` when the release has no health check, or the instance is of
@@ -70,6 +73,7 @@ pub struct InstanceStatus {
 pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
     let instances = instance::refresh(store.db_mut(), false)?;
     let db = store.db();
+    let me = instance::this_host(db);
     // Revocation reaches images built on a revoked one too; each image is
     // looked up once.
     let mut revoked: std::collections::BTreeMap<Digest, Option<String>> = Default::default();
@@ -115,7 +119,12 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
             .filter(|i| i.service.as_deref() == Some(svc.name.as_str()))
         {
             let mine = current.as_ref().filter(|r| i.release == Some(r.number));
+            // Another fleet host's instance is judged by its row (its host
+            // probes it); one counted lost is gone.
+            let here = !i.elsewhere(me.as_deref());
             let healthy = match mine {
+                _ if i.lost.is_some() => Some(false),
+                Some(_) if !here => None,
                 Some(r) if i.state == State::Running => r.config.health.as_ref().map(|h| {
                     let timeout = Duration::from_millis(h.timeout_ms.min(1000));
                     gate::probe_instance(store.root(), i, &h.probe, timeout).is_ok()
@@ -130,7 +139,8 @@ pub fn status(store: &mut Store) -> Result<Vec<ServiceStatus>> {
                 release: i.release,
                 image: i.image,
                 state: i.state,
-                lost: i.is_lost(),
+                lost: i.is_lost() || i.lost.is_some(),
+                host: i.host.clone(),
                 pid: i.pid,
                 port: i.port,
                 healthy,

@@ -82,7 +82,12 @@ const LEDGER_PATHS: usize = 100;
 
 /// Check `target`'s instances; see the module docs.
 pub fn sweep(store: &mut Store, target: &Target, budget: &Budget, remedy: Remedy) -> Result<Sweep> {
-    let live = instance::refresh(store.db_mut(), false)?;
+    // On a fleet, only this host's instances: their roots are in this store.
+    let me = instance::this_host(store.db());
+    let live: Vec<Instance> = instance::refresh(store.db_mut(), false)?
+        .into_iter()
+        .filter(|i| !i.elsewhere(me.as_deref()))
+        .collect();
     let chosen: Vec<Instance> = match target {
         Target::All => live
             .into_iter()
@@ -248,7 +253,11 @@ pub fn last(store: &Store, id: &str) -> Result<Option<(String, Vec<serde_json::V
 /// Delete tainted copies of roots no live instance runs on any more: those
 /// moved aside before the oldest live instance of their image was created.
 fn remove_unused_tainted(store: &mut Store) -> Result<()> {
-    let live = instance::list(store.db(), false)?;
+    let me = instance::this_host(store.db());
+    let live: Vec<Instance> = instance::list(store.db(), false)?
+        .into_iter()
+        .filter(|i| !i.elsewhere(me.as_deref()))
+        .collect();
     for image in unpack::tainted_images(store.layout())? {
         let oldest = live
             .iter()

@@ -192,9 +192,27 @@ pub struct Instance {
     pub machine_id: Option<String>,
     #[serde(skip)]
     pub boot_id: Option<String>,
+    /// The fleet host it runs on (none: a store that never joined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Why it is counted lost (its host was marked down), if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
+}
+
+/// The fleet host this store joined as (`serve --join`), if it did.
+pub fn this_host(db: &Db) -> Option<String> {
+    crate::state::hosts::local_host(crate::state::state_dir(db.path())).map(|(h, _)| h)
 }
 
 impl Instance {
+    /// Whether it runs on another host of the fleet than `me` (this
+    /// store's, [`this_host`]): then only its row says how it is, and only
+    /// its own host starts, probes or stops it.
+    pub fn elsewhere(&self, me: Option<&str>) -> bool {
+        self.host.is_some() && self.host.as_deref() != me
+    }
+
     pub fn bundle(&self, store_root: &Path) -> PathBuf {
         bundle_dir(store_root, &self.id)
     }
@@ -297,6 +315,8 @@ impl Instance {
             volumes,
             machine_id: row.machine_id,
             boot_id: row.boot_id,
+            host: row.host,
+            lost: row.lost,
         })
     }
 }
@@ -475,7 +495,9 @@ pub fn refresh(db: &mut Db, all: bool) -> Result<Vec<Instance>> {
 }
 
 fn refresh_one(db: &mut Db, inst: Instance) -> Result<Instance> {
-    if !inst.state.is_live() || inst.process_alive() {
+    // Another fleet host's instance: its pids name nothing here; its own
+    // host judges it (and the fleet check, when that host is down).
+    if !inst.state.is_live() || inst.elsewhere(this_host(db).as_deref()) || inst.process_alive() {
         return Ok(inst);
     }
     if !inst.on_this_boot() {

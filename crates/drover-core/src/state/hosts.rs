@@ -12,9 +12,10 @@
 //! ([`Db::host_heartbeat`] says it is fenced), and its serve stops its stale
 //! instances before doing anything else (`crate::hosts`).
 //!
-//! States: `up`, `draining` (marked by `drover drain`; moving instances
-//! off lands with placement), `down` (heartbeat lapsed), and `drained`,
-//! `left`, which nothing sets yet.
+//! States: `up`, `draining` (marked by `drover drain`: each service's
+//! reconciler moves its instances off, `deploy::hosting`; `drover hosts`
+//! shows it drained once none is left), `down` (heartbeat lapsed), and
+//! `drained`, `left`, which nothing sets yet.
 
 use serde::Serialize;
 use serde_json::json;
@@ -497,8 +498,8 @@ impl Db {
         })
     }
 
-    /// Mark host `name` draining (`drain`) or up again: a flag only; moving
-    /// its instances off lands with placement. Records `host.drain` or
+    /// Mark host `name` draining (`drain`) or up again: placement then
+    /// moves its instances off (`deploy::hosting`). Records `host.drain` or
     /// `host.undrain`; `false` if it already was.
     pub fn set_host_draining(&mut self, name: &str, drain: bool) -> Result<bool> {
         self.write(|tx| {

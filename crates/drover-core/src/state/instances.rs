@@ -48,6 +48,10 @@ pub struct InstanceRow {
     /// (`instance::host`); `NULL` for rows from before this was recorded.
     pub machine_id: Option<String>,
     pub boot_id: Option<String>,
+    /// The fleet host it runs on (`NULL`: a store that never joined).
+    pub host: Option<String>,
+    /// Why it is counted lost (its host was marked down), if it is.
+    pub lost: Option<String>,
 }
 
 /// A new instance, in state `created`.
@@ -103,7 +107,7 @@ pub struct VolumeHolder {
 const COLUMNS: &str = "id, name, image, image_ref, release, driver, state, pid, pid_start, \
      monitor_pid, monitor_start, port, created, started, finished, exit_code, exit_signal, \
      stop_signal, launch, service, ready_at, drain_at, condemned, config_digest, slot, volumes, \
-     machine_id, boot_id";
+     machine_id, boot_id, host, lost";
 
 fn row(r: &Row) -> super::sql::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -135,6 +139,8 @@ fn row(r: &Row) -> super::sql::Result<InstanceRow> {
         volumes: r.get(25)?,
         machine_id: r.get(26)?,
         boot_id: r.get(27)?,
+        host: r.get(28)?,
+        lost: r.get(29)?,
     })
 }
 

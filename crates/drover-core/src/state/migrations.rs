@@ -384,6 +384,24 @@ CREATE TABLE fleet_settings (
     // 16: change notification is PostgreSQL's (LISTEN/NOTIFY triggers);
     // SQLite's readers keep polling, so nothing changes here.
     "-- nothing: SQLite has no notifications",
+    // 17: desired placements of a fleet's services: which host runs a
+    // slot of a release, decided by the holder of the service's lease
+    // (its token fences it); the host's serve realizes it. `retired`: no
+    // longer wanted.
+    r#"
+CREATE TABLE placements (
+    service TEXT NOT NULL,
+    slot    INTEGER NOT NULL,
+    release INTEGER NOT NULL,
+    host    TEXT NOT NULL,
+    token   INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    decided TEXT NOT NULL,
+    retired TEXT,
+    PRIMARY KEY (service, slot, release)
+);
+CREATE INDEX placements_host ON placements (host);
+"#,
 ];
 
 /// The same migrations for PostgreSQL, one for one: migration `i` here
@@ -711,6 +729,26 @@ CREATE TRIGGER hosts_notify AFTER INSERT OR UPDATE OF state, epoch, labels, addr
 CREATE TRIGGER fleet_settings_notify AFTER INSERT OR UPDATE OR DELETE ON fleet_settings
     FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
 CREATE TRIGGER trusted_keys_notify AFTER INSERT OR UPDATE OR DELETE ON trusted_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
+"#,
+    // 17: desired placements of a fleet's services: which host runs a
+    // slot of a release, decided by the holder of the service's lease
+    // (its token fences it); the host's serve realizes it. `retired`: no
+    // longer wanted.
+    r#"
+CREATE TABLE placements (
+    service TEXT NOT NULL,
+    slot    BIGINT NOT NULL,
+    release BIGINT NOT NULL,
+    host    TEXT NOT NULL,
+    token   BIGINT NOT NULL,
+    reason  TEXT NOT NULL,
+    decided TEXT NOT NULL,
+    retired TEXT,
+    PRIMARY KEY (service, slot, release)
+);
+CREATE INDEX placements_host ON placements (host);
+CREATE TRIGGER placements_notify AFTER INSERT OR UPDATE OR DELETE ON placements
     FOR EACH STATEMENT EXECUTE FUNCTION drover_notify();
 "#,
 ];

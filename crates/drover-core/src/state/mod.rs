@@ -95,6 +95,7 @@ pub mod notify;
 /// the `test-support` feature (a dev-dependency feature only).
 #[cfg(any(test, feature = "test-support"))]
 pub mod pgtest;
+mod placements;
 mod proxies;
 mod releases;
 mod revocations;
@@ -115,6 +116,7 @@ pub use hosts::{HostDown, HostJoin, HostRow, TrustedKey};
 pub use images::{Referrer, Tag};
 pub use instances::{InstanceRow, NewInstance, VolumeHolder};
 pub use leases::LeaseRow;
+pub use placements::PlacementRow;
 pub use releases::{NewReleaseRow, Outcome, Quarantined, ReleaseOf, ServiceHealth, ServiceOf};
 pub use revocations::Revocation;
 pub use tokens::TokenRow;

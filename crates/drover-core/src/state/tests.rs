@@ -53,6 +53,7 @@ fn open_creates_the_file_and_schema_with_the_right_settings() {
             "ledger",
             "ledger_head",
             "locks",
+            "placements",
             "proxies",
             "proxy_beats",
             "quarantine",
@@ -378,6 +379,7 @@ fn shipped_migrations_are_unchanged() {
         "sha256:8a70ff7f478b8d8c8f12bb4c3d3290ca5b79099c916d6e6f37e792c18a20db71", // 14 (proxy beats, drain acks per host)
         "sha256:a841dea317cce023c55d70c83bac83a826276445df7c7e00af36d8987c6baa86", // 15 (fleet settings)
         "sha256:76a6bfe750d7728cdf5634b0f7b8b0293503dac4ebca314712df9b435d6599a5", // 16 (PG notify; none)
+        "sha256:d5997f8746b6d2c8af25599d8321dc9e378e2f414ecac19660076dd1dca737db", // 17 (placements)
     ];
     assert_eq!(shipped.len(), MIGRATIONS.len());
     for (i, (m, want)) in MIGRATIONS.iter().zip(shipped).enumerate() {

@@ -175,6 +175,10 @@ fn release_problem(
         return Ok(Some("no ledger entry created it".into()));
     }
     let host = store.db().signer()?.public();
+    // On a fleet, a release may be made on any host: each signs with its
+    // own host key, registered when it joined (as `audit verify` trusts).
+    let mut signers = vec![host];
+    signers.extend(read.host_public_keys()?);
     // Where signing began, from the signed head only: the database's own
     // record (`store_meta`) is writable by the attacker this guards
     // against, who could raise it and strip a signature below it. No
@@ -191,7 +195,7 @@ fn release_problem(
                 e.seq
             )));
         }
-        match e.check_signature(std::slice::from_ref(&host)) {
+        match e.check_signature(&signers) {
             Ok(Some(_)) => {}
             Ok(None) if e.seq < signed_from => {
                 if let Some(why) = unsigned_link_problem(store, e, &host)? {

@@ -78,6 +78,14 @@ pub fn run(ctx: &Ctx, a: &Args) -> anyhow::Result<ExitCode> {
                 ),
                 (_, Some(f)) => format!("release {f} failed, rolled back; runs {release}"),
                 (_, None) if r.error.is_some() => "not deployed (see the error below)".into(),
+                // On a fleet: this host did its part; each host's serve
+                // carries out the rest.
+                (Some(n), None) if r.waiting.is_some() => format!(
+                    "release {n} rolling out across the fleet's hosts, {} (`drover rollout \
+                     status {} --watch` follows it)",
+                    r.waiting.as_deref().unwrap_or_default(),
+                    r.service
+                ),
                 (Some(n), None) => format!("rolled out release {n}"),
                 (None, None) => format!("unchanged, runs {release}"),
             };

@@ -48,16 +48,23 @@ struct Host {
 
 fn host(h: HostRow, now: i64, counts: &[(String, i64)]) -> Host {
     let json = |s: &str| serde_json::from_str(s).unwrap_or(Value::Null);
+    let instances = counts
+        .iter()
+        .find(|(n, _)| *n == h.name)
+        .map_or(0, |(_, c)| *c);
+    // A draining host with nothing left on it is drained (`--undo` makes
+    // it eligible again).
+    let state = match (h.state.as_str(), instances) {
+        ("draining", 0) => "drained".to_string(),
+        _ => h.state,
+    };
     Host {
-        instances: counts
-            .iter()
-            .find(|(n, _)| *n == h.name)
-            .map_or(0, |(_, c)| *c),
+        instances,
         labels: json(&h.labels),
         capacity: json(&h.capacity),
         heartbeat_age_ms: h.heartbeat.map(|b| (now - b).max(0)),
         name: h.name,
-        state: h.state,
+        state,
         address: h.address,
         keyid: h.keyid,
         epoch: h.epoch,
@@ -136,8 +143,9 @@ pub fn drain(ctx: &Ctx, a: &DrainArgs) -> anyhow::Result<ExitCode> {
     if !ctx.json {
         match (a.undo, changed) {
             (false, true) => outln!(
-                "host {} marked draining (a flag only for now: moving its instances to other \
-                 hosts lands with placement)",
+                "host {} marked draining: each service's instances on it are replaced on \
+                 other hosts (within the service's surge and availability bounds), then \
+                 drained and stopped; `drover hosts` shows it drained when none is left",
                 a.host
             ),
             (false, false) => outln!("host {} was already draining", a.host),

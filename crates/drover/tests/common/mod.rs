@@ -67,6 +67,15 @@ impl Env {
         }
     }
 
+    /// Another store (another host of a fleet) over the same state as
+    /// this one: the same PostgreSQL database (`DROVER_STATE`).
+    pub fn sharing(&self) -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+            state: self.state.clone(),
+        }
+    }
+
     /// Replace the store's policy with `text`.
     pub fn set_policy(&self, text: &str) {
         write(&self.store().join("policy.toml"), text.as_bytes(), 0o644);
@@ -165,11 +174,14 @@ impl Drop for Env {
         let Ok(out) = self.cmd().args(["--json", "ps"]).output() else {
             return;
         };
+        // On a fleet, only this store's host's instances are its to stop.
+        let me = drover_core::state::hosts::local_host(&store).map(|(h, _)| h);
         let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .ok()
             .and_then(|v| v["items"].as_array().cloned())
             .unwrap_or_default()
             .iter()
+            .filter(|i| i["host"].as_str().is_none_or(|h| Some(h) == me.as_deref()))
             .filter_map(|i| i["id"].as_str().map(str::to_string))
             .collect();
         if !ids.is_empty() {

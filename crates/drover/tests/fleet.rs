@@ -1,0 +1,434 @@
+//! Rollouts across the hosts of a fleet, through the real binary: three
+//! stores (three hosts) over one PostgreSQL database, each running
+//! `drover serve --join` on loopback. Replicas are placed 2/2/2 and each
+//! host starts and stops only its own; a rolling update holds its bounds
+//! fleet-wide; a failing release is rolled back and quarantined fleet-wide;
+//! a host killed with its instances is marked down and its instances are
+//! replaced on the others, and it comes back fenced, stopping nothing the
+//! others run; `drover drain` moves every instance off a host.
+//!
+//! Ports: every host picks an instance's port among the ports no live
+//! instance *of the fleet* was given (one database), so instances of three
+//! hosts on one machine never collide.
+
+use crate::common;
+use crate::hosts::Serve;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{Env, eventually, show};
+use drover_core::state::pgtest::{self, Backend};
+use serde_json::Value;
+
+/// How long a host may be silent before it is marked down, in the tests.
+const HOST_TIMEOUT: &str = "3s";
+
+/// The bound on replacing a dead host's instances, from its death: the
+/// timeout (3 s), one fleet check (1 s), and a rollout of two replicas
+/// (start, health gate) with room for a loaded machine.
+const REPLACED_WITHIN: Duration = Duration::from_secs(45);
+
+/// Three hosts h1, h2, h3 (zones a, b, c) over one database, with `web:1`
+/// and `web:2` built on h1, or `None` (skip) without PostgreSQL, busybox
+/// or root. The other hosts get h1's blobs copied into their own stores:
+/// what a pull by digest from the fleet's registry does (a build on each
+/// host cannot stand in for it: the image's names are fleet-wide, so a
+/// second host's build finds them recorded and its blob store empty).
+fn three_hosts() -> Option<[Env; 3]> {
+    let h1 = common::web_env()?;
+    h1.state.as_ref()?;
+    let h2 = h1.sharing();
+    let h3 = h1.sharing();
+    // h1 signed the images: every host trusts its key (fleet-wide).
+    let key = h1.store().join("keys/host.pub");
+    h1.ok(&["policy", "trust", key.to_str().unwrap(), "--name", "h1"]);
+    let blobs = h1.store().join("blobs/sha256");
+    for env in [&h2, &h3] {
+        env.ok(&["key", "show"]);
+        let to = env.store().join("blobs/sha256");
+        std::fs::create_dir_all(&to).unwrap();
+        for b in std::fs::read_dir(&blobs).unwrap().flatten() {
+            std::fs::copy(b.path(), to.join(b.file_name())).unwrap();
+        }
+    }
+    Some([h1, h2, h3])
+}
+
+fn join(env: &Env, name: &str, zone: &str) -> Serve {
+    Serve::start(
+        env,
+        &[
+            "--join",
+            "--host",
+            name,
+            "--label",
+            &format!("zone={zone}"),
+            "--address",
+            "127.0.0.1",
+            "--host-timeout",
+            HOST_TIMEOUT,
+        ],
+    )
+}
+
+fn hosts(env: &Env) -> BTreeMap<String, Value> {
+    env.items(&["hosts"])
+        .into_iter()
+        .map(|h| (h["name"].as_str().unwrap().to_string(), h))
+        .collect()
+}
+
+/// The service's live instances, not lost, fleet-wide.
+fn live(env: &Env) -> Vec<Value> {
+    env.items(&["ps"])
+        .into_iter()
+        .filter(|i| {
+            i["service"] == "web"
+                && matches!(
+                    i["state"].as_str(),
+                    Some("running" | "created" | "stopping")
+                )
+                && i["lost"].is_null()
+        })
+        .collect()
+}
+
+/// One line per instance: id, host, release, slot, ready, for messages.
+fn summary(env: &Env) -> String {
+    live(env)
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {} r{} s{} {}",
+                i["id"].as_str().unwrap_or_default(),
+                i["host"].as_str().unwrap_or("-"),
+                i["release"],
+                i["slot"],
+                if i["ready_at"].is_null() {
+                    "unready"
+                } else {
+                    "ready"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Of those, the ones in traffic: ready, not draining.
+fn ready(list: &[Value]) -> Vec<&Value> {
+    list.iter()
+        .filter(|i| i["state"] == "running" && !i["ready_at"].is_null() && i["drain_at"].is_null())
+        .collect()
+}
+
+fn per_host(list: &[&Value]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for i in list {
+        *out.entry(i["host"].as_str().unwrap_or("-").to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+fn fleet(env: &Env, tag: &str, health_path: &str) -> String {
+    common::write_fleet(
+        env,
+        &format!(
+            r#"
+[service.web]
+image = "web:{tag}"
+replicas = 6
+min_healthy = "0s"
+max_surge = 2
+max_unavailable = 1
+spread_by = "zone"
+
+[service.web.health]
+kind = "http"
+path = "{health_path}"
+interval = "200ms"
+timeout = "200ms"
+retries = 2
+start_period = "1s"
+deadline = "10s"
+"#
+        ),
+    )
+}
+
+fn web_status(env: &Env) -> Value {
+    env.items(&["status"])
+        .into_iter()
+        .find(|s| s["name"] == "web")
+        .expect("service web")
+}
+
+/// Six ready instances of release `n`, on each of `on` and nowhere else.
+fn settled(env: &Env, n: i64, on: &[&str]) -> bool {
+    let all = live(env);
+    let r = ready(&all);
+    let hosts: BTreeSet<String> = per_host(&r).into_keys().collect();
+    all.len() == 6
+        && r.len() == 6
+        && r.iter().all(|i| i["release"] == n)
+        && hosts == on.iter().map(|h| h.to_string()).collect()
+}
+
+/// Six ready instances of release `n`, two on each of `on`.
+fn even(env: &Env, n: i64, on: &[&str]) -> bool {
+    let want: BTreeMap<String, usize> = on.iter().map(|h| (h.to_string(), 6 / on.len())).collect();
+    settled(env, n, on) && per_host(&ready(&live(env))) == want
+}
+
+/// Pids of processes whose command line names `store` (its serve and the
+/// monitors of its instances).
+fn pids_naming(store: &std::path::Path) -> Vec<u32> {
+    let needle = store.to_str().unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(needle) && pid != std::process::id() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn kill9(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn replicas_spread_roll_fail_over_and_drain_across_three_hosts() {
+    pgtest::with(Backend::Postgres, fleet_scenario);
+}
+
+fn fleet_scenario() {
+    let Some([e1, e2, e3]) = three_hosts() else {
+        return;
+    };
+    // Declared after the stores: the serves stop first when dropped.
+    let s1 = join(&e1, "h1", "a");
+    let s2 = join(&e2, "h2", "b");
+    let mut s3 = Some(join(&e3, "h3", "c"));
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let h = hosts(&e1);
+            h.len() == 3 && h.values().all(|h| h["state"] == "up")
+        }),
+        "the hosts did not join:\n{}\n{}",
+        s1.log(),
+        s2.log()
+    );
+    let logs = |s3: &Option<Serve>| {
+        format!(
+            "h1:\n{}\nh2:\n{}\nh3:\n{}",
+            s1.log(),
+            s2.log(),
+            s3.as_ref().map(Serve::log).unwrap_or_default()
+        )
+    };
+
+    // 1. Six replicas over three hosts: 2/2/2, each started by its host.
+    let out = e1.run(&["apply", "-f", &fleet(&e1, "1", "/")]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        eventually(Duration::from_secs(60), || even(
+            &e1,
+            1,
+            &["h1", "h2", "h3"]
+        )),
+        "not 2/2/2: {:?}\n{}",
+        summary(&e1),
+        logs(&s3)
+    );
+    let counts: BTreeMap<String, i64> = hosts(&e1)
+        .into_iter()
+        .map(|(n, h)| (n, h["instances"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        counts.values().collect::<Vec<_>>(),
+        [&2, &2, &2],
+        "{counts:?}"
+    );
+    let status = web_status(&e1);
+    let on: BTreeSet<&str> = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["host"].as_str())
+        .collect();
+    assert_eq!(on, ["h1", "h2", "h3"].into(), "{status}");
+    let keyid: BTreeMap<String, String> = hosts(&e1)
+        .into_iter()
+        .map(|(n, h)| (n, h["keyid"].as_str().unwrap().to_string()))
+        .collect();
+    let stores: BTreeMap<&str, &Env> = [("h1", &e1), ("h2", &e2), ("h3", &e3)].into();
+    let starts = e1.items(&["audit", "--action", "instance.start"]);
+    for i in live(&e1) {
+        let (id, host) = (i["id"].as_str().unwrap(), i["host"].as_str().unwrap());
+        // Its bundle is in its own host's store only, and its host's key
+        // signed its start.
+        for (name, env) in &stores {
+            assert_eq!(
+                env.store().join("instances").join(id).exists(),
+                *name == host,
+                "instance {id} of {host} in {name}'s store"
+            );
+        }
+        let start = starts
+            .iter()
+            .find(|e| e.to_string().contains(id))
+            .unwrap_or_else(|| panic!("no instance.start of {id}"));
+        assert_eq!(
+            start["keyid"].as_str(),
+            Some(keyid[host].as_str()),
+            "{start}"
+        );
+    }
+    let placements = per_host(&ready(&live(&e1)));
+    assert_eq!(placements.len(), 3, "{placements:?}");
+
+    // 2. A rolling update to release 2: at most one replica unavailable
+    // and two extra, fleet-wide, sampled all along; it ends all new.
+    let out = e1.run(&["apply", "-f", &fleet(&e1, "2", "/")]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (mut least, mut most) = (usize::MAX, 0);
+    let t = Instant::now();
+    while !settled(&e1, 2, &["h1", "h2", "h3"]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the rollout did not finish: {:?}\n{}",
+            summary(&e1),
+            logs(&s3)
+        );
+        let all = live(&e1);
+        least = least.min(ready(&all).len());
+        most = most.max(all.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        least >= 5,
+        "{least} ready at the worst moment (max_unavailable 1)"
+    );
+    assert!(most <= 8, "{most} live at the busiest moment (max_surge 2)");
+
+    // 3. A release whose check fails is rolled back fleet-wide and
+    // quarantined.
+    let out = e1.run(&["apply", "-f", &fleet(&e1, "1", "/missing")]);
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let r = e1.items(&["releases", "web"]);
+            r.len() == 3 && r[2]["outcome"] == "failed"
+        }),
+        "release 3 did not fail: {}\n{}",
+        show(&out),
+        logs(&s3)
+    );
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let s = web_status(&e1);
+            s["quarantined"].as_array().is_some_and(|q| !q.is_empty())
+                && ready(&live(&e1)).len() == 6
+                && settled(&e1, 2, &["h1", "h2", "h3"])
+        }),
+        "not rolled back: {:?}\n{}",
+        summary(&e1),
+        logs(&s3)
+    );
+    // Back to release 2, the one it replaced.
+    assert_eq!(web_status(&e1)["release"], 2);
+    let back = 2;
+    assert!(
+        eventually(Duration::from_secs(60), || settled(
+            &e1,
+            back,
+            &["h1", "h2", "h3"]
+        )),
+        "{:?}",
+        live(&e1)
+    );
+
+    // 4. h3 dies with its instances (kill -9 of its serve, monitors and
+    // processes): marked down, its two replicas replaced on h1 and h2.
+    let kept: BTreeSet<String> = live(&e1)
+        .iter()
+        .filter(|i| i["host"] != "h3")
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let doomed: Vec<u32> = live(&e1)
+        .iter()
+        .filter(|i| i["host"] == "h3")
+        .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+        .collect();
+    assert_eq!(doomed.len(), 2);
+    let died = Instant::now();
+    s3.take().unwrap().kill9();
+    for pid in pids_naming(&e3.store()).into_iter().chain(doomed) {
+        kill9(pid);
+    }
+    assert!(
+        eventually(REPLACED_WITHIN, || settled(&e1, back, &["h1", "h2"])
+            && hosts(&e1)["h3"]["state"] == "down"),
+        "h3's replicas were not replaced within {REPLACED_WITHIN:?}: {:?} {:?}\n{}",
+        hosts(&e1),
+        summary(&e1),
+        logs(&s3)
+    );
+    eprintln!("h3's replicas replaced {:?} after it died", died.elapsed());
+    let now: BTreeSet<String> = live(&e1)
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kept.is_subset(&now),
+        "a survivor was replaced: {kept:?} {now:?}"
+    );
+    let down = e1.items(&["audit", "--action", "host.down"]);
+    assert_eq!(down.len(), 1, "{down:?}");
+
+    // h3 comes back: fenced, it stops what was counted lost and nothing
+    // else; no instance moves back (no rebalancing).
+    s3 = Some(join(&e3, "h3", "c"));
+    assert!(
+        eventually(Duration::from_secs(20), || hosts(&e1)["h3"]["state"]
+            == "up"),
+        "{}",
+        logs(&s3)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after: BTreeSet<String> = live(&e1)
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(after, now, "h3's return changed what runs");
+    assert_eq!(e1.items(&["audit", "--action", "host.fenced"]).len(), 1);
+
+    // 5. Drain h2: its replicas move to h1 and h3; it shows drained. Undo
+    // makes it eligible again.
+    let out = e1.ok(&["drain", "h2"]);
+    assert!(out.contains("replaced on other hosts"), "{out}");
+    assert!(
+        eventually(Duration::from_secs(60), || settled(
+            &e1,
+            back,
+            &["h1", "h3"]
+        ) && hosts(&e1)["h2"]["state"]
+            == "drained"),
+        "h2 did not drain: {} {:?}\n{}",
+        summary(&e1),
+        hosts(&e1)["h2"]["state"],
+        logs(&s3)
+    );
+    e1.ok(&["drain", "--undo", "h2"]);
+    assert_eq!(hosts(&e1)["h2"]["state"], "up");
+    e1.ok(&["audit", "verify"]);
+    drop(s3);
+}
