@@ -19,7 +19,9 @@
 #   HOSTS         host counts to run, in turn                    ["10 100 1000"; quick: 10]
 #   SERVICES      services in the rollout                        [10]
 #   STEADY        seconds of steady state measured per N         [15; quick: 3]
-#   WORKERS       simulator threads (each: 2 connections)        [min(N, 32)]
+#   WORKERS       simulator workers (each: 3 connections)        [min(N, 32)]
+#   READ_FIRST    also run the largest N with the fleet check reading
+#                 before it takes the write lock (the first fix)  [1; quick: 0]
 #
 # Runs as root: the throwaway cluster runs as the `postgres` user (initdb
 # refuses root), on a unix socket and 127.0.0.1 only, and is deleted after.
@@ -110,9 +112,17 @@ PGB_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$RES/pgbench.log" | head -n 1)
 echo "pgbench -N (simple-update), 8 clients, ${PGB_T} s: $PGB_TPS TPS"
 echo "$PGB_TPS" >"$RES/pgbench.tps"
 
-for n in $HOSTS; do
-  say "N = $n hosts"
-  db=fleet$n
+RUNS=()
+for n in $HOSTS; do RUNS+=("$n:write"); done
+if [[ ${READ_FIRST:-$( (quick && echo 0) || echo 1)} == 1 ]]; then
+  # shellcheck disable=SC2086  # one word per host count
+  RUNS+=("$(printf '%s\n' $HOSTS | sort -n | tail -n 1):read-first")
+fi
+for run in "${RUNS[@]}"; do
+  n=${run%%:*} check=${run#*:}
+  say "N = $n hosts, fleet check: $check"
+  db=fleet$n${check/-/_}
+  if [[ $check == write ]]; then db=fleet$n; fi
   "${PSQL[@]}" -d postgres -c "CREATE DATABASE $db TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
   "${PSQL[@]}" -d "$db" -c "CREATE EXTENSION pg_stat_statements"
   "${PSQL[@]}" -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
@@ -120,27 +130,30 @@ for n in $HOSTS; do
   replicas=$((n / 5 > 3 ? n / 5 : 3))
   "$FLEET_SIM" --url "postgresql:///$db?user=drover&host=$SOCK&port=$PORT" \
     --hosts "$n" --services "$SERVICES" --replicas "$replicas" --workers "$workers" \
-    --steady "$STEADY" --pgdata "$PGDATA" --work "$W/sim-$n" | tee "$RES/n$n.txt" \
-    || die "the simulator failed for N = $n"
-  echo "replicas=$replicas" >>"$RES/n$n.txt"
-  echo "workers=$workers" >>"$RES/n$n.txt"
+    --steady "$STEADY" --check "$check" --pgdata "$PGDATA" --work "$W/sim-$db" | tee "$RES/$db.txt" \
+    || die "the simulator failed for N = $n ($check)"
+  echo "replicas=$replicas" >>"$RES/$db.txt"
+  echo "workers=$workers" >>"$RES/$db.txt"
+  echo "check=$check" >>"$RES/$db.txt"
   # The statements the passes ran most, for what breaks first.
   "${PSQL[@]}" -d "$db" -A -F ' | ' -c "SELECT calls, round(total_exec_time::numeric, 0) AS ms, \
     left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements s JOIN pg_database d \
-    ON d.oid = s.dbid WHERE d.datname = '$db' ORDER BY total_exec_time DESC LIMIT 8" >"$RES/n$n-statements.txt"
+    ON d.oid = s.dbid WHERE d.datname = '$db' ORDER BY total_exec_time DESC LIMIT 8" >"$RES/$db-statements.txt"
 done
 
-python3 - "$RES" "$PGB_TPS" $HOSTS >"$RES/summary.md" <<'PY'
+python3 - "$RES" "$PGB_TPS" "${RUNS[@]}" >"$RES/summary.md" <<'PY'
 import os, sys
-res, tps, hosts = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-def load(n):
+res, tps, runs = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+def load(run):
+    n, check = run.split(":")
+    db = f"fleet{n}" if check == "write" else f"fleet{n}{check.replace('-', '_')}"
     out = {}
-    for line in open(os.path.join(res, f"n{n}.txt")):
+    for line in open(os.path.join(res, f"{db}.txt")):
         k, _, v = line.strip().partition("=")
         if _:
             out[k] = v
     return out
-rows = {n: load(n) for n in hosts}
+rows = {(run.split(":")[0] + ("" if run.endswith(":write") else " (check reads first)")): load(run) for run in runs}
 need = ["decision_ms", "propagation_p50_ms", "propagation_p99_ms", "statements_per_host_pass",
         "commits_per_s", "pg_cpu_pct", "connections", "hosts_seen", "hosts_placed"]
 for n, r in rows.items():
@@ -159,6 +172,4 @@ open(os.path.join(res, "fails"), "w").write("0")
 PY
 echo
 cat "$RES/summary.md"
-# shellcheck disable=SC2086  # one word per host count
-set -- $HOSTS
-finish "$RES" $(($# * 7 + 1))
+finish "$RES" $((${#RUNS[@]} * 7 + 1))

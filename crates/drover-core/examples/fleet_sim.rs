@@ -15,14 +15,19 @@
 //! - the traffic thread's route read ([`traffic::routes`]) and proxy beat
 //!   ([`traffic::heartbeat`] for the services it runs).
 //!
-//! Change notification: each worker thread LISTENs on `drover_placements`;
-//! the leader NOTIFYs after recording a rollout's placements, and a worker
-//! woken by it runs the agent pass of each of its hosts at once.
+//! Change notification: each worker has a listener thread (its own state
+//! connection) LISTENing on `drover_placements`; the leader NOTIFYs after
+//! recording a rollout's placements, and a listener woken by it runs the
+//! agent pass of each of its worker's hosts at once.
+//!
+//! `--check read-first` (not what serve does today) reads the hosts first
+//! and takes the write lock for the fleet check only when a heartbeat
+//! lapsed: the figure for the first fix.
 //!
 //! Not simulated: instances (no runtime driver runs; no instance rows, so
 //! the route read finds none), health gates, the per-service lease that a
 //! real rollout takes step by step. Hosts share `--workers` threads, each
-//! with one state connection and one LISTEN connection, so that 1,000
+//! with three connections (passes; listener: state and LISTEN), so that 1,000
 //! hosts fit in the cluster's `max_connections`; a real host holds its own
 //! (serve, heartbeat, fleet check: at least three).
 //!
@@ -64,6 +69,7 @@ struct Args {
     replicas: u32,
     workers: usize,
     steady: u64,
+    read_first: bool,
     pgdata: PathBuf,
     work: PathBuf,
 }
@@ -76,6 +82,7 @@ fn args() -> Args {
         replicas: 3,
         workers: 8,
         steady: 10,
+        read_first: false,
         pgdata: PathBuf::new(),
         work: std::env::temp_dir().join(format!("fleet-sim-{}", std::process::id())),
     };
@@ -94,6 +101,11 @@ fn args() -> Args {
             "--workers" => a.workers = num(&v) as usize,
             "--steady" => a.steady = num(&v),
             "--pgdata" => a.pgdata = v.into(),
+            "--check" => match v.as_str() {
+                "write" => a.read_first = false,
+                "read-first" => a.read_first = true,
+                _ => die("--check: write (as serve does) or read-first"),
+            },
             "--work" => a.work = v.into(),
             _ => die(&format!("unknown argument {k}")),
         }
@@ -235,49 +247,29 @@ fn worker(
     stats: Arc<Stats>,
     rollout: Arc<Rollout>,
     ready: Arc<std::sync::Barrier>,
+    read_first: bool,
 ) {
     let mut db = open(&url, &local).expect("worker: open the state");
-    let mut listen = postgres::Client::connect(&url, postgres::NoTls).expect("worker: LISTEN");
-    listen
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
-        .expect("LISTEN");
+    // The change listener: its own thread and connections, as a host's
+    // agent would not wait for its own heartbeat or proxy writes.
+    let listener = {
+        let (url, local) = (url.clone(), local.with_file_name("listen.db"));
+        let (mine, stop, stats, rollout) =
+            (mine.clone(), stop.clone(), stats.clone(), rollout.clone());
+        let ready = ready.clone();
+        std::thread::spawn(move || listen(url, local, mine, services, stop, stats, rollout, ready))
+    };
     ready.wait();
     let n = mine.len() as u32;
     // Spread this worker's hosts' passes over the period.
     let start = Instant::now();
     let mut due: Vec<Instant> = (0..n).map(|k| start + PASS * k / n.max(1)).collect();
     let mut beats = vec![0u64; mine.len()];
-    let mut seen = vec![false; mine.len()];
-    let want = |rollout: &Rollout| rollout.release.load(Ordering::SeqCst) as i64;
     while !stop.load(Ordering::SeqCst) {
-        // Wait for the next due pass, or a notification.
         let next = *due.iter().min().expect("hosts");
         let wait = next.saturating_duration_since(Instant::now());
-        let mut woken = false;
         if !wait.is_zero() {
-            let mut n = listen.notifications();
-            let mut it = n.timeout_iter(wait.min(Duration::from_millis(200)));
-            if let Ok(Some(_)) = it.next() {
-                woken = true;
-            }
-        }
-        if woken {
-            // Every host of this worker looks at its placements now.
-            for (k, (idx, _)) in mine.iter().enumerate() {
-                if seen[k] {
-                    continue;
-                }
-                match agent_pass(&db, &name(*idx), services) {
-                    Ok(r) if r >= want(&rollout) && want(&rollout) > 0 => {
-                        saw(&rollout, *idx);
-                        seen[k] = true;
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
             continue;
         }
         let now = Instant::now();
@@ -301,12 +293,10 @@ fn worker(
                     db.host_heartbeat(&me, *epoch)?;
                 }
                 beats[k] += 1;
-                db.mark_lapsed_hosts_down(TIMEOUT_MS, &me)?;
-                let r = agent_pass(&db, &me, services)?;
-                if !seen[k] && want(&rollout) > 0 && r >= want(&rollout) {
-                    saw(&rollout, *idx);
-                    seen[k] = true;
+                if !read_first || lapsed(&db, &me)? {
+                    db.mark_lapsed_hosts_down(TIMEOUT_MS, &me)?;
                 }
+                agent_pass(&db, &me, services)?;
                 let _routes = traffic::routes(&db)?;
                 // The proxy beats for the services it runs: two of them.
                 let svcs = [service(idx % services), service((idx + 1) % services)];
@@ -321,6 +311,64 @@ fn worker(
             stats.passes.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let _ = listener.join();
+}
+
+/// A worker's change listener: on each NOTIFY, the agent pass of each of
+/// the worker's hosts that has not yet seen the rollout's release.
+#[allow(clippy::too_many_arguments)]
+fn listen(
+    url: String,
+    local: PathBuf,
+    mine: Vec<(usize, i64)>,
+    services: usize,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    rollout: Arc<Rollout>,
+    ready: Arc<std::sync::Barrier>,
+) {
+    let db = open(&url, &local).expect("listener: open the state");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("listener: connect");
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .expect("LISTEN");
+    ready.wait();
+    let mut seen = vec![false; mine.len()];
+    while !stop.load(Ordering::SeqCst) {
+        let mut n = client.notifications();
+        let mut it = n.timeout_iter(Duration::from_millis(200));
+        if !matches!(it.next(), Ok(Some(_))) {
+            continue;
+        }
+        let want = rollout.release.load(Ordering::SeqCst) as i64;
+        for (k, (idx, _)) in mine.iter().enumerate() {
+            if seen[k] {
+                continue;
+            }
+            match agent_pass(&db, &name(*idx), services) {
+                Ok(r) if want > 0 && r >= want => {
+                    saw(&rollout, *idx);
+                    seen[k] = true;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Whether any other host's heartbeat lapsed: the read a fleet check could
+/// make before taking the write lock (`--check read-first`).
+fn lapsed(db: &Db, me: &str) -> Result<bool> {
+    let r = db.read();
+    let now = r.now_ms()?;
+    Ok(r.hosts()?.iter().any(|h| {
+        h.name != me
+            && matches!(h.state.as_str(), "up" | "draining")
+            && h.heartbeat.is_none_or(|b| b < now - TIMEOUT_MS)
+    }))
 }
 
 fn saw(rollout: &Rollout, idx: usize) {
@@ -377,7 +425,7 @@ fn main() {
         notified: Mutex::new(None),
         seen: Mutex::new(BTreeMap::new()),
     });
-    let ready = Arc::new(std::sync::Barrier::new(a.workers + 1));
+    let ready = Arc::new(std::sync::Barrier::new(2 * a.workers + 1));
     let mut threads = Vec::new();
     for w in 0..a.workers {
         let mine: Vec<(usize, i64)> = joined
@@ -388,7 +436,7 @@ fn main() {
         let (url, local) = (a.url.clone(), a.work.join(format!("w{w}")).join("drover.db"));
         let (s, st, r, b) = (stop.clone(), stats.clone(), rollout.clone(), ready.clone());
         threads.push(std::thread::spawn(move || {
-            worker(url, local, mine, a.services, s, st, r, b)
+            worker(url, local, mine, a.services, s, st, r, b, a.read_first)
         }));
     }
     ready.wait();
