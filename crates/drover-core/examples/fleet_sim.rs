@@ -88,7 +88,9 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| die(&format!("{k} needs a value")));
+        let v = it
+            .next()
+            .unwrap_or_else(|| die(&format!("{k} needs a value")));
         let num = |v: &str| -> u64 {
             v.parse()
                 .unwrap_or_else(|_| die(&format!("{k}: not a number: {v}")))
@@ -433,7 +435,10 @@ fn main() {
             .copied()
             .filter(|(i, _)| i % a.workers == w)
             .collect();
-        let (url, local) = (a.url.clone(), a.work.join(format!("w{w}")).join("drover.db"));
+        let (url, local) = (
+            a.url.clone(),
+            a.work.join(format!("w{w}")).join("drover.db"),
+        );
         let (s, st, r, b) = (stop.clone(), stats.clone(), rollout.clone(), ready.clone());
         threads.push(std::thread::spawn(move || {
             worker(url, local, mine, a.services, s, st, r, b, a.read_first)
@@ -523,7 +528,11 @@ fn main() {
         };
         let d = placement::place(&spec, &hosts, &BTreeMap::new());
         if !d.unplaced.is_empty() {
-            die(&format!("{}: {} slots unplaced", spec.service, d.unplaced.len()));
+            die(&format!(
+                "{}: {} slots unplaced",
+                spec.service,
+                d.unplaced.len()
+            ));
         }
         decisions.push((spec.service, d));
     }
@@ -563,17 +572,21 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = rollout.seen.lock().unwrap().clone();
-    let mut ms: Vec<f64> = targets.iter().filter_map(|i| seen.get(i)).copied().collect();
+    let mut ms: Vec<f64> = targets
+        .iter()
+        .filter_map(|i| seen.get(i))
+        .copied()
+        .collect();
     ms.sort_by(|a, b| a.total_cmp(b));
-    println!("placements={}", decisions.iter().map(|(_, d)| d.placed.len()).sum::<usize>());
+    println!(
+        "placements={}",
+        decisions.iter().map(|(_, d)| d.placed.len()).sum::<usize>()
+    );
     println!("hosts_placed={}", targets.len());
     println!("place_ms={place_ms:.1}");
     println!("record_ms={record_ms:.1}");
     println!("decision_ms={:.1}", place_ms + record_ms);
-    println!(
-        "record_statements={}",
-        if q0 < 0 { -1 } else { q1 - q0 }
-    );
+    println!("record_statements={}", if q0 < 0 { -1 } else { q1 - q0 });
     println!("hosts_seen={}", ms.len());
     println!("propagation_p50_ms={:.0}", pct(&ms, 0.5));
     println!("propagation_p99_ms={:.0}", pct(&ms, 0.99));
