@@ -291,7 +291,7 @@ fn worker(
             let t = Instant::now();
             let me = name(*idx);
             let pass = (|| -> Result<()> {
-                if beats[k] % 3 == 0 {
+                if beats[k].is_multiple_of(3) {
                     db.host_heartbeat(&me, *epoch)?;
                 }
                 beats[k] += 1;
