@@ -419,6 +419,14 @@ fn main() {
     }
     println!("join_s={:.2}", t.elapsed().as_secs_f64());
 
+    // Joining 1,000 hosts takes longer than the heartbeat timeout: every
+    // host beats once now, so none starts out lapsed.
+    admin
+        .batch_execute(
+            "UPDATE hosts SET heartbeat = (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        )
+        .expect("fresh heartbeats");
+
     // The workers.
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
@@ -501,7 +509,7 @@ fn main() {
     println!("connections={conns}");
 
     // The rollout: every service's R replicas placed over every host.
-    let hosts: Vec<Host> = db
+    let mut hosts: Vec<Host> = db
         .read()
         .hosts()
         .expect("hosts")
@@ -533,6 +541,13 @@ fn main() {
                 spec.service,
                 d.unplaced.len()
             ));
+        }
+        // What this service placed counts for the next ones, as running
+        // instances would (`Hosting::load` counts instances per host).
+        for p in &d.placed {
+            if let Some(h) = hosts.iter_mut().find(|h| h.name == p.host) {
+                h.instances += 1;
+            }
         }
         decisions.push((spec.service, d));
     }
