@@ -10,7 +10,7 @@
 # scale. See bench/README.md ("Fleet scale benchmark").
 #
 #   bench/fleet.sh                    # N = 10, 100, 1000 (~3 min)
-#   BENCH_QUICK=1 bench/fleet.sh      # smoke test: N = 10, a few seconds of steady state
+#   BENCH_QUICK=1 bench/fleet.sh      # smoke test: N = 10, 2 s of steady state (~10 s)
 #   FLEET_SIM=/path/to/fleet_sim bench/fleet.sh   # an existing simulator binary
 #
 # Knobs (environment):
@@ -18,7 +18,7 @@
 #   FLEET_SIM     the simulator (cargo build --release -p drover-core --example fleet_sim)
 #   HOSTS         host counts to run, in turn                    ["10 100 1000"; quick: 10]
 #   SERVICES      services in the rollout                        [10]
-#   STEADY        seconds of steady state measured per N         [15; quick: 3]
+#   STEADY        seconds of steady state measured per N         [15; quick: 2]
 #   WORKERS       simulator workers (each: 3 connections)        [min(N, 32)]
 #   READ_FIRST    also run the largest N with the fleet check reading
 #                 before it takes the write lock (the first fix)  [1; quick: 0]
@@ -34,7 +34,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
 SERVICES=${SERVICES:-10}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-  HOSTS=${HOSTS:-10} STEADY=${STEADY:-3}
+  HOSTS=${HOSTS:-10} STEADY=${STEADY:-2}
 else
   HOSTS=${HOSTS:-10 100 1000} STEADY=${STEADY:-15}
 fi
@@ -104,7 +104,7 @@ say "pgbench simple-update on the same cluster (a scale for the figures)"
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE pgbench"
 PGB_SCALE=$( (quick && echo 1) || echo 10)
 as_pg "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" -U drover -i -q -s "$PGB_SCALE" pgbench >"$RES/pgbench-init.log" 2>&1
-PGB_T=$( (quick && echo 2) || echo 15)
+PGB_T=$( (quick && echo 1) || echo 15)
 as_pg "$PGBIN/pgbench" -h "$SOCK" -p "$PORT" -U drover -N -c 8 -j 2 -T "$PGB_T" pgbench >"$RES/pgbench.log" 2>&1 \
   || die "pgbench failed: $(tail -n 5 "$RES/pgbench.log")"
 PGB_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$RES/pgbench.log" | head -n 1)
