@@ -26,7 +26,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/drover-bench}
-ALL=(build deploy drift packages proxy registry roots runtime)
+ALL=(build deploy drift fleet packages proxy registry roots runtime)
 
 die() { echo "bench/quick.sh: $*" >&2; exit 1; }
 
