@@ -38,6 +38,11 @@ const REPLACED_WITHIN: Duration = Duration::from_secs(45);
 fn three_hosts() -> Option<[Env; 3]> {
     let h1 = common::web_env()?;
     h1.state.as_ref()?;
+    Some(three_from(h1))
+}
+
+/// h1 (with the images built) and two more stores on its database.
+fn three_from(h1: Env) -> [Env; 3] {
     let h2 = h1.sharing();
     let h3 = h1.sharing();
     // h1 signed the images: every host trusts its key (fleet-wide).
@@ -52,13 +57,21 @@ fn three_hosts() -> Option<[Env; 3]> {
             std::fs::copy(b.path(), to.join(b.file_name())).unwrap();
         }
     }
-    Some([h1, h2, h3])
+    [h1, h2, h3]
 }
 
 fn join(env: &Env, name: &str, zone: &str) -> Serve {
+    join_on(env, name, zone, "127.0.0.1")
+}
+
+/// [`join`] with the host's proxies listening on `bind` (a loopback
+/// address of its own, so three hosts' proxies share a port).
+fn join_on(env: &Env, name: &str, zone: &str, bind: &str) -> Serve {
     Serve::start(
         env,
         &[
+            "--bind",
+            bind,
             "--join",
             "--host",
             name,
@@ -133,6 +146,11 @@ fn per_host(list: &[&Value]) -> BTreeMap<String, usize> {
 }
 
 fn fleet(env: &Env, tag: &str, health_path: &str) -> String {
+    fleet_with(env, tag, health_path, "")
+}
+
+/// [`fleet`] with `extra` lines in the service's table.
+fn fleet_with(env: &Env, tag: &str, health_path: &str, extra: &str) -> String {
     common::write_fleet(
         env,
         &format!(
@@ -144,6 +162,7 @@ min_healthy = "0s"
 max_surge = 2
 max_unavailable = 1
 spread_by = "zone"
+{extra}
 
 [service.web.health]
 kind = "http"
@@ -431,4 +450,116 @@ fn fleet_scenario() {
     assert_eq!(hosts(&e1)["h2"]["state"], "up");
     e1.ok(&["audit", "verify"]);
     drop(s3);
+}
+
+/// How long each step of the load test may take to settle fleet-wide.
+const STEP_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn two_deploys_and_a_rollback_across_hosts_fail_no_request() {
+    pgtest::with(Backend::Postgres, load_scenario);
+}
+
+/// wrk against h2's proxy (127.0.0.2; the hosts' proxies listen on
+/// 127.0.0.1, .2 and .3, one port) while six replicas over three hosts
+/// roll to release 2, to 3 (web:1 again), and are rolled back: not one
+/// request fails (non-2xx, connect, read, write or timeout errors).
+fn load_scenario() {
+    let Some([e1, e2, e3]) = three_hosts() else {
+        return;
+    };
+    if !common::require("wrk") {
+        return;
+    }
+    let port = common::free_port();
+    let ports = format!("ports = [{port}]\ndrain = \"5s\"");
+    let s1 = join_on(&e1, "h1", "a", "127.0.0.1");
+    let s2 = join_on(&e2, "h2", "b", "127.0.0.2");
+    let s3 = join_on(&e3, "h3", "c", "127.0.0.3");
+    let logs = || format!("h1:\n{}\nh2:\n{}\nh3:\n{}", s1.log(), s2.log(), s3.log());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let h = hosts(&e1);
+            h.len() == 3 && h.values().all(|h| h["state"] == "up")
+        }),
+        "the hosts did not join:\n{}",
+        logs()
+    );
+    let all = ["h1", "h2", "h3"];
+    let out = e1.run(&["apply", "-f", &fleet_with(&e1, "1", "/", &ports)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        eventually(STEP_WITHIN, || even(&e1, 1, &all)),
+        "not 2/2/2: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+    // Every host's proxy answers.
+    for addr in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        assert!(
+            eventually(Duration::from_secs(10), || get_at(addr, port).is_some()),
+            "{addr}:{port} does not answer\n{}",
+            logs()
+        );
+    }
+    let step = |what: &str, want: i64| {
+        assert!(
+            eventually(STEP_WITHIN, || web_status(&e1)["release"] == want
+                && settled(&e1, want, &all)),
+            "{what}: not settled on release {want}: {:?}\n{}",
+            summary(&e1),
+            logs()
+        );
+    };
+    let (requests, errors, non2xx, text) = crate::serve::wrk_during_at("127.0.0.2", port, || {
+        let out = e1.run(&[
+            "apply",
+            "-f",
+            &fleet_with(&e1, "2", "/", &ports),
+            "-m",
+            "two",
+        ]);
+        assert!(out.status.success(), "deploy 2: {}", show(&out));
+        step("deploy 2", 2);
+        let out = e1.run(&[
+            "apply",
+            "-f",
+            &fleet_with(&e1, "1", "/", &ports),
+            "-m",
+            "three",
+        ]);
+        assert!(out.status.success(), "deploy 3: {}", show(&out));
+        step("deploy 3", 3);
+        let out = e1.run(&["rollback", "web"]);
+        assert!(out.status.success(), "rollback: {}", show(&out));
+        let rel = e1.items(&["releases", "web"]);
+        assert_eq!(rel.len(), 4, "1 + 2 deploys + 1 rollback: {rel:?}");
+        step("rollback", 4);
+    });
+    eprintln!("{text}");
+    assert!(requests > 100, "wrk made only {requests} requests:\n{text}");
+    assert_eq!(
+        (errors, non2xx),
+        (0, 0),
+        "failed requests:\n{text}\n{}",
+        logs()
+    );
+    // The rollback runs web:2 again.
+    assert_eq!(get_at("127.0.0.2", port).as_deref(), Some("version two\n"));
+    drop((s1, s2, s3));
+}
+
+/// `common::get` against `addr`: the body of a 200 to `GET /`.
+fn get_at(addr: &str, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((addr, port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    if !r.starts_with("HTTP/1.1 200") && !r.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
