@@ -563,3 +563,174 @@ fn get_at(addr: &str, port: u16) -> Option<String> {
     }
     r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
+
+/// The bound on finishing a rollout once PostgreSQL is back: the serves'
+/// reconnection backoff, the rest of a rollout of six, and room for a
+/// loaded machine.
+const RESUMED_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_rollout_resumes_after_postgresql_restarts() {
+    pgtest::with(Backend::Postgres, restart_scenario);
+}
+
+/// On a PostgreSQL cluster of its own: three hosts roll six replicas from
+/// release 1 to 2; mid-rollout PostgreSQL stops (fast shutdown) for 3 s.
+/// Every host's proxy answers all along, no instance is started or stopped
+/// and nothing is written to the ledger while it is down, and the rollout
+/// completes once it is back.
+fn restart_scenario() {
+    if !common::require("busybox") || common::web_env().is_none() {
+        return;
+    }
+    // Declared first: stopped last, after the serves and the stores.
+    let Some(pg) = pgtest::Private::start() else {
+        return;
+    };
+    let h1 = Env {
+        dir: tempfile::tempdir().unwrap(),
+        state: Some(pg.url("drover")),
+    };
+    common::web_image(&h1, "1", "version one\n", "/", common::WEB_SERVER);
+    common::web_image(&h1, "2", "version two\n", "/", common::WEB_SERVER);
+    let [e1, e2, e3] = three_from(h1);
+    let port = common::free_port();
+    let ports = format!("ports = [{port}]\ndrain = \"5s\"");
+    let s1 = join_on(&e1, "h1", "a", "127.0.0.1");
+    let s2 = join_on(&e2, "h2", "b", "127.0.0.2");
+    let s3 = join_on(&e3, "h3", "c", "127.0.0.3");
+    let logs = || format!("h1:\n{}\nh2:\n{}\nh3:\n{}", s1.log(), s2.log(), s3.log());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let h = hosts(&e1);
+            h.len() == 3 && h.values().all(|h| h["state"] == "up")
+        }),
+        "the hosts did not join:\n{}",
+        logs()
+    );
+    let all = ["h1", "h2", "h3"];
+    let addrs = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let out = e1.run(&["apply", "-f", &fleet_with(&e1, "1", "/", &ports)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        eventually(STEP_WITHIN, || even(&e1, 1, &all)
+            && addrs.iter().all(|a| get_at(a, port).is_some())),
+        "not 2/2/2: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+
+    // The rollout to release 2, caught midway: some new replicas ready,
+    // not all.
+    let mut apply = e1
+        .cmd()
+        .args([
+            "apply",
+            "--detach",
+            "-f",
+            &fleet_with(&e1, "2", "/", &ports),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(STEP_WITHIN, || {
+            let r = ready(&live(&e1))
+                .iter()
+                .filter(|i| i["release"] == 2)
+                .count();
+            (1..6).contains(&r)
+        }),
+        "the rollout did not start: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+    let _ = apply.wait();
+    let seq = e1
+        .items(&["audit"])
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap();
+    // What runs: every process naming a store (serves, monitors,
+    // instances), and the pids of the ready instances.
+    let procs = || -> BTreeSet<u32> {
+        [&e1, &e2, &e3]
+            .iter()
+            .flat_map(|e| pids_naming(&e.store()))
+            .collect()
+    };
+    let snapshot = live(&e1);
+    let serving: Vec<u32> = ready(&snapshot)
+        .iter()
+        .map(|i| i["pid"].as_u64().expect("a ready instance's pid") as u32)
+        .collect();
+    let before = procs();
+    let midway = summary(&e1);
+    pg.down("fast");
+    let t = Instant::now();
+    let mut probes = 0;
+    while t.elapsed() < Duration::from_secs(3) {
+        for a in addrs {
+            assert!(
+                get_at(a, port).is_some(),
+                "{a}:{port} failed while PostgreSQL was down\n{}",
+                logs()
+            );
+            probes += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing was started, and no ready instance stopped. (A start in
+    // flight when PostgreSQL stopped is undone: it was never recorded.)
+    let during = procs();
+    assert!(
+        during.is_subset(&before),
+        "processes started while PostgreSQL was down: {:?}; midway: {midway}\n{}",
+        during.difference(&before).collect::<Vec<_>>(),
+        logs()
+    );
+    for pid in &serving {
+        assert!(
+            during.contains(pid),
+            "ready instance {pid} stopped while PostgreSQL was down; midway: {midway}\n{}",
+            logs()
+        );
+    }
+    let back = clock_now();
+    pg.up();
+    eprintln!("{probes} requests answered while PostgreSQL was down; midway: {midway}");
+    let t = Instant::now();
+    assert!(
+        eventually(RESUMED_WITHIN, || settled(&e1, 2, &all)),
+        "the rollout did not resume within {RESUMED_WITHIN:?}: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+    eprintln!(
+        "the rollout finished {:?} after PostgreSQL came back",
+        t.elapsed()
+    );
+    for a in addrs {
+        assert_eq!(get_at(a, port).as_deref(), Some("version two\n"), "{a}");
+    }
+    // Nothing was appended to the ledger while it was down.
+    for e in e1.items(&["audit"]) {
+        if e["seq"].as_u64().unwrap() > seq {
+            let time = e["time"].as_str().unwrap();
+            assert!(time[..19] >= back[..], "written while down: {e}");
+        }
+    }
+    e1.ok(&["audit", "verify"]);
+    drop((s1, s2, s3));
+}
+
+/// Now, UTC, to the second (`YYYY-MM-DDTHH:MM:SS`), as the ledger writes it.
+fn clock_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
