@@ -683,7 +683,7 @@ fn restart_scenario() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Nothing was started, and no ready instance stopped. (A start in
-    // flight when PostgreSQL stopped is undone: it was never recorded.)
+    // flight when PostgreSQL stopped may be undone.)
     let during = procs();
     assert!(
         during.is_subset(&before),
