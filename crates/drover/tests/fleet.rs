@@ -661,14 +661,16 @@ fn restart_scenario() {
             .flat_map(|e| pids_naming(&e.store()))
             .collect()
     };
+    // Read last, right before the stop: the rollout goes on meanwhile,
+    // and an instance draining by then is not in `serving`.
+    let before = procs();
     let snapshot = live(&e1);
     let serving: Vec<u32> = ready(&snapshot)
         .iter()
         .map(|i| i["pid"].as_u64().expect("a ready instance's pid") as u32)
         .collect();
-    let before = procs();
-    let midway = summary(&e1);
     pg.down("fast");
+    let midway = format!("{serving:?} of {snapshot:?}");
     let t = Instant::now();
     let mut probes = 0;
     while t.elapsed() < Duration::from_secs(3) {
