@@ -272,12 +272,32 @@ fn heartbeat(dir: &Path, mut joined: Joined, opts: &JoinOptions, stop: &AtomicBo
 
 fn check(dir: &Path, me: &str, timeout_ms: i64, stop: &AtomicBool) {
     let mut store = None;
+    // After this serve lost the database, every host's heartbeat lapsed as
+    // much as its own did (an outage of the database, not of the hosts):
+    // judge none before each has had a full timeout, and a beat, to land
+    // again. Otherwise the first host back marks all the others down and
+    // they fence themselves, stopping every instance they run.
+    let grace = Duration::from_millis(timeout_ms.max(0) as u64) + HEARTBEAT;
+    let mut lost_db = false;
+    let mut hold_until: Option<Instant> = None;
     while !pause(CHECK, stop) {
         let pass = (|| -> Result<()> {
             if store.is_none() {
                 store = Some(Store::open_unleased(dir)?);
             }
             let s: &mut Store = store.as_mut().expect("just opened");
+            if lost_db {
+                lost_db = false;
+                hold_until = Some(Instant::now() + grace);
+                info!(
+                    grace = ?grace,
+                    "the state database answers again; judging no host's heartbeat for the grace"
+                );
+            }
+            if hold_until.is_some_and(|t| Instant::now() < t) {
+                return Ok(());
+            }
+            hold_until = None;
             for down in s.db_mut().mark_lapsed_hosts_down(timeout_ms, me)? {
                 warn!(
                     host = %down.host,
@@ -292,6 +312,7 @@ fn check(dir: &Path, me: &str, timeout_ms: i64, stop: &AtomicBool) {
         if let Err(e) = pass {
             warn!(error = %e, "fleet check failed; retrying");
             store = None;
+            lost_db = true;
         }
     }
 }

@@ -38,6 +38,11 @@ const REPLACED_WITHIN: Duration = Duration::from_secs(45);
 fn three_hosts() -> Option<[Env; 3]> {
     let h1 = common::web_env()?;
     h1.state.as_ref()?;
+    Some(three_from(h1))
+}
+
+/// h1 (with the images built) and two more stores on its database.
+fn three_from(h1: Env) -> [Env; 3] {
     let h2 = h1.sharing();
     let h3 = h1.sharing();
     // h1 signed the images: every host trusts its key (fleet-wide).
@@ -52,13 +57,21 @@ fn three_hosts() -> Option<[Env; 3]> {
             std::fs::copy(b.path(), to.join(b.file_name())).unwrap();
         }
     }
-    Some([h1, h2, h3])
+    [h1, h2, h3]
 }
 
 fn join(env: &Env, name: &str, zone: &str) -> Serve {
+    join_on(env, name, zone, "127.0.0.1")
+}
+
+/// [`join`] with the host's proxies listening on `bind` (a loopback
+/// address of its own, so three hosts' proxies share a port).
+fn join_on(env: &Env, name: &str, zone: &str, bind: &str) -> Serve {
     Serve::start(
         env,
         &[
+            "--bind",
+            bind,
             "--join",
             "--host",
             name,
@@ -133,6 +146,11 @@ fn per_host(list: &[&Value]) -> BTreeMap<String, usize> {
 }
 
 fn fleet(env: &Env, tag: &str, health_path: &str) -> String {
+    fleet_with(env, tag, health_path, "")
+}
+
+/// [`fleet`] with `extra` lines in the service's table.
+fn fleet_with(env: &Env, tag: &str, health_path: &str, extra: &str) -> String {
     common::write_fleet(
         env,
         &format!(
@@ -144,6 +162,7 @@ min_healthy = "0s"
 max_surge = 2
 max_unavailable = 1
 spread_by = "zone"
+{extra}
 
 [service.web.health]
 kind = "http"
@@ -431,4 +450,295 @@ fn fleet_scenario() {
     assert_eq!(hosts(&e1)["h2"]["state"], "up");
     e1.ok(&["audit", "verify"]);
     drop(s3);
+}
+
+/// How long each step of the load test may take to settle fleet-wide.
+const STEP_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn two_deploys_and_a_rollback_across_hosts_fail_no_request() {
+    pgtest::with(Backend::Postgres, load_scenario);
+}
+
+/// wrk against h2's proxy (127.0.0.2; the hosts' proxies listen on
+/// 127.0.0.1, .2 and .3, one port) while six replicas over three hosts
+/// roll to release 2, to 3 (web:1 again), and are rolled back: not one
+/// request fails (non-2xx, connect, read, write or timeout errors).
+fn load_scenario() {
+    let Some([e1, e2, e3]) = three_hosts() else {
+        return;
+    };
+    if !common::require("wrk") {
+        return;
+    }
+    let port = common::free_port();
+    let ports = format!("ports = [{port}]\ndrain = \"5s\"");
+    let s1 = join_on(&e1, "h1", "a", "127.0.0.1");
+    let s2 = join_on(&e2, "h2", "b", "127.0.0.2");
+    let s3 = join_on(&e3, "h3", "c", "127.0.0.3");
+    let logs = || format!("h1:\n{}\nh2:\n{}\nh3:\n{}", s1.log(), s2.log(), s3.log());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let h = hosts(&e1);
+            h.len() == 3 && h.values().all(|h| h["state"] == "up")
+        }),
+        "the hosts did not join:\n{}",
+        logs()
+    );
+    let all = ["h1", "h2", "h3"];
+    let out = e1.run(&["apply", "-f", &fleet_with(&e1, "1", "/", &ports)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        eventually(STEP_WITHIN, || even(&e1, 1, &all)),
+        "not 2/2/2: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+    // Every host's proxy answers.
+    for addr in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        assert!(
+            eventually(Duration::from_secs(10), || get_at(addr, port).is_some()),
+            "{addr}:{port} does not answer\n{}",
+            logs()
+        );
+    }
+    let step = |what: &str, want: i64| {
+        assert!(
+            eventually(STEP_WITHIN, || web_status(&e1)["release"] == want
+                && settled(&e1, want, &all)),
+            "{what}: not settled on release {want}: {:?}\n{}",
+            summary(&e1),
+            logs()
+        );
+    };
+    let (requests, errors, non2xx, text) = crate::serve::wrk_during_at("127.0.0.2", port, || {
+        let out = e1.run(&[
+            "apply",
+            "-f",
+            &fleet_with(&e1, "2", "/", &ports),
+            "-m",
+            "two",
+        ]);
+        assert!(out.status.success(), "deploy 2: {}", show(&out));
+        step("deploy 2", 2);
+        let out = e1.run(&[
+            "apply",
+            "-f",
+            &fleet_with(&e1, "1", "/", &ports),
+            "-m",
+            "three",
+        ]);
+        assert!(out.status.success(), "deploy 3: {}", show(&out));
+        step("deploy 3", 3);
+        let out = e1.run(&["rollback", "web"]);
+        assert!(out.status.success(), "rollback: {}", show(&out));
+        let rel = e1.items(&["releases", "web"]);
+        assert_eq!(rel.len(), 4, "1 + 2 deploys + 1 rollback: {rel:?}");
+        step("rollback", 4);
+    });
+    eprintln!("{text}");
+    assert!(requests > 100, "wrk made only {requests} requests:\n{text}");
+    assert_eq!(
+        (errors, non2xx),
+        (0, 0),
+        "failed requests:\n{text}\n{}",
+        logs()
+    );
+    // The rollback runs web:2 again.
+    assert_eq!(get_at("127.0.0.2", port).as_deref(), Some("version two\n"));
+    drop((s1, s2, s3));
+}
+
+/// `common::get` against `addr`: the body of a 200 to `GET /`.
+fn get_at(addr: &str, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((addr, port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    if !r.starts_with("HTTP/1.1 200") && !r.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    r.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+/// The bound on finishing a rollout once PostgreSQL is back: the serves'
+/// reconnection backoff, the rest of a rollout of six, and room for a
+/// loaded machine. It takes about 2 s, or about 29 s when the outage cut
+/// off a pass holding the service's deploy lease (30 s, not released:
+/// the holder is alive, so nobody takes it over before it expires).
+const RESUMED_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_rollout_resumes_after_postgresql_restarts() {
+    pgtest::with(Backend::Postgres, restart_scenario);
+}
+
+/// On a PostgreSQL cluster of its own: three hosts roll six replicas from
+/// release 1 to 2; mid-rollout PostgreSQL stops (fast shutdown) for 3 s.
+/// Every host's proxy answers all along, no instance is started or stopped
+/// and nothing is written to the ledger while it is down, and the rollout
+/// completes once it is back.
+fn restart_scenario() {
+    if !common::require("busybox") || common::web_env().is_none() {
+        return;
+    }
+    // Declared first: stopped last, after the serves and the stores.
+    let Some(pg) = pgtest::Private::start() else {
+        return;
+    };
+    let h1 = Env {
+        dir: tempfile::tempdir().unwrap(),
+        state: Some(pg.url("drover")),
+    };
+    common::web_image(&h1, "1", "version one\n", "/", common::WEB_SERVER);
+    common::web_image(&h1, "2", "version two\n", "/", common::WEB_SERVER);
+    let [e1, e2, e3] = three_from(h1);
+    let port = common::free_port();
+    let ports = format!("ports = [{port}]\ndrain = \"5s\"");
+    let s1 = join_on(&e1, "h1", "a", "127.0.0.1");
+    let s2 = join_on(&e2, "h2", "b", "127.0.0.2");
+    let s3 = join_on(&e3, "h3", "c", "127.0.0.3");
+    let logs = || format!("h1:\n{}\nh2:\n{}\nh3:\n{}", s1.log(), s2.log(), s3.log());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let h = hosts(&e1);
+            h.len() == 3 && h.values().all(|h| h["state"] == "up")
+        }),
+        "the hosts did not join:\n{}",
+        logs()
+    );
+    let all = ["h1", "h2", "h3"];
+    let addrs = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let out = e1.run(&["apply", "-f", &fleet_with(&e1, "1", "/", &ports)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        eventually(STEP_WITHIN, || even(&e1, 1, &all)
+            && addrs.iter().all(|a| get_at(a, port).is_some())),
+        "not 2/2/2: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+
+    // The rollout to release 2, caught midway: some new replicas ready,
+    // not all.
+    let mut apply = e1
+        .cmd()
+        .args([
+            "apply",
+            "--detach",
+            "-f",
+            &fleet_with(&e1, "2", "/", &ports),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(STEP_WITHIN, || {
+            let r = ready(&live(&e1))
+                .iter()
+                .filter(|i| i["release"] == 2)
+                .count();
+            (1..6).contains(&r)
+        }),
+        "the rollout did not start: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+    let _ = apply.wait();
+    let seq = e1
+        .items(&["audit"])
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap();
+    // What runs: every process naming a store (serves, monitors,
+    // instances), and the pids of the ready instances.
+    let procs = || -> BTreeSet<u32> {
+        [&e1, &e2, &e3]
+            .iter()
+            .flat_map(|e| pids_naming(&e.store()))
+            .collect()
+    };
+    // Read last, right before the stop: the rollout goes on meanwhile,
+    // and an instance draining by then is not in `serving`.
+    let before = procs();
+    let snapshot = live(&e1);
+    let serving: Vec<u32> = ready(&snapshot)
+        .iter()
+        .map(|i| i["pid"].as_u64().expect("a ready instance's pid") as u32)
+        .collect();
+    pg.down("fast");
+    // Checked with PostgreSQL down, asserted once it is up again (a failed
+    // test must leave the stores' cleanup a database to use).
+    let down = Instant::now();
+    let mut failed: Option<String> = None;
+    let mut probes = 0;
+    while failed.is_none() && down.elapsed() < Duration::from_secs(3) {
+        for a in addrs {
+            if get_at(a, port).is_none() {
+                failed = Some(format!("{a}:{port} failed while PostgreSQL was down"));
+            }
+            probes += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing was started, and no ready instance stopped. (A start in
+    // flight when PostgreSQL stopped may be undone.)
+    let during = procs();
+    if failed.is_none() && !during.is_subset(&before) {
+        failed = Some(format!(
+            "processes started while PostgreSQL was down: {:?}",
+            during.difference(&before).collect::<Vec<_>>()
+        ));
+    }
+    if let Some(pid) = serving.iter().find(|p| !during.contains(p))
+        && failed.is_none()
+    {
+        failed = Some(format!(
+            "ready instance {pid} stopped while PostgreSQL was down"
+        ));
+    }
+    let midway = format!("{serving:?} of {snapshot:?}");
+    let back = clock_now();
+    pg.up();
+    if let Some(f) = failed {
+        panic!("{f}; midway: {midway}\n{}", logs());
+    }
+    eprintln!("{probes} requests answered while PostgreSQL was down; midway: {midway}");
+    let t = Instant::now();
+    assert!(
+        eventually(RESUMED_WITHIN, || settled(&e1, 2, &all)),
+        "the rollout did not resume within {RESUMED_WITHIN:?}: {:?}\n{}",
+        summary(&e1),
+        logs()
+    );
+    eprintln!(
+        "the rollout finished {:?} after PostgreSQL came back",
+        t.elapsed()
+    );
+    for a in addrs {
+        assert_eq!(get_at(a, port).as_deref(), Some("version two\n"), "{a}");
+    }
+    // Nothing was appended to the ledger while it was down.
+    for e in e1.items(&["audit"]) {
+        if e["seq"].as_u64().unwrap() > seq {
+            let time = e["time"].as_str().unwrap();
+            assert!(time[..19] >= back[..], "written while down: {e}");
+        }
+    }
+    e1.ok(&["audit", "verify"]);
+    drop((s1, s2, s3));
+}
+
+/// Now, UTC, to the second (`YYYY-MM-DDTHH:MM:SS`), as the ledger writes it.
+fn clock_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -333,9 +333,14 @@ fn a_crash_looping_release_backs_off_and_shows_in_status() {
 /// Run wrk against `port` until `stop` returns; the (requests, errors,
 /// non-2xx) it reports.
 fn wrk_during(port: u16, work: impl FnOnce()) -> (u64, u64, u64, String) {
+    wrk_during_at("127.0.0.1", port, work)
+}
+
+/// [`wrk_during`] against the proxy listening on `addr`.
+pub(crate) fn wrk_during_at(addr: &str, port: u16, work: impl FnOnce()) -> (u64, u64, u64, String) {
     let mut child = Command::new("wrk")
         .args(["-t1", "-c8", "-d600s", "--timeout", "10s"])
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(format!("http://{addr}:{port}/"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -329,3 +329,128 @@ impl Cluster {
         Some(self.url(&name))
     }
 }
+
+/// A PostgreSQL cluster of one test's own, which it may stop and start
+/// (the shared [`cluster`] must not be: every test uses it). Loopback and
+/// a unix socket only, like the shared one; stopped (immediately) and
+/// deleted when dropped.
+pub struct Private {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Private {
+    /// A new cluster, started, with an empty database `drover`; `None`
+    /// when PostgreSQL is not installed (or not root, to run it as
+    /// `postgres`).
+    pub fn start() -> Option<Private> {
+        let bin = bin()?;
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let (uid, gid) = ids("postgres")?;
+        let dir = tempfile::Builder::new()
+            .prefix("drover-pg-private-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sock = dir.join("sock");
+        std::fs::create_dir(&sock).unwrap();
+        for p in [&dir, &sock] {
+            nix::unistd::chown(p, Some(uid.into()), Some(gid.into())).unwrap();
+        }
+        let pg = Private {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        let out = pg
+            .as_postgres(&pg.bin.join("initdb"))
+            .arg("-D")
+            .arg(pg.dir.join("data"))
+            .args([
+                "-U",
+                "drover",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-N",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.up();
+        postgres::Client::connect(&pg.url("postgres"), postgres::NoTls)
+            .unwrap()
+            .batch_execute("CREATE DATABASE drover TEMPLATE template0 ENCODING 'UTF8'")
+            .unwrap();
+        Some(pg)
+    }
+
+    fn as_postgres(&self, program: &Path) -> Command {
+        let (uid, gid) = ids("postgres").expect("the postgres user");
+        let mut c = Command::new(program);
+        c.uid(uid).gid(gid).current_dir(&self.dir);
+        c
+    }
+
+    /// The URL of its database `drover` (over the unix socket).
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgresql:///{db}?user=drover&host={}&port={}",
+            self.dir.join("sock").display(),
+            self.port
+        )
+    }
+
+    /// Start it (again, on the same port and socket) and wait until it
+    /// takes connections.
+    pub fn up(&self) {
+        let out = self
+            .as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+                 -c synchronous_commit=off -c max_connections=100",
+                self.port,
+                self.dir.join("sock").display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// Stop it: `fast` (clients disconnected, a clean shutdown) or
+    /// `immediate`.
+    pub fn down(&self, mode: &str) {
+        let _ = self
+            .as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", mode, "-w", "stop"])
+            .output();
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.down("immediate");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
