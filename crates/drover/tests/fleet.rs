@@ -566,9 +566,9 @@ fn get_at(addr: &str, port: u16) -> Option<String> {
 
 /// The bound on finishing a rollout once PostgreSQL is back: the serves'
 /// reconnection backoff, the rest of a rollout of six, and room for a
-/// loaded machine. It takes about 2 s, or about 29 s when the outage cut
-/// off a pass holding the service's deploy lease (30 s, not released:
-/// the holder is alive, so nobody takes it over before it expires).
+/// loaded machine. It takes 2–3 s (a pass the outage cut off gave up the
+/// service's deploy lease unheard, and its serve takes it again at once;
+/// before that, it waited out the 30 s lease).
 const RESUMED_WITHIN: Duration = Duration::from_secs(60);
 
 #[test]

@@ -11,6 +11,8 @@
 //! A lock never sticks: a lease left by a killed `apply` expires by itself,
 //! and one whose holder is a dead process on this host is taken over at once.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::clock::now_ms;
@@ -104,10 +106,29 @@ pub fn holder(db: &mut Db, name: &str) -> Result<Option<String>> {
 
 type Taken = std::result::Result<Lease, (String, i64)>;
 
+/// Leases this process gave up while the database could not hear it (lost
+/// or unreachable at [`Lease::release`]), by lock name and token: their
+/// rows still name this process as holder until they run out. This
+/// process takes such a lock again at once instead of waiting out the
+/// lease — only that token, so a lease it holds elsewhere (an `apply` in
+/// the same process) is never taken over.
+static GIVEN_UP: Mutex<BTreeSet<(String, i64)>> = Mutex::new(BTreeSet::new());
+
+fn given_up(name: &str, token: i64) -> bool {
+    GIVEN_UP
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&(name.to_string(), token))
+}
+
 fn try_acquire(tx: &Tx<'_>, name: &str, holder: &str) -> Result<Taken> {
     let now = now_ms();
     let token = match tx.lease(name)? {
-        Some(l) if l.expires > now && !holder_is_dead(&l.holder) => {
+        Some(l)
+            if l.expires > now
+                && !holder_is_dead(&l.holder)
+                && !(l.holder == holder && given_up(name, l.token)) =>
+        {
             return Ok(Err((l.holder, l.expires)));
         }
         Some(l) => l.token + 1,
@@ -165,8 +186,22 @@ impl Lease {
     }
 
     /// Give the lock up (the token stays, so the next holder's is higher).
+    /// If the database cannot be told (it went away), this process
+    /// remembers the lease as given up, so it can take the lock again when
+    /// the database answers rather than wait for the lease to run out.
     pub fn release(self, db: &mut Db) -> Result<()> {
-        db.write(|tx| tx.set_lease_expiry(&self.name, self.token, 0).map(drop))
+        let done = db.write(|tx| tx.set_lease_expiry(&self.name, self.token, 0).map(drop));
+        if done.is_err() {
+            self.given_up();
+        }
+        done
+    }
+
+    fn given_up(&self) {
+        GIVEN_UP
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((self.name.clone(), self.token));
     }
 }
 
@@ -193,6 +228,26 @@ mod tests {
         first.release(&mut db).unwrap();
         let second = acquire(&mut db, "service web", false).unwrap();
         assert_eq!(second.token, 2);
+    }
+    }
+
+    backends! {
+    fn a_lease_given_up_unheard_is_taken_again_at_once_by_its_process_only() {
+        let (_d, mut db) = db();
+        let first = acquire(&mut db, "service gone", false).unwrap();
+        let held = acquire(&mut db, "service kept", false).unwrap();
+        // The database did not hear the release of "gone" (it was away).
+        first.given_up();
+        let again = acquire(&mut db, "service gone", false).unwrap();
+        assert_eq!(again.token, first.token + 1);
+        // Another lock this process holds stays held.
+        let err = acquire(&mut db, "service kept", false).unwrap_err();
+        assert!(err.to_string().contains(&held.holder), "{err}");
+        // Only that token: the new lease is held as any other.
+        assert!(acquire(&mut db, "service gone", false).is_err());
+        // Another process does not take it early.
+        let taken = db.write(|tx| try_acquire(tx, "service gone", "someone@else pid 1 start 1"));
+        assert!(taken.unwrap().is_err());
     }
     }
 
